@@ -1,0 +1,73 @@
+/* The logical device and compute queue: created by moevk, or adopted from the application. */
+#include "internal.h"
+
+static moevk_result find_compute_family(moevk_context *context, uint32_t *family) {
+    const instance_functions *vki = &context->vki;
+    uint32_t count = 0;
+    vki->vkGetPhysicalDeviceQueueFamilyProperties(context->physical_device, &count, NULL);
+    VkQueueFamilyProperties list[32];
+    if (count > 32) count = 32;
+    vki->vkGetPhysicalDeviceQueueFamilyProperties(context->physical_device, &count, list);
+    for (uint32_t f = 0; f < count; ++f)
+        if (list[f].queueFlags & VK_QUEUE_COMPUTE_BIT) {
+            *family = f;
+            return MOEVK_SUCCESS;
+        }
+    return context_fail(context, MOEVK_ERROR_NO_DEVICE, "the device has no compute queue");
+}
+
+/* Device memory is mapped directly where the device shares memory with the host (lavapipe,
+ * integrated GPUs): no staging copies there. */
+static int maps_device_memory(const moevk_context *context) {
+    VkPhysicalDeviceType type = context->info.type;
+    if (type != VK_PHYSICAL_DEVICE_TYPE_CPU && type != VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU)
+        return 0;
+    const VkMemoryPropertyFlags wanted = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT |
+                                         VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
+                                         VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    for (uint32_t i = 0; i < context->memory.memoryTypeCount; ++i)
+        if ((context->memory.memoryTypes[i].propertyFlags & wanted) == wanted) return 1;
+    return 0;
+}
+
+moevk_result device_create(moevk_context *context) {
+    const instance_functions *vki = &context->vki;
+    instance_fill_device_info(vki, context->physical_device, &context->info);
+    vki->vkGetPhysicalDeviceMemoryProperties(context->physical_device, &context->memory);
+    VkPhysicalDeviceProperties properties;
+    vki->vkGetPhysicalDeviceProperties(context->physical_device, &properties);
+    context->limits = properties.limits;
+    context->info.host_visible_device_memory = maps_device_memory(context);
+
+    if (context->limits.maxPerStageDescriptorStorageBuffers < BINDING_COUNT)
+        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
+                            "the device allows %u storage buffers per stage; moevk needs %d",
+                            context->limits.maxPerStageDescriptorStorageBuffers, BINDING_COUNT);
+    if (context->limits.maxComputeWorkGroupSize[0] < WORKGROUP_SIZE ||
+        context->limits.maxComputeSharedMemorySize < 16384)
+        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
+                            "the device's compute limits are below what moevk needs");
+
+    PFN_vkGetDeviceProcAddr gdpa = vki->vkGetDeviceProcAddr;
+    if (!gdpa) return context_fail(context, MOEVK_ERROR_NO_VULKAN, "vkGetDeviceProcAddr missing");
+    if (context->device == VK_NULL_HANDLE) {
+        moevk_result r = find_compute_family(context, &context->queue_family);
+        if (r != MOEVK_SUCCESS) return r;
+        float priority = 1.0f;
+        VkDeviceQueueCreateInfo queue = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                         .queueFamilyIndex = context->queue_family,
+                                         .queueCount = 1,
+                                         .pQueuePriorities = &priority};
+        VkDeviceCreateInfo create = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                                     .queueCreateInfoCount = 1,
+                                     .pQueueCreateInfos = &queue};
+        VkResult vr = vki->vkCreateDevice(context->physical_device, &create, context->allocator,
+                                          &context->device);
+        if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateDevice");
+        context->owns_device = 1;
+    }
+    loader_load_device(&context->vk, context->device, gdpa);
+    context->vk.vkGetDeviceQueue(context->device, context->queue_family, context->queue_index,
+                                 &context->queue);
+    return MOEVK_SUCCESS;
+}

@@ -1,0 +1,218 @@
+/* Internal declarations of the moevk engine: the context and router objects and the helpers
+ * each engine file provides. Nothing here is public. */
+#ifndef MOEVK_INTERNAL_H
+#define MOEVK_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <volk.h>
+
+#include "moevk.h"
+#include "moevk_shared.h"
+
+/* Instance-level Vulkan entry points, loaded per context (volk's tables cover devices only). */
+typedef struct instance_functions {
+    PFN_vkGetInstanceProcAddr vkGetInstanceProcAddr;
+    PFN_vkCreateInstance vkCreateInstance;
+    PFN_vkEnumerateInstanceLayerProperties vkEnumerateInstanceLayerProperties;
+    PFN_vkEnumerateInstanceVersion vkEnumerateInstanceVersion;
+    PFN_vkDestroyInstance vkDestroyInstance;
+    PFN_vkEnumeratePhysicalDevices vkEnumeratePhysicalDevices;
+    PFN_vkGetPhysicalDeviceProperties vkGetPhysicalDeviceProperties;
+    PFN_vkGetPhysicalDeviceProperties2 vkGetPhysicalDeviceProperties2;
+    PFN_vkGetPhysicalDeviceQueueFamilyProperties vkGetPhysicalDeviceQueueFamilyProperties;
+    PFN_vkGetPhysicalDeviceMemoryProperties vkGetPhysicalDeviceMemoryProperties;
+    PFN_vkCreateDevice vkCreateDevice;
+    PFN_vkGetDeviceProcAddr vkGetDeviceProcAddr;
+    PFN_vkCreateDebugUtilsMessengerEXT vkCreateDebugUtilsMessengerEXT;
+    PFN_vkDestroyDebugUtilsMessengerEXT vkDestroyDebugUtilsMessengerEXT;
+} instance_functions;
+
+/* ---- loader.c: the system Vulkan loader and function tables, no global state ---- */
+/* Opens libvulkan and returns its vkGetInstanceProcAddr; *library receives the handle. */
+PFN_vkGetInstanceProcAddr loader_open(void **library);
+void loader_close(void *library);
+void loader_load_global(instance_functions *fns, PFN_vkGetInstanceProcAddr gipa);
+void loader_load_instance(instance_functions *fns, VkInstance instance);
+void loader_load_device(struct VolkDeviceTable *table, VkDevice device,
+                        PFN_vkGetDeviceProcAddr gdpa);
+
+/* ---- host_memory.c: host allocations through the optional callbacks ---- */
+void *host_alloc(const VkAllocationCallbacks *allocator, size_t size);
+void *host_calloc(const VkAllocationCallbacks *allocator, size_t count, size_t size);
+void host_free(const VkAllocationCallbacks *allocator, void *pointer);
+
+struct moevk_context {
+    const VkAllocationCallbacks *allocator;
+    void *loader_library;
+    instance_functions vki;
+    struct VolkDeviceTable vk;
+    VkInstance instance;
+    VkPhysicalDevice physical_device;
+    VkDevice device;
+    VkQueue queue;
+    uint32_t queue_family;
+    uint32_t queue_index;
+    int owns_instance;
+    int owns_device;
+    VkDebugUtilsMessengerEXT messenger;
+    moevk_message_fn message_fn;
+    void *message_user;
+    atomic_uint validation_messages;
+    pthread_mutex_t lock; /* guards the queue and last_error */
+    moevk_device_info info;
+    VkPhysicalDeviceMemoryProperties memory;
+    VkPhysicalDeviceLimits limits;
+    VkDescriptorSetLayout set_layout;
+    VkPipelineLayout pipeline_layout;
+    VkPipelineCache pipeline_cache;
+    char last_error[512];
+};
+
+/* ---- errors.c ---- */
+/* Records a formatted message as the context's last error and returns `result`. */
+moevk_result context_fail(moevk_context *context, moevk_result result, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Maps a failed VkResult to a moevk result and records which call failed. */
+moevk_result context_fail_vk(moevk_context *context, VkResult vk_result, const char *call);
+
+/* ---- instance.c: creating an instance and choosing a physical device ---- */
+moevk_result instance_create(moevk_context *context, const moevk_context_info *info);
+moevk_result instance_choose_device(moevk_context *context, const char *selector);
+void instance_fill_device_info(const instance_functions *vki, VkPhysicalDevice device,
+                               moevk_device_info *info);
+
+/* ---- device.c: creating or adopting the logical device ---- */
+moevk_result device_create(moevk_context *context);
+
+/* ---- gpu_buffer.c: buffers with their own memory ---- */
+typedef struct gpu_buffer {
+    VkBuffer buffer;
+    VkDeviceMemory memory;
+    VkDeviceSize size;
+    void *mapped; /* non-NULL when host-visible */
+} gpu_buffer;
+
+typedef enum buffer_kind {
+    BUFFER_DEVICE,   /* device-local; mapped too where the context maps device memory */
+    BUFFER_UPLOAD,   /* host-visible, coherent: staging for uploads */
+    BUFFER_READBACK, /* host-visible, coherent, cached where possible: staging for reads */
+} buffer_kind;
+
+moevk_result gpu_buffer_create(moevk_context *context, VkDeviceSize size, buffer_kind kind,
+                               gpu_buffer *out);
+void gpu_buffer_destroy(moevk_context *context, gpu_buffer *buffer);
+
+/* ---- pipelines.c: the one descriptor set layout and the stages' pipelines ---- */
+typedef enum stage {
+    STAGE_SCORES_TOPK,
+    STAGE_BUCKET_COUNT,
+    STAGE_BUCKET_SCAN,
+    STAGE_BUCKET_ASSIGN,
+    STAGE_SCORE_SELECT,
+    STAGE_DISPATCH,
+    STAGE_COMBINE,
+    STAGE_STATS,
+    STAGE_COUNT
+} stage;
+
+moevk_result pipelines_create_layouts(moevk_context *context);
+void pipelines_destroy_layouts(moevk_context *context);
+/* Creates the compute pipeline of one stage with its specialization constants. */
+moevk_result pipeline_create(moevk_context *context, stage which, uint32_t top_k,
+                             uint32_t num_experts, uint32_t dtype, VkPipeline *out);
+
+/* ---- shaders.c: the embedded SPIR-V ---- */
+typedef struct shader_code {
+    const char *name;
+    const uint32_t *code;
+    size_t size; /* bytes */
+} shader_code;
+const shader_code *shader_for_stage(stage which);
+
+/* Mirrors the push-constant block `Params` of shaders/common.glsl. */
+typedef struct route_params {
+    uint32_t num_tokens;
+    uint32_t num_experts;
+    uint32_t top_k;
+    uint32_t hidden_size;
+    uint32_t capacity;
+    uint32_t flags;
+    uint32_t num_blocks;
+    uint32_t block_size;
+    uint32_t pad_multiple;
+    uint32_t stat_blocks;
+    uint32_t rows_per_stat_block;
+    uint32_t dispatched_rows;
+    float temperature;
+    float scale;
+    uint32_t phase;
+    uint32_t reserved;
+} route_params;
+_Static_assert(sizeof(route_params) == 64, "push constants must match shaders/common.glsl");
+
+/* ---- router.c ---- */
+struct moevk_router {
+    moevk_context *context;
+    moevk_router_info info;
+    gpu_buffer buffers[BINDING_COUNT];
+    gpu_buffer upload;   /* staging, only when device memory is not mapped */
+    gpu_buffer readback; /* staging, only when device memory is not mapped */
+    VkDescriptorPool descriptor_pool;
+    VkDescriptorSet descriptor_set;
+    VkPipeline pipelines[STAGE_COUNT];
+    VkCommandPool command_pool;
+    VkCommandBuffer command_buffer;
+    VkFence fence;
+    uint64_t max_dispatched_rows;
+    /* The last route, kept for combine. */
+    int routed;
+    route_params last;
+};
+
+/* Sizes of one route call: capacity, block partition, rows. */
+void router_plan(const moevk_router *router, uint32_t num_tokens, route_params *params);
+/* Checks options; writes the reason to the context on failure. */
+moevk_result router_check_info(moevk_context *context, const moevk_router_info *info);
+
+/* ---- record.c: recording the stages into the router's command buffer ---- */
+void record_route(moevk_router *router, const route_params *params, int with_dispatch);
+void record_combine(moevk_router *router, const route_params *params);
+/* A global memory barrier: everything written before is visible to what follows. */
+void record_barrier(moevk_router *router, VkPipelineStageFlags src_stage, VkAccessFlags src_access,
+                    VkPipelineStageFlags dst_stage, VkAccessFlags dst_access);
+
+/* ---- transfer.c: one call's uploads, downloads and submission ---- */
+typedef struct transfer_plan {
+    moevk_router *router;
+    VkDeviceSize upload_used;
+    VkDeviceSize readback_used;
+    int readback_count;
+    struct readback {
+        int binding;
+        VkDeviceSize bytes;
+        VkDeviceSize staging_offset;
+        void *destination;
+    } readbacks[8];
+} transfer_plan;
+
+/* Starts recording the router's command buffer. */
+moevk_result transfer_begin(transfer_plan *plan, moevk_router *router);
+/* Writes host data to a binding: directly where mapped, else through staging (recorded). */
+void transfer_upload(transfer_plan *plan, int binding, const void *source, VkDeviceSize bytes);
+/* Makes the uploads visible to the compute stages; call after the last upload. */
+void transfer_uploads_done(transfer_plan *plan);
+/* Asks for a binding's first `bytes` to be copied to `destination` after the work;
+ * destination NULL: left for transfer_downloaded. */
+void transfer_download(transfer_plan *plan, int binding, void *destination, VkDeviceSize bytes);
+/* Ends recording, submits, waits, and copies the downloads out. */
+moevk_result transfer_finish(transfer_plan *plan);
+/* After transfer_finish: where a download of `binding` can be read (NULL if none was asked). */
+const void *transfer_downloaded(const transfer_plan *plan, int binding);
+
+static inline uint32_t div_ceil_u32(uint32_t a, uint32_t b) { return a / b + (a % b != 0); }
+static inline uint64_t dtype_bytes(moevk_dtype type) { return type == MOEVK_DTYPE_F32 ? 4 : 2; }
+
+#endif

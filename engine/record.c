@@ -1,0 +1,89 @@
+/* Recording a route and a combine: each stage bound, pushed and dispatched, with a global
+ * barrier between a stage and the next one that reads what it wrote. */
+#include "internal.h"
+
+#define COMPUTE VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT
+#define TRANSFER VK_PIPELINE_STAGE_TRANSFER_BIT
+#define SHADER_RW (VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT)
+
+void record_barrier(moevk_router *router, VkPipelineStageFlags src_stage, VkAccessFlags src_access,
+                    VkPipelineStageFlags dst_stage, VkAccessFlags dst_access) {
+    VkMemoryBarrier barrier = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                               .srcAccessMask = src_access,
+                               .dstAccessMask = dst_access};
+    router->context->vk.vkCmdPipelineBarrier(router->command_buffer, src_stage, dst_stage, 0, 1,
+                                             &barrier, 0, NULL, 0, NULL);
+}
+
+static void compute_to_compute(moevk_router *router) {
+    record_barrier(router, COMPUTE, VK_ACCESS_SHADER_WRITE_BIT, COMPUTE, SHADER_RW);
+}
+
+static void run_stage(moevk_router *router, stage which, const route_params *params,
+                      uint32_t groups) {
+    const struct VolkDeviceTable *vk = &router->context->vk;
+    VkCommandBuffer cmd = router->command_buffer;
+    vk->vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, router->pipelines[which]);
+    vk->vkCmdPushConstants(cmd, router->context->pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                           sizeof *params, params);
+    vk->vkCmdDispatch(cmd, groups, 1, 1);
+}
+
+/* Workgroups for a grid-stride loop over `items`: enough to fill the device, within limits. */
+static uint32_t grid_for(const moevk_router *router, uint64_t items) {
+    uint64_t groups = (items + WORKGROUP_SIZE - 1) / WORKGROUP_SIZE;
+    uint64_t limit = router->context->limits.maxComputeWorkGroupCount[0];
+    if (limit > 65535) limit = 65535;
+    if (groups > limit) groups = limit;
+    return groups ? (uint32_t)groups : 1;
+}
+
+void record_route(moevk_router *router, const route_params *params, int with_dispatch) {
+    const struct VolkDeviceTable *vk = &router->context->vk;
+    VkCommandBuffer cmd = router->command_buffer;
+    vk->vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
+                                router->context->pipeline_layout, 0, 1, &router->descriptor_set,
+                                0, NULL);
+    /* Rows nobody fills gather from token -1 (zeros); counts start at zero. */
+    vk->vkCmdFillBuffer(cmd, router->buffers[BINDING_ROW_TOKEN].buffer, 0, VK_WHOLE_SIZE,
+                        0xFFFFFFFFu);
+    vk->vkCmdFillBuffer(cmd, router->buffers[BINDING_EXPERT_INFO].buffer, 0, VK_WHOLE_SIZE, 0);
+    record_barrier(router, TRANSFER, VK_ACCESS_TRANSFER_WRITE_BIT, COMPUTE, SHADER_RW);
+
+    if (params->num_tokens > 0) {
+        run_stage(router, STAGE_SCORES_TOPK, params, grid_for(router, params->num_tokens));
+        compute_to_compute(router);
+        run_stage(router, STAGE_BUCKET_COUNT, params, params->num_blocks);
+        compute_to_compute(router);
+        run_stage(router, STAGE_BUCKET_SCAN, params, params->num_experts);
+        compute_to_compute(router);
+        run_stage(router, STAGE_BUCKET_ASSIGN, params, params->num_blocks);
+        compute_to_compute(router);
+        if (params->flags & FLAG_DROP_BY_SCORE) {
+            run_stage(router, STAGE_SCORE_SELECT, params, params->num_experts);
+            compute_to_compute(router);
+        }
+    }
+    if (with_dispatch) {
+        uint64_t elements = (uint64_t)params->dispatched_rows * params->hidden_size;
+        run_stage(router, STAGE_DISPATCH, params, grid_for(router, elements / 4 + 1));
+    }
+    route_params partial = *params;
+    partial.phase = 0;
+    if (params->stat_blocks > 0) {
+        run_stage(router, STAGE_STATS, &partial, params->stat_blocks);
+        compute_to_compute(router);
+    }
+    route_params final = *params;
+    final.phase = 1;
+    run_stage(router, STAGE_STATS, &final, 1);
+}
+
+void record_combine(moevk_router *router, const route_params *params) {
+    const struct VolkDeviceTable *vk = &router->context->vk;
+    vk->vkCmdBindDescriptorSets(router->command_buffer, VK_PIPELINE_BIND_POINT_COMPUTE,
+                                router->context->pipeline_layout, 0, 1, &router->descriptor_set,
+                                0, NULL);
+    uint64_t elements = (uint64_t)params->num_tokens * params->hidden_size;
+    if (elements > 0) run_stage(router, STAGE_COMBINE, params, grid_for(router, elements / 4 + 1));
+}

@@ -1,0 +1,303 @@
+/* Routers: options checked once, every buffer and pipeline made at creation for max_tokens,
+ * so that a route call allocates nothing. Also the per-call plan (capacity, block partition). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Bucketing and stats partition their work into at most this many blocks, so that their
+ * per-block tables have a fixed size. */
+#define MAX_BUCKET_BLOCKS 1024u
+#define MAX_STAT_BLOCKS 1024u
+#define MIN_BUCKET_BLOCK 256u
+#define MIN_STAT_BLOCK 64u
+
+void moevk_router_info_init(moevk_router_info *info) {
+    if (!info) return;
+    memset(info, 0, sizeof *info);
+    info->temperature = 1.0f;
+    info->scale = 1.0f;
+    info->capacity_factor = 1.25f;
+    info->min_capacity = 4;
+}
+
+#define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
+
+moevk_result router_check_info(moevk_context *context, const moevk_router_info *info) {
+    if (info->num_experts < 1 || info->num_experts > MOEVK_MAX_EXPERTS)
+        REJECT("num_experts is %u; it must be 1 to %u", info->num_experts, MOEVK_MAX_EXPERTS);
+    if (info->top_k < 1 || info->top_k > info->num_experts || info->top_k > MOEVK_MAX_TOP_K)
+        REJECT("top_k is %u; it must be 1 to min(num_experts = %u, %u)", info->top_k,
+               info->num_experts, MOEVK_MAX_TOP_K);
+    if (info->logits_type != MOEVK_DTYPE_F32 && info->logits_type != MOEVK_DTYPE_F16)
+        REJECT("logits_type must be F32 or F16");
+    if ((unsigned)info->hidden_type > MOEVK_DTYPE_BF16) REJECT("hidden_type is not a moevk_dtype");
+    if ((unsigned)info->score > MOEVK_SCORE_SIGMOID) REJECT("score is not a moevk_score_func");
+    if (!isfinite(info->temperature) || info->temperature <= 0.0f)
+        REJECT("temperature is %g; it must be finite and > 0", (double)info->temperature);
+    if (!isfinite(info->scale)) REJECT("scale must be finite");
+    if ((unsigned)info->capacity_mode > MOEVK_CAPACITY_DROPLESS)
+        REJECT("capacity_mode is not a moevk_capacity_mode");
+    if (!isfinite(info->capacity_factor) || info->capacity_factor < 0.0f)
+        REJECT("capacity_factor is %g; it must be finite and >= 0", (double)info->capacity_factor);
+    if (info->min_capacity < 0) REJECT("min_capacity is %d; it must be >= 0", info->min_capacity);
+    if (info->capacity_mode == MOEVK_CAPACITY_FIXED && info->capacity < 0)
+        REJECT("capacity is %d; it must be >= 0", info->capacity);
+    if ((unsigned)info->drop_policy > MOEVK_DROP_SCORE) REJECT("drop_policy is not a moevk_drop_policy");
+    return MOEVK_SUCCESS;
+}
+
+static uint64_t capacity_for(const moevk_router_info *info, uint32_t num_tokens) {
+    switch (info->capacity_mode) {
+    case MOEVK_CAPACITY_FIXED: return (uint64_t)info->capacity;
+    case MOEVK_CAPACITY_DROPLESS: return 0;
+    case MOEVK_CAPACITY_FACTOR: break;
+    }
+    /* In double: exact for every factor a float holds and every T * k below 2^53. */
+    double wanted = ceil((double)info->capacity_factor * num_tokens * info->top_k / info->num_experts);
+    uint64_t capacity = (uint64_t)wanted;
+    return capacity > (uint64_t)info->min_capacity ? capacity : (uint64_t)info->min_capacity;
+}
+
+uint32_t moevk_router_capacity(const moevk_router *router, uint32_t num_tokens) {
+    if (!router) return 0;
+    uint64_t capacity = capacity_for(&router->info, num_tokens);
+    return capacity > UINT32_MAX ? UINT32_MAX : (uint32_t)capacity;
+}
+
+static uint64_t max_dispatched_rows(const moevk_router_info *info) {
+    if (info->capacity_mode == MOEVK_CAPACITY_DROPLESS) {
+        uint64_t pad = info->pad_multiple > 1 ? info->pad_multiple : 1;
+        return (uint64_t)info->max_tokens * info->top_k + (uint64_t)info->num_experts * (pad - 1);
+    }
+    return capacity_for(info, info->max_tokens) * info->num_experts;
+}
+
+uint64_t moevk_router_max_dispatched_rows(const moevk_router *router) {
+    return router ? router->max_dispatched_rows : 0;
+}
+
+void router_plan(const moevk_router *router, uint32_t num_tokens, route_params *params) {
+    const moevk_router_info *info = &router->info;
+    memset(params, 0, sizeof *params);
+    params->num_tokens = num_tokens;
+    params->num_experts = info->num_experts;
+    params->top_k = info->top_k;
+    params->hidden_size = info->hidden_size;
+    params->temperature = info->temperature;
+    params->scale = info->scale;
+    params->pad_multiple = info->pad_multiple > 1 ? info->pad_multiple : 1;
+    params->flags = (info->renormalize ? FLAG_RENORMALIZE : 0) |
+                    (info->score == MOEVK_SCORE_SIGMOID ? FLAG_SIGMOID : 0);
+    if (info->capacity_mode == MOEVK_CAPACITY_DROPLESS) {
+        params->flags |= FLAG_DROPLESS;
+        params->capacity = UINT32_MAX;
+        params->dispatched_rows = (uint32_t)router->max_dispatched_rows;
+    } else {
+        params->capacity = (uint32_t)capacity_for(info, num_tokens);
+        params->dispatched_rows = params->capacity * info->num_experts;
+        if (info->drop_policy == MOEVK_DROP_SCORE) params->flags |= FLAG_DROP_BY_SCORE;
+    }
+    uint32_t assignments = num_tokens * info->top_k;
+    uint32_t block = div_ceil_u32(assignments, MAX_BUCKET_BLOCKS);
+    block = div_ceil_u32(block, WORKGROUP_SIZE) * WORKGROUP_SIZE;
+    params->block_size = block > MIN_BUCKET_BLOCK ? block : MIN_BUCKET_BLOCK;
+    params->num_blocks = div_ceil_u32(assignments, params->block_size);
+    uint32_t rows = div_ceil_u32(num_tokens, MAX_STAT_BLOCKS);
+    params->rows_per_stat_block = rows > MIN_STAT_BLOCK ? rows : MIN_STAT_BLOCK;
+    params->stat_blocks = div_ceil_u32(num_tokens, params->rows_per_stat_block);
+}
+
+/* Bytes of each binding for max_tokens; 0 where the router has no use for it (a minimal buffer
+ * is bound there). */
+static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
+    const moevk_router_info *info = &router->info;
+    uint64_t T = info->max_tokens, E = info->num_experts, k = info->top_k;
+    uint64_t d = info->hidden_size, eb = dtype_bytes(info->hidden_type);
+    uint64_t rows = router->max_dispatched_rows;
+    sizes[BINDING_LOGITS] = T * E * dtype_bytes(info->logits_type);
+    sizes[BINDING_BIAS] = E * 4;
+    sizes[BINDING_EXPERT_IDS] = sizes[BINDING_WEIGHTS] = T * k * 4;
+    sizes[BINDING_SLOTS] = sizes[BINDING_ROWS] = T * k * 4;
+    sizes[BINDING_ORDER] = info->drop_policy == MOEVK_DROP_SCORE ? T * k * 4 : 0;
+    sizes[BINDING_ROW_STATS] = T * 16;
+    sizes[BINDING_ROW_FLAGS] = T * 4;
+    sizes[BINDING_BLOCK_COUNTS] = (uint64_t)MAX_BUCKET_BLOCKS * E * 4;
+    sizes[BINDING_EXPERT_INFO] = (3 * E + 1) * 4;
+    sizes[BINDING_ROW_TOKEN] = rows * 4;
+    sizes[BINDING_HIDDEN] = sizes[BINDING_COMBINED] = T * d * eb;
+    sizes[BINDING_DISPATCHED] = sizes[BINDING_EXPERT_OUT] = rows * d * eb;
+    sizes[BINDING_STAT_PARTIALS] = (uint64_t)MAX_STAT_BLOCKS * (E + STAT_SCALARS) * 4;
+    sizes[BINDING_STAT_TOTALS] = (E + STAT_SCALARS) * 4;
+}
+
+static const char *const BINDING_NAMES[BINDING_COUNT] = {
+    "logits", "bias", "expert ids", "weights", "row stats", "row flags", "block counts",
+    "expert info", "slots", "rows", "row tokens", "order", "hidden states", "dispatched rows",
+    "expert outputs", "combined outputs", "stat partials", "stat totals"};
+
+static moevk_result check_sizes(moevk_context *context, const moevk_router *router,
+                                const uint64_t sizes[BINDING_COUNT]) {
+    uint64_t range = context->limits.maxStorageBufferRange;
+    for (int i = 0; i < BINDING_COUNT; ++i) {
+        if (sizes[i] <= range) continue;
+        uint64_t per_token = sizes[i] / (router->info.max_tokens ? router->info.max_tokens : 1);
+        uint64_t fits = per_token ? range / per_token : 0;
+        return context_fail(context, MOEVK_ERROR_TOO_LARGE,
+                            "the %s buffer needs %llu bytes, past this device's "
+                            "maxStorageBufferRange of %llu; max_tokens up to about %llu fits",
+                            BINDING_NAMES[i], (unsigned long long)sizes[i],
+                            (unsigned long long)range, (unsigned long long)fits);
+    }
+    return MOEVK_SUCCESS;
+}
+
+static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BINDING_COUNT]) {
+    moevk_context *context = router->context;
+    for (int i = 0; i < BINDING_COUNT; ++i) {
+        moevk_result r = gpu_buffer_create(context, sizes[i], BUFFER_DEVICE, &router->buffers[i]);
+        if (r != MOEVK_SUCCESS) return r;
+    }
+    if (context->info.host_visible_device_memory) return MOEVK_SUCCESS;
+    /* Staging holds the largest upload or download of one call. */
+    uint64_t route_up = sizes[BINDING_LOGITS] + sizes[BINDING_BIAS] + sizes[BINDING_HIDDEN];
+    uint64_t combine_up = sizes[BINDING_EXPERT_OUT];
+    uint64_t route_down = sizes[BINDING_EXPERT_IDS] + sizes[BINDING_WEIGHTS] +
+                          sizes[BINDING_SLOTS] + sizes[BINDING_EXPERT_INFO] +
+                          sizes[BINDING_STAT_TOTALS] + sizes[BINDING_DISPATCHED];
+    uint64_t combine_down = sizes[BINDING_COMBINED];
+    moevk_result r = gpu_buffer_create(context, route_up > combine_up ? route_up : combine_up,
+                                       BUFFER_UPLOAD, &router->upload);
+    if (r != MOEVK_SUCCESS) return r;
+    return gpu_buffer_create(context, route_down > combine_down ? route_down : combine_down,
+                             BUFFER_READBACK, &router->readback);
+}
+
+static moevk_result create_descriptors(moevk_router *router) {
+    moevk_context *context = router->context;
+    const struct VolkDeviceTable *vk = &context->vk;
+    VkDescriptorPoolSize pool_size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, BINDING_COUNT};
+    VkDescriptorPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+                                            .maxSets = 1,
+                                            .poolSizeCount = 1,
+                                            .pPoolSizes = &pool_size};
+    VkResult vr = vk->vkCreateDescriptorPool(context->device, &pool_info, context->allocator,
+                                             &router->descriptor_pool);
+    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateDescriptorPool");
+    VkDescriptorSetAllocateInfo set_info = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                            .descriptorPool = router->descriptor_pool,
+                                            .descriptorSetCount = 1,
+                                            .pSetLayouts = &context->set_layout};
+    vr = vk->vkAllocateDescriptorSets(context->device, &set_info, &router->descriptor_set);
+    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkAllocateDescriptorSets");
+    VkDescriptorBufferInfo buffer_infos[BINDING_COUNT];
+    VkWriteDescriptorSet writes[BINDING_COUNT];
+    for (uint32_t i = 0; i < BINDING_COUNT; ++i) {
+        buffer_infos[i] = (VkDescriptorBufferInfo){router->buffers[i].buffer, 0, VK_WHOLE_SIZE};
+        writes[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+                                           .dstSet = router->descriptor_set,
+                                           .dstBinding = i,
+                                           .descriptorCount = 1,
+                                           .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                           .pBufferInfo = &buffer_infos[i]};
+    }
+    vk->vkUpdateDescriptorSets(context->device, BINDING_COUNT, writes, 0, NULL);
+    return MOEVK_SUCCESS;
+}
+
+static moevk_result create_pipelines(moevk_router *router) {
+    const moevk_router_info *info = &router->info;
+    for (int s = 0; s < STAGE_COUNT; ++s) {
+        int needed = 1;
+        if (s == STAGE_SCORE_SELECT)
+            needed = info->drop_policy == MOEVK_DROP_SCORE &&
+                     info->capacity_mode != MOEVK_CAPACITY_DROPLESS;
+        if (s == STAGE_DISPATCH || s == STAGE_COMBINE) needed = info->hidden_size > 0;
+        if (!needed) continue;
+        uint32_t dtype = (s == STAGE_DISPATCH || s == STAGE_COMBINE) ? info->hidden_type
+                                                                     : info->logits_type;
+        moevk_result r = pipeline_create(router->context, (stage)s, info->top_k, info->num_experts,
+                                         dtype, &router->pipelines[s]);
+        if (r != MOEVK_SUCCESS) return r;
+    }
+    return MOEVK_SUCCESS;
+}
+
+static moevk_result create_commands(moevk_router *router) {
+    moevk_context *context = router->context;
+    const struct VolkDeviceTable *vk = &context->vk;
+    VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+                                         .queueFamilyIndex = context->queue_family};
+    VkResult vr = vk->vkCreateCommandPool(context->device, &pool_info, context->allocator,
+                                          &router->command_pool);
+    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateCommandPool");
+    VkCommandBufferAllocateInfo buffer_info = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+        .commandPool = router->command_pool,
+        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+        .commandBufferCount = 1};
+    vr = vk->vkAllocateCommandBuffers(context->device, &buffer_info, &router->command_buffer);
+    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkAllocateCommandBuffers");
+    VkFenceCreateInfo fence_info = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    vr = vk->vkCreateFence(context->device, &fence_info, context->allocator, &router->fence);
+    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateFence");
+    return MOEVK_SUCCESS;
+}
+
+static moevk_result build_router(moevk_router *router) {
+    router->max_dispatched_rows = max_dispatched_rows(&router->info);
+    if (router->max_dispatched_rows > UINT32_MAX / 2)
+        return context_fail(router->context, MOEVK_ERROR_TOO_LARGE,
+                            "%llu dispatched rows pass moevk's 32-bit row indices",
+                            (unsigned long long)router->max_dispatched_rows);
+    uint64_t sizes[BINDING_COUNT];
+    binding_sizes(router, sizes);
+    moevk_result r = check_sizes(router->context, router, sizes);
+    if (r == MOEVK_SUCCESS) r = create_buffers(router, sizes);
+    if (r == MOEVK_SUCCESS) r = create_descriptors(router);
+    if (r == MOEVK_SUCCESS) r = create_pipelines(router);
+    if (r == MOEVK_SUCCESS) r = create_commands(router);
+    return r;
+}
+
+moevk_result moevk_router_create(moevk_context *context, const moevk_router_info *info,
+                                 moevk_router **out) {
+    if (!out) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (!context) return MOEVK_ERROR_INVALID_ARGUMENT;
+    if (!info) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "info is NULL");
+    moevk_result r = router_check_info(context, info);
+    if (r != MOEVK_SUCCESS) return r;
+    moevk_router *router = host_calloc(context->allocator, 1, sizeof *router);
+    if (!router) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "router");
+    router->context = context;
+    router->info = *info;
+    r = build_router(router);
+    if (r != MOEVK_SUCCESS) {
+        moevk_router_destroy(router);
+        return r;
+    }
+    *out = router;
+    return MOEVK_SUCCESS;
+}
+
+void moevk_router_destroy(moevk_router *router) {
+    if (!router) return;
+    moevk_context *context = router->context;
+    const struct VolkDeviceTable *vk = &context->vk;
+    /* Every call waits for its own work, so nothing of the router's is in flight here. */
+    if (router->fence) vk->vkDestroyFence(context->device, router->fence, context->allocator);
+    if (router->command_pool)
+        vk->vkDestroyCommandPool(context->device, router->command_pool, context->allocator);
+    for (int s = 0; s < STAGE_COUNT; ++s)
+        if (router->pipelines[s])
+            vk->vkDestroyPipeline(context->device, router->pipelines[s], context->allocator);
+    if (router->descriptor_pool)
+        vk->vkDestroyDescriptorPool(context->device, router->descriptor_pool, context->allocator);
+    for (int i = 0; i < BINDING_COUNT; ++i) gpu_buffer_destroy(context, &router->buffers[i]);
+    gpu_buffer_destroy(context, &router->upload);
+    gpu_buffer_destroy(context, &router->readback);
+    host_free(context->allocator, router);
+}

@@ -1,0 +1,116 @@
+/* One call's data movement: uploads before the stages, downloads after, and the submission.
+ * Where device memory is mapped the data is copied straight in and out; elsewhere it goes
+ * through the router's staging buffers with copies recorded in the same command buffer. */
+#include <string.h>
+
+#include "internal.h"
+
+static VkDeviceSize align16(VkDeviceSize value) { return (value + 15) & ~(VkDeviceSize)15; }
+
+static int mapped(const transfer_plan *plan) {
+    return plan->router->context->info.host_visible_device_memory;
+}
+
+moevk_result transfer_begin(transfer_plan *plan, moevk_router *router) {
+    memset(plan, 0, sizeof *plan);
+    plan->router = router;
+    moevk_context *context = router->context;
+    VkResult vr = context->vk.vkResetCommandBuffer(router->command_buffer, 0);
+    VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                      .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+    if (vr == VK_SUCCESS) vr = context->vk.vkBeginCommandBuffer(router->command_buffer, &begin);
+    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkBeginCommandBuffer");
+    /* Order this call after everything earlier on the queue (the previous call's reads). */
+    record_barrier(router, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                   VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                   VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
+                       VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    return MOEVK_SUCCESS;
+}
+
+void transfer_upload(transfer_plan *plan, int binding, const void *source, VkDeviceSize bytes) {
+    moevk_router *router = plan->router;
+    if (bytes == 0) return;
+    if (mapped(plan)) {
+        memcpy(router->buffers[binding].mapped, source, bytes);
+        return;
+    }
+    memcpy((char *)router->upload.mapped + plan->upload_used, source, bytes);
+    VkBufferCopy region = {plan->upload_used, 0, bytes};
+    router->context->vk.vkCmdCopyBuffer(router->command_buffer, router->upload.buffer,
+                                        router->buffers[binding].buffer, 1, &region);
+    plan->upload_used = align16(plan->upload_used + bytes);
+}
+
+void transfer_uploads_done(transfer_plan *plan) {
+    record_barrier(plan->router, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                   VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_READ_BIT |
+                       VK_ACCESS_SHADER_WRITE_BIT);
+}
+
+void transfer_download(transfer_plan *plan, int binding, void *destination, VkDeviceSize bytes) {
+    if (bytes == 0 || plan->readback_count == (int)(sizeof plan->readbacks / sizeof plan->readbacks[0]))
+        return;
+    struct readback *r = &plan->readbacks[plan->readback_count++];
+    r->binding = binding;
+    r->bytes = bytes;
+    r->destination = destination;
+    r->staging_offset = plan->readback_used;
+    plan->readback_used = align16(plan->readback_used + bytes);
+}
+
+static void record_downloads(transfer_plan *plan) {
+    moevk_router *router = plan->router;
+    const struct VolkDeviceTable *vk = &router->context->vk;
+    if (mapped(plan)) {
+        record_barrier(router, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                       VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+        return;
+    }
+    record_barrier(router, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+    for (int i = 0; i < plan->readback_count; ++i) {
+        const struct readback *r = &plan->readbacks[i];
+        VkBufferCopy region = {0, r->staging_offset, r->bytes};
+        vk->vkCmdCopyBuffer(router->command_buffer, router->buffers[r->binding].buffer,
+                            router->readback.buffer, 1, &region);
+    }
+    record_barrier(router, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+}
+
+moevk_result transfer_finish(transfer_plan *plan) {
+    moevk_router *router = plan->router;
+    moevk_context *context = router->context;
+    const struct VolkDeviceTable *vk = &context->vk;
+    record_downloads(plan);
+    VkResult vr = vk->vkEndCommandBuffer(router->command_buffer);
+    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkEndCommandBuffer");
+    VkSubmitInfo submit = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+                           .commandBufferCount = 1,
+                           .pCommandBuffers = &router->command_buffer};
+    pthread_mutex_lock(&context->lock);
+    vr = vk->vkQueueSubmit(context->queue, 1, &submit, router->fence);
+    pthread_mutex_unlock(&context->lock);
+    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkQueueSubmit");
+    vr = vk->vkWaitForFences(context->device, 1, &router->fence, VK_TRUE, UINT64_MAX);
+    VkResult reset = vk->vkResetFences(context->device, 1, &router->fence);
+    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkWaitForFences");
+    if (reset != VK_SUCCESS) return context_fail_vk(context, reset, "vkResetFences");
+    for (int i = 0; i < plan->readback_count; ++i) {
+        const struct readback *r = &plan->readbacks[i];
+        if (r->destination) memcpy(r->destination, transfer_downloaded(plan, r->binding), r->bytes);
+    }
+    return MOEVK_SUCCESS;
+}
+
+const void *transfer_downloaded(const transfer_plan *plan, int binding) {
+    const moevk_router *router = plan->router;
+    if (mapped(plan)) return router->buffers[binding].mapped;
+    for (int i = 0; i < plan->readback_count; ++i)
+        if (plan->readbacks[i].binding == binding)
+            return (const char *)router->readback.mapped + plan->readbacks[i].staging_offset;
+    return NULL;
+}

@@ -1,0 +1,267 @@
+/*
+ * moevk: Mixture-of-Experts routing on Vulkan compute.
+ *
+ * The header is the manual. The flow is one way:
+ *   context (a Vulkan device, own or adopted)
+ *     -> router (created once for fixed sizes and options)
+ *       -> moevk_route (scores -> top-k -> bucketing -> dispatch -> stats, one submission)
+ *       -> your experts
+ *       -> moevk_combine (weighted sum of expert outputs back per token)
+ *
+ * Threads: a context may be shared by threads; each router must be used by one thread at a time.
+ * moevk_route and moevk_combine on different routers of one context may run concurrently: the
+ * context serialises its queue submissions internally. Every object is freed by its own destroy
+ * call; destroying NULL is a no-op. The library never aborts, exits or prints.
+ */
+#ifndef MOEVK_H
+#define MOEVK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef VK_NO_PROTOTYPES
+#define VK_NO_PROTOTYPES
+#endif
+#include <vulkan/vulkan_core.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(MOEVK_BUILDING_SHARED)
+#define MOEVK_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define MOEVK_API __attribute__((visibility("default")))
+#else
+#define MOEVK_API
+#endif
+
+/* ---- Version ---------------------------------------------------------------------------- */
+#define MOEVK_VERSION_MAJOR 0
+#define MOEVK_VERSION_MINOR 1
+#define MOEVK_VERSION_PATCH 0
+#define MOEVK_VERSION_NUMBER \
+    (MOEVK_VERSION_MAJOR * 10000 + MOEVK_VERSION_MINOR * 100 + MOEVK_VERSION_PATCH)
+
+/* The version the library was built as (compare with MOEVK_VERSION_NUMBER). */
+MOEVK_API unsigned moevk_version_number(void);
+/* "MAJOR.MINOR.PATCH"; static storage. */
+MOEVK_API const char *moevk_version_string(void);
+
+/* ---- Results ---------------------------------------------------------------------------- */
+/* Same sign convention as VkResult: 0 success, negative errors. */
+#define MOEVK_RESULT_LIST(X)                                                                   \
+    X(MOEVK_SUCCESS, 0, "success")                                                             \
+    X(MOEVK_ERROR_INVALID_ARGUMENT, -1, "invalid argument")                                    \
+    X(MOEVK_ERROR_OUT_OF_HOST_MEMORY, -2, "out of host memory")                                \
+    X(MOEVK_ERROR_OUT_OF_DEVICE_MEMORY, -3, "out of device memory")                            \
+    X(MOEVK_ERROR_NO_VULKAN, -4, "no Vulkan loader could be loaded")                           \
+    X(MOEVK_ERROR_NO_DEVICE, -5, "no suitable Vulkan device")                                  \
+    X(MOEVK_ERROR_UNSUPPORTED, -6, "the device lacks a required feature or limit")            \
+    X(MOEVK_ERROR_TOO_LARGE, -7, "a size passes a device or library limit")                    \
+    X(MOEVK_ERROR_VULKAN, -8, "a Vulkan call failed")                                          \
+    X(MOEVK_ERROR_DEVICE_LOST, -9, "the Vulkan device was lost")
+
+typedef enum moevk_result {
+#define MOEVK_RESULT_ENUM_(name, value, text) name = value,
+    MOEVK_RESULT_LIST(MOEVK_RESULT_ENUM_)
+#undef MOEVK_RESULT_ENUM_
+} moevk_result;
+
+/* A short English description of a result; never NULL, static storage. */
+MOEVK_API const char *moevk_result_string(moevk_result result);
+
+/* ---- Types ------------------------------------------------------------------------------ */
+typedef struct moevk_context moevk_context;
+typedef struct moevk_router moevk_router;
+
+typedef enum moevk_dtype {
+    MOEVK_DTYPE_F32 = 0,
+    MOEVK_DTYPE_F16 = 1,  /* IEEE half, stored as 16-bit words */
+    MOEVK_DTYPE_BF16 = 2, /* bfloat16, stored as 16-bit words (the high half of an f32) */
+} moevk_dtype;
+
+typedef enum moevk_score_func {
+    MOEVK_SCORE_SOFTMAX = 0, /* p = softmax(logits / temperature) over the experts */
+    MOEVK_SCORE_SIGMOID = 1, /* p = sigmoid(logits / temperature), per expert */
+} moevk_score_func;
+
+typedef enum moevk_capacity_mode {
+    MOEVK_CAPACITY_FACTOR = 0,   /* C = max(min_capacity, ceil(capacity_factor * T * k / E)) */
+    MOEVK_CAPACITY_FIXED = 1,    /* C = capacity */
+    MOEVK_CAPACITY_DROPLESS = 2, /* no limit; experts' blocks packed, padded to pad_multiple */
+} moevk_capacity_mode;
+
+typedef enum moevk_drop_policy {
+    /* Slots go out k-major: every token's rank-0 choice in token order, then rank 1, ...;
+     * an assignment that finds its expert full is dropped. */
+    MOEVK_DROP_POSITION = 0,
+    /* Each expert keeps its C assignments of highest weight (ties: lower token, then lower
+     * rank); kept assignments take slots in (rank, token) order. */
+    MOEVK_DROP_SCORE = 1,
+} moevk_drop_policy;
+
+/* ---- Context ---------------------------------------------------------------------------- */
+/* Called for Vulkan validation messages when validation is on; may run on any thread. */
+typedef void (*moevk_message_fn)(void *user, int is_error, const char *message);
+
+typedef struct moevk_context_info {
+    /* Which device to create on, when moevk creates its own: a decimal index into the list
+     * moevk_enumerate_devices gives, or a substring of the device name. NULL: the
+     * MOEVK_DEVICE environment variable, else the first discrete GPU, then integrated, then
+     * virtual, then CPU (lavapipe). */
+    const char *device;
+    /* Non-zero: enable VK_LAYER_KHRONOS_validation with synchronization validation, and
+     * count its messages (moevk_context_validation_messages). Fails with
+     * MOEVK_ERROR_UNSUPPORTED when the layer is not installed. Own instance only. */
+    int validation;
+    moevk_message_fn message_fn; /* NULL: messages are only counted. */
+    void *message_user;
+    /* Passed to every Vulkan call that takes one, and used for moevk's own host memory.
+     * NULL: malloc/free. Must outlive the context. */
+    const VkAllocationCallbacks *allocator;
+
+    /* Adoption: set instance, physical_device, device to use the application's Vulkan objects.
+     * moevk never destroys them; the application keeps them alive until the context is
+     * destroyed, and does not use the given queue while a moevk call is submitting to it.
+     * The device needs no feature beyond Vulkan 1.0 core with one compute queue. */
+    VkInstance instance;
+    VkPhysicalDevice physical_device;
+    VkDevice device_handle;
+    uint32_t queue_family_index;
+    uint32_t queue_index;
+    /* The application's loader entry point; NULL: moevk opens the system loader itself. */
+    PFN_vkGetInstanceProcAddr get_instance_proc_addr;
+} moevk_context_info;
+
+typedef struct moevk_device_info {
+    char name[256];
+    char driver_name[256];
+    char driver_info[256];
+    uint32_t vendor_id;
+    uint32_t device_id;
+    uint32_t api_version;
+    uint32_t driver_version;
+    VkPhysicalDeviceType type;
+    uint32_t subgroup_size;          /* as reported; shaders do not depend on it */
+    uint32_t max_workgroup_count_x;
+    uint64_t max_storage_buffer_range;
+    uint64_t device_local_bytes;     /* size of the largest device-local heap */
+    int host_visible_device_memory;  /* 1: moevk maps device memory directly (no staging) */
+    float timestamp_period_ns;       /* 0: no timestamps on the compute queue */
+} moevk_device_info;
+
+/* Lists the Vulkan devices (two-call idiom: infos NULL sets *count; else fills at most *count
+ * and sets *count to the number written). Opens and closes the loader itself.
+ * Errors: MOEVK_ERROR_NO_VULKAN, MOEVK_ERROR_INVALID_ARGUMENT, MOEVK_ERROR_VULKAN. */
+MOEVK_API moevk_result moevk_enumerate_devices(uint32_t *count, moevk_device_info *infos);
+
+/* Creates a context: its own instance/device/queue, or the application's (see info).
+ * info may be NULL (all defaults). On failure *out is NULL and nothing is left allocated.
+ * Errors: NO_VULKAN, NO_DEVICE, UNSUPPORTED, OUT_OF_HOST_MEMORY, VULKAN, INVALID_ARGUMENT. */
+MOEVK_API moevk_result moevk_context_create(const moevk_context_info *info, moevk_context **out);
+/* Waits for the context's work, frees it. Routers must be destroyed first. NULL: no-op. */
+MOEVK_API void moevk_context_destroy(moevk_context *context);
+/* The device the context runs on. */
+MOEVK_API void moevk_context_device_info(const moevk_context *context, moevk_device_info *info);
+/* The message of the last error on this context (or its routers), "" if none. Valid until
+ * the next call on the context from the same thread. */
+MOEVK_API const char *moevk_context_last_error(const moevk_context *context);
+/* How many validation messages (warnings and errors) the layer has sent this context. */
+MOEVK_API uint32_t moevk_context_validation_messages(const moevk_context *context);
+
+/* ---- Router ----------------------------------------------------------------------------- */
+typedef struct moevk_router_info {
+    uint32_t num_experts;      /* E: 1 .. MOEVK_MAX_EXPERTS */
+    uint32_t top_k;            /* k: 1 .. min(E, MOEVK_MAX_TOP_K) */
+    uint32_t max_tokens;       /* largest T a route call may pass (buffers are sized for it) */
+    uint32_t hidden_size;      /* d: row length of hidden states; 0: no dispatch/combine */
+    moevk_dtype logits_type;   /* F32 (default) or F16 */
+    moevk_dtype hidden_type;   /* F32 (default), F16 or BF16: hidden, dispatched, expert
+                                  outputs and combined outputs all use it */
+    moevk_score_func score;    /* default SOFTMAX */
+    float temperature;         /* default 1; must be finite and > 0 */
+    int renormalize;           /* default 0: divide the top-k weights by their sum */
+    float scale;               /* default 1; multiplies the final weights; finite */
+    moevk_capacity_mode capacity_mode; /* default FACTOR */
+    float capacity_factor;     /* default 1.25; finite and >= 0 */
+    int32_t min_capacity;      /* default 4; >= 0 */
+    int32_t capacity;          /* FIXED mode: C >= 0 */
+    uint32_t pad_multiple;     /* DROPLESS mode: pad each expert's block to a multiple of
+                                  this many rows; 0 or 1: no padding */
+    moevk_drop_policy drop_policy; /* default POSITION */
+} moevk_router_info;
+
+#define MOEVK_MAX_EXPERTS 1024u
+#define MOEVK_MAX_TOP_K 16u
+
+/* Fills info with the defaults above (E, k, T and d zero: the caller must set them). */
+MOEVK_API void moevk_router_info_init(moevk_router_info *info);
+
+/* Creates a router: pipelines and every buffer for max_tokens, so that a route call
+ * allocates nothing and cannot run out of memory midway. On failure *out is NULL.
+ * Errors: INVALID_ARGUMENT (bad option; the context's last error says which), TOO_LARGE
+ * (a buffer passes maxStorageBufferRange: the message gives the largest max_tokens that fits),
+ * OUT_OF_DEVICE_MEMORY, OUT_OF_HOST_MEMORY, VULKAN, DEVICE_LOST. */
+MOEVK_API moevk_result moevk_router_create(moevk_context *context, const moevk_router_info *info,
+                                           moevk_router **out);
+/* Waits for the router's work and frees it. NULL: no-op. */
+MOEVK_API void moevk_router_destroy(moevk_router *router);
+
+/* The capacity C a route of num_tokens tokens gets (0 in DROPLESS mode). */
+MOEVK_API uint32_t moevk_router_capacity(const moevk_router *router, uint32_t num_tokens);
+
+typedef struct moevk_route_input {
+    uint32_t num_tokens;  /* T: 0 .. max_tokens */
+    const void *logits;   /* [T, E] in logits_type, row-major; required when T > 0 */
+    const float *bias;    /* [E] added to the logits for selection only; NULL: none */
+    const void *hidden;   /* [T, d] in hidden_type; NULL: no dispatch */
+} moevk_route_input;
+
+typedef struct moevk_route_stats {
+    uint32_t capacity;          /* C of this route (0 when dropless) */
+    uint32_t dispatched_rows;   /* rows of the dispatched buffer: E*C, or offsets[E] */
+    uint64_t assignments;       /* selected (token, expert) pairs before drops */
+    uint64_t dropped;           /* of those, how many were dropped */
+    double drop_fraction;       /* dropped / assignments (0 when none) */
+    uint32_t nonfinite_rows;    /* rows holding NaN or +inf: routed nowhere */
+    uint32_t masked_rows;       /* rows whose keys are all -inf: routed nowhere */
+    double aux_loss;            /* E * sum_i f_i * P_i (Switch balancing loss) */
+    double z_loss;              /* mean over rows of logsumexp(raw logits)^2 */
+    double entropy;             /* mean over rows of -sum_i p_i log p_i */
+} moevk_route_stats;
+
+typedef struct moevk_route_output {
+    /* Each pointer may be NULL: that output is not read back. */
+    int32_t *expert_ids;      /* [T, k]: selected experts, -1 where none (masked, non-finite) */
+    float *weights;           /* [T, k]: combine weights, 0 where no expert */
+    int32_t *slots;           /* [T, k]: slot within the expert, -1 where dropped or none */
+    uint32_t *counts;         /* [E]: assignments kept per expert */
+    uint32_t *counts_before;  /* [E]: assignments per expert before drops */
+    uint32_t *offsets;        /* [E + 1]: DROPLESS only: first row of each expert's block */
+    void *dispatched;         /* [E*C, d] or dropless [offsets[E], d], hidden_type; needs
+                                 input hidden; size it with moevk_router_max_dispatched_rows */
+    moevk_route_stats *stats;
+} moevk_route_output;
+
+/* Largest dispatched_rows any route of this router can produce. */
+MOEVK_API uint64_t moevk_router_max_dispatched_rows(const moevk_router *router);
+
+/* Routes one batch: uploads the inputs, runs every stage on the device in one submission,
+ * waits, and reads back what output asks for. Keeps the assignment for moevk_combine.
+ * Same input, same output, bit for bit. Errors: INVALID_ARGUMENT, DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
+                                   const moevk_route_output *output);
+
+/* Combines expert outputs back per token for the last route:
+ * combined[t] = sum over j ascending of weights[t,j] * expert_out[row of (t,j)], f32 sums.
+ * expert_out is [dispatched_rows, d] in hidden_type (the same layout as dispatched);
+ * combined is [T, d] in hidden_type. Errors: INVALID_ARGUMENT (no route yet, or d = 0),
+ * DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_combine(moevk_router *router, const void *expert_out,
+                                     void *combined);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MOEVK_H */

@@ -1,0 +1,57 @@
+/* The CPU reference of every routing stage, in plain C, that the tests hold the shaders to.
+ * Each function is one stage with the same semantics as its shader (see README, "Routing
+ * semantics"); stages take the previous stage's outputs, so a test can feed a stage the device's
+ * own inputs and compare integers exactly. Single-threaded, allocation only where noted. */
+#ifndef MOEVK_REFERENCE_H
+#define MOEVK_REFERENCE_H
+
+#include <stdint.h>
+
+#include "moevk.h"
+
+/* 16-bit float conversions (round to nearest even, NaN kept). */
+float ref_half_to_float(uint16_t bits);
+uint16_t ref_float_to_half(float value);
+float ref_bf16_to_float(uint16_t bits);
+uint16_t ref_float_to_bf16(float value);
+/* Element i of a [n] array stored as dtype. */
+float ref_load(const void *data, uint64_t i, moevk_dtype dtype);
+void ref_store(void *data, uint64_t i, moevk_dtype dtype, float value);
+
+enum { REF_ROW_VALID = 0, REF_ROW_NONFINITE = 1, REF_ROW_MASKED = 2 };
+
+/* Per-row values the stats need: softmax max, 1/normaliser, raw logsumexp, entropy. */
+typedef struct ref_row_stats {
+    float max_scaled, inv_norm, lse_raw, entropy;
+    uint32_t flag;
+} ref_row_stats;
+
+/* Scores and top-k. logits [T, E] in info->logits_type; bias [E] or NULL.
+ * Writes ids, weights [T, k] and row_stats [T]. */
+void ref_scores_topk(const moevk_router_info *info, uint32_t T, const void *logits,
+                     const float *bias, int32_t *ids, float *weights, ref_row_stats *row_stats);
+
+/* Bucketing with the capacity (ignored when dropless) and the drop policy.
+ * Writes slots, rows [T, k]; row_token [dispatched rows] (-1 where unfilled);
+ * counts_before, counts [E]; offsets [E + 1] (dropless first rows, else zeros).
+ * Returns the number of dispatched rows. Allocates scratch (returns 0 and leaves outputs
+ * unset if that fails; callers in tests treat it as fatal). */
+uint64_t ref_bucket(const moevk_router_info *info, uint32_t T, uint32_t capacity,
+                    const int32_t *ids, const float *weights, int32_t *slots, int32_t *rows,
+                    int32_t *row_token, uint32_t *counts_before, uint32_t *counts,
+                    uint32_t *offsets);
+
+/* Dispatch: out[r] = hidden[row_token[r]] or zeros, bit for bit. Row size in bytes. */
+void ref_dispatch(uint64_t num_rows, uint64_t row_bytes, const int32_t *row_token,
+                  const void *hidden, void *out);
+
+/* Combine: combined[t] = sum over j of weights[t,j] * expert_out[rows[t,j]] (f32 sums). */
+void ref_combine(const moevk_router_info *info, uint32_t T, const int32_t *rows,
+                 const float *weights, const void *expert_out, void *combined);
+
+/* Statistics from the logits, row stats and counts (in double). */
+void ref_stats(const moevk_router_info *info, uint32_t T, const void *logits,
+               const ref_row_stats *row_stats, const uint32_t *counts_before,
+               moevk_route_stats *stats);
+
+#endif

@@ -1,0 +1,93 @@
+/* Reference of shaders/scores_topk.comp: scores, top-k by logit + bias (ties to the lower
+ * expert), weights without the bias, and the per-row values of the stats. */
+#include <math.h>
+
+#include "moevk_reference.h"
+
+static void route_row(const moevk_router_info *info, const float *logit_row, const float *bias,
+                      int32_t *ids, float *weights, ref_row_stats *stats) {
+    uint32_t E = info->num_experts, K = info->top_k;
+    int sigmoid = info->score == MOEVK_SCORE_SIGMOID;
+    float tau = info->temperature;
+    float best_key[MOEVK_MAX_TOP_K];
+    int32_t best[MOEVK_MAX_TOP_K];
+    for (uint32_t j = 0; j < K; ++j) {
+        best_key[j] = -INFINITY;
+        best[j] = -1;
+    }
+    int nonfinite = 0;
+    float max_scaled = -INFINITY, max_raw = -INFINITY;
+    for (uint32_t e = 0; e < E; ++e) {
+        float logit = logit_row[e];
+        float key = bias ? logit + bias[e] : logit;
+        if (isnan(key) || key == INFINITY) nonfinite = 1;
+        max_raw = fmaxf(max_raw, logit);
+        max_scaled = fmaxf(max_scaled, logit / tau);
+        if (key > best_key[K - 1]) {
+            uint32_t j = K - 1;
+            while (j > 0 && key > best_key[j - 1]) {
+                best_key[j] = best_key[j - 1];
+                best[j] = best[j - 1];
+                --j;
+            }
+            best_key[j] = key;
+            best[j] = (int32_t)e;
+        }
+    }
+    if (nonfinite || isinf(max_raw)) {
+        for (uint32_t j = 0; j < K; ++j) {
+            ids[j] = -1;
+            weights[j] = 0.0f;
+        }
+        *stats = (ref_row_stats){0, 0, 0, 0, nonfinite ? REF_ROW_NONFINITE : REF_ROW_MASKED};
+        return;
+    }
+    float norm_sum = 0.0f, weighted = 0.0f, raw_sum = 0.0f;
+    for (uint32_t e = 0; e < E; ++e) {
+        float logit = logit_row[e];
+        if (isinf(logit)) continue;
+        raw_sum += expf(logit - max_raw);
+        float x = logit / tau;
+        if (sigmoid) {
+            float s = 1.0f / (1.0f + expf(-x));
+            norm_sum += s;
+            if (s > 0.0f) weighted += s * logf(s);
+        } else {
+            float shifted = x - max_scaled;
+            float p = expf(shifted);
+            norm_sum += p;
+            weighted += shifted * p;
+        }
+    }
+    stats->max_scaled = max_scaled;
+    stats->inv_norm = norm_sum > 0.0f ? 1.0f / norm_sum : 0.0f;
+    stats->lse_raw = max_raw + logf(raw_sum);
+    stats->entropy = norm_sum > 0.0f ? logf(norm_sum) - weighted / norm_sum : 0.0f;
+    stats->flag = REF_ROW_VALID;
+
+    float w[MOEVK_MAX_TOP_K], selected_sum = 0.0f;
+    for (uint32_t j = 0; j < K; ++j) {
+        w[j] = 0.0f;
+        if (best[j] < 0) continue;
+        float x = logit_row[best[j]] / tau;
+        w[j] = sigmoid ? 1.0f / (1.0f + expf(-x)) : expf(x - max_scaled) / norm_sum;
+        selected_sum += w[j];
+    }
+    int renormalize = info->renormalize && selected_sum > 0.0f;
+    for (uint32_t j = 0; j < K; ++j) {
+        float value = renormalize ? w[j] / selected_sum : w[j];
+        ids[j] = best[j];
+        weights[j] = best[j] < 0 ? 0.0f : value * info->scale;
+    }
+}
+
+void ref_scores_topk(const moevk_router_info *info, uint32_t T, const void *logits,
+                     const float *bias, int32_t *ids, float *weights, ref_row_stats *row_stats) {
+    uint32_t E = info->num_experts, K = info->top_k;
+    float row[MOEVK_MAX_EXPERTS];
+    for (uint32_t t = 0; t < T; ++t) {
+        for (uint32_t e = 0; e < E; ++e)
+            row[e] = ref_load(logits, (uint64_t)t * E + e, info->logits_type);
+        route_row(info, row, bias, ids + (uint64_t)t * K, weights + (uint64_t)t * K, &row_stats[t]);
+    }
+}

@@ -1,0 +1,45 @@
+/* Reference of shaders/stats.comp and of the host's final formulas (engine/route.c), summed in
+ * double. Valid rows only: non-finite and fully masked rows are left out of every mean. */
+#include <math.h>
+#include <string.h>
+
+#include "moevk_reference.h"
+
+void ref_stats(const moevk_router_info *info, uint32_t T, const void *logits,
+               const ref_row_stats *row_stats, const uint32_t *counts_before,
+               moevk_route_stats *stats) {
+    uint32_t E = info->num_experts;
+    double probability_sum[MOEVK_MAX_EXPERTS] = {0};
+    double lse_squared = 0, entropy = 0;
+    uint32_t nonfinite = 0, masked = 0;
+    for (uint32_t t = 0; t < T; ++t) {
+        const ref_row_stats *row = &row_stats[t];
+        nonfinite += row->flag == REF_ROW_NONFINITE;
+        masked += row->flag == REF_ROW_MASKED;
+        if (row->flag != REF_ROW_VALID) continue;
+        lse_squared += (double)row->lse_raw * row->lse_raw;
+        entropy += row->entropy;
+        for (uint32_t e = 0; e < E; ++e) {
+            float x = ref_load(logits, (uint64_t)t * E + e, info->logits_type) / info->temperature;
+            float p = info->score == MOEVK_SCORE_SIGMOID ? 1.0f / (1.0f + expf(-x))
+                                                         : expf(x - row->max_scaled);
+            probability_sum[e] += (double)(p * row->inv_norm);
+        }
+    }
+    uint64_t assignments = 0;
+    for (uint32_t e = 0; e < E; ++e) assignments += counts_before[e];
+    memset(stats, 0, sizeof *stats);
+    stats->assignments = assignments;
+    stats->nonfinite_rows = nonfinite;
+    stats->masked_rows = masked;
+    uint32_t valid = T - nonfinite - masked;
+    if (valid == 0) return;
+    if (assignments > 0) {
+        double sum = 0;
+        for (uint32_t e = 0; e < E; ++e)
+            sum += ((double)counts_before[e] / assignments) * (probability_sum[e] / valid);
+        stats->aux_loss = E * sum;
+    }
+    stats->z_loss = lse_squared / valid;
+    stats->entropy = entropy / valid;
+}

@@ -1,0 +1,28 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Bucketing, step 1 of 3: per-block expert counts.
+// Assignments are numbered k-major (a = rank * T + token); block b holds assignments
+// [b * block_size, (b + 1) * block_size). Writes block_counts[b * E + e] = how many of the
+// block's assignments chose expert e. Shared-memory atomics only count, so the result does not
+// depend on their order. Grid: num_blocks workgroups.
+#include "common.glsl"
+
+shared uint histogram[NUM_EXPERTS];
+
+void main() {
+    uint block = gl_WorkGroupID.x;
+    uint lane = gl_LocalInvocationID.x;
+    for (uint e = lane; e < NUM_EXPERTS; e += gl_WorkGroupSize.x) histogram[e] = 0u;
+    barrier();
+
+    uint total = P.num_tokens * P.top_k;
+    uint begin = block * P.block_size;
+    uint end = min(begin + P.block_size, total);
+    for (uint a = begin + lane; a < end; a += gl_WorkGroupSize.x) {
+        int expert = expert_ids[assignment_to_choice(a)];
+        if (expert >= 0) atomicAdd(histogram[expert], 1u);
+    }
+    barrier();
+    for (uint e = lane; e < NUM_EXPERTS; e += gl_WorkGroupSize.x)
+        block_counts[block * NUM_EXPERTS + e] = histogram[e];
+}

@@ -1,0 +1,78 @@
+// Declarations every stage shares: the shared constants, the push constants (mirrored by
+// engine/route_params.h) and the storage buffers of the one descriptor set. A stage uses the
+// buffers it needs; the others are declared but never touched.
+#include "moevk_shared.h"
+
+layout(local_size_x_id = SPEC_WORKGROUP_SIZE) in;
+layout(constant_id = SPEC_TOP_K) const uint TOP_K = 1;
+layout(constant_id = SPEC_NUM_EXPERTS) const uint NUM_EXPERTS = 1;
+layout(constant_id = SPEC_DTYPE) const uint DTYPE = 0;
+
+layout(push_constant) uniform Params {
+    uint num_tokens;
+    uint num_experts;
+    uint top_k;
+    uint hidden_size;
+    uint capacity;
+    uint flags;
+    uint num_blocks;
+    uint block_size;
+    uint pad_multiple;
+    uint stat_blocks;
+    uint rows_per_stat_block;
+    uint dispatched_rows;
+    float temperature;
+    float scale;
+    uint phase;
+    uint reserved;
+} P;
+
+layout(std430, binding = BINDING_LOGITS) readonly buffer Logits { uint logits_words[]; };
+layout(std430, binding = BINDING_BIAS) readonly buffer Bias { float bias[]; };
+layout(std430, binding = BINDING_EXPERT_IDS) buffer ExpertIds { int expert_ids[]; };
+layout(std430, binding = BINDING_WEIGHTS) buffer Weights { float weights[]; };
+layout(std430, binding = BINDING_ROW_STATS) buffer RowStats { vec4 row_stats[]; };
+layout(std430, binding = BINDING_ROW_FLAGS) buffer RowFlags { uint row_flags[]; };
+layout(std430, binding = BINDING_BLOCK_COUNTS) buffer BlockCounts { uint block_counts[]; };
+layout(std430, binding = BINDING_EXPERT_INFO) buffer ExpertInfo { uint expert_info[]; };
+layout(std430, binding = BINDING_SLOTS) buffer Slots { int slots[]; };
+layout(std430, binding = BINDING_ROWS) buffer Rows { int rows[]; };
+layout(std430, binding = BINDING_ROW_TOKEN) buffer RowToken { int row_token[]; };
+layout(std430, binding = BINDING_ORDER) buffer Order { uint order[]; };
+layout(std430, binding = BINDING_HIDDEN) readonly buffer Hidden { uint hidden_words[]; };
+layout(std430, binding = BINDING_DISPATCHED) buffer Dispatched { uint dispatched_words[]; };
+layout(std430, binding = BINDING_EXPERT_OUT) readonly buffer ExpertOut { uint expert_out_words[]; };
+layout(std430, binding = BINDING_COMBINED) buffer Combined { uint combined_words[]; };
+layout(std430, binding = BINDING_STAT_PARTIALS) buffer StatPartials { float stat_partials[]; };
+layout(std430, binding = BINDING_STAT_TOTALS) buffer StatTotals { float stat_totals[]; };
+
+const uint DTYPE_F32 = 0;
+const uint DTYPE_F16 = 1;
+const uint DTYPE_BF16 = 2;
+
+// Element i of a buffer of 32-bit words holding f32, or pairs of 16-bit values (low half first).
+float decode_element(uint word, uint index, uint dtype) {
+    if (dtype == DTYPE_F32) return uintBitsToFloat(word);
+    uint half_bits = (index & 1u) == 0u ? (word & 0xFFFFu) : (word >> 16);
+    if (dtype == DTYPE_F16) return unpackHalf2x16(half_bits).x;
+    return uintBitsToFloat(half_bits << 16);
+}
+
+// f32 to bf16 bits, round to nearest even; NaN stays a (quiet) NaN.
+uint bf16_bits(float value) {
+    uint bits = floatBitsToUint(value);
+    if (isnan(value)) return (bits >> 16) | 0x40u;
+    return (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+}
+
+uint encode_half(float value, uint dtype) {
+    if (dtype == DTYPE_F16) return packHalf2x16(vec2(value, 0.0)) & 0xFFFFu;
+    return bf16_bits(value);
+}
+
+// Assignment `a` in k-major order (rank-major, then token) -> index into the [T, k] arrays.
+uint assignment_to_choice(uint a) {
+    uint rank = a / P.num_tokens;
+    uint token = a - rank * P.num_tokens;
+    return token * P.top_k + rank;
+}

@@ -1,0 +1,54 @@
+/* Constants that the C host and the GLSL shaders must agree on. Included by both. */
+#ifndef MOEVK_SHARED_H
+#define MOEVK_SHARED_H
+
+/* Storage-buffer bindings of the one descriptor set every stage uses. */
+#define BINDING_LOGITS 0        /* [T, E] f32, or f16 pairs in 32-bit words */
+#define BINDING_BIAS 1          /* [E] f32 */
+#define BINDING_EXPERT_IDS 2    /* [T, k] int: selected experts, -1 none */
+#define BINDING_WEIGHTS 3       /* [T, k] float */
+#define BINDING_ROW_STATS 4     /* [T] vec4: softmax max, 1/normaliser, raw logsumexp, entropy */
+#define BINDING_ROW_FLAGS 5     /* [T] uint: ROW_VALID, ROW_NONFINITE, ROW_MASKED */
+#define BINDING_BLOCK_COUNTS 6  /* [blocks, E] uint: per-block counts, then exclusive offsets */
+#define BINDING_EXPERT_INFO 7   /* uint: totals [E], kept [E], offsets [E + 1] */
+#define BINDING_SLOTS 8         /* [T, k] int: slot within expert, -1 dropped */
+#define BINDING_ROWS 9          /* [T, k] int: row of the expert buffer, -1 dropped */
+#define BINDING_ROW_TOKEN 10    /* [rows] int: token gathered into each expert-buffer row, -1 */
+#define BINDING_ORDER 11        /* [T * k] uint: assignments grouped by expert (score policy) */
+#define BINDING_HIDDEN 12       /* [T, d] hidden_type words */
+#define BINDING_DISPATCHED 13   /* [rows, d] hidden_type words */
+#define BINDING_EXPERT_OUT 14   /* [rows, d] hidden_type words */
+#define BINDING_COMBINED 15     /* [T, d] hidden_type words */
+#define BINDING_STAT_PARTIALS 16 /* [stat_blocks, E + STAT_SCALARS] float */
+#define BINDING_STAT_TOTALS 17  /* [E + STAT_SCALARS] float */
+#define BINDING_COUNT 18
+
+/* Row flags written by scores_topk. */
+#define ROW_VALID 0u
+#define ROW_NONFINITE 1u
+#define ROW_MASKED 2u
+
+/* Scalars after the E per-expert probability sums in the stats buffers. */
+#define STAT_LSE_SQUARED 0
+#define STAT_ENTROPY 1
+#define STAT_NONFINITE 2
+#define STAT_MASKED 3
+#define STAT_SCALARS 4
+
+/* Bits of the push-constant `flags`. */
+#define FLAG_HAS_BIAS 1u
+#define FLAG_RENORMALIZE 2u
+#define FLAG_SIGMOID 4u
+#define FLAG_DROPLESS 8u
+#define FLAG_DROP_BY_SCORE 16u
+
+/* Specialization constant ids. */
+#define SPEC_WORKGROUP_SIZE 0
+#define SPEC_TOP_K 1
+#define SPEC_NUM_EXPERTS 2
+#define SPEC_DTYPE 3 /* 0 f32, 1 f16, 2 bf16 (hidden states or logits, per stage) */
+
+/* Workgroup size of every stage: shared-memory reductions only, no subgroup assumptions. */
+#define WORKGROUP_SIZE 64
+
+#endif

@@ -1,0 +1,106 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Router scores and top-k selection, one invocation per token.
+// Reads logits [T, E] (f32, or f16 when DTYPE is 1) and bias [E]. Selects the top-k experts by
+// key = logit + bias, descending, ties to the lower expert index; -inf keys are never selected.
+// A row with a NaN or +inf key is non-finite: routed nowhere. Writes expert_ids and weights
+// [T, k] (score without bias, renormalised and scaled as asked), row_stats and row_flags [T]
+// for the stats stage. Grid: any 1D size; a grid-stride loop covers the tokens.
+#include "common.glsl"
+
+float logit_at(uint token, uint expert) {
+    uint index = token * P.num_experts + expert;
+    if (DTYPE == DTYPE_F32) return uintBitsToFloat(logits_words[index]);
+    return decode_element(logits_words[index >> 1], index, DTYPE);
+}
+
+void route_token(uint token) {
+    bool has_bias = (P.flags & FLAG_HAS_BIAS) != 0u;
+    bool sigmoid = (P.flags & FLAG_SIGMOID) != 0u;
+    const float NEG_INF = uintBitsToFloat(0xFF800000u);
+
+    float best_key[TOP_K];
+    int best_expert[TOP_K];
+    for (uint j = 0; j < TOP_K; ++j) { best_key[j] = NEG_INF; best_expert[j] = -1; }
+
+    // Pass 1: non-finite check, maxima, and top-k by insertion (stable: a later equal key
+    // goes after the earlier one, so ties keep the lower expert index).
+    bool nonfinite = false;
+    float max_scaled = NEG_INF;
+    float max_raw = NEG_INF;
+    for (uint e = 0; e < P.num_experts; ++e) {
+        float logit = logit_at(token, e);
+        float key = has_bias ? logit + bias[e] : logit;
+        if (isnan(key) || (isinf(key) && key > 0.0)) nonfinite = true;
+        max_raw = max(max_raw, logit);
+        max_scaled = max(max_scaled, logit / P.temperature);
+        if (key > best_key[TOP_K - 1]) {
+            uint j = TOP_K - 1;
+            while (j > 0 && key > best_key[j - 1]) {
+                best_key[j] = best_key[j - 1];
+                best_expert[j] = best_expert[j - 1];
+                --j;
+            }
+            best_key[j] = key;
+            best_expert[j] = int(e);
+        }
+    }
+
+    uint base = token * P.top_k;
+    if (nonfinite || isinf(max_raw)) {
+        // isinf(max_raw) here means every logit is -inf: nothing to route to.
+        for (uint j = 0; j < TOP_K; ++j) { expert_ids[base + j] = -1; weights[base + j] = 0.0; }
+        row_stats[token] = vec4(0.0);
+        row_flags[token] = nonfinite ? ROW_NONFINITE : ROW_MASKED;
+        return;
+    }
+
+    // Pass 2: normalisers, raw logsumexp (z-loss) and entropy of the routing distribution.
+    float norm_sum = 0.0;     // softmax: sum exp(x - max); sigmoid: sum of sigmoids
+    float weighted = 0.0;     // softmax: sum (x - max) exp(x - max); sigmoid: sum s log s
+    float raw_sum = 0.0;
+    for (uint e = 0; e < P.num_experts; ++e) {
+        float logit = logit_at(token, e);
+        if (isinf(logit)) continue; // -inf: a masked expert contributes nothing
+        raw_sum += exp(logit - max_raw);
+        float x = logit / P.temperature;
+        if (sigmoid) {
+            float s = 1.0 / (1.0 + exp(-x));
+            norm_sum += s;
+            if (s > 0.0) weighted += s * log(s);
+        } else {
+            float shifted = x - max_scaled;
+            float p = exp(shifted);
+            norm_sum += p;
+            weighted += shifted * p;
+        }
+    }
+    float inv_norm = norm_sum > 0.0 ? 1.0 / norm_sum : 0.0;
+    float entropy = norm_sum > 0.0 ? log(norm_sum) - weighted / norm_sum : 0.0;
+    float lse_raw = max_raw + log(raw_sum);
+    row_stats[token] = vec4(max_scaled, inv_norm, lse_raw, entropy);
+    row_flags[token] = ROW_VALID;
+
+    // Weights: the score of each selected expert, computed without the bias.
+    float w[TOP_K];
+    float selected_sum = 0.0;
+    for (uint j = 0; j < TOP_K; ++j) {
+        w[j] = 0.0;
+        if (best_expert[j] < 0) continue;
+        float x = logit_at(token, uint(best_expert[j])) / P.temperature;
+        w[j] = sigmoid ? 1.0 / (1.0 + exp(-x)) : exp(x - max_scaled) / norm_sum;
+        selected_sum += w[j];
+    }
+    bool renormalize = (P.flags & FLAG_RENORMALIZE) != 0u && selected_sum > 0.0;
+    for (uint j = 0; j < TOP_K; ++j) {
+        float value = renormalize ? w[j] / selected_sum : w[j];
+        expert_ids[base + j] = best_expert[j];
+        weights[base + j] = best_expert[j] < 0 ? 0.0 : value * P.scale;
+    }
+}
+
+void main() {
+    uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+    for (uint token = gl_GlobalInvocationID.x; token < P.num_tokens; token += stride)
+        route_token(token);
+}

@@ -1,0 +1,69 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Routing statistics, reduced in a fixed order so that they are the same on every run.
+// Phase 0 (grid: stat_blocks workgroups): block b sums over its rows_per_stat_block rows the
+// routing probability of every expert and the row scalars (logsumexp^2, entropy, non-finite and
+// masked rows) into stat_partials[b, E + STAT_SCALARS]. Only valid rows count.
+// Phase 1 (grid: 1 workgroup): sums the partials over blocks into stat_totals.
+#include "common.glsl"
+
+shared float scalar_lanes[STAT_SCALARS][gl_WorkGroupSize.x];
+
+float probability(uint token, uint expert, vec4 stats) {
+    uint index = token * P.num_experts + expert;
+    float logit = DTYPE == DTYPE_F32 ? uintBitsToFloat(logits_words[index])
+                                     : decode_element(logits_words[index >> 1], index, DTYPE);
+    float x = logit / P.temperature;
+    bool sigmoid = (P.flags & FLAG_SIGMOID) != 0u;
+    return (sigmoid ? 1.0 / (1.0 + exp(-x)) : exp(x - stats.x)) * stats.y;
+}
+
+void partial_sums() {
+    uint block = gl_WorkGroupID.x;
+    uint lane = gl_LocalInvocationID.x;
+    uint width = P.num_experts + STAT_SCALARS;
+    uint begin = block * P.rows_per_stat_block;
+    uint end = min(begin + P.rows_per_stat_block, P.num_tokens);
+    for (uint e = lane; e < P.num_experts; e += gl_WorkGroupSize.x) {
+        float sum = 0.0;
+        for (uint t = begin; t < end; ++t)
+            if (row_flags[t] == ROW_VALID) sum += probability(t, e, row_stats[t]);
+        stat_partials[block * width + e] = sum;
+    }
+    float lse_squared = 0.0, entropy = 0.0, nonfinite = 0.0, masked = 0.0;
+    for (uint t = begin + lane; t < end; t += gl_WorkGroupSize.x) {
+        uint flag = row_flags[t];
+        if (flag == ROW_VALID) {
+            vec4 stats = row_stats[t];
+            lse_squared += stats.z * stats.z;
+            entropy += stats.w;
+        }
+        nonfinite += flag == ROW_NONFINITE ? 1.0 : 0.0;
+        masked += flag == ROW_MASKED ? 1.0 : 0.0;
+    }
+    scalar_lanes[STAT_LSE_SQUARED][lane] = lse_squared;
+    scalar_lanes[STAT_ENTROPY][lane] = entropy;
+    scalar_lanes[STAT_NONFINITE][lane] = nonfinite;
+    scalar_lanes[STAT_MASKED][lane] = masked;
+    barrier();
+    for (uint half_width = gl_WorkGroupSize.x / 2u; half_width > 0u; half_width >>= 1) {
+        if (lane < half_width)
+            for (uint s = 0u; s < STAT_SCALARS; ++s)
+                scalar_lanes[s][lane] += scalar_lanes[s][lane + half_width];
+        barrier();
+    }
+    if (lane < STAT_SCALARS) stat_partials[block * width + P.num_experts + lane] = scalar_lanes[lane][0];
+}
+
+void final_sums() {
+    uint width = P.num_experts + STAT_SCALARS;
+    for (uint i = gl_LocalInvocationID.x; i < width; i += gl_WorkGroupSize.x) {
+        float sum = 0.0;
+        for (uint b = 0u; b < P.stat_blocks; ++b) sum += stat_partials[b * width + i];
+        stat_totals[i] = sum;
+    }
+}
+
+void main() {
+    if (P.phase == 0u) partial_sums(); else final_sums();
+}

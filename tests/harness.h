@@ -1,0 +1,44 @@
+/* A small test harness: a table of named tests, one shared context with the validation layer
+ * (synchronization validation on), seeded random inputs, and a closing "N passed, N failed". */
+#ifndef MOEVK_TEST_HARNESS_H
+#define MOEVK_TEST_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "moevk.h"
+
+typedef struct test_case {
+    const char *name;
+    void (*run)(void);
+} test_case;
+
+/* The context all tests of a binary share, created with validation on. */
+moevk_context *test_context(void);
+/* Marks the running test failed with a message (printed with the test's seed). */
+void test_fail(const char *file, int line, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+int test_failed(void);
+int test_main(const test_case *tests, size_t count, int argc, char **argv);
+
+#define CHECK(condition, ...)                                \
+    do {                                                     \
+        if (!(condition)) {                                  \
+            test_fail(__FILE__, __LINE__, __VA_ARGS__);      \
+            return;                                          \
+        }                                                    \
+    } while (0)
+#define CHECK_OK(call)                                                                       \
+    do {                                                                                     \
+        moevk_result check_result_ = (call);                                                 \
+        CHECK(check_result_ == MOEVK_SUCCESS, "%s -> %s (%s)", #call,                        \
+              moevk_result_string(check_result_), moevk_context_last_error(test_context())); \
+    } while (0)
+
+/* Random numbers: xoshiro128** seeded per test from the run's seed and the test's name. */
+uint32_t rng_u32(void);
+float rng_uniform(float low, float high);
+float rng_normal(void);
+uint64_t test_seed(void);
+
+#endif

@@ -1,0 +1,214 @@
+#include "route_check.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "moevk_reference.h"
+
+static float make_logit(logits_pattern pattern, uint32_t t, uint32_t e) {
+    switch (pattern) {
+    case LOGITS_TIES: return (float)(rng_u32() % 3) * 0.5f;
+    case LOGITS_MASKED:
+        if (t % 17 == 5) return -INFINITY;
+        return rng_u32() % 3 == 0 ? -INFINITY : 2.0f * rng_normal();
+    case LOGITS_NONFINITE:
+        if (t % 13 == 3 && e == t % 7) return NAN;
+        if (t % 19 == 7 && e == 0) return INFINITY;
+        return 2.0f * rng_normal();
+    case LOGITS_HUGE: {
+        uint32_t r = rng_u32() % 4;
+        return r == 0 ? 1e30f : r == 1 ? -1e30f : rng_normal();
+    }
+    case LOGITS_SKEWED: return rng_normal() + (e < 2 ? 3.0f : 0.0f);
+    case LOGITS_RANDOM: break;
+    }
+    return 2.0f * rng_normal();
+}
+
+static int close_enough(double got, double want, double relative) {
+    if (isnan(want)) return isnan(got);
+    if (isinf(want) || fabs(want) > 3.4e38) return isinf(got) || got == want;
+    return fabs(got - want) <= relative * fabs(want) + 1e-30 + relative * 1e-6;
+}
+
+#define COMPARE_EXACT(what, got, want, n)                                                  \
+    for (uint64_t i_ = 0, bad_ = 0; i_ < (uint64_t)(n) && bad_ < 5; ++i_)                  \
+        if ((got)[i_] != (want)[i_]) {                                                     \
+            ++bad_;                                                                        \
+            test_fail(__FILE__, __LINE__, "%s: %s[%llu] is %lld, reference %lld", c->name, \
+                      what, (unsigned long long)i_, (long long)(got)[i_], (long long)(want)[i_]); \
+        }
+
+typedef struct buffers {
+    void *logits, *hidden, *dispatched, *ref_dispatched, *expert_out, *combined, *ref_combined;
+    float *bias, *weights, *ref_weights;
+    int32_t *ids, *ref_ids, *slots, *ref_slots, *ref_rows, *ref_row_token;
+    uint32_t *counts, *counts_before, *offsets, *ref_counts, *ref_counts_before, *ref_offsets;
+    ref_row_stats *row_stats;
+} buffers;
+
+static void free_buffers(buffers *b) {
+    void **p = (void **)b;
+    for (size_t i = 0; i < sizeof *b / sizeof(void *); ++i) free(p[i]);
+}
+
+static void fill_inputs(const route_case *c, buffers *b) {
+    const moevk_router_info *info = &c->info;
+    uint32_t T = c->num_tokens, E = info->num_experts;
+    for (uint32_t t = 0; t < T; ++t)
+        for (uint32_t e = 0; e < E; ++e)
+            ref_store(b->logits, (uint64_t)t * E + e, info->logits_type, make_logit(c->pattern, t, e));
+    if (c->with_bias)
+        for (uint32_t e = 0; e < E; ++e) b->bias[e] = rng_uniform(-0.5f, 0.5f);
+    if (c->with_hidden)
+        for (uint64_t i = 0; i < (uint64_t)T * info->hidden_size; ++i)
+            ref_store(b->hidden, i, info->hidden_type, rng_uniform(-4.0f, 4.0f));
+}
+
+static void check_stats(const route_case *c, const moevk_route_stats *got,
+                        const moevk_route_stats *want) {
+    CHECK(got->nonfinite_rows == want->nonfinite_rows, "%s: nonfinite rows %u, reference %u",
+          c->name, got->nonfinite_rows, want->nonfinite_rows);
+    CHECK(got->masked_rows == want->masked_rows, "%s: masked rows %u, reference %u", c->name,
+          got->masked_rows, want->masked_rows);
+    CHECK(got->assignments == want->assignments, "%s: assignments differ", c->name);
+    CHECK(close_enough(got->aux_loss, want->aux_loss, 1e-5), "%s: aux_loss %.9g, reference %.9g",
+          c->name, got->aux_loss, want->aux_loss);
+    CHECK(close_enough(got->z_loss, want->z_loss, 1e-5), "%s: z_loss %.9g, reference %.9g",
+          c->name, got->z_loss, want->z_loss);
+    CHECK(close_enough(got->entropy, want->entropy, 1e-5), "%s: entropy %.9g, reference %.9g",
+          c->name, got->entropy, want->entropy);
+}
+
+/* Runs the route, then holds each stage to the reference; returns at the first failing check. */
+static void compare_case(const route_case *c, moevk_router *router, buffers *b) {
+    const moevk_router_info *info = &c->info;
+    uint32_t T = c->num_tokens, E = info->num_experts, K = info->top_k, d = info->hidden_size;
+    uint64_t TK = (uint64_t)T * K;
+    uint64_t row_bytes = (uint64_t)d * (info->hidden_type == MOEVK_DTYPE_F32 ? 4 : 2);
+
+    int dropless = info->capacity_mode == MOEVK_CAPACITY_DROPLESS;
+    moevk_route_input input = {T, b->logits, c->with_bias ? b->bias : NULL,
+                               c->with_hidden ? b->hidden : NULL};
+    moevk_route_stats stats;
+    moevk_route_output output = {b->ids, b->weights, b->slots, b->counts, b->counts_before,
+                                 dropless ? b->offsets : NULL, c->with_hidden ? b->dispatched : NULL,
+                                 &stats};
+    moevk_result r = moevk_route(router, &input, &output);
+    CHECK(r == MOEVK_SUCCESS, "%s: route -> %s (%s)", c->name, moevk_result_string(r),
+          moevk_context_last_error(test_context()));
+
+    /* Stage 1: scores and top-k, from the same logits. */
+    ref_scores_topk(info, T, b->logits, input.bias, b->ref_ids, b->ref_weights, b->row_stats);
+    COMPARE_EXACT("expert_ids", b->ids, b->ref_ids, TK);
+    for (uint64_t i = 0, bad = 0; i < TK && bad < 5; ++i)
+        if (!close_enough(b->weights[i], b->ref_weights[i], 1e-6)) {
+            ++bad;
+            test_fail(__FILE__, __LINE__, "%s: weights[%llu] is %.9g, reference %.9g", c->name,
+                      (unsigned long long)i, b->weights[i], b->ref_weights[i]);
+        }
+    if (test_failed()) return;
+
+    /* Stage 2: bucketing, from the device's own ids and weights. */
+    uint32_t capacity = moevk_router_capacity(router, T);
+    uint64_t rows = ref_bucket(info, T, capacity, b->ids, b->weights, b->ref_slots, b->ref_rows,
+                               b->ref_row_token, b->ref_counts_before, b->ref_counts, b->ref_offsets);
+    CHECK(stats.capacity == (dropless ? 0 : capacity), "%s: capacity %u, expected %u", c->name,
+          stats.capacity, capacity);
+    CHECK(stats.dispatched_rows == rows, "%s: dispatched rows %u, reference %llu", c->name,
+          stats.dispatched_rows, (unsigned long long)rows);
+    COMPARE_EXACT("slots", b->slots, b->ref_slots, TK);
+    COMPARE_EXACT("counts_before", b->counts_before, b->ref_counts_before, E);
+    COMPARE_EXACT("counts", b->counts, b->ref_counts, E);
+    if (dropless) COMPARE_EXACT("offsets", b->offsets, b->ref_offsets, E + 1);
+    uint64_t kept = 0;
+    for (uint32_t e = 0; e < E; ++e) kept += b->ref_counts[e];
+    CHECK(stats.dropped == stats.assignments - kept, "%s: dropped count", c->name);
+
+    /* Stage 3: statistics. */
+    moevk_route_stats want;
+    ref_stats(info, T, b->logits, b->row_stats, b->ref_counts_before, &want);
+    check_stats(c, &stats, &want);
+
+    if (c->with_hidden && !test_failed()) {
+        /* Stage 4: dispatch, bit for bit. */
+        ref_dispatch(rows, row_bytes, b->ref_row_token, b->hidden, b->ref_dispatched);
+        CHECK(memcmp(b->dispatched, b->ref_dispatched, rows * row_bytes) == 0,
+              "%s: dispatched rows differ from the reference", c->name);
+        /* Stage 5: combine of fresh expert outputs. */
+        for (uint64_t i = 0; i < rows * d; ++i)
+            ref_store(b->expert_out, i, info->hidden_type, rng_uniform(-2.0f, 2.0f));
+        CHECK_OK(moevk_combine(router, b->expert_out, b->combined));
+        ref_combine(info, T, b->ref_rows, b->weights, b->expert_out, b->ref_combined);
+        double tolerance = info->hidden_type == MOEVK_DTYPE_F32 ? 1e-5 : 1e-2;
+        for (uint64_t i = 0, bad = 0; i < (uint64_t)T * d && bad < 5; ++i) {
+            double got = ref_load(b->combined, i, info->hidden_type);
+            double want_value = ref_load(b->ref_combined, i, info->hidden_type);
+            /* Sums of terms up to 2 in size: an absolute floor for cancellation. */
+            if (fabs(got - want_value) > tolerance * fabs(want_value) + tolerance * 1e-2) {
+                ++bad;
+                test_fail(__FILE__, __LINE__, "%s: combined[%llu] is %.7g, reference %.7g",
+                          c->name, (unsigned long long)i, got, want_value);
+            }
+        }
+    }
+
+    /* The same input again: the same bits. */
+    if (!test_failed()) {
+        int32_t *ids2 = malloc(TK * 4 + 4), *slots2 = malloc(TK * 4 + 4);
+        float *weights2 = malloc(TK * 4 + 4);
+        moevk_route_stats stats2;
+        moevk_route_output again = {ids2, weights2, slots2, NULL, NULL, NULL, NULL, &stats2};
+        r = moevk_route(router, &input, &again);
+        if (r != MOEVK_SUCCESS || memcmp(ids2, b->ids, TK * 4) || memcmp(weights2, b->weights, TK * 4) ||
+            memcmp(slots2, b->slots, TK * 4) || stats2.aux_loss != stats.aux_loss ||
+            stats2.z_loss != stats.z_loss || stats2.entropy != stats.entropy ||
+            stats2.dropped != stats.dropped)
+            test_fail(__FILE__, __LINE__, "%s: a second run differs from the first", c->name);
+        free(ids2);
+        free(slots2);
+        free(weights2);
+    }
+}
+
+void check_route_case(const route_case *c) {
+    const moevk_router_info *info = &c->info;
+    uint32_t T = c->num_tokens, E = info->num_experts, K = info->top_k, d = info->hidden_size;
+    uint64_t TK = (uint64_t)T * K;
+    uint64_t row_bytes = (uint64_t)d * (info->hidden_type == MOEVK_DTYPE_F32 ? 4 : 2);
+    uint64_t logit_bytes = (uint64_t)T * E * (info->logits_type == MOEVK_DTYPE_F32 ? 4 : 2);
+
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), info, &router));
+    uint64_t max_rows = moevk_router_max_dispatched_rows(router);
+    buffers b = {0};
+    b.logits = malloc(logit_bytes + 4);
+    b.bias = malloc(E * 4);
+    b.hidden = malloc((uint64_t)T * row_bytes + 4);
+    b.dispatched = calloc(max_rows * row_bytes + 4, 1);
+    b.ref_dispatched = calloc(max_rows * row_bytes + 4, 1);
+    b.expert_out = malloc(max_rows * row_bytes + 4);
+    b.combined = malloc((uint64_t)T * row_bytes + 4);
+    b.ref_combined = malloc((uint64_t)T * row_bytes + 4);
+    b.weights = malloc(TK * 4 + 4);
+    b.ref_weights = malloc(TK * 4 + 4);
+    b.ids = malloc(TK * 4 + 4);
+    b.ref_ids = malloc(TK * 4 + 4);
+    b.slots = malloc(TK * 4 + 4);
+    b.ref_slots = malloc(TK * 4 + 4);
+    b.ref_rows = malloc(TK * 4 + 4);
+    b.ref_row_token = malloc(max_rows * 4 + 4);
+    b.counts = malloc(E * 4);
+    b.counts_before = malloc(E * 4);
+    b.offsets = malloc(E * 4 + 4);
+    b.ref_counts = malloc(E * 4);
+    b.ref_counts_before = malloc(E * 4);
+    b.ref_offsets = malloc(E * 4 + 4);
+    b.row_stats = malloc((uint64_t)T * sizeof *b.row_stats + 1);
+    fill_inputs(c, &b);
+    compare_case(c, router, &b);
+    free_buffers(&b);
+    moevk_router_destroy(router);
+}

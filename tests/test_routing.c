@@ -1,0 +1,174 @@
+/* Every routing stage on the device against the CPU reference, over a table of cases: one
+ * behaviour or edge per case, fresh random inputs each run (the seed is printed on failure). */
+#include "harness.h"
+#include "route_check.h"
+
+static moevk_router_info base(uint32_t E, uint32_t k, uint32_t T, uint32_t d) {
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = E;
+    info.top_k = k;
+    info.max_tokens = T;
+    info.hidden_size = d;
+    return info;
+}
+
+static void run(const char *name, moevk_router_info info, uint32_t T, logits_pattern pattern,
+                int bias, int hidden) {
+    route_case c = {name, info, T, pattern, bias, hidden};
+    check_route_case(&c);
+}
+
+static void test_softmax_top2_random(void) { run("softmax top-2", base(8, 2, 1000, 12), 1000, LOGITS_RANDOM, 0, 1); }
+static void test_ties_go_to_the_lower_expert(void) { run("ties", base(16, 4, 777, 8), 777, LOGITS_TIES, 0, 1); }
+static void test_neg_inf_masks_experts(void) { run("masks", base(12, 5, 500, 4), 500, LOGITS_MASKED, 1, 1); }
+static void test_nonfinite_rows_are_routed_nowhere(void) { run("nonfinite", base(8, 2, 600, 6), 600, LOGITS_NONFINITE, 0, 1); }
+static void test_huge_logits(void) { run("huge", base(10, 3, 400, 5), 400, LOGITS_HUGE, 0, 1); }
+static void test_bias_changes_selection_not_weights(void) { run("bias", base(32, 4, 900, 16), 900, LOGITS_RANDOM, 1, 1); }
+static void test_zero_tokens(void) { run("T=0", base(8, 2, 16, 8), 0, LOGITS_RANDOM, 0, 1); }
+static void test_one_token(void) { run("T=1", base(8, 2, 16, 8), 1, LOGITS_RANDOM, 1, 1); }
+static void test_one_expert(void) { run("E=1", base(1, 1, 333, 7), 333, LOGITS_RANDOM, 0, 1); }
+static void test_k_equals_e(void) { run("k=E", base(6, 6, 301, 9), 301, LOGITS_TIES, 1, 1); }
+static void test_k16_of_512_experts(void) { run("E=512 k=16", base(512, 16, 257, 0), 257, LOGITS_RANDOM, 1, 0); }
+static void test_1024_experts(void) { run("E=1024 k=8", base(1024, 8, 130, 4), 130, LOGITS_MASKED, 0, 1); }
+static void test_odd_sizes(void) { run("odd", base(13, 3, 1237, 13), 1237, LOGITS_RANDOM, 1, 1); }
+
+static void test_sigmoid_renormalized_scaled(void) {
+    moevk_router_info info = base(24, 6, 700, 10);
+    info.score = MOEVK_SCORE_SIGMOID;
+    info.renormalize = 1;
+    info.scale = 2.5f;
+    run("sigmoid renorm scale", info, 700, LOGITS_RANDOM, 1, 1);
+}
+
+static void test_softmax_temperature(void) {
+    moevk_router_info info = base(16, 2, 512, 8);
+    info.temperature = 0.37f;
+    run("temperature", info, 512, LOGITS_RANDOM, 0, 1);
+}
+
+static void test_f16_logits(void) {
+    moevk_router_info info = base(9, 2, 501, 8);
+    info.logits_type = MOEVK_DTYPE_F16;
+    run("f16 logits", info, 501, LOGITS_TIES, 1, 1);
+}
+
+static void test_f16_hidden_odd_d(void) {
+    moevk_router_info info = base(8, 2, 300, 7);
+    info.hidden_type = MOEVK_DTYPE_F16;
+    run("f16 hidden, d=7", info, 300, LOGITS_RANDOM, 0, 1);
+}
+
+static void test_bf16_hidden(void) {
+    moevk_router_info info = base(8, 3, 400, 24);
+    info.hidden_type = MOEVK_DTYPE_BF16;
+    run("bf16 hidden", info, 400, LOGITS_RANDOM, 0, 1);
+}
+
+static void test_bf16_hidden_odd_d(void) {
+    moevk_router_info info = base(5, 2, 99, 3);
+    info.hidden_type = MOEVK_DTYPE_BF16;
+    run("bf16 hidden, d=3", info, 99, LOGITS_SKEWED, 0, 1);
+}
+
+static void test_position_policy_drops_overflow(void) {
+    moevk_router_info info = base(8, 2, 2000, 8);
+    info.capacity_factor = 0.5f;
+    run("position drops", info, 2000, LOGITS_SKEWED, 0, 1);
+}
+
+static void test_score_policy_keeps_highest_weights(void) {
+    moevk_router_info info = base(8, 2, 2000, 8);
+    info.capacity_factor = 0.5f;
+    info.drop_policy = MOEVK_DROP_SCORE;
+    run("score drops", info, 2000, LOGITS_SKEWED, 0, 1);
+}
+
+static void test_score_policy_with_ties(void) {
+    moevk_router_info info = base(6, 3, 1500, 4);
+    info.capacity_factor = 0.7f;
+    info.drop_policy = MOEVK_DROP_SCORE;
+    run("score drops, ties", info, 1500, LOGITS_TIES, 0, 1);
+}
+
+static void test_capacity_zero_drops_everything(void) {
+    moevk_router_info info = base(8, 2, 100, 4);
+    info.capacity_mode = MOEVK_CAPACITY_FIXED;
+    info.capacity = 0;
+    run("C=0", info, 100, LOGITS_RANDOM, 0, 1);
+}
+
+static void test_capacity_one(void) {
+    moevk_router_info info = base(8, 2, 100, 4);
+    info.capacity_mode = MOEVK_CAPACITY_FIXED;
+    info.capacity = 1;
+    info.drop_policy = MOEVK_DROP_SCORE;
+    run("C=1 score", info, 100, LOGITS_RANDOM, 0, 1);
+}
+
+static void test_min_capacity_applies(void) {
+    moevk_router_info info = base(64, 1, 64, 4);
+    info.min_capacity = 9;
+    run("min capacity", info, 40, LOGITS_SKEWED, 0, 1);
+}
+
+static void test_dropless_padded(void) {
+    moevk_router_info info = base(12, 3, 1000, 6);
+    info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
+    info.pad_multiple = 16;
+    run("dropless pad 16", info, 1000, LOGITS_SKEWED, 1, 1);
+}
+
+static void test_dropless_unpadded_masked(void) {
+    moevk_router_info info = base(7, 2, 500, 5);
+    info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
+    run("dropless", info, 500, LOGITS_MASKED, 0, 1);
+}
+
+static void test_fewer_tokens_than_max(void) { run("T < max", base(8, 2, 4096, 4), 1500, LOGITS_RANDOM, 0, 1); }
+
+static void test_large_batch_2_20_tokens(void) {
+    run("T=2^20", base(8, 2, 1u << 20, 0), 1u << 20, LOGITS_RANDOM, 1, 0);
+}
+
+static void test_large_batch_score_policy(void) {
+    moevk_router_info info = base(8, 2, 1u << 18, 0);
+    info.drop_policy = MOEVK_DROP_SCORE;
+    info.capacity_factor = 0.9f;
+    run("T=2^18 score", info, 1u << 18, LOGITS_SKEWED, 0, 0);
+}
+
+static const test_case TESTS[] = {
+    {"softmax_top2_matches_reference", test_softmax_top2_random},
+    {"ties_go_to_the_lower_expert", test_ties_go_to_the_lower_expert},
+    {"neg_inf_masks_experts", test_neg_inf_masks_experts},
+    {"nonfinite_rows_are_routed_nowhere", test_nonfinite_rows_are_routed_nowhere},
+    {"huge_logits_stay_finite", test_huge_logits},
+    {"bias_changes_selection_not_weights", test_bias_changes_selection_not_weights},
+    {"zero_tokens", test_zero_tokens},
+    {"one_token", test_one_token},
+    {"one_expert", test_one_expert},
+    {"k_equals_e", test_k_equals_e},
+    {"k16_of_512_experts", test_k16_of_512_experts},
+    {"1024_experts", test_1024_experts},
+    {"odd_sizes", test_odd_sizes},
+    {"sigmoid_renormalized_scaled", test_sigmoid_renormalized_scaled},
+    {"softmax_temperature", test_softmax_temperature},
+    {"f16_logits", test_f16_logits},
+    {"f16_hidden_odd_d", test_f16_hidden_odd_d},
+    {"bf16_hidden", test_bf16_hidden},
+    {"bf16_hidden_odd_d", test_bf16_hidden_odd_d},
+    {"position_policy_drops_overflow", test_position_policy_drops_overflow},
+    {"score_policy_keeps_highest_weights", test_score_policy_keeps_highest_weights},
+    {"score_policy_with_ties", test_score_policy_with_ties},
+    {"capacity_zero_drops_everything", test_capacity_zero_drops_everything},
+    {"capacity_one_score_policy", test_capacity_one},
+    {"min_capacity_applies", test_min_capacity_applies},
+    {"dropless_padded_blocks", test_dropless_padded},
+    {"dropless_with_masks", test_dropless_unpadded_masked},
+    {"fewer_tokens_than_max", test_fewer_tokens_than_max},
+    {"large_batch_2_20_tokens", test_large_batch_2_20_tokens},
+    {"large_batch_score_policy", test_large_batch_score_policy},
+};
+
+int main(int argc, char **argv) { return test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc, argv); }
