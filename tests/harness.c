@@ -18,7 +18,7 @@ static unsigned messages_seen;
 static void on_message(void *user, int is_error, const char *message) {
     (void)user;
     ++messages_seen;
-    fprintf(stderr, "  validation %s: %s\n", is_error ? "error" : "warning", message);
+    printf("  validation %s: %s\n", is_error ? "error" : "warning", message);
 }
 
 moevk_context *test_context(void) { return shared_context; }
@@ -29,9 +29,9 @@ void test_fail(const char *file, int line, const char *format, ...) {
     if (current_failed++ >= 10) return; /* the first mismatches tell the story */
     va_list args;
     va_start(args, format);
-    fprintf(stderr, "  %s:%d: ", file, line);
-    vfprintf(stderr, format, args);
-    fprintf(stderr, "  [test %s, MOEVK_TEST_SEED=%llu]\n", current_name,
+    printf("  %s:%d: ", file, line);
+    vprintf(format, args);
+    printf("  [test %s, MOEVK_TEST_SEED=%llu]\n", current_name,
             (unsigned long long)run_seed);
     va_end(args);
 }

@@ -1,0 +1,34 @@
+/* The `moevk` command line: route .npy files, run the demo, list devices. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+int command_devices(void) {
+    uint32_t count = 0;
+    moevk_result r = moevk_enumerate_devices(&count, NULL);
+    if (r != MOEVK_SUCCESS) {
+        fprintf(stderr, "moevk devices: %s\n", moevk_result_string(r));
+        return 1;
+    }
+    moevk_device_info infos[64];
+    if (count > 64) count = 64;
+    r = moevk_enumerate_devices(&count, infos);
+    for (uint32_t i = 0; r == MOEVK_SUCCESS && i < count; ++i)
+        printf("%u: %s (%s, vendor 0x%04x), subgroup size %u\n", i, infos[i].name,
+               infos[i].driver_info, infos[i].vendor_id, infos[i].subgroup_size);
+    return r == MOEVK_SUCCESS ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 2 && !strcmp(argv[1], "route")) return command_route(argc - 2, argv + 2);
+    if (argc >= 2 && !strcmp(argv[1], "demo")) return command_demo(argc - 2, argv + 2);
+    if (argc >= 2 && !strcmp(argv[1], "devices")) return command_devices();
+    if (argc >= 2 && !strcmp(argv[1], "--version")) {
+        printf("moevk %s\n", moevk_version_string());
+        return 0;
+    }
+    fprintf(stderr, "usage: moevk route ... | moevk demo [...] | moevk devices | moevk --version\n"
+                    "       (moevk route with no options lists its options)\n");
+    return 2;
+}

@@ -1,0 +1,326 @@
+/* `moevk route`: routes logits read from .npy files and writes every output as .npy, plus
+ * stats.json, so that results can be held against any framework. Exit status: 0 done, 1 device
+ * failure, 2 bad arguments or files, 3 written but some rows held NaN or +inf. */
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "commands.h"
+#include "npy.h"
+#include "options.h"
+
+typedef struct route_args {
+    const char *logits, *bias, *hidden, *expert_out, *out, *device;
+    moevk_router_info info;
+} route_args;
+
+static void usage(FILE *to) {
+    fprintf(to,
+            "usage: moevk route --logits L.npy [--bias B.npy] [--k K] [--score softmax|sigmoid]\n"
+            "         [--temperature T] [--renorm] [--scale S]\n"
+            "         [--capacity-factor F | --capacity N | --dropless [--pad-multiple N]]\n"
+            "         [--min-capacity N] [--drop-policy position|score] [--hidden X.npy]\n"
+            "         [--expert-out Y.npy] [--device N|NAME] --out DIR\n");
+}
+
+#define BAD(...)                                \
+    do {                                        \
+        fprintf(stderr, "moevk route: ");       \
+        fprintf(stderr, __VA_ARGS__);           \
+        fprintf(stderr, "\n");                  \
+        return 0;                               \
+    } while (0)
+
+static int parse_args(int argc, char **argv, route_args *a) {
+    memset(a, 0, sizeof *a);
+    moevk_router_info_init(&a->info);
+    a->info.top_k = 2;
+    for (int i = 0; i < argc; ++i) {
+        const char *flag = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        long long n;
+        int takes_value = 1;
+        if (!strcmp(flag, "--renorm")) {
+            a->info.renormalize = 1;
+            takes_value = 0;
+        } else if (!strcmp(flag, "--dropless")) {
+            a->info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
+            takes_value = 0;
+        } else if (!value) {
+            BAD("%s needs a value (or is unknown)", flag);
+        } else if (!strcmp(flag, "--logits")) a->logits = value;
+        else if (!strcmp(flag, "--bias")) a->bias = value;
+        else if (!strcmp(flag, "--hidden")) a->hidden = value;
+        else if (!strcmp(flag, "--expert-out")) a->expert_out = value;
+        else if (!strcmp(flag, "--out")) a->out = value;
+        else if (!strcmp(flag, "--device")) a->device = value;
+        else if (!strcmp(flag, "--k")) {
+            if (!parse_int(value, 1, MOEVK_MAX_TOP_K, &n)) BAD("--k must be 1 to %u", MOEVK_MAX_TOP_K);
+            a->info.top_k = (uint32_t)n;
+        } else if (!strcmp(flag, "--score")) {
+            if (!strcmp(value, "softmax")) a->info.score = MOEVK_SCORE_SOFTMAX;
+            else if (!strcmp(value, "sigmoid")) a->info.score = MOEVK_SCORE_SIGMOID;
+            else BAD("--score must be softmax or sigmoid");
+        } else if (!strcmp(flag, "--temperature")) {
+            if (!parse_float(value, &a->info.temperature) || !(a->info.temperature > 0))
+                BAD("--temperature must be a number > 0");
+        } else if (!strcmp(flag, "--scale")) {
+            if (!parse_float(value, &a->info.scale)) BAD("--scale must be a number");
+        } else if (!strcmp(flag, "--capacity-factor")) {
+            if (!parse_float(value, &a->info.capacity_factor) || !(a->info.capacity_factor >= 0))
+                BAD("--capacity-factor must be a number >= 0");
+            a->info.capacity_mode = MOEVK_CAPACITY_FACTOR;
+        } else if (!strcmp(flag, "--capacity")) {
+            if (!parse_int(value, 0, INT32_MAX, &n)) BAD("--capacity must be an integer >= 0");
+            a->info.capacity_mode = MOEVK_CAPACITY_FIXED;
+            a->info.capacity = (int32_t)n;
+        } else if (!strcmp(flag, "--min-capacity")) {
+            if (!parse_int(value, 0, INT32_MAX, &n)) BAD("--min-capacity must be an integer >= 0");
+            a->info.min_capacity = (int32_t)n;
+        } else if (!strcmp(flag, "--pad-multiple")) {
+            if (!parse_int(value, 0, 1 << 20, &n)) BAD("--pad-multiple must be 0 to 2^20");
+            a->info.pad_multiple = (uint32_t)n;
+        } else if (!strcmp(flag, "--drop-policy")) {
+            if (!strcmp(value, "position")) a->info.drop_policy = MOEVK_DROP_POSITION;
+            else if (!strcmp(value, "score")) a->info.drop_policy = MOEVK_DROP_SCORE;
+            else BAD("--drop-policy must be position or score");
+        } else {
+            BAD("unknown option %s", flag);
+        }
+        i += takes_value;
+    }
+    if (!a->logits) BAD("--logits is required");
+    if (!a->out) BAD("--out is required");
+    if (a->expert_out && !a->hidden) BAD("--expert-out needs --hidden (the routing it combines)");
+    return 1;
+}
+
+static int hidden_type_of(const npy_array *array, moevk_dtype *type) {
+    switch (array->type) {
+    case NPY_F32: *type = MOEVK_DTYPE_F32; return 1;
+    case NPY_F16: *type = MOEVK_DTYPE_F16; return 1;
+    case NPY_BF16: *type = MOEVK_DTYPE_BF16; return 1;
+    default: return 0;
+    }
+}
+
+/* Reads the inputs and checks their shapes and dtypes against each other. */
+static int load_inputs(route_args *a, npy_array *logits, npy_array *bias, npy_array *hidden,
+                       npy_array *expert_out) {
+    char error[512];
+    if (!npy_read(a->logits, logits, error, sizeof error)) BAD("%s", error);
+    if (logits->ndim != 2) BAD("%s: logits must be 2-D [T, E], not %u-D", a->logits, logits->ndim);
+    if (logits->type != NPY_F32 && logits->type != NPY_F16)
+        BAD("%s: logits must be float32 or float16, not '%s'", a->logits, logits->descr);
+    if (logits->shape[0] > UINT32_MAX || logits->shape[1] < 1 || logits->shape[1] > MOEVK_MAX_EXPERTS)
+        BAD("%s: E = %llu experts; moevk takes 1 to %u", a->logits,
+            (unsigned long long)logits->shape[1], MOEVK_MAX_EXPERTS);
+    uint64_t T = logits->shape[0], E = logits->shape[1];
+    a->info.logits_type = logits->type == NPY_F16 ? MOEVK_DTYPE_F16 : MOEVK_DTYPE_F32;
+    a->info.num_experts = (uint32_t)E;
+    a->info.max_tokens = (uint32_t)T;
+    if (a->bias) {
+        if (!npy_read(a->bias, bias, error, sizeof error)) BAD("%s", error);
+        if (bias->type != NPY_F32) BAD("%s: bias must be float32, not '%s'", a->bias, bias->descr);
+        if (bias->ndim != 1 || bias->shape[0] != E)
+            BAD("%s: bias must have shape [%llu] (E)", a->bias, (unsigned long long)E);
+    }
+    if (a->hidden) {
+        if (!npy_read(a->hidden, hidden, error, sizeof error)) BAD("%s", error);
+        if (!hidden_type_of(hidden, &a->info.hidden_type))
+            BAD("%s: hidden states must be float32, float16 or bfloat16 (uint16), not '%s'",
+                a->hidden, hidden->descr);
+        if (hidden->ndim != 2 || hidden->shape[0] != T || hidden->shape[1] < 1 ||
+            hidden->shape[1] > (1u << 20))
+            BAD("%s: hidden states must have shape [%llu, d] (T rows, d >= 1)", a->hidden,
+                (unsigned long long)T);
+        a->info.hidden_size = (uint32_t)hidden->shape[1];
+    }
+    if (a->expert_out) {
+        if (!npy_read(a->expert_out, expert_out, error, sizeof error)) BAD("%s", error);
+        if (expert_out->type != hidden->type)
+            BAD("%s: expert outputs must have the hidden states' dtype '%s', not '%s'",
+                a->expert_out, hidden->descr, expert_out->descr);
+    }
+    return 1;
+}
+
+static int check_expert_out(const route_args *a, const npy_array *y, const moevk_route_stats *stats) {
+    uint64_t d = a->info.hidden_size, E = a->info.num_experts;
+    int dropless = a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS;
+    int ok = dropless ? (y->ndim == 2 && y->shape[0] == stats->dispatched_rows && y->shape[1] == d)
+                      : (y->ndim == 3 && y->shape[0] == E && y->shape[1] == stats->capacity &&
+                         y->shape[2] == d);
+    if (ok) return 1;
+    if (dropless)
+        BAD("%s: expert outputs must have shape [%u, %llu] (dispatched rows, d)", a->expert_out,
+            stats->dispatched_rows, (unsigned long long)d);
+    BAD("%s: expert outputs must have shape [%llu, %u, %llu] (E, C, d)", a->expert_out,
+        (unsigned long long)E, stats->capacity, (unsigned long long)d);
+}
+
+static int write_stats_json(const char *path, const moevk_route_stats *s, const char *device) {
+    FILE *file = fopen(path, "w");
+    if (!file) return 0;
+    fprintf(file,
+            "{\n  \"aux_loss\": %.9g,\n  \"z_loss\": %.9g,\n  \"entropy\": %.9g,\n"
+            "  \"drop_fraction\": %.9g,\n  \"nonfinite_rows\": %u,\n  \"masked_rows\": %u,\n"
+            "  \"assignments\": %llu,\n  \"dropped\": %llu,\n  \"capacity\": %u,\n"
+            "  \"dispatched_rows\": %u,\n  \"device\": \"",
+            s->aux_loss, s->z_loss, s->entropy, s->drop_fraction, s->nonfinite_rows,
+            s->masked_rows, (unsigned long long)s->assignments, (unsigned long long)s->dropped,
+            s->capacity, s->dispatched_rows);
+    for (const char *c = device; *c; ++c) {
+        if (*c == '"' || *c == '\\') fputc('\\', file);
+        if ((unsigned char)*c >= 0x20) fputc(*c, file);
+    }
+    fprintf(file, "\"\n}\n");
+    return fclose(file) == 0;
+}
+
+typedef struct outputs {
+    int32_t *ids, *slots;
+    float *weights;
+    uint32_t *counts, *offsets;
+    void *dispatched, *combined;
+} outputs;
+
+static int write_outputs(const route_args *a, const outputs *o, const moevk_route_stats *stats,
+                         const char *hidden_descr, const char *device) {
+    char path[4096];
+    uint64_t T = a->info.max_tokens, k = a->info.top_k, E = a->info.num_experts;
+    uint64_t d = a->info.hidden_size;
+    size_t item = a->info.hidden_type == MOEVK_DTYPE_F32 ? 4 : 2;
+    uint64_t tk[2] = {T, k}, e1[1] = {E}, e2[1] = {E + 1};
+#define WRITE(name, ...)                                                              \
+    do {                                                                              \
+        snprintf(path, sizeof path, "%s/%s", a->out, name);                           \
+        if (!npy_write(path, __VA_ARGS__)) {                                          \
+            fprintf(stderr, "moevk route: %s: cannot write\n", path);                 \
+            return 0;                                                                 \
+        }                                                                             \
+    } while (0)
+    WRITE("expert_ids.npy", "<i4", 2, tk, o->ids, 4);
+    WRITE("weights.npy", "<f4", 2, tk, o->weights, 4);
+    WRITE("slots.npy", "<i4", 2, tk, o->slots, 4);
+    WRITE("counts.npy", "<i4", 1, e1, o->counts, 4);
+    if (a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS) WRITE("offsets.npy", "<i4", 1, e2, o->offsets, 4);
+    if (o->dispatched) {
+        if (a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS) {
+            uint64_t shape[2] = {stats->dispatched_rows, d};
+            WRITE("dispatched.npy", hidden_descr, 2, shape, o->dispatched, item);
+        } else {
+            uint64_t shape[3] = {E, stats->capacity, d};
+            WRITE("dispatched.npy", hidden_descr, 3, shape, o->dispatched, item);
+        }
+    }
+    if (o->combined) {
+        uint64_t shape[2] = {T, d};
+        WRITE("combined.npy", hidden_descr, 2, shape, o->combined, item);
+    }
+    snprintf(path, sizeof path, "%s/stats.json", a->out);
+    if (!write_stats_json(path, stats, device)) {
+        fprintf(stderr, "moevk route: %s: cannot write\n", path);
+        return 0;
+    }
+    return 1;
+#undef WRITE
+}
+
+static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_array *hidden,
+                     npy_array *expert_out, outputs *o) {
+    moevk_context_info context_info = {.device = a->device};
+    moevk_context *context = NULL;
+    moevk_router *router = NULL;
+    int status = 1;
+    moevk_result r = moevk_context_create(&context_info, &context);
+    if (r != MOEVK_SUCCESS) {
+        fprintf(stderr, "moevk route: no device: %s\n", moevk_result_string(r));
+        return 1;
+    }
+    r = moevk_router_create(context, &a->info, &router);
+    if (r != MOEVK_SUCCESS) {
+        fprintf(stderr, "moevk route: %s\n", moevk_context_last_error(context));
+        status = r == MOEVK_ERROR_INVALID_ARGUMENT ? 2 : 1;
+        goto done;
+    }
+    uint64_t T = a->info.max_tokens, k = a->info.top_k, E = a->info.num_experts;
+    uint64_t row_bytes = (uint64_t)a->info.hidden_size * (a->info.hidden_type == MOEVK_DTYPE_F32 ? 4 : 2);
+    o->ids = calloc(T * k + 1, 4);
+    o->slots = calloc(T * k + 1, 4);
+    o->weights = calloc(T * k + 1, 4);
+    o->counts = calloc(E + 1, 4);
+    o->offsets = calloc(E + 1, 4);
+    if (a->hidden) o->dispatched = calloc(moevk_router_max_dispatched_rows(router) * row_bytes + 1, 1);
+    if (a->expert_out) o->combined = calloc(T * row_bytes + 1, 1);
+    if (!o->ids || !o->slots || !o->weights || !o->counts || !o->offsets ||
+        (a->hidden && !o->dispatched) || (a->expert_out && !o->combined)) {
+        fprintf(stderr, "moevk route: out of host memory\n");
+        goto done;
+    }
+    moevk_route_input input = {(uint32_t)T, logits->data, bias->data, hidden->data};
+    moevk_route_stats stats;
+    int dropless = a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS;
+    moevk_route_output output = {o->ids, o->weights, o->slots, o->counts, NULL,
+                                 dropless ? o->offsets : NULL, o->dispatched, &stats};
+    r = moevk_route(router, &input, &output);
+    if (r != MOEVK_SUCCESS) {
+        fprintf(stderr, "moevk route: %s\n", moevk_context_last_error(context));
+        goto done;
+    }
+    if (a->expert_out) {
+        if (!check_expert_out(a, expert_out, &stats)) {
+            status = 2;
+            goto done;
+        }
+        r = moevk_combine(router, expert_out->data, o->combined);
+        if (r != MOEVK_SUCCESS) {
+            fprintf(stderr, "moevk route: %s\n", moevk_context_last_error(context));
+            goto done;
+        }
+    }
+    moevk_device_info device;
+    moevk_context_device_info(context, &device);
+    if (!write_outputs(a, o, &stats, hidden->data ? hidden->descr : "<f4", device.name)) goto done;
+    status = 0;
+    if (stats.nonfinite_rows > 0) {
+        fprintf(stderr, "moevk route: warning: %u rows held NaN or +inf and were routed nowhere\n",
+                stats.nonfinite_rows);
+        status = 3;
+    }
+done:
+    moevk_router_destroy(router);
+    moevk_context_destroy(context);
+    return status;
+}
+
+int command_route(int argc, char **argv) {
+    route_args a;
+    if (argc == 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (!parse_args(argc, argv, &a)) return 2; /* parse_args said what is wrong, in one line */
+    struct stat st;
+    if (stat(a.out, &st) != 0 && mkdir(a.out, 0777) != 0) {
+        fprintf(stderr, "moevk route: %s: cannot create the output folder\n", a.out);
+        return 2;
+    }
+    npy_array logits = {0}, bias = {0}, hidden = {0}, expert_out = {0};
+    outputs o = {0};
+    int status = 2;
+    if (load_inputs(&a, &logits, &bias, &hidden, &expert_out))
+        status = run_route(&a, &logits, &bias, &hidden, &expert_out, &o);
+    npy_free(&logits);
+    npy_free(&bias);
+    npy_free(&hidden);
+    npy_free(&expert_out);
+    free(o.ids);
+    free(o.slots);
+    free(o.weights);
+    free(o.counts);
+    free(o.offsets);
+    free(o.dispatched);
+    free(o.combined);
+    return status;
+}

@@ -1,0 +1,237 @@
+/* `moevk route` as a user runs it: .npy files in, .npy files and stats.json out, one-line
+ * errors with exit status 2 for bad files, 3 for non-finite rows. The binary's path is argv[1]. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "moevk_reference.h"
+#include "npy.h"
+
+static const char *cli_path;
+static char work_dir[256];
+
+static const char *path_in_work(const char *name) {
+    static char paths[8][512];
+    static int next;
+    char *p = paths[next++ % 8];
+    snprintf(p, 512, "%s/%s", work_dir, name);
+    return p;
+}
+
+/* Runs the CLI with arguments; returns its exit status, stderr captured in `message`. */
+static int run_cli(const char *arguments, char *message, size_t message_size) {
+    char command[4096];
+    snprintf(command, sizeof command, "%s route %s 2>%s", cli_path, arguments, path_in_work("stderr.txt"));
+    int status = system(command);
+    message[0] = 0;
+    FILE *f = fopen(path_in_work("stderr.txt"), "r");
+    if (f) {
+        size_t n = fread(message, 1, message_size - 1, f);
+        message[n] = 0;
+        fclose(f);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void write_logits(const char *name, uint32_t T, uint32_t E, int nonfinite) {
+    float *data = malloc((size_t)T * E * 4 + 4);
+    for (size_t i = 0; i < (size_t)T * E; ++i) data[i] = 2.0f * rng_normal();
+    if (nonfinite && T > 3) data[3 * E + 1] = NAN;
+    uint64_t shape[2] = {T, E};
+    npy_write(path_in_work(name), "<f4", 2, shape, data, 4);
+    free(data);
+}
+
+static void write_raw(const char *name, const void *bytes, size_t size) {
+    FILE *f = fopen(path_in_work(name), "wb");
+    fwrite(bytes, 1, size, f);
+    fclose(f);
+}
+
+static void test_route_writes_every_output(void) {
+    uint32_t T = 300, E = 8, k = 2, d = 12;
+    write_logits("logits.npy", T, E, 0);
+    float bias[8], *hidden = malloc(T * d * 4);
+    for (int e = 0; e < 8; ++e) bias[e] = rng_uniform(-0.3f, 0.3f);
+    for (uint32_t i = 0; i < T * d; ++i) hidden[i] = rng_normal();
+    uint64_t bias_shape[1] = {E}, hidden_shape[2] = {T, d};
+    npy_write(path_in_work("bias.npy"), "<f4", 1, bias_shape, bias, 4);
+    npy_write(path_in_work("hidden.npy"), "<f4", 2, hidden_shape, hidden, 4);
+    free(hidden);
+    /* First route to learn C, then give expert outputs of shape [E, C, d]. */
+    char args[2048], message[1024];
+    snprintf(args, sizeof args, "--logits %s --bias %s --k 2 --renorm --hidden %s --out %s",
+             path_in_work("logits.npy"), path_in_work("bias.npy"), path_in_work("hidden.npy"),
+             path_in_work("out"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "route failed: %s", message);
+    npy_array dispatched, ids, weights, slots, counts;
+    char error[512];
+    CHECK(npy_read(path_in_work("out/dispatched.npy"), &dispatched, error, sizeof error), "%s", error);
+    CHECK(dispatched.ndim == 3 && dispatched.shape[0] == E && dispatched.shape[2] == d,
+          "dispatched shape");
+    uint32_t C = (uint32_t)dispatched.shape[1];
+    CHECK(C == (uint32_t)ceil(1.25 * T * k / E), "capacity %u", C);
+    npy_write(path_in_work("expert_out.npy"), "<f4", 3, dispatched.shape, dispatched.data, 4);
+    snprintf(args + strlen(args), sizeof args - strlen(args), " --expert-out %s", path_in_work("expert_out.npy"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "route with --expert-out failed: %s", message);
+
+    CHECK(npy_read(path_in_work("out/expert_ids.npy"), &ids, error, sizeof error), "%s", error);
+    CHECK(npy_read(path_in_work("out/weights.npy"), &weights, error, sizeof error), "%s", error);
+    CHECK(npy_read(path_in_work("out/slots.npy"), &slots, error, sizeof error), "%s", error);
+    CHECK(npy_read(path_in_work("out/counts.npy"), &counts, error, sizeof error), "%s", error);
+    CHECK(ids.type == NPY_I32 && ids.shape[0] == T && ids.shape[1] == k, "expert_ids dtype/shape");
+    CHECK(weights.type == NPY_F32 && slots.type == NPY_I32 && counts.shape[0] == E, "dtypes");
+    /* Identity experts: combined[t] = sum_j w * hidden[t] over kept choices. */
+    npy_array combined, hidden_back;
+    CHECK(npy_read(path_in_work("out/combined.npy"), &combined, error, sizeof error), "%s", error);
+    CHECK(npy_read(path_in_work("hidden.npy"), &hidden_back, error, sizeof error), "%s", error);
+    const float *w = weights.data, *x = hidden_back.data, *y = combined.data;
+    const int32_t *s = slots.data;
+    for (uint32_t t = 0; t < T; ++t)
+        for (uint32_t i = 0; i < d; ++i) {
+            float want = 0;
+            for (uint32_t j = 0; j < k; ++j)
+                if (s[t * k + j] >= 0) want += w[t * k + j] * x[t * d + i];
+            CHECK(fabsf(y[t * d + i] - want) <= 1e-5f * fabsf(want) + 1e-6f, "combined[%u,%u]", t, i);
+        }
+    FILE *f = fopen(path_in_work("out/stats.json"), "r");
+    CHECK(f != NULL, "stats.json missing");
+    char json[2048] = {0};
+    size_t n = fread(json, 1, sizeof json - 1, f);
+    fclose(f);
+    json[n] = 0;
+    CHECK(strstr(json, "\"aux_loss\"") && strstr(json, "\"z_loss\"") && strstr(json, "\"entropy\"") &&
+              strstr(json, "\"drop_fraction\"") && strstr(json, "\"nonfinite_rows\": 0") &&
+              strstr(json, "\"capacity\"") && strstr(json, "\"device\""),
+          "stats.json lacks a field: %s", json);
+    npy_free(&dispatched); npy_free(&ids); npy_free(&weights); npy_free(&slots); npy_free(&counts);
+    npy_free(&combined); npy_free(&hidden_back);
+}
+
+static void test_dropless_writes_offsets_and_compact_rows(void) {
+    write_logits("logits_dl.npy", 100, 5, 0);
+    uint16_t *hidden = malloc(100 * 6 * 2);
+    for (int i = 0; i < 600; ++i) hidden[i] = ref_float_to_bf16(rng_normal());
+    uint64_t shape[2] = {100, 6};
+    npy_write(path_in_work("hidden_bf16.npy"), "<u2", 2, shape, hidden, 2);
+    free(hidden);
+    char args[1024], message[1024], error[512];
+    snprintf(args, sizeof args, "--logits %s --k 3 --dropless --pad-multiple 8 --hidden %s --out %s",
+             path_in_work("logits_dl.npy"), path_in_work("hidden_bf16.npy"), path_in_work("out_dl"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "dropless route failed: %s", message);
+    npy_array offsets, dispatched;
+    CHECK(npy_read(path_in_work("out_dl/offsets.npy"), &offsets, error, sizeof error), "%s", error);
+    CHECK(npy_read(path_in_work("out_dl/dispatched.npy"), &dispatched, error, sizeof error), "%s", error);
+    const int32_t *o = offsets.data;
+    CHECK(offsets.shape[0] == 6 && o[0] == 0, "offsets shape");
+    for (int e = 0; e < 5; ++e) CHECK(o[e + 1] % 8 == 0 && o[e + 1] >= o[e], "offsets padded");
+    CHECK(dispatched.ndim == 2 && dispatched.shape[0] == (uint64_t)o[5] && dispatched.shape[1] == 6 &&
+              dispatched.type == NPY_BF16,
+          "dropless dispatched shape [%llu, %llu]", (unsigned long long)dispatched.shape[0],
+          (unsigned long long)dispatched.shape[1]);
+    npy_free(&offsets);
+    npy_free(&dispatched);
+}
+
+static void test_nonfinite_rows_warn_and_exit_3(void) {
+    write_logits("logits_nan.npy", 20, 4, 1);
+    char args[1024], message[1024];
+    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("logits_nan.npy"), path_in_work("out_nan"));
+    CHECK(run_cli(args, message, sizeof message) == 3, "expected exit 3: %s", message);
+    CHECK(strstr(message, "warning") && strstr(message, "1 rows"), "warning missing: %s", message);
+    CHECK(access(path_in_work("out_nan/expert_ids.npy"), F_OK) == 0, "outputs not written");
+}
+
+/* A bad input file: exit 2 and one line naming the file and the problem. */
+static void expect_rejected(const char *args, const char *file, const char *problem) {
+    char message[1024];
+    int status = run_cli(args, message, sizeof message);
+    CHECK(status == 2, "%s: exit %d, expected 2 (%s)", args, status, message);
+    CHECK(strchr(message, '\n') == message + strlen(message) - 1 || !strstr(message, "usage"),
+          "more than one line: %s", message);
+    if (file) CHECK(strstr(message, file) != NULL, "message does not name %s: %s", file, message);
+    CHECK(strstr(message, problem) != NULL, "message lacks '%s': %s", problem, message);
+}
+
+static void test_bad_files_get_one_line_and_exit_2(void) {
+    char args[1024];
+    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("missing.npy"), path_in_work("o"));
+    expect_rejected(args, "missing.npy", "cannot open");
+
+    write_raw("garbage.npy", "hello world, not numpy", 22);
+    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("garbage.npy"), path_in_work("o"));
+    expect_rejected(args, "garbage.npy", "bad magic");
+
+    int32_t ints[8] = {0};
+    uint64_t shape[2] = {2, 4};
+    npy_write(path_in_work("ints.npy"), "<i4", 2, shape, ints, 4);
+    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("ints.npy"), path_in_work("o"));
+    expect_rejected(args, "ints.npy", "float32 or float16");
+
+    const char fortran[] = "\x93NUMPY\x01\x00\x46\x00{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }          \n"
+                           "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    write_raw("fortran.npy", fortran, sizeof fortran - 1);
+    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("fortran.npy"), path_in_work("o"));
+    expect_rejected(args, "fortran.npy", "Fortran");
+
+    const char huge[] = "\x93NUMPY\x01\x00\x46\x00{'descr': '<f4', 'fortran_order': False, 'shape': (100000000, 1000), }\n";
+    write_raw("huge.npy", huge, sizeof huge - 1);
+    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("huge.npy"), path_in_work("o"));
+    expect_rejected(args, "huge.npy", "truncated");
+
+    write_logits("logits4.npy", 10, 4, 0);
+    float bias[3] = {0};
+    uint64_t bias_shape[1] = {3};
+    npy_write(path_in_work("bias3.npy"), "<f4", 1, bias_shape, bias, 4);
+    snprintf(args, sizeof args, "--logits %s --bias %s --out %s", path_in_work("logits4.npy"),
+             path_in_work("bias3.npy"), path_in_work("o"));
+    expect_rejected(args, "bias3.npy", "shape");
+
+    snprintf(args, sizeof args, "--logits %s --k 5 --out %s", path_in_work("logits4.npy"), path_in_work("o"));
+    expect_rejected(args, NULL, "top_k");
+
+    snprintf(args, sizeof args, "--logits %s --temperature 0 --out %s", path_in_work("logits4.npy"), path_in_work("o"));
+    expect_rejected(args, NULL, "temperature");
+
+    snprintf(args, sizeof args, "--logits %s --capacity -3 --out %s", path_in_work("logits4.npy"), path_in_work("o"));
+    expect_rejected(args, NULL, "capacity");
+}
+
+static void test_npy_parser_survives_random_bytes(void) {
+    unsigned char bytes[256];
+    char error[256];
+    for (int round = 0; round < 20000; ++round) {
+        size_t size = rng_u32() % sizeof bytes;
+        for (size_t i = 0; i < size; ++i) bytes[i] = (unsigned char)rng_u32();
+        if (round % 2 && size > 10) memcpy(bytes, "\x93NUMPY\x01\x00", 8);
+        npy_array array;
+        if (npy_parse(bytes, size, &array, error, sizeof error)) npy_free(&array);
+    }
+}
+
+static const test_case TESTS[] = {
+    {"route_writes_every_output", test_route_writes_every_output},
+    {"dropless_writes_offsets_and_compact_rows", test_dropless_writes_offsets_and_compact_rows},
+    {"nonfinite_rows_warn_and_exit_3", test_nonfinite_rows_warn_and_exit_3},
+    {"bad_files_get_one_line_and_exit_2", test_bad_files_get_one_line_and_exit_2},
+    {"npy_parser_survives_random_bytes", test_npy_parser_survives_random_bytes},
+};
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_cli PATH_TO_MOEVK [filter]\n0 passed, 1 failed\n");
+        return 1;
+    }
+    cli_path = argv[1];
+    snprintf(work_dir, sizeof work_dir, "/tmp/moevk-test-cli-XXXXXX");
+    if (!mkdtemp(work_dir)) return 1;
+    int status = test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc - 1, argv + 1);
+    char command[512];
+    snprintf(command, sizeof command, "rm -rf %s", work_dir);
+    if (system(command) != 0) return 1;
+    return status;
+}
