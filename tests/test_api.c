@@ -1,0 +1,361 @@
+/* The public API's contract: versions, result names, rejected configurations with a clear
+ * message and nothing leaked, routers still usable after a bad call, adopted devices left alone,
+ * allocation callbacks used and balanced. */
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "moevk_reference.h"
+
+static moevk_router_info small_info(void) {
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = 8;
+    info.top_k = 2;
+    info.max_tokens = 64;
+    info.hidden_size = 4;
+    return info;
+}
+
+static void test_version_matches_header(void) {
+    CHECK(moevk_version_number() == MOEVK_VERSION_NUMBER, "version number");
+    char expected[32];
+    snprintf(expected, sizeof expected, "%d.%d.%d", MOEVK_VERSION_MAJOR, MOEVK_VERSION_MINOR,
+             MOEVK_VERSION_PATCH);
+    CHECK(strcmp(moevk_version_string(), expected) == 0, "version string %s", moevk_version_string());
+}
+
+static void test_every_result_has_a_name(void) {
+    moevk_result all[] = {MOEVK_SUCCESS, MOEVK_ERROR_INVALID_ARGUMENT, MOEVK_ERROR_OUT_OF_HOST_MEMORY,
+                          MOEVK_ERROR_OUT_OF_DEVICE_MEMORY, MOEVK_ERROR_NO_VULKAN, MOEVK_ERROR_NO_DEVICE,
+                          MOEVK_ERROR_UNSUPPORTED, MOEVK_ERROR_TOO_LARGE, MOEVK_ERROR_VULKAN,
+                          MOEVK_ERROR_DEVICE_LOST};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) {
+        CHECK(all[i] <= 0, "results follow VkResult's sign");
+        CHECK(strstr(moevk_result_string(all[i]), "MOEVK_") != NULL, "name of %d", all[i]);
+    }
+    CHECK(strstr(moevk_result_string((moevk_result)-999), "unknown") != NULL, "unknown result");
+}
+
+static void test_destroying_null_is_a_no_op(void) {
+    moevk_router_destroy(NULL);
+    moevk_context_destroy(NULL);
+}
+
+/* Each bad option: INVALID_ARGUMENT, *out NULL, a message naming the option. */
+static void expect_invalid(moevk_router_info info, const char *field) {
+    moevk_router *router = (moevk_router *)&info; /* must be reset to NULL */
+    moevk_result r = moevk_router_create(test_context(), &info, &router);
+    CHECK(r == MOEVK_ERROR_INVALID_ARGUMENT, "%s: got %s", field, moevk_result_string(r));
+    CHECK(router == NULL, "%s: *out not cleared", field);
+    CHECK(strstr(moevk_context_last_error(test_context()), field) != NULL,
+          "message '%s' does not name %s", moevk_context_last_error(test_context()), field);
+}
+
+static void test_bad_configurations_are_rejected(void) {
+    moevk_router_info info = small_info();
+    info.top_k = 9;
+    expect_invalid(info, "top_k"); /* k > E */
+    info = small_info();
+    info.top_k = 0;
+    expect_invalid(info, "top_k");
+    info = small_info();
+    info.num_experts = 0;
+    expect_invalid(info, "num_experts");
+    info = small_info();
+    info.num_experts = MOEVK_MAX_EXPERTS + 1;
+    expect_invalid(info, "num_experts");
+    info = small_info();
+    info.top_k = 17;
+    info.num_experts = 32;
+    expect_invalid(info, "top_k");
+    info = small_info();
+    info.temperature = 0.0f;
+    expect_invalid(info, "temperature");
+    info.temperature = -1.0f;
+    expect_invalid(info, "temperature");
+    info.temperature = NAN;
+    expect_invalid(info, "temperature");
+    info = small_info();
+    info.capacity_mode = MOEVK_CAPACITY_FIXED;
+    info.capacity = -1;
+    expect_invalid(info, "capacity");
+    info = small_info();
+    info.min_capacity = -4;
+    expect_invalid(info, "min_capacity");
+    info = small_info();
+    info.capacity_factor = -0.5f;
+    expect_invalid(info, "capacity_factor");
+    info = small_info();
+    info.scale = INFINITY;
+    expect_invalid(info, "scale");
+    info = small_info();
+    info.logits_type = MOEVK_DTYPE_BF16;
+    expect_invalid(info, "logits_type");
+    info = small_info();
+    info.drop_policy = (moevk_drop_policy)7;
+    expect_invalid(info, "drop_policy");
+    info = small_info();
+    info.score = (moevk_score_func)3;
+    expect_invalid(info, "score");
+    CHECK(moevk_router_create(test_context(), NULL, NULL) == MOEVK_ERROR_INVALID_ARGUMENT, "NULLs");
+}
+
+static void test_buffers_past_device_limits_are_refused(void) {
+    moevk_router_info info = small_info();
+    info.max_tokens = 1u << 22;
+    info.hidden_size = 4096;
+    moevk_router *router = NULL;
+    moevk_result r = moevk_router_create(test_context(), &info, &router);
+    CHECK(r == MOEVK_ERROR_TOO_LARGE, "got %s", moevk_result_string(r));
+    CHECK(router == NULL, "router not NULL");
+    CHECK(strstr(moevk_context_last_error(test_context()), "maxStorageBufferRange") != NULL,
+          "message: %s", moevk_context_last_error(test_context()));
+}
+
+static void test_bad_route_calls_leave_the_router_usable(void) {
+    moevk_router_info info = small_info();
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    float logits[64 * 8], hidden[64 * 4], out[64 * 4];
+    for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
+    for (int i = 0; i < 64 * 4; ++i) hidden[i] = rng_normal();
+    int32_t ids[128];
+    uint32_t offsets[9];
+    moevk_route_output output = {.expert_ids = ids};
+    moevk_route_input too_many = {65, logits, NULL, NULL};
+    moevk_route_input no_logits = {10, NULL, NULL, NULL};
+    moevk_route_input good = {64, logits, NULL, hidden};
+    moevk_route_output bad_offsets = {.offsets = offsets};
+    moevk_result results[] = {
+        moevk_combine(router, hidden, out), /* no route yet */
+        moevk_route(router, &too_many, &output),
+        moevk_route(router, &no_logits, &output),
+        moevk_route(router, NULL, &output),
+        moevk_route(router, &good, &bad_offsets),
+    };
+    for (size_t i = 0; i < sizeof results / sizeof results[0]; ++i)
+        CHECK(results[i] == MOEVK_ERROR_INVALID_ARGUMENT, "bad call %zu: %s", i,
+              moevk_result_string(results[i]));
+    CHECK(moevk_route(NULL, &good, &output) == MOEVK_ERROR_INVALID_ARGUMENT, "NULL router");
+    CHECK_OK(moevk_route(router, &good, &output));
+    for (int t = 0; t < 64; ++t) CHECK(ids[2 * t] >= 0 && ids[2 * t] < 8, "ids after recovery");
+    moevk_router_destroy(router);
+}
+
+static void test_bad_device_selector_is_a_clear_error(void) {
+    moevk_context_info info = {.device = "no such device anywhere"};
+    moevk_context *context = (moevk_context *)&info;
+    moevk_result r = moevk_context_create(&info, &context);
+    CHECK(r == MOEVK_ERROR_NO_DEVICE, "got %s", moevk_result_string(r));
+    CHECK(context == NULL, "context not NULL");
+}
+
+static void test_devices_are_listed_two_calls(void) {
+    uint32_t count = 0;
+    CHECK_OK(moevk_enumerate_devices(&count, NULL));
+    CHECK(count >= 1, "no device listed");
+    moevk_device_info infos[16];
+    uint32_t asked = count < 16 ? count : 16;
+    CHECK_OK(moevk_enumerate_devices(&asked, infos));
+    CHECK(asked >= 1 && infos[0].name[0] && infos[0].subgroup_size >= 1, "device info");
+    moevk_device_info mine;
+    moevk_context_device_info(test_context(), &mine);
+    CHECK(mine.max_storage_buffer_range > 0 && mine.api_version >= VK_API_VERSION_1_2, "limits");
+}
+
+/* ---- allocation callbacks ---- */
+typedef struct counting_allocator {
+    long allocations, frees, live;
+} counting_allocator;
+
+static void *VKAPI_CALL count_alloc(void *user, size_t size, size_t alignment, VkSystemAllocationScope scope) {
+    (void)scope;
+    counting_allocator *c = user;
+    void *p = NULL;
+    if (posix_memalign(&p, alignment < sizeof(void *) ? sizeof(void *) : alignment, size ? size : 1)) return NULL;
+    c->allocations++;
+    c->live++;
+    return p;
+}
+
+static void *VKAPI_CALL count_realloc(void *user, void *original, size_t size, size_t alignment,
+                                      VkSystemAllocationScope scope) {
+    counting_allocator *c = user;
+    if (!original) return count_alloc(user, size, alignment, scope);
+    if (size == 0) {
+        free(original);
+        c->frees++;
+        c->live--;
+        return NULL;
+    }
+    void *p = count_alloc(user, size, alignment, scope);
+    if (p) {
+        memcpy(p, original, size); /* tests only: the old block is at least as large here */
+        free(original);
+        c->frees++;
+        c->live--;
+    }
+    return p;
+}
+
+static void VKAPI_CALL count_free(void *user, void *memory) {
+    counting_allocator *c = user;
+    if (!memory) return;
+    free(memory);
+    c->frees++;
+    c->live--;
+}
+
+static void test_allocation_callbacks_are_used_and_balanced(void) {
+    counting_allocator counter = {0};
+    VkAllocationCallbacks callbacks = {.pUserData = &counter,
+                                       .pfnAllocation = count_alloc,
+                                       .pfnReallocation = count_realloc,
+                                       .pfnFree = count_free};
+    moevk_context_info info = {.allocator = &callbacks, .validation = 1};
+    moevk_context *context = NULL;
+    CHECK_OK(moevk_context_create(&info, &context));
+    moevk_router_info router_info = small_info();
+    moevk_router *router = NULL;
+    moevk_result r = moevk_router_create(context, &router_info, &router);
+    float logits[64 * 8];
+    for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
+    moevk_route_input input = {64, logits, NULL, NULL};
+    moevk_route_output output = {0};
+    if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
+    uint32_t messages = moevk_context_validation_messages(context);
+    moevk_router_destroy(router);
+    moevk_context_destroy(context);
+    CHECK(r == MOEVK_SUCCESS, "route with callbacks: %s", moevk_result_string(r));
+    CHECK(messages == 0, "%u validation messages", messages);
+    CHECK(counter.allocations > 0, "the callbacks were never used");
+    CHECK(counter.live == 0, "%ld allocations still live after destroy (%ld made)", counter.live,
+          counter.allocations);
+}
+
+/* ---- adoption: the application's own instance and device ---- */
+typedef struct app_vulkan {
+    void *library;
+    PFN_vkGetInstanceProcAddr gipa;
+    VkInstance instance;
+    VkPhysicalDevice physical;
+    VkDevice device;
+    uint32_t family;
+    PFN_vkDestroyInstance destroy_instance;
+    PFN_vkDestroyDevice destroy_device;
+    PFN_vkCreateFence create_fence;
+    PFN_vkDestroyFence destroy_fence;
+} app_vulkan;
+
+static int app_create(app_vulkan *app) {
+    memset(app, 0, sizeof *app);
+    app->library = dlopen("libvulkan.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!app->library) return 0;
+    *(void **)&app->gipa = dlsym(app->library, "vkGetInstanceProcAddr");
+    PFN_vkCreateInstance create_instance = (PFN_vkCreateInstance)app->gipa(NULL, "vkCreateInstance");
+    VkApplicationInfo ai = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .apiVersion = VK_API_VERSION_1_2};
+    VkInstanceCreateInfo ici = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .pApplicationInfo = &ai};
+    if (create_instance(&ici, NULL, &app->instance) != VK_SUCCESS) return 0;
+#define GET(name) ((PFN_##name)app->gipa(app->instance, #name))
+    app->destroy_instance = GET(vkDestroyInstance);
+    uint32_t count = 1;
+    VkResult vr = GET(vkEnumeratePhysicalDevices)(app->instance, &count, &app->physical);
+    if ((vr != VK_SUCCESS && vr != VK_INCOMPLETE) || count == 0) return 0;
+    VkQueueFamilyProperties families[8];
+    uint32_t family_count = 8;
+    GET(vkGetPhysicalDeviceQueueFamilyProperties)(app->physical, &family_count, families);
+    for (app->family = 0; app->family < family_count; ++app->family)
+        if (families[app->family].queueFlags & VK_QUEUE_COMPUTE_BIT) break;
+    float priority = 1.0f;
+    VkDeviceQueueCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                   .queueFamilyIndex = app->family, .queueCount = 1,
+                                   .pQueuePriorities = &priority};
+    VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .queueCreateInfoCount = 1,
+                              .pQueueCreateInfos = &qci};
+    if (GET(vkCreateDevice)(app->physical, &dci, NULL, &app->device) != VK_SUCCESS) return 0;
+    PFN_vkGetDeviceProcAddr gdpa = GET(vkGetDeviceProcAddr);
+    app->destroy_device = (PFN_vkDestroyDevice)gdpa(app->device, "vkDestroyDevice");
+    app->create_fence = (PFN_vkCreateFence)gdpa(app->device, "vkCreateFence");
+    app->destroy_fence = (PFN_vkDestroyFence)gdpa(app->device, "vkDestroyFence");
+#undef GET
+    return 1;
+}
+
+static void app_destroy(app_vulkan *app) {
+    if (app->device) app->destroy_device(app->device, NULL);
+    if (app->instance) app->destroy_instance(app->instance, NULL);
+    if (app->library) dlclose(app->library);
+}
+
+static void route_small(moevk_context *context, const float *logits, int32_t *ids, float *weights,
+                        moevk_result *result) {
+    moevk_router_info info = small_info();
+    moevk_router *router = NULL;
+    *result = moevk_router_create(context, &info, &router);
+    moevk_route_input input = {64, logits, NULL, NULL};
+    moevk_route_output output = {.expert_ids = ids, .weights = weights};
+    if (*result == MOEVK_SUCCESS) *result = moevk_route(router, &input, &output);
+    moevk_router_destroy(router);
+}
+
+static void test_adopted_device_routes_and_is_left_alive(void) {
+    app_vulkan app;
+    int created = app_create(&app);
+    if (!created) {
+        app_destroy(&app);
+        CHECK(0, "the test could not create its own Vulkan device");
+    }
+    float logits[64 * 8];
+    for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
+    int32_t ids[128], own_ids[128];
+    float weights[128], own_weights[128];
+    moevk_result r_own, r_adopted;
+    route_small(test_context(), logits, own_ids, own_weights, &r_own);
+
+    moevk_context_info info = {.instance = app.instance, .physical_device = app.physical,
+                               .device_handle = app.device, .queue_family_index = app.family,
+                               .get_instance_proc_addr = app.gipa};
+    moevk_context *context = NULL;
+    r_adopted = moevk_context_create(&info, &context);
+    if (r_adopted == MOEVK_SUCCESS) route_small(context, logits, ids, weights, &r_adopted);
+    moevk_context_destroy(context);
+
+    /* The application's device still works after moevk is gone. */
+    VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    VkFence fence = VK_NULL_HANDLE;
+    VkResult alive = app.create_fence(app.device, &fci, NULL, &fence);
+    if (alive == VK_SUCCESS) app.destroy_fence(app.device, fence, NULL);
+    app_destroy(&app);
+    CHECK(r_own == MOEVK_SUCCESS && r_adopted == MOEVK_SUCCESS, "routes: %s / %s",
+          moevk_result_string(r_own), moevk_result_string(r_adopted));
+    CHECK(memcmp(ids, own_ids, sizeof ids) == 0 && memcmp(weights, own_weights, sizeof weights) == 0,
+          "the adopted device routes differently");
+    CHECK(alive == VK_SUCCESS, "the application's device was disturbed");
+}
+
+static void test_adopting_needs_all_handles(void) {
+    moevk_context_info info = {.instance = (VkInstance)(uintptr_t)1};
+    moevk_context *context = NULL;
+    CHECK(moevk_context_create(&info, &context) == MOEVK_ERROR_INVALID_ARGUMENT && !context,
+          "partial adoption accepted");
+}
+
+static const test_case TESTS[] = {
+    {"version_matches_header", test_version_matches_header},
+    {"every_result_has_a_name", test_every_result_has_a_name},
+    {"destroying_null_is_a_no_op", test_destroying_null_is_a_no_op},
+    {"bad_configurations_are_rejected", test_bad_configurations_are_rejected},
+    {"buffers_past_device_limits_are_refused", test_buffers_past_device_limits_are_refused},
+    {"bad_route_calls_leave_the_router_usable", test_bad_route_calls_leave_the_router_usable},
+    {"bad_device_selector_is_a_clear_error", test_bad_device_selector_is_a_clear_error},
+    {"devices_are_listed_two_calls", test_devices_are_listed_two_calls},
+    {"allocation_callbacks_are_used_and_balanced", test_allocation_callbacks_are_used_and_balanced},
+    {"adopted_device_routes_and_is_left_alive", test_adopted_device_routes_and_is_left_alive},
+    {"adopting_needs_all_handles", test_adopting_needs_all_handles},
+};
+
+int main(int argc, char **argv) { return test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc, argv); }
