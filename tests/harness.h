@@ -15,6 +15,8 @@ typedef struct test_case {
 
 /* The context all tests of a binary share, created with validation on. */
 moevk_context *test_context(void);
+/* Whether tests run with the validation layer (always, except MOEVK_TEST_VALIDATION=0). */
+int test_validation(void);
 /* Marks the running test failed with a message (printed with the test's seed). */
 void test_fail(const char *file, int line, const char *format, ...)
     __attribute__((format(printf, 3, 4)));

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds, and runs every test on lavapipe at
+# subgroup sizes 8 and 4 (LP_NATIVE_VECTOR_WIDTH=128) with the validation layer and
+# synchronization validation on, then once more under AddressSanitizer, UndefinedBehaviorSanitizer
+# and LeakSanitizer. Ends with "N passed, N failed". MOEVK_DEVICE picks another device.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh || exit 1
+
+build() { # folder, meson options...
+  local dir=$1; shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" -Dwerror=true "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; exit 1; }
+  else
+    meson configure "$dir" -Dwerror=true "$@" >/dev/null || exit 1
+  fi
+  ninja -C "$dir" >"$dir.build.log" 2>&1 || { cat "$dir.build.log"; exit 1; }
+}
+build build
+build build-sanitize -Db_sanitize=address,undefined -Db_lundef=false
+
+passed=0
+failed=0
+log=$(mktemp)
+run() { # label, environment and command...
+  local label=$1; shift
+  echo "== $label"
+  env "$@" 2>&1 | tee "$log"
+  local status=${PIPESTATUS[0]} line
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+  if [ -z "$line" ]; then
+    echo "(no result line: counted as one failure)"
+    failed=$((failed + 1))
+    return
+  fi
+  passed=$((passed + $(echo "$line" | cut -d' ' -f1)))
+  failed=$((failed + $(echo "$line" | cut -d' ' -f3)))
+  # A leak or sanitizer report after the last test fails the run even when every test passed.
+  if [ "$status" -ne 0 ] && [ "$(echo "$line" | cut -d' ' -f3)" = 0 ]; then
+    echo "(exit status $status after all tests passed: counted as one failure)"
+    failed=$((failed + 1))
+  fi
+}
+
+device=${MOEVK_DEVICE:-llvmpipe}
+for subgroup in 8 4; do
+  vector_width=256
+  [ "$subgroup" = 4 ] && vector_width=128
+  common=(MOEVK_DEVICE="$device" LP_NATIVE_VECTOR_WIDTH=$vector_width)
+  [ "$device" = llvmpipe ] && common+=(MOEVK_TEST_EXPECT_SUBGROUP=$subgroup)
+  for t in test_api test_routing; do
+    run "$t, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/$t
+  done
+  run "test_cli, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/test_cli build/cli/moevk
+done
+
+sanitize=(MOEVK_DEVICE="$device" MOEVK_TEST_VALIDATION=0
+          ASAN_OPTIONS=detect_leaks=1:verify_asan_link_order=0:abort_on_error=0
+          UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+          LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0)
+# Keep lavapipe loaded so that LeakSanitizer can name (and suppress) its allocations.
+lvp=$(ls /usr/lib/*/libvulkan_lvp.so 2>/dev/null | head -n 1)
+[ -n "$lvp" ] && sanitize+=(LD_PRELOAD="$lvp")
+for t in test_api test_routing; do
+  run "$t under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/$t
+done
+run "test_cli under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/test_cli build-sanitize/cli/moevk
+rm -f "$log"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
