@@ -17,10 +17,12 @@ static moevk_result find_compute_family(moevk_context *context, uint32_t *family
 }
 
 /* Device memory is mapped directly where the device shares memory with the host (lavapipe,
- * integrated GPUs): no staging copies there. */
-static int maps_device_memory(const moevk_context *context) {
+ * integrated GPUs), or where the caller asks for it: no staging copies there. */
+static int maps_device_memory(const moevk_context *context, moevk_memory_mode mode) {
     VkPhysicalDeviceType type = context->info.type;
-    if (type != VK_PHYSICAL_DEVICE_TYPE_CPU && type != VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU)
+    if (mode == MOEVK_MEMORY_STAGING) return 0;
+    if (mode != MOEVK_MEMORY_MAPPED && type != VK_PHYSICAL_DEVICE_TYPE_CPU &&
+        type != VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU)
         return 0;
     const VkMemoryPropertyFlags wanted = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT |
                                          VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
@@ -30,14 +32,14 @@ static int maps_device_memory(const moevk_context *context) {
     return 0;
 }
 
-moevk_result device_create(moevk_context *context) {
+moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode) {
     const instance_functions *vki = &context->vki;
     instance_fill_device_info(vki, context->physical_device, &context->info);
     vki->vkGetPhysicalDeviceMemoryProperties(context->physical_device, &context->memory);
     VkPhysicalDeviceProperties properties;
     vki->vkGetPhysicalDeviceProperties(context->physical_device, &properties);
     context->limits = properties.limits;
-    context->info.host_visible_device_memory = maps_device_memory(context);
+    context->info.host_visible_device_memory = maps_device_memory(context, memory_mode);
 
     if (context->limits.maxPerStageDescriptorStorageBuffers < BINDING_COUNT)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,

@@ -85,7 +85,7 @@ void instance_fill_device_info(const instance_functions *vki, VkPhysicalDevice d
                                moevk_device_info *info);
 
 /* ---- device.c: creating or adopting the logical device ---- */
-moevk_result device_create(moevk_context *context);
+moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode);
 
 /* ---- gpu_buffer.c: buffers with their own memory ---- */
 typedef struct gpu_buffer {

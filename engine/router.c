@@ -160,13 +160,16 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
         if (r != MOEVK_SUCCESS) return r;
     }
     if (context->info.host_visible_device_memory) return MOEVK_SUCCESS;
-    /* Staging holds the largest upload or download of one call. */
-    uint64_t route_up = sizes[BINDING_LOGITS] + sizes[BINDING_BIAS] + sizes[BINDING_HIDDEN];
-    uint64_t combine_up = sizes[BINDING_EXPERT_OUT];
-    uint64_t route_down = sizes[BINDING_EXPERT_IDS] + sizes[BINDING_WEIGHTS] +
-                          sizes[BINDING_SLOTS] + sizes[BINDING_EXPERT_INFO] +
-                          sizes[BINDING_STAT_TOTALS] + sizes[BINDING_DISPATCHED];
-    uint64_t combine_down = sizes[BINDING_COMBINED];
+    /* Staging holds the largest upload or download of one call; transfer.c places each
+     * region at a 16-byte boundary. */
+#define A16(bytes) (((bytes) + 15) & ~(uint64_t)15)
+    uint64_t route_up = A16(sizes[BINDING_LOGITS]) + A16(sizes[BINDING_BIAS]) + A16(sizes[BINDING_HIDDEN]);
+    uint64_t combine_up = A16(sizes[BINDING_EXPERT_OUT]);
+    uint64_t route_down = A16(sizes[BINDING_EXPERT_IDS]) + A16(sizes[BINDING_WEIGHTS]) +
+                          A16(sizes[BINDING_SLOTS]) + A16(sizes[BINDING_EXPERT_INFO]) +
+                          A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_DISPATCHED]);
+    uint64_t combine_down = A16(sizes[BINDING_COMBINED]);
+#undef A16
     moevk_result r = gpu_buffer_create(context, route_up > combine_up ? route_up : combine_up,
                                        BUFFER_UPLOAD, &router->upload);
     if (r != MOEVK_SUCCESS) return r;

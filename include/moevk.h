@@ -105,6 +105,15 @@ typedef enum moevk_drop_policy {
 /* Called for Vulkan validation messages when validation is on; may run on any thread. */
 typedef void (*moevk_message_fn)(void *user, int is_error, const char *message);
 
+typedef enum moevk_memory_mode {
+    /* Map device memory directly where the device shares memory with the host (lavapipe,
+     * integrated GPUs), else copy through host-visible staging buffers. */
+    MOEVK_MEMORY_AUTO = 0,
+    MOEVK_MEMORY_STAGING = 1, /* always copy through staging buffers */
+    MOEVK_MEMORY_MAPPED = 2,  /* map device-local, host-visible memory where the device has it
+                                 (resizable BAR), else as AUTO */
+} moevk_memory_mode;
+
 typedef struct moevk_context_info {
     /* Which device to create on, when moevk creates its own: a decimal index into the list
      * moevk_enumerate_devices gives, or a substring of the device name. NULL: the
@@ -120,6 +129,7 @@ typedef struct moevk_context_info {
     /* Passed to every Vulkan call that takes one, and used for moevk's own host memory.
      * NULL: malloc/free. Must outlive the context. */
     const VkAllocationCallbacks *allocator;
+    moevk_memory_mode memory_mode; /* default AUTO */
 
     /* Adoption: set instance, physical_device, device to use the application's Vulkan objects.
      * moevk never destroys them; the application keeps them alive until the context is

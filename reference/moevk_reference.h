@@ -20,9 +20,9 @@ void ref_store(void *data, uint64_t i, moevk_dtype dtype, float value);
 
 enum { REF_ROW_VALID = 0, REF_ROW_NONFINITE = 1, REF_ROW_MASKED = 2 };
 
-/* Per-row values the stats need: softmax max, 1/normaliser, raw logsumexp, entropy. */
+/* Per-row values the stats need: largest logit, 1/normaliser, raw logsumexp, entropy. */
 typedef struct ref_row_stats {
-    float max_scaled, inv_norm, lse_raw, entropy;
+    float max_logit, inv_norm, lse_raw, entropy;
     uint32_t flag;
 } ref_row_stats;
 

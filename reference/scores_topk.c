@@ -16,13 +16,12 @@ static void route_row(const moevk_router_info *info, const float *logit_row, con
         best[j] = -1;
     }
     int nonfinite = 0;
-    float max_scaled = -INFINITY, max_raw = -INFINITY;
+    float max_raw = -INFINITY;
     for (uint32_t e = 0; e < E; ++e) {
         float logit = logit_row[e];
         float key = bias ? logit + bias[e] : logit;
         if (isnan(key) || key == INFINITY) nonfinite = 1;
         max_raw = fmaxf(max_raw, logit);
-        max_scaled = fmaxf(max_scaled, logit / tau);
         if (key > best_key[K - 1]) {
             uint32_t j = K - 1;
             while (j > 0 && key > best_key[j - 1]) {
@@ -47,19 +46,18 @@ static void route_row(const moevk_router_info *info, const float *logit_row, con
         float logit = logit_row[e];
         if (isinf(logit)) continue;
         raw_sum += expf(logit - max_raw);
-        float x = logit / tau;
         if (sigmoid) {
-            float s = 1.0f / (1.0f + expf(-x));
+            float s = 1.0f / (1.0f + expf(-(logit / tau)));
             norm_sum += s;
             if (s > 0.0f) weighted += s * logf(s);
         } else {
-            float shifted = x - max_scaled;
+            float shifted = (logit - max_raw) / tau;
             float p = expf(shifted);
             norm_sum += p;
             weighted += shifted * p;
         }
     }
-    stats->max_scaled = max_scaled;
+    stats->max_logit = max_raw;
     stats->inv_norm = norm_sum > 0.0f ? 1.0f / norm_sum : 0.0f;
     stats->lse_raw = max_raw + logf(raw_sum);
     stats->entropy = norm_sum > 0.0f ? logf(norm_sum) - weighted / norm_sum : 0.0f;
@@ -69,8 +67,8 @@ static void route_row(const moevk_router_info *info, const float *logit_row, con
     for (uint32_t j = 0; j < K; ++j) {
         w[j] = 0.0f;
         if (best[j] < 0) continue;
-        float x = logit_row[best[j]] / tau;
-        w[j] = sigmoid ? 1.0f / (1.0f + expf(-x)) : expf(x - max_scaled) / norm_sum;
+        float logit = logit_row[best[j]];
+        w[j] = sigmoid ? 1.0f / (1.0f + expf(-(logit / tau))) : expf((logit - max_raw) / tau) / norm_sum;
         selected_sum += w[j];
     }
     int renormalize = info->renormalize && selected_sum > 0.0f;

@@ -20,9 +20,10 @@ void ref_stats(const moevk_router_info *info, uint32_t T, const void *logits,
         lse_squared += (double)row->lse_raw * row->lse_raw;
         entropy += row->entropy;
         for (uint32_t e = 0; e < E; ++e) {
-            float x = ref_load(logits, (uint64_t)t * E + e, info->logits_type) / info->temperature;
-            float p = info->score == MOEVK_SCORE_SIGMOID ? 1.0f / (1.0f + expf(-x))
-                                                         : expf(x - row->max_scaled);
+            float logit = ref_load(logits, (uint64_t)t * E + e, info->logits_type);
+            float p = info->score == MOEVK_SCORE_SIGMOID
+                          ? 1.0f / (1.0f + expf(-(logit / info->temperature)))
+                          : expf((logit - row->max_logit) / info->temperature);
             probability_sum[e] += (double)(p * row->inv_norm);
         }
     }

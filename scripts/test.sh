@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, and runs every test on lavapipe at
 # subgroup sizes 8 and 4 (LP_NATIVE_VECTOR_WIDTH=128) with the validation layer and
-# synchronization validation on, then once more under AddressSanitizer, UndefinedBehaviorSanitizer
-# and LeakSanitizer. Ends with "N passed, N failed". MOEVK_DEVICE picks another device.
+# synchronization validation on, again through staging buffers (the discrete-GPU path), then
+# once more under AddressSanitizer, UndefinedBehaviorSanitizer and LeakSanitizer. Ends with "N passed, N failed". MOEVK_DEVICE picks another device.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
@@ -52,6 +52,11 @@ for subgroup in 8 4; do
     run "$t, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/$t
   done
   run "test_cli, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/test_cli build/cli/moevk
+done
+
+# The staging path that discrete GPUs take, on lavapipe too.
+for t in test_api test_routing; do
+  run "$t, staging buffers" MOEVK_DEVICE="$device" MOEVK_TEST_STAGING=1 build/tests/$t
 done
 
 sanitize=(MOEVK_DEVICE="$device" MOEVK_TEST_VALIDATION=0

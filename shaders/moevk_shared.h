@@ -7,7 +7,7 @@
 #define BINDING_BIAS 1          /* [E] f32 */
 #define BINDING_EXPERT_IDS 2    /* [T, k] int: selected experts, -1 none */
 #define BINDING_WEIGHTS 3       /* [T, k] float */
-#define BINDING_ROW_STATS 4     /* [T] vec4: softmax max, 1/normaliser, raw logsumexp, entropy */
+#define BINDING_ROW_STATS 4     /* [T] vec4: largest logit, 1/normaliser, raw logsumexp, entropy */
 #define BINDING_ROW_FLAGS 5     /* [T] uint: ROW_VALID, ROW_NONFINITE, ROW_MASKED */
 #define BINDING_BLOCK_COUNTS 6  /* [blocks, E] uint: per-block counts, then exclusive offsets */
 #define BINDING_EXPERT_INFO 7   /* uint: totals [E], kept [E], offsets [E + 1] */

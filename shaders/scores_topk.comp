@@ -5,7 +5,7 @@
 // key = logit + bias, descending, ties to the lower expert index; -inf keys are never selected.
 // A row with a NaN or +inf key is non-finite: routed nowhere. Writes expert_ids and weights
 // [T, k] (score without bias, renormalised and scaled as asked), row_stats and row_flags [T]
-// for the stats stage. Grid: any 1D size; a grid-stride loop covers the tokens.
+// for the stats stage (row max, 1/normaliser, raw logsumexp, entropy). Grid: any 1D size; a grid-stride loop covers the tokens.
 #include "common.glsl"
 
 float logit_at(uint token, uint expert) {
@@ -26,14 +26,12 @@ void route_token(uint token) {
     // Pass 1: non-finite check, maxima, and top-k by insertion (stable: a later equal key
     // goes after the earlier one, so ties keep the lower expert index).
     bool nonfinite = false;
-    float max_scaled = NEG_INF;
     float max_raw = NEG_INF;
     for (uint e = 0; e < P.num_experts; ++e) {
         float logit = logit_at(token, e);
         float key = has_bias ? logit + bias[e] : logit;
         if (isnan(key) || (isinf(key) && key > 0.0)) nonfinite = true;
         max_raw = max(max_raw, logit);
-        max_scaled = max(max_scaled, logit / P.temperature);
         if (key > best_key[TOP_K - 1]) {
             uint j = TOP_K - 1;
             while (j > 0 && key > best_key[j - 1]) {
@@ -63,13 +61,13 @@ void route_token(uint token) {
         float logit = logit_at(token, e);
         if (isinf(logit)) continue; // -inf: a masked expert contributes nothing
         raw_sum += exp(logit - max_raw);
-        float x = logit / P.temperature;
         if (sigmoid) {
-            float s = 1.0 / (1.0 + exp(-x));
+            float s = 1.0 / (1.0 + exp(-(logit / P.temperature)));
             norm_sum += s;
             if (s > 0.0) weighted += s * log(s);
         } else {
-            float shifted = x - max_scaled;
+            // The exact difference first, then one division: more accurate than l/tau - max/tau.
+            float shifted = (logit - max_raw) / P.temperature;
             float p = exp(shifted);
             norm_sum += p;
             weighted += shifted * p;
@@ -78,7 +76,7 @@ void route_token(uint token) {
     float inv_norm = norm_sum > 0.0 ? 1.0 / norm_sum : 0.0;
     float entropy = norm_sum > 0.0 ? log(norm_sum) - weighted / norm_sum : 0.0;
     float lse_raw = max_raw + log(raw_sum);
-    row_stats[token] = vec4(max_scaled, inv_norm, lse_raw, entropy);
+    row_stats[token] = vec4(max_raw, inv_norm, lse_raw, entropy);
     row_flags[token] = ROW_VALID;
 
     // Weights: the score of each selected expert, computed without the bias.
@@ -87,8 +85,9 @@ void route_token(uint token) {
     for (uint j = 0; j < TOP_K; ++j) {
         w[j] = 0.0;
         if (best_expert[j] < 0) continue;
-        float x = logit_at(token, uint(best_expert[j])) / P.temperature;
-        w[j] = sigmoid ? 1.0 / (1.0 + exp(-x)) : exp(x - max_scaled) / norm_sum;
+        float logit = logit_at(token, uint(best_expert[j]));
+        w[j] = sigmoid ? 1.0 / (1.0 + exp(-(logit / P.temperature)))
+                       : exp((logit - max_raw) / P.temperature) / norm_sum;
         selected_sum += w[j];
     }
     bool renormalize = (P.flags & FLAG_RENORMALIZE) != 0u && selected_sum > 0.0;

@@ -13,9 +13,10 @@ float probability(uint token, uint expert, vec4 stats) {
     uint index = token * P.num_experts + expert;
     float logit = DTYPE == DTYPE_F32 ? uintBitsToFloat(logits_words[index])
                                      : decode_element(logits_words[index >> 1], index, DTYPE);
-    float x = logit / P.temperature;
     bool sigmoid = (P.flags & FLAG_SIGMOID) != 0u;
-    return (sigmoid ? 1.0 / (1.0 + exp(-x)) : exp(x - stats.x)) * stats.y;
+    float score = sigmoid ? 1.0 / (1.0 + exp(-(logit / P.temperature)))
+                          : exp((logit - stats.x) / P.temperature);
+    return score * stats.y;
 }
 
 void partial_sums() {

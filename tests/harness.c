@@ -82,7 +82,10 @@ int test_main(const test_case *tests, size_t count, int argc, char **argv) {
     const char *seed_text = getenv("MOEVK_TEST_SEED");
     run_seed = seed_text ? strtoull(seed_text, NULL, 10) : (uint64_t)time(NULL);
     const char *filter = argc > 1 ? argv[1] : NULL;
-    moevk_context_info info = {.validation = test_validation(), .message_fn = on_message};
+    const char *staging = getenv("MOEVK_TEST_STAGING");
+    moevk_context_info info = {.validation = test_validation(), .message_fn = on_message,
+                               .memory_mode = staging && !strcmp(staging, "1") ? MOEVK_MEMORY_STAGING
+                                                                               : MOEVK_MEMORY_AUTO};
     moevk_result r = moevk_context_create(&info, &shared_context);
     if (r != MOEVK_SUCCESS) {
         printf("cannot create a context with validation: %s\n0 passed, 1 failed\n",
@@ -91,8 +94,9 @@ int test_main(const test_case *tests, size_t count, int argc, char **argv) {
     }
     moevk_device_info device;
     moevk_context_device_info(shared_context, &device);
-    printf("# device: %s (%s), subgroup size %u, validation %s, seed %llu\n", device.name,
-           device.driver_info, device.subgroup_size, test_validation() ? "on" : "OFF",
+    printf("# device: %s (%s), subgroup size %u, validation %s, %s memory, seed %llu\n",
+           device.name, device.driver_info, device.subgroup_size, test_validation() ? "on" : "OFF",
+           device.host_visible_device_memory ? "mapped" : "staged",
            (unsigned long long)run_seed);
     const char *expected = getenv("MOEVK_TEST_EXPECT_SUBGROUP");
     if (expected && (uint32_t)atoi(expected) != device.subgroup_size) {
