@@ -43,13 +43,19 @@ int command_demo(int argc, char **argv) {
     const char *device_selector = NULL;
     for (int i = 0; i + 1 < argc; i += 2) {
         long long n;
-        if (!strcmp(argv[i], "--device")) device_selector = argv[i + 1];
-        else if (!strcmp(argv[i], "--tokens") && parse_int(argv[i + 1], 1, 1 << 22, &n)) T = (uint32_t)n;
-        else if (!strcmp(argv[i], "--experts") && parse_int(argv[i + 1], 1, MOEVK_MAX_EXPERTS, &n)) E = (uint32_t)n;
-        else if (!strcmp(argv[i], "--k") && parse_int(argv[i + 1], 1, MOEVK_MAX_TOP_K, &n)) k = (uint32_t)n;
-        else if (!strcmp(argv[i], "--hidden") && parse_int(argv[i + 1], 1, 1 << 16, &n)) d = (uint32_t)n;
+        if (!strcmp(argv[i], "--device"))
+            device_selector = argv[i + 1];
+        else if (!strcmp(argv[i], "--tokens") && parse_int(argv[i + 1], 1, 1 << 22, &n))
+            T = (uint32_t)n;
+        else if (!strcmp(argv[i], "--experts") && parse_int(argv[i + 1], 1, MOEVK_MAX_EXPERTS, &n))
+            E = (uint32_t)n;
+        else if (!strcmp(argv[i], "--k") && parse_int(argv[i + 1], 1, MOEVK_MAX_TOP_K, &n))
+            k = (uint32_t)n;
+        else if (!strcmp(argv[i], "--hidden") && parse_int(argv[i + 1], 1, 1 << 16, &n))
+            d = (uint32_t)n;
         else {
-            fprintf(stderr, "usage: moevk demo [--device N|NAME] [--tokens T] [--experts E] [--k K] [--hidden D]\n");
+            fprintf(stderr, "usage: moevk demo [--device N|NAME] [--tokens T] [--experts E] [--k "
+                            "K] [--hidden D]\n");
             return 2;
         }
     }
@@ -101,7 +107,8 @@ int command_demo(int argc, char **argv) {
 
     moevk_route_input input = {T, logits, NULL, hidden};
     moevk_route_stats stats;
-    moevk_route_output output = {ids, weights, slots, counts, counts_before, NULL, dispatched, &stats};
+    moevk_route_output output = {ids,           weights, slots,      counts,
+                                 counts_before, NULL,    dispatched, &stats};
     double routed_at = seconds_now();
     r = moevk_route(router, &input, &output);
     double routed = seconds_now();
@@ -128,8 +135,10 @@ int command_demo(int argc, char **argv) {
     for (uint32_t e = 0; e < E; ++e) printf("  %6u %7u %6u\n", e, counts_before[e], counts[e]);
     printf("  dropped %llu of %llu assignments (%.2f%%)\n", (unsigned long long)stats.dropped,
            (unsigned long long)stats.assignments, 100.0 * stats.drop_fraction);
-    printf("  aux_loss %.6f  z_loss %.6f  entropy %.6f\n", stats.aux_loss, stats.z_loss, stats.entropy);
-    printf("  combine through identity experts vs CPU reference: worst relative difference %.2e\n", worst);
+    printf("  aux_loss %.6f  z_loss %.6f  entropy %.6f\n", stats.aux_loss, stats.z_loss,
+           stats.entropy);
+    printf("  combine through identity experts vs CPU reference: worst relative difference %.2e\n",
+           worst);
     status = worst < 1e-5 ? 0 : 1;
     printf(status == 0 ? "demo: ok\n" : "demo: MISMATCH\n");
 done:

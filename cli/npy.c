@@ -10,10 +10,10 @@ static const unsigned char MAGIC[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
 /* Bigger than any header NumPy writes; a longer one is refused before anything is allocated. */
 #define MAX_HEADER 65536u
 
-#define FAIL(...)                                    \
-    do {                                             \
-        snprintf(error, error_size, __VA_ARGS__);    \
-        return 0;                                    \
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        snprintf(error, error_size, __VA_ARGS__);                                                  \
+        return 0;                                                                                  \
     } while (0)
 
 /* Finds `'key':` in the header dictionary and returns what follows, spaces skipped. */
@@ -31,9 +31,13 @@ static const char *find_key(const char *header, const char *key) {
 }
 
 static npy_type type_of(const char *descr, size_t *item_size) {
-    static const struct { const char *descr; npy_type type; size_t size; } KNOWN[] = {
-        {"<f4", NPY_F32, 4}, {"<f2", NPY_F16, 2}, {"<u2", NPY_BF16, 2}, {"|V2", NPY_BF16, 2},
-        {"<V2", NPY_BF16, 2}, {"<i4", NPY_I32, 4}, {"<u4", NPY_U32, 4}};
+    static const struct {
+        const char *descr;
+        npy_type type;
+        size_t size;
+    } KNOWN[] = {{"<f4", NPY_F32, 4},  {"<f2", NPY_F16, 2},  {"<u2", NPY_BF16, 2},
+                 {"|V2", NPY_BF16, 2}, {"<V2", NPY_BF16, 2}, {"<i4", NPY_I32, 4},
+                 {"<u4", NPY_U32, 4}};
     for (size_t i = 0; i < sizeof KNOWN / sizeof KNOWN[0]; ++i)
         if (strcmp(descr, KNOWN[i].descr) == 0) {
             *item_size = KNOWN[i].size;
@@ -53,11 +57,13 @@ static int parse_header(const char *header, npy_array *out, char *error, size_t 
     out->type = type_of(out->descr, &out->item_size);
     if (out->type == NPY_OTHER) {
         if (out->descr[0] == '>') FAIL("big-endian data ('%s') is not supported", out->descr);
-        FAIL("dtype '%s' is not supported (float32, float16, bfloat16 as uint16, int32)", out->descr);
+        FAIL("dtype '%s' is not supported (float32, float16, bfloat16 as uint16, int32)",
+             out->descr);
     }
     const char *fortran = find_key(header, "fortran_order");
     if (!fortran) FAIL("header has no 'fortran_order'");
-    if (strncmp(fortran, "True", 4) == 0) FAIL("Fortran-order arrays are not supported; save in C order");
+    if (strncmp(fortran, "True", 4) == 0)
+        FAIL("Fortran-order arrays are not supported; save in C order");
     if (strncmp(fortran, "False", 5) != 0) FAIL("header's 'fortran_order' is malformed");
     const char *shape = find_key(header, "shape");
     if (!shape || *shape != '(') FAIL("header has no 'shape' tuple");
@@ -78,13 +84,16 @@ static int parse_header(const char *header, npy_array *out, char *error, size_t 
         out->count *= dim;
         shape = after;
         while (*shape == ' ') ++shape;
-        if (*shape == ',') ++shape;
-        else if (*shape != ')') FAIL("header's 'shape' is malformed");
+        if (*shape == ',')
+            ++shape;
+        else if (*shape != ')')
+            FAIL("header's 'shape' is malformed");
     }
     return 1;
 }
 
-int npy_parse(const unsigned char *bytes, size_t size, npy_array *out, char *error, size_t error_size) {
+int npy_parse(const unsigned char *bytes, size_t size, npy_array *out, char *error,
+              size_t error_size) {
     memset(out, 0, sizeof *out);
     if (size < 10 || memcmp(bytes, MAGIC, 6) != 0) FAIL("not an .npy file (bad magic)");
     unsigned major = bytes[6];
@@ -94,7 +103,8 @@ int npy_parse(const unsigned char *bytes, size_t size, npy_array *out, char *err
         offset = 10;
     } else if (major == 2 || major == 3) {
         if (size < 12) FAIL("truncated header");
-        header_length = bytes[8] | (size_t)bytes[9] << 8 | (size_t)bytes[10] << 16 | (size_t)bytes[11] << 24;
+        header_length =
+            bytes[8] | (size_t)bytes[9] << 8 | (size_t)bytes[10] << 16 | (size_t)bytes[11] << 24;
         offset = 12;
     } else {
         FAIL("unsupported .npy format version %u", major);
@@ -158,8 +168,9 @@ int npy_write(const char *path, const char *descr, uint32_t ndim, const uint64_t
                  (unsigned long long)shape[i], ndim == 1 ? "," : "");
         count *= shape[i];
     }
-    int length = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }",
-                          descr, shape_text);
+    int length =
+        snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }",
+                 descr, shape_text);
     size_t total = 10 + (size_t)length + 1;
     size_t padding = (64 - total % 64) % 64;
     FILE *file = fopen(path, "wb");
@@ -168,7 +179,8 @@ int npy_write(const char *path, const char *descr, uint32_t ndim, const uint64_t
     size_t header_length = (size_t)length + padding + 1;
     preamble[8] = (unsigned char)(header_length & 0xFF);
     preamble[9] = (unsigned char)(header_length >> 8);
-    int ok = fwrite(preamble, 1, 10, file) == 10 && fwrite(dict, 1, (size_t)length, file) == (size_t)length;
+    int ok = fwrite(preamble, 1, 10, file) == 10 &&
+             fwrite(dict, 1, (size_t)length, file) == (size_t)length;
     for (size_t i = 0; ok && i < padding; ++i) ok = fputc(' ', file) != EOF;
     ok = ok && fputc('\n', file) != EOF;
     ok = ok && (count == 0 || fwrite(data, item_size, count, file) == count);

@@ -16,14 +16,15 @@ typedef struct npy_array {
     char descr[16];
     uint32_t ndim;
     uint64_t shape[NPY_MAX_DIMS];
-    uint64_t count;   /* elements */
+    uint64_t count; /* elements */
     size_t item_size;
-    void *data;       /* malloc'd; free with npy_free */
+    void *data; /* malloc'd; free with npy_free */
 } npy_array;
 
 /* Parses an .npy held in memory (bytes, size). On failure returns 0 and writes a message to
  * error (not naming the file). data is copied into a new allocation. */
-int npy_parse(const unsigned char *bytes, size_t size, npy_array *out, char *error, size_t error_size);
+int npy_parse(const unsigned char *bytes, size_t size, npy_array *out, char *error,
+              size_t error_size);
 /* Reads path; on failure returns 0 and writes "path: problem" to error. */
 int npy_read(const char *path, npy_array *out, char *error, size_t error_size);
 void npy_free(npy_array *array);

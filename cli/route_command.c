@@ -23,12 +23,12 @@ static void usage(FILE *to) {
             "         [--expert-out Y.npy] [--device N|NAME] --out DIR\n");
 }
 
-#define BAD(...)                                \
-    do {                                        \
-        fprintf(stderr, "moevk route: ");       \
-        fprintf(stderr, __VA_ARGS__);           \
-        fprintf(stderr, "\n");                  \
-        return 0;                               \
+#define BAD(...)                                                                                   \
+    do {                                                                                           \
+        fprintf(stderr, "moevk route: ");                                                          \
+        fprintf(stderr, __VA_ARGS__);                                                              \
+        fprintf(stderr, "\n");                                                                     \
+        return 0;                                                                                  \
     } while (0)
 
 static int parse_args(int argc, char **argv, route_args *a) {
@@ -48,19 +48,29 @@ static int parse_args(int argc, char **argv, route_args *a) {
             takes_value = 0;
         } else if (!value) {
             BAD("%s needs a value (or is unknown)", flag);
-        } else if (!strcmp(flag, "--logits")) a->logits = value;
-        else if (!strcmp(flag, "--bias")) a->bias = value;
-        else if (!strcmp(flag, "--hidden")) a->hidden = value;
-        else if (!strcmp(flag, "--expert-out")) a->expert_out = value;
-        else if (!strcmp(flag, "--out")) a->out = value;
-        else if (!strcmp(flag, "--device")) a->device = value;
+        } else if (!strcmp(flag, "--logits"))
+            a->logits = value;
+        else if (!strcmp(flag, "--bias"))
+            a->bias = value;
+        else if (!strcmp(flag, "--hidden"))
+            a->hidden = value;
+        else if (!strcmp(flag, "--expert-out"))
+            a->expert_out = value;
+        else if (!strcmp(flag, "--out"))
+            a->out = value;
+        else if (!strcmp(flag, "--device"))
+            a->device = value;
         else if (!strcmp(flag, "--k")) {
-            if (!parse_int(value, 1, MOEVK_MAX_TOP_K, &n)) BAD("--k must be 1 to %u", MOEVK_MAX_TOP_K);
+            if (!parse_int(value, 1, MOEVK_MAX_TOP_K, &n))
+                BAD("--k must be 1 to %u", MOEVK_MAX_TOP_K);
             a->info.top_k = (uint32_t)n;
         } else if (!strcmp(flag, "--score")) {
-            if (!strcmp(value, "softmax")) a->info.score = MOEVK_SCORE_SOFTMAX;
-            else if (!strcmp(value, "sigmoid")) a->info.score = MOEVK_SCORE_SIGMOID;
-            else BAD("--score must be softmax or sigmoid");
+            if (!strcmp(value, "softmax"))
+                a->info.score = MOEVK_SCORE_SOFTMAX;
+            else if (!strcmp(value, "sigmoid"))
+                a->info.score = MOEVK_SCORE_SIGMOID;
+            else
+                BAD("--score must be softmax or sigmoid");
         } else if (!strcmp(flag, "--temperature")) {
             if (!parse_float(value, &a->info.temperature) || !(a->info.temperature > 0))
                 BAD("--temperature must be a number > 0");
@@ -81,9 +91,12 @@ static int parse_args(int argc, char **argv, route_args *a) {
             if (!parse_int(value, 0, 1 << 20, &n)) BAD("--pad-multiple must be 0 to 2^20");
             a->info.pad_multiple = (uint32_t)n;
         } else if (!strcmp(flag, "--drop-policy")) {
-            if (!strcmp(value, "position")) a->info.drop_policy = MOEVK_DROP_POSITION;
-            else if (!strcmp(value, "score")) a->info.drop_policy = MOEVK_DROP_SCORE;
-            else BAD("--drop-policy must be position or score");
+            if (!strcmp(value, "position"))
+                a->info.drop_policy = MOEVK_DROP_POSITION;
+            else if (!strcmp(value, "score"))
+                a->info.drop_policy = MOEVK_DROP_SCORE;
+            else
+                BAD("--drop-policy must be position or score");
         } else {
             BAD("unknown option %s", flag);
         }
@@ -112,7 +125,8 @@ static int load_inputs(route_args *a, npy_array *logits, npy_array *bias, npy_ar
     if (logits->ndim != 2) BAD("%s: logits must be 2-D [T, E], not %u-D", a->logits, logits->ndim);
     if (logits->type != NPY_F32 && logits->type != NPY_F16)
         BAD("%s: logits must be float32 or float16, not '%s'", a->logits, logits->descr);
-    if (logits->shape[0] > UINT32_MAX || logits->shape[1] < 1 || logits->shape[1] > MOEVK_MAX_EXPERTS)
+    if (logits->shape[0] > UINT32_MAX || logits->shape[1] < 1 ||
+        logits->shape[1] > MOEVK_MAX_EXPERTS)
         BAD("%s: E = %llu experts; moevk takes 1 to %u", a->logits,
             (unsigned long long)logits->shape[1], MOEVK_MAX_EXPERTS);
     uint64_t T = logits->shape[0], E = logits->shape[1];
@@ -145,7 +159,8 @@ static int load_inputs(route_args *a, npy_array *logits, npy_array *bias, npy_ar
     return 1;
 }
 
-static int check_expert_out(const route_args *a, const npy_array *y, const moevk_route_stats *stats) {
+static int check_expert_out(const route_args *a, const npy_array *y,
+                            const moevk_route_stats *stats) {
     uint64_t d = a->info.hidden_size, E = a->info.num_experts;
     int dropless = a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS;
     int ok = dropless ? (y->ndim == 2 && y->shape[0] == stats->dispatched_rows && y->shape[1] == d)
@@ -167,9 +182,9 @@ static int write_stats_json(const char *path, const moevk_route_stats *s, const 
             "  \"drop_fraction\": %.9g,\n  \"nonfinite_rows\": %u,\n  \"masked_rows\": %u,\n"
             "  \"assignments\": %llu,\n  \"dropped\": %llu,\n  \"capacity\": %u,\n"
             "  \"dispatched_rows\": %u,\n  \"device\": \"",
-            s->aux_loss, s->z_loss, s->entropy, s->drop_fraction, s->nonfinite_rows,
-            s->masked_rows, (unsigned long long)s->assignments, (unsigned long long)s->dropped,
-            s->capacity, s->dispatched_rows);
+            s->aux_loss, s->z_loss, s->entropy, s->drop_fraction, s->nonfinite_rows, s->masked_rows,
+            (unsigned long long)s->assignments, (unsigned long long)s->dropped, s->capacity,
+            s->dispatched_rows);
     for (const char *c = device; *c; ++c) {
         if (*c == '"' || *c == '\\') fputc('\\', file);
         if ((unsigned char)*c >= 0x20) fputc(*c, file);
@@ -192,19 +207,20 @@ static int write_outputs(const route_args *a, const outputs *o, const moevk_rout
     uint64_t d = a->info.hidden_size;
     size_t item = a->info.hidden_type == MOEVK_DTYPE_F32 ? 4 : 2;
     uint64_t tk[2] = {T, k}, e1[1] = {E}, e2[1] = {E + 1};
-#define WRITE(name, ...)                                                              \
-    do {                                                                              \
-        snprintf(path, sizeof path, "%s/%s", a->out, name);                           \
-        if (!npy_write(path, __VA_ARGS__)) {                                          \
-            fprintf(stderr, "moevk route: %s: cannot write\n", path);                 \
-            return 0;                                                                 \
-        }                                                                             \
+#define WRITE(name, ...)                                                                           \
+    do {                                                                                           \
+        snprintf(path, sizeof path, "%s/%s", a->out, name);                                        \
+        if (!npy_write(path, __VA_ARGS__)) {                                                       \
+            fprintf(stderr, "moevk route: %s: cannot write\n", path);                              \
+            return 0;                                                                              \
+        }                                                                                          \
     } while (0)
     WRITE("expert_ids.npy", "<i4", 2, tk, o->ids, 4);
     WRITE("weights.npy", "<f4", 2, tk, o->weights, 4);
     WRITE("slots.npy", "<i4", 2, tk, o->slots, 4);
     WRITE("counts.npy", "<i4", 1, e1, o->counts, 4);
-    if (a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS) WRITE("offsets.npy", "<i4", 1, e2, o->offsets, 4);
+    if (a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS)
+        WRITE("offsets.npy", "<i4", 1, e2, o->offsets, 4);
     if (o->dispatched) {
         if (a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS) {
             uint64_t shape[2] = {stats->dispatched_rows, d};
@@ -245,13 +261,15 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
         goto done;
     }
     uint64_t T = a->info.max_tokens, k = a->info.top_k, E = a->info.num_experts;
-    uint64_t row_bytes = (uint64_t)a->info.hidden_size * (a->info.hidden_type == MOEVK_DTYPE_F32 ? 4 : 2);
+    uint64_t row_bytes =
+        (uint64_t)a->info.hidden_size * (a->info.hidden_type == MOEVK_DTYPE_F32 ? 4 : 2);
     o->ids = calloc(T * k + 1, 4);
     o->slots = calloc(T * k + 1, 4);
     o->weights = calloc(T * k + 1, 4);
     o->counts = calloc(E + 1, 4);
     o->offsets = calloc(E + 1, 4);
-    if (a->hidden) o->dispatched = calloc(moevk_router_max_dispatched_rows(router) * row_bytes + 1, 1);
+    if (a->hidden)
+        o->dispatched = calloc(moevk_router_max_dispatched_rows(router) * row_bytes + 1, 1);
     if (a->expert_out) o->combined = calloc(T * row_bytes + 1, 1);
     if (!o->ids || !o->slots || !o->weights || !o->counts || !o->offsets ||
         (a->hidden && !o->dispatched) || (a->expert_out && !o->combined)) {
@@ -261,8 +279,9 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
     moevk_route_input input = {(uint32_t)T, logits->data, bias->data, hidden->data};
     moevk_route_stats stats;
     int dropless = a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS;
-    moevk_route_output output = {o->ids, o->weights, o->slots, o->counts, NULL,
-                                 dropless ? o->offsets : NULL, o->dispatched, &stats};
+    moevk_route_output output = {o->ids,        o->weights, o->slots,
+                                 o->counts,     NULL,       dropless ? o->offsets : NULL,
+                                 o->dispatched, &stats};
     r = moevk_route(router, &input, &output);
     if (r != MOEVK_SUCCESS) {
         fprintf(stderr, "moevk route: %s\n", moevk_context_last_error(context));

@@ -5,7 +5,8 @@
 #include "internal.h"
 
 #define MOEVK_STRINGIFY_(x) #x
-#define MOEVK_VERSION_TEXT_(a, b, c) MOEVK_STRINGIFY_(a) "." MOEVK_STRINGIFY_(b) "." MOEVK_STRINGIFY_(c)
+#define MOEVK_VERSION_TEXT_(a, b, c)                                                               \
+    MOEVK_STRINGIFY_(a) "." MOEVK_STRINGIFY_(b) "." MOEVK_STRINGIFY_(c)
 
 unsigned moevk_version_number(void) { return MOEVK_VERSION_NUMBER; }
 
@@ -15,9 +16,8 @@ const char *moevk_version_string(void) {
 
 const char *moevk_result_string(moevk_result result) {
     switch (result) {
-#define MOEVK_RESULT_CASE_(name, value, text) \
-    case name:                                \
-        return #name ": " text;
+#define MOEVK_RESULT_CASE_(name, value, text)                                                      \
+    case name: return #name ": " text;
         MOEVK_RESULT_LIST(MOEVK_RESULT_CASE_)
 #undef MOEVK_RESULT_CASE_
     }

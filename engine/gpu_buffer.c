@@ -16,8 +16,8 @@ static int find_memory_type(const moevk_context *context, uint32_t allowed,
 
 static int choose_memory_type(const moevk_context *context, uint32_t allowed, buffer_kind kind,
                               uint32_t *index) {
-    const VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
-                                       VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    const VkMemoryPropertyFlags host =
+        VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
     switch (kind) {
     case BUFFER_DEVICE:
         if (context->info.host_visible_device_memory)
@@ -25,8 +25,7 @@ static int choose_memory_type(const moevk_context *context, uint32_t allowed, bu
                                     index);
         return find_memory_type(context, allowed, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, index) ||
                find_memory_type(context, allowed, 0, index);
-    case BUFFER_UPLOAD:
-        return find_memory_type(context, allowed, host, index);
+    case BUFFER_UPLOAD: return find_memory_type(context, allowed, host, index);
     case BUFFER_READBACK:
         return find_memory_type(context, allowed, host | VK_MEMORY_PROPERTY_HOST_CACHED_BIT,
                                 index) ||
@@ -41,12 +40,12 @@ moevk_result gpu_buffer_create(moevk_context *context, VkDeviceSize size, buffer
     *out = (gpu_buffer){0};
     if (size == 0) size = 16; /* Vulkan has no empty buffers */
     size = (size + 15) & ~(VkDeviceSize)15;
-    VkBufferCreateInfo create = {
-        .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
-        .size = size,
-        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                 VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-        .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
+    VkBufferCreateInfo create = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+                                 .size = size,
+                                 .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
+                                          VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                                          VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                                 .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
     VkResult vr = vk->vkCreateBuffer(context->device, &create, context->allocator, &out->buffer);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateBuffer");
     VkMemoryRequirements needs;
@@ -73,7 +72,9 @@ moevk_result gpu_buffer_create(moevk_context *context, VkDeviceSize size, buffer
 }
 
 void gpu_buffer_destroy(moevk_context *context, gpu_buffer *buffer) {
-    if (buffer->buffer) context->vk.vkDestroyBuffer(context->device, buffer->buffer, context->allocator);
-    if (buffer->memory) context->vk.vkFreeMemory(context->device, buffer->memory, context->allocator);
+    if (buffer->buffer)
+        context->vk.vkDestroyBuffer(context->device, buffer->buffer, context->allocator);
+    if (buffer->memory)
+        context->vk.vkFreeMemory(context->device, buffer->memory, context->allocator);
     *buffer = (gpu_buffer){0};
 }

@@ -42,7 +42,8 @@ moevk_result instance_create(moevk_context *context, const moevk_context_info *i
     if (loader_version < VK_API_VERSION_1_2)
         return context_fail(context, MOEVK_ERROR_NO_VULKAN,
                             "the Vulkan loader supports only API %u.%u; moevk needs 1.2",
-                            VK_API_VERSION_MAJOR(loader_version), VK_API_VERSION_MINOR(loader_version));
+                            VK_API_VERSION_MAJOR(loader_version),
+                            VK_API_VERSION_MINOR(loader_version));
 
     int validation = info && info->validation;
     if (validation && !has_validation_layer(vki, context->allocator))

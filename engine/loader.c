@@ -37,7 +37,7 @@ void loader_close(void *library) {
     if (library) dlclose(library);
 }
 
-#define LOAD_INSTANCE_FN(fns, instance, name) \
+#define LOAD_INSTANCE_FN(fns, instance, name)                                                      \
     (fns)->name = (PFN_##name)(fns)->vkGetInstanceProcAddr(instance, #name)
 
 void loader_load_global(instance_functions *fns, PFN_vkGetInstanceProcAddr gipa) {

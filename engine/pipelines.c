@@ -6,11 +6,11 @@ moevk_result pipelines_create_layouts(moevk_context *context) {
     const struct VolkDeviceTable *vk = &context->vk;
     VkDescriptorSetLayoutBinding bindings[BINDING_COUNT];
     for (uint32_t i = 0; i < BINDING_COUNT; ++i)
-        bindings[i] = (VkDescriptorSetLayoutBinding){
-            .binding = i,
-            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-            .descriptorCount = 1,
-            .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
+        bindings[i] =
+            (VkDescriptorSetLayoutBinding){.binding = i,
+                                           .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                           .descriptorCount = 1,
+                                           .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
     VkDescriptorSetLayoutCreateInfo set_info = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
         .bindingCount = BINDING_COUNT,
@@ -20,12 +20,12 @@ moevk_result pipelines_create_layouts(moevk_context *context) {
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateDescriptorSetLayout");
     VkPushConstantRange push = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
                                 .size = sizeof(route_params)};
-    VkPipelineLayoutCreateInfo layout_info = {
-        .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
-        .setLayoutCount = 1,
-        .pSetLayouts = &context->set_layout,
-        .pushConstantRangeCount = 1,
-        .pPushConstantRanges = &push};
+    VkPipelineLayoutCreateInfo layout_info = {.sType =
+                                                  VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+                                              .setLayoutCount = 1,
+                                              .pSetLayouts = &context->set_layout,
+                                              .pushConstantRangeCount = 1,
+                                              .pPushConstantRanges = &push};
     vr = vk->vkCreatePipelineLayout(context->device, &layout_info, context->allocator,
                                     &context->pipeline_layout);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreatePipelineLayout");
@@ -54,13 +54,15 @@ moevk_result pipeline_create(moevk_context *context, stage which, uint32_t top_k
                                             .codeSize = shader->size,
                                             .pCode = shader->code};
     VkShaderModule module;
-    VkResult vr = vk->vkCreateShaderModule(context->device, &module_info, context->allocator,
-                                           &module);
+    VkResult vr =
+        vk->vkCreateShaderModule(context->device, &module_info, context->allocator, &module);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateShaderModule");
 
     const uint32_t values[4] = {WORKGROUP_SIZE, top_k, num_experts, dtype};
-    const VkSpecializationMapEntry entries[4] = {
-        {SPEC_WORKGROUP_SIZE, 0, 4}, {SPEC_TOP_K, 4, 4}, {SPEC_NUM_EXPERTS, 8, 4}, {SPEC_DTYPE, 12, 4}};
+    const VkSpecializationMapEntry entries[4] = {{SPEC_WORKGROUP_SIZE, 0, 4},
+                                                 {SPEC_TOP_K, 4, 4},
+                                                 {SPEC_NUM_EXPERTS, 8, 4},
+                                                 {SPEC_DTYPE, 12, 4}};
     VkSpecializationInfo specialization = {4, entries, sizeof values, values};
     VkComputePipelineCreateInfo pipeline_info = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,

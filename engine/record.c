@@ -42,8 +42,8 @@ void record_route(moevk_router *router, const route_params *params, int with_dis
     const struct VolkDeviceTable *vk = &router->context->vk;
     VkCommandBuffer cmd = router->command_buffer;
     vk->vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
-                                router->context->pipeline_layout, 0, 1, &router->descriptor_set,
-                                0, NULL);
+                                router->context->pipeline_layout, 0, 1, &router->descriptor_set, 0,
+                                NULL);
     /* Rows nobody fills gather from token -1 (zeros); counts start at zero. */
     vk->vkCmdFillBuffer(cmd, router->buffers[BINDING_ROW_TOKEN].buffer, 0, VK_WHOLE_SIZE,
                         0xFFFFFFFFu);
@@ -82,8 +82,8 @@ void record_route(moevk_router *router, const route_params *params, int with_dis
 void record_combine(moevk_router *router, const route_params *params) {
     const struct VolkDeviceTable *vk = &router->context->vk;
     vk->vkCmdBindDescriptorSets(router->command_buffer, VK_PIPELINE_BIND_POINT_COMPUTE,
-                                router->context->pipeline_layout, 0, 1, &router->descriptor_set,
-                                0, NULL);
+                                router->context->pipeline_layout, 0, 1, &router->descriptor_set, 0,
+                                NULL);
     uint64_t elements = (uint64_t)params->num_tokens * params->hidden_size;
     if (elements > 0) run_stage(router, STAGE_COMBINE, params, grid_for(router, elements / 4 + 1));
 }

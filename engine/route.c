@@ -35,8 +35,8 @@ static void fill_stats(const moevk_router *router, const route_params *params,
     stats->dropped = stats->assignments - kept;
     stats->drop_fraction = stats->assignments ? (double)stats->dropped / stats->assignments : 0.0;
     stats->capacity = (params->flags & FLAG_DROPLESS) ? 0 : params->capacity;
-    stats->dispatched_rows = (params->flags & FLAG_DROPLESS) ? expert_info[3 * E]
-                                                             : params->dispatched_rows;
+    stats->dispatched_rows =
+        (params->flags & FLAG_DROPLESS) ? expert_info[3 * E] : params->dispatched_rows;
     stats->nonfinite_rows = (uint32_t)totals[E + STAT_NONFINITE];
     stats->masked_rows = (uint32_t)totals[E + STAT_MASKED];
     uint32_t valid = params->num_tokens - stats->nonfinite_rows - stats->masked_rows;
@@ -44,7 +44,8 @@ static void fill_stats(const moevk_router *router, const route_params *params,
     if (stats->assignments > 0) {
         double sum = 0.0;
         for (uint32_t e = 0; e < E; ++e)
-            sum += ((double)expert_info[e] / (double)stats->assignments) * ((double)totals[e] / valid);
+            sum +=
+                ((double)expert_info[e] / (double)stats->assignments) * ((double)totals[e] / valid);
         stats->aux_loss = E * sum;
     }
     stats->z_loss = (double)totals[E + STAT_LSE_SQUARED] / valid;
@@ -75,7 +76,8 @@ moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
 
     transfer_download(&plan, BINDING_EXPERT_INFO, NULL, (3 * E + 1) * 4);
     transfer_download(&plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
-    if (output->expert_ids) transfer_download(&plan, BINDING_EXPERT_IDS, output->expert_ids, T * k * 4);
+    if (output->expert_ids)
+        transfer_download(&plan, BINDING_EXPERT_IDS, output->expert_ids, T * k * 4);
     if (output->weights) transfer_download(&plan, BINDING_WEIGHTS, output->weights, T * k * 4);
     if (output->slots) transfer_download(&plan, BINDING_SLOTS, output->slots, T * k * 4);
     if (output->dispatched)

@@ -44,7 +44,8 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
     if (info->min_capacity < 0) REJECT("min_capacity is %d; it must be >= 0", info->min_capacity);
     if (info->capacity_mode == MOEVK_CAPACITY_FIXED && info->capacity < 0)
         REJECT("capacity is %d; it must be >= 0", info->capacity);
-    if ((unsigned)info->drop_policy > MOEVK_DROP_SCORE) REJECT("drop_policy is not a moevk_drop_policy");
+    if ((unsigned)info->drop_policy > MOEVK_DROP_SCORE)
+        REJECT("drop_policy is not a moevk_drop_policy");
     return MOEVK_SUCCESS;
 }
 
@@ -55,7 +56,8 @@ static uint64_t capacity_for(const moevk_router_info *info, uint32_t num_tokens)
     case MOEVK_CAPACITY_FACTOR: break;
     }
     /* In double: exact for every factor a float holds and every T * k below 2^53. */
-    double wanted = ceil((double)info->capacity_factor * num_tokens * info->top_k / info->num_experts);
+    double wanted =
+        ceil((double)info->capacity_factor * num_tokens * info->top_k / info->num_experts);
     uint64_t capacity = (uint64_t)wanted;
     return capacity > (uint64_t)info->min_capacity ? capacity : (uint64_t)info->min_capacity;
 }
@@ -133,9 +135,10 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
 }
 
 static const char *const BINDING_NAMES[BINDING_COUNT] = {
-    "logits", "bias", "expert ids", "weights", "row stats", "row flags", "block counts",
-    "expert info", "slots", "rows", "row tokens", "order", "hidden states", "dispatched rows",
-    "expert outputs", "combined outputs", "stat partials", "stat totals"};
+    "logits",           "bias",          "expert ids",    "weights",         "row stats",
+    "row flags",        "block counts",  "expert info",   "slots",           "rows",
+    "row tokens",       "order",         "hidden states", "dispatched rows", "expert outputs",
+    "combined outputs", "stat partials", "stat totals"};
 
 static moevk_result check_sizes(moevk_context *context, const moevk_router *router,
                                 const uint64_t sizes[BINDING_COUNT]) {
@@ -160,10 +163,11 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
         if (r != MOEVK_SUCCESS) return r;
     }
     if (context->info.host_visible_device_memory) return MOEVK_SUCCESS;
-    /* Staging holds the largest upload or download of one call; transfer.c places each
-     * region at a 16-byte boundary. */
+        /* Staging holds the largest upload or download of one call; transfer.c places each
+         * region at a 16-byte boundary. */
 #define A16(bytes) (((bytes) + 15) & ~(uint64_t)15)
-    uint64_t route_up = A16(sizes[BINDING_LOGITS]) + A16(sizes[BINDING_BIAS]) + A16(sizes[BINDING_HIDDEN]);
+    uint64_t route_up =
+        A16(sizes[BINDING_LOGITS]) + A16(sizes[BINDING_BIAS]) + A16(sizes[BINDING_HIDDEN]);
     uint64_t combine_up = A16(sizes[BINDING_EXPERT_OUT]);
     uint64_t route_down = A16(sizes[BINDING_EXPERT_IDS]) + A16(sizes[BINDING_WEIGHTS]) +
                           A16(sizes[BINDING_SLOTS]) + A16(sizes[BINDING_EXPERT_INFO]) +
@@ -218,8 +222,8 @@ static moevk_result create_pipelines(moevk_router *router) {
                      info->capacity_mode != MOEVK_CAPACITY_DROPLESS;
         if (s == STAGE_DISPATCH || s == STAGE_COMBINE) needed = info->hidden_size > 0;
         if (!needed) continue;
-        uint32_t dtype = (s == STAGE_DISPATCH || s == STAGE_COMBINE) ? info->hidden_type
-                                                                     : info->logits_type;
+        uint32_t dtype =
+            (s == STAGE_DISPATCH || s == STAGE_COMBINE) ? info->hidden_type : info->logits_type;
         moevk_result r = pipeline_create(router->context, (stage)s, info->top_k, info->num_experts,
                                          dtype, &router->pipelines[s]);
         if (r != MOEVK_SUCCESS) return r;
@@ -236,11 +240,11 @@ static moevk_result create_commands(moevk_router *router) {
     VkResult vr = vk->vkCreateCommandPool(context->device, &pool_info, context->allocator,
                                           &router->command_pool);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateCommandPool");
-    VkCommandBufferAllocateInfo buffer_info = {
-        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-        .commandPool = router->command_pool,
-        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-        .commandBufferCount = 1};
+    VkCommandBufferAllocateInfo buffer_info = {.sType =
+                                                   VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                               .commandPool = router->command_pool,
+                                               .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                               .commandBufferCount = 1};
     vr = vk->vkAllocateCommandBuffers(context->device, &buffer_info, &router->command_buffer);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkAllocateCommandBuffers");
     VkFenceCreateInfo fence_info = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};

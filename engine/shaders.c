@@ -11,7 +11,8 @@
 #include "scores_topk.spv.h"
 #include "stats.spv.h"
 
-#define SHADER_ENTRY(name) {#name, name##_spv, sizeof name##_spv}
+#define SHADER_ENTRY(name)                                                                         \
+    { #name, name##_spv, sizeof name##_spv }
 
 static const shader_code SHADERS[STAGE_COUNT] = {
     [STAGE_SCORES_TOPK] = SHADER_ENTRY(scores_topk),

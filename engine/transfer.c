@@ -51,7 +51,8 @@ void transfer_uploads_done(transfer_plan *plan) {
 }
 
 void transfer_download(transfer_plan *plan, int binding, void *destination, VkDeviceSize bytes) {
-    if (bytes == 0 || plan->readback_count == (int)(sizeof plan->readbacks / sizeof plan->readbacks[0]))
+    if (bytes == 0 ||
+        plan->readback_count == (int)(sizeof plan->readbacks / sizeof plan->readbacks[0]))
         return;
     struct readback *r = &plan->readbacks[plan->readback_count++];
     r->binding = binding;

@@ -81,10 +81,12 @@ uint64_t ref_bucket(const moevk_router_info *info, uint32_t T, uint32_t capacity
             if (ids[c] < 0) continue;
             uint32_t e = (uint32_t)ids[c];
             int keep;
-            if (dropless) keep = 1;
+            if (dropless)
+                keep = 1;
             else if (by_score)
                 keep = capacity > 0 && score_key(weights[c], (uint32_t)c) <= threshold[e];
-            else keep = unlimited[c] < capacity;
+            else
+                keep = unlimited[c] < capacity;
             if (!keep) continue;
             /* Kept assignments take slots in (rank, token) order: this loop's order. */
             uint32_t slot = by_score ? counts[e] : unlimited[c];

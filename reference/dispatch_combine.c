@@ -8,8 +8,11 @@ void ref_dispatch(uint64_t num_rows, uint64_t row_bytes, const int32_t *row_toke
                   const void *hidden, void *out) {
     for (uint64_t r = 0; r < num_rows; ++r) {
         char *destination = (char *)out + r * row_bytes;
-        if (row_token[r] < 0) memset(destination, 0, row_bytes);
-        else memcpy(destination, (const char *)hidden + (uint64_t)row_token[r] * row_bytes, row_bytes);
+        if (row_token[r] < 0)
+            memset(destination, 0, row_bytes);
+        else
+            memcpy(destination, (const char *)hidden + (uint64_t)row_token[r] * row_bytes,
+                   row_bytes);
     }
 }
 
@@ -23,7 +26,8 @@ void ref_combine(const moevk_router_info *info, uint32_t T, const int32_t *rows,
             for (uint32_t j = 0; j < K; ++j) {
                 int32_t row = rows[(uint64_t)t * K + j];
                 if (row < 0) continue;
-                acc += weights[(uint64_t)t * K + j] * ref_load(expert_out, (uint64_t)row * d + i, type);
+                acc += weights[(uint64_t)t * K + j] *
+                       ref_load(expert_out, (uint64_t)row * d + i, type);
             }
             ref_store(combined, (uint64_t)t * d + i, type, acc);
         }

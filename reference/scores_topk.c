@@ -68,7 +68,8 @@ static void route_row(const moevk_router_info *info, const float *logit_row, con
         w[j] = 0.0f;
         if (best[j] < 0) continue;
         float logit = logit_row[best[j]];
-        w[j] = sigmoid ? 1.0f / (1.0f + expf(-(logit / tau))) : expf((logit - max_raw) / tau) / norm_sum;
+        w[j] = sigmoid ? 1.0f / (1.0f + expf(-(logit / tau)))
+                       : expf((logit - max_raw) / tau) / norm_sum;
         selected_sum += w[j];
     }
     int renormalize = info->renormalize && selected_sum > 0.0f;

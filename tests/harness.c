@@ -38,8 +38,7 @@ void test_fail(const char *file, int line, const char *format, ...) {
     va_start(args, format);
     printf("  %s:%d: ", file, line);
     vprintf(format, args);
-    printf("  [test %s, MOEVK_TEST_SEED=%llu]\n", current_name,
-            (unsigned long long)run_seed);
+    printf("  [test %s, MOEVK_TEST_SEED=%llu]\n", current_name, (unsigned long long)run_seed);
     va_end(args);
 }
 
@@ -83,9 +82,10 @@ int test_main(const test_case *tests, size_t count, int argc, char **argv) {
     run_seed = seed_text ? strtoull(seed_text, NULL, 10) : (uint64_t)time(NULL);
     const char *filter = argc > 1 ? argv[1] : NULL;
     const char *staging = getenv("MOEVK_TEST_STAGING");
-    moevk_context_info info = {.validation = test_validation(), .message_fn = on_message,
-                               .memory_mode = staging && !strcmp(staging, "1") ? MOEVK_MEMORY_STAGING
-                                                                               : MOEVK_MEMORY_AUTO};
+    moevk_context_info info = {
+        .validation = test_validation(),
+        .message_fn = on_message,
+        .memory_mode = staging && !strcmp(staging, "1") ? MOEVK_MEMORY_STAGING : MOEVK_MEMORY_AUTO};
     moevk_result r = moevk_context_create(&info, &shared_context);
     if (r != MOEVK_SUCCESS) {
         printf("cannot create a context with validation: %s\n0 passed, 1 failed\n",
@@ -96,8 +96,7 @@ int test_main(const test_case *tests, size_t count, int argc, char **argv) {
     moevk_context_device_info(shared_context, &device);
     printf("# device: %s (%s), subgroup size %u, validation %s, %s memory, seed %llu\n",
            device.name, device.driver_info, device.subgroup_size, test_validation() ? "on" : "OFF",
-           device.host_visible_device_memory ? "mapped" : "staged",
-           (unsigned long long)run_seed);
+           device.host_visible_device_memory ? "mapped" : "staged", (unsigned long long)run_seed);
     const char *expected = getenv("MOEVK_TEST_EXPECT_SUBGROUP");
     if (expected && (uint32_t)atoi(expected) != device.subgroup_size) {
         printf("the device runs subgroup size %u, not %s as this run asks\n0 passed, 1 failed\n",
@@ -117,8 +116,10 @@ int test_main(const test_case *tests, size_t count, int argc, char **argv) {
         if (messages) test_fail(__FILE__, __LINE__, "%u validation messages", messages);
         printf("%s %s\n", current_failed ? "FAIL" : "ok  ", tests[i].name);
         fflush(stdout);
-        if (current_failed) ++failed;
-        else ++passed;
+        if (current_failed)
+            ++failed;
+        else
+            ++passed;
     }
     unsigned messages_in_tests = messages_seen;
     moevk_context_destroy(shared_context);

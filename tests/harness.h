@@ -23,18 +23,18 @@ void test_fail(const char *file, int line, const char *format, ...)
 int test_failed(void);
 int test_main(const test_case *tests, size_t count, int argc, char **argv);
 
-#define CHECK(condition, ...)                                \
-    do {                                                     \
-        if (!(condition)) {                                  \
-            test_fail(__FILE__, __LINE__, __VA_ARGS__);      \
-            return;                                          \
-        }                                                    \
+#define CHECK(condition, ...)                                                                      \
+    do {                                                                                           \
+        if (!(condition)) {                                                                        \
+            test_fail(__FILE__, __LINE__, __VA_ARGS__);                                            \
+            return;                                                                                \
+        }                                                                                          \
     } while (0)
-#define CHECK_OK(call)                                                                       \
-    do {                                                                                     \
-        moevk_result check_result_ = (call);                                                 \
-        CHECK(check_result_ == MOEVK_SUCCESS, "%s -> %s (%s)", #call,                        \
-              moevk_result_string(check_result_), moevk_context_last_error(test_context())); \
+#define CHECK_OK(call)                                                                             \
+    do {                                                                                           \
+        moevk_result check_result_ = (call);                                                       \
+        CHECK(check_result_ == MOEVK_SUCCESS, "%s -> %s (%s)", #call,                              \
+              moevk_result_string(check_result_), moevk_context_last_error(test_context()));       \
     } while (0)
 
 /* Random numbers: xoshiro128** seeded per test from the run's seed and the test's name. */

@@ -33,12 +33,12 @@ static int close_enough(double got, double want, double relative) {
     return fabs(got - want) <= relative * fabs(want) + 1e-30 + relative * 1e-6;
 }
 
-#define COMPARE_EXACT(what, got, want, n)                                                  \
-    for (uint64_t i_ = 0, bad_ = 0; i_ < (uint64_t)(n) && bad_ < 5; ++i_)                  \
-        if ((got)[i_] != (want)[i_]) {                                                     \
-            ++bad_;                                                                        \
-            test_fail(__FILE__, __LINE__, "%s: %s[%llu] is %lld, reference %lld", c->name, \
-                      what, (unsigned long long)i_, (long long)(got)[i_], (long long)(want)[i_]); \
+#define COMPARE_EXACT(what, got, want, n)                                                          \
+    for (uint64_t i_ = 0, bad_ = 0; i_ < (uint64_t)(n) && bad_ < 5; ++i_)                          \
+        if ((got)[i_] != (want)[i_]) {                                                             \
+            ++bad_;                                                                                \
+            test_fail(__FILE__, __LINE__, "%s: %s[%llu] is %lld, reference %lld", c->name, what,   \
+                      (unsigned long long)i_, (long long)(got)[i_], (long long)(want)[i_]);        \
         }
 
 typedef struct buffers {
@@ -59,7 +59,8 @@ static void fill_inputs(const route_case *c, buffers *b) {
     uint32_t T = c->num_tokens, E = info->num_experts;
     for (uint32_t t = 0; t < T; ++t)
         for (uint32_t e = 0; e < E; ++e)
-            ref_store(b->logits, (uint64_t)t * E + e, info->logits_type, make_logit(c->pattern, t, e));
+            ref_store(b->logits, (uint64_t)t * E + e, info->logits_type,
+                      make_logit(c->pattern, t, e));
     if (c->with_bias)
         for (uint32_t e = 0; e < E; ++e) b->bias[e] = rng_uniform(-0.5f, 0.5f);
     if (c->with_hidden)
@@ -76,8 +77,8 @@ static void check_stats(const route_case *c, const moevk_route_stats *got,
     CHECK(got->assignments == want->assignments, "%s: assignments differ", c->name);
     CHECK(close_enough(got->aux_loss, want->aux_loss, 1e-5), "%s: aux_loss %.9g, reference %.9g",
           c->name, got->aux_loss, want->aux_loss);
-    CHECK(close_enough(got->z_loss, want->z_loss, 1e-5), "%s: z_loss %.9g, reference %.9g",
-          c->name, got->z_loss, want->z_loss);
+    CHECK(close_enough(got->z_loss, want->z_loss, 1e-5), "%s: z_loss %.9g, reference %.9g", c->name,
+          got->z_loss, want->z_loss);
     CHECK(close_enough(got->entropy, want->entropy, 1e-5), "%s: entropy %.9g, reference %.9g",
           c->name, got->entropy, want->entropy);
 }
@@ -93,8 +94,13 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
     moevk_route_input input = {T, b->logits, c->with_bias ? b->bias : NULL,
                                c->with_hidden ? b->hidden : NULL};
     moevk_route_stats stats;
-    moevk_route_output output = {b->ids, b->weights, b->slots, b->counts, b->counts_before,
-                                 dropless ? b->offsets : NULL, c->with_hidden ? b->dispatched : NULL,
+    moevk_route_output output = {b->ids,
+                                 b->weights,
+                                 b->slots,
+                                 b->counts,
+                                 b->counts_before,
+                                 dropless ? b->offsets : NULL,
+                                 c->with_hidden ? b->dispatched : NULL,
                                  &stats};
     moevk_result r = moevk_route(router, &input, &output);
     CHECK(r == MOEVK_SUCCESS, "%s: route -> %s (%s)", c->name, moevk_result_string(r),
@@ -107,7 +113,8 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
      * and division may differ from the CPU's by a few ulp of the exponent argument. */
     double weight_floor = 1e-7 * fabs(info->scale);
     for (uint64_t i = 0, bad = 0; i < TK && bad < 5; ++i)
-        if (fabs((double)b->weights[i] - b->ref_weights[i]) > 1e-6 * fabs(b->ref_weights[i]) + weight_floor) {
+        if (fabs((double)b->weights[i] - b->ref_weights[i]) >
+            1e-6 * fabs(b->ref_weights[i]) + weight_floor) {
             ++bad;
             test_fail(__FILE__, __LINE__, "%s: weights[%llu] is %.9g, reference %.9g", c->name,
                       (unsigned long long)i, b->weights[i], b->ref_weights[i]);
@@ -116,8 +123,9 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
 
     /* Stage 2: bucketing, from the device's own ids and weights. */
     uint32_t capacity = moevk_router_capacity(router, T);
-    uint64_t rows = ref_bucket(info, T, capacity, b->ids, b->weights, b->ref_slots, b->ref_rows,
-                               b->ref_row_token, b->ref_counts_before, b->ref_counts, b->ref_offsets);
+    uint64_t rows =
+        ref_bucket(info, T, capacity, b->ids, b->weights, b->ref_slots, b->ref_rows,
+                   b->ref_row_token, b->ref_counts_before, b->ref_counts, b->ref_offsets);
     CHECK(stats.capacity == (dropless ? 0 : capacity), "%s: capacity %u, expected %u", c->name,
           stats.capacity, capacity);
     CHECK(stats.dispatched_rows == rows, "%s: dispatched rows %u, reference %llu", c->name,
@@ -155,13 +163,14 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
             for (uint32_t j = 0; j < K; ++j) {
                 int32_t row = b->ref_rows[t * K + j];
                 if (row >= 0)
-                    magnitude += fabs(b->weights[t * K + j] *
-                                      ref_load(b->expert_out, (uint64_t)row * d + i % d, info->hidden_type));
+                    magnitude +=
+                        fabs(b->weights[t * K + j] *
+                             ref_load(b->expert_out, (uint64_t)row * d + i % d, info->hidden_type));
             }
             if (fabs(got - want_value) > tolerance * magnitude) {
                 ++bad;
-                test_fail(__FILE__, __LINE__, "%s: combined[%llu] is %.7g, reference %.7g",
-                          c->name, (unsigned long long)i, got, want_value);
+                test_fail(__FILE__, __LINE__, "%s: combined[%llu] is %.7g, reference %.7g", c->name,
+                          (unsigned long long)i, got, want_value);
             }
         }
     }
@@ -173,10 +182,10 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
         moevk_route_stats stats2;
         moevk_route_output again = {ids2, weights2, slots2, NULL, NULL, NULL, NULL, &stats2};
         r = moevk_route(router, &input, &again);
-        if (r != MOEVK_SUCCESS || memcmp(ids2, b->ids, TK * 4) || memcmp(weights2, b->weights, TK * 4) ||
-            memcmp(slots2, b->slots, TK * 4) || stats2.aux_loss != stats.aux_loss ||
-            stats2.z_loss != stats.z_loss || stats2.entropy != stats.entropy ||
-            stats2.dropped != stats.dropped)
+        if (r != MOEVK_SUCCESS || memcmp(ids2, b->ids, TK * 4) ||
+            memcmp(weights2, b->weights, TK * 4) || memcmp(slots2, b->slots, TK * 4) ||
+            stats2.aux_loss != stats.aux_loss || stats2.z_loss != stats.z_loss ||
+            stats2.entropy != stats.entropy || stats2.dropped != stats.dropped)
             test_fail(__FILE__, __LINE__, "%s: a second run differs from the first", c->name);
         free(ids2);
         free(slots2);

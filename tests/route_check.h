@@ -5,12 +5,12 @@
 #include "moevk.h"
 
 typedef enum logits_pattern {
-    LOGITS_RANDOM,       /* normal(0, 2) */
-    LOGITS_TIES,         /* few distinct values: many exact ties */
-    LOGITS_MASKED,       /* random with about a third of the experts at -inf, some rows all -inf */
-    LOGITS_NONFINITE,    /* random, with NaN and +inf in some rows */
-    LOGITS_HUGE,         /* +-1e30 mixed with ordinary values */
-    LOGITS_SKEWED,       /* a few experts preferred by most tokens: overflowing experts */
+    LOGITS_RANDOM,    /* normal(0, 2) */
+    LOGITS_TIES,      /* few distinct values: many exact ties */
+    LOGITS_MASKED,    /* random with about a third of the experts at -inf, some rows all -inf */
+    LOGITS_NONFINITE, /* random, with NaN and +inf in some rows */
+    LOGITS_HUGE,      /* +-1e30 mixed with ordinary values */
+    LOGITS_SKEWED,    /* a few experts preferred by most tokens: overflowing experts */
 } logits_pattern;
 
 typedef struct route_case {
@@ -19,7 +19,7 @@ typedef struct route_case {
     uint32_t num_tokens;
     logits_pattern pattern;
     int with_bias;
-    int with_hidden;        /* dispatch and combine too (needs info.hidden_size) */
+    int with_hidden; /* dispatch and combine too (needs info.hidden_size) */
 } route_case;
 
 /* Runs the case; failures go through the harness. */

@@ -27,13 +27,20 @@ static void test_version_matches_header(void) {
     char expected[32];
     snprintf(expected, sizeof expected, "%d.%d.%d", MOEVK_VERSION_MAJOR, MOEVK_VERSION_MINOR,
              MOEVK_VERSION_PATCH);
-    CHECK(strcmp(moevk_version_string(), expected) == 0, "version string %s", moevk_version_string());
+    CHECK(strcmp(moevk_version_string(), expected) == 0, "version string %s",
+          moevk_version_string());
 }
 
 static void test_every_result_has_a_name(void) {
-    moevk_result all[] = {MOEVK_SUCCESS, MOEVK_ERROR_INVALID_ARGUMENT, MOEVK_ERROR_OUT_OF_HOST_MEMORY,
-                          MOEVK_ERROR_OUT_OF_DEVICE_MEMORY, MOEVK_ERROR_NO_VULKAN, MOEVK_ERROR_NO_DEVICE,
-                          MOEVK_ERROR_UNSUPPORTED, MOEVK_ERROR_TOO_LARGE, MOEVK_ERROR_VULKAN,
+    moevk_result all[] = {MOEVK_SUCCESS,
+                          MOEVK_ERROR_INVALID_ARGUMENT,
+                          MOEVK_ERROR_OUT_OF_HOST_MEMORY,
+                          MOEVK_ERROR_OUT_OF_DEVICE_MEMORY,
+                          MOEVK_ERROR_NO_VULKAN,
+                          MOEVK_ERROR_NO_DEVICE,
+                          MOEVK_ERROR_UNSUPPORTED,
+                          MOEVK_ERROR_TOO_LARGE,
+                          MOEVK_ERROR_VULKAN,
                           MOEVK_ERROR_DEVICE_LOST};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) {
         CHECK(all[i] <= 0, "results follow VkResult's sign");
@@ -134,10 +141,8 @@ static void test_bad_route_calls_leave_the_router_usable(void) {
     moevk_route_output bad_offsets = {.offsets = offsets};
     moevk_result results[] = {
         moevk_combine(router, hidden, out), /* no route yet */
-        moevk_route(router, &too_many, &output),
-        moevk_route(router, &no_logits, &output),
-        moevk_route(router, NULL, &output),
-        moevk_route(router, &good, &bad_offsets),
+        moevk_route(router, &too_many, &output), moevk_route(router, &no_logits, &output),
+        moevk_route(router, NULL, &output),      moevk_route(router, &good, &bad_offsets),
     };
     for (size_t i = 0; i < sizeof results / sizeof results[0]; ++i)
         CHECK(results[i] == MOEVK_ERROR_INVALID_ARGUMENT, "bad call %zu: %s", i,
@@ -174,11 +179,14 @@ typedef struct counting_allocator {
     long allocations, frees, live;
 } counting_allocator;
 
-static void *VKAPI_CALL count_alloc(void *user, size_t size, size_t alignment, VkSystemAllocationScope scope) {
+static void *VKAPI_CALL count_alloc(void *user, size_t size, size_t alignment,
+                                    VkSystemAllocationScope scope) {
     (void)scope;
     counting_allocator *c = user;
     void *p = NULL;
-    if (posix_memalign(&p, alignment < sizeof(void *) ? sizeof(void *) : alignment, size ? size : 1)) return NULL;
+    if (posix_memalign(&p, alignment < sizeof(void *) ? sizeof(void *) : alignment,
+                       size ? size : 1))
+        return NULL;
     c->allocations++;
     c->live++;
     return p;
@@ -259,9 +267,12 @@ static int app_create(app_vulkan *app) {
     app->library = dlopen("libvulkan.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!app->library) return 0;
     *(void **)&app->gipa = dlsym(app->library, "vkGetInstanceProcAddr");
-    PFN_vkCreateInstance create_instance = (PFN_vkCreateInstance)app->gipa(NULL, "vkCreateInstance");
-    VkApplicationInfo ai = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .apiVersion = VK_API_VERSION_1_2};
-    VkInstanceCreateInfo ici = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .pApplicationInfo = &ai};
+    PFN_vkCreateInstance create_instance =
+        (PFN_vkCreateInstance)app->gipa(NULL, "vkCreateInstance");
+    VkApplicationInfo ai = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+                            .apiVersion = VK_API_VERSION_1_2};
+    VkInstanceCreateInfo ici = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+                                .pApplicationInfo = &ai};
     if (create_instance(&ici, NULL, &app->instance) != VK_SUCCESS) return 0;
 #define GET(name) ((PFN_##name)app->gipa(app->instance, #name))
     app->destroy_instance = GET(vkDestroyInstance);
@@ -285,9 +296,11 @@ static int app_create(app_vulkan *app) {
         if (families[app->family].queueFlags & VK_QUEUE_COMPUTE_BIT) break;
     float priority = 1.0f;
     VkDeviceQueueCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
-                                   .queueFamilyIndex = app->family, .queueCount = 1,
+                                   .queueFamilyIndex = app->family,
+                                   .queueCount = 1,
                                    .pQueuePriorities = &priority};
-    VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .queueCreateInfoCount = 1,
+    VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                              .queueCreateInfoCount = 1,
                               .pQueueCreateInfos = &qci};
     if (GET(vkCreateDevice)(app->physical, &dci, NULL, &app->device) != VK_SUCCESS) return 0;
     PFN_vkGetDeviceProcAddr gdpa = GET(vkGetDeviceProcAddr);
@@ -329,8 +342,10 @@ static void test_adopted_device_routes_and_is_left_alive(void) {
     moevk_result r_own, r_adopted;
     route_small(test_context(), logits, own_ids, own_weights, &r_own);
 
-    moevk_context_info info = {.instance = app.instance, .physical_device = app.physical,
-                               .device_handle = app.device, .queue_family_index = app.family,
+    moevk_context_info info = {.instance = app.instance,
+                               .physical_device = app.physical,
+                               .device_handle = app.device,
+                               .queue_family_index = app.family,
                                .get_instance_proc_addr = app.gipa};
     moevk_context *context = NULL;
     r_adopted = moevk_context_create(&info, &context);
@@ -345,7 +360,8 @@ static void test_adopted_device_routes_and_is_left_alive(void) {
     app_destroy(&app);
     CHECK(r_own == MOEVK_SUCCESS && r_adopted == MOEVK_SUCCESS, "routes: %s / %s",
           moevk_result_string(r_own), moevk_result_string(r_adopted));
-    CHECK(memcmp(ids, own_ids, sizeof ids) == 0 && memcmp(weights, own_weights, sizeof weights) == 0,
+    CHECK(memcmp(ids, own_ids, sizeof ids) == 0 &&
+              memcmp(weights, own_weights, sizeof weights) == 0,
           "the adopted device routes differently");
     CHECK(alive == VK_SUCCESS, "the application's device was disturbed");
 }
@@ -371,4 +387,6 @@ static const test_case TESTS[] = {
     {"adopting_needs_all_handles", test_adopting_needs_all_handles},
 };
 
-int main(int argc, char **argv) { return test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc, argv); }
+int main(int argc, char **argv) {
+    return test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc, argv);
+}

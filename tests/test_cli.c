@@ -25,7 +25,8 @@ static const char *path_in_work(const char *name) {
 /* Runs the CLI with arguments; returns its exit status, stderr captured in `message`. */
 static int run_cli(const char *arguments, char *message, size_t message_size) {
     char command[4096];
-    snprintf(command, sizeof command, "%s route %s 2>%s", cli_path, arguments, path_in_work("stderr.txt"));
+    snprintf(command, sizeof command, "%s route %s 2>%s", cli_path, arguments,
+             path_in_work("stderr.txt"));
     int status = system(command);
     message[0] = 0;
     FILE *f = fopen(path_in_work("stderr.txt"), "r");
@@ -70,14 +71,17 @@ static void test_route_writes_every_output(void) {
     CHECK(run_cli(args, message, sizeof message) == 0, "route failed: %s", message);
     npy_array dispatched, ids, weights, slots, counts;
     char error[512];
-    CHECK(npy_read(path_in_work("out/dispatched.npy"), &dispatched, error, sizeof error), "%s", error);
+    CHECK(npy_read(path_in_work("out/dispatched.npy"), &dispatched, error, sizeof error), "%s",
+          error);
     CHECK(dispatched.ndim == 3 && dispatched.shape[0] == E && dispatched.shape[2] == d,
           "dispatched shape");
     uint32_t C = (uint32_t)dispatched.shape[1];
     CHECK(C == (uint32_t)ceil(1.25 * T * k / E), "capacity %u", C);
     npy_write(path_in_work("expert_out.npy"), "<f4", 3, dispatched.shape, dispatched.data, 4);
-    snprintf(args + strlen(args), sizeof args - strlen(args), " --expert-out %s", path_in_work("expert_out.npy"));
-    CHECK(run_cli(args, message, sizeof message) == 0, "route with --expert-out failed: %s", message);
+    snprintf(args + strlen(args), sizeof args - strlen(args), " --expert-out %s",
+             path_in_work("expert_out.npy"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "route with --expert-out failed: %s",
+          message);
 
     CHECK(npy_read(path_in_work("out/expert_ids.npy"), &ids, error, sizeof error), "%s", error);
     CHECK(npy_read(path_in_work("out/weights.npy"), &weights, error, sizeof error), "%s", error);
@@ -96,7 +100,8 @@ static void test_route_writes_every_output(void) {
             float want = 0;
             for (uint32_t j = 0; j < k; ++j)
                 if (s[t * k + j] >= 0) want += w[t * k + j] * x[t * d + i];
-            CHECK(fabsf(y[t * d + i] - want) <= 1e-5f * fabsf(want) + 1e-6f, "combined[%u,%u]", t, i);
+            CHECK(fabsf(y[t * d + i] - want) <= 1e-5f * fabsf(want) + 1e-6f, "combined[%u,%u]", t,
+                  i);
         }
     FILE *f = fopen(path_in_work("out/stats.json"), "r");
     CHECK(f != NULL, "stats.json missing");
@@ -104,12 +109,18 @@ static void test_route_writes_every_output(void) {
     size_t n = fread(json, 1, sizeof json - 1, f);
     fclose(f);
     json[n] = 0;
-    CHECK(strstr(json, "\"aux_loss\"") && strstr(json, "\"z_loss\"") && strstr(json, "\"entropy\"") &&
-              strstr(json, "\"drop_fraction\"") && strstr(json, "\"nonfinite_rows\": 0") &&
-              strstr(json, "\"capacity\"") && strstr(json, "\"device\""),
+    CHECK(strstr(json, "\"aux_loss\"") && strstr(json, "\"z_loss\"") &&
+              strstr(json, "\"entropy\"") && strstr(json, "\"drop_fraction\"") &&
+              strstr(json, "\"nonfinite_rows\": 0") && strstr(json, "\"capacity\"") &&
+              strstr(json, "\"device\""),
           "stats.json lacks a field: %s", json);
-    npy_free(&dispatched); npy_free(&ids); npy_free(&weights); npy_free(&slots); npy_free(&counts);
-    npy_free(&combined); npy_free(&hidden_back);
+    npy_free(&dispatched);
+    npy_free(&ids);
+    npy_free(&weights);
+    npy_free(&slots);
+    npy_free(&counts);
+    npy_free(&combined);
+    npy_free(&hidden_back);
 }
 
 static void test_dropless_writes_offsets_and_compact_rows(void) {
@@ -120,17 +131,19 @@ static void test_dropless_writes_offsets_and_compact_rows(void) {
     npy_write(path_in_work("hidden_bf16.npy"), "<u2", 2, shape, hidden, 2);
     free(hidden);
     char args[1024], message[1024], error[512];
-    snprintf(args, sizeof args, "--logits %s --k 3 --dropless --pad-multiple 8 --hidden %s --out %s",
-             path_in_work("logits_dl.npy"), path_in_work("hidden_bf16.npy"), path_in_work("out_dl"));
+    snprintf(
+        args, sizeof args, "--logits %s --k 3 --dropless --pad-multiple 8 --hidden %s --out %s",
+        path_in_work("logits_dl.npy"), path_in_work("hidden_bf16.npy"), path_in_work("out_dl"));
     CHECK(run_cli(args, message, sizeof message) == 0, "dropless route failed: %s", message);
     npy_array offsets, dispatched;
     CHECK(npy_read(path_in_work("out_dl/offsets.npy"), &offsets, error, sizeof error), "%s", error);
-    CHECK(npy_read(path_in_work("out_dl/dispatched.npy"), &dispatched, error, sizeof error), "%s", error);
+    CHECK(npy_read(path_in_work("out_dl/dispatched.npy"), &dispatched, error, sizeof error), "%s",
+          error);
     const int32_t *o = offsets.data;
     CHECK(offsets.shape[0] == 6 && o[0] == 0, "offsets shape");
     for (int e = 0; e < 5; ++e) CHECK(o[e + 1] % 8 == 0 && o[e + 1] >= o[e], "offsets padded");
-    CHECK(dispatched.ndim == 2 && dispatched.shape[0] == (uint64_t)o[5] && dispatched.shape[1] == 6 &&
-              dispatched.type == NPY_BF16,
+    CHECK(dispatched.ndim == 2 && dispatched.shape[0] == (uint64_t)o[5] &&
+              dispatched.shape[1] == 6 && dispatched.type == NPY_BF16,
           "dropless dispatched shape [%llu, %llu]", (unsigned long long)dispatched.shape[0],
           (unsigned long long)dispatched.shape[1]);
     npy_free(&offsets);
@@ -140,7 +153,8 @@ static void test_dropless_writes_offsets_and_compact_rows(void) {
 static void test_nonfinite_rows_warn_and_exit_3(void) {
     write_logits("logits_nan.npy", 20, 4, 1);
     char args[1024], message[1024];
-    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("logits_nan.npy"), path_in_work("out_nan"));
+    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("logits_nan.npy"),
+             path_in_work("out_nan"));
     CHECK(run_cli(args, message, sizeof message) == 3, "expected exit 3: %s", message);
     CHECK(strstr(message, "warning") && strstr(message, "1 rows"), "warning missing: %s", message);
     CHECK(access(path_in_work("out_nan/expert_ids.npy"), F_OK) == 0, "outputs not written");
@@ -159,28 +173,35 @@ static void expect_rejected(const char *args, const char *file, const char *prob
 
 static void test_bad_files_get_one_line_and_exit_2(void) {
     char args[1024];
-    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("missing.npy"), path_in_work("o"));
+    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("missing.npy"),
+             path_in_work("o"));
     expect_rejected(args, "missing.npy", "cannot open");
 
     write_raw("garbage.npy", "hello world, not numpy", 22);
-    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("garbage.npy"), path_in_work("o"));
+    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("garbage.npy"),
+             path_in_work("o"));
     expect_rejected(args, "garbage.npy", "bad magic");
 
     int32_t ints[8] = {0};
     uint64_t shape[2] = {2, 4};
     npy_write(path_in_work("ints.npy"), "<i4", 2, shape, ints, 4);
-    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("ints.npy"), path_in_work("o"));
+    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("ints.npy"),
+             path_in_work("o"));
     expect_rejected(args, "ints.npy", "float32 or float16");
 
-    const char fortran[] = "\x93NUMPY\x01\x00\x46\x00{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }          \n"
+    const char fortran[] = "\x93NUMPY\x01\x00\x46\x00{'descr': '<f4', 'fortran_order': True, "
+                           "'shape': (2, 2), }          \n"
                            "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
     write_raw("fortran.npy", fortran, sizeof fortran - 1);
-    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("fortran.npy"), path_in_work("o"));
+    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("fortran.npy"),
+             path_in_work("o"));
     expect_rejected(args, "fortran.npy", "Fortran");
 
-    const char huge[] = "\x93NUMPY\x01\x00\x46\x00{'descr': '<f4', 'fortran_order': False, 'shape': (100000000, 1000), }\n";
+    const char huge[] = "\x93NUMPY\x01\x00\x46\x00{'descr': '<f4', 'fortran_order': False, "
+                        "'shape': (100000000, 1000), }\n";
     write_raw("huge.npy", huge, sizeof huge - 1);
-    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("huge.npy"), path_in_work("o"));
+    snprintf(args, sizeof args, "--logits %s --out %s", path_in_work("huge.npy"),
+             path_in_work("o"));
     expect_rejected(args, "huge.npy", "truncated");
 
     write_logits("logits4.npy", 10, 4, 0);
@@ -191,13 +212,16 @@ static void test_bad_files_get_one_line_and_exit_2(void) {
              path_in_work("bias3.npy"), path_in_work("o"));
     expect_rejected(args, "bias3.npy", "shape");
 
-    snprintf(args, sizeof args, "--logits %s --k 5 --out %s", path_in_work("logits4.npy"), path_in_work("o"));
+    snprintf(args, sizeof args, "--logits %s --k 5 --out %s", path_in_work("logits4.npy"),
+             path_in_work("o"));
     expect_rejected(args, NULL, "top_k");
 
-    snprintf(args, sizeof args, "--logits %s --temperature 0 --out %s", path_in_work("logits4.npy"), path_in_work("o"));
+    snprintf(args, sizeof args, "--logits %s --temperature 0 --out %s", path_in_work("logits4.npy"),
+             path_in_work("o"));
     expect_rejected(args, NULL, "temperature");
 
-    snprintf(args, sizeof args, "--logits %s --capacity -3 --out %s", path_in_work("logits4.npy"), path_in_work("o"));
+    snprintf(args, sizeof args, "--logits %s --capacity -3 --out %s", path_in_work("logits4.npy"),
+             path_in_work("o"));
     expect_rejected(args, NULL, "capacity");
 }
 

@@ -19,18 +19,32 @@ static void run(const char *name, moevk_router_info info, uint32_t T, logits_pat
     check_route_case(&c);
 }
 
-static void test_softmax_top2_random(void) { run("softmax top-2", base(8, 2, 1000, 12), 1000, LOGITS_RANDOM, 0, 1); }
-static void test_ties_go_to_the_lower_expert(void) { run("ties", base(16, 4, 777, 8), 777, LOGITS_TIES, 0, 1); }
-static void test_neg_inf_masks_experts(void) { run("masks", base(12, 5, 500, 4), 500, LOGITS_MASKED, 1, 1); }
-static void test_nonfinite_rows_are_routed_nowhere(void) { run("nonfinite", base(8, 2, 600, 6), 600, LOGITS_NONFINITE, 0, 1); }
+static void test_softmax_top2_random(void) {
+    run("softmax top-2", base(8, 2, 1000, 12), 1000, LOGITS_RANDOM, 0, 1);
+}
+static void test_ties_go_to_the_lower_expert(void) {
+    run("ties", base(16, 4, 777, 8), 777, LOGITS_TIES, 0, 1);
+}
+static void test_neg_inf_masks_experts(void) {
+    run("masks", base(12, 5, 500, 4), 500, LOGITS_MASKED, 1, 1);
+}
+static void test_nonfinite_rows_are_routed_nowhere(void) {
+    run("nonfinite", base(8, 2, 600, 6), 600, LOGITS_NONFINITE, 0, 1);
+}
 static void test_huge_logits(void) { run("huge", base(10, 3, 400, 5), 400, LOGITS_HUGE, 0, 1); }
-static void test_bias_changes_selection_not_weights(void) { run("bias", base(32, 4, 900, 16), 900, LOGITS_RANDOM, 1, 1); }
+static void test_bias_changes_selection_not_weights(void) {
+    run("bias", base(32, 4, 900, 16), 900, LOGITS_RANDOM, 1, 1);
+}
 static void test_zero_tokens(void) { run("T=0", base(8, 2, 16, 8), 0, LOGITS_RANDOM, 0, 1); }
 static void test_one_token(void) { run("T=1", base(8, 2, 16, 8), 1, LOGITS_RANDOM, 1, 1); }
 static void test_one_expert(void) { run("E=1", base(1, 1, 333, 7), 333, LOGITS_RANDOM, 0, 1); }
 static void test_k_equals_e(void) { run("k=E", base(6, 6, 301, 9), 301, LOGITS_TIES, 1, 1); }
-static void test_k16_of_512_experts(void) { run("E=512 k=16", base(512, 16, 257, 0), 257, LOGITS_RANDOM, 1, 0); }
-static void test_1024_experts(void) { run("E=1024 k=8", base(1024, 8, 130, 4), 130, LOGITS_MASKED, 0, 1); }
+static void test_k16_of_512_experts(void) {
+    run("E=512 k=16", base(512, 16, 257, 0), 257, LOGITS_RANDOM, 1, 0);
+}
+static void test_1024_experts(void) {
+    run("E=1024 k=8", base(1024, 8, 130, 4), 130, LOGITS_MASKED, 0, 1);
+}
 static void test_odd_sizes(void) { run("odd", base(13, 3, 1237, 13), 1237, LOGITS_RANDOM, 1, 1); }
 
 static void test_sigmoid_renormalized_scaled(void) {
@@ -125,7 +139,9 @@ static void test_dropless_unpadded_masked(void) {
     run("dropless", info, 500, LOGITS_MASKED, 0, 1);
 }
 
-static void test_fewer_tokens_than_max(void) { run("T < max", base(8, 2, 4096, 4), 1500, LOGITS_RANDOM, 0, 1); }
+static void test_fewer_tokens_than_max(void) {
+    run("T < max", base(8, 2, 4096, 4), 1500, LOGITS_RANDOM, 0, 1);
+}
 
 static void test_large_batch_2_20_tokens(void) {
     run("T=2^20", base(8, 2, 1u << 20, 0), 1u << 20, LOGITS_RANDOM, 1, 0);
@@ -171,4 +187,6 @@ static const test_case TESTS[] = {
     {"large_batch_score_policy", test_large_batch_score_policy},
 };
 
-int main(int argc, char **argv) { return test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc, argv); }
+int main(int argc, char **argv) {
+    return test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc, argv);
+}
