@@ -68,6 +68,17 @@ moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode
         if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateDevice");
         context->owns_device = 1;
     }
+    uint32_t family_count = 0;
+    VkQueueFamilyProperties families[32];
+    vki->vkGetPhysicalDeviceQueueFamilyProperties(context->physical_device, &family_count, NULL);
+    if (family_count > 32) family_count = 32;
+    vki->vkGetPhysicalDeviceQueueFamilyProperties(context->physical_device, &family_count,
+                                                  families);
+    if (context->queue_family >= family_count ||
+        !(families[context->queue_family].queueFlags & VK_QUEUE_COMPUTE_BIT))
+        return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT,
+                            "queue family %u is not a compute queue family", context->queue_family);
+    context->timestamp_valid_bits = families[context->queue_family].timestampValidBits;
     loader_load_device(&context->vk, context->device, gdpa);
     context->vk.vkGetDeviceQueue(context->device, context->queue_family, context->queue_index,
                                  &context->queue);

@@ -65,6 +65,7 @@ struct moevk_context {
     moevk_device_info info;
     VkPhysicalDeviceMemoryProperties memory;
     VkPhysicalDeviceLimits limits;
+    uint32_t timestamp_valid_bits; /* of the queue family; 0: no timestamps */
     VkDescriptorSetLayout set_layout;
     VkPipelineLayout pipeline_layout;
     VkPipelineCache pipeline_cache;
@@ -166,9 +167,11 @@ struct moevk_router {
     VkCommandPool command_pool;
     VkCommandBuffer command_buffer;
     VkFence fence;
+    VkQueryPool timestamps; /* when profiling: TIMESTAMP_COUNT queries */
     uint64_t max_dispatched_rows;
     /* The last route, kept for combine. */
     int routed;
+    int combined; /* a combine ran since the last route */
     route_params last;
 };
 
@@ -176,6 +179,18 @@ struct moevk_router {
 void router_plan(const moevk_router *router, uint32_t num_tokens, route_params *params);
 /* Checks options; writes the reason to the context on failure. */
 moevk_result router_check_info(moevk_context *context, const moevk_router_info *info);
+
+/* Timestamp queries of a profiling router, written between stages. */
+enum timestamp_point {
+    TIMESTAMP_ROUTE_START,
+    TIMESTAMP_AFTER_TOPK,
+    TIMESTAMP_AFTER_BUCKETING,
+    TIMESTAMP_AFTER_DISPATCH,
+    TIMESTAMP_ROUTE_END,
+    TIMESTAMP_COMBINE_START,
+    TIMESTAMP_COMBINE_END,
+    TIMESTAMP_COUNT
+};
 
 /* ---- record.c: recording the stages into the router's command buffer ---- */
 void record_route(moevk_router *router, const route_params *params, int with_dispatch);

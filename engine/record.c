@@ -38,12 +38,26 @@ static uint32_t grid_for(const moevk_router *router, uint64_t items) {
     return groups ? (uint32_t)groups : 1;
 }
 
+static void timestamp(moevk_router *router, enum timestamp_point point) {
+    if (!router->timestamps) return;
+    router->context->vk.vkCmdWriteTimestamp(
+        router->command_buffer, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, router->timestamps, point);
+}
+
+static void reset_timestamps(moevk_router *router, uint32_t first, uint32_t count) {
+    if (!router->timestamps) return;
+    router->context->vk.vkCmdResetQueryPool(router->command_buffer, router->timestamps, first,
+                                            count);
+}
+
 void record_route(moevk_router *router, const route_params *params, int with_dispatch) {
     const struct VolkDeviceTable *vk = &router->context->vk;
     VkCommandBuffer cmd = router->command_buffer;
     vk->vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
                                 router->context->pipeline_layout, 0, 1, &router->descriptor_set, 0,
                                 NULL);
+    reset_timestamps(router, TIMESTAMP_ROUTE_START, TIMESTAMP_ROUTE_END + 1);
+    timestamp(router, TIMESTAMP_ROUTE_START);
     /* Rows nobody fills gather from token -1 (zeros); counts start at zero. */
     vk->vkCmdFillBuffer(cmd, router->buffers[BINDING_ROW_TOKEN].buffer, 0, VK_WHOLE_SIZE,
                         0xFFFFFFFFu);
@@ -53,6 +67,7 @@ void record_route(moevk_router *router, const route_params *params, int with_dis
     if (params->num_tokens > 0) {
         run_stage(router, STAGE_SCORES_TOPK, params, grid_for(router, params->num_tokens));
         compute_to_compute(router);
+        timestamp(router, TIMESTAMP_AFTER_TOPK);
         run_stage(router, STAGE_BUCKET_COUNT, params, params->num_blocks);
         compute_to_compute(router);
         run_stage(router, STAGE_BUCKET_SCAN, params, params->num_experts);
@@ -63,11 +78,15 @@ void record_route(moevk_router *router, const route_params *params, int with_dis
             run_stage(router, STAGE_SCORE_SELECT, params, params->num_experts);
             compute_to_compute(router);
         }
+    } else {
+        timestamp(router, TIMESTAMP_AFTER_TOPK);
     }
+    timestamp(router, TIMESTAMP_AFTER_BUCKETING);
     if (with_dispatch) {
         uint64_t elements = (uint64_t)params->dispatched_rows * params->hidden_size;
         run_stage(router, STAGE_DISPATCH, params, grid_for(router, elements / 4 + 1));
     }
+    timestamp(router, TIMESTAMP_AFTER_DISPATCH);
     route_params partial = *params;
     partial.phase = 0;
     if (params->stat_blocks > 0) {
@@ -77,6 +96,7 @@ void record_route(moevk_router *router, const route_params *params, int with_dis
     route_params final = *params;
     final.phase = 1;
     run_stage(router, STAGE_STATS, &final, 1);
+    timestamp(router, TIMESTAMP_ROUTE_END);
 }
 
 void record_combine(moevk_router *router, const route_params *params) {
@@ -84,6 +104,9 @@ void record_combine(moevk_router *router, const route_params *params) {
     vk->vkCmdBindDescriptorSets(router->command_buffer, VK_PIPELINE_BIND_POINT_COMPUTE,
                                 router->context->pipeline_layout, 0, 1, &router->descriptor_set, 0,
                                 NULL);
+    reset_timestamps(router, TIMESTAMP_COMBINE_START, 2);
+    timestamp(router, TIMESTAMP_COMBINE_START);
     uint64_t elements = (uint64_t)params->num_tokens * params->hidden_size;
     if (elements > 0) run_stage(router, STAGE_COMBINE, params, grid_for(router, elements / 4 + 1));
+    timestamp(router, TIMESTAMP_COMBINE_END);
 }

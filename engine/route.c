@@ -100,6 +100,7 @@ moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
     params.dispatched_rows = stats.dispatched_rows;
     router->last = params;
     router->routed = 1;
+    router->combined = 0;
     return MOEVK_SUCCESS;
 }
 
@@ -119,5 +120,7 @@ moevk_result moevk_combine(moevk_router *router, const void *expert_out, void *c
     transfer_uploads_done(&plan);
     record_combine(router, params);
     transfer_download(&plan, BINDING_COMBINED, combined, params->num_tokens * row_bytes);
-    return transfer_finish(&plan);
+    r = transfer_finish(&plan);
+    router->combined = r == MOEVK_SUCCESS;
+    return r;
 }

@@ -247,6 +247,14 @@ static moevk_result create_commands(moevk_router *router) {
                                                .commandBufferCount = 1};
     vr = vk->vkAllocateCommandBuffers(context->device, &buffer_info, &router->command_buffer);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkAllocateCommandBuffers");
+    if (router->info.profile && context->timestamp_valid_bits > 0) {
+        VkQueryPoolCreateInfo query_info = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                            .queryType = VK_QUERY_TYPE_TIMESTAMP,
+                                            .queryCount = TIMESTAMP_COUNT};
+        vr = vk->vkCreateQueryPool(context->device, &query_info, context->allocator,
+                                   &router->timestamps);
+        if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateQueryPool");
+    }
     VkFenceCreateInfo fence_info = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     vr = vk->vkCreateFence(context->device, &fence_info, context->allocator, &router->fence);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateFence");
@@ -296,6 +304,8 @@ void moevk_router_destroy(moevk_router *router) {
     const struct VolkDeviceTable *vk = &context->vk;
     /* Every call waits for its own work, so nothing of the router's is in flight here. */
     if (router->fence) vk->vkDestroyFence(context->device, router->fence, context->allocator);
+    if (router->timestamps)
+        vk->vkDestroyQueryPool(context->device, router->timestamps, context->allocator);
     if (router->command_pool)
         vk->vkDestroyCommandPool(context->device, router->command_pool, context->allocator);
     for (int s = 0; s < STAGE_COUNT; ++s)

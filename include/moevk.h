@@ -200,6 +200,8 @@ typedef struct moevk_router_info {
     uint32_t pad_multiple;     /* DROPLESS mode: pad each expert's block to a multiple of
                                   this many rows; 0 or 1: no padding */
     moevk_drop_policy drop_policy; /* default POSITION */
+    int profile;               /* default 0: non-zero writes GPU timestamps between stages
+                                  (a small cost); read them with moevk_router_timings */
 } moevk_router_info;
 
 #define MOEVK_MAX_EXPERTS 1024u
@@ -270,6 +272,20 @@ MOEVK_API moevk_result moevk_route(moevk_router *router, const moevk_route_input
  * DEVICE_LOST, VULKAN. */
 MOEVK_API moevk_result moevk_combine(moevk_router *router, const void *expert_out,
                                      void *combined);
+
+/* GPU time of each stage of the router's last route and last combine, from timestamp queries. */
+typedef struct moevk_timings {
+    double scores_topk_ms; /* scores and top-k selection */
+    double bucketing_ms;   /* counts, prefix sums, slots (and the score policy's selection) */
+    double dispatch_ms;    /* gathering rows (0 without hidden states) */
+    double stats_ms;       /* statistics reductions */
+    double route_ms;       /* all of the route's stages, uploads and downloads excluded */
+    double combine_ms;     /* the last combine */
+} moevk_timings;
+
+/* Reads the timings of the last route and combine. Errors: UNSUPPORTED when the router was
+ * created without profile or the queue has no timestamps; INVALID_ARGUMENT before any route. */
+MOEVK_API moevk_result moevk_router_timings(moevk_router *router, moevk_timings *timings);
 
 #ifdef __cplusplus
 }

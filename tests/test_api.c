@@ -373,7 +373,47 @@ static void test_adopting_needs_all_handles(void) {
           "partial adoption accepted");
 }
 
+static void test_profiling_router_reports_stage_times(void) {
+    moevk_router_info info = small_info();
+    info.profile = 1;
+    moevk_router *router = NULL, *plain = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    info.profile = 0;
+    moevk_result plain_created = moevk_router_create(test_context(), &info, &plain);
+    float logits[64 * 8], hidden[64 * 4], combined[64 * 4];
+    for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
+    for (int i = 0; i < 64 * 4; ++i) hidden[i] = rng_normal();
+    float *dispatched = calloc(moevk_router_max_dispatched_rows(router) * 4, sizeof(float));
+    moevk_route_input input = {64, logits, NULL, hidden};
+    moevk_route_output output = {.dispatched = dispatched};
+    moevk_timings before, timings, none;
+    moevk_result early = moevk_router_timings(router, &before);
+    moevk_result r = moevk_route(router, &input, &output);
+    if (r == MOEVK_SUCCESS) r = moevk_combine(router, dispatched, combined);
+    moevk_result read = moevk_router_timings(router, &timings);
+    moevk_result unsupported = MOEVK_ERROR_UNSUPPORTED;
+    if (plain_created == MOEVK_SUCCESS && moevk_route(plain, &input, &output) == MOEVK_SUCCESS)
+        unsupported = moevk_router_timings(plain, &none);
+    free(dispatched);
+    moevk_router_destroy(router);
+    moevk_router_destroy(plain);
+    CHECK(early == MOEVK_ERROR_INVALID_ARGUMENT, "timings before a route: %s",
+          moevk_result_string(early));
+    CHECK(r == MOEVK_SUCCESS && read == MOEVK_SUCCESS, "route/timings: %s / %s",
+          moevk_result_string(r), moevk_result_string(read));
+    CHECK(unsupported == MOEVK_ERROR_UNSUPPORTED, "timings without profile: %s",
+          moevk_result_string(unsupported));
+    double parts =
+        timings.scores_topk_ms + timings.bucketing_ms + timings.dispatch_ms + timings.stats_ms;
+    CHECK(timings.scores_topk_ms >= 0 && timings.bucketing_ms >= 0 && timings.dispatch_ms >= 0 &&
+              timings.stats_ms >= 0 && timings.combine_ms > 0 && timings.route_ms > 0,
+          "stage times %g %g %g %g %g", timings.scores_topk_ms, timings.bucketing_ms,
+          timings.dispatch_ms, timings.stats_ms, timings.combine_ms);
+    CHECK(fabs(parts - timings.route_ms) <= 1e-6 * timings.route_ms + 1e-9, "stages do not add up");
+}
+
 static const test_case TESTS[] = {
+    {"profiling_router_reports_stage_times", test_profiling_router_reports_stage_times},
     {"version_matches_header", test_version_matches_header},
     {"every_result_has_a_name", test_every_result_has_a_name},
     {"destroying_null_is_a_no_op", test_destroying_null_is_a_no_op},

@@ -1,0 +1,46 @@
+/* moevk_router_timings: stage times of a profiling router from its timestamp queries. */
+#include <string.h>
+
+#include "internal.h"
+
+static double span_ms(const moevk_router *router, const uint64_t *ticks, int from, int to) {
+    const moevk_context *context = router->context;
+    uint64_t mask = context->timestamp_valid_bits >= 64
+                        ? UINT64_MAX
+                        : (((uint64_t)1 << context->timestamp_valid_bits) - 1);
+    uint64_t delta = (ticks[to] - ticks[from]) & mask; /* wraps within the valid bits */
+    return (double)delta * context->limits.timestampPeriod * 1e-6;
+}
+
+moevk_result moevk_router_timings(moevk_router *router, moevk_timings *timings) {
+    if (!router || !timings) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_context *context = router->context;
+    memset(timings, 0, sizeof *timings);
+    if (!router->timestamps)
+        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
+                            router->info.profile ? "the queue has no timestamps"
+                                                 : "the router was created without profile");
+    if (!router->routed)
+        return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "no route has run yet");
+    uint64_t ticks[TIMESTAMP_COUNT] = {0};
+    VkResult vr = context->vk.vkGetQueryPoolResults(
+        context->device, router->timestamps, 0, TIMESTAMP_ROUTE_END + 1, sizeof ticks, ticks,
+        sizeof ticks[0], VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkGetQueryPoolResults");
+    timings->scores_topk_ms = span_ms(router, ticks, TIMESTAMP_ROUTE_START, TIMESTAMP_AFTER_TOPK);
+    timings->bucketing_ms = span_ms(router, ticks, TIMESTAMP_AFTER_TOPK, TIMESTAMP_AFTER_BUCKETING);
+    timings->dispatch_ms =
+        span_ms(router, ticks, TIMESTAMP_AFTER_BUCKETING, TIMESTAMP_AFTER_DISPATCH);
+    timings->stats_ms = span_ms(router, ticks, TIMESTAMP_AFTER_DISPATCH, TIMESTAMP_ROUTE_END);
+    timings->route_ms = span_ms(router, ticks, TIMESTAMP_ROUTE_START, TIMESTAMP_ROUTE_END);
+    if (router->combined) {
+        vr = context->vk.vkGetQueryPoolResults(context->device, router->timestamps,
+                                               TIMESTAMP_COMBINE_START, 2, 2 * sizeof ticks[0],
+                                               ticks + TIMESTAMP_COMBINE_START, sizeof ticks[0],
+                                               VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+        if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkGetQueryPoolResults");
+        timings->combine_ms =
+            span_ms(router, ticks, TIMESTAMP_COMBINE_START, TIMESTAMP_COMBINE_END);
+    }
+    return MOEVK_SUCCESS;
+}
