@@ -19,14 +19,35 @@ static void compute_to_compute(moevk_router *router) {
     record_barrier(router, COMPUTE, VK_ACCESS_SHADER_WRITE_BIT, COMPUTE, SHADER_RW);
 }
 
-static void run_stage(moevk_router *router, stage which, const route_params *params,
-                      uint32_t groups) {
+static void run_stage_2d(moevk_router *router, stage which, const route_params *params,
+                         uint32_t groups_x, uint32_t groups_y) {
     const struct VolkDeviceTable *vk = &router->context->vk;
     VkCommandBuffer cmd = router->command_buffer;
     vk->vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, router->pipelines[which]);
     vk->vkCmdPushConstants(cmd, router->context->pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
                            sizeof *params, params);
-    vk->vkCmdDispatch(cmd, groups, 1, 1);
+    vk->vkCmdDispatch(cmd, groups_x, groups_y, 1);
+}
+
+static void run_stage(moevk_router *router, stage which, const route_params *params,
+                      uint32_t groups) {
+    run_stage_2d(router, which, params, groups, 1);
+}
+
+/* A 2D grid for row-wise stages: x covers a row's units (at most 64 workgroups), y the rows. */
+static void run_rows_stage(moevk_router *router, stage which, const route_params *params,
+                           uint64_t rows) {
+    const VkPhysicalDeviceLimits *limits = &router->context->limits;
+    uint64_t row_bytes = (uint64_t)params->hidden_size * dtype_bytes(router->info.hidden_type);
+    uint64_t unit = row_bytes % 16 == 0 ? 16 : 4;
+    uint64_t x = (row_bytes / unit + WORKGROUP_SIZE - 1) / WORKGROUP_SIZE;
+    uint64_t y = rows;
+    if (x > 64) x = 64;
+    if (x < 1) x = 1;
+    if (y > limits->maxComputeWorkGroupCount[1]) y = limits->maxComputeWorkGroupCount[1];
+    if (y > 65535) y = 65535;
+    if (y < 1) y = 1;
+    run_stage_2d(router, which, params, (uint32_t)x, (uint32_t)y);
 }
 
 /* Workgroups for a grid-stride loop over `items`: enough to fill the device, within limits. */
@@ -83,8 +104,7 @@ void record_route(moevk_router *router, const route_params *params, int with_dis
     }
     timestamp(router, TIMESTAMP_AFTER_BUCKETING);
     if (with_dispatch) {
-        uint64_t elements = (uint64_t)params->dispatched_rows * params->hidden_size;
-        run_stage(router, STAGE_DISPATCH, params, grid_for(router, elements / 4 + 1));
+        run_rows_stage(router, STAGE_DISPATCH, params, params->dispatched_rows);
     }
     timestamp(router, TIMESTAMP_AFTER_DISPATCH);
     route_params partial = *params;
@@ -106,7 +126,7 @@ void record_combine(moevk_router *router, const route_params *params) {
                                 NULL);
     reset_timestamps(router, TIMESTAMP_COMBINE_START, 2);
     timestamp(router, TIMESTAMP_COMBINE_START);
-    uint64_t elements = (uint64_t)params->num_tokens * params->hidden_size;
-    if (elements > 0) run_stage(router, STAGE_COMBINE, params, grid_for(router, elements / 4 + 1));
+    if (params->num_tokens > 0 && params->hidden_size > 0)
+        run_rows_stage(router, STAGE_COMBINE, params, params->num_tokens);
     timestamp(router, TIMESTAMP_COMBINE_END);
 }

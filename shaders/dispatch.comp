@@ -2,8 +2,8 @@
 #extension GL_GOOGLE_include_directive : require
 // Dispatch: gathers token rows into the expert-major buffer. Row r of `dispatched` is
 // hidden[row_token[r]], or zeros where row_token[r] is -1 (an unfilled slot or padding).
-// Rows are copied bit for bit whatever the dtype. Grid: any 1D size; a grid-stride loop covers
-// dispatched_rows * d elements in the widest unit the row length allows.
+// Rows are copied bit for bit whatever the dtype, in the widest unit the row length allows.
+// Grid: any 2D size; y strides over rows, x over a row's units.
 #include "common.glsl"
 #include "rows.glsl"
 
@@ -20,26 +20,30 @@ uint source_half(uint row, uint col) {
 
 void main() {
     uint unit = unit_bytes();
-    uint stride = grid_invocations();
     if (unit != 0u) {
+        // Rows along y (one row's token read once), units of a row along x: no division.
         uint per_row = row_bytes() / unit;
-        uint total = P.dispatched_rows * per_row;
-        for (uint u = gl_GlobalInvocationID.x; u < total; u += stride) {
-            uint row = u / per_row;
-            uint col = u - row * per_row;
+        uint column_stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+        for (uint row = gl_WorkGroupID.y; row < P.dispatched_rows; row += gl_NumWorkGroups.y) {
             int token = row_token[row];
-            uint source = uint(token) * per_row + col;
-            if (unit == 16u)
-                dispatched_vec4[u] = token < 0 ? uvec4(0u) : hidden_vec4[source];
-            else
-                dispatched_words[u] = token < 0 ? 0u : hidden_words[source];
+            uint destination = row * per_row;
+            uint source = uint(max(token, 0)) * per_row;
+            for (uint col = gl_GlobalInvocationID.x; col < per_row; col += column_stride) {
+                if (unit == 16u)
+                    dispatched_vec4[destination + col] = token < 0 ? uvec4(0u) : hidden_vec4[source + col];
+                else
+                    dispatched_words[destination + col] = token < 0 ? 0u : hidden_words[source + col];
+            }
         }
         return;
     }
     // 16-bit elements, odd d: each output word holds two elements, maybe of two rows.
+    uint stride = gl_NumWorkGroups.x * gl_NumWorkGroups.y * gl_WorkGroupSize.x;
+    uint first_invocation = (gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x) * gl_WorkGroupSize.x +
+                            gl_LocalInvocationID.x;
     uint elements = P.dispatched_rows * P.hidden_size;
     uint words = (elements + 1u) / 2u;
-    for (uint w = gl_GlobalInvocationID.x; w < words; w += stride) {
+    for (uint w = first_invocation; w < words; w += stride) {
         uint first = 2u * w;
         uint low = source_half(first / P.hidden_size, first % P.hidden_size);
         uint high = 0u;

@@ -1,0 +1,71 @@
+/* moevk-bench: shared declarations of its parts (device ceilings, the sweep, the reports). */
+#ifndef MOEVK_BENCH_H
+#define MOEVK_BENCH_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <volk.h>
+
+#include "moevk.h"
+
+/* The application side of the bench: its own instance and device through volk's globals, as an
+ * application that uses volk would, handed to moevk by adoption. */
+typedef struct bench_device {
+    VkInstance instance;
+    VkPhysicalDevice physical;
+    VkDevice device;
+    VkQueue queue;
+    uint32_t family;
+    uint32_t timestamp_bits;
+    float timestamp_period;
+    VkPhysicalDeviceProperties properties;
+    char driver_name[256], driver_info[256];
+    uint32_t subgroup_size;
+} bench_device;
+
+typedef struct ceilings {
+    double copy_gbps;      /* bytes read + written per second by a large device-local copy */
+    double copy_bytes;     /* size of that copy */
+    double launch_ms;      /* one empty dispatch, submitted alone */
+    double context_cold_ms; /* first moevk context + router creation in the process */
+    double context_warm_ms; /* the same again (driver caches warm) */
+    double first_route_ms;  /* first route of a new router, wall clock */
+} ceilings;
+
+typedef struct stage_figures {
+    double median_ms, low_ms, high_ms; /* median and the 10th/90th percentiles */
+    double bytes;                      /* napkin bytes moved */
+} stage_figures;
+
+enum { STAGE_TOPK, STAGE_BUCKET, STAGE_DISPATCH, STAGE_COMBINE, STAGE_STATS, STAGE_ROUTE, STAGE_N };
+extern const char *const STAGE_NAMES[STAGE_N];
+
+typedef struct bench_case {
+    uint32_t T, E, k, d;
+    moevk_dtype dtype;
+    int policy; /* 0 position, 1 score, 2 dropless */
+    /* results */
+    int ran;
+    char skipped[160];
+    uint32_t capacity;
+    stage_figures stages[STAGE_N];
+} bench_case;
+
+int bench_device_open(uint32_t index, bench_device *out, char *error, size_t error_size);
+void bench_device_close(bench_device *device);
+uint32_t bench_device_count(void);
+/* Copy bandwidth and launch floor, measured with timestamps on the bench's own queue. */
+int measure_ceilings(bench_device *device, ceilings *out, char *error, size_t error_size);
+/* Runs one case: warm-up, then `repeats` timed routes and combines over rotating routers. */
+void run_case(moevk_context *context, bench_case *c, int warmup, int repeats);
+
+void report_table(FILE *out, const bench_device *device, const ceilings *ceil, const bench_case *cases,
+                  int count);
+int report_json(const char *path, const bench_device *device, const ceilings *ceil,
+                const bench_case *cases, int count);
+int report_svg(const char *path, const bench_device *device, const bench_case *cases, int count);
+const char *policy_name(int policy);
+const char *dtype_name(moevk_dtype dtype);
+
+#endif

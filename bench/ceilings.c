@@ -1,0 +1,179 @@
+/* The device's own ceilings, measured in the same run as the routing: a large device-local
+ * buffer copy (bytes read + written per second) and one empty dispatch (the launch floor). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "empty.spv.h"
+
+#define REPEATS 15
+
+typedef struct scratch {
+    VkCommandPool pool;
+    VkCommandBuffer cmd;
+    VkQueryPool queries;
+    VkFence fence;
+} scratch;
+
+static int compare_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *values, int n) {
+    qsort(values, n, sizeof *values, compare_double);
+    return values[n / 2];
+}
+
+static int find_memory(const bench_device *device, uint32_t allowed, VkMemoryPropertyFlags want) {
+    VkPhysicalDeviceMemoryProperties memory;
+    vkGetPhysicalDeviceMemoryProperties(device->physical, &memory);
+    for (uint32_t i = 0; i < memory.memoryTypeCount; ++i)
+        if ((allowed & (1u << i)) && (memory.memoryTypes[i].propertyFlags & want) == want)
+            return (int)i;
+    return -1;
+}
+
+static int make_buffer(const bench_device *device, VkDeviceSize size, VkBuffer *buffer,
+                       VkDeviceMemory *memory) {
+    VkBufferCreateInfo info = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+                               .size = size,
+                               .usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                                        VK_BUFFER_USAGE_TRANSFER_DST_BIT};
+    if (vkCreateBuffer(device->device, &info, NULL, buffer) != VK_SUCCESS) return 0;
+    VkMemoryRequirements needs;
+    vkGetBufferMemoryRequirements(device->device, *buffer, &needs);
+    int type = find_memory(device, needs.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+    VkMemoryAllocateInfo allocate = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+                                     .allocationSize = needs.size,
+                                     .memoryTypeIndex = (uint32_t)type};
+    if (type < 0 || vkAllocateMemory(device->device, &allocate, NULL, memory) != VK_SUCCESS) return 0;
+    return vkBindBufferMemory(device->device, *buffer, *memory, 0) == VK_SUCCESS;
+}
+
+/* Records `body` between two timestamps, submits, waits, returns milliseconds. */
+static double timed(const bench_device *device, scratch *s, void (*body)(VkCommandBuffer, void *),
+                    void *user) {
+    vkResetCommandBuffer(s->cmd, 0);
+    VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                      .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+    vkBeginCommandBuffer(s->cmd, &begin);
+    vkCmdResetQueryPool(s->cmd, s->queries, 0, 2);
+    vkCmdWriteTimestamp(s->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, s->queries, 0);
+    body(s->cmd, user);
+    vkCmdWriteTimestamp(s->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, s->queries, 1);
+    vkEndCommandBuffer(s->cmd);
+    VkSubmitInfo submit = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+                           .commandBufferCount = 1,
+                           .pCommandBuffers = &s->cmd};
+    vkQueueSubmit(device->queue, 1, &submit, s->fence);
+    vkWaitForFences(device->device, 1, &s->fence, VK_TRUE, UINT64_MAX);
+    vkResetFences(device->device, 1, &s->fence);
+    uint64_t ticks[2] = {0, 0};
+    vkGetQueryPoolResults(device->device, s->queries, 0, 2, sizeof ticks, ticks, sizeof ticks[0],
+                          VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+    uint64_t mask = device->timestamp_bits >= 64 ? UINT64_MAX
+                                                 : ((uint64_t)1 << device->timestamp_bits) - 1;
+    return (double)((ticks[1] - ticks[0]) & mask) * device->timestamp_period * 1e-6;
+}
+
+typedef struct copy_job {
+    VkBuffer from, to;
+    VkDeviceSize size;
+} copy_job;
+
+static void record_copy(VkCommandBuffer cmd, void *user) {
+    copy_job *job = user;
+    VkBufferCopy region = {0, 0, job->size};
+    vkCmdCopyBuffer(cmd, job->from, job->to, 1, &region);
+}
+
+typedef struct empty_job {
+    VkPipeline pipeline;
+} empty_job;
+
+static void record_empty(VkCommandBuffer cmd, void *user) {
+    empty_job *job = user;
+    vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, job->pipeline);
+    vkCmdDispatch(cmd, 1, 1, 1);
+}
+
+int measure_ceilings(bench_device *device, ceilings *out, char *error, size_t error_size) {
+    memset(out, 0, sizeof *out);
+    if (device->timestamp_bits == 0) {
+        snprintf(error, error_size, "the compute queue has no timestamps: no GPU times on this device");
+        return 0;
+    }
+    scratch s = {0};
+    VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+                                         .queueFamilyIndex = device->family};
+    vkCreateCommandPool(device->device, &pool_info, NULL, &s.pool);
+    VkCommandBufferAllocateInfo cmd_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                            .commandPool = s.pool,
+                                            .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                            .commandBufferCount = 1};
+    vkAllocateCommandBuffers(device->device, &cmd_info, &s.cmd);
+    VkQueryPoolCreateInfo query_info = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                        .queryType = VK_QUERY_TYPE_TIMESTAMP,
+                                        .queryCount = 2};
+    vkCreateQueryPool(device->device, &query_info, NULL, &s.queries);
+    VkFenceCreateInfo fence_info = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    vkCreateFence(device->device, &fence_info, NULL, &s.fence);
+
+    /* Copy: 256 MiB on a GPU, 64 MiB on a CPU device, halved until it allocates. */
+    copy_job copy = {0};
+    copy.size = device->properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64u << 20 : 256u << 20;
+    VkDeviceMemory memory_a = VK_NULL_HANDLE, memory_b = VK_NULL_HANDLE;
+    while (copy.size >= (1u << 20) && (!make_buffer(device, copy.size, &copy.from, &memory_a) ||
+                                       !make_buffer(device, copy.size, &copy.to, &memory_b))) {
+        vkDestroyBuffer(device->device, copy.from, NULL);
+        vkDestroyBuffer(device->device, copy.to, NULL);
+        vkFreeMemory(device->device, memory_a, NULL);
+        vkFreeMemory(device->device, memory_b, NULL);
+        copy.from = copy.to = VK_NULL_HANDLE;
+        memory_a = memory_b = VK_NULL_HANDLE;
+        copy.size /= 2;
+    }
+    double times[REPEATS];
+    if (copy.from) {
+        timed(device, &s, record_copy, &copy); /* warm-up */
+        for (int i = 0; i < REPEATS; ++i) times[i] = timed(device, &s, record_copy, &copy);
+        out->copy_bytes = 2.0 * (double)copy.size;
+        out->copy_gbps = out->copy_bytes / (median(times, REPEATS) * 1e-3) * 1e-9;
+    }
+    vkDestroyBuffer(device->device, copy.from, NULL);
+    vkDestroyBuffer(device->device, copy.to, NULL);
+    vkFreeMemory(device->device, memory_a, NULL);
+    vkFreeMemory(device->device, memory_b, NULL);
+
+    /* Launch floor: one empty dispatch. */
+    VkShaderModuleCreateInfo module_info = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+                                            .codeSize = sizeof empty_spv,
+                                            .pCode = empty_spv};
+    VkShaderModule module;
+    vkCreateShaderModule(device->device, &module_info, NULL, &module);
+    VkPipelineLayoutCreateInfo layout_info = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
+    VkPipelineLayout layout;
+    vkCreatePipelineLayout(device->device, &layout_info, NULL, &layout);
+    VkComputePipelineCreateInfo pipeline_info = {
+        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                  .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                  .module = module,
+                  .pName = "main"},
+        .layout = layout};
+    empty_job empty = {0};
+    vkCreateComputePipelines(device->device, VK_NULL_HANDLE, 1, &pipeline_info, NULL, &empty.pipeline);
+    timed(device, &s, record_empty, &empty);
+    for (int i = 0; i < REPEATS; ++i) times[i] = timed(device, &s, record_empty, &empty);
+    out->launch_ms = median(times, REPEATS);
+    vkDestroyPipeline(device->device, empty.pipeline, NULL);
+    vkDestroyPipelineLayout(device->device, layout, NULL);
+    vkDestroyShaderModule(device->device, module, NULL);
+
+    vkDestroyFence(device->device, s.fence, NULL);
+    vkDestroyQueryPool(device->device, s.queries, NULL);
+    vkDestroyCommandPool(device->device, s.pool, NULL);
+    return 1;
+}

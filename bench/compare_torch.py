@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""The same routing work in PyTorch and in moevk, on the same machine, in one invocation.
+
+PyTorch side: softmax, a stable sort for top-k (ties to the lower expert, as moevk promises),
+k-major slots by one-hot cumsum (the GShard/Switch way) with the same capacity and position drop
+policy, index_copy for dispatch and index_add for combine. It first checks that both produce the
+same routing (ids, slots, counts exactly; weights, dispatched and combined rows closely) on a
+small batch through `moevk route`, then times route + combine at the benchmark sizes: PyTorch with
+CUDA events (or wall clock on the CPU), moevk with its GPU timestamps through `moevk-bench`.
+Without PyTorch it says so and exits 0.
+
+usage: compare_torch.py --moevk build/cli/moevk --bench build/bench/moevk-bench [--device cuda|cpu]
+                        [--repeat N] [--json FILE]
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:
+    print("compare_torch: PyTorch is not installed here, so there is nothing to compare against.")
+    sys.exit(0)
+try:
+    import numpy as np
+except ImportError:
+    print("compare_torch: NumPy is not installed here (needed for .npy files); nothing compared.")
+    sys.exit(0)
+
+CASES = [(4096, 64, 2, 4096), (16384, 64, 2, 4096), (65536, 64, 2, 1024), (16384, 8, 2, 4096),
+         (16384, 256, 2, 4096), (16384, 64, 8, 1024)]
+
+
+def capacity(T, E, k, factor=1.25, minimum=4):
+    return max(minimum, math.ceil(factor * T * k / E))
+
+
+def torch_route(logits, hidden, k, C):
+    """Returns ids, weights, slots, dispatched [E*C, d] and a combine function."""
+    T, E = logits.shape
+    d = hidden.shape[1]
+    probs = torch.softmax(logits, dim=1)
+    ids = torch.sort(logits, dim=1, descending=True, stable=True).indices[:, :k]
+    weights = probs.gather(1, ids)
+    flat = ids.t().reshape(-1)                        # k-major: rank 0 of every token first
+    onehot = F.one_hot(flat, E)
+    slot = ((torch.cumsum(onehot, 0) - 1) * onehot).sum(1)
+    keep = slot < C
+    slots = torch.where(keep, slot, torch.full_like(slot, -1)).reshape(k, T).t()
+    tokens = torch.arange(T, device=logits.device).repeat(k)
+    rows = (flat * C + slot)[keep]
+    kept_tokens = tokens[keep]
+    dispatched = torch.zeros(E * C, d, dtype=hidden.dtype, device=hidden.device)
+    dispatched.index_copy_(0, rows, hidden.index_select(0, kept_tokens))
+    kept_weights = weights.t().reshape(-1)[keep]
+
+    def combine(expert_out):
+        y = torch.zeros(T, d, dtype=torch.float32, device=hidden.device)
+        y.index_add_(0, kept_tokens, kept_weights[:, None] * expert_out.index_select(0, rows).float())
+        return y.to(hidden.dtype)
+
+    return ids, weights, slots, dispatched, combine
+
+
+def check_same_routing(moevk, device):
+    T, E, k, d = 4096, 64, 2, 256
+    gen = torch.Generator().manual_seed(7)
+    logits = (torch.randn(T, E, generator=gen) * 2).float()
+    logits[5, 3] = logits[5, 9]                       # a tie: the lower expert must win
+    hidden = torch.randn(T, d, generator=gen).float()
+    C = capacity(T, E, k)
+    ids, weights, slots, dispatched, combine = torch_route(logits.to(device), hidden.to(device), k, C)
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(os.path.join(tmp, "L.npy"), logits.numpy())
+        np.save(os.path.join(tmp, "X.npy"), hidden.numpy())
+        np.save(os.path.join(tmp, "Y.npy"), dispatched.cpu().numpy().reshape(E, C, d))
+        out = os.path.join(tmp, "out")
+        subprocess.run([moevk, "route", "--logits", os.path.join(tmp, "L.npy"), "--k", str(k),
+                        "--hidden", os.path.join(tmp, "X.npy"), "--expert-out",
+                        os.path.join(tmp, "Y.npy"), "--out", out], check=True)
+        got = {name: np.load(os.path.join(out, name + ".npy"))
+               for name in ("expert_ids", "weights", "slots", "counts", "dispatched", "combined")}
+    problems = []
+    if not (got["expert_ids"] == ids.cpu().numpy()).all():
+        problems.append("expert ids differ")
+    if not (got["slots"] == slots.cpu().numpy()).all():
+        problems.append("slots differ")
+    counts = (slots.cpu() >= 0).long()
+    per_expert = torch.zeros(E, dtype=torch.long).index_add_(0, ids.cpu().reshape(-1), counts.reshape(-1))
+    if not (got["counts"] == per_expert.numpy()).all():
+        problems.append("counts differ")
+    if np.abs(got["weights"] - weights.cpu().numpy()).max() > 1e-6:
+        problems.append("weights differ by more than 1e-6")
+    if not (got["dispatched"].reshape(E * C, d) == dispatched.cpu().numpy()).all():
+        problems.append("dispatched rows differ")
+    y = combine(dispatched).cpu().numpy()
+    if np.abs(got["combined"] - y).max() > 1e-5 * (np.abs(y).max() + 1):
+        problems.append("combined rows differ")
+    return problems
+
+
+def time_torch(case, device, repeats):
+    T, E, k, d = case
+    C = capacity(T, E, k)
+    inputs = [(torch.randn(T, E, device=device) * 2, torch.randn(T, d, device=device)) for _ in range(3)]
+    times = []
+    for i in range(3 + repeats):
+        logits, hidden = inputs[i % 3]
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+        else:
+            import time
+            t0 = time.perf_counter()
+        _, _, _, dispatched, combine = torch_route(logits, hidden, k, C)
+        combine(dispatched)
+        if device == "cuda":
+            end.record()
+            torch.cuda.synchronize()
+            ms = start.elapsed_time(end)
+        else:
+            ms = (time.perf_counter() - t0) * 1e3
+        if i >= 3:
+            times.append(ms)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def time_moevk(bench, cases, repeats):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bench.json")
+        args = [bench, "--repeat", str(repeats), "--json", path]
+        for T, E, k, d in cases:
+            args += ["--case", f"{T},{E},{k},{d}"]
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+        with open(path) as f:
+            report = json.load(f)
+    result = {}
+    for c in report["cases"]:
+        key = (c["T"], c["E"], c["k"], c["d"])
+        result[key] = c["route"]["median_ms"] if "route" in c else None
+    return report["device"], result
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--moevk", required=True)
+    parser.add_argument("--bench", required=True)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(f"PyTorch {torch.__version__} on {name} ({args.device})")
+    problems = check_same_routing(args.moevk, args.device)
+    if problems:
+        print("compare_torch: moevk and PyTorch route differently: " + "; ".join(problems))
+        sys.exit(1)
+    print("same routing: expert ids, slots, counts and dispatched rows identical; weights and combine within 1e-6 / 1e-5")
+    vk_device, moevk_ms = time_moevk(args.bench, CASES, args.repeat)
+    print(f"moevk on {vk_device} (Vulkan, GPU timestamps); route + combine medians, identity experts")
+    print(f"{'T':>7} {'E':>4} {'k':>2} {'d':>5} | {'torch ms':>9} {'moevk ms':>9} {'torch/moevk':>11}")
+    rows = []
+    for case in CASES:
+        torch_ms = time_torch(case, args.device, args.repeat)
+        ours = moevk_ms.get(case)
+        ratio = torch_ms / ours if ours else float("nan")
+        rows.append({"T": case[0], "E": case[1], "k": case[2], "d": case[3], "torch_ms": torch_ms,
+                     "moevk_ms": ours, "speedup": ratio})
+        ours_text = f"{ours:9.3f}" if ours else "  skipped"
+        print(f"{case[0]:7} {case[1]:4} {case[2]:2} {case[3]:5} | {torch_ms:9.3f} {ours_text} {ratio:10.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"torch": torch.__version__, "torch_device": name, "moevk_device": vk_device,
+                       "cases": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

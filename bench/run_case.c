@@ -1,0 +1,125 @@
+/* One benchmark case: routers created for its sizes, warm-up routes, then timed routes and
+ * combines over rotating routers (each with its own buffers, so that caches do not flatter the
+ * result), GPU stage times from moevk's timestamps, medians and spreads, napkin bytes. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+
+#define ROTATION 3
+
+static uint32_t state = 2463534242u;
+static float noise(void) {
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    return (float)(state >> 8) / 16777216.0f * 4.0f - 2.0f;
+}
+
+static void fill(void *data, uint64_t count, moevk_dtype type) {
+    for (uint64_t i = 0; i < count; ++i) {
+        float v = noise();
+        if (type == MOEVK_DTYPE_F32) ((float *)data)[i] = v;
+        else {
+            uint32_t bits;
+            memcpy(&bits, &v, 4);
+            /* bf16 by truncation, f16 by a rough conversion: only timing depends on them */
+            ((uint16_t *)data)[i] = type == MOEVK_DTYPE_BF16 ? (uint16_t)(bits >> 16)
+                                                             : (uint16_t)(0x3C00 | (bits >> 13 & 0x3FF));
+        }
+    }
+}
+
+static int compare_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void summarise(double *samples, int n, stage_figures *out) {
+    qsort(samples, n, sizeof *samples, compare_double);
+    out->median_ms = samples[n / 2];
+    out->low_ms = samples[n / 10];
+    out->high_ms = samples[n - 1 - n / 10];
+}
+
+void run_case(moevk_context *context, bench_case *c, int warmup, int repeats) {
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = c->E;
+    info.top_k = c->k;
+    info.max_tokens = c->T;
+    info.hidden_size = c->d;
+    info.hidden_type = c->dtype;
+    info.profile = 1;
+    if (c->policy == 1) info.drop_policy = MOEVK_DROP_SCORE;
+    if (c->policy == 2) info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
+    c->ran = 0;
+    moevk_router *routers[ROTATION] = {0};
+    for (int i = 0; i < ROTATION; ++i) {
+        moevk_result r = moevk_router_create(context, &info, &routers[i]);
+        if (r != MOEVK_SUCCESS) {
+            snprintf(c->skipped, sizeof c->skipped, "%s", moevk_context_last_error(context));
+            for (int j = 0; j < i; ++j) moevk_router_destroy(routers[j]);
+            return;
+        }
+    }
+    uint64_t eb = c->dtype == MOEVK_DTYPE_F32 ? 4 : 2;
+    uint64_t max_rows = moevk_router_max_dispatched_rows(routers[0]);
+    float *logits = malloc((uint64_t)c->T * c->E * 4);
+    void *hidden = malloc((uint64_t)c->T * c->d * eb);
+    void *expert_out = malloc(max_rows * c->d * eb + 4);
+    void *combined = malloc((uint64_t)c->T * c->d * eb);
+    int samples = repeats > 0 ? repeats : 1;
+    double *times[STAGE_N];
+    for (int s = 0; s < STAGE_N; ++s) times[s] = calloc(samples, sizeof(double));
+    if (!logits || !hidden || !expert_out || !combined || !times[STAGE_N - 1]) {
+        snprintf(c->skipped, sizeof c->skipped, "out of host memory");
+        goto done;
+    }
+    fill(logits, (uint64_t)c->T * c->E, MOEVK_DTYPE_F32);
+    fill(hidden, (uint64_t)c->T * c->d, c->dtype);
+    fill(expert_out, max_rows * c->d, c->dtype);
+
+    moevk_route_stats stats = {0};
+    for (int i = 0; i < warmup + samples; ++i) {
+        moevk_router *router = routers[i % ROTATION];
+        moevk_route_input input = {c->T, logits, NULL, hidden};
+        moevk_route_output output = {.stats = &stats};
+        moevk_timings t;
+        if (moevk_route(router, &input, &output) != MOEVK_SUCCESS ||
+            moevk_combine(router, expert_out, combined) != MOEVK_SUCCESS ||
+            moevk_router_timings(router, &t) != MOEVK_SUCCESS) {
+            snprintf(c->skipped, sizeof c->skipped, "%s", moevk_context_last_error(context));
+            goto done;
+        }
+        if (i < warmup) continue;
+        int n = i - warmup;
+        times[STAGE_TOPK][n] = t.scores_topk_ms;
+        times[STAGE_BUCKET][n] = t.bucketing_ms;
+        times[STAGE_DISPATCH][n] = t.dispatch_ms;
+        times[STAGE_COMBINE][n] = t.combine_ms;
+        times[STAGE_STATS][n] = t.stats_ms;
+        times[STAGE_ROUTE][n] = t.route_ms + t.combine_ms;
+    }
+    for (int s = 0; s < STAGE_N; ++s) summarise(times[s], samples, &c->stages[s]);
+    c->capacity = stats.capacity;
+    /* Napkin bytes: what each stage must read and write at least. */
+    double T = c->T, E = c->E, k = c->k, d = c->d, kept = (double)(stats.assignments - stats.dropped);
+    double rows = stats.dispatched_rows;
+    c->stages[STAGE_TOPK].bytes = T * E * 4 + T * k * 8 + T * 20;
+    c->stages[STAGE_BUCKET].bytes = T * k * 24;
+    c->stages[STAGE_DISPATCH].bytes = (kept + rows) * d * eb;
+    c->stages[STAGE_COMBINE].bytes = (kept + T) * d * eb + T * k * 8;
+    c->stages[STAGE_STATS].bytes = T * E * 4 + T * 20;
+    c->stages[STAGE_ROUTE].bytes = 0;
+    for (int s = 0; s < STAGE_ROUTE; ++s) c->stages[STAGE_ROUTE].bytes += c->stages[s].bytes;
+    c->ran = 1;
+done:
+    for (int s = 0; s < STAGE_N; ++s) free(times[s]);
+    free(logits);
+    free(hidden);
+    free(expert_out);
+    free(combined);
+    for (int i = 0; i < ROTATION; ++i) moevk_router_destroy(routers[i]);
+}
