@@ -42,7 +42,8 @@ static moevk_result build_context(moevk_context *context, const moevk_context_in
     if (info && (unsigned)info->memory_mode > MOEVK_MEMORY_MAPPED)
         return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT,
                             "memory_mode is not a moevk_memory_mode");
-    r = device_create(context, info ? info->memory_mode : MOEVK_MEMORY_AUTO);
+    r = device_create(context, info ? info->memory_mode : MOEVK_MEMORY_AUTO,
+                      adopts_device(info) && info->buffer_device_address);
     if (r != MOEVK_SUCCESS) return r;
     return pipelines_create_layouts(context);
 }

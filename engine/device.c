@@ -32,7 +32,8 @@ static int maps_device_memory(const moevk_context *context, moevk_memory_mode mo
     return 0;
 }
 
-moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode) {
+moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode,
+                           int adopted_addresses) {
     const instance_functions *vki = &context->vki;
     instance_fill_device_info(vki, context->physical_device, &context->info);
     vki->vkGetPhysicalDeviceMemoryProperties(context->physical_device, &context->memory);
@@ -40,6 +41,7 @@ moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode
     vki->vkGetPhysicalDeviceProperties(context->physical_device, &properties);
     context->limits = properties.limits;
     context->info.host_visible_device_memory = maps_device_memory(context, memory_mode);
+    context->info.buffer_device_address = adopted_addresses;
 
     if (context->limits.maxPerStageDescriptorStorageBuffers < BINDING_COUNT)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
@@ -55,12 +57,22 @@ moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode
     if (context->device == VK_NULL_HANDLE) {
         moevk_result r = find_compute_family(context, &context->queue_family);
         if (r != MOEVK_SUCCESS) return r;
+        VkPhysicalDeviceVulkan12Features supported12 = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+        VkPhysicalDeviceFeatures2 supported = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &supported12};
+        vki->vkGetPhysicalDeviceFeatures2(context->physical_device, &supported);
+        VkPhysicalDeviceVulkan12Features enabled12 = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+            .bufferDeviceAddress = supported12.bufferDeviceAddress};
+        context->info.buffer_device_address = supported12.bufferDeviceAddress == VK_TRUE;
         float priority = 1.0f;
         VkDeviceQueueCreateInfo queue = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
                                          .queueFamilyIndex = context->queue_family,
                                          .queueCount = 1,
                                          .pQueuePriorities = &priority};
         VkDeviceCreateInfo create = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                                     .pNext = &enabled12,
                                      .queueCreateInfoCount = 1,
                                      .pQueueCreateInfos = &queue};
         VkResult vr = vki->vkCreateDevice(context->physical_device, &create, context->allocator,

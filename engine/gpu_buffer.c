@@ -35,17 +35,18 @@ static int choose_memory_type(const moevk_context *context, uint32_t allowed, bu
 }
 
 moevk_result gpu_buffer_create(moevk_context *context, VkDeviceSize size, buffer_kind kind,
-                               gpu_buffer *out) {
+                               int addressable, gpu_buffer *out) {
     const struct VolkDeviceTable *vk = &context->vk;
     *out = (gpu_buffer){0};
     if (size == 0) size = 16; /* Vulkan has no empty buffers */
     size = (size + 15) & ~(VkDeviceSize)15;
-    VkBufferCreateInfo create = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
-                                 .size = size,
-                                 .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
-                                          VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                                          VK_BUFFER_USAGE_TRANSFER_DST_BIT,
-                                 .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
+    VkBufferCreateInfo create = {
+        .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+        .size = size,
+        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                 VK_BUFFER_USAGE_TRANSFER_DST_BIT |
+                 (addressable ? VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT : 0),
+        .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
     VkResult vr = vk->vkCreateBuffer(context->device, &create, context->allocator, &out->buffer);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateBuffer");
     VkMemoryRequirements needs;
@@ -55,7 +56,11 @@ moevk_result gpu_buffer_create(moevk_context *context, VkDeviceSize size, buffer
         gpu_buffer_destroy(context, out);
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED, "no suitable memory type");
     }
+    VkMemoryAllocateFlagsInfo address_flags = {.sType =
+                                                   VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO,
+                                               .flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT};
     VkMemoryAllocateInfo allocate = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+                                     .pNext = addressable ? &address_flags : NULL,
                                      .allocationSize = needs.size,
                                      .memoryTypeIndex = type};
     vr = vk->vkAllocateMemory(context->device, &allocate, context->allocator, &out->memory);
@@ -68,6 +73,11 @@ moevk_result gpu_buffer_create(moevk_context *context, VkDeviceSize size, buffer
         return context_fail_vk(context, vr, "allocating buffer memory");
     }
     out->size = size;
+    if (addressable) {
+        VkBufferDeviceAddressInfo address_info = {
+            .sType = VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO, .buffer = out->buffer};
+        out->address = vk->vkGetBufferDeviceAddress(context->device, &address_info);
+    }
     return MOEVK_SUCCESS;
 }
 

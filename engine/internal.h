@@ -22,6 +22,7 @@ typedef struct instance_functions {
     PFN_vkEnumeratePhysicalDevices vkEnumeratePhysicalDevices;
     PFN_vkGetPhysicalDeviceProperties vkGetPhysicalDeviceProperties;
     PFN_vkGetPhysicalDeviceProperties2 vkGetPhysicalDeviceProperties2;
+    PFN_vkGetPhysicalDeviceFeatures2 vkGetPhysicalDeviceFeatures2;
     PFN_vkGetPhysicalDeviceQueueFamilyProperties vkGetPhysicalDeviceQueueFamilyProperties;
     PFN_vkGetPhysicalDeviceMemoryProperties vkGetPhysicalDeviceMemoryProperties;
     PFN_vkCreateDevice vkCreateDevice;
@@ -86,14 +87,16 @@ void instance_fill_device_info(const instance_functions *vki, VkPhysicalDevice d
                                moevk_device_info *info);
 
 /* ---- device.c: creating or adopting the logical device ---- */
-moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode);
+moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode,
+                           int adopted_addresses);
 
 /* ---- gpu_buffer.c: buffers with their own memory ---- */
 typedef struct gpu_buffer {
     VkBuffer buffer;
     VkDeviceMemory memory;
     VkDeviceSize size;
-    void *mapped; /* non-NULL when host-visible */
+    void *mapped;            /* non-NULL when host-visible */
+    VkDeviceAddress address; /* non-zero when created addressable */
 } gpu_buffer;
 
 typedef enum buffer_kind {
@@ -102,8 +105,9 @@ typedef enum buffer_kind {
     BUFFER_READBACK, /* host-visible, coherent, cached where possible: staging for reads */
 } buffer_kind;
 
+/* addressable: usable through its device address (needs the context's buffer_device_address). */
 moevk_result gpu_buffer_create(moevk_context *context, VkDeviceSize size, buffer_kind kind,
-                               gpu_buffer *out);
+                               int addressable, gpu_buffer *out);
 void gpu_buffer_destroy(moevk_context *context, gpu_buffer *buffer);
 
 /* ---- pipelines.c: the one descriptor set layout and the stages' pipelines ---- */
@@ -122,7 +126,7 @@ typedef enum stage {
 moevk_result pipelines_create_layouts(moevk_context *context);
 void pipelines_destroy_layouts(moevk_context *context);
 /* Creates the compute pipeline of one stage with its specialization constants. */
-moevk_result pipeline_create(moevk_context *context, stage which, uint32_t top_k,
+moevk_result pipeline_create(moevk_context *context, stage which, int addresses, uint32_t top_k,
                              uint32_t num_experts, uint32_t dtype, VkPipeline *out);
 
 /* ---- shaders.c: the embedded SPIR-V ---- */
@@ -131,7 +135,9 @@ typedef struct shader_code {
     const uint32_t *code;
     size_t size; /* bytes */
 } shader_code;
-const shader_code *shader_for_stage(stage which);
+/* addresses: the variant that reaches the large buffers through device addresses (NULL where a
+ * stage has none). */
+const shader_code *shader_for_stage(stage which, int addresses);
 
 /* Mirrors the push-constant block `Params` of shaders/common.glsl. */
 typedef struct route_params {
@@ -151,8 +157,13 @@ typedef struct route_params {
     float scale;
     uint32_t phase;
     uint32_t reserved;
+    VkDeviceAddress logits_address;
+    VkDeviceAddress hidden_address;
+    VkDeviceAddress dispatched_address;
+    VkDeviceAddress expert_out_address;
+    VkDeviceAddress combined_address;
 } route_params;
-_Static_assert(sizeof(route_params) == 64, "push constants must match shaders/common.glsl");
+_Static_assert(sizeof(route_params) == 104, "push constants must match shaders/common.glsl");
 
 /* ---- router.c ---- */
 struct moevk_router {
@@ -169,6 +180,7 @@ struct moevk_router {
     VkFence fence;
     VkQueryPool timestamps; /* when profiling: TIMESTAMP_COUNT queries */
     uint64_t max_dispatched_rows;
+    int use_addresses; /* the large buffers are reached through device addresses */
     /* The last route, kept for combine. */
     int routed;
     int combined; /* a combine ran since the last route */

@@ -52,6 +52,7 @@ void loader_load_instance(instance_functions *fns, VkInstance instance) {
     LOAD_INSTANCE_FN(fns, instance, vkEnumeratePhysicalDevices);
     LOAD_INSTANCE_FN(fns, instance, vkGetPhysicalDeviceProperties);
     LOAD_INSTANCE_FN(fns, instance, vkGetPhysicalDeviceProperties2);
+    LOAD_INSTANCE_FN(fns, instance, vkGetPhysicalDeviceFeatures2);
     LOAD_INSTANCE_FN(fns, instance, vkGetPhysicalDeviceQueueFamilyProperties);
     LOAD_INSTANCE_FN(fns, instance, vkGetPhysicalDeviceMemoryProperties);
     LOAD_INSTANCE_FN(fns, instance, vkCreateDevice);

@@ -46,10 +46,11 @@ void pipelines_destroy_layouts(moevk_context *context) {
         vk->vkDestroyDescriptorSetLayout(context->device, context->set_layout, context->allocator);
 }
 
-moevk_result pipeline_create(moevk_context *context, stage which, uint32_t top_k,
+moevk_result pipeline_create(moevk_context *context, stage which, int addresses, uint32_t top_k,
                              uint32_t num_experts, uint32_t dtype, VkPipeline *out) {
     const struct VolkDeviceTable *vk = &context->vk;
-    const shader_code *shader = shader_for_stage(which);
+    const shader_code *shader = shader_for_stage(which, addresses);
+    if (!shader) shader = shader_for_stage(which, 0); /* the stage touches no large buffer */
     VkShaderModuleCreateInfo module_info = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
                                             .codeSize = shader->size,
                                             .pCode = shader->code};

@@ -109,6 +109,13 @@ void router_plan(const moevk_router *router, uint32_t num_tokens, route_params *
     uint32_t rows = div_ceil_u32(num_tokens, MAX_STAT_BLOCKS);
     params->rows_per_stat_block = rows > MIN_STAT_BLOCK ? rows : MIN_STAT_BLOCK;
     params->stat_blocks = div_ceil_u32(num_tokens, params->rows_per_stat_block);
+    if (router->use_addresses) {
+        params->logits_address = router->buffers[BINDING_LOGITS].address;
+        params->hidden_address = router->buffers[BINDING_HIDDEN].address;
+        params->dispatched_address = router->buffers[BINDING_DISPATCHED].address;
+        params->expert_out_address = router->buffers[BINDING_EXPERT_OUT].address;
+        params->combined_address = router->buffers[BINDING_COMBINED].address;
+    }
 }
 
 /* Bytes of each binding for max_tokens; 0 where the router has no use for it (a minimal buffer
@@ -140,18 +147,45 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {
     "row tokens",       "order",         "hidden states", "dispatched rows", "expert outputs",
     "combined outputs", "stat partials", "stat totals"};
 
-static moevk_result check_sizes(moevk_context *context, const moevk_router *router,
+/* The buffers that grow with d or E: reachable through device addresses past the range limit. */
+static int is_large_binding(int binding) {
+    return binding == BINDING_LOGITS || binding == BINDING_HIDDEN ||
+           binding == BINDING_DISPATCHED || binding == BINDING_EXPERT_OUT ||
+           binding == BINDING_COMBINED;
+}
+
+/* Shaders index the large buffers in 32-bit words: 16 GiB each at most. */
+#define MAX_ADDRESSED_BYTES ((uint64_t)1 << 34)
+
+static moevk_result check_sizes(moevk_context *context, moevk_router *router,
                                 const uint64_t sizes[BINDING_COUNT]) {
     uint64_t range = context->limits.maxStorageBufferRange;
+    uint64_t binding_limit =
+        router->info.max_binding_bytes && router->info.max_binding_bytes < range
+            ? router->info.max_binding_bytes
+            : range;
+    router->use_addresses = 0;
+    for (int i = 0; i < BINDING_COUNT; ++i)
+        if (is_large_binding(i) && sizes[i] > binding_limit) router->use_addresses = 1;
+    if (router->use_addresses && !context->info.buffer_device_address)
+        router->use_addresses = 0; /* then the sizes below are refused with a clear message */
     for (int i = 0; i < BINDING_COUNT; ++i) {
+        if (router->use_addresses && is_large_binding(i)) {
+            if (sizes[i] <= MAX_ADDRESSED_BYTES) continue;
+            return context_fail(context, MOEVK_ERROR_TOO_LARGE,
+                                "the %s buffer needs %llu bytes; moevk indexes at most 16 GiB",
+                                BINDING_NAMES[i], (unsigned long long)sizes[i]);
+        }
         if (sizes[i] <= range) continue;
         uint64_t per_token = sizes[i] / (router->info.max_tokens ? router->info.max_tokens : 1);
         uint64_t fits = per_token ? range / per_token : 0;
-        return context_fail(context, MOEVK_ERROR_TOO_LARGE,
-                            "the %s buffer needs %llu bytes, past this device's "
-                            "maxStorageBufferRange of %llu; max_tokens up to about %llu fits",
-                            BINDING_NAMES[i], (unsigned long long)sizes[i],
-                            (unsigned long long)range, (unsigned long long)fits);
+        return context_fail(
+            context, MOEVK_ERROR_TOO_LARGE,
+            "the %s buffer needs %llu bytes, past this device's "
+            "maxStorageBufferRange of %llu%s; max_tokens up to about %llu fits",
+            BINDING_NAMES[i], (unsigned long long)sizes[i], (unsigned long long)range,
+            is_large_binding(i) ? " (and the device has no buffer device address)" : "",
+            (unsigned long long)fits);
     }
     return MOEVK_SUCCESS;
 }
@@ -159,7 +193,9 @@ static moevk_result check_sizes(moevk_context *context, const moevk_router *rout
 static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BINDING_COUNT]) {
     moevk_context *context = router->context;
     for (int i = 0; i < BINDING_COUNT; ++i) {
-        moevk_result r = gpu_buffer_create(context, sizes[i], BUFFER_DEVICE, &router->buffers[i]);
+        int addressable = router->use_addresses && is_large_binding(i);
+        moevk_result r =
+            gpu_buffer_create(context, sizes[i], BUFFER_DEVICE, addressable, &router->buffers[i]);
         if (r != MOEVK_SUCCESS) return r;
     }
     if (context->info.host_visible_device_memory) return MOEVK_SUCCESS;
@@ -175,10 +211,10 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
     uint64_t combine_down = A16(sizes[BINDING_COMBINED]);
 #undef A16
     moevk_result r = gpu_buffer_create(context, route_up > combine_up ? route_up : combine_up,
-                                       BUFFER_UPLOAD, &router->upload);
+                                       BUFFER_UPLOAD, 0, &router->upload);
     if (r != MOEVK_SUCCESS) return r;
     return gpu_buffer_create(context, route_down > combine_down ? route_down : combine_down,
-                             BUFFER_READBACK, &router->readback);
+                             BUFFER_READBACK, 0, &router->readback);
 }
 
 static moevk_result create_descriptors(moevk_router *router) {
@@ -201,7 +237,11 @@ static moevk_result create_descriptors(moevk_router *router) {
     VkDescriptorBufferInfo buffer_infos[BINDING_COUNT];
     VkWriteDescriptorSet writes[BINDING_COUNT];
     for (uint32_t i = 0; i < BINDING_COUNT; ++i) {
-        buffer_infos[i] = (VkDescriptorBufferInfo){router->buffers[i].buffer, 0, VK_WHOLE_SIZE};
+        /* A buffer reached by address is still bound (every binding must be), within range. */
+        VkDeviceSize range = context->limits.maxStorageBufferRange;
+        VkDeviceSize size = router->buffers[i].size;
+        buffer_infos[i] = (VkDescriptorBufferInfo){router->buffers[i].buffer, 0,
+                                                   size > range ? range : VK_WHOLE_SIZE};
         writes[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
                                            .dstSet = router->descriptor_set,
                                            .dstBinding = i,
@@ -224,8 +264,9 @@ static moevk_result create_pipelines(moevk_router *router) {
         if (!needed) continue;
         uint32_t dtype =
             (s == STAGE_DISPATCH || s == STAGE_COMBINE) ? info->hidden_type : info->logits_type;
-        moevk_result r = pipeline_create(router->context, (stage)s, info->top_k, info->num_experts,
-                                         dtype, &router->pipelines[s]);
+        moevk_result r =
+            pipeline_create(router->context, (stage)s, router->use_addresses, info->top_k,
+                            info->num_experts, dtype, &router->pipelines[s]);
         if (r != MOEVK_SUCCESS) return r;
     }
     return MOEVK_SUCCESS;

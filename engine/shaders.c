@@ -11,6 +11,11 @@
 #include "scores_topk.spv.h"
 #include "stats.spv.h"
 
+#include "combine_addresses.spv.h"
+#include "dispatch_addresses.spv.h"
+#include "scores_topk_addresses.spv.h"
+#include "stats_addresses.spv.h"
+
 #define SHADER_ENTRY(name)                                                                         \
     { #name, name##_spv, sizeof name##_spv }
 
@@ -25,4 +30,18 @@ static const shader_code SHADERS[STAGE_COUNT] = {
     [STAGE_STATS] = SHADER_ENTRY(stats),
 };
 
-const shader_code *shader_for_stage(stage which) { return &SHADERS[which]; }
+/* The variants that reach the large buffers through device addresses (MOEVK_ADDRESSES). */
+#define ADDRESSES_ENTRY(name)                                                                      \
+    { #name "_addresses", name##_addresses_spv, sizeof name##_addresses_spv }
+
+static const shader_code ADDRESS_SHADERS[STAGE_COUNT] = {
+    [STAGE_SCORES_TOPK] = ADDRESSES_ENTRY(scores_topk),
+    [STAGE_DISPATCH] = ADDRESSES_ENTRY(dispatch),
+    [STAGE_COMBINE] = ADDRESSES_ENTRY(combine),
+    [STAGE_STATS] = ADDRESSES_ENTRY(stats),
+};
+
+const shader_code *shader_for_stage(stage which, int addresses) {
+    if (!addresses) return &SHADERS[which];
+    return ADDRESS_SHADERS[which].code ? &ADDRESS_SHADERS[which] : NULL;
+}

@@ -142,6 +142,10 @@ typedef struct moevk_context_info {
     uint32_t queue_index;
     /* The application's loader entry point; NULL: moevk opens the system loader itself. */
     PFN_vkGetInstanceProcAddr get_instance_proc_addr;
+    /* Non-zero: the adopted device was created with the bufferDeviceAddress feature, which lets
+     * moevk reach buffers past maxStorageBufferRange. (A device moevk creates enables it where
+     * the device has it.) */
+    int buffer_device_address;
 } moevk_context_info;
 
 typedef struct moevk_device_info {
@@ -159,6 +163,7 @@ typedef struct moevk_device_info {
     uint64_t device_local_bytes;     /* size of the largest device-local heap */
     int host_visible_device_memory;  /* 1: moevk maps device memory directly (no staging) */
     float timestamp_period_ns;       /* 0: no timestamps on the compute queue */
+    int buffer_device_address;       /* 1: buffers past maxStorageBufferRange are reachable */
 } moevk_device_info;
 
 /* Lists the Vulkan devices (two-call idiom: infos NULL sets *count; else fills at most *count
@@ -202,6 +207,10 @@ typedef struct moevk_router_info {
     moevk_drop_policy drop_policy; /* default POSITION */
     int profile;               /* default 0: non-zero writes GPU timestamps between stages
                                   (a small cost); read them with moevk_router_timings */
+    /* Default 0: the device's maxStorageBufferRange. Buffers larger than this (logits, hidden
+     * states, dispatched rows, expert outputs, combined rows) are reached through buffer device
+     * addresses instead of descriptors; smaller values exercise that path (tests, tuning). */
+    uint64_t max_binding_bytes;
 } moevk_router_info;
 
 #define MOEVK_MAX_EXPERTS 1024u

@@ -6,8 +6,6 @@
 #include "common.glsl"
 #include "rows.glsl"
 
-layout(std430, binding = BINDING_EXPERT_OUT) readonly buffer ExpertOutVec4 { uvec4 expert_out_vec4[]; };
-layout(std430, binding = BINDING_COMBINED) buffer CombinedVec4 { uvec4 combined_vec4[]; };
 
 // Sum for one element of one token (16-bit types with odd d).
 float combine_element(uint token, uint col) {
@@ -16,7 +14,9 @@ float combine_element(uint token, uint col) {
         int row = rows[token * TOP_K + j];
         if (row < 0) continue;
         uint index = uint(row) * P.hidden_size + col;
-        acc += weights[token * TOP_K + j] * ELEMENT_OF(expert_out_words, index);
+        acc += weights[token * TOP_K + j] *
+               (DTYPE == DTYPE_F32 ? uintBitsToFloat(expert_out_word(index))
+                                   : decode_element(expert_out_word(index >> 1), index, DTYPE));
     }
     return acc;
 }
@@ -37,7 +37,7 @@ void combine_rows(uint unit) {
                 vec4 acc_low = vec4(0.0), acc_high = vec4(0.0);
                 for (uint j = 0u; j < TOP_K; ++j) {
                     if (row[j] < 0) continue;
-                    uvec4 v = expert_out_vec4[uint(row[j]) * per_row + col];
+                    uvec4 v = expert_out_unit(uint(row[j]) * per_row + col);
                     if (DTYPE == DTYPE_F32) {
                         acc_low += w[j] * uintBitsToFloat(v);
                     } else {
@@ -54,18 +54,18 @@ void combine_rows(uint unit) {
                     for (uint i = 0u; i < 4u; ++i)
                         result[i] = encode_half(acc_low[i], DTYPE) | (encode_half(acc_high[i], DTYPE) << 16);
                 }
-                combined_vec4[token * per_row + col] = result;
+                store_combined_unit(token * per_row + col, result);
             } else {
                 float acc_low = 0.0, acc_high = 0.0;
                 for (uint j = 0u; j < TOP_K; ++j) {
                     if (row[j] < 0) continue;
-                    uint v = expert_out_words[uint(row[j]) * per_row + col];
+                    uint v = expert_out_word(uint(row[j]) * per_row + col);
                     acc_low += w[j] * decode_element(v, 0u, DTYPE);
                     if (DTYPE != DTYPE_F32) acc_high += w[j] * decode_element(v, 1u, DTYPE);
                 }
-                combined_words[token * per_row + col] =
-                    DTYPE == DTYPE_F32 ? floatBitsToUint(acc_low)
-                                       : encode_half(acc_low, DTYPE) | (encode_half(acc_high, DTYPE) << 16);
+                store_combined_word(token * per_row + col,
+                                    DTYPE == DTYPE_F32 ? floatBitsToUint(acc_low)
+                                                       : encode_half(acc_low, DTYPE) | (encode_half(acc_high, DTYPE) << 16));
             }
         }
     }
@@ -89,6 +89,6 @@ void main() {
         uint high = 0u;
         if (first + 1u < elements)
             high = encode_half(combine_element((first + 1u) / P.hidden_size, (first + 1u) % P.hidden_size), DTYPE);
-        combined_words[w] = low | (high << 16);
+        store_combined_word(w, low | (high << 16));
     }
 }

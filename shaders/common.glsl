@@ -1,6 +1,10 @@
 // Declarations every stage shares: the shared constants, the push constants (mirrored by
 // engine/route_params.h) and the storage buffers of the one descriptor set. A stage uses the
 // buffers it needs; the others are declared but never touched.
+#ifdef MOEVK_ADDRESSES
+#extension GL_EXT_buffer_reference : require
+#extension GL_EXT_buffer_reference_uvec2 : require
+#endif
 #include "moevk_shared.h"
 
 layout(local_size_x_id = SPEC_WORKGROUP_SIZE) in;
@@ -25,6 +29,13 @@ layout(push_constant) uniform Params {
     float scale;
     uint phase;
     uint reserved;
+    // Device addresses of the buffers that grow with d or E, used by the MOEVK_ADDRESSES
+    // variants of the stages when a buffer passes maxStorageBufferRange.
+    uvec2 logits_address;
+    uvec2 hidden_address;
+    uvec2 dispatched_address;
+    uvec2 expert_out_address;
+    uvec2 combined_address;
 } P;
 
 layout(std430, binding = BINDING_LOGITS) readonly buffer Logits { uint logits_words[]; };
@@ -45,6 +56,41 @@ layout(std430, binding = BINDING_EXPERT_OUT) readonly buffer ExpertOut { uint ex
 layout(std430, binding = BINDING_COMBINED) buffer Combined { uint combined_words[]; };
 layout(std430, binding = BINDING_STAT_PARTIALS) buffer StatPartials { float stat_partials[]; };
 layout(std430, binding = BINDING_STAT_TOTALS) buffer StatTotals { float stat_totals[]; };
+layout(std430, binding = BINDING_HIDDEN) readonly buffer HiddenVec4 { uvec4 hidden_vec4[]; };
+layout(std430, binding = BINDING_DISPATCHED) buffer DispatchedVec4 { uvec4 dispatched_vec4[]; };
+layout(std430, binding = BINDING_EXPERT_OUT) readonly buffer ExpertOutVec4 { uvec4 expert_out_vec4[]; };
+layout(std430, binding = BINDING_COMBINED) buffer CombinedVec4 { uvec4 combined_vec4[]; };
+
+// The buffers that grow with d or E are reached through these accessors: through their
+// descriptors, or, compiled with MOEVK_ADDRESSES, through buffer device addresses, which no
+// maxStorageBufferRange limits. Indices count 32-bit words or 16-byte units.
+#ifdef MOEVK_ADDRESSES
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer WordRef { uint value; };
+layout(buffer_reference, std430, buffer_reference_align = 16) buffer Vec4Ref { uvec4 value; };
+
+// base + index * stride, in 64 bits held as (low, high).
+uvec2 address_at(uvec2 base, uint index, uint stride) {
+    uint high, low, carry;
+    umulExtended(index, stride, high, low);
+    uint sum = uaddCarry(base.x, low, carry);
+    return uvec2(sum, base.y + high + carry);
+}
+#define WORD_AT(name, i) WordRef(address_at(P.name##_address, (i), 4u)).value
+#define VEC4_AT(name, i) Vec4Ref(address_at(P.name##_address, (i), 16u)).value
+#else
+#define WORD_AT(name, i) name##_words[i]
+#define VEC4_AT(name, i) name##_vec4[i]
+#endif
+
+uint logits_word(uint i) { return WORD_AT(logits, i); }
+uint hidden_word(uint i) { return WORD_AT(hidden, i); }
+uvec4 hidden_unit(uint i) { return VEC4_AT(hidden, i); }
+uint expert_out_word(uint i) { return WORD_AT(expert_out, i); }
+uvec4 expert_out_unit(uint i) { return VEC4_AT(expert_out, i); }
+void store_dispatched_word(uint i, uint value) { WORD_AT(dispatched, i) = value; }
+void store_dispatched_unit(uint i, uvec4 value) { VEC4_AT(dispatched, i) = value; }
+void store_combined_word(uint i, uint value) { WORD_AT(combined, i) = value; }
+void store_combined_unit(uint i, uvec4 value) { VEC4_AT(combined, i) = value; }
 
 const uint DTYPE_F32 = 0;
 const uint DTYPE_F16 = 1;

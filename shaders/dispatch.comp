@@ -7,14 +7,12 @@
 #include "common.glsl"
 #include "rows.glsl"
 
-layout(std430, binding = BINDING_HIDDEN) readonly buffer HiddenVec4 { uvec4 hidden_vec4[]; };
-layout(std430, binding = BINDING_DISPATCHED) buffer DispatchedVec4 { uvec4 dispatched_vec4[]; };
 
 uint source_half(uint row, uint col) {
     int token = row_token[row];
     if (token < 0) return 0u;
     uint index = uint(token) * P.hidden_size + col;
-    uint word = hidden_words[index >> 1];
+    uint word = hidden_word(index >> 1);
     return (index & 1u) == 0u ? (word & 0xFFFFu) : (word >> 16);
 }
 
@@ -30,9 +28,9 @@ void main() {
             uint source = uint(max(token, 0)) * per_row;
             for (uint col = gl_GlobalInvocationID.x; col < per_row; col += column_stride) {
                 if (unit == 16u)
-                    dispatched_vec4[destination + col] = token < 0 ? uvec4(0u) : hidden_vec4[source + col];
+                    store_dispatched_unit(destination + col, token < 0 ? uvec4(0u) : hidden_unit(source + col));
                 else
-                    dispatched_words[destination + col] = token < 0 ? 0u : hidden_words[source + col];
+                    store_dispatched_word(destination + col, token < 0 ? 0u : hidden_word(source + col));
             }
         }
         return;
@@ -49,6 +47,6 @@ void main() {
         uint high = 0u;
         if (first + 1u < elements)
             high = source_half((first + 1u) / P.hidden_size, (first + 1u) % P.hidden_size);
-        dispatched_words[w] = low | (high << 16);
+        store_dispatched_word(w, low | (high << 16));
     }
 }

@@ -8,7 +8,3 @@ uint unit_bytes() {
     return bytes % 16u == 0u ? 16u : (bytes % 4u == 0u ? 4u : 0u);
 }
 uint grid_invocations() { return gl_NumWorkGroups.x * gl_WorkGroupSize.x; }
-
-// Element `index` (flat, over the whole buffer) of a buffer of 32-bit words.
-#define ELEMENT_OF(words, index) \
-    (DTYPE == DTYPE_F32 ? uintBitsToFloat(words[index]) : decode_element(words[(index) >> 1], index, DTYPE))

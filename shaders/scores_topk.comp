@@ -10,8 +10,8 @@
 
 float logit_at(uint token, uint expert) {
     uint index = token * P.num_experts + expert;
-    if (DTYPE == DTYPE_F32) return uintBitsToFloat(logits_words[index]);
-    return decode_element(logits_words[index >> 1], index, DTYPE);
+    if (DTYPE == DTYPE_F32) return uintBitsToFloat(logits_word(index));
+    return decode_element(logits_word(index >> 1), index, DTYPE);
 }
 
 void route_token(uint token) {

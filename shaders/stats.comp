@@ -11,8 +11,8 @@ shared float scalar_lanes[STAT_SCALARS][gl_WorkGroupSize.x];
 
 float probability(uint token, uint expert, vec4 stats) {
     uint index = token * P.num_experts + expert;
-    float logit = DTYPE == DTYPE_F32 ? uintBitsToFloat(logits_words[index])
-                                     : decode_element(logits_words[index >> 1], index, DTYPE);
+    float logit = DTYPE == DTYPE_F32 ? uintBitsToFloat(logits_word(index))
+                                     : decode_element(logits_word(index >> 1), index, DTYPE);
     bool sigmoid = (P.flags & FLAG_SIGMOID) != 0u;
     float score = sigmoid ? 1.0 / (1.0 + exp(-(logit / P.temperature)))
                           : exp((logit - stats.x) / P.temperature);

@@ -121,8 +121,8 @@ static void test_buffers_past_device_limits_are_refused(void) {
     moevk_result r = moevk_router_create(test_context(), &info, &router);
     CHECK(r == MOEVK_ERROR_TOO_LARGE, "got %s", moevk_result_string(r));
     CHECK(router == NULL, "router not NULL");
-    CHECK(strstr(moevk_context_last_error(test_context()), "maxStorageBufferRange") != NULL,
-          "message: %s", moevk_context_last_error(test_context()));
+    const char *message = moevk_context_last_error(test_context());
+    CHECK(strstr(message, "hidden states") && strstr(message, "bytes"), "message: %s", message);
 }
 
 static void test_bad_route_calls_leave_the_router_usable(void) {

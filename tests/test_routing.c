@@ -154,7 +154,46 @@ static void test_large_batch_score_policy(void) {
     run("T=2^18 score", info, 1u << 18, LOGITS_SKEWED, 0, 0);
 }
 
+/* Buffers reached through device addresses instead of descriptors (max_binding_bytes forces it). */
+static moevk_router_info addressed(moevk_router_info info) {
+    info.max_binding_bytes = 1024;
+    return info;
+}
+
+static void test_addresses_f32(void) {
+    run("addresses f32", addressed(base(8, 2, 700, 16)), 700, LOGITS_RANDOM, 1, 1);
+}
+
+static void test_addresses_f16_logits_odd_d(void) {
+    moevk_router_info info = addressed(base(9, 3, 333, 7));
+    info.logits_type = MOEVK_DTYPE_F16;
+    info.hidden_type = MOEVK_DTYPE_F16;
+    run("addresses f16 odd d", info, 333, LOGITS_TIES, 0, 1);
+}
+
+static void test_addresses_bf16_dropless_score(void) {
+    moevk_router_info info = addressed(base(6, 2, 500, 10));
+    info.hidden_type = MOEVK_DTYPE_BF16;
+    info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
+    info.pad_multiple = 8;
+    run("addresses bf16 dropless", info, 500, LOGITS_SKEWED, 0, 1);
+    info = addressed(base(6, 2, 500, 12));
+    info.drop_policy = MOEVK_DROP_SCORE;
+    info.capacity_factor = 0.6f;
+    run("addresses score policy", info, 500, LOGITS_SKEWED, 0, 1);
+}
+
+/* Real sizes past lavapipe's 128 MiB maxStorageBufferRange: hidden states of 144 MB. */
+static void test_hidden_states_past_max_storage_buffer_range(void) {
+    run("past maxStorageBufferRange", base(8, 2, 36000, 1000), 36000, LOGITS_RANDOM, 0, 1);
+}
+
 static const test_case TESTS[] = {
+    {"addresses_f32", test_addresses_f32},
+    {"addresses_f16_logits_odd_d", test_addresses_f16_logits_odd_d},
+    {"addresses_bf16_dropless_and_score", test_addresses_bf16_dropless_score},
+    {"hidden_states_past_max_storage_buffer_range",
+     test_hidden_states_past_max_storage_buffer_range},
     {"softmax_top2_matches_reference", test_softmax_top2_random},
     {"ties_go_to_the_lower_expert", test_ties_go_to_the_lower_expert},
     {"neg_inf_masks_experts", test_neg_inf_masks_experts},
