@@ -22,10 +22,13 @@ typedef struct bench_device {
     VkPhysicalDeviceProperties properties;
     char driver_name[256], driver_info[256];
     uint32_t subgroup_size;
+    int buffer_device_address;
 } bench_device;
 
 typedef struct ceilings {
-    double copy_gbps;      /* bytes read + written per second by a large device-local copy */
+    double copy_gbps;      /* bytes read + written per second: the better of the two below */
+    double transfer_copy_gbps; /* vkCmdCopyBuffer */
+    double shader_copy_gbps;   /* a compute shader copying 16-byte units */
     double copy_bytes;     /* size of that copy */
     double launch_ms;      /* one empty dispatch, submitted alone */
     double context_cold_ms; /* first moevk context + router creation in the process */

@@ -76,12 +76,23 @@ int bench_device_open(uint32_t index, bench_device *out, char *error, size_t err
         return 0;
     }
     out->timestamp_bits = families[out->family].timestampValidBits;
+    VkPhysicalDeviceVulkan12Features supported12 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+    VkPhysicalDeviceFeatures2 supported = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                           .pNext = &supported12};
+    vkGetPhysicalDeviceFeatures2(out->physical, &supported);
+    /* moevk reaches buffers past maxStorageBufferRange through device addresses. */
+    VkPhysicalDeviceVulkan12Features enabled12 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+        .bufferDeviceAddress = supported12.bufferDeviceAddress};
+    out->buffer_device_address = supported12.bufferDeviceAddress == VK_TRUE;
     float priority = 1.0f;
     VkDeviceQueueCreateInfo queue = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
                                      .queueFamilyIndex = out->family,
                                      .queueCount = 1,
                                      .pQueuePriorities = &priority};
     VkDeviceCreateInfo device_info = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                                      .pNext = &enabled12,
                                       .queueCreateInfoCount = 1,
                                       .pQueueCreateInfos = &queue};
     if (vkCreateDevice(out->physical, &device_info, NULL, &out->device) != VK_SUCCESS) {

@@ -30,11 +30,13 @@ static void add_case(options *o, uint32_t T, uint32_t E, uint32_t k, uint32_t d,
                      int policy) {
     for (int i = 0; i < o->case_count; ++i) {
         const bench_case *c = &o->cases[i];
-        if (c->T == T && c->E == E && c->k == k && c->d == d && c->dtype == dtype && c->policy == policy)
+        if (c->T == T && c->E == E && c->k == k && c->d == d && c->dtype == dtype &&
+            c->policy == policy)
             return;
     }
     if (o->case_count == MAX_CASES) return;
-    o->cases[o->case_count++] = (bench_case){.T = T, .E = E, .k = k, .d = d, .dtype = dtype, .policy = policy};
+    o->cases[o->case_count++] =
+        (bench_case){.T = T, .E = E, .k = k, .d = d, .dtype = dtype, .policy = policy};
 }
 
 /* The sweep: one factor at a time around T=16384, E=64, k=2, d=4096, f32, position
@@ -56,7 +58,8 @@ static void plan_sweep(options *o) {
                 for (int k = 0; k < 3; ++k)
                     for (int d = 0; d < 2; ++d)
                         for (int type = 0; type < 3; ++type)
-                            for (int p = 0; p < 3; ++p) add_case(o, Ts[t], Es[e], ks[k], ds[d], (moevk_dtype)type, p);
+                            for (int p = 0; p < 3; ++p)
+                                add_case(o, Ts[t], Es[e], ks[k], ds[d], (moevk_dtype)type, p);
         return;
     }
     for (int t = 0; t < 5; ++t) add_case(o, Ts[t], 64, 2, 1024, MOEVK_DTYPE_F32, 0);
@@ -73,7 +76,9 @@ static int parse_case(const char *text, options *o) {
     char type[8] = "f32", policy[16] = "position";
     int n = sscanf(text, "%u,%u,%u,%u,%7[a-z0-9],%15[a-z]", &T, &E, &k, &d, type, policy);
     if (n < 4) return 0;
-    moevk_dtype dtype = !strcmp(type, "f16") ? MOEVK_DTYPE_F16 : !strcmp(type, "bf16") ? MOEVK_DTYPE_BF16 : MOEVK_DTYPE_F32;
+    moevk_dtype dtype = !strcmp(type, "f16")    ? MOEVK_DTYPE_F16
+                        : !strcmp(type, "bf16") ? MOEVK_DTYPE_BF16
+                                                : MOEVK_DTYPE_F32;
     int p = !strcmp(policy, "score") ? 1 : !strcmp(policy, "dropless") ? 2 : 0;
     add_case(o, T, E, k, d, dtype, p);
     return 1;
@@ -86,21 +91,35 @@ static int parse_options(int argc, char **argv, options *o) {
     o->repeats = 15;
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--list")) o->list = 1;
-        else if (!strcmp(a, "--quick")) o->quick = 1;
-        else if (!strcmp(a, "--full")) o->full = 1;
+        if (!strcmp(a, "--list"))
+            o->list = 1;
+        else if (!strcmp(a, "--quick"))
+            o->quick = 1;
+        else if (!strcmp(a, "--full"))
+            o->full = 1;
         else if (!strcmp(a, "--device") && v) {
-            if (!strcmp(v, "all")) o->all = 1;
-            else o->device = atoi(v);
+            if (!strcmp(v, "all"))
+                o->all = 1;
+            else
+                o->device = atoi(v);
             ++i;
-        } else if (!strcmp(a, "--repeat") && v) { o->repeats = atoi(v); ++i; }
-        else if (!strcmp(a, "--warmup") && v) { o->warmup = atoi(v); ++i; }
-        else if (!strcmp(a, "--json") && v) { o->json = v; ++i; }
-        else if (!strcmp(a, "--svg") && v) { o->svg = v; ++i; }
-        else if (!strcmp(a, "--case") && v) {
+        } else if (!strcmp(a, "--repeat") && v) {
+            o->repeats = atoi(v);
+            ++i;
+        } else if (!strcmp(a, "--warmup") && v) {
+            o->warmup = atoi(v);
+            ++i;
+        } else if (!strcmp(a, "--json") && v) {
+            o->json = v;
+            ++i;
+        } else if (!strcmp(a, "--svg") && v) {
+            o->svg = v;
+            ++i;
+        } else if (!strcmp(a, "--case") && v) {
             if (!parse_case(v, o)) return 0;
             ++i;
-        } else return 0;
+        } else
+            return 0;
     }
     if (o->repeats < 1) o->repeats = 1;
     if (o->warmup < 0) o->warmup = 0;
@@ -127,9 +146,12 @@ static int default_device(void) {
 static void measure_startup(const bench_device *device, ceilings *ceil) {
     for (int round = 0; round < 2; ++round) {
         double start = now_ms();
-        moevk_context_info info = {.instance = device->instance, .physical_device = device->physical,
-                                   .device_handle = device->device, .queue_family_index = device->family,
-                                   .get_instance_proc_addr = vkGetInstanceProcAddr};
+        moevk_context_info info = {.instance = device->instance,
+                                   .physical_device = device->physical,
+                                   .device_handle = device->device,
+                                   .queue_family_index = device->family,
+                                   .get_instance_proc_addr = vkGetInstanceProcAddr,
+                                   .buffer_device_address = device->buffer_device_address};
         moevk_context *context = NULL;
         moevk_router *router = NULL;
         moevk_router_info router_info;
@@ -141,11 +163,14 @@ static void measure_startup(const bench_device *device, ceilings *ceil) {
         if (moevk_context_create(&info, &context) == MOEVK_SUCCESS)
             moevk_router_create(context, &router_info, &router);
         double created = now_ms() - start;
-        if (round == 0) ceil->context_cold_ms = created;
-        else ceil->context_warm_ms = created;
+        if (round == 0)
+            ceil->context_cold_ms = created;
+        else
+            ceil->context_warm_ms = created;
         if (router && round == 1) {
             float *logits = calloc(4096 * 64, sizeof(float));
-            moevk_route_input input = {4096, logits, NULL, NULL};
+            moevk_route_input input = {
+                .num_tokens = 4096, .logits = logits, .bias = NULL, .hidden = NULL};
             moevk_route_output output = {0};
             double before = now_ms();
             if (logits && moevk_route(router, &input, &output) == MOEVK_SUCCESS)
@@ -180,9 +205,12 @@ static int bench_one(const options *o, int index, int many) {
         return 1;
     }
     measure_startup(&device, &ceil);
-    moevk_context_info info = {.instance = device.instance, .physical_device = device.physical,
-                               .device_handle = device.device, .queue_family_index = device.family,
-                               .get_instance_proc_addr = vkGetInstanceProcAddr};
+    moevk_context_info info = {.instance = device.instance,
+                               .physical_device = device.physical,
+                               .device_handle = device.device,
+                               .queue_family_index = device.family,
+                               .get_instance_proc_addr = vkGetInstanceProcAddr,
+                               .buffer_device_address = device.buffer_device_address};
     moevk_context *context = NULL;
     moevk_result r = moevk_context_create(&info, &context);
     if (r != MOEVK_SUCCESS) {
@@ -201,11 +229,13 @@ static int bench_one(const options *o, int index, int many) {
     report_table(stdout, &device, &ceil, cases, o->case_count);
     char path[1024];
     int status = 0;
-    if (o->json && !report_json(with_suffix(o->json, index, many, path, sizeof path), &device, &ceil, cases, o->case_count)) {
+    if (o->json && !report_json(with_suffix(o->json, index, many, path, sizeof path), &device,
+                                &ceil, cases, o->case_count)) {
         fprintf(stderr, "moevk-bench: cannot write %s\n", path);
         status = 1;
     }
-    if (o->svg && !report_svg(with_suffix(o->svg, index, many, path, sizeof path), &device, cases, o->case_count)) {
+    if (o->svg && !report_svg(with_suffix(o->svg, index, many, path, sizeof path), &device, cases,
+                              o->case_count)) {
         fprintf(stderr, "moevk-bench: cannot write %s\n", path);
         status = 1;
     }
@@ -218,8 +248,11 @@ static int bench_one(const options *o, int index, int many) {
 int main(int argc, char **argv) {
     static options o;
     if (!parse_options(argc, argv, &o)) {
-        fprintf(stderr, "usage: moevk-bench [--list] [--device N|all] [--quick|--full] [--repeat N] [--warmup N]\n"
-                        "                   [--case T,E,k,d[,f32|f16|bf16[,position|score|dropless]]]... [--json FILE] [--svg FILE]\n");
+        fprintf(stderr,
+                "usage: moevk-bench [--list] [--device N|all] [--quick|--full] [--repeat N] "
+                "[--warmup N]\n"
+                "                   [--case T,E,k,d[,f32|f16|bf16[,position|score|dropless]]]... "
+                "[--json FILE] [--svg FILE]\n");
         return 2;
     }
     uint32_t count = bench_device_count();
@@ -232,8 +265,8 @@ int main(int argc, char **argv) {
             bench_device device;
             char error[256];
             if (bench_device_open(i, &device, error, sizeof error))
-                printf("%u: %s (%s), timestamps %s\n", i, device.properties.deviceName, device.driver_info,
-                       device.timestamp_bits ? "yes" : "no");
+                printf("%u: %s (%s), timestamps %s\n", i, device.properties.deviceName,
+                       device.driver_info, device.timestamp_bits ? "yes" : "no");
             bench_device_close(&device);
         }
         return 0;

@@ -3,7 +3,8 @@
 
 #include "bench.h"
 
-const char *const STAGE_NAMES[STAGE_N] = {"scores+topk", "bucketing", "dispatch", "combine", "stats", "route"};
+const char *const STAGE_NAMES[STAGE_N] = {"scores+topk", "bucketing", "dispatch",
+                                          "combine",     "stats",     "route"};
 
 const char *policy_name(int policy) {
     return policy == 1 ? "score" : policy == 2 ? "dropless" : "position";
@@ -15,7 +16,8 @@ const char *dtype_name(moevk_dtype dtype) {
 
 /* What the whole route can not beat: its bytes at copy bandwidth, or its launches. */
 static double floor_ms(const ceilings *ceil, const bench_case *c) {
-    double bytes_ms = ceil->copy_gbps > 0 ? c->stages[STAGE_ROUTE].bytes / (ceil->copy_gbps * 1e9) * 1e3 : 0;
+    double bytes_ms =
+        ceil->copy_gbps > 0 ? c->stages[STAGE_ROUTE].bytes / (ceil->copy_gbps * 1e9) * 1e3 : 0;
     double launches_ms = 8 * ceil->launch_ms; /* scores, 3 bucketing, dispatch, 2 stats, combine */
     return bytes_ms > launches_ms ? bytes_ms : launches_ms;
 }
@@ -24,18 +26,22 @@ static double gbps(const stage_figures *s) {
     return s->median_ms > 0 ? s->bytes / (s->median_ms * 1e-3) * 1e-9 : 0;
 }
 
-void report_table(FILE *out, const bench_device *device, const ceilings *ceil, const bench_case *cases,
-                  int count) {
+void report_table(FILE *out, const bench_device *device, const ceilings *ceil,
+                  const bench_case *cases, int count) {
     fprintf(out, "\n%s (%s %s), subgroup size %u\n", device->properties.deviceName,
             device->driver_name, device->driver_info, device->subgroup_size);
-    fprintf(out, "copy ceiling %.1f GB/s (read + write of %.0f MiB), launch floor %.4f ms\n",
-            ceil->copy_gbps, ceil->copy_bytes / 2 / 1048576, ceil->launch_ms);
+    fprintf(out,
+            "copy ceiling %.1f GB/s (read + write of %.0f MiB; vkCmdCopyBuffer %.1f, shader %.1f), "
+            "launch floor %.4f ms\n",
+            ceil->copy_gbps, ceil->copy_bytes / 2 / 1048576, ceil->transfer_copy_gbps,
+            ceil->shader_copy_gbps, ceil->launch_ms);
     fprintf(out, "context + router: cold %.1f ms, warm %.1f ms; first route %.1f ms (wall clock)\n",
             ceil->context_cold_ms, ceil->context_warm_ms, ceil->first_route_ms);
-    fprintf(out, "GPU medians in ms (10th-90th percentile spread in %% of the median); dispatch and combine GB/s and %% of the copy ceiling\n");
-    fprintf(out, "%7s %4s %2s %5s %-4s %-8s | %7s %7s %7s %7s %7s | %9s %9s | %8s %6s %6s\n", "T", "E",
-            "k", "d", "type", "policy", "topk", "bucket", "dispat", "stats", "combine", "disp GB/s",
-            "comb GB/s", "route", "spread", "xfloor");
+    fprintf(out, "GPU medians in ms (10th-90th percentile spread in %% of the median); dispatch "
+                 "and combine GB/s and %% of the copy ceiling\n");
+    fprintf(out, "%7s %4s %2s %5s %-4s %-8s | %7s %7s %7s %7s %7s | %9s %9s | %8s %6s %6s\n", "T",
+            "E", "k", "d", "type", "policy", "topk", "bucket", "dispat", "stats", "combine",
+            "disp GB/s", "comb GB/s", "route", "spread", "xfloor");
     for (int i = 0; i < count; ++i) {
         const bench_case *c = &cases[i];
         fprintf(out, "%7u %4u %2u %5u %-4s %-8s | ", c->T, c->E, c->k, c->d, dtype_name(c->dtype),
@@ -47,13 +53,15 @@ void report_table(FILE *out, const bench_device *device, const ceilings *ceil, c
         const stage_figures *s = c->stages;
         const stage_figures *r = &s[STAGE_ROUTE];
         double spread = r->median_ms > 0 ? 100.0 * (r->high_ms - r->low_ms) / r->median_ms : 0;
-        fprintf(out, "%7.3f %7.3f %7.3f %7.3f %7.3f | %5.0f %2.0f%% %5.0f %2.0f%% | %8.3f %5.1f%% %6.1f\n",
-                s[STAGE_TOPK].median_ms, s[STAGE_BUCKET].median_ms, s[STAGE_DISPATCH].median_ms,
-                s[STAGE_STATS].median_ms, s[STAGE_COMBINE].median_ms, gbps(&s[STAGE_DISPATCH]),
-                ceil->copy_gbps > 0 ? 100 * gbps(&s[STAGE_DISPATCH]) / ceil->copy_gbps : 0,
-                gbps(&s[STAGE_COMBINE]),
-                ceil->copy_gbps > 0 ? 100 * gbps(&s[STAGE_COMBINE]) / ceil->copy_gbps : 0,
-                r->median_ms, spread, r->median_ms / floor_ms(ceil, c));
+        fprintf(
+            out,
+            "%7.3f %7.3f %7.3f %7.3f %7.3f | %5.0f %2.0f%% %5.0f %2.0f%% | %8.3f %5.1f%% %6.1f\n",
+            s[STAGE_TOPK].median_ms, s[STAGE_BUCKET].median_ms, s[STAGE_DISPATCH].median_ms,
+            s[STAGE_STATS].median_ms, s[STAGE_COMBINE].median_ms, gbps(&s[STAGE_DISPATCH]),
+            ceil->copy_gbps > 0 ? 100 * gbps(&s[STAGE_DISPATCH]) / ceil->copy_gbps : 0,
+            gbps(&s[STAGE_COMBINE]),
+            ceil->copy_gbps > 0 ? 100 * gbps(&s[STAGE_COMBINE]) / ceil->copy_gbps : 0, r->median_ms,
+            spread, r->median_ms / floor_ms(ceil, c));
     }
 }
 
@@ -77,18 +85,22 @@ int report_json(const char *path, const bench_device *device, const ceilings *ce
     json_string(f, device->driver_name);
     fprintf(f, ",\n  \"driver_info\": ");
     json_string(f, device->driver_info);
-    fprintf(f,
-            ",\n  \"driver_version\": %u,\n  \"api_version\": \"%u.%u.%u\",\n  \"subgroup_size\": %u,\n"
-            "  \"moevk_version\": \"%s\",\n  \"copy_gbps\": %.3f,\n  \"launch_floor_ms\": %.6f,\n"
-            "  \"context_cold_ms\": %.3f,\n  \"context_warm_ms\": %.3f,\n  \"first_route_ms\": %.3f,\n"
-            "  \"cases\": [",
-            p->driverVersion, VK_API_VERSION_MAJOR(p->apiVersion), VK_API_VERSION_MINOR(p->apiVersion),
-            VK_API_VERSION_PATCH(p->apiVersion), device->subgroup_size, moevk_version_string(),
-            ceil->copy_gbps, ceil->launch_ms, ceil->context_cold_ms, ceil->context_warm_ms,
-            ceil->first_route_ms);
+    fprintf(
+        f,
+        ",\n  \"driver_version\": %u,\n  \"api_version\": \"%u.%u.%u\",\n  \"subgroup_size\": %u,\n"
+        "  \"moevk_version\": \"%s\",\n  \"copy_gbps\": %.3f,\n  \"transfer_copy_gbps\": %.3f,\n"
+        "  \"shader_copy_gbps\": %.3f,\n  \"launch_floor_ms\": %.6f,\n"
+        "  \"context_cold_ms\": %.3f,\n  \"context_warm_ms\": %.3f,\n  \"first_route_ms\": %.3f,\n"
+        "  \"cases\": [",
+        p->driverVersion, VK_API_VERSION_MAJOR(p->apiVersion), VK_API_VERSION_MINOR(p->apiVersion),
+        VK_API_VERSION_PATCH(p->apiVersion), device->subgroup_size, moevk_version_string(),
+        ceil->copy_gbps, ceil->transfer_copy_gbps, ceil->shader_copy_gbps, ceil->launch_ms,
+        ceil->context_cold_ms, ceil->context_warm_ms, ceil->first_route_ms);
     for (int i = 0; i < count; ++i) {
         const bench_case *c = &cases[i];
-        fprintf(f, "%s\n    {\"T\": %u, \"E\": %u, \"k\": %u, \"d\": %u, \"dtype\": \"%s\", \"policy\": \"%s\"",
+        fprintf(f,
+                "%s\n    {\"T\": %u, \"E\": %u, \"k\": %u, \"d\": %u, \"dtype\": \"%s\", "
+                "\"policy\": \"%s\"",
                 i ? "," : "", c->T, c->E, c->k, c->d, dtype_name(c->dtype), policy_name(c->policy));
         if (!c->ran) {
             fprintf(f, ", \"skipped\": ");
@@ -98,9 +110,11 @@ int report_json(const char *path, const bench_device *device, const ceilings *ce
         }
         fprintf(f, ", \"capacity\": %u, \"floor_ms\": %.6f", c->capacity, floor_ms(ceil, c));
         for (int s = 0; s < STAGE_N; ++s)
-            fprintf(f, ",\n     \"%s\": {\"median_ms\": %.6f, \"p10_ms\": %.6f, \"p90_ms\": %.6f, \"bytes\": %.0f, \"gbps\": %.3f}",
-                    STAGE_NAMES[s], c->stages[s].median_ms, c->stages[s].low_ms, c->stages[s].high_ms,
-                    c->stages[s].bytes, gbps(&c->stages[s]));
+            fprintf(f,
+                    ",\n     \"%s\": {\"median_ms\": %.6f, \"p10_ms\": %.6f, \"p90_ms\": %.6f, "
+                    "\"bytes\": %.0f, \"gbps\": %.3f}",
+                    STAGE_NAMES[s], c->stages[s].median_ms, c->stages[s].low_ms,
+                    c->stages[s].high_ms, c->stages[s].bytes, gbps(&c->stages[s]));
         fprintf(f, "}");
     }
     fprintf(f, "\n  ]\n}\n");
@@ -116,16 +130,23 @@ int report_svg(const char *path, const bench_device *device, const bench_case *c
     for (int i = 0; i < count; ++i)
         if (cases[i].ran) {
             ++ran;
-            if (cases[i].stages[STAGE_ROUTE].median_ms > most) most = cases[i].stages[STAGE_ROUTE].median_ms;
+            if (cases[i].stages[STAGE_ROUTE].median_ms > most)
+                most = cases[i].stages[STAGE_ROUTE].median_ms;
         }
-    int bar = 22, left = 260, width = 900, top = 50;
+    int bar = 22, left = 300, width = 860, top = 50;
     int height = top + ran * (bar + 6) + 60;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n",
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n",
             left + width + 40, height);
-    fprintf(f, "<text x=\"10\" y=\"20\" font-size=\"15\">moevk route + combine, GPU median ms: %s</text>\n",
+    fprintf(f,
+            "<text x=\"10\" y=\"20\" font-size=\"15\">moevk route + combine, GPU median ms: "
+            "%s</text>\n",
             device->properties.deviceName);
     for (int s = 0; s < 5; ++s)
-        fprintf(f, "<rect x=\"%d\" y=\"28\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%d\" y=\"39\">%s</text>\n",
+        fprintf(f,
+                "<rect x=\"%d\" y=\"28\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%d\" "
+                "y=\"39\">%s</text>\n",
                 left + s * 130, colors[s], left + s * 130 + 16, STAGE_NAMES[s]);
     int row = 0;
     for (int i = 0; i < count; ++i) {
@@ -137,11 +158,12 @@ int report_svg(const char *path, const bench_device *device, const bench_case *c
         double x = left;
         for (int s = 0; s < 5; ++s) {
             double w = most > 0 ? c->stages[s].median_ms / most * width : 0;
-            fprintf(f, "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"/>\n", x, y, w,
-                    bar, colors[s]);
+            fprintf(f, "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"/>\n", x,
+                    y, w, bar, colors[s]);
             x += w;
         }
-        fprintf(f, "<text x=\"%.1f\" y=\"%d\">%.3f</text>\n", x + 4, y + 15, c->stages[STAGE_ROUTE].median_ms);
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\">%.3f</text>\n", x + 4, y + 15,
+                c->stages[STAGE_ROUTE].median_ms);
     }
     fprintf(f, "</svg>\n");
     return fclose(f) == 0;

@@ -1,6 +1,7 @@
-/* One benchmark case: routers created for its sizes, warm-up routes, then timed routes and
- * combines over rotating routers (each with its own buffers, so that caches do not flatter the
- * result), GPU stage times from moevk's timestamps, medians and spreads, napkin bytes. */
+/* One benchmark case: routers created for its sizes, inputs in device buffers, warm-up routes,
+ * then timed routes and combines over rotating routers (each with its own buffers, so that caches
+ * do not flatter the result), GPU stage times from moevk's timestamps, medians and spreads, napkin
+ * bytes. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,13 +21,15 @@ static float noise(void) {
 static void fill(void *data, uint64_t count, moevk_dtype type) {
     for (uint64_t i = 0; i < count; ++i) {
         float v = noise();
-        if (type == MOEVK_DTYPE_F32) ((float *)data)[i] = v;
+        if (type == MOEVK_DTYPE_F32)
+            ((float *)data)[i] = v;
         else {
             uint32_t bits;
             memcpy(&bits, &v, 4);
             /* bf16 by truncation, f16 by a rough conversion: only timing depends on them */
-            ((uint16_t *)data)[i] = type == MOEVK_DTYPE_BF16 ? (uint16_t)(bits >> 16)
-                                                             : (uint16_t)(0x3C00 | (bits >> 13 & 0x3FF));
+            ((uint16_t *)data)[i] = type == MOEVK_DTYPE_BF16
+                                        ? (uint16_t)(bits >> 16)
+                                        : (uint16_t)(0x3C00 | (bits >> 13 & 0x3FF));
         }
     }
 }
@@ -56,6 +59,7 @@ void run_case(moevk_context *context, bench_case *c, int warmup, int repeats) {
     if (c->policy == 2) info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
     c->ran = 0;
     moevk_router *routers[ROTATION] = {0};
+    moevk_buffer *logits_buf = NULL, *hidden_buf = NULL, *out_buf = NULL, *combined_buf = NULL;
     for (int i = 0; i < ROTATION; ++i) {
         moevk_result r = moevk_router_create(context, &info, &routers[i]);
         if (r != MOEVK_SUCCESS) {
@@ -80,15 +84,29 @@ void run_case(moevk_context *context, bench_case *c, int warmup, int repeats) {
     fill(logits, (uint64_t)c->T * c->E, MOEVK_DTYPE_F32);
     fill(hidden, (uint64_t)c->T * c->d, c->dtype);
     fill(expert_out, max_rows * c->d, c->dtype);
+    /* Inputs live on the device, as in a model: no host transfer inside the timed loop. */
+    uint64_t logit_bytes = (uint64_t)c->T * c->E * 4, hidden_bytes = (uint64_t)c->T * c->d * eb;
+    uint64_t rows_bytes = max_rows * c->d * eb;
+    if (moevk_buffer_create(context, logit_bytes, &logits_buf) != MOEVK_SUCCESS ||
+        moevk_buffer_create(context, hidden_bytes, &hidden_buf) != MOEVK_SUCCESS ||
+        moevk_buffer_create(context, rows_bytes, &out_buf) != MOEVK_SUCCESS ||
+        moevk_buffer_create(context, hidden_bytes, &combined_buf) != MOEVK_SUCCESS ||
+        moevk_buffer_write(logits_buf, 0, logits, logit_bytes) != MOEVK_SUCCESS ||
+        moevk_buffer_write(hidden_buf, 0, hidden, hidden_bytes) != MOEVK_SUCCESS ||
+        moevk_buffer_write(out_buf, 0, expert_out, rows_bytes) != MOEVK_SUCCESS) {
+        snprintf(c->skipped, sizeof c->skipped, "%s", moevk_context_last_error(context));
+        goto done;
+    }
 
     moevk_route_stats stats = {0};
     for (int i = 0; i < warmup + samples; ++i) {
         moevk_router *router = routers[i % ROTATION];
-        moevk_route_input input = {c->T, logits, NULL, hidden};
+        moevk_route_input input = {
+            .num_tokens = c->T, .logits = logits, .bias = NULL, .hidden = hidden};
         moevk_route_output output = {.stats = &stats};
         moevk_timings t;
         if (moevk_route(router, &input, &output) != MOEVK_SUCCESS ||
-            moevk_combine(router, expert_out, combined) != MOEVK_SUCCESS ||
+            moevk_combine_buffers(router, out_buf, combined_buf) != MOEVK_SUCCESS ||
             moevk_router_timings(router, &t) != MOEVK_SUCCESS) {
             snprintf(c->skipped, sizeof c->skipped, "%s", moevk_context_last_error(context));
             goto done;
@@ -105,7 +123,8 @@ void run_case(moevk_context *context, bench_case *c, int warmup, int repeats) {
     for (int s = 0; s < STAGE_N; ++s) summarise(times[s], samples, &c->stages[s]);
     c->capacity = stats.capacity;
     /* Napkin bytes: what each stage must read and write at least. */
-    double T = c->T, E = c->E, k = c->k, d = c->d, kept = (double)(stats.assignments - stats.dropped);
+    double T = c->T, E = c->E, k = c->k, d = c->d,
+           kept = (double)(stats.assignments - stats.dropped);
     double rows = stats.dispatched_rows;
     c->stages[STAGE_TOPK].bytes = T * E * 4 + T * k * 8 + T * 20;
     c->stages[STAGE_BUCKET].bytes = T * k * 24;
@@ -121,5 +140,9 @@ done:
     free(hidden);
     free(expert_out);
     free(combined);
+    moevk_buffer_destroy(logits_buf);
+    moevk_buffer_destroy(hidden_buf);
+    moevk_buffer_destroy(out_buf);
+    moevk_buffer_destroy(combined_buf);
     for (int i = 0; i < ROTATION; ++i) moevk_router_destroy(routers[i]);
 }

@@ -105,10 +105,16 @@ int command_demo(int argc, char **argv) {
         for (uint32_t e = 0; e < E; ++e) logits[(size_t)t * E + e] = demo_normal() - 0.05f * e;
     for (size_t i = 0; i < (size_t)T * d; ++i) hidden[i] = demo_normal();
 
-    moevk_route_input input = {T, logits, NULL, hidden};
+    moevk_route_input input = {.num_tokens = T, .logits = logits, .bias = NULL, .hidden = hidden};
     moevk_route_stats stats;
-    moevk_route_output output = {ids,           weights, slots,      counts,
-                                 counts_before, NULL,    dispatched, &stats};
+    moevk_route_output output = {.expert_ids = ids,
+                                 .weights = weights,
+                                 .slots = slots,
+                                 .counts = counts,
+                                 .counts_before = counts_before,
+                                 .offsets = NULL,
+                                 .dispatched = dispatched,
+                                 .stats = &stats};
     double routed_at = seconds_now();
     r = moevk_route(router, &input, &output);
     double routed = seconds_now();

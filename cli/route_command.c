@@ -276,12 +276,20 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
         fprintf(stderr, "moevk route: out of host memory\n");
         goto done;
     }
-    moevk_route_input input = {(uint32_t)T, logits->data, bias->data, hidden->data};
+    moevk_route_input input = {.num_tokens = (uint32_t)T,
+                               .logits = logits->data,
+                               .bias = bias->data,
+                               .hidden = hidden->data};
     moevk_route_stats stats;
     int dropless = a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS;
-    moevk_route_output output = {o->ids,        o->weights, o->slots,
-                                 o->counts,     NULL,       dropless ? o->offsets : NULL,
-                                 o->dispatched, &stats};
+    moevk_route_output output = {.expert_ids = o->ids,
+                                 .weights = o->weights,
+                                 .slots = o->slots,
+                                 .counts = o->counts,
+                                 .counts_before = NULL,
+                                 .offsets = dropless ? o->offsets : NULL,
+                                 .dispatched = o->dispatched,
+                                 .stats = &stats};
     r = moevk_route(router, &input, &output);
     if (r != MOEVK_SUCCESS) {
         fprintf(stderr, "moevk route: %s\n", moevk_context_last_error(context));

@@ -45,6 +45,8 @@ static moevk_result build_context(moevk_context *context, const moevk_context_in
     r = device_create(context, info ? info->memory_mode : MOEVK_MEMORY_AUTO,
                       adopts_device(info) && info->buffer_device_address);
     if (r != MOEVK_SUCCESS) return r;
+    r = context_commands_create(context);
+    if (r != MOEVK_SUCCESS) return r;
     return pipelines_create_layouts(context);
 }
 
@@ -79,6 +81,7 @@ void moevk_context_destroy(moevk_context *context) {
     if (context->device && context->vk.vkDeviceWaitIdle) {
         context->vk.vkDeviceWaitIdle(context->device);
         pipelines_destroy_layouts(context);
+        context_commands_destroy(context);
         if (context->owns_device) context->vk.vkDestroyDevice(context->device, allocator);
     }
     if (context->messenger)

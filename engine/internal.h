@@ -71,7 +71,12 @@ struct moevk_context {
     VkPipelineLayout pipeline_layout;
     VkPipelineCache pipeline_cache;
     char last_error[512];
+    /* For buffer reads and writes: one command buffer, used under `lock`. */
+    VkCommandPool command_pool;
+    VkCommandBuffer command_buffer;
+    VkFence fence;
 };
+
 
 /* ---- errors.c ---- */
 /* Records a formatted message as the context's last error and returns `result`. */
@@ -109,6 +114,16 @@ typedef enum buffer_kind {
 moevk_result gpu_buffer_create(moevk_context *context, VkDeviceSize size, buffer_kind kind,
                                int addressable, gpu_buffer *out);
 void gpu_buffer_destroy(moevk_context *context, gpu_buffer *buffer);
+
+struct moevk_buffer {
+    moevk_context *context;
+    gpu_buffer gpu;
+    uint64_t size;
+};
+
+/* ---- buffer.c: the context's command buffer for buffer copies ---- */
+moevk_result context_commands_create(moevk_context *context);
+void context_commands_destroy(moevk_context *context);
 
 /* ---- pipelines.c: the one descriptor set layout and the stages' pipelines ---- */
 typedef enum stage {
@@ -229,6 +244,9 @@ typedef struct transfer_plan {
 moevk_result transfer_begin(transfer_plan *plan, moevk_router *router);
 /* Writes host data to a binding: directly where mapped, else through staging (recorded). */
 void transfer_upload(transfer_plan *plan, int binding, const void *source, VkDeviceSize bytes);
+/* Records a device copy between a moevk_buffer and a binding (to_binding: buffer -> binding). */
+void transfer_device_copy(transfer_plan *plan, int binding, moevk_buffer *buffer, VkDeviceSize bytes,
+                          int to_binding);
 /* Makes the uploads visible to the compute stages; call after the last upload. */
 void transfer_uploads_done(transfer_plan *plan);
 /* Asks for a binding's first `bytes` to be copied to `destination` after the work;

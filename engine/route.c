@@ -14,10 +14,26 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
     if (input->num_tokens > info->max_tokens)
         REJECT("num_tokens is %u, past the router's max_tokens of %u", input->num_tokens,
                info->max_tokens);
-    if (input->num_tokens > 0 && !input->logits) REJECT("logits is NULL");
-    if (input->hidden && info->hidden_size == 0)
+    uint64_t T = input->num_tokens, E = info->num_experts, d = info->hidden_size;
+    uint64_t hidden_bytes = T * d * dtype_bytes(info->hidden_type);
+    int has_hidden = input->hidden || input->hidden_buffer;
+    if (input->num_tokens > 0 && !input->logits && !input->logits_buffer) REJECT("logits is NULL");
+    if (input->logits_buffer && input->logits_buffer->size < T * E * dtype_bytes(info->logits_type))
+        REJECT("logits_buffer holds %llu bytes; [T, E] needs %llu",
+               (unsigned long long)input->logits_buffer->size,
+               (unsigned long long)(T * E * dtype_bytes(info->logits_type)));
+    if (has_hidden && info->hidden_size == 0)
         REJECT("hidden states given, but the router's hidden_size is 0");
-    if (output->dispatched && !input->hidden) REJECT("dispatched asked for without hidden states");
+    if (input->hidden_buffer && input->hidden_buffer->size < hidden_bytes)
+        REJECT("hidden_buffer holds %llu bytes; [T, d] needs %llu",
+               (unsigned long long)input->hidden_buffer->size, (unsigned long long)hidden_bytes);
+    if ((output->dispatched || output->dispatched_buffer) && !has_hidden)
+        REJECT("dispatched rows asked for without hidden states");
+    uint64_t max_dispatched = router->max_dispatched_rows * d * dtype_bytes(info->hidden_type);
+    if (output->dispatched_buffer && output->dispatched_buffer->size < max_dispatched)
+        REJECT("dispatched_buffer holds %llu bytes; it needs %llu (max dispatched rows * d)",
+               (unsigned long long)output->dispatched_buffer->size,
+               (unsigned long long)max_dispatched);
     if (output->offsets && info->capacity_mode != MOEVK_CAPACITY_DROPLESS)
         REJECT("offsets exist only in DROPLESS mode");
     return MOEVK_SUCCESS;
@@ -68,11 +84,22 @@ moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
     transfer_plan plan;
     r = transfer_begin(&plan, router);
     if (r != MOEVK_SUCCESS) return r;
-    transfer_upload(&plan, BINDING_LOGITS, input->logits, T * E * dtype_bytes(info->logits_type));
+    uint64_t logit_bytes = T * E * dtype_bytes(info->logits_type);
+    if (input->logits_buffer) transfer_device_copy(&plan, BINDING_LOGITS, input->logits_buffer, logit_bytes, 1);
+    else transfer_upload(&plan, BINDING_LOGITS, input->logits, logit_bytes);
     if (input->bias) transfer_upload(&plan, BINDING_BIAS, input->bias, E * 4);
-    if (input->hidden) transfer_upload(&plan, BINDING_HIDDEN, input->hidden, T * d * hidden_bytes);
+    if (input->hidden_buffer)
+        transfer_device_copy(&plan, BINDING_HIDDEN, input->hidden_buffer, T * d * hidden_bytes, 1);
+    else if (input->hidden)
+        transfer_upload(&plan, BINDING_HIDDEN, input->hidden, T * d * hidden_bytes);
     transfer_uploads_done(&plan);
-    record_route(router, &params, input->hidden != NULL);
+    record_route(router, &params, input->hidden || input->hidden_buffer);
+    if (output->dispatched_buffer) {
+        record_barrier(router, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                       VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+        transfer_device_copy(&plan, BINDING_DISPATCHED, output->dispatched_buffer,
+                             (uint64_t)params.dispatched_rows * d * hidden_bytes, 0);
+    }
 
     transfer_download(&plan, BINDING_EXPERT_INFO, NULL, (3 * E + 1) * 4);
     transfer_download(&plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
@@ -104,23 +131,52 @@ moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
     return MOEVK_SUCCESS;
 }
 
-moevk_result moevk_combine(moevk_router *router, const void *expert_out, void *combined) {
+/* Combine with its input and output on the host or in buffers. */
+static moevk_result combine(moevk_router *router, const void *expert_out, moevk_buffer *expert_out_buffer,
+                            void *combined, moevk_buffer *combined_buffer) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
     if (router->info.hidden_size == 0) REJECT("combine needs a router with hidden_size > 0");
     if (!router->routed) REJECT("combine needs a successful route first");
     const route_params *params = &router->last;
-    if (params->num_tokens > 0 && (!combined || (!expert_out && params->dispatched_rows > 0)))
-        REJECT("expert_out and combined must not be NULL");
     uint64_t row_bytes = (uint64_t)router->info.hidden_size * dtype_bytes(router->info.hidden_type);
+    uint64_t in_bytes = params->dispatched_rows * row_bytes, out_bytes = params->num_tokens * row_bytes;
+    if (params->num_tokens > 0 && ((!combined && !combined_buffer) ||
+                                   (!expert_out && !expert_out_buffer && in_bytes > 0)))
+        REJECT("expert_out and combined must not be NULL");
+    if (expert_out_buffer && expert_out_buffer->size < in_bytes)
+        REJECT("the expert_out buffer holds %llu bytes; [dispatched rows, d] needs %llu",
+               (unsigned long long)expert_out_buffer->size, (unsigned long long)in_bytes);
+    if (combined_buffer && combined_buffer->size < out_bytes)
+        REJECT("the combined buffer holds %llu bytes; [T, d] needs %llu",
+               (unsigned long long)combined_buffer->size, (unsigned long long)out_bytes);
     transfer_plan plan;
     moevk_result r = transfer_begin(&plan, router);
     if (r != MOEVK_SUCCESS) return r;
-    transfer_upload(&plan, BINDING_EXPERT_OUT, expert_out, params->dispatched_rows * row_bytes);
+    if (expert_out_buffer) transfer_device_copy(&plan, BINDING_EXPERT_OUT, expert_out_buffer, in_bytes, 1);
+    else transfer_upload(&plan, BINDING_EXPERT_OUT, expert_out, in_bytes);
     transfer_uploads_done(&plan);
     record_combine(router, params);
-    transfer_download(&plan, BINDING_COMBINED, combined, params->num_tokens * row_bytes);
+    if (combined_buffer) {
+        record_barrier(router, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                       VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+        transfer_device_copy(&plan, BINDING_COMBINED, combined_buffer, out_bytes, 0);
+    } else {
+        transfer_download(&plan, BINDING_COMBINED, combined, out_bytes);
+    }
     r = transfer_finish(&plan);
     router->combined = r == MOEVK_SUCCESS;
     return r;
+}
+
+moevk_result moevk_combine(moevk_router *router, const void *expert_out, void *combined) {
+    return combine(router, expert_out, NULL, combined, NULL);
+}
+
+moevk_result moevk_combine_buffers(moevk_router *router, moevk_buffer *expert_out,
+                                   moevk_buffer *combined) {
+    if (router && (!expert_out || !combined))
+        return context_fail(router->context, MOEVK_ERROR_INVALID_ARGUMENT,
+                            "expert_out and combined buffers must not be NULL");
+    return combine(router, NULL, expert_out, NULL, combined);
 }

@@ -43,6 +43,17 @@ void transfer_upload(transfer_plan *plan, int binding, const void *source, VkDev
     plan->upload_used = align16(plan->upload_used + bytes);
 }
 
+void transfer_device_copy(transfer_plan *plan, int binding, moevk_buffer *buffer, VkDeviceSize bytes,
+                          int to_binding) {
+    if (bytes == 0) return;
+    moevk_router *router = plan->router;
+    VkBuffer binding_buffer = router->buffers[binding].buffer;
+    VkBufferCopy region = {0, 0, bytes};
+    router->context->vk.vkCmdCopyBuffer(router->command_buffer,
+                                        to_binding ? buffer->gpu.buffer : binding_buffer,
+                                        to_binding ? binding_buffer : buffer->gpu.buffer, 1, &region);
+}
+
 void transfer_uploads_done(transfer_plan *plan) {
     record_barrier(plan->router, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
                    VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,

@@ -74,6 +74,7 @@ MOEVK_API const char *moevk_result_string(moevk_result result);
 /* ---- Types ------------------------------------------------------------------------------ */
 typedef struct moevk_context moevk_context;
 typedef struct moevk_router moevk_router;
+typedef struct moevk_buffer moevk_buffer;
 
 typedef enum moevk_dtype {
     MOEVK_DTYPE_F32 = 0,
@@ -185,6 +186,24 @@ MOEVK_API const char *moevk_context_last_error(const moevk_context *context);
 /* How many validation messages (warnings and errors) the layer has sent this context. */
 MOEVK_API uint32_t moevk_context_validation_messages(const moevk_context *context);
 
+/* ---- Buffers ---------------------------------------------------------------------------- */
+/* Device memory that routes read from and write to without a trip through the host: keep
+ * logits, hidden states, dispatched rows and expert outputs on the device between calls.
+ * Creation allocates (device-local, mapped where the context maps device memory); moevk owns it.
+ * Buffers may be used from any thread, one call at a time per buffer.
+ * Errors: INVALID_ARGUMENT (size 0), OUT_OF_DEVICE_MEMORY, OUT_OF_HOST_MEMORY, VULKAN. */
+MOEVK_API moevk_result moevk_buffer_create(moevk_context *context, uint64_t size,
+                                           moevk_buffer **out);
+/* Frees the buffer; it must not be in use by a call in flight. NULL: no-op. */
+MOEVK_API void moevk_buffer_destroy(moevk_buffer *buffer);
+MOEVK_API uint64_t moevk_buffer_size(const moevk_buffer *buffer);
+/* Copies between host memory and the buffer, waiting until done. offset + size must fit.
+ * Errors: INVALID_ARGUMENT, DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_buffer_write(moevk_buffer *buffer, uint64_t offset, const void *data,
+                                          uint64_t size);
+MOEVK_API moevk_result moevk_buffer_read(moevk_buffer *buffer, uint64_t offset, void *data,
+                                         uint64_t size);
+
 /* ---- Router ----------------------------------------------------------------------------- */
 typedef struct moevk_router_info {
     uint32_t num_experts;      /* E: 1 .. MOEVK_MAX_EXPERTS */
@@ -237,6 +256,10 @@ typedef struct moevk_route_input {
     const void *logits;   /* [T, E] in logits_type, row-major; required when T > 0 */
     const float *bias;    /* [E] added to the logits for selection only; NULL: none */
     const void *hidden;   /* [T, d] in hidden_type; NULL: no dispatch */
+    /* Device-resident alternatives, read from their first bytes: when set, used instead of
+     * logits and hidden (copied on the device, never through the host). */
+    moevk_buffer *logits_buffer;
+    moevk_buffer *hidden_buffer;
 } moevk_route_input;
 
 typedef struct moevk_route_stats {
@@ -263,6 +286,9 @@ typedef struct moevk_route_output {
     void *dispatched;         /* [E*C, d] or dropless [offsets[E], d], hidden_type; needs
                                  input hidden; size it with moevk_router_max_dispatched_rows */
     moevk_route_stats *stats;
+    /* Receives the dispatched rows on the device (its first bytes); at least
+     * moevk_router_max_dispatched_rows * d elements. Needs hidden states. */
+    moevk_buffer *dispatched_buffer;
 } moevk_route_output;
 
 /* Largest dispatched_rows any route of this router can produce. */
@@ -281,6 +307,10 @@ MOEVK_API moevk_result moevk_route(moevk_router *router, const moevk_route_input
  * DEVICE_LOST, VULKAN. */
 MOEVK_API moevk_result moevk_combine(moevk_router *router, const void *expert_out,
                                      void *combined);
+/* The same on the device: expert_out and combined are buffers (their first bytes), large enough
+ * for [dispatched_rows, d] and [T, d]. */
+MOEVK_API moevk_result moevk_combine_buffers(moevk_router *router, moevk_buffer *expert_out,
+                                             moevk_buffer *combined);
 
 /* GPU time of each stage of the router's last route and last combine, from timestamp queries. */
 typedef struct moevk_timings {

@@ -91,17 +91,19 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
     uint64_t row_bytes = (uint64_t)d * (info->hidden_type == MOEVK_DTYPE_F32 ? 4 : 2);
 
     int dropless = info->capacity_mode == MOEVK_CAPACITY_DROPLESS;
-    moevk_route_input input = {T, b->logits, c->with_bias ? b->bias : NULL,
-                               c->with_hidden ? b->hidden : NULL};
+    moevk_route_input input = {.num_tokens = T,
+                               .logits = b->logits,
+                               .bias = c->with_bias ? b->bias : NULL,
+                               .hidden = c->with_hidden ? b->hidden : NULL};
     moevk_route_stats stats;
-    moevk_route_output output = {b->ids,
-                                 b->weights,
-                                 b->slots,
-                                 b->counts,
-                                 b->counts_before,
-                                 dropless ? b->offsets : NULL,
-                                 c->with_hidden ? b->dispatched : NULL,
-                                 &stats};
+    moevk_route_output output = {.expert_ids = b->ids,
+                                 .weights = b->weights,
+                                 .slots = b->slots,
+                                 .counts = b->counts,
+                                 .counts_before = b->counts_before,
+                                 .offsets = dropless ? b->offsets : NULL,
+                                 .dispatched = c->with_hidden ? b->dispatched : NULL,
+                                 .stats = &stats};
     moevk_result r = moevk_route(router, &input, &output);
     CHECK(r == MOEVK_SUCCESS, "%s: route -> %s (%s)", c->name, moevk_result_string(r),
           moevk_context_last_error(test_context()));
@@ -180,7 +182,14 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
         int32_t *ids2 = malloc(TK * 4 + 4), *slots2 = malloc(TK * 4 + 4);
         float *weights2 = malloc(TK * 4 + 4);
         moevk_route_stats stats2;
-        moevk_route_output again = {ids2, weights2, slots2, NULL, NULL, NULL, NULL, &stats2};
+        moevk_route_output again = {.expert_ids = ids2,
+                                    .weights = weights2,
+                                    .slots = slots2,
+                                    .counts = NULL,
+                                    .counts_before = NULL,
+                                    .offsets = NULL,
+                                    .dispatched = NULL,
+                                    .stats = &stats2};
         r = moevk_route(router, &input, &again);
         if (r != MOEVK_SUCCESS || memcmp(ids2, b->ids, TK * 4) ||
             memcmp(weights2, b->weights, TK * 4) || memcmp(slots2, b->slots, TK * 4) ||

@@ -135,9 +135,9 @@ static void test_bad_route_calls_leave_the_router_usable(void) {
     int32_t ids[128];
     uint32_t offsets[9];
     moevk_route_output output = {.expert_ids = ids};
-    moevk_route_input too_many = {65, logits, NULL, NULL};
-    moevk_route_input no_logits = {10, NULL, NULL, NULL};
-    moevk_route_input good = {64, logits, NULL, hidden};
+    moevk_route_input too_many = {.num_tokens = 65, .logits = logits, .bias = NULL, .hidden = NULL};
+    moevk_route_input no_logits = {.num_tokens = 10, .logits = NULL, .bias = NULL, .hidden = NULL};
+    moevk_route_input good = {.num_tokens = 64, .logits = logits, .bias = NULL, .hidden = hidden};
     moevk_route_output bad_offsets = {.offsets = offsets};
     moevk_result results[] = {
         moevk_combine(router, hidden, out), /* no route yet */
@@ -235,7 +235,7 @@ static void test_allocation_callbacks_are_used_and_balanced(void) {
     moevk_result r = moevk_router_create(context, &router_info, &router);
     float logits[64 * 8];
     for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
-    moevk_route_input input = {64, logits, NULL, NULL};
+    moevk_route_input input = {.num_tokens = 64, .logits = logits, .bias = NULL, .hidden = NULL};
     moevk_route_output output = {0};
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
     uint32_t messages = moevk_context_validation_messages(context);
@@ -322,7 +322,7 @@ static void route_small(moevk_context *context, const float *logits, int32_t *id
     moevk_router_info info = small_info();
     moevk_router *router = NULL;
     *result = moevk_router_create(context, &info, &router);
-    moevk_route_input input = {64, logits, NULL, NULL};
+    moevk_route_input input = {.num_tokens = 64, .logits = logits, .bias = NULL, .hidden = NULL};
     moevk_route_output output = {.expert_ids = ids, .weights = weights};
     if (*result == MOEVK_SUCCESS) *result = moevk_route(router, &input, &output);
     moevk_router_destroy(router);
@@ -384,7 +384,7 @@ static void test_profiling_router_reports_stage_times(void) {
     for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
     for (int i = 0; i < 64 * 4; ++i) hidden[i] = rng_normal();
     float *dispatched = calloc(moevk_router_max_dispatched_rows(router) * 4, sizeof(float));
-    moevk_route_input input = {64, logits, NULL, hidden};
+    moevk_route_input input = {.num_tokens = 64, .logits = logits, .bias = NULL, .hidden = hidden};
     moevk_route_output output = {.dispatched = dispatched};
     moevk_timings before, timings, none;
     moevk_result early = moevk_router_timings(router, &before);
@@ -412,7 +412,86 @@ static void test_profiling_router_reports_stage_times(void) {
     CHECK(fabs(parts - timings.route_ms) <= 1e-6 * timings.route_ms + 1e-9, "stages do not add up");
 }
 
+static void test_buffers_round_trip_and_check_bounds(void) {
+    moevk_buffer *buffer = NULL, *none = (moevk_buffer *)1;
+    CHECK(moevk_buffer_create(test_context(), 0, &none) == MOEVK_ERROR_INVALID_ARGUMENT && !none,
+          "a zero-size buffer was accepted");
+    CHECK_OK(moevk_buffer_create(test_context(), 1000, &buffer));
+    unsigned char in[1000], out[1000];
+    for (int i = 0; i < 1000; ++i) in[i] = (unsigned char)rng_u32();
+    moevk_result w = moevk_buffer_write(buffer, 0, in, 1000);
+    moevk_result part = moevk_buffer_write(buffer, 10, in + 500, 7);
+    moevk_result r = moevk_buffer_read(buffer, 0, out, 1000);
+    moevk_result past = moevk_buffer_write(buffer, 995, in, 6);
+    moevk_result past_read = moevk_buffer_read(buffer, 1001, out, 0);
+    uint64_t size = moevk_buffer_size(buffer);
+    moevk_buffer_destroy(buffer);
+    moevk_buffer_destroy(NULL);
+    CHECK(w == MOEVK_SUCCESS && part == MOEVK_SUCCESS && r == MOEVK_SUCCESS, "copies failed");
+    memcpy(in + 10, in + 500, 7);
+    CHECK(memcmp(in, out, 1000) == 0, "the buffer did not hold what was written");
+    CHECK(past == MOEVK_ERROR_INVALID_ARGUMENT && past_read == MOEVK_ERROR_INVALID_ARGUMENT,
+          "out-of-range copies accepted");
+    CHECK(size == 1000, "size %llu", (unsigned long long)size);
+}
+
+/* Inputs and outputs in device buffers give the same bits as host pointers. */
+static void test_device_buffers_route_like_host_pointers(void) {
+    moevk_router_info info = small_info();
+    info.hidden_size = 6;
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    uint64_t rows = moevk_router_max_dispatched_rows(router);
+    float logits[64 * 8], hidden[64 * 6], *expert_out = malloc(rows * 6 * 4);
+    for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
+    for (int i = 0; i < 64 * 6; ++i) hidden[i] = rng_normal();
+    for (uint64_t i = 0; i < rows * 6; ++i) expert_out[i] = rng_normal();
+    int32_t ids[128], ids2[128];
+    float *dispatched = calloc(rows * 6, 4), *dispatched2 = calloc(rows * 6, 4);
+    float combined[64 * 6], combined2[64 * 6];
+    moevk_buffer *logits_buf = NULL, *hidden_buf = NULL, *dispatched_buf = NULL, *out_buf = NULL,
+                 *combined_buf = NULL;
+    moevk_result r = MOEVK_SUCCESS;
+    moevk_context *ctx = test_context();
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_create(ctx, sizeof logits, &logits_buf);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_create(ctx, sizeof hidden, &hidden_buf);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_create(ctx, rows * 6 * 4, &dispatched_buf);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_create(ctx, rows * 6 * 4, &out_buf);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_create(ctx, sizeof combined, &combined_buf);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_write(logits_buf, 0, logits, sizeof logits);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_write(hidden_buf, 0, hidden, sizeof hidden);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_write(out_buf, 0, expert_out, rows * 6 * 4);
+    moevk_route_input host_in = {.num_tokens = 64, .logits = logits, .hidden = hidden};
+    moevk_route_output host_out = {.expert_ids = ids, .dispatched = dispatched};
+    moevk_route_input device_in = {.num_tokens = 64, .logits_buffer = logits_buf, .hidden_buffer = hidden_buf};
+    moevk_route_output device_out = {.expert_ids = ids2, .dispatched_buffer = dispatched_buf};
+    if (r == MOEVK_SUCCESS) r = moevk_route(router, &host_in, &host_out);
+    if (r == MOEVK_SUCCESS) r = moevk_combine(router, expert_out, combined);
+    if (r == MOEVK_SUCCESS) r = moevk_route(router, &device_in, &device_out);
+    if (r == MOEVK_SUCCESS) r = moevk_combine_buffers(router, out_buf, combined_buf);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_read(dispatched_buf, 0, dispatched2, rows * 6 * 4);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_read(combined_buf, 0, combined2, sizeof combined2);
+    moevk_route_input short_in = {.num_tokens = 64, .logits_buffer = hidden_buf};
+    moevk_result too_small = moevk_route(router, &short_in, &device_out);
+    int same = r == MOEVK_SUCCESS && !memcmp(ids, ids2, sizeof ids) &&
+               !memcmp(dispatched, dispatched2, rows * 6 * 4) && !memcmp(combined, combined2, sizeof combined);
+    moevk_buffer_destroy(logits_buf);
+    moevk_buffer_destroy(hidden_buf);
+    moevk_buffer_destroy(dispatched_buf);
+    moevk_buffer_destroy(out_buf);
+    moevk_buffer_destroy(combined_buf);
+    moevk_router_destroy(router);
+    free(expert_out);
+    free(dispatched);
+    free(dispatched2);
+    CHECK(r == MOEVK_SUCCESS, "%s: %s", moevk_result_string(r), moevk_context_last_error(ctx));
+    CHECK(same, "device buffers give other results than host pointers");
+    CHECK(too_small == MOEVK_ERROR_INVALID_ARGUMENT, "an undersized logits buffer was accepted");
+}
+
 static const test_case TESTS[] = {
+    {"buffers_round_trip_and_check_bounds", test_buffers_round_trip_and_check_bounds},
+    {"device_buffers_route_like_host_pointers", test_device_buffers_route_like_host_pointers},
     {"profiling_router_reports_stage_times", test_profiling_router_reports_stage_times},
     {"version_matches_header", test_version_matches_header},
     {"every_result_has_a_name", test_every_result_has_a_name},

@@ -237,7 +237,26 @@ static void test_npy_parser_survives_random_bytes(void) {
     }
 }
 
+/* No Vulkan driver at all: a clear message and exit status 1, not a crash. */
+static void test_no_vulkan_device_is_a_clear_error(void) {
+    char command[1024], message[1024] = {0};
+    snprintf(command, sizeof command,
+             "VK_DRIVER_FILES=/nonexistent.json VK_ICD_FILENAMES=/nonexistent.json %s demo 2>%s",
+             cli_path, path_in_work("nodevice.txt"));
+    int status = system(command);
+    FILE *f = fopen(path_in_work("nodevice.txt"), "r");
+    if (f) {
+        size_t n = fread(message, 1, sizeof message - 1, f);
+        message[n] = 0;
+        fclose(f);
+    }
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1, "exit status %d", status);
+    CHECK(strstr(message, "no Vulkan device") && strstr(message, "MOEVK_ERROR_NO_DEVICE"),
+          "message: %s", message);
+}
+
 static const test_case TESTS[] = {
+    {"no_vulkan_device_is_a_clear_error", test_no_vulkan_device_is_a_clear_error},
     {"route_writes_every_output", test_route_writes_every_output},
     {"dropless_writes_offsets_and_compact_rows", test_dropless_writes_offsets_and_compact_rows},
     {"nonfinite_rows_warn_and_exit_3", test_nonfinite_rows_warn_and_exit_3},
