@@ -38,6 +38,7 @@ typedef struct ceilings {
 
 typedef struct stage_figures {
     double median_ms, low_ms, high_ms; /* median and the 10th/90th percentiles */
+    double best_ms;                    /* the fastest run */
     double bytes;                      /* napkin bytes moved */
 } stage_figures;
 

@@ -87,7 +87,7 @@ static int parse_case(const char *text, options *o) {
 static int parse_options(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->device = -1;
-    o->warmup = 3;
+    o->warmup = 10; /* long enough for a GPU's clocks to settle */
     o->repeats = 15;
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;

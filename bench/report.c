@@ -39,9 +39,9 @@ void report_table(FILE *out, const bench_device *device, const ceilings *ceil,
             ceil->context_cold_ms, ceil->context_warm_ms, ceil->first_route_ms);
     fprintf(out, "GPU medians in ms (10th-90th percentile spread in %% of the median); dispatch "
                  "and combine GB/s and %% of the copy ceiling\n");
-    fprintf(out, "%7s %4s %2s %5s %-4s %-8s | %7s %7s %7s %7s %7s | %9s %9s | %8s %6s %6s\n", "T",
-            "E", "k", "d", "type", "policy", "topk", "bucket", "dispat", "stats", "combine",
-            "disp GB/s", "comb GB/s", "route", "spread", "xfloor");
+    fprintf(out, "%7s %4s %2s %5s %-4s %-8s | %7s %7s %7s %7s %7s | %9s %9s | %8s %8s %6s %6s\n",
+            "T", "E", "k", "d", "type", "policy", "topk", "bucket", "dispat", "stats", "combine",
+            "disp GB/s", "comb GB/s", "route", "best", "spread", "xfloor");
     for (int i = 0; i < count; ++i) {
         const bench_case *c = &cases[i];
         fprintf(out, "%7u %4u %2u %5u %-4s %-8s | ", c->T, c->E, c->k, c->d, dtype_name(c->dtype),
@@ -55,13 +55,13 @@ void report_table(FILE *out, const bench_device *device, const ceilings *ceil,
         double spread = r->median_ms > 0 ? 100.0 * (r->high_ms - r->low_ms) / r->median_ms : 0;
         fprintf(
             out,
-            "%7.3f %7.3f %7.3f %7.3f %7.3f | %5.0f %2.0f%% %5.0f %2.0f%% | %8.3f %5.1f%% %6.1f\n",
+            "%7.3f %7.3f %7.3f %7.3f %7.3f | %5.0f %2.0f%% %5.0f %2.0f%% | %8.3f %8.3f %5.1f%% %6.1f\n",
             s[STAGE_TOPK].median_ms, s[STAGE_BUCKET].median_ms, s[STAGE_DISPATCH].median_ms,
             s[STAGE_STATS].median_ms, s[STAGE_COMBINE].median_ms, gbps(&s[STAGE_DISPATCH]),
             ceil->copy_gbps > 0 ? 100 * gbps(&s[STAGE_DISPATCH]) / ceil->copy_gbps : 0,
             gbps(&s[STAGE_COMBINE]),
             ceil->copy_gbps > 0 ? 100 * gbps(&s[STAGE_COMBINE]) / ceil->copy_gbps : 0, r->median_ms,
-            spread, r->median_ms / floor_ms(ceil, c));
+            r->best_ms, spread, r->median_ms / floor_ms(ceil, c));
     }
 }
 
@@ -111,10 +111,11 @@ int report_json(const char *path, const bench_device *device, const ceilings *ce
         fprintf(f, ", \"capacity\": %u, \"floor_ms\": %.6f", c->capacity, floor_ms(ceil, c));
         for (int s = 0; s < STAGE_N; ++s)
             fprintf(f,
-                    ",\n     \"%s\": {\"median_ms\": %.6f, \"p10_ms\": %.6f, \"p90_ms\": %.6f, "
-                    "\"bytes\": %.0f, \"gbps\": %.3f}",
-                    STAGE_NAMES[s], c->stages[s].median_ms, c->stages[s].low_ms,
-                    c->stages[s].high_ms, c->stages[s].bytes, gbps(&c->stages[s]));
+                    ",\n     \"%s\": {\"median_ms\": %.6f, \"best_ms\": %.6f, \"p10_ms\": %.6f, "
+                    "\"p90_ms\": %.6f, \"bytes\": %.0f, \"gbps\": %.3f}",
+                    STAGE_NAMES[s], c->stages[s].median_ms, c->stages[s].best_ms,
+                    c->stages[s].low_ms, c->stages[s].high_ms, c->stages[s].bytes,
+                    gbps(&c->stages[s]));
         fprintf(f, "}");
     }
     fprintf(f, "\n  ]\n}\n");

@@ -34,6 +34,10 @@ static void run_stage(moevk_router *router, stage which, const route_params *par
     run_stage_2d(router, which, params, groups, 1);
 }
 
+/* About this many workgroups fill any GPU we know of; more only adds launch work, since every
+ * invocation loops over rows. */
+#define ROW_STAGE_WORKGROUPS 8192u
+
 /* A 2D grid for row-wise stages: x covers a row's units (at most 64 workgroups), y the rows. */
 static void run_rows_stage(moevk_router *router, stage which, const route_params *params,
                            uint64_t rows) {
@@ -44,6 +48,7 @@ static void run_rows_stage(moevk_router *router, stage which, const route_params
     uint64_t y = rows;
     if (x > 64) x = 64;
     if (x < 1) x = 1;
+    if (y > ROW_STAGE_WORKGROUPS / x) y = ROW_STAGE_WORKGROUPS / x;
     if (y > limits->maxComputeWorkGroupCount[1]) y = limits->maxComputeWorkGroupCount[1];
     if (y > 65535) y = 65535;
     if (y < 1) y = 1;
@@ -115,7 +120,7 @@ void record_route(moevk_router *router, const route_params *params, int with_dis
     }
     route_params final = *params;
     final.phase = 1;
-    run_stage(router, STAGE_STATS, &final, 1);
+    run_stage(router, STAGE_STATS, &final, params->num_experts + STAT_SCALARS);
     timestamp(router, TIMESTAMP_ROUTE_END);
 }
 

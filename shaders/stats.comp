@@ -4,7 +4,9 @@
 // Phase 0 (grid: stat_blocks workgroups): block b sums over its rows_per_stat_block rows the
 // routing probability of every expert and the row scalars (logsumexp^2, entropy, non-finite and
 // masked rows) into stat_partials[b, E + STAT_SCALARS]. Only valid rows count.
-// Phase 1 (grid: 1 workgroup): sums the partials over blocks into stat_totals.
+// Phase 1 (grid: E + STAT_SCALARS workgroups, one per total): sums one column of the partials
+// over blocks, strided over the lanes, then a shared-memory tree: a fixed order, and no long
+// chain of dependent loads.
 #include "common.glsl"
 
 shared float scalar_lanes[STAT_SCALARS][gl_WorkGroupSize.x];
@@ -58,11 +60,17 @@ void partial_sums() {
 
 void final_sums() {
     uint width = P.num_experts + STAT_SCALARS;
-    for (uint i = gl_LocalInvocationID.x; i < width; i += gl_WorkGroupSize.x) {
-        float sum = 0.0;
-        for (uint b = 0u; b < P.stat_blocks; ++b) sum += stat_partials[b * width + i];
-        stat_totals[i] = sum;
+    uint column = gl_WorkGroupID.x;
+    uint lane = gl_LocalInvocationID.x;
+    float sum = 0.0;
+    for (uint b = lane; b < P.stat_blocks; b += gl_WorkGroupSize.x) sum += stat_partials[b * width + column];
+    scalar_lanes[0][lane] = sum;
+    barrier();
+    for (uint half_width = gl_WorkGroupSize.x / 2u; half_width > 0u; half_width >>= 1) {
+        if (lane < half_width) scalar_lanes[0][lane] += scalar_lanes[0][lane + half_width];
+        barrier();
     }
+    if (lane == 0u) stat_totals[column] = scalar_lanes[0][0];
 }
 
 void main() {
