@@ -10,7 +10,7 @@ CUDA events (or wall clock on the CPU), moevk with its GPU timestamps through `m
 Without PyTorch it says so and exits 0.
 
 usage: compare_torch.py --moevk build/cli/moevk --bench build/bench/moevk-bench [--device cuda|cpu]
-                        [--repeat N] [--json FILE]
+                        [--repeat N] [--quick] [--json FILE]
 """
 import argparse
 import json
@@ -34,6 +34,7 @@ except ImportError:
 
 CASES = [(4096, 64, 2, 4096), (16384, 64, 2, 4096), (65536, 64, 2, 1024), (16384, 8, 2, 4096),
          (16384, 256, 2, 4096), (16384, 64, 8, 1024)]
+QUICK_CASES = [(4096, 64, 2, 1024), (16384, 64, 2, 4096)]
 
 
 def capacity(T, E, k, factor=1.25, minimum=4):
@@ -155,8 +156,11 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--json")
+    parser.add_argument("--quick", action="store_true", help="two cases: for a CPU (lavapipe)")
     args = parser.parse_args()
+    cases = QUICK_CASES if args.quick else CASES
     torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)  # as many threads as lavapipe uses
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(f"PyTorch {torch.__version__} on {name} ({args.device})")
     problems = check_same_routing(args.moevk, args.device)
@@ -164,11 +168,11 @@ def main():
         print("compare_torch: moevk and PyTorch route differently: " + "; ".join(problems))
         sys.exit(1)
     print("same routing: expert ids, slots, counts and dispatched rows identical; weights and combine within 1e-6 / 1e-5")
-    vk_device, moevk_ms = time_moevk(args.bench, CASES, args.repeat)
+    vk_device, moevk_ms = time_moevk(args.bench, cases, args.repeat)
     print(f"moevk on {vk_device} (Vulkan, GPU timestamps); route + combine medians, identity experts")
     print(f"{'T':>7} {'E':>4} {'k':>2} {'d':>5} | {'torch ms':>9} {'moevk ms':>9} {'torch/moevk':>11}")
     rows = []
-    for case in CASES:
+    for case in cases:
         torch_ms = time_torch(case, args.device, args.repeat)
         ours = moevk_ms.get(case)
         ratio = torch_ms / ours if ours else float("nan")
