@@ -13,11 +13,11 @@ moevk_result context_commands_create(moevk_context *context) {
     VkResult vr = vk->vkCreateCommandPool(context->device, &pool_info, context->allocator,
                                           &context->command_pool);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateCommandPool");
-    VkCommandBufferAllocateInfo buffer_info = {
-        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-        .commandPool = context->command_pool,
-        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-        .commandBufferCount = 1};
+    VkCommandBufferAllocateInfo buffer_info = {.sType =
+                                                   VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                               .commandPool = context->command_pool,
+                                               .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                               .commandBufferCount = 1};
     vr = vk->vkAllocateCommandBuffers(context->device, &buffer_info, &context->command_buffer);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkAllocateCommandBuffers");
     VkFenceCreateInfo fence_info = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
@@ -60,17 +60,19 @@ void moevk_buffer_destroy(moevk_buffer *buffer) {
 
 uint64_t moevk_buffer_size(const moevk_buffer *buffer) { return buffer ? buffer->size : 0; }
 
-/* One copy between the buffer and a staging buffer, submitted and waited for. */
-static moevk_result staged_copy(moevk_buffer *buffer, gpu_buffer *staging, uint64_t offset,
-                                uint64_t size, int to_buffer) {
-    moevk_context *context = buffer->context;
+/* One copy between a buffer and a staging buffer on the context's command buffer, submitted and
+ * waited for. */
+static moevk_result staged_copy(moevk_context *context, const gpu_buffer *device,
+                                gpu_buffer *staging, uint64_t offset, uint64_t size,
+                                int to_buffer) {
     const struct VolkDeviceTable *vk = &context->vk;
     VkCommandBuffer cmd = context->command_buffer;
     VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                       .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
-    VkMemoryBarrier before = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                              .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-                              .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
+    VkMemoryBarrier before = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+        .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
     VkMemoryBarrier after = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
                              .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
                              .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
@@ -79,17 +81,16 @@ static moevk_result staged_copy(moevk_buffer *buffer, gpu_buffer *staging, uint6
     VkResult vr = vk->vkResetCommandBuffer(cmd, 0);
     if (vr == VK_SUCCESS) vr = vk->vkBeginCommandBuffer(cmd, &begin);
     if (vr == VK_SUCCESS) {
-        vk->vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                                 0, 1, &before, 0, NULL, 0, NULL);
-        vk->vkCmdCopyBuffer(cmd, to_buffer ? staging->buffer : buffer->gpu.buffer,
-                            to_buffer ? buffer->gpu.buffer : staging->buffer, 1, &region);
+        vk->vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                                 VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &before, 0, NULL, 0, NULL);
+        vk->vkCmdCopyBuffer(cmd, to_buffer ? staging->buffer : device->buffer,
+                            to_buffer ? device->buffer : staging->buffer, 1, &region);
         vk->vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0,
                                  1, &after, 0, NULL, 0, NULL);
         vr = vk->vkEndCommandBuffer(cmd);
     }
-    VkSubmitInfo submit = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
-                           .commandBufferCount = 1,
-                           .pCommandBuffers = &cmd};
+    VkSubmitInfo submit = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
     if (vr == VK_SUCCESS) vr = vk->vkQueueSubmit(context->queue, 1, &submit, context->fence);
     if (vr == VK_SUCCESS) {
         vr = vk->vkWaitForFences(context->device, 1, &context->fence, VK_TRUE, UINT64_MAX);
@@ -98,6 +99,28 @@ static moevk_result staged_copy(moevk_buffer *buffer, gpu_buffer *staging, uint6
     }
     pthread_mutex_unlock(&context->lock);
     return vr == VK_SUCCESS ? MOEVK_SUCCESS : context_fail_vk(context, vr, "copying a buffer");
+}
+
+moevk_result gpu_buffer_host_copy(moevk_context *context, const gpu_buffer *device, uint64_t offset,
+                                  void *host, uint64_t size, int to_buffer) {
+    if (size == 0) return MOEVK_SUCCESS;
+    if (context->info.host_visible_device_memory && device->mapped) {
+        char *mapped = (char *)device->mapped + offset;
+        if (to_buffer)
+            memcpy(mapped, host, size);
+        else
+            memcpy(host, mapped, size);
+        return MOEVK_SUCCESS;
+    }
+    gpu_buffer staging;
+    moevk_result r =
+        gpu_buffer_create(context, size, to_buffer ? BUFFER_UPLOAD : BUFFER_READBACK, 0, &staging);
+    if (r != MOEVK_SUCCESS) return r;
+    if (to_buffer) memcpy(staging.mapped, host, size);
+    r = staged_copy(context, device, &staging, offset, size, to_buffer);
+    if (r == MOEVK_SUCCESS && !to_buffer) memcpy(host, staging.mapped, size);
+    gpu_buffer_destroy(context, &staging);
+    return r;
 }
 
 static moevk_result host_copy(moevk_buffer *buffer, uint64_t offset, void *host, uint64_t size,
@@ -109,22 +132,7 @@ static moevk_result host_copy(moevk_buffer *buffer, uint64_t offset, void *host,
                             "%llu bytes at offset %llu do not fit a buffer of %llu bytes",
                             (unsigned long long)size, (unsigned long long)offset,
                             (unsigned long long)buffer->size);
-    if (size == 0) return MOEVK_SUCCESS;
-    if (context->info.host_visible_device_memory && buffer->gpu.mapped) {
-        char *mapped = (char *)buffer->gpu.mapped + offset;
-        if (to_buffer) memcpy(mapped, host, size);
-        else memcpy(host, mapped, size);
-        return MOEVK_SUCCESS;
-    }
-    gpu_buffer staging;
-    moevk_result r = gpu_buffer_create(context, size, to_buffer ? BUFFER_UPLOAD : BUFFER_READBACK, 0,
-                                       &staging);
-    if (r != MOEVK_SUCCESS) return r;
-    if (to_buffer) memcpy(staging.mapped, host, size);
-    r = staged_copy(buffer, &staging, offset, size, to_buffer);
-    if (r == MOEVK_SUCCESS && !to_buffer) memcpy(host, staging.mapped, size);
-    gpu_buffer_destroy(context, &staging);
-    return r;
+    return gpu_buffer_host_copy(context, &buffer->gpu, offset, host, size, to_buffer);
 }
 
 moevk_result moevk_buffer_write(moevk_buffer *buffer, uint64_t offset, const void *data,

@@ -123,6 +123,9 @@ struct moevk_buffer {
 
 /* ---- buffer.c: the context's command buffer for buffer copies ---- */
 moevk_result context_commands_create(moevk_context *context);
+/* Copies between host memory and a device buffer, waiting (mapped memory: a memcpy). */
+moevk_result gpu_buffer_host_copy(moevk_context *context, const gpu_buffer *device, uint64_t offset,
+                                  void *host, uint64_t size, int to_buffer);
 void context_commands_destroy(moevk_context *context);
 
 /* ---- pipelines.c: the one descriptor set layout and the stages' pipelines ---- */
@@ -193,6 +196,11 @@ struct moevk_router {
     VkCommandPool command_pool;
     VkCommandBuffer command_buffer;
     VkFence fence;
+    /* What record.c records into: the router's own command buffer and descriptor set, or an
+     * application's command buffer with a set that binds its buffers (record_external.c). */
+    VkCommandBuffer recording;
+    VkDescriptorSet bound_set;
+    VkDescriptorSet external_sets[2]; /* route, combine: the application's buffers */
     VkQueryPool timestamps; /* when profiling: TIMESTAMP_COUNT queries */
     uint64_t max_dispatched_rows;
     int use_addresses; /* the large buffers are reached through device addresses */
@@ -201,6 +209,10 @@ struct moevk_router {
     int combined; /* a combine ran since the last route */
     route_params last;
 };
+
+/* route.c: the route's statistics from the device's expert counts and stat totals. */
+void route_fill_stats(const moevk_router *router, const route_params *params,
+                      const uint32_t *expert_info, const float *totals, moevk_route_stats *stats);
 
 /* Sizes of one route call: capacity, block partition, rows. */
 void router_plan(const moevk_router *router, uint32_t num_tokens, route_params *params);

@@ -11,7 +11,7 @@ void record_barrier(moevk_router *router, VkPipelineStageFlags src_stage, VkAcce
     VkMemoryBarrier barrier = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
                                .srcAccessMask = src_access,
                                .dstAccessMask = dst_access};
-    router->context->vk.vkCmdPipelineBarrier(router->command_buffer, src_stage, dst_stage, 0, 1,
+    router->context->vk.vkCmdPipelineBarrier(router->recording, src_stage, dst_stage, 0, 1,
                                              &barrier, 0, NULL, 0, NULL);
 }
 
@@ -22,7 +22,7 @@ static void compute_to_compute(moevk_router *router) {
 static void run_stage_2d(moevk_router *router, stage which, const route_params *params,
                          uint32_t groups_x, uint32_t groups_y) {
     const struct VolkDeviceTable *vk = &router->context->vk;
-    VkCommandBuffer cmd = router->command_buffer;
+    VkCommandBuffer cmd = router->recording;
     vk->vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, router->pipelines[which]);
     vk->vkCmdPushConstants(cmd, router->context->pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
                            sizeof *params, params);
@@ -66,21 +66,20 @@ static uint32_t grid_for(const moevk_router *router, uint64_t items) {
 
 static void timestamp(moevk_router *router, enum timestamp_point point) {
     if (!router->timestamps) return;
-    router->context->vk.vkCmdWriteTimestamp(
-        router->command_buffer, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, router->timestamps, point);
+    router->context->vk.vkCmdWriteTimestamp(router->recording, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT,
+                                            router->timestamps, point);
 }
 
 static void reset_timestamps(moevk_router *router, uint32_t first, uint32_t count) {
     if (!router->timestamps) return;
-    router->context->vk.vkCmdResetQueryPool(router->command_buffer, router->timestamps, first,
-                                            count);
+    router->context->vk.vkCmdResetQueryPool(router->recording, router->timestamps, first, count);
 }
 
 void record_route(moevk_router *router, const route_params *params, int with_dispatch) {
     const struct VolkDeviceTable *vk = &router->context->vk;
-    VkCommandBuffer cmd = router->command_buffer;
+    VkCommandBuffer cmd = router->recording;
     vk->vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
-                                router->context->pipeline_layout, 0, 1, &router->descriptor_set, 0,
+                                router->context->pipeline_layout, 0, 1, &router->bound_set, 0,
                                 NULL);
     reset_timestamps(router, TIMESTAMP_ROUTE_START, TIMESTAMP_ROUTE_END + 1);
     timestamp(router, TIMESTAMP_ROUTE_START);
@@ -126,8 +125,8 @@ void record_route(moevk_router *router, const route_params *params, int with_dis
 
 void record_combine(moevk_router *router, const route_params *params) {
     const struct VolkDeviceTable *vk = &router->context->vk;
-    vk->vkCmdBindDescriptorSets(router->command_buffer, VK_PIPELINE_BIND_POINT_COMPUTE,
-                                router->context->pipeline_layout, 0, 1, &router->descriptor_set, 0,
+    vk->vkCmdBindDescriptorSets(router->recording, VK_PIPELINE_BIND_POINT_COMPUTE,
+                                router->context->pipeline_layout, 0, 1, &router->bound_set, 0,
                                 NULL);
     reset_timestamps(router, TIMESTAMP_COMBINE_START, 2);
     timestamp(router, TIMESTAMP_COMBINE_START);

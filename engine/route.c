@@ -39,8 +39,8 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
     return MOEVK_SUCCESS;
 }
 
-static void fill_stats(const moevk_router *router, const route_params *params,
-                       const uint32_t *expert_info, const float *totals, moevk_route_stats *stats) {
+void route_fill_stats(const moevk_router *router, const route_params *params,
+                      const uint32_t *expert_info, const float *totals, moevk_route_stats *stats) {
     uint32_t E = router->info.num_experts;
     memset(stats, 0, sizeof *stats);
     uint64_t kept = 0;
@@ -85,8 +85,10 @@ moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
     r = transfer_begin(&plan, router);
     if (r != MOEVK_SUCCESS) return r;
     uint64_t logit_bytes = T * E * dtype_bytes(info->logits_type);
-    if (input->logits_buffer) transfer_device_copy(&plan, BINDING_LOGITS, input->logits_buffer, logit_bytes, 1);
-    else transfer_upload(&plan, BINDING_LOGITS, input->logits, logit_bytes);
+    if (input->logits_buffer)
+        transfer_device_copy(&plan, BINDING_LOGITS, input->logits_buffer, logit_bytes, 1);
+    else
+        transfer_upload(&plan, BINDING_LOGITS, input->logits, logit_bytes);
     if (input->bias) transfer_upload(&plan, BINDING_BIAS, input->bias, E * 4);
     if (input->hidden_buffer)
         transfer_device_copy(&plan, BINDING_HIDDEN, input->hidden_buffer, T * d * hidden_bytes, 1);
@@ -116,7 +118,7 @@ moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
     const uint32_t *expert_info = transfer_downloaded(&plan, BINDING_EXPERT_INFO);
     const float *totals = transfer_downloaded(&plan, BINDING_STAT_TOTALS);
     moevk_route_stats stats;
-    fill_stats(router, &params, expert_info, totals, &stats);
+    route_fill_stats(router, &params, expert_info, totals, &stats);
     if (output->counts) memcpy(output->counts, expert_info + E, E * 4);
     if (output->counts_before) memcpy(output->counts_before, expert_info, E * 4);
     if (output->offsets) memcpy(output->offsets, expert_info + 2 * E, (E + 1) * 4);
@@ -132,17 +134,19 @@ moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
 }
 
 /* Combine with its input and output on the host or in buffers. */
-static moevk_result combine(moevk_router *router, const void *expert_out, moevk_buffer *expert_out_buffer,
-                            void *combined, moevk_buffer *combined_buffer) {
+static moevk_result combine(moevk_router *router, const void *expert_out,
+                            moevk_buffer *expert_out_buffer, void *combined,
+                            moevk_buffer *combined_buffer) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
     if (router->info.hidden_size == 0) REJECT("combine needs a router with hidden_size > 0");
     if (!router->routed) REJECT("combine needs a successful route first");
     const route_params *params = &router->last;
     uint64_t row_bytes = (uint64_t)router->info.hidden_size * dtype_bytes(router->info.hidden_type);
-    uint64_t in_bytes = params->dispatched_rows * row_bytes, out_bytes = params->num_tokens * row_bytes;
-    if (params->num_tokens > 0 && ((!combined && !combined_buffer) ||
-                                   (!expert_out && !expert_out_buffer && in_bytes > 0)))
+    uint64_t in_bytes = params->dispatched_rows * row_bytes,
+             out_bytes = params->num_tokens * row_bytes;
+    if (params->num_tokens > 0 &&
+        ((!combined && !combined_buffer) || (!expert_out && !expert_out_buffer && in_bytes > 0)))
         REJECT("expert_out and combined must not be NULL");
     if (expert_out_buffer && expert_out_buffer->size < in_bytes)
         REJECT("the expert_out buffer holds %llu bytes; [dispatched rows, d] needs %llu",
@@ -153,8 +157,10 @@ static moevk_result combine(moevk_router *router, const void *expert_out, moevk_
     transfer_plan plan;
     moevk_result r = transfer_begin(&plan, router);
     if (r != MOEVK_SUCCESS) return r;
-    if (expert_out_buffer) transfer_device_copy(&plan, BINDING_EXPERT_OUT, expert_out_buffer, in_bytes, 1);
-    else transfer_upload(&plan, BINDING_EXPERT_OUT, expert_out, in_bytes);
+    if (expert_out_buffer)
+        transfer_device_copy(&plan, BINDING_EXPERT_OUT, expert_out_buffer, in_bytes, 1);
+    else
+        transfer_upload(&plan, BINDING_EXPERT_OUT, expert_out, in_bytes);
     transfer_uploads_done(&plan);
     record_combine(router, params);
     if (combined_buffer) {

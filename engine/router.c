@@ -220,9 +220,11 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
 static moevk_result create_descriptors(moevk_router *router) {
     moevk_context *context = router->context;
     const struct VolkDeviceTable *vk = &context->vk;
-    VkDescriptorPoolSize pool_size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, BINDING_COUNT};
+    /* Three sets: the router's own buffers, and two that record_external.c points at an
+     * application's buffers (one for routes, one for combines). */
+    VkDescriptorPoolSize pool_size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 3 * BINDING_COUNT};
     VkDescriptorPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-                                            .maxSets = 1,
+                                            .maxSets = 3,
                                             .poolSizeCount = 1,
                                             .pPoolSizes = &pool_size};
     VkResult vr = vk->vkCreateDescriptorPool(context->device, &pool_info, context->allocator,
@@ -232,8 +234,12 @@ static moevk_result create_descriptors(moevk_router *router) {
                                             .descriptorPool = router->descriptor_pool,
                                             .descriptorSetCount = 1,
                                             .pSetLayouts = &context->set_layout};
-    vr = vk->vkAllocateDescriptorSets(context->device, &set_info, &router->descriptor_set);
-    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkAllocateDescriptorSets");
+    VkDescriptorSet *sets[3] = {&router->descriptor_set, &router->external_sets[0],
+                                &router->external_sets[1]};
+    for (int i = 0; i < 3; ++i) {
+        vr = vk->vkAllocateDescriptorSets(context->device, &set_info, sets[i]);
+        if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkAllocateDescriptorSets");
+    }
     VkDescriptorBufferInfo buffer_infos[BINDING_COUNT];
     VkWriteDescriptorSet writes[BINDING_COUNT];
     for (uint32_t i = 0; i < BINDING_COUNT; ++i) {
@@ -250,6 +256,10 @@ static moevk_result create_descriptors(moevk_router *router) {
                                            .pBufferInfo = &buffer_infos[i]};
     }
     vk->vkUpdateDescriptorSets(context->device, BINDING_COUNT, writes, 0, NULL);
+    for (int s = 0; s < 2; ++s) {
+        for (uint32_t i = 0; i < BINDING_COUNT; ++i) writes[i].dstSet = router->external_sets[s];
+        vk->vkUpdateDescriptorSets(context->device, BINDING_COUNT, writes, 0, NULL);
+    }
     return MOEVK_SUCCESS;
 }
 

@@ -14,6 +14,8 @@ static int mapped(const transfer_plan *plan) {
 moevk_result transfer_begin(transfer_plan *plan, moevk_router *router) {
     memset(plan, 0, sizeof *plan);
     plan->router = router;
+    router->recording = router->command_buffer;
+    router->bound_set = router->descriptor_set;
     moevk_context *context = router->context;
     VkResult vr = context->vk.vkResetCommandBuffer(router->command_buffer, 0);
     VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
@@ -43,15 +45,15 @@ void transfer_upload(transfer_plan *plan, int binding, const void *source, VkDev
     plan->upload_used = align16(plan->upload_used + bytes);
 }
 
-void transfer_device_copy(transfer_plan *plan, int binding, moevk_buffer *buffer, VkDeviceSize bytes,
-                          int to_binding) {
+void transfer_device_copy(transfer_plan *plan, int binding, moevk_buffer *buffer,
+                          VkDeviceSize bytes, int to_binding) {
     if (bytes == 0) return;
     moevk_router *router = plan->router;
     VkBuffer binding_buffer = router->buffers[binding].buffer;
     VkBufferCopy region = {0, 0, bytes};
-    router->context->vk.vkCmdCopyBuffer(router->command_buffer,
-                                        to_binding ? buffer->gpu.buffer : binding_buffer,
-                                        to_binding ? binding_buffer : buffer->gpu.buffer, 1, &region);
+    router->context->vk.vkCmdCopyBuffer(
+        router->command_buffer, to_binding ? buffer->gpu.buffer : binding_buffer,
+        to_binding ? binding_buffer : buffer->gpu.buffer, 1, &region);
 }
 
 void transfer_uploads_done(transfer_plan *plan) {

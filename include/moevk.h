@@ -312,6 +312,48 @@ MOEVK_API moevk_result moevk_combine(moevk_router *router, const void *expert_ou
 MOEVK_API moevk_result moevk_combine_buffers(moevk_router *router, moevk_buffer *expert_out,
                                              moevk_buffer *combined);
 
+/* ---- Recording into the application's command buffers ------------------------------------ */
+/* A range of an application's VkBuffer (created with STORAGE_BUFFER usage). range 0: to the end. */
+typedef struct moevk_buffer_range {
+    VkBuffer buffer;
+    VkDeviceSize offset; /* a multiple of minStorageBufferOffsetAlignment */
+    VkDeviceSize range;
+} moevk_buffer_range;
+
+typedef struct moevk_record_info {
+    uint32_t num_tokens;           /* T: 0 .. max_tokens */
+    moevk_buffer_range logits;     /* [T, E] in logits_type; required */
+    moevk_buffer_range bias;       /* [E] f32; buffer VK_NULL_HANDLE: none */
+    moevk_buffer_range hidden;     /* [T, d]; buffer VK_NULL_HANDLE: no dispatch */
+    moevk_buffer_range dispatched; /* receives [rows, d] (moevk_router_max_dispatched_rows at
+                                      most; unfilled rows zero); needs hidden */
+} moevk_record_info;
+
+/* Records a route into the application's command buffer (in the recording state, outside a
+ * render pass, of the router's context's device and a compute-capable queue family), reading
+ * and writing the application's buffers; submits nothing.
+ * Synchronisation: before this call, make your writes to logits, bias and hidden visible to
+ * VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT / VK_ACCESS_SHADER_READ_BIT; after it, dispatched (and the
+ * router's results) are written by VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT /
+ * VK_ACCESS_SHADER_WRITE_BIT. moevk records only its own internal barriers: buffer barriers on
+ * its own buffers at the start (ordering it after earlier work that used them), and global
+ * memory barriers between its stages. The recording rewrites a descriptor set the router owns: until the command buffer has
+ * executed, do not record this router again (moevk_record_combine has a set of its own) nor call
+ * moevk_route or moevk_combine on it. Read the ids, weights, slots, counts and statistics
+ * afterwards with moevk_router_read. Errors: INVALID_ARGUMENT, UNSUPPORTED (a router whose
+ * buffers are reached through device addresses cannot bind the application's buffers). */
+MOEVK_API moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_buffer,
+                                          const moevk_record_info *info);
+/* Records a combine of the last recorded (or run) route: expert_out [rows, d] to combined
+ * [T, d], the application's buffers; the same synchronisation rules. */
+MOEVK_API moevk_result moevk_record_combine(moevk_router *router, VkCommandBuffer command_buffer,
+                                            moevk_buffer_range expert_out,
+                                            moevk_buffer_range combined);
+/* After the command buffer holding moevk_record_route has completed: copies the route's ids,
+ * weights, slots, counts and statistics (whichever output asks for; dispatched is ignored).
+ * Errors: INVALID_ARGUMENT, DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_router_read(moevk_router *router, const moevk_route_output *output);
+
 /* GPU time of each stage of the router's last route and last combine, from timestamp queries. */
 typedef struct moevk_timings {
     double scores_topk_ms; /* scores and top-k selection */

@@ -463,7 +463,8 @@ static void test_device_buffers_route_like_host_pointers(void) {
     if (r == MOEVK_SUCCESS) r = moevk_buffer_write(out_buf, 0, expert_out, rows * 6 * 4);
     moevk_route_input host_in = {.num_tokens = 64, .logits = logits, .hidden = hidden};
     moevk_route_output host_out = {.expert_ids = ids, .dispatched = dispatched};
-    moevk_route_input device_in = {.num_tokens = 64, .logits_buffer = logits_buf, .hidden_buffer = hidden_buf};
+    moevk_route_input device_in = {
+        .num_tokens = 64, .logits_buffer = logits_buf, .hidden_buffer = hidden_buf};
     moevk_route_output device_out = {.expert_ids = ids2, .dispatched_buffer = dispatched_buf};
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &host_in, &host_out);
     if (r == MOEVK_SUCCESS) r = moevk_combine(router, expert_out, combined);
@@ -474,7 +475,8 @@ static void test_device_buffers_route_like_host_pointers(void) {
     moevk_route_input short_in = {.num_tokens = 64, .logits_buffer = hidden_buf};
     moevk_result too_small = moevk_route(router, &short_in, &device_out);
     int same = r == MOEVK_SUCCESS && !memcmp(ids, ids2, sizeof ids) &&
-               !memcmp(dispatched, dispatched2, rows * 6 * 4) && !memcmp(combined, combined2, sizeof combined);
+               !memcmp(dispatched, dispatched2, rows * 6 * 4) &&
+               !memcmp(combined, combined2, sizeof combined);
     moevk_buffer_destroy(logits_buf);
     moevk_buffer_destroy(hidden_buf);
     moevk_buffer_destroy(dispatched_buf);

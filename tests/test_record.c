@@ -1,0 +1,185 @@
+/* moevk inside an application's Vulkan: the application makes its device with volk's globals
+ * and the validation layer (synchronization validation on), and moevk records a route and a
+ * combine into the application's command buffers, between two of the application's own
+ * dispatches, on the application's buffers. Results must match moevk's own calls bit for bit,
+ * the layer must stay silent, and the application's volk state must be untouched. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "app_vulkan.h"
+#include "harness.h"
+
+#define T 300
+#define E 8
+#define K 2
+#define D 12
+
+typedef struct fixture {
+    app_vulkan app;
+    moevk_context *context;
+    moevk_router *router;
+    app_buffer staging, logits, hidden, dispatched, readback, combined;
+    float logits_host[T * E], hidden_host[T * D];
+    uint64_t rows;
+} fixture;
+
+static moevk_router_info router_info(void) {
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = E;
+    info.top_k = K;
+    info.max_tokens = T;
+    info.hidden_size = D;
+    info.renormalize = 1;
+    return info;
+}
+
+static int setup(fixture *f) {
+    memset(f, 0, sizeof *f);
+    moevk_device_info shared;
+    moevk_context_device_info(test_context(), &shared);
+    if (!app_create(&f->app, shared.name)) return 0;
+    moevk_context_info info = {.instance = f->app.instance,
+                               .physical_device = f->app.physical,
+                               .device_handle = f->app.device,
+                               .queue_family_index = f->app.family,
+                               .get_instance_proc_addr = vkGetInstanceProcAddr};
+    moevk_router_info options = router_info();
+    if (moevk_context_create(&info, &f->context) != MOEVK_SUCCESS ||
+        moevk_router_create(f->context, &options, &f->router) != MOEVK_SUCCESS)
+        return 0;
+    f->rows = moevk_router_max_dispatched_rows(f->router);
+    for (int i = 0; i < T * E; ++i) f->logits_host[i] = rng_normal();
+    for (int i = 0; i < T * D; ++i) f->hidden_host[i] = rng_normal();
+    VkDeviceSize rows_bytes = (f->rows * D * 4 + 15) & ~(VkDeviceSize)15;
+    return app_buffer_create(&f->app, sizeof f->logits_host + sizeof f->hidden_host, &f->staging) &&
+           app_buffer_create(&f->app, sizeof f->logits_host, &f->logits) &&
+           app_buffer_create(&f->app, sizeof f->hidden_host, &f->hidden) &&
+           app_buffer_create(&f->app, rows_bytes, &f->dispatched) &&
+           app_buffer_create(&f->app, rows_bytes, &f->readback) &&
+           app_buffer_create(&f->app, sizeof f->hidden_host, &f->combined);
+}
+
+static void teardown(fixture *f) {
+    moevk_router_destroy(f->router);
+    moevk_context_destroy(f->context);
+    app_buffer *buffers[] = {&f->staging,    &f->logits,   &f->hidden,
+                             &f->dispatched, &f->readback, &f->combined};
+    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; ++i)
+        if (f->app.device) app_buffer_destroy(&f->app, buffers[i]);
+    app_destroy(&f->app);
+}
+
+/* What moevk's own calls give on the same inputs (the harness's context, same device). */
+typedef struct expected {
+    int32_t ids[T * K], slots[T * K];
+    float weights[T * K];
+    moevk_route_stats stats;
+    float *dispatched, *combined;
+} expected;
+
+static moevk_result run_directly(const fixture *f, expected *want) {
+    moevk_router_info options = router_info();
+    moevk_router *router = NULL;
+    moevk_result r = moevk_router_create(test_context(), &options, &router);
+    moevk_route_input input = {.num_tokens = T, .logits = f->logits_host, .hidden = f->hidden_host};
+    moevk_route_output output = {.expert_ids = want->ids,
+                                 .weights = want->weights,
+                                 .slots = want->slots,
+                                 .dispatched = want->dispatched,
+                                 .stats = &want->stats};
+    if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
+    if (r == MOEVK_SUCCESS) r = moevk_combine(router, want->dispatched, want->combined);
+    moevk_router_destroy(router);
+    return r;
+}
+
+static void test_route_and_combine_recorded_between_application_dispatches(void) {
+    fixture f;
+    int ready = setup(&f);
+    expected want = {0};
+    want.dispatched = calloc(f.rows ? f.rows * D : 1, 4);
+    want.combined = calloc(T * D, 4);
+    moevk_result direct = ready ? run_directly(&f, &want) : MOEVK_ERROR_VULKAN;
+    moevk_result recorded = MOEVK_ERROR_VULKAN, combined_r = MOEVK_ERROR_VULKAN,
+                 read = MOEVK_ERROR_VULKAN;
+    int32_t ids[T * K], slots[T * K];
+    float weights[T * K];
+    moevk_route_stats stats = {0};
+    int same_dispatch = 0, same_combine = 0, volk_intact = 0;
+    if (ready && direct == MOEVK_SUCCESS) {
+        memcpy(f.staging.mapped, f.logits_host, sizeof f.logits_host);
+        memcpy((char *)f.staging.mapped + sizeof f.logits_host, f.hidden_host,
+               sizeof f.hidden_host);
+        VkCommandBuffer cmd = app_begin(&f.app);
+        /* The application's first dispatch writes the logits; a copy brings the hidden states. */
+        app_record_copy(&f.app, cmd, f.staging.buffer, f.logits.buffer, sizeof f.logits_host);
+        VkBufferCopy region = {sizeof f.logits_host, 0, sizeof f.hidden_host};
+        vkCmdCopyBuffer(cmd, f.staging.buffer, f.hidden.buffer, 1, &region);
+        app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                    VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                    VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+        moevk_record_info info = {.num_tokens = T,
+                                  .logits = {f.logits.buffer, 0, 0},
+                                  .hidden = {f.hidden.buffer, 0, 0},
+                                  .dispatched = {f.dispatched.buffer, 0, 0}};
+        recorded = moevk_record_route(f.router, cmd, &info);
+        /* The application's second dispatch reads what moevk wrote. */
+        app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                    VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+        app_record_copy(&f.app, cmd, f.dispatched.buffer, f.readback.buffer, f.readback.size);
+        app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                    VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+        int submitted = app_submit_and_wait(&f.app, cmd);
+        moevk_route_output output = {
+            .expert_ids = ids, .weights = weights, .slots = slots, .stats = &stats};
+        if (submitted && recorded == MOEVK_SUCCESS) read = moevk_router_read(f.router, &output);
+        same_dispatch = memcmp(f.readback.mapped, want.dispatched, f.rows * D * 4) == 0;
+
+        /* Identity experts: combine the dispatched rows straight back. */
+        cmd = app_begin(&f.app);
+        combined_r =
+            moevk_record_combine(f.router, cmd, (moevk_buffer_range){f.dispatched.buffer, 0, 0},
+                                 (moevk_buffer_range){f.combined.buffer, 0, 0});
+        app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                    VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+        if (!app_submit_and_wait(&f.app, cmd)) combined_r = MOEVK_ERROR_VULKAN;
+        same_combine = memcmp(f.combined.mapped, want.combined, sizeof f.hidden_host) == 0;
+
+        /* The application's volk globals still point at its own device and work. */
+        VkFenceCreateInfo fence_info = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+        VkFence fence = VK_NULL_HANDLE;
+        volk_intact = volkGetLoadedDevice() == f.app.device &&
+                      volkGetLoadedInstance() == f.app.instance &&
+                      vkCreateFence(f.app.device, &fence_info, NULL, &fence) == VK_SUCCESS;
+        if (fence) vkDestroyFence(f.app.device, fence, NULL);
+    }
+    unsigned messages = f.app.messages;
+    teardown(&f);
+    messages = f.app.messages > messages ? f.app.messages : messages;
+    CHECK(ready, "the test could not set up its application (Vulkan device, buffers, moevk)");
+    CHECK(direct == MOEVK_SUCCESS, "moevk_route: %s", moevk_result_string(direct));
+    CHECK(recorded == MOEVK_SUCCESS && read == MOEVK_SUCCESS && combined_r == MOEVK_SUCCESS,
+          "record %s, read %s, combine %s", moevk_result_string(recorded),
+          moevk_result_string(read), moevk_result_string(combined_r));
+    CHECK(!memcmp(ids, want.ids, sizeof ids) && !memcmp(slots, want.slots, sizeof slots) &&
+              !memcmp(weights, want.weights, sizeof weights),
+          "recorded routing differs from moevk_route");
+    CHECK(stats.aux_loss == want.stats.aux_loss && stats.dropped == want.stats.dropped,
+          "statistics differ");
+    CHECK(same_dispatch, "dispatched rows differ");
+    CHECK(same_combine, "combined rows differ");
+    CHECK(volk_intact, "the application's volk state was disturbed");
+    CHECK(messages == 0, "%u validation messages in the application's instance", messages);
+    free(want.dispatched);
+    free(want.combined);
+}
+
+static const test_case TESTS[] = {
+    {"route_and_combine_recorded_between_application_dispatches",
+     test_route_and_combine_recorded_between_application_dispatches},
+};
+
+int main(int argc, char **argv) {
+    return test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc, argv);
+}
