@@ -17,7 +17,7 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_message(VkDebugUtilsMessageSeverityFlag
     return VK_FALSE;
 }
 
-static int create_instance(app_vulkan *app) {
+static int create_instance(app_vulkan *app, int validation) {
     VkApplicationInfo ai = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
                             .apiVersion = VK_API_VERSION_1_2};
     VkValidationFeatureEnableEXT enables[] = {
@@ -37,14 +37,15 @@ static int create_instance(app_vulkan *app) {
     const char *layers[] = {"VK_LAYER_KHRONOS_validation"};
     const char *extensions[] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME};
     VkInstanceCreateInfo ici = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
-                                .pNext = &features,
+                                .pNext = validation ? &features : NULL,
                                 .pApplicationInfo = &ai,
-                                .enabledLayerCount = 1,
+                                .enabledLayerCount = validation ? 1 : 0,
                                 .ppEnabledLayerNames = layers,
-                                .enabledExtensionCount = 1,
+                                .enabledExtensionCount = validation ? 1 : 0,
                                 .ppEnabledExtensionNames = extensions};
     if (vkCreateInstance(&ici, NULL, &app->instance) != VK_SUCCESS) return 0;
     volkLoadInstance(app->instance);
+    if (!validation) return 1;
     return vkCreateDebugUtilsMessengerEXT(app->instance, &messenger, NULL, &app->messenger) ==
            VK_SUCCESS;
 }
@@ -92,9 +93,9 @@ static int create_copy_pipeline(app_vulkan *app) {
                                                       &app->descriptor_pool) == VK_SUCCESS;
 }
 
-int app_create(app_vulkan *app, const char *device_name) {
+int app_create(app_vulkan *app, const char *device_name, int validation) {
     memset(app, 0, sizeof *app);
-    if (volkInitialize() != VK_SUCCESS || !create_instance(app)) return 0;
+    if (volkInitialize() != VK_SUCCESS || !create_instance(app, validation)) return 0;
     VkPhysicalDevice devices[16];
     uint32_t count = 16;
     vkEnumeratePhysicalDevices(app->instance, &count, devices);

@@ -30,8 +30,9 @@ typedef struct app_buffer {
     VkDeviceSize size;
 } app_buffer;
 
-/* device_name: the physical device whose name matches (the harness's device). 0 on failure. */
-int app_create(app_vulkan *app, const char *device_name);
+/* device_name: the physical device whose name matches (the harness's device); validation: the
+ * layer with synchronization validation. 0 on failure. */
+int app_create(app_vulkan *app, const char *device_name, int validation);
 void app_destroy(app_vulkan *app);
 int app_buffer_create(app_vulkan *app, VkDeviceSize size, app_buffer *out); /* host-visible */
 void app_buffer_destroy(app_vulkan *app, app_buffer *buffer);

@@ -38,7 +38,7 @@ static int setup(fixture *f) {
     memset(f, 0, sizeof *f);
     moevk_device_info shared;
     moevk_context_device_info(test_context(), &shared);
-    if (!app_create(&f->app, shared.name)) return 0;
+    if (!app_create(&f->app, shared.name, test_validation())) return 0;
     moevk_context_info info = {.instance = f->app.instance,
                                .physical_device = f->app.physical,
                                .device_handle = f->app.device,
