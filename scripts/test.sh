@@ -70,6 +70,7 @@ for t in test_api test_routing test_record; do
   run "$t under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/$t
 done
 run "test_cli under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/test_cli build-sanitize/cli/moevk
+run "installed, static, subproject and C++ consumers" tests/check_consumers.sh build
 rm -f "$log"
 
 echo "$passed passed, $failed failed"
