@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How moevk is consumed: installed (shared and static, found through pkg-config), as a meson
+# How moevk is consumed: its examples, installed (shared and static, found through pkg-config), as a meson
 # subproject, and its header from C11 and C++ at -Wall -Wextra -Wpedantic -Werror. Each check
 # builds examples/minimal.c (or a header-only file) and runs it on the default device.
 # Usage: tests/check_consumers.sh BUILD_DIR. Ends with "N passed, N failed".
@@ -79,6 +79,9 @@ MESON
     "$tmp/consumer/build/minimal"
 }
 
+check "example minimal routes a batch" "$build/examples/minimal"
+check "example moe_layer matches the dense layer" "$build/examples/moe_layer"
+check "example shared_device records into the application's command buffer" "$build/examples/shared_device"
 check "installed shared library through pkg-config" installed_shared
 check "installed static library beside libvulkan, only moevk_ symbols global" installed_static_beside_libvulkan
 check "header compiles as C11 with -Wpedantic" header_as_c11
