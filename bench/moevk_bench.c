@@ -142,8 +142,11 @@ static int default_device(void) {
     return 0;
 }
 
-/* Context and router creation, cold (first in the process) and warm, and a first route. */
+/* Context and router creation: cold (first in the process, no pipeline cache), then warm (a
+ * new context given the first one's pipeline cache), and the first route of a new router. */
 static void measure_startup(const bench_device *device, ceilings *ceil) {
+    void *cache = NULL;
+    size_t cache_size = 0;
     for (int round = 0; round < 2; ++round) {
         double start = now_ms();
         moevk_context_info info = {.instance = device->instance,
@@ -151,7 +154,9 @@ static void measure_startup(const bench_device *device, ceilings *ceil) {
                                    .device_handle = device->device,
                                    .queue_family_index = device->family,
                                    .get_instance_proc_addr = vkGetInstanceProcAddr,
-                                   .buffer_device_address = device->buffer_device_address};
+                                   .buffer_device_address = device->buffer_device_address,
+                                   .pipeline_cache_data = cache,
+                                   .pipeline_cache_size = cache_size};
         moevk_context *context = NULL;
         moevk_router *router = NULL;
         moevk_router_info router_info;
@@ -177,9 +182,17 @@ static void measure_startup(const bench_device *device, ceilings *ceil) {
                 ceil->first_route_ms = now_ms() - before;
             free(logits);
         }
+        if (round == 0 && context &&
+            moevk_context_pipeline_cache(context, &cache_size, NULL) == MOEVK_SUCCESS) {
+            cache = malloc(cache_size ? cache_size : 1);
+            if (!cache ||
+                moevk_context_pipeline_cache(context, &cache_size, cache) != MOEVK_SUCCESS)
+                cache_size = 0;
+        }
         moevk_router_destroy(router);
         moevk_context_destroy(context);
     }
+    free(cache);
 }
 
 static const char *with_suffix(const char *path, int index, int many, char *buffer, size_t size) {

@@ -35,7 +35,9 @@ void report_table(FILE *out, const bench_device *device, const ceilings *ceil,
             "launch floor %.4f ms\n",
             ceil->copy_gbps, ceil->copy_bytes / 2 / 1048576, ceil->transfer_copy_gbps,
             ceil->shader_copy_gbps, ceil->launch_ms);
-    fprintf(out, "context + router: cold %.1f ms, warm %.1f ms; first route %.1f ms (wall clock)\n",
+    fprintf(out,
+            "context + router: cold %.1f ms, warm (pipeline cache) %.1f ms; first route %.1f ms "
+            "(wall clock)\n",
             ceil->context_cold_ms, ceil->context_warm_ms, ceil->first_route_ms);
     fprintf(out, "GPU medians in ms (10th-90th percentile spread in %% of the median); dispatch "
                  "and combine GB/s and %% of the copy ceiling\n");
@@ -53,15 +55,15 @@ void report_table(FILE *out, const bench_device *device, const ceilings *ceil,
         const stage_figures *s = c->stages;
         const stage_figures *r = &s[STAGE_ROUTE];
         double spread = r->median_ms > 0 ? 100.0 * (r->high_ms - r->low_ms) / r->median_ms : 0;
-        fprintf(
-            out,
-            "%7.3f %7.3f %7.3f %7.3f %7.3f | %5.0f %2.0f%% %5.0f %2.0f%% | %8.3f %8.3f %5.1f%% %6.1f\n",
-            s[STAGE_TOPK].median_ms, s[STAGE_BUCKET].median_ms, s[STAGE_DISPATCH].median_ms,
-            s[STAGE_STATS].median_ms, s[STAGE_COMBINE].median_ms, gbps(&s[STAGE_DISPATCH]),
-            ceil->copy_gbps > 0 ? 100 * gbps(&s[STAGE_DISPATCH]) / ceil->copy_gbps : 0,
-            gbps(&s[STAGE_COMBINE]),
-            ceil->copy_gbps > 0 ? 100 * gbps(&s[STAGE_COMBINE]) / ceil->copy_gbps : 0, r->median_ms,
-            r->best_ms, spread, r->median_ms / floor_ms(ceil, c));
+        fprintf(out,
+                "%7.3f %7.3f %7.3f %7.3f %7.3f | %5.0f %2.0f%% %5.0f %2.0f%% | %8.3f %8.3f %5.1f%% "
+                "%6.1f\n",
+                s[STAGE_TOPK].median_ms, s[STAGE_BUCKET].median_ms, s[STAGE_DISPATCH].median_ms,
+                s[STAGE_STATS].median_ms, s[STAGE_COMBINE].median_ms, gbps(&s[STAGE_DISPATCH]),
+                ceil->copy_gbps > 0 ? 100 * gbps(&s[STAGE_DISPATCH]) / ceil->copy_gbps : 0,
+                gbps(&s[STAGE_COMBINE]),
+                ceil->copy_gbps > 0 ? 100 * gbps(&s[STAGE_COMBINE]) / ceil->copy_gbps : 0,
+                r->median_ms, r->best_ms, spread, r->median_ms / floor_ms(ceil, c));
     }
 }
 

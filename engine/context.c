@@ -47,7 +47,7 @@ static moevk_result build_context(moevk_context *context, const moevk_context_in
     if (r != MOEVK_SUCCESS) return r;
     r = context_commands_create(context);
     if (r != MOEVK_SUCCESS) return r;
-    return pipelines_create_layouts(context);
+    return pipelines_create_layouts(context, info);
 }
 
 moevk_result moevk_context_create(const moevk_context_info *info, moevk_context **out) {
@@ -80,6 +80,7 @@ void moevk_context_destroy(moevk_context *context) {
     const VkAllocationCallbacks *allocator = context->allocator;
     if (context->device && context->vk.vkDeviceWaitIdle) {
         context->vk.vkDeviceWaitIdle(context->device);
+        pipeline_cache_save(context);
         pipelines_destroy_layouts(context);
         context_commands_destroy(context);
         if (context->owns_device) context->vk.vkDestroyDevice(context->device, allocator);
@@ -88,6 +89,7 @@ void moevk_context_destroy(moevk_context *context) {
         context->vki.vkDestroyDebugUtilsMessengerEXT(context->instance, context->messenger,
                                                      allocator);
     if (context->owns_instance) context->vki.vkDestroyInstance(context->instance, allocator);
+    host_free(allocator, context->pipeline_cache_path);
     loader_close(context->loader_library);
     pthread_mutex_destroy(&context->lock);
     host_free(allocator, context);

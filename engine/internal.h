@@ -70,6 +70,8 @@ struct moevk_context {
     VkDescriptorSetLayout set_layout;
     VkPipelineLayout pipeline_layout;
     VkPipelineCache pipeline_cache;
+    int pipeline_cache_state;       /* see moevk_context_pipeline_cache_state */
+    char *pipeline_cache_path;      /* copied from the info; written back at destroy */
     char last_error[512];
     /* For buffer reads and writes: one command buffer, used under `lock`. */
     VkCommandPool command_pool;
@@ -141,7 +143,10 @@ typedef enum stage {
     STAGE_COUNT
 } stage;
 
-moevk_result pipelines_create_layouts(moevk_context *context);
+/* Creates the layouts and the pipeline cache (from the info's data or file, when valid). */
+moevk_result pipelines_create_layouts(moevk_context *context, const moevk_context_info *info);
+/* Writes the pipeline cache to the info's path, if one was given (errors are ignored). */
+void pipeline_cache_save(moevk_context *context);
 void pipelines_destroy_layouts(moevk_context *context);
 /* Creates the compute pipeline of one stage with its specialization constants. */
 moevk_result pipeline_create(moevk_context *context, stage which, int addresses, uint32_t top_k,

@@ -1,8 +1,108 @@
 /* The one descriptor set layout and pipeline layout every stage shares, and each stage's
  * compute pipeline with its specialization constants (workgroup size, k, E, dtype). */
+#include <stdio.h>
+#include <string.h>
+
 #include "internal.h"
 
-moevk_result pipelines_create_layouts(moevk_context *context) {
+/* A cache is trusted only when its header names this very device and driver. */
+static int cache_matches_device(const moevk_context *context, const void *data, size_t size) {
+    if (!data || size < sizeof(VkPipelineCacheHeaderVersionOne)) return 0;
+    VkPipelineCacheHeaderVersionOne header;
+    memcpy(&header, data, sizeof header);
+    VkPhysicalDeviceProperties properties;
+    context->vki.vkGetPhysicalDeviceProperties(context->physical_device, &properties);
+    return header.headerSize >= sizeof header && header.headerSize <= size &&
+           header.headerVersion == VK_PIPELINE_CACHE_HEADER_VERSION_ONE &&
+           header.vendorID == properties.vendorID && header.deviceID == properties.deviceID &&
+           memcmp(header.pipelineCacheUUID, properties.pipelineCacheUUID, VK_UUID_SIZE) == 0;
+}
+
+/* Reads a whole file into host memory; NULL if it does not exist or cannot be read. */
+static void *read_file(const moevk_context *context, const char *path, size_t *size) {
+    FILE *file = fopen(path, "rb");
+    if (!file) return NULL;
+    void *data = NULL;
+    long length = -1;
+    if (fseek(file, 0, SEEK_END) == 0) length = ftell(file);
+    if (length > 0 && length < (1l << 30) && fseek(file, 0, SEEK_SET) == 0)
+        data = host_alloc(context->allocator, (size_t)length);
+    if (data && fread(data, 1, (size_t)length, file) != (size_t)length) {
+        host_free(context->allocator, data);
+        data = NULL;
+    }
+    fclose(file);
+    *size = data ? (size_t)length : 0;
+    return data;
+}
+
+static moevk_result create_pipeline_cache(moevk_context *context, const moevk_context_info *info) {
+    const void *data = info ? info->pipeline_cache_data : NULL;
+    size_t size = info ? info->pipeline_cache_size : 0;
+    void *from_file = NULL;
+    if (info && info->pipeline_cache_path) {
+        size_t length = strlen(info->pipeline_cache_path);
+        context->pipeline_cache_path = host_alloc(context->allocator, length + 1);
+        if (!context->pipeline_cache_path)
+            return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "pipeline cache path");
+        memcpy(context->pipeline_cache_path, info->pipeline_cache_path, length + 1);
+        if (!data) {
+            from_file = read_file(context, info->pipeline_cache_path, &size);
+            data = from_file;
+        }
+    }
+    int given = data != NULL || (info && info->pipeline_cache_size > 0);
+    int valid = cache_matches_device(context, data, size);
+    context->pipeline_cache_state = valid ? 1 : given ? -1 : 0;
+    VkPipelineCacheCreateInfo cache_info = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
+                                            .initialDataSize = valid ? size : 0,
+                                            .pInitialData = valid ? data : NULL};
+    VkResult vr = context->vk.vkCreatePipelineCache(context->device, &cache_info,
+                                                    context->allocator, &context->pipeline_cache);
+    host_free(context->allocator, from_file);
+    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreatePipelineCache");
+    return MOEVK_SUCCESS;
+}
+
+void pipeline_cache_save(moevk_context *context) {
+    if (!context->pipeline_cache_path || !context->pipeline_cache) return;
+    size_t size = 0;
+    if (context->vk.vkGetPipelineCacheData(context->device, context->pipeline_cache, &size, NULL) !=
+            VK_SUCCESS ||
+        size == 0)
+        return;
+    void *data = host_alloc(context->allocator, size);
+    if (!data) return;
+    size_t path_length = strlen(context->pipeline_cache_path);
+    char *temporary = host_alloc(context->allocator, path_length + 8);
+    if (temporary && context->vk.vkGetPipelineCacheData(context->device, context->pipeline_cache,
+                                                        &size, data) == VK_SUCCESS) {
+        /* Write beside, then rename: a reader never sees half a file. */
+        snprintf(temporary, path_length + 8, "%s.tmp", context->pipeline_cache_path);
+        FILE *file = fopen(temporary, "wb");
+        int ok = file && fwrite(data, 1, size, file) == size;
+        if (file) ok = fclose(file) == 0 && ok;
+        if (ok) ok = rename(temporary, context->pipeline_cache_path) == 0;
+        if (!ok) remove(temporary);
+    }
+    host_free(context->allocator, temporary);
+    host_free(context->allocator, data);
+}
+
+moevk_result moevk_context_pipeline_cache(moevk_context *context, size_t *size, void *data) {
+    if (!context || !size) return MOEVK_ERROR_INVALID_ARGUMENT;
+    VkResult vr =
+        context->vk.vkGetPipelineCacheData(context->device, context->pipeline_cache, size, data);
+    if (vr != VK_SUCCESS && vr != VK_INCOMPLETE)
+        return context_fail_vk(context, vr, "vkGetPipelineCacheData");
+    return MOEVK_SUCCESS;
+}
+
+int moevk_context_pipeline_cache_state(const moevk_context *context) {
+    return context ? context->pipeline_cache_state : 0;
+}
+
+moevk_result pipelines_create_layouts(moevk_context *context, const moevk_context_info *info) {
     const struct VolkDeviceTable *vk = &context->vk;
     VkDescriptorSetLayoutBinding bindings[BINDING_COUNT];
     for (uint32_t i = 0; i < BINDING_COUNT; ++i)
@@ -29,11 +129,7 @@ moevk_result pipelines_create_layouts(moevk_context *context) {
     vr = vk->vkCreatePipelineLayout(context->device, &layout_info, context->allocator,
                                     &context->pipeline_layout);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreatePipelineLayout");
-    VkPipelineCacheCreateInfo cache_info = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
-    vr = vk->vkCreatePipelineCache(context->device, &cache_info, context->allocator,
-                                   &context->pipeline_cache);
-    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreatePipelineCache");
-    return MOEVK_SUCCESS;
+    return create_pipeline_cache(context, info);
 }
 
 void pipelines_destroy_layouts(moevk_context *context) {

@@ -131,6 +131,14 @@ typedef struct moevk_context_info {
      * NULL: malloc/free. Must outlive the context. */
     const VkAllocationCallbacks *allocator;
     moevk_memory_mode memory_mode; /* default AUTO */
+    /* A pipeline cache from an earlier run (moevk_context_pipeline_cache), to skip shader
+     * compilation. Used only if its header names this device's vendor, device and pipeline
+     * cache UUID; otherwise ignored (moevk_context_pipeline_cache_state says which). */
+    const void *pipeline_cache_data;
+    size_t pipeline_cache_size;
+    /* A file for the same: read at creation if it exists (and checked the same way), written
+     * back at destroy. NULL: none. */
+    const char *pipeline_cache_path;
 
     /* Adoption: set instance, physical_device, device to use the application's Vulkan objects.
      * moevk never destroys them; the application keeps them alive until the context is
@@ -183,6 +191,13 @@ MOEVK_API void moevk_context_device_info(const moevk_context *context, moevk_dev
 /* The message of the last error on this context (or its routers), "" if none. Valid until
  * the next call on the context from the same thread. */
 MOEVK_API const char *moevk_context_last_error(const moevk_context *context);
+/* The context's pipeline cache (two-call idiom: data NULL sets *size; else writes at most *size
+ * bytes and sets *size to what it wrote). Errors: INVALID_ARGUMENT, VULKAN. */
+MOEVK_API moevk_result moevk_context_pipeline_cache(moevk_context *context, size_t *size, void *data);
+/* 1: the given pipeline cache was used; 0: none was given; -1: one was given but its header
+ * did not match this device and driver (or it was unreadable), so it was ignored. */
+MOEVK_API int moevk_context_pipeline_cache_state(const moevk_context *context);
+
 /* How many validation messages (warnings and errors) the layer has sent this context. */
 MOEVK_API uint32_t moevk_context_validation_messages(const moevk_context *context);
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "moevk_reference.h"
@@ -491,7 +492,60 @@ static void test_device_buffers_route_like_host_pointers(void) {
     CHECK(too_small == MOEVK_ERROR_INVALID_ARGUMENT, "an undersized logits buffer was accepted");
 }
 
+/* Makes a context (optionally from a cache), builds one router so pipelines exist, returns the
+ * cache state, and the cache's bytes when asked. */
+static moevk_result context_with_cache(const void *data, size_t size, const char *path, int *state,
+                                       void **blob, size_t *blob_size) {
+    moevk_context_info info = {.validation = test_validation(),
+                               .pipeline_cache_data = data,
+                               .pipeline_cache_size = size,
+                               .pipeline_cache_path = path};
+    moevk_context *context = NULL;
+    moevk_result r = moevk_context_create(&info, &context);
+    moevk_router_info router_info = small_info();
+    moevk_router *router = NULL;
+    if (r == MOEVK_SUCCESS) r = moevk_router_create(context, &router_info, &router);
+    if (r == MOEVK_SUCCESS) *state = moevk_context_pipeline_cache_state(context);
+    if (r == MOEVK_SUCCESS && blob) {
+        r = moevk_context_pipeline_cache(context, blob_size, NULL);
+        *blob = malloc(*blob_size ? *blob_size : 1);
+        if (r == MOEVK_SUCCESS) r = moevk_context_pipeline_cache(context, blob_size, *blob);
+    }
+    moevk_router_destroy(router);
+    moevk_context_destroy(context);
+    return r;
+}
+
+static void test_pipeline_cache_is_reused_and_stale_ones_ignored(void) {
+    void *blob = NULL;
+    size_t size = 0;
+    int none = 9, used = 9, stale = 9, short_one = 9, from_file = 9;
+    moevk_result r = context_with_cache(NULL, 0, NULL, &none, &blob, &size);
+    if (r == MOEVK_SUCCESS) r = context_with_cache(blob, size, NULL, &used, NULL, NULL);
+    if (r == MOEVK_SUCCESS && size >= 32) {
+        ((unsigned char *)blob)[20] ^= 0xFF; /* inside pipelineCacheUUID: another driver's cache */
+        r = context_with_cache(blob, size, NULL, &stale, NULL, NULL);
+    }
+    if (r == MOEVK_SUCCESS) r = context_with_cache(blob, 10, NULL, &short_one, NULL, NULL);
+    char path[] = "/tmp/moevk-cache-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    remove(path); /* a path that does not exist yet: written at destroy */
+    int first = 9;
+    if (r == MOEVK_SUCCESS) r = context_with_cache(NULL, 0, path, &first, NULL, NULL);
+    if (r == MOEVK_SUCCESS) r = context_with_cache(NULL, 0, path, &from_file, NULL, NULL);
+    remove(path);
+    free(blob);
+    CHECK(r == MOEVK_SUCCESS, "%s", moevk_result_string(r));
+    CHECK(size >= 32, "the pipeline cache lacks even its header"); /* lavapipe keeps just that */
+    CHECK(none == 0 && used == 1 && stale == -1 && short_one == -1, "states %d %d %d %d", none,
+          used, stale, short_one);
+    CHECK(first == 0 && from_file == 1, "cache file states %d %d", first, from_file);
+}
+
 static const test_case TESTS[] = {
+    {"pipeline_cache_is_reused_and_stale_ones_ignored",
+     test_pipeline_cache_is_reused_and_stale_ones_ignored},
     {"buffers_round_trip_and_check_bounds", test_buffers_round_trip_and_check_bounds},
     {"device_buffers_route_like_host_pointers", test_device_buffers_route_like_host_pointers},
     {"profiling_router_reports_stage_times", test_profiling_router_reports_stage_times},
