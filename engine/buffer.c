@@ -38,7 +38,7 @@ moevk_result moevk_buffer_create(moevk_context *context, uint64_t size, moevk_bu
     *out = NULL;
     if (!context) return MOEVK_ERROR_INVALID_ARGUMENT;
     if (size == 0) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "buffer size is 0");
-    moevk_buffer *buffer = host_calloc(context->allocator, 1, sizeof *buffer);
+    moevk_buffer *buffer = context_calloc(context, 1, sizeof *buffer);
     if (!buffer) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "buffer");
     buffer->context = context;
     buffer->size = size;

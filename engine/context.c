@@ -58,6 +58,7 @@ moevk_result moevk_context_create(const moevk_context_info *info, moevk_context 
     if (!context) return MOEVK_ERROR_OUT_OF_HOST_MEMORY;
     context->allocator = allocator;
     atomic_init(&context->validation_messages, 0u);
+    atomic_init(&context->host_allocations, 1u); /* the context itself */
     if (pthread_mutex_init(&context->lock, NULL) != 0) {
         host_free(allocator, context);
         return MOEVK_ERROR_OUT_OF_HOST_MEMORY;

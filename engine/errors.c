@@ -50,6 +50,10 @@ const char *moevk_context_last_error(const moevk_context *context) {
     return context ? context->last_error : "no context";
 }
 
+uint64_t moevk_context_host_allocations(const moevk_context *context) {
+    return context ? atomic_load(&((moevk_context *)context)->host_allocations) : 0;
+}
+
 uint32_t moevk_context_validation_messages(const moevk_context *context) {
     return context ? atomic_load(&context->validation_messages) : 0;
 }

@@ -30,3 +30,13 @@ void host_free(const VkAllocationCallbacks *allocator, void *pointer) {
     }
     allocator->pfnFree(allocator->pUserData, pointer);
 }
+
+void *context_alloc(moevk_context *context, size_t size) {
+    atomic_fetch_add(&context->host_allocations, 1);
+    return host_alloc(context->allocator, size);
+}
+
+void *context_calloc(moevk_context *context, size_t count, size_t size) {
+    atomic_fetch_add(&context->host_allocations, 1);
+    return host_calloc(context->allocator, count, size);
+}

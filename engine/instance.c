@@ -159,7 +159,7 @@ moevk_result instance_choose_device(moevk_context *context, const char *selector
     VkResult vr = vki->vkEnumeratePhysicalDevices(context->instance, &count, NULL);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkEnumeratePhysicalDevices");
     if (count == 0) return context_fail(context, MOEVK_ERROR_NO_DEVICE, "no Vulkan device found");
-    VkPhysicalDevice *devices = host_calloc(context->allocator, count, sizeof *devices);
+    VkPhysicalDevice *devices = context_calloc(context, count, sizeof *devices);
     if (!devices) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "listing devices");
     vr = vki->vkEnumeratePhysicalDevices(context->instance, &count, devices);
     if (vr != VK_SUCCESS && vr != VK_INCOMPLETE) {

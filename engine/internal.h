@@ -42,6 +42,9 @@ void loader_load_device(struct VolkDeviceTable *table, VkDevice device,
 
 /* ---- host_memory.c: host allocations through the optional callbacks ---- */
 void *host_alloc(const VkAllocationCallbacks *allocator, size_t size);
+/* The same, counted in the context's host_allocations. */
+void *context_alloc(moevk_context *context, size_t size);
+void *context_calloc(moevk_context *context, size_t count, size_t size);
 void *host_calloc(const VkAllocationCallbacks *allocator, size_t count, size_t size);
 void host_free(const VkAllocationCallbacks *allocator, void *pointer);
 
@@ -62,7 +65,8 @@ struct moevk_context {
     moevk_message_fn message_fn;
     void *message_user;
     atomic_uint validation_messages;
-    pthread_mutex_t lock; /* guards the queue and last_error */
+    atomic_ullong host_allocations; /* moevk's own, for moevk_context_host_allocations */
+    pthread_mutex_t lock;           /* guards the queue and last_error */
     moevk_device_info info;
     VkPhysicalDeviceMemoryProperties memory;
     VkPhysicalDeviceLimits limits;
@@ -70,15 +74,14 @@ struct moevk_context {
     VkDescriptorSetLayout set_layout;
     VkPipelineLayout pipeline_layout;
     VkPipelineCache pipeline_cache;
-    int pipeline_cache_state;       /* see moevk_context_pipeline_cache_state */
-    char *pipeline_cache_path;      /* copied from the info; written back at destroy */
+    int pipeline_cache_state;  /* see moevk_context_pipeline_cache_state */
+    char *pipeline_cache_path; /* copied from the info; written back at destroy */
     char last_error[512];
     /* For buffer reads and writes: one command buffer, used under `lock`. */
     VkCommandPool command_pool;
     VkCommandBuffer command_buffer;
     VkFence fence;
 };
-
 
 /* ---- errors.c ---- */
 /* Records a formatted message as the context's last error and returns `result`. */
@@ -188,6 +191,19 @@ typedef struct route_params {
 } route_params;
 _Static_assert(sizeof(route_params) == 104, "push constants must match shaders/common.glsl");
 
+typedef struct transfer_plan {
+    moevk_router *router;
+    VkDeviceSize upload_used;
+    VkDeviceSize readback_used;
+    int readback_count;
+    struct readback {
+        int binding;
+        VkDeviceSize bytes;
+        VkDeviceSize staging_offset;
+        void *destination;
+    } readbacks[8];
+} transfer_plan;
+
 /* ---- router.c ---- */
 struct moevk_router {
     moevk_context *context;
@@ -206,13 +222,18 @@ struct moevk_router {
     VkCommandBuffer recording;
     VkDescriptorSet bound_set;
     VkDescriptorSet external_sets[2]; /* route, combine: the application's buffers */
-    VkQueryPool timestamps; /* when profiling: TIMESTAMP_COUNT queries */
+    VkQueryPool timestamps;           /* when profiling: TIMESTAMP_COUNT queries */
     uint64_t max_dispatched_rows;
     int use_addresses; /* the large buffers are reached through device addresses */
     /* The last route, kept for combine. */
     int routed;
     int combined; /* a combine ran since the last route */
     route_params last;
+    /* A route submitted by moevk_route_submit, completed by moevk_router_wait. */
+    int pending;
+    transfer_plan pending_plan;
+    route_params pending_params;
+    moevk_route_output pending_output;
 };
 
 /* route.c: the route's statistics from the device's expert counts and stat totals. */
@@ -244,26 +265,14 @@ void record_barrier(moevk_router *router, VkPipelineStageFlags src_stage, VkAcce
                     VkPipelineStageFlags dst_stage, VkAccessFlags dst_access);
 
 /* ---- transfer.c: one call's uploads, downloads and submission ---- */
-typedef struct transfer_plan {
-    moevk_router *router;
-    VkDeviceSize upload_used;
-    VkDeviceSize readback_used;
-    int readback_count;
-    struct readback {
-        int binding;
-        VkDeviceSize bytes;
-        VkDeviceSize staging_offset;
-        void *destination;
-    } readbacks[8];
-} transfer_plan;
 
 /* Starts recording the router's command buffer. */
 moevk_result transfer_begin(transfer_plan *plan, moevk_router *router);
 /* Writes host data to a binding: directly where mapped, else through staging (recorded). */
 void transfer_upload(transfer_plan *plan, int binding, const void *source, VkDeviceSize bytes);
 /* Records a device copy between a moevk_buffer and a binding (to_binding: buffer -> binding). */
-void transfer_device_copy(transfer_plan *plan, int binding, moevk_buffer *buffer, VkDeviceSize bytes,
-                          int to_binding);
+void transfer_device_copy(transfer_plan *plan, int binding, moevk_buffer *buffer,
+                          VkDeviceSize bytes, int to_binding);
 /* Makes the uploads visible to the compute stages; call after the last upload. */
 void transfer_uploads_done(transfer_plan *plan);
 /* Asks for a binding's first `bytes` to be copied to `destination` after the work;
@@ -271,6 +280,9 @@ void transfer_uploads_done(transfer_plan *plan);
 void transfer_download(transfer_plan *plan, int binding, void *destination, VkDeviceSize bytes);
 /* Ends recording, submits, waits, and copies the downloads out. */
 moevk_result transfer_finish(transfer_plan *plan);
+/* The two halves: end and submit; then wait (MOEVK_NOT_READY past the timeout) and copy out. */
+moevk_result transfer_submit(transfer_plan *plan);
+moevk_result transfer_complete(transfer_plan *plan, uint64_t timeout_ns);
 /* After transfer_finish: where a download of `binding` can be read (NULL if none was asked). */
 const void *transfer_downloaded(const transfer_plan *plan, int binding);
 

@@ -26,7 +26,7 @@ static void *read_file(const moevk_context *context, const char *path, size_t *s
     long length = -1;
     if (fseek(file, 0, SEEK_END) == 0) length = ftell(file);
     if (length > 0 && length < (1l << 30) && fseek(file, 0, SEEK_SET) == 0)
-        data = host_alloc(context->allocator, (size_t)length);
+        data = context_alloc((moevk_context *)context, (size_t)length);
     if (data && fread(data, 1, (size_t)length, file) != (size_t)length) {
         host_free(context->allocator, data);
         data = NULL;
@@ -42,7 +42,7 @@ static moevk_result create_pipeline_cache(moevk_context *context, const moevk_co
     void *from_file = NULL;
     if (info && info->pipeline_cache_path) {
         size_t length = strlen(info->pipeline_cache_path);
-        context->pipeline_cache_path = host_alloc(context->allocator, length + 1);
+        context->pipeline_cache_path = context_alloc((moevk_context *)context, length + 1);
         if (!context->pipeline_cache_path)
             return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "pipeline cache path");
         memcpy(context->pipeline_cache_path, info->pipeline_cache_path, length + 1);
@@ -71,10 +71,10 @@ void pipeline_cache_save(moevk_context *context) {
             VK_SUCCESS ||
         size == 0)
         return;
-    void *data = host_alloc(context->allocator, size);
+    void *data = context_alloc((moevk_context *)context, size);
     if (!data) return;
     size_t path_length = strlen(context->pipeline_cache_path);
-    char *temporary = host_alloc(context->allocator, path_length + 8);
+    char *temporary = context_alloc((moevk_context *)context, path_length + 8);
     if (temporary && context->vk.vkGetPipelineCacheData(context->device, context->pipeline_cache,
                                                         &size, data) == VK_SUCCESS) {
         /* Write beside, then rename: a reader never sees half a file. */

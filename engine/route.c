@@ -68,10 +68,12 @@ void route_fill_stats(const moevk_router *router, const route_params *params,
     stats->entropy = (double)totals[E + STAT_ENTROPY] / valid;
 }
 
-moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
-                         const moevk_route_output *output) {
+moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *input,
+                                const moevk_route_output *output) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
-    moevk_result r = check_route(router, input, output);
+    moevk_result r = moevk_router_wait(router, UINT64_MAX); /* one route in flight */
+    if (r != MOEVK_SUCCESS) return r;
+    r = check_route(router, input, output);
     if (r != MOEVK_SUCCESS) return r;
     const moevk_router_info *info = &router->info;
     uint64_t T = input->num_tokens, E = info->num_experts, k = info->top_k, d = info->hidden_size;
@@ -81,49 +83,65 @@ moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
     if (input->bias) params.flags |= FLAG_HAS_BIAS;
     router->routed = 0;
 
-    transfer_plan plan;
-    r = transfer_begin(&plan, router);
+    transfer_plan *plan = &router->pending_plan;
+    r = transfer_begin(plan, router);
     if (r != MOEVK_SUCCESS) return r;
     uint64_t logit_bytes = T * E * dtype_bytes(info->logits_type);
     if (input->logits_buffer)
-        transfer_device_copy(&plan, BINDING_LOGITS, input->logits_buffer, logit_bytes, 1);
+        transfer_device_copy(plan, BINDING_LOGITS, input->logits_buffer, logit_bytes, 1);
     else
-        transfer_upload(&plan, BINDING_LOGITS, input->logits, logit_bytes);
-    if (input->bias) transfer_upload(&plan, BINDING_BIAS, input->bias, E * 4);
+        transfer_upload(plan, BINDING_LOGITS, input->logits, logit_bytes);
+    if (input->bias) transfer_upload(plan, BINDING_BIAS, input->bias, E * 4);
     if (input->hidden_buffer)
-        transfer_device_copy(&plan, BINDING_HIDDEN, input->hidden_buffer, T * d * hidden_bytes, 1);
+        transfer_device_copy(plan, BINDING_HIDDEN, input->hidden_buffer, T * d * hidden_bytes, 1);
     else if (input->hidden)
-        transfer_upload(&plan, BINDING_HIDDEN, input->hidden, T * d * hidden_bytes);
-    transfer_uploads_done(&plan);
+        transfer_upload(plan, BINDING_HIDDEN, input->hidden, T * d * hidden_bytes);
+    transfer_uploads_done(plan);
     record_route(router, &params, input->hidden || input->hidden_buffer);
     if (output->dispatched_buffer) {
         record_barrier(router, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                        VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
-        transfer_device_copy(&plan, BINDING_DISPATCHED, output->dispatched_buffer,
+        transfer_device_copy(plan, BINDING_DISPATCHED, output->dispatched_buffer,
                              (uint64_t)params.dispatched_rows * d * hidden_bytes, 0);
     }
-
-    transfer_download(&plan, BINDING_EXPERT_INFO, NULL, (3 * E + 1) * 4);
-    transfer_download(&plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
+    transfer_download(plan, BINDING_EXPERT_INFO, NULL, (3 * E + 1) * 4);
+    transfer_download(plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
     if (output->expert_ids)
-        transfer_download(&plan, BINDING_EXPERT_IDS, output->expert_ids, T * k * 4);
-    if (output->weights) transfer_download(&plan, BINDING_WEIGHTS, output->weights, T * k * 4);
-    if (output->slots) transfer_download(&plan, BINDING_SLOTS, output->slots, T * k * 4);
+        transfer_download(plan, BINDING_EXPERT_IDS, output->expert_ids, T * k * 4);
+    if (output->weights) transfer_download(plan, BINDING_WEIGHTS, output->weights, T * k * 4);
+    if (output->slots) transfer_download(plan, BINDING_SLOTS, output->slots, T * k * 4);
     if (output->dispatched)
-        transfer_download(&plan, BINDING_DISPATCHED, NULL,
+        transfer_download(plan, BINDING_DISPATCHED, NULL,
                           (uint64_t)params.dispatched_rows * d * hidden_bytes);
-    r = transfer_finish(&plan);
+    r = transfer_submit(plan);
     if (r != MOEVK_SUCCESS) return r;
+    router->pending = 1;
+    router->pending_params = params;
+    router->pending_output = *output;
+    return MOEVK_SUCCESS;
+}
 
-    const uint32_t *expert_info = transfer_downloaded(&plan, BINDING_EXPERT_INFO);
-    const float *totals = transfer_downloaded(&plan, BINDING_STAT_TOTALS);
+moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
+    if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
+    if (!router->pending) return MOEVK_SUCCESS;
+    transfer_plan *plan = &router->pending_plan;
+    moevk_result r = transfer_complete(plan, timeout_ns);
+    if (r == MOEVK_NOT_READY) return r;
+    router->pending = 0;
+    if (r != MOEVK_SUCCESS) return r;
+    const moevk_route_output *output = &router->pending_output;
+    route_params params = router->pending_params;
+    uint64_t E = router->info.num_experts, d = router->info.hidden_size;
+    uint64_t hidden_bytes = dtype_bytes(router->info.hidden_type);
+    const uint32_t *expert_info = transfer_downloaded(plan, BINDING_EXPERT_INFO);
+    const float *totals = transfer_downloaded(plan, BINDING_STAT_TOTALS);
     moevk_route_stats stats;
     route_fill_stats(router, &params, expert_info, totals, &stats);
     if (output->counts) memcpy(output->counts, expert_info + E, E * 4);
     if (output->counts_before) memcpy(output->counts_before, expert_info, E * 4);
     if (output->offsets) memcpy(output->offsets, expert_info + 2 * E, (E + 1) * 4);
     if (output->dispatched)
-        memcpy(output->dispatched, transfer_downloaded(&plan, BINDING_DISPATCHED),
+        memcpy(output->dispatched, transfer_downloaded(plan, BINDING_DISPATCHED),
                (uint64_t)stats.dispatched_rows * d * hidden_bytes);
     if (output->stats) *output->stats = stats;
     params.dispatched_rows = stats.dispatched_rows;
@@ -131,6 +149,16 @@ moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
     router->routed = 1;
     router->combined = 0;
     return MOEVK_SUCCESS;
+}
+
+VkFence moevk_router_fence(const moevk_router *router) {
+    return router ? router->fence : VK_NULL_HANDLE;
+}
+
+moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
+                         const moevk_route_output *output) {
+    moevk_result r = moevk_route_submit(router, input, output);
+    return r == MOEVK_SUCCESS ? moevk_router_wait(router, UINT64_MAX) : r;
 }
 
 /* Combine with its input and output on the host or in buffers. */

@@ -336,7 +336,7 @@ moevk_result moevk_router_create(moevk_context *context, const moevk_router_info
     if (!info) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "info is NULL");
     moevk_result r = router_check_info(context, info);
     if (r != MOEVK_SUCCESS) return r;
-    moevk_router *router = host_calloc(context->allocator, 1, sizeof *router);
+    moevk_router *router = context_calloc(context, 1, sizeof *router);
     if (!router) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "router");
     router->context = context;
     router->info = *info;
@@ -353,7 +353,9 @@ void moevk_router_destroy(moevk_router *router) {
     if (!router) return;
     moevk_context *context = router->context;
     const struct VolkDeviceTable *vk = &context->vk;
-    /* Every call waits for its own work, so nothing of the router's is in flight here. */
+    /* A submitted route may still run: wait for it (its results are dropped). */
+    if (router->pending)
+        vk->vkWaitForFences(context->device, 1, &router->fence, VK_TRUE, UINT64_MAX);
     if (router->fence) vk->vkDestroyFence(context->device, router->fence, context->allocator);
     if (router->timestamps)
         vk->vkDestroyQueryPool(context->device, router->timestamps, context->allocator);

@@ -95,7 +95,7 @@ static void record_downloads(transfer_plan *plan) {
                    VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
 }
 
-moevk_result transfer_finish(transfer_plan *plan) {
+moevk_result transfer_submit(transfer_plan *plan) {
     moevk_router *router = plan->router;
     moevk_context *context = router->context;
     const struct VolkDeviceTable *vk = &context->vk;
@@ -109,7 +109,15 @@ moevk_result transfer_finish(transfer_plan *plan) {
     vr = vk->vkQueueSubmit(context->queue, 1, &submit, router->fence);
     pthread_mutex_unlock(&context->lock);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkQueueSubmit");
-    vr = vk->vkWaitForFences(context->device, 1, &router->fence, VK_TRUE, UINT64_MAX);
+    return MOEVK_SUCCESS;
+}
+
+moevk_result transfer_complete(transfer_plan *plan, uint64_t timeout_ns) {
+    moevk_router *router = plan->router;
+    moevk_context *context = router->context;
+    const struct VolkDeviceTable *vk = &context->vk;
+    VkResult vr = vk->vkWaitForFences(context->device, 1, &router->fence, VK_TRUE, timeout_ns);
+    if (vr == VK_TIMEOUT) return MOEVK_NOT_READY;
     VkResult reset = vk->vkResetFences(context->device, 1, &router->fence);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkWaitForFences");
     if (reset != VK_SUCCESS) return context_fail_vk(context, reset, "vkResetFences");
@@ -118,6 +126,11 @@ moevk_result transfer_finish(transfer_plan *plan) {
         if (r->destination) memcpy(r->destination, transfer_downloaded(plan, r->binding), r->bytes);
     }
     return MOEVK_SUCCESS;
+}
+
+moevk_result transfer_finish(transfer_plan *plan) {
+    moevk_result r = transfer_submit(plan);
+    return r == MOEVK_SUCCESS ? transfer_complete(plan, UINT64_MAX) : r;
 }
 
 const void *transfer_downloaded(const transfer_plan *plan, int binding) {

@@ -51,6 +51,7 @@ MOEVK_API const char *moevk_version_string(void);
 /* ---- Results ---------------------------------------------------------------------------- */
 /* Same sign convention as VkResult: 0 success, negative errors. */
 #define MOEVK_RESULT_LIST(X)                                                                   \
+    X(MOEVK_NOT_READY, 1, "the submitted work has not finished yet")                            \
     X(MOEVK_SUCCESS, 0, "success")                                                             \
     X(MOEVK_ERROR_INVALID_ARGUMENT, -1, "invalid argument")                                    \
     X(MOEVK_ERROR_OUT_OF_HOST_MEMORY, -2, "out of host memory")                                \
@@ -198,6 +199,10 @@ MOEVK_API moevk_result moevk_context_pipeline_cache(moevk_context *context, size
  * did not match this device and driver (or it was unreadable), so it was ignored. */
 MOEVK_API int moevk_context_pipeline_cache_state(const moevk_context *context);
 
+/* How many host allocations moevk itself has made for this context and its routers and buffers
+ * (not counting the Vulkan driver's own): a steady route or combine adds none. */
+MOEVK_API uint64_t moevk_context_host_allocations(const moevk_context *context);
+
 /* How many validation messages (warnings and errors) the layer has sent this context. */
 MOEVK_API uint32_t moevk_context_validation_messages(const moevk_context *context);
 
@@ -314,6 +319,20 @@ MOEVK_API uint64_t moevk_router_max_dispatched_rows(const moevk_router *router);
  * Same input, same output, bit for bit. Errors: INVALID_ARGUMENT, DEVICE_LOST, VULKAN. */
 MOEVK_API moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
                                    const moevk_route_output *output);
+
+/* The same as moevk_route without waiting: records and submits, then returns. The input may be
+ * freed at once; the output's host pointers must stay valid until moevk_router_wait has
+ * returned MOEVK_SUCCESS, which copies the results into them. One submitted route per router
+ * at a time; other calls on the router wait for it first. */
+MOEVK_API moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *input,
+                                          const moevk_route_output *output);
+/* Waits up to timeout_ns (0: just polls; UINT64_MAX: until done) for the submitted route and
+ * fills its output. MOEVK_NOT_READY: still running (call again); MOEVK_SUCCESS with nothing
+ * submitted: nothing to do. Errors: DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns);
+/* The fence the router's submissions signal, for an application that waits with its own
+ * Vulkan calls (vkWaitForFences, never reset it); moevk_router_wait still collects results. */
+MOEVK_API VkFence moevk_router_fence(const moevk_router *router);
 
 /* Combines expert outputs back per token for the last route:
  * combined[t] = sum over j ascending of weights[t,j] * expert_out[row of (t,j)], f32 sums.

@@ -44,7 +44,7 @@ static void test_every_result_has_a_name(void) {
                           MOEVK_ERROR_VULKAN,
                           MOEVK_ERROR_DEVICE_LOST};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) {
-        CHECK(all[i] <= 0, "results follow VkResult's sign");
+        CHECK(all[i] <= 0, "errors follow VkResult's sign");
         CHECK(strstr(moevk_result_string(all[i]), "MOEVK_") != NULL, "name of %d", all[i]);
     }
     CHECK(strstr(moevk_result_string((moevk_result)-999), "unknown") != NULL, "unknown result");
@@ -543,7 +543,82 @@ static void test_pipeline_cache_is_reused_and_stale_ones_ignored(void) {
     CHECK(first == 0 && from_file == 1, "cache file states %d %d", first, from_file);
 }
 
+static void test_submitted_route_completes_on_wait(void) {
+    moevk_router_info info = small_info();
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    float logits[64 * 8];
+    for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
+    int32_t ids[128], ids_sync[128];
+    memset(ids, 0x7F, sizeof ids);
+    moevk_route_input input = {.num_tokens = 64, .logits = logits};
+    moevk_route_output output = {.expert_ids = ids}, sync_output = {.expert_ids = ids_sync};
+    moevk_result idle = moevk_router_wait(router, 0); /* nothing submitted */
+    moevk_result submitted = moevk_route_submit(router, &input, &output);
+    memset(logits, 0, sizeof logits);     /* the input may go at once */
+    int untouched = ids[0] == 0x7F7F7F7F; /* outputs are written only by the wait */
+    moevk_result polled = moevk_router_wait(router, 0);
+    moevk_result done = polled == MOEVK_NOT_READY ? moevk_router_wait(router, UINT64_MAX) : polled;
+    VkFence fence = moevk_router_fence(router);
+    for (int i = 0; i < 64 * 8; ++i) logits[i] = 0;
+    moevk_result again = moevk_route(router, &input, &sync_output);
+    moevk_router_destroy(router);
+    CHECK(idle == MOEVK_SUCCESS, "waiting with nothing submitted: %s", moevk_result_string(idle));
+    CHECK(submitted == MOEVK_SUCCESS && (polled == MOEVK_SUCCESS || polled == MOEVK_NOT_READY) &&
+              done == MOEVK_SUCCESS && again == MOEVK_SUCCESS,
+          "submit %s, poll %s, wait %s", moevk_result_string(submitted),
+          moevk_result_string(polled), moevk_result_string(done));
+    CHECK(untouched, "outputs written before the wait");
+    CHECK(fence != VK_NULL_HANDLE, "no fence");
+    for (int t = 0; t < 64; ++t) CHECK(ids[2 * t] >= 0 && ids[2 * t] < 8, "ids after the wait");
+    CHECK(strstr(moevk_result_string(MOEVK_NOT_READY), "MOEVK_NOT_READY") != NULL, "name");
+}
+
+/* A persistent router's route makes no host allocation of moevk's own once it runs, whatever T.
+ * (The driver may: lavapipe allocates while moevk records the command buffer again.) */
+static void test_steady_routes_allocate_nothing(void) {
+    counting_allocator counter = {0};
+    VkAllocationCallbacks callbacks = {.pUserData = &counter,
+                                       .pfnAllocation = count_alloc,
+                                       .pfnReallocation = count_realloc,
+                                       .pfnFree = count_free};
+    moevk_context_info info = {.allocator = &callbacks};
+    moevk_context *context = NULL;
+    CHECK_OK(moevk_context_create(&info, &context));
+    moevk_router_info router_info = small_info();
+    moevk_router *router = NULL;
+    moevk_result r = moevk_router_create(context, &router_info, &router);
+    float logits[64 * 8], hidden[64 * 4];
+    for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
+    for (int i = 0; i < 64 * 4; ++i) hidden[i] = rng_normal();
+    int32_t ids[128];
+    moevk_route_stats stats;
+    moevk_route_input input = {.num_tokens = 64, .logits = logits, .hidden = hidden};
+    moevk_route_output output = {.expert_ids = ids, .stats = &stats};
+    static float expert_out[8 * 80 * 4], combined[64 * 4]; /* up to E * C rows of d */
+    for (size_t i = 0; i < sizeof expert_out / sizeof expert_out[0]; ++i)
+        expert_out[i] = rng_normal();
+    uint64_t before = moevk_context_host_allocations(context);
+    long driver_before = counter.allocations;
+    for (int i = 0; r == MOEVK_SUCCESS && i < 20; ++i) {
+        input.num_tokens = 40 + (uint32_t)i; /* varying T on the steady path */
+        r = moevk_route(router, &input, &output);
+        if (r == MOEVK_SUCCESS) r = moevk_combine(router, expert_out, combined);
+    }
+    uint64_t during = moevk_context_host_allocations(context) - before;
+    long driver = counter.allocations - driver_before;
+    moevk_router_destroy(router);
+    moevk_context_destroy(context);
+    CHECK(r == MOEVK_SUCCESS, "%s", moevk_result_string(r));
+    CHECK(before > 2, "moevk's own allocations are not counted");
+    CHECK(during == 0, "%llu host allocations of moevk's in 20 steady routes and combines",
+          (unsigned long long)during);
+    printf("  (the driver made %ld allocations through the callbacks meanwhile)\n", driver);
+}
+
 static const test_case TESTS[] = {
+    {"steady_routes_allocate_nothing", test_steady_routes_allocate_nothing},
+    {"submitted_route_completes_on_wait", test_submitted_route_completes_on_wait},
     {"pipeline_cache_is_reused_and_stale_ones_ignored",
      test_pipeline_cache_is_reused_and_stale_ones_ignored},
     {"buffers_round_trip_and_check_bounds", test_buffers_round_trip_and_check_bounds},
