@@ -229,7 +229,8 @@ struct moevk_router {
     int routed;
     int combined; /* a combine ran since the last route */
     route_params last;
-    /* A route submitted by moevk_route_submit, completed by moevk_router_wait. */
+    /* Work submitted by moevk_route_submit or moevk_combine_submit, completed by
+     * moevk_router_wait: PENDING_NONE, PENDING_ROUTE or PENDING_COMBINE. */
     int pending;
     transfer_plan pending_plan;
     route_params pending_params;
@@ -239,6 +240,8 @@ struct moevk_router {
 /* route.c: the route's statistics from the device's expert counts and stat totals. */
 void route_fill_stats(const moevk_router *router, const route_params *params,
                       const uint32_t *expert_info, const float *totals, moevk_route_stats *stats);
+
+enum { PENDING_NONE, PENDING_ROUTE, PENDING_COMBINE };
 
 /* Sizes of one route call: capacity, block partition, rows. */
 void router_plan(const moevk_router *router, uint32_t num_tokens, route_params *params);

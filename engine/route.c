@@ -115,7 +115,7 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
                           (uint64_t)params.dispatched_rows * d * hidden_bytes);
     r = transfer_submit(plan);
     if (r != MOEVK_SUCCESS) return r;
-    router->pending = 1;
+    router->pending = PENDING_ROUTE;
     router->pending_params = params;
     router->pending_output = *output;
     return MOEVK_SUCCESS;
@@ -127,8 +127,13 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
     transfer_plan *plan = &router->pending_plan;
     moevk_result r = transfer_complete(plan, timeout_ns);
     if (r == MOEVK_NOT_READY) return r;
-    router->pending = 0;
+    int kind = router->pending;
+    router->pending = PENDING_NONE;
     if (r != MOEVK_SUCCESS) return r;
+    if (kind == PENDING_COMBINE) {
+        router->combined = 1;
+        return MOEVK_SUCCESS;
+    }
     const moevk_route_output *output = &router->pending_output;
     route_params params = router->pending_params;
     uint64_t E = router->info.num_experts, d = router->info.hidden_size;
@@ -164,7 +169,7 @@ moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
 /* Combine with its input and output on the host or in buffers. */
 static moevk_result combine(moevk_router *router, const void *expert_out,
                             moevk_buffer *expert_out_buffer, void *combined,
-                            moevk_buffer *combined_buffer) {
+                            moevk_buffer *combined_buffer, int wait) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
     if (router->info.hidden_size == 0) REJECT("combine needs a router with hidden_size > 0");
@@ -182,29 +187,35 @@ static moevk_result combine(moevk_router *router, const void *expert_out,
     if (combined_buffer && combined_buffer->size < out_bytes)
         REJECT("the combined buffer holds %llu bytes; [T, d] needs %llu",
                (unsigned long long)combined_buffer->size, (unsigned long long)out_bytes);
-    transfer_plan plan;
-    moevk_result r = transfer_begin(&plan, router);
+    transfer_plan *plan = &router->pending_plan;
+    moevk_result r = transfer_begin(plan, router);
     if (r != MOEVK_SUCCESS) return r;
     if (expert_out_buffer)
-        transfer_device_copy(&plan, BINDING_EXPERT_OUT, expert_out_buffer, in_bytes, 1);
+        transfer_device_copy(plan, BINDING_EXPERT_OUT, expert_out_buffer, in_bytes, 1);
     else
-        transfer_upload(&plan, BINDING_EXPERT_OUT, expert_out, in_bytes);
-    transfer_uploads_done(&plan);
+        transfer_upload(plan, BINDING_EXPERT_OUT, expert_out, in_bytes);
+    transfer_uploads_done(plan);
     record_combine(router, params);
     if (combined_buffer) {
         record_barrier(router, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                        VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
-        transfer_device_copy(&plan, BINDING_COMBINED, combined_buffer, out_bytes, 0);
+        transfer_device_copy(plan, BINDING_COMBINED, combined_buffer, out_bytes, 0);
     } else {
-        transfer_download(&plan, BINDING_COMBINED, combined, out_bytes);
+        transfer_download(plan, BINDING_COMBINED, combined, out_bytes);
     }
-    r = transfer_finish(&plan);
-    router->combined = r == MOEVK_SUCCESS;
-    return r;
+    router->combined = 0;
+    r = transfer_submit(plan);
+    if (r != MOEVK_SUCCESS) return r;
+    router->pending = PENDING_COMBINE;
+    return wait ? moevk_router_wait(router, UINT64_MAX) : MOEVK_SUCCESS;
 }
 
 moevk_result moevk_combine(moevk_router *router, const void *expert_out, void *combined) {
-    return combine(router, expert_out, NULL, combined, NULL);
+    return combine(router, expert_out, NULL, combined, NULL, 1);
+}
+
+moevk_result moevk_combine_submit(moevk_router *router, const void *expert_out, void *combined) {
+    return combine(router, expert_out, NULL, combined, NULL, 0);
 }
 
 moevk_result moevk_combine_buffers(moevk_router *router, moevk_buffer *expert_out,
@@ -212,5 +223,5 @@ moevk_result moevk_combine_buffers(moevk_router *router, moevk_buffer *expert_ou
     if (router && (!expert_out || !combined))
         return context_fail(router->context, MOEVK_ERROR_INVALID_ARGUMENT,
                             "expert_out and combined buffers must not be NULL");
-    return combine(router, NULL, expert_out, NULL, combined);
+    return combine(router, NULL, expert_out, NULL, combined, 1);
 }

@@ -322,12 +322,12 @@ MOEVK_API moevk_result moevk_route(moevk_router *router, const moevk_route_input
 
 /* The same as moevk_route without waiting: records and submits, then returns. The input may be
  * freed at once; the output's host pointers must stay valid until moevk_router_wait has
- * returned MOEVK_SUCCESS, which copies the results into them. One submitted route per router
- * at a time; other calls on the router wait for it first. */
+ * returned MOEVK_SUCCESS, which copies the results into them. One submitted route or combine
+ * per router at a time; other calls on the router wait for it first. */
 MOEVK_API moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *input,
                                           const moevk_route_output *output);
-/* Waits up to timeout_ns (0: just polls; UINT64_MAX: until done) for the submitted route and
- * fills its output. MOEVK_NOT_READY: still running (call again); MOEVK_SUCCESS with nothing
+/* Waits up to timeout_ns (0: just polls; UINT64_MAX: until done) for the submitted route or
+ * combine and fills its output. MOEVK_NOT_READY: still running (call again); MOEVK_SUCCESS with nothing
  * submitted: nothing to do. Errors: DEVICE_LOST, VULKAN. */
 MOEVK_API moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns);
 /* The fence the router's submissions signal, for an application that waits with its own
@@ -341,6 +341,10 @@ MOEVK_API VkFence moevk_router_fence(const moevk_router *router);
  * DEVICE_LOST, VULKAN. */
 MOEVK_API moevk_result moevk_combine(moevk_router *router, const void *expert_out,
                                      void *combined);
+/* moevk_combine without waiting: submits and returns; expert_out may be freed at once, combined
+ * is written by moevk_router_wait. */
+MOEVK_API moevk_result moevk_combine_submit(moevk_router *router, const void *expert_out,
+                                            void *combined);
 /* The same on the device: expert_out and combined are buffers (their first bytes), large enough
  * for [dispatched_rows, d] and [T, d]. */
 MOEVK_API moevk_result moevk_combine_buffers(moevk_router *router, moevk_buffer *expert_out,

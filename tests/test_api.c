@@ -563,6 +563,24 @@ static void test_submitted_route_completes_on_wait(void) {
     for (int i = 0; i < 64 * 8; ++i) logits[i] = 0;
     moevk_result again = moevk_route(router, &input, &sync_output);
     moevk_router_destroy(router);
+    /* A combine submitted too, on a router with hidden states. */
+    info.hidden_size = 4;
+    router = NULL;
+    float hidden[64 * 4], combined[64 * 4], combined_sync[64 * 4];
+    static float expert_out[8 * 80 * 4];
+    for (int i = 0; i < 64 * 4; ++i) hidden[i] = rng_normal();
+    for (size_t i = 0; i < sizeof expert_out / sizeof expert_out[0]; ++i)
+        expert_out[i] = rng_normal();
+    moevk_result c = moevk_router_create(test_context(), &info, &router);
+    moevk_route_input with_hidden = {.num_tokens = 64, .logits = logits, .hidden = hidden};
+    moevk_route_output none = {0};
+    if (c == MOEVK_SUCCESS) c = moevk_route(router, &with_hidden, &none);
+    if (c == MOEVK_SUCCESS) c = moevk_combine(router, expert_out, combined_sync);
+    if (c == MOEVK_SUCCESS) c = moevk_combine_submit(router, expert_out, combined);
+    if (c == MOEVK_SUCCESS) c = moevk_router_wait(router, UINT64_MAX);
+    moevk_router_destroy(router);
+    CHECK(c == MOEVK_SUCCESS && memcmp(combined, combined_sync, sizeof combined) == 0,
+          "submitted combine: %s", moevk_result_string(c));
     CHECK(idle == MOEVK_SUCCESS, "waiting with nothing submitted: %s", moevk_result_string(idle));
     CHECK(submitted == MOEVK_SUCCESS && (polled == MOEVK_SUCCESS || polled == MOEVK_NOT_READY) &&
               done == MOEVK_SUCCESS && again == MOEVK_SUCCESS,
