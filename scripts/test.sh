@@ -2,7 +2,8 @@
 # The test command: installs what is missing, builds, and runs every test on lavapipe at
 # subgroup sizes 8 and 4 (LP_NATIVE_VECTOR_WIDTH=128) with the validation layer and
 # synchronization validation on, again through staging buffers (the discrete-GPU path), then
-# once more under AddressSanitizer, UndefinedBehaviorSanitizer and LeakSanitizer. Ends with "N passed, N failed". MOEVK_DEVICE picks another device.
+# once more under AddressSanitizer, UndefinedBehaviorSanitizer and LeakSanitizer, and the
+# threads test under ThreadSanitizer. Ends with "N passed, N failed". MOEVK_DEVICE picks another device.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
@@ -18,6 +19,7 @@ build() { # folder, meson options...
 }
 build build
 build build-sanitize -Db_sanitize=address,undefined -Db_lundef=false
+build build-tsan -Db_sanitize=thread -Db_lundef=false
 
 passed=0
 failed=0
@@ -48,7 +50,7 @@ for subgroup in 8 4; do
   [ "$subgroup" = 4 ] && vector_width=128
   common=(MOEVK_DEVICE="$device" LP_NATIVE_VECTOR_WIDTH=$vector_width)
   [ "$device" = llvmpipe ] && common+=(MOEVK_TEST_EXPECT_SUBGROUP=$subgroup)
-  for t in test_api test_routing test_record; do
+  for t in test_api test_routing test_record test_threads; do
     run "$t, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/$t
   done
   run "test_cli, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/test_cli build/cli/moevk
@@ -70,6 +72,9 @@ for t in test_api test_routing test_record; do
   run "$t under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/$t
 done
 run "test_cli under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/test_cli build-sanitize/cli/moevk
+# Several threads on one context under ThreadSanitizer (the layer off: it is not instrumented).
+run "test_threads under ThreadSanitizer" MOEVK_DEVICE="$device" MOEVK_TEST_VALIDATION=0 \
+  TSAN_OPTIONS=halt_on_error=1:exitcode=66 build-tsan/tests/test_threads
 run "installed, static, subproject and C++ consumers" tests/check_consumers.sh build
 rm -f "$log"
 
