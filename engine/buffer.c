@@ -38,6 +38,8 @@ moevk_result moevk_buffer_create(moevk_context *context, uint64_t size, moevk_bu
     *out = NULL;
     if (!context) return MOEVK_ERROR_INVALID_ARGUMENT;
     if (size == 0) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "buffer size is 0");
+    moevk_result alive = context_check_alive(context);
+    if (alive != MOEVK_SUCCESS) return alive;
     moevk_buffer *buffer = context_calloc(context, 1, sizeof *buffer);
     if (!buffer) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "buffer");
     buffer->context = context;
@@ -91,7 +93,7 @@ static moevk_result staged_copy(moevk_context *context, const gpu_buffer *device
     }
     VkSubmitInfo submit = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
-    if (vr == VK_SUCCESS) vr = vk->vkQueueSubmit(context->queue, 1, &submit, context->fence);
+    if (vr == VK_SUCCESS) vr = context_submit(context, &submit, context->fence);
     if (vr == VK_SUCCESS) {
         vr = vk->vkWaitForFences(context->device, 1, &context->fence, VK_TRUE, UINT64_MAX);
         VkResult reset = vk->vkResetFences(context->device, 1, &context->fence);
@@ -132,6 +134,8 @@ static moevk_result host_copy(moevk_buffer *buffer, uint64_t offset, void *host,
                             "%llu bytes at offset %llu do not fit a buffer of %llu bytes",
                             (unsigned long long)size, (unsigned long long)offset,
                             (unsigned long long)buffer->size);
+    moevk_result alive = context_check_alive(context);
+    if (alive != MOEVK_SUCCESS) return alive;
     return gpu_buffer_host_copy(context, &buffer->gpu, offset, host, size, to_buffer);
 }
 

@@ -54,6 +54,8 @@ moevk_result moevk_context_create(const moevk_context_info *info, moevk_context 
     if (!out) return MOEVK_ERROR_INVALID_ARGUMENT;
     *out = NULL;
     const VkAllocationCallbacks *allocator = info ? info->allocator : NULL;
+    const moevk_test_hooks *hooks = info ? info->test_hooks : NULL;
+    if (hooks && hooks->fail_host_allocation == 1) return MOEVK_ERROR_OUT_OF_HOST_MEMORY;
     moevk_context *context = host_calloc(allocator, 1, sizeof *context);
     if (!context) return MOEVK_ERROR_OUT_OF_HOST_MEMORY;
     context->allocator = allocator;
@@ -66,6 +68,7 @@ moevk_result moevk_context_create(const moevk_context_info *info, moevk_context 
     if (info) {
         context->message_fn = info->message_fn;
         context->message_user = info->message_user;
+        if (info->test_hooks) context->hooks = *info->test_hooks;
     }
     moevk_result r = build_context(context, info);
     if (r != MOEVK_SUCCESS) {

@@ -35,8 +35,22 @@ moevk_result context_fail(moevk_context *context, moevk_result result, const cha
     return result;
 }
 
+moevk_result context_check_alive(moevk_context *context) {
+    if (!context || !atomic_load(&context->lost)) return MOEVK_SUCCESS;
+    return context_fail(context, MOEVK_ERROR_DEVICE_LOST,
+                        "the Vulkan device was lost; destroy this context and create another");
+}
+
+VkResult context_submit(moevk_context *context, const VkSubmitInfo *submit, VkFence fence) {
+    unsigned n = atomic_fetch_add(&context->submissions, 1u) + 1u;
+    if (context->hooks.lose_device_at_submit && n == context->hooks.lose_device_at_submit)
+        return VK_ERROR_DEVICE_LOST;
+    return context->vk.vkQueueSubmit(context->queue, 1, submit, fence);
+}
+
 moevk_result context_fail_vk(moevk_context *context, VkResult vk_result, const char *call) {
     moevk_result result = MOEVK_ERROR_VULKAN;
+    if (vk_result == VK_ERROR_DEVICE_LOST && context) atomic_store(&context->lost, 1);
     switch (vk_result) {
     case VK_ERROR_OUT_OF_HOST_MEMORY: result = MOEVK_ERROR_OUT_OF_HOST_MEMORY; break;
     case VK_ERROR_OUT_OF_DEVICE_MEMORY: result = MOEVK_ERROR_OUT_OF_DEVICE_MEMORY; break;

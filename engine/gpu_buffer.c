@@ -63,7 +63,11 @@ moevk_result gpu_buffer_create(moevk_context *context, VkDeviceSize size, buffer
                                      .pNext = addressable ? &address_flags : NULL,
                                      .allocationSize = needs.size,
                                      .memoryTypeIndex = type};
-    vr = vk->vkAllocateMemory(context->device, &allocate, context->allocator, &out->memory);
+    unsigned n = atomic_fetch_add(&context->device_allocations, 1u) + 1u;
+    if (context->hooks.fail_device_allocation && n == context->hooks.fail_device_allocation)
+        vr = VK_ERROR_OUT_OF_DEVICE_MEMORY; /* injected */
+    else
+        vr = vk->vkAllocateMemory(context->device, &allocate, context->allocator, &out->memory);
     if (vr == VK_SUCCESS) vr = vk->vkBindBufferMemory(context->device, out->buffer, out->memory, 0);
     if (vr == VK_SUCCESS &&
         (context->memory.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT))

@@ -31,12 +31,16 @@ void host_free(const VkAllocationCallbacks *allocator, void *pointer) {
     allocator->pfnFree(allocator->pUserData, pointer);
 }
 
+/* Counts the allocation; NULL when the fail_host_allocation hook says this one fails. */
+static int allocation_allowed(moevk_context *context) {
+    unsigned long long n = atomic_fetch_add(&context->host_allocations, 1) + 1;
+    return !(context->hooks.fail_host_allocation && n == context->hooks.fail_host_allocation);
+}
+
 void *context_alloc(moevk_context *context, size_t size) {
-    atomic_fetch_add(&context->host_allocations, 1);
-    return host_alloc(context->allocator, size);
+    return allocation_allowed(context) ? host_alloc(context->allocator, size) : NULL;
 }
 
 void *context_calloc(moevk_context *context, size_t count, size_t size) {
-    atomic_fetch_add(&context->host_allocations, 1);
-    return host_calloc(context->allocator, count, size);
+    return allocation_allowed(context) ? host_calloc(context->allocator, count, size) : NULL;
 }

@@ -22,10 +22,12 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation_message(
     return VK_FALSE;
 }
 
-static int has_validation_layer(const instance_functions *vki, const VkAllocationCallbacks *alloc) {
+static int has_validation_layer(moevk_context *context) {
+    const instance_functions *vki = &context->vki;
+    const VkAllocationCallbacks *alloc = context->allocator;
     uint32_t count = 0;
     if (vki->vkEnumerateInstanceLayerProperties(&count, NULL) != VK_SUCCESS || count == 0) return 0;
-    VkLayerProperties *layers = host_calloc(alloc, count, sizeof *layers);
+    VkLayerProperties *layers = context_calloc(context, count, sizeof *layers);
     if (!layers) return 0;
     int found = 0;
     if (vki->vkEnumerateInstanceLayerProperties(&count, layers) == VK_SUCCESS)
@@ -46,7 +48,7 @@ moevk_result instance_create(moevk_context *context, const moevk_context_info *i
                             VK_API_VERSION_MINOR(loader_version));
 
     int validation = info && info->validation;
-    if (validation && !has_validation_layer(vki, context->allocator))
+    if (validation && !has_validation_layer(context))
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "validation asked for, but %s is not installed", VALIDATION_LAYER);
 

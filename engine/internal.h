@@ -66,6 +66,10 @@ struct moevk_context {
     void *message_user;
     atomic_uint validation_messages;
     atomic_ullong host_allocations; /* moevk's own, for moevk_context_host_allocations */
+    moevk_test_hooks hooks;
+    atomic_uint device_allocations; /* counted for hooks.fail_device_allocation */
+    atomic_uint submissions;        /* counted for hooks.lose_device_at_submit */
+    atomic_int lost;                /* the device was lost: every call says so */
     pthread_mutex_t lock;           /* guards the queue and last_error */
     moevk_device_info info;
     VkPhysicalDeviceMemoryProperties memory;
@@ -87,6 +91,10 @@ struct moevk_context {
 /* Records a formatted message as the context's last error and returns `result`. */
 moevk_result context_fail(moevk_context *context, moevk_result result, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
+/* MOEVK_ERROR_DEVICE_LOST (with a message) once the context's device was lost, else success. */
+moevk_result context_check_alive(moevk_context *context);
+/* A queue submission, counted for the lose_device_at_submit hook; call under the context lock. */
+VkResult context_submit(moevk_context *context, const VkSubmitInfo *submit, VkFence fence);
 /* Maps a failed VkResult to a moevk result and records which call failed. */
 moevk_result context_fail_vk(moevk_context *context, VkResult vk_result, const char *call);
 

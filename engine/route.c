@@ -72,6 +72,7 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
                                 const moevk_route_output *output) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_result r = moevk_router_wait(router, UINT64_MAX); /* one route in flight */
+    if (r == MOEVK_SUCCESS) r = context_check_alive(router->context);
     if (r != MOEVK_SUCCESS) return r;
     r = check_route(router, input, output);
     if (r != MOEVK_SUCCESS) return r;
@@ -124,6 +125,11 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
 moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     if (!router->pending) return MOEVK_SUCCESS;
+    moevk_result alive = context_check_alive(router->context);
+    if (alive != MOEVK_SUCCESS) {
+        router->pending = PENDING_NONE; /* a lost device signals nothing: drop the work */
+        return alive;
+    }
     transfer_plan *plan = &router->pending_plan;
     moevk_result r = transfer_complete(plan, timeout_ns);
     if (r == MOEVK_NOT_READY) return r;
@@ -172,6 +178,9 @@ static moevk_result combine(moevk_router *router, const void *expert_out,
                             moevk_buffer *combined_buffer, int wait) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
+    moevk_result waited = moevk_router_wait(router, UINT64_MAX); /* the route it combines */
+    if (waited == MOEVK_SUCCESS) waited = context_check_alive(context);
+    if (waited != MOEVK_SUCCESS) return waited;
     if (router->info.hidden_size == 0) REJECT("combine needs a router with hidden_size > 0");
     if (!router->routed) REJECT("combine needs a successful route first");
     const route_params *params = &router->last;

@@ -334,7 +334,9 @@ moevk_result moevk_router_create(moevk_context *context, const moevk_router_info
     *out = NULL;
     if (!context) return MOEVK_ERROR_INVALID_ARGUMENT;
     if (!info) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "info is NULL");
-    moevk_result r = router_check_info(context, info);
+    moevk_result r = context_check_alive(context);
+    if (r != MOEVK_SUCCESS) return r;
+    r = router_check_info(context, info);
     if (r != MOEVK_SUCCESS) return r;
     moevk_router *router = context_calloc(context, 1, sizeof *router);
     if (!router) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "router");

@@ -106,7 +106,7 @@ moevk_result transfer_submit(transfer_plan *plan) {
                            .commandBufferCount = 1,
                            .pCommandBuffers = &router->command_buffer};
     pthread_mutex_lock(&context->lock);
-    vr = vk->vkQueueSubmit(context->queue, 1, &submit, router->fence);
+    vr = context_submit(context, &submit, router->fence);
     pthread_mutex_unlock(&context->lock);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkQueueSubmit");
     return MOEVK_SUCCESS;

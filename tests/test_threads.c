@@ -51,7 +51,8 @@ static void test_threads_route_like_one_thread(void) {
     pthread_t threads[THREADS];
     int started = 0;
     for (int t = 0; t < THREADS; ++t)
-        if (jobs[t].router && pthread_create(&threads[t], NULL, route_all, &jobs[t]) == 0) ++started;
+        if (jobs[t].router && pthread_create(&threads[t], NULL, route_all, &jobs[t]) == 0)
+            ++started;
     for (int t = 0; t < started; ++t) pthread_join(threads[t], NULL);
     /* The same inputs again, one thread, one router at a time. */
     int same = started == THREADS;
@@ -89,4 +90,6 @@ static const test_case TESTS[] = {
     {"routers_come_and_go_on_several_threads", test_routers_come_and_go_on_several_threads},
 };
 
-int main(int argc, char **argv) { return test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc, argv); }
+int main(int argc, char **argv) {
+    return test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc, argv);
+}
