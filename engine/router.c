@@ -58,7 +58,9 @@ static uint64_t capacity_for(const moevk_router_info *info, uint32_t num_tokens)
     /* In double: exact for every factor a float holds and every T * k below 2^53. */
     double wanted =
         ceil((double)info->capacity_factor * num_tokens * info->top_k / info->num_experts);
-    uint64_t capacity = (uint64_t)wanted;
+    /* Saturate far past anything a router accepts (it refuses rows past 2^31 with TOO_LARGE);
+     * a huge factor must not overflow the conversion. */
+    uint64_t capacity = wanted < 1e12 ? (uint64_t)wanted : (uint64_t)1e12;
     return capacity > (uint64_t)info->min_capacity ? capacity : (uint64_t)info->min_capacity;
 }
 

@@ -76,6 +76,8 @@ run "test_cli under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/test_
 run "test_threads under ThreadSanitizer" MOEVK_DEVICE="$device" MOEVK_TEST_VALIDATION=0 \
   TSAN_OPTIONS=halt_on_error=1:exitcode=66 build-tsan/tests/test_threads
 run "installed, static, subproject and C++ consumers" tests/check_consumers.sh build
+# libFuzzer on the .npy reader and the configuration checks, briefly (scripts/fuzz.sh N for longer).
+run "fuzzers, 30 s each" scripts/fuzz.sh 30
 rm -f "$log"
 
 echo "$passed passed, $failed failed"

@@ -126,6 +126,16 @@ static void test_buffers_past_device_limits_are_refused(void) {
     CHECK(strstr(message, "hidden states") && strstr(message, "bytes"), "message: %s", message);
 }
 
+/* Found by fuzzing: a capacity factor near FLT_MAX once overflowed the capacity's conversion. */
+static void test_huge_capacity_factor_is_refused_not_overflowed(void) {
+    moevk_router_info info = small_info();
+    info.capacity_factor = 3e38f;
+    moevk_router *router = NULL;
+    moevk_result r = moevk_router_create(test_context(), &info, &router);
+    moevk_router_destroy(router);
+    CHECK(r == MOEVK_ERROR_TOO_LARGE, "got %s", moevk_result_string(r));
+}
+
 static void test_bad_route_calls_leave_the_router_usable(void) {
     moevk_router_info info = small_info();
     moevk_router *router = NULL;
@@ -647,6 +657,8 @@ static const test_case TESTS[] = {
     {"destroying_null_is_a_no_op", test_destroying_null_is_a_no_op},
     {"bad_configurations_are_rejected", test_bad_configurations_are_rejected},
     {"buffers_past_device_limits_are_refused", test_buffers_past_device_limits_are_refused},
+    {"huge_capacity_factor_is_refused_not_overflowed",
+     test_huge_capacity_factor_is_refused_not_overflowed},
     {"bad_route_calls_leave_the_router_usable", test_bad_route_calls_leave_the_router_usable},
     {"bad_device_selector_is_a_clear_error", test_bad_device_selector_is_a_clear_error},
     {"devices_are_listed_two_calls", test_devices_are_listed_two_calls},
