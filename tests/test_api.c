@@ -126,6 +126,65 @@ static void test_buffers_past_device_limits_are_refused(void) {
     CHECK(strstr(message, "hidden states") && strstr(message, "bytes"), "message: %s", message);
 }
 
+/* Token counts whose T * k or T * E pass 32 bits are refused at creation, not wrapped around. */
+static void test_sizes_past_32_bit_indices_are_refused(void) {
+    moevk_router_info info = small_info();
+    info.max_tokens = 0xFFFFFFF0u;
+    info.top_k = 2;
+    info.hidden_size = 0;
+    moevk_router *router = NULL;
+    moevk_result r = moevk_router_create(test_context(), &info, &router);
+    moevk_router_destroy(router);
+    CHECK(r == MOEVK_ERROR_TOO_LARGE, "got %s", moevk_result_string(r));
+    CHECK(strstr(moevk_context_last_error(test_context()), "32-bit") != NULL, "message: %s",
+          moevk_context_last_error(test_context()));
+}
+
+/* A NaN in one token's hidden state stays in that token's rows and output, nowhere else. */
+static void test_nan_hidden_state_stays_in_its_token(void) {
+    moevk_router_info info = small_info();
+    info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    uint64_t rows = moevk_router_max_dispatched_rows(router);
+    float logits[64 * 8], hidden[64 * 4], combined[64 * 4];
+    float *dispatched = calloc(rows * 4, sizeof(float));
+    for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
+    for (int i = 0; i < 64 * 4; ++i) hidden[i] = rng_normal();
+    const int poisoned = 17;
+    hidden[poisoned * 4 + 2] = NAN;
+    moevk_route_stats stats;
+    int32_t ids[128], slots[128];
+    uint32_t offsets[9];
+    moevk_route_input input = {.num_tokens = 64, .logits = logits, .hidden = hidden};
+    moevk_route_output output = {.expert_ids = ids,
+                                 .slots = slots,
+                                 .offsets = offsets,
+                                 .dispatched = dispatched,
+                                 .stats = &stats};
+    moevk_result r = moevk_route(router, &input, &output);
+    /* Identity experts: the dispatched rows come straight back. */
+    if (r == MOEVK_SUCCESS) r = moevk_combine(router, dispatched, combined);
+    int rows_ok = 1, out_ok = 1;
+    for (uint32_t row = 0; r == MOEVK_SUCCESS && row < stats.dispatched_rows; ++row) {
+        int holds_poisoned = 0;
+        for (int j = 0; j < 128; ++j)
+            if (j / 2 == poisoned && ids[j] >= 0 && offsets[ids[j]] + (uint32_t)slots[j] == row)
+                holds_poisoned = 1;
+        for (int i = 0; i < 4; ++i)
+            if (isnan(dispatched[row * 4 + i]) != (holds_poisoned && i == 2)) rows_ok = 0;
+    }
+    for (int t = 0; r == MOEVK_SUCCESS && t < 64; ++t)
+        for (int i = 0; i < 4; ++i)
+            if (isnan(combined[t * 4 + i]) != (t == poisoned && i == 2)) out_ok = 0;
+    free(dispatched);
+    moevk_router_destroy(router);
+    CHECK(r == MOEVK_SUCCESS, "%s", moevk_result_string(r));
+    CHECK(stats.nonfinite_rows == 0, "hidden states do not make a row non-finite");
+    CHECK(rows_ok, "the NaN reached another row, or left its own");
+    CHECK(out_ok, "the NaN reached another token's output, or left its own");
+}
+
 /* Found by fuzzing: a capacity factor near FLT_MAX once overflowed the capacity's conversion. */
 static void test_huge_capacity_factor_is_refused_not_overflowed(void) {
     moevk_router_info info = small_info();
@@ -659,6 +718,8 @@ static const test_case TESTS[] = {
     {"buffers_past_device_limits_are_refused", test_buffers_past_device_limits_are_refused},
     {"huge_capacity_factor_is_refused_not_overflowed",
      test_huge_capacity_factor_is_refused_not_overflowed},
+    {"sizes_past_32_bit_indices_are_refused", test_sizes_past_32_bit_indices_are_refused},
+    {"nan_hidden_state_stays_in_its_token", test_nan_hidden_state_stays_in_its_token},
     {"bad_route_calls_leave_the_router_usable", test_bad_route_calls_leave_the_router_usable},
     {"bad_device_selector_is_a_clear_error", test_bad_device_selector_is_a_clear_error},
     {"devices_are_listed_two_calls", test_devices_are_listed_two_calls},
