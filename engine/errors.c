@@ -68,6 +68,10 @@ uint64_t moevk_context_host_allocations(const moevk_context *context) {
     return context ? atomic_load(&((moevk_context *)context)->host_allocations) : 0;
 }
 
+uint64_t moevk_context_device_allocations(const moevk_context *context) {
+    return context ? atomic_load(&((moevk_context *)context)->device_allocations) : 0;
+}
+
 uint32_t moevk_context_validation_messages(const moevk_context *context) {
     return context ? atomic_load(&context->validation_messages) : 0;
 }

@@ -8,9 +8,10 @@
  *       -> your experts
  *       -> moevk_combine (weighted sum of expert outputs back per token)
  *
- * Threads: a context may be shared by threads; each router must be used by one thread at a time.
- * moevk_route and moevk_combine on different routers of one context may run concurrently: the
- * context serialises its queue submissions internally. Every object is freed by its own destroy
+ * Threads: a context may be shared by threads; each router (and each moevk_buffer) must be used
+ * by one thread at a time. Calls on different routers of one context may run concurrently: the
+ * context serialises its queue submissions internally. An adopted queue must not be used by the
+ * application while a moevk call submits to it. Every object is freed by its own destroy
  * call; destroying NULL is a no-op. The library never aborts, exits or prints.
  */
 #ifndef MOEVK_H
@@ -203,8 +204,9 @@ MOEVK_API moevk_result moevk_context_create(const moevk_context_info *info, moev
 MOEVK_API void moevk_context_destroy(moevk_context *context);
 /* The device the context runs on. */
 MOEVK_API void moevk_context_device_info(const moevk_context *context, moevk_device_info *info);
-/* The message of the last error on this context (or its routers), "" if none. Valid until
- * the next call on the context from the same thread. */
+/* The message of the last error on this context (or its routers and buffers), "" if none. The
+ * text is shared by the context's threads: read it right after the failing call; another
+ * thread's error may replace it. */
 MOEVK_API const char *moevk_context_last_error(const moevk_context *context);
 /* The context's pipeline cache (two-call idiom: data NULL sets *size; else writes at most *size
  * bytes and sets *size to what it wrote). Errors: INVALID_ARGUMENT, VULKAN. */
@@ -216,6 +218,9 @@ MOEVK_API int moevk_context_pipeline_cache_state(const moevk_context *context);
 /* How many host allocations moevk itself has made for this context and its routers and buffers
  * (not counting the Vulkan driver's own): a steady route or combine adds none. */
 MOEVK_API uint64_t moevk_context_host_allocations(const moevk_context *context);
+/* How many device memory allocations moevk has made for this context: routers and buffers
+ * allocate at creation, routes never. */
+MOEVK_API uint64_t moevk_context_device_allocations(const moevk_context *context);
 
 /* How many validation messages (warnings and errors) the layer has sent this context. */
 MOEVK_API uint32_t moevk_context_validation_messages(const moevk_context *context);
