@@ -2,7 +2,6 @@
  * message and nothing leaked, routers still usable after a bad call, adopted devices left alone,
  * allocation callbacks used and balanced. */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "app_vulkan.h"
 #include "harness.h"
 #include "moevk_reference.h"
 
@@ -318,75 +318,7 @@ static void test_allocation_callbacks_are_used_and_balanced(void) {
           counter.allocations);
 }
 
-/* ---- adoption: the application's own instance and device ---- */
-typedef struct app_vulkan {
-    void *library;
-    PFN_vkGetInstanceProcAddr gipa;
-    VkInstance instance;
-    VkPhysicalDevice physical;
-    VkDevice device;
-    uint32_t family;
-    PFN_vkDestroyInstance destroy_instance;
-    PFN_vkDestroyDevice destroy_device;
-    PFN_vkCreateFence create_fence;
-    PFN_vkDestroyFence destroy_fence;
-} app_vulkan;
-
-static int app_create(app_vulkan *app) {
-    memset(app, 0, sizeof *app);
-    app->library = dlopen("libvulkan.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!app->library) return 0;
-    *(void **)&app->gipa = dlsym(app->library, "vkGetInstanceProcAddr");
-    PFN_vkCreateInstance create_instance =
-        (PFN_vkCreateInstance)app->gipa(NULL, "vkCreateInstance");
-    VkApplicationInfo ai = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
-                            .apiVersion = VK_API_VERSION_1_2};
-    VkInstanceCreateInfo ici = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
-                                .pApplicationInfo = &ai};
-    if (create_instance(&ici, NULL, &app->instance) != VK_SUCCESS) return 0;
-#define GET(name) ((PFN_##name)app->gipa(app->instance, #name))
-    app->destroy_instance = GET(vkDestroyInstance);
-    /* The same device as the shared context, so that results can be compared bit for bit. */
-    moevk_device_info shared;
-    moevk_context_device_info(test_context(), &shared);
-    VkPhysicalDevice devices[16];
-    uint32_t count = 16;
-    VkResult vr = GET(vkEnumeratePhysicalDevices)(app->instance, &count, devices);
-    if (vr != VK_SUCCESS && vr != VK_INCOMPLETE) return 0;
-    for (uint32_t i = 0; i < count && !app->physical; ++i) {
-        VkPhysicalDeviceProperties properties;
-        GET(vkGetPhysicalDeviceProperties)(devices[i], &properties);
-        if (strcmp(properties.deviceName, shared.name) == 0) app->physical = devices[i];
-    }
-    if (!app->physical) return 0;
-    VkQueueFamilyProperties families[8];
-    uint32_t family_count = 8;
-    GET(vkGetPhysicalDeviceQueueFamilyProperties)(app->physical, &family_count, families);
-    for (app->family = 0; app->family < family_count; ++app->family)
-        if (families[app->family].queueFlags & VK_QUEUE_COMPUTE_BIT) break;
-    float priority = 1.0f;
-    VkDeviceQueueCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
-                                   .queueFamilyIndex = app->family,
-                                   .queueCount = 1,
-                                   .pQueuePriorities = &priority};
-    VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
-                              .queueCreateInfoCount = 1,
-                              .pQueueCreateInfos = &qci};
-    if (GET(vkCreateDevice)(app->physical, &dci, NULL, &app->device) != VK_SUCCESS) return 0;
-    PFN_vkGetDeviceProcAddr gdpa = GET(vkGetDeviceProcAddr);
-    app->destroy_device = (PFN_vkDestroyDevice)gdpa(app->device, "vkDestroyDevice");
-    app->create_fence = (PFN_vkCreateFence)gdpa(app->device, "vkCreateFence");
-    app->destroy_fence = (PFN_vkDestroyFence)gdpa(app->device, "vkDestroyFence");
-#undef GET
-    return 1;
-}
-
-static void app_destroy(app_vulkan *app) {
-    if (app->device) app->destroy_device(app->device, NULL);
-    if (app->instance) app->destroy_instance(app->instance, NULL);
-    if (app->library) dlclose(app->library);
-}
-
+/* ---- adoption: the application's own instance and device (tests/app_vulkan.c) ---- */
 static void route_small(moevk_context *context, const float *logits, int32_t *ids, float *weights,
                         moevk_result *result) {
     moevk_router_info info = small_info();
@@ -400,7 +332,9 @@ static void route_small(moevk_context *context, const float *logits, int32_t *id
 
 static void test_adopted_device_routes_and_is_left_alive(void) {
     app_vulkan app;
-    int created = app_create(&app);
+    moevk_device_info shared;
+    moevk_context_device_info(test_context(), &shared); /* the same device: the same bits */
+    int created = app_create(&app, shared.name, test_validation());
     if (!created) {
         app_destroy(&app);
         CHECK(0, "the test could not create its own Vulkan device");
@@ -416,7 +350,7 @@ static void test_adopted_device_routes_and_is_left_alive(void) {
                                .physical_device = app.physical,
                                .device_handle = app.device,
                                .queue_family_index = app.family,
-                               .get_instance_proc_addr = app.gipa};
+                               .get_instance_proc_addr = vkGetInstanceProcAddr};
     moevk_context *context = NULL;
     r_adopted = moevk_context_create(&info, &context);
     if (r_adopted == MOEVK_SUCCESS) route_small(context, logits, ids, weights, &r_adopted);
@@ -425,8 +359,9 @@ static void test_adopted_device_routes_and_is_left_alive(void) {
     /* The application's device still works after moevk is gone. */
     VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     VkFence fence = VK_NULL_HANDLE;
-    VkResult alive = app.create_fence(app.device, &fci, NULL, &fence);
-    if (alive == VK_SUCCESS) app.destroy_fence(app.device, fence, NULL);
+    VkResult alive = vkCreateFence(app.device, &fci, NULL, &fence);
+    if (alive == VK_SUCCESS) vkDestroyFence(app.device, fence, NULL);
+    unsigned messages = app.messages;
     app_destroy(&app);
     CHECK(r_own == MOEVK_SUCCESS && r_adopted == MOEVK_SUCCESS, "routes: %s / %s",
           moevk_result_string(r_own), moevk_result_string(r_adopted));
@@ -434,6 +369,7 @@ static void test_adopted_device_routes_and_is_left_alive(void) {
               memcmp(weights, own_weights, sizeof weights) == 0,
           "the adopted device routes differently");
     CHECK(alive == VK_SUCCESS, "the application's device was disturbed");
+    CHECK(messages == 0, "%u validation messages in the application's instance", messages);
 }
 
 static void test_adopting_needs_all_handles(void) {
