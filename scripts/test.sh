@@ -68,7 +68,7 @@ sanitize=(MOEVK_DEVICE="$device" MOEVK_TEST_VALIDATION=0
 # Keep lavapipe loaded so that LeakSanitizer can name (and suppress) its allocations.
 lvp=$(ls /usr/lib/*/libvulkan_lvp.so 2>/dev/null | head -n 1)
 [ -n "$lvp" ] && sanitize+=(LD_PRELOAD="$lvp")
-for t in test_api test_routing test_record test_faults; do
+for t in test_api test_routing test_record test_threads test_faults; do
   run "$t under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/$t
 done
 run "test_cli under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/test_cli build-sanitize/cli/moevk
