@@ -15,6 +15,7 @@ passed=0
 failed=0
 for target in npy router_info; do
   corpus=$(mktemp -d) # new inputs land here; the checked-in corpus stays as it is
+  mkdir -p "tests/fuzz/corpus/$target"
   log=$(mktemp)
   UBSAN_OPTIONS=halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 MOEVK_TEST_VALIDATION=0 \
     LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0 \
