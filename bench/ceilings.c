@@ -91,6 +91,27 @@ static void record_copy(VkCommandBuffer cmd, void *user) {
     vkCmdCopyBuffer(cmd, job->from, job->to, 1, &region);
 }
 
+/* A compute pipeline from embedded SPIR-V (the shader module is not kept). */
+static VkPipeline make_pipeline(const bench_device *device, const uint32_t *code, size_t size,
+                                VkPipelineLayout layout) {
+    VkShaderModuleCreateInfo module_info = {
+        .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = size, .pCode = code};
+    VkShaderModule module;
+    VkPipeline pipeline = VK_NULL_HANDLE;
+    if (vkCreateShaderModule(device->device, &module_info, NULL, &module) != VK_SUCCESS)
+        return pipeline;
+    VkComputePipelineCreateInfo pipeline_info = {
+        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                  .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                  .module = module,
+                  .pName = "main"},
+        .layout = layout};
+    vkCreateComputePipelines(device->device, VK_NULL_HANDLE, 1, &pipeline_info, NULL, &pipeline);
+    vkDestroyShaderModule(device->device, module, NULL);
+    return pipeline;
+}
+
 typedef struct shader_copy_job {
     VkPipeline pipeline;
     VkPipelineLayout layout;
@@ -152,20 +173,7 @@ static double measure_shader_copy(bench_device *device, scratch *s, VkBuffer fro
                                            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                            .pBufferInfo = &infos[i]};
     vkUpdateDescriptorSets(device->device, 2, writes, 0, NULL);
-    VkShaderModuleCreateInfo module_info = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-                                            .codeSize = sizeof copy_spv,
-                                            .pCode = copy_spv};
-    VkShaderModule module;
-    vkCreateShaderModule(device->device, &module_info, NULL, &module);
-    VkComputePipelineCreateInfo pipeline_info = {
-        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
-        .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
-                  .stage = VK_SHADER_STAGE_COMPUTE_BIT,
-                  .module = module,
-                  .pName = "main"},
-        .layout = job.layout};
-    vkCreateComputePipelines(device->device, VK_NULL_HANDLE, 1, &pipeline_info, NULL,
-                             &job.pipeline);
+    job.pipeline = make_pipeline(device, copy_spv, sizeof copy_spv, job.layout);
     job.units = (uint32_t)(size / 16);
     job.groups = (job.units + 255) / 256;
     if (job.groups > 65535) job.groups = 65535;
@@ -174,7 +182,6 @@ static double measure_shader_copy(bench_device *device, scratch *s, VkBuffer fro
     for (int i = 0; i < REPEATS; ++i) times[i] = timed(device, s, record_shader_copy, &job);
     double gbps = 2.0 * (double)size / (median(times, REPEATS) * 1e-3) * 1e-9;
     vkDestroyPipeline(device->device, job.pipeline, NULL);
-    vkDestroyShaderModule(device->device, module, NULL);
     vkDestroyDescriptorPool(device->device, pool, NULL);
     vkDestroyPipelineLayout(device->device, job.layout, NULL);
     vkDestroyDescriptorSetLayout(device->device, set_layout, NULL);
@@ -246,31 +253,16 @@ int measure_ceilings(bench_device *device, ceilings *out, char *error, size_t er
     vkFreeMemory(device->device, memory_b, NULL);
 
     /* Launch floor: one empty dispatch. */
-    VkShaderModuleCreateInfo module_info = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-                                            .codeSize = sizeof empty_spv,
-                                            .pCode = empty_spv};
-    VkShaderModule module;
-    vkCreateShaderModule(device->device, &module_info, NULL, &module);
     VkPipelineLayoutCreateInfo layout_info = {.sType =
                                                   VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
     VkPipelineLayout layout;
     vkCreatePipelineLayout(device->device, &layout_info, NULL, &layout);
-    VkComputePipelineCreateInfo pipeline_info = {
-        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
-        .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
-                  .stage = VK_SHADER_STAGE_COMPUTE_BIT,
-                  .module = module,
-                  .pName = "main"},
-        .layout = layout};
-    empty_job empty = {0};
-    vkCreateComputePipelines(device->device, VK_NULL_HANDLE, 1, &pipeline_info, NULL,
-                             &empty.pipeline);
+    empty_job empty = {.pipeline = make_pipeline(device, empty_spv, sizeof empty_spv, layout)};
     timed(device, &s, record_empty, &empty);
     for (int i = 0; i < REPEATS; ++i) times[i] = timed(device, &s, record_empty, &empty);
     out->launch_ms = median(times, REPEATS);
     vkDestroyPipeline(device->device, empty.pipeline, NULL);
     vkDestroyPipelineLayout(device->device, layout, NULL);
-    vkDestroyShaderModule(device->device, module, NULL);
 
     vkDestroyFence(device->device, s.fence, NULL);
     vkDestroyQueryPool(device->device, s.queries, NULL);
