@@ -12,15 +12,37 @@
 typedef struct route_args {
     const char *logits, *bias, *hidden, *expert_out, *out, *device;
     moevk_router_info info;
+    uint32_t step, layer;
 } route_args;
 
+/* "kind:amount" for --noise. */
+static int parse_noise(const char *text, moevk_router_info *info) {
+    static const struct {
+        const char *name;
+        moevk_noise_kind kind;
+    } KINDS[] = {{"jitter:", MOEVK_NOISE_JITTER},
+                 {"gaussian:", MOEVK_NOISE_GAUSSIAN},
+                 {"gumbel:", MOEVK_NOISE_GUMBEL}};
+    for (size_t i = 0; i < sizeof KINDS / sizeof KINDS[0]; ++i) {
+        size_t n = strlen(KINDS[i].name);
+        if (strncmp(text, KINDS[i].name, n) == 0 && parse_float(text + n, &info->noise_amount)) {
+            info->noise = KINDS[i].kind;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void usage(FILE *to) {
-    fprintf(to,
-            "usage: moevk route --logits L.npy [--bias B.npy] [--k K] [--score softmax|sigmoid]\n"
-            "         [--temperature T] [--renorm] [--scale S]\n"
-            "         [--capacity-factor F | --capacity N | --dropless [--pad-multiple N]]\n"
-            "         [--min-capacity N] [--drop-policy position|score] [--hidden X.npy]\n"
-            "         [--expert-out Y.npy] [--device N|NAME] --out DIR\n");
+    fprintf(
+        to,
+        "usage: moevk route --logits L.npy [--bias B.npy] [--k K] [--score softmax|sigmoid]\n"
+        "         [--temperature T] [--renorm] [--scale S]\n"
+        "         [--capacity-factor F | --capacity N | --dropless [--pad-multiple N]]\n"
+        "         [--min-capacity N] [--drop-policy position|score] [--hidden X.npy]\n"
+        "         [--expert-out Y.npy] [--device N|NAME]\n"
+        "         [--noise jitter:EPS|gaussian:STD|gumbel:SCALE [--seed S] [--step N] [--layer N]\n"
+        "          [--noisy-scores]] --out DIR\n");
 }
 
 #define BAD(...)                                                                                   \
@@ -45,6 +67,9 @@ static int parse_args(int argc, char **argv, route_args *a) {
             takes_value = 0;
         } else if (!strcmp(flag, "--dropless")) {
             a->info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
+            takes_value = 0;
+        } else if (!strcmp(flag, "--noisy-scores")) {
+            a->info.noisy_scores = 1;
             takes_value = 0;
         } else if (!value) {
             BAD("%s needs a value (or is unknown)", flag);
@@ -90,6 +115,21 @@ static int parse_args(int argc, char **argv, route_args *a) {
         } else if (!strcmp(flag, "--pad-multiple")) {
             if (!parse_int(value, 0, 1 << 20, &n)) BAD("--pad-multiple must be 0 to 2^20");
             a->info.pad_multiple = (uint32_t)n;
+        } else if (!strcmp(flag, "--noise")) {
+            if (!parse_noise(value, &a->info))
+                BAD("--noise must be jitter:EPS, gaussian:STD or gumbel:SCALE");
+        } else if (!strcmp(flag, "--seed")) {
+            char *end;
+            errno = 0;
+            unsigned long long seed = strtoull(value, &end, 0);
+            if (!*value || *end || errno) BAD("--seed must be an unsigned 64-bit integer");
+            a->info.noise_seed = seed;
+        } else if (!strcmp(flag, "--step")) {
+            if (!parse_int(value, 0, UINT32_MAX, &n)) BAD("--step must be 0 to 2^32-1");
+            a->step = (uint32_t)n;
+        } else if (!strcmp(flag, "--layer")) {
+            if (!parse_int(value, 0, UINT32_MAX, &n)) BAD("--layer must be 0 to 2^32-1");
+            a->layer = (uint32_t)n;
         } else if (!strcmp(flag, "--drop-policy")) {
             if (!strcmp(value, "position"))
                 a->info.drop_policy = MOEVK_DROP_POSITION;
@@ -279,7 +319,9 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
     moevk_route_input input = {.num_tokens = (uint32_t)T,
                                .logits = logits->data,
                                .bias = bias->data,
-                               .hidden = hidden->data};
+                               .hidden = hidden->data,
+                               .step = a->step,
+                               .layer = a->layer};
     moevk_route_stats stats;
     int dropless = a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS;
     moevk_route_output output = {.expert_ids = o->ids,

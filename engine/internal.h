@@ -196,8 +196,14 @@ typedef struct route_params {
     VkDeviceAddress dispatched_address;
     VkDeviceAddress expert_out_address;
     VkDeviceAddress combined_address;
+    uint32_t noise_kind;
+    float noise_amount;
+    uint32_t noise_seed_low;
+    uint32_t noise_seed_high;
+    uint32_t noise_step;
+    uint32_t noise_layer;
 } route_params;
-_Static_assert(sizeof(route_params) == 104, "push constants must match shaders/common.glsl");
+_Static_assert(sizeof(route_params) == 128, "push constants must match shaders/common.glsl");
 
 typedef struct transfer_plan {
     moevk_router *router;
@@ -251,6 +257,9 @@ void route_fill_stats(const moevk_router *router, const route_params *params,
 
 enum { PENDING_NONE, PENDING_ROUTE, PENDING_COMBINE };
 
+/* Adds the router's noise for one call (nothing in inference mode or without noise). */
+void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer, int inference,
+                       route_params *params);
 /* Sizes of one route call: capacity, block partition, rows. */
 void router_plan(const moevk_router *router, uint32_t num_tokens, route_params *params);
 /* Checks options; writes the reason to the context on failure. */

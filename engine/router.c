@@ -46,6 +46,12 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
         REJECT("capacity is %d; it must be >= 0", info->capacity);
     if ((unsigned)info->drop_policy > MOEVK_DROP_SCORE)
         REJECT("drop_policy is not a moevk_drop_policy");
+    if ((unsigned)info->noise > MOEVK_NOISE_GUMBEL) REJECT("noise is not a moevk_noise_kind");
+    if (info->noise != MOEVK_NOISE_NONE &&
+        (!isfinite(info->noise_amount) || info->noise_amount < 0.0f ||
+         (info->noise == MOEVK_NOISE_JITTER && info->noise_amount >= 1.0f)))
+        REJECT("noise_amount is %g; it must be finite, >= 0, and below 1 for jitter",
+               (double)info->noise_amount);
     return MOEVK_SUCCESS;
 }
 
@@ -80,6 +86,19 @@ static uint64_t max_dispatched_rows(const moevk_router_info *info) {
 
 uint64_t moevk_router_max_dispatched_rows(const moevk_router *router) {
     return router ? router->max_dispatched_rows : 0;
+}
+
+void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer, int inference,
+                       route_params *params) {
+    const moevk_router_info *info = &router->info;
+    if (inference || info->noise == MOEVK_NOISE_NONE) return; /* router_plan left noise off */
+    params->noise_kind = (uint32_t)info->noise;
+    params->noise_amount = info->noise_amount;
+    params->noise_seed_low = (uint32_t)info->noise_seed;
+    params->noise_seed_high = (uint32_t)(info->noise_seed >> 32);
+    params->noise_step = step;
+    params->noise_layer = layer;
+    if (info->noisy_scores) params->flags |= FLAG_NOISY_SCORES;
 }
 
 void router_plan(const moevk_router *router, uint32_t num_tokens, route_params *params) {

@@ -89,6 +89,16 @@ typedef enum moevk_score_func {
     MOEVK_SCORE_SIGMOID = 1, /* p = sigmoid(logits / temperature), per expert */
 } moevk_score_func;
 
+/* Noise on the logits before selection (training). Random numbers come from Philox4x32-10 with
+ * key = (seed low 32 bits, seed high 32 bits) and counter = (token, expert, step, layer); word 0
+ * gives u = (x >> 8) * 2^-24 + 2^-25. */
+typedef enum moevk_noise_kind {
+    MOEVK_NOISE_NONE = 0,
+    MOEVK_NOISE_JITTER = 1,   /* logit * ((1 - eps) + (2 * eps) * u): bit-identical everywhere */
+    MOEVK_NOISE_GAUSSIAN = 2, /* logit + std * sqrt(-2 ln u0) * cos(2 pi u1) */
+    MOEVK_NOISE_GUMBEL = 3,   /* logit - scale * ln(-ln u): sampling top-k without replacement */
+} moevk_noise_kind;
+
 typedef enum moevk_capacity_mode {
     MOEVK_CAPACITY_FACTOR = 0,   /* C = max(min_capacity, ceil(capacity_factor * T * k / E)) */
     MOEVK_CAPACITY_FIXED = 1,    /* C = capacity */
@@ -269,6 +279,11 @@ typedef struct moevk_router_info {
      * states, dispatched rows, expert outputs, combined rows) are reached through buffer device
      * addresses instead of descriptors; smaller values exercise that path (tests, tuning). */
     uint64_t max_binding_bytes;
+    moevk_noise_kind noise;    /* default NONE */
+    float noise_amount;        /* jitter eps in [0, 1); Gaussian std, Gumbel scale >= 0 */
+    uint64_t noise_seed;
+    int noisy_scores;          /* default 0: weights and statistics use the clean logits
+                                  (DeepSpeed's Gumbel path); 1: the noisy ones (Tutel) */
 } moevk_router_info;
 
 #define MOEVK_MAX_EXPERTS 1024u
@@ -299,6 +314,9 @@ typedef struct moevk_route_input {
      * logits and hidden (copied on the device, never through the host). */
     moevk_buffer *logits_buffer;
     moevk_buffer *hidden_buffer;
+    uint32_t step;  /* the noise counter's step and layer: any (seed, step, layer) replays */
+    uint32_t layer;
+    int inference;  /* non-zero: no noise, whatever the router's options say */
 } moevk_route_input;
 
 typedef struct moevk_route_stats {
@@ -384,6 +402,8 @@ typedef struct moevk_record_info {
     moevk_buffer_range hidden;     /* [T, d]; buffer VK_NULL_HANDLE: no dispatch */
     moevk_buffer_range dispatched; /* receives [rows, d] (moevk_router_max_dispatched_rows at
                                       most; unfilled rows zero); needs hidden */
+    uint32_t step, layer;          /* as in moevk_route_input */
+    int inference;
 } moevk_record_info;
 
 /* Records a route into the application's command buffer (in the recording state, outside a

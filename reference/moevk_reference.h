@@ -20,6 +20,23 @@ void ref_store(void *data, uint64_t i, moevk_dtype dtype, float value);
 
 enum { REF_ROW_VALID = 0, REF_ROW_NONFINITE = 1, REF_ROW_MASKED = 2 };
 
+/* What a route call adds to the router's options: the noise counter's step and layer, and
+ * inference mode (no noise). NULL where a function takes one: step 0, layer 0, training. */
+typedef struct ref_call {
+    uint32_t step, layer;
+    int inference;
+} ref_call;
+
+/* Philox4x32-10 (Random123's philox4x32_R with R = 10). */
+void ref_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
+/* u = (x >> 8) * 2^-24 + 2^-25, in (0, 1). */
+float ref_noise_uniform(uint32_t word);
+/* The logit after the router's noise (selection uses it); the logit the scores use. */
+float ref_noisy_logit(const moevk_router_info *info, const ref_call *call, float logit,
+                      uint32_t token, uint32_t expert);
+float ref_score_logit(const moevk_router_info *info, const ref_call *call, float logit,
+                      uint32_t token, uint32_t expert);
+
 /* Per-row values the stats need: largest logit, 1/normaliser, raw logsumexp, entropy. */
 typedef struct ref_row_stats {
     float max_logit, inv_norm, lse_raw, entropy;
@@ -28,7 +45,7 @@ typedef struct ref_row_stats {
 
 /* Scores and top-k. logits [T, E] in info->logits_type; bias [E] or NULL.
  * Writes ids, weights [T, k] and row_stats [T]. */
-void ref_scores_topk(const moevk_router_info *info, uint32_t T, const void *logits,
+void ref_scores_topk(const moevk_router_info *info, const ref_call *call, uint32_t T, const void *logits,
                      const float *bias, int32_t *ids, float *weights, ref_row_stats *row_stats);
 
 /* Bucketing with the capacity (ignored when dropless) and the drop policy.
@@ -50,7 +67,7 @@ void ref_combine(const moevk_router_info *info, uint32_t T, const int32_t *rows,
                  const float *weights, const void *expert_out, void *combined);
 
 /* Statistics from the logits, row stats and counts (in double). */
-void ref_stats(const moevk_router_info *info, uint32_t T, const void *logits,
+void ref_stats(const moevk_router_info *info, const ref_call *call, uint32_t T, const void *logits,
                const ref_row_stats *row_stats, const uint32_t *counts_before,
                moevk_route_stats *stats);
 

@@ -4,8 +4,9 @@
 
 #include "moevk_reference.h"
 
-static void route_row(const moevk_router_info *info, const float *logit_row, const float *bias,
-                      int32_t *ids, float *weights, ref_row_stats *stats) {
+static void route_row(const moevk_router_info *info, const ref_call *call, uint32_t token,
+                      const float *logit_row, const float *bias, int32_t *ids, float *weights,
+                      ref_row_stats *stats) {
     uint32_t E = info->num_experts, K = info->top_k;
     int sigmoid = info->score == MOEVK_SCORE_SIGMOID;
     float tau = info->temperature;
@@ -16,12 +17,14 @@ static void route_row(const moevk_router_info *info, const float *logit_row, con
         best[j] = -1;
     }
     int nonfinite = 0;
-    float max_raw = -INFINITY;
+    float max_raw = -INFINITY, max_score = -INFINITY;
     for (uint32_t e = 0; e < E; ++e) {
         float logit = logit_row[e];
-        float key = bias ? logit + bias[e] : logit;
+        float noisy = ref_noisy_logit(info, call, logit, token, e);
+        float key = bias ? noisy + bias[e] : noisy;
         if (isnan(key) || key == INFINITY) nonfinite = 1;
         max_raw = fmaxf(max_raw, logit);
+        max_score = fmaxf(max_score, info->noisy_scores ? noisy : logit);
         if (key > best_key[K - 1]) {
             uint32_t j = K - 1;
             while (j > 0 && key > best_key[j - 1]) {
@@ -43,21 +46,22 @@ static void route_row(const moevk_router_info *info, const float *logit_row, con
     }
     float norm_sum = 0.0f, weighted = 0.0f, raw_sum = 0.0f;
     for (uint32_t e = 0; e < E; ++e) {
-        float logit = logit_row[e];
-        if (isinf(logit)) continue;
-        raw_sum += expf(logit - max_raw);
+        float raw = logit_row[e];
+        if (isinf(raw)) continue;
+        raw_sum += expf(raw - max_raw);
+        float logit = ref_score_logit(info, call, raw, token, e);
         if (sigmoid) {
             float s = 1.0f / (1.0f + expf(-(logit / tau)));
             norm_sum += s;
             if (s > 0.0f) weighted += s * logf(s);
         } else {
-            float shifted = (logit - max_raw) / tau;
+            float shifted = (logit - max_score) / tau;
             float p = expf(shifted);
             norm_sum += p;
             weighted += shifted * p;
         }
     }
-    stats->max_logit = max_raw;
+    stats->max_logit = max_score;
     stats->inv_norm = norm_sum > 0.0f ? 1.0f / norm_sum : 0.0f;
     stats->lse_raw = max_raw + logf(raw_sum);
     stats->entropy = norm_sum > 0.0f ? logf(norm_sum) - weighted / norm_sum : 0.0f;
@@ -67,9 +71,9 @@ static void route_row(const moevk_router_info *info, const float *logit_row, con
     for (uint32_t j = 0; j < K; ++j) {
         w[j] = 0.0f;
         if (best[j] < 0) continue;
-        float logit = logit_row[best[j]];
+        float logit = ref_score_logit(info, call, logit_row[best[j]], token, (uint32_t)best[j]);
         w[j] = sigmoid ? 1.0f / (1.0f + expf(-(logit / tau)))
-                       : expf((logit - max_raw) / tau) / norm_sum;
+                       : expf((logit - max_score) / tau) / norm_sum;
         selected_sum += w[j];
     }
     int renormalize = info->renormalize && selected_sum > 0.0f;
@@ -80,13 +84,15 @@ static void route_row(const moevk_router_info *info, const float *logit_row, con
     }
 }
 
-void ref_scores_topk(const moevk_router_info *info, uint32_t T, const void *logits,
-                     const float *bias, int32_t *ids, float *weights, ref_row_stats *row_stats) {
+void ref_scores_topk(const moevk_router_info *info, const ref_call *call, uint32_t T,
+                     const void *logits, const float *bias, int32_t *ids, float *weights,
+                     ref_row_stats *row_stats) {
     uint32_t E = info->num_experts, K = info->top_k;
     float row[MOEVK_MAX_EXPERTS];
     for (uint32_t t = 0; t < T; ++t) {
         for (uint32_t e = 0; e < E; ++e)
             row[e] = ref_load(logits, (uint64_t)t * E + e, info->logits_type);
-        route_row(info, row, bias, ids + (uint64_t)t * K, weights + (uint64_t)t * K, &row_stats[t]);
+        route_row(info, call, t, row, bias, ids + (uint64_t)t * K, weights + (uint64_t)t * K,
+                  &row_stats[t]);
     }
 }

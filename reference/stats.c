@@ -5,7 +5,7 @@
 
 #include "moevk_reference.h"
 
-void ref_stats(const moevk_router_info *info, uint32_t T, const void *logits,
+void ref_stats(const moevk_router_info *info, const ref_call *call, uint32_t T, const void *logits,
                const ref_row_stats *row_stats, const uint32_t *counts_before,
                moevk_route_stats *stats) {
     uint32_t E = info->num_experts;
@@ -20,7 +20,8 @@ void ref_stats(const moevk_router_info *info, uint32_t T, const void *logits,
         lse_squared += (double)row->lse_raw * row->lse_raw;
         entropy += row->entropy;
         for (uint32_t e = 0; e < E; ++e) {
-            float logit = ref_load(logits, (uint64_t)t * E + e, info->logits_type);
+            float logit = ref_score_logit(
+                info, call, ref_load(logits, (uint64_t)t * E + e, info->logits_type), t, e);
             float p = info->score == MOEVK_SCORE_SIGMOID
                           ? 1.0f / (1.0f + expf(-(logit / info->temperature)))
                           : expf((logit - row->max_logit) / info->temperature);

@@ -36,6 +36,13 @@ layout(push_constant) uniform Params {
     uvec2 dispatched_address;
     uvec2 expert_out_address;
     uvec2 combined_address;
+    // Router noise (noise.glsl).
+    uint noise_kind;
+    float noise_amount;
+    uint noise_seed_low;
+    uint noise_seed_high;
+    uint noise_step;
+    uint noise_layer;
 } P;
 
 layout(std430, binding = BINDING_LOGITS) readonly buffer Logits { uint logits_words[]; };

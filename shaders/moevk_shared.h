@@ -41,6 +41,7 @@
 #define FLAG_SIGMOID 4u
 #define FLAG_DROPLESS 8u
 #define FLAG_DROP_BY_SCORE 16u
+#define FLAG_NOISY_SCORES 32u /* weights and statistics from the noisy logits, not the clean */
 
 /* Specialization constant ids. */
 #define SPEC_WORKGROUP_SIZE 0

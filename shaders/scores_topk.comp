@@ -7,6 +7,12 @@
 // [T, k] (score without bias, renormalised and scaled as asked), row_stats and row_flags [T]
 // for the stats stage (row max, 1/normaliser, raw logsumexp, entropy). Grid: any 1D size; a grid-stride loop covers the tokens.
 #include "common.glsl"
+#include "noise.glsl"
+
+// The logit the weights and statistics use: noisy when asked (FLAG_NOISY_SCORES), else clean.
+float score_logit(float logit, uint token, uint expert) {
+    return (P.flags & FLAG_NOISY_SCORES) != 0u ? noisy_logit(logit, token, expert) : logit;
+}
 
 float logit_at(uint token, uint expert) {
     uint index = token * P.num_experts + expert;
@@ -26,12 +32,15 @@ void route_token(uint token) {
     // Pass 1: non-finite check, maxima, and top-k by insertion (stable: a later equal key
     // goes after the earlier one, so ties keep the lower expert index).
     bool nonfinite = false;
-    float max_raw = NEG_INF;
+    float max_raw = NEG_INF;   // of the clean logits: the z-loss's logsumexp
+    float max_score = NEG_INF; // of the logits the scores use
     for (uint e = 0; e < P.num_experts; ++e) {
         float logit = logit_at(token, e);
-        float key = has_bias ? logit + bias[e] : logit;
+        float noisy = noisy_logit(logit, token, e); // selection uses the noisy logits
+        float key = has_bias ? noisy + bias[e] : noisy;
         if (isnan(key) || (isinf(key) && key > 0.0)) nonfinite = true;
         max_raw = max(max_raw, logit);
+        max_score = max(max_score, (P.flags & FLAG_NOISY_SCORES) != 0u ? noisy : logit);
         if (key > best_key[TOP_K - 1]) {
             uint j = TOP_K - 1;
             while (j > 0 && key > best_key[j - 1]) {
@@ -58,16 +67,17 @@ void route_token(uint token) {
     float weighted = 0.0;     // softmax: sum (x - max) exp(x - max); sigmoid: sum s log s
     float raw_sum = 0.0;
     for (uint e = 0; e < P.num_experts; ++e) {
-        float logit = logit_at(token, e);
-        if (isinf(logit)) continue; // -inf: a masked expert contributes nothing
-        raw_sum += exp(logit - max_raw);
+        float raw = logit_at(token, e);
+        if (isinf(raw)) continue; // -inf: a masked expert contributes nothing
+        raw_sum += exp(raw - max_raw);
+        float logit = score_logit(raw, token, e);
         if (sigmoid) {
             float s = 1.0 / (1.0 + exp(-(logit / P.temperature)));
             norm_sum += s;
             if (s > 0.0) weighted += s * log(s);
         } else {
             // The exact difference first, then one division: more accurate than l/tau - max/tau.
-            float shifted = (logit - max_raw) / P.temperature;
+            float shifted = (logit - max_score) / P.temperature;
             float p = exp(shifted);
             norm_sum += p;
             weighted += shifted * p;
@@ -76,7 +86,7 @@ void route_token(uint token) {
     float inv_norm = norm_sum > 0.0 ? 1.0 / norm_sum : 0.0;
     float entropy = norm_sum > 0.0 ? log(norm_sum) - weighted / norm_sum : 0.0;
     float lse_raw = max_raw + log(raw_sum);
-    row_stats[token] = vec4(max_raw, inv_norm, lse_raw, entropy);
+    row_stats[token] = vec4(max_score, inv_norm, lse_raw, entropy);
     row_flags[token] = ROW_VALID;
 
     // Weights: the score of each selected expert, computed without the bias.
@@ -85,9 +95,10 @@ void route_token(uint token) {
     for (uint j = 0; j < TOP_K; ++j) {
         w[j] = 0.0;
         if (best_expert[j] < 0) continue;
-        float logit = logit_at(token, uint(best_expert[j]));
+        uint e = uint(best_expert[j]);
+        float logit = score_logit(logit_at(token, e), token, e);
         w[j] = sigmoid ? 1.0 / (1.0 + exp(-(logit / P.temperature)))
-                       : exp((logit - max_raw) / P.temperature) / norm_sum;
+                       : exp((logit - max_score) / P.temperature) / norm_sum;
         selected_sum += w[j];
     }
     bool renormalize = (P.flags & FLAG_RENORMALIZE) != 0u && selected_sum > 0.0;

@@ -8,6 +8,7 @@
 // over blocks, strided over the lanes, then a shared-memory tree: a fixed order, and no long
 // chain of dependent loads.
 #include "common.glsl"
+#include "noise.glsl"
 
 shared float scalar_lanes[STAT_SCALARS][gl_WorkGroupSize.x];
 
@@ -15,6 +16,7 @@ float probability(uint token, uint expert, vec4 stats) {
     uint index = token * P.num_experts + expert;
     float logit = DTYPE == DTYPE_F32 ? uintBitsToFloat(logits_word(index))
                                      : decode_element(logits_word(index >> 1), index, DTYPE);
+    if ((P.flags & FLAG_NOISY_SCORES) != 0u) logit = noisy_logit(logit, token, expert);
     bool sigmoid = (P.flags & FLAG_SIGMOID) != 0u;
     float score = sigmoid ? 1.0 / (1.0 + exp(-(logit / P.temperature)))
                           : exp((logit - stats.x) / P.temperature);

@@ -94,7 +94,10 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
     moevk_route_input input = {.num_tokens = T,
                                .logits = b->logits,
                                .bias = c->with_bias ? b->bias : NULL,
-                               .hidden = c->with_hidden ? b->hidden : NULL};
+                               .hidden = c->with_hidden ? b->hidden : NULL,
+                               .step = c->step,
+                               .layer = c->layer,
+                               .inference = c->inference};
     moevk_route_stats stats;
     moevk_route_output output = {.expert_ids = b->ids,
                                  .weights = b->weights,
@@ -109,8 +112,38 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
           moevk_context_last_error(test_context()));
 
     /* Stage 1: scores and top-k, from the same logits. */
-    ref_scores_topk(info, T, b->logits, input.bias, b->ref_ids, b->ref_weights, b->row_stats);
-    COMPARE_EXACT("expert_ids", b->ids, b->ref_ids, TK);
+    ref_call call = {c->step, c->layer, c->inference};
+    ref_scores_topk(info, &call, T, b->logits, input.bias, b->ref_ids, b->ref_weights,
+                    b->row_stats);
+    /* Gaussian and Gumbel noise use exp/log/cos: decisions must agree wherever the competing
+     * noisy keys differ by more than 1e-5 relative; rows decided closer are skipped below. */
+    int near_ties_allowed =
+        info->noise == MOEVK_NOISE_GAUSSIAN || info->noise == MOEVK_NOISE_GUMBEL;
+    if (near_ties_allowed) {
+        for (uint32_t t = 0; t < T; ++t)
+            for (uint32_t j = 0; j < K; ++j) {
+                int32_t got = b->ids[t * K + j], want = b->ref_ids[t * K + j];
+                if (got == want) continue;
+                float logit_got =
+                    got >= 0 ? ref_load(b->logits, (uint64_t)t * E + got, info->logits_type) : 0;
+                float logit_want =
+                    want >= 0 ? ref_load(b->logits, (uint64_t)t * E + want, info->logits_type) : 0;
+                double key_got =
+                    got >= 0 ? ref_noisy_logit(info, &call, logit_got, t, (uint32_t)got) : 0;
+                double key_want =
+                    want >= 0 ? ref_noisy_logit(info, &call, logit_want, t, (uint32_t)want) : 0;
+                if (input.bias && got >= 0) key_got += input.bias[got];
+                if (input.bias && want >= 0) key_want += input.bias[want];
+                double margin =
+                    fabs(key_got - key_want) / fmax(fmax(fabs(key_got), fabs(key_want)), 1e-30);
+                CHECK(got >= 0 && want >= 0 && margin <= 1e-5,
+                      "%s: token %u choice %u: expert %d, reference %d, keys %.9g vs %.9g", c->name,
+                      t, j, got, want, key_got, key_want);
+                for (uint32_t i = 0; i < K; ++i) b->ref_weights[t * K + i] = b->weights[t * K + i];
+            }
+    } else {
+        COMPARE_EXACT("expert_ids", b->ids, b->ref_ids, TK);
+    }
     /* 1e-6 relative; small weights within 1e-7 (times the scale) absolute, since a device's exp
      * and division may differ from the CPU's by a few ulp of the exponent argument. */
     double weight_floor = 1e-7 * fabs(info->scale);
@@ -142,7 +175,7 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
 
     /* Stage 3: statistics. */
     moevk_route_stats want;
-    ref_stats(info, T, b->logits, b->row_stats, b->ref_counts_before, &want);
+    ref_stats(info, &call, T, b->logits, b->row_stats, b->ref_counts_before, &want);
     check_stats(c, &stats, &want);
 
     if (c->with_hidden && !test_failed()) {

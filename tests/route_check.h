@@ -20,6 +20,8 @@ typedef struct route_case {
     logits_pattern pattern;
     int with_bias;
     int with_hidden; /* dispatch and combine too (needs info.hidden_size) */
+    uint32_t step, layer; /* the noise counter, when info.noise is set */
+    int inference;
 } route_case;
 
 /* Runs the case; failures go through the harness. */

@@ -255,7 +255,35 @@ static void test_no_vulkan_device_is_a_clear_error(void) {
           "message: %s", message);
 }
 
+/* --noise, --seed, --step: the same arguments replay, another seed routes differently. */
+static void test_noise_options_replay_by_seed(void) {
+    write_logits("logits_noise.npy", 400, 8, 0);
+    char args[1024], message[1024], error[512];
+    const char *outs[3] = {"out_n1", "out_n2", "out_n3"};
+    const char *seeds[3] = {"7", "7", "8"};
+    npy_array ids[3];
+    for (int i = 0; i < 3; ++i) {
+        snprintf(args, sizeof args,
+                 "--logits %s --noise gumbel:1 --seed %s --step 3 --layer 1 --out %s",
+                 path_in_work("logits_noise.npy"), seeds[i], path_in_work(outs[i]));
+        CHECK(run_cli(args, message, sizeof message) == 0, "noisy route failed: %s", message);
+        char name[64];
+        snprintf(name, sizeof name, "%s/expert_ids.npy", outs[i]);
+        CHECK(npy_read(path_in_work(name), &ids[i], error, sizeof error), "%s", error);
+    }
+    size_t bytes = ids[0].count * 4;
+    int replayed = !memcmp(ids[0].data, ids[1].data, bytes),
+        changed = memcmp(ids[0].data, ids[2].data, bytes) != 0;
+    for (int i = 0; i < 3; ++i) npy_free(&ids[i]);
+    CHECK(replayed, "the same seed did not replay");
+    CHECK(changed, "another seed routed the same");
+    snprintf(args, sizeof args, "--logits %s --noise jitter:1.5 --out %s",
+             path_in_work("logits_noise.npy"), path_in_work("o"));
+    expect_rejected(args, NULL, "noise_amount");
+}
+
 static const test_case TESTS[] = {
+    {"noise_options_replay_by_seed", test_noise_options_replay_by_seed},
     {"no_vulkan_device_is_a_clear_error", test_no_vulkan_device_is_a_clear_error},
     {"route_writes_every_output", test_route_writes_every_output},
     {"dropless_writes_offsets_and_compact_rows", test_dropless_writes_offsets_and_compact_rows},

@@ -15,7 +15,12 @@ static moevk_router_info base(uint32_t E, uint32_t k, uint32_t T, uint32_t d) {
 
 static void run(const char *name, moevk_router_info info, uint32_t T, logits_pattern pattern,
                 int bias, int hidden) {
-    route_case c = {name, info, T, pattern, bias, hidden};
+    route_case c = {.name = name,
+                    .info = info,
+                    .num_tokens = T,
+                    .pattern = pattern,
+                    .with_bias = bias,
+                    .with_hidden = hidden};
     check_route_case(&c);
 }
 

@@ -1,0 +1,42 @@
+// Router noise from Philox4x32-10 (Salmon et al. 2011, Random123): key = the seed's two 32-bit
+// halves, counter = (token, expert, step, layer). Word 0 gives u = (x >> 8) * 2^-24 + 2^-25 in
+// (0, 1); Gaussian noise uses words 0 and 1 by Box-Muller. engine's CPU reference
+// (reference/noise.c) computes the same numbers.
+const uint NOISE_NONE = 0u;
+const uint NOISE_JITTER = 1u;
+const uint NOISE_GAUSSIAN = 2u;
+const uint NOISE_GUMBEL = 3u;
+
+uvec4 philox4x32_10(uvec4 counter, uvec2 key) {
+    for (uint round = 0u; round < 10u; ++round) {
+        if (round > 0u) key += uvec2(0x9E3779B9u, 0xBB67AE85u);
+        uint hi0, lo0, hi1, lo1;
+        umulExtended(0xD2511F53u, counter.x, hi0, lo0);
+        umulExtended(0xCD9E8D57u, counter.z, hi1, lo1);
+        counter = uvec4(hi1 ^ counter.y ^ key.x, lo1, hi0 ^ counter.w ^ key.y, lo0);
+    }
+    return counter;
+}
+
+precise float noise_uniform(uint word) {
+    return float(word >> 8) * (1.0 / 16777216.0) + (1.0 / 33554432.0);
+}
+
+// The logit after noise, for a token and an expert (NOISE_NONE: the logit itself).
+precise float noisy_logit(float logit, uint token, uint expert) {
+    if (P.noise_kind == NOISE_NONE || isinf(logit) || isnan(logit)) return logit;
+    uvec4 bits = philox4x32_10(uvec4(token, expert, P.noise_step, P.noise_layer),
+                               uvec2(P.noise_seed_low, P.noise_seed_high));
+    float u0 = noise_uniform(bits.x);
+    if (P.noise_kind == NOISE_JITTER) {
+        // Correctly rounded f32 operations, no contraction: bit-identical to the CPU.
+        precise float factor = (1.0 - P.noise_amount) + (2.0 * P.noise_amount) * u0;
+        precise float noisy = logit * factor;
+        return noisy;
+    }
+    if (P.noise_kind == NOISE_GAUSSIAN) {
+        float u1 = noise_uniform(bits.y);
+        return logit + P.noise_amount * sqrt(-2.0 * log(u0)) * cos(6.2831853071795864 * u1);
+    }
+    return logit - P.noise_amount * log(-log(u0)); // Gumbel
+}

@@ -1,0 +1,167 @@
+/* Noisy routing: the Philox4x32-10 generator against Random123's known answers, jitter decisions
+ * bit-identical to the CPU reference, Gaussian and Gumbel decisions identical wherever the
+ * margin exceeds 1e-5 relative, replay by seed, the right mean and spread, inference mode. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "moevk_reference.h"
+#include "route_check.h"
+
+static void test_philox_matches_random123_known_answers(void) {
+    /* Random123's kat_vectors for philox4x32_10. */
+    static const uint32_t cases[3][10] = {
+        {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0x408f276d,
+         0x41c83b0e, 0xa20bc7c6, 0x6d5451fd},
+        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0, 0xd16cfe09,
+         0x94fdcceb, 0x5001e420, 0x24126ea1},
+    };
+    for (int i = 0; i < 3; ++i) {
+        uint32_t out[4];
+        ref_philox4x32_10(cases[i], cases[i] + 4, out);
+        CHECK(!memcmp(out, cases[i] + 6, sizeof out), "case %d: %08x %08x %08x %08x", i, out[0],
+              out[1], out[2], out[3]);
+    }
+}
+
+static moevk_router_info noisy(moevk_noise_kind kind, float amount, uint64_t seed) {
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = 16;
+    info.top_k = 2;
+    info.max_tokens = 1000;
+    info.hidden_size = 8;
+    info.noise = kind;
+    info.noise_amount = amount;
+    info.noise_seed = seed;
+    return info;
+}
+
+static void run(const char *name, moevk_router_info info, uint32_t step, uint32_t layer,
+                int inference) {
+    route_case c = {.name = name,
+                    .info = info,
+                    .num_tokens = 1000,
+                    .pattern = LOGITS_RANDOM,
+                    .with_bias = 1,
+                    .with_hidden = 1,
+                    .step = step,
+                    .layer = layer,
+                    .inference = inference};
+    check_route_case(&c);
+}
+
+static void test_jitter_decisions_are_bit_identical(void) {
+    run("jitter", noisy(MOEVK_NOISE_JITTER, 0.1f, 0x1234567890abcdefull), 3, 2, 0);
+    moevk_router_info info = noisy(MOEVK_NOISE_JITTER, 0.3f, 99);
+    info.noisy_scores = 1;
+    info.score = MOEVK_SCORE_SIGMOID;
+    run("jitter, noisy scores", info, 7, 0, 0);
+}
+
+static void test_gaussian_decisions_agree_past_the_margin(void) {
+    run("gaussian", noisy(MOEVK_NOISE_GAUSSIAN, 1.0f, 5), 11, 4, 0);
+    moevk_router_info info = noisy(MOEVK_NOISE_GAUSSIAN, 0.5f, 6);
+    info.noisy_scores = 1;
+    run("gaussian, noisy scores", info, 0, 1, 0);
+}
+
+static void test_gumbel_decisions_agree_past_the_margin(void) {
+    moevk_router_info info = noisy(MOEVK_NOISE_GUMBEL, 1.0f, 77);
+    info.drop_policy = MOEVK_DROP_SCORE;
+    info.capacity_factor = 0.8f;
+    run("gumbel", info, 2, 3, 0);
+}
+
+static void test_inference_mode_routes_without_noise(void) {
+    run("inference", noisy(MOEVK_NOISE_GUMBEL, 5.0f, 1), 1, 1, 1);
+}
+
+/* Routes the same logits with a router's noise at a step: the ids. */
+static moevk_result noisy_ids(moevk_router_info info, const float *logits, uint32_t step,
+                              int inference, int32_t *ids) {
+    moevk_router *router = NULL;
+    moevk_result r = moevk_router_create(test_context(), &info, &router);
+    moevk_route_input input = {
+        .num_tokens = 1000, .logits = logits, .step = step, .inference = inference};
+    moevk_route_output output = {.expert_ids = ids};
+    if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
+    moevk_router_destroy(router);
+    return r;
+}
+
+static void test_seed_and_step_replay_and_change_decisions(void) {
+    static float logits[1000 * 16];
+    static int32_t a[2000], b[2000], c[2000], d[2000], clean[2000];
+    for (int i = 0; i < 1000 * 16; ++i) logits[i] = rng_normal();
+    moevk_router_info info = noisy(MOEVK_NOISE_GUMBEL, 1.0f, 42);
+    info.hidden_size = 0;
+    moevk_result r = noisy_ids(info, logits, 5, 0, a);
+    if (r == MOEVK_SUCCESS) r = noisy_ids(info, logits, 5, 0, b); /* replay */
+    if (r == MOEVK_SUCCESS) r = noisy_ids(info, logits, 6, 0, c); /* another step */
+    info.noise_seed = 43;
+    if (r == MOEVK_SUCCESS) r = noisy_ids(info, logits, 5, 0, d); /* another seed */
+    if (r == MOEVK_SUCCESS) r = noisy_ids(info, logits, 5, 1, clean);
+    CHECK_OK(r);
+    CHECK(!memcmp(a, b, sizeof a), "the same seed and step did not replay");
+    CHECK(memcmp(a, c, sizeof a) != 0, "another step made the same decisions");
+    CHECK(memcmp(a, d, sizeof a) != 0, "another seed made the same decisions");
+    info.noise = MOEVK_NOISE_NONE;
+    int32_t plain[2000];
+    CHECK_OK(noisy_ids(info, logits, 5, 0, plain));
+    CHECK(!memcmp(clean, plain, sizeof plain), "inference mode is not the noiseless routing");
+}
+
+/* The generator's noise has the right mean and spread (the device uses the same generator). */
+static void test_noise_has_the_right_mean_and_spread(void) {
+    const int n = 200000;
+    moevk_router_info gauss = noisy(MOEVK_NOISE_GAUSSIAN, 2.0f, 3),
+                      gumbel = noisy(MOEVK_NOISE_GUMBEL, 1.5f, 4);
+    double gs = 0, gss = 0, us = 0, uss = 0;
+    for (int i = 0; i < n; ++i) {
+        ref_call call = {(uint32_t)i / 64, 0, 0};
+        double g = ref_noisy_logit(&gauss, &call, 0.0f, (uint32_t)i % 1000, (uint32_t)i % 64);
+        double u = ref_noisy_logit(&gumbel, &call, 0.0f, (uint32_t)i % 1000, (uint32_t)i % 64);
+        gs += g;
+        gss += g * g;
+        us += u;
+        uss += u * u;
+    }
+    double gm = gs / n, gsd = sqrt(gss / n - gm * gm), um = us / n, usd = sqrt(uss / n - um * um);
+    CHECK(fabs(gm) < 0.03 && fabs(gsd - 2.0) < 0.03, "Gaussian mean %g, std %g (want 0, 2)", gm,
+          gsd);
+    CHECK(fabs(um - 0.5772156649 * 1.5) < 0.03 && fabs(usd - 1.5 * 1.2825498302) < 0.03,
+          "Gumbel mean %g, std %g (want %g, %g)", um, usd, 0.5772156649 * 1.5, 1.5 * 1.2825498302);
+}
+
+static void test_bad_noise_is_rejected(void) {
+    moevk_router_info info = noisy(MOEVK_NOISE_JITTER, 1.0f, 0);
+    moevk_router *router = NULL;
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "eps = 1 accepted");
+    info = noisy(MOEVK_NOISE_GAUSSIAN, -1.0f, 0);
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "std < 0 accepted");
+    info = noisy((moevk_noise_kind)9, 1.0f, 0);
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "kind 9 accepted");
+    CHECK(router == NULL, "a router was made");
+}
+
+static const test_case TESTS[] = {
+    {"philox_matches_random123_known_answers", test_philox_matches_random123_known_answers},
+    {"jitter_decisions_are_bit_identical", test_jitter_decisions_are_bit_identical},
+    {"gaussian_decisions_agree_past_the_margin", test_gaussian_decisions_agree_past_the_margin},
+    {"gumbel_decisions_agree_past_the_margin", test_gumbel_decisions_agree_past_the_margin},
+    {"inference_mode_routes_without_noise", test_inference_mode_routes_without_noise},
+    {"seed_and_step_replay_and_change_decisions", test_seed_and_step_replay_and_change_decisions},
+    {"noise_has_the_right_mean_and_spread", test_noise_has_the_right_mean_and_spread},
+    {"bad_noise_is_rejected", test_bad_noise_is_rejected},
+};
+
+int main(int argc, char **argv) {
+    return test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc, argv);
+}
