@@ -261,7 +261,8 @@ enum { PENDING_NONE, PENDING_ROUTE, PENDING_COMBINE };
 void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer, int inference,
                        route_params *params);
 /* Sizes of one route call: capacity, block partition, rows. */
-void router_plan(const moevk_router *router, uint32_t num_tokens, route_params *params);
+void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
+                 route_params *params);
 /* Checks options; writes the reason to the context on failure. */
 moevk_result router_check_info(moevk_context *context, const moevk_router_info *info);
 

@@ -102,7 +102,7 @@ moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_bu
     uint64_t T = info->num_tokens, E = options->num_experts, d = options->hidden_size;
     uint64_t element = dtype_bytes(options->hidden_type);
     route_params params;
-    router_plan(router, info->num_tokens, &params);
+    router_plan(router, info->num_tokens, info->step, &params);
     router_plan_noise(router, info->step, info->layer, info->inference, &params);
     if (info->bias.buffer) params.flags |= FLAG_HAS_BIAS;
     external_binding bindings[] = {

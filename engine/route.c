@@ -80,7 +80,7 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
     uint64_t T = input->num_tokens, E = info->num_experts, k = info->top_k, d = info->hidden_size;
     uint64_t hidden_bytes = dtype_bytes(info->hidden_type);
     route_params params;
-    router_plan(router, input->num_tokens, &params);
+    router_plan(router, input->num_tokens, input->step, &params);
     router_plan_noise(router, input->step, input->layer, input->inference, &params);
     if (input->bias) params.flags |= FLAG_HAS_BIAS;
     router->routed = 0;

@@ -22,6 +22,31 @@ void moevk_router_info_init(moevk_router_info *info) {
     info->min_capacity = 4;
 }
 
+float moevk_schedule_value(const moevk_schedule *schedule, uint32_t step) {
+    if (!schedule) return 0.0f;
+    double start = schedule->start, end = schedule->end;
+    if (schedule->steps == 0 || schedule->kind == MOEVK_SCHEDULE_CONSTANT) return (float)start;
+    double progress = (double)(step < schedule->steps ? step : schedule->steps) / schedule->steps;
+    if (schedule->kind == MOEVK_SCHEDULE_LINEAR) return (float)(start + (end - start) * progress);
+    return (float)(end + (start - end) * (1.0 + cos(3.14159265358979323846 * progress)) / 2.0);
+}
+
+/* An option's value at a step: its schedule's where one is set, else the plain value. */
+static float scheduled(const moevk_schedule *schedule, float plain, uint32_t step) {
+    return schedule->steps ? moevk_schedule_value(schedule, step) : plain;
+}
+
+static int schedule_ok(const moevk_schedule *schedule, float low, int low_inclusive, float high) {
+    if (schedule->steps == 0) return 1;
+    if ((unsigned)schedule->kind > MOEVK_SCHEDULE_COSINE) return 0;
+    float ends[2] = {schedule->start, schedule->end};
+    for (int i = 0; i < 2; ++i)
+        if (!isfinite(ends[i]) || ends[i] < low || (!low_inclusive && ends[i] == low) ||
+            ends[i] >= high)
+            return 0;
+    return 1;
+}
+
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
 moevk_result router_check_info(moevk_context *context, const moevk_router_info *info) {
@@ -52,27 +77,35 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
          (info->noise == MOEVK_NOISE_JITTER && info->noise_amount >= 1.0f)))
         REJECT("noise_amount is %g; it must be finite, >= 0, and below 1 for jitter",
                (double)info->noise_amount);
+    float noise_high = info->noise == MOEVK_NOISE_JITTER ? 1.0f : INFINITY;
+    if (!schedule_ok(&info->noise_schedule, 0.0f, 1, noise_high))
+        REJECT("noise_schedule: a kind, and ends finite, >= 0 (below 1 for jitter), are needed");
+    if (!schedule_ok(&info->temperature_schedule, 0.0f, 0, INFINITY))
+        REJECT("temperature_schedule: a kind, and ends finite and > 0, are needed");
+    if (!schedule_ok(&info->capacity_factor_schedule, 0.0f, 1, INFINITY))
+        REJECT("capacity_factor_schedule: a kind, and ends finite and >= 0, are needed");
     return MOEVK_SUCCESS;
 }
 
-static uint64_t capacity_for(const moevk_router_info *info, uint32_t num_tokens) {
+static uint64_t capacity_for(const moevk_router_info *info, uint32_t num_tokens, float factor) {
     switch (info->capacity_mode) {
     case MOEVK_CAPACITY_FIXED: return (uint64_t)info->capacity;
     case MOEVK_CAPACITY_DROPLESS: return 0;
     case MOEVK_CAPACITY_FACTOR: break;
     }
     /* In double: exact for every factor a float holds and every T * k below 2^53. */
-    double wanted =
-        ceil((double)info->capacity_factor * num_tokens * info->top_k / info->num_experts);
+    double wanted = ceil((double)factor * num_tokens * info->top_k / info->num_experts);
     /* Saturate far past anything a router accepts (it refuses rows past 2^31 with TOO_LARGE);
      * a huge factor must not overflow the conversion. */
     uint64_t capacity = wanted < 1e12 ? (uint64_t)wanted : (uint64_t)1e12;
     return capacity > (uint64_t)info->min_capacity ? capacity : (uint64_t)info->min_capacity;
 }
 
-uint32_t moevk_router_capacity(const moevk_router *router, uint32_t num_tokens) {
+uint32_t moevk_router_capacity(const moevk_router *router, uint32_t num_tokens, uint32_t step) {
     if (!router) return 0;
-    uint64_t capacity = capacity_for(&router->info, num_tokens);
+    const moevk_router_info *info = &router->info;
+    uint64_t capacity = capacity_for(
+        info, num_tokens, scheduled(&info->capacity_factor_schedule, info->capacity_factor, step));
     return capacity > UINT32_MAX ? UINT32_MAX : (uint32_t)capacity;
 }
 
@@ -81,7 +114,23 @@ static uint64_t max_dispatched_rows(const moevk_router_info *info) {
         uint64_t pad = info->pad_multiple > 1 ? info->pad_multiple : 1;
         return (uint64_t)info->max_tokens * info->top_k + (uint64_t)info->num_experts * (pad - 1);
     }
-    return capacity_for(info, info->max_tokens) * info->num_experts;
+    float factor = info->capacity_factor;
+    const moevk_schedule *schedule = &info->capacity_factor_schedule;
+    if (schedule->steps) factor = schedule->start > schedule->end ? schedule->start : schedule->end;
+    return capacity_for(info, info->max_tokens, factor) * info->num_experts;
+}
+
+void moevk_update_balancing_bias(float *bias, const uint32_t *counts_before, uint32_t num_experts,
+                                 float rate) {
+    if (!bias || !counts_before || num_experts == 0) return;
+    if (rate == 0.0f) rate = 1e-3f;
+    double mean = 0.0;
+    for (uint32_t e = 0; e < num_experts; ++e) mean += counts_before[e];
+    mean /= num_experts;
+    for (uint32_t e = 0; e < num_experts; ++e) {
+        double load = counts_before[e];
+        bias[e] += load < mean ? rate : load > mean ? -rate : 0.0f;
+    }
 }
 
 uint64_t moevk_router_max_dispatched_rows(const moevk_router *router) {
@@ -93,7 +142,7 @@ void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer
     const moevk_router_info *info = &router->info;
     if (inference || info->noise == MOEVK_NOISE_NONE) return; /* router_plan left noise off */
     params->noise_kind = (uint32_t)info->noise;
-    params->noise_amount = info->noise_amount;
+    params->noise_amount = scheduled(&info->noise_schedule, info->noise_amount, step);
     params->noise_seed_low = (uint32_t)info->noise_seed;
     params->noise_seed_high = (uint32_t)(info->noise_seed >> 32);
     params->noise_step = step;
@@ -101,14 +150,15 @@ void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer
     if (info->noisy_scores) params->flags |= FLAG_NOISY_SCORES;
 }
 
-void router_plan(const moevk_router *router, uint32_t num_tokens, route_params *params) {
+void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
+                 route_params *params) {
     const moevk_router_info *info = &router->info;
     memset(params, 0, sizeof *params);
     params->num_tokens = num_tokens;
     params->num_experts = info->num_experts;
     params->top_k = info->top_k;
     params->hidden_size = info->hidden_size;
-    params->temperature = info->temperature;
+    params->temperature = scheduled(&info->temperature_schedule, info->temperature, step);
     params->scale = info->scale;
     params->pad_multiple = info->pad_multiple > 1 ? info->pad_multiple : 1;
     params->flags = (info->renormalize ? FLAG_RENORMALIZE : 0) |
@@ -118,7 +168,7 @@ void router_plan(const moevk_router *router, uint32_t num_tokens, route_params *
         params->capacity = UINT32_MAX;
         params->dispatched_rows = (uint32_t)router->max_dispatched_rows;
     } else {
-        params->capacity = (uint32_t)capacity_for(info, num_tokens);
+        params->capacity = moevk_router_capacity(router, num_tokens, step);
         params->dispatched_rows = params->capacity * info->num_experts;
         if (info->drop_policy == MOEVK_DROP_SCORE) params->flags |= FLAG_DROP_BY_SCORE;
     }

@@ -99,6 +99,23 @@ typedef enum moevk_noise_kind {
     MOEVK_NOISE_GUMBEL = 3,   /* logit - scale * ln(-ln u): sampling top-k without replacement */
 } moevk_noise_kind;
 
+/* A value that follows the training step: from start to end over `steps` steps, then end.
+ * steps 0: no schedule (the plain option's value is used). */
+typedef enum moevk_schedule_kind {
+    MOEVK_SCHEDULE_CONSTANT = 0, /* start */
+    MOEVK_SCHEDULE_LINEAR = 1,   /* start + (end - start) * min(step, steps) / steps */
+    MOEVK_SCHEDULE_COSINE = 2,   /* end + (start - end) * (1 + cos(pi * min(step, steps) / steps)) / 2 */
+} moevk_schedule_kind;
+
+typedef struct moevk_schedule {
+    moevk_schedule_kind kind;
+    float start, end;
+    uint32_t steps;
+} moevk_schedule;
+
+/* The schedule's value at a step (computed in double, returned as float). */
+MOEVK_API float moevk_schedule_value(const moevk_schedule *schedule, uint32_t step);
+
 typedef enum moevk_capacity_mode {
     MOEVK_CAPACITY_FACTOR = 0,   /* C = max(min_capacity, ceil(capacity_factor * T * k / E)) */
     MOEVK_CAPACITY_FIXED = 1,    /* C = capacity */
@@ -284,6 +301,11 @@ typedef struct moevk_router_info {
     uint64_t noise_seed;
     int noisy_scores;          /* default 0: weights and statistics use the clean logits
                                   (DeepSpeed's Gumbel path); 1: the noisy ones (Tutel) */
+    /* Schedules over the call's step (steps 0: off): they replace noise_amount, temperature and
+     * capacity_factor. Buffers are sized for the larger end of the capacity schedule. */
+    moevk_schedule noise_schedule;
+    moevk_schedule temperature_schedule;
+    moevk_schedule capacity_factor_schedule;
 } moevk_router_info;
 
 #define MOEVK_MAX_EXPERTS 1024u
@@ -302,8 +324,9 @@ MOEVK_API moevk_result moevk_router_create(moevk_context *context, const moevk_r
 /* Waits for the router's work and frees it. NULL: no-op. */
 MOEVK_API void moevk_router_destroy(moevk_router *router);
 
-/* The capacity C a route of num_tokens tokens gets (0 in DROPLESS mode). */
-MOEVK_API uint32_t moevk_router_capacity(const moevk_router *router, uint32_t num_tokens);
+/* The capacity C a route of num_tokens tokens gets at a step (0 in DROPLESS mode). */
+MOEVK_API uint32_t moevk_router_capacity(const moevk_router *router, uint32_t num_tokens,
+                                         uint32_t step);
 
 typedef struct moevk_route_input {
     uint32_t num_tokens;  /* T: 0 .. max_tokens */
@@ -347,6 +370,13 @@ typedef struct moevk_route_output {
      * moevk_router_max_dispatched_rows * d elements. Needs hidden states. */
     moevk_buffer *dispatched_buffer;
 } moevk_route_output;
+
+/* Auxiliary-loss-free balancing (DeepSeek-V3): after a step, nudges each expert's selection bias
+ * towards balance, bias[i] += rate * sign(mean load - load[i]), with the loads counted before
+ * drops (moevk_route_output.counts_before). rate 0: the default 1e-3. Pass the bias back as
+ * moevk_route_input.bias: it moves selection only, never the weights. */
+MOEVK_API void moevk_update_balancing_bias(float *bias, const uint32_t *counts_before,
+                                           uint32_t num_experts, float rate);
 
 /* Largest dispatched_rows any route of this router can produce. */
 MOEVK_API uint64_t moevk_router_max_dispatched_rows(const moevk_router *router);

@@ -27,6 +27,11 @@ typedef struct ref_call {
     int inference;
 } ref_call;
 
+/* Schedules: a schedule's value; the options in force at a step; the capacity at a step. */
+float ref_schedule_value(const moevk_schedule *schedule, uint32_t step);
+moevk_router_info ref_at_step(const moevk_router_info *info, uint32_t step);
+uint32_t ref_capacity(const moevk_router_info *info, uint32_t T, uint32_t step);
+
 /* Philox4x32-10 (Random123's philox4x32_R with R = 10). */
 void ref_philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
 /* u = (x >> 8) * 2^-24 + 2^-25, in (0, 1). */

@@ -113,7 +113,8 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
 
     /* Stage 1: scores and top-k, from the same logits. */
     ref_call call = {c->step, c->layer, c->inference};
-    ref_scores_topk(info, &call, T, b->logits, input.bias, b->ref_ids, b->ref_weights,
+    moevk_router_info at_step = ref_at_step(info, c->step); /* schedules resolved */
+    ref_scores_topk(&at_step, &call, T, b->logits, input.bias, b->ref_ids, b->ref_weights,
                     b->row_stats);
     /* Gaussian and Gumbel noise use exp/log/cos: decisions must agree wherever the competing
      * noisy keys differ by more than 1e-5 relative; rows decided closer are skipped below. */
@@ -129,9 +130,9 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
                 float logit_want =
                     want >= 0 ? ref_load(b->logits, (uint64_t)t * E + want, info->logits_type) : 0;
                 double key_got =
-                    got >= 0 ? ref_noisy_logit(info, &call, logit_got, t, (uint32_t)got) : 0;
+                    got >= 0 ? ref_noisy_logit(&at_step, &call, logit_got, t, (uint32_t)got) : 0;
                 double key_want =
-                    want >= 0 ? ref_noisy_logit(info, &call, logit_want, t, (uint32_t)want) : 0;
+                    want >= 0 ? ref_noisy_logit(&at_step, &call, logit_want, t, (uint32_t)want) : 0;
                 if (input.bias && got >= 0) key_got += input.bias[got];
                 if (input.bias && want >= 0) key_want += input.bias[want];
                 double margin =
@@ -157,7 +158,9 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
     if (test_failed()) return;
 
     /* Stage 2: bucketing, from the device's own ids and weights. */
-    uint32_t capacity = moevk_router_capacity(router, T);
+    uint32_t capacity = moevk_router_capacity(router, T, c->step);
+    CHECK(dropless || capacity == ref_capacity(info, T, c->step), "%s: capacity %u, reference %u",
+          c->name, capacity, ref_capacity(info, T, c->step));
     uint64_t rows =
         ref_bucket(info, T, capacity, b->ids, b->weights, b->ref_slots, b->ref_rows,
                    b->ref_row_token, b->ref_counts_before, b->ref_counts, b->ref_offsets);
@@ -175,7 +178,7 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
 
     /* Stage 3: statistics. */
     moevk_route_stats want;
-    ref_stats(info, &call, T, b->logits, b->row_stats, b->ref_counts_before, &want);
+    ref_stats(&at_step, &call, T, b->logits, b->row_stats, b->ref_counts_before, &want);
     check_stats(c, &stats, &want);
 
     if (c->with_hidden && !test_failed()) {

@@ -151,7 +151,89 @@ static void test_bad_noise_is_rejected(void) {
     CHECK(router == NULL, "a router was made");
 }
 
+static void test_schedules_follow_the_step(void) {
+    moevk_schedule constant = {MOEVK_SCHEDULE_CONSTANT, 2.0f, 9.0f, 10};
+    moevk_schedule linear = {MOEVK_SCHEDULE_LINEAR, 1.0f, 0.0f, 100};
+    moevk_schedule cosine = {MOEVK_SCHEDULE_COSINE, 1.0f, 0.0f, 100};
+    CHECK(moevk_schedule_value(&constant, 50) == 2.0f, "constant");
+    CHECK(moevk_schedule_value(&linear, 0) == 1.0f && moevk_schedule_value(&linear, 25) == 0.75f &&
+              moevk_schedule_value(&linear, 100) == 0.0f &&
+              moevk_schedule_value(&linear, 500) == 0.0f,
+          "linear");
+    CHECK(moevk_schedule_value(&cosine, 0) == 1.0f &&
+              fabsf(moevk_schedule_value(&cosine, 50) - 0.5f) < 1e-7f &&
+              moevk_schedule_value(&cosine, 100) == 0.0f,
+          "cosine %g", (double)moevk_schedule_value(&cosine, 50));
+    for (uint32_t step = 0; step < 120; step += 7)
+        CHECK(moevk_schedule_value(&cosine, step) == ref_schedule_value(&cosine, step),
+              "reference at %u", step);
+}
+
+/* Routes with annealed noise, temperature and capacity at several steps, each held to the
+ * reference with the options in force at its step. */
+static void test_scheduled_routes_match_the_reference(void) {
+    moevk_router_info info = noisy(MOEVK_NOISE_JITTER, 0.0f, 12345);
+    info.noise_schedule = (moevk_schedule){MOEVK_SCHEDULE_COSINE, 0.5f, 0.0f, 100};
+    info.temperature_schedule = (moevk_schedule){MOEVK_SCHEDULE_LINEAR, 3.0f, 0.5f, 100};
+    info.capacity_factor_schedule = (moevk_schedule){MOEVK_SCHEDULE_LINEAR, 2.0f, 0.75f, 100};
+    uint32_t steps[] = {0, 40, 100, 1000};
+    for (int i = 0; i < 4; ++i) {
+        char name[64];
+        snprintf(name, sizeof name, "scheduled, step %u", steps[i]);
+        run(name, info, steps[i], 0, 0);
+    }
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    uint32_t at_start = moevk_router_capacity(router, 1000, 0),
+             at_end = moevk_router_capacity(router, 1000, 100);
+    moevk_router_destroy(router);
+    CHECK(at_start == 250 && at_end == 94, "capacities %u, %u (want 250, 94)", at_start, at_end);
+    info.temperature_schedule.end = 0.0f;
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "a temperature schedule reaching 0 was accepted");
+}
+
+/* Auxiliary-loss-free balancing: the bias moves the loads towards their mean over steps. */
+static void test_balancing_bias_evens_out_the_load(void) {
+    static float logits[1000 * 16];
+    for (int t = 0; t < 1000; ++t)
+        for (int e = 0; e < 16; ++e) logits[t * 16 + e] = rng_normal() + (e < 3 ? 2.0f : 0.0f);
+    moevk_router_info info = noisy(MOEVK_NOISE_NONE, 0.0f, 0);
+    info.hidden_size = 0;
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    float bias[16] = {0};
+    uint32_t counts[16];
+    moevk_route_input input = {.num_tokens = 1000, .logits = logits, .bias = bias};
+    moevk_route_output output = {.counts_before = counts};
+    uint32_t first_max = 0, last_max = 0;
+    moevk_result r = MOEVK_SUCCESS;
+    for (int step = 0; step < 60 && r == MOEVK_SUCCESS; ++step) {
+        r = moevk_route(router, &input, &output);
+        uint32_t most = 0;
+        for (int e = 0; e < 16; ++e) most = counts[e] > most ? counts[e] : most;
+        if (step == 0) first_max = most;
+        last_max = most;
+        moevk_update_balancing_bias(bias, counts, 16, 0.05f);
+    }
+    moevk_router_destroy(router);
+    CHECK(r == MOEVK_SUCCESS, "%s", moevk_result_string(r));
+    CHECK(last_max < first_max * 2 / 3, "the busiest expert went from %u to %u assignments",
+          first_max, last_max);
+    float b[3] = {0.5f, 0.5f, 0.5f};
+    uint32_t equal[3] = {7, 7, 7};
+    moevk_update_balancing_bias(b, equal, 3, 0.0f);
+    CHECK(b[0] == 0.5f && b[2] == 0.5f, "a balanced load moved the bias");
+    uint32_t skewed[2] = {10, 0};
+    moevk_update_balancing_bias(b, skewed, 2, 0.0f); /* default rate */
+    CHECK(b[0] == 0.5f - 1e-3f && b[1] == 0.5f + 1e-3f, "default rate: %g %g", (double)b[0],
+          (double)b[1]);
+}
+
 static const test_case TESTS[] = {
+    {"balancing_bias_evens_out_the_load", test_balancing_bias_evens_out_the_load},
+    {"schedules_follow_the_step", test_schedules_follow_the_step},
+    {"scheduled_routes_match_the_reference", test_scheduled_routes_match_the_reference},
     {"philox_matches_random123_known_answers", test_philox_matches_random123_known_answers},
     {"jitter_decisions_are_bit_identical", test_jitter_decisions_are_bit_identical},
     {"gaussian_decisions_agree_past_the_margin", test_gaussian_decisions_agree_past_the_margin},

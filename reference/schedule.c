@@ -1,0 +1,32 @@
+/* Reference of the schedules (engine/router.c): options that follow the training step. */
+#include <math.h>
+
+#include "moevk_reference.h"
+
+float ref_schedule_value(const moevk_schedule *schedule, uint32_t step) {
+    double start = schedule->start, end = schedule->end;
+    if (schedule->steps == 0 || schedule->kind == MOEVK_SCHEDULE_CONSTANT) return (float)start;
+    double progress = (double)(step < schedule->steps ? step : schedule->steps) / schedule->steps;
+    if (schedule->kind == MOEVK_SCHEDULE_LINEAR) return (float)(start + (end - start) * progress);
+    return (float)(end + (start - end) * (1.0 + cos(3.14159265358979323846 * progress)) / 2.0);
+}
+
+moevk_router_info ref_at_step(const moevk_router_info *info, uint32_t step) {
+    moevk_router_info at = *info;
+    if (info->noise_schedule.steps)
+        at.noise_amount = ref_schedule_value(&info->noise_schedule, step);
+    if (info->temperature_schedule.steps)
+        at.temperature = ref_schedule_value(&info->temperature_schedule, step);
+    if (info->capacity_factor_schedule.steps)
+        at.capacity_factor = ref_schedule_value(&info->capacity_factor_schedule, step);
+    return at;
+}
+
+uint32_t ref_capacity(const moevk_router_info *info, uint32_t T, uint32_t step) {
+    moevk_router_info at = ref_at_step(info, step);
+    if (at.capacity_mode == MOEVK_CAPACITY_FIXED) return (uint32_t)at.capacity;
+    if (at.capacity_mode == MOEVK_CAPACITY_DROPLESS) return 0;
+    double wanted = ceil((double)at.capacity_factor * T * at.top_k / at.num_experts);
+    uint32_t capacity = (uint32_t)wanted;
+    return capacity > (uint32_t)at.min_capacity ? capacity : (uint32_t)at.min_capacity;
+}
