@@ -251,6 +251,9 @@ struct moevk_router {
     moevk_route_output pending_output;
 };
 
+/* route.c: waits for the router's submitted work and checks the device is alive: what every
+ * call that touches the router's buffers does first. */
+moevk_result router_settle(moevk_router *router);
 /* route.c: the route's statistics from the device's expert counts and stat totals. */
 void route_fill_stats(const moevk_router *router, const route_params *params,
                       const uint32_t *expert_info, const float *totals, moevk_route_stats *stats);
@@ -294,17 +297,18 @@ void transfer_upload(transfer_plan *plan, int binding, const void *source, VkDev
 /* Records a device copy between a moevk_buffer and a binding (to_binding: buffer -> binding). */
 void transfer_device_copy(transfer_plan *plan, int binding, moevk_buffer *buffer,
                           VkDeviceSize bytes, int to_binding);
+/* After the stages: copies a binding the shaders wrote into a moevk_buffer, on the device. */
+void transfer_copy_out(transfer_plan *plan, int binding, moevk_buffer *buffer, VkDeviceSize bytes);
 /* Makes the uploads visible to the compute stages; call after the last upload. */
 void transfer_uploads_done(transfer_plan *plan);
 /* Asks for a binding's first `bytes` to be copied to `destination` after the work;
  * destination NULL: left for transfer_downloaded. */
 void transfer_download(transfer_plan *plan, int binding, void *destination, VkDeviceSize bytes);
-/* Ends recording, submits, waits, and copies the downloads out. */
-moevk_result transfer_finish(transfer_plan *plan);
-/* The two halves: end and submit; then wait (MOEVK_NOT_READY past the timeout) and copy out. */
+/* Ends recording and submits; then waits (MOEVK_NOT_READY past the timeout) and copies the
+ * downloads out. */
 moevk_result transfer_submit(transfer_plan *plan);
 moevk_result transfer_complete(transfer_plan *plan, uint64_t timeout_ns);
-/* After transfer_finish: where a download of `binding` can be read (NULL if none was asked). */
+/* After transfer_complete: where a download of `binding` can be read (NULL if none was asked). */
 const void *transfer_downloaded(const transfer_plan *plan, int binding);
 
 static inline uint32_t div_ceil_u32(uint32_t a, uint32_t b) { return a / b + (a % b != 0); }

@@ -85,8 +85,7 @@ moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_bu
     moevk_context *context = router->context;
     const moevk_router_info *options = &router->info;
     if (!command_buffer || !info) REJECT("command_buffer and info must not be NULL");
-    moevk_result waited = moevk_router_wait(router, UINT64_MAX);
-    if (waited == MOEVK_SUCCESS) waited = context_check_alive(context);
+    moevk_result waited = router_settle(router);
     if (waited != MOEVK_SUCCESS) return waited;
     if (router->use_addresses)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
@@ -129,8 +128,7 @@ moevk_result moevk_record_combine(moevk_router *router, VkCommandBuffer command_
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
     if (!command_buffer) REJECT("command_buffer must not be NULL");
-    moevk_result waited = moevk_router_wait(router, UINT64_MAX);
-    if (waited == MOEVK_SUCCESS) waited = context_check_alive(context);
+    moevk_result waited = router_settle(router);
     if (waited != MOEVK_SUCCESS) return waited;
     if (router->use_addresses)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
@@ -158,8 +156,7 @@ moevk_result moevk_router_read(moevk_router *router, const moevk_route_output *o
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
     if (!output) REJECT("output must not be NULL");
-    moevk_result waited = moevk_router_wait(router, UINT64_MAX);
-    if (waited == MOEVK_SUCCESS) waited = context_check_alive(context);
+    moevk_result waited = router_settle(router);
     if (waited != MOEVK_SUCCESS) return waited;
     if (!router->routed) REJECT("no route has been recorded or run");
     const route_params *params = &router->last;

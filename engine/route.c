@@ -71,8 +71,7 @@ void route_fill_stats(const moevk_router *router, const route_params *params,
 moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *input,
                                 const moevk_route_output *output) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
-    moevk_result r = moevk_router_wait(router, UINT64_MAX); /* one route in flight */
-    if (r == MOEVK_SUCCESS) r = context_check_alive(router->context);
+    moevk_result r = router_settle(router); /* one route in flight */
     if (r != MOEVK_SUCCESS) return r;
     r = check_route(router, input, output);
     if (r != MOEVK_SUCCESS) return r;
@@ -100,12 +99,9 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
         transfer_upload(plan, BINDING_HIDDEN, input->hidden, T * d * hidden_bytes);
     transfer_uploads_done(plan);
     record_route(router, &params, input->hidden || input->hidden_buffer);
-    if (output->dispatched_buffer) {
-        record_barrier(router, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-                       VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
-        transfer_device_copy(plan, BINDING_DISPATCHED, output->dispatched_buffer,
-                             (uint64_t)params.dispatched_rows * d * hidden_bytes, 0);
-    }
+    if (output->dispatched_buffer)
+        transfer_copy_out(plan, BINDING_DISPATCHED, output->dispatched_buffer,
+                          (uint64_t)params.dispatched_rows * d * hidden_bytes);
     transfer_download(plan, BINDING_EXPERT_INFO, NULL, (3 * E + 1) * 4);
     transfer_download(plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
     if (output->expert_ids)
@@ -163,6 +159,11 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
     return MOEVK_SUCCESS;
 }
 
+moevk_result router_settle(moevk_router *router) {
+    moevk_result r = moevk_router_wait(router, UINT64_MAX);
+    return r == MOEVK_SUCCESS ? context_check_alive(router->context) : r;
+}
+
 VkFence moevk_router_fence(const moevk_router *router) {
     return router ? router->fence : VK_NULL_HANDLE;
 }
@@ -179,8 +180,7 @@ static moevk_result combine(moevk_router *router, const void *expert_out,
                             moevk_buffer *combined_buffer, int wait) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
-    moevk_result waited = moevk_router_wait(router, UINT64_MAX); /* the route it combines */
-    if (waited == MOEVK_SUCCESS) waited = context_check_alive(context);
+    moevk_result waited = router_settle(router); /* the route it combines */
     if (waited != MOEVK_SUCCESS) return waited;
     if (router->info.hidden_size == 0) REJECT("combine needs a router with hidden_size > 0");
     if (!router->routed) REJECT("combine needs a successful route first");
@@ -206,13 +206,10 @@ static moevk_result combine(moevk_router *router, const void *expert_out,
         transfer_upload(plan, BINDING_EXPERT_OUT, expert_out, in_bytes);
     transfer_uploads_done(plan);
     record_combine(router, params);
-    if (combined_buffer) {
-        record_barrier(router, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-                       VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
-        transfer_device_copy(plan, BINDING_COMBINED, combined_buffer, out_bytes, 0);
-    } else {
+    if (combined_buffer)
+        transfer_copy_out(plan, BINDING_COMBINED, combined_buffer, out_bytes);
+    else
         transfer_download(plan, BINDING_COMBINED, combined, out_bytes);
-    }
     router->combined = 0;
     r = transfer_submit(plan);
     if (r != MOEVK_SUCCESS) return r;

@@ -16,8 +16,7 @@ moevk_result moevk_router_timings(moevk_router *router, moevk_timings *timings) 
     if (!router || !timings) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
     memset(timings, 0, sizeof *timings);
-    moevk_result waited = moevk_router_wait(router, UINT64_MAX);
-    if (waited == MOEVK_SUCCESS) waited = context_check_alive(context);
+    moevk_result waited = router_settle(router);
     if (waited != MOEVK_SUCCESS) return waited;
     if (!router->timestamps)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,

@@ -56,6 +56,12 @@ void transfer_device_copy(transfer_plan *plan, int binding, moevk_buffer *buffer
         to_binding ? binding_buffer : buffer->gpu.buffer, 1, &region);
 }
 
+void transfer_copy_out(transfer_plan *plan, int binding, moevk_buffer *buffer, VkDeviceSize bytes) {
+    record_barrier(plan->router, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+    transfer_device_copy(plan, binding, buffer, bytes, 0);
+}
+
 void transfer_uploads_done(transfer_plan *plan) {
     record_barrier(plan->router, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
                    VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
@@ -126,11 +132,6 @@ moevk_result transfer_complete(transfer_plan *plan, uint64_t timeout_ns) {
         if (r->destination) memcpy(r->destination, transfer_downloaded(plan, r->binding), r->bytes);
     }
     return MOEVK_SUCCESS;
-}
-
-moevk_result transfer_finish(transfer_plan *plan) {
-    moevk_result r = transfer_submit(plan);
-    return r == MOEVK_SUCCESS ? transfer_complete(plan, UINT64_MAX) : r;
 }
 
 const void *transfer_downloaded(const transfer_plan *plan, int binding) {
