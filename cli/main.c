@@ -15,8 +15,9 @@ int command_devices(void) {
     if (count > 64) count = 64;
     r = moevk_enumerate_devices(&count, infos);
     for (uint32_t i = 0; r == MOEVK_SUCCESS && i < count; ++i)
-        printf("%u: %s (%s, vendor 0x%04x), subgroup size %u\n", i, infos[i].name,
-               infos[i].driver_info, infos[i].vendor_id, infos[i].subgroup_size);
+        printf("%u: %s (%s, vendor 0x%04x), subgroup size %u, f32 rounding %s\n", i, infos[i].name,
+               infos[i].driver_info, infos[i].vendor_id, infos[i].subgroup_size,
+               infos[i].rounding_mode_rte ? "RTE requested" : "default");
     return r == MOEVK_SUCCESS ? 0 : 1;
 }
 

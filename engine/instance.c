@@ -98,8 +98,10 @@ moevk_result instance_create(moevk_context *context, const moevk_context_info *i
 
 void instance_fill_device_info(const instance_functions *vki, VkPhysicalDevice device,
                                moevk_device_info *info) {
+    VkPhysicalDeviceFloatControlsProperties float_controls = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FLOAT_CONTROLS_PROPERTIES};
     VkPhysicalDeviceDriverProperties driver = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES, .pNext = &float_controls};
     VkPhysicalDeviceSubgroupProperties subgroup = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES, .pNext = &driver};
     VkPhysicalDeviceProperties2 properties = {
@@ -118,6 +120,7 @@ void instance_fill_device_info(const instance_functions *vki, VkPhysicalDevice d
     info->subgroup_size = subgroup.subgroupSize;
     info->max_workgroup_count_x = p->limits.maxComputeWorkGroupCount[0];
     info->max_storage_buffer_range = p->limits.maxStorageBufferRange;
+    info->rounding_mode_rte = float_controls.shaderRoundingModeRTEFloat32 == VK_TRUE;
 
     VkPhysicalDeviceMemoryProperties memory;
     vki->vkGetPhysicalDeviceMemoryProperties(device, &memory);

@@ -151,6 +151,7 @@ typedef enum stage {
     STAGE_DISPATCH,
     STAGE_COMBINE,
     STAGE_STATS,
+    STAGE_LOSSES,
     STAGE_COUNT
 } stage;
 
@@ -161,7 +162,8 @@ void pipeline_cache_save(moevk_context *context);
 void pipelines_destroy_layouts(moevk_context *context);
 /* Creates the compute pipeline of one stage with its specialization constants. */
 moevk_result pipeline_create(moevk_context *context, stage which, int addresses, uint32_t top_k,
-                             uint32_t num_experts, uint32_t dtype, VkPipeline *out);
+                             uint32_t num_experts, uint32_t dtype, uint32_t hidden_dtype,
+                             VkPipeline *out);
 
 /* ---- shaders.c: the embedded SPIR-V ---- */
 typedef struct shader_code {
@@ -172,6 +174,8 @@ typedef struct shader_code {
 /* addresses: the variant that reaches the large buffers through device addresses (NULL where a
  * stage has none). */
 const shader_code *shader_for_stage(stage which, int addresses);
+/* The variant asking for round-to-nearest-even f32 arithmetic (NULL where a stage has none). */
+const shader_code *shader_for_stage_rte(stage which, int addresses);
 
 /* Mirrors the push-constant block `Params` of shaders/common.glsl. */
 typedef struct route_params {
@@ -191,11 +195,21 @@ typedef struct route_params {
     float scale;
     uint32_t phase;
     uint32_t reserved;
-    VkDeviceAddress logits_address;
-    VkDeviceAddress hidden_address;
-    VkDeviceAddress dispatched_address;
-    VkDeviceAddress expert_out_address;
-    VkDeviceAddress combined_address;
+    union {
+        struct {
+            VkDeviceAddress logits_address;
+            VkDeviceAddress hidden_address;
+            VkDeviceAddress dispatched_address;
+            VkDeviceAddress expert_out_address;
+            VkDeviceAddress combined_address;
+        };
+        /* The losses stage reaches no buffer by address: its coefficients take those bytes
+         * (MOEVK_LOSS_PARAMS in shaders/common.glsl). */
+        struct {
+            float aux_coef, z_coef, importance_coef, load_coef, entropy_coef, sequence_coef;
+            uint32_t sequence_length, valid_rows, assignments, loss_reserved;
+        } loss;
+    };
     uint32_t noise_kind;
     float noise_amount;
     uint32_t noise_seed_low;
@@ -243,6 +257,12 @@ struct moevk_router {
     int routed;
     int combined; /* a combine ran since the last route */
     route_params last;
+    /* The last route ran on the router's own buffers (moevk_route), so its logits, ids and
+     * statistics are there for moevk_router_losses; and the counts it needs. */
+    int losses_ready;
+    uint64_t last_assignments;
+    uint32_t last_valid_rows;
+    int expert_out_resident; /* the last combine's expert outputs are in the router's buffer */
     /* Work submitted by moevk_route_submit or moevk_combine_submit, completed by
      * moevk_router_wait: PENDING_NONE, PENDING_ROUTE or PENDING_COMBINE. */
     int pending;
@@ -284,6 +304,11 @@ enum timestamp_point {
 /* ---- record.c: recording the stages into the router's command buffer ---- */
 void record_route(moevk_router *router, const route_params *params, int with_dispatch);
 void record_combine(moevk_router *router, const route_params *params);
+/* The losses stage's phases (shaders/losses.comp) that the call needs. */
+typedef struct loss_phases {
+    int thresholds, sequences, weights_backward, logits_backward;
+} loss_phases;
+void record_losses(moevk_router *router, const route_params *params, const loss_phases *phases);
 /* A global memory barrier: everything written before is visible to what follows. */
 void record_barrier(moevk_router *router, VkPipelineStageFlags src_stage, VkAccessFlags src_access,
                     VkPipelineStageFlags dst_stage, VkAccessFlags dst_access);

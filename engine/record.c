@@ -134,3 +134,39 @@ void record_combine(moevk_router *router, const route_params *params) {
         run_rows_stage(router, STAGE_COMBINE, params, params->num_tokens);
     timestamp(router, TIMESTAMP_COMBINE_END);
 }
+
+void record_losses(moevk_router *router, const route_params *params, const loss_phases *phases) {
+    const struct VolkDeviceTable *vk = &router->context->vk;
+    vk->vkCmdBindDescriptorSets(router->recording, VK_PIPELINE_BIND_POINT_COMPUTE,
+                                router->context->pipeline_layout, 0, 1, &router->bound_set, 0,
+                                NULL);
+    if (params->num_tokens == 0) return;
+    route_params phase = *params;
+    if (phases->thresholds) {
+        phase.phase = 0;
+        run_stage(router, STAGE_LOSSES, &phase, grid_for(router, params->num_tokens));
+        compute_to_compute(router);
+    }
+    phase.phase = 1;
+    run_stage(router, STAGE_LOSSES, &phase, params->stat_blocks);
+    compute_to_compute(router);
+    phase.phase = 2;
+    run_stage(router, STAGE_LOSSES, &phase, 2 * params->num_experts);
+    compute_to_compute(router);
+    if (phases->sequences) {
+        phase.phase = 3;
+        uint32_t sequences = params->num_tokens / params->loss.sequence_length;
+        run_stage(router, STAGE_LOSSES, &phase, sequences < 65535 ? sequences : 65535);
+        compute_to_compute(router);
+    }
+    if (phases->weights_backward) {
+        phase.phase = 4;
+        run_stage(router, STAGE_LOSSES, &phase,
+                  grid_for(router, (uint64_t)params->num_tokens * params->top_k));
+        compute_to_compute(router);
+    }
+    if (phases->logits_backward) {
+        phase.phase = 5;
+        run_stage(router, STAGE_LOSSES, &phase, grid_for(router, params->num_tokens));
+    }
+}

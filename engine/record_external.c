@@ -119,6 +119,8 @@ moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_bu
     record_route(router, &params, with_hidden);
     router->last = params;
     router->routed = 1;
+    router->losses_ready = 0;
+    router->expert_out_resident = 0;
     router->combined = 0;
     return MOEVK_SUCCESS;
 }
@@ -149,6 +151,7 @@ moevk_result moevk_record_combine(moevk_router *router, VkCommandBuffer command_
     entry_barrier(router, bindings, 2);
     record_combine(router, params);
     router->combined = 1;
+    router->expert_out_resident = 0;
     return MOEVK_SUCCESS;
 }
 

@@ -83,6 +83,8 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
     router_plan_noise(router, input->step, input->layer, input->inference, &params);
     if (input->bias) params.flags |= FLAG_HAS_BIAS;
     router->routed = 0;
+    router->losses_ready = 0;
+    router->expert_out_resident = 0;
 
     transfer_plan *plan = &router->pending_plan;
     r = transfer_begin(plan, router);
@@ -135,6 +137,7 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
     if (r != MOEVK_SUCCESS) return r;
     if (kind == PENDING_COMBINE) {
         router->combined = 1;
+        router->expert_out_resident = 1;
         return MOEVK_SUCCESS;
     }
     const moevk_route_output *output = &router->pending_output;
@@ -156,6 +159,9 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
     router->last = params;
     router->routed = 1;
     router->combined = 0;
+    router->losses_ready = 1;
+    router->last_assignments = stats.assignments;
+    router->last_valid_rows = params.num_tokens - stats.nonfinite_rows - stats.masked_rows;
     return MOEVK_SUCCESS;
 }
 
@@ -211,6 +217,7 @@ static moevk_result combine(moevk_router *router, const void *expert_out,
     else
         transfer_download(plan, BINDING_COMBINED, combined, out_bytes);
     router->combined = 0;
+    router->expert_out_resident = 0;
     r = transfer_submit(plan);
     if (r != MOEVK_SUCCESS) return r;
     router->pending = PENDING_COMBINE;

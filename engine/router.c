@@ -210,13 +210,27 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
     sizes[BINDING_DISPATCHED] = sizes[BINDING_EXPERT_OUT] = rows * d * eb;
     sizes[BINDING_STAT_PARTIALS] = (uint64_t)MAX_STAT_BLOCKS * (E + STAT_SCALARS) * 4;
     sizes[BINDING_STAT_TOTALS] = (E + STAT_SCALARS) * 4;
+    int losses = info->losses != 0;
+    sizes[BINDING_LOSS_ROWS] = losses ? T * 16 : 0;
+    sizes[BINDING_LOSS_PARTIALS] = losses ? (uint64_t)MAX_STAT_BLOCKS * 2 * E * 4 : 0;
+    sizes[BINDING_LOSS_TOTALS] = losses ? (2 * E + T) * 4 : 0;
+    sizes[BINDING_SEQ_COUNTS] = losses ? T * E * 4 : 0; /* sequences of length 1 at most */
+    sizes[BINDING_GRAD_WEIGHTS] = losses ? T * k * 4 : 0;
+    sizes[BINDING_GRAD_LOGITS] = losses ? T * E * 4 : 0;
 }
 
-static const char *const BINDING_NAMES[BINDING_COUNT] = {
-    "logits",           "bias",          "expert ids",    "weights",         "row stats",
-    "row flags",        "block counts",  "expert info",   "slots",           "rows",
-    "row tokens",       "order",         "hidden states", "dispatched rows", "expert outputs",
-    "combined outputs", "stat partials", "stat totals"};
+static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",         "bias",
+                                                         "expert ids",     "weights",
+                                                         "row stats",      "row flags",
+                                                         "block counts",   "expert info",
+                                                         "slots",          "rows",
+                                                         "row tokens",     "order",
+                                                         "hidden states",  "dispatched rows",
+                                                         "expert outputs", "combined outputs",
+                                                         "stat partials",  "stat totals",
+                                                         "loss rows",      "loss partials",
+                                                         "loss totals",    "sequence counts",
+                                                         "dL/dweights",    "dL/dlogits"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {
@@ -280,12 +294,17 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
                           A16(sizes[BINDING_SLOTS]) + A16(sizes[BINDING_EXPERT_INFO]) +
                           A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_DISPATCHED]);
     uint64_t combine_down = A16(sizes[BINDING_COMBINED]);
+    uint64_t losses_up = A16(sizes[BINDING_GRAD_WEIGHTS]) + A16(sizes[BINDING_COMBINED]);
+    uint64_t losses_down = A16(sizes[BINDING_GRAD_LOGITS]) + A16(sizes[BINDING_LOSS_TOTALS]) +
+                           A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_EXPERT_INFO]);
 #undef A16
-    moevk_result r = gpu_buffer_create(context, route_up > combine_up ? route_up : combine_up,
+#define MAX3(a, b, c) ((a) > (b) ? ((a) > (c) ? (a) : (c)) : ((b) > (c) ? (b) : (c)))
+    moevk_result r = gpu_buffer_create(context, MAX3(route_up, combine_up, losses_up),
                                        BUFFER_UPLOAD, 0, &router->upload);
     if (r != MOEVK_SUCCESS) return r;
-    return gpu_buffer_create(context, route_down > combine_down ? route_down : combine_down,
-                             BUFFER_READBACK, 0, &router->readback);
+    return gpu_buffer_create(context, MAX3(route_down, combine_down, losses_down), BUFFER_READBACK,
+                             0, &router->readback);
+#undef MAX3
 }
 
 static moevk_result create_descriptors(moevk_router *router) {
@@ -342,12 +361,13 @@ static moevk_result create_pipelines(moevk_router *router) {
             needed = info->drop_policy == MOEVK_DROP_SCORE &&
                      info->capacity_mode != MOEVK_CAPACITY_DROPLESS;
         if (s == STAGE_DISPATCH || s == STAGE_COMBINE) needed = info->hidden_size > 0;
+        if (s == STAGE_LOSSES) needed = info->losses && !router->use_addresses;
         if (!needed) continue;
         uint32_t dtype =
             (s == STAGE_DISPATCH || s == STAGE_COMBINE) ? info->hidden_type : info->logits_type;
         moevk_result r =
             pipeline_create(router->context, (stage)s, router->use_addresses, info->top_k,
-                            info->num_experts, dtype, &router->pipelines[s]);
+                            info->num_experts, dtype, info->hidden_type, &router->pipelines[s]);
         if (r != MOEVK_SUCCESS) return r;
     }
     return MOEVK_SUCCESS;

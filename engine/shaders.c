@@ -10,11 +10,15 @@
 #include "score_select.spv.h"
 #include "scores_topk.spv.h"
 #include "stats.spv.h"
+#include "losses.spv.h"
 
 #include "combine_addresses.spv.h"
 #include "dispatch_addresses.spv.h"
 #include "scores_topk_addresses.spv.h"
 #include "stats_addresses.spv.h"
+
+#include "scores_topk_rte.spv.h"
+#include "scores_topk_rte_addresses.spv.h"
 
 #define SHADER_ENTRY(name)                                                                         \
     { #name, name##_spv, sizeof name##_spv }
@@ -28,6 +32,7 @@ static const shader_code SHADERS[STAGE_COUNT] = {
     [STAGE_DISPATCH] = SHADER_ENTRY(dispatch),
     [STAGE_COMBINE] = SHADER_ENTRY(combine),
     [STAGE_STATS] = SHADER_ENTRY(stats),
+    [STAGE_LOSSES] = SHADER_ENTRY(losses),
 };
 
 /* The variants that reach the large buffers through device addresses (MOEVK_ADDRESSES). */
@@ -40,6 +45,17 @@ static const shader_code ADDRESS_SHADERS[STAGE_COUNT] = {
     [STAGE_COMBINE] = ADDRESSES_ENTRY(combine),
     [STAGE_STATS] = ADDRESSES_ENTRY(stats),
 };
+
+/* Scores and top-k asking for round-to-nearest-even f32 arithmetic (MOEVK_RTE). */
+static const shader_code RTE_SCORES_TOPK[2] = {
+    {"scores_topk_rte", scores_topk_rte_spv, sizeof scores_topk_rte_spv},
+    {"scores_topk_rte_addresses", scores_topk_rte_addresses_spv,
+     sizeof scores_topk_rte_addresses_spv},
+};
+
+const shader_code *shader_for_stage_rte(stage which, int addresses) {
+    return which == STAGE_SCORES_TOPK ? &RTE_SCORES_TOPK[addresses ? 1 : 0] : NULL;
+}
 
 const shader_code *shader_for_stage(stage which, int addresses) {
     if (!addresses) return &SHADERS[which];

@@ -41,7 +41,7 @@ extern "C" {
 #define MOEVK_VERSION_MAJOR 0
 #define MOEVK_VERSION_MINOR 1
 #define MOEVK_VERSION_PATCH 0
-#define MOEVK_VERSION_NUMBER \
+#define MOEVK_VERSION_NUMBER                                                                       \
     (MOEVK_VERSION_MAJOR * 10000 + MOEVK_VERSION_MINOR * 100 + MOEVK_VERSION_PATCH)
 
 /* The version the library was built as (compare with MOEVK_VERSION_NUMBER). */
@@ -51,17 +51,17 @@ MOEVK_API const char *moevk_version_string(void);
 
 /* ---- Results ---------------------------------------------------------------------------- */
 /* Same sign convention as VkResult: 0 success, negative errors. */
-#define MOEVK_RESULT_LIST(X)                                                                   \
-    X(MOEVK_NOT_READY, 1, "the submitted work has not finished yet")                            \
-    X(MOEVK_SUCCESS, 0, "success")                                                             \
-    X(MOEVK_ERROR_INVALID_ARGUMENT, -1, "invalid argument")                                    \
-    X(MOEVK_ERROR_OUT_OF_HOST_MEMORY, -2, "out of host memory")                                \
-    X(MOEVK_ERROR_OUT_OF_DEVICE_MEMORY, -3, "out of device memory")                            \
-    X(MOEVK_ERROR_NO_VULKAN, -4, "no Vulkan loader could be loaded")                           \
-    X(MOEVK_ERROR_NO_DEVICE, -5, "no suitable Vulkan device")                                  \
-    X(MOEVK_ERROR_UNSUPPORTED, -6, "the device lacks a required feature or limit")            \
-    X(MOEVK_ERROR_TOO_LARGE, -7, "a size passes a device or library limit")                    \
-    X(MOEVK_ERROR_VULKAN, -8, "a Vulkan call failed")                                          \
+#define MOEVK_RESULT_LIST(X)                                                                       \
+    X(MOEVK_NOT_READY, 1, "the submitted work has not finished yet")                               \
+    X(MOEVK_SUCCESS, 0, "success")                                                                 \
+    X(MOEVK_ERROR_INVALID_ARGUMENT, -1, "invalid argument")                                        \
+    X(MOEVK_ERROR_OUT_OF_HOST_MEMORY, -2, "out of host memory")                                    \
+    X(MOEVK_ERROR_OUT_OF_DEVICE_MEMORY, -3, "out of device memory")                                \
+    X(MOEVK_ERROR_NO_VULKAN, -4, "no Vulkan loader could be loaded")                               \
+    X(MOEVK_ERROR_NO_DEVICE, -5, "no suitable Vulkan device")                                      \
+    X(MOEVK_ERROR_UNSUPPORTED, -6, "the device lacks a required feature or limit")                 \
+    X(MOEVK_ERROR_TOO_LARGE, -7, "a size passes a device or library limit")                        \
+    X(MOEVK_ERROR_VULKAN, -8, "a Vulkan call failed")                                              \
     X(MOEVK_ERROR_DEVICE_LOST, -9, "the Vulkan device was lost")
 
 typedef enum moevk_result {
@@ -104,7 +104,8 @@ typedef enum moevk_noise_kind {
 typedef enum moevk_schedule_kind {
     MOEVK_SCHEDULE_CONSTANT = 0, /* start */
     MOEVK_SCHEDULE_LINEAR = 1,   /* start + (end - start) * min(step, steps) / steps */
-    MOEVK_SCHEDULE_COSINE = 2,   /* end + (start - end) * (1 + cos(pi * min(step, steps) / steps)) / 2 */
+    MOEVK_SCHEDULE_COSINE =
+        2, /* end + (start - end) * (1 + cos(pi * min(step, steps) / steps)) / 2 */
 } moevk_schedule_kind;
 
 typedef struct moevk_schedule {
@@ -179,8 +180,9 @@ typedef struct moevk_context_info {
      * back at destroy. NULL: none. */
     const char *pipeline_cache_path;
     /* Testing only: injected faults (NULL: none). (Failing allocations can also be injected
-     * through `allocator`, which the driver shares.) After a device loss, real or injected, every call on the context and
-     * its routers and buffers returns MOEVK_ERROR_DEVICE_LOST; destroying still works. */
+     * through `allocator`, which the driver shares.) After a device loss, real or injected, every
+     * call on the context and its routers and buffers returns MOEVK_ERROR_DEVICE_LOST; destroying
+     * still works. */
     const moevk_test_hooks *test_hooks;
 
     /* Adoption: set instance, physical_device, device to use the application's Vulkan objects.
@@ -209,13 +211,17 @@ typedef struct moevk_device_info {
     uint32_t api_version;
     uint32_t driver_version;
     VkPhysicalDeviceType type;
-    uint32_t subgroup_size;          /* as reported; shaders do not depend on it */
+    uint32_t subgroup_size; /* as reported; shaders do not depend on it */
     uint32_t max_workgroup_count_x;
     uint64_t max_storage_buffer_range;
-    uint64_t device_local_bytes;     /* size of the largest device-local heap */
-    int host_visible_device_memory;  /* 1: moevk maps device memory directly (no staging) */
-    float timestamp_period_ns;       /* 0: no timestamps on the compute queue */
-    int buffer_device_address;       /* 1: buffers past maxStorageBufferRange are reachable */
+    uint64_t device_local_bytes;    /* size of the largest device-local heap */
+    int host_visible_device_memory; /* 1: moevk maps device memory directly (no staging) */
+    float timestamp_period_ns;      /* 0: no timestamps on the compute queue */
+    int buffer_device_address;      /* 1: buffers past maxStorageBufferRange are reachable */
+    /* 1: the device lets a shader ask for round-to-nearest-even f32 arithmetic (Vulkan 1.2
+     * float controls, shaderRoundingModeRTEFloat32), and moevk's scores and top-k stage asks
+     * for it; 0: that stage relies on the default rounding. */
+    int rounding_mode_rte;
 } moevk_device_info;
 
 /* Lists the Vulkan devices (two-call idiom: infos NULL sets *count; else fills at most *count
@@ -237,7 +243,8 @@ MOEVK_API void moevk_context_device_info(const moevk_context *context, moevk_dev
 MOEVK_API const char *moevk_context_last_error(const moevk_context *context);
 /* The context's pipeline cache (two-call idiom: data NULL sets *size; else writes at most *size
  * bytes and sets *size to what it wrote). Errors: INVALID_ARGUMENT, VULKAN. */
-MOEVK_API moevk_result moevk_context_pipeline_cache(moevk_context *context, size_t *size, void *data);
+MOEVK_API moevk_result moevk_context_pipeline_cache(moevk_context *context, size_t *size,
+                                                    void *data);
 /* 1: the given pipeline cache was used; 0: none was given; -1: one was given but its header
  * did not match this device and driver (or it was unreadable), so it was ignored. */
 MOEVK_API int moevk_context_pipeline_cache_state(const moevk_context *context);
@@ -272,40 +279,43 @@ MOEVK_API moevk_result moevk_buffer_read(moevk_buffer *buffer, uint64_t offset, 
 
 /* ---- Router ----------------------------------------------------------------------------- */
 typedef struct moevk_router_info {
-    uint32_t num_experts;      /* E: 1 .. MOEVK_MAX_EXPERTS */
-    uint32_t top_k;            /* k: 1 .. min(E, MOEVK_MAX_TOP_K) */
-    uint32_t max_tokens;       /* largest T a route call may pass (buffers are sized for it) */
-    uint32_t hidden_size;      /* d: row length of hidden states; 0: no dispatch/combine */
-    moevk_dtype logits_type;   /* F32 (default) or F16 */
-    moevk_dtype hidden_type;   /* F32 (default), F16 or BF16: hidden, dispatched, expert
-                                  outputs and combined outputs all use it */
-    moevk_score_func score;    /* default SOFTMAX */
-    float temperature;         /* default 1; must be finite and > 0 */
-    int renormalize;           /* default 0: divide the top-k weights by their sum */
-    float scale;               /* default 1; multiplies the final weights; finite */
+    uint32_t num_experts;    /* E: 1 .. MOEVK_MAX_EXPERTS */
+    uint32_t top_k;          /* k: 1 .. min(E, MOEVK_MAX_TOP_K) */
+    uint32_t max_tokens;     /* largest T a route call may pass (buffers are sized for it) */
+    uint32_t hidden_size;    /* d: row length of hidden states; 0: no dispatch/combine */
+    moevk_dtype logits_type; /* F32 (default) or F16 */
+    moevk_dtype hidden_type; /* F32 (default), F16 or BF16: hidden, dispatched, expert
+                                outputs and combined outputs all use it */
+    moevk_score_func score;  /* default SOFTMAX */
+    float temperature;       /* default 1; must be finite and > 0 */
+    int renormalize;         /* default 0: divide the top-k weights by their sum */
+    float scale;             /* default 1; multiplies the final weights; finite */
     moevk_capacity_mode capacity_mode; /* default FACTOR */
-    float capacity_factor;     /* default 1.25; finite and >= 0 */
-    int32_t min_capacity;      /* default 4; >= 0 */
-    int32_t capacity;          /* FIXED mode: C >= 0 */
-    uint32_t pad_multiple;     /* DROPLESS mode: pad each expert's block to a multiple of
-                                  this many rows; 0 or 1: no padding */
-    moevk_drop_policy drop_policy; /* default POSITION */
-    int profile;               /* default 0: non-zero writes GPU timestamps between stages
-                                  (a small cost); read them with moevk_router_timings */
+    float capacity_factor;             /* default 1.25; finite and >= 0 */
+    int32_t min_capacity;              /* default 4; >= 0 */
+    int32_t capacity;                  /* FIXED mode: C >= 0 */
+    uint32_t pad_multiple;             /* DROPLESS mode: pad each expert's block to a multiple of
+                                          this many rows; 0 or 1: no padding */
+    moevk_drop_policy drop_policy;     /* default POSITION */
+    int profile;                       /* default 0: non-zero writes GPU timestamps between stages
+                                          (a small cost); read them with moevk_router_timings */
     /* Default 0: the device's maxStorageBufferRange. Buffers larger than this (logits, hidden
      * states, dispatched rows, expert outputs, combined rows) are reached through buffer device
      * addresses instead of descriptors; smaller values exercise that path (tests, tuning). */
     uint64_t max_binding_bytes;
-    moevk_noise_kind noise;    /* default NONE */
-    float noise_amount;        /* jitter eps in [0, 1); Gaussian std, Gumbel scale >= 0 */
+    moevk_noise_kind noise; /* default NONE */
+    float noise_amount;     /* jitter eps in [0, 1); Gaussian std, Gumbel scale >= 0 */
     uint64_t noise_seed;
-    int noisy_scores;          /* default 0: weights and statistics use the clean logits
-                                  (DeepSpeed's Gumbel path); 1: the noisy ones (Tutel) */
+    int noisy_scores; /* default 0: weights and statistics use the clean logits
+                         (DeepSpeed's Gumbel path); 1: the noisy ones (Tutel) */
     /* Schedules over the call's step (steps 0: off): they replace noise_amount, temperature and
      * capacity_factor. Buffers are sized for the larger end of the capacity schedule. */
     moevk_schedule noise_schedule;
     moevk_schedule temperature_schedule;
     moevk_schedule capacity_factor_schedule;
+    /* Default 0: non-zero makes the buffers moevk_router_losses needs (two [T, E] f32 arrays
+     * and a few small ones). */
+    int losses;
 } moevk_router_info;
 
 #define MOEVK_MAX_EXPERTS 1024u
@@ -329,42 +339,42 @@ MOEVK_API uint32_t moevk_router_capacity(const moevk_router *router, uint32_t nu
                                          uint32_t step);
 
 typedef struct moevk_route_input {
-    uint32_t num_tokens;  /* T: 0 .. max_tokens */
-    const void *logits;   /* [T, E] in logits_type, row-major; required when T > 0 */
-    const float *bias;    /* [E] added to the logits for selection only; NULL: none */
-    const void *hidden;   /* [T, d] in hidden_type; NULL: no dispatch */
+    uint32_t num_tokens; /* T: 0 .. max_tokens */
+    const void *logits;  /* [T, E] in logits_type, row-major; required when T > 0 */
+    const float *bias;   /* [E] added to the logits for selection only; NULL: none */
+    const void *hidden;  /* [T, d] in hidden_type; NULL: no dispatch */
     /* Device-resident alternatives, read from their first bytes: when set, used instead of
      * logits and hidden (copied on the device, never through the host). */
     moevk_buffer *logits_buffer;
     moevk_buffer *hidden_buffer;
-    uint32_t step;  /* the noise counter's step and layer: any (seed, step, layer) replays */
+    uint32_t step; /* the noise counter's step and layer: any (seed, step, layer) replays */
     uint32_t layer;
-    int inference;  /* non-zero: no noise, whatever the router's options say */
+    int inference; /* non-zero: no noise, whatever the router's options say */
 } moevk_route_input;
 
 typedef struct moevk_route_stats {
-    uint32_t capacity;          /* C of this route (0 when dropless) */
-    uint32_t dispatched_rows;   /* rows of the dispatched buffer: E*C, or offsets[E] */
-    uint64_t assignments;       /* selected (token, expert) pairs before drops */
-    uint64_t dropped;           /* of those, how many were dropped */
-    double drop_fraction;       /* dropped / assignments (0 when none) */
-    uint32_t nonfinite_rows;    /* rows holding NaN or +inf: routed nowhere */
-    uint32_t masked_rows;       /* rows whose keys are all -inf: routed nowhere */
-    double aux_loss;            /* E * sum_i f_i * P_i (Switch balancing loss) */
-    double z_loss;              /* mean over rows of logsumexp(raw logits)^2 */
-    double entropy;             /* mean over rows of -sum_i p_i log p_i */
+    uint32_t capacity;        /* C of this route (0 when dropless) */
+    uint32_t dispatched_rows; /* rows of the dispatched buffer: E*C, or offsets[E] */
+    uint64_t assignments;     /* selected (token, expert) pairs before drops */
+    uint64_t dropped;         /* of those, how many were dropped */
+    double drop_fraction;     /* dropped / assignments (0 when none) */
+    uint32_t nonfinite_rows;  /* rows holding NaN or +inf: routed nowhere */
+    uint32_t masked_rows;     /* rows whose keys are all -inf: routed nowhere */
+    double aux_loss;          /* E * sum_i f_i * P_i (Switch balancing loss) */
+    double z_loss;            /* mean over rows of logsumexp(raw logits)^2 */
+    double entropy;           /* mean over rows of -sum_i p_i log p_i */
 } moevk_route_stats;
 
 typedef struct moevk_route_output {
     /* Each pointer may be NULL: that output is not read back. */
-    int32_t *expert_ids;      /* [T, k]: selected experts, -1 where none (masked, non-finite) */
-    float *weights;           /* [T, k]: combine weights, 0 where no expert */
-    int32_t *slots;           /* [T, k]: slot within the expert, -1 where dropped or none */
-    uint32_t *counts;         /* [E]: assignments kept per expert */
-    uint32_t *counts_before;  /* [E]: assignments per expert before drops */
-    uint32_t *offsets;        /* [E + 1]: DROPLESS only: first row of each expert's block */
-    void *dispatched;         /* [E*C, d] or dropless [offsets[E], d], hidden_type; needs
-                                 input hidden; size it with moevk_router_max_dispatched_rows */
+    int32_t *expert_ids;     /* [T, k]: selected experts, -1 where none (masked, non-finite) */
+    float *weights;          /* [T, k]: combine weights, 0 where no expert */
+    int32_t *slots;          /* [T, k]: slot within the expert, -1 where dropped or none */
+    uint32_t *counts;        /* [E]: assignments kept per expert */
+    uint32_t *counts_before; /* [E]: assignments per expert before drops */
+    uint32_t *offsets;       /* [E + 1]: DROPLESS only: first row of each expert's block */
+    void *dispatched;        /* [E*C, d] or dropless [offsets[E], d], hidden_type; needs
+                                input hidden; size it with moevk_router_max_dispatched_rows */
     moevk_route_stats *stats;
     /* Receives the dispatched rows on the device (its first bytes); at least
      * moevk_router_max_dispatched_rows * d elements. Needs hidden states. */
@@ -394,8 +404,8 @@ MOEVK_API moevk_result moevk_route(moevk_router *router, const moevk_route_input
 MOEVK_API moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *input,
                                           const moevk_route_output *output);
 /* Waits up to timeout_ns (0: just polls; UINT64_MAX: until done) for the submitted route or
- * combine and fills its output. MOEVK_NOT_READY: still running (call again); MOEVK_SUCCESS with nothing
- * submitted: nothing to do. Errors: DEVICE_LOST, VULKAN. */
+ * combine and fills its output. MOEVK_NOT_READY: still running (call again); MOEVK_SUCCESS with
+ * nothing submitted: nothing to do. Errors: DEVICE_LOST, VULKAN. */
 MOEVK_API moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns);
 /* The fence the router's submissions signal, for an application that waits with its own
  * Vulkan calls (vkWaitForFences, never reset it); moevk_router_wait still collects results. */
@@ -406,8 +416,7 @@ MOEVK_API VkFence moevk_router_fence(const moevk_router *router);
  * expert_out is [dispatched_rows, d] in hidden_type (the same layout as dispatched);
  * combined is [T, d] in hidden_type. Errors: INVALID_ARGUMENT (no route yet, or d = 0),
  * DEVICE_LOST, VULKAN. */
-MOEVK_API moevk_result moevk_combine(moevk_router *router, const void *expert_out,
-                                     void *combined);
+MOEVK_API moevk_result moevk_combine(moevk_router *router, const void *expert_out, void *combined);
 /* moevk_combine without waiting: submits and returns; expert_out may be freed at once, combined
  * is written by moevk_router_wait. */
 MOEVK_API moevk_result moevk_combine_submit(moevk_router *router, const void *expert_out,
@@ -416,6 +425,56 @@ MOEVK_API moevk_result moevk_combine_submit(moevk_router *router, const void *ex
  * for [dispatched_rows, d] and [T, d]. */
 MOEVK_API moevk_result moevk_combine_buffers(moevk_router *router, moevk_buffer *expert_out,
                                              moevk_buffer *combined);
+
+/* ---- Balancing losses and the router's backward (training) --------------------------------- */
+/* Coefficients of the losses (0: left out) and the gradient arriving from the layer. Means run
+ * over the valid rows (neither masked nor non-finite) of the last route; p_t is the routing
+ * distribution (softmax, or the sigmoids normalised to sum 1), from the scores' logits (clean,
+ * or noisy with noisy_scores). */
+typedef struct moevk_loss_info {
+    float aux_coef;        /* Switch/GShard: E * sum_i f_i * P_i, f_i = selections of expert i
+                              before drops / all selections (a constant), P_i = mean_t p_ti */
+    float z_coef;          /* mean_t logsumexp(logits_t)^2, of the clean logits */
+    float importance_coef; /* cv2(importance), importance_e = sum_t of e's combine weight */
+    float load_coef;       /* cv2(load), load_e = sum_t Phi((clean key_te - thr_t) / std): needs
+                              Gaussian noise; thr_t is the (k+1)-th largest noisy key when e is
+                              in t's top k, the k-th otherwise (keys = logits + bias) */
+    float entropy_coef;    /* mean_t -sum_e p_te log p_te (negative: rewards entropy) */
+    float sequence_coef;   /* mean_b sum_e (E / (k S)) * count_be * (1/S) * sum_t p_bte, over
+                              sequences b of sequence_length S tokens (T a multiple of S) */
+    uint32_t sequence_length;
+    /* dL/dweights [T, k] f32 from the layer's backward (host or device; NULL: none). */
+    const float *grad_weights;
+    moevk_buffer *grad_weights_buffer;
+    /* dL/dcombined [T, d] in hidden_type (host or device; NULL: none): adds
+     * <dL/dcombined_t, expert_out of choice j> to dL/dweights[t, j]; needs the last route's
+     * combine (moevk_combine or moevk_combine_buffers) to have run. It overwrites the router's
+     * combined-rows buffer. */
+    const void *grad_combined;
+    moevk_buffer *grad_combined_buffer;
+} moevk_loss_info;
+
+/* cv2(v) = var(v) / (mean(v)^2 + 1e-10), variance over the E experts (divide by E). */
+typedef struct moevk_losses {
+    double aux, z, importance, load, entropy, sequence;
+    double total; /* sum of coefficient * value */
+} moevk_losses;
+
+/* The losses of the router's last route (moevk_route or moevk_route_submit, waited for; not a
+ * recorded route) and dL/dlogits [T, E] f32 of their weighted sum plus the given dL/dweights:
+ * through the renormalisation and scale of the weights, the softmax or sigmoid with its
+ * temperature, and the jitter factor where noisy_scores uses jittered logits. Selection is a
+ * constant (the top-k choice has no gradient); f_i and the sequence counts are constants; the
+ * load loss's gradient flows into the logits of its threshold experts too. Rows that are
+ * masked or non-finite, and -inf logits, get 0. Computed on the device: per-block partial sums
+ * in a fixed order, reduced on the host in double. losses, grad_logits (host) and
+ * grad_logits_buffer (device, its first bytes) may each be NULL.
+ * Errors: INVALID_ARGUMENT (router without `losses`, no route, bad coefficient, a load loss
+ * without Gaussian noise, T not a multiple of sequence_length, grad_combined without a
+ * combine), UNSUPPORTED (a router reaching its buffers by device address), DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *info,
+                                           moevk_losses *losses, float *grad_logits,
+                                           moevk_buffer *grad_logits_buffer);
 
 /* ---- Recording into the application's command buffers ------------------------------------ */
 /* A range of an application's VkBuffer (created with STORAGE_BUFFER usage). range 0: to the end. */
@@ -444,11 +503,12 @@ typedef struct moevk_record_info {
  * router's results) are written by VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT /
  * VK_ACCESS_SHADER_WRITE_BIT. moevk records only its own internal barriers: buffer barriers on
  * its own buffers at the start (ordering it after earlier work that used them), and global
- * memory barriers between its stages. The recording rewrites a descriptor set the router owns: until the command buffer has
- * executed, do not record this router again (moevk_record_combine has a set of its own) nor call
- * moevk_route or moevk_combine on it. Read the ids, weights, slots, counts and statistics
- * afterwards with moevk_router_read. Errors: INVALID_ARGUMENT, UNSUPPORTED (a router whose
- * buffers are reached through device addresses cannot bind the application's buffers). */
+ * memory barriers between its stages. The recording rewrites a descriptor set the router owns:
+ * until the command buffer has executed, do not record this router again (moevk_record_combine has
+ * a set of its own) nor call moevk_route or moevk_combine on it. Read the ids, weights, slots,
+ * counts and statistics afterwards with moevk_router_read. Errors: INVALID_ARGUMENT, UNSUPPORTED (a
+ * router whose buffers are reached through device addresses cannot bind the application's buffers).
+ */
 MOEVK_API moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_buffer,
                                           const moevk_record_info *info);
 /* Records a combine of the last recorded (or run) route: expert_out [rows, d] to combined

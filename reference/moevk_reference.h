@@ -50,8 +50,9 @@ typedef struct ref_row_stats {
 
 /* Scores and top-k. logits [T, E] in info->logits_type; bias [E] or NULL.
  * Writes ids, weights [T, k] and row_stats [T]. */
-void ref_scores_topk(const moevk_router_info *info, const ref_call *call, uint32_t T, const void *logits,
-                     const float *bias, int32_t *ids, float *weights, ref_row_stats *row_stats);
+void ref_scores_topk(const moevk_router_info *info, const ref_call *call, uint32_t T,
+                     const void *logits, const float *bias, int32_t *ids, float *weights,
+                     ref_row_stats *row_stats);
 
 /* Bucketing with the capacity (ignored when dropless) and the drop policy.
  * Writes slots, rows [T, k]; row_token [dispatched rows] (-1 where unfilled);
@@ -75,5 +76,18 @@ void ref_combine(const moevk_router_info *info, uint32_t T, const int32_t *rows,
 void ref_stats(const moevk_router_info *info, const ref_call *call, uint32_t T, const void *logits,
                const ref_row_stats *row_stats, const uint32_t *counts_before,
                moevk_route_stats *stats);
+
+/* The losses of a batch and sum_tj grad_weights_tj * w_tj (grad_weights [T, k] or NULL), in
+ * double from double logits [T, E], routing them again (selection, f_i and the sequence counts
+ * are the forward's own). Returns that total (NAN if out of memory); fills losses (their
+ * values) and ids [T, k] where not NULL. */
+double ref_loss_forward(const moevk_router_info *info, const ref_call *call,
+                        const moevk_loss_info *loss, uint32_t T, const double *logits,
+                        const float *bias, const double *grad_weights, moevk_losses *losses,
+                        int32_t *ids);
+/* The analytic gradient of that total with respect to the logits, [T, E]. 0: out of memory. */
+int ref_loss_gradient(const moevk_router_info *info, const ref_call *call,
+                      const moevk_loss_info *loss, uint32_t T, const double *logits,
+                      const float *bias, const double *grad_weights, double *grad);
 
 #endif

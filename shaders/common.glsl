@@ -7,10 +7,18 @@
 #endif
 #include "moevk_shared.h"
 
+#ifdef MOEVK_RTE
+// Round-to-nearest-even f32 arithmetic (SPIR-V RoundingModeRTE, capability RoundingModeRTE),
+// for the variant used where the device offers it: jitter must round as the CPU does.
+#extension GL_EXT_spirv_intrinsics : require
+spirv_execution_mode(capabilities = [4467], 4462, 32);
+#endif
+
 layout(local_size_x_id = SPEC_WORKGROUP_SIZE) in;
 layout(constant_id = SPEC_TOP_K) const uint TOP_K = 1;
 layout(constant_id = SPEC_NUM_EXPERTS) const uint NUM_EXPERTS = 1;
 layout(constant_id = SPEC_DTYPE) const uint DTYPE = 0;
+layout(constant_id = SPEC_HIDDEN_DTYPE) const uint HIDDEN_DTYPE = 0;
 
 layout(push_constant) uniform Params {
     uint num_tokens;
@@ -29,6 +37,20 @@ layout(push_constant) uniform Params {
     float scale;
     uint phase;
     uint reserved;
+#ifdef MOEVK_LOSS_PARAMS
+    // The losses stage never uses device addresses: it holds its coefficients there instead
+    // (engine/internal.h: loss_params).
+    float aux_coef;
+    float z_coef;
+    float importance_coef;
+    float load_coef;
+    float entropy_coef;
+    float sequence_coef;
+    uint sequence_length;
+    uint valid_rows;
+    uint assignments;
+    uint loss_reserved;
+#else
     // Device addresses of the buffers that grow with d or E, used by the MOEVK_ADDRESSES
     // variants of the stages when a buffer passes maxStorageBufferRange.
     uvec2 logits_address;
@@ -36,6 +58,7 @@ layout(push_constant) uniform Params {
     uvec2 dispatched_address;
     uvec2 expert_out_address;
     uvec2 combined_address;
+#endif
     // Router noise (noise.glsl).
     uint noise_kind;
     float noise_amount;
@@ -63,6 +86,12 @@ layout(std430, binding = BINDING_EXPERT_OUT) readonly buffer ExpertOut { uint ex
 layout(std430, binding = BINDING_COMBINED) buffer Combined { uint combined_words[]; };
 layout(std430, binding = BINDING_STAT_PARTIALS) buffer StatPartials { float stat_partials[]; };
 layout(std430, binding = BINDING_STAT_TOTALS) buffer StatTotals { float stat_totals[]; };
+layout(std430, binding = BINDING_LOSS_ROWS) buffer LossRows { vec4 loss_rows[]; };
+layout(std430, binding = BINDING_LOSS_PARTIALS) buffer LossPartials { float loss_partials[]; };
+layout(std430, binding = BINDING_LOSS_TOTALS) buffer LossTotals { float loss_totals[]; };
+layout(std430, binding = BINDING_SEQ_COUNTS) buffer SeqCounts { uint seq_counts[]; };
+layout(std430, binding = BINDING_GRAD_WEIGHTS) buffer GradWeights { float grad_weights[]; };
+layout(std430, binding = BINDING_GRAD_LOGITS) buffer GradLogits { float grad_logits[]; };
 layout(std430, binding = BINDING_HIDDEN) readonly buffer HiddenVec4 { uvec4 hidden_vec4[]; };
 layout(std430, binding = BINDING_DISPATCHED) buffer DispatchedVec4 { uvec4 dispatched_vec4[]; };
 layout(std430, binding = BINDING_EXPERT_OUT) readonly buffer ExpertOutVec4 { uvec4 expert_out_vec4[]; };

@@ -21,7 +21,14 @@
 #define BINDING_COMBINED 15     /* [T, d] hidden_type words */
 #define BINDING_STAT_PARTIALS 16 /* [stat_blocks, E + STAT_SCALARS] float */
 #define BINDING_STAT_TOTALS 17  /* [E + STAT_SCALARS] float */
-#define BINDING_COUNT 18
+/* The losses' buffers (moevk_router_losses), sized only for routers created with losses. */
+#define BINDING_LOSS_ROWS 18     /* [T] vec4: load thresholds (k+1-th, k-th key) and their experts */
+#define BINDING_LOSS_PARTIALS 19 /* [stat_blocks, 2E] float: importance, load */
+#define BINDING_LOSS_TOTALS 20   /* [2E + T] float: importance, load; per-sequence sums */
+#define BINDING_SEQ_COUNTS 21    /* [T / S, E] uint: selections per sequence and expert */
+#define BINDING_GRAD_WEIGHTS 22  /* [T, k] float: dL/dweights */
+#define BINDING_GRAD_LOGITS 23   /* [T, E] float: dL/dlogits */
+#define BINDING_COUNT 24
 
 /* Row flags written by scores_topk. */
 #define ROW_VALID 0u
@@ -42,12 +49,15 @@
 #define FLAG_DROPLESS 8u
 #define FLAG_DROP_BY_SCORE 16u
 #define FLAG_NOISY_SCORES 32u /* weights and statistics from the noisy logits, not the clean */
+#define FLAG_GRAD_WEIGHTS 64u  /* losses: the caller gave dL/dweights */
+#define FLAG_GRAD_COMBINED 128u /* losses: the caller gave dL/dcombined (adds to dL/dweights) */
 
 /* Specialization constant ids. */
 #define SPEC_WORKGROUP_SIZE 0
 #define SPEC_TOP_K 1
 #define SPEC_NUM_EXPERTS 2
 #define SPEC_DTYPE 3 /* 0 f32, 1 f16, 2 bf16 (hidden states or logits, per stage) */
+#define SPEC_HIDDEN_DTYPE 4 /* the hidden states' type, for stages whose DTYPE is the logits' */
 
 /* Workgroup size of every stage: shared-memory reductions only, no subgroup assumptions. */
 #define WORKGROUP_SIZE 64

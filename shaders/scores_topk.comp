@@ -8,17 +8,7 @@
 // for the stats stage (row max, 1/normaliser, raw logsumexp, entropy). Grid: any 1D size; a grid-stride loop covers the tokens.
 #include "common.glsl"
 #include "noise.glsl"
-
-// The logit the weights and statistics use: noisy when asked (FLAG_NOISY_SCORES), else clean.
-float score_logit(float logit, uint token, uint expert) {
-    return (P.flags & FLAG_NOISY_SCORES) != 0u ? noisy_logit(logit, token, expert) : logit;
-}
-
-float logit_at(uint token, uint expert) {
-    uint index = token * P.num_experts + expert;
-    if (DTYPE == DTYPE_F32) return uintBitsToFloat(logits_word(index));
-    return decode_element(logits_word(index >> 1), index, DTYPE);
-}
+#include "scores.glsl"
 
 void route_token(uint token) {
     bool has_bias = (P.flags & FLAG_HAS_BIAS) != 0u;

@@ -9,19 +9,9 @@
 // chain of dependent loads.
 #include "common.glsl"
 #include "noise.glsl"
+#include "scores.glsl"
 
 shared float scalar_lanes[STAT_SCALARS][gl_WorkGroupSize.x];
-
-float probability(uint token, uint expert, vec4 stats) {
-    uint index = token * P.num_experts + expert;
-    float logit = DTYPE == DTYPE_F32 ? uintBitsToFloat(logits_word(index))
-                                     : decode_element(logits_word(index >> 1), index, DTYPE);
-    if ((P.flags & FLAG_NOISY_SCORES) != 0u) logit = noisy_logit(logit, token, expert);
-    bool sigmoid = (P.flags & FLAG_SIGMOID) != 0u;
-    float score = sigmoid ? 1.0 / (1.0 + exp(-(logit / P.temperature)))
-                          : exp((logit - stats.x) / P.temperature);
-    return score * stats.y;
-}
 
 void partial_sums() {
     uint block = gl_WorkGroupID.x;

@@ -76,6 +76,15 @@ static void test_gumbel_decisions_agree_past_the_margin(void) {
     run("gumbel", info, 2, 3, 0);
 }
 
+/* lavapipe offers RTE float controls, so CI runs the jitter checks above on the variant of the
+ * scores stage that asks for it (a GPU without it runs the plain one). */
+static void test_lavapipe_requests_rte_rounding(void) {
+    moevk_device_info device;
+    moevk_context_device_info(test_context(), &device);
+    if (!strstr(device.name, "llvmpipe")) return;
+    CHECK(device.rounding_mode_rte, "lavapipe should offer shaderRoundingModeRTEFloat32");
+}
+
 static void test_inference_mode_routes_without_noise(void) {
     run("inference", noisy(MOEVK_NOISE_GUMBEL, 5.0f, 1), 1, 1, 1);
 }
@@ -238,6 +247,7 @@ static const test_case TESTS[] = {
     {"jitter_decisions_are_bit_identical", test_jitter_decisions_are_bit_identical},
     {"gaussian_decisions_agree_past_the_margin", test_gaussian_decisions_agree_past_the_margin},
     {"gumbel_decisions_agree_past_the_margin", test_gumbel_decisions_agree_past_the_margin},
+    {"lavapipe_requests_rte_rounding", test_lavapipe_requests_rte_rounding},
     {"inference_mode_routes_without_noise", test_inference_mode_routes_without_noise},
     {"seed_and_step_replay_and_change_decisions", test_seed_and_step_replay_and_change_decisions},
     {"noise_has_the_right_mean_and_spread", test_noise_has_the_right_mean_and_spread},

@@ -1,0 +1,150 @@
+/* moevk_router_losses: the balancing losses of the last route and dL/dlogits, computed on the
+ * device by shaders/losses.comp; the host turns the device's sums into the loss values. */
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
+
+static moevk_result check_losses(const moevk_router *router, const moevk_loss_info *info,
+                                 moevk_buffer *grad_logits_buffer) {
+    moevk_context *context = router->context;
+    const route_params *last = &router->last;
+    if (!info) REJECT("info must not be NULL");
+    if (!router->info.losses) REJECT("the router was created without `losses`");
+    if (router->use_addresses)
+        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
+                            "losses need the router's buffers within maxStorageBufferRange");
+    if (!router->losses_ready) REJECT("losses need a route run by moevk_route first");
+    const float coefs[6] = {info->aux_coef,  info->z_coef,       info->importance_coef,
+                            info->load_coef, info->entropy_coef, info->sequence_coef};
+    for (int i = 0; i < 6; ++i)
+        if (!isfinite(coefs[i])) REJECT("loss coefficients must be finite");
+    if (info->load_coef != 0.0f &&
+        (last->noise_kind != MOEVK_NOISE_GAUSSIAN || !(last->noise_amount > 0.0f)))
+        REJECT("the load loss needs the route's Gaussian noise with a std > 0");
+    uint64_t T = last->num_tokens, E = router->info.num_experts, k = router->info.top_k;
+    if (info->sequence_coef != 0.0f &&
+        (info->sequence_length == 0 || T % info->sequence_length != 0))
+        REJECT("sequence_length is %u; T = %llu must be a positive multiple of it",
+               info->sequence_length, (unsigned long long)T);
+    if (info->grad_weights && info->grad_weights_buffer)
+        REJECT("give grad_weights or grad_weights_buffer, not both");
+    if (info->grad_weights_buffer && info->grad_weights_buffer->size < T * k * 4)
+        REJECT("grad_weights_buffer holds %llu bytes; [T, k] f32 needs %llu",
+               (unsigned long long)info->grad_weights_buffer->size,
+               (unsigned long long)(T * k * 4));
+    int grad_combined = info->grad_combined || info->grad_combined_buffer;
+    if (grad_combined && !router->expert_out_resident)
+        REJECT("grad_combined needs moevk_combine (or moevk_combine_buffers) after the route");
+    uint64_t combined_bytes = T * router->info.hidden_size * dtype_bytes(router->info.hidden_type);
+    if (info->grad_combined && info->grad_combined_buffer)
+        REJECT("give grad_combined or grad_combined_buffer, not both");
+    if (info->grad_combined_buffer && info->grad_combined_buffer->size < combined_bytes)
+        REJECT("grad_combined_buffer holds %llu bytes; [T, d] needs %llu",
+               (unsigned long long)info->grad_combined_buffer->size,
+               (unsigned long long)combined_bytes);
+    if (grad_logits_buffer && grad_logits_buffer->size < T * E * 4)
+        REJECT("grad_logits_buffer holds %llu bytes; [T, E] f32 needs %llu",
+               (unsigned long long)grad_logits_buffer->size, (unsigned long long)(T * E * 4));
+    return MOEVK_SUCCESS;
+}
+
+/* cv2(v) = var(v) / (mean(v)^2 + 1e-10), population variance, in double. */
+static double cv2(const float *values, uint32_t n) {
+    double mean = 0.0, variance = 0.0;
+    for (uint32_t i = 0; i < n; ++i) mean += values[i];
+    mean /= n;
+    for (uint32_t i = 0; i < n; ++i) variance += (values[i] - mean) * (values[i] - mean);
+    variance /= n;
+    return variance / (mean * mean + 1e-10);
+}
+
+static void fill_losses(const moevk_router *router, const moevk_loss_info *info,
+                        const float *loss_totals, const uint32_t *expert_info,
+                        const float *stat_totals, moevk_losses *losses) {
+    const route_params *last = &router->last;
+    uint32_t E = router->info.num_experts, k = router->info.top_k;
+    moevk_route_stats stats;
+    route_fill_stats(router, last, expert_info, stat_totals, &stats);
+    memset(losses, 0, sizeof *losses);
+    losses->aux = stats.aux_loss;
+    losses->z = stats.z_loss;
+    losses->entropy = stats.entropy;
+    if (router->last_valid_rows > 0) {
+        losses->importance = cv2(loss_totals, E);
+        if (info->load_coef != 0.0f) losses->load = cv2(loss_totals + E, E);
+    }
+    if (info->sequence_coef != 0.0f && last->num_tokens > 0) {
+        uint32_t S = info->sequence_length, sequences = last->num_tokens / S;
+        double sum = 0.0;
+        for (uint32_t b = 0; b < sequences; ++b) sum += loss_totals[2 * E + b];
+        losses->sequence = sum * E / ((double)k * S * S * sequences);
+    }
+    losses->total = info->aux_coef * losses->aux + info->z_coef * losses->z +
+                    info->importance_coef * losses->importance + info->load_coef * losses->load +
+                    info->entropy_coef * losses->entropy + info->sequence_coef * losses->sequence;
+}
+
+moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *info,
+                                 moevk_losses *losses, float *grad_logits,
+                                 moevk_buffer *grad_logits_buffer) {
+    if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_result r = router_settle(router);
+    if (r != MOEVK_SUCCESS) return r;
+    r = check_losses(router, info, grad_logits_buffer);
+    if (r != MOEVK_SUCCESS) return r;
+    const moevk_router_info *options = &router->info;
+    uint64_t E = options->num_experts, k = options->top_k;
+    route_params params = router->last;
+    uint64_t T = params.num_tokens;
+    memset(&params.loss, 0, sizeof params.loss);
+    params.loss.aux_coef = info->aux_coef;
+    params.loss.z_coef = info->z_coef;
+    params.loss.importance_coef = info->importance_coef;
+    params.loss.load_coef = info->load_coef;
+    params.loss.entropy_coef = info->entropy_coef;
+    params.loss.sequence_coef = info->sequence_coef;
+    params.loss.sequence_length = info->sequence_coef != 0.0f ? info->sequence_length : 1;
+    params.loss.valid_rows = router->last_valid_rows;
+    params.loss.assignments = (uint32_t)router->last_assignments;
+    int grad_weights = info->grad_weights || info->grad_weights_buffer;
+    int grad_combined = info->grad_combined || info->grad_combined_buffer;
+    if (grad_weights) params.flags |= FLAG_GRAD_WEIGHTS;
+    if (grad_combined) params.flags |= FLAG_GRAD_COMBINED;
+    loss_phases phases = {.thresholds = info->load_coef != 0.0f,
+                          .sequences = info->sequence_coef != 0.0f,
+                          .weights_backward = grad_combined,
+                          .logits_backward = grad_logits || grad_logits_buffer};
+
+    transfer_plan *plan = &router->pending_plan;
+    r = transfer_begin(plan, router);
+    if (r != MOEVK_SUCCESS) return r;
+    if (info->grad_weights_buffer)
+        transfer_device_copy(plan, BINDING_GRAD_WEIGHTS, info->grad_weights_buffer, T * k * 4, 1);
+    else if (info->grad_weights)
+        transfer_upload(plan, BINDING_GRAD_WEIGHTS, info->grad_weights, T * k * 4);
+    uint64_t combined_bytes = T * options->hidden_size * dtype_bytes(options->hidden_type);
+    if (info->grad_combined_buffer)
+        transfer_device_copy(plan, BINDING_COMBINED, info->grad_combined_buffer, combined_bytes, 1);
+    else if (info->grad_combined)
+        transfer_upload(plan, BINDING_COMBINED, info->grad_combined, combined_bytes);
+    transfer_uploads_done(plan);
+    record_losses(router, &params, &phases);
+    if (grad_logits_buffer)
+        transfer_copy_out(plan, BINDING_GRAD_LOGITS, grad_logits_buffer, T * E * 4);
+    if (grad_logits) transfer_download(plan, BINDING_GRAD_LOGITS, grad_logits, T * E * 4);
+    transfer_download(plan, BINDING_LOSS_TOTALS, NULL, (2 * E + T) * 4);
+    transfer_download(plan, BINDING_EXPERT_INFO, NULL, (3 * E + 1) * 4);
+    transfer_download(plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
+    /* The combined rows now hold dL/dcombined: a later combine recomputes them anyway. */
+    r = transfer_submit(plan);
+    if (r == MOEVK_SUCCESS) r = transfer_complete(plan, UINT64_MAX);
+    if (r != MOEVK_SUCCESS) return r;
+    if (losses)
+        fill_losses(router, info, transfer_downloaded(plan, BINDING_LOSS_TOTALS),
+                    transfer_downloaded(plan, BINDING_EXPERT_INFO),
+                    transfer_downloaded(plan, BINDING_STAT_TOTALS), losses);
+    return MOEVK_SUCCESS;
+}

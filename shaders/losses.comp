@@ -1,0 +1,332 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Balancing losses of the router's last route and their gradient with respect to the logits.
+// Every sum runs in a fixed order, so the results are the same on every run. Phases:
+// 0 (grid over tokens): each valid row's load thresholds: the (k+1)-th and k-th largest
+//   selection keys and their experts, into loss_rows.
+// 1 (stat_blocks workgroups): per block and expert, importance (sum of the combine weights)
+//   and load (sum of Phi((clean key - threshold) / sigma)), into loss_partials.
+// 2 (2E workgroups): sums each column of the partials over the blocks into loss_totals.
+// 3 (one workgroup per sequence): selections per expert in the sequence into seq_counts, and
+//   sum_e count_e * sum_t p_te into loss_totals[2E + sequence].
+// 4 (grid over [T, k]): dL/dweights: the caller's, plus <dL/dcombined_t, expert_out of the
+//   choice's row> when given (the combine's backward).
+// 5 (grid over tokens): dL/dlogits of each row: the losses and dL/dweights through the
+//   weights' renormalisation and scale, the softmax or sigmoid, and the noise.
+#define MOEVK_LOSS_PARAMS
+#include "common.glsl"
+#include "noise.glsl"
+#include "scores.glsl"
+
+shared float lanes[gl_WorkGroupSize.x];
+shared uint expert_counts[NUM_EXPERTS];
+
+#define NEG_INF uintBitsToFloat(0xFF800000u)
+
+bool sigmoid_scores() { return (P.flags & FLAG_SIGMOID) != 0u; }
+
+// The key selection ranks: the (noisy) logit plus the bias.
+float selection_key(uint token, uint expert) {
+    float noisy = noisy_logit(logit_at(token, expert), token, expert);
+    return (P.flags & FLAG_HAS_BIAS) != 0u ? noisy + bias[expert] : noisy;
+}
+
+// The same key without the noise (the load loss compares it with the noisy thresholds).
+float clean_key(uint token, uint expert) {
+    float logit = logit_at(token, expert);
+    return (P.flags & FLAG_HAS_BIAS) != 0u ? logit + bias[expert] : logit;
+}
+
+bool selected(uint token, uint expert) {
+    for (uint j = 0; j < P.top_k; ++j)
+        if (expert_ids[token * P.top_k + j] == int(expert)) return true;
+    return false;
+}
+
+// Standard normal CDF through erfc (Numerical Recipes' Chebyshev fit, relative error below
+// 1.2e-7 everywhere): GLSL has no erf.
+float normal_cdf(float z) {
+    float x = abs(z) * 0.70710678118654752;
+    float t = 1.0 / (1.0 + 0.5 * x);
+    float poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+                 t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
+                 t * (-0.82215223 + t * 0.17087277))))))));
+    float erfc_x = t * exp(-x * x + poly);
+    return z >= 0.0 ? 1.0 - 0.5 * erfc_x : 0.5 * erfc_x;
+}
+
+float normal_pdf(float z) { return 0.39894228040143268 * exp(-0.5 * z * z); }
+
+// z of the load term of (token, expert), or +-inf where it is decided: a masked expert is
+// never in the top k (-inf); a missing threshold (fewer finite keys) always lets it in (+inf).
+float load_z(uint token, uint expert, vec4 thresholds, bool in_top_k) {
+    float key = clean_key(token, expert);
+    float threshold = in_top_k ? thresholds.x : thresholds.y;
+    if (isinf(key)) return NEG_INF;
+    if (isinf(threshold)) return -NEG_INF;
+    return (key - threshold) / P.noise_amount;
+}
+
+void thresholds(uint token) {
+    if (row_flags[token] != ROW_VALID) return;
+    float keys[TOP_K + 1];
+    int experts[TOP_K + 1];
+    for (uint j = 0; j <= TOP_K; ++j) { keys[j] = NEG_INF; experts[j] = -1; }
+    for (uint e = 0; e < P.num_experts; ++e) {
+        float key = selection_key(token, e);
+        if (key > keys[TOP_K]) {
+            uint j = TOP_K;
+            while (j > 0 && key > keys[j - 1]) {
+                keys[j] = keys[j - 1];
+                experts[j] = experts[j - 1];
+                --j;
+            }
+            keys[j] = key;
+            experts[j] = int(e);
+        }
+    }
+    loss_rows[token] = vec4(keys[TOP_K], keys[TOP_K - 1], intBitsToFloat(experts[TOP_K]),
+                            intBitsToFloat(experts[TOP_K - 1]));
+}
+
+void partial_sums() {
+    uint block = gl_WorkGroupID.x;
+    uint width = 2u * P.num_experts;
+    uint begin = block * P.rows_per_stat_block;
+    uint end = min(begin + P.rows_per_stat_block, P.num_tokens);
+    bool with_load = P.load_coef != 0.0;
+    for (uint e = gl_LocalInvocationID.x; e < P.num_experts; e += gl_WorkGroupSize.x) {
+        float importance = 0.0, load = 0.0;
+        for (uint t = begin; t < end; ++t) {
+            if (row_flags[t] != ROW_VALID) continue;
+            for (uint j = 0; j < P.top_k; ++j)
+                if (expert_ids[t * P.top_k + j] == int(e)) importance += weights[t * P.top_k + j];
+            if (with_load) load += normal_cdf(load_z(t, e, loss_rows[t], selected(t, e)));
+        }
+        loss_partials[block * width + e] = importance;
+        loss_partials[block * width + P.num_experts + e] = load;
+    }
+}
+
+float tree_sum(float value) {
+    uint lane = gl_LocalInvocationID.x;
+    lanes[lane] = value;
+    barrier();
+    for (uint half_width = gl_WorkGroupSize.x / 2u; half_width > 0u; half_width >>= 1) {
+        if (lane < half_width) lanes[lane] += lanes[lane + half_width];
+        barrier();
+    }
+    return lanes[0];
+}
+
+void column_sums() {
+    uint width = 2u * P.num_experts;
+    uint column = gl_WorkGroupID.x;
+    float sum = 0.0;
+    for (uint b = gl_LocalInvocationID.x; b < P.stat_blocks; b += gl_WorkGroupSize.x)
+        sum += loss_partials[b * width + column];
+    float total = tree_sum(sum);
+    if (gl_LocalInvocationID.x == 0u) loss_totals[column] = total;
+}
+
+void sequence_sums(uint sequence) {
+    uint lane = gl_LocalInvocationID.x;
+    uint begin = sequence * P.sequence_length;
+    for (uint e = lane; e < P.num_experts; e += gl_WorkGroupSize.x) expert_counts[e] = 0u;
+    barrier();
+    // Integer counts: the order of the atomic additions cannot change them.
+    for (uint c = lane; c < P.sequence_length * P.top_k; c += gl_WorkGroupSize.x) {
+        int expert = expert_ids[begin * P.top_k + c];
+        if (expert >= 0) atomicAdd(expert_counts[expert], 1u);
+    }
+    barrier();
+    float partial = 0.0;
+    for (uint e = lane; e < P.num_experts; e += gl_WorkGroupSize.x) {
+        uint count = expert_counts[e];
+        seq_counts[sequence * P.num_experts + e] = count;
+        float score_sum = 0.0;
+        for (uint t = begin; t < begin + P.sequence_length; ++t)
+            if (row_flags[t] == ROW_VALID) score_sum += probability(t, e, row_stats[t]);
+        partial += float(count) * score_sum;
+    }
+    float total = tree_sum(partial);
+    if (lane == 0u) loss_totals[2u * P.num_experts + sequence] = total;
+    barrier(); // the next sequence reuses the shared counts and lanes
+}
+
+// Element i of a [rows, d] buffer of hidden_type (expert outputs; dL/dcombined in `combined`).
+float expert_out_element(uint i) {
+    if (HIDDEN_DTYPE == DTYPE_F32) return uintBitsToFloat(expert_out_word(i));
+    return decode_element(expert_out_word(i >> 1), i, HIDDEN_DTYPE);
+}
+float grad_combined_element(uint i) {
+    if (HIDDEN_DTYPE == DTYPE_F32) return uintBitsToFloat(combined_words[i]);
+    return decode_element(combined_words[i >> 1], i, HIDDEN_DTYPE);
+}
+
+void weights_backward(uint choice) {
+    float grad = (P.flags & FLAG_GRAD_WEIGHTS) != 0u ? grad_weights[choice] : 0.0;
+    int row = rows[choice];
+    if ((P.flags & FLAG_GRAD_COMBINED) != 0u && row >= 0) {
+        uint token = choice / P.top_k;
+        float dot = 0.0;
+        for (uint i = 0; i < P.hidden_size; ++i)
+            dot += grad_combined_element(token * P.hidden_size + i) *
+                   expert_out_element(uint(row) * P.hidden_size + i);
+        grad += dot;
+    }
+    grad_weights[choice] = grad;
+}
+
+// d cv2(v) / d v_e with cv2 = var / (mean^2 + 1e-10), the variance over the n = E entries.
+float cv2_slope(float value, float mean, float variance) {
+    float n = float(P.num_experts);
+    float denominator = mean * mean + 1e-10;
+    return (2.0 * (value - mean) / n * denominator - variance * 2.0 * mean / n) /
+           (denominator * denominator);
+}
+
+vec2 mean_variance(uint offset) {
+    float mean = 0.0, variance = 0.0;
+    for (uint e = 0; e < P.num_experts; ++e) mean += loss_totals[offset + e];
+    mean /= float(P.num_experts);
+    for (uint e = 0; e < P.num_experts; ++e) {
+        float deviation = loss_totals[offset + e] - mean;
+        variance += deviation * deviation;
+    }
+    return vec2(mean, variance / float(P.num_experts));
+}
+
+// dL/dp_te of the losses that read the whole routing distribution (balancing, entropy,
+// sequence-wise), p normalised over the experts.
+float dense_slope(uint token, uint expert, float p) {
+    float valid = float(P.valid_rows);
+    float E = float(P.num_experts);
+    float slope = 0.0;
+    if (P.aux_coef != 0.0 && P.assignments > 0u)
+        slope += P.aux_coef * E * float(expert_info[expert]) / float(P.assignments) / valid;
+    if (P.entropy_coef != 0.0 && p > 0.0) slope -= P.entropy_coef * (log(p) + 1.0) / valid;
+    if (P.sequence_coef != 0.0) {
+        float S = float(P.sequence_length);
+        float sequences = float(P.num_tokens / P.sequence_length);
+        uint count = seq_counts[(token / P.sequence_length) * P.num_experts + expert];
+        slope += P.sequence_coef * E / (float(P.top_k) * S * S * sequences) * float(count);
+    }
+    return slope;
+}
+
+// ds/dlogit: the jitter factor where the scores use jittered logits, else 1.
+float noise_slope(float logit, uint token, uint expert) {
+    if ((P.flags & FLAG_NOISY_SCORES) == 0u || P.noise_kind != NOISE_JITTER) return 1.0;
+    uvec4 bits = philox4x32_10(uvec4(token, expert, P.noise_step, P.noise_layer),
+                               uvec2(P.noise_seed_low, P.noise_seed_high));
+    precise float factor = (1.0 - P.noise_amount) + (2.0 * P.noise_amount) * noise_uniform(bits.x);
+    return factor;
+}
+
+void logits_backward(uint token) {
+    uint E = P.num_experts;
+    uint base = token * E;
+    if (row_flags[token] != ROW_VALID) {
+        for (uint e = 0; e < E; ++e) grad_logits[base + e] = 0.0;
+        return;
+    }
+    vec4 stats = row_stats[token];
+    bool sigmoid = sigmoid_scores();
+    float tau = P.temperature;
+
+    // dL/dq_j of each choice's score q (before renormalisation and scale).
+    float q[TOP_K], grad_q[TOP_K];
+    float q_sum = 0.0;
+    vec2 importance = P.importance_coef != 0.0 ? mean_variance(0u) : vec2(0.0);
+    for (uint j = 0; j < TOP_K; ++j) {
+        q[j] = 0.0;
+        grad_q[j] = 0.0;
+        int expert = expert_ids[token * P.top_k + j];
+        if (expert < 0) continue;
+        float s = score_logit(logit_at(token, uint(expert)), token, uint(expert));
+        q[j] = sigmoid ? 1.0 / (1.0 + exp(-(s / tau))) : exp((s - stats.x) / tau) * stats.y;
+        q_sum += q[j];
+        float g = 0.0;
+        if ((P.flags & (FLAG_GRAD_WEIGHTS | FLAG_GRAD_COMBINED)) != 0u)
+            g = grad_weights[token * P.top_k + j];
+        if (P.importance_coef != 0.0)
+            g += P.importance_coef * cv2_slope(loss_totals[expert], importance.x, importance.y);
+        grad_q[j] = g * P.scale;
+    }
+    if ((P.flags & FLAG_RENORMALIZE) != 0u && q_sum > 0.0) {
+        float weighted = 0.0;
+        for (uint j = 0; j < TOP_K; ++j) weighted += grad_q[j] * q[j];
+        for (uint j = 0; j < TOP_K; ++j) grad_q[j] = (grad_q[j] - weighted / q_sum) / q_sum;
+    }
+
+    // dL/dp: the dense losses' slope plus, for softmax, the choices' (q is p there).
+    // dot = sum_e p_e dL/dp_e, for the softmax's (and the sigmoid normalisation's) Jacobian.
+    float dot = 0.0;
+    for (uint e = 0; e < E; ++e) {
+        float p = probability(token, e, stats);
+        dot += p * dense_slope(token, e, p);
+    }
+    if (!sigmoid)
+        for (uint j = 0; j < TOP_K; ++j) dot += q[j] * grad_q[j];
+
+    vec2 load = P.load_coef != 0.0 ? mean_variance(E) : vec2(0.0);
+    vec4 thresholds = P.load_coef != 0.0 ? loss_rows[token] : vec4(0.0);
+    float into_kth = 0.0, into_next = 0.0; // load slopes owed to the two threshold experts
+    for (uint e = 0; e < E; ++e) {
+        float logit = logit_at(token, e);
+        float grad = 0.0;
+        if (!isinf(logit)) {
+            float s = score_logit(logit, token, e);
+            float p = probability(token, e, stats);
+            float choice_slope = 0.0;
+            for (uint j = 0; j < TOP_K; ++j)
+                if (expert_ids[token * P.top_k + j] == int(e)) choice_slope += grad_q[j];
+            float grad_s;
+            if (sigmoid) {
+                float sig = 1.0 / (1.0 + exp(-(s / tau)));
+                float grad_sig = (dense_slope(token, e, p) - dot) * stats.y + choice_slope;
+                grad_s = grad_sig * sig * (1.0 - sig) / tau;
+            } else {
+                grad_s = p * (dense_slope(token, e, p) + choice_slope - dot) / tau;
+            }
+            grad = grad_s * noise_slope(logit, token, e);
+            if (P.z_coef != 0.0)
+                grad += P.z_coef * 2.0 / float(P.valid_rows) * stats.z * exp(logit - stats.z);
+            if (P.load_coef != 0.0) {
+                bool in_top_k = selected(token, e);
+                float z = load_z(token, e, thresholds, in_top_k);
+                if (!isinf(z)) {
+                    float slope = P.load_coef * cv2_slope(loss_totals[E + e], load.x, load.y) *
+                                  normal_pdf(z) / P.noise_amount;
+                    grad += slope;
+                    if (in_top_k) into_next += slope; else into_kth += slope;
+                }
+            }
+        }
+        grad_logits[base + e] = grad;
+    }
+    // The thresholds are the noisy keys of two experts: moving their logits moves them.
+    int next_expert = floatBitsToInt(thresholds.z), kth_expert = floatBitsToInt(thresholds.w);
+    if (P.load_coef != 0.0 && next_expert >= 0) grad_logits[base + uint(next_expert)] -= into_next;
+    if (P.load_coef != 0.0 && kth_expert >= 0) grad_logits[base + uint(kth_expert)] -= into_kth;
+}
+
+void main() {
+    uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+    if (P.phase == 0u) {
+        for (uint t = gl_GlobalInvocationID.x; t < P.num_tokens; t += stride) thresholds(t);
+    } else if (P.phase == 1u) {
+        partial_sums();
+    } else if (P.phase == 2u) {
+        column_sums();
+    } else if (P.phase == 3u) {
+        uint sequences = P.num_tokens / P.sequence_length;
+        for (uint b = gl_WorkGroupID.x; b < sequences; b += gl_NumWorkGroups.x) sequence_sums(b);
+    } else if (P.phase == 4u) {
+        for (uint c = gl_GlobalInvocationID.x; c < P.num_tokens * P.top_k; c += stride)
+            weights_backward(c);
+    } else {
+        for (uint t = gl_GlobalInvocationID.x; t < P.num_tokens; t += stride) logits_backward(t);
+    }
+}

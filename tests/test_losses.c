@@ -1,0 +1,511 @@
+/* Balancing losses and the router's backward: the device's loss values and dL/dlogits against
+ * the CPU reference (double), the reference's gradient against central finite differences of
+ * its own forward pass, the combine's backward, replay bit for bit, and the errors. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "moevk_reference.h"
+
+typedef enum special_rows {
+    ROWS_PLAIN,
+    ROWS_AWKWARD, /* -inf experts, a fully masked row, a NaN row, a +inf row, exact ties */
+    ROWS_HUGE,    /* logits around +-1e3 */
+} special_rows;
+
+typedef struct loss_case {
+    const char *name;
+    moevk_router_info info;
+    uint32_t num_tokens;
+    moevk_loss_info loss;
+    int with_bias, with_grad_weights;
+    special_rows rows;
+    uint32_t step, layer;
+    int finite_differences; /* also check the reference against finite differences */
+} loss_case;
+
+static moevk_router_info router_info(uint32_t E, uint32_t k, uint32_t T) {
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = E;
+    info.top_k = k;
+    info.max_tokens = T > 0 ? T : 1;
+    info.losses = 1;
+    return info;
+}
+
+static moevk_loss_info all_losses(void) {
+    moevk_loss_info loss = {0};
+    loss.aux_coef = 0.01f;
+    loss.z_coef = 0.001f;
+    loss.importance_coef = 0.1f;
+    loss.entropy_coef = -0.05f;
+    return loss;
+}
+
+static void fill_logits(const loss_case *c, float *logits) {
+    uint32_t T = c->num_tokens, E = c->info.num_experts;
+    for (uint64_t i = 0; i < (uint64_t)T * E; ++i)
+        logits[i] = c->rows == ROWS_HUGE ? 1000.0f * rng_normal() : 2.0f * rng_normal();
+    if (c->rows != ROWS_AWKWARD) return;
+    for (uint32_t t = 0; t < T; ++t) {
+        float *row = logits + (uint64_t)t * E;
+        if (E > 2 && t % 3 == 0) row[rng_u32() % E] = -INFINITY;
+        if (E > 3 && t % 5 == 1) row[2] = row[1]; /* an exact tie */
+    }
+    if (T > 4) {
+        for (uint32_t e = 0; e < E; ++e) logits[(uint64_t)2 * E + e] = -INFINITY;
+        logits[(uint64_t)3 * E] = NAN;
+        logits[(uint64_t)4 * E + E - 1] = INFINITY;
+    }
+}
+
+/* logits as the router reads them (f16 rounds), in double. */
+static void as_read(const moevk_router_info *info, const float *logits, uint64_t n, double *out,
+                    uint16_t *halves) {
+    for (uint64_t i = 0; i < n; ++i) {
+        if (info->logits_type == MOEVK_DTYPE_F16) {
+            halves[i] = ref_float_to_half(logits[i]);
+            out[i] = ref_half_to_float(halves[i]);
+        } else {
+            out[i] = logits[i];
+        }
+    }
+}
+
+static int close_to(double got, double want, double tolerance) {
+    if (isnan(got) || isnan(want)) return 0;
+    return fabs(got - want) <= tolerance;
+}
+
+/* Central differences of the reference's forward pass at up to `samples` entries whose
+ * selection does not change within the step. */
+static void check_finite_differences(const loss_case *c, const double *logits, const float *bias,
+                                     const double *grad_weights, const double *analytic) {
+    const moevk_router_info *info = &c->info;
+    uint32_t T = c->num_tokens, E = info->num_experts, K = info->top_k;
+    ref_call call = {c->step, c->layer, 0};
+    uint64_t n = (uint64_t)T * E;
+    double *moved = malloc(n * sizeof *moved);
+    int32_t *ids = malloc(((uint64_t)T * K + 1) * sizeof *ids);
+    int32_t *ids_moved = malloc(((uint64_t)T * K + 1) * sizeof *ids);
+    CHECK(moved && ids && ids_moved, "out of memory");
+    memcpy(moved, logits, n * sizeof *moved);
+    ref_loss_forward(info, &call, &c->loss, T, logits, bias, grad_weights, NULL, ids);
+    int checked = 0;
+    for (int attempt = 0; attempt < 200 && checked < 40 && n > 0; ++attempt) {
+        uint64_t i = rng_u32() % n;
+        if (!isfinite(logits[i])) continue;
+        double h = 1e-6 * fmax(1.0, fabs(logits[i]));
+        moved[i] = logits[i] + h;
+        double up =
+            ref_loss_forward(info, &call, &c->loss, T, moved, bias, grad_weights, NULL, ids_moved);
+        int same = !memcmp(ids, ids_moved, (uint64_t)T * K * sizeof *ids);
+        moved[i] = logits[i] - h;
+        double down =
+            ref_loss_forward(info, &call, &c->loss, T, moved, bias, grad_weights, NULL, ids_moved);
+        same = same && !memcmp(ids, ids_moved, (uint64_t)T * K * sizeof *ids);
+        moved[i] = logits[i];
+        if (!same) continue; /* the step crossed a selection boundary */
+        double numeric = (up - down) / (2.0 * h);
+        if (!close_to(numeric, analytic[i], 1e-6 + 1e-5 * fabs(analytic[i]))) {
+            test_fail(__FILE__, __LINE__,
+                      "%s: finite difference at [%llu, %llu]: %.9g, analytic %.9g", c->name,
+                      (unsigned long long)(i / E), (unsigned long long)(i % E), numeric,
+                      analytic[i]);
+            break;
+        }
+        ++checked;
+    }
+    if (n > 0 && checked == 0 && !test_failed())
+        test_fail(__FILE__, __LINE__, "%s: no entry could be differentiated", c->name);
+    free(moved);
+    free(ids);
+    free(ids_moved);
+}
+
+static void check_loss_case(const loss_case *c) {
+    const moevk_router_info *info = &c->info;
+    uint32_t T = c->num_tokens, E = info->num_experts, K = info->top_k;
+    uint64_t n = (uint64_t)T * E;
+    float *logits = malloc((n + 1) * sizeof *logits);
+    uint16_t *halves = malloc((n + 1) * sizeof *halves);
+    double *logits_read = malloc((n + 1) * sizeof *logits_read);
+    float *grad_weights = malloc(((uint64_t)T * K + 1) * sizeof *grad_weights);
+    double *grad_weights_d = malloc(((uint64_t)T * K + 1) * sizeof *grad_weights_d);
+    float *grad = malloc((n + 1) * sizeof *grad);
+    float *grad_again = malloc((n + 1) * sizeof *grad_again);
+    double *want = malloc((n + 1) * sizeof *want);
+    int32_t *ids = malloc(((uint64_t)T * K + 1) * sizeof *ids);
+    int32_t *ids_ref = malloc(((uint64_t)T * K + 1) * sizeof *ids_ref);
+    moevk_router *router = NULL;
+    float bias[MOEVK_MAX_EXPERTS];
+    if (!logits || !halves || !logits_read || !grad_weights || !grad_weights_d || !grad ||
+        !grad_again || !want || !ids || !ids_ref) {
+        test_fail(__FILE__, __LINE__, "out of memory");
+        goto done;
+    }
+    fill_logits(c, logits);
+    as_read(info, logits, n, logits_read, halves);
+    for (uint32_t e = 0; e < E; ++e) bias[e] = 0.3f * rng_normal();
+    for (uint64_t i = 0; i < (uint64_t)T * K; ++i) {
+        grad_weights[i] = rng_normal();
+        grad_weights_d[i] = grad_weights[i];
+    }
+    if (moevk_router_create(test_context(), info, &router) != MOEVK_SUCCESS) {
+        test_fail(__FILE__, __LINE__, "%s: router: %s", c->name,
+                  moevk_context_last_error(test_context()));
+        goto done;
+    }
+    moevk_route_input input = {.num_tokens = T,
+                               .logits = info->logits_type == MOEVK_DTYPE_F16 ? (void *)halves
+                                                                              : (void *)logits,
+                               .bias = c->with_bias ? bias : NULL,
+                               .step = c->step,
+                               .layer = c->layer};
+    moevk_route_output output = {.expert_ids = ids};
+    moevk_loss_info loss = c->loss;
+    if (c->with_grad_weights) loss.grad_weights = grad_weights;
+    moevk_losses got, got_again, expected;
+    if (moevk_route(router, &input, &output) != MOEVK_SUCCESS ||
+        moevk_router_losses(router, &loss, &got, grad, NULL) != MOEVK_SUCCESS ||
+        moevk_router_losses(router, &loss, &got_again, grad_again, NULL) != MOEVK_SUCCESS) {
+        test_fail(__FILE__, __LINE__, "%s: %s", c->name, moevk_context_last_error(test_context()));
+        goto done;
+    }
+    if (memcmp(grad, grad_again, n * sizeof *grad) || memcmp(&got, &got_again, sizeof got)) {
+        test_fail(__FILE__, __LINE__, "%s: a second call differs", c->name);
+        goto done;
+    }
+    ref_call call = {c->step, c->layer, 0};
+    const double *gw = c->with_grad_weights ? grad_weights_d : NULL;
+    const float *b = c->with_bias ? bias : NULL;
+    ref_loss_forward(info, &call, &c->loss, T, logits_read, b, NULL, &expected, ids_ref);
+    if (memcmp(ids, ids_ref, (uint64_t)T * K * sizeof *ids)) {
+        test_fail(__FILE__, __LINE__, "%s: the reference selects other experts", c->name);
+        goto done;
+    }
+    if (!ref_loss_gradient(info, &call, &c->loss, T, logits_read, b, gw, want)) {
+        test_fail(__FILE__, __LINE__, "out of memory");
+        goto done;
+    }
+    const double values[][2] = {{got.aux, expected.aux},
+                                {got.z, expected.z},
+                                {got.importance, expected.importance},
+                                {got.load, expected.load},
+                                {got.entropy, expected.entropy},
+                                {got.sequence, expected.sequence},
+                                {got.total, expected.total}};
+    const char *names[] = {"aux", "z", "importance", "load", "entropy", "sequence", "total"};
+    for (int i = 0; i < 7; ++i)
+        if (!close_to(values[i][0], values[i][1], 1e-5 + 2e-4 * fabs(values[i][1]))) {
+            test_fail(__FILE__, __LINE__, "%s: %s loss %.9g, reference %.9g", c->name, names[i],
+                      values[i][0], values[i][1]);
+            goto done;
+        }
+    double scale = 0.0;
+    for (uint64_t i = 0; i < n; ++i) scale = fmax(scale, fabs(want[i]));
+    for (uint64_t i = 0; i < n; ++i)
+        if (!close_to(grad[i], want[i], 1e-6 + 2e-4 * scale)) {
+            test_fail(__FILE__, __LINE__, "%s: dL/dlogits[%llu, %llu] = %.9g, reference %.9g",
+                      c->name, (unsigned long long)(i / E), (unsigned long long)(i % E),
+                      (double)grad[i], want[i]);
+            goto done;
+        }
+    if (c->finite_differences) check_finite_differences(c, logits_read, b, gw, want);
+done:
+    moevk_router_destroy(router);
+    free(logits);
+    free(halves);
+    free(logits_read);
+    free(grad_weights);
+    free(grad_weights_d);
+    free(grad);
+    free(grad_again);
+    free(want);
+    free(ids);
+    free(ids_ref);
+}
+
+static void test_softmax_losses_and_backward(void) {
+    loss_case c = {.name = "softmax",
+                   .info = router_info(16, 2, 200),
+                   .num_tokens = 200,
+                   .loss = all_losses(),
+                   .with_bias = 1,
+                   .with_grad_weights = 1,
+                   .finite_differences = 1};
+    check_loss_case(&c);
+    c.name = "softmax, temperature 0.6, renormalised, scale 2";
+    c.info.temperature = 0.6f;
+    c.info.renormalize = 1;
+    c.info.scale = 2.0f;
+    c.num_tokens = 37;
+    check_loss_case(&c);
+}
+
+static void test_sigmoid_losses_and_backward(void) {
+    loss_case c = {.name = "sigmoid, odd sizes, sequences of 11",
+                   .info = router_info(7, 3, 33),
+                   .num_tokens = 33,
+                   .loss = all_losses(),
+                   .with_bias = 1,
+                   .with_grad_weights = 1,
+                   .finite_differences = 1};
+    c.info.score = MOEVK_SCORE_SIGMOID;
+    c.info.renormalize = 1;
+    c.info.scale = 2.5f;
+    c.info.temperature = 0.7f;
+    c.loss.sequence_coef = 0.2f;
+    c.loss.sequence_length = 11;
+    check_loss_case(&c);
+    c.name = "sigmoid without renormalisation";
+    c.info.renormalize = 0;
+    check_loss_case(&c);
+}
+
+static void test_sequence_wise_loss(void) {
+    loss_case c = {.name = "sequence-wise, softmax",
+                   .info = router_info(12, 2, 96),
+                   .num_tokens = 96,
+                   .with_grad_weights = 0,
+                   .finite_differences = 1};
+    c.loss.sequence_coef = 1.0f;
+    c.loss.sequence_length = 32;
+    check_loss_case(&c);
+    c.name = "sequence-wise, sequences of one token";
+    c.loss.sequence_length = 1;
+    check_loss_case(&c);
+}
+
+static void test_load_loss_with_gaussian_noise(void) {
+    loss_case c = {.name = "load and importance, Gaussian noise",
+                   .info = router_info(8, 2, 64),
+                   .num_tokens = 64,
+                   .with_bias = 1,
+                   .step = 5,
+                   .layer = 2,
+                   .finite_differences = 1};
+    c.info.noise = MOEVK_NOISE_GAUSSIAN;
+    c.info.noise_amount = 0.5f;
+    c.info.noise_seed = 42;
+    c.loss.load_coef = 0.5f;
+    c.loss.importance_coef = 0.5f;
+    check_loss_case(&c);
+    c.name = "load, noisy scores, k = E";
+    c.info = router_info(4, 4, 50);
+    c.info.noise = MOEVK_NOISE_GAUSSIAN;
+    c.info.noise_amount = 1.0f;
+    c.info.noisy_scores = 1;
+    c.num_tokens = 50;
+    c.loss = all_losses();
+    c.loss.load_coef = 1.0f;
+    c.with_grad_weights = 1;
+    check_loss_case(&c);
+}
+
+static void test_jitter_noisy_scores_backward(void) {
+    loss_case c = {.name = "jitter, noisy scores",
+                   .info = router_info(5, 2, 40),
+                   .num_tokens = 40,
+                   .loss = all_losses(),
+                   .with_grad_weights = 1,
+                   .step = 9,
+                   .finite_differences = 1};
+    c.info.noise = MOEVK_NOISE_JITTER;
+    c.info.noise_amount = 0.2f;
+    c.info.noisy_scores = 1;
+    check_loss_case(&c);
+}
+
+static void test_edge_sizes(void) {
+    loss_case c = {.name = "E = 1",
+                   .info = router_info(1, 1, 9),
+                   .num_tokens = 9,
+                   .loss = all_losses(),
+                   .with_grad_weights = 1,
+                   .finite_differences = 1};
+    c.info.noise = MOEVK_NOISE_GAUSSIAN;
+    c.info.noise_amount = 0.3f;
+    c.loss.load_coef = 1.0f;
+    check_loss_case(&c);
+    loss_case one = {.name = "T = 1",
+                     .info = router_info(6, 2, 1),
+                     .num_tokens = 1,
+                     .loss = all_losses(),
+                     .with_grad_weights = 1,
+                     .finite_differences = 1};
+    check_loss_case(&one);
+    loss_case none = {.name = "T = 0",
+                      .info = router_info(6, 2, 4),
+                      .num_tokens = 0,
+                      .loss = all_losses(),
+                      .with_grad_weights = 1};
+    check_loss_case(&none);
+}
+
+static void test_awkward_rows(void) {
+    loss_case c = {.name = "-inf experts, masked and non-finite rows, ties",
+                   .info = router_info(9, 2, 50),
+                   .num_tokens = 50,
+                   .loss = all_losses(),
+                   .with_bias = 1,
+                   .with_grad_weights = 1,
+                   .rows = ROWS_AWKWARD,
+                   .finite_differences = 1};
+    check_loss_case(&c);
+    c.name = "huge logits";
+    c.rows = ROWS_HUGE;
+    c.finite_differences = 0;
+    check_loss_case(&c);
+    c.name = "f16 logits";
+    c.rows = ROWS_PLAIN;
+    c.info.logits_type = MOEVK_DTYPE_F16;
+    c.finite_differences = 1;
+    check_loss_case(&c);
+}
+
+/* dL/dcombined and expert outputs give dL/dweights_tj = <dL/dcombined_t, expert_out row_tj>. */
+static void test_combine_backward(void) {
+    const uint32_t T = 30, E = 6, K = 2, d = 5;
+    moevk_router_info info = router_info(E, K, T);
+    info.hidden_size = d;
+    info.capacity_factor = 1.0f;
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    float logits[30 * 6], hidden[30 * 5], grad_combined[30 * 5], combined[30 * 5];
+    for (uint32_t i = 0; i < T * E; ++i) logits[i] = 2.0f * rng_normal();
+    for (uint32_t i = 0; i < T * d; ++i) {
+        hidden[i] = rng_normal();
+        grad_combined[i] = rng_normal();
+    }
+    uint64_t rows = moevk_router_max_dispatched_rows(router);
+    float *expert_out = malloc(rows * d * sizeof *expert_out);
+    CHECK(expert_out, "out of memory");
+    for (uint64_t i = 0; i < rows * d; ++i) expert_out[i] = rng_normal();
+    int32_t ids[30 * 2], slots[30 * 2];
+    moevk_route_stats stats;
+    moevk_route_input input = {.num_tokens = T, .logits = logits, .hidden = hidden};
+    moevk_route_output output = {.expert_ids = ids, .slots = slots, .stats = &stats};
+    moevk_loss_info loss = {.grad_combined = grad_combined};
+    float grad[30 * 6];
+    CHECK_OK(moevk_route(router, &input, &output));
+    moevk_result early = moevk_router_losses(router, &loss, NULL, grad, NULL);
+    CHECK(early == MOEVK_ERROR_INVALID_ARGUMENT, "grad_combined before a combine: %s",
+          moevk_result_string(early));
+    CHECK_OK(moevk_combine(router, expert_out, combined));
+    CHECK_OK(moevk_router_losses(router, &loss, NULL, grad, NULL));
+    double grad_weights[30 * 2], want[30 * 6], logits_d[30 * 6];
+    for (uint32_t i = 0; i < T * E; ++i) logits_d[i] = logits[i];
+    for (uint32_t t = 0; t < T; ++t)
+        for (uint32_t j = 0; j < K; ++j) {
+            double dot = 0.0;
+            int32_t slot = slots[t * K + j];
+            if (slot >= 0) {
+                uint64_t row = (uint64_t)ids[t * K + j] * stats.capacity + (uint64_t)slot;
+                for (uint32_t i = 0; i < d; ++i)
+                    dot += (double)grad_combined[t * d + i] * expert_out[row * d + i];
+            }
+            grad_weights[t * K + j] = dot;
+        }
+    free(expert_out);
+    moevk_loss_info none = {0};
+    CHECK(ref_loss_gradient(&info, NULL, &none, T, logits_d, NULL, grad_weights, want), "memory");
+    CHECK(stats.dropped > 0, "the case should drop some choices (C = %u)", stats.capacity);
+    for (uint32_t i = 0; i < T * E; ++i)
+        CHECK(close_to(grad[i], want[i], 1e-5 + 1e-4 * fabs(want[i])), "[%u]: %.9g, want %.9g", i,
+              (double)grad[i], want[i]);
+    moevk_router_destroy(router);
+}
+
+/* Device buffers in and out give the same bits as host memory. */
+static void test_device_buffers(void) {
+    const uint32_t T = 40, E = 8, K = 2;
+    moevk_router_info info = router_info(E, K, T);
+    moevk_router *router = NULL;
+    moevk_buffer *grad_weights_buffer = NULL, *grad_logits_buffer = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    CHECK_OK(moevk_buffer_create(test_context(), T * K * 4, &grad_weights_buffer));
+    CHECK_OK(moevk_buffer_create(test_context(), T * E * 4, &grad_logits_buffer));
+    float logits[40 * 8], grad_weights[40 * 2], from_host[40 * 8], from_device[40 * 8];
+    for (uint32_t i = 0; i < T * E; ++i) logits[i] = 2.0f * rng_normal();
+    for (uint32_t i = 0; i < T * K; ++i) grad_weights[i] = rng_normal();
+    CHECK_OK(moevk_buffer_write(grad_weights_buffer, 0, grad_weights, sizeof grad_weights));
+    moevk_route_input input = {.num_tokens = T, .logits = logits};
+    moevk_route_output output = {0};
+    CHECK_OK(moevk_route(router, &input, &output));
+    moevk_loss_info loss = all_losses();
+    loss.grad_weights = grad_weights;
+    CHECK_OK(moevk_router_losses(router, &loss, NULL, from_host, NULL));
+    loss.grad_weights = NULL;
+    loss.grad_weights_buffer = grad_weights_buffer;
+    CHECK_OK(moevk_router_losses(router, &loss, NULL, NULL, grad_logits_buffer));
+    CHECK_OK(moevk_buffer_read(grad_logits_buffer, 0, from_device, sizeof from_device));
+    CHECK(!memcmp(from_host, from_device, sizeof from_host), "device buffers differ");
+    moevk_buffer_destroy(grad_weights_buffer);
+    moevk_buffer_destroy(grad_logits_buffer);
+    moevk_router_destroy(router);
+}
+
+static void test_errors(void) {
+    moevk_context *context = test_context();
+    moevk_router_info info = router_info(4, 2, 8);
+    moevk_router *router = NULL;
+    moevk_loss_info loss = all_losses();
+    float logits[8 * 4], grad[8 * 4];
+    for (int i = 0; i < 32; ++i) logits[i] = rng_normal();
+    CHECK_OK(moevk_router_create(context, &info, &router));
+    CHECK(moevk_router_losses(router, &loss, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "losses before a route");
+    moevk_route_input input = {.num_tokens = 6, .logits = logits};
+    moevk_route_output output = {0};
+    CHECK_OK(moevk_route(router, &input, &output));
+    CHECK(moevk_router_losses(router, NULL, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "NULL info");
+    moevk_loss_info bad = loss;
+    bad.load_coef = 1.0f;
+    CHECK(moevk_router_losses(router, &bad, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "load loss without Gaussian noise");
+    CHECK(strstr(moevk_context_last_error(context), "Gaussian"), "message: %s",
+          moevk_context_last_error(context));
+    bad = loss;
+    bad.sequence_coef = 1.0f;
+    bad.sequence_length = 4;
+    CHECK(moevk_router_losses(router, &bad, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "T = 6 is no multiple of 4");
+    bad = loss;
+    bad.z_coef = NAN;
+    CHECK(moevk_router_losses(router, &bad, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "NaN coefficient");
+    moevk_buffer *small = NULL;
+    CHECK_OK(moevk_buffer_create(context, 16, &small));
+    CHECK(moevk_router_losses(router, &loss, NULL, NULL, small) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "small grad_logits buffer");
+    moevk_buffer_destroy(small);
+    CHECK_OK(moevk_router_losses(router, &loss, NULL, grad, NULL));
+    moevk_router_destroy(router);
+    info.losses = 0;
+    CHECK_OK(moevk_router_create(context, &info, &router));
+    CHECK_OK(moevk_route(router, &input, &output));
+    CHECK(moevk_router_losses(router, &loss, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "a router without losses");
+    moevk_router_destroy(router);
+}
+
+int main(int argc, char **argv) {
+    static const test_case tests[] = {
+        {"softmax losses and backward", test_softmax_losses_and_backward},
+        {"sigmoid losses and backward", test_sigmoid_losses_and_backward},
+        {"sequence-wise loss", test_sequence_wise_loss},
+        {"load loss with Gaussian noise", test_load_loss_with_gaussian_noise},
+        {"jitter noisy scores backward", test_jitter_noisy_scores_backward},
+        {"edge sizes", test_edge_sizes},
+        {"awkward rows", test_awkward_rows},
+        {"combine backward", test_combine_backward},
+        {"device buffers", test_device_buffers},
+        {"errors", test_errors},
+    };
+    return test_main(tests, sizeof tests / sizeof tests[0], argc, argv);
+}
