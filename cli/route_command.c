@@ -1,7 +1,9 @@
 /* `moevk route`: routes logits read from .npy files and writes every output as .npy, plus
  * stats.json, so that results can be held against any framework. Exit status: 0 done, 1 device
  * failure, 2 bad arguments or files, 3 written but some rows held NaN or +inf. */
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -10,10 +12,38 @@
 #include "options.h"
 
 typedef struct route_args {
-    const char *logits, *bias, *hidden, *expert_out, *out, *device;
+    const char *logits, *bias, *hidden, *expert_out, *out, *device, *grad_weights;
     moevk_router_info info;
     uint32_t step, layer;
+    moevk_loss_info loss;
+    int want_losses, want_grad;
 } route_args;
+
+/* "aux=0.01,z=0.001,..." for --loss. */
+static int parse_losses(const char *text, moevk_loss_info *loss) {
+    static const struct {
+        const char *name;
+        size_t offset;
+    } TERMS[] = {{"aux", offsetof(moevk_loss_info, aux_coef)},
+                 {"z", offsetof(moevk_loss_info, z_coef)},
+                 {"importance", offsetof(moevk_loss_info, importance_coef)},
+                 {"load", offsetof(moevk_loss_info, load_coef)},
+                 {"entropy", offsetof(moevk_loss_info, entropy_coef)},
+                 {"sequence", offsetof(moevk_loss_info, sequence_coef)}};
+    char buffer[512];
+    if (strlen(text) >= sizeof buffer) return 0;
+    strcpy(buffer, text);
+    for (char *save = NULL, *term = strtok_r(buffer, ",", &save); term;
+         term = strtok_r(NULL, ",", &save)) {
+        char *equals = strchr(term, '=');
+        if (!equals) return 0;
+        *equals = '\0';
+        size_t i = 0, n = sizeof TERMS / sizeof TERMS[0];
+        while (i < n && strcmp(term, TERMS[i].name) != 0) ++i;
+        if (i == n || !parse_float(equals + 1, (float *)((char *)loss + TERMS[i].offset))) return 0;
+    }
+    return 1;
+}
 
 /* "kind:amount" for --noise. */
 static int parse_noise(const char *text, moevk_router_info *info) {
@@ -42,7 +72,11 @@ static void usage(FILE *to) {
         "         [--min-capacity N] [--drop-policy position|score] [--hidden X.npy]\n"
         "         [--expert-out Y.npy] [--device N|NAME]\n"
         "         [--noise jitter:EPS|gaussian:STD|gumbel:SCALE [--seed S] [--step N] [--layer N]\n"
-        "          [--noisy-scores]] --out DIR\n");
+        "          [--noisy-scores]] [--groups G --topk-groups K]\n"
+        "         [--loss aux=C,z=C,importance=C,load=C,entropy=C,sequence=C\n"
+        "          [--sequence-length S]] [--grad [--grad-weights DW.npy]] --out DIR\n"
+        "  --loss writes losses.json; --grad writes grad_logits.npy, dL/dlogits of the losses\n"
+        "  plus sum(DW * weights) when --grad-weights gives DW [T, k].\n");
 }
 
 #define BAD(...)                                                                                   \
@@ -70,6 +104,9 @@ static int parse_args(int argc, char **argv, route_args *a) {
             takes_value = 0;
         } else if (!strcmp(flag, "--noisy-scores")) {
             a->info.noisy_scores = 1;
+            takes_value = 0;
+        } else if (!strcmp(flag, "--grad")) {
+            a->want_grad = a->want_losses = 1;
             takes_value = 0;
         } else if (!value) {
             BAD("%s needs a value (or is unknown)", flag);
@@ -130,6 +167,22 @@ static int parse_args(int argc, char **argv, route_args *a) {
         } else if (!strcmp(flag, "--layer")) {
             if (!parse_int(value, 0, UINT32_MAX, &n)) BAD("--layer must be 0 to 2^32-1");
             a->layer = (uint32_t)n;
+        } else if (!strcmp(flag, "--groups")) {
+            if (!parse_int(value, 1, 32, &n)) BAD("--groups must be 1 to 32");
+            a->info.num_groups = (uint32_t)n;
+        } else if (!strcmp(flag, "--topk-groups")) {
+            if (!parse_int(value, 1, 32, &n)) BAD("--topk-groups must be 1 to 32");
+            a->info.topk_groups = (uint32_t)n;
+        } else if (!strcmp(flag, "--loss")) {
+            if (!parse_losses(value, &a->loss))
+                BAD("--loss takes NAME=COEF pairs separated by commas, NAME one of aux, z, "
+                    "importance, load, entropy, sequence");
+            a->want_losses = 1;
+        } else if (!strcmp(flag, "--sequence-length")) {
+            if (!parse_int(value, 1, UINT32_MAX, &n)) BAD("--sequence-length must be >= 1");
+            a->loss.sequence_length = (uint32_t)n;
+        } else if (!strcmp(flag, "--grad-weights")) {
+            a->grad_weights = value;
         } else if (!strcmp(flag, "--drop-policy")) {
             if (!strcmp(value, "position"))
                 a->info.drop_policy = MOEVK_DROP_POSITION;
@@ -145,6 +198,9 @@ static int parse_args(int argc, char **argv, route_args *a) {
     if (!a->logits) BAD("--logits is required");
     if (!a->out) BAD("--out is required");
     if (a->expert_out && !a->hidden) BAD("--expert-out needs --hidden (the routing it combines)");
+    if (a->grad_weights && !a->want_grad) BAD("--grad-weights needs --grad");
+    if (a->info.num_groups > 1 && a->info.topk_groups == 0) BAD("--groups needs --topk-groups");
+    a->info.losses = a->want_losses;
     return 1;
 }
 
@@ -283,6 +339,63 @@ static int write_outputs(const route_args *a, const outputs *o, const moevk_rout
 #undef WRITE
 }
 
+/* --loss and --grad: the losses of the route (losses.json) and dL/dlogits (grad_logits.npy).
+ * Returns an exit status. */
+static int write_losses(route_args *a, moevk_router *router, moevk_context *context) {
+    uint64_t T = a->info.max_tokens, k = a->info.top_k, E = a->info.num_experts;
+    npy_array grad_weights = {0};
+    float *grad = NULL;
+    int status = 2;
+    char path[4096], error[512];
+    if (a->grad_weights) {
+        if (!npy_read(a->grad_weights, &grad_weights, error, sizeof error)) {
+            fprintf(stderr, "moevk route: %s\n", error);
+            goto done;
+        }
+        if (grad_weights.type != NPY_F32 || grad_weights.ndim != 2 || grad_weights.shape[0] != T ||
+            grad_weights.shape[1] != k) {
+            fprintf(stderr, "moevk route: %s: dL/dweights must be float32 [%llu, %llu] (T, k)\n",
+                    a->grad_weights, (unsigned long long)T, (unsigned long long)k);
+            goto done;
+        }
+        a->loss.grad_weights = grad_weights.data;
+    }
+    if (a->want_grad && !(grad = calloc(T * E + 1, sizeof *grad))) {
+        fprintf(stderr, "moevk route: out of host memory\n");
+        goto done;
+    }
+    moevk_losses losses;
+    moevk_result r = moevk_router_losses(router, &a->loss, &losses, grad, NULL);
+    if (r != MOEVK_SUCCESS) {
+        fprintf(stderr, "moevk route: %s\n", moevk_context_last_error(context));
+        status = r == MOEVK_ERROR_INVALID_ARGUMENT ? 2 : 1;
+        goto done;
+    }
+    status = 1;
+    snprintf(path, sizeof path, "%s/losses.json", a->out);
+    FILE *file = fopen(path, "w");
+    if (!file) goto cannot_write;
+    fprintf(file,
+            "{\n  \"aux\": %.9g,\n  \"z\": %.9g,\n  \"importance\": %.9g,\n  \"load\": %.9g,\n"
+            "  \"entropy\": %.9g,\n  \"sequence\": %.9g,\n  \"total\": %.9g\n}\n",
+            losses.aux, losses.z, losses.importance, losses.load, losses.entropy, losses.sequence,
+            losses.total);
+    if (fclose(file) != 0) goto cannot_write;
+    if (grad) {
+        uint64_t shape[2] = {T, E};
+        snprintf(path, sizeof path, "%s/grad_logits.npy", a->out);
+        if (!npy_write(path, "<f4", 2, shape, grad, 4)) goto cannot_write;
+    }
+    status = 0;
+    goto done;
+cannot_write:
+    fprintf(stderr, "moevk route: %s: cannot write\n", path);
+done:
+    npy_free(&grad_weights);
+    free(grad);
+    return status;
+}
+
 static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_array *hidden,
                      npy_array *expert_out, outputs *o) {
     moevk_context_info context_info = {.device = a->device};
@@ -351,6 +464,13 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
     moevk_device_info device;
     moevk_context_device_info(context, &device);
     if (!write_outputs(a, o, &stats, hidden->data ? hidden->descr : "<f4", device.name)) goto done;
+    if (a->want_losses) {
+        int losses_status = write_losses(a, router, context);
+        if (losses_status != 0) {
+            status = losses_status;
+            goto done;
+        }
+    }
     status = 0;
     if (stats.nonfinite_rows > 0) {
         fprintf(stderr, "moevk route: warning: %u rows held NaN or +inf and were routed nowhere\n",

@@ -160,10 +160,13 @@ moevk_result pipelines_create_layouts(moevk_context *context, const moevk_contex
 /* Writes the pipeline cache to the info's path, if one was given (errors are ignored). */
 void pipeline_cache_save(moevk_context *context);
 void pipelines_destroy_layouts(moevk_context *context);
+/* A stage's specialization constants (shaders/moevk_shared.h, SPEC_*). */
+typedef struct stage_constants {
+    uint32_t top_k, num_experts, dtype, hidden_dtype, groups, topk_groups;
+} stage_constants;
 /* Creates the compute pipeline of one stage with its specialization constants. */
-moevk_result pipeline_create(moevk_context *context, stage which, int addresses, uint32_t top_k,
-                             uint32_t num_experts, uint32_t dtype, uint32_t hidden_dtype,
-                             VkPipeline *out);
+moevk_result pipeline_create(moevk_context *context, stage which, int addresses,
+                             const stage_constants *constants, VkPipeline *out);
 
 /* ---- shaders.c: the embedded SPIR-V ---- */
 typedef struct shader_code {

@@ -142,9 +142,8 @@ void pipelines_destroy_layouts(moevk_context *context) {
         vk->vkDestroyDescriptorSetLayout(context->device, context->set_layout, context->allocator);
 }
 
-moevk_result pipeline_create(moevk_context *context, stage which, int addresses, uint32_t top_k,
-                             uint32_t num_experts, uint32_t dtype, uint32_t hidden_dtype,
-                             VkPipeline *out) {
+moevk_result pipeline_create(moevk_context *context, stage which, int addresses,
+                             const stage_constants *constants, VkPipeline *out) {
     const struct VolkDeviceTable *vk = &context->vk;
     const shader_code *shader = NULL;
     if (context->info.rounding_mode_rte) shader = shader_for_stage_rte(which, addresses);
@@ -158,13 +157,14 @@ moevk_result pipeline_create(moevk_context *context, stage which, int addresses,
         vk->vkCreateShaderModule(context->device, &module_info, context->allocator, &module);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateShaderModule");
 
-    const uint32_t values[5] = {WORKGROUP_SIZE, top_k, num_experts, dtype, hidden_dtype};
-    const VkSpecializationMapEntry entries[5] = {{SPEC_WORKGROUP_SIZE, 0, 4},
-                                                 {SPEC_TOP_K, 4, 4},
-                                                 {SPEC_NUM_EXPERTS, 8, 4},
-                                                 {SPEC_DTYPE, 12, 4},
-                                                 {SPEC_HIDDEN_DTYPE, 16, 4}};
-    VkSpecializationInfo specialization = {5, entries, sizeof values, values};
+    const uint32_t values[7] = {
+        WORKGROUP_SIZE,          constants->top_k,  constants->num_experts, constants->dtype,
+        constants->hidden_dtype, constants->groups, constants->topk_groups};
+    const VkSpecializationMapEntry entries[7] = {{SPEC_WORKGROUP_SIZE, 0, 4}, {SPEC_TOP_K, 4, 4},
+                                                 {SPEC_NUM_EXPERTS, 8, 4},    {SPEC_DTYPE, 12, 4},
+                                                 {SPEC_HIDDEN_DTYPE, 16, 4},  {SPEC_GROUPS, 20, 4},
+                                                 {SPEC_TOPK_GROUPS, 24, 4}};
+    VkSpecializationInfo specialization = {7, entries, sizeof values, values};
     VkComputePipelineCreateInfo pipeline_info = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,

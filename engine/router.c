@@ -82,6 +82,17 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
         REJECT("noise_schedule: a kind, and ends finite, >= 0 (below 1 for jitter), are needed");
     if (!schedule_ok(&info->temperature_schedule, 0.0f, 0, INFINITY))
         REJECT("temperature_schedule: a kind, and ends finite and > 0, are needed");
+    if (info->num_groups > 1) {
+        uint32_t G = info->num_groups;
+        if (G > MAX_GROUPS || info->num_experts % G != 0)
+            REJECT("num_groups is %u; it must divide num_experts = %u and be at most %u", G,
+                   info->num_experts, MAX_GROUPS);
+        if (info->topk_groups < 1 || info->topk_groups > G)
+            REJECT("topk_groups is %u; it must be 1 to num_groups = %u", info->topk_groups, G);
+        if (info->top_k > info->topk_groups * (info->num_experts / G))
+            REJECT("top_k = %u is more than the %u experts of %u kept groups", info->top_k,
+                   info->topk_groups * (info->num_experts / G), info->topk_groups);
+    }
     if (!schedule_ok(&info->capacity_factor_schedule, 0.0f, 1, INFINITY))
         REJECT("capacity_factor_schedule: a kind, and ends finite and >= 0, are needed");
     return MOEVK_SUCCESS;
@@ -365,9 +376,15 @@ static moevk_result create_pipelines(moevk_router *router) {
         if (!needed) continue;
         uint32_t dtype =
             (s == STAGE_DISPATCH || s == STAGE_COMBINE) ? info->hidden_type : info->logits_type;
-        moevk_result r =
-            pipeline_create(router->context, (stage)s, router->use_addresses, info->top_k,
-                            info->num_experts, dtype, info->hidden_type, &router->pipelines[s]);
+        int grouped = info->num_groups > 1;
+        stage_constants constants = {.top_k = info->top_k,
+                                     .num_experts = info->num_experts,
+                                     .dtype = dtype,
+                                     .hidden_dtype = info->hidden_type,
+                                     .groups = grouped ? info->num_groups : 1,
+                                     .topk_groups = grouped ? info->topk_groups : 1};
+        moevk_result r = pipeline_create(router->context, (stage)s, router->use_addresses,
+                                         &constants, &router->pipelines[s]);
         if (r != MOEVK_SUCCESS) return r;
     }
     return MOEVK_SUCCESS;

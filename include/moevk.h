@@ -316,6 +316,13 @@ typedef struct moevk_router_info {
     /* Default 0: non-zero makes the buffers moevk_router_losses needs (two [T, E] f32 arrays
      * and a few small ones). */
     int losses;
+    /* Group-limited routing (DeepSeek-V3), default 0 (off): the experts fall into num_groups
+     * equal groups (num_groups divides E, at most 32); each token keeps its topk_groups best
+     * groups, a group's score being the sum of its two largest selection keys (noisy logit +
+     * bias; its one key when groups hold one expert), ties to the lower group; the experts of
+     * the other groups are never selected. Weights and statistics are unchanged. */
+    uint32_t num_groups;
+    uint32_t topk_groups;
 } moevk_router_info;
 
 #define MOEVK_MAX_EXPERTS 1024u

@@ -69,8 +69,16 @@ static void route_row(const moevk_router_info *info, const ref_call *call, uint3
     }
     int nonfinite = 0;
     double max_raw = -INFINITY, max_score = -INFINITY;
+    /* The kept groups from the keys as the device computes them, in f32. */
+    float float_keys[MOEVK_MAX_EXPERTS] = {0};
+    for (uint32_t e = 0; e < E; ++e) {
+        float noisy_key = ref_noisy_logit(info, call, (float)logits[e], t, e);
+        float_keys[e] = bias ? noisy_key + bias[e] : noisy_key;
+    }
+    uint32_t groups = ref_kept_groups(info, float_keys);
     for (uint32_t e = 0; e < E; ++e) {
         double key = noisy(info, call, logits[e], t, e) + (bias ? bias[e] : 0.0);
+        if (!ref_group_kept(info, groups, e) && !isnan(key) && key != INFINITY) key = -INFINITY;
         if (isnan(key) || key == INFINITY) nonfinite = 1;
         max_raw = fmax(max_raw, logits[e]);
         max_score = fmax(max_score, score_logit(info, call, logits[e], t, e));

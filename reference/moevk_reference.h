@@ -42,6 +42,11 @@ float ref_noisy_logit(const moevk_router_info *info, const ref_call *call, float
 float ref_score_logit(const moevk_router_info *info, const ref_call *call, float logit,
                       uint32_t token, uint32_t expert);
 
+/* Group-limited routing: the mask of a row's kept groups from its selection keys [E] (all bits
+ * when groups are off), and whether an expert's group is kept. */
+uint32_t ref_kept_groups(const moevk_router_info *info, const float *keys);
+int ref_group_kept(const moevk_router_info *info, uint32_t mask, uint32_t expert);
+
 /* Per-row values the stats need: largest logit, 1/normaliser, raw logsumexp, entropy. */
 typedef struct ref_row_stats {
     float max_logit, inv_norm, lse_raw, entropy;

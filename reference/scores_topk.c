@@ -4,6 +4,45 @@
 
 #include "moevk_reference.h"
 
+uint32_t ref_kept_groups(const moevk_router_info *info, const float *keys) {
+    uint32_t G = info->num_groups, kept = info->topk_groups;
+    if (G <= 1) return 0xFFFFFFFFu;
+    uint32_t size = info->num_experts / G;
+    float best[32];
+    int32_t best_group[32];
+    for (uint32_t j = 0; j < kept; ++j) best_group[j] = -1;
+    for (uint32_t g = 0; g < G; ++g) {
+        float first = -INFINITY, second = -INFINITY;
+        for (uint32_t e = g * size; e < (g + 1) * size; ++e) {
+            if (keys[e] > first) {
+                second = first;
+                first = keys[e];
+            } else if (keys[e] > second) {
+                second = keys[e];
+            }
+        }
+        float score = size > 1 ? first + second : first;
+        if (best_group[kept - 1] >= 0 && !(score > best[kept - 1])) continue;
+        uint32_t j = kept - 1;
+        while (j > 0 && (best_group[j - 1] < 0 || score > best[j - 1])) {
+            best[j] = best[j - 1];
+            best_group[j] = best_group[j - 1];
+            --j;
+        }
+        best[j] = score;
+        best_group[j] = (int32_t)g;
+    }
+    uint32_t mask = 0;
+    for (uint32_t j = 0; j < kept; ++j)
+        if (best_group[j] >= 0) mask |= 1u << best_group[j];
+    return mask;
+}
+
+int ref_group_kept(const moevk_router_info *info, uint32_t mask, uint32_t expert) {
+    return info->num_groups <= 1 ||
+           (mask >> (expert / (info->num_experts / info->num_groups)) & 1u);
+}
+
 static void route_row(const moevk_router_info *info, const ref_call *call, uint32_t token,
                       const float *logit_row, const float *bias, int32_t *ids, float *weights,
                       ref_row_stats *stats) {
@@ -18,14 +57,20 @@ static void route_row(const moevk_router_info *info, const ref_call *call, uint3
     }
     int nonfinite = 0;
     float max_raw = -INFINITY, max_score = -INFINITY;
+    float keys[MOEVK_MAX_EXPERTS];
+    for (uint32_t e = 0; e < E; ++e) {
+        float noisy = ref_noisy_logit(info, call, logit_row[e], token, e);
+        keys[e] = bias ? noisy + bias[e] : noisy;
+    }
+    uint32_t groups = ref_kept_groups(info, keys);
     for (uint32_t e = 0; e < E; ++e) {
         float logit = logit_row[e];
         float noisy = ref_noisy_logit(info, call, logit, token, e);
-        float key = bias ? noisy + bias[e] : noisy;
+        float key = keys[e];
         if (isnan(key) || key == INFINITY) nonfinite = 1;
         max_raw = fmaxf(max_raw, logit);
         max_score = fmaxf(max_score, info->noisy_scores ? noisy : logit);
-        if (key > best_key[K - 1]) {
+        if (key > best_key[K - 1] && ref_group_kept(info, groups, e)) {
             uint32_t j = K - 1;
             while (j > 0 && key > best_key[j - 1]) {
                 best_key[j] = best_key[j - 1];

@@ -19,6 +19,8 @@ layout(constant_id = SPEC_TOP_K) const uint TOP_K = 1;
 layout(constant_id = SPEC_NUM_EXPERTS) const uint NUM_EXPERTS = 1;
 layout(constant_id = SPEC_DTYPE) const uint DTYPE = 0;
 layout(constant_id = SPEC_HIDDEN_DTYPE) const uint HIDDEN_DTYPE = 0;
+layout(constant_id = SPEC_GROUPS) const uint GROUPS = 1;
+layout(constant_id = SPEC_TOPK_GROUPS) const uint TOPK_GROUPS = 1;
 
 layout(push_constant) uniform Params {
     uint num_tokens;

@@ -25,12 +25,6 @@ shared uint expert_counts[NUM_EXPERTS];
 
 bool sigmoid_scores() { return (P.flags & FLAG_SIGMOID) != 0u; }
 
-// The key selection ranks: the (noisy) logit plus the bias.
-float selection_key(uint token, uint expert) {
-    float noisy = noisy_logit(logit_at(token, expert), token, expert);
-    return (P.flags & FLAG_HAS_BIAS) != 0u ? noisy + bias[expert] : noisy;
-}
-
 // The same key without the noise (the load loss compares it with the noisy thresholds).
 float clean_key(uint token, uint expert) {
     float logit = logit_at(token, expert);
@@ -72,8 +66,9 @@ void thresholds(uint token) {
     float keys[TOP_K + 1];
     int experts[TOP_K + 1];
     for (uint j = 0; j <= TOP_K; ++j) { keys[j] = NEG_INF; experts[j] = -1; }
+    uint groups = kept_groups(token);
     for (uint e = 0; e < P.num_experts; ++e) {
-        float key = selection_key(token, e);
+        float key = group_kept(groups, e) ? selection_key(token, e) : NEG_INF;
         if (key > keys[TOP_K]) {
             uint j = TOP_K;
             while (j > 0 && key > keys[j - 1]) {

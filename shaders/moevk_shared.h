@@ -58,6 +58,9 @@
 #define SPEC_NUM_EXPERTS 2
 #define SPEC_DTYPE 3 /* 0 f32, 1 f16, 2 bf16 (hidden states or logits, per stage) */
 #define SPEC_HIDDEN_DTYPE 4 /* the hidden states' type, for stages whose DTYPE is the logits' */
+#define SPEC_GROUPS 5      /* group-limited routing: expert groups (1: off) */
+#define SPEC_TOPK_GROUPS 6 /* groups kept per token */
+#define MAX_GROUPS 32      /* the kept groups of a token fit one 32-bit mask */
 
 /* Workgroup size of every stage: shared-memory reductions only, no subgroup assumptions. */
 #define WORKGROUP_SIZE 64

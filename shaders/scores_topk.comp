@@ -22,6 +22,7 @@ void route_token(uint token) {
     // Pass 1: non-finite check, maxima, and top-k by insertion (stable: a later equal key
     // goes after the earlier one, so ties keep the lower expert index).
     bool nonfinite = false;
+    uint groups = kept_groups(token); // experts of the other groups are never selected
     float max_raw = NEG_INF;   // of the clean logits: the z-loss's logsumexp
     float max_score = NEG_INF; // of the logits the scores use
     for (uint e = 0; e < P.num_experts; ++e) {
@@ -31,7 +32,7 @@ void route_token(uint token) {
         if (isnan(key) || (isinf(key) && key > 0.0)) nonfinite = true;
         max_raw = max(max_raw, logit);
         max_score = max(max_score, (P.flags & FLAG_NOISY_SCORES) != 0u ? noisy : logit);
-        if (key > best_key[TOP_K - 1]) {
+        if (key > best_key[TOP_K - 1] && group_kept(groups, e)) {
             uint j = TOP_K - 1;
             while (j > 0 && key > best_key[j - 1]) {
                 best_key[j] = best_key[j - 1];

@@ -282,7 +282,61 @@ static void test_noise_options_replay_by_seed(void) {
     expect_rejected(args, NULL, "noise_amount");
 }
 
+/* --groups, --loss, --grad and --grad-weights: losses.json and grad_logits.npy match the CPU
+ * reference. */
+static void test_losses_and_gradient_files(void) {
+    const uint32_t T = 60, E = 8, K = 2;
+    write_logits("logits_loss.npy", T, E, 0);
+    float grad_weights[60 * 2];
+    for (uint32_t i = 0; i < T * K; ++i) grad_weights[i] = rng_normal();
+    uint64_t shape[2] = {T, K};
+    npy_write(path_in_work("grad_weights.npy"), "<f4", 2, shape, grad_weights, 4);
+    char args[2048], message[1024], error[512];
+    snprintf(args, sizeof args,
+             "--logits %s --k 2 --groups 4 --topk-groups 2 --loss aux=0.01,z=0.001,entropy=0.1 "
+             "--grad --grad-weights %s --out %s",
+             path_in_work("logits_loss.npy"), path_in_work("grad_weights.npy"),
+             path_in_work("out_loss"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "route with --grad failed: %s", message);
+    npy_array logits, grad;
+    CHECK(npy_read(path_in_work("logits_loss.npy"), &logits, error, sizeof error), "%s", error);
+    CHECK(npy_read(path_in_work("out_loss/grad_logits.npy"), &grad, error, sizeof error), "%s",
+          error);
+    int shape_ok = grad.ndim == 2 && grad.shape[0] == T && grad.shape[1] == E;
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = E;
+    info.top_k = K;
+    info.num_groups = 4;
+    info.topk_groups = 2;
+    moevk_loss_info loss = {.aux_coef = 0.01f, .z_coef = 0.001f, .entropy_coef = 0.1f};
+    double logits_d[60 * 8], grad_weights_d[60 * 2], want[60 * 8];
+    for (uint32_t i = 0; i < T * E; ++i) logits_d[i] = ((const float *)logits.data)[i];
+    for (uint32_t i = 0; i < T * K; ++i) grad_weights_d[i] = grad_weights[i];
+    int computed = ref_loss_gradient(&info, NULL, &loss, T, logits_d, NULL, grad_weights_d, want);
+    double worst = 0.0;
+    for (uint32_t i = 0; shape_ok && i < T * E; ++i)
+        worst = fmax(worst, fabs(((const float *)grad.data)[i] - want[i]));
+    npy_free(&logits);
+    npy_free(&grad);
+    CHECK(shape_ok && computed, "grad_logits.npy must be [%u, %u] f32", T, E);
+    CHECK(worst < 1e-5, "grad_logits differs from the reference by %g", worst);
+    FILE *file = fopen(path_in_work("out_loss/losses.json"), "r");
+    CHECK(file, "no losses.json");
+    char text[512] = {0};
+    size_t n = fread(text, 1, sizeof text - 1, file);
+    fclose(file);
+    CHECK(n > 0 && strstr(text, "\"total\""), "losses.json: %s", text);
+    snprintf(args, sizeof args, "--logits %s --loss load=1 --out %s",
+             path_in_work("logits_loss.npy"), path_in_work("o"));
+    expect_rejected(args, NULL, "Gaussian");
+    snprintf(args, sizeof args, "--logits %s --loss bogus=1 --out %s",
+             path_in_work("logits_loss.npy"), path_in_work("o"));
+    expect_rejected(args, NULL, "--loss");
+}
+
 static const test_case TESTS[] = {
+    {"losses_and_gradient_files", test_losses_and_gradient_files},
     {"noise_options_replay_by_seed", test_noise_options_replay_by_seed},
     {"no_vulkan_device_is_a_clear_error", test_no_vulkan_device_is_a_clear_error},
     {"route_writes_every_output", test_route_writes_every_output},

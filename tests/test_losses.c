@@ -306,6 +306,22 @@ static void test_load_loss_with_gaussian_noise(void) {
     check_loss_case(&c);
 }
 
+static void test_group_limited_losses(void) {
+    loss_case c = {.name = "group-limited, load with Gaussian noise",
+                   .info = router_info(16, 3, 80),
+                   .num_tokens = 80,
+                   .loss = all_losses(),
+                   .with_bias = 1,
+                   .with_grad_weights = 1,
+                   .finite_differences = 1};
+    c.info.num_groups = 4;
+    c.info.topk_groups = 2;
+    c.info.noise = MOEVK_NOISE_GAUSSIAN;
+    c.info.noise_amount = 0.4f;
+    c.loss.load_coef = 0.3f;
+    check_loss_case(&c);
+}
+
 static void test_jitter_noisy_scores_backward(void) {
     loss_case c = {.name = "jitter, noisy scores",
                    .info = router_info(5, 2, 40),
@@ -501,6 +517,7 @@ int main(int argc, char **argv) {
         {"sequence-wise loss", test_sequence_wise_loss},
         {"load loss with Gaussian noise", test_load_loss_with_gaussian_noise},
         {"jitter noisy scores backward", test_jitter_noisy_scores_backward},
+        {"group-limited losses", test_group_limited_losses},
         {"edge sizes", test_edge_sizes},
         {"awkward rows", test_awkward_rows},
         {"combine backward", test_combine_backward},

@@ -52,6 +52,48 @@ static void test_1024_experts(void) {
 }
 static void test_odd_sizes(void) { run("odd", base(13, 3, 1237, 13), 1237, LOGITS_RANDOM, 1, 1); }
 
+static void test_group_limited_routing(void) {
+    moevk_router_info info = base(64, 6, 900, 8);
+    info.num_groups = 8;
+    info.topk_groups = 3;
+    run("groups 8, keep 3", info, 900, LOGITS_RANDOM, 1, 1);
+    info.score = MOEVK_SCORE_SIGMOID;
+    run("groups 8, keep 3, masked", info, 900, LOGITS_MASKED, 0, 1);
+    info = base(12, 3, 333, 4);
+    info.num_groups = 12; /* one expert per group */
+    info.topk_groups = 3;
+    run("groups of one expert", info, 333, LOGITS_TIES, 1, 1);
+    info = base(30, 4, 100, 0);
+    info.num_groups = 5;
+    info.topk_groups = 5; /* every group kept: plain top-k */
+    run("all groups kept", info, 100, LOGITS_NONFINITE, 0, 0);
+}
+
+/* A group with the single best expert but a poor second loses to two good pairs. */
+static void test_group_score_is_the_top_two_sum(void) {
+    moevk_router_info info = base(6, 2, 1, 0);
+    info.num_groups = 3;
+    info.topk_groups = 2;
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    /* groups {0,1} = 9 + (-9), {2,3} = 5 + 4, {4,5} = 3 + 3: groups 1 and 2 kept. */
+    const float logits[6] = {9, -9, 5, 4, 3, 3};
+    int32_t ids[2];
+    moevk_route_input input = {.num_tokens = 1, .logits = logits};
+    moevk_route_output output = {.expert_ids = ids};
+    CHECK_OK(moevk_route(router, &input, &output));
+    moevk_router_destroy(router);
+    CHECK(ids[0] == 2 && ids[1] == 3, "ids %d %d, want 2 3", ids[0], ids[1]);
+    info.num_groups = 4; /* does not divide 6 */
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "num_groups must divide E");
+    info.num_groups = 3;
+    info.topk_groups = 1;
+    info.top_k = 3; /* more than one group of two holds */
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "k past the kept groups");
+}
+
 static void test_sigmoid_renormalized_scaled(void) {
     moevk_router_info info = base(24, 6, 700, 10);
     info.score = MOEVK_SCORE_SIGMOID;
@@ -194,6 +236,8 @@ static void test_hidden_states_past_max_storage_buffer_range(void) {
 }
 
 static const test_case TESTS[] = {
+    {"group-limited routing", test_group_limited_routing},
+    {"group score is the top-two sum", test_group_score_is_the_top_two_sum},
     {"addresses_f32", test_addresses_f32},
     {"addresses_f16_logits_odd_d", test_addresses_f16_logits_odd_d},
     {"addresses_bf16_dropless_and_score", test_addresses_bf16_dropless_score},
