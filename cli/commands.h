@@ -6,6 +6,7 @@
 
 int command_route(int argc, char **argv);
 int command_demo(int argc, char **argv);
+int command_train_demo(int argc, char **argv);
 int command_devices(void);
 
 #endif

@@ -24,12 +24,14 @@ int command_devices(void) {
 int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "route")) return command_route(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[1], "demo")) return command_demo(argc - 2, argv + 2);
+    if (argc >= 2 && !strcmp(argv[1], "train-demo")) return command_train_demo(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[1], "devices")) return command_devices();
     if (argc >= 2 && !strcmp(argv[1], "--version")) {
         printf("moevk %s\n", moevk_version_string());
         return 0;
     }
-    fprintf(stderr, "usage: moevk route ... | moevk demo [...] | moevk devices | moevk --version\n"
+    fprintf(stderr, "usage: moevk route ... | moevk demo [...] | moevk train-demo [...] |\n"
+                    "       moevk devices | moevk --version\n"
                     "       (moevk route with no options lists its options)\n");
     return 2;
 }

@@ -483,6 +483,60 @@ MOEVK_API moevk_result moevk_router_losses(moevk_router *router, const moevk_los
                                            moevk_losses *losses, float *grad_logits,
                                            moevk_buffer *grad_logits_buffer);
 
+/* ---- Routing health over steps (host only) --------------------------------------------------- */
+/* A ring buffer of per-step router reports, built from each route's statistics and counts (which
+ * the device accumulates), with warnings when routing collapses or oscillates. Needs no context;
+ * one thread at a time per history. */
+typedef struct moevk_history moevk_history;
+
+typedef struct moevk_history_info {
+    uint32_t num_experts;       /* E */
+    uint32_t capacity;          /* steps kept (the oldest go first); 0: 1024 */
+    float collapse_share;       /* collapse: one expert holds more than this share of the
+                                   selections (before drops) ... ; 0: 0.5 */
+    uint32_t collapse_steps;    /* ... for this many consecutive steps; 0: 20 */
+    uint32_t oscillation_steps; /* oscillation: over this many steps the most loaded expert
+                                   changed at least half as many times while the load
+                                   imbalance (max / mean) stayed above 1.5; 0: 20 */
+} moevk_history_info;
+
+typedef struct moevk_step_report {
+    uint32_t step;
+    double entropy;       /* mean routing entropy */
+    double z_loss;        /* mean logsumexp^2 */
+    double aux_loss;      /* Switch balancing loss */
+    double drop_fraction; /* selections dropped by the capacity */
+    double imbalance;     /* max / mean of the selections per expert, before drops */
+    double load_cv;       /* their coefficient of variation (std / mean) */
+    uint32_t top_expert;  /* the most selected expert (lowest index on ties) */
+    double top_share;     /* its share of the selections */
+    uint32_t nonfinite_rows, masked_rows;
+} moevk_step_report;
+
+#define MOEVK_WARNING_COLLAPSE 1u
+#define MOEVK_WARNING_OSCILLATION 2u
+
+/* Errors: INVALID_ARGUMENT (E out of range, a share outside (0, 1]), OUT_OF_HOST_MEMORY. */
+MOEVK_API moevk_result moevk_history_create(const moevk_history_info *info, moevk_history **out);
+MOEVK_API void moevk_history_destroy(moevk_history *history);
+/* Adds a step from a route's statistics and its counts before and after drops [E]. */
+MOEVK_API moevk_result moevk_history_add(moevk_history *history, uint32_t step,
+                                         const moevk_route_stats *stats,
+                                         const uint32_t *counts_before, const uint32_t *counts);
+/* Steps held (at most capacity). */
+MOEVK_API uint32_t moevk_history_count(const moevk_history *history);
+/* Step i of those held, 0 the oldest; counts_before and counts [E] may be NULL. */
+MOEVK_API moevk_result moevk_history_get(const moevk_history *history, uint32_t i,
+                                         moevk_step_report *report, uint32_t *counts_before,
+                                         uint32_t *counts);
+/* MOEVK_WARNING_* flags for the latest step (0: healthy). */
+MOEVK_API uint32_t moevk_history_warnings(const moevk_history *history);
+/* Writes the steps held as CSV (one row per step: the report, then each expert's selections
+ * before and after drops) or JSON (the same, and the latest warnings). Errors:
+ * INVALID_ARGUMENT (also when the file cannot be written). */
+MOEVK_API moevk_result moevk_history_write_csv(const moevk_history *history, const char *path);
+MOEVK_API moevk_result moevk_history_write_json(const moevk_history *history, const char *path);
+
 /* ---- Recording into the application's command buffers ------------------------------------ */
 /* A range of an application's VkBuffer (created with STORAGE_BUFFER usage). range 0: to the end. */
 typedef struct moevk_buffer_range {

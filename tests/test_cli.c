@@ -335,7 +335,31 @@ static void test_losses_and_gradient_files(void) {
     expect_rejected(args, NULL, "--loss");
 }
 
+/* moevk train-demo: the router learns the toy task; history and chart are written. */
+static void test_train_demo_learns_and_writes_history(void) {
+    char command[2048];
+    snprintf(command, sizeof command, "%s train-demo --steps 200 --every 50 --out %s > %s 2>&1",
+             cli_path, path_in_work("train"), path_in_work("train.txt"));
+    int status = system(command);
+    FILE *file = fopen(path_in_work("train.txt"), "r");
+    char text[8192] = {0};
+    size_t n = file ? fread(text, 1, sizeof text - 1, file) : 0;
+    if (file) fclose(file);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && n > 0, "train-demo failed: %s", text);
+    const char *final = strstr(text, "final: ");
+    int percent = final ? atoi(final + 7) : 0;
+    CHECK(percent >= 80, "the router learned only %d%%: %s", percent, text);
+    CHECK(strstr(text, "step  150") != NULL, "no health line for step 150: %s", text);
+    const char *files[3] = {"train/history.csv", "train/history.json", "train/usage.svg"};
+    for (int i = 0; i < 3; ++i) {
+        FILE *f = fopen(path_in_work(files[i]), "r");
+        CHECK(f, "%s missing", files[i]);
+        fclose(f);
+    }
+}
+
 static const test_case TESTS[] = {
+    {"train_demo_learns_and_writes_history", test_train_demo_learns_and_writes_history},
     {"losses_and_gradient_files", test_losses_and_gradient_files},
     {"noise_options_replay_by_seed", test_noise_options_replay_by_seed},
     {"no_vulkan_device_is_a_clear_error", test_no_vulkan_device_is_a_clear_error},

@@ -1,0 +1,257 @@
+/* `moevk train-demo`: a small routing training loop on the default device. Tokens come from
+ * E clusters and cluster c is best served by expert c; a linear router W [d, E] starts out
+ * preferring expert 0 and learns from the reward of the experts it picks, with the Switch
+ * balancing loss and the z-loss applied through moevk_router_losses, and Gaussian noise
+ * annealed from 1 to 0.05 (cosine). Prints a health line every N steps and writes the history
+ * as CSV and JSON and an SVG chart of expert usage over the steps. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "commands.h"
+#include "options.h"
+
+enum { EXPERTS = 8, TOP_K = 2, DIM = 16, TOKENS = 512 };
+
+typedef struct demo_rng {
+    uint64_t state;
+} demo_rng;
+
+static float rng_gauss(demo_rng *rng) {
+    float sum = 0.0f; /* Irwin-Hall: plenty for a demo's data */
+    for (int i = 0; i < 12; ++i) {
+        rng->state = rng->state * 6364136223846793005ull + 1442695040888963407ull;
+        sum += (float)(rng->state >> 40) / 16777216.0f;
+    }
+    return sum - 6.0f;
+}
+
+typedef struct demo {
+    float centers[EXPERTS][DIM];
+    float W[DIM][EXPERTS];
+    float x[TOKENS][DIM];
+    int32_t target[TOKENS];
+    float logits[TOKENS][EXPERTS];
+    int32_t ids[TOKENS][TOP_K];
+    float grad_weights[TOKENS][TOP_K];
+    float grad_logits[TOKENS][EXPERTS];
+    uint32_t before[EXPERTS], kept[EXPERTS];
+} demo;
+
+static void make_batch(demo *d, demo_rng *rng) {
+    for (int t = 0; t < TOKENS; ++t) {
+        d->target[t] = t % EXPERTS;
+        for (int i = 0; i < DIM; ++i) d->x[t][i] = d->centers[t % EXPERTS][i] + rng_gauss(rng);
+        for (int e = 0; e < EXPERTS; ++e) {
+            float sum = 0.0f;
+            for (int i = 0; i < DIM; ++i) sum += d->x[t][i] * d->W[i][e];
+            d->logits[t][e] = sum;
+        }
+    }
+}
+
+static const char *const COLORS[EXPERTS] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728",
+                                            "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
+
+/* Each expert's share of the selections (before drops) over the steps, as lines. */
+static int write_usage_svg(const moevk_history *history, const char *path) {
+    FILE *file = fopen(path, "w");
+    if (!file) return 0;
+    const double width = 800, height = 320, left = 50, top = 20;
+    uint32_t n = moevk_history_count(history);
+    fprintf(file,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n"
+            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+            "<text x=\"%.0f\" y=\"14\">share of selections per expert over training steps</text>\n",
+            width + left + 110, height + top + 40, left);
+    fprintf(file,
+            "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n"
+            "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n",
+            left, top, left, top + height, left, top + height, left + width, top + height);
+    for (int tick = 0; tick <= 4; ++tick) {
+        double y = top + height - height * tick / 4.0;
+        fprintf(file, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", left - 4,
+                y + 4, tick / 4.0);
+    }
+    moevk_step_report first, last;
+    if (n > 0 && moevk_history_get(history, 0, &first, NULL, NULL) == MOEVK_SUCCESS &&
+        moevk_history_get(history, n - 1, &last, NULL, NULL) == MOEVK_SUCCESS)
+        fprintf(file,
+                "<text x=\"%.0f\" y=\"%.0f\">step %u</text>\n"
+                "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">step %u</text>\n",
+                left, top + height + 16, first.step, left + width, top + height + 16, last.step);
+    for (int e = 0; e < EXPERTS; ++e) {
+        fprintf(file, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"",
+                COLORS[e]);
+        for (uint32_t i = 0; i < n; ++i) {
+            uint32_t before[EXPERTS];
+            moevk_history_get(history, i, NULL, before, NULL);
+            double total = 0;
+            for (int j = 0; j < EXPERTS; ++j) total += before[j];
+            double share = total > 0 ? before[e] / total : 0;
+            fprintf(file, "%.1f,%.1f ", left + width * i / (n > 1 ? n - 1 : 1),
+                    top + height - height * share);
+        }
+        fprintf(file, "\"/>\n<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">expert %d</text>\n",
+                left + width + 10, top + 16.0 * (e + 1), COLORS[e], e);
+    }
+    fprintf(file, "</svg>\n");
+    return fclose(file) == 0;
+}
+
+/* One step: route, reward the choices that hit the token's expert, backward, SGD on W.
+ * Returns the share of tokens whose first choice is their cluster's expert. */
+static moevk_result train_step(demo *d, moevk_router *router, uint32_t step,
+                               moevk_route_stats *stats, moevk_losses *losses) {
+    moevk_route_input input = {.num_tokens = TOKENS, .logits = d->logits, .step = step};
+    moevk_route_output output = {
+        .expert_ids = &d->ids[0][0], .counts_before = d->before, .counts = d->kept, .stats = stats};
+    moevk_result r = moevk_route(router, &input, &output);
+    if (r != MOEVK_SUCCESS) return r;
+    /* Task loss: -(1/T) sum of the weights of the choices that hit the token's expert. */
+    for (int t = 0; t < TOKENS; ++t)
+        for (int j = 0; j < TOP_K; ++j)
+            d->grad_weights[t][j] = d->ids[t][j] == d->target[t] ? -1.0f / TOKENS : 0.0f;
+    moevk_loss_info loss = {
+        .aux_coef = 0.05f, .z_coef = 0.002f, .grad_weights = &d->grad_weights[0][0]};
+    r = moevk_router_losses(router, &loss, losses, &d->grad_logits[0][0], NULL);
+    if (r != MOEVK_SUCCESS) return r;
+    const float rate = 0.5f;
+    for (int i = 0; i < DIM; ++i)
+        for (int e = 0; e < EXPERTS; ++e) {
+            float grad = 0.0f;
+            for (int t = 0; t < TOKENS; ++t) grad += d->x[t][i] * d->grad_logits[t][e];
+            d->W[i][e] -= rate * grad;
+        }
+    return MOEVK_SUCCESS;
+}
+
+static double accuracy(const demo *d) {
+    int hits = 0;
+    for (int t = 0; t < TOKENS; ++t) hits += d->ids[t][0] == d->target[t];
+    return (double)hits / TOKENS;
+}
+
+static int run(const char *device_selector, uint32_t steps, uint32_t every, const char *out) {
+    demo *d = calloc(1, sizeof *d);
+    moevk_context *context = NULL;
+    moevk_router *router = NULL;
+    moevk_history *history = NULL;
+    int status = 1;
+    if (!d) return 1;
+    demo_rng rng = {2024};
+    for (int e = 0; e < EXPERTS; ++e)
+        for (int i = 0; i < DIM; ++i) d->centers[e][i] = rng_gauss(&rng);
+    /* Start collapsed: every cluster's tokens prefer expert 0 by about 4 logits. */
+    float mean[DIM] = {0}, norm = 0.0f;
+    for (int i = 0; i < DIM; ++i) {
+        for (int c = 0; c < EXPERTS; ++c) mean[i] += d->centers[c][i] / EXPERTS;
+        norm += mean[i] * mean[i];
+    }
+    for (int i = 0; i < DIM; ++i)
+        for (int e = 0; e < EXPERTS; ++e)
+            d->W[i][e] = 0.01f * rng_gauss(&rng) + (e == 0 ? 4.0f * mean[i] / norm : 0.0f);
+    moevk_context_info context_info = {.device = device_selector};
+    moevk_result r = moevk_context_create(&context_info, &context);
+    if (r != MOEVK_SUCCESS) {
+        fprintf(stderr, "moevk train-demo: no device: %s\n", moevk_result_string(r));
+        goto done;
+    }
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = EXPERTS;
+    info.top_k = TOP_K;
+    info.max_tokens = TOKENS;
+    info.losses = 1;
+    info.noise = MOEVK_NOISE_GAUSSIAN;
+    info.noise_seed = 7;
+    info.noise_schedule =
+        (moevk_schedule){MOEVK_SCHEDULE_COSINE, 1.0f, 0.05f, steps > 1 ? steps - 1 : 1};
+    moevk_history_info history_info = {.num_experts = EXPERTS, .capacity = steps};
+    if ((r = moevk_router_create(context, &info, &router)) != MOEVK_SUCCESS ||
+        (r = moevk_history_create(&history_info, &history)) != MOEVK_SUCCESS) {
+        fprintf(stderr, "moevk train-demo: %s\n", moevk_context_last_error(context));
+        goto done;
+    }
+    moevk_device_info device;
+    moevk_context_device_info(context, &device);
+    printf("moevk train-demo on %s: %d experts, top-%d, %d tokens a step, %u steps\n", device.name,
+           EXPERTS, TOP_K, TOKENS, steps);
+    double hit = 0.0;
+    for (uint32_t step = 0; step < steps; ++step) {
+        make_batch(d, &rng);
+        moevk_route_stats stats;
+        moevk_losses losses;
+        r = train_step(d, router, step, &stats, &losses);
+        if (r != MOEVK_SUCCESS) {
+            fprintf(stderr, "moevk train-demo: %s\n", moevk_context_last_error(context));
+            goto done;
+        }
+        moevk_history_add(history, step, &stats, d->before, d->kept);
+        hit = accuracy(d);
+        if (step % every == 0 || step + 1 == steps) {
+            moevk_step_report report;
+            moevk_history_get(history, moevk_history_count(history) - 1, &report, NULL, NULL);
+            uint32_t warnings = moevk_history_warnings(history);
+            printf("step %4u  hit %.2f  entropy %.3f  top expert %u holds %.2f  imbalance %.2f  "
+                   "drops %.3f  aux %.3f  z %.2f  noise %.2f%s%s\n",
+                   step, hit, report.entropy, report.top_expert, report.top_share, report.imbalance,
+                   report.drop_fraction, losses.aux, losses.z,
+                   moevk_schedule_value(&info.noise_schedule, step),
+                   warnings & MOEVK_WARNING_COLLAPSE ? "  WARNING: collapse" : "",
+                   warnings & MOEVK_WARNING_OSCILLATION ? "  WARNING: oscillation" : "");
+        }
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/history.csv", out);
+    int written = moevk_history_write_csv(history, path) == MOEVK_SUCCESS;
+    snprintf(path, sizeof path, "%s/history.json", out);
+    written = written && moevk_history_write_json(history, path) == MOEVK_SUCCESS;
+    snprintf(path, sizeof path, "%s/usage.svg", out);
+    written = written && write_usage_svg(history, path);
+    if (!written) {
+        fprintf(stderr, "moevk train-demo: %s: cannot write\n", path);
+        goto done;
+    }
+    printf("final: %.0f%% of tokens routed first to their cluster's expert; history in "
+           "%s/history.csv and .json, chart in %s/usage.svg\n",
+           100.0 * hit, out, out);
+    status = 0;
+done:
+    moevk_history_destroy(history);
+    moevk_router_destroy(router);
+    moevk_context_destroy(context);
+    free(d);
+    return status;
+}
+
+int command_train_demo(int argc, char **argv) {
+    uint32_t steps = 300, every = 25;
+    const char *device_selector = NULL, *out = "moevk-train-demo";
+    for (int i = 0; i < argc; i += 2) {
+        long long n;
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (value && !strcmp(argv[i], "--device"))
+            device_selector = value;
+        else if (value && !strcmp(argv[i], "--out"))
+            out = value;
+        else if (value && !strcmp(argv[i], "--steps") && parse_int(value, 1, 1 << 20, &n))
+            steps = (uint32_t)n;
+        else if (value && !strcmp(argv[i], "--every") && parse_int(value, 1, 1 << 20, &n))
+            every = (uint32_t)n;
+        else {
+            fprintf(stderr, "usage: moevk train-demo [--steps N] [--every N] [--out DIR] "
+                            "[--device N|NAME]\n");
+            return 2;
+        }
+    }
+    struct stat st;
+    if (stat(out, &st) != 0 && mkdir(out, 0777) != 0) {
+        fprintf(stderr, "moevk train-demo: %s: cannot create the output folder\n", out);
+        return 2;
+    }
+    return run(device_selector, steps, every, out);
+}

@@ -1,0 +1,188 @@
+/* moevk_history: per-step router reports in a ring buffer, the collapse and oscillation
+ * warnings, and the CSV and JSON writers. Host only. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moevk.h"
+
+struct moevk_history {
+    moevk_history_info info;
+    uint32_t first, count;      /* ring: the oldest step held, and how many */
+    moevk_step_report *reports; /* [capacity] */
+    uint32_t *counts;           /* [capacity, 2E]: before drops, then after */
+};
+
+moevk_result moevk_history_create(const moevk_history_info *info, moevk_history **out) {
+    if (!out) return MOEVK_ERROR_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!info || info->num_experts < 1 || info->num_experts > MOEVK_MAX_EXPERTS ||
+        !(info->collapse_share >= 0.0f && info->collapse_share <= 1.0f))
+        return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_history *history = calloc(1, sizeof *history);
+    if (!history) return MOEVK_ERROR_OUT_OF_HOST_MEMORY;
+    history->info = *info;
+    moevk_history_info *options = &history->info;
+    if (!options->capacity) options->capacity = 1024;
+    if (options->collapse_share == 0.0f) options->collapse_share = 0.5f;
+    if (!options->collapse_steps) options->collapse_steps = 20;
+    if (!options->oscillation_steps) options->oscillation_steps = 20;
+    history->reports = calloc(options->capacity, sizeof *history->reports);
+    history->counts = calloc((size_t)options->capacity * 2 * info->num_experts, sizeof(uint32_t));
+    if (!history->reports || !history->counts) {
+        moevk_history_destroy(history);
+        return MOEVK_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    *out = history;
+    return MOEVK_SUCCESS;
+}
+
+void moevk_history_destroy(moevk_history *history) {
+    if (!history) return;
+    free(history->reports);
+    free(history->counts);
+    free(history);
+}
+
+static uint32_t slot_of(const moevk_history *history, uint32_t i) {
+    return (history->first + i) % history->info.capacity;
+}
+
+moevk_result moevk_history_add(moevk_history *history, uint32_t step,
+                               const moevk_route_stats *stats, const uint32_t *counts_before,
+                               const uint32_t *counts) {
+    if (!history || !stats || !counts_before || !counts) return MOEVK_ERROR_INVALID_ARGUMENT;
+    uint32_t E = history->info.num_experts;
+    uint32_t slot;
+    if (history->count < history->info.capacity) {
+        slot = slot_of(history, history->count++);
+    } else {
+        slot = history->first;
+        history->first = (history->first + 1) % history->info.capacity;
+    }
+    moevk_step_report *report = &history->reports[slot];
+    memset(report, 0, sizeof *report);
+    report->step = step;
+    report->entropy = stats->entropy;
+    report->z_loss = stats->z_loss;
+    report->aux_loss = stats->aux_loss;
+    report->drop_fraction = stats->drop_fraction;
+    report->nonfinite_rows = stats->nonfinite_rows;
+    report->masked_rows = stats->masked_rows;
+    double total = 0.0, squares = 0.0;
+    for (uint32_t e = 0; e < E; ++e) {
+        total += counts_before[e];
+        squares += (double)counts_before[e] * counts_before[e];
+        if (counts_before[e] > counts_before[report->top_expert]) report->top_expert = e;
+    }
+    if (total > 0.0) {
+        double mean = total / E;
+        report->imbalance = counts_before[report->top_expert] / mean;
+        report->load_cv = sqrt(fmax(squares / E - mean * mean, 0.0)) / mean;
+        report->top_share = counts_before[report->top_expert] / total;
+    }
+    uint32_t *stored = history->counts + (size_t)slot * 2 * E;
+    memcpy(stored, counts_before, E * sizeof *stored);
+    memcpy(stored + E, counts, E * sizeof *stored);
+    return MOEVK_SUCCESS;
+}
+
+uint32_t moevk_history_count(const moevk_history *history) { return history ? history->count : 0; }
+
+moevk_result moevk_history_get(const moevk_history *history, uint32_t i, moevk_step_report *report,
+                               uint32_t *counts_before, uint32_t *counts) {
+    if (!history || i >= history->count) return MOEVK_ERROR_INVALID_ARGUMENT;
+    uint32_t slot = slot_of(history, i), E = history->info.num_experts;
+    const uint32_t *stored = history->counts + (size_t)slot * 2 * E;
+    if (report) *report = history->reports[slot];
+    if (counts_before) memcpy(counts_before, stored, E * sizeof *stored);
+    if (counts) memcpy(counts, stored + E, E * sizeof *stored);
+    return MOEVK_SUCCESS;
+}
+
+static const moevk_step_report *recent(const moevk_history *history, uint32_t back) {
+    return &history->reports[slot_of(history, history->count - 1 - back)];
+}
+
+uint32_t moevk_history_warnings(const moevk_history *history) {
+    if (!history || history->count == 0) return 0;
+    const moevk_history_info *info = &history->info;
+    uint32_t warnings = 0;
+    if (history->count >= info->collapse_steps) {
+        uint32_t held = 0;
+        while (held < info->collapse_steps &&
+               recent(history, held)->top_share > info->collapse_share &&
+               recent(history, held)->top_expert == recent(history, 0)->top_expert)
+            ++held;
+        if (held == info->collapse_steps) warnings |= MOEVK_WARNING_COLLAPSE;
+    }
+    uint32_t window = info->oscillation_steps;
+    if (history->count >= window && window >= 2) {
+        uint32_t changes = 0, unbalanced = 1;
+        for (uint32_t back = 0; back + 1 < window; ++back) {
+            changes += recent(history, back)->top_expert != recent(history, back + 1)->top_expert;
+            unbalanced = unbalanced && recent(history, back)->imbalance > 1.5;
+        }
+        unbalanced = unbalanced && recent(history, window - 1)->imbalance > 1.5;
+        if (unbalanced && 2 * changes >= window) warnings |= MOEVK_WARNING_OSCILLATION;
+    }
+    return warnings;
+}
+
+moevk_result moevk_history_write_csv(const moevk_history *history, const char *path) {
+    if (!history || !path) return MOEVK_ERROR_INVALID_ARGUMENT;
+    FILE *file = fopen(path, "w");
+    if (!file) return MOEVK_ERROR_INVALID_ARGUMENT;
+    uint32_t E = history->info.num_experts;
+    fprintf(file, "step,entropy,z_loss,aux_loss,drop_fraction,imbalance,load_cv,top_expert,"
+                  "top_share,nonfinite_rows,masked_rows");
+    for (uint32_t e = 0; e < E; ++e) fprintf(file, ",before_%u", e);
+    for (uint32_t e = 0; e < E; ++e) fprintf(file, ",kept_%u", e);
+    fprintf(file, "\n");
+    for (uint32_t i = 0; i < history->count; ++i) {
+        uint32_t slot = slot_of(history, i);
+        const moevk_step_report *r = &history->reports[slot];
+        fprintf(file, "%u,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%u,%.9g,%u,%u", r->step, r->entropy,
+                r->z_loss, r->aux_loss, r->drop_fraction, r->imbalance, r->load_cv, r->top_expert,
+                r->top_share, r->nonfinite_rows, r->masked_rows);
+        const uint32_t *counts = history->counts + (size_t)slot * 2 * E;
+        for (uint32_t e = 0; e < 2 * E; ++e) fprintf(file, ",%u", counts[e]);
+        fprintf(file, "\n");
+    }
+    return fclose(file) == 0 ? MOEVK_SUCCESS : MOEVK_ERROR_INVALID_ARGUMENT;
+}
+
+static void write_counts_json(FILE *file, const uint32_t *counts, uint32_t E) {
+    fprintf(file, "[");
+    for (uint32_t e = 0; e < E; ++e) fprintf(file, e ? ", %u" : "%u", counts[e]);
+    fprintf(file, "]");
+}
+
+moevk_result moevk_history_write_json(const moevk_history *history, const char *path) {
+    if (!history || !path) return MOEVK_ERROR_INVALID_ARGUMENT;
+    FILE *file = fopen(path, "w");
+    if (!file) return MOEVK_ERROR_INVALID_ARGUMENT;
+    uint32_t E = history->info.num_experts;
+    fprintf(file, "{\n  \"num_experts\": %u,\n  \"warnings\": %u,\n  \"steps\": [", E,
+            moevk_history_warnings(history));
+    for (uint32_t i = 0; i < history->count; ++i) {
+        uint32_t slot = slot_of(history, i);
+        const moevk_step_report *r = &history->reports[slot];
+        const uint32_t *counts = history->counts + (size_t)slot * 2 * E;
+        fprintf(file,
+                "%s\n    {\"step\": %u, \"entropy\": %.9g, \"z_loss\": %.9g, \"aux_loss\": %.9g, "
+                "\"drop_fraction\": %.9g, \"imbalance\": %.9g, \"load_cv\": %.9g, "
+                "\"top_expert\": %u, \"top_share\": %.9g, \"nonfinite_rows\": %u, "
+                "\"masked_rows\": %u, \"before\": ",
+                i ? "," : "", r->step, r->entropy, r->z_loss, r->aux_loss, r->drop_fraction,
+                r->imbalance, r->load_cv, r->top_expert, r->top_share, r->nonfinite_rows,
+                r->masked_rows);
+        write_counts_json(file, counts, E);
+        fprintf(file, ", \"kept\": ");
+        write_counts_json(file, counts + E, E);
+        fprintf(file, "}");
+    }
+    fprintf(file, "\n  ]\n}\n");
+    return fclose(file) == 0 ? MOEVK_SUCCESS : MOEVK_ERROR_INVALID_ARGUMENT;
+}

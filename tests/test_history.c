@@ -1,0 +1,133 @@
+/* Routing health over steps: reports from real routes, the ring buffer, the collapse and
+ * oscillation warnings, and the CSV and JSON files. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+/* A step with no drops and these selections per expert. */
+static void add_counts(moevk_history *history, uint32_t step, const uint32_t *counts) {
+    moevk_route_stats stats = {0};
+    moevk_history_add(history, step, &stats, counts, counts);
+}
+
+static void test_reports_follow_the_routes(void) {
+    const uint32_t E = 8, T = 256;
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = E;
+    info.top_k = 2;
+    info.max_tokens = T;
+    info.capacity_factor = 1.0f;
+    moevk_router *router = NULL;
+    moevk_history *history = NULL;
+    moevk_history_info history_info = {.num_experts = E, .capacity = 4};
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    CHECK(moevk_history_create(&history_info, &history) == MOEVK_SUCCESS, "history");
+    float logits[256 * 8];
+    uint32_t before[8], kept[8];
+    moevk_route_stats stats;
+    for (uint32_t step = 0; step < 6; ++step) {
+        for (uint32_t i = 0; i < T * E; ++i) logits[i] = rng_normal() + (i % E == 0 ? 1.0f : 0.0f);
+        moevk_route_input input = {.num_tokens = T, .logits = logits};
+        moevk_route_output output = {.counts_before = before, .counts = kept, .stats = &stats};
+        CHECK_OK(moevk_route(router, &input, &output));
+        CHECK(moevk_history_add(history, step, &stats, before, kept) == MOEVK_SUCCESS, "add");
+    }
+    moevk_router_destroy(router);
+    CHECK(moevk_history_count(history) == 4, "the ring holds %u, want 4",
+          moevk_history_count(history));
+    moevk_step_report first, last;
+    uint32_t got_before[8], got_kept[8];
+    CHECK(moevk_history_get(history, 0, &first, NULL, NULL) == MOEVK_SUCCESS, "get 0");
+    CHECK(moevk_history_get(history, 3, &last, got_before, got_kept) == MOEVK_SUCCESS, "get 3");
+    CHECK(first.step == 2 && last.step == 5, "steps %u..%u, want 2..5", first.step, last.step);
+    CHECK(!memcmp(got_before, before, sizeof before) && !memcmp(got_kept, kept, sizeof kept),
+          "the latest counts differ");
+    CHECK(last.entropy == stats.entropy && last.drop_fraction == stats.drop_fraction, "stats");
+    CHECK(last.top_expert == 0, "expert 0 is favoured, top is %u", last.top_expert);
+    double total = 0;
+    for (uint32_t e = 0; e < E; ++e) total += before[e];
+    CHECK(last.top_share == before[0] / total && last.imbalance == before[0] / (total / E),
+          "share %g imbalance %g", last.top_share, last.imbalance);
+    CHECK(moevk_history_get(history, 4, &last, NULL, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "past the end");
+    moevk_history_destroy(history);
+}
+
+static void test_collapse_is_warned(void) {
+    moevk_history_info info = {.num_experts = 4, .collapse_share = 0.6f, .collapse_steps = 5};
+    moevk_history *history = NULL;
+    CHECK(moevk_history_create(&info, &history) == MOEVK_SUCCESS, "history");
+    const uint32_t balanced[4] = {25, 25, 26, 24}, collapsed[4] = {5, 80, 10, 5};
+    for (uint32_t step = 0; step < 10; ++step) add_counts(history, step, balanced);
+    CHECK(moevk_history_warnings(history) == 0, "balanced routing warned");
+    for (uint32_t step = 10; step < 14; ++step) add_counts(history, step, collapsed);
+    CHECK(moevk_history_warnings(history) == 0, "four collapsed steps of five warned");
+    add_counts(history, 14, collapsed);
+    CHECK(moevk_history_warnings(history) == MOEVK_WARNING_COLLAPSE, "no collapse warning");
+    add_counts(history, 15, balanced);
+    CHECK(moevk_history_warnings(history) == 0, "a balanced step still warns");
+    moevk_history_destroy(history);
+}
+
+static void test_oscillation_is_warned(void) {
+    moevk_history_info info = {.num_experts = 4, .oscillation_steps = 8};
+    moevk_history *history = NULL;
+    CHECK(moevk_history_create(&info, &history) == MOEVK_SUCCESS, "history");
+    const uint32_t left[4] = {70, 10, 10, 10}, right[4] = {10, 70, 10, 10};
+    for (uint32_t step = 0; step < 8; ++step) add_counts(history, step, left);
+    CHECK(!(moevk_history_warnings(history) & MOEVK_WARNING_OSCILLATION), "steady load warned");
+    for (uint32_t step = 8; step < 16; ++step) add_counts(history, step, step % 2 ? left : right);
+    CHECK(moevk_history_warnings(history) & MOEVK_WARNING_OSCILLATION, "no oscillation warning");
+    moevk_history_destroy(history);
+}
+
+static void test_csv_and_json_files(void) {
+    moevk_history_info info = {.num_experts = 3};
+    moevk_history *history = NULL;
+    CHECK(moevk_history_create(&info, &history) == MOEVK_SUCCESS, "history");
+    const uint32_t counts[3] = {7, 8, 9};
+    for (uint32_t step = 0; step < 5; ++step) add_counts(history, step * 10, counts);
+    char path[] = "/tmp/moevk-history-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "temporary file");
+    CHECK(moevk_history_write_csv(history, path) == MOEVK_SUCCESS, "csv");
+    FILE *file = fopen(path, "r");
+    char line[1024];
+    int lines = 0, header_ok = 0, row_ok = 0;
+    while (file && fgets(line, sizeof line, file)) {
+        if (lines == 0) header_ok = strstr(line, "step,entropy") && strstr(line, "kept_2\n");
+        if (lines == 5) row_ok = !strncmp(line, "40,", 3) && strstr(line, ",7,8,9,7,8,9\n");
+        ++lines;
+    }
+    if (file) fclose(file);
+    CHECK(lines == 6 && header_ok && row_ok, "csv: %d lines, header %d, last row %d", lines,
+          header_ok, row_ok);
+    CHECK(moevk_history_write_json(history, path) == MOEVK_SUCCESS, "json");
+    file = fopen(path, "r");
+    char text[4096] = {0};
+    size_t n = file ? fread(text, 1, sizeof text - 1, file) : 0;
+    if (file) fclose(file);
+    remove(path);
+    CHECK(n > 0 && strstr(text, "\"steps\": [") && strstr(text, "\"before\": [7, 8, 9]"),
+          "json: %s", text);
+    CHECK(moevk_history_write_csv(history, "/nonexistent/dir/h.csv") ==
+              MOEVK_ERROR_INVALID_ARGUMENT,
+          "an unwritable path");
+    moevk_history_destroy(history);
+    moevk_history_info bad = {.num_experts = 0};
+    CHECK(moevk_history_create(&bad, &history) == MOEVK_ERROR_INVALID_ARGUMENT && !history,
+          "E = 0 accepted");
+}
+
+int main(int argc, char **argv) {
+    static const test_case tests[] = {
+        {"reports follow the routes", test_reports_follow_the_routes},
+        {"collapse is warned", test_collapse_is_warned},
+        {"oscillation is warned", test_oscillation_is_warned},
+        {"csv and json files", test_csv_and_json_files},
+    };
+    return test_main(tests, sizeof tests / sizeof tests[0], argc, argv);
+}
