@@ -445,7 +445,9 @@ typedef struct moevk_loss_info {
     float importance_coef; /* cv2(importance), importance_e = sum_t of e's combine weight */
     float load_coef;       /* cv2(load), load_e = sum_t Phi((clean key_te - thr_t) / std): needs
                               Gaussian noise; thr_t is the (k+1)-th largest noisy key when e is
-                              in t's top k, the k-th otherwise (keys = logits + bias) */
+                              in t's top k, the k-th otherwise (keys = logits + bias; with
+                              groups, the thresholds come from the kept groups' keys, while
+                              experts of the other groups still count their Phi) */
     float entropy_coef;    /* mean_t -sum_e p_te log p_te (negative: rewards entropy) */
     float sequence_coef;   /* mean_b sum_e (E / (k S)) * count_be * (1/S) * sum_t p_bte, over
                               sequences b of sequence_length S tokens (T a multiple of S) */
