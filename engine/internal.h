@@ -309,7 +309,7 @@ void record_route(moevk_router *router, const route_params *params, int with_dis
 void record_combine(moevk_router *router, const route_params *params);
 /* The losses stage's phases (shaders/losses.comp) that the call needs. */
 typedef struct loss_phases {
-    int thresholds, sequences, weights_backward, logits_backward;
+    int thresholds, cv2_slopes, sequences, weights_backward, logits_backward;
 } loss_phases;
 void record_losses(moevk_router *router, const route_params *params, const loss_phases *phases);
 /* A global memory barrier: everything written before is visible to what follows. */

@@ -73,13 +73,13 @@ static void fill_losses(const moevk_router *router, const moevk_loss_info *info,
     losses->z = stats.z_loss;
     losses->entropy = stats.entropy;
     if (router->last_valid_rows > 0) {
-        losses->importance = cv2(loss_totals, E);
-        if (info->load_coef != 0.0f) losses->load = cv2(loss_totals + E, E);
+        losses->importance = cv2(loss_totals + LOSS_TOTAL_IMPORTANCE * E, E);
+        if (info->load_coef != 0.0f) losses->load = cv2(loss_totals + LOSS_TOTAL_LOAD * E, E);
     }
     if (info->sequence_coef != 0.0f && last->num_tokens > 0) {
         uint32_t S = info->sequence_length, sequences = last->num_tokens / S;
         double sum = 0.0;
-        for (uint32_t b = 0; b < sequences; ++b) sum += loss_totals[2 * E + b];
+        for (uint32_t b = 0; b < sequences; ++b) sum += loss_totals[LOSS_TOTAL_SEQUENCES * E + b];
         losses->sequence = sum * E / ((double)k * S * S * sequences);
     }
     losses->total = info->aux_coef * losses->aux + info->z_coef * losses->z +
@@ -113,10 +113,13 @@ moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *in
     int grad_combined = info->grad_combined || info->grad_combined_buffer;
     if (grad_weights) params.flags |= FLAG_GRAD_WEIGHTS;
     if (grad_combined) params.flags |= FLAG_GRAD_COMBINED;
+    int logits_backward = grad_logits || grad_logits_buffer;
     loss_phases phases = {.thresholds = info->load_coef != 0.0f,
+                          .cv2_slopes = logits_backward &&
+                                        (info->importance_coef != 0.0f || info->load_coef != 0.0f),
                           .sequences = info->sequence_coef != 0.0f,
                           .weights_backward = grad_combined,
-                          .logits_backward = grad_logits || grad_logits_buffer};
+                          .logits_backward = logits_backward};
 
     transfer_plan *plan = &router->pending_plan;
     r = transfer_begin(plan, router);
@@ -135,7 +138,7 @@ moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *in
     if (grad_logits_buffer)
         transfer_copy_out(plan, BINDING_GRAD_LOGITS, grad_logits_buffer, T * E * 4);
     if (grad_logits) transfer_download(plan, BINDING_GRAD_LOGITS, grad_logits, T * E * 4);
-    transfer_download(plan, BINDING_LOSS_TOTALS, NULL, (2 * E + T) * 4);
+    transfer_download(plan, BINDING_LOSS_TOTALS, NULL, (LOSS_TOTAL_SEQUENCES * E + T) * 4);
     transfer_download(plan, BINDING_EXPERT_INFO, NULL, (3 * E + 1) * 4);
     transfer_download(plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
     /* The combined rows now hold dL/dcombined: a later combine recomputes them anyway. */

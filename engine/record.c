@@ -141,32 +141,28 @@ void record_losses(moevk_router *router, const route_params *params, const loss_
                                 router->context->pipeline_layout, 0, 1, &router->bound_set, 0,
                                 NULL);
     if (params->num_tokens == 0) return;
+    uint32_t sequences = params->num_tokens / params->loss.sequence_length;
+    /* Each phase that runs, with its grid; a barrier after each but the last. */
+    const struct {
+        int runs;
+        uint32_t phase, groups;
+    } plan[] = {
+        {phases->thresholds, LOSS_PHASE_THRESHOLDS, grid_for(router, params->num_tokens)},
+        {1, LOSS_PHASE_PARTIALS, params->stat_blocks},
+        {1, LOSS_PHASE_COLUMNS, 2 * params->num_experts},
+        {phases->cv2_slopes, LOSS_PHASE_CV2_SLOPES, 1},
+        {phases->sequences, LOSS_PHASE_SEQUENCES, sequences < 65535 ? sequences : 65535},
+        {phases->weights_backward, LOSS_PHASE_WEIGHTS_BACKWARD,
+         grid_for(router, (uint64_t)params->num_tokens * params->top_k)},
+        {phases->logits_backward, LOSS_PHASE_LOGITS_BACKWARD, grid_for(router, params->num_tokens)},
+    };
     route_params phase = *params;
-    if (phases->thresholds) {
-        phase.phase = 0;
-        run_stage(router, STAGE_LOSSES, &phase, grid_for(router, params->num_tokens));
-        compute_to_compute(router);
-    }
-    phase.phase = 1;
-    run_stage(router, STAGE_LOSSES, &phase, params->stat_blocks);
-    compute_to_compute(router);
-    phase.phase = 2;
-    run_stage(router, STAGE_LOSSES, &phase, 2 * params->num_experts);
-    compute_to_compute(router);
-    if (phases->sequences) {
-        phase.phase = 3;
-        uint32_t sequences = params->num_tokens / params->loss.sequence_length;
-        run_stage(router, STAGE_LOSSES, &phase, sequences < 65535 ? sequences : 65535);
-        compute_to_compute(router);
-    }
-    if (phases->weights_backward) {
-        phase.phase = 4;
-        run_stage(router, STAGE_LOSSES, &phase,
-                  grid_for(router, (uint64_t)params->num_tokens * params->top_k));
-        compute_to_compute(router);
-    }
-    if (phases->logits_backward) {
-        phase.phase = 5;
-        run_stage(router, STAGE_LOSSES, &phase, grid_for(router, params->num_tokens));
+    int first = 1;
+    for (size_t i = 0; i < sizeof plan / sizeof plan[0]; ++i) {
+        if (!plan[i].runs) continue;
+        if (!first) compute_to_compute(router);
+        first = 0;
+        phase.phase = plan[i].phase;
+        run_stage(router, STAGE_LOSSES, &phase, plan[i].groups);
     }
 }

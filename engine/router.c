@@ -224,7 +224,7 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
     int losses = info->losses != 0;
     sizes[BINDING_LOSS_ROWS] = losses ? T * 16 : 0;
     sizes[BINDING_LOSS_PARTIALS] = losses ? (uint64_t)MAX_STAT_BLOCKS * 2 * E * 4 : 0;
-    sizes[BINDING_LOSS_TOTALS] = losses ? (2 * E + T) * 4 : 0;
+    sizes[BINDING_LOSS_TOTALS] = losses ? (LOSS_TOTAL_SEQUENCES * E + T) * 4 : 0;
     sizes[BINDING_SEQ_COUNTS] = losses ? T * E * 4 : 0; /* sequences of length 1 at most */
     sizes[BINDING_GRAD_WEIGHTS] = losses ? T * k * 4 : 0;
     sizes[BINDING_GRAD_LOGITS] = losses ? T * E * 4 : 0;

@@ -1,18 +1,21 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 // Balancing losses of the router's last route and their gradient with respect to the logits.
-// Every sum runs in a fixed order, so the results are the same on every run. Phases:
-// 0 (grid over tokens): each valid row's load thresholds: the (k+1)-th and k-th largest
-//   selection keys and their experts, into loss_rows.
-// 1 (stat_blocks workgroups): per block and expert, importance (sum of the combine weights)
-//   and load (sum of Phi((clean key - threshold) / sigma)), into loss_partials.
-// 2 (2E workgroups): sums each column of the partials over the blocks into loss_totals.
-// 3 (one workgroup per sequence): selections per expert in the sequence into seq_counts, and
-//   sum_e count_e * sum_t p_te into loss_totals[2E + sequence].
-// 4 (grid over [T, k]): dL/dweights: the caller's, plus <dL/dcombined_t, expert_out of the
-//   choice's row> when given (the combine's backward).
-// 5 (grid over tokens): dL/dlogits of each row: the losses and dL/dweights through the
-//   weights' renormalisation and scale, the softmax or sigmoid, and the noise.
+// Every sum runs in a fixed order, so the results are the same on every run. Phases
+// (LOSS_PHASE_*, in the order they run):
+// THRESHOLDS (grid over tokens): each valid row's load thresholds: the (k+1)-th and k-th
+//   largest selection keys and their experts, into loss_rows.
+// PARTIALS (stat_blocks workgroups): per block and expert, importance (sum of the combine
+//   weights) and load (sum of Phi((clean key - threshold) / sigma)), into loss_partials.
+// COLUMNS (2E workgroups): sums each column of the partials over the blocks into loss_totals.
+// CV2_SLOPES (one workgroup): d cv2 / d importance_e and d cv2 / d load_e, once per call
+//   rather than once per row.
+// SEQUENCES (one workgroup per sequence): selections per expert in the sequence into
+//   seq_counts, and sum_e count_e * sum_t p_te into the sequence's total.
+// WEIGHTS_BACKWARD (grid over [T, k]): dL/dweights: the caller's, plus <dL/dcombined_t,
+//   expert_out of the choice's row> when given (the combine's backward).
+// LOGITS_BACKWARD (grid over tokens): dL/dlogits of each row: the losses and dL/dweights
+//   through the weights' renormalisation and scale, the softmax or sigmoid, and the noise.
 #define MOEVK_LOSS_PARAMS
 #include "common.glsl"
 #include "noise.glsl"
@@ -145,7 +148,7 @@ void sequence_sums(uint sequence) {
         partial += float(count) * score_sum;
     }
     float total = tree_sum(partial);
-    if (lane == 0u) loss_totals[2u * P.num_experts + sequence] = total;
+    if (lane == 0u) loss_totals[LOSS_TOTAL_SEQUENCES * P.num_experts + sequence] = total;
     barrier(); // the next sequence reuses the shared counts and lanes
 }
 
@@ -181,15 +184,23 @@ float cv2_slope(float value, float mean, float variance) {
            (denominator * denominator);
 }
 
-vec2 mean_variance(uint offset) {
-    float mean = 0.0, variance = 0.0;
-    for (uint e = 0; e < P.num_experts; ++e) mean += loss_totals[offset + e];
-    mean /= float(P.num_experts);
-    for (uint e = 0; e < P.num_experts; ++e) {
-        float deviation = loss_totals[offset + e] - mean;
-        variance += deviation * deviation;
+// The slopes of one CV^2 loss: from the totals at `values` to the slopes at `slopes`.
+void cv2_slopes_of(uint values, uint slopes) {
+    uint E = P.num_experts;
+    float sum = 0.0;
+    for (uint e = gl_LocalInvocationID.x; e < E; e += gl_WorkGroupSize.x)
+        sum += loss_totals[values + e];
+    float mean = tree_sum(sum) / float(E);
+    barrier(); // every lane has read the mean before the lanes are reused
+    float squares = 0.0;
+    for (uint e = gl_LocalInvocationID.x; e < E; e += gl_WorkGroupSize.x) {
+        float deviation = loss_totals[values + e] - mean;
+        squares += deviation * deviation;
     }
-    return vec2(mean, variance / float(P.num_experts));
+    float variance = tree_sum(squares) / float(E);
+    barrier();
+    for (uint e = gl_LocalInvocationID.x; e < E; e += gl_WorkGroupSize.x)
+        loss_totals[slopes + e] = cv2_slope(loss_totals[values + e], mean, variance);
 }
 
 // dL/dp_te of the losses that read the whole routing distribution (balancing, entropy,
@@ -233,7 +244,6 @@ void logits_backward(uint token) {
     // dL/dq_j of each choice's score q (before renormalisation and scale).
     float q[TOP_K], grad_q[TOP_K];
     float q_sum = 0.0;
-    vec2 importance = P.importance_coef != 0.0 ? mean_variance(0u) : vec2(0.0);
     for (uint j = 0; j < TOP_K; ++j) {
         q[j] = 0.0;
         grad_q[j] = 0.0;
@@ -246,7 +256,8 @@ void logits_backward(uint token) {
         if ((P.flags & (FLAG_GRAD_WEIGHTS | FLAG_GRAD_COMBINED)) != 0u)
             g = grad_weights[token * P.top_k + j];
         if (P.importance_coef != 0.0)
-            g += P.importance_coef * cv2_slope(loss_totals[expert], importance.x, importance.y);
+            g += P.importance_coef *
+                 loss_totals[LOSS_TOTAL_IMPORTANCE_SLOPE * P.num_experts + uint(expert)];
         grad_q[j] = g * P.scale;
     }
     if ((P.flags & FLAG_RENORMALIZE) != 0u && q_sum > 0.0) {
@@ -265,7 +276,6 @@ void logits_backward(uint token) {
     if (!sigmoid)
         for (uint j = 0; j < TOP_K; ++j) dot += q[j] * grad_q[j];
 
-    vec2 load = P.load_coef != 0.0 ? mean_variance(E) : vec2(0.0);
     vec4 thresholds = P.load_coef != 0.0 ? loss_rows[token] : vec4(0.0);
     float into_kth = 0.0, into_next = 0.0; // load slopes owed to the two threshold experts
     for (uint e = 0; e < E; ++e) {
@@ -292,7 +302,7 @@ void logits_backward(uint token) {
                 bool in_top_k = selected(token, e);
                 float z = load_z(token, e, thresholds, in_top_k);
                 if (!isinf(z)) {
-                    float slope = P.load_coef * cv2_slope(loss_totals[E + e], load.x, load.y) *
+                    float slope = P.load_coef * loss_totals[LOSS_TOTAL_LOAD_SLOPE * E + e] *
                                   normal_pdf(z) / P.noise_amount;
                     grad += slope;
                     if (in_top_k) into_next += slope; else into_kth += slope;
@@ -309,16 +319,20 @@ void logits_backward(uint token) {
 
 void main() {
     uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
-    if (P.phase == 0u) {
+    if (P.phase == LOSS_PHASE_THRESHOLDS) {
         for (uint t = gl_GlobalInvocationID.x; t < P.num_tokens; t += stride) thresholds(t);
-    } else if (P.phase == 1u) {
+    } else if (P.phase == LOSS_PHASE_PARTIALS) {
         partial_sums();
-    } else if (P.phase == 2u) {
+    } else if (P.phase == LOSS_PHASE_COLUMNS) {
         column_sums();
-    } else if (P.phase == 3u) {
+    } else if (P.phase == LOSS_PHASE_CV2_SLOPES) {
+        uint E = P.num_experts;
+        cv2_slopes_of(LOSS_TOTAL_IMPORTANCE * E, LOSS_TOTAL_IMPORTANCE_SLOPE * E);
+        cv2_slopes_of(LOSS_TOTAL_LOAD * E, LOSS_TOTAL_LOAD_SLOPE * E);
+    } else if (P.phase == LOSS_PHASE_SEQUENCES) {
         uint sequences = P.num_tokens / P.sequence_length;
         for (uint b = gl_WorkGroupID.x; b < sequences; b += gl_NumWorkGroups.x) sequence_sums(b);
-    } else if (P.phase == 4u) {
+    } else if (P.phase == LOSS_PHASE_WEIGHTS_BACKWARD) {
         for (uint c = gl_GlobalInvocationID.x; c < P.num_tokens * P.top_k; c += stride)
             weights_backward(c);
     } else {

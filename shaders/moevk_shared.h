@@ -24,7 +24,8 @@
 /* The losses' buffers (moevk_router_losses), sized only for routers created with losses. */
 #define BINDING_LOSS_ROWS 18     /* [T] vec4: load thresholds (k+1-th, k-th key) and their experts */
 #define BINDING_LOSS_PARTIALS 19 /* [stat_blocks, 2E] float: importance, load */
-#define BINDING_LOSS_TOTALS 20   /* [2E + T] float: importance, load; per-sequence sums */
+#define BINDING_LOSS_TOTALS 20   /* [4E + T] float: importance, load, their CV^2 slopes;
+                                    per-sequence sums */
 #define BINDING_SEQ_COUNTS 21    /* [T / S, E] uint: selections per sequence and expert */
 #define BINDING_GRAD_WEIGHTS 22  /* [T, k] float: dL/dweights */
 #define BINDING_GRAD_LOGITS 23   /* [T, E] float: dL/dlogits */
@@ -51,6 +52,22 @@
 #define FLAG_NOISY_SCORES 32u /* weights and statistics from the noisy logits, not the clean */
 #define FLAG_GRAD_WEIGHTS 64u  /* losses: the caller gave dL/dweights */
 #define FLAG_GRAD_COMBINED 128u /* losses: the caller gave dL/dcombined (adds to dL/dweights) */
+
+/* Phases of the losses stage (shaders/losses.comp), in the order they run. */
+#define LOSS_PHASE_THRESHOLDS 0u
+#define LOSS_PHASE_PARTIALS 1u
+#define LOSS_PHASE_COLUMNS 2u
+#define LOSS_PHASE_CV2_SLOPES 3u
+#define LOSS_PHASE_SEQUENCES 4u
+#define LOSS_PHASE_WEIGHTS_BACKWARD 5u
+#define LOSS_PHASE_LOGITS_BACKWARD 6u
+
+/* Offsets in the losses' totals (BINDING_LOSS_TOTALS), in units of E floats, then T. */
+#define LOSS_TOTAL_IMPORTANCE 0u
+#define LOSS_TOTAL_LOAD 1u
+#define LOSS_TOTAL_IMPORTANCE_SLOPE 2u
+#define LOSS_TOTAL_LOAD_SLOPE 3u
+#define LOSS_TOTAL_SEQUENCES 4u
 
 /* Specialization constant ids. */
 #define SPEC_WORKGROUP_SIZE 0
