@@ -82,16 +82,7 @@ static void route_row(const moevk_router_info *info, const ref_call *call, uint3
         if (isnan(key) || key == INFINITY) nonfinite = 1;
         max_raw = fmax(max_raw, logits[e]);
         max_score = fmax(max_score, score_logit(info, call, logits[e], t, e));
-        if (key > keys[K]) {
-            uint32_t j = K;
-            while (j > 0 && key > keys[j - 1]) {
-                keys[j] = keys[j - 1];
-                experts[j] = experts[j - 1];
-                --j;
-            }
-            keys[j] = key;
-            experts[j] = (int32_t)e;
-        }
+        ref_insert_descending(keys, experts, K + 1, key, (int32_t)e);
     }
     memset(row, 0, sizeof *row);
     for (uint32_t e = 0; e < E; ++e) p[e] = sig[e] = 0.0;

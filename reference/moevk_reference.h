@@ -42,6 +42,11 @@ float ref_noisy_logit(const moevk_router_info *info, const ref_call *call, float
 float ref_score_logit(const moevk_router_info *info, const ref_call *call, float logit,
                       uint32_t token, uint32_t expert);
 
+/* Top-n by stable insertion: key goes into keys/ids [n] (descending) if it beats the last;
+ * an equal key goes after the earlier one, so ties keep the lower id, as the shaders do. -inf
+ * and NaN keys never enter. */
+void ref_insert_descending(double *keys, int32_t *ids, uint32_t n, double key, int32_t id);
+
 /* Group-limited routing: the mask of a row's kept groups from its selection keys [E] (all bits
  * when groups are off), and whether an expert's group is kept. */
 uint32_t ref_kept_groups(const moevk_router_info *info, const float *keys);

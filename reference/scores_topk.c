@@ -38,6 +38,18 @@ uint32_t ref_kept_groups(const moevk_router_info *info, const float *keys) {
     return mask;
 }
 
+void ref_insert_descending(double *keys, int32_t *ids, uint32_t n, double key, int32_t id) {
+    if (!(key > keys[n - 1])) return;
+    uint32_t j = n - 1;
+    while (j > 0 && key > keys[j - 1]) {
+        keys[j] = keys[j - 1];
+        ids[j] = ids[j - 1];
+        --j;
+    }
+    keys[j] = key;
+    ids[j] = id;
+}
+
 int ref_group_kept(const moevk_router_info *info, uint32_t mask, uint32_t expert) {
     return info->num_groups <= 1 ||
            (mask >> (expert / (info->num_experts / info->num_groups)) & 1u);
@@ -49,7 +61,7 @@ static void route_row(const moevk_router_info *info, const ref_call *call, uint3
     uint32_t E = info->num_experts, K = info->top_k;
     int sigmoid = info->score == MOEVK_SCORE_SIGMOID;
     float tau = info->temperature;
-    float best_key[MOEVK_MAX_TOP_K];
+    double best_key[MOEVK_MAX_TOP_K]; /* f32 keys, held exactly */
     int32_t best[MOEVK_MAX_TOP_K];
     for (uint32_t j = 0; j < K; ++j) {
         best_key[j] = -INFINITY;
@@ -57,29 +69,18 @@ static void route_row(const moevk_router_info *info, const ref_call *call, uint3
     }
     int nonfinite = 0;
     float max_raw = -INFINITY, max_score = -INFINITY;
-    float keys[MOEVK_MAX_EXPERTS];
+    float noisy[MOEVK_MAX_EXPERTS], keys[MOEVK_MAX_EXPERTS];
     for (uint32_t e = 0; e < E; ++e) {
-        float noisy = ref_noisy_logit(info, call, logit_row[e], token, e);
-        keys[e] = bias ? noisy + bias[e] : noisy;
+        noisy[e] = ref_noisy_logit(info, call, logit_row[e], token, e);
+        keys[e] = bias ? noisy[e] + bias[e] : noisy[e];
     }
     uint32_t groups = ref_kept_groups(info, keys);
     for (uint32_t e = 0; e < E; ++e) {
-        float logit = logit_row[e];
-        float noisy = ref_noisy_logit(info, call, logit, token, e);
-        float key = keys[e];
-        if (isnan(key) || key == INFINITY) nonfinite = 1;
-        max_raw = fmaxf(max_raw, logit);
-        max_score = fmaxf(max_score, info->noisy_scores ? noisy : logit);
-        if (key > best_key[K - 1] && ref_group_kept(info, groups, e)) {
-            uint32_t j = K - 1;
-            while (j > 0 && key > best_key[j - 1]) {
-                best_key[j] = best_key[j - 1];
-                best[j] = best[j - 1];
-                --j;
-            }
-            best_key[j] = key;
-            best[j] = (int32_t)e;
-        }
+        if (isnan(keys[e]) || keys[e] == INFINITY) nonfinite = 1;
+        max_raw = fmaxf(max_raw, logit_row[e]);
+        max_score = fmaxf(max_score, info->noisy_scores ? noisy[e] : logit_row[e]);
+        if (ref_group_kept(info, groups, e))
+            ref_insert_descending(best_key, best, K, keys[e], (int32_t)e);
     }
     if (nonfinite || isinf(max_raw)) {
         for (uint32_t j = 0; j < K; ++j) {
