@@ -130,3 +130,11 @@ int test_main(const test_case *tests, size_t count, int argc, char **argv) {
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
+
+size_t read_text_file(const char *path, char *text, size_t size) {
+    FILE *file = fopen(path, "r");
+    size_t n = file ? fread(text, 1, size - 1, file) : 0;
+    if (file) fclose(file);
+    text[n] = 0;
+    return n;
+}

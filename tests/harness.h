@@ -43,4 +43,8 @@ float rng_uniform(float low, float high);
 float rng_normal(void);
 uint64_t test_seed(void);
 
+/* Reads a text file into text (at most size - 1 bytes, NUL-terminated; "" when it cannot be
+ * read) and returns how many bytes it read. */
+size_t read_text_file(const char *path, char *text, size_t size);
+
 #endif

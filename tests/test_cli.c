@@ -28,13 +28,7 @@ static int run_cli(const char *arguments, char *message, size_t message_size) {
     snprintf(command, sizeof command, "%s route %s 2>%s", cli_path, arguments,
              path_in_work("stderr.txt"));
     int status = system(command);
-    message[0] = 0;
-    FILE *f = fopen(path_in_work("stderr.txt"), "r");
-    if (f) {
-        size_t n = fread(message, 1, message_size - 1, f);
-        message[n] = 0;
-        fclose(f);
-    }
+    read_text_file(path_in_work("stderr.txt"), message, message_size);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -103,12 +97,9 @@ static void test_route_writes_every_output(void) {
             CHECK(fabsf(y[t * d + i] - want) <= 1e-5f * fabsf(want) + 1e-6f, "combined[%u,%u]", t,
                   i);
         }
-    FILE *f = fopen(path_in_work("out/stats.json"), "r");
-    CHECK(f != NULL, "stats.json missing");
-    char json[2048] = {0};
-    size_t n = fread(json, 1, sizeof json - 1, f);
-    fclose(f);
-    json[n] = 0;
+    char json[2048];
+    CHECK(read_text_file(path_in_work("out/stats.json"), json, sizeof json) > 0,
+          "stats.json missing");
     CHECK(strstr(json, "\"aux_loss\"") && strstr(json, "\"z_loss\"") &&
               strstr(json, "\"entropy\"") && strstr(json, "\"drop_fraction\"") &&
               strstr(json, "\"nonfinite_rows\": 0") && strstr(json, "\"capacity\"") &&
@@ -244,12 +235,7 @@ static void test_no_vulkan_device_is_a_clear_error(void) {
              "VK_DRIVER_FILES=/nonexistent.json VK_ICD_FILENAMES=/nonexistent.json %s demo 2>%s",
              cli_path, path_in_work("nodevice.txt"));
     int status = system(command);
-    FILE *f = fopen(path_in_work("nodevice.txt"), "r");
-    if (f) {
-        size_t n = fread(message, 1, sizeof message - 1, f);
-        message[n] = 0;
-        fclose(f);
-    }
+    read_text_file(path_in_work("nodevice.txt"), message, sizeof message);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1, "exit status %d", status);
     CHECK(strstr(message, "no Vulkan device") && strstr(message, "MOEVK_ERROR_NO_DEVICE"),
           "message: %s", message);
@@ -321,11 +307,8 @@ static void test_losses_and_gradient_files(void) {
     npy_free(&grad);
     CHECK(shape_ok && computed, "grad_logits.npy must be [%u, %u] f32", T, E);
     CHECK(worst < 1e-5, "grad_logits differs from the reference by %g", worst);
-    FILE *file = fopen(path_in_work("out_loss/losses.json"), "r");
-    CHECK(file, "no losses.json");
-    char text[512] = {0};
-    size_t n = fread(text, 1, sizeof text - 1, file);
-    fclose(file);
+    char text[512];
+    size_t n = read_text_file(path_in_work("out_loss/losses.json"), text, sizeof text);
     CHECK(n > 0 && strstr(text, "\"total\""), "losses.json: %s", text);
     snprintf(args, sizeof args, "--logits %s --loss load=1 --out %s",
              path_in_work("logits_loss.npy"), path_in_work("o"));
@@ -341,10 +324,8 @@ static void test_train_demo_learns_and_writes_history(void) {
     snprintf(command, sizeof command, "%s train-demo --steps 200 --every 50 --out %s > %s 2>&1",
              cli_path, path_in_work("train"), path_in_work("train.txt"));
     int status = system(command);
-    FILE *file = fopen(path_in_work("train.txt"), "r");
-    char text[8192] = {0};
-    size_t n = file ? fread(text, 1, sizeof text - 1, file) : 0;
-    if (file) fclose(file);
+    char text[8192];
+    size_t n = read_text_file(path_in_work("train.txt"), text, sizeof text);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0 && n > 0, "train-demo failed: %s", text);
     const char *final = strstr(text, "final: ");
     int percent = final ? atoi(final + 7) : 0;

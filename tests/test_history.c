@@ -106,10 +106,8 @@ static void test_csv_and_json_files(void) {
     CHECK(lines == 6 && header_ok && row_ok, "csv: %d lines, header %d, last row %d", lines,
           header_ok, row_ok);
     CHECK(moevk_history_write_json(history, path) == MOEVK_SUCCESS, "json");
-    file = fopen(path, "r");
-    char text[4096] = {0};
-    size_t n = file ? fread(text, 1, sizeof text - 1, file) : 0;
-    if (file) fclose(file);
+    char text[4096];
+    size_t n = read_text_file(path, text, sizeof text);
     remove(path);
     CHECK(n > 0 && strstr(text, "\"steps\": [") && strstr(text, "\"before\": [7, 8, 9]"),
           "json: %s", text);
@@ -124,10 +122,10 @@ static void test_csv_and_json_files(void) {
 
 int main(int argc, char **argv) {
     static const test_case tests[] = {
-        {"reports follow the routes", test_reports_follow_the_routes},
-        {"collapse is warned", test_collapse_is_warned},
-        {"oscillation is warned", test_oscillation_is_warned},
-        {"csv and json files", test_csv_and_json_files},
+        {"reports_follow_the_routes", test_reports_follow_the_routes},
+        {"collapse_is_warned", test_collapse_is_warned},
+        {"oscillation_is_warned", test_oscillation_is_warned},
+        {"csv_and_json_files", test_csv_and_json_files},
     };
     return test_main(tests, sizeof tests / sizeof tests[0], argc, argv);
 }

@@ -512,16 +512,16 @@ static void test_errors(void) {
 
 int main(int argc, char **argv) {
     static const test_case tests[] = {
-        {"softmax losses and backward", test_softmax_losses_and_backward},
-        {"sigmoid losses and backward", test_sigmoid_losses_and_backward},
-        {"sequence-wise loss", test_sequence_wise_loss},
-        {"load loss with Gaussian noise", test_load_loss_with_gaussian_noise},
-        {"jitter noisy scores backward", test_jitter_noisy_scores_backward},
-        {"group-limited losses", test_group_limited_losses},
-        {"edge sizes", test_edge_sizes},
-        {"awkward rows", test_awkward_rows},
-        {"combine backward", test_combine_backward},
-        {"device buffers", test_device_buffers},
+        {"softmax_losses_and_backward", test_softmax_losses_and_backward},
+        {"sigmoid_losses_and_backward", test_sigmoid_losses_and_backward},
+        {"sequence_wise_loss", test_sequence_wise_loss},
+        {"load_loss_with_gaussian_noise", test_load_loss_with_gaussian_noise},
+        {"jitter_noisy_scores_backward", test_jitter_noisy_scores_backward},
+        {"group_limited_losses", test_group_limited_losses},
+        {"edge_sizes", test_edge_sizes},
+        {"awkward_rows", test_awkward_rows},
+        {"combine_backward", test_combine_backward},
+        {"device_buffers", test_device_buffers},
         {"errors", test_errors},
     };
     return test_main(tests, sizeof tests / sizeof tests[0], argc, argv);

@@ -236,8 +236,8 @@ static void test_hidden_states_past_max_storage_buffer_range(void) {
 }
 
 static const test_case TESTS[] = {
-    {"group-limited routing", test_group_limited_routing},
-    {"group score is the top-two sum", test_group_score_is_the_top_two_sum},
+    {"group_limited_routing", test_group_limited_routing},
+    {"group_score_is_the_top_two_sum", test_group_score_is_the_top_two_sum},
     {"addresses_f32", test_addresses_f32},
     {"addresses_f16_logits_odd_d", test_addresses_f16_logits_odd_d},
     {"addresses_bf16_dropless_and_score", test_addresses_bf16_dropless_score},
