@@ -152,6 +152,8 @@ typedef enum stage {
     STAGE_COMBINE,
     STAGE_STATS,
     STAGE_LOSSES,
+    STAGE_SEQUENCE_MEAN,
+    STAGE_SINKHORN,
     STAGE_COUNT
 } stage;
 
@@ -197,7 +199,7 @@ typedef struct route_params {
     float temperature;
     float scale;
     uint32_t phase;
-    uint32_t reserved;
+    uint32_t mode_param; /* SEQUENCE, BATCH: tokens per sequence; SINKHORN: iteration cap */
     union {
         struct {
             VkDeviceAddress logits_address;
@@ -277,9 +279,11 @@ struct moevk_router {
 /* route.c: waits for the router's submitted work and checks the device is alive: what every
  * call that touches the router's buffers does first. */
 moevk_result router_settle(moevk_router *router);
-/* route.c: the route's statistics from the device's expert counts and stat totals. */
+/* route.c: the route's statistics from the device's expert counts and stat totals, and the
+ * decisions' header (DECISION_HEADER floats; NULL unless the route ran Sinkhorn). */
 void route_fill_stats(const moevk_router *router, const route_params *params,
-                      const uint32_t *expert_info, const float *totals, moevk_route_stats *stats);
+                      const uint32_t *expert_info, const float *totals,
+                      const float *decision_header, moevk_route_stats *stats);
 
 enum { PENDING_NONE, PENDING_ROUTE, PENDING_COMBINE };
 

@@ -13,6 +13,8 @@ static moevk_result check_losses(const moevk_router *router, const moevk_loss_in
     const route_params *last = &router->last;
     if (!info) REJECT("info must not be NULL");
     if (!router->info.losses) REJECT("the router was created without `losses`");
+    if (router->info.mode != MOEVK_MODE_TOKEN)
+        REJECT("losses and their gradients cover the TOKEN mode only");
     if (router->use_addresses)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "losses need the router's buffers within maxStorageBufferRange");
@@ -67,7 +69,7 @@ static void fill_losses(const moevk_router *router, const moevk_loss_info *info,
     const route_params *last = &router->last;
     uint32_t E = router->info.num_experts, k = router->info.top_k;
     moevk_route_stats stats;
-    route_fill_stats(router, last, expert_info, stat_totals, &stats);
+    route_fill_stats(router, last, expert_info, stat_totals, NULL, &stats);
     memset(losses, 0, sizeof *losses);
     losses->aux = stats.aux_loss;
     losses->z = stats.z_loss;

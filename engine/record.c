@@ -75,6 +75,27 @@ static void reset_timestamps(moevk_router *router, uint32_t first, uint32_t coun
     router->context->vk.vkCmdResetQueryPool(router->recording, router->timestamps, first, count);
 }
 
+/* SEQUENCE, BATCH and SINKHORN modes: the rows' flags, then the sequences' mean logits or the
+ * Sinkhorn factors that scores_topk decides from. */
+static void record_decisions(moevk_router *router, const route_params *params) {
+    int by_sequence = (params->flags & FLAG_SEQUENCE_DECISIONS) != 0;
+    int sinkhorn = (params->flags & FLAG_SINKHORN) != 0;
+    if (!by_sequence && !sinkhorn) return;
+    route_params phase = *params;
+    phase.phase = 0;
+    run_stage(router, STAGE_SEQUENCE_MEAN, &phase, grid_for(router, params->num_tokens));
+    compute_to_compute(router);
+    if (by_sequence) {
+        uint32_t sequences = div_ceil_u32(params->num_tokens, params->mode_param);
+        phase.phase = 1;
+        run_stage(router, STAGE_SEQUENCE_MEAN, &phase,
+                  grid_for(router, (uint64_t)sequences * params->num_experts));
+    } else {
+        run_stage(router, STAGE_SINKHORN, params, 1);
+    }
+    compute_to_compute(router);
+}
+
 void record_route(moevk_router *router, const route_params *params, int with_dispatch) {
     const struct VolkDeviceTable *vk = &router->context->vk;
     VkCommandBuffer cmd = router->recording;
@@ -90,6 +111,7 @@ void record_route(moevk_router *router, const route_params *params, int with_dis
     record_barrier(router, TRANSFER, VK_ACCESS_TRANSFER_WRITE_BIT, COMPUTE, SHADER_RW);
 
     if (params->num_tokens > 0) {
+        record_decisions(router, params);
         run_stage(router, STAGE_SCORES_TOPK, params, grid_for(router, params->num_tokens));
         compute_to_compute(router);
         timestamp(router, TIMESTAMP_AFTER_TOPK);

@@ -103,6 +103,8 @@ moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_bu
     route_params params;
     router_plan(router, info->num_tokens, info->step, &params);
     router_plan_noise(router, info->step, info->layer, info->inference, &params);
+    if (info->bias.buffer && options->mode != MOEVK_MODE_TOKEN)
+        REJECT("a selection bias needs the TOKEN mode");
     if (info->bias.buffer) params.flags |= FLAG_HAS_BIAS;
     external_binding bindings[] = {
         {BINDING_LOGITS, info->logits, T * E * dtype_bytes(options->logits_type), "logits"},
@@ -166,6 +168,8 @@ moevk_result moevk_router_read(moevk_router *router, const moevk_route_output *o
     uint64_t E = router->info.num_experts, TK = (uint64_t)params->num_tokens * router->info.top_k;
     uint32_t expert_info[3 * MOEVK_MAX_EXPERTS + 1];
     float totals[MOEVK_MAX_EXPERTS + STAT_SCALARS];
+    float header[DECISION_HEADER];
+    int sinkhorn = (params->flags & FLAG_SINKHORN) != 0;
     struct {
         int binding;
         void *host;
@@ -176,6 +180,7 @@ moevk_result moevk_router_read(moevk_router *router, const moevk_route_output *o
         {BINDING_EXPERT_IDS, output->expert_ids, TK * 4},
         {BINDING_WEIGHTS, output->weights, TK * 4},
         {BINDING_SLOTS, output->slots, TK * 4},
+        {BINDING_DECISIONS, sinkhorn ? header : NULL, sizeof header},
     };
     for (size_t i = 0; i < sizeof copies / sizeof copies[0]; ++i) {
         if (!copies[i].host) continue;
@@ -186,6 +191,8 @@ moevk_result moevk_router_read(moevk_router *router, const moevk_route_output *o
     if (output->counts) memcpy(output->counts, expert_info + E, E * 4);
     if (output->counts_before) memcpy(output->counts_before, expert_info, E * 4);
     if (output->offsets) memcpy(output->offsets, expert_info + 2 * E, (E + 1) * 4);
-    if (output->stats) route_fill_stats(router, params, expert_info, totals, output->stats);
+    if (output->stats)
+        route_fill_stats(router, params, expert_info, totals, sinkhorn ? header : NULL,
+                         output->stats);
     return MOEVK_SUCCESS;
 }

@@ -36,13 +36,20 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
                (unsigned long long)max_dispatched);
     if (output->offsets && info->capacity_mode != MOEVK_CAPACITY_DROPLESS)
         REJECT("offsets exist only in DROPLESS mode");
+    if (input->bias && info->mode != MOEVK_MODE_TOKEN)
+        REJECT("a selection bias needs the TOKEN mode");
     return MOEVK_SUCCESS;
 }
 
 void route_fill_stats(const moevk_router *router, const route_params *params,
-                      const uint32_t *expert_info, const float *totals, moevk_route_stats *stats) {
+                      const uint32_t *expert_info, const float *totals,
+                      const float *decision_header, moevk_route_stats *stats) {
     uint32_t E = router->info.num_experts;
     memset(stats, 0, sizeof *stats);
+    if (decision_header && params->num_tokens > 0) {
+        stats->sinkhorn_iterations = (uint32_t)decision_header[DECISION_ITERATIONS];
+        stats->sinkhorn_error = decision_header[DECISION_ERROR];
+    }
     uint64_t kept = 0;
     for (uint32_t e = 0; e < E; ++e) {
         stats->assignments += expert_info[e];
@@ -106,6 +113,8 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
                           (uint64_t)params.dispatched_rows * d * hidden_bytes);
     transfer_download(plan, BINDING_EXPERT_INFO, NULL, (3 * E + 1) * 4);
     transfer_download(plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
+    if (params.flags & FLAG_SINKHORN)
+        transfer_download(plan, BINDING_DECISIONS, NULL, DECISION_HEADER * 4);
     if (output->expert_ids)
         transfer_download(plan, BINDING_EXPERT_IDS, output->expert_ids, T * k * 4);
     if (output->weights) transfer_download(plan, BINDING_WEIGHTS, output->weights, T * k * 4);
@@ -147,7 +156,9 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
     const uint32_t *expert_info = transfer_downloaded(plan, BINDING_EXPERT_INFO);
     const float *totals = transfer_downloaded(plan, BINDING_STAT_TOTALS);
     moevk_route_stats stats;
-    route_fill_stats(router, &params, expert_info, totals, &stats);
+    const float *header =
+        (params.flags & FLAG_SINKHORN) ? transfer_downloaded(plan, BINDING_DECISIONS) : NULL;
+    route_fill_stats(router, &params, expert_info, totals, header, &stats);
     if (output->counts) memcpy(output->counts, expert_info + E, E * 4);
     if (output->counts_before) memcpy(output->counts_before, expert_info, E * 4);
     if (output->offsets) memcpy(output->offsets, expert_info + 2 * E, (E + 1) * 4);

@@ -95,6 +95,14 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
     }
     if (!schedule_ok(&info->capacity_factor_schedule, 0.0f, 1, INFINITY))
         REJECT("capacity_factor_schedule: a kind, and ends finite and >= 0, are needed");
+    if ((unsigned)info->mode > MOEVK_MODE_SINKHORN) REJECT("mode is not a moevk_routing_mode");
+    if (info->mode != MOEVK_MODE_TOKEN && info->num_groups > 1)
+        REJECT("group-limited routing needs the TOKEN mode");
+    if (info->mode == MOEVK_MODE_SEQUENCE &&
+        (info->sequence_length < 1 || info->sequence_length > (1u << 30)))
+        REJECT("sequence_length is %u; SEQUENCE mode needs 1 to 2^30", info->sequence_length);
+    if (info->max_tokens > (1u << 30) && info->mode != MOEVK_MODE_TOKEN)
+        REJECT("max_tokens is %u; the routing modes take at most 2^30 tokens", info->max_tokens);
     return MOEVK_SUCCESS;
 }
 
@@ -151,6 +159,9 @@ uint64_t moevk_router_max_dispatched_rows(const moevk_router *router) {
 void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer, int inference,
                        route_params *params) {
     const moevk_router_info *info = &router->info;
+    /* Sinkhorn balances a training batch; inference routes each token by its own top-k, as
+     * Megatron-LM does. */
+    if (inference) params->flags &= ~FLAG_SINKHORN;
     if (inference || info->noise == MOEVK_NOISE_NONE) return; /* router_plan left noise off */
     params->noise_kind = (uint32_t)info->noise;
     params->noise_amount = scheduled(&info->noise_schedule, info->noise_amount, step);
@@ -174,6 +185,15 @@ void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
     params->pad_multiple = info->pad_multiple > 1 ? info->pad_multiple : 1;
     params->flags = (info->renormalize ? FLAG_RENORMALIZE : 0) |
                     (info->score == MOEVK_SCORE_SIGMOID ? FLAG_SIGMOID : 0);
+    if (info->mode == MOEVK_MODE_SEQUENCE || info->mode == MOEVK_MODE_BATCH) {
+        params->flags |= FLAG_SEQUENCE_DECISIONS;
+        params->mode_param = info->mode == MOEVK_MODE_BATCH ? (num_tokens > 0 ? num_tokens : 1)
+                                                            : info->sequence_length;
+    }
+    if (info->mode == MOEVK_MODE_SINKHORN) {
+        params->flags |= FLAG_SINKHORN;
+        params->mode_param = info->sinkhorn_iterations ? info->sinkhorn_iterations : 100;
+    }
     if (info->capacity_mode == MOEVK_CAPACITY_DROPLESS) {
         params->flags |= FLAG_DROPLESS;
         params->capacity = UINT32_MAX;
@@ -228,20 +248,39 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
     sizes[BINDING_SEQ_COUNTS] = losses ? T * E * 4 : 0; /* sequences of length 1 at most */
     sizes[BINDING_GRAD_WEIGHTS] = losses ? T * k * 4 : 0;
     sizes[BINDING_GRAD_LOGITS] = losses ? T * E * 4 : 0;
+    uint64_t decisions = 0;
+    if (info->mode == MOEVK_MODE_SEQUENCE)
+        decisions = (T + info->sequence_length - 1) / info->sequence_length * E;
+    if (info->mode == MOEVK_MODE_BATCH) decisions = E;
+    if (info->mode == MOEVK_MODE_SINKHORN) decisions = E + T;
+    sizes[BINDING_DECISIONS] = (DECISION_HEADER + decisions) * 4;
 }
 
-static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",         "bias",
-                                                         "expert ids",     "weights",
-                                                         "row stats",      "row flags",
-                                                         "block counts",   "expert info",
-                                                         "slots",          "rows",
-                                                         "row tokens",     "order",
-                                                         "hidden states",  "dispatched rows",
-                                                         "expert outputs", "combined outputs",
-                                                         "stat partials",  "stat totals",
-                                                         "loss rows",      "loss partials",
-                                                         "loss totals",    "sequence counts",
-                                                         "dL/dweights",    "dL/dlogits"};
+static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
+                                                         "bias",
+                                                         "expert ids",
+                                                         "weights",
+                                                         "row stats",
+                                                         "row flags",
+                                                         "block counts",
+                                                         "expert info",
+                                                         "slots",
+                                                         "rows",
+                                                         "row tokens",
+                                                         "order",
+                                                         "hidden states",
+                                                         "dispatched rows",
+                                                         "expert outputs",
+                                                         "combined outputs",
+                                                         "stat partials",
+                                                         "stat totals",
+                                                         "loss rows",
+                                                         "loss partials",
+                                                         "loss totals",
+                                                         "sequence counts",
+                                                         "dL/dweights",
+                                                         "dL/dlogits",
+                                                         "routing decisions"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {
@@ -303,7 +342,8 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
     uint64_t combine_up = A16(sizes[BINDING_EXPERT_OUT]);
     uint64_t route_down = A16(sizes[BINDING_EXPERT_IDS]) + A16(sizes[BINDING_WEIGHTS]) +
                           A16(sizes[BINDING_SLOTS]) + A16(sizes[BINDING_EXPERT_INFO]) +
-                          A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_DISPATCHED]);
+                          A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_DISPATCHED]) +
+                          A16(DECISION_HEADER * 4);
     uint64_t combine_down = A16(sizes[BINDING_COMBINED]);
     uint64_t losses_up = A16(sizes[BINDING_GRAD_WEIGHTS]) + A16(sizes[BINDING_COMBINED]);
     uint64_t losses_down = A16(sizes[BINDING_GRAD_LOGITS]) + A16(sizes[BINDING_LOSS_TOTALS]) +
@@ -373,6 +413,8 @@ static moevk_result create_pipelines(moevk_router *router) {
                      info->capacity_mode != MOEVK_CAPACITY_DROPLESS;
         if (s == STAGE_DISPATCH || s == STAGE_COMBINE) needed = info->hidden_size > 0;
         if (s == STAGE_LOSSES) needed = info->losses && !router->use_addresses;
+        if (s == STAGE_SEQUENCE_MEAN) needed = info->mode != MOEVK_MODE_TOKEN;
+        if (s == STAGE_SINKHORN) needed = info->mode == MOEVK_MODE_SINKHORN;
         if (!needed) continue;
         uint32_t dtype =
             (s == STAGE_DISPATCH || s == STAGE_COMBINE) ? info->hidden_type : info->logits_type;

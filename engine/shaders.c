@@ -11,14 +11,20 @@
 #include "scores_topk.spv.h"
 #include "stats.spv.h"
 #include "losses.spv.h"
+#include "sequence_mean.spv.h"
+#include "sinkhorn.spv.h"
 
 #include "combine_addresses.spv.h"
 #include "dispatch_addresses.spv.h"
 #include "scores_topk_addresses.spv.h"
+#include "sequence_mean_addresses.spv.h"
+#include "sinkhorn_addresses.spv.h"
 #include "stats_addresses.spv.h"
 
 #include "scores_topk_rte.spv.h"
 #include "scores_topk_rte_addresses.spv.h"
+#include "sequence_mean_rte.spv.h"
+#include "sequence_mean_rte_addresses.spv.h"
 
 #define SHADER_ENTRY(name)                                                                         \
     { #name, name##_spv, sizeof name##_spv }
@@ -33,6 +39,8 @@ static const shader_code SHADERS[STAGE_COUNT] = {
     [STAGE_COMBINE] = SHADER_ENTRY(combine),
     [STAGE_STATS] = SHADER_ENTRY(stats),
     [STAGE_LOSSES] = SHADER_ENTRY(losses),
+    [STAGE_SEQUENCE_MEAN] = SHADER_ENTRY(sequence_mean),
+    [STAGE_SINKHORN] = SHADER_ENTRY(sinkhorn),
 };
 
 /* The variants that reach the large buffers through device addresses (MOEVK_ADDRESSES). */
@@ -44,17 +52,27 @@ static const shader_code ADDRESS_SHADERS[STAGE_COUNT] = {
     [STAGE_DISPATCH] = ADDRESSES_ENTRY(dispatch),
     [STAGE_COMBINE] = ADDRESSES_ENTRY(combine),
     [STAGE_STATS] = ADDRESSES_ENTRY(stats),
+    [STAGE_SEQUENCE_MEAN] = ADDRESSES_ENTRY(sequence_mean),
+    [STAGE_SINKHORN] = ADDRESSES_ENTRY(sinkhorn),
 };
 
-/* Scores and top-k asking for round-to-nearest-even f32 arithmetic (MOEVK_RTE). */
-static const shader_code RTE_SCORES_TOPK[2] = {
-    {"scores_topk_rte", scores_topk_rte_spv, sizeof scores_topk_rte_spv},
-    {"scores_topk_rte_addresses", scores_topk_rte_addresses_spv,
-     sizeof scores_topk_rte_addresses_spv},
+/* The stages whose results must round alike everywhere (jitter, the sequences' means), asking
+ * for round-to-nearest-even f32 arithmetic (MOEVK_RTE): plain and with addresses. */
+#define RTE_ENTRIES(name)                                                                          \
+    {                                                                                              \
+        {#name "_rte", name##_rte_spv, sizeof name##_rte_spv}, {                                   \
+#name "_rte_addresses", name##_rte_addresses_spv, sizeof name##_rte_addresses_spv      \
+        }                                                                                          \
+    }
+
+static const shader_code RTE_SHADERS[STAGE_COUNT][2] = {
+    [STAGE_SCORES_TOPK] = RTE_ENTRIES(scores_topk),
+    [STAGE_SEQUENCE_MEAN] = RTE_ENTRIES(sequence_mean),
 };
 
 const shader_code *shader_for_stage_rte(stage which, int addresses) {
-    return which == STAGE_SCORES_TOPK ? &RTE_SCORES_TOPK[addresses ? 1 : 0] : NULL;
+    const shader_code *code = &RTE_SHADERS[which][addresses ? 1 : 0];
+    return code->code ? code : NULL;
 }
 
 const shader_code *shader_for_stage(stage which, int addresses) {

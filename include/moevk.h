@@ -117,6 +117,27 @@ typedef struct moevk_schedule {
 /* The schedule's value at a step (computed in double, returned as float). */
 MOEVK_API float moevk_schedule_value(const moevk_schedule *schedule, uint32_t step);
 
+/* How routing decides (moevk_router_info.mode). */
+typedef enum moevk_routing_mode {
+    MOEVK_MODE_TOKEN = 0, /* each token picks its top-k experts (default) */
+    /* One decision per sequence of sequence_length consecutive tokens (the last one may be
+     * shorter), shared by its tokens: top-k of the mean of its valid tokens' logits (the sum in
+     * token order, f32, times the correctly rounded f32 reciprocal of their count: bit-exact
+     * everywhere). A token whose own row is masked or non-finite is routed nowhere and left out
+     * of the mean; an expert any valid token masks (-inf) is masked for its sequence. Noise is
+     * drawn per sequence (the counter's token index is the sequence index). */
+    MOEVK_MODE_SEQUENCE = 1,
+    MOEVK_MODE_BATCH = 2, /* one decision for the whole batch: SEQUENCE with one sequence */
+    /* Sinkhorn balanced routing (training): with K_te = exp(l_te - shift) over the valid rows,
+     * d1 = 1, then repeat d0_t = 1 / (T' * sum_e d1_e K_te + 1e-8),
+     * d1_e = 1 / (E' * sum_t d0_t K_te + 1e-8) until mean_e |change of d1_e| < 1e-4 or
+     * sinkhorn_iterations; select the top-k of (d1_e * K_te) * d0_t; weights from the plain
+     * scores. T' counts the valid rows, E' the experts some valid row does not mask (both T and
+     * E when nothing is masked); shift = max(0, largest logit - 60) keeps exp finite. l is the
+     * noisy logit when noise is on. */
+    MOEVK_MODE_SINKHORN = 3,
+} moevk_routing_mode;
+
 typedef enum moevk_capacity_mode {
     MOEVK_CAPACITY_FACTOR = 0,   /* C = max(min_capacity, ceil(capacity_factor * T * k / E)) */
     MOEVK_CAPACITY_FIXED = 1,    /* C = capacity */
@@ -323,6 +344,11 @@ typedef struct moevk_router_info {
      * the other groups are never selected. Weights and statistics are unchanged. */
     uint32_t num_groups;
     uint32_t topk_groups;
+    /* Default TOKEN. The other modes take no bias and no groups, and moevk_router_losses
+     * refuses them. */
+    moevk_routing_mode mode;
+    uint32_t sequence_length;     /* SEQUENCE mode: tokens per sequence, >= 1 */
+    uint32_t sinkhorn_iterations; /* SINKHORN mode: the iteration cap; 0: 100 */
 } moevk_router_info;
 
 #define MOEVK_MAX_EXPERTS 1024u
@@ -360,16 +386,18 @@ typedef struct moevk_route_input {
 } moevk_route_input;
 
 typedef struct moevk_route_stats {
-    uint32_t capacity;        /* C of this route (0 when dropless) */
-    uint32_t dispatched_rows; /* rows of the dispatched buffer: E*C, or offsets[E] */
-    uint64_t assignments;     /* selected (token, expert) pairs before drops */
-    uint64_t dropped;         /* of those, how many were dropped */
-    double drop_fraction;     /* dropped / assignments (0 when none) */
-    uint32_t nonfinite_rows;  /* rows holding NaN or +inf: routed nowhere */
-    uint32_t masked_rows;     /* rows whose keys are all -inf: routed nowhere */
-    double aux_loss;          /* E * sum_i f_i * P_i (Switch balancing loss) */
-    double z_loss;            /* mean over rows of logsumexp(raw logits)^2 */
-    double entropy;           /* mean over rows of -sum_i p_i log p_i */
+    uint32_t capacity;            /* C of this route (0 when dropless) */
+    uint32_t dispatched_rows;     /* rows of the dispatched buffer: E*C, or offsets[E] */
+    uint64_t assignments;         /* selected (token, expert) pairs before drops */
+    uint64_t dropped;             /* of those, how many were dropped */
+    double drop_fraction;         /* dropped / assignments (0 when none) */
+    uint32_t nonfinite_rows;      /* rows holding NaN or +inf: routed nowhere */
+    uint32_t masked_rows;         /* rows whose keys are all -inf: routed nowhere */
+    double aux_loss;              /* E * sum_i f_i * P_i (Switch balancing loss) */
+    double z_loss;                /* mean over rows of logsumexp(raw logits)^2 */
+    double entropy;               /* mean over rows of -sum_i p_i log p_i */
+    uint32_t sinkhorn_iterations; /* SINKHORN mode: iterations run (0 otherwise) */
+    float sinkhorn_error;         /* SINKHORN mode: the last mean |change of d1| */
 } moevk_route_stats;
 
 typedef struct moevk_route_output {

@@ -52,17 +52,41 @@ void ref_insert_descending(double *keys, int32_t *ids, uint32_t n, double key, i
 uint32_t ref_kept_groups(const moevk_router_info *info, const float *keys);
 int ref_group_kept(const moevk_router_info *info, uint32_t mask, uint32_t expert);
 
+/* The routing modes (moevk_routing_mode). A token row's own validity from its raw logits
+ * (REF_ROW_*); the tokens per decision (1 in TOKEN and SINKHORN modes); the mean logits
+ * [sequences, E] of SEQUENCE and BATCH modes; the correctly rounded f32 1/n (n < 2^31). */
+uint32_t ref_row_validity(const moevk_router_info *info, const void *logits, uint32_t token);
+uint32_t ref_sequence_length(const moevk_router_info *info, uint32_t T);
+void ref_sequence_means(const moevk_router_info *info, uint32_t T, const void *logits,
+                        float *means);
+float ref_exact_reciprocal(uint32_t n);
+
+/* Sinkhorn's factors (d0 [T] allocated: free it). Returns 0 when out of memory. */
+typedef struct ref_sinkhorn_factors {
+    float shift;
+    float d1[MOEVK_MAX_EXPERTS];
+    float *d0;
+    uint32_t iterations;
+    float error;
+} ref_sinkhorn_factors;
+int ref_sinkhorn(const moevk_router_info *info, const ref_call *call, uint32_t T,
+                 const void *logits, ref_sinkhorn_factors *out);
+/* The selection key of a noisy logit: (d1_e * exp(noisy - shift)) * d0_t; non-finite stays. */
+float ref_sinkhorn_key(const ref_sinkhorn_factors *factors, float noisy, uint32_t token,
+                       uint32_t expert);
+
 /* Per-row values the stats need: largest logit, 1/normaliser, raw logsumexp, entropy. */
 typedef struct ref_row_stats {
     float max_logit, inv_norm, lse_raw, entropy;
     uint32_t flag;
 } ref_row_stats;
 
-/* Scores and top-k. logits [T, E] in info->logits_type; bias [E] or NULL.
- * Writes ids, weights [T, k] and row_stats [T]. */
-void ref_scores_topk(const moevk_router_info *info, const ref_call *call, uint32_t T,
-                     const void *logits, const float *bias, int32_t *ids, float *weights,
-                     ref_row_stats *row_stats);
+/* Scores and top-k, in the router's mode. logits [T, E] in info->logits_type; bias [E] or NULL.
+ * Writes ids, weights [T, k] and row_stats [T]. Allocates scratch in the SEQUENCE, BATCH and
+ * SINKHORN modes; returns 0 if that fails, else 1. */
+int ref_scores_topk(const moevk_router_info *info, const ref_call *call, uint32_t T,
+                    const void *logits, const float *bias, int32_t *ids, float *weights,
+                    ref_row_stats *row_stats);
 
 /* Bucketing with the capacity (ignored when dropless) and the drop policy.
  * Writes slots, rows [T, k]; row_token [dispatched rows] (-1 where unfilled);
@@ -82,10 +106,11 @@ void ref_dispatch(uint64_t num_rows, uint64_t row_bytes, const int32_t *row_toke
 void ref_combine(const moevk_router_info *info, uint32_t T, const int32_t *rows,
                  const float *weights, const void *expert_out, void *combined);
 
-/* Statistics from the logits, row stats and counts (in double). */
-void ref_stats(const moevk_router_info *info, const ref_call *call, uint32_t T, const void *logits,
-               const ref_row_stats *row_stats, const uint32_t *counts_before,
-               moevk_route_stats *stats);
+/* Statistics from the logits, row stats and counts (in double). Allocates in SEQUENCE and BATCH
+ * modes: returns 0 if that fails, else 1. */
+int ref_stats(const moevk_router_info *info, const ref_call *call, uint32_t T, const void *logits,
+              const ref_row_stats *row_stats, const uint32_t *counts_before,
+              moevk_route_stats *stats);
 
 /* The losses of a batch and sum_tj grad_weights_tj * w_tj (grad_weights [T, k] or NULL), in
  * double from double logits [T, E], routing them again (selection, f_i and the sequence counts

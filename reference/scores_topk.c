@@ -1,6 +1,7 @@
 /* Reference of shaders/scores_topk.comp: scores, top-k by logit + bias (ties to the lower
  * expert), weights without the bias, and the per-row values of the stats. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "moevk_reference.h"
 
@@ -55,8 +56,11 @@ int ref_group_kept(const moevk_router_info *info, uint32_t mask, uint32_t expert
            (mask >> (expert / (info->num_experts / info->num_groups)) & 1u);
 }
 
+/* token: the noise counter's (the sequence's in SEQUENCE and BATCH modes); sinkhorn: the
+ * factors that make the keys, or NULL. */
 static void route_row(const moevk_router_info *info, const ref_call *call, uint32_t token,
-                      const float *logit_row, const float *bias, int32_t *ids, float *weights,
+                      const float *logit_row, const float *bias,
+                      const ref_sinkhorn_factors *sinkhorn, int32_t *ids, float *weights,
                       ref_row_stats *stats) {
     uint32_t E = info->num_experts, K = info->top_k;
     int sigmoid = info->score == MOEVK_SCORE_SIGMOID;
@@ -69,10 +73,12 @@ static void route_row(const moevk_router_info *info, const ref_call *call, uint3
     }
     int nonfinite = 0;
     float max_raw = -INFINITY, max_score = -INFINITY;
-    float noisy[MOEVK_MAX_EXPERTS], keys[MOEVK_MAX_EXPERTS];
+    float noisy[MOEVK_MAX_EXPERTS], keys[MOEVK_MAX_EXPERTS] = {0}; /* zeroed: quiets gcc */
     for (uint32_t e = 0; e < E; ++e) {
         noisy[e] = ref_noisy_logit(info, call, logit_row[e], token, e);
-        keys[e] = bias ? noisy[e] + bias[e] : noisy[e];
+        keys[e] = sinkhorn ? ref_sinkhorn_key(sinkhorn, noisy[e], token, e)
+                  : bias   ? noisy[e] + bias[e]
+                           : noisy[e];
     }
     uint32_t groups = ref_kept_groups(info, keys);
     for (uint32_t e = 0; e < E; ++e) {
@@ -130,15 +136,50 @@ static void route_row(const moevk_router_info *info, const ref_call *call, uint3
     }
 }
 
-void ref_scores_topk(const moevk_router_info *info, const ref_call *call, uint32_t T,
-                     const void *logits, const float *bias, int32_t *ids, float *weights,
-                     ref_row_stats *row_stats) {
+static void route_nowhere(const moevk_router_info *info, uint32_t flag, int32_t *ids,
+                          float *weights, ref_row_stats *stats) {
+    for (uint32_t j = 0; j < info->top_k; ++j) {
+        ids[j] = -1;
+        weights[j] = 0.0f;
+    }
+    *stats = (ref_row_stats){0, 0, 0, 0, flag};
+}
+
+int ref_scores_topk(const moevk_router_info *info, const ref_call *call, uint32_t T,
+                    const void *logits, const float *bias, int32_t *ids, float *weights,
+                    ref_row_stats *row_stats) {
     uint32_t E = info->num_experts, K = info->top_k;
+    int by_sequence = info->mode == MOEVK_MODE_SEQUENCE || info->mode == MOEVK_MODE_BATCH;
+    int sinkhorn = info->mode == MOEVK_MODE_SINKHORN && !(call && call->inference);
+    uint32_t S = ref_sequence_length(info, T);
+    float *means = NULL;
+    ref_sinkhorn_factors factors = {0};
+    if (by_sequence) {
+        means = malloc(((uint64_t)(T + S - 1) / S * E + 1) * sizeof *means);
+        if (!means) return 0;
+        ref_sequence_means(info, T, logits, means);
+    }
+    if (sinkhorn && !ref_sinkhorn(info, call, T, logits, &factors)) return 0;
     float row[MOEVK_MAX_EXPERTS];
     for (uint32_t t = 0; t < T; ++t) {
+        int32_t *row_ids = ids + (uint64_t)t * K;
+        float *row_weights = weights + (uint64_t)t * K;
+        if (by_sequence) {
+            uint32_t flag = ref_row_validity(info, logits, t);
+            if (flag != REF_ROW_VALID) {
+                route_nowhere(info, flag, row_ids, row_weights, &row_stats[t]);
+                continue;
+            }
+            route_row(info, call, t / S, means + (uint64_t)(t / S) * E, NULL, NULL, row_ids,
+                      row_weights, &row_stats[t]);
+            continue;
+        }
         for (uint32_t e = 0; e < E; ++e)
             row[e] = ref_load(logits, (uint64_t)t * E + e, info->logits_type);
-        route_row(info, call, t, row, bias, ids + (uint64_t)t * K, weights + (uint64_t)t * K,
+        route_row(info, call, t, row, bias, sinkhorn ? &factors : NULL, row_ids, row_weights,
                   &row_stats[t]);
     }
+    free(means);
+    free(factors.d0);
+    return 1;
 }

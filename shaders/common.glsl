@@ -38,7 +38,7 @@ layout(push_constant) uniform Params {
     float temperature;
     float scale;
     uint phase;
-    uint reserved;
+    uint mode_param; // SEQUENCE, BATCH: tokens per sequence; SINKHORN: the iteration cap
 #ifdef MOEVK_LOSS_PARAMS
     // The losses stage never uses device addresses: it holds its coefficients there instead
     // (engine/internal.h: loss_params).
@@ -94,6 +94,8 @@ layout(std430, binding = BINDING_LOSS_TOTALS) buffer LossTotals { float loss_tot
 layout(std430, binding = BINDING_SEQ_COUNTS) buffer SeqCounts { uint seq_counts[]; };
 layout(std430, binding = BINDING_GRAD_WEIGHTS) buffer GradWeights { float grad_weights[]; };
 layout(std430, binding = BINDING_GRAD_LOGITS) buffer GradLogits { float grad_logits[]; };
+// Coherent: the Sinkhorn stage's invocations read each other's writes within one workgroup.
+layout(std430, binding = BINDING_DECISIONS) coherent buffer Decisions { float decisions[]; };
 layout(std430, binding = BINDING_HIDDEN) readonly buffer HiddenVec4 { uvec4 hidden_vec4[]; };
 layout(std430, binding = BINDING_DISPATCHED) buffer DispatchedVec4 { uvec4 dispatched_vec4[]; };
 layout(std430, binding = BINDING_EXPERT_OUT) readonly buffer ExpertOutVec4 { uvec4 expert_out_vec4[]; };

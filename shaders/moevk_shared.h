@@ -29,7 +29,16 @@
 #define BINDING_SEQ_COUNTS 21    /* [T / S, E] uint: selections per sequence and expert */
 #define BINDING_GRAD_WEIGHTS 22  /* [T, k] float: dL/dweights */
 #define BINDING_GRAD_LOGITS 23   /* [T, E] float: dL/dlogits */
-#define BINDING_COUNT 24
+/* The routing modes' scratch (SEQUENCE, BATCH, SINKHORN): DECISION_HEADER scalars, then
+ * SEQUENCE: mean logits [sequences, E]; SINKHORN: d1 [E], d0 [T]. */
+#define BINDING_DECISIONS 24
+#define BINDING_COUNT 25
+
+/* The decisions' header: Sinkhorn's shift of the logits, iterations run, last mean change. */
+#define DECISION_SHIFT 0
+#define DECISION_ITERATIONS 1
+#define DECISION_ERROR 2
+#define DECISION_HEADER 4
 
 /* Row flags written by scores_topk. */
 #define ROW_VALID 0u
@@ -52,6 +61,8 @@
 #define FLAG_NOISY_SCORES 32u /* weights and statistics from the noisy logits, not the clean */
 #define FLAG_GRAD_WEIGHTS 64u  /* losses: the caller gave dL/dweights */
 #define FLAG_GRAD_COMBINED 128u /* losses: the caller gave dL/dcombined (adds to dL/dweights) */
+#define FLAG_SEQUENCE_DECISIONS 256u /* SEQUENCE, BATCH: tokens take their sequence's decision */
+#define FLAG_SINKHORN 512u /* selection by the Sinkhorn-balanced scores */
 
 /* Phases of the losses stage (shaders/losses.comp), in the order they run. */
 #define LOSS_PHASE_THRESHOLDS 0u

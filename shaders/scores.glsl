@@ -8,23 +8,45 @@ float logit_at(uint token, uint expert) {
     return decode_element(logits_word(index >> 1), index, DTYPE);
 }
 
+// The row whose logits decide a token: the token's own, or in SEQUENCE and BATCH modes its
+// sequence's mean logits (sequence_mean.comp), whose index is also the noise counter's token.
+bool by_sequence() { return (P.flags & FLAG_SEQUENCE_DECISIONS) != 0u; }
+uint decision_row(uint token) { return by_sequence() ? token / P.mode_param : token; }
+float decision_logit(uint token, uint expert) {
+    if (!by_sequence()) return logit_at(token, expert);
+    return decisions[DECISION_HEADER + decision_row(token) * P.num_experts + expert];
+}
+
 float score_logit(float logit, uint token, uint expert) {
-    return (P.flags & FLAG_NOISY_SCORES) != 0u ? noisy_logit(logit, token, expert) : logit;
+    return (P.flags & FLAG_NOISY_SCORES) != 0u ? noisy_logit(logit, decision_row(token), expert)
+                                                : logit;
 }
 
 // Softmax: exp((s - max) / tau) / sum; sigmoid: sigmoid(s / tau) / (sum of the row's sigmoids).
 float probability(uint token, uint expert, vec4 stats) {
-    float logit = score_logit(logit_at(token, expert), token, expert);
+    float logit = score_logit(decision_logit(token, expert), token, expert);
     bool sigmoid = (P.flags & FLAG_SIGMOID) != 0u;
     float score = sigmoid ? 1.0 / (1.0 + exp(-(logit / P.temperature)))
                           : exp((logit - stats.x) / P.temperature);
     return score * stats.y;
 }
 
-// The key selection ranks: the (noisy) logit plus the bias.
-float selection_key(uint token, uint expert) {
-    float noisy = noisy_logit(logit_at(token, expert), token, expert);
+// The key selection ranks, from the noisy logit: plus the bias; or in SINKHORN mode the
+// balanced score (d1_e * exp(noisy - shift)) * d0_t (sinkhorn.comp); a non-finite logit stays.
+float key_of(float noisy, uint token, uint expert) {
+    if ((P.flags & FLAG_SINKHORN) != 0u) {
+        if (isinf(noisy) || isnan(noisy)) return noisy; // the row's own flag decides these
+        precise float scaled = decisions[DECISION_HEADER + expert] *
+                               exp(noisy - decisions[DECISION_SHIFT]);
+        precise float key = scaled * decisions[DECISION_HEADER + P.num_experts + token];
+        return key;
+    }
     return (P.flags & FLAG_HAS_BIAS) != 0u ? noisy + bias[expert] : noisy;
+}
+
+float selection_key(uint token, uint expert) {
+    float noisy = noisy_logit(decision_logit(token, expert), decision_row(token), expert);
+    return key_of(noisy, token, expert);
 }
 
 // Group-limited routing: the experts fall into GROUPS equal groups; a group's score is the sum

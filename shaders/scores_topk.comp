@@ -11,7 +11,6 @@
 #include "scores.glsl"
 
 void route_token(uint token) {
-    bool has_bias = (P.flags & FLAG_HAS_BIAS) != 0u;
     bool sigmoid = (P.flags & FLAG_SIGMOID) != 0u;
     const float NEG_INF = uintBitsToFloat(0xFF800000u);
 
@@ -26,9 +25,9 @@ void route_token(uint token) {
     float max_raw = NEG_INF;   // of the clean logits: the z-loss's logsumexp
     float max_score = NEG_INF; // of the logits the scores use
     for (uint e = 0; e < P.num_experts; ++e) {
-        float logit = logit_at(token, e);
-        float noisy = noisy_logit(logit, token, e); // selection uses the noisy logits
-        float key = has_bias ? noisy + bias[e] : noisy;
+        float logit = decision_logit(token, e);
+        float noisy = noisy_logit(logit, decision_row(token), e); // selection uses noisy logits
+        float key = key_of(noisy, token, e);
         if (isnan(key) || (isinf(key) && key > 0.0)) nonfinite = true;
         max_raw = max(max_raw, logit);
         max_score = max(max_score, (P.flags & FLAG_NOISY_SCORES) != 0u ? noisy : logit);
@@ -58,7 +57,7 @@ void route_token(uint token) {
     float weighted = 0.0;     // softmax: sum (x - max) exp(x - max); sigmoid: sum s log s
     float raw_sum = 0.0;
     for (uint e = 0; e < P.num_experts; ++e) {
-        float raw = logit_at(token, e);
+        float raw = decision_logit(token, e);
         if (isinf(raw)) continue; // -inf: a masked expert contributes nothing
         raw_sum += exp(raw - max_raw);
         float logit = score_logit(raw, token, e);
@@ -87,7 +86,7 @@ void route_token(uint token) {
         w[j] = 0.0;
         if (best_expert[j] < 0) continue;
         uint e = uint(best_expert[j]);
-        float logit = score_logit(logit_at(token, e), token, e);
+        float logit = score_logit(decision_logit(token, e), token, e);
         w[j] = sigmoid ? 1.0 / (1.0 + exp(-(logit / P.temperature)))
                        : exp((logit - max_score) / P.temperature) / norm_sum;
         selected_sum += w[j];
@@ -100,8 +99,20 @@ void route_token(uint token) {
     }
 }
 
+// SEQUENCE and BATCH modes: a token whose own row is masked or non-finite (sequence_mean.comp
+// flagged it) is routed nowhere; the others take their sequence's decision.
+void route_nowhere(uint token) {
+    for (uint j = 0; j < TOP_K; ++j) {
+        expert_ids[token * P.top_k + j] = -1;
+        weights[token * P.top_k + j] = 0.0;
+    }
+    row_stats[token] = vec4(0.0);
+}
+
 void main() {
     uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
-    for (uint token = gl_GlobalInvocationID.x; token < P.num_tokens; token += stride)
-        route_token(token);
+    for (uint token = gl_GlobalInvocationID.x; token < P.num_tokens; token += stride) {
+        if (by_sequence() && row_flags[token] != ROW_VALID) route_nowhere(token);
+        else route_token(token);
+    }
 }

@@ -83,6 +83,67 @@ static void check_stats(const route_case *c, const moevk_route_stats *got,
           c->name, got->entropy, want->entropy);
 }
 
+/* The reference's selection key of (t, e): the noisy decision logit plus the bias, or the
+ * Sinkhorn-balanced score. */
+static double reference_key(const moevk_router_info *at_step, const ref_call *call,
+                            const buffers *b, const float *bias, const float *means,
+                            const ref_sinkhorn_factors *factors, uint32_t t, uint32_t e) {
+    uint32_t E = at_step->num_experts, S = ref_sequence_length(at_step, 0);
+    float logit = means ? means[(uint64_t)(t / S) * E + e]
+                        : ref_load(b->logits, (uint64_t)t * E + e, at_step->logits_type);
+    float noisy = ref_noisy_logit(at_step, call, logit, means ? t / S : t, e);
+    if (factors) return ref_sinkhorn_key(factors, noisy, t, e);
+    return bias ? (double)noisy + bias[e] : noisy;
+}
+
+/* Noisy or Sinkhorn routes: the device's and the reference's choices may differ only where their
+ * keys are within a relative margin (1e-5; Sinkhorn's iterated factors 1e-4); there the device's
+ * weights stand in for the reference's. */
+static void compare_near_ties(const route_case *c, const moevk_router_info *at_step,
+                              const ref_call *call, buffers *b, const float *bias) {
+    uint32_t T = c->num_tokens, E = at_step->num_experts, K = at_step->top_k;
+    int sinkhorn = at_step->mode == MOEVK_MODE_SINKHORN && !c->inference;
+    int by_sequence = at_step->mode == MOEVK_MODE_SEQUENCE || at_step->mode == MOEVK_MODE_BATCH;
+    uint32_t S = ref_sequence_length(at_step, T);
+    ref_sinkhorn_factors factors = {0};
+    float *means = by_sequence ? malloc(((uint64_t)(T + S - 1) / S * E + 1) * sizeof *means) : NULL;
+    if ((by_sequence && !means) ||
+        (sinkhorn && !ref_sinkhorn(at_step, call, T, b->logits, &factors))) {
+        test_fail(__FILE__, __LINE__, "%s: the reference ran out of memory", c->name);
+        free(means);
+        return;
+    }
+    moevk_router_info whole = *at_step;
+    if (at_step->mode == MOEVK_MODE_BATCH) { /* ref_sequence_length(.., 0) must give T */
+        whole.mode = MOEVK_MODE_SEQUENCE;
+        whole.sequence_length = S;
+    }
+    if (means) ref_sequence_means(&whole, T, b->logits, means);
+    double margin_allowed = sinkhorn ? 1e-4 : 1e-5;
+    int failures = 0;
+    for (uint32_t t = 0; t < T && failures < 5; ++t)
+        for (uint32_t j = 0; j < K; ++j) {
+            int32_t got = b->ids[t * K + j], want = b->ref_ids[t * K + j];
+            if (got == want) continue;
+            const ref_sinkhorn_factors *f = sinkhorn ? &factors : NULL;
+            double key_got =
+                got >= 0 ? reference_key(&whole, call, b, bias, means, f, t, (uint32_t)got) : 0;
+            double key_want =
+                want >= 0 ? reference_key(&whole, call, b, bias, means, f, t, (uint32_t)want) : 0;
+            double margin =
+                fabs(key_got - key_want) / fmax(fmax(fabs(key_got), fabs(key_want)), 1e-30);
+            if (!(got >= 0 && want >= 0 && margin <= margin_allowed)) {
+                ++failures;
+                test_fail(__FILE__, __LINE__,
+                          "%s: token %u choice %u: expert %d, reference %d, keys %.9g vs %.9g",
+                          c->name, t, j, got, want, key_got, key_want);
+            }
+            for (uint32_t i = 0; i < K; ++i) b->ref_weights[t * K + i] = b->weights[t * K + i];
+        }
+    free(means);
+    free(factors.d0);
+}
+
 /* Runs the route, then holds each stage to the reference; returns at the first failing check. */
 static void compare_case(const route_case *c, moevk_router *router, buffers *b) {
     const moevk_router_info *info = &c->info;
@@ -114,34 +175,18 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
     /* Stage 1: scores and top-k, from the same logits. */
     ref_call call = {c->step, c->layer, c->inference};
     moevk_router_info at_step = ref_at_step(info, c->step); /* schedules resolved */
-    ref_scores_topk(&at_step, &call, T, b->logits, input.bias, b->ref_ids, b->ref_weights,
-                    b->row_stats);
-    /* Gaussian and Gumbel noise use exp/log/cos: decisions must agree wherever the competing
-     * noisy keys differ by more than 1e-5 relative; rows decided closer are skipped below. */
+    CHECK(ref_scores_topk(&at_step, &call, T, b->logits, input.bias, b->ref_ids, b->ref_weights,
+                          b->row_stats),
+          "%s: the reference ran out of memory", c->name);
+    /* Gaussian and Gumbel noise use exp/log/cos, and Sinkhorn's factors exp and long sums:
+     * decisions must agree wherever the competing keys differ by more than a small relative
+     * margin; rows decided closer are skipped below. */
+    int sinkhorn = info->mode == MOEVK_MODE_SINKHORN && !c->inference;
     int near_ties_allowed =
-        info->noise == MOEVK_NOISE_GAUSSIAN || info->noise == MOEVK_NOISE_GUMBEL;
+        info->noise == MOEVK_NOISE_GAUSSIAN || info->noise == MOEVK_NOISE_GUMBEL || sinkhorn;
     if (near_ties_allowed) {
-        for (uint32_t t = 0; t < T; ++t)
-            for (uint32_t j = 0; j < K; ++j) {
-                int32_t got = b->ids[t * K + j], want = b->ref_ids[t * K + j];
-                if (got == want) continue;
-                float logit_got =
-                    got >= 0 ? ref_load(b->logits, (uint64_t)t * E + got, info->logits_type) : 0;
-                float logit_want =
-                    want >= 0 ? ref_load(b->logits, (uint64_t)t * E + want, info->logits_type) : 0;
-                double key_got =
-                    got >= 0 ? ref_noisy_logit(&at_step, &call, logit_got, t, (uint32_t)got) : 0;
-                double key_want =
-                    want >= 0 ? ref_noisy_logit(&at_step, &call, logit_want, t, (uint32_t)want) : 0;
-                if (input.bias && got >= 0) key_got += input.bias[got];
-                if (input.bias && want >= 0) key_want += input.bias[want];
-                double margin =
-                    fabs(key_got - key_want) / fmax(fmax(fabs(key_got), fabs(key_want)), 1e-30);
-                CHECK(got >= 0 && want >= 0 && margin <= 1e-5,
-                      "%s: token %u choice %u: expert %d, reference %d, keys %.9g vs %.9g", c->name,
-                      t, j, got, want, key_got, key_want);
-                for (uint32_t i = 0; i < K; ++i) b->ref_weights[t * K + i] = b->weights[t * K + i];
-            }
+        compare_near_ties(c, &at_step, &call, b, input.bias);
+        if (test_failed()) return;
     } else {
         COMPARE_EXACT("expert_ids", b->ids, b->ref_ids, TK);
     }
@@ -178,7 +223,8 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
 
     /* Stage 3: statistics. */
     moevk_route_stats want;
-    ref_stats(&at_step, &call, T, b->logits, b->row_stats, b->ref_counts_before, &want);
+    CHECK(ref_stats(&at_step, &call, T, b->logits, b->row_stats, b->ref_counts_before, &want),
+          "%s: the reference ran out of memory", c->name);
     check_stats(c, &stats, &want);
 
     if (c->with_hidden && !test_failed()) {
