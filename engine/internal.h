@@ -154,6 +154,7 @@ typedef enum stage {
     STAGE_LOSSES,
     STAGE_SEQUENCE_MEAN,
     STAGE_SINKHORN,
+    STAGE_EXPERT_CHOICE,
     STAGE_COUNT
 } stage;
 
@@ -342,6 +343,11 @@ moevk_result transfer_submit(transfer_plan *plan);
 moevk_result transfer_complete(transfer_plan *plan, uint64_t timeout_ns);
 /* After transfer_complete: where a download of `binding` can be read (NULL if none was asked). */
 const void *transfer_downloaded(const transfer_plan *plan, int binding);
+
+/* Columns of the per-token arrays: top_k, or E when experts choose (EXPERT_CHOICE). */
+static inline uint32_t router_choices(const moevk_router_info *info) {
+    return info->mode == MOEVK_MODE_EXPERT_CHOICE ? info->num_experts : info->top_k;
+}
 
 static inline uint32_t div_ceil_u32(uint32_t a, uint32_t b) { return a / b + (a % b != 0); }
 static inline uint64_t dtype_bytes(moevk_dtype type) { return type == MOEVK_DTYPE_F32 ? 4 : 2; }

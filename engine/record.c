@@ -115,12 +115,17 @@ void record_route(moevk_router *router, const route_params *params, int with_dis
         run_stage(router, STAGE_SCORES_TOPK, params, grid_for(router, params->num_tokens));
         compute_to_compute(router);
         timestamp(router, TIMESTAMP_AFTER_TOPK);
-        run_stage(router, STAGE_BUCKET_COUNT, params, params->num_blocks);
-        compute_to_compute(router);
-        run_stage(router, STAGE_BUCKET_SCAN, params, params->num_experts);
-        compute_to_compute(router);
-        run_stage(router, STAGE_BUCKET_ASSIGN, params, params->num_blocks);
-        compute_to_compute(router);
+        if (params->flags & FLAG_EXPERT_CHOICE) {
+            run_stage(router, STAGE_EXPERT_CHOICE, params, params->num_experts);
+            compute_to_compute(router);
+        } else {
+            run_stage(router, STAGE_BUCKET_COUNT, params, params->num_blocks);
+            compute_to_compute(router);
+            run_stage(router, STAGE_BUCKET_SCAN, params, params->num_experts);
+            compute_to_compute(router);
+            run_stage(router, STAGE_BUCKET_ASSIGN, params, params->num_blocks);
+            compute_to_compute(router);
+        }
         if (params->flags & FLAG_DROP_BY_SCORE) {
             run_stage(router, STAGE_SCORE_SELECT, params, params->num_experts);
             compute_to_compute(router);

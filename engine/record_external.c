@@ -165,7 +165,8 @@ moevk_result moevk_router_read(moevk_router *router, const moevk_route_output *o
     if (waited != MOEVK_SUCCESS) return waited;
     if (!router->routed) REJECT("no route has been recorded or run");
     const route_params *params = &router->last;
-    uint64_t E = router->info.num_experts, TK = (uint64_t)params->num_tokens * router->info.top_k;
+    uint64_t E = router->info.num_experts,
+             TK = (uint64_t)params->num_tokens * router_choices(&router->info);
     uint32_t expert_info[3 * MOEVK_MAX_EXPERTS + 1];
     float totals[MOEVK_MAX_EXPERTS + STAT_SCALARS];
     float header[DECISION_HEADER];

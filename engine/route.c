@@ -62,6 +62,7 @@ void route_fill_stats(const moevk_router *router, const route_params *params,
         (params->flags & FLAG_DROPLESS) ? expert_info[3 * E] : params->dispatched_rows;
     stats->nonfinite_rows = (uint32_t)totals[E + STAT_NONFINITE];
     stats->masked_rows = (uint32_t)totals[E + STAT_MASKED];
+    stats->unrouted_tokens = (uint32_t)totals[E + STAT_UNROUTED];
     uint32_t valid = params->num_tokens - stats->nonfinite_rows - stats->masked_rows;
     if (valid == 0) return;
     if (stats->assignments > 0) {
@@ -83,7 +84,8 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
     r = check_route(router, input, output);
     if (r != MOEVK_SUCCESS) return r;
     const moevk_router_info *info = &router->info;
-    uint64_t T = input->num_tokens, E = info->num_experts, k = info->top_k, d = info->hidden_size;
+    uint64_t T = input->num_tokens, E = info->num_experts, k = router_choices(info);
+    uint64_t d = info->hidden_size;
     uint64_t hidden_bytes = dtype_bytes(info->hidden_type);
     route_params params;
     router_plan(router, input->num_tokens, input->step, &params);

@@ -95,7 +95,15 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
     }
     if (!schedule_ok(&info->capacity_factor_schedule, 0.0f, 1, INFINITY))
         REJECT("capacity_factor_schedule: a kind, and ends finite and >= 0, are needed");
-    if ((unsigned)info->mode > MOEVK_MODE_SINKHORN) REJECT("mode is not a moevk_routing_mode");
+    if ((unsigned)info->mode > MOEVK_MODE_EXPERT_CHOICE) REJECT("mode is not a moevk_routing_mode");
+    if (info->mode == MOEVK_MODE_EXPERT_CHOICE) {
+        if (info->capacity_mode == MOEVK_CAPACITY_DROPLESS)
+            REJECT("EXPERT_CHOICE needs a capacity: DROPLESS is refused");
+        if (info->drop_policy == MOEVK_DROP_SCORE)
+            REJECT("EXPERT_CHOICE drops nothing: the SCORE drop policy is refused");
+        if (info->renormalize)
+            REJECT("EXPERT_CHOICE weights are the scores: renormalize is refused");
+    }
     if (info->mode != MOEVK_MODE_TOKEN && info->num_groups > 1)
         REJECT("group-limited routing needs the TOKEN mode");
     if (info->mode == MOEVK_MODE_SEQUENCE &&
@@ -112,8 +120,10 @@ static uint64_t capacity_for(const moevk_router_info *info, uint32_t num_tokens,
     case MOEVK_CAPACITY_DROPLESS: return 0;
     case MOEVK_CAPACITY_FACTOR: break;
     }
-    /* In double: exact for every factor a float holds and every T * k below 2^53. */
-    double wanted = ceil((double)factor * num_tokens * info->top_k / info->num_experts);
+    /* In double: exact for every factor a float holds and every T * k below 2^53. Experts that
+     * choose share out T tokens, not T * k choices. */
+    uint32_t k = info->mode == MOEVK_MODE_EXPERT_CHOICE ? 1 : info->top_k;
+    double wanted = ceil((double)factor * num_tokens * k / info->num_experts);
     /* Saturate far past anything a router accepts (it refuses rows past 2^31 with TOO_LARGE);
      * a huge factor must not overflow the conversion. */
     uint64_t capacity = wanted < 1e12 ? (uint64_t)wanted : (uint64_t)1e12;
@@ -152,6 +162,10 @@ void moevk_update_balancing_bias(float *bias, const uint32_t *counts_before, uin
     }
 }
 
+uint32_t moevk_router_choices(const moevk_router *router) {
+    return router ? router_choices(&router->info) : 0;
+}
+
 uint64_t moevk_router_max_dispatched_rows(const moevk_router *router) {
     return router ? router->max_dispatched_rows : 0;
 }
@@ -178,7 +192,7 @@ void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
     memset(params, 0, sizeof *params);
     params->num_tokens = num_tokens;
     params->num_experts = info->num_experts;
-    params->top_k = info->top_k;
+    params->top_k = router_choices(info);
     params->hidden_size = info->hidden_size;
     params->temperature = scheduled(&info->temperature_schedule, info->temperature, step);
     params->scale = info->scale;
@@ -190,6 +204,7 @@ void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
         params->mode_param = info->mode == MOEVK_MODE_BATCH ? (num_tokens > 0 ? num_tokens : 1)
                                                             : info->sequence_length;
     }
+    if (info->mode == MOEVK_MODE_EXPERT_CHOICE) params->flags |= FLAG_EXPERT_CHOICE;
     if (info->mode == MOEVK_MODE_SINKHORN) {
         params->flags |= FLAG_SINKHORN;
         params->mode_param = info->sinkhorn_iterations ? info->sinkhorn_iterations : 100;
@@ -203,7 +218,7 @@ void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
         params->dispatched_rows = params->capacity * info->num_experts;
         if (info->drop_policy == MOEVK_DROP_SCORE) params->flags |= FLAG_DROP_BY_SCORE;
     }
-    uint32_t assignments = num_tokens * info->top_k;
+    uint32_t assignments = num_tokens * params->top_k;
     uint32_t block = div_ceil_u32(assignments, MAX_BUCKET_BLOCKS);
     block = div_ceil_u32(block, WORKGROUP_SIZE) * WORKGROUP_SIZE;
     params->block_size = block > MIN_BUCKET_BLOCK ? block : MIN_BUCKET_BLOCK;
@@ -224,7 +239,7 @@ void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
  * is bound there). */
 static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
     const moevk_router_info *info = &router->info;
-    uint64_t T = info->max_tokens, E = info->num_experts, k = info->top_k;
+    uint64_t T = info->max_tokens, E = info->num_experts, k = router_choices(info);
     uint64_t d = info->hidden_size, eb = dtype_bytes(info->hidden_type);
     uint64_t rows = router->max_dispatched_rows;
     sizes[BINDING_LOGITS] = T * E * dtype_bytes(info->logits_type);
@@ -415,11 +430,18 @@ static moevk_result create_pipelines(moevk_router *router) {
         if (s == STAGE_LOSSES) needed = info->losses && !router->use_addresses;
         if (s == STAGE_SEQUENCE_MEAN) needed = info->mode != MOEVK_MODE_TOKEN;
         if (s == STAGE_SINKHORN) needed = info->mode == MOEVK_MODE_SINKHORN;
+        int experts_choose = info->mode == MOEVK_MODE_EXPERT_CHOICE;
+        if (s == STAGE_EXPERT_CHOICE) needed = experts_choose;
+        if (s == STAGE_BUCKET_COUNT || s == STAGE_BUCKET_SCAN || s == STAGE_BUCKET_ASSIGN)
+            needed = !experts_choose;
         if (!needed) continue;
         uint32_t dtype =
             (s == STAGE_DISPATCH || s == STAGE_COMBINE) ? info->hidden_type : info->logits_type;
         int grouped = info->num_groups > 1;
-        stage_constants constants = {.top_k = info->top_k,
+        /* Experts that choose need no top-k in the scores stage; the others read E columns. */
+        uint32_t top_k = router_choices(info);
+        if (s == STAGE_SCORES_TOPK && info->mode == MOEVK_MODE_EXPERT_CHOICE) top_k = 1;
+        stage_constants constants = {.top_k = top_k,
                                      .num_experts = info->num_experts,
                                      .dtype = dtype,
                                      .hidden_dtype = info->hidden_type,

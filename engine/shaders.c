@@ -13,12 +13,14 @@
 #include "losses.spv.h"
 #include "sequence_mean.spv.h"
 #include "sinkhorn.spv.h"
+#include "expert_choice.spv.h"
 
 #include "combine_addresses.spv.h"
 #include "dispatch_addresses.spv.h"
 #include "scores_topk_addresses.spv.h"
 #include "sequence_mean_addresses.spv.h"
 #include "sinkhorn_addresses.spv.h"
+#include "expert_choice_addresses.spv.h"
 #include "stats_addresses.spv.h"
 
 #include "scores_topk_rte.spv.h"
@@ -41,6 +43,7 @@ static const shader_code SHADERS[STAGE_COUNT] = {
     [STAGE_LOSSES] = SHADER_ENTRY(losses),
     [STAGE_SEQUENCE_MEAN] = SHADER_ENTRY(sequence_mean),
     [STAGE_SINKHORN] = SHADER_ENTRY(sinkhorn),
+    [STAGE_EXPERT_CHOICE] = SHADER_ENTRY(expert_choice),
 };
 
 /* The variants that reach the large buffers through device addresses (MOEVK_ADDRESSES). */
@@ -54,6 +57,7 @@ static const shader_code ADDRESS_SHADERS[STAGE_COUNT] = {
     [STAGE_STATS] = ADDRESSES_ENTRY(stats),
     [STAGE_SEQUENCE_MEAN] = ADDRESSES_ENTRY(sequence_mean),
     [STAGE_SINKHORN] = ADDRESSES_ENTRY(sinkhorn),
+    [STAGE_EXPERT_CHOICE] = ADDRESSES_ENTRY(expert_choice),
 };
 
 /* The stages whose results must round alike everywhere (jitter, the sequences' means), asking

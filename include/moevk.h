@@ -136,6 +136,16 @@ typedef enum moevk_routing_mode {
      * E when nothing is masked); shift = max(0, largest logit - 60) keeps exp finite. l is the
      * noisy logit when noise is on. */
     MOEVK_MODE_SINKHORN = 3,
+    /* Expert choice (Zhou et al. 2022): each expert takes its top-C tokens by routing score
+     * (softmax over the experts, or sigmoid, of the noisy logits with the temperature), ties to
+     * the lower token, C = max(min_capacity, ceil(capacity_factor * T / E)) (or FIXED
+     * capacity); a token may be taken by 0 .. E experts. The per-token arrays have E columns
+     * (moevk_router_choices): column e is expert e's choice of the token (id e, slot, weight =
+     * its score, clean or noisy as noisy_scores says, times scale) or -1, -1, 0. An expert's
+     * slots follow token order. counts = counts_before = tokens taken; the statistics' drops are
+     * 0, and unrouted_tokens counts the valid tokens no expert took. top_k is unused (any valid
+     * value); DROPLESS, the SCORE drop policy and renormalize are refused. */
+    MOEVK_MODE_EXPERT_CHOICE = 4,
 } moevk_routing_mode;
 
 typedef enum moevk_capacity_mode {
@@ -396,6 +406,8 @@ typedef struct moevk_route_stats {
     double aux_loss;              /* E * sum_i f_i * P_i (Switch balancing loss) */
     double z_loss;                /* mean over rows of logsumexp(raw logits)^2 */
     double entropy;               /* mean over rows of -sum_i p_i log p_i */
+    uint32_t unrouted_tokens;     /* valid rows with no kept choice: every choice dropped, or (in
+                                     EXPERT_CHOICE mode) taken by no expert */
     uint32_t sinkhorn_iterations; /* SINKHORN mode: iterations run (0 otherwise) */
     float sinkhorn_error;         /* SINKHORN mode: the last mean |change of d1| */
 } moevk_route_stats;
@@ -422,6 +434,10 @@ typedef struct moevk_route_output {
  * moevk_route_input.bias: it moves selection only, never the weights. */
 MOEVK_API void moevk_update_balancing_bias(float *bias, const uint32_t *counts_before,
                                            uint32_t num_experts, float rate);
+
+/* Columns of the per-token arrays (expert_ids, weights, slots, dL/dweights): top_k, or E in
+ * EXPERT_CHOICE mode. Where this header says [T, k], read [T, choices]. */
+MOEVK_API uint32_t moevk_router_choices(const moevk_router *router);
 
 /* Largest dispatched_rows any route of this router can produce. */
 MOEVK_API uint64_t moevk_router_max_dispatched_rows(const moevk_router *router);

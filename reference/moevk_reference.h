@@ -75,6 +75,18 @@ int ref_sinkhorn(const moevk_router_info *info, const ref_call *call, uint32_t T
 float ref_sinkhorn_key(const ref_sinkhorn_factors *factors, float noisy, uint32_t token,
                        uint32_t expert);
 
+/* EXPERT_CHOICE mode. The keys [T, E] experts rank tokens by (the routing score of the noisy
+ * logits; -1 where not eligible), from the row stats of a TOKEN-mode ref_scores_topk; the weight
+ * of a taken token; and the choice: taken [T, E] (1: expert e took token t) and each expert's
+ * threshold (its C-th key, or -1 when it took every eligible token). 0: out of memory. */
+struct ref_row_stats;
+void ref_choice_keys(const moevk_router_info *info, const ref_call *call, uint32_t T,
+                     const void *logits, const struct ref_row_stats *row_stats, float *keys);
+float ref_choice_weight(const moevk_router_info *info, const ref_call *call, const void *logits,
+                        const struct ref_row_stats *stats, uint32_t token, uint32_t expert);
+int ref_expert_choice(const moevk_router_info *info, uint32_t T, uint32_t capacity,
+                      const float *keys, uint8_t *taken, float *thresholds);
+
 /* Per-row values the stats need: largest logit, 1/normaliser, raw logsumexp, entropy. */
 typedef struct ref_row_stats {
     float max_logit, inv_norm, lse_raw, entropy;

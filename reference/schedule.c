@@ -26,7 +26,8 @@ uint32_t ref_capacity(const moevk_router_info *info, uint32_t T, uint32_t step) 
     moevk_router_info at = ref_at_step(info, step);
     if (at.capacity_mode == MOEVK_CAPACITY_FIXED) return (uint32_t)at.capacity;
     if (at.capacity_mode == MOEVK_CAPACITY_DROPLESS) return 0;
-    double wanted = ceil((double)at.capacity_factor * T * at.top_k / at.num_experts);
+    uint32_t k = at.mode == MOEVK_MODE_EXPERT_CHOICE ? 1 : at.top_k; /* experts share T tokens */
+    double wanted = ceil((double)at.capacity_factor * T * k / at.num_experts);
     uint32_t capacity = (uint32_t)wanted;
     return capacity > (uint32_t)at.min_capacity ? capacity : (uint32_t)at.min_capacity;
 }

@@ -50,7 +50,8 @@
 #define STAT_ENTROPY 1
 #define STAT_NONFINITE 2
 #define STAT_MASKED 3
-#define STAT_SCALARS 4
+#define STAT_UNROUTED 4 /* valid rows with no kept choice */
+#define STAT_SCALARS 5
 
 /* Bits of the push-constant `flags`. */
 #define FLAG_HAS_BIAS 1u
@@ -63,6 +64,7 @@
 #define FLAG_GRAD_COMBINED 128u /* losses: the caller gave dL/dcombined (adds to dL/dweights) */
 #define FLAG_SEQUENCE_DECISIONS 256u /* SEQUENCE, BATCH: tokens take their sequence's decision */
 #define FLAG_SINKHORN 512u /* selection by the Sinkhorn-balanced scores */
+#define FLAG_EXPERT_CHOICE 1024u /* experts choose tokens (expert_choice.comp) */
 
 /* Phases of the losses stage (shaders/losses.comp), in the order they run. */
 #define LOSS_PHASE_THRESHOLDS 0u

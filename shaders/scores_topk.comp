@@ -10,6 +10,26 @@
 #include "noise.glsl"
 #include "scores.glsl"
 
+bool expert_choice() { return (P.flags & FLAG_EXPERT_CHOICE) != 0u; }
+
+// EXPERT_CHOICE: instead of a top-k, the key each expert ranks this token by, in the token's
+// weight columns [T, E]: its routing score from the noisy logits (softmax over the experts, or
+// sigmoid); -1 where the expert is masked for it. expert_choice.comp ranks and replaces them.
+void write_choice_keys(uint token, float max_noisy) {
+    bool sigmoid = (P.flags & FLAG_SIGMOID) != 0u;
+    float sum = 0.0;
+    for (uint e = 0; e < P.num_experts && !sigmoid; ++e) {
+        float noisy = noisy_logit(logit_at(token, e), token, e);
+        if (!isinf(noisy)) sum += exp((noisy - max_noisy) / P.temperature);
+    }
+    for (uint e = 0; e < P.num_experts; ++e) {
+        float noisy = noisy_logit(logit_at(token, e), token, e);
+        float key = sigmoid ? 1.0 / (1.0 + exp(-(noisy / P.temperature)))
+                            : exp((noisy - max_noisy) / P.temperature) / sum;
+        weights[token * P.num_experts + e] = isinf(noisy) ? -1.0 : key;
+    }
+}
+
 void route_token(uint token) {
     bool sigmoid = (P.flags & FLAG_SIGMOID) != 0u;
     const float NEG_INF = uintBitsToFloat(0xFF800000u);
@@ -24,6 +44,7 @@ void route_token(uint token) {
     uint groups = kept_groups(token); // experts of the other groups are never selected
     float max_raw = NEG_INF;   // of the clean logits: the z-loss's logsumexp
     float max_score = NEG_INF; // of the logits the scores use
+    float max_noisy = NEG_INF; // of the noisy logits: expert choice's keys
     for (uint e = 0; e < P.num_experts; ++e) {
         float logit = decision_logit(token, e);
         float noisy = noisy_logit(logit, decision_row(token), e); // selection uses noisy logits
@@ -31,6 +52,7 @@ void route_token(uint token) {
         if (isnan(key) || (isinf(key) && key > 0.0)) nonfinite = true;
         max_raw = max(max_raw, logit);
         max_score = max(max_score, (P.flags & FLAG_NOISY_SCORES) != 0u ? noisy : logit);
+        max_noisy = max(max_noisy, noisy);
         if (key > best_key[TOP_K - 1] && group_kept(groups, e)) {
             uint j = TOP_K - 1;
             while (j > 0 && key > best_key[j - 1]) {
@@ -47,6 +69,8 @@ void route_token(uint token) {
     if (nonfinite || isinf(max_raw)) {
         // isinf(max_raw) here means every logit is -inf: nothing to route to.
         for (uint j = 0; j < TOP_K; ++j) { expert_ids[base + j] = -1; weights[base + j] = 0.0; }
+        if (expert_choice())
+            for (uint e = 0; e < P.num_experts; ++e) weights[base + e] = -1.0;
         row_stats[token] = vec4(0.0);
         row_flags[token] = nonfinite ? ROW_NONFINITE : ROW_MASKED;
         return;
@@ -78,6 +102,10 @@ void route_token(uint token) {
     float lse_raw = max_raw + log(raw_sum);
     row_stats[token] = vec4(max_score, inv_norm, lse_raw, entropy);
     row_flags[token] = ROW_VALID;
+    if (expert_choice()) {
+        write_choice_keys(token, max_noisy);
+        return;
+    }
 
     // Weights: the score of each selected expert, computed without the bias.
     float w[TOP_K];

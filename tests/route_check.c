@@ -226,6 +226,14 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
     CHECK(ref_stats(&at_step, &call, T, b->logits, b->row_stats, b->ref_counts_before, &want),
           "%s: the reference ran out of memory", c->name);
     check_stats(c, &stats, &want);
+    uint32_t unrouted = 0; /* valid rows none of whose choices was kept */
+    for (uint32_t t = 0; t < T; ++t) {
+        int kept = 0;
+        for (uint32_t j = 0; j < K; ++j) kept |= b->slots[t * K + j] >= 0;
+        unrouted += b->row_stats[t].flag == REF_ROW_VALID && !kept;
+    }
+    CHECK(stats.unrouted_tokens == unrouted, "%s: unrouted tokens %u, expected %u", c->name,
+          stats.unrouted_tokens, unrouted);
 
     if (c->with_hidden && !test_failed()) {
         /* Stage 4: dispatch, bit for bit. */
