@@ -155,6 +155,7 @@ typedef enum stage {
     STAGE_SEQUENCE_MEAN,
     STAGE_SINKHORN,
     STAGE_EXPERT_CHOICE,
+    STAGE_NOISE_STD,
     STAGE_COUNT
 } stage;
 
@@ -268,7 +269,8 @@ struct moevk_router {
     int losses_ready;
     uint64_t last_assignments;
     uint32_t last_valid_rows;
-    int expert_out_resident; /* the last combine's expert outputs are in the router's buffer */
+    int last_noise_std_positive; /* every std of the last route's Gaussian noise is > 0 */
+    int expert_out_resident;     /* the last combine's expert outputs are in the router's buffer */
     /* Work submitted by moevk_route_submit or moevk_combine_submit, completed by
      * moevk_router_wait: PENDING_NONE, PENDING_ROUTE or PENDING_COMBINE. */
     int pending;

@@ -24,8 +24,9 @@ static moevk_result check_losses(const moevk_router *router, const moevk_loss_in
     for (int i = 0; i < 6; ++i)
         if (!isfinite(coefs[i])) REJECT("loss coefficients must be finite");
     if (info->load_coef != 0.0f &&
-        (last->noise_kind != MOEVK_NOISE_GAUSSIAN || !(last->noise_amount > 0.0f)))
-        REJECT("the load loss needs the route's Gaussian noise with a std > 0");
+        (last->noise_kind != MOEVK_NOISE_GAUSSIAN || !router->last_noise_std_positive))
+        REJECT("the load loss needs the route's Gaussian noise with a std > 0 (every expert's "
+               "noise_std > 0; a learned std's noise_epsilon > 0)");
     uint64_t T = last->num_tokens, E = router->info.num_experts, k = router->info.top_k;
     if (info->sequence_coef != 0.0f &&
         (info->sequence_length == 0 || T % info->sequence_length != 0))

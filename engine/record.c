@@ -111,6 +111,11 @@ void record_route(moevk_router *router, const route_params *params, int with_dis
     record_barrier(router, TRANSFER, VK_ACCESS_TRANSFER_WRITE_BIT, COMPUTE, SHADER_RW);
 
     if (params->num_tokens > 0) {
+        if (params->flags & FLAG_NOISE_STD_LEARNED) {
+            run_stage(router, STAGE_NOISE_STD, params,
+                      grid_for(router, (uint64_t)params->num_tokens * params->num_experts));
+            compute_to_compute(router);
+        }
         record_decisions(router, params);
         run_stage(router, STAGE_SCORES_TOPK, params, grid_for(router, params->num_tokens));
         compute_to_compute(router);

@@ -103,6 +103,9 @@ moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_bu
     route_params params;
     router_plan(router, info->num_tokens, info->step, &params);
     router_plan_noise(router, info->step, info->layer, info->inference, &params);
+    if (options->learned_noise && !info->inference)
+        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
+                            "learned_noise needs its noise_weights uploaded: use moevk_route");
     if (info->bias.buffer && options->mode != MOEVK_MODE_TOKEN)
         REJECT("a selection bias needs the TOKEN mode");
     if (info->bias.buffer) params.flags |= FLAG_HAS_BIAS;

@@ -1,5 +1,6 @@
 /* moevk_route and moevk_combine: check the call, move the data, record, submit, and turn the
  * device's totals into the route's statistics. */
+#include <math.h>
 #include <string.h>
 
 #include "internal.h"
@@ -38,6 +39,18 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
         REJECT("offsets exist only in DROPLESS mode");
     if (input->bias && info->mode != MOEVK_MODE_TOKEN)
         REJECT("a selection bias needs the TOKEN mode");
+    if (input->noise_std) {
+        if (info->noise != MOEVK_NOISE_GAUSSIAN || info->learned_noise)
+            REJECT("noise_std needs GAUSSIAN noise without learned_noise");
+        for (uint32_t e = 0; e < info->num_experts; ++e)
+            if (!isfinite(input->noise_std[e]) || input->noise_std[e] < 0.0f)
+                REJECT("noise_std[%u] is %g; it must be finite and >= 0", e,
+                       (double)input->noise_std[e]);
+    }
+    if (info->learned_noise && !input->inference && input->num_tokens > 0) {
+        if (!input->noise_weights) REJECT("learned_noise needs noise_weights [d, E]");
+        if (!has_hidden) REJECT("learned_noise needs the hidden states");
+    }
     return MOEVK_SUCCESS;
 }
 
@@ -104,6 +117,17 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
     else
         transfer_upload(plan, BINDING_LOGITS, input->logits, logit_bytes);
     if (input->bias) transfer_upload(plan, BINDING_BIAS, input->bias, E * 4);
+    /* For the load loss, which divides by the std: the std (or a learned std's epsilon), or
+     * every expert's. */
+    int std_positive = input->noise_std ? 1 : params.noise_amount > 0.0f;
+    for (uint32_t e = 0; input->noise_std && e < E; ++e) std_positive &= input->noise_std[e] > 0;
+    router->last_noise_std_positive = std_positive;
+    if (input->noise_std && (params.noise_kind == MOEVK_NOISE_GAUSSIAN)) {
+        transfer_upload(plan, BINDING_NOISE_STD, input->noise_std, E * 4);
+        params.flags |= FLAG_NOISE_STD_PER_EXPERT;
+    }
+    if (params.flags & FLAG_NOISE_STD_LEARNED)
+        transfer_upload(plan, BINDING_NOISE_WEIGHTS, input->noise_weights, d * E * 4);
     if (input->hidden_buffer)
         transfer_device_copy(plan, BINDING_HIDDEN, input->hidden_buffer, T * d * hidden_bytes, 1);
     else if (input->hidden)

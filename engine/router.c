@@ -20,6 +20,7 @@ void moevk_router_info_init(moevk_router_info *info) {
     info->scale = 1.0f;
     info->capacity_factor = 1.25f;
     info->min_capacity = 4;
+    info->noise_epsilon = 1e-2f;
 }
 
 float moevk_schedule_value(const moevk_schedule *schedule, uint32_t step) {
@@ -109,6 +110,14 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
     if (info->mode == MOEVK_MODE_SEQUENCE &&
         (info->sequence_length < 1 || info->sequence_length > (1u << 30)))
         REJECT("sequence_length is %u; SEQUENCE mode needs 1 to 2^30", info->sequence_length);
+    if (info->learned_noise) {
+        if (info->noise != MOEVK_NOISE_GAUSSIAN) REJECT("learned_noise needs GAUSSIAN noise");
+        if (info->hidden_size == 0) REJECT("learned_noise needs hidden_size > 0");
+        if (info->mode == MOEVK_MODE_SEQUENCE || info->mode == MOEVK_MODE_BATCH)
+            REJECT("learned_noise draws a std per token: not in SEQUENCE or BATCH mode");
+        if (!isfinite(info->noise_epsilon) || info->noise_epsilon < 0.0f)
+            REJECT("noise_epsilon is %g; it must be finite and >= 0", (double)info->noise_epsilon);
+    }
     if (info->max_tokens > (1u << 30) && info->mode != MOEVK_MODE_TOKEN)
         REJECT("max_tokens is %u; the routing modes take at most 2^30 tokens", info->max_tokens);
     return MOEVK_SUCCESS;
@@ -179,6 +188,10 @@ void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer
     if (inference || info->noise == MOEVK_NOISE_NONE) return; /* router_plan left noise off */
     params->noise_kind = (uint32_t)info->noise;
     params->noise_amount = scheduled(&info->noise_schedule, info->noise_amount, step);
+    if (info->learned_noise) { /* noise_std.comp reads epsilon where the std would be */
+        params->flags |= FLAG_NOISE_STD_LEARNED;
+        params->noise_amount = info->noise_epsilon;
+    }
     params->noise_seed_low = (uint32_t)info->noise_seed;
     params->noise_seed_high = (uint32_t)(info->noise_seed >> 32);
     params->noise_step = step;
@@ -269,6 +282,9 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
     if (info->mode == MOEVK_MODE_BATCH) decisions = E;
     if (info->mode == MOEVK_MODE_SINKHORN) decisions = E + T;
     sizes[BINDING_DECISIONS] = (DECISION_HEADER + decisions) * 4;
+    int gaussian = info->noise == MOEVK_NOISE_GAUSSIAN;
+    sizes[BINDING_NOISE_STD] = info->learned_noise ? T * E * 4 : gaussian ? E * 4 : 0;
+    sizes[BINDING_NOISE_WEIGHTS] = info->learned_noise ? d * E * 4 : 0;
 }
 
 static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
@@ -295,7 +311,9 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
                                                          "sequence counts",
                                                          "dL/dweights",
                                                          "dL/dlogits",
-                                                         "routing decisions"};
+                                                         "routing decisions",
+                                                         "noise std",
+                                                         "noise weights"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {
@@ -432,11 +450,12 @@ static moevk_result create_pipelines(moevk_router *router) {
         if (s == STAGE_SINKHORN) needed = info->mode == MOEVK_MODE_SINKHORN;
         int experts_choose = info->mode == MOEVK_MODE_EXPERT_CHOICE;
         if (s == STAGE_EXPERT_CHOICE) needed = experts_choose;
+        if (s == STAGE_NOISE_STD) needed = info->learned_noise;
         if (s == STAGE_BUCKET_COUNT || s == STAGE_BUCKET_SCAN || s == STAGE_BUCKET_ASSIGN)
             needed = !experts_choose;
         if (!needed) continue;
-        uint32_t dtype =
-            (s == STAGE_DISPATCH || s == STAGE_COMBINE) ? info->hidden_type : info->logits_type;
+        int reads_hidden = s == STAGE_DISPATCH || s == STAGE_COMBINE || s == STAGE_NOISE_STD;
+        uint32_t dtype = reads_hidden ? info->hidden_type : info->logits_type;
         int grouped = info->num_groups > 1;
         /* Experts that choose need no top-k in the scores stage; the others read E columns. */
         uint32_t top_k = router_choices(info);

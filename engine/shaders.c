@@ -14,6 +14,7 @@
 #include "sequence_mean.spv.h"
 #include "sinkhorn.spv.h"
 #include "expert_choice.spv.h"
+#include "noise_std.spv.h"
 
 #include "combine_addresses.spv.h"
 #include "dispatch_addresses.spv.h"
@@ -21,6 +22,7 @@
 #include "sequence_mean_addresses.spv.h"
 #include "sinkhorn_addresses.spv.h"
 #include "expert_choice_addresses.spv.h"
+#include "noise_std_addresses.spv.h"
 #include "stats_addresses.spv.h"
 
 #include "scores_topk_rte.spv.h"
@@ -44,6 +46,7 @@ static const shader_code SHADERS[STAGE_COUNT] = {
     [STAGE_SEQUENCE_MEAN] = SHADER_ENTRY(sequence_mean),
     [STAGE_SINKHORN] = SHADER_ENTRY(sinkhorn),
     [STAGE_EXPERT_CHOICE] = SHADER_ENTRY(expert_choice),
+    [STAGE_NOISE_STD] = SHADER_ENTRY(noise_std),
 };
 
 /* The variants that reach the large buffers through device addresses (MOEVK_ADDRESSES). */
@@ -58,6 +61,7 @@ static const shader_code ADDRESS_SHADERS[STAGE_COUNT] = {
     [STAGE_SEQUENCE_MEAN] = ADDRESSES_ENTRY(sequence_mean),
     [STAGE_SINKHORN] = ADDRESSES_ENTRY(sinkhorn),
     [STAGE_EXPERT_CHOICE] = ADDRESSES_ENTRY(expert_choice),
+    [STAGE_NOISE_STD] = ADDRESSES_ENTRY(noise_std),
 };
 
 /* The stages whose results must round alike everywhere (jitter, the sequences' means), asking

@@ -337,8 +337,15 @@ typedef struct moevk_router_info {
     moevk_noise_kind noise; /* default NONE */
     float noise_amount;     /* jitter eps in [0, 1); Gaussian std, Gumbel scale >= 0 */
     uint64_t noise_seed;
-    int noisy_scores; /* default 0: weights and statistics use the clean logits
-                         (DeepSpeed's Gumbel path); 1: the noisy ones (Tutel) */
+    /* Learned Gaussian noise (noisy top-k gating, Shazeer et al. 2017), default 0: non-zero
+     * draws std_te = softplus(x_t . W_noise[:, e]) + noise_epsilon from the route's hidden
+     * states x [T, d] and its noise_weights W_noise [d, E] f32 (the dot product in f32, in
+     * index order), replacing noise_amount; needs GAUSSIAN noise, hidden_size > 0, and the
+     * TOKEN, SINKHORN or EXPERT_CHOICE mode. */
+    int learned_noise;
+    float noise_epsilon; /* default 1e-2 */
+    int noisy_scores;    /* default 0: weights and statistics use the clean logits
+                            (DeepSpeed's Gumbel path); 1: the noisy ones (Tutel) */
     /* Schedules over the call's step (steps 0: off): they replace noise_amount, temperature and
      * capacity_factor. Buffers are sized for the larger end of the capacity schedule. */
     moevk_schedule noise_schedule;
@@ -393,6 +400,12 @@ typedef struct moevk_route_input {
     uint32_t step; /* the noise counter's step and layer: any (seed, step, layer) replays */
     uint32_t layer;
     int inference; /* non-zero: no noise, whatever the router's options say */
+    /* GAUSSIAN noise only: [E] the std of each expert's noise, replacing noise_amount and its
+     * schedule (NULL: noise_amount); every value finite and >= 0. */
+    const float *noise_std;
+    /* learned_noise routers: W_noise [d, E] f32, required (the std's gradient with respect to
+     * it is not computed). */
+    const float *noise_weights;
 } moevk_route_input;
 
 typedef struct moevk_route_stats {

@@ -135,13 +135,13 @@ static int chosen(const row_route *row, uint32_t K, uint32_t e) {
 }
 
 /* z of the load term, +-inf where decided (see shaders/losses.comp). */
-static double load_z(const moevk_router_info *info, const row_route *row, double logit,
-                     const float *bias, uint32_t e, int in_top_k) {
+static double load_z(double std, const row_route *row, double logit, const float *bias, uint32_t e,
+                     int in_top_k) {
     double key = logit + (bias ? bias[e] : 0.0);
     double threshold = in_top_k ? row->next_key : row->kth_key;
     if (isinf(key)) return -INFINITY;
     if (isinf(threshold)) return INFINITY;
-    return (key - threshold) / info->noise_amount;
+    return (key - threshold) / std;
 }
 
 /* Everything both passes need, for the whole batch. */
@@ -198,8 +198,9 @@ static int batch_route(const moevk_router_info *info, const ref_call *call,
         }
         if (loss->load_coef != 0.0f)
             for (uint32_t e = 0; e < E; ++e)
-                b->load[e] += normal_cdf(
-                    load_z(info, row, logits[(size_t)t * E + e], bias, e, chosen(row, K, e)));
+                b->load[e] +=
+                    normal_cdf(load_z(ref_noise_std(info, call, t, e), row,
+                                      logits[(size_t)t * E + e], bias, e, chosen(row, K, e)));
     }
     return 1;
 }
@@ -337,10 +338,11 @@ int ref_loss_gradient(const moevk_router_info *info, const ref_call *call,
             g[e] += loss->z_coef * 2.0 / b.valid * row->lse * exp(l[e] - row->lse);
             if (loss->load_coef != 0.0f) {
                 int in_top_k = chosen(row, K, e);
-                double z = load_z(info, row, l[e], bias, e, in_top_k);
+                double std = ref_noise_std(info, call, t, e);
+                double z = load_z(std, row, l[e], bias, e, in_top_k);
                 if (isinf(z)) continue;
                 double slope = loss->load_coef * cv2_slope(b.load[e], load_mean, load_var, E) *
-                               normal_pdf(z) / info->noise_amount;
+                               normal_pdf(z) / std;
                 g[e] += slope;
                 if (in_top_k)
                     into_next += slope;

@@ -25,7 +25,19 @@ enum { REF_ROW_VALID = 0, REF_ROW_NONFINITE = 1, REF_ROW_MASKED = 2 };
 typedef struct ref_call {
     uint32_t step, layer;
     int inference;
+    /* Gaussian noise's std: NULL for the router's noise_amount; else [E] per expert, or with
+     * std_per_token [T, E] (a learned std, ref_learned_noise_std). */
+    const float *noise_std;
+    int std_per_token;
 } ref_call;
+
+/* The Gaussian noise's std for (token, expert). */
+float ref_noise_std(const moevk_router_info *info, const ref_call *call, uint32_t token,
+                    uint32_t expert);
+/* A learned std [T, E]: softplus(x_t . W_noise[:, e]) + noise_epsilon, x [T, d] in hidden_type,
+ * W_noise [d, E] f32, the dot product in f32 in index order. */
+void ref_learned_noise_std(const moevk_router_info *info, uint32_t T, const void *hidden,
+                           const float *noise_weights, float *std);
 
 /* Schedules: a schedule's value; the options in force at a step; the capacity at a step. */
 float ref_schedule_value(const moevk_schedule *schedule, uint32_t step);

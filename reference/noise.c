@@ -26,6 +26,27 @@ float ref_noise_uniform(uint32_t word) {
     return (float)(word >> 8) * (1.0f / 16777216.0f) + (1.0f / 33554432.0f);
 }
 
+float ref_noise_std(const moevk_router_info *info, const ref_call *call, uint32_t token,
+                    uint32_t expert) {
+    if (!call || !call->noise_std) return info->noise_amount;
+    return call->std_per_token ? call->noise_std[(uint64_t)token * info->num_experts + expert]
+                               : call->noise_std[expert];
+}
+
+void ref_learned_noise_std(const moevk_router_info *info, uint32_t T, const void *hidden,
+                           const float *noise_weights, float *std) {
+    uint32_t E = info->num_experts, d = info->hidden_size;
+    for (uint32_t t = 0; t < T; ++t)
+        for (uint32_t e = 0; e < E; ++e) {
+            float dot = 0.0f;
+            for (uint32_t j = 0; j < d; ++j)
+                dot += ref_load(hidden, (uint64_t)t * d + j, info->hidden_type) *
+                       noise_weights[(uint64_t)j * E + e];
+            float softplus = fmaxf(dot, 0.0f) + logf(1.0f + expf(-fabsf(dot)));
+            std[(uint64_t)t * E + e] = softplus + info->noise_epsilon;
+        }
+}
+
 float ref_noisy_logit(const moevk_router_info *info, const ref_call *call, float logit,
                       uint32_t token, uint32_t expert) {
     if (info->noise == MOEVK_NOISE_NONE || (call && call->inference) || isinf(logit) ||
@@ -43,7 +64,8 @@ float ref_noisy_logit(const moevk_router_info *info, const ref_call *call, float
     }
     case MOEVK_NOISE_GAUSSIAN: {
         float u1 = ref_noise_uniform(bits[1]);
-        return logit + amount * sqrtf(-2.0f * logf(u0)) * cosf(6.2831853071795864f * u1);
+        return logit + ref_noise_std(info, call, token, expert) * sqrtf(-2.0f * logf(u0)) *
+                           cosf(6.2831853071795864f * u1);
     }
     default: return logit - amount * logf(-logf(u0));
     }

@@ -63,7 +63,7 @@ layout(push_constant) uniform Params {
 #endif
     // Router noise (noise.glsl).
     uint noise_kind;
-    float noise_amount;
+    float noise_amount; // jitter eps, Gaussian std, Gumbel scale; learned std: noise_epsilon
     uint noise_seed_low;
     uint noise_seed_high;
     uint noise_step;
@@ -94,6 +94,8 @@ layout(std430, binding = BINDING_LOSS_TOTALS) buffer LossTotals { float loss_tot
 layout(std430, binding = BINDING_SEQ_COUNTS) buffer SeqCounts { uint seq_counts[]; };
 layout(std430, binding = BINDING_GRAD_WEIGHTS) buffer GradWeights { float grad_weights[]; };
 layout(std430, binding = BINDING_GRAD_LOGITS) buffer GradLogits { float grad_logits[]; };
+layout(std430, binding = BINDING_NOISE_STD) buffer NoiseStd { float noise_std_values[]; };
+layout(std430, binding = BINDING_NOISE_WEIGHTS) readonly buffer NoiseWeights { float noise_weights[]; };
 // Coherent: the Sinkhorn stage's invocations read each other's writes within one workgroup.
 layout(std430, binding = BINDING_DECISIONS) coherent buffer Decisions { float decisions[]; };
 layout(std430, binding = BINDING_HIDDEN) readonly buffer HiddenVec4 { uvec4 hidden_vec4[]; };

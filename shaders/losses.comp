@@ -61,7 +61,7 @@ float load_z(uint token, uint expert, vec4 thresholds, bool in_top_k) {
     float threshold = in_top_k ? thresholds.x : thresholds.y;
     if (isinf(key)) return NEG_INF;
     if (isinf(threshold)) return -NEG_INF;
-    return (key - threshold) / P.noise_amount;
+    return (key - threshold) / noise_std(token, expert);
 }
 
 void thresholds(uint token) {
@@ -303,7 +303,7 @@ void logits_backward(uint token) {
                 float z = load_z(token, e, thresholds, in_top_k);
                 if (!isinf(z)) {
                     float slope = P.load_coef * loss_totals[LOSS_TOTAL_LOAD_SLOPE * E + e] *
-                                  normal_pdf(z) / P.noise_amount;
+                                  normal_pdf(z) / noise_std(token, e);
                     grad += slope;
                     if (in_top_k) into_next += slope; else into_kth += slope;
                 }

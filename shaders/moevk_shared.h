@@ -32,7 +32,9 @@
 /* The routing modes' scratch (SEQUENCE, BATCH, SINKHORN): DECISION_HEADER scalars, then
  * SEQUENCE: mean logits [sequences, E]; SINKHORN: d1 [E], d0 [T]. */
 #define BINDING_DECISIONS 24
-#define BINDING_COUNT 25
+#define BINDING_NOISE_STD 25     /* [E] or (learned) [T, E] float: the Gaussian noise's std */
+#define BINDING_NOISE_WEIGHTS 26 /* [d, E] float: W_noise of the learned std */
+#define BINDING_COUNT 27
 
 /* The decisions' header: Sinkhorn's shift of the logits, iterations run, last mean change. */
 #define DECISION_SHIFT 0
@@ -65,6 +67,8 @@
 #define FLAG_SEQUENCE_DECISIONS 256u /* SEQUENCE, BATCH: tokens take their sequence's decision */
 #define FLAG_SINKHORN 512u /* selection by the Sinkhorn-balanced scores */
 #define FLAG_EXPERT_CHOICE 1024u /* experts choose tokens (expert_choice.comp) */
+#define FLAG_NOISE_STD_PER_EXPERT 2048u /* Gaussian std from noise_std [E] */
+#define FLAG_NOISE_STD_LEARNED 4096u    /* Gaussian std from noise_std [T, E] (noise_std.comp) */
 
 /* Phases of the losses stage (shaders/losses.comp), in the order they run. */
 #define LOSS_PHASE_THRESHOLDS 0u

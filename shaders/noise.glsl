@@ -22,6 +22,15 @@ precise float noise_uniform(uint word) {
     return float(word >> 8) * (1.0 / 16777216.0) + (1.0 / 33554432.0);
 }
 
+// The Gaussian noise's std for a token and an expert: the router's, each expert's, or learned
+// per token and expert (noise_std.comp).
+float noise_std(uint token, uint expert) {
+    if ((P.flags & FLAG_NOISE_STD_PER_EXPERT) != 0u) return noise_std_values[expert];
+    if ((P.flags & FLAG_NOISE_STD_LEARNED) != 0u)
+        return noise_std_values[token * P.num_experts + expert];
+    return P.noise_amount;
+}
+
 // The logit after noise, for a token and an expert (NOISE_NONE: the logit itself).
 precise float noisy_logit(float logit, uint token, uint expert) {
     if (P.noise_kind == NOISE_NONE || isinf(logit) || isnan(logit)) return logit;
@@ -36,7 +45,8 @@ precise float noisy_logit(float logit, uint token, uint expert) {
     }
     if (P.noise_kind == NOISE_GAUSSIAN) {
         float u1 = noise_uniform(bits.y);
-        return logit + P.noise_amount * sqrt(-2.0 * log(u0)) * cos(6.2831853071795864 * u1);
+        return logit + noise_std(token, expert) * sqrt(-2.0 * log(u0)) *
+                           cos(6.2831853071795864 * u1);
     }
     return logit - P.noise_amount * log(-log(u0)); // Gumbel
 }

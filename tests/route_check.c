@@ -43,7 +43,7 @@ static int close_enough(double got, double want, double relative) {
 
 typedef struct buffers {
     void *logits, *hidden, *dispatched, *ref_dispatched, *expert_out, *combined, *ref_combined;
-    float *bias, *weights, *ref_weights;
+    float *bias, *weights, *ref_weights, *learned_std;
     int32_t *ids, *ref_ids, *slots, *ref_slots, *ref_rows, *ref_row_token;
     uint32_t *counts, *counts_before, *offsets, *ref_counts, *ref_counts_before, *ref_offsets;
     ref_row_stats *row_stats;
@@ -158,7 +158,9 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
                                .hidden = c->with_hidden ? b->hidden : NULL,
                                .step = c->step,
                                .layer = c->layer,
-                               .inference = c->inference};
+                               .inference = c->inference,
+                               .noise_std = c->noise_std,
+                               .noise_weights = c->noise_weights};
     moevk_route_stats stats;
     moevk_route_output output = {.expert_ids = b->ids,
                                  .weights = b->weights,
@@ -173,7 +175,13 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
           moevk_context_last_error(test_context()));
 
     /* Stage 1: scores and top-k, from the same logits. */
-    ref_call call = {c->step, c->layer, c->inference};
+    ref_call call = {
+        .step = c->step, .layer = c->layer, .inference = c->inference, .noise_std = c->noise_std};
+    if (c->noise_weights) {
+        ref_learned_noise_std(info, T, b->hidden, c->noise_weights, b->learned_std);
+        call.noise_std = b->learned_std;
+        call.std_per_token = 1;
+    }
     moevk_router_info at_step = ref_at_step(info, c->step); /* schedules resolved */
     CHECK(ref_scores_topk(&at_step, &call, T, b->logits, input.bias, b->ref_ids, b->ref_weights,
                           b->row_stats),
@@ -326,6 +334,7 @@ void check_route_case(const route_case *c) {
     b.ref_counts_before = malloc(E * 4);
     b.ref_offsets = malloc(E * 4 + 4);
     b.row_stats = malloc((uint64_t)T * sizeof *b.row_stats + 1);
+    b.learned_std = malloc((uint64_t)T * E * sizeof *b.learned_std + 1);
     fill_inputs(c, &b);
     compare_case(c, router, &b);
     free_buffers(&b);

@@ -19,9 +19,11 @@ typedef struct route_case {
     uint32_t num_tokens;
     logits_pattern pattern;
     int with_bias;
-    int with_hidden; /* dispatch and combine too (needs info.hidden_size) */
+    int with_hidden;      /* dispatch and combine too (needs info.hidden_size) */
     uint32_t step, layer; /* the noise counter, when info.noise is set */
     int inference;
+    const float *noise_std;     /* [E] Gaussian std per expert, or NULL */
+    const float *noise_weights; /* [d, E] W_noise of a learned std (needs with_hidden), or NULL */
 } route_case;
 
 /* Runs the case; failures go through the harness. */

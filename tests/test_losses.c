@@ -24,6 +24,7 @@ typedef struct loss_case {
     special_rows rows;
     uint32_t step, layer;
     int finite_differences; /* also check the reference against finite differences */
+    enum { STD_ROUTER, STD_PER_EXPERT, STD_LEARNED } noise_std; /* the Gaussian noise's std */
 } loss_case;
 
 static moevk_router_info router_info(uint32_t E, uint32_t k, uint32_t T) {
@@ -82,18 +83,18 @@ static int close_to(double got, double want, double tolerance) {
 
 /* Central differences of the reference's forward pass at up to `samples` entries whose
  * selection does not change within the step. */
-static void check_finite_differences(const loss_case *c, const double *logits, const float *bias,
-                                     const double *grad_weights, const double *analytic) {
+static void check_finite_differences(const loss_case *c, const ref_call *call, const double *logits,
+                                     const float *bias, const double *grad_weights,
+                                     const double *analytic) {
     const moevk_router_info *info = &c->info;
     uint32_t T = c->num_tokens, E = info->num_experts, K = info->top_k;
-    ref_call call = {c->step, c->layer, 0};
     uint64_t n = (uint64_t)T * E;
     double *moved = malloc(n * sizeof *moved);
     int32_t *ids = malloc(((uint64_t)T * K + 1) * sizeof *ids);
     int32_t *ids_moved = malloc(((uint64_t)T * K + 1) * sizeof *ids);
     CHECK(moved && ids && ids_moved, "out of memory");
     memcpy(moved, logits, n * sizeof *moved);
-    ref_loss_forward(info, &call, &c->loss, T, logits, bias, grad_weights, NULL, ids);
+    ref_loss_forward(info, call, &c->loss, T, logits, bias, grad_weights, NULL, ids);
     int checked = 0;
     for (int attempt = 0; attempt < 200 && checked < 40 && n > 0; ++attempt) {
         uint64_t i = rng_u32() % n;
@@ -101,11 +102,11 @@ static void check_finite_differences(const loss_case *c, const double *logits, c
         double h = 1e-6 * fmax(1.0, fabs(logits[i]));
         moved[i] = logits[i] + h;
         double up =
-            ref_loss_forward(info, &call, &c->loss, T, moved, bias, grad_weights, NULL, ids_moved);
+            ref_loss_forward(info, call, &c->loss, T, moved, bias, grad_weights, NULL, ids_moved);
         int same = !memcmp(ids, ids_moved, (uint64_t)T * K * sizeof *ids);
         moved[i] = logits[i] - h;
         double down =
-            ref_loss_forward(info, &call, &c->loss, T, moved, bias, grad_weights, NULL, ids_moved);
+            ref_loss_forward(info, call, &c->loss, T, moved, bias, grad_weights, NULL, ids_moved);
         same = same && !memcmp(ids, ids_moved, (uint64_t)T * K * sizeof *ids);
         moved[i] = logits[i];
         if (!same) continue; /* the step crossed a selection boundary */
@@ -140,16 +141,26 @@ static void check_loss_case(const loss_case *c) {
     double *want = malloc((n + 1) * sizeof *want);
     int32_t *ids = malloc(((uint64_t)T * K + 1) * sizeof *ids);
     int32_t *ids_ref = malloc(((uint64_t)T * K + 1) * sizeof *ids_ref);
+    /* A learned std: hidden states, W_noise and the reference's std [T, E]. */
+    uint32_t d = c->noise_std == STD_LEARNED ? info->hidden_size : 0;
+    float *hidden = malloc(((uint64_t)T * d + 1) * sizeof *hidden);
+    float *noise_weights = malloc(((uint64_t)d * E + 1) * sizeof *noise_weights);
+    float *learned_std = malloc((n + 1) * sizeof *learned_std);
+    float expert_std[MOEVK_MAX_EXPERTS];
     moevk_router *router = NULL;
     float bias[MOEVK_MAX_EXPERTS];
     if (!logits || !halves || !logits_read || !grad_weights || !grad_weights_d || !grad ||
-        !grad_again || !want || !ids || !ids_ref) {
+        !grad_again || !want || !ids || !ids_ref || !hidden || !noise_weights || !learned_std) {
         test_fail(__FILE__, __LINE__, "out of memory");
         goto done;
     }
     fill_logits(c, logits);
     as_read(info, logits, n, logits_read, halves);
     for (uint32_t e = 0; e < E; ++e) bias[e] = 0.3f * rng_normal();
+    for (uint32_t e = 0; e < E; ++e) expert_std[e] = rng_uniform(0.2f, 1.5f);
+    for (uint64_t i = 0; i < (uint64_t)T * d; ++i) hidden[i] = rng_normal();
+    for (uint64_t i = 0; i < (uint64_t)d * E; ++i) noise_weights[i] = 0.3f * rng_normal();
+    if (d) ref_learned_noise_std(info, T, hidden, noise_weights, learned_std);
     for (uint64_t i = 0; i < (uint64_t)T * K; ++i) {
         grad_weights[i] = rng_normal();
         grad_weights_d[i] = grad_weights[i];
@@ -164,7 +175,10 @@ static void check_loss_case(const loss_case *c) {
                                                                               : (void *)logits,
                                .bias = c->with_bias ? bias : NULL,
                                .step = c->step,
-                               .layer = c->layer};
+                               .layer = c->layer,
+                               .noise_std = c->noise_std == STD_PER_EXPERT ? expert_std : NULL,
+                               .hidden = d ? hidden : NULL,
+                               .noise_weights = d ? noise_weights : NULL};
     moevk_route_output output = {.expert_ids = ids};
     moevk_loss_info loss = c->loss;
     if (c->with_grad_weights) loss.grad_weights = grad_weights;
@@ -179,7 +193,12 @@ static void check_loss_case(const loss_case *c) {
         test_fail(__FILE__, __LINE__, "%s: a second call differs", c->name);
         goto done;
     }
-    ref_call call = {c->step, c->layer, 0};
+    ref_call call = {.step = c->step,
+                     .layer = c->layer,
+                     .noise_std = c->noise_std == STD_PER_EXPERT ? expert_std
+                                  : d                            ? learned_std
+                                                                 : NULL,
+                     .std_per_token = d > 0};
     const double *gw = c->with_grad_weights ? grad_weights_d : NULL;
     const float *b = c->with_bias ? bias : NULL;
     ref_loss_forward(info, &call, &c->loss, T, logits_read, b, NULL, &expected, ids_ref);
@@ -214,7 +233,7 @@ static void check_loss_case(const loss_case *c) {
                       (double)grad[i], want[i]);
             goto done;
         }
-    if (c->finite_differences) check_finite_differences(c, logits_read, b, gw, want);
+    if (c->finite_differences) check_finite_differences(c, &call, logits_read, b, gw, want);
 done:
     moevk_router_destroy(router);
     free(logits);
@@ -227,6 +246,9 @@ done:
     free(want);
     free(ids);
     free(ids_ref);
+    free(hidden);
+    free(noise_weights);
+    free(learned_std);
 }
 
 static void test_softmax_losses_and_backward(void) {
@@ -277,6 +299,28 @@ static void test_sequence_wise_loss(void) {
     check_loss_case(&c);
     c.name = "sequence-wise, sequences of one token";
     c.loss.sequence_length = 1;
+    check_loss_case(&c);
+}
+
+/* The load loss divides by each (token, expert)'s std: per expert, or learned from the hidden
+ * states (softplus(x . W_noise) + epsilon). */
+static void test_load_loss_with_per_expert_and_learned_std(void) {
+    loss_case c = {.name = "load, per-expert std",
+                   .info = router_info(8, 2, 64),
+                   .num_tokens = 64,
+                   .step = 2,
+                   .finite_differences = 1,
+                   .noise_std = STD_PER_EXPERT};
+    c.info.noise = MOEVK_NOISE_GAUSSIAN;
+    c.info.noise_seed = 8;
+    c.loss.load_coef = 0.5f;
+    c.loss.importance_coef = 0.2f;
+    check_loss_case(&c);
+    c.name = "load, learned std";
+    c.noise_std = STD_LEARNED;
+    c.info.learned_noise = 1;
+    c.info.hidden_size = 12;
+    c.info.noise_epsilon = 0.05f;
     check_loss_case(&c);
 }
 
@@ -516,6 +560,8 @@ int main(int argc, char **argv) {
         {"sigmoid_losses_and_backward", test_sigmoid_losses_and_backward},
         {"sequence_wise_loss", test_sequence_wise_loss},
         {"load_loss_with_gaussian_noise", test_load_loss_with_gaussian_noise},
+        {"load_loss_with_per_expert_and_learned_std",
+         test_load_loss_with_per_expert_and_learned_std},
         {"jitter_noisy_scores_backward", test_jitter_noisy_scores_backward},
         {"group_limited_losses", test_group_limited_losses},
         {"edge_sizes", test_edge_sizes},

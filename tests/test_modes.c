@@ -286,7 +286,7 @@ static void check_choice(choice_buffers *b, const char *name, moevk_router_info 
           moevk_context_last_error(test_context()));
     CHECK(same, "%s: a second run differs", name);
 
-    ref_call call = {(uint32_t)noise_step, 0, 0};
+    ref_call call = {.step = (uint32_t)noise_step};
     moevk_router_info token_info = info; /* the row stats of the scores stage */
     token_info.mode = MOEVK_MODE_TOKEN;
     token_info.top_k = 1;

@@ -78,6 +78,64 @@ static void test_gumbel_decisions_agree_past_the_margin(void) {
 
 /* lavapipe offers RTE float controls, so CI runs the jitter checks above on the variant of the
  * scores stage that asks for it (a GPU without it runs the plain one). */
+/* Gaussian noise with a std per expert, and a learned std from the hidden states. */
+static void test_per_expert_and_learned_std_match_the_reference(void) {
+    float std[16], weights[8 * 16];
+    for (int e = 0; e < 16; ++e) std[e] = e % 4 == 0 ? 0.0f : rng_uniform(0.1f, 2.0f);
+    for (int i = 0; i < 8 * 16; ++i) weights[i] = 0.5f * rng_normal();
+    route_case c = {.name = "gaussian, per-expert std",
+                    .info = noisy(MOEVK_NOISE_GAUSSIAN, 0.0f, 21),
+                    .num_tokens = 1000,
+                    .pattern = LOGITS_RANDOM,
+                    .with_bias = 1,
+                    .with_hidden = 1,
+                    .step = 4,
+                    .noise_std = std};
+    check_route_case(&c);
+    c.name = "gaussian, learned std";
+    c.noise_std = NULL;
+    c.noise_weights = weights;
+    c.info.learned_noise = 1;
+    c.info.noise_epsilon = 0.1f;
+    c.info.hidden_type = MOEVK_DTYPE_BF16;
+    check_route_case(&c);
+    c.name = "gaussian, learned std, Sinkhorn";
+    c.info.mode = MOEVK_MODE_SINKHORN;
+    c.with_bias = 0;
+    check_route_case(&c);
+}
+
+/* On the device: three experts with equal logits, noise on one of them only (std 0 for the
+ * others, whose tie goes to the lower expert): that expert wins half the tokens. */
+static void test_per_expert_std_draws_on_the_device(void) {
+    moevk_router_info info = noisy(MOEVK_NOISE_GAUSSIAN, 0.0f, 31);
+    info.num_experts = 3;
+    info.top_k = 1;
+    info.hidden_size = 0;
+    static float logits[1000 * 3];
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    const float stds[2][3] = {{0, 0, 1.5f}, {0.7f, 0, 0}};
+    uint32_t counts[2][3] = {{0}};
+    moevk_result r = MOEVK_SUCCESS;
+    for (int s = 0; s < 2; ++s)
+        for (uint32_t step = 0; step < 10 && r == MOEVK_SUCCESS; ++step) {
+            uint32_t got[3];
+            moevk_route_input input = {
+                .num_tokens = 1000, .logits = logits, .step = step, .noise_std = stds[s]};
+            moevk_route_output output = {.counts_before = got};
+            r = moevk_route(router, &input, &output);
+            for (int e = 0; e < 3; ++e) counts[s][e] += got[e];
+        }
+    moevk_router_destroy(router);
+    CHECK(r == MOEVK_SUCCESS, "route -> %s", moevk_result_string(r));
+    /* 10000 tokens: the std of a share is 0.005. */
+    CHECK(fabs(counts[0][2] / 10000.0 - 0.5) < 0.02 && counts[0][1] == 0,
+          "noise on expert 2: counts %u %u %u", counts[0][0], counts[0][1], counts[0][2]);
+    CHECK(fabs(counts[1][0] / 10000.0 - 0.5) < 0.02 && counts[1][2] == 0,
+          "noise on expert 0: counts %u %u %u", counts[1][0], counts[1][1], counts[1][2]);
+}
+
 static void test_lavapipe_requests_rte_rounding(void) {
     moevk_device_info device;
     moevk_context_device_info(test_context(), &device);
@@ -131,7 +189,7 @@ static void test_noise_has_the_right_mean_and_spread(void) {
                       gumbel = noisy(MOEVK_NOISE_GUMBEL, 1.5f, 4);
     double gs = 0, gss = 0, us = 0, uss = 0;
     for (int i = 0; i < n; ++i) {
-        ref_call call = {(uint32_t)i / 64, 0, 0};
+        ref_call call = {.step = (uint32_t)i / 64};
         double g = ref_noisy_logit(&gauss, &call, 0.0f, (uint32_t)i % 1000, (uint32_t)i % 64);
         double u = ref_noisy_logit(&gumbel, &call, 0.0f, (uint32_t)i % 1000, (uint32_t)i % 64);
         gs += g;
@@ -157,7 +215,49 @@ static void test_bad_noise_is_rejected(void) {
     info = noisy((moevk_noise_kind)9, 1.0f, 0);
     CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
           "kind 9 accepted");
+    info = noisy(MOEVK_NOISE_GUMBEL, 1.0f, 0);
+    info.learned_noise = 1;
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "a learned Gumbel std accepted");
+    info = noisy(MOEVK_NOISE_GAUSSIAN, 1.0f, 0);
+    info.learned_noise = 1;
+    info.mode = MOEVK_MODE_BATCH;
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "a learned std in BATCH mode accepted");
     CHECK(router == NULL, "a router was made");
+
+    /* Per-call std and weights. */
+    info.mode = MOEVK_MODE_TOKEN;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    static float logits[16 * 16], hidden[16 * 8], weights[8 * 16];
+    float std[16];
+    for (int e = 0; e < 16; ++e) std[e] = 1.0f;
+    moevk_route_input input = {.num_tokens = 16, .logits = logits, .hidden = hidden};
+    moevk_route_output output = {0};
+    moevk_result no_weights = moevk_route(router, &input, &output);
+    input.noise_weights = weights;
+    input.hidden = NULL;
+    moevk_result no_hidden = moevk_route(router, &input, &output);
+    input.hidden = hidden;
+    input.noise_std = std;
+    moevk_result both = moevk_route(router, &input, &output);
+    input.noise_std = NULL;
+    moevk_result fine = moevk_route(router, &input, &output);
+    moevk_router_destroy(router);
+    CHECK(no_weights == MOEVK_ERROR_INVALID_ARGUMENT, "a learned std without weights accepted");
+    CHECK(no_hidden == MOEVK_ERROR_INVALID_ARGUMENT, "a learned std without hidden accepted");
+    CHECK(both == MOEVK_ERROR_INVALID_ARGUMENT, "noise_std with a learned std accepted");
+    CHECK(fine == MOEVK_SUCCESS, "route -> %s", moevk_result_string(fine));
+
+    info = noisy(MOEVK_NOISE_GAUSSIAN, 1.0f, 0);
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    std[3] = -0.5f;
+    input = (moevk_route_input){.num_tokens = 16, .logits = logits, .noise_std = std};
+    moevk_result negative = moevk_route(router, &input, &output);
+    moevk_router_destroy(router);
+    CHECK(negative == MOEVK_ERROR_INVALID_ARGUMENT, "a negative noise_std accepted");
+    CHECK(strstr(moevk_context_last_error(test_context()), "noise_std[3]"), "message: %s",
+          moevk_context_last_error(test_context()));
 }
 
 static void test_schedules_follow_the_step(void) {
@@ -241,6 +341,9 @@ static void test_balancing_bias_evens_out_the_load(void) {
 
 static const test_case TESTS[] = {
     {"balancing_bias_evens_out_the_load", test_balancing_bias_evens_out_the_load},
+    {"per_expert_and_learned_std_match_the_reference",
+     test_per_expert_and_learned_std_match_the_reference},
+    {"per_expert_std_draws_on_the_device", test_per_expert_std_draws_on_the_device},
     {"schedules_follow_the_step", test_schedules_follow_the_step},
     {"scheduled_routes_match_the_reference", test_scheduled_routes_match_the_reference},
     {"philox_matches_random123_known_answers", test_philox_matches_random123_known_answers},
