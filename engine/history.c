@@ -12,6 +12,7 @@ struct moevk_history {
     uint32_t first, count;      /* ring: the oldest step held, and how many */
     moevk_step_report *reports; /* [capacity] */
     uint32_t *counts;           /* [capacity, 2E]: before drops, then after */
+    double *expert_loss;        /* [capacity, E] */
 };
 
 moevk_result moevk_history_create(const moevk_history_info *info, moevk_history **out) {
@@ -30,7 +31,8 @@ moevk_result moevk_history_create(const moevk_history_info *info, moevk_history 
     if (!options->oscillation_steps) options->oscillation_steps = 20;
     history->reports = calloc(options->capacity, sizeof *history->reports);
     history->counts = calloc((size_t)options->capacity * 2 * info->num_experts, sizeof(uint32_t));
-    if (!history->reports || !history->counts) {
+    history->expert_loss = calloc((size_t)options->capacity * info->num_experts, sizeof(double));
+    if (!history->reports || !history->counts || !history->expert_loss) {
         moevk_history_destroy(history);
         return MOEVK_ERROR_OUT_OF_HOST_MEMORY;
     }
@@ -42,6 +44,7 @@ void moevk_history_destroy(moevk_history *history) {
     if (!history) return;
     free(history->reports);
     free(history->counts);
+    free(history->expert_loss);
     free(history);
 }
 
@@ -66,6 +69,8 @@ moevk_result moevk_history_add(moevk_history *history, uint32_t step,
     report->step = step;
     report->entropy = stats->entropy;
     report->z_loss = stats->z_loss;
+    report->mean_logsumexp = stats->mean_logsumexp;
+    report->unrouted_tokens = stats->unrouted_tokens;
     report->aux_loss = stats->aux_loss;
     report->drop_fraction = stats->drop_fraction;
     report->nonfinite_rows = stats->nonfinite_rows;
@@ -85,6 +90,23 @@ moevk_result moevk_history_add(moevk_history *history, uint32_t step,
     uint32_t *stored = history->counts + (size_t)slot * 2 * E;
     memcpy(stored, counts_before, E * sizeof *stored);
     memcpy(stored + E, counts, E * sizeof *stored);
+    memset(history->expert_loss + (size_t)slot * E, 0, E * sizeof(double));
+    return MOEVK_SUCCESS;
+}
+
+moevk_result moevk_history_set_expert_loss(moevk_history *history, const double *expert_loss) {
+    if (!history || !expert_loss || history->count == 0) return MOEVK_ERROR_INVALID_ARGUMENT;
+    uint32_t slot = slot_of(history, history->count - 1), E = history->info.num_experts;
+    memcpy(history->expert_loss + (size_t)slot * E, expert_loss, E * sizeof(double));
+    history->reports[slot].has_expert_loss = 1;
+    return MOEVK_SUCCESS;
+}
+
+moevk_result moevk_history_get_expert_loss(const moevk_history *history, uint32_t i,
+                                           double *expert_loss) {
+    if (!history || !expert_loss || i >= history->count) return MOEVK_ERROR_INVALID_ARGUMENT;
+    uint32_t E = history->info.num_experts;
+    memcpy(expert_loss, history->expert_loss + (size_t)slot_of(history, i) * E, E * sizeof(double));
     return MOEVK_SUCCESS;
 }
 
@@ -135,19 +157,29 @@ moevk_result moevk_history_write_csv(const moevk_history *history, const char *p
     FILE *file = fopen(path, "w");
     if (!file) return MOEVK_ERROR_INVALID_ARGUMENT;
     uint32_t E = history->info.num_experts;
-    fprintf(file, "step,entropy,z_loss,aux_loss,drop_fraction,imbalance,load_cv,top_expert,"
-                  "top_share,nonfinite_rows,masked_rows");
-    for (uint32_t e = 0; e < E; ++e) fprintf(file, ",before_%u", e);
-    for (uint32_t e = 0; e < E; ++e) fprintf(file, ",kept_%u", e);
+    fprintf(file, "step,entropy,z_loss,mean_logsumexp,aux_loss,drop_fraction,imbalance,load_cv,"
+                  "top_expert,top_share,nonfinite_rows,masked_rows,unrouted_tokens");
+    static const char *const columns[] = {"before", "kept", "overflow", "loss"};
+    for (int c = 0; c < 4; ++c)
+        for (uint32_t e = 0; e < E; ++e) fprintf(file, ",%s_%u", columns[c], e);
     fprintf(file, "\n");
     for (uint32_t i = 0; i < history->count; ++i) {
         uint32_t slot = slot_of(history, i);
         const moevk_step_report *r = &history->reports[slot];
-        fprintf(file, "%u,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%u,%.9g,%u,%u", r->step, r->entropy,
-                r->z_loss, r->aux_loss, r->drop_fraction, r->imbalance, r->load_cv, r->top_expert,
-                r->top_share, r->nonfinite_rows, r->masked_rows);
+        fprintf(file, "%u,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%u,%.9g,%u,%u,%u", r->step, r->entropy,
+                r->z_loss, r->mean_logsumexp, r->aux_loss, r->drop_fraction, r->imbalance,
+                r->load_cv, r->top_expert, r->top_share, r->nonfinite_rows, r->masked_rows,
+                r->unrouted_tokens);
         const uint32_t *counts = history->counts + (size_t)slot * 2 * E;
         for (uint32_t e = 0; e < 2 * E; ++e) fprintf(file, ",%u", counts[e]);
+        for (uint32_t e = 0; e < E; ++e) fprintf(file, ",%u", counts[e] - counts[E + e]);
+        const double *loss = history->expert_loss + (size_t)slot * E;
+        for (uint32_t e = 0; e < E; ++e) {
+            if (r->has_expert_loss)
+                fprintf(file, ",%.9g", loss[e]);
+            else
+                fprintf(file, ",");
+        }
         fprintf(file, "\n");
     }
     return fclose(file) == 0 ? MOEVK_SUCCESS : MOEVK_ERROR_INVALID_ARGUMENT;
@@ -171,16 +203,26 @@ moevk_result moevk_history_write_json(const moevk_history *history, const char *
         const moevk_step_report *r = &history->reports[slot];
         const uint32_t *counts = history->counts + (size_t)slot * 2 * E;
         fprintf(file,
-                "%s\n    {\"step\": %u, \"entropy\": %.9g, \"z_loss\": %.9g, \"aux_loss\": %.9g, "
-                "\"drop_fraction\": %.9g, \"imbalance\": %.9g, \"load_cv\": %.9g, "
-                "\"top_expert\": %u, \"top_share\": %.9g, \"nonfinite_rows\": %u, "
-                "\"masked_rows\": %u, \"before\": ",
-                i ? "," : "", r->step, r->entropy, r->z_loss, r->aux_loss, r->drop_fraction,
-                r->imbalance, r->load_cv, r->top_expert, r->top_share, r->nonfinite_rows,
-                r->masked_rows);
+                "%s\n    {\"step\": %u, \"entropy\": %.9g, \"z_loss\": %.9g, "
+                "\"mean_logsumexp\": %.9g, \"aux_loss\": %.9g, \"drop_fraction\": %.9g, "
+                "\"imbalance\": %.9g, \"load_cv\": %.9g, \"top_expert\": %u, "
+                "\"top_share\": %.9g, \"nonfinite_rows\": %u, \"masked_rows\": %u, "
+                "\"unrouted_tokens\": %u, \"before\": ",
+                i ? "," : "", r->step, r->entropy, r->z_loss, r->mean_logsumexp, r->aux_loss,
+                r->drop_fraction, r->imbalance, r->load_cv, r->top_expert, r->top_share,
+                r->nonfinite_rows, r->masked_rows, r->unrouted_tokens);
         write_counts_json(file, counts, E);
         fprintf(file, ", \"kept\": ");
         write_counts_json(file, counts + E, E);
+        fprintf(file, ", \"expert_loss\": ");
+        if (r->has_expert_loss) {
+            const double *loss = history->expert_loss + (size_t)slot * E;
+            fprintf(file, "[");
+            for (uint32_t e = 0; e < E; ++e) fprintf(file, e ? ", %.9g" : "%.9g", loss[e]);
+            fprintf(file, "]");
+        } else {
+            fprintf(file, "null");
+        }
         fprintf(file, "}");
     }
     fprintf(file, "\n  ]\n}\n");

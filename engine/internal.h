@@ -156,6 +156,7 @@ typedef enum stage {
     STAGE_SINKHORN,
     STAGE_EXPERT_CHOICE,
     STAGE_NOISE_STD,
+    STAGE_EXPERT_LOSS,
     STAGE_COUNT
 } stage;
 
@@ -319,6 +320,8 @@ typedef struct loss_phases {
     int thresholds, cv2_slopes, sequences, weights_backward, logits_backward;
 } loss_phases;
 void record_losses(moevk_router *router, const route_params *params, const loss_phases *phases);
+/* Per-expert sums of the per-token loss in BINDING_EXPERT_LOSS over the route's kept choices. */
+void record_expert_loss(moevk_router *router, const route_params *params);
 /* A global memory barrier: everything written before is visible to what follows. */
 void record_barrier(moevk_router *router, VkPipelineStageFlags src_stage, VkAccessFlags src_access,
                     VkPipelineStageFlags dst_stage, VkAccessFlags dst_access);

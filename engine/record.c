@@ -167,6 +167,20 @@ void record_combine(moevk_router *router, const route_params *params) {
     timestamp(router, TIMESTAMP_COMBINE_END);
 }
 
+void record_expert_loss(moevk_router *router, const route_params *params) {
+    router->context->vk.vkCmdBindDescriptorSets(router->recording, VK_PIPELINE_BIND_POINT_COMPUTE,
+                                                router->context->pipeline_layout, 0, 1,
+                                                &router->bound_set, 0, NULL);
+    route_params phase = *params;
+    phase.phase = 0;
+    if (params->stat_blocks > 0) {
+        run_stage(router, STAGE_EXPERT_LOSS, &phase, params->stat_blocks);
+        compute_to_compute(router);
+    }
+    phase.phase = 1;
+    run_stage(router, STAGE_EXPERT_LOSS, &phase, params->num_experts);
+}
+
 void record_losses(moevk_router *router, const route_params *params, const loss_phases *phases) {
     const struct VolkDeviceTable *vk = &router->context->vk;
     vk->vkCmdBindDescriptorSets(router->recording, VK_PIPELINE_BIND_POINT_COMPUTE,

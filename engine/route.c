@@ -86,6 +86,7 @@ void route_fill_stats(const moevk_router *router, const route_params *params,
         stats->aux_loss = E * sum;
     }
     stats->z_loss = (double)totals[E + STAT_LSE_SQUARED] / valid;
+    stats->mean_logsumexp = (double)totals[E + STAT_LSE] / valid;
     stats->entropy = (double)totals[E + STAT_ENTROPY] / valid;
 }
 

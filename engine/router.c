@@ -285,6 +285,7 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
     int gaussian = info->noise == MOEVK_NOISE_GAUSSIAN;
     sizes[BINDING_NOISE_STD] = info->learned_noise ? T * E * 4 : gaussian ? E * 4 : 0;
     sizes[BINDING_NOISE_WEIGHTS] = info->learned_noise ? d * E * 4 : 0;
+    sizes[BINDING_EXPERT_LOSS] = (T + E) * 4;
 }
 
 static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
@@ -313,7 +314,8 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
                                                          "dL/dlogits",
                                                          "routing decisions",
                                                          "noise std",
-                                                         "noise weights"};
+                                                         "noise weights",
+                                                         "per-expert loss"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {
@@ -381,6 +383,11 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
     uint64_t losses_up = A16(sizes[BINDING_GRAD_WEIGHTS]) + A16(sizes[BINDING_COMBINED]);
     uint64_t losses_down = A16(sizes[BINDING_GRAD_LOGITS]) + A16(sizes[BINDING_LOSS_TOTALS]) +
                            A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_EXPERT_INFO]);
+    /* moevk_router_expert_loss: the token loss up, its sums and the counts down. */
+    uint64_t expert_loss_up = A16(sizes[BINDING_EXPERT_LOSS]);
+    uint64_t expert_loss_down = A16(sizes[BINDING_EXPERT_LOSS]) + A16(sizes[BINDING_EXPERT_INFO]);
+    if (losses_up < expert_loss_up) losses_up = expert_loss_up;
+    if (losses_down < expert_loss_down) losses_down = expert_loss_down;
 #undef A16
 #define MAX3(a, b, c) ((a) > (b) ? ((a) > (c) ? (a) : (c)) : ((b) > (c) ? (b) : (c)))
     moevk_result r = gpu_buffer_create(context, MAX3(route_up, combine_up, losses_up),

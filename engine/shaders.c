@@ -15,6 +15,7 @@
 #include "sinkhorn.spv.h"
 #include "expert_choice.spv.h"
 #include "noise_std.spv.h"
+#include "expert_loss.spv.h"
 
 #include "combine_addresses.spv.h"
 #include "dispatch_addresses.spv.h"
@@ -47,6 +48,7 @@ static const shader_code SHADERS[STAGE_COUNT] = {
     [STAGE_SINKHORN] = SHADER_ENTRY(sinkhorn),
     [STAGE_EXPERT_CHOICE] = SHADER_ENTRY(expert_choice),
     [STAGE_NOISE_STD] = SHADER_ENTRY(noise_std),
+    [STAGE_EXPERT_LOSS] = SHADER_ENTRY(expert_loss),
 };
 
 /* The variants that reach the large buffers through device addresses (MOEVK_ADDRESSES). */

@@ -418,6 +418,7 @@ typedef struct moevk_route_stats {
     uint32_t masked_rows;         /* rows whose keys are all -inf: routed nowhere */
     double aux_loss;              /* E * sum_i f_i * P_i (Switch balancing loss) */
     double z_loss;                /* mean over rows of logsumexp(raw logits)^2 */
+    double mean_logsumexp;        /* mean over rows of logsumexp(raw logits) */
     double entropy;               /* mean over rows of -sum_i p_i log p_i */
     uint32_t unrouted_tokens;     /* valid rows with no kept choice: every choice dropped, or (in
                                      EXPERT_CHOICE mode) taken by no expert */
@@ -542,6 +543,16 @@ MOEVK_API moevk_result moevk_router_losses(moevk_router *router, const moevk_los
                                            moevk_losses *losses, float *grad_logits,
                                            moevk_buffer *grad_logits_buffer);
 
+/* The per-expert loss of the router's last route (run, or recorded and executed): for each
+ * expert, the mean of a caller's per-token loss [T] f32 (host, or a moevk_buffer's first bytes)
+ * over the tokens whose choice of that expert was kept; 0 for an expert that kept none. Summed
+ * on the device in a fixed order (the same bits every run), divided on the host in double.
+ * expert_loss [E]. Errors: INVALID_ARGUMENT (no route, neither or both inputs, a short buffer),
+ * DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_router_expert_loss(moevk_router *router, const float *token_loss,
+                                                moevk_buffer *token_loss_buffer,
+                                                double *expert_loss);
+
 /* ---- Routing health over steps (host only) --------------------------------------------------- */
 /* A ring buffer of per-step router reports, built from each route's statistics and counts (which
  * the device accumulates), with warnings when routing collapses or oscillates. Needs no context;
@@ -561,8 +572,9 @@ typedef struct moevk_history_info {
 
 typedef struct moevk_step_report {
     uint32_t step;
-    double entropy;       /* mean routing entropy */
-    double z_loss;        /* mean logsumexp^2 */
+    double entropy; /* mean routing entropy */
+    double z_loss;  /* mean logsumexp^2 */
+    double mean_logsumexp;
     double aux_loss;      /* Switch balancing loss */
     double drop_fraction; /* selections dropped by the capacity */
     double imbalance;     /* max / mean of the selections per expert, before drops */
@@ -570,6 +582,8 @@ typedef struct moevk_step_report {
     uint32_t top_expert;  /* the most selected expert (lowest index on ties) */
     double top_share;     /* its share of the selections */
     uint32_t nonfinite_rows, masked_rows;
+    uint32_t unrouted_tokens; /* valid rows with no kept choice */
+    int has_expert_loss;      /* moevk_history_set_expert_loss gave this step a per-expert loss */
 } moevk_step_report;
 
 #define MOEVK_WARNING_COLLAPSE 1u
@@ -582,6 +596,13 @@ MOEVK_API void moevk_history_destroy(moevk_history *history);
 MOEVK_API moevk_result moevk_history_add(moevk_history *history, uint32_t step,
                                          const moevk_route_stats *stats,
                                          const uint32_t *counts_before, const uint32_t *counts);
+/* Attaches a per-expert loss [E] (moevk_router_expert_loss) to the latest step. Errors:
+ * INVALID_ARGUMENT (no step yet). */
+MOEVK_API moevk_result moevk_history_set_expert_loss(moevk_history *history,
+                                                     const double *expert_loss);
+/* Step i's per-expert loss [E] (zeros where none was set). */
+MOEVK_API moevk_result moevk_history_get_expert_loss(const moevk_history *history, uint32_t i,
+                                                     double *expert_loss);
 /* Steps held (at most capacity). */
 MOEVK_API uint32_t moevk_history_count(const moevk_history *history);
 /* Step i of those held, 0 the oldest; counts_before and counts [E] may be NULL. */
@@ -591,7 +612,8 @@ MOEVK_API moevk_result moevk_history_get(const moevk_history *history, uint32_t 
 /* MOEVK_WARNING_* flags for the latest step (0: healthy). */
 MOEVK_API uint32_t moevk_history_warnings(const moevk_history *history);
 /* Writes the steps held as CSV (one row per step: the report, then each expert's selections
- * before and after drops) or JSON (the same, and the latest warnings). Errors:
+ * before and after drops, overflow (before - after) and per-expert loss (empty where not set))
+ * or JSON (the same, and the latest warnings). Errors:
  * INVALID_ARGUMENT (also when the file cannot be written). */
 MOEVK_API moevk_result moevk_history_write_csv(const moevk_history *history, const char *path);
 MOEVK_API moevk_result moevk_history_write_json(const moevk_history *history, const char *path);

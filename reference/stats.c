@@ -20,7 +20,7 @@ int ref_stats(const moevk_router_info *info, const ref_call *call, uint32_t T, c
         ref_sequence_means(info, T, logits, means);
     }
     double probability_sum[MOEVK_MAX_EXPERTS] = {0};
-    double lse_squared = 0, entropy = 0;
+    double lse_squared = 0, lse = 0, entropy = 0;
     uint32_t nonfinite = 0, masked = 0;
     for (uint32_t t = 0; t < T; ++t) {
         const ref_row_stats *row = &row_stats[t];
@@ -28,6 +28,7 @@ int ref_stats(const moevk_router_info *info, const ref_call *call, uint32_t T, c
         masked += row->flag == REF_ROW_MASKED;
         if (row->flag != REF_ROW_VALID) continue;
         lse_squared += (double)row->lse_raw * row->lse_raw;
+        lse += row->lse_raw;
         entropy += row->entropy;
         for (uint32_t e = 0; e < E; ++e) {
             float raw = by_sequence ? means[(uint64_t)(t / S) * E + e]
@@ -55,6 +56,7 @@ int ref_stats(const moevk_router_info *info, const ref_call *call, uint32_t T, c
         stats->aux_loss = E * sum;
     }
     stats->z_loss = lse_squared / valid;
+    stats->mean_logsumexp = lse / valid;
     stats->entropy = entropy / valid;
     return 1;
 }

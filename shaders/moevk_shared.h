@@ -34,7 +34,8 @@
 #define BINDING_DECISIONS 24
 #define BINDING_NOISE_STD 25     /* [E] or (learned) [T, E] float: the Gaussian noise's std */
 #define BINDING_NOISE_WEIGHTS 26 /* [d, E] float: W_noise of the learned std */
-#define BINDING_COUNT 27
+#define BINDING_EXPERT_LOSS 27   /* [T] float: a caller's per-token loss; then [E] sums per expert */
+#define BINDING_COUNT 28
 
 /* The decisions' header: Sinkhorn's shift of the logits, iterations run, last mean change. */
 #define DECISION_SHIFT 0
@@ -53,7 +54,8 @@
 #define STAT_NONFINITE 2
 #define STAT_MASKED 3
 #define STAT_UNROUTED 4 /* valid rows with no kept choice */
-#define STAT_SCALARS 5
+#define STAT_LSE 5      /* sum of the raw logsumexp */
+#define STAT_SCALARS 6
 
 /* Bits of the push-constant `flags`. */
 #define FLAG_HAS_BIAS 1u

@@ -2,7 +2,7 @@
 #extension GL_GOOGLE_include_directive : require
 // Routing statistics, reduced in a fixed order so that they are the same on every run.
 // Phase 0 (grid: stat_blocks workgroups): block b sums over its rows_per_stat_block rows the
-// routing probability of every expert and the row scalars (logsumexp^2, entropy, non-finite and
+// routing probability of every expert and the row scalars (logsumexp and its square, entropy, non-finite and
 // masked rows, valid rows with no kept choice) into stat_partials[b, E + STAT_SCALARS]. Only
 // valid rows count.
 // Phase 1 (grid: E + STAT_SCALARS workgroups, one per total): sums one column of the partials
@@ -26,12 +26,13 @@ void partial_sums() {
             if (row_flags[t] == ROW_VALID) sum += probability(t, e, row_stats[t]);
         stat_partials[block * width + e] = sum;
     }
-    float lse_squared = 0.0, entropy = 0.0, nonfinite = 0.0, masked = 0.0, unrouted = 0.0;
+    float lse = 0.0, lse_squared = 0.0, entropy = 0.0, nonfinite = 0.0, masked = 0.0, unrouted = 0.0;
     for (uint t = begin + lane; t < end; t += gl_WorkGroupSize.x) {
         uint flag = row_flags[t];
         if (flag == ROW_VALID) {
             vec4 stats = row_stats[t];
             lse_squared += stats.z * stats.z;
+            lse += stats.z;
             entropy += stats.w;
             bool kept = false;
             for (uint j = 0u; j < P.top_k && !kept; ++j) kept = slots[t * P.top_k + j] >= 0;
@@ -45,6 +46,7 @@ void partial_sums() {
     scalar_lanes[STAT_NONFINITE][lane] = nonfinite;
     scalar_lanes[STAT_MASKED][lane] = masked;
     scalar_lanes[STAT_UNROUTED][lane] = unrouted;
+    scalar_lanes[STAT_LSE][lane] = lse;
     barrier();
     for (uint half_width = gl_WorkGroupSize.x / 2u; half_width > 0u; half_width >>= 1) {
         if (lane < half_width)

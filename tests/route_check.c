@@ -77,6 +77,9 @@ static void check_stats(const route_case *c, const moevk_route_stats *got,
     CHECK(got->assignments == want->assignments, "%s: assignments differ", c->name);
     CHECK(close_enough(got->aux_loss, want->aux_loss, 1e-5), "%s: aux_loss %.9g, reference %.9g",
           c->name, got->aux_loss, want->aux_loss);
+    CHECK(close_enough(got->mean_logsumexp, want->mean_logsumexp, 1e-5),
+          "%s: mean_logsumexp %.9g, reference %.9g", c->name, got->mean_logsumexp,
+          want->mean_logsumexp);
     CHECK(close_enough(got->z_loss, want->z_loss, 1e-5), "%s: z_loss %.9g, reference %.9g", c->name,
           got->z_loss, want->z_loss);
     CHECK(close_enough(got->entropy, want->entropy, 1e-5), "%s: entropy %.9g, reference %.9g",

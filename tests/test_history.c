@@ -1,5 +1,6 @@
 /* Routing health over steps: reports from real routes, the ring buffer, the collapse and
  * oscillation warnings, and the CSV and JSON files. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +91,19 @@ static void test_csv_and_json_files(void) {
     CHECK(moevk_history_create(&info, &history) == MOEVK_SUCCESS, "history");
     const uint32_t counts[3] = {7, 8, 9};
     for (uint32_t step = 0; step < 5; ++step) add_counts(history, step * 10, counts);
+    const double loss[3] = {0.5, 1.0, 1.5};
+    double got_loss[3];
+    moevk_step_report report;
+    CHECK(moevk_history_set_expert_loss(history, loss) == MOEVK_SUCCESS, "set the expert loss");
+    CHECK(moevk_history_get_expert_loss(history, 4, got_loss) == MOEVK_SUCCESS &&
+              !memcmp(got_loss, loss, sizeof loss),
+          "get the expert loss");
+    CHECK(moevk_history_get(history, 4, &report, NULL, NULL) == MOEVK_SUCCESS &&
+              report.has_expert_loss,
+          "the latest step has its loss");
+    CHECK(moevk_history_get(history, 3, &report, NULL, NULL) == MOEVK_SUCCESS &&
+              !report.has_expert_loss,
+          "an earlier step has none");
     char path[] = "/tmp/moevk-history-XXXXXX";
     int fd = mkstemp(path);
     CHECK(fd >= 0, "temporary file");
@@ -98,8 +112,14 @@ static void test_csv_and_json_files(void) {
     char line[1024];
     int lines = 0, header_ok = 0, row_ok = 0;
     while (file && fgets(line, sizeof line, file)) {
-        if (lines == 0) header_ok = strstr(line, "step,entropy") && strstr(line, "kept_2\n");
-        if (lines == 5) row_ok = !strncmp(line, "40,", 3) && strstr(line, ",7,8,9,7,8,9\n");
+        if (lines == 0)
+            header_ok = strstr(line, "step,entropy") && strstr(line, "kept_2,overflow_0") &&
+                        strstr(line, "loss_2\n");
+        if (lines == 4)
+            row_ok = !strncmp(line, "30,", 3) && strstr(line, ",7,8,9,7,8,9,0,0,0,,,\n");
+        if (lines == 5)
+            row_ok = row_ok && !strncmp(line, "40,", 3) &&
+                     strstr(line, ",7,8,9,7,8,9,0,0,0,0.5,1,1.5\n");
         ++lines;
     }
     if (file) fclose(file);
@@ -109,7 +129,9 @@ static void test_csv_and_json_files(void) {
     char text[4096];
     size_t n = read_text_file(path, text, sizeof text);
     remove(path);
-    CHECK(n > 0 && strstr(text, "\"steps\": [") && strstr(text, "\"before\": [7, 8, 9]"),
+    CHECK(n > 0 && strstr(text, "\"steps\": [") && strstr(text, "\"before\": [7, 8, 9]") &&
+              strstr(text, "\"expert_loss\": null") &&
+              strstr(text, "\"expert_loss\": [0.5, 1, 1.5]"),
           "json: %s", text);
     CHECK(moevk_history_write_csv(history, "/nonexistent/dir/h.csv") ==
               MOEVK_ERROR_INVALID_ARGUMENT,
@@ -120,12 +142,68 @@ static void test_csv_and_json_files(void) {
           "E = 0 accepted");
 }
 
+/* The per-expert loss on the device against the host's mean over each expert's kept tokens:
+ * token choice with drops, then expert choice; the same bits from a buffer; the errors. */
+static void check_expert_loss(moevk_routing_mode mode) {
+    enum { E = 8, T = 300 };
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.mode = mode;
+    info.num_experts = E;
+    info.top_k = 2;
+    info.max_tokens = T;
+    info.capacity_factor = 0.6f; /* drops */
+    static float logits[T * E], token_loss[T];
+    static int32_t ids[T * E], slots[T * E];
+    for (int i = 0; i < T * E; ++i) logits[i] = rng_normal() + (i % E == 1 ? 1.0f : 0.0f);
+    for (int t = 0; t < T; ++t) token_loss[t] = rng_uniform(0.0f, 3.0f);
+    moevk_router *router = NULL;
+    moevk_buffer *buffer = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    double got[E], from_buffer[E];
+    moevk_result before_route = moevk_router_expert_loss(router, token_loss, NULL, got);
+    moevk_route_input input = {.num_tokens = T, .logits = logits};
+    moevk_route_output output = {.expert_ids = ids, .slots = slots};
+    moevk_result r = moevk_route(router, &input, &output);
+    if (r == MOEVK_SUCCESS) r = moevk_router_expert_loss(router, token_loss, NULL, got);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_create(test_context(), sizeof token_loss, &buffer);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_write(buffer, 0, token_loss, sizeof token_loss);
+    if (r == MOEVK_SUCCESS) r = moevk_router_expert_loss(router, NULL, buffer, from_buffer);
+    moevk_result both = moevk_router_expert_loss(router, token_loss, buffer, got);
+    uint32_t choices = moevk_router_choices(router);
+    moevk_buffer_destroy(buffer);
+    moevk_router_destroy(router);
+    CHECK(r == MOEVK_SUCCESS, "expert loss -> %s (%s)", moevk_result_string(r),
+          moevk_context_last_error(test_context()));
+    CHECK(before_route == MOEVK_ERROR_INVALID_ARGUMENT, "an expert loss before any route");
+    CHECK(both == MOEVK_ERROR_INVALID_ARGUMENT, "both inputs accepted");
+    CHECK(!memcmp(got, from_buffer, sizeof got), "the buffer's result differs");
+    for (uint32_t e = 0; e < E; ++e) {
+        double sum = 0.0;
+        uint32_t kept = 0;
+        for (uint32_t i = 0; i < T * choices; ++i)
+            if (ids[i] == (int32_t)e && slots[i] >= 0) {
+                sum += token_loss[i / choices];
+                ++kept;
+            }
+        double want = kept ? sum / kept : 0.0;
+        CHECK(kept > 0 && fabs(got[e] - want) <= 1e-5 * want, "expert %u: %.9g, host %.9g (%u)", e,
+              got[e], want, kept);
+    }
+}
+
+static void test_expert_loss_matches_the_host(void) {
+    check_expert_loss(MOEVK_MODE_TOKEN);
+    check_expert_loss(MOEVK_MODE_EXPERT_CHOICE);
+}
+
 int main(int argc, char **argv) {
     static const test_case tests[] = {
         {"reports_follow_the_routes", test_reports_follow_the_routes},
         {"collapse_is_warned", test_collapse_is_warned},
         {"oscillation_is_warned", test_oscillation_is_warned},
         {"csv_and_json_files", test_csv_and_json_files},
+        {"expert_loss_matches_the_host", test_expert_loss_matches_the_host},
     };
     return test_main(tests, sizeof tests / sizeof tests[0], argc, argv);
 }

@@ -1,0 +1,40 @@
+/* moevk_router_expert_loss: a caller's per-token loss summed per expert over the last route's
+ * kept choices on the device, divided by the kept counts on the host. */
+#include "internal.h"
+
+#define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
+
+moevk_result moevk_router_expert_loss(moevk_router *router, const float *token_loss,
+                                      moevk_buffer *token_loss_buffer, double *expert_loss) {
+    if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_context *context = router->context;
+    moevk_result r = router_settle(router);
+    if (r != MOEVK_SUCCESS) return r;
+    if (!router->routed) REJECT("the per-expert loss needs a route first");
+    if (!expert_loss) REJECT("expert_loss must not be NULL");
+    const route_params *last = &router->last;
+    uint64_t T = last->num_tokens, E = router->info.num_experts;
+    if (!token_loss == !token_loss_buffer && T > 0)
+        REJECT("give token_loss or token_loss_buffer (one of them)");
+    if (token_loss_buffer && token_loss_buffer->size < T * 4)
+        REJECT("token_loss_buffer holds %llu bytes; [T] f32 needs %llu",
+               (unsigned long long)token_loss_buffer->size, (unsigned long long)(T * 4));
+    transfer_plan *plan = &router->pending_plan;
+    r = transfer_begin(plan, router);
+    if (r != MOEVK_SUCCESS) return r;
+    if (token_loss_buffer)
+        transfer_device_copy(plan, BINDING_EXPERT_LOSS, token_loss_buffer, T * 4, 1);
+    else if (T > 0)
+        transfer_upload(plan, BINDING_EXPERT_LOSS, token_loss, T * 4);
+    transfer_uploads_done(plan);
+    record_expert_loss(router, last);
+    transfer_download(plan, BINDING_EXPERT_LOSS, NULL, (T + E) * 4);
+    transfer_download(plan, BINDING_EXPERT_INFO, NULL, 2 * E * 4);
+    r = transfer_submit(plan);
+    if (r == MOEVK_SUCCESS) r = transfer_complete(plan, UINT64_MAX);
+    if (r != MOEVK_SUCCESS) return r;
+    const float *sums = (const float *)transfer_downloaded(plan, BINDING_EXPERT_LOSS) + T;
+    const uint32_t *kept = (const uint32_t *)transfer_downloaded(plan, BINDING_EXPERT_INFO) + E;
+    for (uint64_t e = 0; e < E; ++e) expert_loss[e] = kept[e] ? (double)sums[e] / kept[e] : 0.0;
+    return MOEVK_SUCCESS;
+}

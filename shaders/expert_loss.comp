@@ -1,0 +1,45 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Per-expert loss of the last route: sums of a caller's per-token loss (expert_loss_values[0,
+// T)) over each expert's kept choices, in a fixed order. Phase 0 (grid: stat_blocks): block b,
+// one lane per expert, its block's rows in order -> stat_partials[b, e]. Phase 1 (grid: E
+// workgroups): the column over blocks, strided over lanes, then a shared-memory tree ->
+// expert_loss_values[T + e].
+#include "common.glsl"
+
+layout(std430, binding = BINDING_EXPERT_LOSS) buffer ExpertLoss { float expert_loss_values[]; };
+
+shared float lanes[gl_WorkGroupSize.x];
+
+void partial_sums() {
+    uint block = gl_WorkGroupID.x, width = P.num_experts + STAT_SCALARS;
+    uint begin = block * P.rows_per_stat_block;
+    uint end = min(begin + P.rows_per_stat_block, P.num_tokens);
+    for (uint e = gl_LocalInvocationID.x; e < P.num_experts; e += gl_WorkGroupSize.x) {
+        float sum = 0.0;
+        for (uint t = begin; t < end; ++t)
+            for (uint j = 0u; j < P.top_k; ++j) {
+                uint choice = t * P.top_k + j;
+                if (expert_ids[choice] == int(e) && slots[choice] >= 0) sum += expert_loss_values[t];
+            }
+        stat_partials[block * width + e] = sum;
+    }
+}
+
+void final_sums() {
+    uint expert = gl_WorkGroupID.x, lane = gl_LocalInvocationID.x;
+    uint width = P.num_experts + STAT_SCALARS;
+    float sum = 0.0;
+    for (uint b = lane; b < P.stat_blocks; b += gl_WorkGroupSize.x) sum += stat_partials[b * width + expert];
+    lanes[lane] = sum;
+    barrier();
+    for (uint half_width = gl_WorkGroupSize.x / 2u; half_width > 0u; half_width >>= 1) {
+        if (lane < half_width) lanes[lane] += lanes[lane + half_width];
+        barrier();
+    }
+    if (lane == 0u) expert_loss_values[P.num_tokens + expert] = lanes[0];
+}
+
+void main() {
+    if (P.phase == 0u) partial_sums(); else final_sums();
+}
