@@ -37,7 +37,7 @@ static npy_type type_of(const char *descr, size_t *item_size) {
         size_t size;
     } KNOWN[] = {{"<f4", NPY_F32, 4},  {"<f2", NPY_F16, 2},  {"<u2", NPY_BF16, 2},
                  {"|V2", NPY_BF16, 2}, {"<V2", NPY_BF16, 2}, {"<i4", NPY_I32, 4},
-                 {"<u4", NPY_U32, 4}};
+                 {"<u4", NPY_U32, 4},  {"<f8", NPY_F64, 8}};
     for (size_t i = 0; i < sizeof KNOWN / sizeof KNOWN[0]; ++i)
         if (strcmp(descr, KNOWN[i].descr) == 0) {
             *item_size = KNOWN[i].size;
@@ -57,7 +57,8 @@ static int parse_header(const char *header, npy_array *out, char *error, size_t 
     out->type = type_of(out->descr, &out->item_size);
     if (out->type == NPY_OTHER) {
         if (out->descr[0] == '>') FAIL("big-endian data ('%s') is not supported", out->descr);
-        FAIL("dtype '%s' is not supported (float32, float16, bfloat16 as uint16, int32)",
+        FAIL("dtype '%s' is not supported (float32, float16, bfloat16 as uint16, int32, uint32, "
+             "float64)",
              out->descr);
     }
     const char *fortran = find_key(header, "fortran_order");

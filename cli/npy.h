@@ -9,7 +9,7 @@
 
 #define NPY_MAX_DIMS 8
 
-typedef enum npy_type { NPY_F32, NPY_F16, NPY_BF16, NPY_I32, NPY_U32, NPY_OTHER } npy_type;
+typedef enum npy_type { NPY_F32, NPY_F16, NPY_BF16, NPY_I32, NPY_U32, NPY_F64, NPY_OTHER } npy_type;
 
 typedef struct npy_array {
     npy_type type;

@@ -13,7 +13,9 @@
 
 typedef struct route_args {
     const char *logits, *bias, *hidden, *expert_out, *out, *device, *grad_weights;
+    const char *noise_std, *noise_weights, *token_loss;
     moevk_router_info info;
+    uint32_t choices; /* columns of the per-token outputs: k, or E with expert choice */
     uint32_t step, layer;
     moevk_loss_info loss;
     int want_losses, want_grad;
@@ -73,10 +75,18 @@ static void usage(FILE *to) {
         "         [--expert-out Y.npy] [--device N|NAME]\n"
         "         [--noise jitter:EPS|gaussian:STD|gumbel:SCALE [--seed S] [--step N] [--layer N]\n"
         "          [--noisy-scores]] [--groups G --topk-groups K]\n"
-        "         [--loss aux=C,z=C,importance=C,load=C,entropy=C,sequence=C\n"
-        "          [--sequence-length S]] [--grad [--grad-weights DW.npy]] --out DIR\n"
+        "         [--noise-std STD.npy | --noise-weights W.npy [--noise-epsilon EPS]]\n"
+        "         [--mode token|sequence|batch|expert-choice|sinkhorn] [--sequence-length S]\n"
+        "         [--sinkhorn-iterations N]\n"
+        "         [--loss aux=C,z=C,importance=C,load=C,entropy=C,sequence=C]\n"
+        "         [--grad [--grad-weights DW.npy]] [--token-loss L.npy] --out DIR\n"
+        "  --noise-std gives a Gaussian std per expert [E]; --noise-weights W_noise [d, E] learns\n"
+        "  it from --hidden: softplus(x . W_noise) + EPS. --sequence-length is the SEQUENCE "
+        "mode's\n"
+        "  and the sequence loss's S. With expert-choice the per-token outputs have E columns.\n"
         "  --loss writes losses.json; --grad writes grad_logits.npy, dL/dlogits of the losses\n"
-        "  plus sum(DW * weights) when --grad-weights gives DW [T, k].\n");
+        "  plus sum(DW * weights) when --grad-weights gives DW [T, k]. --token-loss writes\n"
+        "  expert_loss.npy [E] f64: each expert's mean of L over its kept tokens.\n");
 }
 
 #define BAD(...)                                                                                   \
@@ -179,8 +189,31 @@ static int parse_args(int argc, char **argv, route_args *a) {
                     "importance, load, entropy, sequence");
             a->want_losses = 1;
         } else if (!strcmp(flag, "--sequence-length")) {
-            if (!parse_int(value, 1, UINT32_MAX, &n)) BAD("--sequence-length must be >= 1");
-            a->loss.sequence_length = (uint32_t)n;
+            if (!parse_int(value, 1, 1 << 30, &n)) BAD("--sequence-length must be 1 to 2^30");
+            a->loss.sequence_length = a->info.sequence_length = (uint32_t)n;
+        } else if (!strcmp(flag, "--mode")) {
+            static const char *const MODES[] = {"token", "sequence", "batch", "sinkhorn",
+                                                "expert-choice"};
+            int m = 0;
+            while (m < 5 && strcmp(value, MODES[m]) != 0) ++m;
+            if (m == 5) BAD("--mode must be token, sequence, batch, expert-choice or sinkhorn");
+            a->info.mode = (moevk_routing_mode)m;
+        } else if (!strcmp(flag, "--sinkhorn-iterations")) {
+            if (!parse_int(value, 1, 1 << 20, &n)) BAD("--sinkhorn-iterations must be 1 to 2^20");
+            a->info.sinkhorn_iterations = (uint32_t)n;
+        } else if (!strcmp(flag, "--noise-std")) {
+            a->noise_std = value;
+        } else if (!strcmp(flag, "--noise-weights")) {
+            a->noise_weights = value;
+            a->info.learned_noise = 1;
+        } else if (!strcmp(flag, "--noise-epsilon")) {
+            char *end;
+            double epsilon = strtod(value, &end);
+            if (!*value || *end || !(epsilon >= 0.0 && epsilon < 1e30))
+                BAD("--noise-epsilon must be a number >= 0");
+            a->info.noise_epsilon = (float)epsilon;
+        } else if (!strcmp(flag, "--token-loss")) {
+            a->token_loss = value;
         } else if (!strcmp(flag, "--grad-weights")) {
             a->grad_weights = value;
         } else if (!strcmp(flag, "--drop-policy")) {
@@ -200,6 +233,10 @@ static int parse_args(int argc, char **argv, route_args *a) {
     if (a->expert_out && !a->hidden) BAD("--expert-out needs --hidden (the routing it combines)");
     if (a->grad_weights && !a->want_grad) BAD("--grad-weights needs --grad");
     if (a->info.num_groups > 1 && a->info.topk_groups == 0) BAD("--groups needs --topk-groups");
+    if (a->info.mode == MOEVK_MODE_SEQUENCE && a->info.sequence_length == 0)
+        BAD("--mode sequence needs --sequence-length");
+    if (a->noise_std && a->noise_weights) BAD("give --noise-std or --noise-weights, not both");
+    if (a->noise_weights && !a->hidden) BAD("--noise-weights needs --hidden");
     a->info.losses = a->want_losses;
     return 1;
 }
@@ -214,8 +251,25 @@ static int hidden_type_of(const npy_array *array, moevk_dtype *type) {
 }
 
 /* Reads the inputs and checks their shapes and dtypes against each other. */
+/* An optional f32 input of a given shape (dims of 0 are not checked). */
+static int load_f32(const char *path, npy_array *array, uint32_t ndim, const uint64_t *shape,
+                    const char *what) {
+    char error[512];
+    if (!npy_read(path, array, error, sizeof error)) BAD("%s", error);
+    int ok = array->type == NPY_F32 && array->ndim == ndim;
+    for (uint32_t i = 0; ok && i < ndim; ++i) ok = array->shape[i] == shape[i];
+    if (!ok) {
+        if (ndim == 1)
+            BAD("%s: %s must be float32 [%llu]", path, what, (unsigned long long)shape[0]);
+        BAD("%s: %s must be float32 [%llu, %llu]", path, what, (unsigned long long)shape[0],
+            (unsigned long long)shape[1]);
+    }
+    return 1;
+}
+
 static int load_inputs(route_args *a, npy_array *logits, npy_array *bias, npy_array *hidden,
-                       npy_array *expert_out) {
+                       npy_array *expert_out, npy_array *noise_std, npy_array *noise_weights,
+                       npy_array *token_loss) {
     char error[512];
     if (!npy_read(a->logits, logits, error, sizeof error)) BAD("%s", error);
     if (logits->ndim != 2) BAD("%s: logits must be 2-D [T, E], not %u-D", a->logits, logits->ndim);
@@ -246,6 +300,12 @@ static int load_inputs(route_args *a, npy_array *logits, npy_array *bias, npy_ar
                 (unsigned long long)T);
         a->info.hidden_size = (uint32_t)hidden->shape[1];
     }
+    uint64_t e_shape[1] = {E}, t_shape[1] = {T}, w_shape[2] = {a->info.hidden_size, E};
+    if (a->noise_std && !load_f32(a->noise_std, noise_std, 1, e_shape, "the noise std")) return 0;
+    if (a->noise_weights && !load_f32(a->noise_weights, noise_weights, 2, w_shape, "W_noise"))
+        return 0;
+    if (a->token_loss && !load_f32(a->token_loss, token_loss, 1, t_shape, "the token loss"))
+        return 0;
     if (a->expert_out) {
         if (!npy_read(a->expert_out, expert_out, error, sizeof error)) BAD("%s", error);
         if (expert_out->type != hidden->type)
@@ -277,10 +337,13 @@ static int write_stats_json(const char *path, const moevk_route_stats *s, const 
             "{\n  \"aux_loss\": %.9g,\n  \"z_loss\": %.9g,\n  \"entropy\": %.9g,\n"
             "  \"drop_fraction\": %.9g,\n  \"nonfinite_rows\": %u,\n  \"masked_rows\": %u,\n"
             "  \"assignments\": %llu,\n  \"dropped\": %llu,\n  \"capacity\": %u,\n"
-            "  \"dispatched_rows\": %u,\n  \"device\": \"",
+            "  \"dispatched_rows\": %u,\n  \"unrouted_tokens\": %u,\n"
+            "  \"mean_logsumexp\": %.9g,\n  \"sinkhorn_iterations\": %u,\n"
+            "  \"sinkhorn_error\": %.9g,\n  \"device\": \"",
             s->aux_loss, s->z_loss, s->entropy, s->drop_fraction, s->nonfinite_rows, s->masked_rows,
             (unsigned long long)s->assignments, (unsigned long long)s->dropped, s->capacity,
-            s->dispatched_rows);
+            s->dispatched_rows, s->unrouted_tokens, s->mean_logsumexp, s->sinkhorn_iterations,
+            (double)s->sinkhorn_error);
     for (const char *c = device; *c; ++c) {
         if (*c == '"' || *c == '\\') fputc('\\', file);
         if ((unsigned char)*c >= 0x20) fputc(*c, file);
@@ -299,7 +362,7 @@ typedef struct outputs {
 static int write_outputs(const route_args *a, const outputs *o, const moevk_route_stats *stats,
                          const char *hidden_descr, const char *device) {
     char path[4096];
-    uint64_t T = a->info.max_tokens, k = a->info.top_k, E = a->info.num_experts;
+    uint64_t T = a->info.max_tokens, k = a->choices, E = a->info.num_experts;
     uint64_t d = a->info.hidden_size;
     size_t item = a->info.hidden_type == MOEVK_DTYPE_F32 ? 4 : 2;
     uint64_t tk[2] = {T, k}, e1[1] = {E}, e2[1] = {E + 1};
@@ -396,8 +459,25 @@ done:
     return status;
 }
 
+/* --token-loss: each expert's mean of the token loss over its kept tokens (expert_loss.npy). */
+static int write_expert_loss(const route_args *a, moevk_router *router, moevk_context *context,
+                             const npy_array *token_loss) {
+    double expert_loss[MOEVK_MAX_EXPERTS];
+    if (moevk_router_expert_loss(router, token_loss->data, NULL, expert_loss) != MOEVK_SUCCESS) {
+        fprintf(stderr, "moevk route: %s\n", moevk_context_last_error(context));
+        return 0;
+    }
+    char path[4096];
+    uint64_t shape[1] = {a->info.num_experts};
+    snprintf(path, sizeof path, "%s/expert_loss.npy", a->out);
+    if (npy_write(path, "<f8", 1, shape, expert_loss, 8)) return 1;
+    fprintf(stderr, "moevk route: %s: cannot write\n", path);
+    return 0;
+}
+
 static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_array *hidden,
-                     npy_array *expert_out, outputs *o) {
+                     npy_array *expert_out, const npy_array *noise_std,
+                     const npy_array *noise_weights, const npy_array *token_loss, outputs *o) {
     moevk_context_info context_info = {.device = a->device};
     moevk_context *context = NULL;
     moevk_router *router = NULL;
@@ -413,7 +493,8 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
         status = r == MOEVK_ERROR_INVALID_ARGUMENT ? 2 : 1;
         goto done;
     }
-    uint64_t T = a->info.max_tokens, k = a->info.top_k, E = a->info.num_experts;
+    a->choices = moevk_router_choices(router);
+    uint64_t T = a->info.max_tokens, k = a->choices, E = a->info.num_experts;
     uint64_t row_bytes =
         (uint64_t)a->info.hidden_size * (a->info.hidden_type == MOEVK_DTYPE_F32 ? 4 : 2);
     o->ids = calloc(T * k + 1, 4);
@@ -434,7 +515,9 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
                                .bias = bias->data,
                                .hidden = hidden->data,
                                .step = a->step,
-                               .layer = a->layer};
+                               .layer = a->layer,
+                               .noise_std = noise_std->data,
+                               .noise_weights = noise_weights->data};
     moevk_route_stats stats;
     int dropless = a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS;
     moevk_route_output output = {.expert_ids = o->ids,
@@ -464,6 +547,7 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
     moevk_device_info device;
     moevk_context_device_info(context, &device);
     if (!write_outputs(a, o, &stats, hidden->data ? hidden->descr : "<f4", device.name)) goto done;
+    if (a->token_loss && !write_expert_loss(a, router, context, token_loss)) goto done;
     if (a->want_losses) {
         int losses_status = write_losses(a, router, context);
         if (losses_status != 0) {
@@ -496,10 +580,16 @@ int command_route(int argc, char **argv) {
         return 2;
     }
     npy_array logits = {0}, bias = {0}, hidden = {0}, expert_out = {0};
+    npy_array noise_std = {0}, noise_weights = {0}, token_loss = {0};
     outputs o = {0};
     int status = 2;
-    if (load_inputs(&a, &logits, &bias, &hidden, &expert_out))
-        status = run_route(&a, &logits, &bias, &hidden, &expert_out, &o);
+    if (load_inputs(&a, &logits, &bias, &hidden, &expert_out, &noise_std, &noise_weights,
+                    &token_loss))
+        status = run_route(&a, &logits, &bias, &hidden, &expert_out, &noise_std, &noise_weights,
+                           &token_loss, &o);
+    npy_free(&noise_std);
+    npy_free(&noise_weights);
+    npy_free(&token_loss);
     npy_free(&logits);
     npy_free(&bias);
     npy_free(&hidden);

@@ -339,7 +339,88 @@ static void test_train_demo_learns_and_writes_history(void) {
     }
 }
 
+/* --mode: expert choice writes E columns per token; sequence mode shares decisions; Sinkhorn
+ * reports its iterations; --token-loss writes each expert's mean; --noise-std and
+ * --noise-weights route; bad modes are one-line errors. */
+static void test_modes_and_diagnostics_options(void) {
+    enum { T = 64, E = 8, d = 4 };
+    write_logits("mode_logits.npy", T, E, 0);
+    float token_loss[T], std[E], hidden[T * d], noise_weights[d * E];
+    for (int t = 0; t < T; ++t) token_loss[t] = rng_uniform(0.0f, 2.0f);
+    for (int e = 0; e < E; ++e) std[e] = rng_uniform(0.1f, 1.0f);
+    for (int i = 0; i < T * d; ++i) hidden[i] = rng_normal();
+    for (int i = 0; i < d * E; ++i) noise_weights[i] = rng_normal();
+    uint64_t t_shape[1] = {T}, e_shape[1] = {E}, h_shape[2] = {T, d}, w_shape[2] = {d, E};
+    npy_write(path_in_work("token_loss.npy"), "<f4", 1, t_shape, token_loss, 4);
+    npy_write(path_in_work("std.npy"), "<f4", 1, e_shape, std, 4);
+    npy_write(path_in_work("mode_hidden.npy"), "<f4", 2, h_shape, hidden, 4);
+    npy_write(path_in_work("noise_weights.npy"), "<f4", 2, w_shape, noise_weights, 4);
+    char args[2048], message[1024], error[512], text[2048];
+    char logits[512]; /* path_in_work's buffers are reused: keep a copy */
+    snprintf(logits, sizeof logits, "%s", path_in_work("mode_logits.npy"));
+
+    snprintf(args, sizeof args, "--logits %s --mode expert-choice --token-loss %s --out %s", logits,
+             path_in_work("token_loss.npy"), path_in_work("out_choice"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "expert choice: %s", message);
+    npy_array ids, expert_loss;
+    CHECK(npy_read(path_in_work("out_choice/expert_ids.npy"), &ids, error, sizeof error), "%s",
+          error);
+    int wide = ids.ndim == 2 && ids.shape[0] == T && ids.shape[1] == E;
+    npy_free(&ids);
+    CHECK(wide, "expert choice ids are not [T, E]");
+    CHECK(npy_read(path_in_work("out_choice/expert_loss.npy"), &expert_loss, error, sizeof error),
+          "%s", error);
+    int per_expert =
+        expert_loss.ndim == 1 && expert_loss.shape[0] == E && !strcmp(expert_loss.descr, "<f8");
+    npy_free(&expert_loss);
+    CHECK(per_expert, "expert_loss.npy is not [E] float64");
+
+    snprintf(args, sizeof args, "--logits %s --mode sequence --sequence-length 16 --k 2 --out %s",
+             logits, path_in_work("out_sequence"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "sequence: %s", message);
+    CHECK(npy_read(path_in_work("out_sequence/expert_ids.npy"), &ids, error, sizeof error), "%s",
+          error);
+    const int32_t *id = ids.data;
+    int shared = 1;
+    for (int t = 0; t < T; ++t) shared &= id[2 * t] == id[2 * (t / 16 * 16)];
+    npy_free(&ids);
+    CHECK(shared, "a sequence's tokens differ");
+
+    snprintf(args, sizeof args, "--logits %s --mode sinkhorn --out %s", logits,
+             path_in_work("out_sinkhorn"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "sinkhorn: %s", message);
+    read_text_file(path_in_work("out_sinkhorn/stats.json"), text, sizeof text);
+    unsigned iterations = 0;
+    const char *at = strstr(text, "\"sinkhorn_iterations\": ");
+    if (at) sscanf(at + strlen("\"sinkhorn_iterations\": "), "%u", &iterations);
+    CHECK(iterations > 0, "stats.json: %s", text);
+
+    snprintf(args, sizeof args, "--logits %s --noise gaussian:0 --noise-std %s --out %s", logits,
+             path_in_work("std.npy"), path_in_work("out_std"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "--noise-std: %s", message);
+    snprintf(args, sizeof args,
+             "--logits %s --noise gaussian:0 --hidden %s --noise-weights %s --noise-epsilon 0.1 "
+             "--out %s",
+             logits, path_in_work("mode_hidden.npy"), path_in_work("noise_weights.npy"),
+             path_in_work("out_learned"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "--noise-weights: %s", message);
+
+    snprintf(args, sizeof args, "--logits %s --mode tokens --out %s", logits,
+             path_in_work("out_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "--mode must be"),
+          "a bad mode: %s", message);
+    snprintf(args, sizeof args, "--logits %s --mode sequence --out %s", logits,
+             path_in_work("out_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "--sequence-length"),
+          "sequence without a length: %s", message);
+    snprintf(args, sizeof args, "--logits %s --noise gaussian:1 --noise-std %s --out %s", logits,
+             path_in_work("token_loss.npy"), path_in_work("out_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "noise std"),
+          "a std of the wrong shape: %s", message);
+}
+
 static const test_case TESTS[] = {
+    {"modes_and_diagnostics_options", test_modes_and_diagnostics_options},
     {"train_demo_learns_and_writes_history", test_train_demo_learns_and_writes_history},
     {"losses_and_gradient_files", test_losses_and_gradient_files},
     {"noise_options_replay_by_seed", test_noise_options_replay_by_seed},
