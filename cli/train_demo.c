@@ -3,7 +3,8 @@
  * preferring expert 0 and learns from the reward of the experts it picks, with the Switch
  * balancing loss and the z-loss applied through moevk_router_losses, and Gaussian noise
  * annealed from 1 to 0.05 (cosine). Prints a health line every N steps and writes the history
- * as CSV and JSON and an SVG chart of expert usage over the steps. */
+ * as CSV and JSON (with each expert's miss rate over the tokens it kept, from
+ * moevk_router_expert_loss) and an SVG chart of expert usage over the steps. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,8 @@ typedef struct demo {
     int32_t ids[TOKENS][TOP_K];
     float grad_weights[TOKENS][TOP_K];
     float grad_logits[TOKENS][EXPERTS];
+    float miss[TOKENS]; /* per-token loss for the report: 1 where the first choice missed */
+    double expert_loss[EXPERTS];
     uint32_t before[EXPERTS], kept[EXPERTS];
 } demo;
 
@@ -191,6 +194,14 @@ static int run(const char *device_selector, uint32_t steps, uint32_t every, cons
             goto done;
         }
         moevk_history_add(history, step, &stats, d->before, d->kept);
+        /* Each expert's miss rate over the tokens it kept, into the report. */
+        for (int t = 0; t < TOKENS; ++t) d->miss[t] = d->ids[t][0] == d->target[t] ? 0.0f : 1.0f;
+        r = moevk_router_expert_loss(router, d->miss, NULL, d->expert_loss);
+        if (r != MOEVK_SUCCESS) {
+            fprintf(stderr, "moevk train-demo: %s\n", moevk_context_last_error(context));
+            goto done;
+        }
+        moevk_history_set_expert_loss(history, d->expert_loss);
         hit = accuracy(d);
         if (step % every == 0 || step + 1 == steps) {
             moevk_step_report report;

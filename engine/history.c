@@ -152,6 +152,11 @@ uint32_t moevk_history_warnings(const moevk_history *history) {
     return warnings;
 }
 
+/* An expert's dropped share of its selections (0 when it had none). */
+static double drop_rate(const uint32_t *counts, uint32_t E, uint32_t e) {
+    return counts[e] ? (double)(counts[e] - counts[E + e]) / counts[e] : 0.0;
+}
+
 moevk_result moevk_history_write_csv(const moevk_history *history, const char *path) {
     if (!history || !path) return MOEVK_ERROR_INVALID_ARGUMENT;
     FILE *file = fopen(path, "w");
@@ -159,8 +164,8 @@ moevk_result moevk_history_write_csv(const moevk_history *history, const char *p
     uint32_t E = history->info.num_experts;
     fprintf(file, "step,entropy,z_loss,mean_logsumexp,aux_loss,drop_fraction,imbalance,load_cv,"
                   "top_expert,top_share,nonfinite_rows,masked_rows,unrouted_tokens");
-    static const char *const columns[] = {"before", "kept", "overflow", "loss"};
-    for (int c = 0; c < 4; ++c)
+    static const char *const columns[] = {"before", "kept", "overflow", "drop_rate", "loss"};
+    for (int c = 0; c < 5; ++c)
         for (uint32_t e = 0; e < E; ++e) fprintf(file, ",%s_%u", columns[c], e);
     fprintf(file, "\n");
     for (uint32_t i = 0; i < history->count; ++i) {
@@ -173,6 +178,7 @@ moevk_result moevk_history_write_csv(const moevk_history *history, const char *p
         const uint32_t *counts = history->counts + (size_t)slot * 2 * E;
         for (uint32_t e = 0; e < 2 * E; ++e) fprintf(file, ",%u", counts[e]);
         for (uint32_t e = 0; e < E; ++e) fprintf(file, ",%u", counts[e] - counts[E + e]);
+        for (uint32_t e = 0; e < E; ++e) fprintf(file, ",%.9g", drop_rate(counts, E, e));
         const double *loss = history->expert_loss + (size_t)slot * E;
         for (uint32_t e = 0; e < E; ++e) {
             if (r->has_expert_loss)
@@ -214,7 +220,13 @@ moevk_result moevk_history_write_json(const moevk_history *history, const char *
         write_counts_json(file, counts, E);
         fprintf(file, ", \"kept\": ");
         write_counts_json(file, counts + E, E);
-        fprintf(file, ", \"expert_loss\": ");
+        fprintf(file, ", \"overflow\": [");
+        for (uint32_t e = 0; e < E; ++e)
+            fprintf(file, e ? ", %u" : "%u", counts[e] - counts[E + e]);
+        fprintf(file, "], \"drop_rate\": [");
+        for (uint32_t e = 0; e < E; ++e)
+            fprintf(file, e ? ", %.9g" : "%.9g", drop_rate(counts, E, e));
+        fprintf(file, "], \"expert_loss\": ");
         if (r->has_expert_loss) {
             const double *loss = history->expert_loss + (size_t)slot * E;
             fprintf(file, "[");

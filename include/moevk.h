@@ -612,7 +612,8 @@ MOEVK_API moevk_result moevk_history_get(const moevk_history *history, uint32_t 
 /* MOEVK_WARNING_* flags for the latest step (0: healthy). */
 MOEVK_API uint32_t moevk_history_warnings(const moevk_history *history);
 /* Writes the steps held as CSV (one row per step: the report, then each expert's selections
- * before and after drops, overflow (before - after) and per-expert loss (empty where not set))
+ * before and after drops, overflow (before - after), drop rate (overflow / before) and
+ * per-expert loss (empty where not set))
  * or JSON (the same, and the latest warnings). Errors:
  * INVALID_ARGUMENT (also when the file cannot be written). */
 MOEVK_API moevk_result moevk_history_write_csv(const moevk_history *history, const char *path);

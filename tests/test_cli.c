@@ -337,6 +337,10 @@ static void test_train_demo_learns_and_writes_history(void) {
         CHECK(f, "%s missing", files[i]);
         fclose(f);
     }
+    static char json[1 << 20];
+    read_text_file(path_in_work("train/history.json"), json, sizeof json);
+    CHECK(strstr(json, "\"expert_loss\": [") && !strstr(json, "\"expert_loss\": null"),
+          "the history lacks the experts' loss");
 }
 
 /* --mode: expert choice writes E columns per token; sequence mode shares decisions; Sinkhorn

@@ -116,10 +116,10 @@ static void test_csv_and_json_files(void) {
             header_ok = strstr(line, "step,entropy") && strstr(line, "kept_2,overflow_0") &&
                         strstr(line, "loss_2\n");
         if (lines == 4)
-            row_ok = !strncmp(line, "30,", 3) && strstr(line, ",7,8,9,7,8,9,0,0,0,,,\n");
+            row_ok = !strncmp(line, "30,", 3) && strstr(line, ",7,8,9,7,8,9,0,0,0,0,0,0,,,\n");
         if (lines == 5)
             row_ok = row_ok && !strncmp(line, "40,", 3) &&
-                     strstr(line, ",7,8,9,7,8,9,0,0,0,0.5,1,1.5\n");
+                     strstr(line, ",7,8,9,7,8,9,0,0,0,0,0,0,0.5,1,1.5\n");
         ++lines;
     }
     if (file) fclose(file);
@@ -131,6 +131,7 @@ static void test_csv_and_json_files(void) {
     remove(path);
     CHECK(n > 0 && strstr(text, "\"steps\": [") && strstr(text, "\"before\": [7, 8, 9]") &&
               strstr(text, "\"expert_loss\": null") &&
+              strstr(text, "\"overflow\": [0, 0, 0], \"drop_rate\": [0, 0, 0]") &&
               strstr(text, "\"expert_loss\": [0.5, 1, 1.5]"),
           "json: %s", text);
     CHECK(moevk_history_write_csv(history, "/nonexistent/dir/h.csv") ==
