@@ -26,14 +26,14 @@ typedef struct bench_device {
 } bench_device;
 
 typedef struct ceilings {
-    double copy_gbps;      /* bytes read + written per second: the better of the two below */
+    double copy_gbps;          /* bytes read + written per second: the better of the two below */
     double transfer_copy_gbps; /* vkCmdCopyBuffer */
     double shader_copy_gbps;   /* a compute shader copying 16-byte units */
-    double copy_bytes;     /* size of that copy */
-    double launch_ms;      /* one empty dispatch, submitted alone */
-    double context_cold_ms; /* first moevk context + router creation in the process */
-    double context_warm_ms; /* the same again (driver caches warm) */
-    double first_route_ms;  /* first route of a new router, wall clock */
+    double copy_bytes;         /* size of that copy */
+    double launch_ms;          /* one empty dispatch, submitted alone */
+    double context_cold_ms;    /* first moevk context + router creation in the process */
+    double context_warm_ms;    /* the same again (driver caches warm) */
+    double first_route_ms;     /* first route of a new router, wall clock */
 } ceilings;
 
 typedef struct stage_figures {
@@ -48,7 +48,8 @@ extern const char *const STAGE_NAMES[STAGE_N];
 typedef struct bench_case {
     uint32_t T, E, k, d;
     moevk_dtype dtype;
-    int policy; /* 0 position, 1 score, 2 dropless */
+    int policy; /* 0 position, 1 score, 2 dropless; routing modes: 3 sequence (S = 256),
+                   4 batch, 5 sinkhorn, 6 expert choice (all with position drops) */
     /* results */
     int ran;
     char skipped[160];
@@ -64,8 +65,8 @@ int measure_ceilings(bench_device *device, ceilings *out, char *error, size_t er
 /* Runs one case: warm-up, then `repeats` timed routes and combines over rotating routers. */
 void run_case(moevk_context *context, bench_case *c, int warmup, int repeats);
 
-void report_table(FILE *out, const bench_device *device, const ceilings *ceil, const bench_case *cases,
-                  int count);
+void report_table(FILE *out, const bench_device *device, const ceilings *ceil,
+                  const bench_case *cases, int count);
 int report_json(const char *path, const bench_device *device, const ceilings *ceil,
                 const bench_case *cases, int count);
 int report_svg(const char *path, const bench_device *device, const bench_case *cases, int count);

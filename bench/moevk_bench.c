@@ -50,6 +50,7 @@ static void plan_sweep(options *o) {
         add_case(o, 4096, 64, 2, 1024, MOEVK_DTYPE_F16, 1);
         add_case(o, 4096, 64, 2, 1024, MOEVK_DTYPE_BF16, 2);
         add_case(o, 16384, 64, 2, 1024, MOEVK_DTYPE_F32, 0);
+        for (int p = 3; p < 7; ++p) add_case(o, 4096, 64, 2, 1024, MOEVK_DTYPE_F32, p);
         return;
     }
     if (o->full) {
@@ -67,7 +68,7 @@ static void plan_sweep(options *o) {
     for (int e = 0; e < 3; ++e) add_case(o, 16384, Es[e], 2, 4096, MOEVK_DTYPE_F32, 0);
     for (int k = 0; k < 3; ++k) add_case(o, 16384, 64, ks[k], 4096, MOEVK_DTYPE_F32, 0);
     for (int type = 0; type < 3; ++type) add_case(o, 16384, 64, 2, 4096, (moevk_dtype)type, 0);
-    for (int p = 0; p < 3; ++p) add_case(o, 16384, 64, 2, 4096, MOEVK_DTYPE_F32, p);
+    for (int p = 0; p < 7; ++p) add_case(o, 16384, 64, 2, 4096, MOEVK_DTYPE_F32, p);
     for (int t = 0; t < 5; ++t) add_case(o, Ts[t], 64, 2, 4096, MOEVK_DTYPE_F16, 0);
 }
 
@@ -79,7 +80,9 @@ static int parse_case(const char *text, options *o) {
     moevk_dtype dtype = !strcmp(type, "f16")    ? MOEVK_DTYPE_F16
                         : !strcmp(type, "bf16") ? MOEVK_DTYPE_BF16
                                                 : MOEVK_DTYPE_F32;
-    int p = !strcmp(policy, "score") ? 1 : !strcmp(policy, "dropless") ? 2 : 0;
+    int p = 0;
+    while (p < 7 && strcmp(policy, policy_name(p)) != 0) ++p;
+    if (p == 7) return 0;
     add_case(o, T, E, k, d, dtype, p);
     return 1;
 }
@@ -261,11 +264,13 @@ static int bench_one(const options *o, int index, int many) {
 int main(int argc, char **argv) {
     static options o;
     if (!parse_options(argc, argv, &o)) {
-        fprintf(stderr,
-                "usage: moevk-bench [--list] [--device N|all] [--quick|--full] [--repeat N] "
-                "[--warmup N]\n"
-                "                   [--case T,E,k,d[,f32|f16|bf16[,position|score|dropless]]]... "
-                "[--json FILE] [--svg FILE]\n");
+        fprintf(
+            stderr,
+            "usage: moevk-bench [--list] [--device N|all] [--quick|--full] [--repeat N] "
+            "[--warmup N]\n"
+            "                   [--case "
+            "T,E,k,d[,f32|f16|bf16[,position|score|dropless|sequence|batch|sinkhorn|choice]]]... "
+            "[--json FILE] [--svg FILE]\n");
         return 2;
     }
     uint32_t count = bench_device_count();

@@ -7,7 +7,9 @@ const char *const STAGE_NAMES[STAGE_N] = {"scores+topk", "bucketing", "dispatch"
                                           "combine",     "stats",     "route"};
 
 const char *policy_name(int policy) {
-    return policy == 1 ? "score" : policy == 2 ? "dropless" : "position";
+    static const char *const NAMES[] = {"position", "score",    "dropless", "sequence",
+                                        "batch",    "sinkhorn", "choice"};
+    return policy >= 0 && policy < 7 ? NAMES[policy] : "position";
 }
 
 const char *dtype_name(moevk_dtype dtype) {

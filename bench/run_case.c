@@ -58,6 +58,10 @@ void run_case(moevk_context *context, bench_case *c, int warmup, int repeats) {
     info.profile = 1;
     if (c->policy == 1) info.drop_policy = MOEVK_DROP_SCORE;
     if (c->policy == 2) info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
+    static const moevk_routing_mode MODES[] = {MOEVK_MODE_SEQUENCE, MOEVK_MODE_BATCH,
+                                               MOEVK_MODE_SINKHORN, MOEVK_MODE_EXPERT_CHOICE};
+    if (c->policy >= 3 && c->policy <= 6) info.mode = MODES[c->policy - 3];
+    info.sequence_length = 256;
     c->ran = 0;
     moevk_router *routers[ROTATION] = {0};
     moevk_buffer *logits_buf = NULL, *hidden_buf = NULL, *out_buf = NULL, *combined_buf = NULL;

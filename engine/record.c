@@ -121,7 +121,12 @@ void record_route(moevk_router *router, const route_params *params, int with_dis
         compute_to_compute(router);
         timestamp(router, TIMESTAMP_AFTER_TOPK);
         if (params->flags & FLAG_EXPERT_CHOICE) {
-            run_stage(router, STAGE_EXPERT_CHOICE, params, params->num_experts);
+            route_params phase = *params;
+            phase.phase = 0;
+            run_stage(router, STAGE_EXPERT_CHOICE, &phase, params->num_experts);
+            compute_to_compute(router);
+            phase.phase = 1;
+            run_stage(router, STAGE_EXPERT_CHOICE, &phase, grid_for(router, params->num_tokens));
             compute_to_compute(router);
         } else {
             run_stage(router, STAGE_BUCKET_COUNT, params, params->num_blocks);

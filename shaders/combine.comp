@@ -7,14 +7,25 @@
 #include "rows.glsl"
 
 
+bool experts_chose() { return (P.flags & FLAG_EXPERT_CHOICE) != 0u; }
+
+// The weight of a token's kept choice j with its row: column j's; with expert choice, whose rows
+// are compacted (expert_choice.comp), the column of the row's expert, row / C.
+float weight_of(uint token, uint j, int row) {
+    return weights[token * TOP_K + (experts_chose() ? uint(row) / P.capacity : j)];
+}
+
 // Sum for one element of one token (16-bit types with odd d).
 float combine_element(uint token, uint col) {
     float acc = 0.0;
     for (uint j = 0u; j < TOP_K; ++j) {
         int row = rows[token * TOP_K + j];
-        if (row < 0) continue;
+        if (row < 0) {
+            if (experts_chose()) break; // compacted: nothing follows
+            continue;
+        }
         uint index = uint(row) * P.hidden_size + col;
-        acc += weights[token * TOP_K + j] *
+        acc += weight_of(token, j, row) *
                (DTYPE == DTYPE_F32 ? uintBitsToFloat(expert_out_word(index))
                                    : decode_element(expert_out_word(index >> 1), index, DTYPE));
     }
@@ -26,17 +37,24 @@ void combine_rows(uint unit) {
     uint per_row = row_bytes() / unit;
     uint column_stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint token = gl_WorkGroupID.y; token < P.num_tokens; token += gl_NumWorkGroups.y) {
+        // The kept choices only, in ascending j (expert choice: ascending expert).
         int row[TOP_K];
         float w[TOP_K];
+        uint kept = 0u;
         for (uint j = 0u; j < TOP_K; ++j) {
-            row[j] = rows[token * TOP_K + j];
-            w[j] = weights[token * TOP_K + j];
+            int r = rows[token * TOP_K + j];
+            if (r < 0) {
+                if (experts_chose()) break; // compacted: nothing follows
+                continue;
+            }
+            row[kept] = r;
+            w[kept] = weight_of(token, j, r);
+            ++kept;
         }
         for (uint col = gl_GlobalInvocationID.x; col < per_row; col += column_stride) {
             if (unit == 16u) {
                 vec4 acc_low = vec4(0.0), acc_high = vec4(0.0);
-                for (uint j = 0u; j < TOP_K; ++j) {
-                    if (row[j] < 0) continue;
+                for (uint j = 0u; j < kept; ++j) {
                     uvec4 v = expert_out_unit(uint(row[j]) * per_row + col);
                     if (DTYPE == DTYPE_F32) {
                         acc_low += w[j] * uintBitsToFloat(v);
@@ -57,8 +75,7 @@ void combine_rows(uint unit) {
                 store_combined_unit(token * per_row + col, result);
             } else {
                 float acc_low = 0.0, acc_high = 0.0;
-                for (uint j = 0u; j < TOP_K; ++j) {
-                    if (row[j] < 0) continue;
+                for (uint j = 0u; j < kept; ++j) {
                     uint v = expert_out_word(uint(row[j]) * per_row + col);
                     acc_low += w[j] * decode_element(v, 0u, DTYPE);
                     if (DTYPE != DTYPE_F32) acc_high += w[j] * decode_element(v, 1u, DTYPE);

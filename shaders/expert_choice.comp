@@ -7,9 +7,11 @@
 // pass in token order takes the keys above it and, of those equal to it, the first ones, and
 // numbers the taken tokens (their slots) by a workgroup prefix sum. Integer counts and fixed
 // orders only: the same result on every device and subgroup size.
-// Writes, for column e of every token: expert id, slot, row e * C + slot, weight (the routing
-// score times scale), or -1, -1, -1, 0; row_token of the expert's rows; expert_info totals and
-// kept counts (equal: expert choice drops nothing).
+// Phase 0 writes, for column e of every token: expert id, slot, weight (the routing score times
+// scale), or -1, -1, 0; row_token of the expert's rows; expert_info totals and kept counts
+// (equal: expert choice drops nothing). Phase 1 (grid-stride over tokens) compacts each token's
+// rows: rows[t, 0 ..] = e * C + slot of the experts that took it, ascending e, then -1, so that
+// combine reads a token's few rows instead of E columns (it finds e again as row / C).
 #include "common.glsl"
 #include "noise.glsl"
 #include "scores.glsl"
@@ -29,7 +31,24 @@ float choice_weight(uint token, uint expert) {
     return 1.0 / (1.0 + exp(-(logit / P.temperature))) * P.scale;
 }
 
+void compact_rows() {
+    uint E = P.num_experts;
+    uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+    for (uint t = gl_GlobalInvocationID.x; t < P.num_tokens; t += stride) {
+        uint kept = 0u;
+        for (uint e = 0u; e < E; ++e) {
+            int slot = slots[t * E + e];
+            if (slot >= 0) rows[t * E + kept++] = int(e * P.capacity) + slot;
+        }
+        for (uint i = kept; i < E; ++i) rows[t * E + i] = -1;
+    }
+}
+
 void main() {
+    if (P.phase == 1u) {
+        compact_rows();
+        return;
+    }
     uint expert = gl_WorkGroupID.x, lane = gl_LocalInvocationID.x, width = gl_WorkGroupSize.x;
     uint E = P.num_experts, T = P.num_tokens, C = P.capacity;
 
@@ -80,7 +99,6 @@ void main() {
             uint choice = t * E + expert;
             expert_ids[choice] = taken ? int(expert) : -1;
             slots[choice] = taken ? int(slot) : -1;
-            rows[choice] = taken ? int(expert * C + slot) : -1;
             weights[choice] = taken ? choice_weight(t, expert) : 0.0;
             if (taken) row_token[expert * C + slot] = int(t);
         }

@@ -12,7 +12,8 @@
 #define BINDING_BLOCK_COUNTS 6  /* [blocks, E] uint: per-block counts, then exclusive offsets */
 #define BINDING_EXPERT_INFO 7   /* uint: totals [E], kept [E], offsets [E + 1] */
 #define BINDING_SLOTS 8         /* [T, k] int: slot within expert, -1 dropped */
-#define BINDING_ROWS 9          /* [T, k] int: row of the expert buffer, -1 dropped */
+#define BINDING_ROWS 9          /* [T, k] int: row of the expert buffer, -1 dropped (expert
+                                   choice: a token's rows compacted in expert order, then -1) */
 #define BINDING_ROW_TOKEN 10    /* [rows] int: token gathered into each expert-buffer row, -1 */
 #define BINDING_ORDER 11        /* [T * k] uint: assignments grouped by expert (score policy) */
 #define BINDING_HIDDEN 12       /* [T, d] hidden_type words */

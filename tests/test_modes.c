@@ -246,9 +246,11 @@ static float choice_logit(logits_pattern pattern, uint32_t t, uint32_t e) {
 static void check_choice(choice_buffers *b, const char *name, moevk_router_info info, uint32_t T,
                          logits_pattern pattern, int noise_step) {
     uint32_t E = info.num_experts, d = info.hidden_size;
-    uint64_t TE = (uint64_t)T * E, row_bytes = (uint64_t)d * 4;
+    uint64_t TE = (uint64_t)T * E;
+    uint64_t row_bytes = (uint64_t)d * (info.hidden_type == MOEVK_DTYPE_F32 ? 4 : 2);
     for (uint64_t i = 0; i < TE; ++i) ((float *)b->logits)[i] = choice_logit(pattern, i / E, i % E);
-    for (uint64_t i = 0; i < (uint64_t)T * d; ++i) ((float *)b->hidden)[i] = rng_uniform(-4, 4);
+    for (uint64_t i = 0; i < (uint64_t)T * d; ++i)
+        ref_store(b->hidden, i, info.hidden_type, rng_uniform(-4, 4));
     moevk_router *router = NULL;
     CHECK_OK(moevk_router_create(test_context(), &info, &router));
     CHECK(moevk_router_choices(router) == E, "%s: %u choices per token", name,
@@ -269,7 +271,7 @@ static void check_choice(choice_buffers *b, const char *name, moevk_router_info 
     moevk_result r = moevk_route(router, &input, &output);
     if (r == MOEVK_SUCCESS && d) {
         for (uint64_t i = 0; i < (uint64_t)E * C * d; ++i)
-            ((float *)b->expert_out)[i] = rng_uniform(-2, 2);
+            ref_store(b->expert_out, i, info.hidden_type, rng_uniform(-2, 2));
         r = moevk_combine(router, b->expert_out, b->combined);
     }
     /* The same input again: the same bits. */
@@ -362,10 +364,12 @@ static void check_choice(choice_buffers *b, const char *name, moevk_router_info 
     moevk_router_info wide = info;
     wide.top_k = E; /* ref_combine reads [T, top_k] */
     ref_combine(&wide, T, b->rows, b->weights, b->expert_out, b->ref_combined);
+    float tolerance_combined = info.hidden_type == MOEVK_DTYPE_F32 ? 1e-5f : 1e-2f;
     for (uint64_t i = 0; i < (uint64_t)T * d; ++i) {
-        float got = ((float *)b->combined)[i], want = ((float *)b->ref_combined)[i];
-        CHECK(fabsf(got - want) <= 1e-5f * (fabsf(want) + 1.0f), "%s: combined[%llu] %.7g, %.7g",
-              name, (unsigned long long)i, got, want);
+        float got = ref_load(b->combined, i, info.hidden_type);
+        float want = ref_load(b->ref_combined, i, info.hidden_type);
+        CHECK(fabsf(got - want) <= tolerance_combined * (fabsf(want) + 1.0f),
+              "%s: combined[%llu] %.7g, %.7g", name, (unsigned long long)i, got, want);
     }
 }
 
@@ -435,6 +439,15 @@ static void test_expert_choice_sigmoid_and_noise(void) {
     info.noisy_scores = 1;
     run_choice("choice gumbel, noisy scores", info, 600, LOGITS_RANDOM);
 }
+static void test_expert_choice_16_bit_rows(void) {
+    moevk_router_info info = base(MOEVK_MODE_EXPERT_CHOICE, 8, 1, 300, 7); /* odd d */
+    info.hidden_type = MOEVK_DTYPE_BF16;
+    run_choice("choice bf16, odd d", info, 300, LOGITS_RANDOM);
+    info.hidden_type = MOEVK_DTYPE_F16;
+    info.hidden_size = 16;
+    run_choice("choice f16", info, 300, LOGITS_RANDOM);
+}
+
 static void test_expert_choice_addresses(void) {
     moevk_router_info info = base(MOEVK_MODE_EXPERT_CHOICE, 8, 1, 300, 16);
     info.max_binding_bytes = 1024;
@@ -531,6 +544,7 @@ static const test_case TESTS[] = {
     {"expert_choice_random", test_expert_choice_random},
     {"expert_choice_edges", test_expert_choice_edges},
     {"expert_choice_sigmoid_and_noise", test_expert_choice_sigmoid_and_noise},
+    {"expert_choice_16_bit_rows", test_expert_choice_16_bit_rows},
     {"expert_choice_addresses", test_expert_choice_addresses},
     {"expert_choice_ties_to_the_lower_token", test_expert_choice_ties_to_the_lower_token},
     {"mode_errors", test_mode_errors},
