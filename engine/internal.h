@@ -318,6 +318,7 @@ void record_combine(moevk_router *router, const route_params *params);
 /* The losses stage's phases (shaders/losses.comp) that the call needs. */
 typedef struct loss_phases {
     int thresholds, cv2_slopes, sequences, weights_backward, logits_backward;
+    int noise_slope, noise_reduce; /* the gradient of the Gaussian noise's std */
 } loss_phases;
 void record_losses(moevk_router *router, const route_params *params, const loss_phases *phases);
 /* Per-expert sums of the per-token loss in BINDING_EXPERT_LOSS over the route's kept choices. */

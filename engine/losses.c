@@ -48,6 +48,10 @@ static moevk_result check_losses(const moevk_router *router, const moevk_loss_in
         REJECT("grad_combined_buffer holds %llu bytes; [T, d] needs %llu",
                (unsigned long long)info->grad_combined_buffer->size,
                (unsigned long long)combined_bytes);
+    if (info->grad_noise_std && !(last->flags & FLAG_NOISE_STD_PER_EXPERT))
+        REJECT("grad_noise_std needs a route given noise_std (Gaussian noise per expert)");
+    if (info->grad_noise_weights && !(last->flags & FLAG_NOISE_STD_LEARNED))
+        REJECT("grad_noise_weights needs a route with learned_noise");
     if (grad_logits_buffer && grad_logits_buffer->size < T * E * 4)
         REJECT("grad_logits_buffer holds %llu bytes; [T, E] f32 needs %llu",
                (unsigned long long)grad_logits_buffer->size, (unsigned long long)(T * E * 4));
@@ -116,13 +120,17 @@ moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *in
     int grad_combined = info->grad_combined || info->grad_combined_buffer;
     if (grad_weights) params.flags |= FLAG_GRAD_WEIGHTS;
     if (grad_combined) params.flags |= FLAG_GRAD_COMBINED;
-    int logits_backward = grad_logits || grad_logits_buffer;
+    int grad_noise = info->grad_noise_std || info->grad_noise_weights;
+    if (grad_noise) params.flags |= FLAG_GRAD_NOISE;
+    int logits_backward = grad_logits || grad_logits_buffer || grad_noise;
     loss_phases phases = {.thresholds = info->load_coef != 0.0f,
                           .cv2_slopes = logits_backward &&
                                         (info->importance_coef != 0.0f || info->load_coef != 0.0f),
                           .sequences = info->sequence_coef != 0.0f,
                           .weights_backward = grad_combined,
-                          .logits_backward = logits_backward};
+                          .logits_backward = logits_backward,
+                          .noise_slope = info->grad_noise_weights != NULL,
+                          .noise_reduce = grad_noise};
 
     transfer_plan *plan = &router->pending_plan;
     r = transfer_begin(plan, router);
@@ -144,6 +152,11 @@ moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *in
     transfer_download(plan, BINDING_LOSS_TOTALS, NULL, (LOSS_TOTAL_SEQUENCES * E + T) * 4);
     transfer_download(plan, BINDING_EXPERT_INFO, NULL, (3 * E + 1) * 4);
     transfer_download(plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
+    if (info->grad_noise_std)
+        transfer_download(plan, BINDING_GRAD_NOISE, info->grad_noise_std, E * 4);
+    if (info->grad_noise_weights)
+        transfer_download(plan, BINDING_GRAD_NOISE, info->grad_noise_weights,
+                          options->hidden_size * E * 4);
     /* The combined rows now hold dL/dcombined: a later combine recomputes them anyway. */
     r = transfer_submit(plan);
     if (r == MOEVK_SUCCESS) r = transfer_complete(plan, UINT64_MAX);

@@ -206,6 +206,10 @@ void record_losses(moevk_router *router, const route_params *params, const loss_
         {phases->weights_backward, LOSS_PHASE_WEIGHTS_BACKWARD,
          grid_for(router, (uint64_t)params->num_tokens * params->top_k)},
         {phases->logits_backward, LOSS_PHASE_LOGITS_BACKWARD, grid_for(router, params->num_tokens)},
+        {phases->noise_slope, LOSS_PHASE_NOISE_SLOPE,
+         grid_for(router, (uint64_t)params->num_tokens * params->num_experts)},
+        {phases->noise_reduce, LOSS_PHASE_NOISE_REDUCE,
+         grid_for(router, (uint64_t)params->hidden_size * params->num_experts)},
     };
     route_params phase = *params;
     int first = 1;

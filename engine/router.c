@@ -286,6 +286,9 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
     sizes[BINDING_NOISE_STD] = info->learned_noise ? T * E * 4 : gaussian ? E * 4 : 0;
     sizes[BINDING_NOISE_WEIGHTS] = info->learned_noise ? d * E * 4 : 0;
     sizes[BINDING_EXPERT_LOSS] = (T + E) * 4;
+    /* dL/dstd [T, E] after the results ([E], or [d, E] for a learned std). */
+    int std_gradient = losses && gaussian;
+    sizes[BINDING_GRAD_NOISE] = std_gradient ? ((info->learned_noise ? d * E : E) + T * E) * 4 : 0;
 }
 
 static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
@@ -315,7 +318,8 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
                                                          "routing decisions",
                                                          "noise std",
                                                          "noise weights",
-                                                         "per-expert loss"};
+                                                         "per-expert loss",
+                                                         "dL/dstd"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {
@@ -382,7 +386,8 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
     uint64_t combine_down = A16(sizes[BINDING_COMBINED]);
     uint64_t losses_up = A16(sizes[BINDING_GRAD_WEIGHTS]) + A16(sizes[BINDING_COMBINED]);
     uint64_t losses_down = A16(sizes[BINDING_GRAD_LOGITS]) + A16(sizes[BINDING_LOSS_TOTALS]) +
-                           A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_EXPERT_INFO]);
+                           A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_EXPERT_INFO]) +
+                           A16(sizes[BINDING_GRAD_NOISE]);
     /* moevk_router_expert_loss: the token loss up, its sums and the counts down. */
     uint64_t expert_loss_up = A16(sizes[BINDING_EXPERT_LOSS]);
     uint64_t expert_loss_down = A16(sizes[BINDING_EXPERT_LOSS]) + A16(sizes[BINDING_EXPERT_INFO]);

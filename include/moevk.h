@@ -403,8 +403,8 @@ typedef struct moevk_route_input {
     /* GAUSSIAN noise only: [E] the std of each expert's noise, replacing noise_amount and its
      * schedule (NULL: noise_amount); every value finite and >= 0. */
     const float *noise_std;
-    /* learned_noise routers: W_noise [d, E] f32, required (the std's gradient with respect to
-     * it is not computed). */
+    /* learned_noise routers: W_noise [d, E] f32, required (moevk_loss_info.grad_noise_weights
+     * gives the losses' gradient with respect to it). */
     const float *noise_weights;
 } moevk_route_input;
 
@@ -519,6 +519,14 @@ typedef struct moevk_loss_info {
      * combined-rows buffer. */
     const void *grad_combined;
     moevk_buffer *grad_combined_buffer;
+    /* Outputs for a learnable Gaussian std (host, NULL: not computed): dL/dnoise_std [E] f32
+     * when the route was given noise_std, dL/dW_noise [d, E] f32 when the router has
+     * learned_noise (through softplus'(x . W_noise) = sigmoid). The std moves the load loss's
+     * z (dz/dstd = -z/std) and its thresholds (the noisy keys of their experts, by the noise
+     * sample n) and, with noisy_scores, every loss and dL/dweights through the noisy scores
+     * (by n); summed over the tokens in order on the device. */
+    float *grad_noise_std;
+    float *grad_noise_weights;
 } moevk_loss_info;
 
 /* cv2(v) = var(v) / (mean(v)^2 + 1e-10), variance over the E experts (divide by E). */
@@ -538,7 +546,8 @@ typedef struct moevk_losses {
  * grad_logits_buffer (device, its first bytes) may each be NULL.
  * Errors: INVALID_ARGUMENT (router without `losses`, no route, bad coefficient, a load loss
  * without Gaussian noise, T not a multiple of sequence_length, grad_combined without a
- * combine), UNSUPPORTED (a router reaching its buffers by device address), DEVICE_LOST, VULKAN. */
+ * combine, a std gradient the route's noise has no std for), UNSUPPORTED (a router reaching its
+ * buffers by device address), DEVICE_LOST, VULKAN. */
 MOEVK_API moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *info,
                                            moevk_losses *losses, float *grad_logits,
                                            moevk_buffer *grad_logits_buffer);

@@ -29,6 +29,8 @@ static double noise_value(const moevk_router_info *info, const ref_call *call, u
         *jitter = 0;
         return 0.0;
     }
+    if (info->noise == MOEVK_NOISE_GAUSSIAN) /* in double: smooth in the std, for its gradient */
+        return ref_noise_std(info, call, t, e) * (double)ref_gaussian_sample(info, call, t, e);
     return *jitter ? ref_noisy_logit(info, call, 1.0f, t, e)
                    : ref_noisy_logit(info, call, 0.0f, t, e);
 }
@@ -271,7 +273,9 @@ double ref_loss_forward(const moevk_router_info *info, const ref_call *call,
 
 int ref_loss_gradient(const moevk_router_info *info, const ref_call *call,
                       const moevk_loss_info *loss, uint32_t T, const double *logits,
-                      const float *bias, const double *grad_weights, double *grad) {
+                      const float *bias, const double *grad_weights, double *grad,
+                      double *grad_std) {
+    int gaussian = info->noise == MOEVK_NOISE_GAUSSIAN && !(call && call->inference);
     uint32_t E = info->num_experts, K = info->top_k;
     uint32_t S = loss->sequence_length ? loss->sequence_length : 1;
     double tau = info->temperature;
@@ -292,7 +296,9 @@ int ref_loss_gradient(const moevk_router_info *info, const ref_call *call,
         double *g = grad + (size_t)t * E;
         const double *p = b.p + (size_t)t * E, *sig = b.sig + (size_t)t * E;
         const double *l = logits + (size_t)t * E;
+        double *gs = grad_std ? grad_std + (size_t)t * E : NULL;
         for (uint32_t e = 0; e < E; ++e) g[e] = 0.0;
+        for (uint32_t e = 0; gs && e < E; ++e) gs[e] = 0.0;
         if (!row->valid) continue;
         /* dL/dp of the dense losses. */
         for (uint32_t e = 0; e < E; ++e) {
@@ -335,6 +341,9 @@ int ref_loss_gradient(const moevk_router_info *info, const ref_call *call,
             else
                 grad_s = p[e] * (dense[e] + choice[e] - dot) / tau;
             g[e] += grad_s * (info->noisy_scores ? noisy_slope(info, call, t, e) : 1.0);
+            /* The std moves the noisy scores by the sample: d noisy / d std = n. */
+            if (gs && gaussian && info->noisy_scores)
+                gs[e] += grad_s * ref_gaussian_sample(info, call, t, e);
             g[e] += loss->z_coef * 2.0 / b.valid * row->lse * exp(l[e] - row->lse);
             if (loss->load_coef != 0.0f) {
                 int in_top_k = chosen(row, K, e);
@@ -344,6 +353,7 @@ int ref_loss_gradient(const moevk_router_info *info, const ref_call *call,
                 double slope = loss->load_coef * cv2_slope(b.load[e], load_mean, load_var, E) *
                                normal_pdf(z) / std;
                 g[e] += slope;
+                if (gs) gs[e] -= slope * z; /* dz/dstd = -z / std */
                 if (in_top_k)
                     into_next += slope;
                 else
@@ -352,6 +362,13 @@ int ref_loss_gradient(const moevk_router_info *info, const ref_call *call,
         }
         if (loss->load_coef != 0.0f && row->next_expert >= 0) g[row->next_expert] -= into_next;
         if (loss->load_coef != 0.0f && row->kth_expert >= 0) g[row->kth_expert] -= into_kth;
+        /* A threshold is its expert's noisy key: its std moves it by the sample. */
+        if (gs && gaussian && loss->load_coef != 0.0f && row->next_expert >= 0)
+            gs[row->next_expert] -=
+                into_next * ref_gaussian_sample(info, call, t, (uint32_t)row->next_expert);
+        if (gs && gaussian && loss->load_coef != 0.0f && row->kth_expert >= 0)
+            gs[row->kth_expert] -=
+                into_kth * ref_gaussian_sample(info, call, t, (uint32_t)row->kth_expert);
     }
     free(dense);
     batch_free(&b);

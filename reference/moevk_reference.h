@@ -31,6 +31,9 @@ typedef struct ref_call {
     int std_per_token;
 } ref_call;
 
+/* The standard normal sample of (token, expert): sqrt(-2 ln u0) * cos(2 pi u1), in f32. */
+float ref_gaussian_sample(const moevk_router_info *info, const ref_call *call, uint32_t token,
+                          uint32_t expert);
 /* The Gaussian noise's std for (token, expert). */
 float ref_noise_std(const moevk_router_info *info, const ref_call *call, uint32_t token,
                     uint32_t expert);
@@ -144,9 +147,12 @@ double ref_loss_forward(const moevk_router_info *info, const ref_call *call,
                         const moevk_loss_info *loss, uint32_t T, const double *logits,
                         const float *bias, const double *grad_weights, moevk_losses *losses,
                         int32_t *ids);
-/* The analytic gradient of that total with respect to the logits, [T, E]. 0: out of memory. */
+/* The analytic gradient of that total with respect to the logits, [T, E], and (grad_std, NULL:
+ * not computed) with respect to each (token, expert)'s Gaussian noise std, [T, E]: through the
+ * load loss's z and thresholds and, with noisy_scores, the scores. 0: out of memory. */
 int ref_loss_gradient(const moevk_router_info *info, const ref_call *call,
                       const moevk_loss_info *loss, uint32_t T, const double *logits,
-                      const float *bias, const double *grad_weights, double *grad);
+                      const float *bias, const double *grad_weights, double *grad,
+                      double *grad_std);
 
 #endif

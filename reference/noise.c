@@ -47,6 +47,16 @@ void ref_learned_noise_std(const moevk_router_info *info, uint32_t T, const void
         }
 }
 
+float ref_gaussian_sample(const moevk_router_info *info, const ref_call *call, uint32_t token,
+                          uint32_t expert) {
+    uint32_t counter[4] = {token, expert, call ? call->step : 0, call ? call->layer : 0};
+    uint32_t key[2] = {(uint32_t)info->noise_seed, (uint32_t)(info->noise_seed >> 32)};
+    uint32_t bits[4];
+    ref_philox4x32_10(counter, key, bits);
+    return sqrtf(-2.0f * logf(ref_noise_uniform(bits[0]))) *
+           cosf(6.2831853071795864f * ref_noise_uniform(bits[1]));
+}
+
 float ref_noisy_logit(const moevk_router_info *info, const ref_call *call, float logit,
                       uint32_t token, uint32_t expert) {
     if (info->noise == MOEVK_NOISE_NONE || (call && call->inference) || isinf(logit) ||
@@ -62,11 +72,9 @@ float ref_noisy_logit(const moevk_router_info *info, const ref_call *call, float
         float factor = (1.0f - amount) + (2.0f * amount) * u0;
         return logit * factor;
     }
-    case MOEVK_NOISE_GAUSSIAN: {
-        float u1 = ref_noise_uniform(bits[1]);
-        return logit + ref_noise_std(info, call, token, expert) * sqrtf(-2.0f * logf(u0)) *
-                           cosf(6.2831853071795864f * u1);
-    }
+    case MOEVK_NOISE_GAUSSIAN:
+        return logit + ref_noise_std(info, call, token, expert) *
+                           ref_gaussian_sample(info, call, token, expert);
     default: return logit - amount * logf(-logf(u0));
     }
 }

@@ -96,6 +96,7 @@ layout(std430, binding = BINDING_GRAD_WEIGHTS) buffer GradWeights { float grad_w
 layout(std430, binding = BINDING_GRAD_LOGITS) buffer GradLogits { float grad_logits[]; };
 layout(std430, binding = BINDING_NOISE_STD) buffer NoiseStd { float noise_std_values[]; };
 layout(std430, binding = BINDING_NOISE_WEIGHTS) readonly buffer NoiseWeights { float noise_weights[]; };
+layout(std430, binding = BINDING_GRAD_NOISE) buffer GradNoise { float grad_noise[]; };
 // Coherent: the Sinkhorn stage's invocations read each other's writes within one workgroup.
 layout(std430, binding = BINDING_DECISIONS) coherent buffer Decisions { float decisions[]; };
 layout(std430, binding = BINDING_HIDDEN) readonly buffer HiddenVec4 { uvec4 hidden_vec4[]; };

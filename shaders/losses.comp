@@ -15,7 +15,11 @@
 // WEIGHTS_BACKWARD (grid over [T, k]): dL/dweights: the caller's, plus <dL/dcombined_t,
 //   expert_out of the choice's row> when given (the combine's backward).
 // LOGITS_BACKWARD (grid over tokens): dL/dlogits of each row: the losses and dL/dweights
-//   through the weights' renormalisation and scale, the softmax or sigmoid, and the noise.
+//   through the weights' renormalisation and scale, the softmax or sigmoid, and the noise;
+//   with FLAG_GRAD_NOISE also dL/dstd of each (token, expert)'s Gaussian noise into grad_noise.
+// NOISE_SLOPE (grid over [T, E], learned std): dL/dstd times softplus'(x_t . W_noise[:, e]).
+// NOISE_REDUCE (grid over [E], or [d, E] for a learned std): sums over the tokens in order:
+//   dL/dnoise_std_e, or dL/dW_noise[j, e] = sum_t x_tj * (dL/dstd_te * softplus'(..)).
 #define MOEVK_LOSS_PARAMS
 #include "common.glsl"
 #include "noise.glsl"
@@ -230,11 +234,18 @@ float noise_slope(float logit, uint token, uint expert) {
     return factor;
 }
 
+bool grad_noise_wanted() { return (P.flags & FLAG_GRAD_NOISE) != 0u; }
+bool learned_std() { return (P.flags & FLAG_NOISE_STD_LEARNED) != 0u; }
+// grad_noise holds the results first ([E], or [d, E] for a learned std), then dL/dstd [T, E].
+uint grad_std_offset() { return learned_std() ? P.hidden_size * P.num_experts : P.num_experts; }
+
 void logits_backward(uint token) {
     uint E = P.num_experts;
     uint base = token * E;
+    uint std_base = grad_std_offset() + base;
     if (row_flags[token] != ROW_VALID) {
         for (uint e = 0; e < E; ++e) grad_logits[base + e] = 0.0;
+        for (uint e = 0; e < E && grad_noise_wanted(); ++e) grad_noise[std_base + e] = 0.0;
         return;
     }
     vec4 stats = row_stats[token];
@@ -278,9 +289,10 @@ void logits_backward(uint token) {
 
     vec4 thresholds = P.load_coef != 0.0 ? loss_rows[token] : vec4(0.0);
     float into_kth = 0.0, into_next = 0.0; // load slopes owed to the two threshold experts
+    bool noisy_scores = (P.flags & FLAG_NOISY_SCORES) != 0u;
     for (uint e = 0; e < E; ++e) {
         float logit = logit_at(token, e);
-        float grad = 0.0;
+        float grad = 0.0, grad_std = 0.0;
         if (!isinf(logit)) {
             float s = score_logit(logit, token, e);
             float p = probability(token, e, stats);
@@ -296,6 +308,8 @@ void logits_backward(uint token) {
                 grad_s = p * (dense_slope(token, e, p) + choice_slope - dot) / tau;
             }
             grad = grad_s * noise_slope(logit, token, e);
+            // The std moves the noisy scores by the sample: d noisy / d std = n.
+            if (grad_noise_wanted() && noisy_scores) grad_std = grad_s * gaussian_sample(token, e);
             if (P.z_coef != 0.0)
                 grad += P.z_coef * 2.0 / float(P.valid_rows) * stats.z * exp(logit - stats.z);
             if (P.load_coef != 0.0) {
@@ -305,16 +319,48 @@ void logits_backward(uint token) {
                     float slope = P.load_coef * loss_totals[LOSS_TOTAL_LOAD_SLOPE * E + e] *
                                   normal_pdf(z) / noise_std(token, e);
                     grad += slope;
+                    grad_std -= slope * z; // dz/dstd = -z / std
                     if (in_top_k) into_next += slope; else into_kth += slope;
                 }
             }
         }
         grad_logits[base + e] = grad;
+        if (grad_noise_wanted()) grad_noise[std_base + e] = grad_std;
     }
     // The thresholds are the noisy keys of two experts: moving their logits moves them.
     int next_expert = floatBitsToInt(thresholds.z), kth_expert = floatBitsToInt(thresholds.w);
     if (P.load_coef != 0.0 && next_expert >= 0) grad_logits[base + uint(next_expert)] -= into_next;
     if (P.load_coef != 0.0 && kth_expert >= 0) grad_logits[base + uint(kth_expert)] -= into_kth;
+    // A threshold is its expert's noisy key: its std moves it by the sample.
+    if (grad_noise_wanted() && P.load_coef != 0.0 && next_expert >= 0)
+        grad_noise[std_base + uint(next_expert)] -= into_next * gaussian_sample(token, uint(next_expert));
+    if (grad_noise_wanted() && P.load_coef != 0.0 && kth_expert >= 0)
+        grad_noise[std_base + uint(kth_expert)] -= into_kth * gaussian_sample(token, uint(kth_expert));
+}
+
+float hidden_value(uint index) {
+    if (HIDDEN_DTYPE == DTYPE_F32) return uintBitsToFloat(hidden_word(index));
+    return decode_element(hidden_word(index >> 1), index, HIDDEN_DTYPE);
+}
+
+// Learned std: dL/dz_te = dL/dstd_te * sigmoid(z_te), z_te = x_t . W_noise[:, e] (softplus').
+void noise_slope_of(uint i) {
+    uint E = P.num_experts, d = P.hidden_size, token = i / E, expert = i % E;
+    float dot_product = 0.0; // as noise_std.comp computes it
+    for (uint j = 0u; j < d; ++j)
+        dot_product += hidden_value(token * d + j) * noise_weights[j * E + expert];
+    grad_noise[grad_std_offset() + i] *= 1.0 / (1.0 + exp(-dot_product));
+}
+
+// dL/dnoise_std_e = sum_t dL/dstd_te, or dL/dW_noise[j, e] = sum_t x_tj dL/dz_te, in token order.
+void noise_reduce(uint i) {
+    uint E = P.num_experts, d = P.hidden_size, expert = i % E, j = i / E;
+    float sum = 0.0;
+    for (uint t = 0u; t < P.num_tokens; ++t) {
+        float g = grad_noise[grad_std_offset() + t * E + expert];
+        sum += learned_std() ? hidden_value(t * d + j) * g : g;
+    }
+    grad_noise[i] = sum;
 }
 
 void main() {
@@ -335,7 +381,13 @@ void main() {
     } else if (P.phase == LOSS_PHASE_WEIGHTS_BACKWARD) {
         for (uint c = gl_GlobalInvocationID.x; c < P.num_tokens * P.top_k; c += stride)
             weights_backward(c);
-    } else {
+    } else if (P.phase == LOSS_PHASE_LOGITS_BACKWARD) {
         for (uint t = gl_GlobalInvocationID.x; t < P.num_tokens; t += stride) logits_backward(t);
+    } else if (P.phase == LOSS_PHASE_NOISE_SLOPE) {
+        for (uint i = gl_GlobalInvocationID.x; i < P.num_tokens * P.num_experts; i += stride)
+            noise_slope_of(i);
+    } else {
+        uint results = learned_std() ? P.hidden_size * P.num_experts : P.num_experts;
+        for (uint i = gl_GlobalInvocationID.x; i < results; i += stride) noise_reduce(i);
     }
 }

@@ -36,7 +36,9 @@
 #define BINDING_NOISE_STD 25     /* [E] or (learned) [T, E] float: the Gaussian noise's std */
 #define BINDING_NOISE_WEIGHTS 26 /* [d, E] float: W_noise of the learned std */
 #define BINDING_EXPERT_LOSS 27   /* [T] float: a caller's per-token loss; then [E] sums per expert */
-#define BINDING_COUNT 28
+#define BINDING_GRAD_NOISE 28    /* losses: dL/dnoise_std [E] or dL/dW_noise [d, E], then the
+                                    per-(token, expert) dL/dstd [T, E] */
+#define BINDING_COUNT 29
 
 /* The decisions' header: Sinkhorn's shift of the logits, iterations run, last mean change. */
 #define DECISION_SHIFT 0
@@ -72,6 +74,7 @@
 #define FLAG_EXPERT_CHOICE 1024u /* experts choose tokens (expert_choice.comp) */
 #define FLAG_NOISE_STD_PER_EXPERT 2048u /* Gaussian std from noise_std [E] */
 #define FLAG_NOISE_STD_LEARNED 4096u    /* Gaussian std from noise_std [T, E] (noise_std.comp) */
+#define FLAG_GRAD_NOISE 8192u /* losses: the gradient with respect to the Gaussian noise's std */
 
 /* Phases of the losses stage (shaders/losses.comp), in the order they run. */
 #define LOSS_PHASE_THRESHOLDS 0u
@@ -81,6 +84,8 @@
 #define LOSS_PHASE_SEQUENCES 4u
 #define LOSS_PHASE_WEIGHTS_BACKWARD 5u
 #define LOSS_PHASE_LOGITS_BACKWARD 6u
+#define LOSS_PHASE_NOISE_SLOPE 7u  /* learned std: dL/dstd times softplus' (x . W_noise) */
+#define LOSS_PHASE_NOISE_REDUCE 8u /* dL/dnoise_std [E] or dL/dW_noise [d, E] */
 
 /* Offsets in the losses' totals (BINDING_LOSS_TOTALS), in units of E floats, then T. */
 #define LOSS_TOTAL_IMPORTANCE 0u

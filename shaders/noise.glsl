@@ -31,6 +31,14 @@ float noise_std(uint token, uint expert) {
     return P.noise_amount;
 }
 
+// The standard normal sample of (token, expert) by Box-Muller from Philox words 0 and 1; the
+// Gaussian noise is the std times it.
+float gaussian_sample(uint token, uint expert) {
+    uvec4 bits = philox4x32_10(uvec4(token, expert, P.noise_step, P.noise_layer),
+                               uvec2(P.noise_seed_low, P.noise_seed_high));
+    return sqrt(-2.0 * log(noise_uniform(bits.x))) * cos(6.2831853071795864 * noise_uniform(bits.y));
+}
+
 // The logit after noise, for a token and an expert (NOISE_NONE: the logit itself).
 precise float noisy_logit(float logit, uint token, uint expert) {
     if (P.noise_kind == NOISE_NONE || isinf(logit) || isnan(logit)) return logit;
@@ -44,9 +52,8 @@ precise float noisy_logit(float logit, uint token, uint expert) {
         return noisy;
     }
     if (P.noise_kind == NOISE_GAUSSIAN) {
-        float u1 = noise_uniform(bits.y);
-        return logit + noise_std(token, expert) * sqrt(-2.0 * log(u0)) *
-                           cos(6.2831853071795864 * u1);
+        float standard = sqrt(-2.0 * log(u0)) * cos(6.2831853071795864 * noise_uniform(bits.y));
+        return logit + noise_std(token, expert) * standard;
     }
     return logit - P.noise_amount * log(-log(u0)); // Gumbel
 }

@@ -299,7 +299,8 @@ static void test_losses_and_gradient_files(void) {
     double logits_d[60 * 8], grad_weights_d[60 * 2], want[60 * 8];
     for (uint32_t i = 0; i < T * E; ++i) logits_d[i] = ((const float *)logits.data)[i];
     for (uint32_t i = 0; i < T * K; ++i) grad_weights_d[i] = grad_weights[i];
-    int computed = ref_loss_gradient(&info, NULL, &loss, T, logits_d, NULL, grad_weights_d, want);
+    int computed =
+        ref_loss_gradient(&info, NULL, &loss, T, logits_d, NULL, grad_weights_d, want, NULL);
     double worst = 0.0;
     for (uint32_t i = 0; shape_ok && i < T * E; ++i)
         worst = fmax(worst, fabs(((const float *)grad.data)[i] - want[i]));

@@ -127,6 +127,75 @@ static void check_finite_differences(const loss_case *c, const ref_call *call, c
     free(ids_moved);
 }
 
+/* The std's gradient: the device's against the reference's (summed per expert, or through
+ * softplus' into W_noise), and the reference's against central differences of its forward
+ * pass in each std (the step taken between the float stds actually reached). */
+static void check_std_gradient(const loss_case *c, ref_call *call, const double *logits,
+                               const float *bias, const double *grad_weights,
+                               const double *want_std, const float *got, const float *hidden,
+                               const float *noise_weights, float *stds) {
+    const moevk_router_info *info = &c->info;
+    uint32_t T = c->num_tokens, E = info->num_experts, K = info->top_k, d = info->hidden_size;
+    int learned = c->noise_std == STD_LEARNED;
+    uint32_t results = learned ? d * E : E;
+    double want[MOEVK_MAX_EXPERTS * 16], scale = 1e-30;
+    CHECK(results <= MOEVK_MAX_EXPERTS * 16, "too many results");
+    for (uint32_t i = 0; i < results; ++i) {
+        uint32_t e = i % E, j = i / E;
+        double sum = 0.0;
+        for (uint32_t t = 0; t < T; ++t) {
+            double g = want_std[(uint64_t)t * E + e];
+            if (learned) {
+                double z = 0.0; /* softplus'(z) = sigmoid(z) */
+                for (uint32_t m = 0; m < d; ++m)
+                    z += (double)hidden[(uint64_t)t * d + m] * noise_weights[(uint64_t)m * E + e];
+                g *= hidden[(uint64_t)t * d + j] / (1.0 + exp(-z));
+            }
+            sum += g;
+        }
+        want[i] = sum;
+        scale = fmax(scale, fabs(sum));
+    }
+    for (uint32_t i = 0; i < results; ++i)
+        CHECK(close_to(got[i], want[i], 1e-6 + 2e-4 * scale),
+              "%s: dL/d%s[%u] = %.9g, reference %.9g", c->name, learned ? "W_noise" : "std", i,
+              (double)got[i], want[i]);
+    /* Central differences in the stds (per expert, or per token and expert). */
+    uint64_t n = learned ? (uint64_t)T * E : E;
+    int32_t *ids = malloc(((uint64_t)T * K + 1) * sizeof *ids);
+    int32_t *moved_ids = malloc(((uint64_t)T * K + 1) * sizeof *ids);
+    CHECK(ids && moved_ids, "out of memory");
+    ref_loss_forward(info, call, &c->loss, T, logits, bias, grad_weights, NULL, ids);
+    int checked = 0;
+    for (int attempt = 0; attempt < 100 && checked < 20; ++attempt) {
+        uint64_t i = learned ? rng_u32() % n : (uint64_t)attempt % n;
+        float base = stds[i];
+        float up = base * (1.0f + 1e-5f), down = base * (1.0f - 1e-5f);
+        stds[i] = up;
+        double f_up =
+            ref_loss_forward(info, call, &c->loss, T, logits, bias, grad_weights, NULL, moved_ids);
+        int same = !memcmp(ids, moved_ids, (uint64_t)T * K * sizeof *ids);
+        stds[i] = down;
+        double f_down =
+            ref_loss_forward(info, call, &c->loss, T, logits, bias, grad_weights, NULL, moved_ids);
+        same = same && !memcmp(ids, moved_ids, (uint64_t)T * K * sizeof *ids);
+        stds[i] = base;
+        if (!same) continue;
+        double numeric = (f_up - f_down) / ((double)up - (double)down);
+        double analytic = learned ? want_std[i] : 0.0;
+        for (uint32_t t = 0; !learned && t < T; ++t) analytic += want_std[(uint64_t)t * E + i];
+        if (!close_to(numeric, analytic, 1e-6 + 1e-4 * fabs(analytic))) {
+            test_fail(__FILE__, __LINE__, "%s: finite difference in std %llu: %.9g, analytic %.9g",
+                      c->name, (unsigned long long)i, numeric, analytic);
+            break;
+        }
+        ++checked;
+    }
+    free(ids);
+    free(moved_ids);
+    CHECK(checked > 0 || test_failed(), "%s: no std could be differentiated", c->name);
+}
+
 static void check_loss_case(const loss_case *c) {
     const moevk_router_info *info = &c->info;
     uint32_t T = c->num_tokens, E = info->num_experts, K = info->top_k;
@@ -139,6 +208,8 @@ static void check_loss_case(const loss_case *c) {
     float *grad = malloc((n + 1) * sizeof *grad);
     float *grad_again = malloc((n + 1) * sizeof *grad_again);
     double *want = malloc((n + 1) * sizeof *want);
+    double *want_std = malloc((n + 1) * sizeof *want_std);
+    float *got_std = malloc(((uint64_t)E * (info->hidden_size + 1) + 1) * sizeof *got_std);
     int32_t *ids = malloc(((uint64_t)T * K + 1) * sizeof *ids);
     int32_t *ids_ref = malloc(((uint64_t)T * K + 1) * sizeof *ids_ref);
     /* A learned std: hidden states, W_noise and the reference's std [T, E]. */
@@ -150,7 +221,8 @@ static void check_loss_case(const loss_case *c) {
     moevk_router *router = NULL;
     float bias[MOEVK_MAX_EXPERTS];
     if (!logits || !halves || !logits_read || !grad_weights || !grad_weights_d || !grad ||
-        !grad_again || !want || !ids || !ids_ref || !hidden || !noise_weights || !learned_std) {
+        !grad_again || !want || !ids || !ids_ref || !hidden || !noise_weights || !learned_std ||
+        !want_std || !got_std) {
         test_fail(__FILE__, __LINE__, "out of memory");
         goto done;
     }
@@ -182,6 +254,8 @@ static void check_loss_case(const loss_case *c) {
     moevk_route_output output = {.expert_ids = ids};
     moevk_loss_info loss = c->loss;
     if (c->with_grad_weights) loss.grad_weights = grad_weights;
+    if (c->noise_std == STD_PER_EXPERT) loss.grad_noise_std = got_std;
+    if (c->noise_std == STD_LEARNED) loss.grad_noise_weights = got_std;
     moevk_losses got, got_again, expected;
     if (moevk_route(router, &input, &output) != MOEVK_SUCCESS ||
         moevk_router_losses(router, &loss, &got, grad, NULL) != MOEVK_SUCCESS ||
@@ -206,7 +280,7 @@ static void check_loss_case(const loss_case *c) {
         test_fail(__FILE__, __LINE__, "%s: the reference selects other experts", c->name);
         goto done;
     }
-    if (!ref_loss_gradient(info, &call, &c->loss, T, logits_read, b, gw, want)) {
+    if (!ref_loss_gradient(info, &call, &c->loss, T, logits_read, b, gw, want, want_std)) {
         test_fail(__FILE__, __LINE__, "out of memory");
         goto done;
     }
@@ -234,6 +308,9 @@ static void check_loss_case(const loss_case *c) {
             goto done;
         }
     if (c->finite_differences) check_finite_differences(c, &call, logits_read, b, gw, want);
+    if (c->noise_std != STD_ROUTER && !test_failed())
+        check_std_gradient(c, &call, logits_read, b, gw, want_std, got_std, hidden, noise_weights,
+                           c->noise_std == STD_LEARNED ? learned_std : expert_std);
 done:
     moevk_router_destroy(router);
     free(logits);
@@ -249,6 +326,8 @@ done:
     free(hidden);
     free(noise_weights);
     free(learned_std);
+    free(want_std);
+    free(got_std);
 }
 
 static void test_softmax_losses_and_backward(void) {
@@ -316,11 +395,23 @@ static void test_load_loss_with_per_expert_and_learned_std(void) {
     c.loss.load_coef = 0.5f;
     c.loss.importance_coef = 0.2f;
     check_loss_case(&c);
+    c.name = "load, per-expert std, noisy scores, sigmoid";
+    c.info.noisy_scores = 1;
+    c.info.score = MOEVK_SCORE_SIGMOID;
+    c.with_grad_weights = 1;
+    check_loss_case(&c);
     c.name = "load, learned std";
+    c.info.noisy_scores = 0;
+    c.info.score = MOEVK_SCORE_SOFTMAX;
+    c.with_grad_weights = 0;
     c.noise_std = STD_LEARNED;
     c.info.learned_noise = 1;
     c.info.hidden_size = 12;
     c.info.noise_epsilon = 0.05f;
+    check_loss_case(&c);
+    c.name = "load, learned std, noisy scores";
+    c.info.noisy_scores = 1;
+    c.with_bias = 1;
     check_loss_case(&c);
 }
 
@@ -472,7 +563,8 @@ static void test_combine_backward(void) {
         }
     free(expert_out);
     moevk_loss_info none = {0};
-    CHECK(ref_loss_gradient(&info, NULL, &none, T, logits_d, NULL, grad_weights, want), "memory");
+    CHECK(ref_loss_gradient(&info, NULL, &none, T, logits_d, NULL, grad_weights, want, NULL),
+          "memory");
     CHECK(stats.dropped > 0, "the case should drop some choices (C = %u)", stats.capacity);
     for (uint32_t i = 0; i < T * E; ++i)
         CHECK(close_to(grad[i], want[i], 1e-5 + 1e-4 * fabs(want[i])), "[%u]: %.9g, want %.9g", i,
@@ -544,6 +636,17 @@ static void test_errors(void) {
     CHECK(moevk_router_losses(router, &loss, NULL, NULL, small) == MOEVK_ERROR_INVALID_ARGUMENT,
           "small grad_logits buffer");
     moevk_buffer_destroy(small);
+    float std_grad[64];
+    bad = loss;
+    bad.grad_noise_std = std_grad;
+    CHECK(moevk_router_losses(router, &bad, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "a std gradient without a per-expert std");
+    bad = loss;
+    bad.grad_noise_weights = std_grad;
+    CHECK(moevk_router_losses(router, &bad, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "a W_noise gradient without a learned std");
+    CHECK(strstr(moevk_context_last_error(context), "learned_noise"), "message: %s",
+          moevk_context_last_error(context));
     CHECK_OK(moevk_router_losses(router, &loss, NULL, grad, NULL));
     moevk_router_destroy(router);
     info.losses = 0;
