@@ -2,7 +2,8 @@
  * and the validation layer (synchronization validation on), and moevk records a route and a
  * combine into the application's command buffers, between two of the application's own
  * dispatches, on the application's buffers. Results must match moevk's own calls bit for bit,
- * the layer must stay silent, and the application's volk state must be untouched. */
+ * the layer must stay silent, and the application's volk state must be untouched. Once per
+ * routing mode whose stages differ: token, sequence, Sinkhorn, expert choice. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@
 #define D 12
 
 typedef struct fixture {
+    moevk_routing_mode mode;
     app_vulkan app;
     moevk_context *context;
     moevk_router *router;
@@ -23,19 +25,22 @@ typedef struct fixture {
     uint64_t rows;
 } fixture;
 
-static moevk_router_info router_info(void) {
+static moevk_router_info router_info(moevk_routing_mode mode) {
     moevk_router_info info;
     moevk_router_info_init(&info);
+    info.mode = mode;
+    info.sequence_length = 32;
     info.num_experts = E;
     info.top_k = K;
     info.max_tokens = T;
     info.hidden_size = D;
-    info.renormalize = 1;
+    info.renormalize = mode != MOEVK_MODE_EXPERT_CHOICE;
     return info;
 }
 
-static int setup(fixture *f) {
+static int setup(fixture *f, moevk_routing_mode mode) {
     memset(f, 0, sizeof *f);
+    f->mode = mode;
     moevk_device_info shared;
     moevk_context_device_info(test_context(), &shared);
     if (!app_create(&f->app, shared.name, test_validation())) return 0;
@@ -44,7 +49,7 @@ static int setup(fixture *f) {
                                .device_handle = f->app.device,
                                .queue_family_index = f->app.family,
                                .get_instance_proc_addr = vkGetInstanceProcAddr};
-    moevk_router_info options = router_info();
+    moevk_router_info options = router_info(mode);
     if (moevk_context_create(&info, &f->context) != MOEVK_SUCCESS ||
         moevk_router_create(f->context, &options, &f->router) != MOEVK_SUCCESS)
         return 0;
@@ -71,15 +76,15 @@ static void teardown(fixture *f) {
 }
 
 /* What moevk's own calls give on the same inputs (the harness's context, same device). */
-typedef struct expected {
-    int32_t ids[T * K], slots[T * K];
-    float weights[T * K];
+typedef struct expected { /* [T, choices]: E columns at most */
+    int32_t ids[T * E], slots[T * E];
+    float weights[T * E];
     moevk_route_stats stats;
     float *dispatched, *combined;
 } expected;
 
 static moevk_result run_directly(const fixture *f, expected *want) {
-    moevk_router_info options = router_info();
+    moevk_router_info options = router_info(f->mode);
     moevk_router *router = NULL;
     moevk_result r = moevk_router_create(test_context(), &options, &router);
     moevk_route_input input = {.num_tokens = T, .logits = f->logits_host, .hidden = f->hidden_host};
@@ -94,17 +99,17 @@ static moevk_result run_directly(const fixture *f, expected *want) {
     return r;
 }
 
-static void test_route_and_combine_recorded_between_application_dispatches(void) {
+static void check_recorded(moevk_routing_mode mode) {
     fixture f;
-    int ready = setup(&f);
+    int ready = setup(&f, mode);
     expected want = {0};
     want.dispatched = calloc(f.rows ? f.rows * D : 1, 4);
     want.combined = calloc(T * D, 4);
     moevk_result direct = ready ? run_directly(&f, &want) : MOEVK_ERROR_VULKAN;
     moevk_result recorded = MOEVK_ERROR_VULKAN, combined_r = MOEVK_ERROR_VULKAN,
                  read = MOEVK_ERROR_VULKAN;
-    int32_t ids[T * K], slots[T * K];
-    float weights[T * K];
+    int32_t ids[T * E] = {0}, slots[T * E] = {0};
+    float weights[T * E] = {0};
     moevk_route_stats stats = {0};
     int same_dispatch = 0, same_combine = 0, volk_intact = 0;
     if (ready && direct == MOEVK_SUCCESS) {
@@ -175,9 +180,46 @@ static void test_route_and_combine_recorded_between_application_dispatches(void)
     free(want.combined);
 }
 
+static void test_route_and_combine_recorded_between_application_dispatches(void) {
+    check_recorded(MOEVK_MODE_TOKEN);
+}
+static void test_sequence_mode_recorded(void) { check_recorded(MOEVK_MODE_SEQUENCE); }
+static void test_sinkhorn_mode_recorded(void) { check_recorded(MOEVK_MODE_SINKHORN); }
+static void test_expert_choice_recorded(void) { check_recorded(MOEVK_MODE_EXPERT_CHOICE); }
+
+/* A learned noise std needs W_noise uploaded, which a recording cannot do: refused. */
+static void test_learned_noise_is_refused(void) {
+    fixture f;
+    int ready = setup(&f, MOEVK_MODE_TOKEN);
+    moevk_router_info info = router_info(MOEVK_MODE_TOKEN);
+    info.noise = MOEVK_NOISE_GAUSSIAN;
+    info.learned_noise = 1;
+    moevk_router *router = NULL;
+    moevk_result created =
+        ready ? moevk_router_create(f.context, &info, &router) : MOEVK_ERROR_VULKAN;
+    moevk_result recorded = MOEVK_ERROR_VULKAN;
+    if (created == MOEVK_SUCCESS) {
+        VkCommandBuffer cmd = app_begin(&f.app);
+        moevk_record_info record = {.num_tokens = T,
+                                    .logits = {f.logits.buffer, 0, 0},
+                                    .hidden = {f.hidden.buffer, 0, 0},
+                                    .dispatched = {f.dispatched.buffer, 0, 0}};
+        recorded = moevk_record_route(router, cmd, &record);
+        app_submit_and_wait(&f.app, cmd);
+    }
+    moevk_router_destroy(router);
+    teardown(&f);
+    CHECK(created == MOEVK_SUCCESS, "router: %s", moevk_result_string(created));
+    CHECK(recorded == MOEVK_ERROR_UNSUPPORTED, "record -> %s", moevk_result_string(recorded));
+}
+
 static const test_case TESTS[] = {
+    {"learned_noise_is_refused", test_learned_noise_is_refused},
     {"route_and_combine_recorded_between_application_dispatches",
      test_route_and_combine_recorded_between_application_dispatches},
+    {"sequence_mode_recorded", test_sequence_mode_recorded},
+    {"sinkhorn_mode_recorded", test_sinkhorn_mode_recorded},
+    {"expert_choice_recorded", test_expert_choice_recorded},
 };
 
 int main(int argc, char **argv) {
