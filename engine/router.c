@@ -110,6 +110,9 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
     if (info->mode == MOEVK_MODE_SEQUENCE &&
         (info->sequence_length < 1 || info->sequence_length > (1u << 30)))
         REJECT("sequence_length is %u; SEQUENCE mode needs 1 to 2^30", info->sequence_length);
+    if (info->sinkhorn_iterations > 10000)
+        REJECT("sinkhorn_iterations is %u; at most 10000 (one workgroup runs them all)",
+               info->sinkhorn_iterations);
     if (info->learned_noise) {
         if (info->noise != MOEVK_NOISE_GAUSSIAN) REJECT("learned_noise needs GAUSSIAN noise");
         if (info->hidden_size == 0) REJECT("learned_noise needs hidden_size > 0");

@@ -365,7 +365,7 @@ typedef struct moevk_router_info {
      * refuses them. */
     moevk_routing_mode mode;
     uint32_t sequence_length;     /* SEQUENCE mode: tokens per sequence, >= 1 */
-    uint32_t sinkhorn_iterations; /* SINKHORN mode: the iteration cap; 0: 100 */
+    uint32_t sinkhorn_iterations; /* SINKHORN mode: the iteration cap, at most 10000; 0: 100 */
 } moevk_router_info;
 
 #define MOEVK_MAX_EXPERTS 1024u

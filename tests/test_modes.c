@@ -497,6 +497,10 @@ static void test_mode_errors(void) {
     CHECK(moevk_router_create(context, &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
           "groups with Sinkhorn accepted");
     CHECK(router == NULL, "router left set after a failure");
+    info = base(MOEVK_MODE_SINKHORN, 8, 2, 64, 0);
+    info.sinkhorn_iterations = 10001;
+    CHECK(moevk_router_create(context, &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "10001 Sinkhorn iterations accepted");
     info = base(MOEVK_MODE_EXPERT_CHOICE, 8, 2, 64, 0);
     info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
     CHECK(moevk_router_create(context, &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
