@@ -379,8 +379,9 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
         /* Staging holds the largest upload or download of one call; transfer.c places each
          * region at a 16-byte boundary. */
 #define A16(bytes) (((bytes) + 15) & ~(uint64_t)15)
-    uint64_t route_up =
-        A16(sizes[BINDING_LOGITS]) + A16(sizes[BINDING_BIAS]) + A16(sizes[BINDING_HIDDEN]);
+    uint64_t route_up = A16(sizes[BINDING_LOGITS]) + A16(sizes[BINDING_BIAS]) +
+                        A16(sizes[BINDING_HIDDEN]) + A16(sizes[BINDING_NOISE_STD]) +
+                        A16(sizes[BINDING_NOISE_WEIGHTS]);
     uint64_t combine_up = A16(sizes[BINDING_EXPERT_OUT]);
     uint64_t route_down = A16(sizes[BINDING_EXPERT_IDS]) + A16(sizes[BINDING_WEIGHTS]) +
                           A16(sizes[BINDING_SLOTS]) + A16(sizes[BINDING_EXPERT_INFO]) +

@@ -57,7 +57,7 @@ for subgroup in 8 4; do
 done
 
 # The staging path that discrete GPUs take, on lavapipe too.
-for t in test_api test_routing test_losses test_modes; do
+for t in test_api test_routing test_noise test_losses test_history test_modes; do
   run "$t, staging buffers" MOEVK_DEVICE="$device" MOEVK_TEST_STAGING=1 build/tests/$t
 done
 
