@@ -127,7 +127,7 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
         transfer_upload(plan, BINDING_NOISE_STD, input->noise_std, E * 4);
         params.flags |= FLAG_NOISE_STD_PER_EXPERT;
     }
-    if (params.flags & FLAG_NOISE_STD_LEARNED)
+    if ((params.flags & FLAG_NOISE_STD_LEARNED) && T > 0) /* T = 0 needs no weights */
         transfer_upload(plan, BINDING_NOISE_WEIGHTS, input->noise_weights, d * E * 4);
     if (input->hidden_buffer)
         transfer_device_copy(plan, BINDING_HIDDEN, input->hidden_buffer, T * d * hidden_bytes, 1);

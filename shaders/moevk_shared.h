@@ -2,11 +2,12 @@
 #ifndef MOEVK_SHARED_H
 #define MOEVK_SHARED_H
 
-/* Storage-buffer bindings of the one descriptor set every stage uses. */
+/* Storage-buffer bindings of the one descriptor set every stage uses. [T, k] arrays have E
+ * columns instead of k in EXPERT_CHOICE mode (the push constants' top_k says which). */
 #define BINDING_LOGITS 0        /* [T, E] f32, or f16 pairs in 32-bit words */
 #define BINDING_BIAS 1          /* [E] f32 */
 #define BINDING_EXPERT_IDS 2    /* [T, k] int: selected experts, -1 none */
-#define BINDING_WEIGHTS 3       /* [T, k] float */
+#define BINDING_WEIGHTS 3       /* [T, k] float (expert choice: first each expert's ranking key) */
 #define BINDING_ROW_STATS 4     /* [T] vec4: largest logit, 1/normaliser, raw logsumexp, entropy */
 #define BINDING_ROW_FLAGS 5     /* [T] uint: ROW_VALID, ROW_NONFINITE, ROW_MASKED */
 #define BINDING_BLOCK_COUNTS 6  /* [blocks, E] uint: per-block counts, then exclusive offsets */

@@ -2,10 +2,14 @@
 #extension GL_GOOGLE_include_directive : require
 // Router scores and top-k selection, one invocation per token.
 // Reads logits [T, E] (f32, or f16 when DTYPE is 1) and bias [E]. Selects the top-k experts by
-// key = logit + bias, descending, ties to the lower expert index; -inf keys are never selected.
-// A row with a NaN or +inf key is non-finite: routed nowhere. Writes expert_ids and weights
-// [T, k] (score without bias, renormalised and scaled as asked), row_stats and row_flags [T]
-// for the stats stage (row max, 1/normaliser, raw logsumexp, entropy). Grid: any 1D size; a grid-stride loop covers the tokens.
+// key = noisy logit + bias, descending, ties to the lower expert index; -inf keys are never
+// selected. A row with a NaN or +inf key is non-finite: routed nowhere. Writes expert_ids and
+// weights [T, k] (score without bias, renormalised and scaled as asked), row_stats and row_flags
+// [T] for the stats stage (row max, 1/normaliser, raw logsumexp, entropy). The modes (see
+// scores.glsl): SEQUENCE and BATCH decide from the sequence's mean row (sequence_mean.comp),
+// SINKHORN ranks the balanced keys (sinkhorn.comp), EXPERT_CHOICE writes each expert's ranking
+// key into the token's E weight columns instead of a top-k (expert_choice.comp ranks them).
+// Grid: any 1D size; a grid-stride loop covers the tokens.
 #include "common.glsl"
 #include "noise.glsl"
 #include "scores.glsl"

@@ -243,11 +243,14 @@ static void test_bad_noise_is_rejected(void) {
     moevk_result both = moevk_route(router, &input, &output);
     input.noise_std = NULL;
     moevk_result fine = moevk_route(router, &input, &output);
+    moevk_route_input empty = {.num_tokens = 0}; /* nothing to draw: no weights needed */
+    moevk_result no_tokens = moevk_route(router, &empty, &output);
     moevk_router_destroy(router);
     CHECK(no_weights == MOEVK_ERROR_INVALID_ARGUMENT, "a learned std without weights accepted");
     CHECK(no_hidden == MOEVK_ERROR_INVALID_ARGUMENT, "a learned std without hidden accepted");
     CHECK(both == MOEVK_ERROR_INVALID_ARGUMENT, "noise_std with a learned std accepted");
     CHECK(fine == MOEVK_SUCCESS, "route -> %s", moevk_result_string(fine));
+    CHECK(no_tokens == MOEVK_SUCCESS, "T = 0 -> %s", moevk_result_string(no_tokens));
 
     info = noisy(MOEVK_NOISE_GAUSSIAN, 1.0f, 0);
     CHECK_OK(moevk_router_create(test_context(), &info, &router));
