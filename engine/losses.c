@@ -161,6 +161,11 @@ moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *in
     r = transfer_submit(plan);
     if (r == MOEVK_SUCCESS) r = transfer_complete(plan, UINT64_MAX);
     if (r != MOEVK_SUCCESS) return r;
+    if (T == 0) { /* no token: no phase ran, and the std's gradient is zero */
+        if (info->grad_noise_std) memset(info->grad_noise_std, 0, E * 4);
+        if (info->grad_noise_weights)
+            memset(info->grad_noise_weights, 0, options->hidden_size * E * 4);
+    }
     if (losses)
         fill_losses(router, info, transfer_downloaded(plan, BINDING_LOSS_TOTALS),
                     transfer_downloaded(plan, BINDING_EXPERT_INFO),

@@ -495,6 +495,11 @@ static void test_edge_sizes(void) {
                       .loss = all_losses(),
                       .with_grad_weights = 1};
     check_loss_case(&none);
+    none.name = "T = 0, per-expert std and its gradient";
+    none.noise_std = STD_PER_EXPERT;
+    none.info.noise = MOEVK_NOISE_GAUSSIAN;
+    none.loss.load_coef = 0.5f;
+    check_loss_case(&none);
 }
 
 static void test_awkward_rows(void) {
