@@ -461,7 +461,8 @@ static moevk_result create_pipelines(moevk_router *router) {
             needed = info->drop_policy == MOEVK_DROP_SCORE &&
                      info->capacity_mode != MOEVK_CAPACITY_DROPLESS;
         if (s == STAGE_DISPATCH || s == STAGE_COMBINE) needed = info->hidden_size > 0;
-        if (s == STAGE_LOSSES) needed = info->losses && !router->use_addresses;
+        if (s == STAGE_LOSSES)
+            needed = info->losses && !router->use_addresses && info->mode == MOEVK_MODE_TOKEN;
         if (s == STAGE_SEQUENCE_MEAN) needed = info->mode != MOEVK_MODE_TOKEN;
         if (s == STAGE_SINKHORN) needed = info->mode == MOEVK_MODE_SINKHORN;
         int experts_choose = info->mode == MOEVK_MODE_EXPERT_CHOICE;
