@@ -3,9 +3,9 @@
 // EXPERT_CHOICE mode: each expert takes its top-C tokens by the keys scores_topk left in the
 // weight columns [T, E] (-1: not eligible), ties to the lower token. Grid: E workgroups, one per
 // expert. The C-th largest key is found by a radix select over its bits (non-negative floats
-// order as their bits), four 8-bit digits from the top, each a shared-memory histogram; then one
-// pass in token order takes the keys above it and, of those equal to it, the first ones, and
-// numbers the taken tokens (their slots) by a workgroup prefix sum. Integer counts and fixed
+// order as their bits), four 8-bit digits from the top, each a shared-memory histogram; then
+// token order takes the keys above it and, of those equal to it, the first ones, and numbers
+// the taken tokens (their slots) by workgroup prefix sums over the lanes' runs. Integer counts and fixed
 // orders only: the same result on every device and subgroup size.
 // Phase 0 writes, for column e of every token: expert id, slot, weight (the routing score times
 // scale), or -1, -1, 0; row_token of the expert's rows; expert_info totals and kept counts
@@ -29,6 +29,15 @@ float choice_weight(uint token, uint expert) {
     if ((P.flags & FLAG_SIGMOID) == 0u) return probability(token, expert, row_stats[token]) * P.scale;
     float logit = score_logit(logit_at(token, expert), token, expert);
     return 1.0 / (1.0 + exp(-(logit / P.temperature))) * P.scale;
+}
+
+// Whether a key is taken: above the threshold, or equal to it and among the first `needed` such
+// in token order (equal_rank counts the equal keys before this one, and advances).
+bool is_taken(uint bits, bool take_all, uint threshold, uint needed, inout uint equal_rank) {
+    if (!eligible(bits) || P.capacity == 0u) return false;
+    if (take_all || bits > threshold) return true;
+    if (bits != threshold) return false;
+    return equal_rank++ < needed;
 }
 
 void compact_rows() {
@@ -82,31 +91,34 @@ void main() {
         barrier(); // chosen_digit and histogram are rewritten next round
     }
 
-    // Token order: take, number, write.
-    uint taken_before = 0u, equal_before = 0u;
-    for (uint first = 0u; first < T; first += width) {
-        uint t = first + lane;
-        uint bits = t < T ? key_bits(t, expert) : 0xFFFFFFFFu;
-        bool ok = t < T && eligible(bits) && C > 0u;
-        bool above = ok && (take_all || bits > prefix);
-        bool equal = ok && !take_all && bits == prefix;
-        uint equal_total;
-        uint equal_rank = equal_before + workgroup_inclusive_scan(equal ? 1u : 0u, equal_total) - 1u;
-        bool taken = above || (equal && equal_rank < needed);
-        uint taken_total;
-        uint slot = taken_before + workgroup_inclusive_scan(taken ? 1u : 0u, taken_total) - 1u;
-        if (t < T) {
-            uint choice = t * E + expert;
-            expert_ids[choice] = taken ? int(expert) : -1;
-            slots[choice] = taken ? int(slot) : -1;
-            weights[choice] = taken ? choice_weight(t, expert) : 0.0;
-            if (taken) row_token[expert * C + slot] = int(t);
-        }
-        taken_before += taken_total;
-        equal_before += equal_total;
+    // Token order, each lane over a contiguous run of tokens (two workgroup scans in all, not
+    // two per 64 tokens): the keys equal to the threshold before each run, then the tokens
+    // taken before it, then the writes.
+    uint per_lane = (T + width - 1u) / width;
+    uint first = min(lane * per_lane, T), last = min(first + per_lane, T);
+    uint equal_here = 0u;
+    for (uint t = first; t < last; ++t) {
+        uint bits = key_bits(t, expert);
+        equal_here += eligible(bits) && !take_all && C > 0u && bits == prefix ? 1u : 0u;
+    }
+    uint equal_total, taken_total;
+    uint equal_before = workgroup_inclusive_scan(equal_here, equal_total) - equal_here;
+    uint taken_here = 0u, equal_rank = equal_before;
+    for (uint t = first; t < last; ++t)
+        taken_here += is_taken(key_bits(t, expert), take_all, prefix, needed, equal_rank) ? 1u : 0u;
+    uint slot = workgroup_inclusive_scan(taken_here, taken_total) - taken_here;
+    equal_rank = equal_before;
+    for (uint t = first; t < last; ++t) {
+        // Read before writing: the weight column holds the key until now.
+        bool taken = is_taken(key_bits(t, expert), take_all, prefix, needed, equal_rank);
+        uint choice = t * E + expert;
+        expert_ids[choice] = taken ? int(expert) : -1;
+        slots[choice] = taken ? int(slot) : -1;
+        weights[choice] = taken ? choice_weight(t, expert) : 0.0;
+        if (taken) row_token[expert * C + slot++] = int(t);
     }
     if (lane == 0u) {
-        expert_info[expert] = taken_before;
-        expert_info[E + expert] = taken_before;
+        expert_info[expert] = taken_total;
+        expert_info[E + expert] = taken_total;
     }
 }
