@@ -82,6 +82,7 @@ MESON
 check "example minimal routes a batch" "$build/examples/minimal"
 check "example moe_layer matches the dense layer" "$build/examples/moe_layer"
 check "example shared_device records into the application's command buffer" "$build/examples/shared_device"
+check "example routing_modes balances and chooses" "$build/examples/routing_modes"
 check "installed shared library through pkg-config" installed_shared
 check "installed static library beside libvulkan, only moevk_ symbols global" installed_static_beside_libvulkan
 check "header compiles as C11 with -Wpedantic" header_as_c11
