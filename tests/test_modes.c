@@ -306,7 +306,7 @@ static void check_choice(choice_buffers *b, const char *name, moevk_router_info 
     /* Scores of noisy logits carry the noise's differences too: a device's log near 1 has an
      * absolute error bound, and -log(-log u) magnifies it for u near 1. */
     double tolerance = info.noisy_scores && info.noise >= MOEVK_NOISE_GAUSSIAN ? 3e-4 : 1e-6;
-    uint32_t valid = 0, unrouted = 0, near = 0;
+    uint32_t valid = 0, unrouted = 0;
     uint64_t taken_total = 0;
     for (uint32_t e = 0; e < E; ++e) {
         uint32_t next_slot = 0;
@@ -320,7 +320,6 @@ static void check_choice(choice_buffers *b, const char *name, moevk_router_info 
                 CHECK(thr >= 0 && fabs(key - thr) <= 1e-5 * thr,
                       "%s: expert %u %s token %u, key %.9g, threshold %.9g", name, e,
                       got ? "took" : "left", t, key, thr);
-                ++near;
             }
             if (!got) {
                 CHECK(b->slots[i] == -1 && b->weights[i] == 0.0f, "%s: (%u, %u) not taken", name, t,
@@ -342,6 +341,12 @@ static void check_choice(choice_buffers *b, const char *name, moevk_router_info 
         CHECK(next_slot <= C && b->counts[e] == next_slot && b->counts_before[e] == next_slot,
               "%s: expert %u took %u of C = %u, counts %u / %u", name, e, next_slot, C,
               b->counts[e], b->counts_before[e]);
+        /* Near-ties may swap tokens across the threshold, never change how many are taken:
+         * eligibility (valid row, unmasked expert) is exact. */
+        uint32_t want_taken = 0;
+        for (uint32_t t = 0; t < T; ++t) want_taken += b->taken[(uint64_t)t * E + e];
+        CHECK(next_slot == want_taken, "%s: expert %u took %u tokens, reference %u", name, e,
+              next_slot, want_taken);
         taken_total += next_slot;
     }
     for (uint32_t t = 0; t < T; ++t) {
@@ -351,7 +356,6 @@ static void check_choice(choice_buffers *b, const char *name, moevk_router_info 
         for (uint32_t e = 0; e < E; ++e) any |= b->ids[(uint64_t)t * E + e] >= 0;
         unrouted += !any;
     }
-    CHECK(near <= T * E / 100 + 2, "%s: %u decisions differ (near ties)", name, near);
     CHECK(stats.assignments == taken_total && stats.dropped == 0, "%s: assignments %llu", name,
           (unsigned long long)stats.assignments);
     CHECK(stats.unrouted_tokens == unrouted, "%s: unrouted %u, expected %u", name,
