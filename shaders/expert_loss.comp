@@ -6,10 +6,9 @@
 // workgroups): the column over blocks, strided over lanes, then a shared-memory tree ->
 // expert_loss_values[T + e].
 #include "common.glsl"
+#include "reduce.glsl"
 
 layout(std430, binding = BINDING_EXPERT_LOSS) buffer ExpertLoss { float expert_loss_values[]; };
-
-shared float lanes[gl_WorkGroupSize.x];
 
 void partial_sums() {
     uint block = gl_WorkGroupID.x, width = P.num_experts + STAT_SCALARS;
@@ -31,13 +30,8 @@ void final_sums() {
     uint width = P.num_experts + STAT_SCALARS;
     float sum = 0.0;
     for (uint b = lane; b < P.stat_blocks; b += gl_WorkGroupSize.x) sum += stat_partials[b * width + expert];
-    lanes[lane] = sum;
-    barrier();
-    for (uint half_width = gl_WorkGroupSize.x / 2u; half_width > 0u; half_width >>= 1) {
-        if (lane < half_width) lanes[lane] += lanes[lane + half_width];
-        barrier();
-    }
-    if (lane == 0u) expert_loss_values[P.num_tokens + expert] = lanes[0];
+    float total = workgroup_tree_sum(sum);
+    if (lane == 0u) expert_loss_values[P.num_tokens + expert] = total;
 }
 
 void main() {

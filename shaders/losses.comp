@@ -24,8 +24,8 @@
 #include "common.glsl"
 #include "noise.glsl"
 #include "scores.glsl"
+#include "reduce.glsl"
 
-shared float lanes[gl_WorkGroupSize.x];
 shared uint expert_counts[NUM_EXPERTS];
 
 #define NEG_INF uintBitsToFloat(0xFF800000u)
@@ -110,24 +110,13 @@ void partial_sums() {
     }
 }
 
-float tree_sum(float value) {
-    uint lane = gl_LocalInvocationID.x;
-    lanes[lane] = value;
-    barrier();
-    for (uint half_width = gl_WorkGroupSize.x / 2u; half_width > 0u; half_width >>= 1) {
-        if (lane < half_width) lanes[lane] += lanes[lane + half_width];
-        barrier();
-    }
-    return lanes[0];
-}
-
 void column_sums() {
     uint width = 2u * P.num_experts;
     uint column = gl_WorkGroupID.x;
     float sum = 0.0;
     for (uint b = gl_LocalInvocationID.x; b < P.stat_blocks; b += gl_WorkGroupSize.x)
         sum += loss_partials[b * width + column];
-    float total = tree_sum(sum);
+    float total = workgroup_tree_sum(sum);
     if (gl_LocalInvocationID.x == 0u) loss_totals[column] = total;
 }
 
@@ -151,7 +140,7 @@ void sequence_sums(uint sequence) {
             if (row_flags[t] == ROW_VALID) score_sum += probability(t, e, row_stats[t]);
         partial += float(count) * score_sum;
     }
-    float total = tree_sum(partial);
+    float total = workgroup_tree_sum(partial);
     if (lane == 0u) loss_totals[LOSS_TOTAL_SEQUENCES * P.num_experts + sequence] = total;
     barrier(); // the next sequence reuses the shared counts and lanes
 }
@@ -194,14 +183,14 @@ void cv2_slopes_of(uint values, uint slopes) {
     float sum = 0.0;
     for (uint e = gl_LocalInvocationID.x; e < E; e += gl_WorkGroupSize.x)
         sum += loss_totals[values + e];
-    float mean = tree_sum(sum) / float(E);
+    float mean = workgroup_tree_sum(sum) / float(E);
     barrier(); // every lane has read the mean before the lanes are reused
     float squares = 0.0;
     for (uint e = gl_LocalInvocationID.x; e < E; e += gl_WorkGroupSize.x) {
         float deviation = loss_totals[values + e] - mean;
         squares += deviation * deviation;
     }
-    float variance = tree_sum(squares) / float(E);
+    float variance = workgroup_tree_sum(squares) / float(E);
     barrier();
     for (uint e = gl_LocalInvocationID.x; e < E; e += gl_WorkGroupSize.x)
         loss_totals[slopes + e] = cv2_slope(loss_totals[values + e], mean, variance);

@@ -10,24 +10,13 @@
 #include "common.glsl"
 #include "noise.glsl"
 #include "scores.glsl"
-
-shared float lanes[gl_WorkGroupSize.x];
+#include "reduce.glsl"
 
 // The workgroup's sum (or maximum) of one value per lane, in a fixed order; every lane gets it.
 float reduce(float value, bool maximum) {
-    uint lane = gl_LocalInvocationID.x;
     memoryBarrierBuffer();
-    barrier(); // earlier readers of `lanes` are done; buffer writes before this are visible
-    lanes[lane] = value;
-    barrier();
-    for (uint half_width = gl_WorkGroupSize.x / 2u; half_width > 0u; half_width >>= 1) {
-        if (lane < half_width) {
-            float other = lanes[lane + half_width];
-            lanes[lane] = maximum ? max(lanes[lane], other) : lanes[lane] + other;
-        }
-        barrier();
-    }
-    return lanes[0];
+    barrier(); // earlier readers of the lanes are done; buffer writes before this are visible
+    return workgroup_tree_reduce(value, maximum);
 }
 
 float noisy_at(uint t, uint e) { return noisy_logit(logit_at(t, e), t, e); }
