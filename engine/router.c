@@ -463,7 +463,9 @@ static moevk_result create_pipelines(moevk_router *router) {
         if (s == STAGE_DISPATCH || s == STAGE_COMBINE) needed = info->hidden_size > 0;
         if (s == STAGE_LOSSES)
             needed = info->losses && !router->use_addresses && info->mode == MOEVK_MODE_TOKEN;
-        if (s == STAGE_SEQUENCE_MEAN) needed = info->mode != MOEVK_MODE_TOKEN;
+        /* The decision rows of record_decisions; expert choice decides from the token's own. */
+        if (s == STAGE_SEQUENCE_MEAN)
+            needed = info->mode != MOEVK_MODE_TOKEN && info->mode != MOEVK_MODE_EXPERT_CHOICE;
         if (s == STAGE_SINKHORN) needed = info->mode == MOEVK_MODE_SINKHORN;
         int experts_choose = info->mode == MOEVK_MODE_EXPERT_CHOICE;
         if (s == STAGE_EXPERT_CHOICE) needed = experts_choose;
