@@ -47,14 +47,25 @@ void ref_learned_noise_std(const moevk_router_info *info, uint32_t T, const void
         }
 }
 
-float ref_gaussian_sample(const moevk_router_info *info, const ref_call *call, uint32_t token,
-                          uint32_t expert) {
-    uint32_t counter[4] = {token, expert, call ? call->step : 0, call ? call->layer : 0};
-    uint32_t key[2] = {(uint32_t)info->noise_seed, (uint32_t)(info->noise_seed >> 32)};
-    uint32_t bits[4];
-    ref_philox4x32_10(counter, key, bits);
+/* A standard normal number by Box-Muller from Philox words 0 and 1. */
+static float standard_normal(const uint32_t bits[4]) {
     return sqrtf(-2.0f * logf(ref_noise_uniform(bits[0]))) *
            cosf(6.2831853071795864f * ref_noise_uniform(bits[1]));
+}
+
+/* The Philox words of (token, expert) at the call's step and layer. */
+static void noise_bits(const moevk_router_info *info, const ref_call *call, uint32_t token,
+                       uint32_t expert, uint32_t bits[4]) {
+    uint32_t counter[4] = {token, expert, call ? call->step : 0, call ? call->layer : 0};
+    uint32_t key[2] = {(uint32_t)info->noise_seed, (uint32_t)(info->noise_seed >> 32)};
+    ref_philox4x32_10(counter, key, bits);
+}
+
+float ref_gaussian_sample(const moevk_router_info *info, const ref_call *call, uint32_t token,
+                          uint32_t expert) {
+    uint32_t bits[4];
+    noise_bits(info, call, token, expert, bits);
+    return standard_normal(bits);
 }
 
 float ref_noisy_logit(const moevk_router_info *info, const ref_call *call, float logit,
@@ -62,10 +73,8 @@ float ref_noisy_logit(const moevk_router_info *info, const ref_call *call, float
     if (info->noise == MOEVK_NOISE_NONE || (call && call->inference) || isinf(logit) ||
         isnan(logit))
         return logit;
-    uint32_t counter[4] = {token, expert, call ? call->step : 0, call ? call->layer : 0};
-    uint32_t key[2] = {(uint32_t)info->noise_seed, (uint32_t)(info->noise_seed >> 32)};
     uint32_t bits[4];
-    ref_philox4x32_10(counter, key, bits);
+    noise_bits(info, call, token, expert, bits);
     float u0 = ref_noise_uniform(bits[0]), amount = info->noise_amount;
     switch (info->noise) {
     case MOEVK_NOISE_JITTER: {
@@ -73,8 +82,7 @@ float ref_noisy_logit(const moevk_router_info *info, const ref_call *call, float
         return logit * factor;
     }
     case MOEVK_NOISE_GAUSSIAN:
-        return logit + ref_noise_std(info, call, token, expert) *
-                           ref_gaussian_sample(info, call, token, expert);
+        return logit + ref_noise_std(info, call, token, expert) * standard_normal(bits);
     default: return logit - amount * logf(-logf(u0));
     }
 }

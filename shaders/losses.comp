@@ -217,9 +217,8 @@ float dense_slope(uint token, uint expert, float p) {
 // ds/dlogit: the jitter factor where the scores use jittered logits, else 1.
 float noise_slope(float logit, uint token, uint expert) {
     if ((P.flags & FLAG_NOISY_SCORES) == 0u || P.noise_kind != NOISE_JITTER) return 1.0;
-    uvec4 bits = philox4x32_10(uvec4(token, expert, P.noise_step, P.noise_layer),
-                               uvec2(P.noise_seed_low, P.noise_seed_high));
-    precise float factor = (1.0 - P.noise_amount) + (2.0 * P.noise_amount) * noise_uniform(bits.x);
+    precise float factor =
+        (1.0 - P.noise_amount) + (2.0 * P.noise_amount) * noise_uniform(noise_bits(token, expert).x);
     return factor;
 }
 

@@ -31,19 +31,26 @@ float noise_std(uint token, uint expert) {
     return P.noise_amount;
 }
 
-// The standard normal sample of (token, expert) by Box-Muller from Philox words 0 and 1; the
-// Gaussian noise is the std times it.
-float gaussian_sample(uint token, uint expert) {
-    uvec4 bits = philox4x32_10(uvec4(token, expert, P.noise_step, P.noise_layer),
-                               uvec2(P.noise_seed_low, P.noise_seed_high));
+// The Philox words of (token, expert) at the route's step and layer.
+uvec4 noise_bits(uint token, uint expert) {
+    return philox4x32_10(uvec4(token, expert, P.noise_step, P.noise_layer),
+                         uvec2(P.noise_seed_low, P.noise_seed_high));
+}
+
+// A standard normal number by Box-Muller from Philox words 0 and 1.
+float standard_normal(uvec4 bits) {
     return sqrt(-2.0 * log(noise_uniform(bits.x))) * cos(6.2831853071795864 * noise_uniform(bits.y));
+}
+
+// The standard normal sample of (token, expert); the Gaussian noise is the std times it.
+float gaussian_sample(uint token, uint expert) {
+    return standard_normal(noise_bits(token, expert));
 }
 
 // The logit after noise, for a token and an expert (NOISE_NONE: the logit itself).
 precise float noisy_logit(float logit, uint token, uint expert) {
     if (P.noise_kind == NOISE_NONE || isinf(logit) || isnan(logit)) return logit;
-    uvec4 bits = philox4x32_10(uvec4(token, expert, P.noise_step, P.noise_layer),
-                               uvec2(P.noise_seed_low, P.noise_seed_high));
+    uvec4 bits = noise_bits(token, expert);
     float u0 = noise_uniform(bits.x);
     if (P.noise_kind == NOISE_JITTER) {
         // Correctly rounded f32 operations, no contraction: bit-identical to the CPU.
@@ -51,9 +58,7 @@ precise float noisy_logit(float logit, uint token, uint expert) {
         precise float noisy = logit * factor;
         return noisy;
     }
-    if (P.noise_kind == NOISE_GAUSSIAN) {
-        float standard = sqrt(-2.0 * log(u0)) * cos(6.2831853071795864 * noise_uniform(bits.y));
-        return logit + noise_std(token, expert) * standard;
-    }
+    if (P.noise_kind == NOISE_GAUSSIAN)
+        return logit + noise_std(token, expert) * standard_normal(bits);
     return logit - P.noise_amount * log(-log(u0)); // Gumbel
 }
