@@ -473,8 +473,8 @@ static moevk_result create_pipelines(moevk_router *router) {
         if (s == STAGE_BUCKET_COUNT || s == STAGE_BUCKET_SCAN || s == STAGE_BUCKET_ASSIGN)
             needed = !experts_choose;
         if (!needed) continue;
-        int reads_hidden = s == STAGE_DISPATCH || s == STAGE_COMBINE || s == STAGE_NOISE_STD;
-        uint32_t dtype = reads_hidden ? info->hidden_type : info->logits_type;
+        int moves_rows = s == STAGE_DISPATCH || s == STAGE_COMBINE;
+        uint32_t dtype = moves_rows ? info->hidden_type : info->logits_type;
         int grouped = info->num_groups > 1;
         /* Experts that choose need no top-k in the scores stage; the others read E columns. */
         uint32_t top_k = router_choices(info);

@@ -147,6 +147,12 @@ float decode_element(uint word, uint index, uint dtype) {
     return uintBitsToFloat(half_bits << 16);
 }
 
+// Element i of the hidden states [T, d] (hidden_type).
+float hidden_element(uint i) {
+    if (HIDDEN_DTYPE == DTYPE_F32) return uintBitsToFloat(hidden_word(i));
+    return decode_element(hidden_word(i >> 1), i, HIDDEN_DTYPE);
+}
+
 // f32 to bf16 bits, round to nearest even; NaN stays a (quiet) NaN.
 uint bf16_bits(float value) {
     uint bits = floatBitsToUint(value);

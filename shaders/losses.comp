@@ -326,17 +326,10 @@ void logits_backward(uint token) {
         grad_noise[std_base + uint(kth_expert)] -= into_kth * gaussian_sample(token, uint(kth_expert));
 }
 
-float hidden_value(uint index) {
-    if (HIDDEN_DTYPE == DTYPE_F32) return uintBitsToFloat(hidden_word(index));
-    return decode_element(hidden_word(index >> 1), index, HIDDEN_DTYPE);
-}
-
 // Learned std: dL/dz_te = dL/dstd_te * sigmoid(z_te), z_te = x_t . W_noise[:, e] (softplus').
 void noise_slope_of(uint i) {
-    uint E = P.num_experts, d = P.hidden_size, token = i / E, expert = i % E;
-    float dot_product = 0.0; // as noise_std.comp computes it
-    for (uint j = 0u; j < d; ++j)
-        dot_product += hidden_value(token * d + j) * noise_weights[j * E + expert];
+    uint E = P.num_experts;
+    float dot_product = learned_noise_preactivation(i / E, i % E);
     grad_noise[grad_std_offset() + i] *= 1.0 / (1.0 + exp(-dot_product));
 }
 
@@ -346,7 +339,7 @@ void noise_reduce(uint i) {
     float sum = 0.0;
     for (uint t = 0u; t < P.num_tokens; ++t) {
         float g = grad_noise[grad_std_offset() + t * E + expert];
-        sum += learned_std() ? hidden_value(t * d + j) * g : g;
+        sum += learned_std() ? hidden_element(t * d + j) * g : g;
     }
     grad_noise[i] = sum;
 }

@@ -4,21 +4,13 @@
 // epsilon, from the hidden states x [T, d] (hidden_type) and W_noise [d, E] f32; the dot
 // product in f32 in index order. epsilon arrives as noise_amount. Grid-stride over T * E.
 #include "common.glsl"
-#include "rows.glsl"
-
-float hidden_at(uint index) {
-    if (DTYPE == DTYPE_F32) return uintBitsToFloat(hidden_word(index));
-    return decode_element(hidden_word(index >> 1), index, DTYPE);
-}
+#include "noise.glsl"
 
 void main() {
     uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
-    uint E = P.num_experts, d = P.hidden_size;
+    uint E = P.num_experts;
     for (uint i = gl_GlobalInvocationID.x; i < P.num_tokens * E; i += stride) {
-        uint token = i / E, expert = i % E;
-        float dot_product = 0.0;
-        for (uint j = 0u; j < d; ++j)
-            dot_product += hidden_at(token * d + j) * noise_weights[j * E + expert];
+        float dot_product = learned_noise_preactivation(i / E, i % E);
         // softplus without overflow: max(z, 0) + log(1 + exp(-|z|))
         float softplus = max(dot_product, 0.0) + log(1.0 + exp(-abs(dot_product)));
         noise_std_values[i] = softplus + P.noise_amount;
