@@ -45,11 +45,23 @@ typedef struct stage_figures {
 enum { STAGE_TOPK, STAGE_BUCKET, STAGE_DISPATCH, STAGE_COMBINE, STAGE_STATS, STAGE_ROUTE, STAGE_N };
 extern const char *const STAGE_NAMES[STAGE_N];
 
+/* How a case routes: the drop policies of the TOKEN mode, then the routing modes (position
+ * drops; SEQUENCE with S = 256). */
+typedef enum bench_policy {
+    POLICY_POSITION,
+    POLICY_SCORE,
+    POLICY_DROPLESS,
+    POLICY_SEQUENCE,
+    POLICY_BATCH,
+    POLICY_SINKHORN,
+    POLICY_CHOICE,
+    POLICY_COUNT
+} bench_policy;
+
 typedef struct bench_case {
     uint32_t T, E, k, d;
     moevk_dtype dtype;
-    int policy; /* 0 position, 1 score, 2 dropless; routing modes: 3 sequence (S = 256),
-                   4 batch, 5 sinkhorn, 6 expert choice (all with position drops) */
+    bench_policy policy;
     /* results */
     int ran;
     char skipped[160];
@@ -70,7 +82,7 @@ void report_table(FILE *out, const bench_device *device, const ceilings *ceil,
 int report_json(const char *path, const bench_device *device, const ceilings *ceil,
                 const bench_case *cases, int count);
 int report_svg(const char *path, const bench_device *device, const bench_case *cases, int count);
-const char *policy_name(int policy);
+const char *policy_name(bench_policy policy);
 const char *dtype_name(moevk_dtype dtype);
 
 #endif

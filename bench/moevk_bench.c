@@ -27,7 +27,7 @@ static double now_ms(void) {
 }
 
 static void add_case(options *o, uint32_t T, uint32_t E, uint32_t k, uint32_t d, moevk_dtype dtype,
-                     int policy) {
+                     bench_policy policy) {
     for (int i = 0; i < o->case_count; ++i) {
         const bench_case *c = &o->cases[i];
         if (c->T == T && c->E == E && c->k == k && c->d == d && c->dtype == dtype &&
@@ -45,12 +45,13 @@ static void plan_sweep(options *o) {
     static const uint32_t Ts[] = {1024, 4096, 16384, 65536, 262144}, Es[] = {8, 64, 256},
                           ks[] = {1, 2, 8}, ds[] = {1024, 4096};
     if (o->quick) {
-        add_case(o, 1024, 8, 2, 1024, MOEVK_DTYPE_F32, 0);
-        add_case(o, 4096, 64, 2, 1024, MOEVK_DTYPE_F32, 0);
-        add_case(o, 4096, 64, 2, 1024, MOEVK_DTYPE_F16, 1);
-        add_case(o, 4096, 64, 2, 1024, MOEVK_DTYPE_BF16, 2);
-        add_case(o, 16384, 64, 2, 1024, MOEVK_DTYPE_F32, 0);
-        for (int p = 3; p < 7; ++p) add_case(o, 4096, 64, 2, 1024, MOEVK_DTYPE_F32, p);
+        add_case(o, 1024, 8, 2, 1024, MOEVK_DTYPE_F32, POLICY_POSITION);
+        add_case(o, 4096, 64, 2, 1024, MOEVK_DTYPE_F32, POLICY_POSITION);
+        add_case(o, 4096, 64, 2, 1024, MOEVK_DTYPE_F16, POLICY_SCORE);
+        add_case(o, 4096, 64, 2, 1024, MOEVK_DTYPE_BF16, POLICY_DROPLESS);
+        add_case(o, 16384, 64, 2, 1024, MOEVK_DTYPE_F32, POLICY_POSITION);
+        for (int p = POLICY_SEQUENCE; p < POLICY_COUNT; ++p)
+            add_case(o, 4096, 64, 2, 1024, MOEVK_DTYPE_F32, (bench_policy)p);
         return;
     }
     if (o->full) {
@@ -59,17 +60,22 @@ static void plan_sweep(options *o) {
                 for (int k = 0; k < 3; ++k)
                     for (int d = 0; d < 2; ++d)
                         for (int type = 0; type < 3; ++type)
-                            for (int p = 0; p < 3; ++p)
-                                add_case(o, Ts[t], Es[e], ks[k], ds[d], (moevk_dtype)type, p);
+                            for (int p = POLICY_POSITION; p <= POLICY_DROPLESS; ++p)
+                                add_case(o, Ts[t], Es[e], ks[k], ds[d], (moevk_dtype)type,
+                                         (bench_policy)p);
         return;
     }
-    for (int t = 0; t < 5; ++t) add_case(o, Ts[t], 64, 2, 1024, MOEVK_DTYPE_F32, 0);
-    for (int d = 0; d < 2; ++d) add_case(o, 16384, 64, 2, ds[d], MOEVK_DTYPE_F32, 0);
-    for (int e = 0; e < 3; ++e) add_case(o, 16384, Es[e], 2, 4096, MOEVK_DTYPE_F32, 0);
-    for (int k = 0; k < 3; ++k) add_case(o, 16384, 64, ks[k], 4096, MOEVK_DTYPE_F32, 0);
-    for (int type = 0; type < 3; ++type) add_case(o, 16384, 64, 2, 4096, (moevk_dtype)type, 0);
-    for (int p = 0; p < 7; ++p) add_case(o, 16384, 64, 2, 4096, MOEVK_DTYPE_F32, p);
-    for (int t = 0; t < 5; ++t) add_case(o, Ts[t], 64, 2, 4096, MOEVK_DTYPE_F16, 0);
+    for (int t = 0; t < 5; ++t) add_case(o, Ts[t], 64, 2, 1024, MOEVK_DTYPE_F32, POLICY_POSITION);
+    for (int d = 0; d < 2; ++d) add_case(o, 16384, 64, 2, ds[d], MOEVK_DTYPE_F32, POLICY_POSITION);
+    for (int e = 0; e < 3; ++e)
+        add_case(o, 16384, Es[e], 2, 4096, MOEVK_DTYPE_F32, POLICY_POSITION);
+    for (int k = 0; k < 3; ++k)
+        add_case(o, 16384, 64, ks[k], 4096, MOEVK_DTYPE_F32, POLICY_POSITION);
+    for (int type = 0; type < 3; ++type)
+        add_case(o, 16384, 64, 2, 4096, (moevk_dtype)type, POLICY_POSITION);
+    for (int p = 0; p < POLICY_COUNT; ++p)
+        add_case(o, 16384, 64, 2, 4096, MOEVK_DTYPE_F32, (bench_policy)p);
+    for (int t = 0; t < 5; ++t) add_case(o, Ts[t], 64, 2, 4096, MOEVK_DTYPE_F16, POLICY_POSITION);
 }
 
 static int parse_case(const char *text, options *o) {
@@ -81,9 +87,9 @@ static int parse_case(const char *text, options *o) {
                         : !strcmp(type, "bf16") ? MOEVK_DTYPE_BF16
                                                 : MOEVK_DTYPE_F32;
     int p = 0;
-    while (p < 7 && strcmp(policy, policy_name(p)) != 0) ++p;
-    if (p == 7) return 0;
-    add_case(o, T, E, k, d, dtype, p);
+    while (p < POLICY_COUNT && strcmp(policy, policy_name((bench_policy)p)) != 0) ++p;
+    if (p == POLICY_COUNT) return 0;
+    add_case(o, T, E, k, d, dtype, (bench_policy)p);
     return 1;
 }
 

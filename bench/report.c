@@ -6,10 +6,10 @@
 const char *const STAGE_NAMES[STAGE_N] = {"scores+topk", "bucketing", "dispatch",
                                           "combine",     "stats",     "route"};
 
-const char *policy_name(int policy) {
-    static const char *const NAMES[] = {"position", "score",    "dropless", "sequence",
-                                        "batch",    "sinkhorn", "choice"};
-    return policy >= 0 && policy < 7 ? NAMES[policy] : "position";
+const char *policy_name(bench_policy policy) {
+    static const char *const NAMES[POLICY_COUNT] = {"position", "score",    "dropless", "sequence",
+                                                    "batch",    "sinkhorn", "choice"};
+    return (unsigned)policy < POLICY_COUNT ? NAMES[policy] : "position";
 }
 
 const char *dtype_name(moevk_dtype dtype) {

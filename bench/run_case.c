@@ -56,11 +56,11 @@ void run_case(moevk_context *context, bench_case *c, int warmup, int repeats) {
     info.hidden_size = c->d;
     info.hidden_type = c->dtype;
     info.profile = 1;
-    if (c->policy == 1) info.drop_policy = MOEVK_DROP_SCORE;
-    if (c->policy == 2) info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
+    if (c->policy == POLICY_SCORE) info.drop_policy = MOEVK_DROP_SCORE;
+    if (c->policy == POLICY_DROPLESS) info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
     static const moevk_routing_mode MODES[] = {MOEVK_MODE_SEQUENCE, MOEVK_MODE_BATCH,
                                                MOEVK_MODE_SINKHORN, MOEVK_MODE_EXPERT_CHOICE};
-    if (c->policy >= 3 && c->policy <= 6) info.mode = MODES[c->policy - 3];
+    if (c->policy >= POLICY_SEQUENCE) info.mode = MODES[c->policy - POLICY_SEQUENCE];
     info.sequence_length = 256;
     c->ran = 0;
     moevk_router *routers[ROTATION] = {0};
