@@ -43,8 +43,9 @@ moevk_result gpu_buffer_create(moevk_context *context, VkDeviceSize size, buffer
     VkBufferCreateInfo create = {
         .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
         .size = size,
+        /* Indirect: stages that size later dispatches on the device (Sinkhorn's iterations). */
         .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                 VK_BUFFER_USAGE_TRANSFER_DST_BIT |
+                 VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT |
                  (addressable ? VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT : 0),
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
     VkResult vr = vk->vkCreateBuffer(context->device, &create, context->allocator, &out->buffer);

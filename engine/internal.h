@@ -215,7 +215,7 @@ typedef struct route_params {
          * (MOEVK_LOSS_PARAMS in shaders/common.glsl). */
         struct {
             float aux_coef, z_coef, importance_coef, load_coef, entropy_coef, sequence_coef;
-            uint32_t sequence_length, valid_rows, assignments, loss_reserved;
+            uint32_t sequence_length, valid_rows, assignments, token_chunk;
         } loss;
     };
     uint32_t noise_kind;

@@ -19,6 +19,13 @@ static void compute_to_compute(moevk_router *router) {
     record_barrier(router, COMPUTE, VK_ACCESS_SHADER_WRITE_BIT, COMPUTE, SHADER_RW);
 }
 
+/* The same, for a dispatch that also reads its arguments from what the last one wrote. */
+static void indirect_barrier(moevk_router *router) {
+    record_barrier(router, COMPUTE, VK_ACCESS_SHADER_WRITE_BIT,
+                   COMPUTE | VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT,
+                   SHADER_RW | VK_ACCESS_INDIRECT_COMMAND_READ_BIT);
+}
+
 static void run_stage_2d(moevk_router *router, stage which, const route_params *params,
                          uint32_t groups_x, uint32_t groups_y) {
     const struct VolkDeviceTable *vk = &router->context->vk;
@@ -75,6 +82,46 @@ static void reset_timestamps(moevk_router *router, uint32_t first, uint32_t coun
     router->context->vk.vkCmdResetQueryPool(router->recording, router->timestamps, first, count);
 }
 
+/* Workgroups for a loop over `count` workgroup-sized items (blocks, experts): at most
+ * MAX_GROUPS_X, which every device allows and the shaders assume. */
+static uint32_t groups_for(uint64_t count) {
+    if (count > MAX_GROUPS_X) count = MAX_GROUPS_X;
+    return count ? (uint32_t)count : 1;
+}
+
+/* The Sinkhorn iteration: its setup, then mode_param iterations of rows, columns and the check,
+ * dispatched indirectly from arguments that the setup and each check write (zero workgroups
+ * once the factors have converged). */
+static void record_sinkhorn(moevk_router *router, const route_params *params) {
+    const struct VolkDeviceTable *vk = &router->context->vk;
+    uint64_t blocks = div_ceil_u32(params->num_tokens, SINKHORN_BLOCK_ROWS);
+    const struct {
+        uint32_t phase, groups;
+    } setup[] = {{SINKHORN_PHASE_SETUP_ROWS, groups_for(blocks)},
+                 {SINKHORN_PHASE_SETUP_COLUMNS, groups_for(params->num_experts)},
+                 {SINKHORN_PHASE_SETUP_TOTALS, 1}};
+    const uint32_t iteration[SINKHORN_ITERATION_PHASES] = {
+        SINKHORN_PHASE_ROWS, SINKHORN_PHASE_COLUMNS, SINKHORN_PHASE_CHECK};
+    route_params phase = *params;
+    for (size_t i = 0; i < sizeof setup / sizeof setup[0]; ++i) {
+        phase.phase = setup[i].phase;
+        run_stage(router, STAGE_SINKHORN, &phase, setup[i].groups);
+        indirect_barrier(router);
+    }
+    VkBuffer arguments = router->buffers[BINDING_DECISIONS].buffer;
+    for (uint32_t n = 0; n < params->mode_param; ++n) {
+        for (uint32_t i = 0; i < SINKHORN_ITERATION_PHASES; ++i) {
+            phase.phase = iteration[i];
+            vk->vkCmdPushConstants(router->recording, router->context->pipeline_layout,
+                                   VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof phase, &phase);
+            vk->vkCmdDispatchIndirect(router->recording, arguments,
+                                      (DECISION_ARGS + 3 * i) * sizeof(uint32_t));
+            if (n + 1 < params->mode_param || i + 1 < SINKHORN_ITERATION_PHASES)
+                indirect_barrier(router);
+        }
+    }
+}
+
 /* SEQUENCE, BATCH and SINKHORN modes: the rows' flags, then the sequences' mean logits or the
  * Sinkhorn factors that scores_topk decides from. */
 static void record_decisions(moevk_router *router, const route_params *params) {
@@ -87,11 +134,17 @@ static void record_decisions(moevk_router *router, const route_params *params) {
     compute_to_compute(router);
     if (by_sequence) {
         uint32_t sequences = div_ceil_u32(params->num_tokens, params->mode_param);
-        phase.phase = 1;
-        run_stage(router, STAGE_SEQUENCE_MEAN, &phase,
-                  grid_for(router, (uint64_t)sequences * params->num_experts));
+        uint32_t longest =
+            params->mode_param < params->num_tokens ? params->mode_param : params->num_tokens;
+        uint32_t chunks = div_ceil_u32(longest, TOKEN_CHUNK);
+        for (uint32_t c = 0; c < chunks; ++c) {
+            if (c > 0) compute_to_compute(router);
+            phase.phase = 1 + c;
+            run_stage(router, STAGE_SEQUENCE_MEAN, &phase,
+                      grid_for(router, (uint64_t)sequences * params->num_experts));
+        }
     } else {
-        run_stage(router, STAGE_SINKHORN, params, 1);
+        record_sinkhorn(router, params);
     }
     compute_to_compute(router);
 }
@@ -193,31 +246,40 @@ void record_losses(moevk_router *router, const route_params *params, const loss_
                                 NULL);
     if (params->num_tokens == 0) return;
     uint32_t sequences = params->num_tokens / params->loss.sequence_length;
-    /* Each phase that runs, with its grid; a barrier after each but the last. */
+    uint32_t sequence_groups = sequences < MAX_GROUPS_X ? sequences : MAX_GROUPS_X;
+    /* Each phase that runs, with its grid and how many dispatches (the noise's reduction walks
+     * TOKEN_CHUNK tokens in each); a barrier between any two. */
     const struct {
         int runs;
-        uint32_t phase, groups;
+        uint32_t phase, groups, dispatches;
     } plan[] = {
-        {phases->thresholds, LOSS_PHASE_THRESHOLDS, grid_for(router, params->num_tokens)},
-        {1, LOSS_PHASE_PARTIALS, params->stat_blocks},
-        {1, LOSS_PHASE_COLUMNS, 2 * params->num_experts},
-        {phases->cv2_slopes, LOSS_PHASE_CV2_SLOPES, 1},
-        {phases->sequences, LOSS_PHASE_SEQUENCES, sequences < 65535 ? sequences : 65535},
+        {phases->thresholds, LOSS_PHASE_THRESHOLDS, grid_for(router, params->num_tokens), 1},
+        {1, LOSS_PHASE_PARTIALS, params->stat_blocks, 1},
+        {1, LOSS_PHASE_COLUMNS, 2 * params->num_experts, 1},
+        {phases->cv2_slopes, LOSS_PHASE_CV2_SLOPES, 1, 1},
+        {phases->sequences, LOSS_PHASE_SEQUENCES, sequence_groups, 1},
+        {phases->sequences, LOSS_PHASE_SEQUENCE_TOKENS, grid_for(router, params->num_tokens), 1},
+        {phases->sequences, LOSS_PHASE_SEQUENCE_TOTALS, sequence_groups, 1},
         {phases->weights_backward, LOSS_PHASE_WEIGHTS_BACKWARD,
-         grid_for(router, (uint64_t)params->num_tokens * params->top_k)},
-        {phases->logits_backward, LOSS_PHASE_LOGITS_BACKWARD, grid_for(router, params->num_tokens)},
+         grid_for(router, (uint64_t)params->num_tokens * params->top_k), 1},
+        {phases->logits_backward, LOSS_PHASE_LOGITS_BACKWARD, grid_for(router, params->num_tokens),
+         1},
         {phases->noise_slope, LOSS_PHASE_NOISE_SLOPE,
-         grid_for(router, (uint64_t)params->num_tokens * params->num_experts)},
+         grid_for(router, (uint64_t)params->num_tokens * params->num_experts), 1},
         {phases->noise_reduce, LOSS_PHASE_NOISE_REDUCE,
-         grid_for(router, (uint64_t)params->hidden_size * params->num_experts)},
+         grid_for(router, (uint64_t)params->hidden_size * params->num_experts),
+         div_ceil_u32(params->num_tokens, TOKEN_CHUNK)},
     };
     route_params phase = *params;
     int first = 1;
     for (size_t i = 0; i < sizeof plan / sizeof plan[0]; ++i) {
         if (!plan[i].runs) continue;
-        if (!first) compute_to_compute(router);
-        first = 0;
-        phase.phase = plan[i].phase;
-        run_stage(router, STAGE_LOSSES, &phase, plan[i].groups);
+        for (uint32_t c = 0; c < plan[i].dispatches; ++c) {
+            if (!first) compute_to_compute(router);
+            first = 0;
+            phase.phase = plan[i].phase;
+            phase.loss.token_chunk = c;
+            run_stage(router, STAGE_LOSSES, &phase, plan[i].groups);
+        }
     }
 }

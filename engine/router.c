@@ -6,12 +6,30 @@
 
 #include "internal.h"
 
-/* Bucketing and stats partition their work into at most this many blocks, so that their
- * per-block tables have a fixed size. */
+/* Bucketing partitions its work into at most this many blocks, so that its per-block table has
+ * a fixed size; the statistics into about as many, unless a block's rows would pass the loop
+ * budget (stat_block_rows_limit). */
 #define MAX_BUCKET_BLOCKS 1024u
-#define MAX_STAT_BLOCKS 1024u
+#define STAT_BLOCKS 1024u
 #define MIN_BUCKET_BLOCK 256u
 #define MIN_STAT_BLOCK 64u
+
+/* The most rows of a statistics block: the partial sums of stats, expert_loss and losses give
+ * each invocation ceil(E / 64) experts, each over the block's rows and their choices (one in
+ * expert choice, whose columns are the experts), which must keep within LOOP_BUDGET. */
+static uint32_t stat_block_rows_limit(const moevk_router_info *info) {
+    uint32_t choices = info->mode == MOEVK_MODE_EXPERT_CHOICE ? 1 : info->top_k;
+    uint32_t per_row = div_ceil_u32(info->num_experts, WORKGROUP_SIZE) * (choices + 1);
+    uint32_t limit = LOOP_BUDGET / per_row;
+    return limit > 1 ? limit : 1;
+}
+
+/* Statistics blocks for max_tokens: STAT_BLOCKS, or more where the rows are limited. */
+static uint64_t max_stat_blocks(const moevk_router_info *info) {
+    uint64_t limited =
+        (info->max_tokens + stat_block_rows_limit(info) - 1) / stat_block_rows_limit(info);
+    return limited > STAT_BLOCKS ? limited : STAT_BLOCKS;
+}
 
 void moevk_router_info_init(moevk_router_info *info) {
     if (!info) return;
@@ -111,7 +129,7 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
         (info->sequence_length < 1 || info->sequence_length > (1u << 30)))
         REJECT("sequence_length is %u; SEQUENCE mode needs 1 to 2^30", info->sequence_length);
     if (info->sinkhorn_iterations > 10000)
-        REJECT("sinkhorn_iterations is %u; at most 10000 (one workgroup runs them all)",
+        REJECT("sinkhorn_iterations is %u; at most 10000 (three dispatches are recorded for each)",
                info->sinkhorn_iterations);
     if (info->learned_noise) {
         if (info->noise != MOEVK_NOISE_GAUSSIAN) REJECT("learned_noise needs GAUSSIAN noise");
@@ -239,8 +257,10 @@ void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
     block = div_ceil_u32(block, WORKGROUP_SIZE) * WORKGROUP_SIZE;
     params->block_size = block > MIN_BUCKET_BLOCK ? block : MIN_BUCKET_BLOCK;
     params->num_blocks = div_ceil_u32(assignments, params->block_size);
-    uint32_t rows = div_ceil_u32(num_tokens, MAX_STAT_BLOCKS);
-    params->rows_per_stat_block = rows > MIN_STAT_BLOCK ? rows : MIN_STAT_BLOCK;
+    uint32_t rows = div_ceil_u32(num_tokens, STAT_BLOCKS);
+    if (rows < MIN_STAT_BLOCK) rows = MIN_STAT_BLOCK;
+    if (rows > stat_block_rows_limit(info)) rows = stat_block_rows_limit(info);
+    params->rows_per_stat_block = rows;
     params->stat_blocks = div_ceil_u32(num_tokens, params->rows_per_stat_block);
     if (router->use_addresses) {
         params->logits_address = router->buffers[BINDING_LOGITS].address;
@@ -270,20 +290,26 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
     sizes[BINDING_ROW_TOKEN] = rows * 4;
     sizes[BINDING_HIDDEN] = sizes[BINDING_COMBINED] = T * d * eb;
     sizes[BINDING_DISPATCHED] = sizes[BINDING_EXPERT_OUT] = rows * d * eb;
-    sizes[BINDING_STAT_PARTIALS] = (uint64_t)MAX_STAT_BLOCKS * (E + STAT_SCALARS) * 4;
+    sizes[BINDING_STAT_PARTIALS] = max_stat_blocks(info) * (E + STAT_SCALARS) * 4;
     sizes[BINDING_STAT_TOTALS] = (E + STAT_SCALARS) * 4;
     int losses = info->losses != 0;
     sizes[BINDING_LOSS_ROWS] = losses ? T * 16 : 0;
-    sizes[BINDING_LOSS_PARTIALS] = losses ? (uint64_t)MAX_STAT_BLOCKS * 2 * E * 4 : 0;
-    sizes[BINDING_LOSS_TOTALS] = losses ? (LOSS_TOTAL_SEQUENCES * E + T) * 4 : 0;
+    sizes[BINDING_LOSS_PARTIALS] = losses ? max_stat_blocks(info) * 2 * E * 4 : 0;
+    sizes[BINDING_LOSS_TOTALS] = losses ? (LOSS_TOTAL_SEQUENCES * E + 2 * T) * 4 : 0;
     sizes[BINDING_SEQ_COUNTS] = losses ? T * E * 4 : 0; /* sequences of length 1 at most */
     sizes[BINDING_GRAD_WEIGHTS] = losses ? T * k * 4 : 0;
     sizes[BINDING_GRAD_LOGITS] = losses ? T * E * 4 : 0;
     uint64_t decisions = 0;
-    if (info->mode == MOEVK_MODE_SEQUENCE)
-        decisions = (T + info->sequence_length - 1) / info->sequence_length * E;
-    if (info->mode == MOEVK_MODE_BATCH) decisions = E;
-    if (info->mode == MOEVK_MODE_SINKHORN) decisions = E + T;
+    if (info->mode == MOEVK_MODE_SEQUENCE || info->mode == MOEVK_MODE_BATCH) {
+        uint64_t S = info->mode == MOEVK_MODE_BATCH ? T : info->sequence_length;
+        uint64_t means = S ? (T + S - 1) / S * E : E;
+        /* Sequences longer than a chunk keep their running counts after the means. */
+        decisions = S > TOKEN_CHUNK ? 2 * means : means;
+    }
+    if (info->mode == MOEVK_MODE_SINKHORN) {
+        uint64_t blocks = (T + SINKHORN_BLOCK_ROWS - 1) / SINKHORN_BLOCK_ROWS;
+        decisions = SINKHORN_SCRATCH_FLOATS(T, E, blocks);
+    }
     sizes[BINDING_DECISIONS] = (DECISION_HEADER + decisions) * 4;
     int gaussian = info->noise == MOEVK_NOISE_GAUSSIAN;
     sizes[BINDING_NOISE_STD] = info->learned_noise ? T * E * 4 : gaussian ? E * 4 : 0;

@@ -50,7 +50,7 @@ for subgroup in 8 4; do
   [ "$subgroup" = 4 ] && vector_width=128
   common=(MOEVK_DEVICE="$device" LP_NATIVE_VECTOR_WIDTH=$vector_width)
   [ "$device" = llvmpipe ] && common+=(MOEVK_TEST_EXPECT_SUBGROUP=$subgroup)
-  for t in test_api test_routing test_noise test_losses test_history test_modes test_record test_threads test_faults; do
+  for t in test_api test_routing test_noise test_losses test_history test_modes test_sizes test_record test_threads test_faults; do
     run "$t, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/$t
   done
   run "test_cli, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/test_cli build/cli/moevk

@@ -51,7 +51,7 @@ layout(push_constant) uniform Params {
     uint sequence_length;
     uint valid_rows;
     uint assignments;
-    uint loss_reserved;
+    uint token_chunk; // NOISE_REDUCE: which TOKEN_CHUNK tokens this dispatch sums
 #else
     // Device addresses of the buffers that grow with d or E, used by the MOEVK_ADDRESSES
     // variants of the stages when a buffer passes maxStorageBufferRange.
@@ -97,8 +97,11 @@ layout(std430, binding = BINDING_GRAD_LOGITS) buffer GradLogits { float grad_log
 layout(std430, binding = BINDING_NOISE_STD) buffer NoiseStd { float noise_std_values[]; };
 layout(std430, binding = BINDING_NOISE_WEIGHTS) readonly buffer NoiseWeights { float noise_weights[]; };
 layout(std430, binding = BINDING_GRAD_NOISE) buffer GradNoise { float grad_noise[]; };
-// Coherent: the Sinkhorn stage's invocations read each other's writes within one workgroup.
+// Coherent: the Sinkhorn and sequence stages read, within a workgroup, what its other
+// invocations wrote.
 layout(std430, binding = BINDING_DECISIONS) coherent buffer Decisions { float decisions[]; };
+// The same binding as 32-bit words, for the counts and dispatch arguments kept among them.
+layout(std430, binding = BINDING_DECISIONS) coherent buffer DecisionWords { uint decision_words[]; };
 layout(std430, binding = BINDING_HIDDEN) readonly buffer HiddenVec4 { uvec4 hidden_vec4[]; };
 layout(std430, binding = BINDING_DISPATCHED) buffer DispatchedVec4 { uvec4 dispatched_vec4[]; };
 layout(std430, binding = BINDING_EXPERT_OUT) readonly buffer ExpertOutVec4 { uvec4 expert_out_vec4[]; };

@@ -14,10 +14,13 @@ void partial_sums() {
     uint block = gl_WorkGroupID.x, width = P.num_experts + STAT_SCALARS;
     uint begin = block * P.rows_per_stat_block;
     uint end = min(begin + P.rows_per_stat_block, P.num_tokens);
+    // Expert choice's columns are the experts: only column e can hold e (and the loop over E
+    // columns would pass the loop budget).
+    bool by_column = (P.flags & FLAG_EXPERT_CHOICE) != 0u;
     for (uint e = gl_LocalInvocationID.x; e < P.num_experts; e += gl_WorkGroupSize.x) {
         float sum = 0.0;
         for (uint t = begin; t < end; ++t)
-            for (uint j = 0u; j < P.top_k; ++j) {
+            for (uint j = by_column ? e : 0u; j < (by_column ? e + 1u : P.top_k); ++j) {
                 uint choice = t * P.top_k + j;
                 if (expert_ids[choice] == int(e) && slots[choice] >= 0) sum += expert_loss_values[t];
             }

@@ -11,7 +11,12 @@
 // CV2_SLOPES (one workgroup): d cv2 / d importance_e and d cv2 / d load_e, once per call
 //   rather than once per row.
 // SEQUENCES (one workgroup per sequence): selections per expert in the sequence into
-//   seq_counts, and sum_e count_e * sum_t p_te into the sequence's total.
+//   seq_counts.
+// SEQUENCE_TOKENS (grid over tokens): each valid token's term sum_e count_e * p_te (count_e of
+//   its sequence), in expert order.
+// SEQUENCE_TOTALS (one workgroup per sequence): the sum of its tokens' terms, strided over the
+//   lanes and then a fixed tree, into the sequence's total. (Split so that no invocation loops
+//   over E experts times S tokens: lavapipe's loop limit, LOOP_BUDGET.)
 // WEIGHTS_BACKWARD (grid over [T, k]): dL/dweights: the caller's, plus <dL/dcombined_t,
 //   expert_out of the choice's row> when given (the combine's backward).
 // LOGITS_BACKWARD (grid over tokens): dL/dlogits of each row: the losses and dL/dweights
@@ -19,7 +24,8 @@
 //   with FLAG_GRAD_NOISE also dL/dstd of each (token, expert)'s Gaussian noise into grad_noise.
 // NOISE_SLOPE (grid over [T, E], learned std): dL/dstd times softplus'(x_t . W_noise[:, e]).
 // NOISE_REDUCE (grid over [E], or [d, E] for a learned std): sums over the tokens in order:
-//   dL/dnoise_std_e, or dL/dW_noise[j, e] = sum_t x_tj * (dL/dstd_te * softplus'(..)).
+//   dL/dnoise_std_e, or dL/dW_noise[j, e] = sum_t x_tj * (dL/dstd_te * softplus'(..)); one
+//   dispatch per TOKEN_CHUNK tokens, each adding to the sum the last one left.
 #define MOEVK_LOSS_PARAMS
 #include "common.glsl"
 #include "noise.glsl"
@@ -120,7 +126,7 @@ void column_sums() {
     if (gl_LocalInvocationID.x == 0u) loss_totals[column] = total;
 }
 
-void sequence_sums(uint sequence) {
+void sequence_counts(uint sequence) {
     uint lane = gl_LocalInvocationID.x;
     uint begin = sequence * P.sequence_length;
     for (uint e = lane; e < P.num_experts; e += gl_WorkGroupSize.x) expert_counts[e] = 0u;
@@ -131,18 +137,33 @@ void sequence_sums(uint sequence) {
         if (expert >= 0) atomicAdd(expert_counts[expert], 1u);
     }
     barrier();
-    float partial = 0.0;
-    for (uint e = lane; e < P.num_experts; e += gl_WorkGroupSize.x) {
-        uint count = expert_counts[e];
-        seq_counts[sequence * P.num_experts + e] = count;
-        float score_sum = 0.0;
-        for (uint t = begin; t < begin + P.sequence_length; ++t)
-            if (row_flags[t] == ROW_VALID) score_sum += probability(t, e, row_stats[t]);
-        partial += float(count) * score_sum;
+    for (uint e = lane; e < P.num_experts; e += gl_WorkGroupSize.x)
+        seq_counts[sequence * P.num_experts + e] = expert_counts[e];
+    barrier(); // the next sequence reuses the shared counts
+}
+
+uint sequence_terms() { return LOSS_TOTAL_SEQUENCES * P.num_experts + P.num_tokens; }
+
+void sequence_token_term(uint token) {
+    float term = 0.0;
+    if (row_flags[token] == ROW_VALID) {
+        uint counts = (token / P.sequence_length) * P.num_experts;
+        vec4 stats = row_stats[token];
+        for (uint e = 0; e < P.num_experts; ++e)
+            term += float(seq_counts[counts + e]) * probability(token, e, stats);
     }
+    loss_totals[sequence_terms() + token] = term;
+}
+
+void sequence_total(uint sequence) {
+    uint begin = sequence * P.sequence_length;
+    float partial = 0.0;
+    for (uint t = begin + gl_LocalInvocationID.x; t < begin + P.sequence_length;
+         t += gl_WorkGroupSize.x)
+        partial += loss_totals[sequence_terms() + t];
     float total = workgroup_tree_sum(partial);
-    if (lane == 0u) loss_totals[LOSS_TOTAL_SEQUENCES * P.num_experts + sequence] = total;
-    barrier(); // the next sequence reuses the shared counts and lanes
+    if (gl_LocalInvocationID.x == 0u) loss_totals[LOSS_TOTAL_SEQUENCES * P.num_experts + sequence] = total;
+    barrier(); // the next sequence reuses the reduction's lanes
 }
 
 // Element i of a [rows, d] buffer of hidden_type (expert outputs; dL/dcombined in `combined`).
@@ -336,8 +357,9 @@ void noise_slope_of(uint i) {
 // dL/dnoise_std_e = sum_t dL/dstd_te, or dL/dW_noise[j, e] = sum_t x_tj dL/dz_te, in token order.
 void noise_reduce(uint i) {
     uint E = P.num_experts, d = P.hidden_size, expert = i % E, j = i / E;
-    float sum = 0.0;
-    for (uint t = 0u; t < P.num_tokens; ++t) {
+    uint begin = P.token_chunk * TOKEN_CHUNK, end = min(begin + TOKEN_CHUNK, P.num_tokens);
+    float sum = P.token_chunk > 0u ? grad_noise[i] : 0.0;
+    for (uint t = begin; t < end; ++t) {
         float g = grad_noise[grad_std_offset() + t * E + expert];
         sum += learned_std() ? hidden_element(t * d + j) * g : g;
     }
@@ -358,7 +380,12 @@ void main() {
         cv2_slopes_of(LOSS_TOTAL_LOAD * E, LOSS_TOTAL_LOAD_SLOPE * E);
     } else if (P.phase == LOSS_PHASE_SEQUENCES) {
         uint sequences = P.num_tokens / P.sequence_length;
-        for (uint b = gl_WorkGroupID.x; b < sequences; b += gl_NumWorkGroups.x) sequence_sums(b);
+        for (uint b = gl_WorkGroupID.x; b < sequences; b += gl_NumWorkGroups.x) sequence_counts(b);
+    } else if (P.phase == LOSS_PHASE_SEQUENCE_TOKENS) {
+        for (uint t = gl_GlobalInvocationID.x; t < P.num_tokens; t += stride) sequence_token_term(t);
+    } else if (P.phase == LOSS_PHASE_SEQUENCE_TOTALS) {
+        uint sequences = P.num_tokens / P.sequence_length;
+        for (uint b = gl_WorkGroupID.x; b < sequences; b += gl_NumWorkGroups.x) sequence_total(b);
     } else if (P.phase == LOSS_PHASE_WEIGHTS_BACKWARD) {
         for (uint c = gl_GlobalInvocationID.x; c < P.num_tokens * P.top_k; c += stride)
             weights_backward(c);

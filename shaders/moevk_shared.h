@@ -26,8 +26,8 @@
 /* The losses' buffers (moevk_router_losses), sized only for routers created with losses. */
 #define BINDING_LOSS_ROWS 18     /* [T] vec4: load thresholds (k+1-th, k-th key) and their experts */
 #define BINDING_LOSS_PARTIALS 19 /* [stat_blocks, 2E] float: importance, load */
-#define BINDING_LOSS_TOTALS 20   /* [4E + T] float: importance, load, their CV^2 slopes;
-                                    per-sequence sums */
+#define BINDING_LOSS_TOTALS 20   /* [4E + 2T] float: importance, load, their CV^2 slopes;
+                                    per-sequence sums, per-token sequence terms */
 #define BINDING_SEQ_COUNTS 21    /* [T / S, E] uint: selections per sequence and expert */
 #define BINDING_GRAD_WEIGHTS 22  /* [T, k] float: dL/dweights */
 #define BINDING_GRAD_LOGITS 23   /* [T, E] float: dL/dlogits */
@@ -41,11 +41,39 @@
                                     per-(token, expert) dL/dstd [T, E] */
 #define BINDING_COUNT 29
 
-/* The decisions' header: Sinkhorn's shift of the logits, iterations run, last mean change. */
+/* The decisions' header: Sinkhorn's shift of the logits, iterations run, last mean change,
+ * whether the iteration has stopped (1.0) or goes on (0.0), the valid rows (T') and live
+ * experts (E') the factors are normalised by, and from word DECISION_ARGS the indirect dispatch
+ * arguments (uint x, y, z) of the next iteration's three phases: zero groups once it stopped. */
 #define DECISION_SHIFT 0
 #define DECISION_ITERATIONS 1
 #define DECISION_ERROR 2
-#define DECISION_HEADER 4
+#define DECISION_DONE 3
+#define DECISION_ROWS 4
+#define DECISION_COLUMNS 5
+#define DECISION_ARGS 8
+#define DECISION_HEADER 20
+
+/* SINKHORN's scratch after the header, in floats (T tokens, E experts, B = ceil(T / 64) blocks
+ * of 64 rows): d1 [E], d0 [T], the last change of each d1 [E], each expert's liveness [E], each
+ * block's largest logit and valid rows [B, 2], and the blocks' column sums [B, E]. */
+#define SINKHORN_BLOCK_ROWS 64
+#define SINKHORN_SCRATCH_FLOATS(T, E, B) (3u * (E) + (T) + 2u * (B) + (B) * (E))
+
+/* Phases of the Sinkhorn stage (shaders/sinkhorn.comp): three to start, then three per
+ * iteration, each in a dispatch of its own, so that no invocation loops over all T * E kernel
+ * entries (see LOOP_BUDGET) and the sums use the whole device. */
+#define SINKHORN_PHASE_SETUP_ROWS 0u    /* grid: blocks; block maxima, valid rows, liveness */
+#define SINKHORN_PHASE_SETUP_COLUMNS 1u /* grid: experts; liveness over blocks, d1 = 1 */
+#define SINKHORN_PHASE_SETUP_TOTALS 2u  /* one workgroup: shift, T', E', the header */
+#define SINKHORN_PHASE_ROWS 3u          /* grid: blocks; d0, then the blocks' column sums */
+#define SINKHORN_PHASE_COLUMNS 4u       /* grid: experts; d1 and its change */
+#define SINKHORN_PHASE_CHECK 5u         /* one workgroup: mean change, iterations, stop */
+#define SINKHORN_ITERATION_PHASES 3u    /* ROWS, COLUMNS, CHECK: their arguments in this order */
+
+/* The most workgroups moevk puts in a dispatch's x (Vulkan promises 65535); loops over more
+ * blocks or experts stride by the grid. */
+#define MAX_GROUPS_X 65535u
 
 /* Row flags written by scores_topk. */
 #define ROW_VALID 0u
@@ -83,12 +111,16 @@
 #define LOSS_PHASE_COLUMNS 2u
 #define LOSS_PHASE_CV2_SLOPES 3u
 #define LOSS_PHASE_SEQUENCES 4u
-#define LOSS_PHASE_WEIGHTS_BACKWARD 5u
-#define LOSS_PHASE_LOGITS_BACKWARD 6u
-#define LOSS_PHASE_NOISE_SLOPE 7u  /* learned std: dL/dstd times softplus' (x . W_noise) */
-#define LOSS_PHASE_NOISE_REDUCE 8u /* dL/dnoise_std [E] or dL/dW_noise [d, E] */
+#define LOSS_PHASE_SEQUENCE_TOKENS 5u
+#define LOSS_PHASE_SEQUENCE_TOTALS 6u
+#define LOSS_PHASE_WEIGHTS_BACKWARD 7u
+#define LOSS_PHASE_LOGITS_BACKWARD 8u
+#define LOSS_PHASE_NOISE_SLOPE 9u   /* learned std: dL/dstd times softplus' (x . W_noise) */
+#define LOSS_PHASE_NOISE_REDUCE 10u /* dL/dnoise_std [E] or dL/dW_noise [d, E], by TOKEN_CHUNK */
 
-/* Offsets in the losses' totals (BINDING_LOSS_TOTALS), in units of E floats, then T. */
+/* Offsets in the losses' totals (BINDING_LOSS_TOTALS), in units of E floats; then the
+ * sequences' totals [T / S] from LOSS_TOTAL_SEQUENCES * E, and each token's sequence-loss term
+ * [T] from LOSS_TOTAL_SEQUENCES * E + T. */
 #define LOSS_TOTAL_IMPORTANCE 0u
 #define LOSS_TOTAL_LOAD 1u
 #define LOSS_TOTAL_IMPORTANCE_SLOPE 2u
@@ -107,5 +139,17 @@
 
 /* Workgroup size of every stage: shared-memory reductions only, no subgroup assumptions. */
 #define WORKGROUP_SIZE 64
+
+/* The most loop iterations one invocation may run in one dispatch, all its loops together.
+ * lavapipe (Mesa's gallivm) ends every loop of an invocation once its loops have run 65535
+ * iterations in all (LP_MAX_TGSI_LOOP_ITERATIONS, shared by every loop of a shader), and the
+ * shader then carries on with wrong values; stages whose work per invocation grows with T split
+ * it over workgroups or over dispatches so that it stays below this, with room to spare. */
+#define LOOP_BUDGET 32768u
+
+/* Tokens that one dispatch of a sequential sum over tokens walks (sequence means, the noise
+ * std's gradient): longer sums carry their running value into the next dispatch, so that the
+ * order (token order) and so the bits stay the same. */
+#define TOKEN_CHUNK 16384u
 
 #endif

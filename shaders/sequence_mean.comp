@@ -3,10 +3,13 @@
 // The rows that SEQUENCE, BATCH and SINKHORN modes decide from.
 // Phase 0 (grid-stride over tokens): each token's own row -> row_flags: ROW_NONFINITE (a NaN or
 // +inf logit), ROW_MASKED (every logit -inf), else ROW_VALID. scores_topk rewrites the flags.
-// Phase 1 (grid-stride over sequences x experts, SEQUENCE and BATCH): the mean logits
+// Phases 1, 2, ... (grid-stride over sequences x experts, SEQUENCE and BATCH): the mean logits
 // decisions[HEADER + b * E + e] = (sum of the valid tokens' logits in token order, f32) times
 // the correctly rounded f32 reciprocal of their count: the same bits on every device (with the
-// RTE variant), and on the CPU. -inf where the sequence has no valid token.
+// RTE variant), and on the CPU. -inf where the sequence has no valid token. Phase 1 + c walks
+// tokens [c * TOKEN_CHUNK, (c + 1) * TOKEN_CHUNK) of each sequence (lavapipe's loop limit:
+// LOOP_BUDGET); the running sum waits in the mean's place and the count after the means until
+// the sequence's last chunk, so the sum keeps its token order and its bits.
 #include "common.glsl"
 #include "noise.glsl"
 #include "scores.glsl"
@@ -37,18 +40,28 @@ float exact_reciprocal(uint n) {
     return ldexp(float(q), -int(high + 24u));
 }
 
-void mean_logit(uint sequence, uint expert) {
+void mean_logit(uint sequence, uint expert, uint chunk, uint sequences) {
     uint first = sequence * P.mode_param;
     uint last = min(first + P.mode_param, P.num_tokens);
-    precise float sum = 0.0;
-    uint count = 0u;
-    for (uint t = first; t < last; ++t) {
+    uint begin = first + chunk * TOKEN_CHUNK;
+    if (begin >= last) return; // a shorter last sequence ended in an earlier chunk
+    uint end = min(begin + TOKEN_CHUNK, last);
+    uint mean_at = DECISION_HEADER + sequence * P.num_experts + expert;
+    uint count_at = DECISION_HEADER + sequences * P.num_experts + sequence * P.num_experts + expert;
+    precise float sum = chunk > 0u ? decisions[mean_at] : 0.0;
+    uint count = chunk > 0u ? decision_words[count_at] : 0u;
+    for (uint t = begin; t < end; ++t) {
         if (row_flags[t] != ROW_VALID) continue;
         sum += logit_at(t, expert);
         ++count;
     }
+    if (end < last) {
+        decisions[mean_at] = sum;
+        decision_words[count_at] = count;
+        return;
+    }
     precise float mean = count > 0u ? sum * exact_reciprocal(count) : uintBitsToFloat(0xFF800000u);
-    decisions[DECISION_HEADER + sequence * P.num_experts + expert] = mean;
+    decisions[mean_at] = mean;
 }
 
 void main() {
@@ -60,5 +73,5 @@ void main() {
     }
     uint sequences = (P.num_tokens + P.mode_param - 1u) / P.mode_param;
     for (uint i = gl_GlobalInvocationID.x; i < sequences * P.num_experts; i += stride)
-        mean_logit(i / P.num_experts, i % P.num_experts);
+        mean_logit(i / P.num_experts, i % P.num_experts, P.phase - 1u, sequences);
 }

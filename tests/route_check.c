@@ -86,6 +86,46 @@ static void check_stats(const route_case *c, const moevk_route_stats *got,
           c->name, got->entropy, want->entropy);
 }
 
+/* What a route's statistics say must agree with itself: the counts with the assignments and
+ * drops, the rows with T, and Sinkhorn's iterations with its error (a run that stopped before
+ * the cap must have converged) and with the reference's count (within one: the sums' order
+ * differs). */
+static void check_stats_consistency(const route_case *c, const moevk_route_stats *stats,
+                                    const buffers *b, uint32_t reference_iterations) {
+    const moevk_router_info *info = &c->info;
+    uint32_t T = c->num_tokens, E = info->num_experts;
+    uint64_t before = 0, kept = 0;
+    for (uint32_t e = 0; e < E; ++e) {
+        before += b->counts_before[e];
+        kept += b->counts[e];
+        CHECK(b->counts[e] <= b->counts_before[e], "%s: expert %u keeps %u of %u", c->name, e,
+              b->counts[e], b->counts_before[e]);
+    }
+    CHECK(stats->assignments == before, "%s: %llu assignments, counts say %llu", c->name,
+          (unsigned long long)stats->assignments, (unsigned long long)before);
+    CHECK(stats->dropped == before - kept, "%s: %llu dropped, counts say %llu", c->name,
+          (unsigned long long)stats->dropped, (unsigned long long)(before - kept));
+    CHECK((uint64_t)stats->nonfinite_rows + stats->masked_rows + stats->unrouted_tokens <= T,
+          "%s: %u non-finite, %u masked and %u unrouted rows of %u", c->name, stats->nonfinite_rows,
+          stats->masked_rows, stats->unrouted_tokens, T);
+    int sinkhorn = info->mode == MOEVK_MODE_SINKHORN && !c->inference && T > 0;
+    if (!sinkhorn) {
+        CHECK(stats->sinkhorn_iterations == 0 && stats->sinkhorn_error == 0.0f,
+              "%s: %u Sinkhorn iterations reported outside Sinkhorn", c->name,
+              stats->sinkhorn_iterations);
+        return;
+    }
+    uint32_t cap = info->sinkhorn_iterations ? info->sinkhorn_iterations : 100;
+    uint32_t n = stats->sinkhorn_iterations;
+    float error = stats->sinkhorn_error;
+    CHECK(n >= 1 && n <= cap, "%s: %u Sinkhorn iterations, cap %u", c->name, n, cap);
+    CHECK(isfinite(error) && error >= 0.0f, "%s: Sinkhorn error %g", c->name, (double)error);
+    CHECK(n == cap || error < 1e-4f, "%s: stopped after %u of %u iterations with error %g", c->name,
+          n, cap, (double)error);
+    CHECK(n + 1 >= reference_iterations && n <= reference_iterations + 1,
+          "%s: %u Sinkhorn iterations, reference %u", c->name, n, reference_iterations);
+}
+
 /* The reference's selection key of (t, e): the noisy decision logit plus the bias, or the
  * Sinkhorn-balanced score. */
 static double reference_key(const moevk_router_info *at_step, const ref_call *call,
@@ -103,7 +143,8 @@ static double reference_key(const moevk_router_info *at_step, const ref_call *ca
  * keys are within a relative margin (1e-5; Sinkhorn's iterated factors 1e-4); there the device's
  * weights stand in for the reference's. */
 static void compare_near_ties(const route_case *c, const moevk_router_info *at_step,
-                              const ref_call *call, buffers *b, const float *bias) {
+                              const ref_call *call, buffers *b, const float *bias,
+                              uint32_t *sinkhorn_iterations) {
     uint32_t T = c->num_tokens, E = at_step->num_experts, K = at_step->top_k;
     int sinkhorn = at_step->mode == MOEVK_MODE_SINKHORN && !c->inference;
     int by_sequence = at_step->mode == MOEVK_MODE_SEQUENCE || at_step->mode == MOEVK_MODE_BATCH;
@@ -143,6 +184,7 @@ static void compare_near_ties(const route_case *c, const moevk_router_info *at_s
             }
             for (uint32_t i = 0; i < K; ++i) b->ref_weights[t * K + i] = b->weights[t * K + i];
         }
+    *sinkhorn_iterations = factors.iterations;
     free(means);
     free(factors.d0);
 }
@@ -195,8 +237,9 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
     int sinkhorn = info->mode == MOEVK_MODE_SINKHORN && !c->inference;
     int near_ties_allowed =
         info->noise == MOEVK_NOISE_GAUSSIAN || info->noise == MOEVK_NOISE_GUMBEL || sinkhorn;
+    uint32_t reference_iterations = 0;
     if (near_ties_allowed) {
-        compare_near_ties(c, &at_step, &call, b, input.bias);
+        compare_near_ties(c, &at_step, &call, b, input.bias, &reference_iterations);
         if (test_failed()) return;
     } else {
         COMPARE_EXACT("expert_ids", b->ids, b->ref_ids, TK);
@@ -245,6 +288,8 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
     }
     CHECK(stats.unrouted_tokens == unrouted, "%s: unrouted tokens %u, expected %u", c->name,
           stats.unrouted_tokens, unrouted);
+    check_stats_consistency(c, &stats, b, reference_iterations);
+    if (test_failed()) return;
 
     if (c->with_hidden && !test_failed()) {
         /* Stage 4: dispatch, bit for bit. */
