@@ -108,6 +108,11 @@ void instance_fill_device_info(const instance_functions *vki, VkPhysicalDevice d
 moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode,
                            int adopted_addresses);
 
+/* ---- loop_budget.c: lavapipe's loop limit (see LOOP_BUDGET) ---- */
+int device_has_loop_limit(const moevk_device_info *info);
+/* MOEVK_ERROR_TOO_LARGE (with the bound) when a stage of the router would pass the limit. */
+moevk_result router_check_loop_budget(moevk_context *context, const moevk_router_info *info);
+
 /* ---- gpu_buffer.c: buffers with their own memory ---- */
 typedef struct gpu_buffer {
     VkBuffer buffer;

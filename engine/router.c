@@ -557,6 +557,7 @@ static moevk_result build_router(moevk_router *router) {
     uint64_t sizes[BINDING_COUNT];
     binding_sizes(router, sizes);
     moevk_result r = check_sizes(router->context, router, sizes);
+    if (r == MOEVK_SUCCESS) r = router_check_loop_budget(router->context, &router->info);
     if (r == MOEVK_SUCCESS) r = create_buffers(router, sizes);
     if (r == MOEVK_SUCCESS) r = create_descriptors(router);
     if (r == MOEVK_SUCCESS) r = create_pipelines(router);

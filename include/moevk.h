@@ -377,8 +377,9 @@ MOEVK_API void moevk_router_info_init(moevk_router_info *info);
 /* Creates a router: pipelines and every buffer for max_tokens, so that a route call
  * allocates nothing and cannot run out of memory midway. On failure *out is NULL.
  * Errors: INVALID_ARGUMENT (bad option; the context's last error says which), TOO_LARGE
- * (a buffer passes maxStorageBufferRange: the message gives the largest max_tokens that fits),
- * OUT_OF_DEVICE_MEMORY, OUT_OF_HOST_MEMORY, VULKAN, DEVICE_LOST. */
+ * (a buffer passes maxStorageBufferRange, or on lavapipe a stage would pass its loop limit:
+ * the message gives the largest max_tokens that fits), OUT_OF_DEVICE_MEMORY,
+ * OUT_OF_HOST_MEMORY, VULKAN, DEVICE_LOST. */
 MOEVK_API moevk_result moevk_router_create(moevk_context *context, const moevk_router_info *info,
                                            moevk_router **out);
 /* Waits for the router's work and frees it. NULL: no-op. */

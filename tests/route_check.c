@@ -22,6 +22,7 @@ static float make_logit(logits_pattern pattern, uint32_t t, uint32_t e) {
         return r == 0 ? 1e30f : r == 1 ? -1e30f : rng_normal();
     }
     case LOGITS_SKEWED: return rng_normal() + (e < 2 ? 3.0f : 0.0f);
+    case LOGITS_COLLAPSED: return rng_normal() + (e == 0 ? 20.0f : 0.0f);
     case LOGITS_RANDOM: break;
     }
     return 2.0f * rng_normal();

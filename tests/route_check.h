@@ -11,6 +11,7 @@ typedef enum logits_pattern {
     LOGITS_NONFINITE, /* random, with NaN and +inf in some rows */
     LOGITS_HUGE,      /* +-1e30 mixed with ordinary values */
     LOGITS_SKEWED,    /* a few experts preferred by most tokens: overflowing experts */
+    LOGITS_COLLAPSED, /* every token's first choice is expert 0 */
 } logits_pattern;
 
 typedef struct route_case {

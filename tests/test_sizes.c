@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "choice_check.h"
 #include "harness.h"
@@ -116,6 +117,37 @@ static void test_token_and_choice_large(void) {
     check("expert choice 4099 x 1024", base(MOEVK_MODE_EXPERT_CHOICE, 1024, 1, 4099, 0), 4099, 1);
 }
 
+/* On lavapipe, routers whose stages would pass its loop limit are refused with the bound;
+ * just below the bound they route correctly (expert choice over two experts; the score policy
+ * with every token on one expert, where the radix select walks all T choices). */
+static void test_lavapipe_loop_limit(void) {
+    moevk_device_info device;
+    moevk_context_device_info(test_context(), &device);
+    if (strcmp(device.driver_name, "llvmpipe") != 0) return;
+    moevk_router_info choice = base(MOEVK_MODE_EXPERT_CHOICE, 2, 1, 600000, 0);
+    moevk_router_info score = base(MOEVK_MODE_TOKEN, 2, 1, 300000, 0);
+    score.drop_policy = MOEVK_DROP_SCORE;
+    score.capacity_factor = 0.5f;
+    moevk_router_info *infos[] = {&choice, &score};
+    for (int i = 0; i < 2; ++i) {
+        moevk_router *router = NULL;
+        moevk_result r = moevk_router_create(test_context(), infos[i], &router);
+        moevk_router_destroy(router);
+        CHECK(r == MOEVK_ERROR_TOO_LARGE && !router, "max_tokens %u accepted on lavapipe",
+              infos[i]->max_tokens);
+        const char *message = moevk_context_last_error(test_context());
+        CHECK(strstr(message, "lavapipe") && strstr(message, "at most"), "message: %s", message);
+    }
+    choice.max_tokens = 450000;
+    check("expert choice 450000 x 2", choice, 450000, 0);
+    score.max_tokens = 240000;
+    route_case c = {.name = "score policy, 240000 tokens on one expert",
+                    .info = score,
+                    .num_tokens = 240000,
+                    .pattern = LOGITS_COLLAPSED};
+    check_route_case(&c);
+}
+
 static const test_case TESTS[] = {
     {"token_random_sizes", test_token_random_sizes},
     {"sequence_random_sizes", test_sequence_random_sizes},
@@ -125,6 +157,7 @@ static const test_case TESTS[] = {
     {"sinkhorn_large", test_sinkhorn_large},
     {"batch_large", test_batch_large},
     {"token_and_choice_large", test_token_and_choice_large},
+    {"lavapipe_loop_limit", test_lavapipe_loop_limit},
 };
 
 int main(int argc, char **argv) {

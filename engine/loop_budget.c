@@ -1,0 +1,83 @@
+/* lavapipe's loop limit: Mesa's gallivm ends every loop of an invocation once its loops have run
+ * 65535 iterations in all, and the shader goes on with wrong values. Every stage keeps its
+ * loops within LOOP_BUDGET up to the sizes moevk is tested at; three still grow with T per
+ * invocation, so on lavapipe a router whose max_tokens would take one past the limit is
+ * refused at creation with the bound, rather than routing wrong. GPUs have no such limit. The
+ * counts below agree with what lavapipe does: expert choice over 2 experts goes wrong between
+ * 480000 and 540000 tokens (counted: 515000), the score policy with every token on one expert
+ * between 250000 and 290000 (counted: 270000). */
+#include <string.h>
+
+#include "internal.h"
+
+/* 65535, less a margin for the few loops the counts leave out. */
+#define LAVAPIPE_LOOP_LIMIT 60000u
+
+int device_has_loop_limit(const moevk_device_info *info) {
+    return strcmp(info->driver_name, "llvmpipe") == 0;
+}
+
+/* Loop iterations of one invocation, counted from the shaders' loops. */
+static uint64_t per_lane(uint64_t items) { return (items + WORKGROUP_SIZE - 1) / WORKGROUP_SIZE; }
+
+typedef uint64_t (*loop_count)(const moevk_router_info *info, uint64_t T);
+
+/* expert_choice.comp: an expert's workgroup walks its T keys eight times (eligibility, four
+ * histogram digits, three passes in token order), plus the digit searches and scans. */
+static uint64_t expert_choice_loops(const moevk_router_info *info, uint64_t T) {
+    (void)info;
+    return 8 * per_lane(T) + 4 * 256 + 64;
+}
+
+/* score_select.comp: an overflowing expert's workgroup walks up to T choices in eight radix
+ * passes and once more in chunks with a scan each, plus lane 0's digit searches. */
+static uint64_t score_select_loops(const moevk_router_info *info, uint64_t T) {
+    (void)info;
+    return 8 * (per_lane(T) + 4) + 7 * per_lane(T) + 8 * 256;
+}
+
+/* bucket_assign.comp: a block's chunks of 64 assignments, each compared with the lanes before
+ * (blocks as router_plan cuts them: at most 1024, at least 256 assignments). */
+static uint64_t bucket_loops(const moevk_router_info *info, uint64_t T) {
+    uint64_t block = (T * info->top_k + 1023) / 1024;
+    block = (block + WORKGROUP_SIZE - 1) / WORKGROUP_SIZE * WORKGROUP_SIZE;
+    if (block < 256) block = 256;
+    return per_lane(block) * (WORKGROUP_SIZE + 8) + 4 * per_lane(info->num_experts) + 16;
+}
+
+/* The largest T whose loops stay within the limit (they grow with T). */
+static uint64_t largest_tokens(loop_count loops, const moevk_router_info *info) {
+    uint64_t low = 0, high = (uint64_t)1 << 32;
+    while (low + 1 < high) {
+        uint64_t mid = low + (high - low) / 2;
+        if (loops(info, mid) <= LAVAPIPE_LOOP_LIMIT)
+            low = mid;
+        else
+            high = mid;
+    }
+    return low;
+}
+
+moevk_result router_check_loop_budget(moevk_context *context, const moevk_router_info *info) {
+    if (!device_has_loop_limit(&context->info)) return MOEVK_SUCCESS;
+    int choice = info->mode == MOEVK_MODE_EXPERT_CHOICE;
+    int by_score = !choice && info->drop_policy == MOEVK_DROP_SCORE &&
+                   info->capacity_mode != MOEVK_CAPACITY_DROPLESS;
+    const struct {
+        int runs;
+        const char *stage;
+        loop_count loops;
+    } stages[] = {{choice, "expert choice", expert_choice_loops},
+                  {by_score, "the score drop policy", score_select_loops},
+                  {!choice, "bucketing", bucket_loops}};
+    for (size_t i = 0; i < sizeof stages / sizeof stages[0]; ++i) {
+        if (!stages[i].runs || stages[i].loops(info, info->max_tokens) <= LAVAPIPE_LOOP_LIMIT)
+            continue;
+        return context_fail(context, MOEVK_ERROR_TOO_LARGE,
+                            "max_tokens is %u; on lavapipe %s handles at most %llu tokens here "
+                            "(Mesa ends a shader's loops after 65535 iterations)",
+                            info->max_tokens, stages[i].stage,
+                            (unsigned long long)largest_tokens(stages[i].loops, info));
+    }
+    return MOEVK_SUCCESS;
+}
