@@ -424,8 +424,37 @@ static void test_modes_and_diagnostics_options(void) {
           "a std of the wrong shape: %s", message);
 }
 
+/* Issue 12's reproduction: standard-normal logits of 4099 x 256, k = 6, Sinkhorn to a cap of
+ * 10000, dropless. stats.json must report a run that converged (an error below 1e-4 before the
+ * cap); the single-workgroup iteration stopped after 2 with an error near 50. */
+static void test_sinkhorn_at_4099_by_256_converges(void) {
+    enum { T = 4099, E = 256 };
+    float *data = malloc((size_t)T * E * 4);
+    CHECK(data, "out of memory");
+    for (size_t i = 0; i < (size_t)T * E; ++i) data[i] = rng_normal();
+    uint64_t shape[2] = {T, E};
+    npy_write(path_in_work("sinkhorn_large.npy"), "<f4", 2, shape, data, 4);
+    free(data);
+    char args[1024], message[1024];
+    static char text[1 << 16];
+    snprintf(args, sizeof args,
+             "--logits %s --k 6 --mode sinkhorn --sinkhorn-iterations 10000 --dropless --out %s",
+             path_in_work("sinkhorn_large.npy"), path_in_work("out_sinkhorn_large"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "sinkhorn: %s", message);
+    read_text_file(path_in_work("out_sinkhorn_large/stats.json"), text, sizeof text);
+    unsigned iterations = 0;
+    double error = -1.0;
+    const char *at = strstr(text, "\"sinkhorn_iterations\": ");
+    if (at) sscanf(at + strlen("\"sinkhorn_iterations\": "), "%u", &iterations);
+    at = strstr(text, "\"sinkhorn_error\": ");
+    if (at) sscanf(at + strlen("\"sinkhorn_error\": "), "%lf", &error);
+    CHECK(iterations >= 2 && iterations < 10000 && error >= 0.0 && error < 1e-4,
+          "%u iterations, error %g: %s", iterations, error, text);
+}
+
 static const test_case TESTS[] = {
     {"modes_and_diagnostics_options", test_modes_and_diagnostics_options},
+    {"sinkhorn_at_4099_by_256_converges", test_sinkhorn_at_4099_by_256_converges},
     {"train_demo_learns_and_writes_history", test_train_demo_learns_and_writes_history},
     {"losses_and_gradient_files", test_losses_and_gradient_files},
     {"noise_options_replay_by_seed", test_noise_options_replay_by_seed},
