@@ -170,6 +170,12 @@ moevk_result pipelines_create_layouts(moevk_context *context, const moevk_contex
 /* Writes the pipeline cache to the info's path, if one was given (errors are ignored). */
 void pipeline_cache_save(moevk_context *context);
 void pipelines_destroy_layouts(moevk_context *context);
+/* Invocations per workgroup of a stage: WORKGROUP_SIZE, or for the stages whose one
+ * workgroup walks all of an expert's tokens (the score policy's select, expert choice's
+ * selection) the widest power of two up to WIDE_WORKGROUP_SIZE that the device allows, so that
+ * each invocation's loops stay within lavapipe's limit for larger T. */
+uint32_t stage_workgroup_size(const moevk_context *context, stage which);
+
 /* A stage's specialization constants (shaders/moevk_shared.h, SPEC_*). */
 typedef struct stage_constants {
     uint32_t top_k, num_experts, dtype, hidden_dtype, groups, topk_groups;
@@ -237,12 +243,13 @@ typedef struct transfer_plan {
     VkDeviceSize upload_used;
     VkDeviceSize readback_used;
     int readback_count;
+    int readbacks_overflowed; /* more downloads than readbacks: transfer_submit refuses */
     struct readback {
         int binding;
         VkDeviceSize bytes;
         VkDeviceSize staging_offset;
         void *destination;
-    } readbacks[8];
+    } readbacks[BINDING_COUNT]; /* a call downloads each binding once at most */
 } transfer_plan;
 
 /* ---- router.c ---- */

@@ -3,9 +3,9 @@
  * loops within LOOP_BUDGET up to the sizes moevk is tested at; three still grow with T per
  * invocation, so on lavapipe a router whose max_tokens would take one past the limit is
  * refused at creation with the bound, rather than routing wrong. GPUs have no such limit. The
- * counts below agree with what lavapipe does: expert choice over 2 experts goes wrong between
- * 480000 and 540000 tokens (counted: 515000), the score policy with every token on one expert
- * between 250000 and 290000 (counted: 270000). */
+ * counts below agree with what lavapipe does: with 64-wide workgroups, expert choice over 2
+ * experts went wrong between 480000 and 540000 tokens (counted: 515000), the score policy with
+ * every token on one expert between 250000 and 290000 (counted: 270000). */
 #include <string.h>
 
 #include "internal.h"
@@ -17,40 +17,44 @@ int device_has_loop_limit(const moevk_device_info *info) {
     return strcmp(info->driver_name, "llvmpipe") == 0;
 }
 
-/* Loop iterations of one invocation, counted from the shaders' loops. */
-static uint64_t per_lane(uint64_t items) { return (items + WORKGROUP_SIZE - 1) / WORKGROUP_SIZE; }
+/* Loop iterations of one invocation, counted from the shaders' loops, over items strided by a
+ * workgroup of `width` invocations. */
+static uint64_t per_lane(uint64_t items, uint64_t width) { return (items + width - 1) / width; }
 
-typedef uint64_t (*loop_count)(const moevk_router_info *info, uint64_t T);
+typedef struct loop_context {
+    const moevk_router_info *info;
+    uint32_t wide; /* stage_workgroup_size of the select and the selection */
+} loop_context;
+typedef uint64_t (*loop_count)(const loop_context *c, uint64_t T);
 
 /* expert_choice.comp: an expert's workgroup walks its T keys eight times (eligibility, four
  * histogram digits, three passes in token order), plus the digit searches and scans. */
-static uint64_t expert_choice_loops(const moevk_router_info *info, uint64_t T) {
-    (void)info;
-    return 8 * per_lane(T) + 4 * 256 + 64;
+static uint64_t expert_choice_loops(const loop_context *c, uint64_t T) {
+    return 8 * per_lane(T, c->wide) + 4 * 256 + 64;
 }
 
 /* score_select.comp: an overflowing expert's workgroup walks up to T choices in eight radix
  * passes and once more in chunks with a scan each, plus lane 0's digit searches. */
-static uint64_t score_select_loops(const moevk_router_info *info, uint64_t T) {
-    (void)info;
-    return 8 * (per_lane(T) + 4) + 7 * per_lane(T) + 8 * 256;
+static uint64_t score_select_loops(const loop_context *c, uint64_t T) {
+    return 8 * (per_lane(T, c->wide) + 4) + 7 * per_lane(T, c->wide) + 8 * 256;
 }
 
 /* bucket_assign.comp: a block's chunks of 64 assignments, each compared with the lanes before
  * (blocks as router_plan cuts them: at most 1024, at least 256 assignments). */
-static uint64_t bucket_loops(const moevk_router_info *info, uint64_t T) {
-    uint64_t block = (T * info->top_k + 1023) / 1024;
+static uint64_t bucket_loops(const loop_context *c, uint64_t T) {
+    uint64_t block = (T * c->info->top_k + 1023) / 1024;
     block = (block + WORKGROUP_SIZE - 1) / WORKGROUP_SIZE * WORKGROUP_SIZE;
     if (block < 256) block = 256;
-    return per_lane(block) * (WORKGROUP_SIZE + 8) + 4 * per_lane(info->num_experts) + 16;
+    return per_lane(block, WORKGROUP_SIZE) * (WORKGROUP_SIZE + 8) +
+           4 * per_lane(c->info->num_experts, WORKGROUP_SIZE) + 16;
 }
 
 /* The largest T whose loops stay within the limit (they grow with T). */
-static uint64_t largest_tokens(loop_count loops, const moevk_router_info *info) {
+static uint64_t largest_tokens(loop_count loops, const loop_context *c) {
     uint64_t low = 0, high = (uint64_t)1 << 32;
     while (low + 1 < high) {
         uint64_t mid = low + (high - low) / 2;
-        if (loops(info, mid) <= LAVAPIPE_LOOP_LIMIT)
+        if (loops(c, mid) <= LAVAPIPE_LOOP_LIMIT)
             low = mid;
         else
             high = mid;
@@ -60,6 +64,7 @@ static uint64_t largest_tokens(loop_count loops, const moevk_router_info *info) 
 
 moevk_result router_check_loop_budget(moevk_context *context, const moevk_router_info *info) {
     if (!device_has_loop_limit(&context->info)) return MOEVK_SUCCESS;
+    loop_context c = {info, stage_workgroup_size(context, STAGE_SCORE_SELECT)};
     int choice = info->mode == MOEVK_MODE_EXPERT_CHOICE;
     int by_score = !choice && info->drop_policy == MOEVK_DROP_SCORE &&
                    info->capacity_mode != MOEVK_CAPACITY_DROPLESS;
@@ -71,13 +76,13 @@ moevk_result router_check_loop_budget(moevk_context *context, const moevk_router
                   {by_score, "the score drop policy", score_select_loops},
                   {!choice, "bucketing", bucket_loops}};
     for (size_t i = 0; i < sizeof stages / sizeof stages[0]; ++i) {
-        if (!stages[i].runs || stages[i].loops(info, info->max_tokens) <= LAVAPIPE_LOOP_LIMIT)
+        if (!stages[i].runs || stages[i].loops(&c, info->max_tokens) <= LAVAPIPE_LOOP_LIMIT)
             continue;
         return context_fail(context, MOEVK_ERROR_TOO_LARGE,
                             "max_tokens is %u; on lavapipe %s handles at most %llu tokens here "
                             "(Mesa ends a shader's loops after 65535 iterations)",
                             info->max_tokens, stages[i].stage,
-                            (unsigned long long)largest_tokens(stages[i].loops, info));
+                            (unsigned long long)largest_tokens(stages[i].loops, &c));
     }
     return MOEVK_SUCCESS;
 }

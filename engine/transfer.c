@@ -70,9 +70,11 @@ void transfer_uploads_done(transfer_plan *plan) {
 }
 
 void transfer_download(transfer_plan *plan, int binding, void *destination, VkDeviceSize bytes) {
-    if (bytes == 0 ||
-        plan->readback_count == (int)(sizeof plan->readbacks / sizeof plan->readbacks[0]))
+    if (bytes == 0) return;
+    if (plan->readback_count == (int)(sizeof plan->readbacks / sizeof plan->readbacks[0])) {
+        plan->readbacks_overflowed = 1;
         return;
+    }
     struct readback *r = &plan->readbacks[plan->readback_count++];
     r->binding = binding;
     r->bytes = bytes;
@@ -108,6 +110,10 @@ moevk_result transfer_submit(transfer_plan *plan) {
     record_downloads(plan);
     VkResult vr = vk->vkEndCommandBuffer(router->command_buffer);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkEndCommandBuffer");
+    if (plan->readbacks_overflowed) /* a bug of moevk's: say so rather than lose a result */
+        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
+                            "internal: a call asked for more than %d downloads",
+                            (int)(sizeof plan->readbacks / sizeof plan->readbacks[0]));
     VkSubmitInfo submit = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
                            .commandBufferCount = 1,
                            .pCommandBuffers = &router->command_buffer};

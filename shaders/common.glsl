@@ -1,6 +1,6 @@
 // Declarations every stage shares: the shared constants, the push constants (mirrored by
-// engine/route_params.h) and the storage buffers of the one descriptor set. A stage uses the
-// buffers it needs; the others are declared but never touched.
+// route_params in engine/internal.h) and the storage buffers of the one descriptor set. A stage
+// uses the buffers it needs; the others are declared but never touched.
 #ifdef MOEVK_ADDRESSES
 #extension GL_EXT_buffer_reference : require
 #extension GL_EXT_buffer_reference_uvec2 : require
@@ -137,10 +137,6 @@ void store_dispatched_word(uint i, uint value) { WORD_AT(dispatched, i) = value;
 void store_dispatched_unit(uint i, uvec4 value) { VEC4_AT(dispatched, i) = value; }
 void store_combined_word(uint i, uint value) { WORD_AT(combined, i) = value; }
 void store_combined_unit(uint i, uvec4 value) { VEC4_AT(combined, i) = value; }
-
-const uint DTYPE_F32 = 0;
-const uint DTYPE_F16 = 1;
-const uint DTYPE_BF16 = 2;
 
 // Element i of a buffer of 32-bit words holding f32, or pairs of 16-bit values (low half first).
 float decode_element(uint word, uint index, uint dtype) {

@@ -75,6 +75,16 @@
  * blocks or experts stride by the grid. */
 #define MAX_GROUPS_X 65535u
 
+/* Noise kinds and element types as the shaders see them: the values of moevk_noise_kind and
+ * moevk_dtype in moevk.h (engine/pipelines.c asserts that they agree). */
+#define NOISE_NONE 0u
+#define NOISE_JITTER 1u
+#define NOISE_GAUSSIAN 2u
+#define NOISE_GUMBEL 3u
+#define DTYPE_F32 0u
+#define DTYPE_F16 1u
+#define DTYPE_BF16 2u
+
 /* Row flags written by scores_topk. */
 #define ROW_VALID 0u
 #define ROW_NONFINITE 1u
@@ -137,8 +147,11 @@
 #define SPEC_TOPK_GROUPS 6 /* groups kept per token */
 #define MAX_GROUPS 32      /* the kept groups of a token fit one 32-bit mask */
 
-/* Workgroup size of every stage: shared-memory reductions only, no subgroup assumptions. */
+/* Workgroup size of every stage but two: shared-memory reductions only, no subgroup
+ * assumptions. The score policy's select and expert choice's selection use up to
+ * WIDE_WORKGROUP_SIZE where the device allows it (engine/pipelines.c: stage_workgroup_size). */
 #define WORKGROUP_SIZE 64
+#define WIDE_WORKGROUP_SIZE 256
 
 /* The most loop iterations one invocation may run in one dispatch, all its loops together.
  * lavapipe (Mesa's gallivm) ends every loop of an invocation once its loops have run 65535

@@ -2,11 +2,6 @@
 // halves, counter = (token, expert, step, layer). Word 0 gives u = (x >> 8) * 2^-24 + 2^-25 in
 // (0, 1); Gaussian noise uses words 0 and 1 by Box-Muller. engine's CPU reference
 // (reference/noise.c) computes the same numbers.
-const uint NOISE_NONE = 0u;
-const uint NOISE_JITTER = 1u;
-const uint NOISE_GAUSSIAN = 2u;
-const uint NOISE_GUMBEL = 3u;
-
 uvec4 philox4x32_10(uvec4 counter, uvec2 key) {
     for (uint round = 0u; round < 10u; ++round) {
         if (round > 0u) key += uvec2(0x9E3779B9u, 0xBB67AE85u);

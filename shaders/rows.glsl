@@ -7,4 +7,3 @@ uint unit_bytes() {
     uint bytes = row_bytes();
     return bytes % 16u == 0u ? 16u : (bytes % 4u == 0u ? 4u : 0u);
 }
-uint grid_invocations() { return gl_NumWorkGroups.x * gl_WorkGroupSize.x; }

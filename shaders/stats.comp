@@ -11,8 +11,8 @@
 #include "common.glsl"
 #include "noise.glsl"
 #include "scores.glsl"
-
-shared float scalar_lanes[STAT_SCALARS][gl_WorkGroupSize.x];
+#define REDUCE_ROWS STAT_SCALARS
+#include "reduce.glsl"
 
 void partial_sums() {
     uint block = gl_WorkGroupID.x;
@@ -41,20 +41,14 @@ void partial_sums() {
         nonfinite += flag == ROW_NONFINITE ? 1.0 : 0.0;
         masked += flag == ROW_MASKED ? 1.0 : 0.0;
     }
-    scalar_lanes[STAT_LSE_SQUARED][lane] = lse_squared;
-    scalar_lanes[STAT_ENTROPY][lane] = entropy;
-    scalar_lanes[STAT_NONFINITE][lane] = nonfinite;
-    scalar_lanes[STAT_MASKED][lane] = masked;
-    scalar_lanes[STAT_UNROUTED][lane] = unrouted;
-    scalar_lanes[STAT_LSE][lane] = lse;
-    barrier();
-    for (uint half_width = gl_WorkGroupSize.x / 2u; half_width > 0u; half_width >>= 1) {
-        if (lane < half_width)
-            for (uint s = 0u; s < STAT_SCALARS; ++s)
-                scalar_lanes[s][lane] += scalar_lanes[s][lane + half_width];
-        barrier();
-    }
-    if (lane < STAT_SCALARS) stat_partials[block * width + P.num_experts + lane] = scalar_lanes[lane][0];
+    reduce_lanes[STAT_LSE_SQUARED][lane] = lse_squared;
+    reduce_lanes[STAT_ENTROPY][lane] = entropy;
+    reduce_lanes[STAT_NONFINITE][lane] = nonfinite;
+    reduce_lanes[STAT_MASKED][lane] = masked;
+    reduce_lanes[STAT_UNROUTED][lane] = unrouted;
+    reduce_lanes[STAT_LSE][lane] = lse;
+    workgroup_tree_rows(STAT_SCALARS, false);
+    if (lane < STAT_SCALARS) stat_partials[block * width + P.num_experts + lane] = reduce_lanes[lane][0];
 }
 
 void final_sums() {
@@ -63,13 +57,8 @@ void final_sums() {
     uint lane = gl_LocalInvocationID.x;
     float sum = 0.0;
     for (uint b = lane; b < P.stat_blocks; b += gl_WorkGroupSize.x) sum += stat_partials[b * width + column];
-    scalar_lanes[0][lane] = sum;
-    barrier();
-    for (uint half_width = gl_WorkGroupSize.x / 2u; half_width > 0u; half_width >>= 1) {
-        if (lane < half_width) scalar_lanes[0][lane] += scalar_lanes[0][lane + half_width];
-        barrier();
-    }
-    if (lane == 0u) stat_totals[column] = scalar_lanes[0][0];
+    float total = workgroup_tree_sum(sum);
+    if (lane == 0u) stat_totals[column] = total;
 }
 
 void main() {

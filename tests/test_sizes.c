@@ -100,6 +100,9 @@ static void test_sinkhorn_large(void) {
     }
     moevk_router_info info = base(MOEVK_MODE_SINKHORN, 64, 2, 65536, 4);
     check("sinkhorn 65536 x 64, noise", info, 65536, 1);
+    /* Noise adds Philox's ten rounds to every kernel entry. */
+    info = base(MOEVK_MODE_SINKHORN, 1024, 4, 2048, 0);
+    check("sinkhorn 2048 x 1024, noise", info, 2048, 1);
 }
 
 /* One sequence of 65536 tokens: the mean's token-order sum spans four dispatches. */
@@ -115,17 +118,19 @@ static void test_token_and_choice_large(void) {
     check("token 65536 x 64", base(MOEVK_MODE_TOKEN, 64, 8, 65536, 4), 65536, 1);
     check("expert choice 65536 x 64", base(MOEVK_MODE_EXPERT_CHOICE, 64, 1, 65536, 2), 65536, 0);
     check("expert choice 4099 x 1024", base(MOEVK_MODE_EXPERT_CHOICE, 1024, 1, 4099, 0), 4099, 1);
+    check("token 4096 x 1024, noise", base(MOEVK_MODE_TOKEN, 1024, 16, 4096, 0), 4096, 1);
 }
 
-/* On lavapipe, routers whose stages would pass its loop limit are refused with the bound;
- * just below the bound they route correctly (expert choice over two experts; the score policy
- * with every token on one expert, where the radix select walks all T choices). */
+/* On lavapipe, routers whose stages would pass its loop limit are refused with the bound; just
+ * below the bound they route correctly (expert choice over two experts; the score policy with
+ * every token on one expert, where the radix select walks all T choices). Both stages run in
+ * wide workgroups (stage_workgroup_size), which is what makes these sizes work at all. */
 static void test_lavapipe_loop_limit(void) {
     moevk_device_info device;
     moevk_context_device_info(test_context(), &device);
     if (strcmp(device.driver_name, "llvmpipe") != 0) return;
-    moevk_router_info choice = base(MOEVK_MODE_EXPERT_CHOICE, 2, 1, 600000, 0);
-    moevk_router_info score = base(MOEVK_MODE_TOKEN, 2, 1, 300000, 0);
+    moevk_router_info choice = base(MOEVK_MODE_EXPERT_CHOICE, 2, 1, 2000000, 0);
+    moevk_router_info score = base(MOEVK_MODE_TOKEN, 2, 1, 1100000, 0);
     score.drop_policy = MOEVK_DROP_SCORE;
     score.capacity_factor = 0.5f;
     moevk_router_info *infos[] = {&choice, &score};
@@ -138,12 +143,12 @@ static void test_lavapipe_loop_limit(void) {
         const char *message = moevk_context_last_error(test_context());
         CHECK(strstr(message, "lavapipe") && strstr(message, "at most"), "message: %s", message);
     }
-    choice.max_tokens = 450000;
-    check("expert choice 450000 x 2", choice, 450000, 0);
-    score.max_tokens = 240000;
-    route_case c = {.name = "score policy, 240000 tokens on one expert",
+    choice.max_tokens = 1500000;
+    check("expert choice 1500000 x 2", choice, 1500000, 0);
+    score.max_tokens = 900000;
+    route_case c = {.name = "score policy, 900000 tokens on one expert",
                     .info = score,
-                    .num_tokens = 240000,
+                    .num_tokens = 900000,
                     .pattern = LOGITS_COLLAPSED};
     check_route_case(&c);
 }
