@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "moevk_reference.h"
+#include "option_table.h"
 #include "options.h"
 
 static double seconds_now(void) {
@@ -38,27 +39,29 @@ static float demo_normal(void) {
     return sum * 1.7320508f;
 }
 
+typedef struct demo_args {
+    uint32_t tokens, experts, k, hidden;
+    const char *device;
+} demo_args;
+
+#define OPTION_ARGS demo_args
+static const option DEMO_OPTIONS[] = {
+    OPT_TEXT("--device", "N|NAME", "the Vulkan device (default: the best one)", device),
+    OPT_UINT("--tokens", "T", "tokens in the batch (default 4096)", tokens, 1, 1 << 22, NULL),
+    OPT_UINT("--experts", "E", "experts (default 16)", experts, 1, MOEVK_MAX_EXPERTS, NULL),
+    OPT_UINT("--k", "K", "experts per token (default 2)", k, 1, MOEVK_MAX_TOP_K, NULL),
+    OPT_UINT("--hidden", "D", "hidden size (default 256)", hidden, 1, 1 << 16, NULL),
+};
+
 int command_demo(int argc, char **argv) {
-    uint32_t T = 4096, E = 16, k = 2, d = 256;
-    const char *device_selector = NULL;
-    for (int i = 0; i + 1 < argc; i += 2) {
-        long long n;
-        if (!strcmp(argv[i], "--device"))
-            device_selector = argv[i + 1];
-        else if (!strcmp(argv[i], "--tokens") && parse_int(argv[i + 1], 1, 1 << 22, &n))
-            T = (uint32_t)n;
-        else if (!strcmp(argv[i], "--experts") && parse_int(argv[i + 1], 1, MOEVK_MAX_EXPERTS, &n))
-            E = (uint32_t)n;
-        else if (!strcmp(argv[i], "--k") && parse_int(argv[i + 1], 1, MOEVK_MAX_TOP_K, &n))
-            k = (uint32_t)n;
-        else if (!strcmp(argv[i], "--hidden") && parse_int(argv[i + 1], 1, 1 << 16, &n))
-            d = (uint32_t)n;
-        else {
-            fprintf(stderr, "usage: moevk demo [--device N|NAME] [--tokens T] [--experts E] [--k "
-                            "K] [--hidden D]\n");
-            return 2;
-        }
-    }
+    demo_args args = {.tokens = 4096, .experts = 16, .k = 2, .hidden = 256};
+    int parsed = options_parse("demo",
+                               "[options]\n  Routes a random batch on the device, "
+                               "combines it and checks it against the CPU reference.",
+                               DEMO_OPTIONS, OPTION_COUNT(DEMO_OPTIONS), argc, argv, &args);
+    if (parsed != 1) return parsed < 0 ? 0 : 2;
+    uint32_t T = args.tokens, E = args.experts, k = args.k, d = args.hidden;
+    const char *device_selector = args.device;
     moevk_context_info context_info = {.device = device_selector};
     moevk_context *context = NULL;
     double start = seconds_now();

@@ -25,13 +25,29 @@ int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "route")) return command_route(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[1], "demo")) return command_demo(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[1], "train-demo")) return command_train_demo(argc - 2, argv + 2);
-    if (argc >= 2 && !strcmp(argv[1], "devices")) return command_devices();
+    if (argc >= 2 && !strcmp(argv[1], "devices")) {
+        if (argc == 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+            printf("usage: moevk devices\n  Lists the Vulkan devices moevk can run on.\n");
+            return 0;
+        }
+        if (argc > 2) {
+            fprintf(stderr, "moevk devices: takes no options (--help)\n");
+            return 2;
+        }
+        return command_devices();
+    }
     if (argc >= 2 && !strcmp(argv[1], "--version")) {
         printf("moevk %s\n", moevk_version_string());
         return 0;
     }
-    fprintf(stderr, "usage: moevk route ... | moevk demo [...] | moevk train-demo [...] |\n"
-                    "       moevk devices | moevk --version\n"
-                    "       (moevk route with no options lists its options)\n");
-    return 2;
+    int asked = argc >= 2 &&
+                (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help"));
+    fprintf(asked ? stdout : stderr,
+            "usage: moevk COMMAND [options]   (moevk COMMAND --help lists a command's options)\n"
+            "  route        route .npy logits and write every output as .npy and JSON\n"
+            "  demo         route a random batch on the default device and check it\n"
+            "  train-demo   train a toy router out of collapse, with routing health\n"
+            "  devices      list the Vulkan devices\n"
+            "  --version    print moevk's version\n");
+    return asked ? 0 : 2;
 }

@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "npy.h"
+#include "option_table.h"
 #include "options.h"
 
 typedef struct route_args {
@@ -19,10 +20,11 @@ typedef struct route_args {
     uint32_t step, layer;
     moevk_loss_info loss;
     int want_losses, want_grad;
+    int dropless_given; /* --dropless (which sets info.capacity_mode) */
 } route_args;
 
 /* "aux=0.01,z=0.001,..." for --loss. */
-static int parse_losses(const char *text, moevk_loss_info *loss) {
+static const char *take_losses(void *args, const char *text) {
     static const struct {
         const char *name;
         size_t offset;
@@ -32,62 +34,142 @@ static int parse_losses(const char *text, moevk_loss_info *loss) {
                  {"load", offsetof(moevk_loss_info, load_coef)},
                  {"entropy", offsetof(moevk_loss_info, entropy_coef)},
                  {"sequence", offsetof(moevk_loss_info, sequence_coef)}};
+    const char *wrong = "--loss takes NAME=COEF pairs separated by commas, NAME one of aux, z, "
+                        "importance, load, entropy, sequence";
+    moevk_loss_info *loss = &((route_args *)args)->loss;
     char buffer[512];
-    if (strlen(text) >= sizeof buffer) return 0;
+    if (strlen(text) >= sizeof buffer) return wrong;
     strcpy(buffer, text);
     for (char *save = NULL, *term = strtok_r(buffer, ",", &save); term;
          term = strtok_r(NULL, ",", &save)) {
         char *equals = strchr(term, '=');
-        if (!equals) return 0;
+        if (!equals) return wrong;
         *equals = '\0';
         size_t i = 0, n = sizeof TERMS / sizeof TERMS[0];
         while (i < n && strcmp(term, TERMS[i].name) != 0) ++i;
-        if (i == n || !parse_float(equals + 1, (float *)((char *)loss + TERMS[i].offset))) return 0;
+        if (i == n || !parse_float(equals + 1, (float *)((char *)loss + TERMS[i].offset)))
+            return wrong;
     }
-    return 1;
+    ((route_args *)args)->want_losses = 1;
+    return NULL;
 }
 
 /* "kind:amount" for --noise. */
-static int parse_noise(const char *text, moevk_router_info *info) {
+static const char *take_noise(void *args, const char *text) {
     static const struct {
         const char *name;
         moevk_noise_kind kind;
     } KINDS[] = {{"jitter:", MOEVK_NOISE_JITTER},
                  {"gaussian:", MOEVK_NOISE_GAUSSIAN},
                  {"gumbel:", MOEVK_NOISE_GUMBEL}};
+    moevk_router_info *info = &((route_args *)args)->info;
     for (size_t i = 0; i < sizeof KINDS / sizeof KINDS[0]; ++i) {
         size_t n = strlen(KINDS[i].name);
         if (strncmp(text, KINDS[i].name, n) == 0 && parse_float(text + n, &info->noise_amount)) {
             info->noise = KINDS[i].kind;
-            return 1;
+            return NULL;
         }
     }
-    return 0;
+    return "--noise must be jitter:EPS, gaussian:STD or gumbel:SCALE";
 }
 
-static void usage(FILE *to) {
-    fprintf(
-        to,
-        "usage: moevk route --logits L.npy [--bias B.npy] [--k K] [--score softmax|sigmoid]\n"
-        "         [--temperature T] [--renorm] [--scale S]\n"
-        "         [--capacity-factor F | --capacity N | --dropless [--pad-multiple N]]\n"
-        "         [--min-capacity N] [--drop-policy position|score] [--hidden X.npy]\n"
-        "         [--expert-out Y.npy] [--device N|NAME]\n"
-        "         [--noise jitter:EPS|gaussian:STD|gumbel:SCALE [--seed S] [--step N] [--layer N]\n"
-        "          [--noisy-scores]] [--groups G --topk-groups K]\n"
-        "         [--noise-std STD.npy | --noise-weights W.npy [--noise-epsilon EPS]]\n"
-        "         [--mode token|sequence|batch|expert-choice|sinkhorn] [--sequence-length S]\n"
-        "         [--sinkhorn-iterations N]\n"
-        "         [--loss aux=C,z=C,importance=C,load=C,entropy=C,sequence=C]\n"
-        "         [--grad [--grad-weights DW.npy]] [--token-loss L.npy] --out DIR\n"
-        "  --noise-std gives a Gaussian std per expert [E]; --noise-weights W_noise [d, E] learns\n"
-        "  it from --hidden: softplus(x . W_noise) + EPS. --sequence-length is the SEQUENCE "
-        "mode's\n"
-        "  and the sequence loss's S. With expert-choice the per-token outputs have E columns.\n"
-        "  --loss writes losses.json; --grad writes grad_logits.npy, dL/dlogits of the losses\n"
-        "  plus sum(DW * weights) when --grad-weights gives DW [T, k]. --token-loss writes\n"
-        "  expert_loss.npy [E] f64: each expert's mean of L over its kept tokens.\n");
+static const char *take_seed(void *args, const char *text) {
+    char *end;
+    errno = 0;
+    unsigned long long seed = strtoull(text, &end, 0);
+    if (!*text || *end || errno || text[0] == '-')
+        return "--seed must be an unsigned 64-bit integer";
+    ((route_args *)args)->info.noise_seed = seed;
+    return NULL;
 }
+
+/* What some options imply besides their value. */
+static void dropless(void *args) {
+    ((route_args *)args)->info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
+}
+static void by_factor(void *args) {
+    ((route_args *)args)->info.capacity_mode = MOEVK_CAPACITY_FACTOR;
+}
+static void fixed_capacity(void *args) {
+    ((route_args *)args)->info.capacity_mode = MOEVK_CAPACITY_FIXED;
+}
+static void learned_noise(void *args) { ((route_args *)args)->info.learned_noise = 1; }
+static void gradient(void *args) { ((route_args *)args)->want_losses = 1; }
+static void same_sequence_length(void *args) {
+    route_args *a = args;
+    a->loss.sequence_length = a->info.sequence_length;
+}
+
+#define OPTION_ARGS route_args
+static const char *const SCORES[] = {"softmax", "sigmoid", NULL};
+static const char *const POLICIES[] = {"position", "score", NULL};
+/* In moevk_routing_mode's order. */
+static const char *const MODES[] = {"token",    "sequence",      "batch",
+                                    "sinkhorn", "expert-choice", NULL};
+
+static const option ROUTE_OPTIONS[] = {
+    OPT_TEXT("--logits", "L.npy", "router logits [T, E], float32 or float16 (required)", logits),
+    OPT_TEXT("--out", "DIR", "folder for the outputs (required; made if missing)", out),
+    OPT_TEXT("--bias", "B.npy", "selection bias [E] float32, added to the logits to select", bias),
+    OPT_UINT("--k", "K", "experts per token (default 2)", info.top_k, 1, MOEVK_MAX_TOP_K, NULL),
+    OPT_CHOICE("--score", "softmax|sigmoid", "score function (default softmax)", info.score,
+               SCORES),
+    OPT_FLOAT("--temperature", "T", "divides the logits in the scores (default 1)",
+              info.temperature, 2, NULL),
+    OPT_FLAG("--renorm", "divide the top-k weights by their sum", info.renormalize, NULL),
+    OPT_FLOAT("--scale", "S", "multiplies the weights (default 1)", info.scale, 0, NULL),
+    OPT_FLOAT("--capacity-factor", "F", "C = max(min capacity, ceil(F T k / E)) (default 1.25)",
+              info.capacity_factor, 1, by_factor),
+    OPT_INT("--capacity", "N", "a fixed capacity C per expert", info.capacity, 0, INT32_MAX,
+            fixed_capacity),
+    OPT_FLAG("--dropless", "no capacity: every choice kept, the experts' rows packed",
+             dropless_given, dropless),
+    OPT_UINT("--pad-multiple", "N", "dropless: pad each expert's block to a multiple of N rows",
+             info.pad_multiple, 0, 1 << 20, NULL),
+    OPT_INT("--min-capacity", "N", "the least C of --capacity-factor (default 4)",
+            info.min_capacity, 0, INT32_MAX, NULL),
+    OPT_CHOICE("--drop-policy", "position|score", "what an overflowing expert drops first",
+               info.drop_policy, POLICIES),
+    OPT_TEXT("--hidden", "X.npy", "hidden states [T, d] float32, float16 or bfloat16: dispatch",
+             hidden),
+    OPT_TEXT("--expert-out", "Y.npy", "expert outputs to combine ([E, C, d]; dropless [rows, d])",
+             expert_out),
+    OPT_TEXT("--device", "N|NAME", "the Vulkan device (default: the best one)", device),
+    OPT_CALL("--noise", "KIND:AMOUNT", "jitter:EPS, gaussian:STD or gumbel:SCALE", take_noise),
+    OPT_CALL("--seed", "S", "the noise's seed", take_seed),
+    OPT_UINT("--step", "N", "the noise counter's step", step, 0, UINT32_MAX, NULL),
+    OPT_UINT("--layer", "N", "the noise counter's layer", layer, 0, UINT32_MAX, NULL),
+    OPT_FLAG("--noisy-scores", "weights and statistics from the noisy logits", info.noisy_scores,
+             NULL),
+    OPT_TEXT("--noise-std", "STD.npy", "Gaussian std per expert [E] float32", noise_std),
+    {"--noise-weights", "W.npy", "W_noise [d, E]: std = softplus(x . W_noise) + EPS (--hidden)",
+     OPTION_TEXT, OPTION_AT(noise_weights), 0, 0, NULL, NULL, learned_noise},
+    OPT_FLOAT("--noise-epsilon", "EPS", "the learned std's floor (default 0.01)",
+              info.noise_epsilon, 1, NULL),
+    OPT_UINT("--groups", "G", "group-limited routing: G equal groups of experts", info.num_groups,
+             1, 32, NULL),
+    OPT_UINT("--topk-groups", "K", "the groups each token keeps", info.topk_groups, 1, 32, NULL),
+    OPT_CHOICE("--mode", "MODE", "token, sequence, batch, sinkhorn or expert-choice", info.mode,
+               MODES),
+    OPT_UINT("--sequence-length", "S", "tokens per sequence (sequence mode, sequence loss)",
+             info.sequence_length, 1, 1 << 30, same_sequence_length),
+    OPT_UINT("--sinkhorn-iterations", "N", "Sinkhorn's iteration cap (default 100)",
+             info.sinkhorn_iterations, 1, 1 << 20, NULL),
+    OPT_CALL("--loss", "NAME=C,...", "losses.json: aux, z, importance, load, entropy, sequence",
+             take_losses),
+    OPT_FLAG("--grad", "grad_logits.npy: dL/dlogits of the losses (and of --grad-weights)",
+             want_grad, gradient),
+    OPT_TEXT("--grad-weights", "DW.npy", "dL/dweights [T, k] float32 added to the gradient",
+             grad_weights),
+    OPT_TEXT("--token-loss", "L.npy", "expert_loss.npy [E]: each expert's mean of L [T]",
+             token_loss),
+};
+
+static const char ROUTE_SYNOPSIS[] =
+    "--logits L.npy --out DIR [options]\n"
+    "  Routes the logits and writes expert_ids.npy, weights.npy, slots.npy, counts.npy,\n"
+    "  stats.json and, as asked, dispatched, combined, losses and gradients. With\n"
+    "  expert-choice the per-token outputs have E columns.";
 
 #define BAD(...)                                                                                   \
     do {                                                                                           \
@@ -97,137 +179,14 @@ static void usage(FILE *to) {
         return 0;                                                                                  \
     } while (0)
 
+/* 1: parsed; 0: wrong (said on stderr); -1: --help was printed. */
 static int parse_args(int argc, char **argv, route_args *a) {
     memset(a, 0, sizeof *a);
     moevk_router_info_init(&a->info);
     a->info.top_k = 2;
-    for (int i = 0; i < argc; ++i) {
-        const char *flag = argv[i];
-        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
-        long long n;
-        int takes_value = 1;
-        if (!strcmp(flag, "--renorm")) {
-            a->info.renormalize = 1;
-            takes_value = 0;
-        } else if (!strcmp(flag, "--dropless")) {
-            a->info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
-            takes_value = 0;
-        } else if (!strcmp(flag, "--noisy-scores")) {
-            a->info.noisy_scores = 1;
-            takes_value = 0;
-        } else if (!strcmp(flag, "--grad")) {
-            a->want_grad = a->want_losses = 1;
-            takes_value = 0;
-        } else if (!value) {
-            BAD("%s needs a value (or is unknown)", flag);
-        } else if (!strcmp(flag, "--logits"))
-            a->logits = value;
-        else if (!strcmp(flag, "--bias"))
-            a->bias = value;
-        else if (!strcmp(flag, "--hidden"))
-            a->hidden = value;
-        else if (!strcmp(flag, "--expert-out"))
-            a->expert_out = value;
-        else if (!strcmp(flag, "--out"))
-            a->out = value;
-        else if (!strcmp(flag, "--device"))
-            a->device = value;
-        else if (!strcmp(flag, "--k")) {
-            if (!parse_int(value, 1, MOEVK_MAX_TOP_K, &n))
-                BAD("--k must be 1 to %u", MOEVK_MAX_TOP_K);
-            a->info.top_k = (uint32_t)n;
-        } else if (!strcmp(flag, "--score")) {
-            if (!strcmp(value, "softmax"))
-                a->info.score = MOEVK_SCORE_SOFTMAX;
-            else if (!strcmp(value, "sigmoid"))
-                a->info.score = MOEVK_SCORE_SIGMOID;
-            else
-                BAD("--score must be softmax or sigmoid");
-        } else if (!strcmp(flag, "--temperature")) {
-            if (!parse_float(value, &a->info.temperature) || !(a->info.temperature > 0))
-                BAD("--temperature must be a number > 0");
-        } else if (!strcmp(flag, "--scale")) {
-            if (!parse_float(value, &a->info.scale)) BAD("--scale must be a number");
-        } else if (!strcmp(flag, "--capacity-factor")) {
-            if (!parse_float(value, &a->info.capacity_factor) || !(a->info.capacity_factor >= 0))
-                BAD("--capacity-factor must be a number >= 0");
-            a->info.capacity_mode = MOEVK_CAPACITY_FACTOR;
-        } else if (!strcmp(flag, "--capacity")) {
-            if (!parse_int(value, 0, INT32_MAX, &n)) BAD("--capacity must be an integer >= 0");
-            a->info.capacity_mode = MOEVK_CAPACITY_FIXED;
-            a->info.capacity = (int32_t)n;
-        } else if (!strcmp(flag, "--min-capacity")) {
-            if (!parse_int(value, 0, INT32_MAX, &n)) BAD("--min-capacity must be an integer >= 0");
-            a->info.min_capacity = (int32_t)n;
-        } else if (!strcmp(flag, "--pad-multiple")) {
-            if (!parse_int(value, 0, 1 << 20, &n)) BAD("--pad-multiple must be 0 to 2^20");
-            a->info.pad_multiple = (uint32_t)n;
-        } else if (!strcmp(flag, "--noise")) {
-            if (!parse_noise(value, &a->info))
-                BAD("--noise must be jitter:EPS, gaussian:STD or gumbel:SCALE");
-        } else if (!strcmp(flag, "--seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long seed = strtoull(value, &end, 0);
-            if (!*value || *end || errno) BAD("--seed must be an unsigned 64-bit integer");
-            a->info.noise_seed = seed;
-        } else if (!strcmp(flag, "--step")) {
-            if (!parse_int(value, 0, UINT32_MAX, &n)) BAD("--step must be 0 to 2^32-1");
-            a->step = (uint32_t)n;
-        } else if (!strcmp(flag, "--layer")) {
-            if (!parse_int(value, 0, UINT32_MAX, &n)) BAD("--layer must be 0 to 2^32-1");
-            a->layer = (uint32_t)n;
-        } else if (!strcmp(flag, "--groups")) {
-            if (!parse_int(value, 1, 32, &n)) BAD("--groups must be 1 to 32");
-            a->info.num_groups = (uint32_t)n;
-        } else if (!strcmp(flag, "--topk-groups")) {
-            if (!parse_int(value, 1, 32, &n)) BAD("--topk-groups must be 1 to 32");
-            a->info.topk_groups = (uint32_t)n;
-        } else if (!strcmp(flag, "--loss")) {
-            if (!parse_losses(value, &a->loss))
-                BAD("--loss takes NAME=COEF pairs separated by commas, NAME one of aux, z, "
-                    "importance, load, entropy, sequence");
-            a->want_losses = 1;
-        } else if (!strcmp(flag, "--sequence-length")) {
-            if (!parse_int(value, 1, 1 << 30, &n)) BAD("--sequence-length must be 1 to 2^30");
-            a->loss.sequence_length = a->info.sequence_length = (uint32_t)n;
-        } else if (!strcmp(flag, "--mode")) {
-            static const char *const MODES[] = {"token", "sequence", "batch", "sinkhorn",
-                                                "expert-choice"};
-            int m = 0;
-            while (m < 5 && strcmp(value, MODES[m]) != 0) ++m;
-            if (m == 5) BAD("--mode must be token, sequence, batch, expert-choice or sinkhorn");
-            a->info.mode = (moevk_routing_mode)m;
-        } else if (!strcmp(flag, "--sinkhorn-iterations")) {
-            if (!parse_int(value, 1, 1 << 20, &n)) BAD("--sinkhorn-iterations must be 1 to 2^20");
-            a->info.sinkhorn_iterations = (uint32_t)n;
-        } else if (!strcmp(flag, "--noise-std")) {
-            a->noise_std = value;
-        } else if (!strcmp(flag, "--noise-weights")) {
-            a->noise_weights = value;
-            a->info.learned_noise = 1;
-        } else if (!strcmp(flag, "--noise-epsilon")) {
-            char *end;
-            double epsilon = strtod(value, &end);
-            if (!*value || *end || !(epsilon >= 0.0 && epsilon < 1e30))
-                BAD("--noise-epsilon must be a number >= 0");
-            a->info.noise_epsilon = (float)epsilon;
-        } else if (!strcmp(flag, "--token-loss")) {
-            a->token_loss = value;
-        } else if (!strcmp(flag, "--grad-weights")) {
-            a->grad_weights = value;
-        } else if (!strcmp(flag, "--drop-policy")) {
-            if (!strcmp(value, "position"))
-                a->info.drop_policy = MOEVK_DROP_POSITION;
-            else if (!strcmp(value, "score"))
-                a->info.drop_policy = MOEVK_DROP_SCORE;
-            else
-                BAD("--drop-policy must be position or score");
-        } else {
-            BAD("unknown option %s", flag);
-        }
-        i += takes_value;
-    }
+    int parsed = options_parse("route", ROUTE_SYNOPSIS, ROUTE_OPTIONS, OPTION_COUNT(ROUTE_OPTIONS),
+                               argc, argv, a);
+    if (parsed != 1) return parsed;
     if (!a->logits) BAD("--logits is required");
     if (!a->out) BAD("--out is required");
     if (a->expert_out && !a->hidden) BAD("--expert-out needs --hidden (the routing it combines)");
@@ -570,10 +529,12 @@ done:
 int command_route(int argc, char **argv) {
     route_args a;
     if (argc == 0) {
-        usage(stderr);
+        options_usage(stderr, "route", ROUTE_SYNOPSIS, ROUTE_OPTIONS, OPTION_COUNT(ROUTE_OPTIONS));
         return 2;
     }
-    if (!parse_args(argc, argv, &a)) return 2; /* parse_args said what is wrong, in one line */
+    int parsed = parse_args(argc, argv, &a);
+    if (parsed < 0) return 0; /* --help */
+    if (!parsed) return 2;    /* parse_args said what is wrong, in one line */
     struct stat st;
     if (stat(a.out, &st) != 0 && mkdir(a.out, 0777) != 0) {
         fprintf(stderr, "moevk route: %s: cannot create the output folder\n", a.out);

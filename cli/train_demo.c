@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "commands.h"
+#include "option_table.h"
 #include "options.h"
 
 enum { EXPERTS = 8, TOP_K = 2, DIM = 16, TOKENS = 512 };
@@ -239,26 +240,29 @@ done:
     return status;
 }
 
+typedef struct train_args {
+    uint32_t steps, every;
+    const char *device, *out;
+} train_args;
+
+#define OPTION_ARGS train_args
+static const option TRAIN_OPTIONS[] = {
+    OPT_UINT("--steps", "N", "training steps (default 300)", steps, 1, 1 << 20, NULL),
+    OPT_UINT("--every", "N", "a health line every N steps (default 25)", every, 1, 1 << 20, NULL),
+    OPT_TEXT("--out", "DIR", "history.csv, history.json, usage.svg (default moevk-train-demo)",
+             out),
+    OPT_TEXT("--device", "N|NAME", "the Vulkan device (default: the best one)", device),
+};
+
 int command_train_demo(int argc, char **argv) {
-    uint32_t steps = 300, every = 25;
-    const char *device_selector = NULL, *out = "moevk-train-demo";
-    for (int i = 0; i < argc; i += 2) {
-        long long n;
-        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
-        if (value && !strcmp(argv[i], "--device"))
-            device_selector = value;
-        else if (value && !strcmp(argv[i], "--out"))
-            out = value;
-        else if (value && !strcmp(argv[i], "--steps") && parse_int(value, 1, 1 << 20, &n))
-            steps = (uint32_t)n;
-        else if (value && !strcmp(argv[i], "--every") && parse_int(value, 1, 1 << 20, &n))
-            every = (uint32_t)n;
-        else {
-            fprintf(stderr, "usage: moevk train-demo [--steps N] [--every N] [--out DIR] "
-                            "[--device N|NAME]\n");
-            return 2;
-        }
-    }
+    train_args args = {.steps = 300, .every = 25, .out = "moevk-train-demo"};
+    int parsed = options_parse("train-demo",
+                               "[options]\n  Trains a toy router out of collapse "
+                               "with noise and balancing losses.",
+                               TRAIN_OPTIONS, OPTION_COUNT(TRAIN_OPTIONS), argc, argv, &args);
+    if (parsed != 1) return parsed < 0 ? 0 : 2;
+    uint32_t steps = args.steps, every = args.every;
+    const char *device_selector = args.device, *out = args.out;
     struct stat st;
     if (stat(out, &st) != 0 && mkdir(out, 0777) != 0) {
         fprintf(stderr, "moevk train-demo: %s: cannot create the output folder\n", out);

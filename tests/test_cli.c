@@ -424,6 +424,40 @@ static void test_modes_and_diagnostics_options(void) {
           "a std of the wrong shape: %s", message);
 }
 
+/* Every command answers --help and -h with its usage on stdout and exit 0 (tried as a new user
+ * would: `moevk route --help` once said "--help needs a value"); an unknown option is one line
+ * on stderr and exit 2, and so is a value that does not fit. */
+static void test_every_command_answers_help(void) {
+    const char *commands[] = {"", "route ", "demo ", "train-demo ", "devices "};
+    const char *asks[] = {"--help", "-h"};
+    static char out[1 << 14], err[1 << 12];
+    char command[1024];
+    for (size_t c = 0; c < sizeof commands / sizeof commands[0]; ++c)
+        for (size_t a = 0; a < 2; ++a) {
+            snprintf(command, sizeof command, "%s %s%s >%s 2>%s", cli_path, commands[c], asks[a],
+                     path_in_work("help_out.txt"), path_in_work("help_err.txt"));
+            int status = system(command);
+            read_text_file(path_in_work("help_out.txt"), out, sizeof out);
+            read_text_file(path_in_work("help_err.txt"), err, sizeof err);
+            CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "'moevk %s%s' exits %d: %s",
+                  commands[c], asks[a], WEXITSTATUS(status), err);
+            CHECK(strncmp(out, "usage: moevk", 12) == 0 && !err[0], "'moevk %s%s' printed: %s%s",
+                  commands[c], asks[a], out, err);
+        }
+    const char *wrong[] = {"route --bogus", "demo --bogus", "train-demo --steps 0",
+                           "demo --tokens", "devices --bogus", "bogus"};
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; ++i) {
+        snprintf(command, sizeof command, "%s %s >%s 2>%s", cli_path, wrong[i],
+                 path_in_work("help_out.txt"), path_in_work("help_err.txt"));
+        int status = system(command);
+        read_text_file(path_in_work("help_err.txt"), err, sizeof err);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2, "'moevk %s' exits %d", wrong[i],
+              WEXITSTATUS(status));
+        CHECK(err[0] && (strchr(err, '\n') == err + strlen(err) - 1 || strstr(err, "usage")),
+              "'moevk %s' said: %s", wrong[i], err);
+    }
+}
+
 /* Issue 12's reproduction: standard-normal logits of 4099 x 256, k = 6, Sinkhorn to a cap of
  * 10000, dropless. stats.json must report a run that converged (an error below 1e-4 before the
  * cap); the single-workgroup iteration stopped after 2 with an error near 50. */
@@ -455,6 +489,7 @@ static void test_sinkhorn_at_4099_by_256_converges(void) {
 static const test_case TESTS[] = {
     {"modes_and_diagnostics_options", test_modes_and_diagnostics_options},
     {"sinkhorn_at_4099_by_256_converges", test_sinkhorn_at_4099_by_256_converges},
+    {"every_command_answers_help", test_every_command_answers_help},
     {"train_demo_learns_and_writes_history", test_train_demo_learns_and_writes_history},
     {"losses_and_gradient_files", test_losses_and_gradient_files},
     {"noise_options_replay_by_seed", test_noise_options_replay_by_seed},
