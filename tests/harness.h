@@ -13,6 +13,10 @@ typedef struct test_case {
     void (*run)(void);
 } test_case;
 
+/* The table entry of the test function test_NAME, registered as NAME: written once. */
+#define TEST(name)                                                                                 \
+    { #name, test_##name }
+
 /* The context all tests of a binary share, created with validation on. */
 moevk_context *test_context(void);
 /* Whether tests run with the validation layer (always, except MOEVK_TEST_VALIDATION=0). */

@@ -444,7 +444,7 @@ static void test_every_command_answers_help(void) {
             CHECK(strncmp(out, "usage: moevk", 12) == 0 && !err[0], "'moevk %s%s' printed: %s%s",
                   commands[c], asks[a], out, err);
         }
-    const char *wrong[] = {"route --bogus", "demo --bogus", "train-demo --steps 0",
+    const char *wrong[] = {"route --bogus", "demo --bogus",    "train-demo --steps 0",
                            "demo --tokens", "devices --bogus", "bogus"};
     for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; ++i) {
         snprintf(command, sizeof command, "%s %s >%s 2>%s", cli_path, wrong[i],
@@ -487,18 +487,18 @@ static void test_sinkhorn_at_4099_by_256_converges(void) {
 }
 
 static const test_case TESTS[] = {
-    {"modes_and_diagnostics_options", test_modes_and_diagnostics_options},
-    {"sinkhorn_at_4099_by_256_converges", test_sinkhorn_at_4099_by_256_converges},
-    {"every_command_answers_help", test_every_command_answers_help},
-    {"train_demo_learns_and_writes_history", test_train_demo_learns_and_writes_history},
-    {"losses_and_gradient_files", test_losses_and_gradient_files},
-    {"noise_options_replay_by_seed", test_noise_options_replay_by_seed},
-    {"no_vulkan_device_is_a_clear_error", test_no_vulkan_device_is_a_clear_error},
-    {"route_writes_every_output", test_route_writes_every_output},
-    {"dropless_writes_offsets_and_compact_rows", test_dropless_writes_offsets_and_compact_rows},
-    {"nonfinite_rows_warn_and_exit_3", test_nonfinite_rows_warn_and_exit_3},
-    {"bad_files_get_one_line_and_exit_2", test_bad_files_get_one_line_and_exit_2},
-    {"npy_parser_survives_random_bytes", test_npy_parser_survives_random_bytes},
+    TEST(modes_and_diagnostics_options),
+    TEST(sinkhorn_at_4099_by_256_converges),
+    TEST(every_command_answers_help),
+    TEST(train_demo_learns_and_writes_history),
+    TEST(losses_and_gradient_files),
+    TEST(noise_options_replay_by_seed),
+    TEST(no_vulkan_device_is_a_clear_error),
+    TEST(route_writes_every_output),
+    TEST(dropless_writes_offsets_and_compact_rows),
+    TEST(nonfinite_rows_warn_and_exit_3),
+    TEST(bad_files_get_one_line_and_exit_2),
+    TEST(npy_parser_survives_random_bytes),
 };
 
 int main(int argc, char **argv) {

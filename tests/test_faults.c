@@ -191,8 +191,8 @@ static const test_case TESTS[] = {
      test_every_host_allocation_failure_is_an_error_and_leaks_nothing},
     {"every_device_allocation_failure_is_an_error",
      test_every_device_allocation_failure_is_an_error},
-    {"context_stays_usable_after_a_failed_router", test_context_stays_usable_after_a_failed_router},
-    {"lost_device_is_reported_from_then_on", test_lost_device_is_reported_from_then_on},
+    TEST(context_stays_usable_after_a_failed_router),
+    TEST(lost_device_is_reported_from_then_on),
 };
 
 int main(int argc, char **argv) {

@@ -351,8 +351,8 @@ static void test_a_router_gives_the_same_bits_again(void) {
 }
 
 static const test_case TESTS[] = {
-    {"routes_keep_their_bits", test_routes_keep_their_bits},
-    {"a_router_gives_the_same_bits_again", test_a_router_gives_the_same_bits_again},
+    TEST(routes_keep_their_bits),
+    TEST(a_router_gives_the_same_bits_again),
 };
 
 int main(int argc, char **argv) {

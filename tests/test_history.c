@@ -220,12 +220,9 @@ static void test_expert_loss_large(void) {
 
 int main(int argc, char **argv) {
     static const test_case tests[] = {
-        {"reports_follow_the_routes", test_reports_follow_the_routes},
-        {"collapse_is_warned", test_collapse_is_warned},
-        {"oscillation_is_warned", test_oscillation_is_warned},
-        {"csv_and_json_files", test_csv_and_json_files},
-        {"expert_loss_matches_the_host", test_expert_loss_matches_the_host},
-        {"expert_loss_large", test_expert_loss_large},
+        TEST(reports_follow_the_routes),    TEST(collapse_is_warned),
+        TEST(oscillation_is_warned),        TEST(csv_and_json_files),
+        TEST(expert_loss_matches_the_host), TEST(expert_loss_large),
     };
     return test_main(tests, sizeof tests / sizeof tests[0], argc, argv);
 }

@@ -695,20 +695,20 @@ static void test_errors(void) {
 
 int main(int argc, char **argv) {
     static const test_case tests[] = {
-        {"softmax_losses_and_backward", test_softmax_losses_and_backward},
-        {"sigmoid_losses_and_backward", test_sigmoid_losses_and_backward},
-        {"sequence_wise_loss", test_sequence_wise_loss},
-        {"large_sizes", test_large_sizes},
-        {"load_loss_with_gaussian_noise", test_load_loss_with_gaussian_noise},
+        TEST(softmax_losses_and_backward),
+        TEST(sigmoid_losses_and_backward),
+        TEST(sequence_wise_loss),
+        TEST(large_sizes),
+        TEST(load_loss_with_gaussian_noise),
         {"load_loss_with_per_expert_and_learned_std",
          test_load_loss_with_per_expert_and_learned_std},
-        {"jitter_noisy_scores_backward", test_jitter_noisy_scores_backward},
-        {"group_limited_losses", test_group_limited_losses},
-        {"edge_sizes", test_edge_sizes},
-        {"awkward_rows", test_awkward_rows},
-        {"combine_backward", test_combine_backward},
-        {"device_buffers", test_device_buffers},
-        {"errors", test_errors},
+        TEST(jitter_noisy_scores_backward),
+        TEST(group_limited_losses),
+        TEST(edge_sizes),
+        TEST(awkward_rows),
+        TEST(combine_backward),
+        TEST(device_buffers),
+        TEST(errors),
     };
     return test_main(tests, sizeof tests / sizeof tests[0], argc, argv);
 }

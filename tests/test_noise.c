@@ -343,21 +343,21 @@ static void test_balancing_bias_evens_out_the_load(void) {
 }
 
 static const test_case TESTS[] = {
-    {"balancing_bias_evens_out_the_load", test_balancing_bias_evens_out_the_load},
+    TEST(balancing_bias_evens_out_the_load),
     {"per_expert_and_learned_std_match_the_reference",
      test_per_expert_and_learned_std_match_the_reference},
-    {"per_expert_std_draws_on_the_device", test_per_expert_std_draws_on_the_device},
-    {"schedules_follow_the_step", test_schedules_follow_the_step},
-    {"scheduled_routes_match_the_reference", test_scheduled_routes_match_the_reference},
-    {"philox_matches_random123_known_answers", test_philox_matches_random123_known_answers},
-    {"jitter_decisions_are_bit_identical", test_jitter_decisions_are_bit_identical},
-    {"gaussian_decisions_agree_past_the_margin", test_gaussian_decisions_agree_past_the_margin},
-    {"gumbel_decisions_agree_past_the_margin", test_gumbel_decisions_agree_past_the_margin},
-    {"lavapipe_requests_rte_rounding", test_lavapipe_requests_rte_rounding},
-    {"inference_mode_routes_without_noise", test_inference_mode_routes_without_noise},
-    {"seed_and_step_replay_and_change_decisions", test_seed_and_step_replay_and_change_decisions},
-    {"noise_has_the_right_mean_and_spread", test_noise_has_the_right_mean_and_spread},
-    {"bad_noise_is_rejected", test_bad_noise_is_rejected},
+    TEST(per_expert_std_draws_on_the_device),
+    TEST(schedules_follow_the_step),
+    TEST(scheduled_routes_match_the_reference),
+    TEST(philox_matches_random123_known_answers),
+    TEST(jitter_decisions_are_bit_identical),
+    TEST(gaussian_decisions_agree_past_the_margin),
+    TEST(gumbel_decisions_agree_past_the_margin),
+    TEST(lavapipe_requests_rte_rounding),
+    TEST(inference_mode_routes_without_noise),
+    TEST(seed_and_step_replay_and_change_decisions),
+    TEST(noise_has_the_right_mean_and_spread),
+    TEST(bad_noise_is_rejected),
 };
 
 int main(int argc, char **argv) {

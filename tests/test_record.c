@@ -214,12 +214,12 @@ static void test_learned_noise_is_refused(void) {
 }
 
 static const test_case TESTS[] = {
-    {"learned_noise_is_refused", test_learned_noise_is_refused},
+    TEST(learned_noise_is_refused),
     {"route_and_combine_recorded_between_application_dispatches",
      test_route_and_combine_recorded_between_application_dispatches},
-    {"sequence_mode_recorded", test_sequence_mode_recorded},
-    {"sinkhorn_mode_recorded", test_sinkhorn_mode_recorded},
-    {"expert_choice_recorded", test_expert_choice_recorded},
+    TEST(sequence_mode_recorded),
+    TEST(sinkhorn_mode_recorded),
+    TEST(expert_choice_recorded),
 };
 
 int main(int argc, char **argv) {

@@ -24,7 +24,7 @@ static void run(const char *name, moevk_router_info info, uint32_t T, logits_pat
     check_route_case(&c);
 }
 
-static void test_softmax_top2_random(void) {
+static void test_softmax_top2_matches_reference(void) {
     run("softmax top-2", base(8, 2, 1000, 12), 1000, LOGITS_RANDOM, 0, 1);
 }
 static void test_ties_go_to_the_lower_expert(void) {
@@ -36,7 +36,9 @@ static void test_neg_inf_masks_experts(void) {
 static void test_nonfinite_rows_are_routed_nowhere(void) {
     run("nonfinite", base(8, 2, 600, 6), 600, LOGITS_NONFINITE, 0, 1);
 }
-static void test_huge_logits(void) { run("huge", base(10, 3, 400, 5), 400, LOGITS_HUGE, 0, 1); }
+static void test_huge_logits_stay_finite(void) {
+    run("huge", base(10, 3, 400, 5), 400, LOGITS_HUGE, 0, 1);
+}
 static void test_bias_changes_selection_not_weights(void) {
     run("bias", base(32, 4, 900, 16), 900, LOGITS_RANDOM, 1, 1);
 }
@@ -159,7 +161,7 @@ static void test_capacity_zero_drops_everything(void) {
     run("C=0", info, 100, LOGITS_RANDOM, 0, 1);
 }
 
-static void test_capacity_one(void) {
+static void test_capacity_one_score_policy(void) {
     moevk_router_info info = base(8, 2, 100, 4);
     info.capacity_mode = MOEVK_CAPACITY_FIXED;
     info.capacity = 1;
@@ -173,14 +175,14 @@ static void test_min_capacity_applies(void) {
     run("min capacity", info, 40, LOGITS_SKEWED, 0, 1);
 }
 
-static void test_dropless_padded(void) {
+static void test_dropless_padded_blocks(void) {
     moevk_router_info info = base(12, 3, 1000, 6);
     info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
     info.pad_multiple = 16;
     run("dropless pad 16", info, 1000, LOGITS_SKEWED, 1, 1);
 }
 
-static void test_dropless_unpadded_masked(void) {
+static void test_dropless_with_masks(void) {
     moevk_router_info info = base(7, 2, 500, 5);
     info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
     run("dropless", info, 500, LOGITS_MASKED, 0, 1);
@@ -218,7 +220,7 @@ static void test_addresses_f16_logits_odd_d(void) {
     run("addresses f16 odd d", info, 333, LOGITS_TIES, 0, 1);
 }
 
-static void test_addresses_bf16_dropless_score(void) {
+static void test_addresses_bf16_dropless_and_score(void) {
     moevk_router_info info = addressed(base(6, 2, 500, 10));
     info.hidden_type = MOEVK_DTYPE_BF16;
     info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
@@ -236,43 +238,43 @@ static void test_hidden_states_past_max_storage_buffer_range(void) {
 }
 
 static const test_case TESTS[] = {
-    {"group_limited_routing", test_group_limited_routing},
-    {"group_score_is_the_top_two_sum", test_group_score_is_the_top_two_sum},
-    {"addresses_f32", test_addresses_f32},
-    {"addresses_f16_logits_odd_d", test_addresses_f16_logits_odd_d},
-    {"addresses_bf16_dropless_and_score", test_addresses_bf16_dropless_score},
+    TEST(group_limited_routing),
+    TEST(group_score_is_the_top_two_sum),
+    TEST(addresses_f32),
+    TEST(addresses_f16_logits_odd_d),
+    TEST(addresses_bf16_dropless_and_score),
     {"hidden_states_past_max_storage_buffer_range",
      test_hidden_states_past_max_storage_buffer_range},
-    {"softmax_top2_matches_reference", test_softmax_top2_random},
-    {"ties_go_to_the_lower_expert", test_ties_go_to_the_lower_expert},
-    {"neg_inf_masks_experts", test_neg_inf_masks_experts},
-    {"nonfinite_rows_are_routed_nowhere", test_nonfinite_rows_are_routed_nowhere},
-    {"huge_logits_stay_finite", test_huge_logits},
-    {"bias_changes_selection_not_weights", test_bias_changes_selection_not_weights},
-    {"zero_tokens", test_zero_tokens},
-    {"one_token", test_one_token},
-    {"one_expert", test_one_expert},
-    {"k_equals_e", test_k_equals_e},
-    {"k16_of_512_experts", test_k16_of_512_experts},
-    {"1024_experts", test_1024_experts},
-    {"odd_sizes", test_odd_sizes},
-    {"sigmoid_renormalized_scaled", test_sigmoid_renormalized_scaled},
-    {"softmax_temperature", test_softmax_temperature},
-    {"f16_logits", test_f16_logits},
-    {"f16_hidden_odd_d", test_f16_hidden_odd_d},
-    {"bf16_hidden", test_bf16_hidden},
-    {"bf16_hidden_odd_d", test_bf16_hidden_odd_d},
-    {"position_policy_drops_overflow", test_position_policy_drops_overflow},
-    {"score_policy_keeps_highest_weights", test_score_policy_keeps_highest_weights},
-    {"score_policy_with_ties", test_score_policy_with_ties},
-    {"capacity_zero_drops_everything", test_capacity_zero_drops_everything},
-    {"capacity_one_score_policy", test_capacity_one},
-    {"min_capacity_applies", test_min_capacity_applies},
-    {"dropless_padded_blocks", test_dropless_padded},
-    {"dropless_with_masks", test_dropless_unpadded_masked},
-    {"fewer_tokens_than_max", test_fewer_tokens_than_max},
-    {"large_batch_2_20_tokens", test_large_batch_2_20_tokens},
-    {"large_batch_score_policy", test_large_batch_score_policy},
+    TEST(softmax_top2_matches_reference),
+    TEST(ties_go_to_the_lower_expert),
+    TEST(neg_inf_masks_experts),
+    TEST(nonfinite_rows_are_routed_nowhere),
+    TEST(huge_logits_stay_finite),
+    TEST(bias_changes_selection_not_weights),
+    TEST(zero_tokens),
+    TEST(one_token),
+    TEST(one_expert),
+    TEST(k_equals_e),
+    TEST(k16_of_512_experts),
+    TEST(1024_experts),
+    TEST(odd_sizes),
+    TEST(sigmoid_renormalized_scaled),
+    TEST(softmax_temperature),
+    TEST(f16_logits),
+    TEST(f16_hidden_odd_d),
+    TEST(bf16_hidden),
+    TEST(bf16_hidden_odd_d),
+    TEST(position_policy_drops_overflow),
+    TEST(score_policy_keeps_highest_weights),
+    TEST(score_policy_with_ties),
+    TEST(capacity_zero_drops_everything),
+    TEST(capacity_one_score_policy),
+    TEST(min_capacity_applies),
+    TEST(dropless_padded_blocks),
+    TEST(dropless_with_masks),
+    TEST(fewer_tokens_than_max),
+    TEST(large_batch_2_20_tokens),
+    TEST(large_batch_score_policy),
 };
 
 int main(int argc, char **argv) {

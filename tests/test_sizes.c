@@ -154,15 +154,9 @@ static void test_lavapipe_loop_limit(void) {
 }
 
 static const test_case TESTS[] = {
-    {"token_random_sizes", test_token_random_sizes},
-    {"sequence_random_sizes", test_sequence_random_sizes},
-    {"batch_random_sizes", test_batch_random_sizes},
-    {"sinkhorn_random_sizes", test_sinkhorn_random_sizes},
-    {"expert_choice_random_sizes", test_expert_choice_random_sizes},
-    {"sinkhorn_large", test_sinkhorn_large},
-    {"batch_large", test_batch_large},
-    {"token_and_choice_large", test_token_and_choice_large},
-    {"lavapipe_loop_limit", test_lavapipe_loop_limit},
+    TEST(token_random_sizes),    TEST(sequence_random_sizes),      TEST(batch_random_sizes),
+    TEST(sinkhorn_random_sizes), TEST(expert_choice_random_sizes), TEST(sinkhorn_large),
+    TEST(batch_large),           TEST(token_and_choice_large),     TEST(lavapipe_loop_limit),
 };
 
 int main(int argc, char **argv) {

@@ -86,8 +86,8 @@ static void test_routers_come_and_go_on_several_threads(void) {
 }
 
 static const test_case TESTS[] = {
-    {"threads_route_like_one_thread", test_threads_route_like_one_thread},
-    {"routers_come_and_go_on_several_threads", test_routers_come_and_go_on_several_threads},
+    TEST(threads_route_like_one_thread),
+    TEST(routers_come_and_go_on_several_threads),
 };
 
 int main(int argc, char **argv) {
