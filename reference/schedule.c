@@ -1,14 +1,30 @@
-/* Reference of the schedules (engine/router.c): options that follow the training step. */
+/* Reference of the schedules: options that follow the training step, written from the header's
+ * definitions (moevk_schedule_kind), not from the engine's code; test_noise.c also holds both
+ * to values worked out by hand. */
 #include <math.h>
 
 #include "moevk_reference.h"
 
+/* How far along the schedule a step is: min(step, steps) / steps, in [0, 1]. */
+static double progress_at(const moevk_schedule *schedule, uint32_t step) {
+    if (step >= schedule->steps) return 1.0;
+    return (double)step / (double)schedule->steps;
+}
+
 float ref_schedule_value(const moevk_schedule *schedule, uint32_t step) {
     double start = schedule->start, end = schedule->end;
-    if (schedule->steps == 0 || schedule->kind == MOEVK_SCHEDULE_CONSTANT) return (float)start;
-    double progress = (double)(step < schedule->steps ? step : schedule->steps) / schedule->steps;
-    if (schedule->kind == MOEVK_SCHEDULE_LINEAR) return (float)(start + (end - start) * progress);
-    return (float)(end + (start - end) * (1.0 + cos(3.14159265358979323846 * progress)) / 2.0);
+    if (schedule->steps == 0) return schedule->start; /* no schedule: its start */
+    double p = progress_at(schedule, step);
+    switch (schedule->kind) {
+    case MOEVK_SCHEDULE_LINEAR: return (float)(start + (end - start) * p);
+    case MOEVK_SCHEDULE_COSINE: {
+        const double pi = 3.14159265358979323846;
+        double towards_start = (1.0 + cos(pi * p)) / 2.0; /* 1 at the first step, 0 at the last */
+        return (float)(end + (start - end) * towards_start);
+    }
+    case MOEVK_SCHEDULE_CONSTANT:
+    default: return schedule->start;
+    }
 }
 
 moevk_router_info ref_at_step(const moevk_router_info *info, uint32_t step) {

@@ -268,6 +268,24 @@ static void test_schedules_follow_the_step(void) {
     moevk_schedule linear = {MOEVK_SCHEDULE_LINEAR, 1.0f, 0.0f, 100};
     moevk_schedule cosine = {MOEVK_SCHEDULE_COSINE, 1.0f, 0.0f, 100};
     CHECK(moevk_schedule_value(&constant, 50) == 2.0f, "constant");
+    /* Worked out by hand: linear 2 -> 0.75 over 100 steps is 2 - 1.25 * 0.4 = 1.5 at step 40;
+     * cosine 1 -> 0 over 4 steps is (1 + cos(pi / 4)) / 2 = 0.8535534 at step 1, and over 3
+     * steps (1 + cos(2 pi / 3)) / 2 = 0.25 at step 2; linear 0 -> 8 over 8 steps is the step. */
+    moevk_schedule down = {MOEVK_SCHEDULE_LINEAR, 2.0f, 0.75f, 100};
+    moevk_schedule quarter = {MOEVK_SCHEDULE_COSINE, 1.0f, 0.0f, 4};
+    moevk_schedule third = {MOEVK_SCHEDULE_COSINE, 1.0f, 0.0f, 3};
+    moevk_schedule up = {MOEVK_SCHEDULE_LINEAR, 0.0f, 8.0f, 8};
+    for (int from_reference = 0; from_reference < 2; ++from_reference) {
+        float (*value)(const moevk_schedule *, uint32_t) =
+            from_reference ? ref_schedule_value : moevk_schedule_value;
+        CHECK(value(&down, 40) == 1.5f, "linear at 40: %.9g", (double)value(&down, 40));
+        CHECK(fabsf(value(&quarter, 1) - 0.85355339f) < 1e-7f, "cosine at 1 of 4: %.9g",
+              (double)value(&quarter, 1));
+        CHECK(fabsf(value(&third, 2) - 0.25f) < 1e-7f, "cosine at 2 of 3: %.9g",
+              (double)value(&third, 2));
+        for (uint32_t step = 0; step <= 10; ++step)
+            CHECK(value(&up, step) == (float)(step < 8 ? step : 8), "linear up at %u", step);
+    }
     CHECK(moevk_schedule_value(&linear, 0) == 1.0f && moevk_schedule_value(&linear, 25) == 0.75f &&
               moevk_schedule_value(&linear, 100) == 0.0f &&
               moevk_schedule_value(&linear, 500) == 0.0f,
