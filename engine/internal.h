@@ -165,19 +165,22 @@ typedef enum stage {
     STAGE_COUNT
 } stage;
 
+/* ---- loop_budget.c ---- */
+/* Invocations per workgroup of a router's stage: WORKGROUP_SIZE, except that on lavapipe the
+ * stages whose one workgroup walks all of an expert's tokens (the score policy's select,
+ * expert choice's selection) get the widest power of two up to WIDE_WORKGROUP_SIZE that the
+ * device allows when max_tokens would take 64 invocations past the loop limit. */
+uint32_t stage_workgroup_size(const moevk_context *context, const moevk_router_info *info,
+                              stage which);
+
 /* Creates the layouts and the pipeline cache (from the info's data or file, when valid). */
 moevk_result pipelines_create_layouts(moevk_context *context, const moevk_context_info *info);
 /* Writes the pipeline cache to the info's path, if one was given (errors are ignored). */
 void pipeline_cache_save(moevk_context *context);
 void pipelines_destroy_layouts(moevk_context *context);
-/* Invocations per workgroup of a stage: WORKGROUP_SIZE, or for the stages whose one
- * workgroup walks all of an expert's tokens (the score policy's select, expert choice's
- * selection) the widest power of two up to WIDE_WORKGROUP_SIZE that the device allows, so that
- * each invocation's loops stay within lavapipe's limit for larger T. */
-uint32_t stage_workgroup_size(const moevk_context *context, stage which);
-
 /* A stage's specialization constants (shaders/moevk_shared.h, SPEC_*). */
 typedef struct stage_constants {
+    uint32_t workgroup_size; /* stage_workgroup_size */
     uint32_t top_k, num_experts, dtype, hidden_dtype, groups, topk_groups;
 } stage_constants;
 /* Creates the compute pipeline of one stage with its specialization constants. */

@@ -23,7 +23,7 @@ static uint64_t per_lane(uint64_t items, uint64_t width) { return (items + width
 
 typedef struct loop_context {
     const moevk_router_info *info;
-    uint32_t wide; /* stage_workgroup_size of the select and the selection */
+    uint32_t wide; /* the select's and the selection's workgroup size */
 } loop_context;
 typedef uint64_t (*loop_count)(const loop_context *c, uint64_t T);
 
@@ -62,9 +62,29 @@ static uint64_t largest_tokens(loop_count loops, const loop_context *c) {
     return low;
 }
 
+/* The widest workgroup the device allows, a power of two up to WIDE_WORKGROUP_SIZE. */
+static uint32_t widest_workgroup(const moevk_context *context) {
+    uint32_t allowed = context->limits.maxComputeWorkGroupSize[0];
+    if (allowed > context->limits.maxComputeWorkGroupInvocations)
+        allowed = context->limits.maxComputeWorkGroupInvocations;
+    uint32_t size = WIDE_WORKGROUP_SIZE;
+    while (size > WORKGROUP_SIZE && size > allowed) size /= 2;
+    return size;
+}
+
+uint32_t stage_workgroup_size(const moevk_context *context, const moevk_router_info *info,
+                              stage which) {
+    if (which != STAGE_SCORE_SELECT && which != STAGE_EXPERT_CHOICE) return WORKGROUP_SIZE;
+    if (!device_has_loop_limit(&context->info)) return WORKGROUP_SIZE;
+    loop_context narrow = {info, WORKGROUP_SIZE};
+    loop_count loops = which == STAGE_SCORE_SELECT ? score_select_loops : expert_choice_loops;
+    return loops(&narrow, info->max_tokens) <= LAVAPIPE_LOOP_LIMIT ? WORKGROUP_SIZE
+                                                                   : widest_workgroup(context);
+}
+
 moevk_result router_check_loop_budget(moevk_context *context, const moevk_router_info *info) {
     if (!device_has_loop_limit(&context->info)) return MOEVK_SUCCESS;
-    loop_context c = {info, stage_workgroup_size(context, STAGE_SCORE_SELECT)};
+    loop_context c = {info, widest_workgroup(context)};
     int choice = info->mode == MOEVK_MODE_EXPERT_CHOICE;
     int by_score = !choice && info->drop_policy == MOEVK_DROP_SCORE &&
                    info->capacity_mode != MOEVK_CAPACITY_DROPLESS;

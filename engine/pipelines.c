@@ -150,16 +150,6 @@ void pipelines_destroy_layouts(moevk_context *context) {
         vk->vkDestroyDescriptorSetLayout(context->device, context->set_layout, context->allocator);
 }
 
-uint32_t stage_workgroup_size(const moevk_context *context, stage which) {
-    if (which != STAGE_SCORE_SELECT && which != STAGE_EXPERT_CHOICE) return WORKGROUP_SIZE;
-    uint32_t allowed = context->limits.maxComputeWorkGroupSize[0];
-    if (allowed > context->limits.maxComputeWorkGroupInvocations)
-        allowed = context->limits.maxComputeWorkGroupInvocations;
-    uint32_t size = WIDE_WORKGROUP_SIZE;
-    while (size > WORKGROUP_SIZE && size > allowed) size /= 2;
-    return size;
-}
-
 moevk_result pipeline_create(moevk_context *context, stage which, int addresses,
                              const stage_constants *constants, VkPipeline *out) {
     const struct VolkDeviceTable *vk = &context->vk;
@@ -175,13 +165,9 @@ moevk_result pipeline_create(moevk_context *context, stage which, int addresses,
         vk->vkCreateShaderModule(context->device, &module_info, context->allocator, &module);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateShaderModule");
 
-    const uint32_t values[7] = {stage_workgroup_size(context, which),
-                                constants->top_k,
-                                constants->num_experts,
-                                constants->dtype,
-                                constants->hidden_dtype,
-                                constants->groups,
-                                constants->topk_groups};
+    const uint32_t values[7] = {
+        constants->workgroup_size, constants->top_k,  constants->num_experts, constants->dtype,
+        constants->hidden_dtype,   constants->groups, constants->topk_groups};
     const VkSpecializationMapEntry entries[7] = {{SPEC_WORKGROUP_SIZE, 0, 4}, {SPEC_TOP_K, 4, 4},
                                                  {SPEC_NUM_EXPERTS, 8, 4},    {SPEC_DTYPE, 12, 4},
                                                  {SPEC_HIDDEN_DTYPE, 16, 4},  {SPEC_GROUPS, 20, 4},

@@ -505,7 +505,9 @@ static moevk_result create_pipelines(moevk_router *router) {
         /* Experts that choose need no top-k in the scores stage; the others read E columns. */
         uint32_t top_k = router_choices(info);
         if (s == STAGE_SCORES_TOPK && info->mode == MOEVK_MODE_EXPERT_CHOICE) top_k = 1;
-        stage_constants constants = {.top_k = top_k,
+        stage_constants constants = {.workgroup_size =
+                                         stage_workgroup_size(router->context, info, (stage)s),
+                                     .top_k = top_k,
                                      .num_experts = info->num_experts,
                                      .dtype = dtype,
                                      .hidden_dtype = info->hidden_type,

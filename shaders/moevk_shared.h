@@ -147,9 +147,9 @@
 #define SPEC_TOPK_GROUPS 6 /* groups kept per token */
 #define MAX_GROUPS 32      /* the kept groups of a token fit one 32-bit mask */
 
-/* Workgroup size of every stage but two: shared-memory reductions only, no subgroup
- * assumptions. The score policy's select and expert choice's selection use up to
- * WIDE_WORKGROUP_SIZE where the device allows it (engine/pipelines.c: stage_workgroup_size). */
+/* Workgroup size of every stage: shared-memory reductions only, no subgroup assumptions. On
+ * lavapipe the score policy's select and expert choice's selection widen to at most
+ * WIDE_WORKGROUP_SIZE when max_tokens needs it (engine/loop_budget.c: stage_workgroup_size). */
 #define WORKGROUP_SIZE 64
 #define WIDE_WORKGROUP_SIZE 256
 
