@@ -1,6 +1,6 @@
 /* moevk_router_expert_loss: a caller's per-token loss summed per expert over the last route's
  * kept choices on the device, divided by the kept counts on the host. */
-#include "internal.h"
+#include "recording.h"
 
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
@@ -37,4 +37,18 @@ moevk_result moevk_router_expert_loss(moevk_router *router, const float *token_l
     const uint32_t *kept = (const uint32_t *)transfer_downloaded(plan, BINDING_EXPERT_INFO) + E;
     for (uint64_t e = 0; e < E; ++e) expert_loss[e] = kept[e] ? (double)sums[e] / kept[e] : 0.0;
     return MOEVK_SUCCESS;
+}
+
+/* Per-expert sums of the per-token loss over the route's kept choices: partials per block,
+ * then each expert's total. */
+void record_expert_loss(moevk_router *router, const route_params *params) {
+    record_bind_set(router);
+    route_params phase = *params;
+    phase.phase = 0;
+    if (params->stat_blocks > 0) {
+        record_stage(router, STAGE_EXPERT_LOSS, &phase, params->stat_blocks);
+        record_compute_barrier(router);
+    }
+    phase.phase = 1;
+    record_stage(router, STAGE_EXPERT_LOSS, &phase, params->num_experts);
 }

@@ -327,7 +327,7 @@ enum timestamp_point {
     TIMESTAMP_COUNT
 };
 
-/* ---- record.c: recording the stages into the router's command buffer ---- */
+/* ---- record.c (the route's stage table), combine.c, losses.c, expert_loss.c, recording.c ---- */
 void record_route(moevk_router *router, const route_params *params, int with_dispatch);
 void record_combine(moevk_router *router, const route_params *params);
 /* The losses stage's phases (shaders/losses.comp) that the call needs. */

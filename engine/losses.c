@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "internal.h"
+#include "recording.h"
 
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
@@ -171,4 +171,47 @@ moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *in
                     transfer_downloaded(plan, BINDING_EXPERT_INFO),
                     transfer_downloaded(plan, BINDING_STAT_TOTALS), losses);
     return MOEVK_SUCCESS;
+}
+
+/* The call's phases of the losses stage, each with its grid; a barrier between any two. */
+void record_losses(moevk_router *router, const route_params *params, const loss_phases *phases) {
+    record_bind_set(router);
+    if (params->num_tokens == 0) return;
+    uint32_t sequences = params->num_tokens / params->loss.sequence_length;
+    uint32_t sequence_groups = sequences < MAX_GROUPS_X ? sequences : MAX_GROUPS_X;
+    /* Each phase that runs, with its grid and how many dispatches (the noise's reduction walks
+     * TOKEN_CHUNK tokens in each); a barrier between any two. */
+    const struct {
+        int runs;
+        uint32_t phase, groups, dispatches;
+    } plan[] = {
+        {phases->thresholds, LOSS_PHASE_THRESHOLDS, grid_for(router, params->num_tokens), 1},
+        {1, LOSS_PHASE_PARTIALS, params->stat_blocks, 1},
+        {1, LOSS_PHASE_COLUMNS, 2 * params->num_experts, 1},
+        {phases->cv2_slopes, LOSS_PHASE_CV2_SLOPES, 1, 1},
+        {phases->sequences, LOSS_PHASE_SEQUENCES, sequence_groups, 1},
+        {phases->sequences, LOSS_PHASE_SEQUENCE_TOKENS, grid_for(router, params->num_tokens), 1},
+        {phases->sequences, LOSS_PHASE_SEQUENCE_TOTALS, sequence_groups, 1},
+        {phases->weights_backward, LOSS_PHASE_WEIGHTS_BACKWARD,
+         grid_for(router, (uint64_t)params->num_tokens * params->top_k), 1},
+        {phases->logits_backward, LOSS_PHASE_LOGITS_BACKWARD, grid_for(router, params->num_tokens),
+         1},
+        {phases->noise_slope, LOSS_PHASE_NOISE_SLOPE,
+         grid_for(router, (uint64_t)params->num_tokens * params->num_experts), 1},
+        {phases->noise_reduce, LOSS_PHASE_NOISE_REDUCE,
+         grid_for(router, (uint64_t)params->hidden_size * params->num_experts),
+         div_ceil_u32(params->num_tokens, TOKEN_CHUNK)},
+    };
+    route_params phase = *params;
+    int first = 1;
+    for (size_t i = 0; i < sizeof plan / sizeof plan[0]; ++i) {
+        if (!plan[i].runs) continue;
+        for (uint32_t c = 0; c < plan[i].dispatches; ++c) {
+            if (!first) record_compute_barrier(router);
+            first = 0;
+            phase.phase = plan[i].phase;
+            phase.loss.token_chunk = c;
+            record_stage(router, STAGE_LOSSES, &phase, plan[i].groups);
+        }
+    }
 }
