@@ -10,7 +10,7 @@ moevk_result moevk_router_expert_loss(moevk_router *router, const float *token_l
     moevk_context *context = router->context;
     moevk_result r = router_settle(router);
     if (r != MOEVK_SUCCESS) return r;
-    if (!router->routed) REJECT("the per-expert loss needs a route first");
+    if (router->route == ROUTE_NONE) REJECT("the per-expert loss needs a route first");
     if (!expert_loss) REJECT("expert_loss must not be NULL");
     const route_params *last = &router->last;
     uint64_t T = last->num_tokens, E = router->info.num_experts;

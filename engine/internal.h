@@ -256,6 +256,23 @@ typedef struct transfer_plan {
 } transfer_plan;
 
 /* ---- router.c ---- */
+/* What the router's buffers hold of the last route, and its transitions:
+ *   ROUTE_NONE      at creation, and from the moment a route call starts until it has waited;
+ *   ROUTE_RUN       moevk_route, or moevk_route_submit once moevk_router_wait succeeded: the
+ *                   route ran on the router's own buffers, which moevk_router_losses reads;
+ *   ROUTE_RECORDED  moevk_record_route: the inputs were the application's buffers (the
+ *                   losses are refused). Combine, the per-expert loss and moevk_router_read
+ *                   need a route that is not ROUTE_NONE. */
+typedef enum route_state { ROUTE_NONE, ROUTE_RUN, ROUTE_RECORDED } route_state;
+/* And of the last combine since that route:
+ *   COMBINE_NONE      after every route, and from the moment a combine call starts;
+ *   COMBINE_RUN       moevk_combine*, once waited for: the expert outputs are in the router's
+ *                     buffer, which the losses' dL/dcombined reads;
+ *   COMBINE_RECORDED  moevk_record_combine (the expert outputs were the application's). */
+typedef enum combine_state { COMBINE_NONE, COMBINE_RUN, COMBINE_RECORDED } combine_state;
+/* The asynchronous call in flight, if any. */
+typedef enum pending_call { PENDING_NONE, PENDING_ROUTE, PENDING_COMBINE } pending_call;
+
 struct moevk_router {
     moevk_context *context;
     moevk_router_info info;
@@ -276,20 +293,18 @@ struct moevk_router {
     VkQueryPool timestamps;           /* when profiling: TIMESTAMP_COUNT queries */
     uint64_t max_dispatched_rows;
     int use_addresses; /* the large buffers are reached through device addresses */
-    /* The last route, kept for combine. */
-    int routed;
-    int combined; /* a combine ran since the last route */
+    /* The router's state: what its buffers hold of the last route and combine (router_state). */
+    route_state route;
+    combine_state combine;
+    /* The last route: its plan (for combine, the losses, the per-expert loss) and the counts
+     * the losses need. */
     route_params last;
-    /* The last route ran on the router's own buffers (moevk_route), so its logits, ids and
-     * statistics are there for moevk_router_losses; and the counts it needs. */
-    int losses_ready;
     uint64_t last_assignments;
     uint32_t last_valid_rows;
     int last_noise_std_positive; /* every std of the last route's Gaussian noise is > 0 */
-    int expert_out_resident;     /* the last combine's expert outputs are in the router's buffer */
     /* Work submitted by moevk_route_submit or moevk_combine_submit, completed by
-     * moevk_router_wait: PENDING_NONE, PENDING_ROUTE or PENDING_COMBINE. */
-    int pending;
+     * moevk_router_wait. */
+    pending_call pending;
     transfer_plan pending_plan;
     route_params pending_params;
     moevk_route_output pending_output;
@@ -303,8 +318,6 @@ moevk_result router_settle(moevk_router *router);
 void route_fill_stats(const moevk_router *router, const route_params *params,
                       const uint32_t *expert_info, const float *totals,
                       const float *decision_header, moevk_route_stats *stats);
-
-enum { PENDING_NONE, PENDING_ROUTE, PENDING_COMBINE };
 
 /* Adds the router's noise for one call (nothing in inference mode or without noise). */
 void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer, int inference,

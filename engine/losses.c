@@ -18,7 +18,7 @@ static moevk_result check_losses(const moevk_router *router, const moevk_loss_in
     if (router->use_addresses)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "losses need the router's buffers within maxStorageBufferRange");
-    if (!router->losses_ready) REJECT("losses need a route run by moevk_route first");
+    if (router->route != ROUTE_RUN) REJECT("losses need a route run by moevk_route first");
     const float coefs[6] = {info->aux_coef,  info->z_coef,       info->importance_coef,
                             info->load_coef, info->entropy_coef, info->sequence_coef};
     for (int i = 0; i < 6; ++i)
@@ -39,7 +39,7 @@ static moevk_result check_losses(const moevk_router *router, const moevk_loss_in
                (unsigned long long)info->grad_weights_buffer->size,
                (unsigned long long)(T * k * 4));
     int grad_combined = info->grad_combined || info->grad_combined_buffer;
-    if (grad_combined && !router->expert_out_resident)
+    if (grad_combined && router->combine != COMBINE_RUN)
         REJECT("grad_combined needs moevk_combine (or moevk_combine_buffers) after the route");
     uint64_t combined_bytes = T * router->info.hidden_size * dtype_bytes(router->info.hidden_type);
     if (info->grad_combined && info->grad_combined_buffer)

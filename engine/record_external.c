@@ -123,10 +123,8 @@ moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_bu
     entry_barrier(router, bindings, 4);
     record_route(router, &params, with_hidden);
     router->last = params;
-    router->routed = 1;
-    router->losses_ready = 0;
-    router->expert_out_resident = 0;
-    router->combined = 0;
+    router->route = ROUTE_RECORDED;
+    router->combine = COMBINE_NONE;
     return MOEVK_SUCCESS;
 }
 
@@ -141,7 +139,7 @@ moevk_result moevk_record_combine(moevk_router *router, VkCommandBuffer command_
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "this router's buffers pass maxStorageBufferRange");
     if (router->info.hidden_size == 0) REJECT("combine needs a router with hidden_size > 0");
-    if (!router->routed) REJECT("combine needs a route first");
+    if (router->route == ROUTE_NONE) REJECT("combine needs a route first");
     if (!expert_out.buffer || !combined.buffer) REJECT("expert_out and combined need buffers");
     const route_params *params = &router->last;
     uint64_t row = (uint64_t)router->info.hidden_size * dtype_bytes(router->info.hidden_type);
@@ -155,8 +153,7 @@ moevk_result moevk_record_combine(moevk_router *router, VkCommandBuffer command_
     router->bound_set = router->external_sets[1];
     entry_barrier(router, bindings, 2);
     record_combine(router, params);
-    router->combined = 1;
-    router->expert_out_resident = 0;
+    router->combine = COMBINE_RECORDED;
     return MOEVK_SUCCESS;
 }
 
@@ -166,7 +163,7 @@ moevk_result moevk_router_read(moevk_router *router, const moevk_route_output *o
     if (!output) REJECT("output must not be NULL");
     moevk_result waited = router_settle(router);
     if (waited != MOEVK_SUCCESS) return waited;
-    if (!router->routed) REJECT("no route has been recorded or run");
+    if (router->route == ROUTE_NONE) REJECT("no route has been recorded or run");
     const route_params *params = &router->last;
     uint64_t E = router->info.num_experts,
              TK = (uint64_t)params->num_tokens * router_choices(&router->info);

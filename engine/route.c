@@ -105,9 +105,8 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
     router_plan(router, input->num_tokens, input->step, &params);
     router_plan_noise(router, input->step, input->layer, input->inference, &params);
     if (input->bias) params.flags |= FLAG_HAS_BIAS;
-    router->routed = 0;
-    router->losses_ready = 0;
-    router->expert_out_resident = 0;
+    router->route = ROUTE_NONE;
+    router->combine = COMBINE_NONE;
 
     transfer_plan *plan = &router->pending_plan;
     r = transfer_begin(plan, router);
@@ -159,7 +158,7 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
 
 moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
-    if (!router->pending) return MOEVK_SUCCESS;
+    if (router->pending == PENDING_NONE) return MOEVK_SUCCESS;
     moevk_result alive = context_check_alive(router->context);
     if (alive != MOEVK_SUCCESS) {
         router->pending = PENDING_NONE; /* a lost device signals nothing: drop the work */
@@ -168,12 +167,11 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
     transfer_plan *plan = &router->pending_plan;
     moevk_result r = transfer_complete(plan, timeout_ns);
     if (r == MOEVK_NOT_READY) return r;
-    int kind = router->pending;
+    pending_call kind = router->pending;
     router->pending = PENDING_NONE;
     if (r != MOEVK_SUCCESS) return r;
     if (kind == PENDING_COMBINE) {
-        router->combined = 1;
-        router->expert_out_resident = 1;
+        router->combine = COMBINE_RUN;
         return MOEVK_SUCCESS;
     }
     const moevk_route_output *output = &router->pending_output;
@@ -195,9 +193,8 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
     if (output->stats) *output->stats = stats;
     params.dispatched_rows = stats.dispatched_rows;
     router->last = params;
-    router->routed = 1;
-    router->combined = 0;
-    router->losses_ready = 1;
+    router->route = ROUTE_RUN;
+    router->combine = COMBINE_NONE;
     router->last_assignments = stats.assignments;
     router->last_valid_rows = params.num_tokens - stats.nonfinite_rows - stats.masked_rows;
     return MOEVK_SUCCESS;
@@ -227,7 +224,7 @@ static moevk_result combine(moevk_router *router, const void *expert_out,
     moevk_result waited = router_settle(router); /* the route it combines */
     if (waited != MOEVK_SUCCESS) return waited;
     if (router->info.hidden_size == 0) REJECT("combine needs a router with hidden_size > 0");
-    if (!router->routed) REJECT("combine needs a successful route first");
+    if (router->route == ROUTE_NONE) REJECT("combine needs a successful route first");
     const route_params *params = &router->last;
     uint64_t row_bytes = (uint64_t)router->info.hidden_size * dtype_bytes(router->info.hidden_type);
     uint64_t in_bytes = params->dispatched_rows * row_bytes,
@@ -254,8 +251,7 @@ static moevk_result combine(moevk_router *router, const void *expert_out,
         transfer_copy_out(plan, BINDING_COMBINED, combined_buffer, out_bytes);
     else
         transfer_download(plan, BINDING_COMBINED, combined, out_bytes);
-    router->combined = 0;
-    router->expert_out_resident = 0;
+    router->combine = COMBINE_NONE;
     r = transfer_submit(plan);
     if (r != MOEVK_SUCCESS) return r;
     router->pending = PENDING_COMBINE;

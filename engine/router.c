@@ -595,7 +595,7 @@ void moevk_router_destroy(moevk_router *router) {
     moevk_context *context = router->context;
     const struct VolkDeviceTable *vk = &context->vk;
     /* A submitted route may still run: wait for it (its results are dropped). */
-    if (router->pending)
+    if (router->pending != PENDING_NONE)
         vk->vkWaitForFences(context->device, 1, &router->fence, VK_TRUE, UINT64_MAX);
     if (router->fence) vk->vkDestroyFence(context->device, router->fence, context->allocator);
     if (router->timestamps)

@@ -22,7 +22,7 @@ moevk_result moevk_router_timings(moevk_router *router, moevk_timings *timings) 
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             router->info.profile ? "the queue has no timestamps"
                                                  : "the router was created without profile");
-    if (!router->routed)
+    if (router->route == ROUTE_NONE)
         return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "no route has run yet");
     uint64_t ticks[TIMESTAMP_COUNT] = {0};
     VkResult vr = context->vk.vkGetQueryPoolResults(
@@ -35,7 +35,7 @@ moevk_result moevk_router_timings(moevk_router *router, moevk_timings *timings) 
         span_ms(router, ticks, TIMESTAMP_AFTER_BUCKETING, TIMESTAMP_AFTER_DISPATCH);
     timings->stats_ms = span_ms(router, ticks, TIMESTAMP_AFTER_DISPATCH, TIMESTAMP_ROUTE_END);
     timings->route_ms = span_ms(router, ticks, TIMESTAMP_ROUTE_START, TIMESTAMP_ROUTE_END);
-    if (router->combined) {
+    if (router->combine != COMBINE_NONE) {
         vr = context->vk.vkGetQueryPoolResults(context->device, router->timestamps,
                                                TIMESTAMP_COMBINE_START, 2, 2 * sizeof ticks[0],
                                                ticks + TIMESTAMP_COMBINE_START, sizeof ticks[0],
