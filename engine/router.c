@@ -357,8 +357,12 @@ static int is_large_binding(int binding) {
            binding == BINDING_COMBINED;
 }
 
-/* Shaders index the large buffers in 32-bit words: 16 GiB each at most. */
-#define MAX_ADDRESSED_BYTES ((uint64_t)1 << 34)
+/* Shaders index the large buffers by element in 32 bits: at most 2^32 elements each (16 GiB of
+ * f32, 8 GiB of 16-bit values). */
+static uint64_t max_addressed_bytes(const moevk_router_info *info, int binding) {
+    moevk_dtype type = binding == BINDING_LOGITS ? info->logits_type : info->hidden_type;
+    return ((uint64_t)1 << 32) * dtype_bytes(type);
+}
 
 static moevk_result check_sizes(moevk_context *context, moevk_router *router,
                                 const uint64_t sizes[BINDING_COUNT]) {
@@ -373,12 +377,13 @@ static moevk_result check_sizes(moevk_context *context, moevk_router *router,
     if (router->use_addresses && !context->info.buffer_device_address)
         router->use_addresses = 0; /* then the sizes below are refused with a clear message */
     for (int i = 0; i < BINDING_COUNT; ++i) {
-        if (router->use_addresses && is_large_binding(i)) {
-            if (sizes[i] <= MAX_ADDRESSED_BYTES) continue;
+        if (is_large_binding(i) && sizes[i] > max_addressed_bytes(&router->info, i))
             return context_fail(context, MOEVK_ERROR_TOO_LARGE,
-                                "the %s buffer needs %llu bytes; moevk indexes at most 16 GiB",
-                                BINDING_NAMES[i], (unsigned long long)sizes[i]);
-        }
+                                "the %s buffer needs %llu bytes; moevk indexes at most 2^32 "
+                                "elements (%llu bytes)",
+                                BINDING_NAMES[i], (unsigned long long)sizes[i],
+                                (unsigned long long)max_addressed_bytes(&router->info, i));
+        if (router->use_addresses && is_large_binding(i)) continue;
         if (sizes[i] <= range) continue;
         uint64_t per_token = sizes[i] / (router->info.max_tokens ? router->info.max_tokens : 1);
         uint64_t fits = per_token ? range / per_token : 0;

@@ -140,6 +140,23 @@ static void test_sizes_past_32_bit_indices_are_refused(void) {
           moevk_context_last_error(test_context()));
 }
 
+/* The shaders index elements in 32 bits: 16-bit logits of more than 2^32 elements (8 GiB, within
+ * the 16 GiB a device address reaches) are refused, not wrapped around. */
+static void test_elements_past_32_bit_indices_are_refused(void) {
+    moevk_router_info info = small_info();
+    info.num_experts = 1024;
+    info.top_k = 2;
+    info.max_tokens = (1u << 22) + 1; /* T * E = 2^32 + 1024 */
+    info.logits_type = MOEVK_DTYPE_F16;
+    info.hidden_size = 0;
+    moevk_router *router = NULL;
+    moevk_result r = moevk_router_create(test_context(), &info, &router);
+    moevk_router_destroy(router);
+    CHECK(r == MOEVK_ERROR_TOO_LARGE, "got %s", moevk_result_string(r));
+    const char *message = moevk_context_last_error(test_context());
+    CHECK(strstr(message, "logits") && strstr(message, "2^32 elements"), "message: %s", message);
+}
+
 /* A NaN in one token's hidden state stays in that token's rows and output, nowhere else. */
 static void test_nan_hidden_state_stays_in_its_token(void) {
     moevk_router_info info = small_info();
@@ -655,6 +672,7 @@ static const test_case TESTS[] = {
     {"huge_capacity_factor_is_refused_not_overflowed",
      test_huge_capacity_factor_is_refused_not_overflowed},
     TEST(sizes_past_32_bit_indices_are_refused),
+    TEST(elements_past_32_bit_indices_are_refused),
     TEST(nan_hidden_state_stays_in_its_token),
     TEST(bad_route_calls_leave_the_router_usable),
     TEST(bad_device_selector_is_a_clear_error),
