@@ -314,7 +314,7 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
     int gaussian = info->noise == MOEVK_NOISE_GAUSSIAN;
     sizes[BINDING_NOISE_STD] = info->learned_noise ? T * E * 4 : gaussian ? E * 4 : 0;
     sizes[BINDING_NOISE_WEIGHTS] = info->learned_noise ? d * E * 4 : 0;
-    sizes[BINDING_EXPERT_LOSS] = (T + E) * 4;
+    sizes[BINDING_EXPERT_LOSS] = (T + E + max_stat_blocks(info) * E) * 4;
     /* dL/dstd [T, E] after the results ([E], or [d, E] for a learned std). */
     int std_gradient = losses && gaussian;
     sizes[BINDING_GRAD_NOISE] = std_gradient ? ((info->learned_noise ? d * E : E) + T * E) * 4 : 0;
@@ -424,8 +424,9 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
                            A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_EXPERT_INFO]) +
                            A16(sizes[BINDING_GRAD_NOISE]);
     /* moevk_router_expert_loss: the token loss up, its sums and the counts down. */
-    uint64_t expert_loss_up = A16(sizes[BINDING_EXPERT_LOSS]);
-    uint64_t expert_loss_down = A16(sizes[BINDING_EXPERT_LOSS]) + A16(sizes[BINDING_EXPERT_INFO]);
+    uint64_t T = router->info.max_tokens, E = router->info.num_experts;
+    uint64_t expert_loss_up = A16(T * 4);
+    uint64_t expert_loss_down = A16((T + E) * 4) + A16(sizes[BINDING_EXPERT_INFO]);
     if (losses_up < expert_loss_up) losses_up = expert_loss_up;
     if (losses_down < expert_loss_down) losses_down = expert_loss_down;
 #undef A16

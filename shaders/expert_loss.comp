@@ -2,16 +2,20 @@
 #extension GL_GOOGLE_include_directive : require
 // Per-expert loss of the last route: sums of a caller's per-token loss (expert_loss_values[0,
 // T)) over each expert's kept choices, in a fixed order. Phase 0 (grid: stat_blocks): block b,
-// one lane per expert, its block's rows in order -> stat_partials[b, e]. Phase 1 (grid: E
-// workgroups): the column over blocks, strided over lanes, then a shared-memory tree ->
-// expert_loss_values[T + e].
+// one lane per expert, its block's rows in order -> the partials [blocks, E] after the sums.
+// Phase 1 (grid: E workgroups): the column over blocks, strided over lanes, then a
+// shared-memory tree -> expert_loss_values[T + e]. (Layout: moevk_shared.h, BINDING_EXPERT_LOSS.)
 #include "common.glsl"
 #include "reduce.glsl"
 
 layout(std430, binding = BINDING_EXPERT_LOSS) buffer ExpertLoss { float expert_loss_values[]; };
 
+uint partial_at(uint block, uint expert) {
+    return P.num_tokens + P.num_experts + block * P.num_experts + expert;
+}
+
 void partial_sums() {
-    uint block = gl_WorkGroupID.x, width = P.num_experts + STAT_SCALARS;
+    uint block = gl_WorkGroupID.x;
     uint begin = block * P.rows_per_stat_block;
     uint end = min(begin + P.rows_per_stat_block, P.num_tokens);
     // Expert choice's columns are the experts: only column e can hold e (and the loop over E
@@ -24,15 +28,15 @@ void partial_sums() {
                 uint choice = t * P.top_k + j;
                 if (expert_ids[choice] == int(e) && slots[choice] >= 0) sum += expert_loss_values[t];
             }
-        stat_partials[block * width + e] = sum;
+        expert_loss_values[partial_at(block, e)] = sum;
     }
 }
 
 void final_sums() {
     uint expert = gl_WorkGroupID.x, lane = gl_LocalInvocationID.x;
-    uint width = P.num_experts + STAT_SCALARS;
     float sum = 0.0;
-    for (uint b = lane; b < P.stat_blocks; b += gl_WorkGroupSize.x) sum += stat_partials[b * width + expert];
+    for (uint b = lane; b < P.stat_blocks; b += gl_WorkGroupSize.x)
+        sum += expert_loss_values[partial_at(b, expert)];
     float total = workgroup_tree_sum(sum);
     if (lane == 0u) expert_loss_values[P.num_tokens + expert] = total;
 }

@@ -36,7 +36,8 @@
 #define BINDING_DECISIONS 24
 #define BINDING_NOISE_STD 25     /* [E] or (learned) [T, E] float: the Gaussian noise's std */
 #define BINDING_NOISE_WEIGHTS 26 /* [d, E] float: W_noise of the learned std */
-#define BINDING_EXPERT_LOSS 27   /* [T] float: a caller's per-token loss; then [E] sums per expert */
+#define BINDING_EXPERT_LOSS 27   /* [T] float: a caller's per-token loss; then [E] sums per
+                                    expert; then [stat_blocks, E] partial sums */
 #define BINDING_GRAD_NOISE 28    /* losses: dL/dnoise_std [E] or dL/dW_noise [d, E], then the
                                     per-(token, expert) dL/dstd [T, E] */
 #define BINDING_COUNT 29
