@@ -306,6 +306,7 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
         /* Sequences longer than a chunk keep their running counts after the means. */
         decisions = S > TOKEN_CHUNK ? 2 * means : means;
     }
+    if (info->mode == MOEVK_MODE_EXPERT_CHOICE) decisions = T * E; /* the ranking keys */
     if (info->mode == MOEVK_MODE_SINKHORN) {
         uint64_t blocks = (T + SINKHORN_BLOCK_ROWS - 1) / SINKHORN_BLOCK_ROWS;
         decisions = SINKHORN_SCRATCH_FLOATS(T, E, blocks);

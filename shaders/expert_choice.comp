@@ -1,12 +1,13 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 // EXPERT_CHOICE mode: each expert takes its top-C tokens by the keys scores_topk left in the
-// weight columns [T, E] (-1: not eligible), ties to the lower token. Grid: E workgroups, one per
-// expert. The C-th largest key is found by a radix select over its bits (non-negative floats
-// order as their bits), four 8-bit digits from the top, each a shared-memory histogram; then
-// token order takes the keys above it and, of those equal to it, the first ones, and numbers
-// the taken tokens (their slots) by workgroup prefix sums over the lanes' runs. Integer counts and fixed
-// orders only: the same result on every device and subgroup size.
+// decisions buffer (choice_key_at; -1: not eligible), ties to the lower token. Grid: E
+// workgroups, one per expert. The C-th largest key is found by a radix select over its bits
+// (non-negative floats order as their bits), four 8-bit digits from the top, each a
+// shared-memory histogram; then token order takes the keys above it and, of those equal to it,
+// the first ones, and numbers the taken tokens (their slots) by workgroup prefix sums over the
+// lanes' runs. Integer counts and fixed orders only: the same result on every device and
+// subgroup size.
 // Phase 0 writes, for column e of every token: expert id, slot, weight (the routing score times
 // scale), or -1, -1, 0; row_token of the expert's rows; expert_info totals and kept counts
 // (equal: expert choice drops nothing). Phase 1 (grid-stride over tokens) compacts each token's
@@ -20,7 +21,9 @@
 shared uint histogram[256];
 shared uint chosen_digit, still_needed;
 
-uint key_bits(uint token, uint expert) { return floatBitsToUint(weights[token * P.num_experts + expert]); }
+uint key_bits(uint token, uint expert) {
+    return floatBitsToUint(decisions[choice_key_at(token, expert)]);
+}
 bool eligible(uint bits) { return (bits & 0x80000000u) == 0u; } // keys >= 0; -1 is not
 
 // The weight of a taken token: its routing score (softmax probability, or sigmoid, of the
@@ -109,7 +112,6 @@ void main() {
     uint slot = workgroup_inclusive_scan(taken_here, taken_total) - taken_here;
     equal_rank = equal_before;
     for (uint t = first; t < last; ++t) {
-        // Read before writing: the weight column holds the key until now.
         bool taken = is_taken(key_bits(t, expert), take_all, prefix, needed, equal_rank);
         uint choice = t * E + expert;
         expert_ids[choice] = taken ? int(expert) : -1;

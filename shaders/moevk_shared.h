@@ -7,7 +7,7 @@
 #define BINDING_LOGITS 0        /* [T, E] f32, or f16 pairs in 32-bit words */
 #define BINDING_BIAS 1          /* [E] f32 */
 #define BINDING_EXPERT_IDS 2    /* [T, k] int: selected experts, -1 none */
-#define BINDING_WEIGHTS 3       /* [T, k] float (expert choice: first each expert's ranking key) */
+#define BINDING_WEIGHTS 3       /* [T, k] float: combine weights, 0 where none */
 #define BINDING_ROW_STATS 4     /* [T] vec4: largest logit, 1/normaliser, raw logsumexp, entropy */
 #define BINDING_ROW_FLAGS 5     /* [T] uint: ROW_VALID, ROW_NONFINITE, ROW_MASKED */
 #define BINDING_BLOCK_COUNTS 6  /* [blocks, E] uint: per-block counts, then exclusive offsets */
@@ -31,8 +31,9 @@
 #define BINDING_SEQ_COUNTS 21    /* [T / S, E] uint: selections per sequence and expert */
 #define BINDING_GRAD_WEIGHTS 22  /* [T, k] float: dL/dweights */
 #define BINDING_GRAD_LOGITS 23   /* [T, E] float: dL/dlogits */
-/* The routing modes' scratch (SEQUENCE, BATCH, SINKHORN): DECISION_HEADER scalars, then
- * SEQUENCE: mean logits [sequences, E]; SINKHORN: d1 [E], d0 [T]. */
+/* The routing modes' scratch: DECISION_HEADER scalars, then SEQUENCE and BATCH: mean logits
+ * [sequences, E] (and running counts); SINKHORN: see SINKHORN_SCRATCH_FLOATS; EXPERT_CHOICE:
+ * each expert's ranking key of each token [T, E]. */
 #define BINDING_DECISIONS 24
 #define BINDING_NOISE_STD 25     /* [E] or (learned) [T, E] float: the Gaussian noise's std */
 #define BINDING_NOISE_WEIGHTS 26 /* [d, E] float: W_noise of the learned std */

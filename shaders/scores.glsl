@@ -12,6 +12,12 @@ float logit_at(uint token, uint expert) {
 // sequence's mean logits (sequence_mean.comp), whose index is also the noise counter's token.
 bool by_sequence() { return (P.flags & FLAG_SEQUENCE_DECISIONS) != 0u; }
 uint decision_row(uint token) { return by_sequence() ? token / P.mode_param : token; }
+// EXPERT_CHOICE: where each expert's ranking key of a token waits (scores_topk writes,
+// expert_choice reads): the decisions' [T, E] after the header.
+uint choice_key_at(uint token, uint expert) {
+    return DECISION_HEADER + token * P.num_experts + expert;
+}
+
 float decision_logit(uint token, uint expert) {
     if (!by_sequence()) return logit_at(token, expert);
     return decisions[DECISION_HEADER + decision_row(token) * P.num_experts + expert];

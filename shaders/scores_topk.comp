@@ -8,7 +8,7 @@
 // [T] for the stats stage (row max, 1/normaliser, raw logsumexp, entropy). The modes (see
 // scores.glsl): SEQUENCE and BATCH decide from the sequence's mean row (sequence_mean.comp),
 // SINKHORN ranks the balanced keys (sinkhorn.comp), EXPERT_CHOICE writes each expert's ranking
-// key into the token's E weight columns instead of a top-k (expert_choice.comp ranks them).
+// key of the token into the decisions buffer instead of a top-k (expert_choice.comp ranks them).
 // Grid: any 1D size; a grid-stride loop covers the tokens.
 #include "common.glsl"
 #include "noise.glsl"
@@ -16,9 +16,9 @@
 
 bool expert_choice() { return (P.flags & FLAG_EXPERT_CHOICE) != 0u; }
 
-// EXPERT_CHOICE: instead of a top-k, the key each expert ranks this token by, in the token's
-// weight columns [T, E]: its routing score from the noisy logits (softmax over the experts, or
-// sigmoid); -1 where the expert is masked for it. expert_choice.comp ranks and replaces them.
+// EXPERT_CHOICE: instead of a top-k, the key each expert ranks this token by (choice_key_at):
+// its routing score from the noisy logits (softmax over the experts, or sigmoid); -1 where the
+// expert is masked for it. expert_choice.comp ranks them.
 void write_choice_keys(uint token, float max_noisy) {
     bool sigmoid = (P.flags & FLAG_SIGMOID) != 0u;
     float sum = 0.0;
@@ -30,7 +30,7 @@ void write_choice_keys(uint token, float max_noisy) {
         float noisy = noisy_logit(logit_at(token, e), token, e);
         float key = sigmoid ? 1.0 / (1.0 + exp(-(noisy / P.temperature)))
                             : exp((noisy - max_noisy) / P.temperature) / sum;
-        weights[token * P.num_experts + e] = isinf(noisy) ? -1.0 : key;
+        decisions[choice_key_at(token, e)] = isinf(noisy) ? -1.0 : key;
     }
 }
 
@@ -74,7 +74,7 @@ void route_token(uint token) {
         // isinf(max_raw) here means every logit is -inf: nothing to route to.
         for (uint j = 0; j < TOP_K; ++j) { expert_ids[base + j] = -1; weights[base + j] = 0.0; }
         if (expert_choice())
-            for (uint e = 0; e < P.num_experts; ++e) weights[base + e] = -1.0;
+            for (uint e = 0; e < P.num_experts; ++e) decisions[choice_key_at(token, e)] = -1.0;
         row_stats[token] = vec4(0.0);
         row_flags[token] = nonfinite ? ROW_NONFINITE : ROW_MASKED;
         return;
