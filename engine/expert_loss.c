@@ -43,12 +43,5 @@ moevk_result moevk_router_expert_loss(moevk_router *router, const float *token_l
  * then each expert's total. */
 void record_expert_loss(moevk_router *router, const route_params *params) {
     record_bind_set(router);
-    route_params phase = *params;
-    phase.phase = 0;
-    if (params->stat_blocks > 0) {
-        record_stage(router, STAGE_EXPERT_LOSS, &phase, params->stat_blocks);
-        record_compute_barrier(router);
-    }
-    phase.phase = 1;
-    record_stage(router, STAGE_EXPERT_LOSS, &phase, params->num_experts);
+    record_blocks_then_totals(router, STAGE_EXPERT_LOSS, params, params->num_experts);
 }

@@ -75,6 +75,18 @@ uint32_t groups_for(uint64_t count) {
     return count ? (uint32_t)count : 1;
 }
 
+void record_blocks_then_totals(moevk_router *router, stage which, const route_params *params,
+                               uint32_t totals) {
+    route_params phase = *params;
+    phase.phase = 0;
+    if (params->stat_blocks > 0) {
+        record_stage(router, which, &phase, params->stat_blocks);
+        record_compute_barrier(router);
+    }
+    phase.phase = 1;
+    record_stage(router, which, &phase, totals);
+}
+
 void record_timestamp(moevk_router *router, enum timestamp_point point) {
     if (!router->timestamps) return;
     router->context->vk.vkCmdWriteTimestamp(router->recording, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT,

@@ -24,6 +24,10 @@ uint32_t grid_for(const moevk_router *router, uint64_t items);
 /* Workgroups for a loop over `count` workgroup-sized items (blocks, experts): at most
  * MAX_GROUPS_X, which every device allows and the shaders assume. */
 uint32_t groups_for(uint64_t count);
+/* A two-phase reduction stage: phase 0 over the statistics blocks (params->stat_blocks), a
+ * barrier, then phase 1 with `totals` workgroups. */
+void record_blocks_then_totals(moevk_router *router, stage which, const route_params *params,
+                               uint32_t totals);
 void record_timestamp(moevk_router *router, enum timestamp_point point);
 void record_reset_timestamps(moevk_router *router, uint32_t first, uint32_t count);
 /* Binds the router's current descriptor set (its own, or the application's buffers). */

@@ -3,12 +3,5 @@
 #include "recording.h"
 
 void record_stats(moevk_router *router, const route_params *params) {
-    route_params phase = *params;
-    phase.phase = 0;
-    if (params->stat_blocks > 0) {
-        record_stage(router, STAGE_STATS, &phase, params->stat_blocks);
-        record_compute_barrier(router);
-    }
-    phase.phase = 1;
-    record_stage(router, STAGE_STATS, &phase, params->num_experts + STAT_SCALARS);
+    record_blocks_then_totals(router, STAGE_STATS, params, params->num_experts + STAT_SCALARS);
 }

@@ -349,6 +349,18 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
     }
 }
 
+moevk_router_info route_case_info(moevk_routing_mode mode, uint32_t E, uint32_t k, uint32_t T,
+                                  uint32_t d) {
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.mode = mode;
+    info.num_experts = E;
+    info.top_k = k;
+    info.max_tokens = T;
+    info.hidden_size = d;
+    return info;
+}
+
 void check_route_case(const route_case *c) {
     const moevk_router_info *info = &c->info;
     uint32_t T = c->num_tokens, E = info->num_experts, K = info->top_k, d = info->hidden_size;

@@ -27,6 +27,11 @@ typedef struct route_case {
     const float *noise_weights; /* [d, E] W_noise of a learned std (needs with_hidden), or NULL */
 } route_case;
 
+/* A router of the mode with E experts, top-k, max_tokens T and hidden size d; the rest
+ * moevk_router_info_init's defaults. */
+moevk_router_info route_case_info(moevk_routing_mode mode, uint32_t E, uint32_t k, uint32_t T,
+                                  uint32_t d);
+
 /* Runs the case; failures go through the harness. */
 void check_route_case(const route_case *c);
 

@@ -12,13 +12,7 @@
 
 static moevk_router_info base(moevk_routing_mode mode, uint32_t E, uint32_t k, uint32_t T,
                               uint32_t d) {
-    moevk_router_info info;
-    moevk_router_info_init(&info);
-    info.mode = mode;
-    info.num_experts = E;
-    info.top_k = k;
-    info.max_tokens = T;
-    info.hidden_size = d;
+    moevk_router_info info = route_case_info(mode, E, k, T, d);
     info.sequence_length = 16;
     return info;
 }

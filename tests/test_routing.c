@@ -4,13 +4,7 @@
 #include "route_check.h"
 
 static moevk_router_info base(uint32_t E, uint32_t k, uint32_t T, uint32_t d) {
-    moevk_router_info info;
-    moevk_router_info_init(&info);
-    info.num_experts = E;
-    info.top_k = k;
-    info.max_tokens = T;
-    info.hidden_size = d;
-    return info;
+    return route_case_info(MOEVK_MODE_TOKEN, E, k, T, d);
 }
 
 static void run(const char *name, moevk_router_info info, uint32_t T, logits_pattern pattern,

@@ -24,18 +24,6 @@ static uint32_t log_uniform(uint32_t low, uint32_t high) {
     return value < low ? low : value > high ? high : value;
 }
 
-static moevk_router_info base(moevk_routing_mode mode, uint32_t E, uint32_t k, uint32_t T,
-                              uint32_t d) {
-    moevk_router_info info;
-    moevk_router_info_init(&info);
-    info.mode = mode;
-    info.num_experts = E;
-    info.top_k = k;
-    info.max_tokens = T;
-    info.hidden_size = d;
-    return info;
-}
-
 static void with_gaussian_noise(moevk_router_info *info) {
     info->noise = MOEVK_NOISE_GAUSSIAN;
     info->noise_amount = 0.3f;
@@ -68,7 +56,7 @@ static void random_cases(moevk_routing_mode mode, const char *name) {
         if ((uint64_t)T * E > RANDOM_ELEMENTS) T = RANDOM_ELEMENTS / E;
         uint32_t k = 1 + rng_u32() % (E < 16 ? E : 16);
         uint32_t d = rng_u32() % 3 == 0 ? 0 : 1 + rng_u32() % 8;
-        moevk_router_info info = base(mode, E, k, T + rng_u32() % 64, d);
+        moevk_router_info info = route_case_info(mode, E, k, T + rng_u32() % 64, d);
         info.sequence_length = log_uniform(1, T);
         info.sinkhorn_iterations = rng_u32() % 2 ? 0 : 1 + rng_u32() % 20;
         if (rng_u32() % 2) info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
@@ -93,32 +81,36 @@ static void test_sinkhorn_large(void) {
         uint32_t T, E, k;
     } sizes[] = {{2600, 256, 2}, {4099, 256, 6}, {16384, 32, 2}, {65536, 8, 2}, {4099, 1024, 8}};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0] && !test_failed(); ++i) {
-        moevk_router_info info = base(MOEVK_MODE_SINKHORN, sizes[i].E, sizes[i].k, sizes[i].T, 0);
+        moevk_router_info info =
+            route_case_info(MOEVK_MODE_SINKHORN, sizes[i].E, sizes[i].k, sizes[i].T, 0);
         info.sinkhorn_iterations = 10000;
         info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
         check("sinkhorn large", info, sizes[i].T, 0);
     }
-    moevk_router_info info = base(MOEVK_MODE_SINKHORN, 64, 2, 65536, 4);
+    moevk_router_info info = route_case_info(MOEVK_MODE_SINKHORN, 64, 2, 65536, 4);
     check("sinkhorn 65536 x 64, noise", info, 65536, 1);
     /* Noise adds Philox's ten rounds to every kernel entry. */
-    info = base(MOEVK_MODE_SINKHORN, 1024, 4, 2048, 0);
+    info = route_case_info(MOEVK_MODE_SINKHORN, 1024, 4, 2048, 0);
     check("sinkhorn 2048 x 1024, noise", info, 2048, 1);
 }
 
 /* One sequence of 65536 tokens: the mean's token-order sum spans four dispatches. */
 static void test_batch_large(void) {
-    check("batch 65536", base(MOEVK_MODE_BATCH, 16, 2, 65536, 2), 65536, 0);
-    moevk_router_info info = base(MOEVK_MODE_SEQUENCE, 8, 2, 65536, 0);
+    check("batch 65536", route_case_info(MOEVK_MODE_BATCH, 16, 2, 65536, 2), 65536, 0);
+    moevk_router_info info = route_case_info(MOEVK_MODE_SEQUENCE, 8, 2, 65536, 0);
     info.sequence_length = 40000; /* two chunks, then a shorter last sequence of one */
     check("sequence 40000", info, 65536, 1);
 }
 
 static void test_token_and_choice_large(void) {
-    check("token 16384 x 1024", base(MOEVK_MODE_TOKEN, 1024, 16, 16384, 0), 16384, 0);
-    check("token 65536 x 64", base(MOEVK_MODE_TOKEN, 64, 8, 65536, 4), 65536, 1);
-    check("expert choice 65536 x 64", base(MOEVK_MODE_EXPERT_CHOICE, 64, 1, 65536, 2), 65536, 0);
-    check("expert choice 4099 x 1024", base(MOEVK_MODE_EXPERT_CHOICE, 1024, 1, 4099, 0), 4099, 1);
-    check("token 4096 x 1024, noise", base(MOEVK_MODE_TOKEN, 1024, 16, 4096, 0), 4096, 1);
+    check("token 16384 x 1024", route_case_info(MOEVK_MODE_TOKEN, 1024, 16, 16384, 0), 16384, 0);
+    check("token 65536 x 64", route_case_info(MOEVK_MODE_TOKEN, 64, 8, 65536, 4), 65536, 1);
+    check("expert choice 65536 x 64", route_case_info(MOEVK_MODE_EXPERT_CHOICE, 64, 1, 65536, 2),
+          65536, 0);
+    check("expert choice 4099 x 1024", route_case_info(MOEVK_MODE_EXPERT_CHOICE, 1024, 1, 4099, 0),
+          4099, 1);
+    check("token 4096 x 1024, noise", route_case_info(MOEVK_MODE_TOKEN, 1024, 16, 4096, 0), 4096,
+          1);
 }
 
 /* On lavapipe, routers whose stages would pass its loop limit are refused with the bound; just
@@ -129,8 +121,8 @@ static void test_lavapipe_loop_limit(void) {
     moevk_device_info device;
     moevk_context_device_info(test_context(), &device);
     if (strcmp(device.driver_name, "llvmpipe") != 0) return;
-    moevk_router_info choice = base(MOEVK_MODE_EXPERT_CHOICE, 2, 1, 2000000, 0);
-    moevk_router_info score = base(MOEVK_MODE_TOKEN, 2, 1, 1100000, 0);
+    moevk_router_info choice = route_case_info(MOEVK_MODE_EXPERT_CHOICE, 2, 1, 2000000, 0);
+    moevk_router_info score = route_case_info(MOEVK_MODE_TOKEN, 2, 1, 1100000, 0);
     score.drop_policy = MOEVK_DROP_SCORE;
     score.capacity_factor = 0.5f;
     moevk_router_info *infos[] = {&choice, &score};
