@@ -27,16 +27,26 @@ typedef struct loop_context {
 } loop_context;
 typedef uint64_t (*loop_count)(const loop_context *c, uint64_t T);
 
+/* The steps of a workgroup scan (scan.glsl): log2 of the width. */
+static uint64_t scan_steps(uint64_t width) {
+    uint64_t steps = 0;
+    while ((1ull << steps) < width) ++steps;
+    return steps;
+}
+
 /* expert_choice.comp: an expert's workgroup walks its T keys eight times (eligibility, four
  * histogram digits, three passes in token order), plus the digit searches and scans. */
 static uint64_t expert_choice_loops(const loop_context *c, uint64_t T) {
-    return 8 * per_lane(T, c->wide) + 4 * 256 + 64;
+    return 8 * per_lane(T, c->wide) + 4 * (256 + per_lane(256, c->wide)) + 3 * scan_steps(c->wide) +
+           16;
 }
 
 /* score_select.comp: an overflowing expert's workgroup walks up to T choices in eight radix
- * passes and once more in chunks with a scan each, plus lane 0's digit searches. */
+ * passes (each zeroing 256 digits first) and once more in chunks with a scan each, plus lane
+ * 0's digit searches. */
 static uint64_t score_select_loops(const loop_context *c, uint64_t T) {
-    return 8 * (per_lane(T, c->wide) + 4) + 7 * per_lane(T, c->wide) + 8 * 256;
+    return 8 * (per_lane(T, c->wide) + per_lane(256, c->wide)) +
+           per_lane(T, c->wide) * (1 + scan_steps(c->wide)) + 8 * 256;
 }
 
 /* bucket_assign.comp: a block's chunks of 64 assignments, each compared with the lanes before

@@ -137,10 +137,10 @@ static void test_lavapipe_loop_limit(void) {
     }
     choice.max_tokens = 1500000;
     check("expert choice 1500000 x 2", choice, 1500000, 0);
-    score.max_tokens = 900000;
-    route_case c = {.name = "score policy, 900000 tokens on one expert",
+    score.max_tokens = 850000;
+    route_case c = {.name = "score policy, 850000 tokens on one expert",
                     .info = score,
-                    .num_tokens = 900000,
+                    .num_tokens = 850000,
                     .pattern = LOGITS_COLLAPSED};
     check_route_case(&c);
 }
