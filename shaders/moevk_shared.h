@@ -59,7 +59,7 @@
 /* SINKHORN's scratch after the header, in floats (T tokens, E experts, B = ceil(T / 64) blocks
  * of 64 rows): d1 [E], d0 [T], the last change of each d1 [E], each expert's liveness [E], each
  * block's largest logit and valid rows [B, 2], and the blocks' column sums [B, E]. */
-#define SINKHORN_BLOCK_ROWS 64
+#define SINKHORN_BLOCK_ROWS WORKGROUP_SIZE /* one row per invocation of a block's workgroup */
 #define SINKHORN_SCRATCH_FLOATS(T, E, B) (3u * (E) + (T) + 2u * (B) + (B) * (E))
 
 /* Phases of the Sinkhorn stage (shaders/sinkhorn.comp): three to start, then three per
