@@ -25,6 +25,10 @@ typedef struct loss_case {
     uint32_t step, layer;
     int finite_differences; /* also check the reference against finite differences */
     int large;              /* no central differences in the stds either (too slow) */
+    /* Set when, of many tokens with Gaussian noise, one or two were decided differently by the
+     * reference: near ties of keys whose noise differs by an ulp (exp, log and cos are the
+     * device's); the caller draws new inputs. More than two fail the test. */
+    int *near_tie;
     enum { STD_ROUTER, STD_PER_EXPERT, STD_LEARNED } noise_std; /* the Gaussian noise's std */
 } loss_case;
 
@@ -279,7 +283,16 @@ static void check_loss_case(const loss_case *c) {
     const float *b = c->with_bias ? bias : NULL;
     ref_loss_forward(info, &call, &c->loss, T, logits_read, b, NULL, &expected, ids_ref);
     if (memcmp(ids, ids_ref, (uint64_t)T * K * sizeof *ids)) {
-        test_fail(__FILE__, __LINE__, "%s: the reference selects other experts", c->name);
+        uint32_t differing = 0;
+        for (uint32_t t = 0; t < T; ++t)
+            differing +=
+                memcmp(ids + (uint64_t)t * K, ids_ref + (uint64_t)t * K, K * sizeof *ids) != 0;
+        if (c->near_tie && differing <= 2) {
+            *c->near_tie = 1;
+            goto done;
+        }
+        test_fail(__FILE__, __LINE__, "%s: the reference selects other experts for %u tokens",
+                  c->name, differing);
         goto done;
     }
     if (!ref_loss_gradient(info, &call, &c->loss, T, logits_read, b, gw, want, want_std)) {
@@ -395,21 +408,32 @@ static void test_large_sizes(void) {
     c.loss.sequence_coef = 1.0f;
     c.loss.sequence_length = 4096;
     check_loss_case(&c);
+    int near_tie = 0;
     c = (loss_case){.name = "load, per-expert std, T 65536",
                     .info = router_info(16, 2, 65536),
                     .num_tokens = 65536,
                     .step = 1,
                     .noise_std = STD_PER_EXPERT,
-                    .large = 1};
+                    .large = 1,
+                    .near_tie = &near_tie};
     c.info.noise = MOEVK_NOISE_GAUSSIAN;
     c.info.noise_seed = 9;
     c.loss.load_coef = 0.5f;
-    check_loss_case(&c);
-    c.name = "load, learned std, T 65536";
-    c.noise_std = STD_LEARNED;
-    c.info.learned_noise = 1;
-    c.info.hidden_size = 3;
-    check_loss_case(&c);
+    for (int learned = 0; learned < 2; ++learned) {
+        if (learned) {
+            c.name = "load, learned std, T 65536";
+            c.noise_std = STD_LEARNED;
+            c.info.learned_noise = 1;
+            c.info.hidden_size = 3;
+        }
+        int draws = 0;
+        do {
+            if (near_tie) printf("  %s: a near tie decided differently; new inputs\n", c.name);
+            near_tie = 0;
+            check_loss_case(&c); /* fresh inputs each time */
+        } while (near_tie && ++draws < 5 && !test_failed());
+        CHECK(!near_tie, "%s: near ties in 5 draws running", c.name);
+    }
 }
 
 /* The load loss divides by each (token, expert)'s std: per expert, or learned from the hidden
