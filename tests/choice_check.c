@@ -172,7 +172,13 @@ static void check_choice(choice_buffers *b, const char *name, moevk_router_info 
 
 void run_choice(const char *name, moevk_router_info info, uint32_t T, logits_pattern pattern) {
     uint32_t E = info.num_experts, d = info.hidden_size;
-    uint64_t TE = (uint64_t)T * E + 1, rows = (uint64_t)E * (T + 64) + 1;
+    /* Rows for the largest capacity the options give (a factor above 1 with few experts takes
+     * C past T), as moevk_router_max_dispatched_rows would. */
+    uint64_t C = info.capacity_mode == MOEVK_CAPACITY_FIXED
+                     ? (uint64_t)info.capacity
+                     : (uint64_t)ceil((double)info.capacity_factor * T / E);
+    if (C < (uint64_t)info.min_capacity) C = (uint64_t)info.min_capacity;
+    uint64_t TE = (uint64_t)T * E + 1, rows = (uint64_t)E * (C + T + 64) + 1;
     choice_buffers b = {.logits = malloc(TE * 4),
                         .hidden = malloc((uint64_t)T * d * 4 + 4),
                         .dispatched = malloc(rows * d * 4 + 4),
