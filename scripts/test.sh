@@ -72,6 +72,8 @@ for t in test_api test_routing test_noise test_losses test_history test_modes te
   run "$t under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/$t
 done
 run "test_cli under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/test_cli build-sanitize/cli/moevk
+# The size sweep's random cases too (its fixed largest ones would take minutes here).
+run "test_sizes, random sizes, under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/test_sizes random
 # Several threads on one context under ThreadSanitizer (the layer off: it is not instrumented).
 run "test_threads under ThreadSanitizer" MOEVK_DEVICE="$device" MOEVK_TEST_VALIDATION=0 \
   TSAN_OPTIONS=halt_on_error=1:exitcode=66 build-tsan/tests/test_threads
