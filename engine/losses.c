@@ -178,7 +178,7 @@ void record_losses(moevk_router *router, const route_params *params, const loss_
     record_bind_set(router);
     if (params->num_tokens == 0) return;
     uint32_t sequences = params->num_tokens / params->loss.sequence_length;
-    uint32_t sequence_groups = sequences < MAX_GROUPS_X ? sequences : MAX_GROUPS_X;
+    uint32_t sequence_groups = groups_for(sequences);
     /* Each phase that runs, with its grid and how many dispatches (the noise's reduction walks
      * TOKEN_CHUNK tokens in each); a barrier between any two. */
     const struct {
