@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "route_check.h"
 
 /* A step with no drops and these selections per expert. */
 static void add_counts(moevk_history *history, uint32_t step, const uint32_t *counts) {
@@ -146,12 +147,7 @@ static void test_csv_and_json_files(void) {
 /* The per-expert loss on the device against the host's mean over each expert's kept tokens:
  * token choice with drops, then expert choice; the same bits from a buffer; the errors. */
 static void check_expert_loss(moevk_routing_mode mode, uint32_t E, uint32_t k, uint32_t T) {
-    moevk_router_info info;
-    moevk_router_info_init(&info);
-    info.mode = mode;
-    info.num_experts = E;
-    info.top_k = k;
-    info.max_tokens = T;
+    moevk_router_info info = route_case_info(mode, E, k, T, 0);
     info.capacity_factor = 0.6f; /* drops */
     uint64_t TE = (uint64_t)T * E;
     float *logits = malloc(TE * 4), *token_loss = malloc(T * 4);
