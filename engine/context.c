@@ -47,7 +47,7 @@ static moevk_result build_context(moevk_context *context, const moevk_context_in
     if (r != MOEVK_SUCCESS) return r;
     r = context_commands_create(context);
     if (r != MOEVK_SUCCESS) return r;
-    return pipelines_create_layouts(context, info);
+    return pipelines_create_cache(context, info);
 }
 
 moevk_result moevk_context_create(const moevk_context_info *info, moevk_context **out) {
@@ -85,7 +85,7 @@ void moevk_context_destroy(moevk_context *context) {
     if (context->device && context->vk.vkDeviceWaitIdle) {
         context->vk.vkDeviceWaitIdle(context->device);
         pipeline_cache_save(context);
-        pipelines_destroy_layouts(context);
+        pipelines_destroy_cache(context);
         context_commands_destroy(context);
         if (context->owns_device) context->vk.vkDestroyDevice(context->device, allocator);
     }

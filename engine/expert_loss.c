@@ -1,6 +1,22 @@
 /* moevk_router_expert_loss: a caller's per-token loss summed per expert over the last route's
  * kept choices on the device, divided by the kept counts on the host. */
-#include "recording.h"
+#include "stage.h"
+
+#include "expert_loss.h"
+#include "expert_loss.spv.h"
+
+DEFINE_STAGE_PARAMS(expert_loss_params, EXPERT_LOSS_PARAMS)
+
+static const stage_kernel EXPERT_LOSS_KERNEL = {
+    .name = "expert_loss",
+    .shaders = {[VARIANT_PLAIN] = SPIRV(expert_loss)},
+    KERNEL_INTERFACE(EXPERT_LOSS_BUFFERS, expert_loss_params)};
+
+/* Not part of the route: moevk_router_expert_loss records it. */
+const stage_module expert_loss_stage = {.name = "per-expert loss",
+                                        .kernels = {&EXPERT_LOSS_KERNEL},
+                                        .kernel_count = 1,
+                                        .after = TIMESTAMP_COUNT};
 
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
@@ -12,7 +28,7 @@ moevk_result moevk_router_expert_loss(moevk_router *router, const float *token_l
     if (r != MOEVK_SUCCESS) return r;
     if (router->route == ROUTE_NONE) REJECT("the per-expert loss needs a route first");
     if (!expert_loss) REJECT("expert_loss must not be NULL");
-    const route_params *last = &router->last;
+    const route_plan *last = &router->last;
     uint64_t T = last->num_tokens, E = router->info.num_experts;
     if (!token_loss == !token_loss_buffer && T > 0)
         REJECT("give token_loss or token_loss_buffer (one of them)");
@@ -41,7 +57,8 @@ moevk_result moevk_router_expert_loss(moevk_router *router, const float *token_l
 
 /* Per-expert sums of the per-token loss over the route's kept choices: partials per block,
  * then each expert's total. */
-void record_expert_loss(moevk_router *router, const route_params *params) {
-    record_bind_set(router);
-    record_blocks_then_totals(router, STAGE_EXPERT_LOSS, params, params->num_experts);
+void record_expert_loss(moevk_router *router, const route_plan *plan) {
+    expert_loss_params params = expert_loss_params_from(plan);
+    record_blocks_then_totals(router, STAGE_EXPERT_LOSS, &params, &params.phase, plan->stat_blocks,
+                              plan->num_experts);
 }

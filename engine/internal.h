@@ -75,8 +75,6 @@ struct moevk_context {
     VkPhysicalDeviceMemoryProperties memory;
     VkPhysicalDeviceLimits limits;
     uint32_t timestamp_valid_bits; /* of the queue family; 0: no timestamps */
-    VkDescriptorSetLayout set_layout;
-    VkPipelineLayout pipeline_layout;
     VkPipelineCache pipeline_cache;
     int pipeline_cache_state;  /* see moevk_context_pipeline_cache_state */
     char *pipeline_cache_path; /* copied from the info; written back at destroy */
@@ -146,24 +144,18 @@ moevk_result gpu_buffer_host_copy(moevk_context *context, const gpu_buffer *devi
                                   void *host, uint64_t size, int to_buffer);
 void context_commands_destroy(moevk_context *context);
 
-/* ---- pipelines.c: the one descriptor set layout and the stages' pipelines ---- */
-typedef enum stage {
-    STAGE_SCORES_TOPK,
-    STAGE_BUCKET_COUNT,
-    STAGE_BUCKET_SCAN,
-    STAGE_BUCKET_ASSIGN,
-    STAGE_SCORE_SELECT,
-    STAGE_DISPATCH,
-    STAGE_COMBINE,
-    STAGE_STATS,
-    STAGE_LOSSES,
-    STAGE_SEQUENCE_MEAN,
-    STAGE_SINKHORN,
-    STAGE_EXPERT_CHOICE,
-    STAGE_NOISE_STD,
-    STAGE_EXPERT_LOSS,
-    STAGE_COUNT
-} stage;
+/* ---- stage_table.h: the stages, in route order ---- */
+#include "stage_table.h"
+
+/* What the router holds for each kernel (one shader) of a stage (engine/stage.c). */
+#define NO_KERNEL_BOUND (-1)
+typedef struct kernel_state {
+    VkDescriptorSetLayout set_layout; /* the kernel's own buffers only */
+    VkPipelineLayout layout;          /* that set and the kernel's push constants */
+    VkPipeline pipeline;
+    VkDescriptorSet own_set;      /* the router's buffers */
+    VkDescriptorSet external_set; /* the application's where record_external.c binds them */
+} kernel_state;
 
 /* ---- loop_budget.c ---- */
 /* Invocations per workgroup of a router's stage: WORKGROUP_SIZE, except that on lavapipe the
@@ -171,39 +163,44 @@ typedef enum stage {
  * expert choice's selection) get the widest power of two up to WIDE_WORKGROUP_SIZE that the
  * device allows when max_tokens would take 64 invocations past the loop limit. */
 uint32_t stage_workgroup_size(const moevk_context *context, const moevk_router_info *info,
-                              stage which);
+                              stage_id which);
 
-/* Creates the layouts and the pipeline cache (from the info's data or file, when valid). */
-moevk_result pipelines_create_layouts(moevk_context *context, const moevk_context_info *info);
+/* ---- pipelines.c: the pipeline cache and the kernels' pipelines ---- */
+/* Creates the pipeline cache (from the info's data or file, when valid). */
+moevk_result pipelines_create_cache(moevk_context *context, const moevk_context_info *info);
 /* Writes the pipeline cache to the info's path, if one was given (errors are ignored). */
 void pipeline_cache_save(moevk_context *context);
-void pipelines_destroy_layouts(moevk_context *context);
+void pipelines_destroy_cache(moevk_context *context);
 /* A stage's specialization constants (shaders/moevk_shared.h, SPEC_*). */
 typedef struct stage_constants {
     uint32_t workgroup_size; /* stage_workgroup_size */
     uint32_t top_k, num_experts, dtype, hidden_dtype, groups, topk_groups;
 } stage_constants;
-/* Creates the compute pipeline of one stage with its specialization constants. */
-moevk_result pipeline_create(moevk_context *context, stage which, int addresses,
-                             const stage_constants *constants, VkPipeline *out);
-
-/* ---- shaders.c: the embedded SPIR-V ---- */
+/* The SPIR-V of a kernel in one variant (embedded by its stage's file; code NULL: not built). */
 typedef struct shader_code {
     const char *name;
     const uint32_t *code;
     size_t size; /* bytes */
 } shader_code;
-/* addresses: the variant that reaches the large buffers through device addresses (NULL where a
- * stage has none). */
-const shader_code *shader_for_stage(stage which, int addresses);
-/* The variant asking for round-to-nearest-even f32 arithmetic (NULL where a stage has none). */
-const shader_code *shader_for_stage_rte(stage which, int addresses);
+typedef enum shader_variant {
+    VARIANT_PLAIN,
+    VARIANT_ADDRESSES,     /* reaches the large buffers through device addresses */
+    VARIANT_RTE,           /* asks for round-to-nearest-even f32 arithmetic */
+    VARIANT_RTE_ADDRESSES, /* both */
+    VARIANT_COUNT
+} shader_variant;
+/* Creates a kernel's compute pipeline from the variant the device and router call for. */
+moevk_result pipeline_create(moevk_context *context, const shader_code shaders[VARIANT_COUNT],
+                             int addresses, const stage_constants *constants,
+                             VkPipelineLayout layout, VkPipeline *out);
 
-/* Mirrors the push-constant block `Params` of shaders/common.glsl. */
-typedef struct route_params {
+/* One call's plan: its sizes and options, worked out once on the host (router_plan). Each stage
+ * fills its own push constants from the fields its header lists (engine/stage.h), so this
+ * struct is the host's alone and may grow; `phase` and `token_chunk` are set per dispatch. */
+typedef struct route_plan {
     uint32_t num_tokens;
     uint32_t num_experts;
-    uint32_t top_k;
+    uint32_t top_k; /* choices per token: E in EXPERT_CHOICE */
     uint32_t hidden_size;
     uint32_t capacity;
     uint32_t flags;
@@ -217,29 +214,22 @@ typedef struct route_params {
     float scale;
     uint32_t phase;
     uint32_t mode_param; /* SEQUENCE, BATCH: tokens per sequence; SINKHORN: iteration cap */
-    union {
-        struct {
-            VkDeviceAddress logits_address;
-            VkDeviceAddress hidden_address;
-            VkDeviceAddress dispatched_address;
-            VkDeviceAddress expert_out_address;
-            VkDeviceAddress combined_address;
-        };
-        /* The losses stage reaches no buffer by address: its coefficients take those bytes
-         * (MOEVK_LOSS_PARAMS in shaders/common.glsl). */
-        struct {
-            float aux_coef, z_coef, importance_coef, load_coef, entropy_coef, sequence_coef;
-            uint32_t sequence_length, valid_rows, assignments, token_chunk;
-        } loss;
-    };
+    /* The large buffers' device addresses, when the router reaches them so. */
+    VkDeviceAddress logits_address;
+    VkDeviceAddress hidden_address;
+    VkDeviceAddress dispatched_address;
+    VkDeviceAddress expert_out_address;
+    VkDeviceAddress combined_address;
+    /* The losses' coefficients and counts (moevk_router_losses). */
+    float aux_coef, z_coef, importance_coef, load_coef, entropy_coef, sequence_coef;
+    uint32_t sequence_length, valid_rows, assignments, token_chunk;
     uint32_t noise_kind;
     float noise_amount;
     uint32_t noise_seed_low;
     uint32_t noise_seed_high;
     uint32_t noise_step;
     uint32_t noise_layer;
-} route_params;
-_Static_assert(sizeof(route_params) == 128, "push constants must match shaders/common.glsl");
+} route_plan;
 
 typedef struct transfer_plan {
     moevk_router *router;
@@ -280,17 +270,19 @@ struct moevk_router {
     gpu_buffer upload;   /* staging, only when device memory is not mapped */
     gpu_buffer readback; /* staging, only when device memory is not mapped */
     VkDescriptorPool descriptor_pool;
-    VkDescriptorSet descriptor_set;
-    VkPipeline pipelines[STAGE_COUNT];
+    kernel_state kernels[STAGE_COUNT][MAX_STAGE_KERNELS];
     VkCommandPool command_pool;
     VkCommandBuffer command_buffer;
     VkFence fence;
-    /* What record.c records into: the router's own command buffer and descriptor set, or an
-     * application's command buffer with a set that binds its buffers (record_external.c). */
+    /* What the stages record into: the router's own command buffer with its own buffers, or an
+     * application's command buffer with the kernels' external sets (record_external.c). */
     VkCommandBuffer recording;
-    VkDescriptorSet bound_set;
-    VkDescriptorSet external_sets[2]; /* route, combine: the application's buffers */
-    VkQueryPool timestamps;           /* when profiling: TIMESTAMP_COUNT queries */
+    int recording_external;
+    /* The kernel whose pipeline and set the recording has bound (stage * MAX_STAGE_KERNELS +
+     * kernel), so that a run of its dispatches binds them once; NO_KERNEL_BOUND when a
+     * recording starts. */
+    int bound_kernel;
+    VkQueryPool timestamps; /* when profiling: TIMESTAMP_COUNT queries */
     uint64_t max_dispatched_rows;
     int use_addresses; /* the large buffers are reached through device addresses */
     /* The router's state: what its buffers hold of the last route and combine (router_state). */
@@ -298,7 +290,7 @@ struct moevk_router {
     combine_state combine;
     /* The last route: its plan (for combine, the losses, the per-expert loss) and the counts
      * the losses need. */
-    route_params last;
+    route_plan last;
     uint64_t last_assignments;
     uint32_t last_valid_rows;
     int last_noise_std_positive; /* every std of the last route's Gaussian noise is > 0 */
@@ -306,7 +298,7 @@ struct moevk_router {
      * moevk_router_wait. */
     pending_call pending;
     transfer_plan pending_plan;
-    route_params pending_params;
+    route_plan pending_params;
     moevk_route_output pending_output;
 };
 
@@ -315,16 +307,16 @@ struct moevk_router {
 moevk_result router_settle(moevk_router *router);
 /* route.c: the route's statistics from the device's expert counts and stat totals, and the
  * decisions' header (DECISION_HEADER floats; NULL unless the route ran Sinkhorn). */
-void route_fill_stats(const moevk_router *router, const route_params *params,
+void route_fill_stats(const moevk_router *router, const route_plan *params,
                       const uint32_t *expert_info, const float *totals,
                       const float *decision_header, moevk_route_stats *stats);
 
 /* Adds the router's noise for one call (nothing in inference mode or without noise). */
 void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer, int inference,
-                       route_params *params);
+                       route_plan *params);
 /* Sizes of one route call: capacity, block partition, rows. */
 void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
-                 route_params *params);
+                 route_plan *params);
 /* Checks options; writes the reason to the context on failure. */
 moevk_result router_check_info(moevk_context *context, const moevk_router_info *info);
 
@@ -341,16 +333,16 @@ enum timestamp_point {
 };
 
 /* ---- record.c (the route's stage table), combine.c, losses.c, expert_loss.c, recording.c ---- */
-void record_route(moevk_router *router, const route_params *params, int with_dispatch);
-void record_combine(moevk_router *router, const route_params *params);
+void record_route(moevk_router *router, const route_plan *params, int with_dispatch);
+void record_combine(moevk_router *router, const route_plan *params);
 /* The losses stage's phases (shaders/losses.comp) that the call needs. */
 typedef struct loss_phases {
     int thresholds, cv2_slopes, sequences, weights_backward, logits_backward;
     int noise_slope, noise_reduce; /* the gradient of the Gaussian noise's std */
 } loss_phases;
-void record_losses(moevk_router *router, const route_params *params, const loss_phases *phases);
+void record_losses(moevk_router *router, const route_plan *params, const loss_phases *phases);
 /* Per-expert sums of the per-token loss in BINDING_EXPERT_LOSS over the route's kept choices. */
-void record_expert_loss(moevk_router *router, const route_params *params);
+void record_expert_loss(moevk_router *router, const route_plan *params);
 /* A global memory barrier: everything written before is visible to what follows. */
 void record_barrier(moevk_router *router, VkPipelineStageFlags src_stage, VkAccessFlags src_access,
                     VkPipelineStageFlags dst_stage, VkAccessFlags dst_access);

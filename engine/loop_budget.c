@@ -83,7 +83,7 @@ static uint32_t widest_workgroup(const moevk_context *context) {
 }
 
 uint32_t stage_workgroup_size(const moevk_context *context, const moevk_router_info *info,
-                              stage which) {
+                              stage_id which) {
     if (which != STAGE_SCORE_SELECT && which != STAGE_EXPERT_CHOICE) return WORKGROUP_SIZE;
     if (!device_has_loop_limit(&context->info)) return WORKGROUP_SIZE;
     loop_context narrow = {info, WORKGROUP_SIZE};

@@ -3,14 +3,35 @@
 #include <math.h>
 #include <string.h>
 
-#include "recording.h"
+#include "stage.h"
+
+#include "losses.h"
+#include "losses.spv.h"
+
+DEFINE_STAGE_PARAMS(losses_params, LOSSES_PARAMS)
+
+static const stage_kernel LOSSES_KERNEL = {.name = "losses",
+                                           .shaders = {[VARIANT_PLAIN] = SPIRV(losses)},
+                                           KERNEL_INTERFACE(LOSSES_BUFFERS, losses_params)};
+
+/* The losses cover the TOKEN mode, within the descriptors' range. */
+static int needed(const moevk_router *router) {
+    return router->info.losses && !router->use_addresses && router->info.mode == MOEVK_MODE_TOKEN;
+}
+
+/* Not part of the route: moevk_router_losses records it. */
+const stage_module losses_stage = {.name = "losses",
+                                   .kernels = {&LOSSES_KERNEL},
+                                   .kernel_count = 1,
+                                   .needed = needed,
+                                   .after = TIMESTAMP_COUNT};
 
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
 static moevk_result check_losses(const moevk_router *router, const moevk_loss_info *info,
                                  moevk_buffer *grad_logits_buffer) {
     moevk_context *context = router->context;
-    const route_params *last = &router->last;
+    const route_plan *last = &router->last;
     if (!info) REJECT("info must not be NULL");
     if (!router->info.losses) REJECT("the router was created without `losses`");
     if (router->info.mode != MOEVK_MODE_TOKEN)
@@ -71,7 +92,7 @@ static double cv2(const float *values, uint32_t n) {
 static void fill_losses(const moevk_router *router, const moevk_loss_info *info,
                         const float *loss_totals, const uint32_t *expert_info,
                         const float *stat_totals, moevk_losses *losses) {
-    const route_params *last = &router->last;
+    const route_plan *last = &router->last;
     uint32_t E = router->info.num_experts, k = router->info.top_k;
     moevk_route_stats stats;
     route_fill_stats(router, last, expert_info, stat_totals, NULL, &stats);
@@ -104,18 +125,17 @@ moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *in
     if (r != MOEVK_SUCCESS) return r;
     const moevk_router_info *options = &router->info;
     uint64_t E = options->num_experts, k = options->top_k;
-    route_params params = router->last;
+    route_plan params = router->last;
     uint64_t T = params.num_tokens;
-    memset(&params.loss, 0, sizeof params.loss);
-    params.loss.aux_coef = info->aux_coef;
-    params.loss.z_coef = info->z_coef;
-    params.loss.importance_coef = info->importance_coef;
-    params.loss.load_coef = info->load_coef;
-    params.loss.entropy_coef = info->entropy_coef;
-    params.loss.sequence_coef = info->sequence_coef;
-    params.loss.sequence_length = info->sequence_coef != 0.0f ? info->sequence_length : 1;
-    params.loss.valid_rows = router->last_valid_rows;
-    params.loss.assignments = (uint32_t)router->last_assignments;
+    params.aux_coef = info->aux_coef;
+    params.z_coef = info->z_coef;
+    params.importance_coef = info->importance_coef;
+    params.load_coef = info->load_coef;
+    params.entropy_coef = info->entropy_coef;
+    params.sequence_coef = info->sequence_coef;
+    params.sequence_length = info->sequence_coef != 0.0f ? info->sequence_length : 1;
+    params.valid_rows = router->last_valid_rows;
+    params.assignments = (uint32_t)router->last_assignments;
     int grad_weights = info->grad_weights || info->grad_weights_buffer;
     int grad_combined = info->grad_combined || info->grad_combined_buffer;
     if (grad_weights) params.flags |= FLAG_GRAD_WEIGHTS;
@@ -174,10 +194,9 @@ moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *in
 }
 
 /* The call's phases of the losses stage, each with its grid; a barrier between any two. */
-void record_losses(moevk_router *router, const route_params *params, const loss_phases *phases) {
-    record_bind_set(router);
+void record_losses(moevk_router *router, const route_plan *params, const loss_phases *phases) {
     if (params->num_tokens == 0) return;
-    uint32_t sequences = params->num_tokens / params->loss.sequence_length;
+    uint32_t sequences = params->num_tokens / params->sequence_length;
     uint32_t sequence_groups = groups_for(sequences);
     /* Each phase that runs, with its grid and how many dispatches (the noise's reduction walks
      * TOKEN_CHUNK tokens in each); a barrier between any two. */
@@ -202,7 +221,7 @@ void record_losses(moevk_router *router, const route_params *params, const loss_
          grid_for(router, (uint64_t)params->hidden_size * params->num_experts),
          div_ceil_u32(params->num_tokens, TOKEN_CHUNK)},
     };
-    route_params phase = *params;
+    losses_params phase = losses_params_from(params);
     int first = 1;
     for (size_t i = 0; i < sizeof plan / sizeof plan[0]; ++i) {
         if (!plan[i].runs) continue;
@@ -210,8 +229,8 @@ void record_losses(moevk_router *router, const route_params *params, const loss_
             if (!first) record_compute_barrier(router);
             first = 0;
             phase.phase = plan[i].phase;
-            phase.loss.token_chunk = c;
-            record_stage(router, STAGE_LOSSES, &phase, plan[i].groups);
+            phase.token_chunk = c;
+            record_kernel(router, STAGE_LOSSES, 0, &phase, plan[i].groups);
         }
     }
 }

@@ -1,9 +1,36 @@
 /* The learned Gaussian std (shaders/noise_std.comp): std_te = softplus(x_t . W_noise[:, e]) +
  * epsilon for every (token, expert) of the call, before the stages that draw the noise. */
-#include "recording.h"
+#include "stage.h"
 
-void record_noise_std(moevk_router *router, const route_params *params) {
-    record_stage(router, STAGE_NOISE_STD, params,
-                 grid_for(router, (uint64_t)params->num_tokens * params->num_experts));
+#include "noise_std.h"
+#include "noise_std.spv.h"
+#include "noise_std_addresses.spv.h"
+
+DEFINE_STAGE_PARAMS(noise_std_params, NOISE_STD_PARAMS)
+
+static const stage_kernel NOISE_STD_KERNEL = {
+    .name = "noise_std",
+    .shaders =
+        {[VARIANT_PLAIN] = SPIRV(noise_std), [VARIANT_ADDRESSES] = SPIRV(noise_std_addresses)},
+    KERNEL_INTERFACE(NOISE_STD_BUFFERS, noise_std_params)};
+
+static int needed(const moevk_router *router) { return router->info.learned_noise; }
+
+static int runs(const route_call *call) {
+    return call->plan->num_tokens > 0 && (call->plan->flags & FLAG_NOISE_STD_LEARNED);
+}
+
+static void record(moevk_router *router, const route_plan *plan) {
+    noise_std_params params = noise_std_params_from(plan);
+    record_kernel(router, STAGE_NOISE_STD, 0, &params,
+                  grid_for(router, (uint64_t)plan->num_tokens * plan->num_experts));
     record_compute_barrier(router);
 }
+
+const stage_module noise_std_stage = {.name = "noise std",
+                                      .kernels = {&NOISE_STD_KERNEL},
+                                      .kernel_count = 1,
+                                      .needed = needed,
+                                      .runs = runs,
+                                      .record = record,
+                                      .after = TIMESTAMP_COUNT};

@@ -1,5 +1,5 @@
-/* The one descriptor set layout and pipeline layout every stage shares, and each stage's
- * compute pipeline with its specialization constants (workgroup size, k, E, dtype). */
+/* The context's pipeline cache (from an earlier run's data or file), and each kernel's compute
+ * pipeline with its specialization constants (workgroup size, k, E, dtype). */
 #include <stdio.h>
 #include <string.h>
 
@@ -110,53 +110,35 @@ int moevk_context_pipeline_cache_state(const moevk_context *context) {
     return context ? context->pipeline_cache_state : 0;
 }
 
-moevk_result pipelines_create_layouts(moevk_context *context, const moevk_context_info *info) {
-    const struct VolkDeviceTable *vk = &context->vk;
-    VkDescriptorSetLayoutBinding bindings[BINDING_COUNT];
-    for (uint32_t i = 0; i < BINDING_COUNT; ++i)
-        bindings[i] =
-            (VkDescriptorSetLayoutBinding){.binding = i,
-                                           .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                           .descriptorCount = 1,
-                                           .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
-    VkDescriptorSetLayoutCreateInfo set_info = {
-        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-        .bindingCount = BINDING_COUNT,
-        .pBindings = bindings};
-    VkResult vr = vk->vkCreateDescriptorSetLayout(context->device, &set_info, context->allocator,
-                                                  &context->set_layout);
-    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateDescriptorSetLayout");
-    VkPushConstantRange push = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
-                                .size = sizeof(route_params)};
-    VkPipelineLayoutCreateInfo layout_info = {.sType =
-                                                  VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
-                                              .setLayoutCount = 1,
-                                              .pSetLayouts = &context->set_layout,
-                                              .pushConstantRangeCount = 1,
-                                              .pPushConstantRanges = &push};
-    vr = vk->vkCreatePipelineLayout(context->device, &layout_info, context->allocator,
-                                    &context->pipeline_layout);
-    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreatePipelineLayout");
+moevk_result pipelines_create_cache(moevk_context *context, const moevk_context_info *info) {
     return create_pipeline_cache(context, info);
 }
 
-void pipelines_destroy_layouts(moevk_context *context) {
-    const struct VolkDeviceTable *vk = &context->vk;
+void pipelines_destroy_cache(moevk_context *context) {
     if (context->pipeline_cache)
-        vk->vkDestroyPipelineCache(context->device, context->pipeline_cache, context->allocator);
-    if (context->pipeline_layout)
-        vk->vkDestroyPipelineLayout(context->device, context->pipeline_layout, context->allocator);
-    if (context->set_layout)
-        vk->vkDestroyDescriptorSetLayout(context->device, context->set_layout, context->allocator);
+        context->vk.vkDestroyPipelineCache(context->device, context->pipeline_cache,
+                                           context->allocator);
 }
 
-moevk_result pipeline_create(moevk_context *context, stage which, int addresses,
-                             const stage_constants *constants, VkPipeline *out) {
+/* The variant to build: asking for round-to-nearest-even where the device can and the kernel
+ * has one, through addresses where the router needs them and the kernel touches a large
+ * buffer, else the plain one. */
+static const shader_code *choose_variant(const moevk_context *context,
+                                         const shader_code shaders[VARIANT_COUNT], int addresses) {
+    const shader_variant order[2][2] = {{VARIANT_RTE, VARIANT_PLAIN},
+                                        {VARIANT_RTE_ADDRESSES, VARIANT_ADDRESSES}};
+    int first = context->info.rounding_mode_rte ? 0 : 1;
+    for (int a = addresses ? 1 : 0; a >= 0; --a)
+        for (int i = first; i < 2; ++i)
+            if (shaders[order[a][i]].code) return &shaders[order[a][i]];
+    return &shaders[VARIANT_PLAIN];
+}
+
+moevk_result pipeline_create(moevk_context *context, const shader_code shaders[VARIANT_COUNT],
+                             int addresses, const stage_constants *constants,
+                             VkPipelineLayout layout, VkPipeline *out) {
     const struct VolkDeviceTable *vk = &context->vk;
-    const shader_code *shader = NULL;
-    if (context->info.rounding_mode_rte) shader = shader_for_stage_rte(which, addresses);
-    if (!shader) shader = shader_for_stage(which, addresses);
-    if (!shader) shader = shader_for_stage(which, 0); /* the stage touches no large buffer */
+    const shader_code *shader = choose_variant(context, shaders, addresses);
     VkShaderModuleCreateInfo module_info = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
                                             .codeSize = shader->size,
                                             .pCode = shader->code};
@@ -180,7 +162,7 @@ moevk_result pipeline_create(moevk_context *context, stage which, int addresses,
                   .module = module,
                   .pName = "main",
                   .pSpecializationInfo = &specialization},
-        .layout = context->pipeline_layout};
+        .layout = layout};
     vr = vk->vkCreateComputePipelines(context->device, context->pipeline_cache, 1, &pipeline_info,
                                       context->allocator, out);
     vk->vkDestroyShaderModule(context->device, module, context->allocator);

@@ -2,7 +2,7 @@
  * reading the results back once that command buffer has run. */
 #include <string.h>
 
-#include "internal.h"
+#include "stage.h"
 
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
@@ -13,41 +13,30 @@ typedef struct external_binding {
     const char *name;
 } external_binding;
 
-/* Points the router's external set at the application's buffers (the rest stay the router's). */
-static moevk_result bind_external(moevk_router *router, VkDescriptorSet set,
-                                  const external_binding *bindings, int count) {
+/* Points the kernels' external sets at the application's buffers (a binding given no buffer
+ * goes back to the router's own); checks every range before writing any. */
+static moevk_result bind_external(moevk_router *router, const external_binding *bindings,
+                                  int count) {
     moevk_context *context = router->context;
     VkDescriptorBufferInfo infos[8];
-    VkWriteDescriptorSet writes[8];
-    int written = 0;
     for (int i = 0; i < count; ++i) {
         const external_binding *b = &bindings[i];
-        VkDescriptorBufferInfo info = {router->buffers[b->binding].buffer, 0, VK_WHOLE_SIZE};
-        if (b->range.buffer) {
-            if (b->range.offset % context->limits.minStorageBufferOffsetAlignment)
-                REJECT(
-                    "%s: offset %llu is not a multiple of minStorageBufferOffsetAlignment (%llu)",
-                    b->name, (unsigned long long)b->range.offset,
-                    (unsigned long long)context->limits.minStorageBufferOffsetAlignment);
-            if (b->range.range && b->range.range < b->needed)
-                REJECT("%s: a range of %llu bytes; the stage needs %llu", b->name,
-                       (unsigned long long)b->range.range, (unsigned long long)b->needed);
-            VkDeviceSize range = b->range.range ? b->range.range : VK_WHOLE_SIZE;
-            if (range != VK_WHOLE_SIZE && range > context->limits.maxStorageBufferRange)
-                REJECT("%s: a range past maxStorageBufferRange", b->name);
-            info = (VkDescriptorBufferInfo){b->range.buffer, b->range.offset, range};
-        }
-        infos[written] = info;
-        writes[written] =
-            (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-                                   .dstSet = set,
-                                   .dstBinding = (uint32_t)b->binding,
-                                   .descriptorCount = 1,
-                                   .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                   .pBufferInfo = &infos[written]};
-        ++written;
+        infos[i] = (VkDescriptorBufferInfo){router->buffers[b->binding].buffer, 0, VK_WHOLE_SIZE};
+        if (!b->range.buffer) continue;
+        if (b->range.offset % context->limits.minStorageBufferOffsetAlignment)
+            REJECT("%s: offset %llu is not a multiple of minStorageBufferOffsetAlignment (%llu)",
+                   b->name, (unsigned long long)b->range.offset,
+                   (unsigned long long)context->limits.minStorageBufferOffsetAlignment);
+        if (b->range.range && b->range.range < b->needed)
+            REJECT("%s: a range of %llu bytes; the stage needs %llu", b->name,
+                   (unsigned long long)b->range.range, (unsigned long long)b->needed);
+        VkDeviceSize range = b->range.range ? b->range.range : VK_WHOLE_SIZE;
+        if (range != VK_WHOLE_SIZE && range > context->limits.maxStorageBufferRange)
+            REJECT("%s: a range past maxStorageBufferRange", b->name);
+        infos[i] = (VkDescriptorBufferInfo){b->range.buffer, b->range.offset, range};
     }
-    context->vk.vkUpdateDescriptorSets(context->device, (uint32_t)written, writes, 0, NULL);
+    for (int i = 0; i < count; ++i)
+        stages_bind_external(router, (uint32_t)bindings[i].binding, &infos[i]);
     return MOEVK_SUCCESS;
 }
 
@@ -100,7 +89,7 @@ moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_bu
     if (with_hidden && !info->dispatched.buffer) REJECT("hidden given without a dispatched buffer");
     uint64_t T = info->num_tokens, E = options->num_experts, d = options->hidden_size;
     uint64_t element = dtype_bytes(options->hidden_type);
-    route_params params;
+    route_plan params;
     router_plan(router, info->num_tokens, info->step, &params);
     router_plan_noise(router, info->step, info->layer, info->inference, &params);
     if (options->learned_noise && !info->inference)
@@ -116,10 +105,11 @@ moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_bu
         {BINDING_DISPATCHED, info->dispatched, (uint64_t)params.dispatched_rows * d * element,
          "dispatched"},
     };
-    moevk_result r = bind_external(router, router->external_sets[0], bindings, 4);
+    moevk_result r = bind_external(router, bindings, 4);
     if (r != MOEVK_SUCCESS) return r;
     router->recording = command_buffer;
-    router->bound_set = router->external_sets[0];
+    router->recording_external = 1;
+    router->bound_kernel = NO_KERNEL_BOUND;
     entry_barrier(router, bindings, 4);
     record_route(router, &params, with_hidden);
     router->last = params;
@@ -141,16 +131,17 @@ moevk_result moevk_record_combine(moevk_router *router, VkCommandBuffer command_
     if (router->info.hidden_size == 0) REJECT("combine needs a router with hidden_size > 0");
     if (router->route == ROUTE_NONE) REJECT("combine needs a route first");
     if (!expert_out.buffer || !combined.buffer) REJECT("expert_out and combined need buffers");
-    const route_params *params = &router->last;
+    const route_plan *params = &router->last;
     uint64_t row = (uint64_t)router->info.hidden_size * dtype_bytes(router->info.hidden_type);
     external_binding bindings[] = {
         {BINDING_EXPERT_OUT, expert_out, params->dispatched_rows * row, "expert_out"},
         {BINDING_COMBINED, combined, params->num_tokens * row, "combined"},
     };
-    moevk_result r = bind_external(router, router->external_sets[1], bindings, 2);
+    moevk_result r = bind_external(router, bindings, 2);
     if (r != MOEVK_SUCCESS) return r;
     router->recording = command_buffer;
-    router->bound_set = router->external_sets[1];
+    router->recording_external = 1;
+    router->bound_kernel = NO_KERNEL_BOUND;
     entry_barrier(router, bindings, 2);
     record_combine(router, params);
     router->combine = COMBINE_RECORDED;
@@ -164,7 +155,7 @@ moevk_result moevk_router_read(moevk_router *router, const moevk_route_output *o
     moevk_result waited = router_settle(router);
     if (waited != MOEVK_SUCCESS) return waited;
     if (router->route == ROUTE_NONE) REJECT("no route has been recorded or run");
-    const route_params *params = &router->last;
+    const route_plan *params = &router->last;
     uint64_t E = router->info.num_experts,
              TK = (uint64_t)params->num_tokens * router_choices(&router->info);
     uint32_t expert_info[3 * MOEVK_MAX_EXPERTS + 1];

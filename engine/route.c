@@ -54,7 +54,7 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
     return MOEVK_SUCCESS;
 }
 
-void route_fill_stats(const moevk_router *router, const route_params *params,
+void route_fill_stats(const moevk_router *router, const route_plan *params,
                       const uint32_t *expert_info, const float *totals,
                       const float *decision_header, moevk_route_stats *stats) {
     uint32_t E = router->info.num_experts;
@@ -101,7 +101,7 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
     uint64_t T = input->num_tokens, E = info->num_experts, k = router_choices(info);
     uint64_t d = info->hidden_size;
     uint64_t hidden_bytes = dtype_bytes(info->hidden_type);
-    route_params params;
+    route_plan params;
     router_plan(router, input->num_tokens, input->step, &params);
     router_plan_noise(router, input->step, input->layer, input->inference, &params);
     if (input->bias) params.flags |= FLAG_HAS_BIAS;
@@ -175,7 +175,7 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
         return MOEVK_SUCCESS;
     }
     const moevk_route_output *output = &router->pending_output;
-    route_params params = router->pending_params;
+    route_plan params = router->pending_params;
     uint64_t E = router->info.num_experts, d = router->info.hidden_size;
     uint64_t hidden_bytes = dtype_bytes(router->info.hidden_type);
     const uint32_t *expert_info = transfer_downloaded(plan, BINDING_EXPERT_INFO);
@@ -225,7 +225,7 @@ static moevk_result combine(moevk_router *router, const void *expert_out,
     if (waited != MOEVK_SUCCESS) return waited;
     if (router->info.hidden_size == 0) REJECT("combine needs a router with hidden_size > 0");
     if (router->route == ROUTE_NONE) REJECT("combine needs a successful route first");
-    const route_params *params = &router->last;
+    const route_plan *params = &router->last;
     uint64_t row_bytes = (uint64_t)router->info.hidden_size * dtype_bytes(router->info.hidden_type);
     uint64_t in_bytes = params->dispatched_rows * row_bytes,
              out_bytes = params->num_tokens * row_bytes;

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "stage.h"
 
 /* Bucketing partitions its work into at most this many blocks, so that its per-block table has
  * a fixed size; the statistics into about as many, unless a block's rows would pass the loop
@@ -201,7 +201,7 @@ uint64_t moevk_router_max_dispatched_rows(const moevk_router *router) {
 }
 
 void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer, int inference,
-                       route_params *params) {
+                       route_plan *params) {
     const moevk_router_info *info = &router->info;
     /* Sinkhorn balances a training batch; inference routes each token by its own top-k, as
      * Megatron-LM does. */
@@ -221,7 +221,7 @@ void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer
 }
 
 void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
-                 route_params *params) {
+                 route_plan *params) {
     const moevk_router_info *info = &router->info;
     memset(params, 0, sizeof *params);
     params->num_tokens = num_tokens;
@@ -440,93 +440,6 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
 #undef MAX3
 }
 
-static moevk_result create_descriptors(moevk_router *router) {
-    moevk_context *context = router->context;
-    const struct VolkDeviceTable *vk = &context->vk;
-    /* Three sets: the router's own buffers, and two that record_external.c points at an
-     * application's buffers (one for routes, one for combines). */
-    VkDescriptorPoolSize pool_size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 3 * BINDING_COUNT};
-    VkDescriptorPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-                                            .maxSets = 3,
-                                            .poolSizeCount = 1,
-                                            .pPoolSizes = &pool_size};
-    VkResult vr = vk->vkCreateDescriptorPool(context->device, &pool_info, context->allocator,
-                                             &router->descriptor_pool);
-    if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateDescriptorPool");
-    VkDescriptorSetAllocateInfo set_info = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                                            .descriptorPool = router->descriptor_pool,
-                                            .descriptorSetCount = 1,
-                                            .pSetLayouts = &context->set_layout};
-    VkDescriptorSet *sets[3] = {&router->descriptor_set, &router->external_sets[0],
-                                &router->external_sets[1]};
-    for (int i = 0; i < 3; ++i) {
-        vr = vk->vkAllocateDescriptorSets(context->device, &set_info, sets[i]);
-        if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkAllocateDescriptorSets");
-    }
-    VkDescriptorBufferInfo buffer_infos[BINDING_COUNT];
-    VkWriteDescriptorSet writes[BINDING_COUNT];
-    for (uint32_t i = 0; i < BINDING_COUNT; ++i) {
-        /* A buffer reached by address is still bound (every binding must be), within range. */
-        VkDeviceSize range = context->limits.maxStorageBufferRange;
-        VkDeviceSize size = router->buffers[i].size;
-        buffer_infos[i] = (VkDescriptorBufferInfo){router->buffers[i].buffer, 0,
-                                                   size > range ? range : VK_WHOLE_SIZE};
-        writes[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-                                           .dstSet = router->descriptor_set,
-                                           .dstBinding = i,
-                                           .descriptorCount = 1,
-                                           .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                           .pBufferInfo = &buffer_infos[i]};
-    }
-    vk->vkUpdateDescriptorSets(context->device, BINDING_COUNT, writes, 0, NULL);
-    for (int s = 0; s < 2; ++s) {
-        for (uint32_t i = 0; i < BINDING_COUNT; ++i) writes[i].dstSet = router->external_sets[s];
-        vk->vkUpdateDescriptorSets(context->device, BINDING_COUNT, writes, 0, NULL);
-    }
-    return MOEVK_SUCCESS;
-}
-
-static moevk_result create_pipelines(moevk_router *router) {
-    const moevk_router_info *info = &router->info;
-    for (int s = 0; s < STAGE_COUNT; ++s) {
-        int needed = 1;
-        if (s == STAGE_SCORE_SELECT)
-            needed = info->drop_policy == MOEVK_DROP_SCORE &&
-                     info->capacity_mode != MOEVK_CAPACITY_DROPLESS;
-        if (s == STAGE_DISPATCH || s == STAGE_COMBINE) needed = info->hidden_size > 0;
-        if (s == STAGE_LOSSES)
-            needed = info->losses && !router->use_addresses && info->mode == MOEVK_MODE_TOKEN;
-        /* The decision rows of record_decisions; expert choice decides from the token's own. */
-        if (s == STAGE_SEQUENCE_MEAN)
-            needed = info->mode != MOEVK_MODE_TOKEN && info->mode != MOEVK_MODE_EXPERT_CHOICE;
-        if (s == STAGE_SINKHORN) needed = info->mode == MOEVK_MODE_SINKHORN;
-        int experts_choose = info->mode == MOEVK_MODE_EXPERT_CHOICE;
-        if (s == STAGE_EXPERT_CHOICE) needed = experts_choose;
-        if (s == STAGE_NOISE_STD) needed = info->learned_noise;
-        if (s == STAGE_BUCKET_COUNT || s == STAGE_BUCKET_SCAN || s == STAGE_BUCKET_ASSIGN)
-            needed = !experts_choose;
-        if (!needed) continue;
-        int moves_rows = s == STAGE_DISPATCH || s == STAGE_COMBINE;
-        uint32_t dtype = moves_rows ? info->hidden_type : info->logits_type;
-        int grouped = info->num_groups > 1;
-        /* Experts that choose need no top-k in the scores stage; the others read E columns. */
-        uint32_t top_k = router_choices(info);
-        if (s == STAGE_SCORES_TOPK && info->mode == MOEVK_MODE_EXPERT_CHOICE) top_k = 1;
-        stage_constants constants = {.workgroup_size =
-                                         stage_workgroup_size(router->context, info, (stage)s),
-                                     .top_k = top_k,
-                                     .num_experts = info->num_experts,
-                                     .dtype = dtype,
-                                     .hidden_dtype = info->hidden_type,
-                                     .groups = grouped ? info->num_groups : 1,
-                                     .topk_groups = grouped ? info->topk_groups : 1};
-        moevk_result r = pipeline_create(router->context, (stage)s, router->use_addresses,
-                                         &constants, &router->pipelines[s]);
-        if (r != MOEVK_SUCCESS) return r;
-    }
-    return MOEVK_SUCCESS;
-}
-
 static moevk_result create_commands(moevk_router *router) {
     moevk_context *context = router->context;
     const struct VolkDeviceTable *vk = &context->vk;
@@ -568,8 +481,7 @@ static moevk_result build_router(moevk_router *router) {
     moevk_result r = check_sizes(router->context, router, sizes);
     if (r == MOEVK_SUCCESS) r = router_check_loop_budget(router->context, &router->info);
     if (r == MOEVK_SUCCESS) r = create_buffers(router, sizes);
-    if (r == MOEVK_SUCCESS) r = create_descriptors(router);
-    if (r == MOEVK_SUCCESS) r = create_pipelines(router);
+    if (r == MOEVK_SUCCESS) r = stages_create(router);
     if (r == MOEVK_SUCCESS) r = create_commands(router);
     return r;
 }
@@ -609,11 +521,7 @@ void moevk_router_destroy(moevk_router *router) {
         vk->vkDestroyQueryPool(context->device, router->timestamps, context->allocator);
     if (router->command_pool)
         vk->vkDestroyCommandPool(context->device, router->command_pool, context->allocator);
-    for (int s = 0; s < STAGE_COUNT; ++s)
-        if (router->pipelines[s])
-            vk->vkDestroyPipeline(context->device, router->pipelines[s], context->allocator);
-    if (router->descriptor_pool)
-        vk->vkDestroyDescriptorPool(context->device, router->descriptor_pool, context->allocator);
+    stages_destroy(router);
     for (int i = 0; i < BINDING_COUNT; ++i) gpu_buffer_destroy(context, &router->buffers[i]);
     gpu_buffer_destroy(context, &router->upload);
     gpu_buffer_destroy(context, &router->readback);

@@ -1,8 +1,43 @@
 /* The score drop policy (shaders/score_select.comp): each overflowing expert keeps its C
  * highest-scoring choices (a workgroup per expert). */
-#include "recording.h"
+#include "stage.h"
 
-void record_score_select(moevk_router *router, const route_params *params) {
-    record_stage(router, STAGE_SCORE_SELECT, params, params->num_experts);
+#include "score_select.h"
+#include "score_select.spv.h"
+
+DEFINE_STAGE_PARAMS(score_select_params, SCORE_SELECT_PARAMS)
+
+static const stage_kernel SCORE_SELECT_KERNEL = {
+    .name = "score_select",
+    .shaders = {[VARIANT_PLAIN] = SPIRV(score_select)},
+    KERNEL_INTERFACE(SCORE_SELECT_BUFFERS, score_select_params)};
+
+static int needed(const moevk_router *router) {
+    return router->info.drop_policy == MOEVK_DROP_SCORE &&
+           router->info.capacity_mode != MOEVK_CAPACITY_DROPLESS;
+}
+
+/* On lavapipe an expert's workgroup widens where max_tokens needs it (loop_budget.c). */
+static void constants(const moevk_router *router, stage_constants *constants) {
+    constants->workgroup_size =
+        stage_workgroup_size(router->context, &router->info, STAGE_SCORE_SELECT);
+}
+
+static int runs(const route_call *call) {
+    return call->plan->num_tokens > 0 && (call->plan->flags & FLAG_DROP_BY_SCORE);
+}
+
+static void record(moevk_router *router, const route_plan *plan) {
+    score_select_params params = score_select_params_from(plan);
+    record_kernel(router, STAGE_SCORE_SELECT, 0, &params, plan->num_experts);
     record_compute_barrier(router);
 }
+
+const stage_module score_select_stage = {.name = "score select",
+                                         .kernels = {&SCORE_SELECT_KERNEL},
+                                         .kernel_count = 1,
+                                         .needed = needed,
+                                         .constants = constants,
+                                         .runs = runs,
+                                         .record = record,
+                                         .after = TIMESTAMP_AFTER_BUCKETING};

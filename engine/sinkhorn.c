@@ -1,34 +1,57 @@
 /* The Sinkhorn iteration (shaders/sinkhorn.comp): its setup, then mode_param iterations of rows,
  * columns and the check, dispatched indirectly from arguments that the setup and each check
  * write (zero workgroups once the factors have converged). */
-#include "recording.h"
+#include "stage.h"
 
-void record_sinkhorn(moevk_router *router, const route_params *params) {
-    const struct VolkDeviceTable *vk = &router->context->vk;
-    uint64_t blocks = div_ceil_u32(params->num_tokens, SINKHORN_BLOCK_ROWS);
+#include "sinkhorn.h"
+#include "sinkhorn.spv.h"
+#include "sinkhorn_addresses.spv.h"
+
+DEFINE_STAGE_PARAMS(sinkhorn_params, SINKHORN_PARAMS)
+
+static const stage_kernel SINKHORN_KERNEL = {
+    .name = "sinkhorn",
+    .shaders = {[VARIANT_PLAIN] = SPIRV(sinkhorn), [VARIANT_ADDRESSES] = SPIRV(sinkhorn_addresses)},
+    KERNEL_INTERFACE(SINKHORN_BUFFERS, sinkhorn_params)};
+
+static int needed(const moevk_router *router) { return router->info.mode == MOEVK_MODE_SINKHORN; }
+
+static int runs(const route_call *call) {
+    return call->plan->num_tokens > 0 && (call->plan->flags & FLAG_SINKHORN);
+}
+
+static void record(moevk_router *router, const route_plan *plan) {
+    uint64_t blocks = div_ceil_u32(plan->num_tokens, SINKHORN_BLOCK_ROWS);
     const struct {
         uint32_t phase, groups;
     } setup[] = {{SINKHORN_PHASE_SETUP_ROWS, groups_for(blocks)},
-                 {SINKHORN_PHASE_SETUP_COLUMNS, groups_for(params->num_experts)},
+                 {SINKHORN_PHASE_SETUP_COLUMNS, groups_for(plan->num_experts)},
                  {SINKHORN_PHASE_SETUP_TOTALS, 1}};
     const uint32_t iteration[SINKHORN_ITERATION_PHASES] = {
         SINKHORN_PHASE_ROWS, SINKHORN_PHASE_COLUMNS, SINKHORN_PHASE_CHECK};
-    route_params phase = *params;
+    sinkhorn_params params = sinkhorn_params_from(plan);
     for (size_t i = 0; i < sizeof setup / sizeof setup[0]; ++i) {
-        phase.phase = setup[i].phase;
-        record_stage(router, STAGE_SINKHORN, &phase, setup[i].groups);
+        params.phase = setup[i].phase;
+        record_kernel(router, STAGE_SINKHORN, 0, &params, setup[i].groups);
         record_indirect_barrier(router);
     }
     VkBuffer arguments = router->buffers[BINDING_DECISIONS].buffer;
-    for (uint32_t n = 0; n < params->mode_param; ++n) {
+    for (uint32_t n = 0; n < plan->mode_param; ++n) {
         for (uint32_t i = 0; i < SINKHORN_ITERATION_PHASES; ++i) {
-            phase.phase = iteration[i];
-            record_push(router, &phase);
-            vk->vkCmdDispatchIndirect(router->recording, arguments,
-                                      (DECISION_ARGS + 3 * i) * sizeof(uint32_t));
-            if (n + 1 < params->mode_param || i + 1 < SINKHORN_ITERATION_PHASES)
+            params.phase = iteration[i];
+            record_kernel_indirect(router, STAGE_SINKHORN, 0, &params, arguments,
+                                   (DECISION_ARGS + 3 * i) * sizeof(uint32_t));
+            if (n + 1 < plan->mode_param || i + 1 < SINKHORN_ITERATION_PHASES)
                 record_indirect_barrier(router);
         }
     }
     record_compute_barrier(router);
 }
+
+const stage_module sinkhorn_stage = {.name = "sinkhorn",
+                                     .kernels = {&SINKHORN_KERNEL},
+                                     .kernel_count = 1,
+                                     .needed = needed,
+                                     .runs = runs,
+                                     .record = record,
+                                     .after = TIMESTAMP_COUNT};

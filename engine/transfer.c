@@ -15,7 +15,8 @@ moevk_result transfer_begin(transfer_plan *plan, moevk_router *router) {
     memset(plan, 0, sizeof *plan);
     plan->router = router;
     router->recording = router->command_buffer;
-    router->bound_set = router->descriptor_set;
+    router->recording_external = 0;
+    router->bound_kernel = NO_KERNEL_BOUND;
     moevk_context *context = router->context;
     VkResult vr = context->vk.vkResetCommandBuffer(router->command_buffer, 0);
     VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,

@@ -9,7 +9,11 @@
 // Score policy: only lists assignments per expert in `order`; score_select decides.
 // Workgroup 0 also writes the experts' first rows to expert_info[2E .. 3E].
 // Grid: num_blocks workgroups.
+#include "bucket.h"
+#define STAGE_BUFFERS BUCKET_ASSIGN_BUFFERS
+#define STAGE_PARAMS BUCKET_ASSIGN_PARAMS
 #include "common.glsl"
+#include "assignments.glsl"
 #include "scan.glsl"
 
 shared uint running_slot[NUM_EXPERTS];

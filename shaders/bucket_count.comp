@@ -5,7 +5,11 @@
 // [b * block_size, (b + 1) * block_size). Writes block_counts[b * E + e] = how many of the
 // block's assignments chose expert e. Shared-memory atomics only count, so the result does not
 // depend on their order. Grid: num_blocks workgroups.
+#include "bucket.h"
+#define STAGE_BUFFERS BUCKET_COUNT_BUFFERS
+#define STAGE_PARAMS BUCKET_COUNT_PARAMS
 #include "common.glsl"
+#include "assignments.glsl"
 
 shared uint histogram[NUM_EXPERTS];
 

@@ -4,6 +4,9 @@
 // Replaces block_counts[b * E + e] with the number of expert e's assignments in blocks before b,
 // and writes expert_info: totals[e] (before drops) and kept[e] (after the capacity limit).
 // Grid: E workgroups, one per expert.
+#include "bucket.h"
+#define STAGE_BUFFERS BUCKET_SCAN_BUFFERS
+#define STAGE_PARAMS BUCKET_SCAN_PARAMS
 #include "common.glsl"
 #include "scan.glsl"
 

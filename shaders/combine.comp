@@ -3,6 +3,9 @@
 // Combine: combined[t] = sum over j ascending of weights[t, j] * expert_out[rows[t, j]], over
 // the kept choices (rows >= 0), accumulated in f32 whatever the storage type; a token with no
 // kept choice gets zeros. Grid: any 2D size; y strides over tokens, x over a row's units.
+#include "combine.h"
+#define STAGE_BUFFERS COMBINE_BUFFERS
+#define STAGE_PARAMS COMBINE_PARAMS
 #include "common.glsl"
 #include "rows.glsl"
 

@@ -4,6 +4,9 @@
 // hidden[row_token[r]], or zeros where row_token[r] is -1 (an unfilled slot or padding).
 // Rows are copied bit for bit whatever the dtype, in the widest unit the row length allows.
 // Grid: any 2D size; y strides over rows, x over a row's units.
+#include "dispatch.h"
+#define STAGE_BUFFERS DISPATCH_BUFFERS
+#define STAGE_PARAMS DISPATCH_PARAMS
 #include "common.glsl"
 #include "rows.glsl"
 

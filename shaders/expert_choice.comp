@@ -13,6 +13,9 @@
 // (equal: expert choice drops nothing). Phase 1 (grid-stride over tokens) compacts each token's
 // rows: rows[t, 0 ..] = e * C + slot of the experts that took it, ascending e, then -1, so that
 // combine reads a token's few rows instead of E columns (it finds e again as row / C).
+#include "expert_choice.h"
+#define STAGE_BUFFERS EXPERT_CHOICE_BUFFERS
+#define STAGE_PARAMS EXPERT_CHOICE_PARAMS
 #include "common.glsl"
 #include "noise.glsl"
 #include "scores.glsl"

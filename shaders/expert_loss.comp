@@ -5,10 +5,11 @@
 // one lane per expert, its block's rows in order -> the partials [blocks, E] after the sums.
 // Phase 1 (grid: E workgroups): the column over blocks, strided over lanes, then a
 // shared-memory tree -> expert_loss_values[T + e]. (Layout: moevk_shared.h, BINDING_EXPERT_LOSS.)
+#include "expert_loss.h"
+#define STAGE_BUFFERS EXPERT_LOSS_BUFFERS
+#define STAGE_PARAMS EXPERT_LOSS_PARAMS
 #include "common.glsl"
 #include "reduce.glsl"
-
-layout(std430, binding = BINDING_EXPERT_LOSS) buffer ExpertLoss { float expert_loss_values[]; };
 
 uint partial_at(uint block, uint expert) {
     return P.num_tokens + P.num_experts + block * P.num_experts + expert;

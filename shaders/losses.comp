@@ -26,10 +26,14 @@
 // NOISE_REDUCE (grid over [E], or [d, E] for a learned std): sums over the tokens in order:
 //   dL/dnoise_std_e, or dL/dW_noise[j, e] = sum_t x_tj * (dL/dstd_te * softplus'(..)); one
 //   dispatch per TOKEN_CHUNK tokens, each adding to the sum the last one left.
-#define MOEVK_LOSS_PARAMS
+#include "losses.h"
+#define STAGE_BUFFERS LOSSES_BUFFERS
+#define STAGE_PARAMS LOSSES_PARAMS
 #include "common.glsl"
 #include "noise.glsl"
+#include "learned_noise.glsl"
 #include "scores.glsl"
+#include "selection.glsl"
 #include "reduce.glsl"
 
 shared uint expert_counts[NUM_EXPERTS];

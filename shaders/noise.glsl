@@ -26,16 +26,6 @@ float noise_std(uint token, uint expert) {
     return P.noise_amount;
 }
 
-// A learned std's pre-activation x_t . W_noise[:, e], in f32 in index order: noise_std.comp takes
-// its softplus, and the losses' backward its slope, from the same sum.
-float learned_noise_preactivation(uint token, uint expert) {
-    uint E = P.num_experts, d = P.hidden_size;
-    float dot_product = 0.0;
-    for (uint j = 0u; j < d; ++j)
-        dot_product += hidden_element(token * d + j) * noise_weights[j * E + expert];
-    return dot_product;
-}
-
 // The Philox words of (token, expert) at the route's step and layer.
 uvec4 noise_bits(uint token, uint expert) {
     return philox4x32_10(uvec4(token, expert, P.noise_step, P.noise_layer),

@@ -3,8 +3,12 @@
 // Learned noise std (noisy top-k gating): noise_std[t, e] = softplus(x_t . W_noise[:, e]) +
 // epsilon, from the hidden states x [T, d] (hidden_type) and W_noise [d, E] f32; the dot
 // product in f32 in index order. epsilon arrives as noise_amount. Grid-stride over T * E.
+#include "noise_std.h"
+#define STAGE_BUFFERS NOISE_STD_BUFFERS
+#define STAGE_PARAMS NOISE_STD_PARAMS
 #include "common.glsl"
 #include "noise.glsl"
+#include "learned_noise.glsl"
 
 void main() {
     uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;

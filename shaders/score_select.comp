@@ -7,6 +7,9 @@
 // key (descending weight, then choice index = token * k + rank), then ranks the kept ones by a
 // workgroup prefix sum in list order. Writes slots, rows, row_token.
 // Grid: E workgroups, one per expert.
+#include "score_select.h"
+#define STAGE_BUFFERS SCORE_SELECT_BUFFERS
+#define STAGE_PARAMS SCORE_SELECT_PARAMS
 #include "common.glsl"
 #include "scan.glsl"
 

@@ -10,9 +10,13 @@
 // SINKHORN ranks the balanced keys (sinkhorn.comp), EXPERT_CHOICE writes each expert's ranking
 // key of the token into the decisions buffer instead of a top-k (expert_choice.comp ranks them).
 // Grid: any 1D size; a grid-stride loop covers the tokens.
+#include "scores_topk.h"
+#define STAGE_BUFFERS SCORES_TOPK_BUFFERS
+#define STAGE_PARAMS SCORES_TOPK_PARAMS
 #include "common.glsl"
 #include "noise.glsl"
 #include "scores.glsl"
+#include "selection.glsl"
 
 bool expert_choice() { return (P.flags & FLAG_EXPERT_CHOICE) != 0u; }
 

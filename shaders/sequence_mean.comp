@@ -10,6 +10,9 @@
 // tokens [c * TOKEN_CHUNK, (c + 1) * TOKEN_CHUNK) of each sequence (lavapipe's loop limit:
 // LOOP_BUDGET); the running sum waits in the mean's place and the count after the means until
 // the sequence's last chunk, so the sum keeps its token order and its bits.
+#include "sequence_mean.h"
+#define STAGE_BUFFERS SEQUENCE_MEAN_BUFFERS
+#define STAGE_PARAMS SEQUENCE_MEAN_PARAMS
 #include "common.glsl"
 #include "noise.glsl"
 #include "scores.glsl"

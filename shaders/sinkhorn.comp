@@ -12,6 +12,9 @@
 // the experts run in expert order per row; sums over the tokens in token order within each
 // block of 64 rows, then over the blocks in a fixed tree: the same bits every run. No invocation
 // loops more than about 2E times (lavapipe's loop limit, LOOP_BUDGET).
+#include "sinkhorn.h"
+#define STAGE_BUFFERS SINKHORN_BUFFERS
+#define STAGE_PARAMS SINKHORN_PARAMS
 #include "common.glsl"
 #include "noise.glsl"
 #include "scores.glsl"

@@ -8,6 +8,9 @@
 // Phase 1 (grid: E + STAT_SCALARS workgroups, one per total): sums one column of the partials
 // over blocks, strided over the lanes, then a shared-memory tree: a fixed order, and no long
 // chain of dependent loads.
+#include "stats.h"
+#define STAGE_BUFFERS STATS_BUFFERS
+#define STAGE_PARAMS STATS_PARAMS
 #include "common.glsl"
 #include "noise.glsl"
 #include "scores.glsl"

@@ -1,0 +1,47 @@
+// The GLSL declaration of each of the router's named buffers (BINDING_* in moevk_shared.h), as
+// BUFFER_<NAME>. A stage declares only the buffers its header lists (<STAGE>_BUFFERS), through
+// DECLARE_BUFFER in common.glsl: a shader that touches any other buffer does not compile, and
+// the engine binds exactly the listed ones (engine/stage.c).
+#define BUFFER_LOGITS layout(std430, binding = BINDING_LOGITS) readonly buffer Logits { uint logits_words[]; };
+#define BUFFER_BIAS layout(std430, binding = BINDING_BIAS) readonly buffer Bias { float bias[]; };
+#define BUFFER_EXPERT_IDS layout(std430, binding = BINDING_EXPERT_IDS) buffer ExpertIds { int expert_ids[]; };
+#define BUFFER_WEIGHTS layout(std430, binding = BINDING_WEIGHTS) buffer Weights { float weights[]; };
+#define BUFFER_ROW_STATS layout(std430, binding = BINDING_ROW_STATS) buffer RowStats { vec4 row_stats[]; };
+#define BUFFER_ROW_FLAGS layout(std430, binding = BINDING_ROW_FLAGS) buffer RowFlags { uint row_flags[]; };
+#define BUFFER_BLOCK_COUNTS layout(std430, binding = BINDING_BLOCK_COUNTS) buffer BlockCounts { uint block_counts[]; };
+#define BUFFER_EXPERT_INFO layout(std430, binding = BINDING_EXPERT_INFO) buffer ExpertInfo { uint expert_info[]; };
+#define BUFFER_SLOTS layout(std430, binding = BINDING_SLOTS) buffer Slots { int slots[]; };
+#define BUFFER_ROWS layout(std430, binding = BINDING_ROWS) buffer Rows { int rows[]; };
+#define BUFFER_ROW_TOKEN layout(std430, binding = BINDING_ROW_TOKEN) buffer RowToken { int row_token[]; };
+#define BUFFER_ORDER layout(std430, binding = BINDING_ORDER) buffer Order { uint order[]; };
+#define BUFFER_HIDDEN                                                                              \
+    layout(std430, binding = BINDING_HIDDEN) readonly buffer Hidden { uint hidden_words[]; };      \
+    layout(std430, binding = BINDING_HIDDEN) readonly buffer HiddenVec4 { uvec4 hidden_vec4[]; };
+#define BUFFER_DISPATCHED                                                                          \
+    layout(std430, binding = BINDING_DISPATCHED) buffer Dispatched { uint dispatched_words[]; };   \
+    layout(std430, binding = BINDING_DISPATCHED) buffer DispatchedVec4 { uvec4 dispatched_vec4[]; };
+#define BUFFER_EXPERT_OUT                                                                          \
+    layout(std430, binding = BINDING_EXPERT_OUT) readonly buffer ExpertOut { uint expert_out_words[]; }; \
+    layout(std430, binding = BINDING_EXPERT_OUT) readonly buffer ExpertOutVec4 { uvec4 expert_out_vec4[]; };
+#define BUFFER_COMBINED                                                                            \
+    layout(std430, binding = BINDING_COMBINED) buffer Combined { uint combined_words[]; };         \
+    layout(std430, binding = BINDING_COMBINED) buffer CombinedVec4 { uvec4 combined_vec4[]; };
+#define BUFFER_STAT_PARTIALS layout(std430, binding = BINDING_STAT_PARTIALS) buffer StatPartials { float stat_partials[]; };
+#define BUFFER_STAT_TOTALS layout(std430, binding = BINDING_STAT_TOTALS) buffer StatTotals { float stat_totals[]; };
+#define BUFFER_LOSS_ROWS layout(std430, binding = BINDING_LOSS_ROWS) buffer LossRows { vec4 loss_rows[]; };
+#define BUFFER_LOSS_PARTIALS layout(std430, binding = BINDING_LOSS_PARTIALS) buffer LossPartials { float loss_partials[]; };
+#define BUFFER_LOSS_TOTALS layout(std430, binding = BINDING_LOSS_TOTALS) buffer LossTotals { float loss_totals[]; };
+#define BUFFER_SEQ_COUNTS layout(std430, binding = BINDING_SEQ_COUNTS) buffer SeqCounts { uint seq_counts[]; };
+#define BUFFER_GRAD_WEIGHTS layout(std430, binding = BINDING_GRAD_WEIGHTS) buffer GradWeights { float grad_weights[]; };
+#define BUFFER_GRAD_LOGITS layout(std430, binding = BINDING_GRAD_LOGITS) buffer GradLogits { float grad_logits[]; };
+// Coherent: the Sinkhorn and sequence stages read, within a workgroup, what its other
+// invocations wrote. The same binding as 32-bit words holds the counts and dispatch arguments.
+#define BUFFER_DECISIONS                                                                           \
+    layout(std430, binding = BINDING_DECISIONS) coherent buffer Decisions { float decisions[]; };  \
+    layout(std430, binding = BINDING_DECISIONS) coherent buffer DecisionWords { uint decision_words[]; };
+#define BUFFER_NOISE_STD layout(std430, binding = BINDING_NOISE_STD) buffer NoiseStd { float noise_std_values[]; };
+#define BUFFER_NOISE_WEIGHTS layout(std430, binding = BINDING_NOISE_WEIGHTS) readonly buffer NoiseWeights { float noise_weights[]; };
+#define BUFFER_EXPERT_LOSS layout(std430, binding = BINDING_EXPERT_LOSS) buffer ExpertLoss { float expert_loss_values[]; };
+#define BUFFER_GRAD_NOISE layout(std430, binding = BINDING_GRAD_NOISE) buffer GradNoise { float grad_noise[]; };
+
+#define DECLARE_BUFFER(name) BUFFER_##name

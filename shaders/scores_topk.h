@@ -1,0 +1,13 @@
+/* Scores and top-k (scores_topk.comp): the stage's interface (stage_params.h). */
+#ifndef MOEVK_SCORES_TOPK_H
+#define MOEVK_SCORES_TOPK_H
+#include "stage_params.h"
+
+// clang-format off
+#define SCORES_TOPK_BUFFERS(X) X(LOGITS) X(BIAS) X(DECISIONS) X(NOISE_STD) X(EXPERT_IDS)          \
+    X(WEIGHTS) X(ROW_STATS) X(ROW_FLAGS)
+#define SCORES_TOPK_PARAMS(U, F, A) A(logits_address) U(num_tokens) U(num_experts) U(top_k)       \
+    U(flags) F(scale) SCORE_PARAMS(U, F, A) NOISE_PARAMS(U, F, A)
+// clang-format on
+
+#endif
