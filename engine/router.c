@@ -282,6 +282,7 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
     sizes[BINDING_BIAS] = E * 4;
     sizes[BINDING_EXPERT_IDS] = sizes[BINDING_WEIGHTS] = T * k * 4;
     sizes[BINDING_SLOTS] = sizes[BINDING_ROWS] = T * k * 4;
+    sizes[BINDING_COMPACT_ROWS] = info->mode == MOEVK_MODE_EXPERT_CHOICE ? T * k * 4 : 0;
     sizes[BINDING_ORDER] = info->drop_policy == MOEVK_DROP_SCORE ? T * k * 4 : 0;
     sizes[BINDING_ROW_STATS] = T * 16;
     sizes[BINDING_ROW_FLAGS] = T * 4;
@@ -349,7 +350,8 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
                                                          "noise std",
                                                          "noise weights",
                                                          "per-expert loss",
-                                                         "dL/dstd"};
+                                                         "dL/dstd",
+                                                         "compacted rows"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {

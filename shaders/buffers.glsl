@@ -12,6 +12,7 @@
 #define BUFFER_EXPERT_INFO layout(std430, binding = BINDING_EXPERT_INFO) buffer ExpertInfo { uint expert_info[]; };
 #define BUFFER_SLOTS layout(std430, binding = BINDING_SLOTS) buffer Slots { int slots[]; };
 #define BUFFER_ROWS layout(std430, binding = BINDING_ROWS) buffer Rows { int rows[]; };
+#define BUFFER_COMPACT_ROWS layout(std430, binding = BINDING_COMPACT_ROWS) buffer CompactRows { int compact_rows[]; };
 #define BUFFER_ROW_TOKEN layout(std430, binding = BINDING_ROW_TOKEN) buffer RowToken { int row_token[]; };
 #define BUFFER_ORDER layout(std430, binding = BINDING_ORDER) buffer Order { uint order[]; };
 #define BUFFER_HIDDEN                                                                              \

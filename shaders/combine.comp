@@ -12,8 +12,14 @@
 
 bool experts_chose() { return (P.flags & FLAG_EXPERT_CHOICE) != 0u; }
 
-// The weight of a token's kept choice j with its row: column j's; with expert choice, whose rows
-// are compacted (expert_choice.comp), the column of the row's expert, row / C.
+// A token's row j: its choice j's; with expert choice, the j-th of its compacted rows
+// (expert_choice.comp), which end at the first -1.
+int row_of(uint token, uint j) {
+    return experts_chose() ? compact_rows[token * TOP_K + j] : rows[token * TOP_K + j];
+}
+
+// The weight of a token's kept choice j with its row: column j's; with expert choice, the column
+// of the row's expert, row / C.
 float weight_of(uint token, uint j, int row) {
     return weights[token * TOP_K + (experts_chose() ? uint(row) / P.capacity : j)];
 }
@@ -22,7 +28,7 @@ float weight_of(uint token, uint j, int row) {
 float combine_element(uint token, uint col) {
     float acc = 0.0;
     for (uint j = 0u; j < TOP_K; ++j) {
-        int row = rows[token * TOP_K + j];
+        int row = row_of(token, j);
         if (row < 0) {
             if (experts_chose()) break; // compacted: nothing follows
             continue;
@@ -45,7 +51,7 @@ void combine_rows(uint unit) {
         float w[TOP_K];
         uint kept = 0u;
         for (uint j = 0u; j < TOP_K; ++j) {
-            int r = rows[token * TOP_K + j];
+            int r = row_of(token, j);
             if (r < 0) {
                 if (experts_chose()) break; // compacted: nothing follows
                 continue;

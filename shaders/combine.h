@@ -4,7 +4,7 @@
 #include "stage_params.h"
 
 // clang-format off
-#define COMBINE_BUFFERS(X) X(EXPERT_OUT) X(ROWS) X(WEIGHTS) X(COMBINED)
+#define COMBINE_BUFFERS(X) X(EXPERT_OUT) X(ROWS) X(COMPACT_ROWS) X(WEIGHTS) X(COMBINED)
 #define COMBINE_PARAMS(U, F, A) A(expert_out_address) A(combined_address) U(num_tokens)           \
     U(hidden_size) U(flags) U(capacity)
 // clang-format on

@@ -10,9 +10,10 @@
 // subgroup size.
 // Phase 0 writes, for column e of every token: expert id, slot, weight (the routing score times
 // scale), or -1, -1, 0; row_token of the expert's rows; expert_info totals and kept counts
-// (equal: expert choice drops nothing). Phase 1 (grid-stride over tokens) compacts each token's
-// rows: rows[t, 0 ..] = e * C + slot of the experts that took it, ascending e, then -1, so that
-// combine reads a token's few rows instead of E columns (it finds e again as row / C).
+// (equal: expert choice drops nothing). Phase 1 (grid-stride over tokens) writes each token's
+// rows: rows[t, e] = e * C + slot where expert e took it, else -1, and compacted,
+// compact_rows[t, 0 ..] = those rows in ascending e, then -1, so that combine reads a token's few
+// rows instead of E columns (it finds e again as row / C).
 #include "expert_choice.h"
 #define STAGE_BUFFERS EXPERT_CHOICE_BUFFERS
 #define STAGE_PARAMS EXPERT_CHOICE_PARAMS
@@ -46,22 +47,24 @@ bool is_taken(uint bits, bool take_all, uint threshold, uint needed, inout uint 
     return equal_rank++ < needed;
 }
 
-void compact_rows() {
+void write_rows() {
     uint E = P.num_experts;
     uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint t = gl_GlobalInvocationID.x; t < P.num_tokens; t += stride) {
         uint kept = 0u;
         for (uint e = 0u; e < E; ++e) {
             int slot = slots[t * E + e];
-            if (slot >= 0) rows[t * E + kept++] = int(e * P.capacity) + slot;
+            int row = slot >= 0 ? int(e * P.capacity) + slot : -1;
+            rows[t * E + e] = row;
+            if (slot >= 0) compact_rows[t * E + kept++] = row;
         }
-        for (uint i = kept; i < E; ++i) rows[t * E + i] = -1;
+        for (uint i = kept; i < E; ++i) compact_rows[t * E + i] = -1;
     }
 }
 
 void main() {
     if (P.phase == 1u) {
-        compact_rows();
+        write_rows();
         return;
     }
     uint expert = gl_WorkGroupID.x, lane = gl_LocalInvocationID.x, width = gl_WorkGroupSize.x;

@@ -5,48 +5,46 @@
 /* The router's named buffers, by binding number. Each kernel's descriptor set binds the ones its
  * stage header lists (<KERNEL>_BUFFERS), at these numbers, and no others. [T, k] arrays have E
  * columns instead of k in EXPERT_CHOICE mode (the push constants' top_k says which). */
-#define BINDING_LOGITS 0       /* [T, E] f32, or f16 pairs in 32-bit words */
-#define BINDING_BIAS 1         /* [E] f32 */
-#define BINDING_EXPERT_IDS 2   /* [T, k] int: selected experts, -1 none */
-#define BINDING_WEIGHTS 3      /* [T, k] float: combine weights, 0 where none */
-#define BINDING_ROW_STATS 4    /* [T] vec4: largest logit, 1/normaliser, raw logsumexp, entropy */
-#define BINDING_ROW_FLAGS 5    /* [T] uint: ROW_VALID, ROW_NONFINITE, ROW_MASKED */
-#define BINDING_BLOCK_COUNTS 6 /* [blocks, E] uint: per-block counts, then exclusive offsets */
-#define BINDING_EXPERT_INFO 7  /* uint: totals [E], kept [E], offsets [E + 1] */
-#define BINDING_SLOTS 8        /* [T, k] int: slot within expert, -1 dropped */
-#define BINDING_ROWS                                                                               \
-    9                            /* [T, k] int: row of the expert buffer, -1 dropped (expert       \
-                                    choice: a token's rows compacted in expert order, then -1) */
-#define BINDING_ROW_TOKEN 10     /* [rows] int: token gathered into each expert-buffer row, -1 */
-#define BINDING_ORDER 11         /* [T * k] uint: assignments grouped by expert (score policy) */
-#define BINDING_HIDDEN 12        /* [T, d] hidden_type words */
-#define BINDING_DISPATCHED 13    /* [rows, d] hidden_type words */
-#define BINDING_EXPERT_OUT 14    /* [rows, d] hidden_type words */
-#define BINDING_COMBINED 15      /* [T, d] hidden_type words */
+#define BINDING_LOGITS 0        /* [T, E] f32, or f16 pairs in 32-bit words */
+#define BINDING_BIAS 1          /* [E] f32 */
+#define BINDING_EXPERT_IDS 2    /* [T, k] int: selected experts, -1 none */
+#define BINDING_WEIGHTS 3       /* [T, k] float: combine weights, 0 where none */
+#define BINDING_ROW_STATS 4     /* [T] vec4: largest logit, 1/normaliser, raw logsumexp, entropy */
+#define BINDING_ROW_FLAGS 5     /* [T] uint: ROW_VALID, ROW_NONFINITE, ROW_MASKED */
+#define BINDING_BLOCK_COUNTS 6  /* [blocks, E] uint: per-block counts, then exclusive offsets */
+#define BINDING_EXPERT_INFO 7   /* uint: totals [E], kept [E], offsets [E + 1] */
+#define BINDING_SLOTS 8         /* [T, k] int: slot within expert, -1 dropped */
+#define BINDING_ROWS 9          /* [T, k] int: row of the expert buffer, -1 dropped */
+#define BINDING_ROW_TOKEN 10    /* [rows] int: token gathered into each expert-buffer row, -1 */
+#define BINDING_ORDER 11        /* [T * k] uint: assignments grouped by expert (score policy) */
+#define BINDING_HIDDEN 12       /* [T, d] hidden_type words */
+#define BINDING_DISPATCHED 13   /* [rows, d] hidden_type words */
+#define BINDING_EXPERT_OUT 14   /* [rows, d] hidden_type words */
+#define BINDING_COMBINED 15     /* [T, d] hidden_type words */
 #define BINDING_STAT_PARTIALS 16 /* [stat_blocks, E + STAT_SCALARS] float */
-#define BINDING_STAT_TOTALS 17   /* [E + STAT_SCALARS] float */
+#define BINDING_STAT_TOTALS 17  /* [E + STAT_SCALARS] float */
 /* The losses' buffers (moevk_router_losses), sized only for routers created with losses. */
-#define BINDING_LOSS_ROWS 18 /* [T] vec4: load thresholds (k+1-th, k-th key) and their experts */
+#define BINDING_LOSS_ROWS 18     /* [T] vec4: load thresholds (k+1-th, k-th key) and their experts */
 #define BINDING_LOSS_PARTIALS 19 /* [stat_blocks, 2E] float: importance, load */
-#define BINDING_LOSS_TOTALS                                                                        \
-    20                          /* [4E + 2T] float: importance, load, their CV^2 slopes;           \
-                                   per-sequence sums, per-token sequence terms */
-#define BINDING_SEQ_COUNTS 21   /* [T / S, E] uint: selections per sequence and expert */
-#define BINDING_GRAD_WEIGHTS 22 /* [T, k] float: dL/dweights */
-#define BINDING_GRAD_LOGITS 23  /* [T, E] float: dL/dlogits */
+#define BINDING_LOSS_TOTALS 20   /* [4E + 2T] float: importance, load, their CV^2 slopes;
+                                    per-sequence sums, per-token sequence terms */
+#define BINDING_SEQ_COUNTS 21    /* [T / S, E] uint: selections per sequence and expert */
+#define BINDING_GRAD_WEIGHTS 22  /* [T, k] float: dL/dweights */
+#define BINDING_GRAD_LOGITS 23   /* [T, E] float: dL/dlogits */
 /* The routing modes' scratch: DECISION_HEADER scalars, then SEQUENCE and BATCH: mean logits
  * [sequences, E] (and running counts); SINKHORN: see SINKHORN_SCRATCH_FLOATS; EXPERT_CHOICE:
  * each expert's ranking key of each token [T, E]. */
 #define BINDING_DECISIONS 24
 #define BINDING_NOISE_STD 25     /* [E] or (learned) [T, E] float: the Gaussian noise's std */
 #define BINDING_NOISE_WEIGHTS 26 /* [d, E] float: W_noise of the learned std */
-#define BINDING_EXPERT_LOSS                                                                        \
-    27 /* [T] float: a caller's per-token loss; then [E] sums per                                  \
-          expert; then [stat_blocks, E] partial sums */
-#define BINDING_GRAD_NOISE                                                                         \
-    28 /* losses: dL/dnoise_std [E] or dL/dW_noise [d, E], then the                                \
-          per-(token, expert) dL/dstd [T, E] */
-#define BINDING_COUNT 29
+#define BINDING_EXPERT_LOSS 27   /* [T] float: a caller's per-token loss; then [E] sums per
+                                    expert; then [stat_blocks, E] partial sums */
+#define BINDING_GRAD_NOISE 28    /* losses: dL/dnoise_std [E] or dL/dW_noise [d, E], then the
+                                    per-(token, expert) dL/dstd [T, E] */
+/* EXPERT_CHOICE: [T, E] int, the rows of the experts that took each token, ascending expert,
+ * then -1, so that combine reads a token's few rows instead of E columns. */
+#define BINDING_COMPACT_ROWS 29
+#define BINDING_COUNT 30
 
 /* The decisions' header: Sinkhorn's shift of the logits, iterations run, last mean change,
  * whether the iteration has stopped (1.0) or goes on (0.0), the valid rows (T') and live
@@ -112,12 +110,12 @@
 #define FLAG_SIGMOID 4u
 #define FLAG_DROPLESS 8u
 #define FLAG_DROP_BY_SCORE 16u
-#define FLAG_NOISY_SCORES 32u   /* weights and statistics from the noisy logits, not the clean */
-#define FLAG_GRAD_WEIGHTS 64u   /* losses: the caller gave dL/dweights */
+#define FLAG_NOISY_SCORES 32u /* weights and statistics from the noisy logits, not the clean */
+#define FLAG_GRAD_WEIGHTS 64u  /* losses: the caller gave dL/dweights */
 #define FLAG_GRAD_COMBINED 128u /* losses: the caller gave dL/dcombined (adds to dL/dweights) */
-#define FLAG_SEQUENCE_DECISIONS 256u    /* SEQUENCE, BATCH: tokens take their sequence's decision */
-#define FLAG_SINKHORN 512u              /* selection by the Sinkhorn-balanced scores */
-#define FLAG_EXPERT_CHOICE 1024u        /* experts choose tokens (expert_choice.comp) */
+#define FLAG_SEQUENCE_DECISIONS 256u /* SEQUENCE, BATCH: tokens take their sequence's decision */
+#define FLAG_SINKHORN 512u /* selection by the Sinkhorn-balanced scores */
+#define FLAG_EXPERT_CHOICE 1024u /* experts choose tokens (expert_choice.comp) */
 #define FLAG_NOISE_STD_PER_EXPERT 2048u /* Gaussian std from noise_std [E] */
 #define FLAG_NOISE_STD_LEARNED 4096u    /* Gaussian std from noise_std [T, E] (noise_std.comp) */
 #define FLAG_GRAD_NOISE 8192u /* losses: the gradient with respect to the Gaussian noise's std */
@@ -148,11 +146,11 @@
 #define SPEC_WORKGROUP_SIZE 0
 #define SPEC_TOP_K 1
 #define SPEC_NUM_EXPERTS 2
-#define SPEC_DTYPE 3        /* 0 f32, 1 f16, 2 bf16 (hidden states or logits, per stage) */
+#define SPEC_DTYPE 3 /* 0 f32, 1 f16, 2 bf16 (hidden states or logits, per stage) */
 #define SPEC_HIDDEN_DTYPE 4 /* the hidden states' type, for stages whose DTYPE is the logits' */
-#define SPEC_GROUPS 5       /* group-limited routing: expert groups (1: off) */
-#define SPEC_TOPK_GROUPS 6  /* groups kept per token */
-#define MAX_GROUPS 32       /* the kept groups of a token fit one 32-bit mask */
+#define SPEC_GROUPS 5      /* group-limited routing: expert groups (1: off) */
+#define SPEC_TOPK_GROUPS 6 /* groups kept per token */
+#define MAX_GROUPS 32      /* the kept groups of a token fit one 32-bit mask */
 
 /* Workgroup size of every stage: shared-memory reductions only, no subgroup assumptions. On
  * lavapipe the score policy's select and expert choice's selection widen to at most
