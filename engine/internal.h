@@ -10,6 +10,7 @@
 #include <volk.h>
 
 #include "moevk.h"
+#include "moevk_testing.h"
 #include "moevk_shared.h"
 
 /* Instance-level Vulkan entry points, loaded per context (volk's tables cover devices only). */
@@ -174,7 +175,7 @@ void pipelines_destroy_cache(moevk_context *context);
 /* A stage's specialization constants (shaders/moevk_shared.h, SPEC_*). */
 typedef struct stage_constants {
     uint32_t workgroup_size; /* stage_workgroup_size */
-    uint32_t top_k, num_experts, dtype, hidden_dtype, groups, topk_groups;
+    uint32_t choices, selection_k, num_experts, dtype, hidden_dtype, groups, topk_groups;
 } stage_constants;
 /* The SPIR-V of a kernel in one variant (embedded by its stage's file; code NULL: not built). */
 typedef struct shader_code {
@@ -200,7 +201,7 @@ moevk_result pipeline_create(moevk_context *context, const shader_code shaders[V
 typedef struct route_plan {
     uint32_t num_tokens;
     uint32_t num_experts;
-    uint32_t top_k; /* choices per token: E in EXPERT_CHOICE */
+    uint32_t choices; /* columns of the per-token arrays: k, or E in EXPERT_CHOICE */
     uint32_t hidden_size;
     uint32_t capacity;
     uint32_t flags;

@@ -212,7 +212,7 @@ void record_losses(moevk_router *router, const route_plan *params, const loss_ph
         {phases->sequences, LOSS_PHASE_SEQUENCE_TOKENS, grid_for(router, params->num_tokens), 1},
         {phases->sequences, LOSS_PHASE_SEQUENCE_TOTALS, sequence_groups, 1},
         {phases->weights_backward, LOSS_PHASE_WEIGHTS_BACKWARD,
-         grid_for(router, (uint64_t)params->num_tokens * params->top_k), 1},
+         grid_for(router, (uint64_t)params->num_tokens * params->choices), 1},
         {phases->logits_backward, LOSS_PHASE_LOGITS_BACKWARD, grid_for(router, params->num_tokens),
          1},
         {phases->noise_slope, LOSS_PHASE_NOISE_SLOPE,

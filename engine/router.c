@@ -226,7 +226,7 @@ void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
     memset(params, 0, sizeof *params);
     params->num_tokens = num_tokens;
     params->num_experts = info->num_experts;
-    params->top_k = router_choices(info);
+    params->choices = router_choices(info);
     params->hidden_size = info->hidden_size;
     params->temperature = scheduled(&info->temperature_schedule, info->temperature, step);
     params->scale = info->scale;
@@ -252,7 +252,7 @@ void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
         params->dispatched_rows = params->capacity * info->num_experts;
         if (info->drop_policy == MOEVK_DROP_SCORE) params->flags |= FLAG_DROP_BY_SCORE;
     }
-    uint32_t assignments = num_tokens * params->top_k;
+    uint32_t assignments = num_tokens * params->choices;
     uint32_t block = div_ceil_u32(assignments, MAX_BUCKET_BLOCKS);
     block = div_ceil_u32(block, WORKGROUP_SIZE) * WORKGROUP_SIZE;
     params->block_size = block > MIN_BUCKET_BLOCK ? block : MIN_BUCKET_BLOCK;

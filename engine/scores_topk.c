@@ -18,11 +18,6 @@ static const stage_kernel SCORES_TOPK_KERNEL = {
                 [VARIANT_RTE_ADDRESSES] = SPIRV(scores_topk_rte_addresses)},
     KERNEL_INTERFACE(SCORES_TOPK_BUFFERS, scores_topk_params)};
 
-/* Experts that choose need no top-k here. */
-static void constants(const moevk_router *router, stage_constants *constants) {
-    if (router->info.mode == MOEVK_MODE_EXPERT_CHOICE) constants->top_k = 1;
-}
-
 static int runs(const route_call *call) { return call->plan->num_tokens > 0; }
 
 static void record(moevk_router *router, const route_plan *plan) {
@@ -34,7 +29,6 @@ static void record(moevk_router *router, const route_plan *plan) {
 const stage_module scores_topk_stage = {.name = "scores and top-k",
                                         .kernels = {&SCORES_TOPK_KERNEL},
                                         .kernel_count = 1,
-                                        .constants = constants,
                                         .runs = runs,
                                         .record = record,
                                         .after = TIMESTAMP_AFTER_TOPK};

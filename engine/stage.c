@@ -14,7 +14,10 @@ static stage_constants default_constants(const moevk_router *router) {
     const moevk_router_info *info = &router->info;
     int grouped = info->num_groups > 1;
     return (stage_constants){.workgroup_size = WORKGROUP_SIZE,
-                             .top_k = router_choices(info),
+                             .choices = router_choices(info),
+                             /* Experts that choose need no top-k in the scores stage. */
+                             .selection_k =
+                                 info->mode == MOEVK_MODE_EXPERT_CHOICE ? 1 : info->top_k,
                              .num_experts = info->num_experts,
                              .dtype = info->logits_type,
                              .hidden_dtype = info->hidden_type,

@@ -176,15 +176,8 @@ typedef enum moevk_memory_mode {
                                  (resizable BAR), else as AUTO */
 } moevk_memory_mode;
 
-/* Fault injection, for tests of the application's (and moevk's) error paths. Zero: off. */
-typedef struct moevk_test_hooks {
-    uint32_t fail_host_allocation;   /* N: moevk's own Nth host allocation for the context (the
-                                        context itself is the first) fails */
-    uint32_t fail_device_allocation; /* N: the context's Nth device memory allocation fails with
-                                        MOEVK_ERROR_OUT_OF_DEVICE_MEMORY */
-    uint32_t lose_device_at_submit;  /* N: the context's Nth queue submission reports
-                                        VK_ERROR_DEVICE_LOST */
-} moevk_test_hooks;
+/* Fault injection for tests: moevk_testing.h defines it. */
+typedef struct moevk_test_hooks moevk_test_hooks;
 
 typedef struct moevk_context_info {
     /* Which device to create on, when moevk creates its own: a decimal index into the list
@@ -210,10 +203,9 @@ typedef struct moevk_context_info {
     /* A file for the same: read at creation if it exists (and checked the same way), written
      * back at destroy. NULL: none. */
     const char *pipeline_cache_path;
-    /* Testing only: injected faults (NULL: none). (Failing allocations can also be injected
-     * through `allocator`, which the driver shares.) After a device loss, real or injected, every
-     * call on the context and its routers and buffers returns MOEVK_ERROR_DEVICE_LOST; destroying
-     * still works. */
+    /* Testing only: injected faults (moevk_testing.h; NULL: none). After a device loss, real or
+     * injected, every call on the context and its routers and buffers returns
+     * MOEVK_ERROR_DEVICE_LOST; destroying still works. */
     const moevk_test_hooks *test_hooks;
 
     /* Adoption: set instance, physical_device, device to use the application's Vulkan objects.

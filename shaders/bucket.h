@@ -6,14 +6,14 @@
 
 // clang-format off
 #define BUCKET_COUNT_BUFFERS(X) X(EXPERT_IDS) X(BLOCK_COUNTS)
-#define BUCKET_COUNT_PARAMS(U, F, A) U(num_tokens) U(top_k) U(block_size)
+#define BUCKET_COUNT_PARAMS(U, F, A) U(num_tokens) U(choices) U(block_size)
 
 #define BUCKET_SCAN_BUFFERS(X) X(BLOCK_COUNTS) X(EXPERT_INFO)
 #define BUCKET_SCAN_PARAMS(U, F, A) U(num_blocks) U(flags) U(capacity)
 
 #define BUCKET_ASSIGN_BUFFERS(X) X(EXPERT_IDS) X(BLOCK_COUNTS) X(EXPERT_INFO) X(SLOTS) X(ROWS)    \
     X(ROW_TOKEN) X(ORDER)
-#define BUCKET_ASSIGN_PARAMS(U, F, A) U(num_tokens) U(top_k) U(block_size) U(flags)               \
+#define BUCKET_ASSIGN_PARAMS(U, F, A) U(num_tokens) U(choices) U(block_size) U(flags)               \
     U(capacity) U(pad_multiple)
 // clang-format on
 

@@ -59,7 +59,7 @@ void main() {
     compute_first_rows(dropless);
     barrier();
 
-    uint total = P.num_tokens * P.top_k;
+    uint total = P.num_tokens * P.choices;
     uint begin = block * P.block_size;
     uint end = min(begin + P.block_size, total);
     for (uint chunk = begin; chunk < end; chunk += gl_WorkGroupSize.x) {

@@ -19,7 +19,7 @@ void main() {
     for (uint e = lane; e < NUM_EXPERTS; e += gl_WorkGroupSize.x) histogram[e] = 0u;
     barrier();
 
-    uint total = P.num_tokens * P.top_k;
+    uint total = P.num_tokens * P.choices;
     uint begin = block * P.block_size;
     uint end = min(begin + P.block_size, total);
     for (uint a = begin + lane; a < end; a += gl_WorkGroupSize.x) {

@@ -15,19 +15,19 @@ bool experts_chose() { return (P.flags & FLAG_EXPERT_CHOICE) != 0u; }
 // A token's row j: its choice j's; with expert choice, the j-th of its compacted rows
 // (expert_choice.comp), which end at the first -1.
 int row_of(uint token, uint j) {
-    return experts_chose() ? compact_rows[token * TOP_K + j] : rows[token * TOP_K + j];
+    return experts_chose() ? compact_rows[token * CHOICES + j] : rows[token * CHOICES + j];
 }
 
 // The weight of a token's kept choice j with its row: column j's; with expert choice, the column
 // of the row's expert, row / C.
 float weight_of(uint token, uint j, int row) {
-    return weights[token * TOP_K + (experts_chose() ? uint(row) / P.capacity : j)];
+    return weights[token * CHOICES + (experts_chose() ? uint(row) / P.capacity : j)];
 }
 
 // Sum for one element of one token (16-bit types with odd d).
 float combine_element(uint token, uint col) {
     float acc = 0.0;
-    for (uint j = 0u; j < TOP_K; ++j) {
+    for (uint j = 0u; j < CHOICES; ++j) {
         int row = row_of(token, j);
         if (row < 0) {
             if (experts_chose()) break; // compacted: nothing follows
@@ -47,10 +47,10 @@ void combine_rows(uint unit) {
     uint column_stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint token = gl_WorkGroupID.y; token < P.num_tokens; token += gl_NumWorkGroups.y) {
         // The kept choices only, in ascending j (expert choice: ascending expert).
-        int row[TOP_K];
-        float w[TOP_K];
+        int row[CHOICES];
+        float w[CHOICES];
         uint kept = 0u;
-        for (uint j = 0u; j < TOP_K; ++j) {
+        for (uint j = 0u; j < CHOICES; ++j) {
             int r = row_of(token, j);
             if (r < 0) {
                 if (experts_chose()) break; // compacted: nothing follows

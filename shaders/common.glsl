@@ -16,7 +16,8 @@ spirv_execution_mode(capabilities = [4467], 4462, 32);
 #endif
 
 layout(local_size_x_id = SPEC_WORKGROUP_SIZE) in;
-layout(constant_id = SPEC_TOP_K) const uint TOP_K = 1;
+layout(constant_id = SPEC_CHOICES) const uint CHOICES = 1;
+layout(constant_id = SPEC_SELECTION_K) const uint SELECTION_K = 1;
 layout(constant_id = SPEC_NUM_EXPERTS) const uint NUM_EXPERTS = 1;
 layout(constant_id = SPEC_DTYPE) const uint DTYPE = 0;
 layout(constant_id = SPEC_HIDDEN_DTYPE) const uint HIDDEN_DTYPE = 0;

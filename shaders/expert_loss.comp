@@ -25,8 +25,8 @@ void partial_sums() {
     for (uint e = gl_LocalInvocationID.x; e < P.num_experts; e += gl_WorkGroupSize.x) {
         float sum = 0.0;
         for (uint t = begin; t < end; ++t)
-            for (uint j = by_column ? e : 0u; j < (by_column ? e + 1u : P.top_k); ++j) {
-                uint choice = t * P.top_k + j;
+            for (uint j = by_column ? e : 0u; j < (by_column ? e + 1u : P.choices); ++j) {
+                uint choice = t * P.choices + j;
                 if (expert_ids[choice] == int(e) && slots[choice] >= 0) sum += expert_loss_values[t];
             }
         expert_loss_values[partial_at(block, e)] = sum;

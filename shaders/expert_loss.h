@@ -5,7 +5,7 @@
 
 // clang-format off
 #define EXPERT_LOSS_BUFFERS(X) X(EXPERT_IDS) X(SLOTS) X(EXPERT_LOSS)
-#define EXPERT_LOSS_PARAMS(U, F, A) U(num_tokens) U(num_experts) U(top_k) U(flags) U(phase)       \
+#define EXPERT_LOSS_PARAMS(U, F, A) U(num_tokens) U(num_experts) U(choices) U(flags) U(phase)       \
     U(stat_blocks) U(rows_per_stat_block)
 // clang-format on
 

@@ -49,8 +49,8 @@ float clean_key(uint token, uint expert) {
 }
 
 bool selected(uint token, uint expert) {
-    for (uint j = 0; j < P.top_k; ++j)
-        if (expert_ids[token * P.top_k + j] == int(expert)) return true;
+    for (uint j = 0; j < P.choices; ++j)
+        if (expert_ids[token * P.choices + j] == int(expert)) return true;
     return false;
 }
 
@@ -80,14 +80,14 @@ float load_z(uint token, uint expert, vec4 thresholds, bool in_top_k) {
 
 void thresholds(uint token) {
     if (row_flags[token] != ROW_VALID) return;
-    float keys[TOP_K + 1];
-    int experts[TOP_K + 1];
-    for (uint j = 0; j <= TOP_K; ++j) { keys[j] = NEG_INF; experts[j] = -1; }
+    float keys[CHOICES + 1];
+    int experts[CHOICES + 1];
+    for (uint j = 0; j <= CHOICES; ++j) { keys[j] = NEG_INF; experts[j] = -1; }
     uint groups = kept_groups(token);
     for (uint e = 0; e < P.num_experts; ++e) {
         float key = group_kept(groups, e) ? selection_key(token, e) : NEG_INF;
-        if (key > keys[TOP_K]) {
-            uint j = TOP_K;
+        if (key > keys[CHOICES]) {
+            uint j = CHOICES;
             while (j > 0 && key > keys[j - 1]) {
                 keys[j] = keys[j - 1];
                 experts[j] = experts[j - 1];
@@ -97,8 +97,8 @@ void thresholds(uint token) {
             experts[j] = int(e);
         }
     }
-    loss_rows[token] = vec4(keys[TOP_K], keys[TOP_K - 1], intBitsToFloat(experts[TOP_K]),
-                            intBitsToFloat(experts[TOP_K - 1]));
+    loss_rows[token] = vec4(keys[CHOICES], keys[CHOICES - 1], intBitsToFloat(experts[CHOICES]),
+                            intBitsToFloat(experts[CHOICES - 1]));
 }
 
 void partial_sums() {
@@ -111,8 +111,8 @@ void partial_sums() {
         float importance = 0.0, load = 0.0;
         for (uint t = begin; t < end; ++t) {
             if (row_flags[t] != ROW_VALID) continue;
-            for (uint j = 0; j < P.top_k; ++j)
-                if (expert_ids[t * P.top_k + j] == int(e)) importance += weights[t * P.top_k + j];
+            for (uint j = 0; j < P.choices; ++j)
+                if (expert_ids[t * P.choices + j] == int(e)) importance += weights[t * P.choices + j];
             if (with_load) load += normal_cdf(load_z(t, e, loss_rows[t], selected(t, e)));
         }
         loss_partials[block * width + e] = importance;
@@ -136,8 +136,8 @@ void sequence_counts(uint sequence) {
     for (uint e = lane; e < P.num_experts; e += gl_WorkGroupSize.x) expert_counts[e] = 0u;
     barrier();
     // Integer counts: the order of the atomic additions cannot change them.
-    for (uint c = lane; c < P.sequence_length * P.top_k; c += gl_WorkGroupSize.x) {
-        int expert = expert_ids[begin * P.top_k + c];
+    for (uint c = lane; c < P.sequence_length * P.choices; c += gl_WorkGroupSize.x) {
+        int expert = expert_ids[begin * P.choices + c];
         if (expert >= 0) atomicAdd(expert_counts[expert], 1u);
     }
     barrier();
@@ -184,7 +184,7 @@ void weights_backward(uint choice) {
     float grad = (P.flags & FLAG_GRAD_WEIGHTS) != 0u ? grad_weights[choice] : 0.0;
     int row = rows[choice];
     if ((P.flags & FLAG_GRAD_COMBINED) != 0u && row >= 0) {
-        uint token = choice / P.top_k;
+        uint token = choice / P.choices;
         float dot = 0.0;
         for (uint i = 0; i < P.hidden_size; ++i)
             dot += grad_combined_element(token * P.hidden_size + i) *
@@ -234,7 +234,7 @@ float dense_slope(uint token, uint expert, float p) {
         float S = float(P.sequence_length);
         float sequences = float(P.num_tokens / P.sequence_length);
         uint count = seq_counts[(token / P.sequence_length) * P.num_experts + expert];
-        slope += P.sequence_coef * E / (float(P.top_k) * S * S * sequences) * float(count);
+        slope += P.sequence_coef * E / (float(P.choices) * S * S * sequences) * float(count);
     }
     return slope;
 }
@@ -266,19 +266,19 @@ void logits_backward(uint token) {
     float tau = P.temperature;
 
     // dL/dq_j of each choice's score q (before renormalisation and scale).
-    float q[TOP_K], grad_q[TOP_K];
+    float q[CHOICES], grad_q[CHOICES];
     float q_sum = 0.0;
-    for (uint j = 0; j < TOP_K; ++j) {
+    for (uint j = 0; j < CHOICES; ++j) {
         q[j] = 0.0;
         grad_q[j] = 0.0;
-        int expert = expert_ids[token * P.top_k + j];
+        int expert = expert_ids[token * P.choices + j];
         if (expert < 0) continue;
         float s = score_logit(logit_at(token, uint(expert)), token, uint(expert));
         q[j] = sigmoid ? 1.0 / (1.0 + exp(-(s / tau))) : exp((s - stats.x) / tau) * stats.y;
         q_sum += q[j];
         float g = 0.0;
         if ((P.flags & (FLAG_GRAD_WEIGHTS | FLAG_GRAD_COMBINED)) != 0u)
-            g = grad_weights[token * P.top_k + j];
+            g = grad_weights[token * P.choices + j];
         if (P.importance_coef != 0.0)
             g += P.importance_coef *
                  loss_totals[LOSS_TOTAL_IMPORTANCE_SLOPE * P.num_experts + uint(expert)];
@@ -286,8 +286,8 @@ void logits_backward(uint token) {
     }
     if ((P.flags & FLAG_RENORMALIZE) != 0u && q_sum > 0.0) {
         float weighted = 0.0;
-        for (uint j = 0; j < TOP_K; ++j) weighted += grad_q[j] * q[j];
-        for (uint j = 0; j < TOP_K; ++j) grad_q[j] = (grad_q[j] - weighted / q_sum) / q_sum;
+        for (uint j = 0; j < CHOICES; ++j) weighted += grad_q[j] * q[j];
+        for (uint j = 0; j < CHOICES; ++j) grad_q[j] = (grad_q[j] - weighted / q_sum) / q_sum;
     }
 
     // dL/dp: the dense losses' slope plus, for softmax, the choices' (q is p there).
@@ -298,7 +298,7 @@ void logits_backward(uint token) {
         dot += p * dense_slope(token, e, p);
     }
     if (!sigmoid)
-        for (uint j = 0; j < TOP_K; ++j) dot += q[j] * grad_q[j];
+        for (uint j = 0; j < CHOICES; ++j) dot += q[j] * grad_q[j];
 
     vec4 thresholds = P.load_coef != 0.0 ? loss_rows[token] : vec4(0.0);
     float into_kth = 0.0, into_next = 0.0; // load slopes owed to the two threshold experts
@@ -310,8 +310,8 @@ void logits_backward(uint token) {
             float s = score_logit(logit, token, e);
             float p = probability(token, e, stats);
             float choice_slope = 0.0;
-            for (uint j = 0; j < TOP_K; ++j)
-                if (expert_ids[token * P.top_k + j] == int(e)) choice_slope += grad_q[j];
+            for (uint j = 0; j < CHOICES; ++j)
+                if (expert_ids[token * P.choices + j] == int(e)) choice_slope += grad_q[j];
             float grad_s;
             if (sigmoid) {
                 float sig = 1.0 / (1.0 + exp(-(s / tau)));
@@ -391,7 +391,7 @@ void main() {
         uint sequences = P.num_tokens / P.sequence_length;
         for (uint b = gl_WorkGroupID.x; b < sequences; b += gl_NumWorkGroups.x) sequence_total(b);
     } else if (P.phase == LOSS_PHASE_WEIGHTS_BACKWARD) {
-        for (uint c = gl_GlobalInvocationID.x; c < P.num_tokens * P.top_k; c += stride)
+        for (uint c = gl_GlobalInvocationID.x; c < P.num_tokens * P.choices; c += stride)
             weights_backward(c);
     } else if (P.phase == LOSS_PHASE_LOGITS_BACKWARD) {
         for (uint t = gl_GlobalInvocationID.x; t < P.num_tokens; t += stride) logits_backward(t);

@@ -9,7 +9,7 @@
     X(HIDDEN) X(EXPERT_IDS) X(WEIGHTS) X(ROW_STATS) X(ROW_FLAGS) X(EXPERT_INFO) X(ROWS)           \
     X(EXPERT_OUT) X(COMBINED) X(LOSS_ROWS) X(LOSS_PARTIALS) X(LOSS_TOTALS) X(SEQ_COUNTS)          \
     X(GRAD_WEIGHTS) X(GRAD_LOGITS) X(GRAD_NOISE)
-#define LOSSES_PARAMS(U, F, A) U(num_tokens) U(num_experts) U(top_k) U(hidden_size) U(flags)      \
+#define LOSSES_PARAMS(U, F, A) U(num_tokens) U(num_experts) U(choices) U(hidden_size) U(flags)      \
     U(phase) U(stat_blocks) U(rows_per_stat_block) F(scale) F(aux_coef) F(z_coef)                 \
     F(importance_coef) F(load_coef) F(entropy_coef) F(sequence_coef) U(sequence_length)           \
     U(valid_rows) U(assignments) U(token_chunk) SCORE_PARAMS(U, F, A) NOISE_PARAMS(U, F, A)

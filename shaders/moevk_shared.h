@@ -4,7 +4,7 @@
 
 /* The router's named buffers, by binding number. Each kernel's descriptor set binds the ones its
  * stage header lists (<KERNEL>_BUFFERS), at these numbers, and no others. [T, k] arrays have E
- * columns instead of k in EXPERT_CHOICE mode (the push constants' top_k says which). */
+ * columns instead of k in EXPERT_CHOICE mode (the push constants' `choices` says which). */
 #define BINDING_LOGITS 0        /* [T, E] f32, or f16 pairs in 32-bit words */
 #define BINDING_BIAS 1          /* [E] f32 */
 #define BINDING_EXPERT_IDS 2    /* [T, k] int: selected experts, -1 none */
@@ -144,12 +144,14 @@
 
 /* Specialization constant ids. */
 #define SPEC_WORKGROUP_SIZE 0
-#define SPEC_TOP_K 1
+#define SPEC_CHOICES 1 /* columns of the per-token arrays: k, or E in EXPERT_CHOICE */
 #define SPEC_NUM_EXPERTS 2
 #define SPEC_DTYPE 3 /* 0 f32, 1 f16, 2 bf16 (hidden states or logits, per stage) */
 #define SPEC_HIDDEN_DTYPE 4 /* the hidden states' type, for stages whose DTYPE is the logits' */
 #define SPEC_GROUPS 5      /* group-limited routing: expert groups (1: off) */
 #define SPEC_TOPK_GROUPS 6 /* groups kept per token */
+#define SPEC_SELECTION_K 7 /* experts scores_topk selects per token: k (1 in EXPERT_CHOICE,
+                              where it selects none) */
 #define MAX_GROUPS 32      /* the kept groups of a token fit one 32-bit mask */
 
 /* Workgroup size of every stage: shared-memory reductions only, no subgroup assumptions. On

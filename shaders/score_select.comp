@@ -92,7 +92,7 @@ void main() {
                 uint row = expert * capacity + slot;
                 slots[choice] = int(slot);
                 rows[choice] = int(row);
-                row_token[row] = int(choice / P.top_k);
+                row_token[row] = int(choice / P.choices);
             } else {
                 slots[choice] = -1;
                 rows[choice] = -1;

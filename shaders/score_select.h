@@ -6,7 +6,7 @@
 // clang-format off
 #define SCORE_SELECT_BUFFERS(X) X(WEIGHTS) X(EXPERT_INFO) X(ORDER) X(SLOTS) X(ROWS)               \
     X(ROW_TOKEN)
-#define SCORE_SELECT_PARAMS(U, F, A) U(top_k) U(capacity)
+#define SCORE_SELECT_PARAMS(U, F, A) U(choices) U(capacity)
 // clang-format on
 
 #endif

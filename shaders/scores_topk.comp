@@ -42,9 +42,9 @@ void route_token(uint token) {
     bool sigmoid = (P.flags & FLAG_SIGMOID) != 0u;
     const float NEG_INF = uintBitsToFloat(0xFF800000u);
 
-    float best_key[TOP_K];
-    int best_expert[TOP_K];
-    for (uint j = 0; j < TOP_K; ++j) { best_key[j] = NEG_INF; best_expert[j] = -1; }
+    float best_key[SELECTION_K];
+    int best_expert[SELECTION_K];
+    for (uint j = 0; j < SELECTION_K; ++j) { best_key[j] = NEG_INF; best_expert[j] = -1; }
 
     // Pass 1: non-finite check, maxima, and top-k by insertion (stable: a later equal key
     // goes after the earlier one, so ties keep the lower expert index).
@@ -61,8 +61,8 @@ void route_token(uint token) {
         max_raw = max(max_raw, logit);
         max_score = max(max_score, (P.flags & FLAG_NOISY_SCORES) != 0u ? noisy : logit);
         max_noisy = max(max_noisy, noisy);
-        if (key > best_key[TOP_K - 1] && group_kept(groups, e)) {
-            uint j = TOP_K - 1;
+        if (key > best_key[SELECTION_K - 1] && group_kept(groups, e)) {
+            uint j = SELECTION_K - 1;
             while (j > 0 && key > best_key[j - 1]) {
                 best_key[j] = best_key[j - 1];
                 best_expert[j] = best_expert[j - 1];
@@ -73,10 +73,10 @@ void route_token(uint token) {
         }
     }
 
-    uint base = token * P.top_k;
+    uint base = token * P.choices;
     if (nonfinite || isinf(max_raw)) {
         // isinf(max_raw) here means every logit is -inf: nothing to route to.
-        for (uint j = 0; j < TOP_K; ++j) { expert_ids[base + j] = -1; weights[base + j] = 0.0; }
+        for (uint j = 0; j < SELECTION_K; ++j) { expert_ids[base + j] = -1; weights[base + j] = 0.0; }
         if (expert_choice())
             for (uint e = 0; e < P.num_experts; ++e) decisions[choice_key_at(token, e)] = -1.0;
         row_stats[token] = vec4(0.0);
@@ -116,9 +116,9 @@ void route_token(uint token) {
     }
 
     // Weights: the score of each selected expert, computed without the bias.
-    float w[TOP_K];
+    float w[SELECTION_K];
     float selected_sum = 0.0;
-    for (uint j = 0; j < TOP_K; ++j) {
+    for (uint j = 0; j < SELECTION_K; ++j) {
         w[j] = 0.0;
         if (best_expert[j] < 0) continue;
         uint e = uint(best_expert[j]);
@@ -128,7 +128,7 @@ void route_token(uint token) {
         selected_sum += w[j];
     }
     bool renormalize = (P.flags & FLAG_RENORMALIZE) != 0u && selected_sum > 0.0;
-    for (uint j = 0; j < TOP_K; ++j) {
+    for (uint j = 0; j < SELECTION_K; ++j) {
         float value = renormalize ? w[j] / selected_sum : w[j];
         expert_ids[base + j] = best_expert[j];
         weights[base + j] = best_expert[j] < 0 ? 0.0 : value * P.scale;
@@ -138,9 +138,9 @@ void route_token(uint token) {
 // SEQUENCE and BATCH modes: a token whose own row is masked or non-finite (sequence_mean.comp
 // flagged it) is routed nowhere; the others take their sequence's decision.
 void route_nowhere(uint token) {
-    for (uint j = 0; j < TOP_K; ++j) {
-        expert_ids[token * P.top_k + j] = -1;
-        weights[token * P.top_k + j] = 0.0;
+    for (uint j = 0; j < SELECTION_K; ++j) {
+        expert_ids[token * P.choices + j] = -1;
+        weights[token * P.choices + j] = 0.0;
     }
     row_stats[token] = vec4(0.0);
 }

@@ -6,7 +6,7 @@
 // clang-format off
 #define SCORES_TOPK_BUFFERS(X) X(LOGITS) X(BIAS) X(DECISIONS) X(NOISE_STD) X(EXPERT_IDS)          \
     X(WEIGHTS) X(ROW_STATS) X(ROW_FLAGS)
-#define SCORES_TOPK_PARAMS(U, F, A) A(logits_address) U(num_tokens) U(num_experts) U(top_k)       \
+#define SCORES_TOPK_PARAMS(U, F, A) A(logits_address) U(num_tokens) U(num_experts) U(choices)       \
     U(flags) F(scale) SCORE_PARAMS(U, F, A) NOISE_PARAMS(U, F, A)
 // clang-format on
 

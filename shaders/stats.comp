@@ -38,7 +38,7 @@ void partial_sums() {
             lse += stats.z;
             entropy += stats.w;
             bool kept = false;
-            for (uint j = 0u; j < P.top_k && !kept; ++j) kept = slots[t * P.top_k + j] >= 0;
+            for (uint j = 0u; j < P.choices && !kept; ++j) kept = slots[t * P.choices + j] >= 0;
             unrouted += kept ? 0.0 : 1.0;
         }
         nonfinite += flag == ROW_NONFINITE ? 1.0 : 0.0;

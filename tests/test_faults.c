@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "moevk_testing.h"
 
 typedef struct failing_allocator {
     long calls, fail_at, live, injected;
