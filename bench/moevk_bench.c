@@ -138,10 +138,10 @@ static int parse_options(int argc, char **argv, options *o) {
 
 static int default_device(void) {
     uint32_t count = 0;
-    moevk_enumerate_devices(&count, NULL);
-    moevk_device_info infos[16];
+    moevk_devices_enumerate(&count, NULL);
+    moevk_device_info infos[16] = {{0}};
     if (count > 16) count = 16;
-    if (moevk_enumerate_devices(&count, infos) != MOEVK_SUCCESS) return 0;
+    if (moevk_devices_enumerate(&count, infos) != MOEVK_SUCCESS) return 0;
     static const VkPhysicalDeviceType order[] = {VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU,
                                                  VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU,
                                                  VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU};
@@ -183,8 +183,10 @@ static void measure_startup(const bench_device *device, ceilings *ceil) {
             ceil->context_warm_ms = created;
         if (router && round == 1) {
             float *logits = calloc(4096 * 64, sizeof(float));
-            moevk_route_input input = {
-                .num_tokens = 4096, .logits = logits, .bias = NULL, .hidden = NULL};
+            moevk_route_input input = {.num_tokens = 4096,
+                                       .logits = moevk_host_tensor(logits),
+                                       .bias = moevk_host_tensor(NULL),
+                                       .hidden = moevk_host_tensor(NULL)};
             moevk_route_output output = {0};
             double before = now_ms();
             if (logits && moevk_route(router, &input, &output) == MOEVK_SUCCESS)

@@ -108,13 +108,14 @@ void run_case(moevk_context *context, bench_case *c, int warmup, int repeats) {
     moevk_route_stats stats = {0};
     for (int i = 0; i < warmup + samples; ++i) {
         moevk_router *router = routers[i % ROTATION];
-        moevk_route_input input = {
-            .num_tokens = c->T, .logits_buffer = logits_buf, .hidden_buffer = hidden_buf};
+        moevk_route_input input = {.num_tokens = c->T,
+                                   .logits = moevk_buffer_tensor(logits_buf, 0),
+                                   .hidden = moevk_buffer_tensor(hidden_buf, 0)};
         moevk_route_output output = {.stats = &stats};
-        moevk_timings t;
+        moevk_timings t = {0};
         if (moevk_route(router, &input, &output) != MOEVK_SUCCESS ||
-            (with_hidden &&
-             moevk_combine_buffers(router, out_buf, combined_buf) != MOEVK_SUCCESS) ||
+            (with_hidden && moevk_combine(router, moevk_buffer_tensor(out_buf, 0),
+                                          moevk_buffer_tensor(combined_buf, 0)) != MOEVK_SUCCESS) ||
             moevk_router_timings(router, &t) != MOEVK_SUCCESS) {
             snprintf(c->skipped, sizeof c->skipped, "%s", moevk_context_last_error(context));
             goto done;

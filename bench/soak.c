@@ -67,11 +67,16 @@ int main(int argc, char **argv) {
     for (long call = 0; call < calls && r == MOEVK_SUCCESS; ++call) {
         T = 1 + (uint32_t)((call * 7919) % MAX_T);
         logits[(call * 31) % (MAX_T * E)] += 0.25f; /* the batch changes a little each call */
-        moevk_route_input input = {.num_tokens = T, .logits = logits, .hidden = hidden};
-        moevk_route_output output = {
-            .expert_ids = ids, .weights = weights, .slots = slots, .dispatched = dispatched};
+        moevk_route_input input = {.num_tokens = T,
+                                   .logits = moevk_host_tensor(logits),
+                                   .hidden = moevk_host_tensor(hidden)};
+        moevk_route_output output = {.expert_ids = moevk_host_tensor(ids),
+                                     .weights = moevk_host_tensor(weights),
+                                     .slots = moevk_host_tensor(slots),
+                                     .dispatched = moevk_host_tensor(dispatched)};
         r = moevk_route(router, &input, &output);
-        if (r == MOEVK_SUCCESS) r = moevk_combine(router, dispatched, combined);
+        if (r == MOEVK_SUCCESS)
+            r = moevk_combine(router, moevk_host_tensor(dispatched), moevk_host_tensor(combined));
         if (call == 100) { /* after warm-up */
             rss_start = status_kib("VmRSS:");
             host_start = moevk_context_host_allocations(context);
@@ -94,7 +99,7 @@ int main(int argc, char **argv) {
         same = !memcmp(ids, ref_ids, T * K * 4) && !memcmp(slots, ref_slots, T * K * 4);
     }
     double seconds = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
-    moevk_device_info device_info;
+    moevk_device_info device_info = {0};
     moevk_context_device_info(context, &device_info);
     printf("moevk-soak on %s: %ld route + combine calls (T from 1 to %d, E=%d, k=%d, d=%d) in %.1f "
            "s: %s\n",

@@ -70,7 +70,7 @@ int command_demo(int argc, char **argv) {
         fprintf(stderr, "moevk demo: no Vulkan device: %s\n", moevk_result_string(r));
         return 1;
     }
-    moevk_device_info device;
+    moevk_device_info device = {0};
     moevk_context_device_info(context, &device);
     printf("moevk %s on %s (%s, %s), subgroup size %u\n", moevk_version_string(), device.name,
            type_name(device.type), device.driver_info, device.subgroup_size);
@@ -108,21 +108,25 @@ int command_demo(int argc, char **argv) {
         for (uint32_t e = 0; e < E; ++e) logits[(size_t)t * E + e] = demo_normal() - 0.05f * e;
     for (size_t i = 0; i < (size_t)T * d; ++i) hidden[i] = demo_normal();
 
-    moevk_route_input input = {.num_tokens = T, .logits = logits, .bias = NULL, .hidden = hidden};
-    moevk_route_stats stats;
-    moevk_route_output output = {.expert_ids = ids,
-                                 .weights = weights,
-                                 .slots = slots,
-                                 .counts = counts,
-                                 .counts_before = counts_before,
-                                 .offsets = NULL,
-                                 .dispatched = dispatched,
+    moevk_route_input input = {.num_tokens = T,
+                               .logits = moevk_host_tensor(logits),
+                               .bias = moevk_host_tensor(NULL),
+                               .hidden = moevk_host_tensor(hidden)};
+    moevk_route_stats stats = {0};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids),
+                                 .weights = moevk_host_tensor(weights),
+                                 .slots = moevk_host_tensor(slots),
+                                 .counts = moevk_host_tensor(counts),
+                                 .counts_before = moevk_host_tensor(counts_before),
+                                 .offsets = moevk_host_tensor(NULL),
+                                 .dispatched = moevk_host_tensor(dispatched),
                                  .stats = &stats};
     double routed_at = seconds_now();
     r = moevk_route(router, &input, &output);
     double routed = seconds_now();
     /* Identity experts: each expert hands its rows back unchanged. */
-    if (r == MOEVK_SUCCESS) r = moevk_combine(router, dispatched, combined);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_combine(router, moevk_host_tensor(dispatched), moevk_host_tensor(combined));
     if (r != MOEVK_SUCCESS) {
         fprintf(stderr, "moevk demo: %s\n", moevk_context_last_error(context));
         goto done;

@@ -6,14 +6,14 @@
 
 int command_devices(void) {
     uint32_t count = 0;
-    moevk_result r = moevk_enumerate_devices(&count, NULL);
+    moevk_result r = moevk_devices_enumerate(&count, NULL);
     if (r != MOEVK_SUCCESS) {
         fprintf(stderr, "moevk devices: %s\n", moevk_result_string(r));
         return 1;
     }
-    moevk_device_info infos[64];
+    moevk_device_info infos[64] = {{0}};
     if (count > 64) count = 64;
-    r = moevk_enumerate_devices(&count, infos);
+    r = moevk_devices_enumerate(&count, infos);
     for (uint32_t i = 0; r == MOEVK_SUCCESS && i < count; ++i)
         printf("%u: %s (%s, vendor 0x%04x), subgroup size %u, f32 rounding %s\n", i, infos[i].name,
                infos[i].driver_info, infos[i].vendor_id, infos[i].subgroup_size,

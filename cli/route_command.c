@@ -380,14 +380,14 @@ static int write_losses(route_args *a, moevk_router *router, moevk_context *cont
                     a->grad_weights, (unsigned long long)T, (unsigned long long)k);
             goto done;
         }
-        a->loss.grad_weights = grad_weights.data;
+        a->loss.grad_weights = moevk_host_tensor(grad_weights.data);
     }
     if (a->want_grad && !(grad = calloc(T * E + 1, sizeof *grad))) {
         fprintf(stderr, "moevk route: out of host memory\n");
         goto done;
     }
-    moevk_losses losses;
-    moevk_result r = moevk_router_losses(router, &a->loss, &losses, grad, NULL);
+    moevk_losses losses = {0};
+    moevk_result r = moevk_router_losses(router, &a->loss, &losses, moevk_host_tensor(grad));
     if (r != MOEVK_SUCCESS) {
         fprintf(stderr, "moevk route: %s\n", moevk_context_last_error(context));
         status = r == MOEVK_ERROR_INVALID_ARGUMENT ? 2 : 1;
@@ -422,7 +422,8 @@ done:
 static int write_expert_loss(const route_args *a, moevk_router *router, moevk_context *context,
                              const npy_array *token_loss) {
     double expert_loss[MOEVK_MAX_EXPERTS];
-    if (moevk_router_expert_loss(router, token_loss->data, NULL, expert_loss) != MOEVK_SUCCESS) {
+    if (moevk_router_expert_loss(router, moevk_host_tensor(token_loss->data), expert_loss) !=
+        MOEVK_SUCCESS) {
         fprintf(stderr, "moevk route: %s\n", moevk_context_last_error(context));
         return 0;
     }
@@ -470,22 +471,22 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
         goto done;
     }
     moevk_route_input input = {.num_tokens = (uint32_t)T,
-                               .logits = logits->data,
-                               .bias = bias->data,
-                               .hidden = hidden->data,
+                               .logits = moevk_host_tensor(logits->data),
+                               .bias = moevk_host_tensor(bias->data),
+                               .hidden = moevk_host_tensor(hidden->data),
                                .step = a->step,
                                .layer = a->layer,
-                               .noise_std = noise_std->data,
-                               .noise_weights = noise_weights->data};
-    moevk_route_stats stats;
+                               .noise_std = moevk_host_tensor(noise_std->data),
+                               .noise_weights = moevk_host_tensor(noise_weights->data)};
+    moevk_route_stats stats = {0};
     int dropless = a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS;
-    moevk_route_output output = {.expert_ids = o->ids,
-                                 .weights = o->weights,
-                                 .slots = o->slots,
-                                 .counts = o->counts,
-                                 .counts_before = NULL,
-                                 .offsets = dropless ? o->offsets : NULL,
-                                 .dispatched = o->dispatched,
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(o->ids),
+                                 .weights = moevk_host_tensor(o->weights),
+                                 .slots = moevk_host_tensor(o->slots),
+                                 .counts = moevk_host_tensor(o->counts),
+                                 .counts_before = moevk_host_tensor(NULL),
+                                 .offsets = moevk_host_tensor(dropless ? o->offsets : NULL),
+                                 .dispatched = moevk_host_tensor(o->dispatched),
                                  .stats = &stats};
     r = moevk_route(router, &input, &output);
     if (r != MOEVK_SUCCESS) {
@@ -497,13 +498,14 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
             status = 2;
             goto done;
         }
-        r = moevk_combine(router, expert_out->data, o->combined);
+        r = moevk_combine(router, moevk_host_tensor(expert_out->data),
+                          moevk_host_tensor(o->combined));
         if (r != MOEVK_SUCCESS) {
             fprintf(stderr, "moevk route: %s\n", moevk_context_last_error(context));
             goto done;
         }
     }
-    moevk_device_info device;
+    moevk_device_info device = {0};
     moevk_context_device_info(context, &device);
     if (!write_outputs(a, o, &stats, hidden->data ? hidden->descr : "<f4", device.name)) goto done;
     if (a->token_loss && !write_expert_loss(a, router, context, token_loss)) goto done;

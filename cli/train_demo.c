@@ -80,7 +80,7 @@ static int write_usage_svg(const moevk_history *history, const char *path) {
         fprintf(file, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", left - 4,
                 y + 4, tick / 4.0);
     }
-    moevk_step_report first, last;
+    moevk_step_report first = {0}, last = {0};
     if (n > 0 && moevk_history_get(history, 0, &first, NULL, NULL) == MOEVK_SUCCESS &&
         moevk_history_get(history, n - 1, &last, NULL, NULL) == MOEVK_SUCCESS)
         fprintf(file,
@@ -110,18 +110,22 @@ static int write_usage_svg(const moevk_history *history, const char *path) {
  * Returns the share of tokens whose first choice is their cluster's expert. */
 static moevk_result train_step(demo *d, moevk_router *router, uint32_t step,
                                moevk_route_stats *stats, moevk_losses *losses) {
-    moevk_route_input input = {.num_tokens = TOKENS, .logits = d->logits, .step = step};
-    moevk_route_output output = {
-        .expert_ids = &d->ids[0][0], .counts_before = d->before, .counts = d->kept, .stats = stats};
+    moevk_route_input input = {
+        .num_tokens = TOKENS, .logits = moevk_host_tensor(d->logits), .step = step};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(&d->ids[0][0]),
+                                 .counts_before = moevk_host_tensor(d->before),
+                                 .counts = moevk_host_tensor(d->kept),
+                                 .stats = stats};
     moevk_result r = moevk_route(router, &input, &output);
     if (r != MOEVK_SUCCESS) return r;
     /* Task loss: -(1/T) sum of the weights of the choices that hit the token's expert. */
     for (int t = 0; t < TOKENS; ++t)
         for (int j = 0; j < TOP_K; ++j)
             d->grad_weights[t][j] = d->ids[t][j] == d->target[t] ? -1.0f / TOKENS : 0.0f;
-    moevk_loss_info loss = {
-        .aux_coef = 0.05f, .z_coef = 0.002f, .grad_weights = &d->grad_weights[0][0]};
-    r = moevk_router_losses(router, &loss, losses, &d->grad_logits[0][0], NULL);
+    moevk_loss_info loss = {.aux_coef = 0.05f,
+                            .z_coef = 0.002f,
+                            .grad_weights = moevk_host_tensor(&d->grad_weights[0][0])};
+    r = moevk_router_losses(router, &loss, losses, moevk_host_tensor(&d->grad_logits[0][0]));
     if (r != MOEVK_SUCCESS) return r;
     const float rate = 0.5f;
     for (int i = 0; i < DIM; ++i)
@@ -174,21 +178,21 @@ static int run(const char *device_selector, uint32_t steps, uint32_t every, cons
     info.noise_seed = 7;
     info.noise_schedule =
         (moevk_schedule){MOEVK_SCHEDULE_COSINE, 1.0f, 0.05f, steps > 1 ? steps - 1 : 1};
-    moevk_history_info history_info = {.num_experts = EXPERTS, .capacity = steps};
+    moevk_history_info history_info = {.num_experts = EXPERTS, .max_steps = steps};
     if ((r = moevk_router_create(context, &info, &router)) != MOEVK_SUCCESS ||
         (r = moevk_history_create(&history_info, &history)) != MOEVK_SUCCESS) {
         fprintf(stderr, "moevk train-demo: %s\n", moevk_context_last_error(context));
         goto done;
     }
-    moevk_device_info device;
+    moevk_device_info device = {0};
     moevk_context_device_info(context, &device);
     printf("moevk train-demo on %s: %d experts, top-%d, %d tokens a step, %u steps\n", device.name,
            EXPERTS, TOP_K, TOKENS, steps);
     double hit = 0.0;
     for (uint32_t step = 0; step < steps; ++step) {
         make_batch(d, &rng);
-        moevk_route_stats stats;
-        moevk_losses losses;
+        moevk_route_stats stats = {0};
+        moevk_losses losses = {0};
         r = train_step(d, router, step, &stats, &losses);
         if (r != MOEVK_SUCCESS) {
             fprintf(stderr, "moevk train-demo: %s\n", moevk_context_last_error(context));
@@ -197,7 +201,7 @@ static int run(const char *device_selector, uint32_t steps, uint32_t every, cons
         moevk_history_add(history, step, &stats, d->before, d->kept);
         /* Each expert's miss rate over the tokens it kept, into the report. */
         for (int t = 0; t < TOKENS; ++t) d->miss[t] = d->ids[t][0] == d->target[t] ? 0.0f : 1.0f;
-        r = moevk_router_expert_loss(router, d->miss, NULL, d->expert_loss);
+        r = moevk_router_expert_loss(router, moevk_host_tensor(d->miss), d->expert_loss);
         if (r != MOEVK_SUCCESS) {
             fprintf(stderr, "moevk train-demo: %s\n", moevk_context_last_error(context));
             goto done;
@@ -205,7 +209,7 @@ static int run(const char *device_selector, uint32_t steps, uint32_t every, cons
         moevk_history_set_expert_loss(history, d->expert_loss);
         hit = accuracy(d);
         if (step % every == 0 || step + 1 == steps) {
-            moevk_step_report report;
+            moevk_step_report report = {0};
             moevk_history_get(history, moevk_history_count(history) - 1, &report, NULL, NULL);
             uint32_t warnings = moevk_history_warnings(history);
             printf("step %4u  hit %.2f  entropy %.3f  top expert %u holds %.2f  imbalance %.2f  "

@@ -50,9 +50,18 @@ static moevk_result build_context(moevk_context *context, const moevk_context_in
     return pipelines_create_cache(context, info);
 }
 
-moevk_result moevk_context_create(const moevk_context_info *info, moevk_context **out) {
+moevk_result moevk_context_create(const moevk_context_info *caller_info, moevk_context **out) {
     if (!out) return MOEVK_ERROR_INVALID_ARGUMENT;
     *out = NULL;
+    /* This library's struct, its defaults past the caller's struct_size (no context yet to say
+     * why a struct is refused: the result alone tells). */
+    moevk_context_info full;
+    moevk_context_info_init(&full);
+    if (caller_info) {
+        moevk_result r = SIZED_READ(NULL, moevk_context_info, caller_info, &full);
+        if (r != MOEVK_SUCCESS) return r;
+    }
+    const moevk_context_info *info = caller_info ? &full : NULL;
     const VkAllocationCallbacks *allocator = info ? info->allocator : NULL;
     const moevk_test_hooks *hooks = info ? info->test_hooks : NULL;
     if (hooks && hooks->fail_host_allocation == 1) return MOEVK_ERROR_OUT_OF_HOST_MEMORY;
@@ -101,10 +110,10 @@ void moevk_context_destroy(moevk_context *context) {
 
 void moevk_context_device_info(const moevk_context *context, moevk_device_info *info) {
     if (!context || !info) return;
-    *info = context->info;
+    SIZED_WRITE(moevk_device_info, info, &context->info);
 }
 
-moevk_result moevk_enumerate_devices(uint32_t *count, moevk_device_info *infos) {
+moevk_result moevk_devices_enumerate(uint32_t *count, moevk_device_info *infos) {
     if (!count) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context scratch;
     memset(&scratch, 0, sizeof scratch);
@@ -131,8 +140,16 @@ moevk_result moevk_enumerate_devices(uint32_t *count, moevk_device_info *infos) 
         *count = found;
     } else {
         uint32_t written = found < *count ? found : *count;
-        for (uint32_t i = 0; i < written; ++i)
-            instance_fill_device_info(&scratch.vki, devices[i], &infos[i]);
+        /* The caller's entries are struct_size apart (the first entry says for all). */
+        size_t stride = CALLER_SIZE(moevk_device_info, infos);
+        for (uint32_t i = 0; i < written; ++i) {
+            moevk_device_info full;
+            moevk_device_info_init(&full);
+            instance_fill_device_info(&scratch.vki, devices[i], &full);
+            moevk_device_info *entry = (moevk_device_info *)((char *)infos + i * stride);
+            entry->struct_size = infos->struct_size;
+            SIZED_WRITE(moevk_device_info, entry, &full);
+        }
         *count = written;
     }
     scratch.vki.vkDestroyInstance(scratch.instance, NULL);

@@ -20,8 +20,8 @@ const stage_module expert_loss_stage = {.name = "per-expert loss",
 
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
-moevk_result moevk_router_expert_loss(moevk_router *router, const float *token_loss,
-                                      moevk_buffer *token_loss_buffer, double *expert_loss) {
+moevk_result moevk_router_expert_loss(moevk_router *router, moevk_tensor token_loss,
+                                      double *expert_loss) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
     moevk_result r = router_settle(router);
@@ -30,18 +30,14 @@ moevk_result moevk_router_expert_loss(moevk_router *router, const float *token_l
     if (!expert_loss) REJECT("expert_loss must not be NULL");
     const route_plan *last = &router->last;
     uint64_t T = last->num_tokens, E = router->info.num_experts;
-    if (!token_loss == !token_loss_buffer && T > 0)
-        REJECT("give token_loss or token_loss_buffer (one of them)");
-    if (token_loss_buffer && token_loss_buffer->size < T * 4)
-        REJECT("token_loss_buffer holds %llu bytes; [T] f32 needs %llu",
-               (unsigned long long)token_loss_buffer->size, (unsigned long long)(T * 4));
+    r = tensor_check(context, "token_loss", &token_loss, TENSOR_NONE | TENSOR_HOST | TENSOR_BUFFER,
+                     T * 4);
+    if (r != MOEVK_SUCCESS) return r;
+    if (token_loss.kind == MOEVK_TENSOR_NONE && T > 0) REJECT("token_loss is not given");
     transfer_plan *plan = &router->pending_plan;
     r = transfer_begin(plan, router);
     if (r != MOEVK_SUCCESS) return r;
-    if (token_loss_buffer)
-        transfer_device_copy(plan, BINDING_EXPERT_LOSS, token_loss_buffer, T * 4, 1);
-    else if (T > 0)
-        transfer_upload(plan, BINDING_EXPERT_LOSS, token_loss, T * 4);
+    tensor_upload(plan, BINDING_EXPERT_LOSS, &token_loss, T * 4);
     transfer_uploads_done(plan);
     record_expert_loss(router, last);
     transfer_download(plan, BINDING_EXPERT_LOSS, NULL, (T + E) * 4);

@@ -6,32 +6,38 @@
 #include <string.h>
 
 #include "moevk.h"
+#include "sized.h"
 
 struct moevk_history {
     moevk_history_info info;
     uint32_t first, count;      /* ring: the oldest step held, and how many */
-    moevk_step_report *reports; /* [capacity] */
-    uint32_t *counts;           /* [capacity, 2E]: before drops, then after */
-    double *expert_loss;        /* [capacity, E] */
+    moevk_step_report *reports; /* [max_steps] */
+    uint32_t *counts;           /* [max_steps, 2E]: before drops, then after */
+    double *expert_loss;        /* [max_steps, E] */
 };
 
-moevk_result moevk_history_create(const moevk_history_info *info, moevk_history **out) {
-    if (!out) return MOEVK_ERROR_INVALID_ARGUMENT;
+moevk_result moevk_history_create(const moevk_history_info *caller_info, moevk_history **out) {
+    if (!out || !caller_info) return MOEVK_ERROR_INVALID_ARGUMENT;
     *out = NULL;
-    if (!info || info->num_experts < 1 || info->num_experts > MOEVK_MAX_EXPERTS ||
+    moevk_history_info full;
+    moevk_history_info_init(&full);
+    moevk_result read = SIZED_READ(NULL, moevk_history_info, caller_info, &full);
+    if (read != MOEVK_SUCCESS) return read;
+    const moevk_history_info *info = &full;
+    if (info->num_experts < 1 || info->num_experts > MOEVK_MAX_EXPERTS ||
         !(info->collapse_share >= 0.0f && info->collapse_share <= 1.0f))
         return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_history *history = calloc(1, sizeof *history);
     if (!history) return MOEVK_ERROR_OUT_OF_HOST_MEMORY;
     history->info = *info;
     moevk_history_info *options = &history->info;
-    if (!options->capacity) options->capacity = 1024;
+    if (!options->max_steps) options->max_steps = 1024;
     if (options->collapse_share == 0.0f) options->collapse_share = 0.5f;
     if (!options->collapse_steps) options->collapse_steps = 20;
     if (!options->oscillation_steps) options->oscillation_steps = 20;
-    history->reports = calloc(options->capacity, sizeof *history->reports);
-    history->counts = calloc((size_t)options->capacity * 2 * info->num_experts, sizeof(uint32_t));
-    history->expert_loss = calloc((size_t)options->capacity * info->num_experts, sizeof(double));
+    history->reports = calloc(options->max_steps, sizeof *history->reports);
+    history->counts = calloc((size_t)options->max_steps * 2 * info->num_experts, sizeof(uint32_t));
+    history->expert_loss = calloc((size_t)options->max_steps * info->num_experts, sizeof(double));
     if (!history->reports || !history->counts || !history->expert_loss) {
         moevk_history_destroy(history);
         return MOEVK_ERROR_OUT_OF_HOST_MEMORY;
@@ -49,7 +55,7 @@ void moevk_history_destroy(moevk_history *history) {
 }
 
 static uint32_t slot_of(const moevk_history *history, uint32_t i) {
-    return (history->first + i) % history->info.capacity;
+    return (history->first + i) % history->info.max_steps;
 }
 
 moevk_result moevk_history_add(moevk_history *history, uint32_t step,
@@ -58,14 +64,14 @@ moevk_result moevk_history_add(moevk_history *history, uint32_t step,
     if (!history || !stats || !counts_before || !counts) return MOEVK_ERROR_INVALID_ARGUMENT;
     uint32_t E = history->info.num_experts;
     uint32_t slot;
-    if (history->count < history->info.capacity) {
+    if (history->count < history->info.max_steps) {
         slot = slot_of(history, history->count++);
     } else {
         slot = history->first;
-        history->first = (history->first + 1) % history->info.capacity;
+        history->first = (history->first + 1) % history->info.max_steps;
     }
     moevk_step_report *report = &history->reports[slot];
-    memset(report, 0, sizeof *report);
+    moevk_step_report_init(report);
     report->step = step;
     report->entropy = stats->entropy;
     report->z_loss = stats->z_loss;
@@ -117,7 +123,7 @@ moevk_result moevk_history_get(const moevk_history *history, uint32_t i, moevk_s
     if (!history || i >= history->count) return MOEVK_ERROR_INVALID_ARGUMENT;
     uint32_t slot = slot_of(history, i), E = history->info.num_experts;
     const uint32_t *stored = history->counts + (size_t)slot * 2 * E;
-    if (report) *report = history->reports[slot];
+    if (report) SIZED_WRITE(moevk_step_report, report, &history->reports[slot]);
     if (counts_before) memcpy(counts_before, stored, E * sizeof *stored);
     if (counts) memcpy(counts, stored + E, E * sizeof *stored);
     return MOEVK_SUCCESS;

@@ -108,7 +108,7 @@ void instance_fill_device_info(const instance_functions *vki, VkPhysicalDevice d
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &subgroup};
     vki->vkGetPhysicalDeviceProperties2(device, &properties);
     const VkPhysicalDeviceProperties *p = &properties.properties;
-    memset(info, 0, sizeof *info);
+    moevk_device_info_init(info);
     snprintf(info->name, sizeof info->name, "%s", p->deviceName);
     snprintf(info->driver_name, sizeof info->driver_name, "%s", driver.driverName);
     snprintf(info->driver_info, sizeof info->driver_info, "%s", driver.driverInfo);

@@ -300,7 +300,8 @@ struct moevk_router {
     pending_call pending;
     transfer_plan pending_plan;
     route_plan pending_params;
-    moevk_route_output pending_output;
+    moevk_route_output pending_output; /* as this library's struct */
+    moevk_route_stats *pending_stats;  /* the caller's, filled to its struct_size */
 };
 
 /* route.c: waits for the router's submitted work and checks the device is alive: what every
@@ -312,6 +313,14 @@ void route_fill_stats(const moevk_router *router, const route_plan *params,
                       const uint32_t *expert_info, const float *totals,
                       const float *decision_header, moevk_route_stats *stats);
 
+/* route.c: the host outputs among counts, counts_before and offsets, from the expert info. */
+void route_copy_counts(const moevk_route_output *output, const uint32_t *expert_info, uint64_t E);
+/* route.c: a route call's input and output as this library's structs (defaults past the
+ * caller's struct_size); output may be NULL (left empty). */
+moevk_result route_read_call(moevk_context *context, const moevk_route_input *input,
+                             const moevk_route_output *output, moevk_route_input *full_input,
+                             moevk_route_output *full_output);
+
 /* Adds the router's noise for one call (nothing in inference mode or without noise). */
 void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer, int inference,
                        route_plan *params);
@@ -320,6 +329,9 @@ void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
                  route_plan *params);
 /* Checks options; writes the reason to the context on failure. */
 moevk_result router_check_info(moevk_context *context, const moevk_router_info *info);
+/* The caller's router info as this library's struct (defaults past its struct_size). */
+moevk_result router_read_info(moevk_context *context, const moevk_router_info *given,
+                              moevk_router_info *full);
 
 /* Timestamp queries of a profiling router, written between stages. */
 enum timestamp_point {
@@ -355,10 +367,12 @@ moevk_result transfer_begin(transfer_plan *plan, moevk_router *router);
 /* Writes host data to a binding: directly where mapped, else through staging (recorded). */
 void transfer_upload(transfer_plan *plan, int binding, const void *source, VkDeviceSize bytes);
 /* Records a device copy between a moevk_buffer and a binding (to_binding: buffer -> binding). */
-void transfer_device_copy(transfer_plan *plan, int binding, moevk_buffer *buffer,
-                          VkDeviceSize bytes, int to_binding);
+void transfer_device_copy(transfer_plan *plan, int binding, VkDeviceSize binding_offset,
+                          moevk_buffer *buffer, VkDeviceSize buffer_offset, VkDeviceSize bytes,
+                          int to_binding);
 /* After the stages: copies a binding the shaders wrote into a moevk_buffer, on the device. */
-void transfer_copy_out(transfer_plan *plan, int binding, moevk_buffer *buffer, VkDeviceSize bytes);
+void transfer_copy_out(transfer_plan *plan, int binding, VkDeviceSize binding_offset,
+                       moevk_buffer *buffer, VkDeviceSize buffer_offset, VkDeviceSize bytes);
 /* Makes the uploads visible to the compute stages; call after the last upload. */
 void transfer_uploads_done(transfer_plan *plan);
 /* Asks for a binding's first `bytes` to be copied to `destination` after the work;
@@ -370,6 +384,25 @@ moevk_result transfer_submit(transfer_plan *plan);
 moevk_result transfer_complete(transfer_plan *plan, uint64_t timeout_ns);
 /* After transfer_complete: where a download of `binding` can be read (NULL if none was asked). */
 const void *transfer_downloaded(const transfer_plan *plan, int binding);
+
+#include "sized.h"
+
+/* ---- tensor.c ---- */
+#define TENSOR_KIND_BIT(kind) (1u << (unsigned)(kind))
+#define TENSOR_NONE TENSOR_KIND_BIT(MOEVK_TENSOR_NONE)
+#define TENSOR_HOST TENSOR_KIND_BIT(MOEVK_TENSOR_HOST)
+#define TENSOR_BUFFER TENSOR_KIND_BIT(MOEVK_TENSOR_BUFFER)
+#define TENSOR_VULKAN TENSOR_KIND_BIT(MOEVK_TENSOR_VULKAN)
+/* INVALID_ARGUMENT (naming the tensor) unless it is one of `kinds` and holds `bytes`. */
+moevk_result tensor_check(moevk_context *context, const char *name, const moevk_tensor *tensor,
+                          unsigned kinds, uint64_t bytes);
+/* Moves a HOST or BUFFER tensor into a binding (NONE: nothing). */
+void tensor_upload(transfer_plan *plan, int binding, const moevk_tensor *tensor,
+                   VkDeviceSize bytes);
+/* After the stages: a binding's bytes from binding_offset into a BUFFER tensor, or (offset 0)
+ * into a HOST one (NONE: nothing). */
+void tensor_download(transfer_plan *plan, int binding, VkDeviceSize binding_offset,
+                     const moevk_tensor *tensor, VkDeviceSize bytes);
 
 /* Columns of the per-token arrays: top_k, or E when experts choose (EXPERT_CHOICE). */
 static inline uint32_t router_choices(const moevk_router_info *info) {

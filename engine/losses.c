@@ -28,11 +28,14 @@ const stage_module losses_stage = {.name = "losses",
 
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
+#define LOSS_KINDS (TENSOR_NONE | TENSOR_HOST | TENSOR_BUFFER)
+
+static int given(const moevk_tensor *tensor) { return tensor->kind != MOEVK_TENSOR_NONE; }
+
 static moevk_result check_losses(const moevk_router *router, const moevk_loss_info *info,
-                                 moevk_buffer *grad_logits_buffer) {
+                                 const moevk_tensor *grad_logits) {
     moevk_context *context = router->context;
     const route_plan *last = &router->last;
-    if (!info) REJECT("info must not be NULL");
     if (!router->info.losses) REJECT("the router was created without `losses`");
     if (router->info.mode != MOEVK_MODE_TOKEN)
         REJECT("losses and their gradients cover the TOKEN mode only");
@@ -49,33 +52,33 @@ static moevk_result check_losses(const moevk_router *router, const moevk_loss_in
         REJECT("the load loss needs the route's Gaussian noise with a std > 0 (every expert's "
                "noise_std > 0; a learned std's noise_epsilon > 0)");
     uint64_t T = last->num_tokens, E = router->info.num_experts, k = router->info.top_k;
+    uint64_t d = router->info.hidden_size;
     if (info->sequence_coef != 0.0f &&
         (info->sequence_length == 0 || T % info->sequence_length != 0))
         REJECT("sequence_length is %u; T = %llu must be a positive multiple of it",
                info->sequence_length, (unsigned long long)T);
-    if (info->grad_weights && info->grad_weights_buffer)
-        REJECT("give grad_weights or grad_weights_buffer, not both");
-    if (info->grad_weights_buffer && info->grad_weights_buffer->size < T * k * 4)
-        REJECT("grad_weights_buffer holds %llu bytes; [T, k] f32 needs %llu",
-               (unsigned long long)info->grad_weights_buffer->size,
-               (unsigned long long)(T * k * 4));
-    int grad_combined = info->grad_combined || info->grad_combined_buffer;
-    if (grad_combined && router->combine != COMBINE_RUN)
-        REJECT("grad_combined needs moevk_combine (or moevk_combine_buffers) after the route");
-    uint64_t combined_bytes = T * router->info.hidden_size * dtype_bytes(router->info.hidden_type);
-    if (info->grad_combined && info->grad_combined_buffer)
-        REJECT("give grad_combined or grad_combined_buffer, not both");
-    if (info->grad_combined_buffer && info->grad_combined_buffer->size < combined_bytes)
-        REJECT("grad_combined_buffer holds %llu bytes; [T, d] needs %llu",
-               (unsigned long long)info->grad_combined_buffer->size,
-               (unsigned long long)combined_bytes);
-    if (info->grad_noise_std && !(last->flags & FLAG_NOISE_STD_PER_EXPERT))
+    const struct {
+        const char *name;
+        const moevk_tensor *tensor;
+        uint64_t bytes;
+    } tensors[] = {
+        {"grad_weights", &info->grad_weights, T * k * 4},
+        {"grad_combined", &info->grad_combined, T * d * dtype_bytes(router->info.hidden_type)},
+        {"grad_noise_std", &info->grad_noise_std, E * 4},
+        {"grad_noise_weights", &info->grad_noise_weights, d * E * 4},
+        {"grad_logits", grad_logits, T * E * 4},
+    };
+    for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; ++i) {
+        moevk_result r =
+            tensor_check(context, tensors[i].name, tensors[i].tensor, LOSS_KINDS, tensors[i].bytes);
+        if (r != MOEVK_SUCCESS) return r;
+    }
+    if (given(&info->grad_combined) && router->combine != COMBINE_RUN)
+        REJECT("grad_combined needs moevk_combine after the route");
+    if (given(&info->grad_noise_std) && !(last->flags & FLAG_NOISE_STD_PER_EXPERT))
         REJECT("grad_noise_std needs a route given noise_std (Gaussian noise per expert)");
-    if (info->grad_noise_weights && !(last->flags & FLAG_NOISE_STD_LEARNED))
+    if (given(&info->grad_noise_weights) && !(last->flags & FLAG_NOISE_STD_LEARNED))
         REJECT("grad_noise_weights needs a route with learned_noise");
-    if (grad_logits_buffer && grad_logits_buffer->size < T * E * 4)
-        REJECT("grad_logits_buffer holds %llu bytes; [T, E] f32 needs %llu",
-               (unsigned long long)grad_logits_buffer->size, (unsigned long long)(T * E * 4));
     return MOEVK_SUCCESS;
 }
 
@@ -96,7 +99,7 @@ static void fill_losses(const moevk_router *router, const moevk_loss_info *info,
     uint32_t E = router->info.num_experts, k = router->info.top_k;
     moevk_route_stats stats;
     route_fill_stats(router, last, expert_info, stat_totals, NULL, &stats);
-    memset(losses, 0, sizeof *losses);
+    moevk_losses_init(losses);
     losses->aux = stats.aux_loss;
     losses->z = stats.z_loss;
     losses->entropy = stats.entropy;
@@ -115,16 +118,21 @@ static void fill_losses(const moevk_router *router, const moevk_loss_info *info,
                     info->entropy_coef * losses->entropy + info->sequence_coef * losses->sequence;
 }
 
-moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *info,
-                                 moevk_losses *losses, float *grad_logits,
-                                 moevk_buffer *grad_logits_buffer) {
+moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *caller_info,
+                                 moevk_losses *caller_losses, moevk_tensor grad_logits) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_context *context = router->context;
     moevk_result r = router_settle(router);
     if (r != MOEVK_SUCCESS) return r;
-    r = check_losses(router, info, grad_logits_buffer);
+    if (!caller_info) REJECT("info must not be NULL");
+    moevk_loss_info full;
+    moevk_loss_info_init(&full);
+    r = SIZED_READ(context, moevk_loss_info, caller_info, &full);
+    if (r == MOEVK_SUCCESS) r = check_losses(router, &full, &grad_logits);
     if (r != MOEVK_SUCCESS) return r;
+    const moevk_loss_info *info = &full;
     const moevk_router_info *options = &router->info;
-    uint64_t E = options->num_experts, k = options->top_k;
+    uint64_t E = options->num_experts, k = options->top_k, d = options->hidden_size;
     route_plan params = router->last;
     uint64_t T = params.num_tokens;
     params.aux_coef = info->aux_coef;
@@ -136,60 +144,64 @@ moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *in
     params.sequence_length = info->sequence_coef != 0.0f ? info->sequence_length : 1;
     params.valid_rows = router->last_valid_rows;
     params.assignments = (uint32_t)router->last_assignments;
-    int grad_weights = info->grad_weights || info->grad_weights_buffer;
-    int grad_combined = info->grad_combined || info->grad_combined_buffer;
+    params.token_chunk = 0;
+    int grad_weights = given(&info->grad_weights);
+    int grad_combined = given(&info->grad_combined);
     if (grad_weights) params.flags |= FLAG_GRAD_WEIGHTS;
     if (grad_combined) params.flags |= FLAG_GRAD_COMBINED;
-    int grad_noise = info->grad_noise_std || info->grad_noise_weights;
+    int grad_noise = given(&info->grad_noise_std) || given(&info->grad_noise_weights);
     if (grad_noise) params.flags |= FLAG_GRAD_NOISE;
-    int logits_backward = grad_logits || grad_logits_buffer || grad_noise;
+    int logits_backward = given(&grad_logits) || grad_noise;
     loss_phases phases = {.thresholds = info->load_coef != 0.0f,
                           .cv2_slopes = logits_backward &&
                                         (info->importance_coef != 0.0f || info->load_coef != 0.0f),
                           .sequences = info->sequence_coef != 0.0f,
                           .weights_backward = grad_combined,
                           .logits_backward = logits_backward,
-                          .noise_slope = info->grad_noise_weights != NULL,
+                          .noise_slope = given(&info->grad_noise_weights),
                           .noise_reduce = grad_noise};
 
     transfer_plan *plan = &router->pending_plan;
     r = transfer_begin(plan, router);
     if (r != MOEVK_SUCCESS) return r;
-    if (info->grad_weights_buffer)
-        transfer_device_copy(plan, BINDING_GRAD_WEIGHTS, info->grad_weights_buffer, T * k * 4, 1);
-    else if (info->grad_weights)
-        transfer_upload(plan, BINDING_GRAD_WEIGHTS, info->grad_weights, T * k * 4);
-    uint64_t combined_bytes = T * options->hidden_size * dtype_bytes(options->hidden_type);
-    if (info->grad_combined_buffer)
-        transfer_device_copy(plan, BINDING_COMBINED, info->grad_combined_buffer, combined_bytes, 1);
-    else if (info->grad_combined)
-        transfer_upload(plan, BINDING_COMBINED, info->grad_combined, combined_bytes);
+    tensor_upload(plan, BINDING_GRAD_WEIGHTS, &info->grad_weights, T * k * 4);
+    tensor_upload(plan, BINDING_COMBINED, &info->grad_combined,
+                  T * d * dtype_bytes(options->hidden_type));
     transfer_uploads_done(plan);
     record_losses(router, &params, &phases);
-    if (grad_logits_buffer)
-        transfer_copy_out(plan, BINDING_GRAD_LOGITS, grad_logits_buffer, T * E * 4);
-    if (grad_logits) transfer_download(plan, BINDING_GRAD_LOGITS, grad_logits, T * E * 4);
+    if (T == 0 && grad_noise) { /* no phase ran: the std's gradient is zero */
+        context->vk.vkCmdFillBuffer(router->recording, router->buffers[BINDING_GRAD_NOISE].buffer,
+                                    0, VK_WHOLE_SIZE, 0);
+        record_barrier(router, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                       VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                       VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_SHADER_READ_BIT);
+    }
+    if (grad_logits.kind == MOEVK_TENSOR_BUFFER)
+        tensor_download(plan, BINDING_GRAD_LOGITS, 0, &grad_logits, T * E * 4);
+    if (info->grad_noise_std.kind == MOEVK_TENSOR_BUFFER)
+        tensor_download(plan, BINDING_GRAD_NOISE, 0, &info->grad_noise_std, E * 4);
+    if (info->grad_noise_weights.kind == MOEVK_TENSOR_BUFFER)
+        tensor_download(plan, BINDING_GRAD_NOISE, 0, &info->grad_noise_weights, d * E * 4);
+    if (grad_logits.kind == MOEVK_TENSOR_HOST)
+        tensor_download(plan, BINDING_GRAD_LOGITS, 0, &grad_logits, T * E * 4);
     transfer_download(plan, BINDING_LOSS_TOTALS, NULL, (LOSS_TOTAL_SEQUENCES * E + T) * 4);
     transfer_download(plan, BINDING_EXPERT_INFO, NULL, (3 * E + 1) * 4);
     transfer_download(plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
-    if (info->grad_noise_std)
-        transfer_download(plan, BINDING_GRAD_NOISE, info->grad_noise_std, E * 4);
-    if (info->grad_noise_weights)
-        transfer_download(plan, BINDING_GRAD_NOISE, info->grad_noise_weights,
-                          options->hidden_size * E * 4);
+    if (info->grad_noise_std.kind == MOEVK_TENSOR_HOST)
+        tensor_download(plan, BINDING_GRAD_NOISE, 0, &info->grad_noise_std, E * 4);
+    if (info->grad_noise_weights.kind == MOEVK_TENSOR_HOST)
+        tensor_download(plan, BINDING_GRAD_NOISE, 0, &info->grad_noise_weights, d * E * 4);
     /* The combined rows now hold dL/dcombined: a later combine recomputes them anyway. */
     r = transfer_submit(plan);
     if (r == MOEVK_SUCCESS) r = transfer_complete(plan, UINT64_MAX);
     if (r != MOEVK_SUCCESS) return r;
-    if (T == 0) { /* no token: no phase ran, and the std's gradient is zero */
-        if (info->grad_noise_std) memset(info->grad_noise_std, 0, E * 4);
-        if (info->grad_noise_weights)
-            memset(info->grad_noise_weights, 0, options->hidden_size * E * 4);
-    }
-    if (losses)
+    if (caller_losses) {
+        moevk_losses losses;
         fill_losses(router, info, transfer_downloaded(plan, BINDING_LOSS_TOTALS),
                     transfer_downloaded(plan, BINDING_EXPERT_INFO),
-                    transfer_downloaded(plan, BINDING_STAT_TOTALS), losses);
+                    transfer_downloaded(plan, BINDING_STAT_TOTALS), &losses);
+        SIZED_WRITE(moevk_losses, caller_losses, &losses);
+    }
     return MOEVK_SUCCESS;
 }
 

@@ -6,34 +6,31 @@
 
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
+#define RECORD_KINDS (TENSOR_NONE | TENSOR_VULKAN)
+
 typedef struct external_binding {
     int binding;
-    moevk_buffer_range range;
+    const moevk_tensor *tensor;
     VkDeviceSize needed; /* bytes the stage touches */
     const char *name;
 } external_binding;
 
 /* Points the kernels' external sets at the application's buffers (a binding given no buffer
- * goes back to the router's own); checks every range before writing any. */
+ * goes back to the router's own); checks every tensor before writing any. */
 static moevk_result bind_external(moevk_router *router, const external_binding *bindings,
                                   int count) {
     moevk_context *context = router->context;
     VkDescriptorBufferInfo infos[8];
     for (int i = 0; i < count; ++i) {
         const external_binding *b = &bindings[i];
-        infos[i] = (VkDescriptorBufferInfo){router->buffers[b->binding].buffer, 0, VK_WHOLE_SIZE};
-        if (!b->range.buffer) continue;
-        if (b->range.offset % context->limits.minStorageBufferOffsetAlignment)
-            REJECT("%s: offset %llu is not a multiple of minStorageBufferOffsetAlignment (%llu)",
-                   b->name, (unsigned long long)b->range.offset,
-                   (unsigned long long)context->limits.minStorageBufferOffsetAlignment);
-        if (b->range.range && b->range.range < b->needed)
-            REJECT("%s: a range of %llu bytes; the stage needs %llu", b->name,
-                   (unsigned long long)b->range.range, (unsigned long long)b->needed);
-        VkDeviceSize range = b->range.range ? b->range.range : VK_WHOLE_SIZE;
-        if (range != VK_WHOLE_SIZE && range > context->limits.maxStorageBufferRange)
-            REJECT("%s: a range past maxStorageBufferRange", b->name);
-        infos[i] = (VkDescriptorBufferInfo){b->range.buffer, b->range.offset, range};
+        moevk_result r = tensor_check(context, b->name, b->tensor, RECORD_KINDS, b->needed);
+        if (r != MOEVK_SUCCESS) return r;
+        const moevk_tensor *t = b->tensor;
+        infos[i] =
+            t->kind == MOEVK_TENSOR_VULKAN
+                ? (VkDescriptorBufferInfo){t->vk_buffer, t->offset,
+                                           t->range ? t->range : VK_WHOLE_SIZE}
+                : (VkDescriptorBufferInfo){router->buffers[b->binding].buffer, 0, VK_WHOLE_SIZE};
     }
     for (int i = 0; i < count; ++i)
         stages_bind_external(router, (uint32_t)bindings[i].binding, &infos[i]);
@@ -48,7 +45,8 @@ static void entry_barrier(moevk_router *router, const external_binding *bindings
     uint32_t n = 0;
     for (int b = 0; b < BINDING_COUNT; ++b) {
         int external = 0;
-        for (int i = 0; i < count; ++i) external |= bindings[i].binding == b;
+        for (int i = 0; i < count; ++i)
+            external |= bindings[i].binding == b && bindings[i].tensor->kind == MOEVK_TENSOR_VULKAN;
         if (external) continue;
         barriers[n++] = (VkBufferMemoryBarrier){
             .sType = VK_STRUCTURE_TYPE_BUFFER_MEMORY_BARRIER,
@@ -68,14 +66,22 @@ static void entry_barrier(moevk_router *router, const external_binding *bindings
                                              barriers, 0, NULL);
 }
 
-moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_buffer,
-                                const moevk_record_info *info) {
+static int given(const moevk_tensor *tensor) { return tensor->kind != MOEVK_TENSOR_NONE; }
+
+moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_buffer,
+                                const moevk_route_input *caller_input,
+                                const moevk_route_output *caller_output) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
-    const moevk_router_info *options = &router->info;
-    if (!command_buffer || !info) REJECT("command_buffer and info must not be NULL");
+    if (!command_buffer) REJECT("command_buffer must not be NULL");
     moevk_result waited = router_settle(router);
     if (waited != MOEVK_SUCCESS) return waited;
+    moevk_route_input in;
+    moevk_route_output out;
+    moevk_result r = route_read_call(context, caller_input, caller_output, &in, &out);
+    if (r != MOEVK_SUCCESS) return r;
+    const moevk_route_input *info = &in;
+    const moevk_router_info *options = &router->info;
     if (router->use_addresses)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "this router's buffers pass maxStorageBufferRange; recording binds "
@@ -83,10 +89,20 @@ moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_bu
     if (info->num_tokens > options->max_tokens)
         REJECT("num_tokens is %u, past the router's max_tokens of %u", info->num_tokens,
                options->max_tokens);
-    if (!info->logits.buffer && info->num_tokens > 0) REJECT("logits has no buffer");
-    int with_hidden = info->hidden.buffer != VK_NULL_HANDLE;
+    if (!given(&info->logits) && info->num_tokens > 0) REJECT("logits is not given");
+    const moevk_tensor *host_only[] = {&out.expert_ids, &out.weights,       &out.slots,
+                                       &out.counts,     &out.counts_before, &out.offsets};
+    for (size_t i = 0; i < sizeof host_only / sizeof host_only[0]; ++i)
+        if (given(host_only[i]))
+            REJECT("a recorded route writes only dispatched; read the rest with moevk_route_read");
+    if (out.stats) REJECT("a recorded route's stats are read with moevk_route_read");
+    if (given(&info->noise_std) || given(&info->noise_weights))
+        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
+                            "noise_std and noise_weights are uploaded: use moevk_route");
+    int with_hidden = given(&info->hidden);
     if (with_hidden && options->hidden_size == 0) REJECT("hidden given, but hidden_size is 0");
-    if (with_hidden && !info->dispatched.buffer) REJECT("hidden given without a dispatched buffer");
+    if (with_hidden && !given(&out.dispatched)) REJECT("hidden given without a dispatched tensor");
+    if (!with_hidden && given(&out.dispatched)) REJECT("dispatched asked for without hidden");
     uint64_t T = info->num_tokens, E = options->num_experts, d = options->hidden_size;
     uint64_t element = dtype_bytes(options->hidden_type);
     route_plan params;
@@ -95,17 +111,17 @@ moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_bu
     if (options->learned_noise && !info->inference)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "learned_noise needs its noise_weights uploaded: use moevk_route");
-    if (info->bias.buffer && options->mode != MOEVK_MODE_TOKEN)
+    if (given(&info->bias) && options->mode != MOEVK_MODE_TOKEN)
         REJECT("a selection bias needs the TOKEN mode");
-    if (info->bias.buffer) params.flags |= FLAG_HAS_BIAS;
+    if (given(&info->bias)) params.flags |= FLAG_HAS_BIAS;
     external_binding bindings[] = {
-        {BINDING_LOGITS, info->logits, T * E * dtype_bytes(options->logits_type), "logits"},
-        {BINDING_BIAS, info->bias, E * 4, "bias"},
-        {BINDING_HIDDEN, info->hidden, T * d * element, "hidden"},
-        {BINDING_DISPATCHED, info->dispatched, (uint64_t)params.dispatched_rows * d * element,
+        {BINDING_LOGITS, &info->logits, T * E * dtype_bytes(options->logits_type), "logits"},
+        {BINDING_BIAS, &info->bias, E * 4, "bias"},
+        {BINDING_HIDDEN, &info->hidden, T * d * element, "hidden"},
+        {BINDING_DISPATCHED, &out.dispatched, (uint64_t)params.dispatched_rows * d * element,
          "dispatched"},
     };
-    moevk_result r = bind_external(router, bindings, 4);
+    r = bind_external(router, bindings, 4);
     if (r != MOEVK_SUCCESS) return r;
     router->recording = command_buffer;
     router->recording_external = 1;
@@ -118,8 +134,8 @@ moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_bu
     return MOEVK_SUCCESS;
 }
 
-moevk_result moevk_record_combine(moevk_router *router, VkCommandBuffer command_buffer,
-                                  moevk_buffer_range expert_out, moevk_buffer_range combined) {
+moevk_result moevk_combine_record(moevk_router *router, VkCommandBuffer command_buffer,
+                                  moevk_tensor expert_out, moevk_tensor combined) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
     if (!command_buffer) REJECT("command_buffer must not be NULL");
@@ -130,12 +146,12 @@ moevk_result moevk_record_combine(moevk_router *router, VkCommandBuffer command_
                             "this router's buffers pass maxStorageBufferRange");
     if (router->info.hidden_size == 0) REJECT("combine needs a router with hidden_size > 0");
     if (router->route == ROUTE_NONE) REJECT("combine needs a route first");
-    if (!expert_out.buffer || !combined.buffer) REJECT("expert_out and combined need buffers");
+    if (!given(&expert_out) || !given(&combined)) REJECT("expert_out and combined must be given");
     const route_plan *params = &router->last;
     uint64_t row = (uint64_t)router->info.hidden_size * dtype_bytes(router->info.hidden_type);
     external_binding bindings[] = {
-        {BINDING_EXPERT_OUT, expert_out, params->dispatched_rows * row, "expert_out"},
-        {BINDING_COMBINED, combined, params->num_tokens * row, "combined"},
+        {BINDING_EXPERT_OUT, &expert_out, params->dispatched_rows * row, "expert_out"},
+        {BINDING_COMBINED, &combined, params->num_tokens * row, "combined"},
     };
     moevk_result r = bind_external(router, bindings, 2);
     if (r != MOEVK_SUCCESS) return r;
@@ -148,16 +164,40 @@ moevk_result moevk_record_combine(moevk_router *router, VkCommandBuffer command_
     return MOEVK_SUCCESS;
 }
 
-moevk_result moevk_router_read(moevk_router *router, const moevk_route_output *output) {
+moevk_result moevk_route_read(moevk_router *router, const moevk_route_output *caller_output) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
-    if (!output) REJECT("output must not be NULL");
+    if (!caller_output) REJECT("output must not be NULL");
     moevk_result waited = router_settle(router);
     if (waited != MOEVK_SUCCESS) return waited;
     if (router->route == ROUTE_NONE) REJECT("no route has been recorded or run");
+    moevk_route_output out;
+    moevk_route_output_init(&out);
+    moevk_result r = SIZED_READ(context, moevk_route_output, caller_output, &out);
+    if (r != MOEVK_SUCCESS) return r;
+    const moevk_route_output *output = &out;
     const route_plan *params = &router->last;
     uint64_t E = router->info.num_experts,
              TK = (uint64_t)params->num_tokens * router_choices(&router->info);
+    const struct {
+        const char *name;
+        const moevk_tensor *tensor;
+        uint64_t bytes;
+    } tensors[] = {
+        {"expert_ids", &output->expert_ids, TK * 4},
+        {"weights", &output->weights, TK * 4},
+        {"slots", &output->slots, TK * 4},
+        {"counts", &output->counts, E * 4},
+        {"counts_before", &output->counts_before, E * 4},
+        {"offsets", &output->offsets, (E + 1) * 4},
+        {"dispatched", &output->dispatched, 0},
+    };
+    for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; ++i) {
+        unsigned kinds =
+            i + 1 < sizeof tensors / sizeof tensors[0] ? TENSOR_NONE | TENSOR_HOST : TENSOR_NONE;
+        r = tensor_check(context, tensors[i].name, tensors[i].tensor, kinds, tensors[i].bytes);
+        if (r != MOEVK_SUCCESS) return r;
+    }
     uint32_t expert_info[3 * MOEVK_MAX_EXPERTS + 1];
     float totals[MOEVK_MAX_EXPERTS + STAT_SCALARS];
     float header[DECISION_HEADER];
@@ -169,22 +209,22 @@ moevk_result moevk_router_read(moevk_router *router, const moevk_route_output *o
     } copies[] = {
         {BINDING_EXPERT_INFO, expert_info, (3 * E + 1) * 4},
         {BINDING_STAT_TOTALS, totals, (E + STAT_SCALARS) * 4},
-        {BINDING_EXPERT_IDS, output->expert_ids, TK * 4},
-        {BINDING_WEIGHTS, output->weights, TK * 4},
-        {BINDING_SLOTS, output->slots, TK * 4},
+        {BINDING_EXPERT_IDS, output->expert_ids.host, TK * 4},
+        {BINDING_WEIGHTS, output->weights.host, TK * 4},
+        {BINDING_SLOTS, output->slots.host, TK * 4},
         {BINDING_DECISIONS, sinkhorn ? header : NULL, sizeof header},
     };
     for (size_t i = 0; i < sizeof copies / sizeof copies[0]; ++i) {
         if (!copies[i].host) continue;
-        moevk_result r = gpu_buffer_host_copy(context, &router->buffers[copies[i].binding], 0,
-                                              copies[i].host, copies[i].bytes, 0);
+        r = gpu_buffer_host_copy(context, &router->buffers[copies[i].binding], 0, copies[i].host,
+                                 copies[i].bytes, 0);
         if (r != MOEVK_SUCCESS) return r;
     }
-    if (output->counts) memcpy(output->counts, expert_info + E, E * 4);
-    if (output->counts_before) memcpy(output->counts_before, expert_info, E * 4);
-    if (output->offsets) memcpy(output->offsets, expert_info + 2 * E, (E + 1) * 4);
-    if (output->stats)
-        route_fill_stats(router, params, expert_info, totals, sinkhorn ? header : NULL,
-                         output->stats);
+    route_copy_counts(output, expert_info, E);
+    if (output->stats) {
+        moevk_route_stats stats;
+        route_fill_stats(router, params, expert_info, totals, sinkhorn ? header : NULL, &stats);
+        SIZED_WRITE(moevk_route_stats, output->stats, &stats);
+    }
     return MOEVK_SUCCESS;
 }

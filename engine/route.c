@@ -7,58 +7,106 @@
 
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
+/* The kinds moevk_route and moevk_route_submit take. */
+#define RUN_KINDS (TENSOR_NONE | TENSOR_HOST | TENSOR_BUFFER)
+
+static int given(const moevk_tensor *tensor) { return tensor->kind != MOEVK_TENSOR_NONE; }
+
+/* Checks a run route's input and output and reads its per-expert noise std (into std [E]). */
 static moevk_result check_route(const moevk_router *router, const moevk_route_input *input,
-                                const moevk_route_output *output) {
+                                const moevk_route_output *output, float *std) {
     moevk_context *context = router->context;
     const moevk_router_info *info = &router->info;
-    if (!input || !output) REJECT("input and output must not be NULL");
     if (input->num_tokens > info->max_tokens)
         REJECT("num_tokens is %u, past the router's max_tokens of %u", input->num_tokens,
                info->max_tokens);
     uint64_t T = input->num_tokens, E = info->num_experts, d = info->hidden_size;
-    uint64_t hidden_bytes = T * d * dtype_bytes(info->hidden_type);
-    int has_hidden = input->hidden || input->hidden_buffer;
-    if (input->num_tokens > 0 && !input->logits && !input->logits_buffer) REJECT("logits is NULL");
-    if (input->logits_buffer && input->logits_buffer->size < T * E * dtype_bytes(info->logits_type))
-        REJECT("logits_buffer holds %llu bytes; [T, E] needs %llu",
-               (unsigned long long)input->logits_buffer->size,
-               (unsigned long long)(T * E * dtype_bytes(info->logits_type)));
-    if (has_hidden && info->hidden_size == 0)
+    uint64_t k = router_choices(info), element = dtype_bytes(info->hidden_type);
+    const struct {
+        const char *name;
+        const moevk_tensor *tensor;
+        uint64_t bytes;
+    } tensors[] = {
+        {"logits", &input->logits, T * E * dtype_bytes(info->logits_type)},
+        {"bias", &input->bias, E * 4},
+        {"hidden", &input->hidden, T * d * element},
+        {"noise_std", &input->noise_std, E * 4},
+        {"noise_weights", &input->noise_weights, d * E * 4},
+        {"expert_ids", &output->expert_ids, T * k * 4},
+        {"weights", &output->weights, T * k * 4},
+        {"slots", &output->slots, T * k * 4},
+        {"counts", &output->counts, E * 4},
+        {"counts_before", &output->counts_before, E * 4},
+        {"offsets", &output->offsets, (E + 1) * 4},
+        /* A buffer holds the most rows any route gives; host memory this route's. */
+        {"dispatched", &output->dispatched,
+         output->dispatched.kind == MOEVK_TENSOR_BUFFER ? router->max_dispatched_rows * d * element
+                                                        : 0},
+    };
+    for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; ++i) {
+        moevk_result r =
+            tensor_check(context, tensors[i].name, tensors[i].tensor, RUN_KINDS, tensors[i].bytes);
+        if (r != MOEVK_SUCCESS) return r;
+    }
+    if (T > 0 && !given(&input->logits)) REJECT("logits is not given");
+    if (given(&input->hidden) && d == 0)
         REJECT("hidden states given, but the router's hidden_size is 0");
-    if (input->hidden_buffer && input->hidden_buffer->size < hidden_bytes)
-        REJECT("hidden_buffer holds %llu bytes; [T, d] needs %llu",
-               (unsigned long long)input->hidden_buffer->size, (unsigned long long)hidden_bytes);
-    if ((output->dispatched || output->dispatched_buffer) && !has_hidden)
+    if (given(&output->dispatched) && !given(&input->hidden))
         REJECT("dispatched rows asked for without hidden states");
-    uint64_t max_dispatched = router->max_dispatched_rows * d * dtype_bytes(info->hidden_type);
-    if (output->dispatched_buffer && output->dispatched_buffer->size < max_dispatched)
-        REJECT("dispatched_buffer holds %llu bytes; it needs %llu (max dispatched rows * d)",
-               (unsigned long long)output->dispatched_buffer->size,
-               (unsigned long long)max_dispatched);
-    if (output->offsets && info->capacity_mode != MOEVK_CAPACITY_DROPLESS)
+    if (given(&output->offsets) && info->capacity_mode != MOEVK_CAPACITY_DROPLESS)
         REJECT("offsets exist only in DROPLESS mode");
-    if (input->bias && info->mode != MOEVK_MODE_TOKEN)
+    if (given(&input->bias) && info->mode != MOEVK_MODE_TOKEN)
         REJECT("a selection bias needs the TOKEN mode");
-    if (input->noise_std) {
+    if (given(&input->noise_std)) {
         if (info->noise != MOEVK_NOISE_GAUSSIAN || info->learned_noise)
             REJECT("noise_std needs GAUSSIAN noise without learned_noise");
+        /* Checked on the host: a buffer's few values are read first. */
+        if (input->noise_std.kind == MOEVK_TENSOR_HOST)
+            memcpy(std, input->noise_std.host, E * 4);
+        else {
+            moevk_result r =
+                moevk_buffer_read(input->noise_std.buffer, input->noise_std.offset, std, E * 4);
+            if (r != MOEVK_SUCCESS) return r;
+        }
         for (uint32_t e = 0; e < info->num_experts; ++e)
-            if (!isfinite(input->noise_std[e]) || input->noise_std[e] < 0.0f)
-                REJECT("noise_std[%u] is %g; it must be finite and >= 0", e,
-                       (double)input->noise_std[e]);
+            if (!isfinite(std[e]) || std[e] < 0.0f)
+                REJECT("noise_std[%u] is %g; it must be finite and >= 0", e, (double)std[e]);
     }
     if (info->learned_noise && !input->inference && input->num_tokens > 0) {
-        if (!input->noise_weights) REJECT("learned_noise needs noise_weights [d, E]");
-        if (!has_hidden) REJECT("learned_noise needs the hidden states");
+        if (!given(&input->noise_weights)) REJECT("learned_noise needs noise_weights [d, E]");
+        if (!given(&input->hidden)) REJECT("learned_noise needs the hidden states");
     }
     return MOEVK_SUCCESS;
+}
+
+/* The caller's input and output, as this library's structs (their defaults past the caller's
+ * struct_size). */
+moevk_result route_read_call(moevk_context *context, const moevk_route_input *input,
+                             const moevk_route_output *output, moevk_route_input *full_input,
+                             moevk_route_output *full_output) {
+    if (!input) REJECT("input must not be NULL");
+    moevk_route_input_init(full_input);
+    moevk_result r = SIZED_READ(context, moevk_route_input, input, full_input);
+    moevk_route_output_init(full_output);
+    if (r == MOEVK_SUCCESS && output)
+        r = SIZED_READ(context, moevk_route_output, output, full_output);
+    return r;
+}
+
+void route_copy_counts(const moevk_route_output *output, const uint32_t *expert_info, uint64_t E) {
+    if (output->counts.kind == MOEVK_TENSOR_HOST)
+        memcpy(output->counts.host, expert_info + E, E * 4);
+    if (output->counts_before.kind == MOEVK_TENSOR_HOST)
+        memcpy(output->counts_before.host, expert_info, E * 4);
+    if (output->offsets.kind == MOEVK_TENSOR_HOST)
+        memcpy(output->offsets.host, expert_info + 2 * E, (E + 1) * 4);
 }
 
 void route_fill_stats(const moevk_router *router, const route_plan *params,
                       const uint32_t *expert_info, const float *totals,
                       const float *decision_header, moevk_route_stats *stats) {
     uint32_t E = router->info.num_experts;
-    memset(stats, 0, sizeof *stats);
+    moevk_route_stats_init(stats);
     if (decision_header && params->num_tokens > 0) {
         stats->sinkhorn_iterations = (uint32_t)decision_header[DECISION_ITERATIONS];
         stats->sinkhorn_error = decision_header[DECISION_ERROR];
@@ -90,12 +138,21 @@ void route_fill_stats(const moevk_router *router, const route_plan *params,
     stats->entropy = (double)totals[E + STAT_ENTROPY] / valid;
 }
 
-moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *input,
-                                const moevk_route_output *output) {
+moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *caller_input,
+                                const moevk_route_output *caller_output) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_context *context = router->context;
     moevk_result r = router_settle(router); /* one route in flight */
     if (r != MOEVK_SUCCESS) return r;
-    r = check_route(router, input, output);
+    if (!caller_output) REJECT("output must not be NULL");
+    moevk_route_input in;
+    moevk_route_output out;
+    r = route_read_call(context, caller_input, caller_output, &in, &out);
+    if (r != MOEVK_SUCCESS) return r;
+    const moevk_route_input *input = &in;
+    const moevk_route_output *output = &out;
+    float std[MOEVK_MAX_EXPERTS];
+    r = check_route(router, input, output, std);
     if (r != MOEVK_SUCCESS) return r;
     const moevk_router_info *info = &router->info;
     uint64_t T = input->num_tokens, E = info->num_experts, k = router_choices(info);
@@ -104,55 +161,68 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *i
     route_plan params;
     router_plan(router, input->num_tokens, input->step, &params);
     router_plan_noise(router, input->step, input->layer, input->inference, &params);
-    if (input->bias) params.flags |= FLAG_HAS_BIAS;
+    if (given(&input->bias)) params.flags |= FLAG_HAS_BIAS;
     router->route = ROUTE_NONE;
     router->combine = COMBINE_NONE;
 
     transfer_plan *plan = &router->pending_plan;
     r = transfer_begin(plan, router);
     if (r != MOEVK_SUCCESS) return r;
-    uint64_t logit_bytes = T * E * dtype_bytes(info->logits_type);
-    if (input->logits_buffer)
-        transfer_device_copy(plan, BINDING_LOGITS, input->logits_buffer, logit_bytes, 1);
-    else
-        transfer_upload(plan, BINDING_LOGITS, input->logits, logit_bytes);
-    if (input->bias) transfer_upload(plan, BINDING_BIAS, input->bias, E * 4);
+    tensor_upload(plan, BINDING_LOGITS, &input->logits, T * E * dtype_bytes(info->logits_type));
+    tensor_upload(plan, BINDING_BIAS, &input->bias, E * 4);
     /* For the load loss, which divides by the std: the std (or a learned std's epsilon), or
      * every expert's. */
-    int std_positive = input->noise_std ? 1 : params.noise_amount > 0.0f;
-    for (uint32_t e = 0; input->noise_std && e < E; ++e) std_positive &= input->noise_std[e] > 0;
+    int per_expert_std = given(&input->noise_std);
+    int std_positive = per_expert_std ? 1 : params.noise_amount > 0.0f;
+    for (uint32_t e = 0; per_expert_std && e < E; ++e) std_positive &= std[e] > 0;
     router->last_noise_std_positive = std_positive;
-    if (input->noise_std && (params.noise_kind == MOEVK_NOISE_GAUSSIAN)) {
-        transfer_upload(plan, BINDING_NOISE_STD, input->noise_std, E * 4);
+    if (per_expert_std && (params.noise_kind == MOEVK_NOISE_GAUSSIAN)) {
+        transfer_upload(plan, BINDING_NOISE_STD, std, E * 4);
         params.flags |= FLAG_NOISE_STD_PER_EXPERT;
     }
     if ((params.flags & FLAG_NOISE_STD_LEARNED) && T > 0) /* T = 0 needs no weights */
-        transfer_upload(plan, BINDING_NOISE_WEIGHTS, input->noise_weights, d * E * 4);
-    if (input->hidden_buffer)
-        transfer_device_copy(plan, BINDING_HIDDEN, input->hidden_buffer, T * d * hidden_bytes, 1);
-    else if (input->hidden)
-        transfer_upload(plan, BINDING_HIDDEN, input->hidden, T * d * hidden_bytes);
+        tensor_upload(plan, BINDING_NOISE_WEIGHTS, &input->noise_weights, d * E * 4);
+    tensor_upload(plan, BINDING_HIDDEN, &input->hidden, T * d * hidden_bytes);
     transfer_uploads_done(plan);
-    record_route(router, &params, input->hidden || input->hidden_buffer);
-    if (output->dispatched_buffer)
-        transfer_copy_out(plan, BINDING_DISPATCHED, output->dispatched_buffer,
-                          (uint64_t)params.dispatched_rows * d * hidden_bytes);
+    record_route(router, &params, given(&input->hidden));
+    /* Device outputs: copied on the device. */
+    uint64_t rows_bytes = (uint64_t)params.dispatched_rows * d * hidden_bytes;
+    if (output->dispatched.kind == MOEVK_TENSOR_BUFFER)
+        tensor_download(plan, BINDING_DISPATCHED, 0, &output->dispatched, rows_bytes);
+    const struct {
+        int binding;
+        VkDeviceSize offset;
+        const moevk_tensor *tensor;
+        VkDeviceSize bytes;
+    } device_outputs[] = {
+        {BINDING_EXPERT_IDS, 0, &output->expert_ids, T * k * 4},
+        {BINDING_WEIGHTS, 0, &output->weights, T * k * 4},
+        {BINDING_SLOTS, 0, &output->slots, T * k * 4},
+        {BINDING_EXPERT_INFO, E * 4, &output->counts, E * 4},
+        {BINDING_EXPERT_INFO, 0, &output->counts_before, E * 4},
+        {BINDING_EXPERT_INFO, 2 * E * 4, &output->offsets, (E + 1) * 4},
+    };
+    for (size_t i = 0; i < sizeof device_outputs / sizeof device_outputs[0]; ++i)
+        if (device_outputs[i].tensor->kind == MOEVK_TENSOR_BUFFER)
+            tensor_download(plan, device_outputs[i].binding, device_outputs[i].offset,
+                            device_outputs[i].tensor, device_outputs[i].bytes);
+    /* Host outputs: downloaded, and copied out by moevk_router_wait. */
     transfer_download(plan, BINDING_EXPERT_INFO, NULL, (3 * E + 1) * 4);
     transfer_download(plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
     if (params.flags & FLAG_SINKHORN)
         transfer_download(plan, BINDING_DECISIONS, NULL, DECISION_HEADER * 4);
-    if (output->expert_ids)
-        transfer_download(plan, BINDING_EXPERT_IDS, output->expert_ids, T * k * 4);
-    if (output->weights) transfer_download(plan, BINDING_WEIGHTS, output->weights, T * k * 4);
-    if (output->slots) transfer_download(plan, BINDING_SLOTS, output->slots, T * k * 4);
-    if (output->dispatched)
-        transfer_download(plan, BINDING_DISPATCHED, NULL,
-                          (uint64_t)params.dispatched_rows * d * hidden_bytes);
+    for (int i = 0; i < 3; ++i)
+        if (device_outputs[i].tensor->kind == MOEVK_TENSOR_HOST)
+            tensor_download(plan, device_outputs[i].binding, 0, device_outputs[i].tensor,
+                            device_outputs[i].bytes);
+    if (output->dispatched.kind == MOEVK_TENSOR_HOST)
+        transfer_download(plan, BINDING_DISPATCHED, NULL, rows_bytes);
     r = transfer_submit(plan);
     if (r != MOEVK_SUCCESS) return r;
     router->pending = PENDING_ROUTE;
     router->pending_params = params;
-    router->pending_output = *output;
+    router->pending_output = out;
+    router->pending_stats = caller_output->stats;
     return MOEVK_SUCCESS;
 }
 
@@ -181,16 +251,15 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
     const uint32_t *expert_info = transfer_downloaded(plan, BINDING_EXPERT_INFO);
     const float *totals = transfer_downloaded(plan, BINDING_STAT_TOTALS);
     moevk_route_stats stats;
+    moevk_route_stats_init(&stats);
     const float *header =
         (params.flags & FLAG_SINKHORN) ? transfer_downloaded(plan, BINDING_DECISIONS) : NULL;
     route_fill_stats(router, &params, expert_info, totals, header, &stats);
-    if (output->counts) memcpy(output->counts, expert_info + E, E * 4);
-    if (output->counts_before) memcpy(output->counts_before, expert_info, E * 4);
-    if (output->offsets) memcpy(output->offsets, expert_info + 2 * E, (E + 1) * 4);
-    if (output->dispatched)
-        memcpy(output->dispatched, transfer_downloaded(plan, BINDING_DISPATCHED),
+    route_copy_counts(output, expert_info, E);
+    if (output->dispatched.kind == MOEVK_TENSOR_HOST)
+        memcpy(output->dispatched.host, transfer_downloaded(plan, BINDING_DISPATCHED),
                (uint64_t)stats.dispatched_rows * d * hidden_bytes);
-    if (output->stats) *output->stats = stats;
+    if (router->pending_stats) SIZED_WRITE(moevk_route_stats, router->pending_stats, &stats);
     params.dispatched_rows = stats.dispatched_rows;
     router->last = params;
     router->route = ROUTE_RUN;
@@ -216,41 +285,30 @@ moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
 }
 
 /* Combine with its input and output on the host or in buffers. */
-static moevk_result combine(moevk_router *router, const void *expert_out,
-                            moevk_buffer *expert_out_buffer, void *combined,
-                            moevk_buffer *combined_buffer, int wait) {
+static moevk_result combine(moevk_router *router, moevk_tensor expert_out, moevk_tensor combined,
+                            int wait) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
-    moevk_result waited = router_settle(router); /* the route it combines */
-    if (waited != MOEVK_SUCCESS) return waited;
+    moevk_result r = router_settle(router); /* the route it combines */
+    if (r != MOEVK_SUCCESS) return r;
     if (router->info.hidden_size == 0) REJECT("combine needs a router with hidden_size > 0");
     if (router->route == ROUTE_NONE) REJECT("combine needs a successful route first");
     const route_plan *params = &router->last;
     uint64_t row_bytes = (uint64_t)router->info.hidden_size * dtype_bytes(router->info.hidden_type);
     uint64_t in_bytes = params->dispatched_rows * row_bytes,
              out_bytes = params->num_tokens * row_bytes;
-    if (params->num_tokens > 0 &&
-        ((!combined && !combined_buffer) || (!expert_out && !expert_out_buffer && in_bytes > 0)))
-        REJECT("expert_out and combined must not be NULL");
-    if (expert_out_buffer && expert_out_buffer->size < in_bytes)
-        REJECT("the expert_out buffer holds %llu bytes; [dispatched rows, d] needs %llu",
-               (unsigned long long)expert_out_buffer->size, (unsigned long long)in_bytes);
-    if (combined_buffer && combined_buffer->size < out_bytes)
-        REJECT("the combined buffer holds %llu bytes; [T, d] needs %llu",
-               (unsigned long long)combined_buffer->size, (unsigned long long)out_bytes);
-    transfer_plan *plan = &router->pending_plan;
-    moevk_result r = transfer_begin(plan, router);
+    r = tensor_check(context, "expert_out", &expert_out, RUN_KINDS, in_bytes);
+    if (r == MOEVK_SUCCESS) r = tensor_check(context, "combined", &combined, RUN_KINDS, out_bytes);
     if (r != MOEVK_SUCCESS) return r;
-    if (expert_out_buffer)
-        transfer_device_copy(plan, BINDING_EXPERT_OUT, expert_out_buffer, in_bytes, 1);
-    else
-        transfer_upload(plan, BINDING_EXPERT_OUT, expert_out, in_bytes);
+    if (params->num_tokens > 0 && (!given(&combined) || (!given(&expert_out) && in_bytes > 0)))
+        REJECT("expert_out and combined must be given");
+    transfer_plan *plan = &router->pending_plan;
+    r = transfer_begin(plan, router);
+    if (r != MOEVK_SUCCESS) return r;
+    tensor_upload(plan, BINDING_EXPERT_OUT, &expert_out, in_bytes);
     transfer_uploads_done(plan);
     record_combine(router, params);
-    if (combined_buffer)
-        transfer_copy_out(plan, BINDING_COMBINED, combined_buffer, out_bytes);
-    else
-        transfer_download(plan, BINDING_COMBINED, combined, out_bytes);
+    tensor_download(plan, BINDING_COMBINED, 0, &combined, out_bytes);
     router->combine = COMBINE_NONE;
     r = transfer_submit(plan);
     if (r != MOEVK_SUCCESS) return r;
@@ -258,18 +316,11 @@ static moevk_result combine(moevk_router *router, const void *expert_out,
     return wait ? moevk_router_wait(router, UINT64_MAX) : MOEVK_SUCCESS;
 }
 
-moevk_result moevk_combine(moevk_router *router, const void *expert_out, void *combined) {
-    return combine(router, expert_out, NULL, combined, NULL, 1);
+moevk_result moevk_combine(moevk_router *router, moevk_tensor expert_out, moevk_tensor combined) {
+    return combine(router, expert_out, combined, 1);
 }
 
-moevk_result moevk_combine_submit(moevk_router *router, const void *expert_out, void *combined) {
-    return combine(router, expert_out, NULL, combined, NULL, 0);
-}
-
-moevk_result moevk_combine_buffers(moevk_router *router, moevk_buffer *expert_out,
-                                   moevk_buffer *combined) {
-    if (router && (!expert_out || !combined))
-        return context_fail(router->context, MOEVK_ERROR_INVALID_ARGUMENT,
-                            "expert_out and combined buffers must not be NULL");
-    return combine(router, NULL, expert_out, NULL, combined, 1);
+moevk_result moevk_combine_submit(moevk_router *router, moevk_tensor expert_out,
+                                  moevk_tensor combined) {
+    return combine(router, expert_out, combined, 0);
 }

@@ -31,14 +31,19 @@ static uint64_t max_stat_blocks(const moevk_router_info *info) {
     return limited > STAT_BLOCKS ? limited : STAT_BLOCKS;
 }
 
-void moevk_router_info_init(moevk_router_info *info) {
-    if (!info) return;
-    memset(info, 0, sizeof *info);
-    info->temperature = 1.0f;
-    info->scale = 1.0f;
-    info->capacity_factor = 1.25f;
-    info->min_capacity = 4;
-    info->noise_epsilon = 1e-2f;
+void moevk_router_info_defaults(moevk_router_info *info, size_t size) {
+    if (!info || size < sizeof(uint32_t)) return;
+    moevk_router_info defaults;
+    memset(&defaults, 0, sizeof defaults);
+    defaults.temperature = 1.0f;
+    defaults.scale = 1.0f;
+    defaults.capacity_factor = 1.25f;
+    defaults.min_capacity = 4;
+    defaults.noise_epsilon = 1e-2f;
+    /* A newer program's fields past this library's stay zero: their defaults. */
+    memset(info, 0, size);
+    memcpy(info, &defaults, size < sizeof defaults ? size : sizeof defaults);
+    info->struct_size = (uint32_t)size;
 }
 
 float moevk_schedule_value(const moevk_schedule *schedule, uint32_t step) {
@@ -179,7 +184,7 @@ static uint64_t max_dispatched_rows(const moevk_router_info *info) {
     return capacity_for(info, info->max_tokens, factor) * info->num_experts;
 }
 
-void moevk_update_balancing_bias(float *bias, const uint32_t *counts_before, uint32_t num_experts,
+void moevk_balancing_bias_update(float *bias, const uint32_t *counts_before, uint32_t num_experts,
                                  float rate) {
     if (!bias || !counts_before || num_experts == 0) return;
     if (rate == 0.0f) rate = 1e-3f;
@@ -472,29 +477,46 @@ static moevk_result create_commands(moevk_router *router) {
     return MOEVK_SUCCESS;
 }
 
-static moevk_result build_router(moevk_router *router) {
+/* Whether the router's sizes fit the device and moevk's indices: everything creation checks
+ * before it allocates. Fills sizes. */
+static moevk_result check_router_sizes(moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
     router->max_dispatched_rows = max_dispatched_rows(&router->info);
     if (router->max_dispatched_rows > UINT32_MAX / 2)
         return context_fail(router->context, MOEVK_ERROR_TOO_LARGE,
                             "%llu dispatched rows pass moevk's 32-bit row indices",
                             (unsigned long long)router->max_dispatched_rows);
-    uint64_t sizes[BINDING_COUNT];
     binding_sizes(router, sizes);
     moevk_result r = check_sizes(router->context, router, sizes);
     if (r == MOEVK_SUCCESS) r = router_check_loop_budget(router->context, &router->info);
+    return r;
+}
+
+static moevk_result build_router(moevk_router *router) {
+    uint64_t sizes[BINDING_COUNT];
+    moevk_result r = check_router_sizes(router, sizes);
     if (r == MOEVK_SUCCESS) r = create_buffers(router, sizes);
     if (r == MOEVK_SUCCESS) r = stages_create(router);
     if (r == MOEVK_SUCCESS) r = create_commands(router);
     return r;
 }
 
-moevk_result moevk_router_create(moevk_context *context, const moevk_router_info *info,
+moevk_result router_read_info(moevk_context *context, const moevk_router_info *given,
+                              moevk_router_info *full) {
+    if (!given) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "info is NULL");
+    moevk_router_info_init(full);
+    return SIZED_READ(context, moevk_router_info, given, full);
+}
+
+moevk_result moevk_router_create(moevk_context *context, const moevk_router_info *caller_info,
                                  moevk_router **out) {
     if (!out) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "out is NULL");
     *out = NULL;
     if (!context) return MOEVK_ERROR_INVALID_ARGUMENT;
-    if (!info) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "info is NULL");
-    moevk_result r = context_check_alive(context);
+    moevk_router_info full;
+    moevk_result r = router_read_info(context, caller_info, &full);
+    if (r != MOEVK_SUCCESS) return r;
+    const moevk_router_info *info = &full;
+    r = context_check_alive(context);
     if (r != MOEVK_SUCCESS) return r;
     r = router_check_info(context, info);
     if (r != MOEVK_SUCCESS) return r;
@@ -528,4 +550,67 @@ void moevk_router_destroy(moevk_router *router) {
     gpu_buffer_destroy(context, &router->upload);
     gpu_buffer_destroy(context, &router->readback);
     host_free(context->allocator, router);
+}
+
+/* Whether a router of these options would pass every check creation makes before allocating. */
+static int router_fits(moevk_context *context, const moevk_router_info *info) {
+    if (router_check_info(context, info) != MOEVK_SUCCESS) return 0;
+    moevk_router probe;
+    memset(&probe, 0, sizeof probe);
+    probe.context = context;
+    probe.info = *info;
+    uint64_t sizes[BINDING_COUNT];
+    return check_router_sizes(&probe, sizes) == MOEVK_SUCCESS;
+}
+
+/* The largest value in [low, high] that fits, for options that fit less as it grows (`low`
+ * fits or nothing does: then 0). */
+static uint32_t largest_fitting(moevk_context *context, moevk_router_info *info, uint32_t *field,
+                                uint32_t low, uint32_t high, uint32_t step) {
+    *field = low;
+    if (!router_fits(context, info)) return 0;
+    uint64_t good = low / step, bad = (uint64_t)high / step + 1; /* in units of step */
+    while (good + 1 < bad) {
+        uint64_t mid = good + (bad - good) / 2;
+        *field = (uint32_t)(mid * step);
+        if (router_fits(context, info))
+            good = mid;
+        else
+            bad = mid;
+    }
+    return (uint32_t)(good * step);
+}
+
+moevk_result moevk_router_bounds_query(moevk_context *context, const moevk_router_info *caller_info,
+                                       moevk_router_bounds *caller_bounds) {
+    if (!context) return MOEVK_ERROR_INVALID_ARGUMENT;
+    if (!caller_bounds)
+        return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "bounds must not be NULL");
+    moevk_router_info given;
+    moevk_result r = router_read_info(context, caller_info, &given);
+    if (r != MOEVK_SUCCESS) return r;
+    /* The probes' refusals are not the caller's errors. */
+    char last_error[sizeof context->last_error];
+    memcpy(last_error, context->last_error, sizeof last_error);
+    moevk_router_bounds bounds;
+    moevk_router_bounds_init(&bounds);
+    moevk_router_info probe = given;
+    uint32_t groups = given.num_groups > 1 ? given.num_groups : 1;
+    uint32_t least_experts = groups > given.top_k ? groups : given.top_k;
+    least_experts = (least_experts + groups - 1) / groups * groups;
+    bounds.max_experts = largest_fitting(context, &probe, &probe.num_experts, least_experts,
+                                         MOEVK_MAX_EXPERTS, groups);
+    probe = given;
+    for (uint32_t k = MOEVK_MAX_TOP_K; k >= 1 && !bounds.max_top_k; --k) {
+        probe.top_k = k;
+        if (router_fits(context, &probe)) bounds.max_top_k = k;
+    }
+    probe = given;
+    bounds.max_tokens = largest_fitting(context, &probe, &probe.max_tokens, 1, UINT32_MAX, 1);
+    probe = given;
+    bounds.max_hidden_size = largest_fitting(context, &probe, &probe.hidden_size,
+                                             given.learned_noise ? 1 : 0, UINT32_MAX, 1);
+    memcpy(context->last_error, last_error, sizeof last_error);
+    SIZED_WRITE(moevk_router_bounds, caller_bounds, &bounds);
+    return MOEVK_SUCCESS;
 }

@@ -12,10 +12,9 @@ static double span_ms(const moevk_router *router, const uint64_t *ticks, int fro
     return (double)delta * context->limits.timestampPeriod * 1e-6;
 }
 
-moevk_result moevk_router_timings(moevk_router *router, moevk_timings *timings) {
-    if (!router || !timings) return MOEVK_ERROR_INVALID_ARGUMENT;
+/* The timings of the last route and combine into this library's struct. */
+static moevk_result read_timings(moevk_router *router, moevk_timings *timings) {
     moevk_context *context = router->context;
-    memset(timings, 0, sizeof *timings);
     moevk_result waited = router_settle(router);
     if (waited != MOEVK_SUCCESS) return waited;
     if (!router->timestamps)
@@ -45,4 +44,13 @@ moevk_result moevk_router_timings(moevk_router *router, moevk_timings *timings) 
             span_ms(router, ticks, TIMESTAMP_COMBINE_START, TIMESTAMP_COMBINE_END);
     }
     return MOEVK_SUCCESS;
+}
+
+moevk_result moevk_router_timings(moevk_router *router, moevk_timings *caller_timings) {
+    if (!router || !caller_timings) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_timings timings;
+    moevk_timings_init(&timings);
+    moevk_result r = read_timings(router, &timings);
+    SIZED_WRITE(moevk_timings, caller_timings, &timings);
+    return r;
 }

@@ -46,21 +46,24 @@ void transfer_upload(transfer_plan *plan, int binding, const void *source, VkDev
     plan->upload_used = align16(plan->upload_used + bytes);
 }
 
-void transfer_device_copy(transfer_plan *plan, int binding, moevk_buffer *buffer,
-                          VkDeviceSize bytes, int to_binding) {
+void transfer_device_copy(transfer_plan *plan, int binding, VkDeviceSize binding_offset,
+                          moevk_buffer *buffer, VkDeviceSize buffer_offset, VkDeviceSize bytes,
+                          int to_binding) {
     if (bytes == 0) return;
     moevk_router *router = plan->router;
     VkBuffer binding_buffer = router->buffers[binding].buffer;
-    VkBufferCopy region = {0, 0, bytes};
+    VkBufferCopy region = {to_binding ? buffer_offset : binding_offset,
+                           to_binding ? binding_offset : buffer_offset, bytes};
     router->context->vk.vkCmdCopyBuffer(
         router->command_buffer, to_binding ? buffer->gpu.buffer : binding_buffer,
         to_binding ? binding_buffer : buffer->gpu.buffer, 1, &region);
 }
 
-void transfer_copy_out(transfer_plan *plan, int binding, moevk_buffer *buffer, VkDeviceSize bytes) {
+void transfer_copy_out(transfer_plan *plan, int binding, VkDeviceSize binding_offset,
+                       moevk_buffer *buffer, VkDeviceSize buffer_offset, VkDeviceSize bytes) {
     record_barrier(plan->router, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                    VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
-    transfer_device_copy(plan, binding, buffer, bytes, 0);
+    transfer_device_copy(plan, binding, binding_offset, buffer, buffer_offset, bytes, 0);
 }
 
 void transfer_uploads_done(transfer_plan *plan) {

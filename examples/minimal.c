@@ -22,10 +22,12 @@ int main(void) {
                                  2, 2, 1, 1, 9, 0, 0, 0, 1, 3, 3, 1};
     int32_t experts[6 * 2], slots[6 * 2];
     float weights[6 * 2];
-    moevk_route_stats stats;
-    moevk_route_input input = {.num_tokens = 6, .logits = logits};
-    moevk_route_output output = {
-        .expert_ids = experts, .weights = weights, .slots = slots, .stats = &stats};
+    moevk_route_stats stats = {0};
+    moevk_route_input input = {.num_tokens = 6, .logits = moevk_host_tensor(logits)};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(experts),
+                                 .weights = moevk_host_tensor(weights),
+                                 .slots = moevk_host_tensor(slots),
+                                 .stats = &stats};
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
     if (r == MOEVK_SUCCESS) {
         for (int t = 0; t < 6; ++t)

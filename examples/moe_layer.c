@@ -58,16 +58,22 @@ int main(void) {
     float *expert_out = calloc(max_rows * D, sizeof(float));
     int32_t ids[T * K], slots[T * K];
     float weights[T * K];
-    moevk_route_stats stats;
-    moevk_route_input input = {.num_tokens = T, .logits = logits, .hidden = x};
-    moevk_route_output output = {.expert_ids = ids, .weights = weights, .slots = slots,
-                                 .dispatched = dispatched, .stats = &stats};
+    moevk_route_stats stats = {0};
+    moevk_route_input input = {
+        .num_tokens = T, .logits = moevk_host_tensor(logits), .hidden = moevk_host_tensor(x)};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids),
+                                 .weights = moevk_host_tensor(weights),
+                                 .slots = moevk_host_tensor(slots),
+                                 .dispatched = moevk_host_tensor(dispatched),
+                                 .stats = &stats};
     r = moevk_route(router, &input, &output);
 
     /* The experts: each runs on its own block of C rows of the [E, C, D] buffer. */
     for (uint32_t row = 0; r == MOEVK_SUCCESS && row < stats.dispatched_rows; ++row)
-        expert(W, (int)(row / stats.capacity), dispatched + (size_t)row * D, expert_out + (size_t)row * D);
-    if (r == MOEVK_SUCCESS) r = moevk_combine(router, expert_out, combined);
+        expert(W, (int)(row / stats.capacity), dispatched + (size_t)row * D,
+               expert_out + (size_t)row * D);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_combine(router, moevk_host_tensor(expert_out), moevk_host_tensor(combined));
 
     /* The same layer, densely: every token through its kept experts. */
     double worst = 0;
@@ -84,7 +90,8 @@ int main(void) {
         }
     }
     if (r == MOEVK_SUCCESS)
-        printf("MoE layer: %d tokens, %d experts, top-%d, capacity %u, %llu of %llu assignments dropped,\n"
+        printf("MoE layer: %d tokens, %d experts, top-%d, capacity %u, %llu of %llu assignments "
+               "dropped,\n"
                "aux loss %.4f; largest difference from the dense layer %.2e\n",
                T, E, K, stats.capacity, (unsigned long long)stats.dropped,
                (unsigned long long)stats.assignments, stats.aux_loss, worst);

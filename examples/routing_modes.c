@@ -26,8 +26,8 @@ static moevk_result route_mode(moevk_context *context, moevk_routing_mode mode, 
     info.max_tokens = TOKENS;
     moevk_router *router = NULL;
     moevk_result r = moevk_router_create(context, &info, &router);
-    moevk_route_input input = {.num_tokens = TOKENS, .logits = logits};
-    moevk_route_output output = {.counts = load, .stats = stats};
+    moevk_route_input input = {.num_tokens = TOKENS, .logits = moevk_host_tensor(logits)};
+    moevk_route_output output = {.counts = moevk_host_tensor(load), .stats = stats};
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
     moevk_router_destroy(router);
     return r;
@@ -49,12 +49,18 @@ static int expert_choice_round_trip(moevk_context *context, const float *logits)
     moevk_result r = moevk_router_create(context, &info, &router);
     uint64_t rows = router ? moevk_router_max_dispatched_rows(router) : 0;
     float *dispatched = calloc(rows * DIM + 1, sizeof *dispatched);
-    moevk_route_stats stats;
-    moevk_route_input input = {.num_tokens = TOKENS, .logits = logits, .hidden = hidden};
-    moevk_route_output output = {.weights = weights, .dispatched = dispatched, .stats = &stats};
+    moevk_route_stats stats = {0};
+    moevk_route_input input = {.num_tokens = TOKENS,
+                               .logits = moevk_host_tensor(logits),
+                               .hidden = moevk_host_tensor(hidden)};
+    moevk_route_output output = {.weights = moevk_host_tensor(weights),
+                                 .dispatched = moevk_host_tensor(dispatched),
+                                 .stats = &stats};
     if (r == MOEVK_SUCCESS && !dispatched) r = MOEVK_ERROR_OUT_OF_HOST_MEMORY;
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
-    if (r == MOEVK_SUCCESS) r = moevk_combine(router, dispatched, combined); /* identity experts */
+    if (r == MOEVK_SUCCESS)
+        r = moevk_combine(router, moevk_host_tensor(dispatched),
+                          moevk_host_tensor(combined)); /* identity experts */
     double worst = 0.0;
     for (int t = 0; r == MOEVK_SUCCESS && t < TOKENS; ++t) {
         float total = 0.0f; /* weights has one column per expert */
@@ -94,7 +100,7 @@ int main(void) {
     int ok = 1;
     for (int m = 0; m < 3 && ok; ++m) {
         uint32_t load[EXPERTS];
-        moevk_route_stats stats;
+        moevk_route_stats stats = {0};
         r = route_mode(context, modes[m].mode, logits, load, &stats);
         if (r != MOEVK_SUCCESS) {
             fprintf(stderr, "%s: %s\n", modes[m].name, moevk_context_last_error(context));

@@ -27,9 +27,11 @@ static int make_buffer(VkPhysicalDevice physical, VkDevice device, VkDeviceSize 
     VkPhysicalDeviceMemoryProperties memory;
     vkGetPhysicalDeviceMemoryProperties(physical, &memory);
     /* Host-visible memory keeps the example short; a real application may stage instead. */
-    VkMemoryPropertyFlags want = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    VkMemoryPropertyFlags want =
+        VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
     for (uint32_t i = 0; i < memory.memoryTypeCount; ++i) {
-        if (!(needs.memoryTypeBits & (1u << i)) || (memory.memoryTypes[i].propertyFlags & want) != want)
+        if (!(needs.memoryTypeBits & (1u << i)) ||
+            (memory.memoryTypes[i].propertyFlags & want) != want)
             continue;
         VkMemoryAllocateInfo allocate = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
                                          .allocationSize = needs.size,
@@ -43,14 +45,16 @@ static int make_buffer(VkPhysicalDevice physical, VkDevice device, VkDeviceSize 
 
 static void barrier(VkCommandBuffer cmd, VkPipelineStageFlags src, VkAccessFlags src_access,
                     VkPipelineStageFlags dst, VkAccessFlags dst_access) {
-    VkMemoryBarrier b = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = src_access,
+    VkMemoryBarrier b = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                         .srcAccessMask = src_access,
                          .dstAccessMask = dst_access};
     vkCmdPipelineBarrier(cmd, src, dst, 0, 1, &b, 0, NULL, 0, NULL);
 }
 
 int main(void) {
     /* The application's Vulkan. */
-    VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .apiVersion = VK_API_VERSION_1_2};
+    VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+                             .apiVersion = VK_API_VERSION_1_2};
     VkInstanceCreateInfo instance_info = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
                                           .pApplicationInfo = &app};
     VkInstance instance;
@@ -64,18 +68,22 @@ int main(void) {
     while (family < family_count && !(families[family].queueFlags & VK_QUEUE_COMPUTE_BIT)) ++family;
     float priority = 1;
     VkDeviceQueueCreateInfo queue_info = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
-                                          .queueFamilyIndex = family, .queueCount = 1,
+                                          .queueFamilyIndex = family,
+                                          .queueCount = 1,
                                           .pQueuePriorities = &priority};
     VkDeviceCreateInfo device_info = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
-                                      .queueCreateInfoCount = 1, .pQueueCreateInfos = &queue_info};
+                                      .queueCreateInfoCount = 1,
+                                      .pQueueCreateInfos = &queue_info};
     VkDevice device;
     if (vkCreateDevice(physical, &device_info, NULL, &device) != VK_SUCCESS) return 1;
     VkQueue queue;
     vkGetDeviceQueue(device, family, 0, &queue);
 
     /* moevk adopts it; the application keeps ownership. */
-    moevk_context_info context_info = {.instance = instance, .physical_device = physical,
-                                       .device_handle = device, .queue_family_index = family,
+    moevk_context_info context_info = {.instance = instance,
+                                       .physical_device = physical,
+                                       .device_handle = device,
+                                       .queue_family_index = family,
                                        .get_instance_proc_addr = vkGetInstanceProcAddr};
     moevk_context *context = NULL;
     moevk_router *router = NULL;
@@ -103,8 +111,10 @@ int main(void) {
                                              .queueFamilyIndex = family};
         VkCommandPool pool;
         vkCreateCommandPool(device, &pool_info, NULL, &pool);
-        VkCommandBufferAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                             .commandPool = pool, .commandBufferCount = 1};
+        VkCommandBufferAllocateInfo alloc = {.sType =
+                                                 VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                             .commandPool = pool,
+                                             .commandBufferCount = 1};
         VkCommandBuffer cmd;
         vkAllocateCommandBuffers(device, &alloc, &cmd);
         VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
@@ -112,24 +122,26 @@ int main(void) {
         /* Entry: the host wrote the inputs; make them visible to moevk's compute reads. */
         barrier(cmd, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_WRITE_BIT,
                 VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
-        moevk_record_info record = {.num_tokens = T,
-                                    .logits = {logits.buffer, 0, 0},
-                                    .hidden = {hidden.buffer, 0, 0},
-                                    .dispatched = {dispatched.buffer, 0, 0}};
-        r = moevk_record_route(router, cmd, &record);
+        moevk_route_input record = {.num_tokens = T,
+                                    .logits = moevk_vulkan_tensor(logits.buffer, 0, 0),
+                                    .hidden = moevk_vulkan_tensor(hidden.buffer, 0, 0)};
+        moevk_route_output record_output = {.dispatched =
+                                                moevk_vulkan_tensor(dispatched.buffer, 0, 0)};
+        r = moevk_route_record(router, cmd, &record, &record_output);
         /* Exit: moevk's compute writes, read here by the host. */
         barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                 VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
         vkEndCommandBuffer(cmd);
-        VkSubmitInfo submit = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1,
+        VkSubmitInfo submit = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+                               .commandBufferCount = 1,
                                .pCommandBuffers = &cmd};
         if (r == MOEVK_SUCCESS) {
             vkQueueSubmit(queue, 1, &submit, VK_NULL_HANDLE);
             vkQueueWaitIdle(queue);
             uint32_t counts[E];
-            moevk_route_stats stats;
-            moevk_route_output output = {.counts = counts, .stats = &stats};
-            r = moevk_router_read(router, &output);
+            moevk_route_stats stats = {0};
+            moevk_route_output output = {.counts = moevk_host_tensor(counts), .stats = &stats};
+            r = moevk_route_read(router, &output);
             const float *rows_out = dispatched.mapped;
             for (int e = 0; r == MOEVK_SUCCESS && e < E; ++e) {
                 printf("expert %d: %u tokens:", e, counts[e]);

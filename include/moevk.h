@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifndef VK_NO_PROTOTYPES
 #define VK_NO_PROTOTYPES
@@ -39,7 +40,7 @@ extern "C" {
 
 /* ---- Version ---------------------------------------------------------------------------- */
 #define MOEVK_VERSION_MAJOR 0
-#define MOEVK_VERSION_MINOR 1
+#define MOEVK_VERSION_MINOR 2
 #define MOEVK_VERSION_PATCH 0
 #define MOEVK_VERSION_NUMBER                                                                       \
     (MOEVK_VERSION_MAJOR * 10000 + MOEVK_VERSION_MINOR * 100 + MOEVK_VERSION_PATCH)
@@ -77,6 +78,70 @@ MOEVK_API const char *moevk_result_string(moevk_result result);
 typedef struct moevk_context moevk_context;
 typedef struct moevk_router moevk_router;
 typedef struct moevk_buffer moevk_buffer;
+
+/* ---- Structs that grow ------------------------------------------------------------------- */
+/* Every struct passed to moevk or filled by it begins with `struct_size`: the sizeof the program
+ * was compiled with. A struct gains fields only at its end, and moevk reads (or fills) only the
+ * first struct_size bytes, so a program built against an older header keeps working with a newer
+ * library: the fields it does not have take their defaults. Each struct's _init function sets
+ * struct_size and the defaults; the _init functions are inline, so that the size is the
+ * caller's. struct_size 0 means the first layout that had struct_size (moevk 0.2), so that
+ * `= {0}` still works. A struct_size past what the library knows is accepted when every byte it
+ * does not know is zero (fields left at their defaults), and refused with
+ * MOEVK_ERROR_UNSUPPORTED otherwise, as Linux's clone3 and openat2 do. Structs held inside
+ * others (moevk_tensor, moevk_schedule) are fixed: they never grow. */
+#define MOEVK_INIT_STRUCT_(pointer)                                                                \
+    do {                                                                                           \
+        memset((pointer), 0, sizeof *(pointer));                                                   \
+        (pointer)->struct_size = (uint32_t)sizeof *(pointer);                                      \
+    } while (0)
+
+/* ---- Tensors: where a call reads an input or writes an output ---------------------------- */
+typedef enum moevk_tensor_kind {
+    MOEVK_TENSOR_NONE = 0,   /* not given */
+    MOEVK_TENSOR_HOST = 1,   /* host memory */
+    MOEVK_TENSOR_BUFFER = 2, /* a moevk_buffer, from `offset`: copied on the device, never
+                                through the host */
+    /* A range of the application's VkBuffer (created with STORAGE_BUFFER usage; offset a
+     * multiple of minStorageBufferOffsetAlignment; range 0: to the end), bound in place: only
+     * the recording calls (moevk_route_record, moevk_combine_record) take it. */
+    MOEVK_TENSOR_VULKAN = 3,
+} moevk_tensor_kind;
+
+/* One input or output of a call, wherever it lives. Which kinds a call takes, it says; the
+ * tensor's size is the one its field names, and buffers must hold it. Fixed: never grows. */
+typedef struct moevk_tensor {
+    moevk_tensor_kind kind;
+    void *host;           /* HOST (an input is only read) */
+    moevk_buffer *buffer; /* BUFFER */
+    VkBuffer vk_buffer;   /* VULKAN */
+    VkDeviceSize offset;  /* BUFFER, VULKAN: bytes from the start */
+    VkDeviceSize range;   /* VULKAN: bytes; 0: to the end */
+} moevk_tensor;
+
+/* Host memory (NULL: not given). */
+static inline moevk_tensor moevk_host_tensor(const void *data) {
+    moevk_tensor tensor = {
+        data ? MOEVK_TENSOR_HOST : MOEVK_TENSOR_NONE, (void *)data, NULL, VK_NULL_HANDLE, 0, 0};
+    return tensor;
+}
+/* A moevk_buffer from a byte offset (NULL: not given). */
+static inline moevk_tensor moevk_buffer_tensor(moevk_buffer *buffer, VkDeviceSize offset) {
+    moevk_tensor tensor = {
+        buffer ? MOEVK_TENSOR_BUFFER : MOEVK_TENSOR_NONE, NULL, buffer, VK_NULL_HANDLE, offset, 0};
+    return tensor;
+}
+/* A range of an application's VkBuffer (VK_NULL_HANDLE: not given). */
+static inline moevk_tensor moevk_vulkan_tensor(VkBuffer buffer, VkDeviceSize offset,
+                                               VkDeviceSize range) {
+    moevk_tensor tensor = {buffer != VK_NULL_HANDLE ? MOEVK_TENSOR_VULKAN : MOEVK_TENSOR_NONE,
+                           NULL,
+                           NULL,
+                           buffer,
+                           offset,
+                           range};
+    return tensor;
+}
 
 typedef enum moevk_dtype {
     MOEVK_DTYPE_F32 = 0,
@@ -180,8 +245,9 @@ typedef enum moevk_memory_mode {
 typedef struct moevk_test_hooks moevk_test_hooks;
 
 typedef struct moevk_context_info {
+    uint32_t struct_size; /* see "Structs that grow" */
     /* Which device to create on, when moevk creates its own: a decimal index into the list
-     * moevk_enumerate_devices gives, or a substring of the device name. NULL: the
+     * moevk_devices_enumerate gives, or a substring of the device name. NULL: the
      * MOEVK_DEVICE environment variable, else the first discrete GPU, then integrated, then
      * virtual, then CPU (lavapipe). */
     const char *device;
@@ -225,7 +291,11 @@ typedef struct moevk_context_info {
     int buffer_device_address;
 } moevk_context_info;
 
+/* Zeroes info: every default (struct_size: see "Structs that grow"). */
+static inline void moevk_context_info_init(moevk_context_info *info) { MOEVK_INIT_STRUCT_(info); }
+
 typedef struct moevk_device_info {
+    uint32_t struct_size; /* the caller's (moevk_device_info_init): what moevk fills */
     char name[256];
     char driver_name[256];
     char driver_info[256];
@@ -247,10 +317,13 @@ typedef struct moevk_device_info {
     int rounding_mode_rte;
 } moevk_device_info;
 
+static inline void moevk_device_info_init(moevk_device_info *info) { MOEVK_INIT_STRUCT_(info); }
+
 /* Lists the Vulkan devices (two-call idiom: infos NULL sets *count; else fills at most *count
- * and sets *count to the number written). Opens and closes the loader itself.
+ * and sets *count to the number written). infos[0].struct_size is every entry's (the array's
+ * stride). Opens and closes the loader itself.
  * Errors: MOEVK_ERROR_NO_VULKAN, MOEVK_ERROR_INVALID_ARGUMENT, MOEVK_ERROR_VULKAN. */
-MOEVK_API moevk_result moevk_enumerate_devices(uint32_t *count, moevk_device_info *infos);
+MOEVK_API moevk_result moevk_devices_enumerate(uint32_t *count, moevk_device_info *infos);
 
 /* Creates a context: its own instance/device/queue, or the application's (see info).
  * info may be NULL (all defaults). On failure *out is NULL and nothing is left allocated.
@@ -302,6 +375,7 @@ MOEVK_API moevk_result moevk_buffer_read(moevk_buffer *buffer, uint64_t offset, 
 
 /* ---- Router ----------------------------------------------------------------------------- */
 typedef struct moevk_router_info {
+    uint32_t struct_size;    /* see "Structs that grow" */
     uint32_t num_experts;    /* E: 1 .. MOEVK_MAX_EXPERTS */
     uint32_t top_k;          /* k: 1 .. min(E, MOEVK_MAX_TOP_K) */
     uint32_t max_tokens;     /* largest T a route call may pass (buffers are sized for it) */
@@ -363,8 +437,35 @@ typedef struct moevk_router_info {
 #define MOEVK_MAX_EXPERTS 1024u
 #define MOEVK_MAX_TOP_K 16u
 
-/* Fills info with the defaults above (E, k, T and d zero: the caller must set them). */
-MOEVK_API void moevk_router_info_init(moevk_router_info *info);
+/* Fills the first `size` bytes of info with the defaults above (E, k, T and d zero: the caller
+ * must set them); moevk_router_info_init is how a program calls it. */
+MOEVK_API void moevk_router_info_defaults(moevk_router_info *info, size_t size);
+static inline void moevk_router_info_init(moevk_router_info *info) {
+    moevk_router_info_defaults(info, sizeof *info);
+}
+
+/* The largest sizes a router configuration takes on this context's device: each bound with the
+ * info's other options as given (max_tokens with its E, k and d; E and k up to the library's
+ * limits and the groups'; d with its max_tokens). A router whose options pass every bound may
+ * still fail for want of memory. */
+typedef struct moevk_router_bounds {
+    uint32_t struct_size;     /* the caller's (moevk_router_bounds_init): what moevk fills */
+    uint32_t max_experts;     /* E */
+    uint32_t max_top_k;       /* k */
+    uint32_t max_tokens;      /* max_tokens: the buffers' range, lavapipe's loop limit */
+    uint32_t max_hidden_size; /* d: the hidden, dispatched and combined buffers' range */
+} moevk_router_bounds;
+
+static inline void moevk_router_bounds_init(moevk_router_bounds *bounds) {
+    MOEVK_INIT_STRUCT_(bounds);
+}
+
+/* Fills bounds for info on the context's device, as zstd's ZSTD_cParam_getBounds tells a
+ * parameter's range. Creates nothing. Errors: INVALID_ARGUMENT (info fails the option checks
+ * for a reason no size explains: the context's last error says which). */
+MOEVK_API moevk_result moevk_router_bounds_query(moevk_context *context,
+                                                 const moevk_router_info *info,
+                                                 moevk_router_bounds *bounds);
 
 /* Creates a router: pipelines and every buffer for max_tokens, so that a route call
  * allocates nothing and cannot run out of memory midway. On failure *out is NULL.
@@ -382,26 +483,27 @@ MOEVK_API uint32_t moevk_router_capacity(const moevk_router *router, uint32_t nu
                                          uint32_t step);
 
 typedef struct moevk_route_input {
-    uint32_t num_tokens; /* T: 0 .. max_tokens */
-    const void *logits;  /* [T, E] in logits_type, row-major; required when T > 0 */
-    const float *bias;   /* [E] added to the logits for selection only; NULL: none */
-    const void *hidden;  /* [T, d] in hidden_type; NULL: no dispatch */
-    /* Device-resident alternatives, read from their first bytes: when set, used instead of
-     * logits and hidden (copied on the device, never through the host). */
-    moevk_buffer *logits_buffer;
-    moevk_buffer *hidden_buffer;
-    uint32_t step; /* the noise counter's step and layer: any (seed, step, layer) replays */
+    uint32_t struct_size; /* see "Structs that grow" */
+    uint32_t num_tokens;  /* T: 0 .. max_tokens */
+    /* moevk_route, moevk_route_submit: HOST or BUFFER; moevk_route_record: VULKAN. */
+    moevk_tensor logits; /* [T, E] in logits_type, row-major; required when T > 0 */
+    moevk_tensor bias;   /* [E] f32 added to the logits for selection only; NONE: none */
+    moevk_tensor hidden; /* [T, d] in hidden_type; NONE: no dispatch */
+    uint32_t step;       /* the noise counter's step and layer: any (seed, step, layer) replays */
     uint32_t layer;
     int inference; /* non-zero: no noise, whatever the router's options say */
-    /* GAUSSIAN noise only: [E] the std of each expert's noise, replacing noise_amount and its
-     * schedule (NULL: noise_amount); every value finite and >= 0. */
-    const float *noise_std;
+    /* GAUSSIAN noise only: [E] f32, the std of each expert's noise, replacing noise_amount and
+     * its schedule (NONE: noise_amount); every value finite and >= 0. HOST or BUFFER. */
+    moevk_tensor noise_std;
     /* learned_noise routers: W_noise [d, E] f32, required (moevk_loss_info.grad_noise_weights
-     * gives the losses' gradient with respect to it). */
-    const float *noise_weights;
+     * gives the losses' gradient with respect to it). HOST or BUFFER. */
+    moevk_tensor noise_weights;
 } moevk_route_input;
 
+static inline void moevk_route_input_init(moevk_route_input *input) { MOEVK_INIT_STRUCT_(input); }
+
 typedef struct moevk_route_stats {
+    uint32_t struct_size;         /* the caller's (moevk_route_stats_init): what moevk fills */
     uint32_t capacity;            /* C of this route (0 when dropless) */
     uint32_t dispatched_rows;     /* rows of the dispatched buffer: E*C, or offsets[E] */
     uint64_t assignments;         /* selected (token, expert) pairs before drops */
@@ -419,27 +521,38 @@ typedef struct moevk_route_stats {
     float sinkhorn_error;         /* SINKHORN mode: the last mean |change of d1| */
 } moevk_route_stats;
 
+static inline void moevk_route_stats_init(moevk_route_stats *stats) { MOEVK_INIT_STRUCT_(stats); }
+
+/* What a route writes, each where its tensor says (NONE: not written). moevk_route and
+ * moevk_route_submit: HOST or BUFFER; moevk_route_record: dispatched only, VULKAN (the others
+ * are read afterwards with moevk_route_read, HOST). */
 typedef struct moevk_route_output {
-    /* Each pointer may be NULL: that output is not read back. */
-    int32_t *expert_ids;     /* [T, k]: selected experts, -1 where none (masked, non-finite) */
-    float *weights;          /* [T, k]: combine weights, 0 where no expert */
-    int32_t *slots;          /* [T, k]: slot within the expert, -1 where dropped or none */
-    uint32_t *counts;        /* [E]: assignments kept per expert */
-    uint32_t *counts_before; /* [E]: assignments per expert before drops */
-    uint32_t *offsets;       /* [E + 1]: DROPLESS only: first row of each expert's block */
-    void *dispatched;        /* [E*C, d] or dropless [offsets[E], d], hidden_type; needs
-                                input hidden; size it with moevk_router_max_dispatched_rows */
-    moevk_route_stats *stats;
-    /* Receives the dispatched rows on the device (its first bytes); at least
-     * moevk_router_max_dispatched_rows * d elements. Needs hidden states. */
-    moevk_buffer *dispatched_buffer;
+    uint32_t struct_size;       /* see "Structs that grow" */
+    moevk_tensor expert_ids;    /* [T, k] int32: selected experts, -1 where none (masked,
+                                   non-finite) */
+    moevk_tensor weights;       /* [T, k] f32: combine weights, 0 where no expert */
+    moevk_tensor slots;         /* [T, k] int32: slot within the expert, -1 where dropped or
+                                   none */
+    moevk_tensor counts;        /* [E] uint32: assignments kept per expert */
+    moevk_tensor counts_before; /* [E] uint32: assignments per expert before drops */
+    moevk_tensor offsets;       /* [E + 1] uint32, DROPLESS only: first row of each expert's
+                                   block */
+    /* [E*C, d] or dropless [offsets[E], d] in hidden_type; needs hidden states. A buffer holds
+     * moevk_router_max_dispatched_rows * d elements; host memory the route's rows
+     * (moevk_router_max_dispatched_rows is always enough). Unfilled rows are zero. */
+    moevk_tensor dispatched;
+    moevk_route_stats *stats; /* host; NULL: not filled */
 } moevk_route_output;
+
+static inline void moevk_route_output_init(moevk_route_output *output) {
+    MOEVK_INIT_STRUCT_(output);
+}
 
 /* Auxiliary-loss-free balancing (DeepSeek-V3): after a step, nudges each expert's selection bias
  * towards balance, bias[i] += rate * sign(mean load - load[i]), with the loads counted before
  * drops (moevk_route_output.counts_before). rate 0: the default 1e-3. Pass the bias back as
  * moevk_route_input.bias: it moves selection only, never the weights. */
-MOEVK_API void moevk_update_balancing_bias(float *bias, const uint32_t *counts_before,
+MOEVK_API void moevk_balancing_bias_update(float *bias, const uint32_t *counts_before,
                                            uint32_t num_experts, float rate);
 
 /* Columns of the per-token arrays (expert_ids, weights, slots, dL/dweights): top_k, or E in
@@ -450,14 +563,16 @@ MOEVK_API uint32_t moevk_router_choices(const moevk_router *router);
 MOEVK_API uint64_t moevk_router_max_dispatched_rows(const moevk_router *router);
 
 /* Routes one batch: uploads the inputs, runs every stage on the device in one submission,
- * waits, and reads back what output asks for. Keeps the assignment for moevk_combine.
- * Same input, same output, bit for bit. Errors: INVALID_ARGUMENT, DEVICE_LOST, VULKAN. */
+ * waits, and writes what output asks for. Keeps the assignment for moevk_combine. Inputs and
+ * outputs are HOST or BUFFER tensors. Same input, same output, bit for bit.
+ * Errors: INVALID_ARGUMENT, UNSUPPORTED (a struct with fields this library does not know),
+ * DEVICE_LOST, VULKAN. */
 MOEVK_API moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
                                    const moevk_route_output *output);
 
 /* The same as moevk_route without waiting: records and submits, then returns. The input may be
- * freed at once; the output's host pointers must stay valid until moevk_router_wait has
- * returned MOEVK_SUCCESS, which copies the results into them. One submitted route or combine
+ * freed at once; the output's host memory must stay valid until moevk_router_wait has
+ * returned MOEVK_SUCCESS, which copies the results into it. One submitted route or combine
  * per router at a time; other calls on the router wait for it first. */
 MOEVK_API moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *input,
                                           const moevk_route_output *output);
@@ -472,17 +587,15 @@ MOEVK_API VkFence moevk_router_fence(const moevk_router *router);
 /* Combines expert outputs back per token for the last route:
  * combined[t] = sum over j ascending of weights[t,j] * expert_out[row of (t,j)], f32 sums.
  * expert_out is [dispatched_rows, d] in hidden_type (the same layout as dispatched);
- * combined is [T, d] in hidden_type. Errors: INVALID_ARGUMENT (no route yet, or d = 0),
+ * combined is [T, d] in hidden_type; each HOST or BUFFER. Errors: INVALID_ARGUMENT (no route
+ * yet, d = 0, a tensor missing or of a kind this call does not take, a short buffer),
  * DEVICE_LOST, VULKAN. */
-MOEVK_API moevk_result moevk_combine(moevk_router *router, const void *expert_out, void *combined);
-/* moevk_combine without waiting: submits and returns; expert_out may be freed at once, combined
- * is written by moevk_router_wait. */
-MOEVK_API moevk_result moevk_combine_submit(moevk_router *router, const void *expert_out,
-                                            void *combined);
-/* The same on the device: expert_out and combined are buffers (their first bytes), large enough
- * for [dispatched_rows, d] and [T, d]. */
-MOEVK_API moevk_result moevk_combine_buffers(moevk_router *router, moevk_buffer *expert_out,
-                                             moevk_buffer *combined);
+MOEVK_API moevk_result moevk_combine(moevk_router *router, moevk_tensor expert_out,
+                                     moevk_tensor combined);
+/* moevk_combine without waiting: submits and returns; host expert_out may be freed at once,
+ * combined is written by moevk_router_wait. */
+MOEVK_API moevk_result moevk_combine_submit(moevk_router *router, moevk_tensor expert_out,
+                                            moevk_tensor combined);
 
 /* ---- Balancing losses and the router's backward (training) --------------------------------- */
 /* Coefficients of the losses (0: left out) and the gradient arriving from the layer. Means run
@@ -490,8 +603,9 @@ MOEVK_API moevk_result moevk_combine_buffers(moevk_router *router, moevk_buffer 
  * distribution (softmax, or the sigmoids normalised to sum 1), from the scores' logits (clean,
  * or noisy with noisy_scores). */
 typedef struct moevk_loss_info {
-    float aux_coef;        /* Switch/GShard: E * sum_i f_i * P_i, f_i = selections of expert i
-                              before drops / all selections (a constant), P_i = mean_t p_ti */
+    uint32_t struct_size;  /* see "Structs that grow" */
+    float aux_coef;        /* Switch/GShard: E * sum_i f_i * P_i, f_i = assignments of expert i
+                              before drops / all assignments (a constant), P_i = mean_t p_ti */
     float z_coef;          /* mean_t logsumexp(logits_t)^2, of the clean logits */
     float importance_coef; /* cv2(importance), importance_e = sum_t of e's combine weight */
     float load_coef;       /* cv2(load), load_e = sum_t Phi((clean key_te - thr_t) / std): needs
@@ -503,30 +617,32 @@ typedef struct moevk_loss_info {
     float sequence_coef;   /* mean_b sum_e (E / (k S)) * count_be * (1/S) * sum_t p_bte, over
                               sequences b of sequence_length S tokens (T a multiple of S) */
     uint32_t sequence_length;
-    /* dL/dweights [T, k] f32 from the layer's backward (host or device; NULL: none). */
-    const float *grad_weights;
-    moevk_buffer *grad_weights_buffer;
-    /* dL/dcombined [T, d] in hidden_type (host or device; NULL: none): adds
-     * <dL/dcombined_t, expert_out of choice j> to dL/dweights[t, j]; needs the last route's
-     * combine (moevk_combine or moevk_combine_buffers) to have run. It overwrites the router's
-     * combined-rows buffer. */
-    const void *grad_combined;
-    moevk_buffer *grad_combined_buffer;
-    /* Outputs for a learnable Gaussian std (host, NULL: not computed): dL/dnoise_std [E] f32
-     * when the route was given noise_std, dL/dW_noise [d, E] f32 when the router has
+    /* Inputs, HOST or BUFFER (NONE: none). dL/dweights [T, k] f32 from the layer's backward. */
+    moevk_tensor grad_weights;
+    /* dL/dcombined [T, d] in hidden_type: adds <dL/dcombined_t, expert_out of choice j> to
+     * dL/dweights[t, j]; needs the last route's combine (moevk_combine, waited for) to have run.
+     * It overwrites the router's combined-rows buffer. */
+    moevk_tensor grad_combined;
+    /* Outputs for a learnable Gaussian std, HOST or BUFFER (NONE: not computed): dL/dnoise_std
+     * [E] f32 when the route was given noise_std, dL/dW_noise [d, E] f32 when the router has
      * learned_noise (through softplus'(x . W_noise) = sigmoid). The std moves the load loss's
      * z (dz/dstd = -z/std) and its thresholds (the noisy keys of their experts, by the noise
      * sample n) and, with noisy_scores, every loss and dL/dweights through the noisy scores
      * (by n); summed over the tokens in order on the device. */
-    float *grad_noise_std;
-    float *grad_noise_weights;
+    moevk_tensor grad_noise_std;
+    moevk_tensor grad_noise_weights;
 } moevk_loss_info;
+
+static inline void moevk_loss_info_init(moevk_loss_info *info) { MOEVK_INIT_STRUCT_(info); }
 
 /* cv2(v) = var(v) / (mean(v)^2 + 1e-10), variance over the E experts (divide by E). */
 typedef struct moevk_losses {
+    uint32_t struct_size; /* the caller's (moevk_losses_init): what moevk fills */
     double aux, z, importance, load, entropy, sequence;
     double total; /* sum of coefficient * value */
 } moevk_losses;
+
+static inline void moevk_losses_init(moevk_losses *losses) { MOEVK_INIT_STRUCT_(losses); }
 
 /* The losses of the router's last route (moevk_route or moevk_route_submit, waited for; not a
  * recorded route) and dL/dlogits [T, E] f32 of their weighted sum plus the given dL/dweights:
@@ -535,24 +651,21 @@ typedef struct moevk_losses {
  * constant (the top-k choice has no gradient); f_i and the sequence counts are constants; the
  * load loss's gradient flows into the logits of its threshold experts too. Rows that are
  * masked or non-finite, and -inf logits, get 0. Computed on the device: per-block partial sums
- * in a fixed order, reduced on the host in double. losses, grad_logits (host) and
- * grad_logits_buffer (device, its first bytes) may each be NULL.
+ * in a fixed order, reduced on the host in double. losses may be NULL, grad_logits (HOST or
+ * BUFFER) NONE.
  * Errors: INVALID_ARGUMENT (router without `losses`, no route, bad coefficient, a load loss
  * without Gaussian noise, T not a multiple of sequence_length, grad_combined without a
  * combine, a std gradient the route's noise has no std for), UNSUPPORTED (a router reaching its
  * buffers by device address), DEVICE_LOST, VULKAN. */
 MOEVK_API moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *info,
-                                           moevk_losses *losses, float *grad_logits,
-                                           moevk_buffer *grad_logits_buffer);
+                                           moevk_losses *losses, moevk_tensor grad_logits);
 
 /* The per-expert loss of the router's last route (run, or recorded and executed): for each
- * expert, the mean of a caller's per-token loss [T] f32 (host, or a moevk_buffer's first bytes)
- * over the tokens whose choice of that expert was kept; 0 for an expert that kept none. Summed
- * on the device in a fixed order (the same bits every run), divided on the host in double.
- * expert_loss [E]. Errors: INVALID_ARGUMENT (no route, neither or both inputs, a short buffer),
- * DEVICE_LOST, VULKAN. */
-MOEVK_API moevk_result moevk_router_expert_loss(moevk_router *router, const float *token_loss,
-                                                moevk_buffer *token_loss_buffer,
+ * expert, the mean of a caller's per-token loss [T] f32 (HOST or BUFFER) over the tokens whose
+ * choice of that expert was kept; 0 for an expert that kept none. Summed on the device in a
+ * fixed order (the same bits every run), divided on the host in double. expert_loss [E], host.
+ * Errors: INVALID_ARGUMENT (no route, no token loss, a short buffer), DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_router_expert_loss(moevk_router *router, moevk_tensor token_loss,
                                                 double *expert_loss);
 
 /* ---- Routing health over steps (host only) --------------------------------------------------- */
@@ -562,31 +675,37 @@ MOEVK_API moevk_result moevk_router_expert_loss(moevk_router *router, const floa
 typedef struct moevk_history moevk_history;
 
 typedef struct moevk_history_info {
+    uint32_t struct_size;       /* see "Structs that grow" */
     uint32_t num_experts;       /* E */
-    uint32_t capacity;          /* steps kept (the oldest go first); 0: 1024 */
+    uint32_t max_steps;         /* steps kept (the oldest go first); 0: 1024 */
     float collapse_share;       /* collapse: one expert holds more than this share of the
-                                   selections (before drops) ... ; 0: 0.5 */
+                                   assignments (before drops) ... ; 0: 0.5 */
     uint32_t collapse_steps;    /* ... for this many consecutive steps; 0: 20 */
     uint32_t oscillation_steps; /* oscillation: over this many steps the most loaded expert
                                    changed at least half as many times while the load
                                    imbalance (max / mean) stayed above 1.5; 0: 20 */
 } moevk_history_info;
 
+static inline void moevk_history_info_init(moevk_history_info *info) { MOEVK_INIT_STRUCT_(info); }
+
 typedef struct moevk_step_report {
+    uint32_t struct_size; /* the caller's (moevk_step_report_init): what moevk fills */
     uint32_t step;
     double entropy; /* mean routing entropy */
     double z_loss;  /* mean logsumexp^2 */
     double mean_logsumexp;
     double aux_loss;      /* Switch balancing loss */
-    double drop_fraction; /* selections dropped by the capacity */
-    double imbalance;     /* max / mean of the selections per expert, before drops */
+    double drop_fraction; /* assignments dropped by the capacity */
+    double imbalance;     /* max / mean of the assignments per expert, before drops */
     double load_cv;       /* their coefficient of variation (std / mean) */
-    uint32_t top_expert;  /* the most selected expert (lowest index on ties) */
-    double top_share;     /* its share of the selections */
+    uint32_t top_expert;  /* the expert with the most assignments (lowest index on ties) */
+    double top_share;     /* its share of the assignments */
     uint32_t nonfinite_rows, masked_rows;
     uint32_t unrouted_tokens; /* valid rows with no kept choice */
     int has_expert_loss;      /* moevk_history_set_expert_loss gave this step a per-expert loss */
 } moevk_step_report;
+
+static inline void moevk_step_report_init(moevk_step_report *report) { MOEVK_INIT_STRUCT_(report); }
 
 #define MOEVK_WARNING_COLLAPSE 1u
 #define MOEVK_WARNING_OSCILLATION 2u
@@ -605,7 +724,7 @@ MOEVK_API moevk_result moevk_history_set_expert_loss(moevk_history *history,
 /* Step i's per-expert loss [E] (zeros where none was set). */
 MOEVK_API moevk_result moevk_history_get_expert_loss(const moevk_history *history, uint32_t i,
                                                      double *expert_loss);
-/* Steps held (at most capacity). */
+/* Steps held (at most max_steps). */
 MOEVK_API uint32_t moevk_history_count(const moevk_history *history);
 /* Step i of those held, 0 the oldest; counts_before and counts [E] may be NULL. */
 MOEVK_API moevk_result moevk_history_get(const moevk_history *history, uint32_t i,
@@ -613,7 +732,7 @@ MOEVK_API moevk_result moevk_history_get(const moevk_history *history, uint32_t 
                                          uint32_t *counts);
 /* MOEVK_WARNING_* flags for the latest step (0: healthy). */
 MOEVK_API uint32_t moevk_history_warnings(const moevk_history *history);
-/* Writes the steps held as CSV (one row per step: the report, then each expert's selections
+/* Writes the steps held as CSV (one row per step: the report, then each expert's assignments
  * before and after drops, overflow (before - after), drop rate (overflow / before) and
  * per-expert loss (empty where not set))
  * or JSON (the same, and the latest warnings). Errors:
@@ -622,52 +741,37 @@ MOEVK_API moevk_result moevk_history_write_csv(const moevk_history *history, con
 MOEVK_API moevk_result moevk_history_write_json(const moevk_history *history, const char *path);
 
 /* ---- Recording into the application's command buffers ------------------------------------ */
-/* A range of an application's VkBuffer (created with STORAGE_BUFFER usage). range 0: to the end. */
-typedef struct moevk_buffer_range {
-    VkBuffer buffer;
-    VkDeviceSize offset; /* a multiple of minStorageBufferOffsetAlignment */
-    VkDeviceSize range;
-} moevk_buffer_range;
-
-typedef struct moevk_record_info {
-    uint32_t num_tokens;           /* T: 0 .. max_tokens */
-    moevk_buffer_range logits;     /* [T, E] in logits_type; required */
-    moevk_buffer_range bias;       /* [E] f32; buffer VK_NULL_HANDLE: none */
-    moevk_buffer_range hidden;     /* [T, d]; buffer VK_NULL_HANDLE: no dispatch */
-    moevk_buffer_range dispatched; /* receives [rows, d] (moevk_router_max_dispatched_rows at
-                                      most; unfilled rows zero); needs hidden */
-    uint32_t step, layer;          /* as in moevk_route_input */
-    int inference;
-} moevk_record_info;
-
 /* Records a route into the application's command buffer (in the recording state, outside a
  * render pass, of the router's context's device and a compute-capable queue family), reading
- * and writing the application's buffers; submits nothing.
+ * and writing the application's buffers; submits nothing. The input's logits, bias and hidden
+ * are VULKAN tensors (noise_std and noise_weights are not taken: a learned std needs
+ * moevk_route); output may be NULL, or give only dispatched, a VULKAN tensor.
  * Synchronisation: before this call, make your writes to logits, bias and hidden visible to
  * VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT / VK_ACCESS_SHADER_READ_BIT; after it, dispatched (and the
  * router's results) are written by VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT /
  * VK_ACCESS_SHADER_WRITE_BIT. moevk records only its own internal barriers: buffer barriers on
  * its own buffers at the start (ordering it after earlier work that used them), and global
- * memory barriers between its stages. The recording rewrites a descriptor set the router owns:
- * until the command buffer has executed, do not record this router again (moevk_record_combine has
- * a set of its own) nor call moevk_route or moevk_combine on it. Read the ids, weights, slots,
- * counts and statistics afterwards with moevk_router_read. Errors: INVALID_ARGUMENT, UNSUPPORTED (a
- * router whose buffers are reached through device addresses cannot bind the application's buffers).
- */
-MOEVK_API moevk_result moevk_record_route(moevk_router *router, VkCommandBuffer command_buffer,
-                                          const moevk_record_info *info);
+ * memory barriers between its stages. The recording rewrites descriptor sets the router owns:
+ * until the command buffer has executed, do not record this router again (a combine may be
+ * recorded after the route) nor call moevk_route or moevk_combine on it. Read the ids, weights,
+ * slots, counts and statistics afterwards with moevk_route_read. Errors: INVALID_ARGUMENT,
+ * UNSUPPORTED (a router whose buffers are reached through device addresses cannot bind the
+ * application's buffers; a struct with fields this library does not know). */
+MOEVK_API moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_buffer,
+                                          const moevk_route_input *input,
+                                          const moevk_route_output *output);
 /* Records a combine of the last recorded (or run) route: expert_out [rows, d] to combined
- * [T, d], the application's buffers; the same synchronisation rules. */
-MOEVK_API moevk_result moevk_record_combine(moevk_router *router, VkCommandBuffer command_buffer,
-                                            moevk_buffer_range expert_out,
-                                            moevk_buffer_range combined);
-/* After the command buffer holding moevk_record_route has completed: copies the route's ids,
- * weights, slots, counts and statistics (whichever output asks for; dispatched is ignored).
- * Errors: INVALID_ARGUMENT, DEVICE_LOST, VULKAN. */
-MOEVK_API moevk_result moevk_router_read(moevk_router *router, const moevk_route_output *output);
+ * [T, d], VULKAN tensors; the same synchronisation rules. */
+MOEVK_API moevk_result moevk_combine_record(moevk_router *router, VkCommandBuffer command_buffer,
+                                            moevk_tensor expert_out, moevk_tensor combined);
+/* After the command buffer holding moevk_route_record has completed (or after any route): the
+ * route's ids, weights, slots, counts and statistics, whichever output asks for, as HOST
+ * tensors (dispatched is not taken). Errors: INVALID_ARGUMENT, DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_route_read(moevk_router *router, const moevk_route_output *output);
 
 /* GPU time of each stage of the router's last route and last combine, from timestamp queries. */
 typedef struct moevk_timings {
+    uint32_t struct_size;  /* the caller's (moevk_timings_init): what moevk fills */
     double scores_topk_ms; /* scores and top-k selection */
     double bucketing_ms;   /* counts, prefix sums, slots (and the score policy's selection) */
     double dispatch_ms;    /* gathering rows (0 without hidden states) */
@@ -675,6 +779,8 @@ typedef struct moevk_timings {
     double route_ms;       /* all of the route's stages, uploads and downloads excluded */
     double combine_ms;     /* the last combine */
 } moevk_timings;
+
+static inline void moevk_timings_init(moevk_timings *timings) { MOEVK_INIT_STRUCT_(timings); }
 
 /* Reads the timings of the last route and combine. Errors: UNSUPPORTED when the router was
  * created without profile or the queue has no timestamps; INVALID_ARGUMENT before any route. */

@@ -49,28 +49,30 @@ static void check_choice(choice_buffers *b, const char *name, moevk_router_info 
     CHECK(moevk_router_choices(router) == E, "%s: %u choices per token", name,
           moevk_router_choices(router));
     uint32_t C = moevk_router_capacity(router, T, 0);
-    moevk_route_stats stats, again;
+    moevk_route_stats stats = {0}, again = {0};
     moevk_route_input input = {.num_tokens = T,
-                               .logits = b->logits,
-                               .hidden = d ? b->hidden : NULL,
+                               .logits = moevk_host_tensor(b->logits),
+                               .hidden = moevk_host_tensor(d ? b->hidden : NULL),
                                .step = (uint32_t)noise_step};
-    moevk_route_output output = {.expert_ids = b->ids,
-                                 .weights = b->weights,
-                                 .slots = b->slots,
-                                 .counts = b->counts,
-                                 .counts_before = b->counts_before,
-                                 .dispatched = d ? b->dispatched : NULL,
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(b->ids),
+                                 .weights = moevk_host_tensor(b->weights),
+                                 .slots = moevk_host_tensor(b->slots),
+                                 .counts = moevk_host_tensor(b->counts),
+                                 .counts_before = moevk_host_tensor(b->counts_before),
+                                 .dispatched = moevk_host_tensor(d ? b->dispatched : NULL),
                                  .stats = &stats};
     moevk_result r = moevk_route(router, &input, &output);
     if (r == MOEVK_SUCCESS && d) {
         for (uint64_t i = 0; i < (uint64_t)E * C * d; ++i)
             ref_store(b->expert_out, i, info.hidden_type, rng_uniform(-2, 2));
-        r = moevk_combine(router, b->expert_out, b->combined);
+        r = moevk_combine(router, moevk_host_tensor(b->expert_out), moevk_host_tensor(b->combined));
     }
     /* The same input again: the same bits. */
     int32_t *ids2 = malloc(TE * 4 + 4);
     float *weights2 = malloc(TE * 4 + 4);
-    moevk_route_output second = {.expert_ids = ids2, .weights = weights2, .stats = &again};
+    moevk_route_output second = {.expert_ids = moevk_host_tensor(ids2),
+                                 .weights = moevk_host_tensor(weights2),
+                                 .stats = &again};
     if (r == MOEVK_SUCCESS && ids2 && weights2) r = moevk_route(router, &input, &second);
     int same =
         ids2 && weights2 && !memcmp(ids2, b->ids, TE * 4) && !memcmp(weights2, b->weights, TE * 4);

@@ -92,7 +92,7 @@ int test_main(const test_case *tests, size_t count, int argc, char **argv) {
                moevk_result_string(r));
         return 1;
     }
-    moevk_device_info device;
+    moevk_device_info device = {0};
     moevk_context_device_info(shared_context, &device);
     printf("# device: %s (%s), subgroup size %u, validation %s, %s memory, seed %llu\n",
            device.name, device.driver_info, device.subgroup_size, test_validation() ? "on" : "OFF",

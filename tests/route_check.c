@@ -199,22 +199,23 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
 
     int dropless = info->capacity_mode == MOEVK_CAPACITY_DROPLESS;
     moevk_route_input input = {.num_tokens = T,
-                               .logits = b->logits,
-                               .bias = c->with_bias ? b->bias : NULL,
-                               .hidden = c->with_hidden ? b->hidden : NULL,
+                               .logits = moevk_host_tensor(b->logits),
+                               .bias = moevk_host_tensor(c->with_bias ? b->bias : NULL),
+                               .hidden = moevk_host_tensor(c->with_hidden ? b->hidden : NULL),
                                .step = c->step,
                                .layer = c->layer,
                                .inference = c->inference,
-                               .noise_std = c->noise_std,
-                               .noise_weights = c->noise_weights};
-    moevk_route_stats stats;
-    moevk_route_output output = {.expert_ids = b->ids,
-                                 .weights = b->weights,
-                                 .slots = b->slots,
-                                 .counts = b->counts,
-                                 .counts_before = b->counts_before,
-                                 .offsets = dropless ? b->offsets : NULL,
-                                 .dispatched = c->with_hidden ? b->dispatched : NULL,
+                               .noise_std = moevk_host_tensor(c->noise_std),
+                               .noise_weights = moevk_host_tensor(c->noise_weights)};
+    moevk_route_stats stats = {0};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(b->ids),
+                                 .weights = moevk_host_tensor(b->weights),
+                                 .slots = moevk_host_tensor(b->slots),
+                                 .counts = moevk_host_tensor(b->counts),
+                                 .counts_before = moevk_host_tensor(b->counts_before),
+                                 .offsets = moevk_host_tensor(dropless ? b->offsets : NULL),
+                                 .dispatched =
+                                     moevk_host_tensor(c->with_hidden ? b->dispatched : NULL),
                                  .stats = &stats};
     moevk_result r = moevk_route(router, &input, &output);
     CHECK(r == MOEVK_SUCCESS, "%s: route -> %s (%s)", c->name, moevk_result_string(r),
@@ -229,8 +230,8 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
         call.std_per_token = 1;
     }
     moevk_router_info at_step = ref_at_step(info, c->step); /* schedules resolved */
-    CHECK(ref_scores_topk(&at_step, &call, T, b->logits, input.bias, b->ref_ids, b->ref_weights,
-                          b->row_stats),
+    CHECK(ref_scores_topk(&at_step, &call, T, b->logits, (const float *)input.bias.host, b->ref_ids,
+                          b->ref_weights, b->row_stats),
           "%s: the reference ran out of memory", c->name);
     /* Gaussian and Gumbel noise use exp/log/cos, and Sinkhorn's factors exp and long sums:
      * decisions must agree wherever the competing keys differ by more than a small relative
@@ -240,7 +241,8 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
         info->noise == MOEVK_NOISE_GAUSSIAN || info->noise == MOEVK_NOISE_GUMBEL || sinkhorn;
     uint32_t reference_iterations = 0;
     if (near_ties_allowed) {
-        compare_near_ties(c, &at_step, &call, b, input.bias, &reference_iterations);
+        compare_near_ties(c, &at_step, &call, b, (const float *)input.bias.host,
+                          &reference_iterations);
         if (test_failed()) return;
     } else {
         COMPARE_EXACT("expert_ids", b->ids, b->ref_ids, TK);
@@ -277,7 +279,7 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
     CHECK(stats.dropped == stats.assignments - kept, "%s: dropped count", c->name);
 
     /* Stage 3: statistics. */
-    moevk_route_stats want;
+    moevk_route_stats want = {0};
     CHECK(ref_stats(&at_step, &call, T, b->logits, b->row_stats, b->ref_counts_before, &want),
           "%s: the reference ran out of memory", c->name);
     check_stats(c, &stats, &want);
@@ -300,7 +302,8 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
         /* Stage 5: combine of fresh expert outputs. */
         for (uint64_t i = 0; i < rows * d; ++i)
             ref_store(b->expert_out, i, info->hidden_type, rng_uniform(-2.0f, 2.0f));
-        CHECK_OK(moevk_combine(router, b->expert_out, b->combined));
+        CHECK_OK(moevk_combine(router, moevk_host_tensor(b->expert_out),
+                               moevk_host_tensor(b->combined)));
         ref_combine(info, T, b->ref_rows, b->weights, b->expert_out, b->ref_combined);
         double tolerance = info->hidden_type == MOEVK_DTYPE_F32 ? 1e-5 : 1e-2;
         for (uint64_t i = 0, bad = 0; i < (uint64_t)T * d && bad < 5; ++i) {
@@ -329,13 +332,13 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
         int32_t *ids2 = malloc(TK * 4 + 4), *slots2 = malloc(TK * 4 + 4);
         float *weights2 = malloc(TK * 4 + 4);
         moevk_route_stats stats2;
-        moevk_route_output again = {.expert_ids = ids2,
-                                    .weights = weights2,
-                                    .slots = slots2,
-                                    .counts = NULL,
-                                    .counts_before = NULL,
-                                    .offsets = NULL,
-                                    .dispatched = NULL,
+        moevk_route_output again = {.expert_ids = moevk_host_tensor(ids2),
+                                    .weights = moevk_host_tensor(weights2),
+                                    .slots = moevk_host_tensor(slots2),
+                                    .counts = moevk_host_tensor(NULL),
+                                    .counts_before = moevk_host_tensor(NULL),
+                                    .offsets = moevk_host_tensor(NULL),
+                                    .dispatched = moevk_host_tensor(NULL),
                                     .stats = &stats2};
         r = moevk_route(router, &input, &again);
         if (r != MOEVK_SUCCESS || memcmp(ids2, b->ids, TK * 4) ||

@@ -170,18 +170,20 @@ static void test_nan_hidden_state_stays_in_its_token(void) {
     for (int i = 0; i < 64 * 4; ++i) hidden[i] = rng_normal();
     const int poisoned = 17;
     hidden[poisoned * 4 + 2] = NAN;
-    moevk_route_stats stats;
+    moevk_route_stats stats = {0};
     int32_t ids[128], slots[128];
     uint32_t offsets[9];
-    moevk_route_input input = {.num_tokens = 64, .logits = logits, .hidden = hidden};
-    moevk_route_output output = {.expert_ids = ids,
-                                 .slots = slots,
-                                 .offsets = offsets,
-                                 .dispatched = dispatched,
+    moevk_route_input input = {
+        .num_tokens = 64, .logits = moevk_host_tensor(logits), .hidden = moevk_host_tensor(hidden)};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids),
+                                 .slots = moevk_host_tensor(slots),
+                                 .offsets = moevk_host_tensor(offsets),
+                                 .dispatched = moevk_host_tensor(dispatched),
                                  .stats = &stats};
     moevk_result r = moevk_route(router, &input, &output);
     /* Identity experts: the dispatched rows come straight back. */
-    if (r == MOEVK_SUCCESS) r = moevk_combine(router, dispatched, combined);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_combine(router, moevk_host_tensor(dispatched), moevk_host_tensor(combined));
     int rows_ok = 1, out_ok = 1;
     for (uint32_t row = 0; r == MOEVK_SUCCESS && row < stats.dispatched_rows; ++row) {
         int holds_poisoned = 0;
@@ -221,15 +223,26 @@ static void test_bad_route_calls_leave_the_router_usable(void) {
     for (int i = 0; i < 64 * 4; ++i) hidden[i] = rng_normal();
     int32_t ids[128];
     uint32_t offsets[9];
-    moevk_route_output output = {.expert_ids = ids};
-    moevk_route_input too_many = {.num_tokens = 65, .logits = logits, .bias = NULL, .hidden = NULL};
-    moevk_route_input no_logits = {.num_tokens = 10, .logits = NULL, .bias = NULL, .hidden = NULL};
-    moevk_route_input good = {.num_tokens = 64, .logits = logits, .bias = NULL, .hidden = hidden};
-    moevk_route_output bad_offsets = {.offsets = offsets};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids)};
+    moevk_route_input too_many = {.num_tokens = 65,
+                                  .logits = moevk_host_tensor(logits),
+                                  .bias = moevk_host_tensor(NULL),
+                                  .hidden = moevk_host_tensor(NULL)};
+    moevk_route_input no_logits = {.num_tokens = 10,
+                                   .logits = moevk_host_tensor(NULL),
+                                   .bias = moevk_host_tensor(NULL),
+                                   .hidden = moevk_host_tensor(NULL)};
+    moevk_route_input good = {.num_tokens = 64,
+                              .logits = moevk_host_tensor(logits),
+                              .bias = moevk_host_tensor(NULL),
+                              .hidden = moevk_host_tensor(hidden)};
+    moevk_route_output bad_offsets = {.offsets = moevk_host_tensor(offsets)};
     moevk_result results[] = {
-        moevk_combine(router, hidden, out), /* no route yet */
-        moevk_route(router, &too_many, &output), moevk_route(router, &no_logits, &output),
-        moevk_route(router, NULL, &output),      moevk_route(router, &good, &bad_offsets),
+        moevk_combine(router, moevk_host_tensor(hidden), moevk_host_tensor(out)), /* no route yet */
+        moevk_route(router, &too_many, &output),
+        moevk_route(router, &no_logits, &output),
+        moevk_route(router, NULL, &output),
+        moevk_route(router, &good, &bad_offsets),
     };
     for (size_t i = 0; i < sizeof results / sizeof results[0]; ++i)
         CHECK(results[i] == MOEVK_ERROR_INVALID_ARGUMENT, "bad call %zu: %s", i,
@@ -250,13 +263,13 @@ static void test_bad_device_selector_is_a_clear_error(void) {
 
 static void test_devices_are_listed_two_calls(void) {
     uint32_t count = 0;
-    CHECK_OK(moevk_enumerate_devices(&count, NULL));
+    CHECK_OK(moevk_devices_enumerate(&count, NULL));
     CHECK(count >= 1, "no device listed");
-    moevk_device_info infos[16];
+    moevk_device_info infos[16] = {{0}};
     uint32_t asked = count < 16 ? count : 16;
-    CHECK_OK(moevk_enumerate_devices(&asked, infos));
+    CHECK_OK(moevk_devices_enumerate(&asked, infos));
     CHECK(asked >= 1 && infos[0].name[0] && infos[0].subgroup_size >= 1, "device info");
-    moevk_device_info mine;
+    moevk_device_info mine = {0};
     moevk_context_device_info(test_context(), &mine);
     CHECK(mine.max_storage_buffer_range > 0 && mine.api_version >= VK_API_VERSION_1_2, "limits");
 }
@@ -322,7 +335,10 @@ static void test_allocation_callbacks_are_used_and_balanced(void) {
     moevk_result r = moevk_router_create(context, &router_info, &router);
     float logits[64 * 8];
     for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
-    moevk_route_input input = {.num_tokens = 64, .logits = logits, .bias = NULL, .hidden = NULL};
+    moevk_route_input input = {.num_tokens = 64,
+                               .logits = moevk_host_tensor(logits),
+                               .bias = moevk_host_tensor(NULL),
+                               .hidden = moevk_host_tensor(NULL)};
     moevk_route_output output = {0};
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
     uint32_t messages = moevk_context_validation_messages(context);
@@ -341,15 +357,19 @@ static void route_small(moevk_context *context, const float *logits, int32_t *id
     moevk_router_info info = small_info();
     moevk_router *router = NULL;
     *result = moevk_router_create(context, &info, &router);
-    moevk_route_input input = {.num_tokens = 64, .logits = logits, .bias = NULL, .hidden = NULL};
-    moevk_route_output output = {.expert_ids = ids, .weights = weights};
+    moevk_route_input input = {.num_tokens = 64,
+                               .logits = moevk_host_tensor(logits),
+                               .bias = moevk_host_tensor(NULL),
+                               .hidden = moevk_host_tensor(NULL)};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids),
+                                 .weights = moevk_host_tensor(weights)};
     if (*result == MOEVK_SUCCESS) *result = moevk_route(router, &input, &output);
     moevk_router_destroy(router);
 }
 
 static void test_adopted_device_routes_and_is_left_alive(void) {
     app_vulkan app;
-    moevk_device_info shared;
+    moevk_device_info shared = {0};
     moevk_context_device_info(test_context(), &shared); /* the same device: the same bits */
     int created = app_create(&app, shared.name, test_validation());
     if (!created) {
@@ -407,12 +427,16 @@ static void test_profiling_router_reports_stage_times(void) {
     for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
     for (int i = 0; i < 64 * 4; ++i) hidden[i] = rng_normal();
     float *dispatched = calloc(moevk_router_max_dispatched_rows(router) * 4, sizeof(float));
-    moevk_route_input input = {.num_tokens = 64, .logits = logits, .bias = NULL, .hidden = hidden};
-    moevk_route_output output = {.dispatched = dispatched};
-    moevk_timings before, timings, none;
+    moevk_route_input input = {.num_tokens = 64,
+                               .logits = moevk_host_tensor(logits),
+                               .bias = moevk_host_tensor(NULL),
+                               .hidden = moevk_host_tensor(hidden)};
+    moevk_route_output output = {.dispatched = moevk_host_tensor(dispatched)};
+    moevk_timings before = {0}, timings = {0}, none = {0};
     moevk_result early = moevk_router_timings(router, &before);
     moevk_result r = moevk_route(router, &input, &output);
-    if (r == MOEVK_SUCCESS) r = moevk_combine(router, dispatched, combined);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_combine(router, moevk_host_tensor(dispatched), moevk_host_tensor(combined));
     moevk_result read = moevk_router_timings(router, &timings);
     moevk_result unsupported = MOEVK_ERROR_UNSUPPORTED;
     if (plain_created == MOEVK_SUCCESS && moevk_route(plain, &input, &output) == MOEVK_SUCCESS)
@@ -484,18 +508,25 @@ static void test_device_buffers_route_like_host_pointers(void) {
     if (r == MOEVK_SUCCESS) r = moevk_buffer_write(logits_buf, 0, logits, sizeof logits);
     if (r == MOEVK_SUCCESS) r = moevk_buffer_write(hidden_buf, 0, hidden, sizeof hidden);
     if (r == MOEVK_SUCCESS) r = moevk_buffer_write(out_buf, 0, expert_out, rows * 6 * 4);
-    moevk_route_input host_in = {.num_tokens = 64, .logits = logits, .hidden = hidden};
-    moevk_route_output host_out = {.expert_ids = ids, .dispatched = dispatched};
-    moevk_route_input device_in = {
-        .num_tokens = 64, .logits_buffer = logits_buf, .hidden_buffer = hidden_buf};
-    moevk_route_output device_out = {.expert_ids = ids2, .dispatched_buffer = dispatched_buf};
+    moevk_route_input host_in = {
+        .num_tokens = 64, .logits = moevk_host_tensor(logits), .hidden = moevk_host_tensor(hidden)};
+    moevk_route_output host_out = {.expert_ids = moevk_host_tensor(ids),
+                                   .dispatched = moevk_host_tensor(dispatched)};
+    moevk_route_input device_in = {.num_tokens = 64,
+                                   .logits = moevk_buffer_tensor(logits_buf, 0),
+                                   .hidden = moevk_buffer_tensor(hidden_buf, 0)};
+    moevk_route_output device_out = {.expert_ids = moevk_host_tensor(ids2),
+                                     .dispatched = moevk_buffer_tensor(dispatched_buf, 0)};
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &host_in, &host_out);
-    if (r == MOEVK_SUCCESS) r = moevk_combine(router, expert_out, combined);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_combine(router, moevk_host_tensor(expert_out), moevk_host_tensor(combined));
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &device_in, &device_out);
-    if (r == MOEVK_SUCCESS) r = moevk_combine_buffers(router, out_buf, combined_buf);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_combine(router, moevk_buffer_tensor(out_buf, 0),
+                          moevk_buffer_tensor(combined_buf, 0));
     if (r == MOEVK_SUCCESS) r = moevk_buffer_read(dispatched_buf, 0, dispatched2, rows * 6 * 4);
     if (r == MOEVK_SUCCESS) r = moevk_buffer_read(combined_buf, 0, combined2, sizeof combined2);
-    moevk_route_input short_in = {.num_tokens = 64, .logits_buffer = hidden_buf};
+    moevk_route_input short_in = {.num_tokens = 64, .logits = moevk_buffer_tensor(hidden_buf, 0)};
     moevk_result too_small = moevk_route(router, &short_in, &device_out);
     int same = r == MOEVK_SUCCESS && !memcmp(ids, ids2, sizeof ids) &&
                !memcmp(dispatched, dispatched2, rows * 6 * 4) &&
@@ -573,8 +604,9 @@ static void test_submitted_route_completes_on_wait(void) {
     for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
     int32_t ids[128], ids_sync[128];
     memset(ids, 0x7F, sizeof ids);
-    moevk_route_input input = {.num_tokens = 64, .logits = logits};
-    moevk_route_output output = {.expert_ids = ids}, sync_output = {.expert_ids = ids_sync};
+    moevk_route_input input = {.num_tokens = 64, .logits = moevk_host_tensor(logits)};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids)},
+                       sync_output = {.expert_ids = moevk_host_tensor(ids_sync)};
     moevk_result idle = moevk_router_wait(router, 0); /* nothing submitted */
     moevk_result submitted = moevk_route_submit(router, &input, &output);
     memset(logits, 0, sizeof logits);     /* the input may go at once */
@@ -594,11 +626,15 @@ static void test_submitted_route_completes_on_wait(void) {
     for (size_t i = 0; i < sizeof expert_out / sizeof expert_out[0]; ++i)
         expert_out[i] = rng_normal();
     moevk_result c = moevk_router_create(test_context(), &info, &router);
-    moevk_route_input with_hidden = {.num_tokens = 64, .logits = logits, .hidden = hidden};
+    moevk_route_input with_hidden = {
+        .num_tokens = 64, .logits = moevk_host_tensor(logits), .hidden = moevk_host_tensor(hidden)};
     moevk_route_output none = {0};
     if (c == MOEVK_SUCCESS) c = moevk_route(router, &with_hidden, &none);
-    if (c == MOEVK_SUCCESS) c = moevk_combine(router, expert_out, combined_sync);
-    if (c == MOEVK_SUCCESS) c = moevk_combine_submit(router, expert_out, combined);
+    if (c == MOEVK_SUCCESS)
+        c = moevk_combine(router, moevk_host_tensor(expert_out), moevk_host_tensor(combined_sync));
+    if (c == MOEVK_SUCCESS)
+        c = moevk_combine_submit(router, moevk_host_tensor(expert_out),
+                                 moevk_host_tensor(combined));
     if (c == MOEVK_SUCCESS) c = moevk_router_wait(router, UINT64_MAX);
     moevk_router_destroy(router);
     CHECK(c == MOEVK_SUCCESS && memcmp(combined, combined_sync, sizeof combined) == 0,
@@ -632,9 +668,10 @@ static void test_steady_routes_allocate_nothing(void) {
     for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
     for (int i = 0; i < 64 * 4; ++i) hidden[i] = rng_normal();
     int32_t ids[128];
-    moevk_route_stats stats;
-    moevk_route_input input = {.num_tokens = 64, .logits = logits, .hidden = hidden};
-    moevk_route_output output = {.expert_ids = ids, .stats = &stats};
+    moevk_route_stats stats = {0};
+    moevk_route_input input = {
+        .num_tokens = 64, .logits = moevk_host_tensor(logits), .hidden = moevk_host_tensor(hidden)};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids), .stats = &stats};
     static float expert_out[8 * 80 * 4], combined[64 * 4]; /* up to E * C rows of d */
     for (size_t i = 0; i < sizeof expert_out / sizeof expert_out[0]; ++i)
         expert_out[i] = rng_normal();
@@ -643,7 +680,8 @@ static void test_steady_routes_allocate_nothing(void) {
     for (int i = 0; r == MOEVK_SUCCESS && i < 20; ++i) {
         input.num_tokens = 40 + (uint32_t)i; /* varying T on the steady path */
         r = moevk_route(router, &input, &output);
-        if (r == MOEVK_SUCCESS) r = moevk_combine(router, expert_out, combined);
+        if (r == MOEVK_SUCCESS)
+            r = moevk_combine(router, moevk_host_tensor(expert_out), moevk_host_tensor(combined));
     }
     uint64_t during = moevk_context_host_allocations(context) - before;
     long driver = counter.allocations - driver_before;

@@ -77,10 +77,12 @@ static moevk_result lifecycle(const VkAllocationCallbacks *allocator,
     for (int i = 0; i < 32 * 8; ++i) logits[i] = (float)(i % 7);
     for (int i = 0; i < 32 * 4; ++i) hidden[i] = (float)i;
     int32_t ids[64];
-    moevk_route_input input = {.num_tokens = 32, .logits = logits, .hidden = hidden};
-    moevk_route_output output = {.expert_ids = ids};
+    moevk_route_input input = {
+        .num_tokens = 32, .logits = moevk_host_tensor(logits), .hidden = moevk_host_tensor(hidden)};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids)};
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
-    if (r == MOEVK_SUCCESS) r = moevk_combine(router, expert_out, combined);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_combine(router, moevk_host_tensor(expert_out), moevk_host_tensor(combined));
     moevk_router_destroy(router);
     moevk_context_destroy(context);
     return r;
@@ -142,7 +144,7 @@ static void test_context_stays_usable_after_a_failed_router(void) {
     int names_it = strstr(message, "VkResult -2") != NULL || strstr(message, "memory") != NULL;
     moevk_result second = moevk_router_create(context, &router_info, &router);
     float logits[32 * 8] = {0};
-    moevk_route_input input = {.num_tokens = 32, .logits = logits};
+    moevk_route_input input = {.num_tokens = 32, .logits = moevk_host_tensor(logits)};
     moevk_route_output output = {0};
     moevk_result routed = second == MOEVK_SUCCESS ? moevk_route(router, &input, &output) : second;
     moevk_router_destroy(router);
@@ -164,14 +166,14 @@ static void test_lost_device_is_reported_from_then_on(void) {
     moevk_buffer *buffer = NULL;
     moevk_result created = moevk_router_create(context, &router_info, &router);
     float logits[32 * 8] = {0};
-    moevk_route_input input = {.num_tokens = 32, .logits = logits};
+    moevk_route_input input = {.num_tokens = 32, .logits = moevk_host_tensor(logits)};
     moevk_route_output output = {0};
     moevk_result first = created == MOEVK_SUCCESS ? moevk_route(router, &input, &output) : created;
     moevk_result second = moevk_route(router, &input, &output);
     moevk_result third = moevk_route(router, &input, &output);
     moevk_result another = moevk_router_create(context, &router_info, &late);
     moevk_result buffer_r = moevk_buffer_create(context, 64, &buffer);
-    moevk_timings timings;
+    moevk_timings timings = {0};
     moevk_result timings_r = moevk_router_timings(router, &timings);
     moevk_router_destroy(router);
     moevk_router_destroy(late);

@@ -198,23 +198,24 @@ static uint64_t run_route(moevk_router *router, const golden_router *g, uint32_t
     for (uint32_t e = 0; e < E; ++e) bias[e] = 0.5f * normal(&r);
     for (uint64_t i = 0; i < (uint64_t)d * E; ++i) noise_weights[i] = 0.3f * normal(&r);
     moevk_route_input input = {.num_tokens = T,
-                               .logits = logits,
-                               .bias = c.with_bias ? bias : NULL,
-                               .hidden = c.with_hidden ? hidden : NULL,
+                               .logits = moevk_host_tensor(logits),
+                               .bias = moevk_host_tensor(c.with_bias ? bias : NULL),
+                               .hidden = moevk_host_tensor(c.with_hidden ? hidden : NULL),
                                .step = c.step,
                                .layer = 1,
                                .inference = c.inference,
-                               .noise_weights = info->learned_noise ? noise_weights : NULL};
+                               .noise_weights =
+                                   moevk_host_tensor(info->learned_noise ? noise_weights : NULL)};
     int dropless = info->capacity_mode == MOEVK_CAPACITY_DROPLESS;
-    moevk_route_stats stats;
+    moevk_route_stats stats = {0};
     memset(&stats, 0, sizeof stats);
-    moevk_route_output output = {.expert_ids = ids,
-                                 .weights = weights,
-                                 .slots = slots,
-                                 .counts = counts,
-                                 .counts_before = counts_before,
-                                 .offsets = dropless ? offsets : NULL,
-                                 .dispatched = c.with_hidden ? dispatched : NULL,
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids),
+                                 .weights = moevk_host_tensor(weights),
+                                 .slots = moevk_host_tensor(slots),
+                                 .counts = moevk_host_tensor(counts),
+                                 .counts_before = moevk_host_tensor(counts_before),
+                                 .offsets = moevk_host_tensor(dropless ? offsets : NULL),
+                                 .dispatched = moevk_host_tensor(c.with_hidden ? dispatched : NULL),
                                  .stats = &stats};
     moevk_result result = moevk_route(router, &input, &output);
     mix_u64(&f, (uint64_t)(int64_t)result);
@@ -238,18 +239,19 @@ static uint64_t run_route(moevk_router *router, const golden_router *g, uint32_t
     if (result == MOEVK_SUCCESS && c.with_hidden) {
         for (uint64_t i = 0; i < (uint64_t)stats.dispatched_rows * d; ++i)
             store(expert_out, i, info->hidden_type, 4.0f * uniform(&r) - 2.0f);
-        result = moevk_combine(router, expert_out, combined);
+        result = moevk_combine(router, moevk_host_tensor(expert_out), moevk_host_tensor(combined));
         mix_u64(&f, (uint64_t)(int64_t)result);
         if (result == MOEVK_SUCCESS) mix(&f, combined, (uint64_t)T * d * eb);
     }
     if (result == MOEVK_SUCCESS && g->with_losses) {
         for (uint64_t i = 0; i < TK; ++i) grad_weights[i] = normal(&r);
         moevk_loss_info loss = c.loss;
-        loss.grad_weights = grad_weights;
-        if (info->learned_noise) loss.grad_noise_weights = grad_noise;
-        moevk_losses values;
+        loss.grad_weights = moevk_host_tensor(grad_weights);
+        if (info->learned_noise) loss.grad_noise_weights = moevk_host_tensor(grad_noise);
+        moevk_losses values = {0};
         memset(&values, 0, sizeof values);
-        moevk_result losses_result = moevk_router_losses(router, &loss, &values, grad_logits, NULL);
+        moevk_result losses_result =
+            moevk_router_losses(router, &loss, &values, moevk_host_tensor(grad_logits));
         mix_u64(&f, (uint64_t)(int64_t)losses_result);
         if (losses_result == MOEVK_SUCCESS) {
             const double losses[] = {values.aux,  values.z,       values.importance,
@@ -262,7 +264,7 @@ static uint64_t run_route(moevk_router *router, const golden_router *g, uint32_t
     }
     if (result == MOEVK_SUCCESS) {
         for (uint32_t t = 0; t < T; ++t) token_loss[t] = 3.0f * uniform(&r);
-        result = moevk_router_expert_loss(router, token_loss, NULL, expert_loss);
+        result = moevk_router_expert_loss(router, moevk_host_tensor(token_loss), expert_loss);
         mix_u64(&f, (uint64_t)(int64_t)result);
         if (result == MOEVK_SUCCESS)
             for (uint32_t e = 0; e < E; ++e) mix_f64(&f, expert_loss[e]);
@@ -295,7 +297,7 @@ static void run_router(uint32_t i, uint64_t *hashes) {
 
 /* The device the hashes belong to: its driver's name and version text. */
 static void device_line(char *line, size_t size) {
-    moevk_device_info device;
+    moevk_device_info device = {0};
     moevk_context_device_info(test_context(), &device);
     snprintf(line, size, "device %s | %s", device.driver_name, device.driver_info);
 }

@@ -24,23 +24,25 @@ static void test_reports_follow_the_routes(void) {
     info.capacity_factor = 1.0f;
     moevk_router *router = NULL;
     moevk_history *history = NULL;
-    moevk_history_info history_info = {.num_experts = E, .capacity = 4};
+    moevk_history_info history_info = {.num_experts = E, .max_steps = 4};
     CHECK_OK(moevk_router_create(test_context(), &info, &router));
     CHECK(moevk_history_create(&history_info, &history) == MOEVK_SUCCESS, "history");
     float logits[256 * 8];
     uint32_t before[8], kept[8];
-    moevk_route_stats stats;
+    moevk_route_stats stats = {0};
     for (uint32_t step = 0; step < 6; ++step) {
         for (uint32_t i = 0; i < T * E; ++i) logits[i] = rng_normal() + (i % E == 0 ? 1.0f : 0.0f);
-        moevk_route_input input = {.num_tokens = T, .logits = logits};
-        moevk_route_output output = {.counts_before = before, .counts = kept, .stats = &stats};
+        moevk_route_input input = {.num_tokens = T, .logits = moevk_host_tensor(logits)};
+        moevk_route_output output = {.counts_before = moevk_host_tensor(before),
+                                     .counts = moevk_host_tensor(kept),
+                                     .stats = &stats};
         CHECK_OK(moevk_route(router, &input, &output));
         CHECK(moevk_history_add(history, step, &stats, before, kept) == MOEVK_SUCCESS, "add");
     }
     moevk_router_destroy(router);
     CHECK(moevk_history_count(history) == 4, "the ring holds %u, want 4",
           moevk_history_count(history));
-    moevk_step_report first, last;
+    moevk_step_report first = {0}, last = {0};
     uint32_t got_before[8], got_kept[8];
     CHECK(moevk_history_get(history, 0, &first, NULL, NULL) == MOEVK_SUCCESS, "get 0");
     CHECK(moevk_history_get(history, 3, &last, got_before, got_kept) == MOEVK_SUCCESS, "get 3");
@@ -94,7 +96,7 @@ static void test_csv_and_json_files(void) {
     for (uint32_t step = 0; step < 5; ++step) add_counts(history, step * 10, counts);
     const double loss[3] = {0.5, 1.0, 1.5};
     double got_loss[3];
-    moevk_step_report report;
+    moevk_step_report report = {0};
     CHECK(moevk_history_set_expert_loss(history, loss) == MOEVK_SUCCESS, "set the expert loss");
     CHECK(moevk_history_get_expert_loss(history, 4, got_loss) == MOEVK_SUCCESS &&
               !memcmp(got_loss, loss, sizeof loss),
@@ -163,16 +165,22 @@ static void check_expert_loss(moevk_routing_mode mode, uint32_t E, uint32_t k, u
     moevk_buffer *buffer = NULL;
     moevk_result r = moevk_router_create(test_context(), &info, &router);
     moevk_result before_route =
-        r == MOEVK_SUCCESS ? moevk_router_expert_loss(router, token_loss, NULL, got) : r;
-    moevk_route_input input = {.num_tokens = T, .logits = logits};
-    moevk_route_output output = {.expert_ids = ids, .slots = slots};
+        r == MOEVK_SUCCESS ? moevk_router_expert_loss(router, moevk_host_tensor(token_loss), got)
+                           : r;
+    moevk_route_input input = {.num_tokens = T, .logits = moevk_host_tensor(logits)};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids),
+                                 .slots = moevk_host_tensor(slots)};
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
-    if (r == MOEVK_SUCCESS) r = moevk_router_expert_loss(router, token_loss, NULL, got);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_router_expert_loss(router, moevk_host_tensor(token_loss), got);
     if (r == MOEVK_SUCCESS) r = moevk_buffer_create(test_context(), T * 4, &buffer);
     if (r == MOEVK_SUCCESS) r = moevk_buffer_write(buffer, 0, token_loss, T * 4);
-    if (r == MOEVK_SUCCESS) r = moevk_router_expert_loss(router, NULL, buffer, from_buffer);
-    moevk_result both =
-        router ? moevk_router_expert_loss(router, token_loss, buffer, got) : MOEVK_SUCCESS;
+    if (r == MOEVK_SUCCESS)
+        r = moevk_router_expert_loss(router, moevk_buffer_tensor(buffer, 0), from_buffer);
+    /* A buffer too short for [T] f32, from an offset. */
+    moevk_result short_buffer =
+        router ? moevk_router_expert_loss(router, moevk_buffer_tensor(buffer, 4), got)
+               : MOEVK_SUCCESS;
     uint32_t choices = router ? moevk_router_choices(router) : 0;
     moevk_buffer_destroy(buffer);
     moevk_router_destroy(router);
@@ -195,7 +203,8 @@ static void check_expert_loss(moevk_routing_mode mode, uint32_t E, uint32_t k, u
     CHECK(r == MOEVK_SUCCESS, "expert loss -> %s (%s)", moevk_result_string(r),
           moevk_context_last_error(test_context()));
     CHECK(before_route == MOEVK_ERROR_INVALID_ARGUMENT, "an expert loss before any route");
-    CHECK(both == MOEVK_ERROR_INVALID_ARGUMENT, "both inputs accepted");
+    CHECK(short_buffer == MOEVK_ERROR_INVALID_ARGUMENT,
+          "a buffer short of [T] f32 from its offset accepted");
     CHECK(same, "the buffer's result differs");
     CHECK(bad_expert == E, "E %u, T %u: expert %u: %.9g, host %.9g", E, T, bad_expert, bad_got,
           bad_want);

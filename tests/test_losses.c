@@ -248,24 +248,26 @@ static void check_loss_case(const loss_case *c) {
                   moevk_context_last_error(test_context()));
         goto done;
     }
-    moevk_route_input input = {.num_tokens = T,
-                               .logits = info->logits_type == MOEVK_DTYPE_F16 ? (void *)halves
-                                                                              : (void *)logits,
-                               .bias = c->with_bias ? bias : NULL,
-                               .step = c->step,
-                               .layer = c->layer,
-                               .noise_std = c->noise_std == STD_PER_EXPERT ? expert_std : NULL,
-                               .hidden = d ? hidden : NULL,
-                               .noise_weights = d ? noise_weights : NULL};
-    moevk_route_output output = {.expert_ids = ids};
+    moevk_route_input input = {
+        .num_tokens = T,
+        .logits = moevk_host_tensor(info->logits_type == MOEVK_DTYPE_F16 ? (void *)halves
+                                                                         : (void *)logits),
+        .bias = moevk_host_tensor(c->with_bias ? bias : NULL),
+        .step = c->step,
+        .layer = c->layer,
+        .noise_std = moevk_host_tensor(c->noise_std == STD_PER_EXPERT ? expert_std : NULL),
+        .hidden = moevk_host_tensor(d ? hidden : NULL),
+        .noise_weights = moevk_host_tensor(d ? noise_weights : NULL)};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids)};
     moevk_loss_info loss = c->loss;
-    if (c->with_grad_weights) loss.grad_weights = grad_weights;
-    if (c->noise_std == STD_PER_EXPERT) loss.grad_noise_std = got_std;
-    if (c->noise_std == STD_LEARNED) loss.grad_noise_weights = got_std;
-    moevk_losses got, got_again, expected;
+    if (c->with_grad_weights) loss.grad_weights = moevk_host_tensor(grad_weights);
+    if (c->noise_std == STD_PER_EXPERT) loss.grad_noise_std = moevk_host_tensor(got_std);
+    if (c->noise_std == STD_LEARNED) loss.grad_noise_weights = moevk_host_tensor(got_std);
+    moevk_losses got = {0}, got_again = {0}, expected = {0};
     if (moevk_route(router, &input, &output) != MOEVK_SUCCESS ||
-        moevk_router_losses(router, &loss, &got, grad, NULL) != MOEVK_SUCCESS ||
-        moevk_router_losses(router, &loss, &got_again, grad_again, NULL) != MOEVK_SUCCESS) {
+        moevk_router_losses(router, &loss, &got, moevk_host_tensor(grad)) != MOEVK_SUCCESS ||
+        moevk_router_losses(router, &loss, &got_again, moevk_host_tensor(grad_again)) !=
+            MOEVK_SUCCESS) {
         test_fail(__FILE__, __LINE__, "%s: %s", c->name, moevk_context_last_error(test_context()));
         goto done;
     }
@@ -597,17 +599,19 @@ static void test_combine_backward(void) {
     CHECK(expert_out, "out of memory");
     for (uint64_t i = 0; i < rows * d; ++i) expert_out[i] = rng_normal();
     int32_t ids[30 * 2], slots[30 * 2];
-    moevk_route_stats stats;
-    moevk_route_input input = {.num_tokens = T, .logits = logits, .hidden = hidden};
-    moevk_route_output output = {.expert_ids = ids, .slots = slots, .stats = &stats};
-    moevk_loss_info loss = {.grad_combined = grad_combined};
+    moevk_route_stats stats = {0};
+    moevk_route_input input = {
+        .num_tokens = T, .logits = moevk_host_tensor(logits), .hidden = moevk_host_tensor(hidden)};
+    moevk_route_output output = {
+        .expert_ids = moevk_host_tensor(ids), .slots = moevk_host_tensor(slots), .stats = &stats};
+    moevk_loss_info loss = {.grad_combined = moevk_host_tensor(grad_combined)};
     float grad[30 * 6];
     CHECK_OK(moevk_route(router, &input, &output));
-    moevk_result early = moevk_router_losses(router, &loss, NULL, grad, NULL);
+    moevk_result early = moevk_router_losses(router, &loss, NULL, moevk_host_tensor(grad));
     CHECK(early == MOEVK_ERROR_INVALID_ARGUMENT, "grad_combined before a combine: %s",
           moevk_result_string(early));
-    CHECK_OK(moevk_combine(router, expert_out, combined));
-    CHECK_OK(moevk_router_losses(router, &loss, NULL, grad, NULL));
+    CHECK_OK(moevk_combine(router, moevk_host_tensor(expert_out), moevk_host_tensor(combined)));
+    CHECK_OK(moevk_router_losses(router, &loss, NULL, moevk_host_tensor(grad)));
     double grad_weights[30 * 2], want[30 * 6], logits_d[30 * 6];
     for (uint32_t i = 0; i < T * E; ++i) logits_d[i] = logits[i];
     for (uint32_t t = 0; t < T; ++t)
@@ -645,15 +649,14 @@ static void test_device_buffers(void) {
     for (uint32_t i = 0; i < T * E; ++i) logits[i] = 2.0f * rng_normal();
     for (uint32_t i = 0; i < T * K; ++i) grad_weights[i] = rng_normal();
     CHECK_OK(moevk_buffer_write(grad_weights_buffer, 0, grad_weights, sizeof grad_weights));
-    moevk_route_input input = {.num_tokens = T, .logits = logits};
+    moevk_route_input input = {.num_tokens = T, .logits = moevk_host_tensor(logits)};
     moevk_route_output output = {0};
     CHECK_OK(moevk_route(router, &input, &output));
     moevk_loss_info loss = all_losses();
-    loss.grad_weights = grad_weights;
-    CHECK_OK(moevk_router_losses(router, &loss, NULL, from_host, NULL));
-    loss.grad_weights = NULL;
-    loss.grad_weights_buffer = grad_weights_buffer;
-    CHECK_OK(moevk_router_losses(router, &loss, NULL, NULL, grad_logits_buffer));
+    loss.grad_weights = moevk_host_tensor(grad_weights);
+    CHECK_OK(moevk_router_losses(router, &loss, NULL, moevk_host_tensor(from_host)));
+    loss.grad_weights = moevk_buffer_tensor(grad_weights_buffer, 0);
+    CHECK_OK(moevk_router_losses(router, &loss, NULL, moevk_buffer_tensor(grad_logits_buffer, 0)));
     CHECK_OK(moevk_buffer_read(grad_logits_buffer, 0, from_device, sizeof from_device));
     CHECK(!memcmp(from_host, from_device, sizeof from_host), "device buffers differ");
     moevk_buffer_destroy(grad_weights_buffer);
@@ -669,50 +672,59 @@ static void test_errors(void) {
     float logits[8 * 4], grad[8 * 4];
     for (int i = 0; i < 32; ++i) logits[i] = rng_normal();
     CHECK_OK(moevk_router_create(context, &info, &router));
-    CHECK(moevk_router_losses(router, &loss, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+    CHECK(moevk_router_losses(router, &loss, NULL, moevk_host_tensor(grad)) ==
+              MOEVK_ERROR_INVALID_ARGUMENT,
           "losses before a route");
-    moevk_route_input input = {.num_tokens = 6, .logits = logits};
+    moevk_route_input input = {.num_tokens = 6, .logits = moevk_host_tensor(logits)};
     moevk_route_output output = {0};
     CHECK_OK(moevk_route(router, &input, &output));
-    CHECK(moevk_router_losses(router, NULL, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+    CHECK(moevk_router_losses(router, NULL, NULL, moevk_host_tensor(grad)) ==
+              MOEVK_ERROR_INVALID_ARGUMENT,
           "NULL info");
     moevk_loss_info bad = loss;
     bad.load_coef = 1.0f;
-    CHECK(moevk_router_losses(router, &bad, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+    CHECK(moevk_router_losses(router, &bad, NULL, moevk_host_tensor(grad)) ==
+              MOEVK_ERROR_INVALID_ARGUMENT,
           "load loss without Gaussian noise");
     CHECK(strstr(moevk_context_last_error(context), "Gaussian"), "message: %s",
           moevk_context_last_error(context));
     bad = loss;
     bad.sequence_coef = 1.0f;
     bad.sequence_length = 4;
-    CHECK(moevk_router_losses(router, &bad, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+    CHECK(moevk_router_losses(router, &bad, NULL, moevk_host_tensor(grad)) ==
+              MOEVK_ERROR_INVALID_ARGUMENT,
           "T = 6 is no multiple of 4");
     bad = loss;
     bad.z_coef = NAN;
-    CHECK(moevk_router_losses(router, &bad, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+    CHECK(moevk_router_losses(router, &bad, NULL, moevk_host_tensor(grad)) ==
+              MOEVK_ERROR_INVALID_ARGUMENT,
           "NaN coefficient");
     moevk_buffer *small = NULL;
     CHECK_OK(moevk_buffer_create(context, 16, &small));
-    CHECK(moevk_router_losses(router, &loss, NULL, NULL, small) == MOEVK_ERROR_INVALID_ARGUMENT,
+    CHECK(moevk_router_losses(router, &loss, NULL, moevk_buffer_tensor(small, 0)) ==
+              MOEVK_ERROR_INVALID_ARGUMENT,
           "small grad_logits buffer");
     moevk_buffer_destroy(small);
     float std_grad[64];
     bad = loss;
-    bad.grad_noise_std = std_grad;
-    CHECK(moevk_router_losses(router, &bad, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+    bad.grad_noise_std = moevk_host_tensor(std_grad);
+    CHECK(moevk_router_losses(router, &bad, NULL, moevk_host_tensor(grad)) ==
+              MOEVK_ERROR_INVALID_ARGUMENT,
           "a std gradient without a per-expert std");
     bad = loss;
-    bad.grad_noise_weights = std_grad;
-    CHECK(moevk_router_losses(router, &bad, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+    bad.grad_noise_weights = moevk_host_tensor(std_grad);
+    CHECK(moevk_router_losses(router, &bad, NULL, moevk_host_tensor(grad)) ==
+              MOEVK_ERROR_INVALID_ARGUMENT,
           "a W_noise gradient without a learned std");
     CHECK(strstr(moevk_context_last_error(context), "learned_noise"), "message: %s",
           moevk_context_last_error(context));
-    CHECK_OK(moevk_router_losses(router, &loss, NULL, grad, NULL));
+    CHECK_OK(moevk_router_losses(router, &loss, NULL, moevk_host_tensor(grad)));
     moevk_router_destroy(router);
     info.losses = 0;
     CHECK_OK(moevk_router_create(context, &info, &router));
     CHECK_OK(moevk_route(router, &input, &output));
-    CHECK(moevk_router_losses(router, &loss, NULL, grad, NULL) == MOEVK_ERROR_INVALID_ARGUMENT,
+    CHECK(moevk_router_losses(router, &loss, NULL, moevk_host_tensor(grad)) ==
+              MOEVK_ERROR_INVALID_ARGUMENT,
           "a router without losses");
     moevk_router_destroy(router);
 }

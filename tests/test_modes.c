@@ -95,9 +95,9 @@ static void test_sequence_tokens_share_the_decision(void) {
     moevk_router *router = NULL;
     CHECK_OK(moevk_router_create(test_context(), &info, &router));
     int32_t ids[T * 2];
-    moevk_route_stats stats;
-    moevk_route_input input = {.num_tokens = T, .logits = logits};
-    moevk_route_output output = {.expert_ids = ids, .stats = &stats};
+    moevk_route_stats stats = {0};
+    moevk_route_input input = {.num_tokens = T, .logits = moevk_host_tensor(logits)};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids), .stats = &stats};
     moevk_result r = moevk_route(router, &input, &output);
     moevk_router_destroy(router);
     CHECK(r == MOEVK_SUCCESS, "route -> %s", moevk_result_string(r));
@@ -136,13 +136,14 @@ static void test_sinkhorn_balances(void) {
     CHECK(logits, "out of memory");
     for (int i = 0; i < T * E; ++i) logits[i] = rng_normal() + (i % E < 2 ? 3.0f : 0.0f);
     uint32_t counts[2][E];
-    moevk_route_stats stats[2];
+    moevk_route_stats stats[2] = {{0}};
     for (int m = 0; m < 2; ++m) {
         moevk_router_info info = base(m ? MOEVK_MODE_SINKHORN : MOEVK_MODE_TOKEN, E, 2, T, 0);
         moevk_router *router = NULL;
         moevk_result r = moevk_router_create(test_context(), &info, &router);
-        moevk_route_input input = {.num_tokens = T, .logits = logits};
-        moevk_route_output output = {.counts_before = counts[m], .stats = &stats[m]};
+        moevk_route_input input = {.num_tokens = T, .logits = moevk_host_tensor(logits)};
+        moevk_route_output output = {.counts_before = moevk_host_tensor(counts[m]),
+                                     .stats = &stats[m]};
         if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
         moevk_router_destroy(router);
         if (r != MOEVK_SUCCESS) free(logits);
@@ -181,15 +182,18 @@ static void test_sinkhorn_cap_and_inference(void) {
     moevk_result r = moevk_router_create(test_context(), &plain, &token_router);
     int32_t ids[T * 2], token_ids[T * 2];
     float weights[T * 2], token_weights[T * 2];
-    moevk_route_stats stats;
-    moevk_route_input input = {.num_tokens = T, .logits = logits};
+    moevk_route_stats stats = {0};
+    moevk_route_input input = {.num_tokens = T, .logits = moevk_host_tensor(logits)};
     moevk_route_output output = {.stats = &stats};
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
     uint32_t capped = stats.sinkhorn_iterations;
     input.inference = 1;
-    output = (moevk_route_output){.expert_ids = ids, .weights = weights, .stats = &stats};
+    output = (moevk_route_output){.expert_ids = moevk_host_tensor(ids),
+                                  .weights = moevk_host_tensor(weights),
+                                  .stats = &stats};
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
-    moevk_route_output token_output = {.expert_ids = token_ids, .weights = token_weights};
+    moevk_route_output token_output = {.expert_ids = moevk_host_tensor(token_ids),
+                                       .weights = moevk_host_tensor(token_weights)};
     if (r == MOEVK_SUCCESS) r = moevk_route(token_router, &input, &token_output);
     moevk_router_destroy(router);
     moevk_router_destroy(token_router);
@@ -272,9 +276,9 @@ static void test_expert_choice_ties_to_the_lower_token(void) {
     moevk_router *router = NULL;
     CHECK_OK(moevk_router_create(test_context(), &info, &router));
     int32_t slots[T * E];
-    moevk_route_stats stats;
-    moevk_route_input input = {.num_tokens = T, .logits = logits};
-    moevk_route_output output = {.slots = slots, .stats = &stats};
+    moevk_route_stats stats = {0};
+    moevk_route_input input = {.num_tokens = T, .logits = moevk_host_tensor(logits)};
+    moevk_route_output output = {.slots = moevk_host_tensor(slots), .stats = &stats};
     moevk_result r = moevk_route(router, &input, &output);
     moevk_router_destroy(router);
     CHECK(r == MOEVK_SUCCESS, "route -> %s", moevk_result_string(r));
@@ -322,14 +326,15 @@ static void test_mode_errors(void) {
     CHECK_OK(moevk_router_create(context, &info, &router));
     float logits[64 * 8], bias[8] = {0};
     for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
-    moevk_route_input input = {.num_tokens = 64, .logits = logits, .bias = bias};
+    moevk_route_input input = {
+        .num_tokens = 64, .logits = moevk_host_tensor(logits), .bias = moevk_host_tensor(bias)};
     moevk_route_output output = {0};
     moevk_result with_bias = moevk_route(router, &input, &output);
-    input.bias = NULL;
+    input.bias = moevk_host_tensor(NULL);
     moevk_result plain = moevk_route(router, &input, &output);
     moevk_loss_info loss = {.aux_coef = 1.0f};
-    moevk_losses values;
-    moevk_result losses = moevk_router_losses(router, &loss, &values, NULL, NULL);
+    moevk_losses values = {0};
+    moevk_result losses = moevk_router_losses(router, &loss, &values, moevk_buffer_tensor(NULL, 0));
     moevk_router_destroy(router);
     CHECK(with_bias == MOEVK_ERROR_INVALID_ARGUMENT, "a bias in BATCH mode accepted");
     CHECK(plain == MOEVK_SUCCESS, "route -> %s", moevk_result_string(plain));

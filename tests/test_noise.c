@@ -121,9 +121,11 @@ static void test_per_expert_std_draws_on_the_device(void) {
     for (int s = 0; s < 2; ++s)
         for (uint32_t step = 0; step < 10 && r == MOEVK_SUCCESS; ++step) {
             uint32_t got[3];
-            moevk_route_input input = {
-                .num_tokens = 1000, .logits = logits, .step = step, .noise_std = stds[s]};
-            moevk_route_output output = {.counts_before = got};
+            moevk_route_input input = {.num_tokens = 1000,
+                                       .logits = moevk_host_tensor(logits),
+                                       .step = step,
+                                       .noise_std = moevk_host_tensor(stds[s])};
+            moevk_route_output output = {.counts_before = moevk_host_tensor(got)};
             r = moevk_route(router, &input, &output);
             for (int e = 0; e < 3; ++e) counts[s][e] += got[e];
         }
@@ -137,7 +139,7 @@ static void test_per_expert_std_draws_on_the_device(void) {
 }
 
 static void test_lavapipe_requests_rte_rounding(void) {
-    moevk_device_info device;
+    moevk_device_info device = {0};
     moevk_context_device_info(test_context(), &device);
     if (!strstr(device.name, "llvmpipe")) return;
     CHECK(device.rounding_mode_rte, "lavapipe should offer shaderRoundingModeRTEFloat32");
@@ -152,9 +154,11 @@ static moevk_result noisy_ids(moevk_router_info info, const float *logits, uint3
                               int inference, int32_t *ids) {
     moevk_router *router = NULL;
     moevk_result r = moevk_router_create(test_context(), &info, &router);
-    moevk_route_input input = {
-        .num_tokens = 1000, .logits = logits, .step = step, .inference = inference};
-    moevk_route_output output = {.expert_ids = ids};
+    moevk_route_input input = {.num_tokens = 1000,
+                               .logits = moevk_host_tensor(logits),
+                               .step = step,
+                               .inference = inference};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids)};
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
     moevk_router_destroy(router);
     return r;
@@ -232,16 +236,17 @@ static void test_bad_noise_is_rejected(void) {
     static float logits[16 * 16], hidden[16 * 8], weights[8 * 16];
     float std[16];
     for (int e = 0; e < 16; ++e) std[e] = 1.0f;
-    moevk_route_input input = {.num_tokens = 16, .logits = logits, .hidden = hidden};
+    moevk_route_input input = {
+        .num_tokens = 16, .logits = moevk_host_tensor(logits), .hidden = moevk_host_tensor(hidden)};
     moevk_route_output output = {0};
     moevk_result no_weights = moevk_route(router, &input, &output);
-    input.noise_weights = weights;
-    input.hidden = NULL;
+    input.noise_weights = moevk_host_tensor(weights);
+    input.hidden = moevk_host_tensor(NULL);
     moevk_result no_hidden = moevk_route(router, &input, &output);
-    input.hidden = hidden;
-    input.noise_std = std;
+    input.hidden = moevk_host_tensor(hidden);
+    input.noise_std = moevk_host_tensor(std);
     moevk_result both = moevk_route(router, &input, &output);
-    input.noise_std = NULL;
+    input.noise_std = moevk_host_tensor(NULL);
     moevk_result fine = moevk_route(router, &input, &output);
     moevk_route_input empty = {.num_tokens = 0}; /* nothing to draw: no weights needed */
     moevk_result no_tokens = moevk_route(router, &empty, &output);
@@ -255,7 +260,8 @@ static void test_bad_noise_is_rejected(void) {
     info = noisy(MOEVK_NOISE_GAUSSIAN, 1.0f, 0);
     CHECK_OK(moevk_router_create(test_context(), &info, &router));
     std[3] = -0.5f;
-    input = (moevk_route_input){.num_tokens = 16, .logits = logits, .noise_std = std};
+    input = (moevk_route_input){
+        .num_tokens = 16, .logits = moevk_host_tensor(logits), .noise_std = moevk_host_tensor(std)};
     moevk_result negative = moevk_route(router, &input, &output);
     moevk_router_destroy(router);
     CHECK(negative == MOEVK_ERROR_INVALID_ARGUMENT, "a negative noise_std accepted");
@@ -334,8 +340,9 @@ static void test_balancing_bias_evens_out_the_load(void) {
     CHECK_OK(moevk_router_create(test_context(), &info, &router));
     float bias[16] = {0};
     uint32_t counts[16];
-    moevk_route_input input = {.num_tokens = 1000, .logits = logits, .bias = bias};
-    moevk_route_output output = {.counts_before = counts};
+    moevk_route_input input = {
+        .num_tokens = 1000, .logits = moevk_host_tensor(logits), .bias = moevk_host_tensor(bias)};
+    moevk_route_output output = {.counts_before = moevk_host_tensor(counts)};
     uint32_t first_max = 0, last_max = 0;
     moevk_result r = MOEVK_SUCCESS;
     for (int step = 0; step < 60 && r == MOEVK_SUCCESS; ++step) {
@@ -344,7 +351,7 @@ static void test_balancing_bias_evens_out_the_load(void) {
         for (int e = 0; e < 16; ++e) most = counts[e] > most ? counts[e] : most;
         if (step == 0) first_max = most;
         last_max = most;
-        moevk_update_balancing_bias(bias, counts, 16, 0.05f);
+        moevk_balancing_bias_update(bias, counts, 16, 0.05f);
     }
     moevk_router_destroy(router);
     CHECK(r == MOEVK_SUCCESS, "%s", moevk_result_string(r));
@@ -352,10 +359,10 @@ static void test_balancing_bias_evens_out_the_load(void) {
           first_max, last_max);
     float b[3] = {0.5f, 0.5f, 0.5f};
     uint32_t equal[3] = {7, 7, 7};
-    moevk_update_balancing_bias(b, equal, 3, 0.0f);
+    moevk_balancing_bias_update(b, equal, 3, 0.0f);
     CHECK(b[0] == 0.5f && b[2] == 0.5f, "a balanced load moved the bias");
     uint32_t skewed[2] = {10, 0};
-    moevk_update_balancing_bias(b, skewed, 2, 0.0f); /* default rate */
+    moevk_balancing_bias_update(b, skewed, 2, 0.0f); /* default rate */
     CHECK(b[0] == 0.5f - 1e-3f && b[1] == 0.5f + 1e-3f, "default rate: %g %g", (double)b[0],
           (double)b[1]);
 }

@@ -41,7 +41,7 @@ static moevk_router_info router_info(moevk_routing_mode mode) {
 static int setup(fixture *f, moevk_routing_mode mode) {
     memset(f, 0, sizeof *f);
     f->mode = mode;
-    moevk_device_info shared;
+    moevk_device_info shared = {0};
     moevk_context_device_info(test_context(), &shared);
     if (!app_create(&f->app, shared.name, test_validation())) return 0;
     moevk_context_info info = {.instance = f->app.instance,
@@ -87,14 +87,18 @@ static moevk_result run_directly(const fixture *f, expected *want) {
     moevk_router_info options = router_info(f->mode);
     moevk_router *router = NULL;
     moevk_result r = moevk_router_create(test_context(), &options, &router);
-    moevk_route_input input = {.num_tokens = T, .logits = f->logits_host, .hidden = f->hidden_host};
-    moevk_route_output output = {.expert_ids = want->ids,
-                                 .weights = want->weights,
-                                 .slots = want->slots,
-                                 .dispatched = want->dispatched,
+    moevk_route_input input = {.num_tokens = T,
+                               .logits = moevk_host_tensor(f->logits_host),
+                               .hidden = moevk_host_tensor(f->hidden_host)};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(want->ids),
+                                 .weights = moevk_host_tensor(want->weights),
+                                 .slots = moevk_host_tensor(want->slots),
+                                 .dispatched = moevk_host_tensor(want->dispatched),
                                  .stats = &want->stats};
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
-    if (r == MOEVK_SUCCESS) r = moevk_combine(router, want->dispatched, want->combined);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_combine(router, moevk_host_tensor(want->dispatched),
+                          moevk_host_tensor(want->combined));
     moevk_router_destroy(router);
     return r;
 }
@@ -124,11 +128,12 @@ static void check_recorded(moevk_routing_mode mode) {
         app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                     VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
                     VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
-        moevk_record_info info = {.num_tokens = T,
-                                  .logits = {f.logits.buffer, 0, 0},
-                                  .hidden = {f.hidden.buffer, 0, 0},
-                                  .dispatched = {f.dispatched.buffer, 0, 0}};
-        recorded = moevk_record_route(f.router, cmd, &info);
+        moevk_route_input info = {.num_tokens = T,
+                                  .logits = moevk_vulkan_tensor(f.logits.buffer, 0, 0),
+                                  .hidden = moevk_vulkan_tensor(f.hidden.buffer, 0, 0)};
+        moevk_route_output info_output = {.dispatched =
+                                              moevk_vulkan_tensor(f.dispatched.buffer, 0, 0)};
+        recorded = moevk_route_record(f.router, cmd, &info, &info_output);
         /* The application's second dispatch reads what moevk wrote. */
         app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                     VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
@@ -136,16 +141,18 @@ static void check_recorded(moevk_routing_mode mode) {
         app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                     VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
         int submitted = app_submit_and_wait(&f.app, cmd);
-        moevk_route_output output = {
-            .expert_ids = ids, .weights = weights, .slots = slots, .stats = &stats};
-        if (submitted && recorded == MOEVK_SUCCESS) read = moevk_router_read(f.router, &output);
+        moevk_route_output output = {.expert_ids = moevk_host_tensor(ids),
+                                     .weights = moevk_host_tensor(weights),
+                                     .slots = moevk_host_tensor(slots),
+                                     .stats = &stats};
+        if (submitted && recorded == MOEVK_SUCCESS) read = moevk_route_read(f.router, &output);
         same_dispatch = memcmp(f.readback.mapped, want.dispatched, f.rows * D * 4) == 0;
 
         /* Identity experts: combine the dispatched rows straight back. */
         cmd = app_begin(&f.app);
         combined_r =
-            moevk_record_combine(f.router, cmd, (moevk_buffer_range){f.dispatched.buffer, 0, 0},
-                                 (moevk_buffer_range){f.combined.buffer, 0, 0});
+            moevk_combine_record(f.router, cmd, moevk_vulkan_tensor(f.dispatched.buffer, 0, 0),
+                                 moevk_vulkan_tensor(f.combined.buffer, 0, 0));
         app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                     VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
         if (!app_submit_and_wait(&f.app, cmd)) combined_r = MOEVK_ERROR_VULKAN;
@@ -200,11 +207,12 @@ static void test_learned_noise_is_refused(void) {
     moevk_result recorded = MOEVK_ERROR_VULKAN;
     if (created == MOEVK_SUCCESS) {
         VkCommandBuffer cmd = app_begin(&f.app);
-        moevk_record_info record = {.num_tokens = T,
-                                    .logits = {f.logits.buffer, 0, 0},
-                                    .hidden = {f.hidden.buffer, 0, 0},
-                                    .dispatched = {f.dispatched.buffer, 0, 0}};
-        recorded = moevk_record_route(router, cmd, &record);
+        moevk_route_input record = {.num_tokens = T,
+                                    .logits = moevk_vulkan_tensor(f.logits.buffer, 0, 0),
+                                    .hidden = moevk_vulkan_tensor(f.hidden.buffer, 0, 0)};
+        moevk_route_output record_output = {.dispatched =
+                                                moevk_vulkan_tensor(f.dispatched.buffer, 0, 0)};
+        recorded = moevk_route_record(router, cmd, &record, &record_output);
         app_submit_and_wait(&f.app, cmd);
     }
     moevk_router_destroy(router);

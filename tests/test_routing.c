@@ -75,8 +75,8 @@ static void test_group_score_is_the_top_two_sum(void) {
     /* groups {0,1} = 9 + (-9), {2,3} = 5 + 4, {4,5} = 3 + 3: groups 1 and 2 kept. */
     const float logits[6] = {9, -9, 5, 4, 3, 3};
     int32_t ids[2];
-    moevk_route_input input = {.num_tokens = 1, .logits = logits};
-    moevk_route_output output = {.expert_ids = ids};
+    moevk_route_input input = {.num_tokens = 1, .logits = moevk_host_tensor(logits)};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids)};
     CHECK_OK(moevk_route(router, &input, &output));
     moevk_router_destroy(router);
     CHECK(ids[0] == 2 && ids[1] == 3, "ids %d %d, want 2 3", ids[0], ids[1]);

@@ -118,7 +118,7 @@ static void test_token_and_choice_large(void) {
  * every token on one expert, where the radix select walks all T choices). Both stages run in
  * wide workgroups (stage_workgroup_size), which is what makes these sizes work at all. */
 static void test_lavapipe_loop_limit(void) {
-    moevk_device_info device;
+    moevk_device_info device = {0};
     moevk_context_device_info(test_context(), &device);
     if (strcmp(device.driver_name, "llvmpipe") != 0) return;
     moevk_router_info choice = route_case_info(MOEVK_MODE_EXPERT_CHOICE, 2, 1, 2000000, 0);

@@ -33,8 +33,10 @@ static void *route_all(void *argument) {
     job *j = argument;
     j->result = MOEVK_SUCCESS;
     for (int c = 0; c < CALLS && j->result == MOEVK_SUCCESS; ++c) {
-        moevk_route_input input = {.num_tokens = TOKENS - (uint32_t)c, .logits = j->logits[c]};
-        moevk_route_output output = {.expert_ids = j->ids[c], .weights = j->weights[c]};
+        moevk_route_input input = {.num_tokens = TOKENS - (uint32_t)c,
+                                   .logits = moevk_host_tensor(j->logits[c])};
+        moevk_route_output output = {.expert_ids = moevk_host_tensor(j->ids[c]),
+                                     .weights = moevk_host_tensor(j->weights[c])};
         j->result = moevk_route(j->router, &input, &output);
     }
     return NULL;

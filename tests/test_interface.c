@@ -1,0 +1,329 @@
+/* The public interface's two contracts: structs that grow (struct_size: older and newer
+ * layouts, defaults past a short struct, unknown fields refused unless zero, outputs filled only
+ * to the caller's size) and tensors (every kind a call takes gives the same bits, from any
+ * offset; the kinds it does not take are refused by name). And the bounds query, held to what
+ * router creation accepts. */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#define T 96u
+#define E 8u
+#define K 2u
+#define D 6u
+
+static moevk_router_info small_router(void) {
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = E;
+    info.top_k = K;
+    info.max_tokens = T;
+    info.hidden_size = D;
+    return info;
+}
+
+static int last_error_names(const char *word) {
+    return strstr(moevk_context_last_error(test_context()), word) != NULL;
+}
+
+/* A router info as a newer header would lay it out: this one's fields, then one more. */
+typedef struct newer_router_info {
+    moevk_router_info known;
+    uint64_t field_of_a_later_version;
+} newer_router_info;
+
+static void test_unknown_fields_are_taken_when_zero_and_refused_otherwise(void) {
+    newer_router_info newer;
+    memset(&newer, 0, sizeof newer);
+    newer.known = small_router();
+    newer.known.struct_size = sizeof newer;
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &newer.known, &router));
+    moevk_router_destroy(router);
+    newer.field_of_a_later_version = 1;
+    moevk_result r = moevk_router_create(test_context(), &newer.known, &router);
+    CHECK(r == MOEVK_ERROR_UNSUPPORTED && router == NULL,
+          "a non-zero unknown field -> %s, not UNSUPPORTED", moevk_result_string(r));
+    CHECK(last_error_names("moevk_router_info"), "the error does not name the struct: %s",
+          moevk_context_last_error(test_context()));
+    moevk_router_info tiny = small_router();
+    tiny.struct_size = 3;
+    r = moevk_router_create(test_context(), &tiny, &router);
+    CHECK(r == MOEVK_ERROR_INVALID_ARGUMENT && router == NULL,
+          "struct_size 3 -> %s, not INVALID_ARGUMENT", moevk_result_string(r));
+}
+
+static void test_struct_size_zero_is_the_first_layout(void) {
+    moevk_router_info info = small_router();
+    info.struct_size = 0;
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    float logits[T * E];
+    for (uint32_t i = 0; i < T * E; ++i) logits[i] = rng_normal();
+    int32_t ids[T * K], ids_zeroed[T * K];
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = T;
+    input.logits = moevk_host_tensor(logits);
+    moevk_route_output output;
+    moevk_route_output_init(&output);
+    output.expert_ids = moevk_host_tensor(ids);
+    moevk_result r = moevk_route(router, &input, &output);
+    /* `= {0}`-style structs: struct_size 0. */
+    moevk_route_input zeroed_input = {0};
+    zeroed_input.num_tokens = T;
+    zeroed_input.logits = moevk_host_tensor(logits);
+    moevk_route_output zeroed_output = {0};
+    zeroed_output.expert_ids = moevk_host_tensor(ids_zeroed);
+    if (r == MOEVK_SUCCESS) r = moevk_route(router, &zeroed_input, &zeroed_output);
+    moevk_router_destroy(router);
+    CHECK(r == MOEVK_SUCCESS, "route -> %s (%s)", moevk_result_string(r),
+          moevk_context_last_error(test_context()));
+    CHECK(!memcmp(ids, ids_zeroed, sizeof ids), "struct_size 0 routed differently");
+}
+
+static void test_outputs_are_filled_only_to_the_callers_size(void) {
+    moevk_router_info info = small_router();
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    float logits[T * E];
+    for (uint32_t i = 0; i < T * E; ++i) logits[i] = rng_normal();
+    /* An older program's stats: everything before unrouted_tokens. The bytes after stay. */
+    moevk_route_stats full, short_stats;
+    moevk_route_stats_init(&full);
+    memset(&short_stats, 0xAB, sizeof short_stats);
+    short_stats.struct_size = (uint32_t)offsetof(moevk_route_stats, unrouted_tokens);
+    moevk_route_input input = {.num_tokens = T, .logits = moevk_host_tensor(logits)};
+    moevk_route_output output = {.stats = &full};
+    moevk_result r = moevk_route(router, &input, &output);
+    output.stats = &short_stats;
+    if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
+    /* The router info's defaults, to a short size only. */
+    unsigned char defaults[sizeof(moevk_router_info)];
+    memset(defaults, 0xCD, sizeof defaults);
+    size_t shorter = offsetof(moevk_router_info, scale);
+    moevk_router_info_defaults((moevk_router_info *)defaults, shorter);
+    moevk_router_destroy(router);
+    CHECK(r == MOEVK_SUCCESS, "route -> %s", moevk_result_string(r));
+    CHECK(short_stats.struct_size == offsetof(moevk_route_stats, unrouted_tokens),
+          "struct_size was overwritten");
+    CHECK(short_stats.assignments == full.assignments && short_stats.capacity == full.capacity &&
+              short_stats.entropy == full.entropy,
+          "the fields within the caller's size differ");
+    const unsigned char *tail = (const unsigned char *)&short_stats.unrouted_tokens;
+    for (size_t i = 0; i < sizeof short_stats - offsetof(moevk_route_stats, unrouted_tokens); ++i)
+        CHECK(tail[i] == 0xAB, "byte %zu past the caller's size was written", i);
+    moevk_router_info filled;
+    memcpy(&filled, defaults, sizeof filled);
+    CHECK(filled.struct_size == shorter && filled.temperature == 1.0f,
+          "moevk_router_info_defaults did not fill its size");
+    for (size_t i = shorter; i < sizeof defaults; ++i)
+        CHECK(defaults[i] == 0xCD, "moevk_router_info_defaults wrote byte %zu past its size", i);
+}
+
+/* The same route and combine with every input and output on the host, then in buffers at odd
+ * offsets: the same bits. */
+static void test_every_tensor_kind_gives_the_same_bits(void) {
+    moevk_router_info info = small_router();
+    info.noise = MOEVK_NOISE_GAUSSIAN;
+    info.noise_amount = 0.5f;
+    info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    moevk_context *ctx = test_context();
+    uint64_t rows = moevk_router_max_dispatched_rows(router);
+    float logits[T * E], hidden[T * D], std[E], *expert_out = malloc(rows * D * 4);
+    for (uint32_t i = 0; i < T * E; ++i) logits[i] = rng_normal();
+    for (uint32_t i = 0; i < T * D; ++i) hidden[i] = rng_normal();
+    for (uint32_t e = 0; e < E; ++e) std[e] = rng_uniform(0.1f, 1.0f);
+    for (uint64_t i = 0; i < rows * D; ++i) expert_out[i] = rng_normal();
+    struct results {
+        int32_t ids[T * K], slots[T * K];
+        float weights[T * K];
+        uint32_t counts[E], counts_before[E], offsets[E + 1];
+        float combined[T * D];
+    } host, device;
+    float *dispatched = calloc(rows * D, 4), *dispatched_device = calloc(rows * D, 4);
+    memset(&host, 0, sizeof host);
+    memset(&device, 0xEE, sizeof device);
+    moevk_route_input in = {.num_tokens = T,
+                            .logits = moevk_host_tensor(logits),
+                            .hidden = moevk_host_tensor(hidden),
+                            .noise_std = moevk_host_tensor(std)};
+    moevk_route_output out = {.expert_ids = moevk_host_tensor(host.ids),
+                              .weights = moevk_host_tensor(host.weights),
+                              .slots = moevk_host_tensor(host.slots),
+                              .counts = moevk_host_tensor(host.counts),
+                              .counts_before = moevk_host_tensor(host.counts_before),
+                              .offsets = moevk_host_tensor(host.offsets),
+                              .dispatched = moevk_host_tensor(dispatched)};
+    moevk_result r = moevk_route(router, &in, &out);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_combine(router, moevk_host_tensor(expert_out), moevk_host_tensor(host.combined));
+    /* One buffer holds every input and output, each at its own offset (not 16-aligned). */
+    const uint64_t at_logits = 4, at_hidden = at_logits + sizeof logits + 8,
+                   at_std = at_hidden + sizeof hidden + 4, at_out = at_std + sizeof std + 12,
+                   at_expert_out = at_out + sizeof device + 4,
+                   at_dispatched = at_expert_out + rows * D * 4 + 8,
+                   total = at_dispatched + rows * D * 4;
+    moevk_buffer *buffer = NULL;
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_create(ctx, total, &buffer);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_write(buffer, at_logits, logits, sizeof logits);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_write(buffer, at_hidden, hidden, sizeof hidden);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_write(buffer, at_std, std, sizeof std);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_write(buffer, at_out, &device, sizeof device);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_write(buffer, at_expert_out, expert_out, rows * D * 4);
+    moevk_route_input device_in = {.num_tokens = T,
+                                   .logits = moevk_buffer_tensor(buffer, at_logits),
+                                   .hidden = moevk_buffer_tensor(buffer, at_hidden),
+                                   .noise_std = moevk_buffer_tensor(buffer, at_std)};
+#define OUT_AT(field) moevk_buffer_tensor(buffer, at_out + offsetof(struct results, field))
+    moevk_route_output device_out = {.expert_ids = OUT_AT(ids),
+                                     .weights = OUT_AT(weights),
+                                     .slots = OUT_AT(slots),
+                                     .counts = OUT_AT(counts),
+                                     .counts_before = OUT_AT(counts_before),
+                                     .offsets = OUT_AT(offsets),
+                                     .dispatched = moevk_buffer_tensor(buffer, at_dispatched)};
+    if (r == MOEVK_SUCCESS) r = moevk_route(router, &device_in, &device_out);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_combine(router, moevk_buffer_tensor(buffer, at_expert_out), OUT_AT(combined));
+#undef OUT_AT
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_read(buffer, at_out, &device, sizeof device);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_buffer_read(buffer, at_dispatched, dispatched_device, rows * D * 4);
+    /* A kind the call does not take is refused by name. */
+    moevk_route_input vulkan_in = in;
+    vulkan_in.logits = moevk_vulkan_tensor((VkBuffer)(uintptr_t)0x1000, 0, 0);
+    moevk_result vulkan = router ? moevk_route(router, &vulkan_in, &out) : MOEVK_SUCCESS;
+    int named = last_error_names("logits");
+    moevk_route_input short_in = device_in;
+    short_in.logits = moevk_buffer_tensor(buffer, total - 8); /* past the buffer's end */
+    moevk_result short_buffer = router ? moevk_route(router, &short_in, &out) : MOEVK_SUCCESS;
+    moevk_buffer_destroy(buffer);
+    moevk_router_destroy(router);
+    int same_dispatched = dispatched && !memcmp(dispatched, dispatched_device, rows * D * 4);
+    free(expert_out), free(dispatched), free(dispatched_device);
+    CHECK(r == MOEVK_SUCCESS, "-> %s (%s)", moevk_result_string(r), moevk_context_last_error(ctx));
+    CHECK(!memcmp(host.ids, device.ids, sizeof host.ids), "expert ids differ");
+    CHECK(!memcmp(host.weights, device.weights, sizeof host.weights), "weights differ");
+    CHECK(!memcmp(host.slots, device.slots, sizeof host.slots), "slots differ");
+    CHECK(!memcmp(host.counts, device.counts, sizeof host.counts), "counts differ");
+    CHECK(!memcmp(host.counts_before, device.counts_before, sizeof host.counts_before),
+          "counts before drops differ");
+    CHECK(!memcmp(host.offsets, device.offsets, sizeof host.offsets), "offsets differ");
+    CHECK(!memcmp(host.combined, device.combined, sizeof host.combined), "combined differs");
+    CHECK(same_dispatched, "dispatched rows differ");
+    CHECK(vulkan == MOEVK_ERROR_INVALID_ARGUMENT && named,
+          "a VULKAN logits tensor in moevk_route -> %s", moevk_result_string(vulkan));
+    CHECK(short_buffer == MOEVK_ERROR_INVALID_ARGUMENT, "a buffer past its end -> %s",
+          moevk_result_string(short_buffer));
+}
+
+static void test_recording_takes_only_vulkan_tensors(void) {
+    moevk_router_info info = small_router();
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    float logits[T * E] = {0};
+    int32_t ids[T * K];
+    moevk_route_input in = {.num_tokens = T, .logits = moevk_host_tensor(logits)};
+    moevk_route_output out = {.expert_ids = moevk_host_tensor(ids)};
+    CHECK_OK(moevk_route(router, &in, &out)); /* a route to combine */
+    /* Refused before the command buffer is touched: any non-null handle does. */
+    VkCommandBuffer not_used = (VkCommandBuffer)(uintptr_t)0x1000;
+    moevk_result host_logits = moevk_route_record(router, not_used, &in, NULL);
+    int named = last_error_names("logits");
+    in.logits = moevk_vulkan_tensor((VkBuffer)(uintptr_t)0x1000, 0, 0);
+    moevk_result host_ids = moevk_route_record(router, not_used, &in, &out);
+    moevk_result combine_host =
+        moevk_combine_record(router, not_used, moevk_host_tensor(logits), moevk_host_tensor(ids));
+    moevk_router_destroy(router);
+    CHECK(host_logits == MOEVK_ERROR_INVALID_ARGUMENT && named,
+          "host logits in moevk_route_record -> %s", moevk_result_string(host_logits));
+    CHECK(host_ids == MOEVK_ERROR_INVALID_ARGUMENT, "host ids in moevk_route_record -> %s",
+          moevk_result_string(host_ids));
+    CHECK(combine_host == MOEVK_ERROR_INVALID_ARGUMENT,
+          "host tensors in moevk_combine_record -> %s", moevk_result_string(combine_host));
+}
+
+static int creates(moevk_router_info info) {
+    moevk_router *router = NULL;
+    moevk_result r = moevk_router_create(test_context(), &info, &router);
+    moevk_router_destroy(router);
+    return r == MOEVK_SUCCESS;
+}
+
+static moevk_result create_result(moevk_router_info info) {
+    moevk_router *router = NULL;
+    moevk_result r = moevk_router_create(test_context(), &info, &router);
+    moevk_router_destroy(router);
+    return r;
+}
+
+/* Each bound is the edge of what creation takes: one past it is refused for its size (before
+ * anything is allocated), and within it the options pass. */
+static void test_bounds_are_the_edge_of_what_creation_takes(void) {
+    moevk_router_info info = small_router();
+    info.max_binding_bytes = 1u << 16; /* small enough that the large buffers need addresses */
+    moevk_router_bounds bounds;
+    moevk_router_bounds_init(&bounds);
+    CHECK_OK(moevk_router_bounds_query(test_context(), &info, &bounds));
+    CHECK(bounds.max_experts == MOEVK_MAX_EXPERTS, "max_experts %u", bounds.max_experts);
+    CHECK(bounds.max_top_k == E, "max_top_k %u with E = %u", bounds.max_top_k, E);
+    CHECK(bounds.max_tokens > T && bounds.max_hidden_size > D, "max_tokens %u, max_hidden_size %u",
+          bounds.max_tokens, bounds.max_hidden_size);
+    moevk_router_info past = info;
+    past.max_tokens = bounds.max_tokens + 1;
+    moevk_result r = bounds.max_tokens < UINT32_MAX ? create_result(past) : MOEVK_ERROR_TOO_LARGE;
+    CHECK(r == MOEVK_ERROR_TOO_LARGE, "max_tokens one past the bound -> %s",
+          moevk_result_string(r));
+    past = info;
+    past.hidden_size = bounds.max_hidden_size + 1;
+    r = bounds.max_hidden_size < UINT32_MAX ? create_result(past) : MOEVK_ERROR_TOO_LARGE;
+    CHECK(r == MOEVK_ERROR_TOO_LARGE, "hidden_size one past the bound -> %s",
+          moevk_result_string(r));
+    past = info;
+    past.top_k = bounds.max_top_k + 1;
+    CHECK(!creates(past), "top_k one past the bound was taken");
+    /* On lavapipe expert choice's selection bounds T by the loop limit, at a size small enough
+     * to create: the bound itself must then create. */
+    moevk_device_info device = {0};
+    moevk_context_device_info(test_context(), &device);
+    if (strcmp(device.driver_name, "llvmpipe") == 0) {
+        moevk_router_info choice = small_router();
+        choice.num_experts = 2;
+        choice.top_k = 1;
+        choice.hidden_size = 0;
+        choice.mode = MOEVK_MODE_EXPERT_CHOICE;
+        CHECK_OK(moevk_router_bounds_query(test_context(), &choice, &bounds));
+        choice.max_tokens = bounds.max_tokens;
+        CHECK(creates(choice), "expert choice at its bound of %u tokens was refused: %s",
+              bounds.max_tokens, moevk_context_last_error(test_context()));
+        choice.max_tokens = bounds.max_tokens + 1;
+        CHECK(create_result(choice) == MOEVK_ERROR_TOO_LARGE,
+              "expert choice one past its bound of %u tokens was taken", bounds.max_tokens);
+    }
+    /* Groups: E in multiples of the groups. */
+    moevk_router_info grouped = small_router();
+    grouped.num_groups = 4;
+    grouped.topk_groups = 2;
+    CHECK_OK(moevk_router_bounds_query(test_context(), &grouped, &bounds));
+    CHECK(bounds.max_experts == MOEVK_MAX_EXPERTS && bounds.max_top_k == 4,
+          "with 4 groups of 2, 2 kept: max_experts %u, max_top_k %u", bounds.max_experts,
+          bounds.max_top_k);
+}
+
+static const test_case TESTS[] = {
+    TEST(unknown_fields_are_taken_when_zero_and_refused_otherwise),
+    TEST(struct_size_zero_is_the_first_layout),
+    TEST(outputs_are_filled_only_to_the_callers_size),
+    TEST(every_tensor_kind_gives_the_same_bits),
+    TEST(recording_takes_only_vulkan_tensors),
+    TEST(bounds_are_the_edge_of_what_creation_takes),
+};
+
+int main(int argc, char **argv) {
+    return test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc, argv);
+}
