@@ -325,8 +325,9 @@ moevk_result route_read_call(moevk_context *context, const moevk_route_input *in
 void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer, int inference,
                        route_plan *params);
 /* Sizes of one route call: capacity, block partition, rows. */
-void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
-                 route_plan *params);
+void router_plan(const moevk_router *router, const moevk_route_input *input, route_plan *params);
+/* INVALID_ARGUMENT when a call's own options do not fit the router (its capacity factor). */
+moevk_result router_check_call(const moevk_router *router, const moevk_route_input *input);
 /* Checks options; writes the reason to the context on failure. */
 moevk_result router_check_info(moevk_context *context, const moevk_router_info *info);
 /* The caller's router info as this library's struct (defaults past its struct_size). */

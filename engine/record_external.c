@@ -106,7 +106,9 @@ moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_bu
     uint64_t T = info->num_tokens, E = options->num_experts, d = options->hidden_size;
     uint64_t element = dtype_bytes(options->hidden_type);
     route_plan params;
-    router_plan(router, info->num_tokens, info->step, &params);
+    r = router_check_call(router, info);
+    if (r != MOEVK_SUCCESS) return r;
+    router_plan(router, info, &params);
     router_plan_noise(router, info->step, info->layer, info->inference, &params);
     if (options->learned_noise && !info->inference)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,

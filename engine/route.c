@@ -153,13 +153,14 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *c
     const moevk_route_output *output = &out;
     float std[MOEVK_MAX_EXPERTS];
     r = check_route(router, input, output, std);
+    if (r == MOEVK_SUCCESS) r = router_check_call(router, input);
     if (r != MOEVK_SUCCESS) return r;
     const moevk_router_info *info = &router->info;
     uint64_t T = input->num_tokens, E = info->num_experts, k = router_choices(info);
     uint64_t d = info->hidden_size;
     uint64_t hidden_bytes = dtype_bytes(info->hidden_type);
     route_plan params;
-    router_plan(router, input->num_tokens, input->step, &params);
+    router_plan(router, input, &params);
     router_plan_noise(router, input->step, input->layer, input->inference, &params);
     if (given(&input->bias)) params.flags |= FLAG_HAS_BIAS;
     router->route = ROUTE_NONE;

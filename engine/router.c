@@ -117,6 +117,10 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
             REJECT("top_k = %u is more than the %u experts of %u kept groups", info->top_k,
                    info->topk_groups * (info->num_experts / G), info->topk_groups);
     }
+    if (info->reserved_0_3 != 0) REJECT("reserved_0_3 must be zero");
+    if (!isfinite(info->eval_capacity_factor) || info->eval_capacity_factor < 0.0f)
+        REJECT("eval_capacity_factor is %g; it must be finite and >= 0",
+               (double)info->eval_capacity_factor);
     if (!schedule_ok(&info->capacity_factor_schedule, 0.0f, 1, INFINITY))
         REJECT("capacity_factor_schedule: a kind, and ends finite and >= 0, are needed");
     if ((unsigned)info->mode > MOEVK_MODE_EXPERT_CHOICE) REJECT("mode is not a moevk_routing_mode");
@@ -181,6 +185,7 @@ static uint64_t max_dispatched_rows(const moevk_router_info *info) {
     float factor = info->capacity_factor;
     const moevk_schedule *schedule = &info->capacity_factor_schedule;
     if (schedule->steps) factor = schedule->start > schedule->end ? schedule->start : schedule->end;
+    if (info->eval_capacity_factor > factor) factor = info->eval_capacity_factor;
     return capacity_for(info, info->max_tokens, factor) * info->num_experts;
 }
 
@@ -225,9 +230,33 @@ void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer
     if (info->noisy_scores) params->flags |= FLAG_NOISY_SCORES;
 }
 
-void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
-                 route_plan *params) {
+/* The capacity factor of one call: its own, else the router's for inference or training. */
+static float call_capacity_factor(const moevk_router_info *info, const moevk_route_input *input) {
+    if (input->capacity_factor > 0.0f) return input->capacity_factor;
+    if (input->inference && info->eval_capacity_factor > 0.0f) return info->eval_capacity_factor;
+    return scheduled(&info->capacity_factor_schedule, info->capacity_factor, input->step);
+}
+
+moevk_result router_check_call(const moevk_router *router, const moevk_route_input *input) {
+    moevk_context *context = router->context;
     const moevk_router_info *info = &router->info;
+    if (input->reserved_0_3 != 0) REJECT("moevk_route_input.reserved_0_3 must be zero");
+    if (!isfinite(input->capacity_factor) || input->capacity_factor < 0.0f)
+        REJECT("capacity_factor is %g; it must be finite and >= 0", (double)input->capacity_factor);
+    if (info->capacity_mode != MOEVK_CAPACITY_FACTOR || input->capacity_factor == 0.0f)
+        return MOEVK_SUCCESS;
+    uint64_t capacity = capacity_for(info, input->num_tokens, input->capacity_factor);
+    if (capacity * info->num_experts > router->max_dispatched_rows)
+        REJECT("capacity_factor %g gives C = %llu, past the C = %llu the router's buffers were "
+               "made for (raise the router's capacity_factor or eval_capacity_factor)",
+               (double)input->capacity_factor, (unsigned long long)capacity,
+               (unsigned long long)(router->max_dispatched_rows / info->num_experts));
+    return MOEVK_SUCCESS;
+}
+
+void router_plan(const moevk_router *router, const moevk_route_input *input, route_plan *params) {
+    const moevk_router_info *info = &router->info;
+    uint32_t num_tokens = input->num_tokens, step = input->step;
     memset(params, 0, sizeof *params);
     params->num_tokens = num_tokens;
     params->num_experts = info->num_experts;
@@ -253,7 +282,8 @@ void router_plan(const moevk_router *router, uint32_t num_tokens, uint32_t step,
         params->capacity = UINT32_MAX;
         params->dispatched_rows = (uint32_t)router->max_dispatched_rows;
     } else {
-        params->capacity = moevk_router_capacity(router, num_tokens, step);
+        uint64_t capacity = capacity_for(info, num_tokens, call_capacity_factor(info, input));
+        params->capacity = capacity > UINT32_MAX ? UINT32_MAX : (uint32_t)capacity;
         params->dispatched_rows = params->capacity * info->num_experts;
         if (info->drop_policy == MOEVK_DROP_SCORE) params->flags |= FLAG_DROP_BY_SCORE;
     }

@@ -1,5 +1,5 @@
 /* The structs that grow (moevk.h, "Structs that grow"): reading and filling a caller's struct up
- * to its struct_size. Host only: history.c uses it too. */
+ * to its struct_size, by the layouts each struct has had. Host only: history.c uses it too. */
 #ifndef MOEVK_SIZED_H
 #define MOEVK_SIZED_H
 
@@ -7,31 +7,53 @@
 
 #include "moevk.h"
 
-/* Copies a caller's struct into `full` (which holds the defaults), up to its struct_size (0:
- * `first`, the first layout's size); refuses a size below the first layout, and fields past
- * `known` that are not zero. */
-moevk_result sized_read(moevk_context *context, const char *name, const void *given, size_t known,
-                        size_t first, void *full);
-/* Fills a caller's struct from `full` up to its struct_size, which it keeps. */
-void sized_write(void *given, const void *full, size_t known, size_t first);
-/* Each growable struct's first layout (moevk 0.2): what struct_size 0 stands for. */
-#define FIRST_SIZE_moevk_context_info sizeof(moevk_context_info)
-#define FIRST_SIZE_moevk_device_info sizeof(moevk_device_info)
-#define FIRST_SIZE_moevk_router_info sizeof(moevk_router_info)
-#define FIRST_SIZE_moevk_router_bounds sizeof(moevk_router_bounds)
-#define FIRST_SIZE_moevk_route_input sizeof(moevk_route_input)
-#define FIRST_SIZE_moevk_route_output sizeof(moevk_route_output)
-#define FIRST_SIZE_moevk_route_stats sizeof(moevk_route_stats)
-#define FIRST_SIZE_moevk_loss_info sizeof(moevk_loss_info)
-#define FIRST_SIZE_moevk_losses sizeof(moevk_losses)
-#define FIRST_SIZE_moevk_history_info sizeof(moevk_history_info)
-#define FIRST_SIZE_moevk_step_report sizeof(moevk_step_report)
-#define FIRST_SIZE_moevk_timings sizeof(moevk_timings)
+/* One layout a struct has had. */
+typedef struct struct_layout {
+    size_t size;       /* its sizeof */
+    size_t fields_end; /* where its last field ends: past it, tail padding that is never read */
+} struct_layout;
+
+/* Copies a caller's struct into `full` (which holds the defaults): the fields of the newest of
+ * `layouts` (oldest first) whose size the caller's struct_size reaches (0: the first's).
+ * Refuses a struct_size below the first layout, and bytes past the newest that are not zero. */
+moevk_result sized_read(moevk_context *context, const char *name, const void *given,
+                        const struct_layout *layouts, size_t count, void *full);
+/* Fills a caller's struct from `full`: the fields its struct_size reaches, which it keeps. */
+void sized_write(void *given, const void *full, const struct_layout *layouts, size_t count);
+
+#define SIZED_ROUND_UP_(value, alignment) (((value) + (alignment)-1) / (alignment) * (alignment))
+/* The layout of this header. */
+#define LAYOUT_NOW(type)                                                                           \
+    { sizeof(type), sizeof(type) }
+/* The layout of a version that ended where `field`, the first field a later one added,
+ * begins (the struct's alignment is the same in every version). */
+#define LAYOUT_BEFORE(type, field)                                                                 \
+    { SIZED_ROUND_UP_(offsetof(type, field), _Alignof(type)), offsetof(type, field) }
+
+/* Each struct's layouts, oldest first: the first is moevk 0.2's, what struct_size 0 means. */
+#define LAYOUTS_moevk_context_info LAYOUT_NOW(moevk_context_info)
+#define LAYOUTS_moevk_device_info LAYOUT_NOW(moevk_device_info)
+#define LAYOUTS_moevk_router_info                                                                  \
+    LAYOUT_BEFORE(moevk_router_info, padding_0_2), LAYOUT_NOW(moevk_router_info)
+#define LAYOUTS_moevk_router_bounds LAYOUT_NOW(moevk_router_bounds)
+#define LAYOUTS_moevk_route_input                                                                  \
+    LAYOUT_BEFORE(moevk_route_input, capacity_factor), LAYOUT_NOW(moevk_route_input)
+#define LAYOUTS_moevk_route_output LAYOUT_NOW(moevk_route_output)
+#define LAYOUTS_moevk_route_stats LAYOUT_NOW(moevk_route_stats)
+#define LAYOUTS_moevk_loss_info LAYOUT_NOW(moevk_loss_info)
+#define LAYOUTS_moevk_losses LAYOUT_NOW(moevk_losses)
+#define LAYOUTS_moevk_history_info LAYOUT_NOW(moevk_history_info)
+#define LAYOUTS_moevk_step_report LAYOUT_NOW(moevk_step_report)
+#define LAYOUTS_moevk_timings LAYOUT_NOW(moevk_timings)
+
+#define SIZED_LAYOUTS_(type) ((const struct_layout[]){LAYOUTS_##type})
+#define SIZED_COUNT_(type) (sizeof SIZED_LAYOUTS_(type) / sizeof(struct_layout))
 #define SIZED_READ(context, type, given, full)                                                     \
-    sized_read(context, #type, given, sizeof(type), FIRST_SIZE_##type, full)
-#define SIZED_WRITE(type, given, full) sized_write(given, full, sizeof(type), FIRST_SIZE_##type)
+    sized_read(context, #type, given, SIZED_LAYOUTS_(type), SIZED_COUNT_(type), full)
+#define SIZED_WRITE(type, given, full)                                                             \
+    sized_write(given, full, SIZED_LAYOUTS_(type), SIZED_COUNT_(type))
 /* The size of the caller's struct: its struct_size, or the first layout's for 0. */
 #define CALLER_SIZE(type, given)                                                                   \
-    ((given)->struct_size ? (size_t)(given)->struct_size : FIRST_SIZE_##type)
+    ((given)->struct_size ? (size_t)(given)->struct_size : SIZED_LAYOUTS_(type)[0].size)
 
 #endif

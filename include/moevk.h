@@ -40,7 +40,7 @@ extern "C" {
 
 /* ---- Version ---------------------------------------------------------------------------- */
 #define MOEVK_VERSION_MAJOR 0
-#define MOEVK_VERSION_MINOR 2
+#define MOEVK_VERSION_MINOR 3
 #define MOEVK_VERSION_PATCH 0
 #define MOEVK_VERSION_NUMBER                                                                       \
     (MOEVK_VERSION_MAJOR * 10000 + MOEVK_VERSION_MINOR * 100 + MOEVK_VERSION_PATCH)
@@ -86,7 +86,10 @@ typedef struct moevk_buffer moevk_buffer;
  * library: the fields it does not have take their defaults. Each struct's _init function sets
  * struct_size and the defaults; the _init functions are inline, so that the size is the
  * caller's. struct_size 0 means the first layout that had struct_size (moevk 0.2), so that
- * `= {0}` still works. A struct_size past what the library knows is accepted when every byte it
+ * `= {0}` still works for the fields that layout has (those added since keep their defaults:
+ * set struct_size to use them). Fields a version adds are marked "Since moevk X.Y". Every layout ends
+ * without tail padding (a reserved field, which must be zero, fills it), so that struct_size
+ * tells the layouts apart. A struct_size past what the library knows is accepted when every byte it
  * does not know is zero (fields left at their defaults), and refused with
  * MOEVK_ERROR_UNSUPPORTED otherwise, as Linux's clone3 and openat2 do. Structs held inside
  * others (moevk_tensor, moevk_schedule) are fixed: they never grow. */
@@ -432,6 +435,13 @@ typedef struct moevk_router_info {
     moevk_routing_mode mode;
     uint32_t sequence_length;     /* SEQUENCE mode: tokens per sequence, >= 1 */
     uint32_t sinkhorn_iterations; /* SINKHORN mode: the iteration cap, at most 10000; 0: 100 */
+    uint32_t padding_0_2; /* ignored: where moevk 0.2's layout had tail padding */
+    /* ---- Since moevk 0.3 (a 0.2 program's struct ends above; these take their defaults) ---- */
+    /* The capacity factor of routes with `inference` set (DeepSpeed's eval_capacity_factor),
+     * in place of capacity_factor and its schedule; 0 (default): the same as training. Finite
+     * and >= 0; buffers are sized for it too. */
+    float eval_capacity_factor;
+    uint32_t reserved_0_3; /* zero: the place of a later field */
 } moevk_router_info;
 
 #define MOEVK_MAX_EXPERTS 1024u
@@ -478,7 +488,8 @@ MOEVK_API moevk_result moevk_router_create(moevk_context *context, const moevk_r
 /* Waits for the router's work and frees it. NULL: no-op. */
 MOEVK_API void moevk_router_destroy(moevk_router *router);
 
-/* The capacity C a route of num_tokens tokens gets at a step (0 in DROPLESS mode). */
+/* The capacity C a training route of num_tokens tokens gets at a step, with no capacity_factor
+ * of its own (0 in DROPLESS mode). */
 MOEVK_API uint32_t moevk_router_capacity(const moevk_router *router, uint32_t num_tokens,
                                          uint32_t step);
 
@@ -498,6 +509,12 @@ typedef struct moevk_route_input {
     /* learned_noise routers: W_noise [d, E] f32, required (moevk_loss_info.grad_noise_weights
      * gives the losses' gradient with respect to it). HOST or BUFFER. */
     moevk_tensor noise_weights;
+    /* ---- Since moevk 0.3 (a 0.2 program's struct ends above; these take their defaults) ---- */
+    /* This route's capacity factor (Tutel's per-call capacity_factor), in place of the router's
+     * (or its schedule's, or eval_capacity_factor); 0 (default): the router's. Finite and >= 0,
+     * and its C at most the C the router's buffers were made for (INVALID_ARGUMENT past it). */
+    float capacity_factor;
+    uint32_t reserved_0_3; /* zero: the place of a later field */
 } moevk_route_input;
 
 static inline void moevk_route_input_init(moevk_route_input *input) { MOEVK_INIT_STRUCT_(input); }

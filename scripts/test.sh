@@ -77,6 +77,8 @@ run "test_sizes, random sizes, under ASan+UBSan+LSan" "${sanitize[@]}" build-san
 # Several threads on one context under ThreadSanitizer (the layer off: it is not instrumented).
 run "test_threads under ThreadSanitizer" MOEVK_DEVICE="$device" MOEVK_TEST_VALIDATION=0 \
   TSAN_OPTIONS=halt_on_error=1:exitcode=66 build-tsan/tests/test_threads
+# A program built against moevk 0.2's header runs against this library as when built now.
+run "a 0.2 program against this library" env MOEVK_DEVICE="$device" tests/check_abi.sh build
 # Each kernel binds only the buffers, and pushes only the parameters, that its shader uses.
 run "stage interfaces, each entry used" python3 tests/check_stage_interfaces.py
 run "installed, static, subproject and C++ consumers" tests/check_consumers.sh build

@@ -84,21 +84,28 @@ static void test_struct_size_zero_is_the_first_layout(void) {
     CHECK(!memcmp(ids, ids_zeroed, sizeof ids), "struct_size 0 routed differently");
 }
 
+/* Stats as a newer header would lay them out: this one's fields, then more. */
+typedef struct newer_route_stats {
+    moevk_route_stats known;
+    unsigned char later_fields[24];
+} newer_route_stats;
+
 static void test_outputs_are_filled_only_to_the_callers_size(void) {
     moevk_router_info info = small_router();
     moevk_router *router = NULL;
     CHECK_OK(moevk_router_create(test_context(), &info, &router));
     float logits[T * E];
     for (uint32_t i = 0; i < T * E; ++i) logits[i] = rng_normal();
-    /* An older program's stats: everything before unrouted_tokens. The bytes after stay. */
-    moevk_route_stats full, short_stats;
+    /* A newer program's stats: what this library knows is filled, the rest stays. */
+    moevk_route_stats full;
     moevk_route_stats_init(&full);
-    memset(&short_stats, 0xAB, sizeof short_stats);
-    short_stats.struct_size = (uint32_t)offsetof(moevk_route_stats, unrouted_tokens);
+    newer_route_stats newer;
+    memset(&newer, 0xAB, sizeof newer);
+    newer.known.struct_size = sizeof newer;
     moevk_route_input input = {.num_tokens = T, .logits = moevk_host_tensor(logits)};
     moevk_route_output output = {.stats = &full};
     moevk_result r = moevk_route(router, &input, &output);
-    output.stats = &short_stats;
+    output.stats = &newer.known;
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
     /* The router info's defaults, to a short size only. */
     unsigned char defaults[sizeof(moevk_router_info)];
@@ -107,14 +114,11 @@ static void test_outputs_are_filled_only_to_the_callers_size(void) {
     moevk_router_info_defaults((moevk_router_info *)defaults, shorter);
     moevk_router_destroy(router);
     CHECK(r == MOEVK_SUCCESS, "route -> %s", moevk_result_string(r));
-    CHECK(short_stats.struct_size == offsetof(moevk_route_stats, unrouted_tokens),
-          "struct_size was overwritten");
-    CHECK(short_stats.assignments == full.assignments && short_stats.capacity == full.capacity &&
-              short_stats.entropy == full.entropy,
-          "the fields within the caller's size differ");
-    const unsigned char *tail = (const unsigned char *)&short_stats.unrouted_tokens;
-    for (size_t i = 0; i < sizeof short_stats - offsetof(moevk_route_stats, unrouted_tokens); ++i)
-        CHECK(tail[i] == 0xAB, "byte %zu past the caller's size was written", i);
+    CHECK(newer.known.struct_size == sizeof newer, "struct_size was overwritten");
+    full.struct_size = newer.known.struct_size;
+    CHECK(!memcmp(&full, &newer.known, sizeof full), "the fields this library knows differ");
+    for (size_t i = 0; i < sizeof newer.later_fields; ++i)
+        CHECK(newer.later_fields[i] == 0xAB, "byte %zu past the known fields was written", i);
     moevk_router_info filled;
     memcpy(&filled, defaults, sizeof filled);
     CHECK(filled.struct_size == shorter && filled.temperature == 1.0f,
@@ -315,7 +319,84 @@ static void test_bounds_are_the_edge_of_what_creation_takes(void) {
           bounds.max_top_k);
 }
 
+/* One route's capacity and selections, with a capacity factor of its own (0: the router's). */
+static moevk_result route_with_factor(moevk_router *router, const float *logits, int inference,
+                                      float factor, moevk_route_stats *stats, int32_t *ids,
+                                      int32_t *slots, float *weights) {
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = T;
+    input.logits = moevk_host_tensor(logits);
+    input.inference = inference;
+    input.capacity_factor = factor;
+    moevk_route_stats_init(stats);
+    moevk_route_output output;
+    moevk_route_output_init(&output);
+    output.expert_ids = moevk_host_tensor(ids);
+    output.slots = moevk_host_tensor(slots);
+    output.weights = moevk_host_tensor(weights);
+    output.stats = stats;
+    return moevk_route(router, &input, &output);
+}
+
+/* moevk 0.3's two fields: the router's eval_capacity_factor for inference routes, and a route's
+ * own capacity_factor, which routes as a router made with that factor does. */
+static void test_inference_and_per_call_capacity_factors(void) {
+    moevk_router_info info = small_router();
+    info.capacity_factor = 1.0f;
+    info.eval_capacity_factor = 2.0f;
+    info.min_capacity = 0;
+    moevk_router *router = NULL, *at_factor = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    moevk_router_info plain = info;
+    plain.capacity_factor = 1.5f;
+    plain.eval_capacity_factor = 0.0f;
+    moevk_result r = moevk_router_create(test_context(), &plain, &at_factor);
+    float logits[T * E];
+    for (uint32_t i = 0; i < T * E; ++i) logits[i] = rng_normal();
+    int32_t ids[T * K], slots[T * K], ids2[T * K], slots2[T * K];
+    float weights[T * K], weights2[T * K];
+    moevk_route_stats training, inference, per_call, reference, refused_stats;
+    if (r == MOEVK_SUCCESS)
+        r = route_with_factor(router, logits, 0, 0.0f, &training, ids, slots, weights);
+    if (r == MOEVK_SUCCESS)
+        r = route_with_factor(router, logits, 1, 0.0f, &inference, ids, slots, weights);
+    if (r == MOEVK_SUCCESS)
+        r = route_with_factor(router, logits, 0, 1.5f, &per_call, ids, slots, weights);
+    if (r == MOEVK_SUCCESS)
+        r = route_with_factor(at_factor, logits, 0, 0.0f, &reference, ids2, slots2, weights2);
+    moevk_result too_large =
+        router ? route_with_factor(router, logits, 0, 3.0f, &refused_stats, ids2, slots2, weights2)
+               : MOEVK_SUCCESS;
+    int named = last_error_names("capacity_factor");
+    moevk_router_destroy(router);
+    moevk_router_destroy(at_factor);
+    CHECK(r == MOEVK_SUCCESS, "-> %s (%s)", moevk_result_string(r),
+          moevk_context_last_error(test_context()));
+    /* C = ceil(factor * T * k / E) */
+    CHECK(training.capacity == 24 && inference.capacity == 48 && per_call.capacity == 36,
+          "capacities %u (training), %u (inference), %u (per call); want 24, 48, 36",
+          training.capacity, inference.capacity, per_call.capacity);
+    CHECK(reference.capacity == 36, "the router made with factor 1.5 has C = %u",
+          reference.capacity);
+    CHECK(!memcmp(ids, ids2, sizeof ids) && !memcmp(slots, slots2, sizeof slots) &&
+              !memcmp(weights, weights2, sizeof weights),
+          "a per-call factor routes differently from a router made with it");
+    CHECK(too_large == MOEVK_ERROR_INVALID_ARGUMENT && named,
+          "a per-call factor past the router's buffers -> %s", moevk_result_string(too_large));
+    moevk_router_info bad = small_router();
+    bad.eval_capacity_factor = -1.0f;
+    moevk_router *refused = NULL;
+    CHECK(moevk_router_create(test_context(), &bad, &refused) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "a negative eval_capacity_factor was taken");
+    bad = small_router();
+    bad.reserved_0_3 = 1;
+    CHECK(moevk_router_create(test_context(), &bad, &refused) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "a non-zero reserved field was taken");
+}
+
 static const test_case TESTS[] = {
+    TEST(inference_and_per_call_capacity_factors),
     TEST(unknown_fields_are_taken_when_zero_and_refused_otherwise),
     TEST(struct_size_zero_is_the_first_layout),
     TEST(outputs_are_filled_only_to_the_callers_size),

@@ -1,0 +1,792 @@
+/*
+ * moevk: Mixture-of-Experts routing on Vulkan compute.
+ *
+ * The header is the manual. The flow is one way:
+ *   context (a Vulkan device, own or adopted)
+ *     -> router (created once for fixed sizes and options)
+ *       -> moevk_route (scores -> top-k -> bucketing -> dispatch -> stats, one submission)
+ *       -> your experts
+ *       -> moevk_combine (weighted sum of expert outputs back per token)
+ *
+ * Threads: a context may be shared by threads; each router (and each moevk_buffer) must be used
+ * by one thread at a time. Calls on different routers of one context may run concurrently: the
+ * context serialises its queue submissions internally. An adopted queue must not be used by the
+ * application while a moevk call submits to it. Every object is freed by its own destroy
+ * call; destroying NULL is a no-op. The library never aborts, exits or prints.
+ */
+#ifndef MOEVK_H
+#define MOEVK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef VK_NO_PROTOTYPES
+#define VK_NO_PROTOTYPES
+#endif
+#include <vulkan/vulkan_core.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(MOEVK_BUILDING_SHARED)
+#define MOEVK_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define MOEVK_API __attribute__((visibility("default")))
+#else
+#define MOEVK_API
+#endif
+
+/* ---- Version ---------------------------------------------------------------------------- */
+#define MOEVK_VERSION_MAJOR 0
+#define MOEVK_VERSION_MINOR 2
+#define MOEVK_VERSION_PATCH 0
+#define MOEVK_VERSION_NUMBER                                                                       \
+    (MOEVK_VERSION_MAJOR * 10000 + MOEVK_VERSION_MINOR * 100 + MOEVK_VERSION_PATCH)
+
+/* The version the library was built as (compare with MOEVK_VERSION_NUMBER). */
+MOEVK_API unsigned moevk_version_number(void);
+/* "MAJOR.MINOR.PATCH"; static storage. */
+MOEVK_API const char *moevk_version_string(void);
+
+/* ---- Results ---------------------------------------------------------------------------- */
+/* Same sign convention as VkResult: 0 success, negative errors. */
+#define MOEVK_RESULT_LIST(X)                                                                       \
+    X(MOEVK_NOT_READY, 1, "the submitted work has not finished yet")                               \
+    X(MOEVK_SUCCESS, 0, "success")                                                                 \
+    X(MOEVK_ERROR_INVALID_ARGUMENT, -1, "invalid argument")                                        \
+    X(MOEVK_ERROR_OUT_OF_HOST_MEMORY, -2, "out of host memory")                                    \
+    X(MOEVK_ERROR_OUT_OF_DEVICE_MEMORY, -3, "out of device memory")                                \
+    X(MOEVK_ERROR_NO_VULKAN, -4, "no Vulkan loader could be loaded")                               \
+    X(MOEVK_ERROR_NO_DEVICE, -5, "no suitable Vulkan device")                                      \
+    X(MOEVK_ERROR_UNSUPPORTED, -6, "the device lacks a required feature or limit")                 \
+    X(MOEVK_ERROR_TOO_LARGE, -7, "a size passes a device or library limit")                        \
+    X(MOEVK_ERROR_VULKAN, -8, "a Vulkan call failed")                                              \
+    X(MOEVK_ERROR_DEVICE_LOST, -9, "the Vulkan device was lost")
+
+typedef enum moevk_result {
+#define MOEVK_RESULT_ENUM_(name, value, text) name = value,
+    MOEVK_RESULT_LIST(MOEVK_RESULT_ENUM_)
+#undef MOEVK_RESULT_ENUM_
+} moevk_result;
+
+/* A short English description of a result; never NULL, static storage. */
+MOEVK_API const char *moevk_result_string(moevk_result result);
+
+/* ---- Types ------------------------------------------------------------------------------ */
+typedef struct moevk_context moevk_context;
+typedef struct moevk_router moevk_router;
+typedef struct moevk_buffer moevk_buffer;
+
+/* ---- Structs that grow ------------------------------------------------------------------- */
+/* Every struct passed to moevk or filled by it begins with `struct_size`: the sizeof the program
+ * was compiled with. A struct gains fields only at its end, and moevk reads (or fills) only the
+ * first struct_size bytes, so a program built against an older header keeps working with a newer
+ * library: the fields it does not have take their defaults. Each struct's _init function sets
+ * struct_size and the defaults; the _init functions are inline, so that the size is the
+ * caller's. struct_size 0 means the first layout that had struct_size (moevk 0.2), so that
+ * `= {0}` still works. A struct_size past what the library knows is accepted when every byte it
+ * does not know is zero (fields left at their defaults), and refused with
+ * MOEVK_ERROR_UNSUPPORTED otherwise, as Linux's clone3 and openat2 do. Structs held inside
+ * others (moevk_tensor, moevk_schedule) are fixed: they never grow. */
+#define MOEVK_INIT_STRUCT_(pointer)                                                                \
+    do {                                                                                           \
+        memset((pointer), 0, sizeof *(pointer));                                                   \
+        (pointer)->struct_size = (uint32_t)sizeof *(pointer);                                      \
+    } while (0)
+
+/* ---- Tensors: where a call reads an input or writes an output ---------------------------- */
+typedef enum moevk_tensor_kind {
+    MOEVK_TENSOR_NONE = 0,   /* not given */
+    MOEVK_TENSOR_HOST = 1,   /* host memory */
+    MOEVK_TENSOR_BUFFER = 2, /* a moevk_buffer, from `offset`: copied on the device, never
+                                through the host */
+    /* A range of the application's VkBuffer (created with STORAGE_BUFFER usage; offset a
+     * multiple of minStorageBufferOffsetAlignment; range 0: to the end), bound in place: only
+     * the recording calls (moevk_route_record, moevk_combine_record) take it. */
+    MOEVK_TENSOR_VULKAN = 3,
+} moevk_tensor_kind;
+
+/* One input or output of a call, wherever it lives. Which kinds a call takes, it says; the
+ * tensor's size is the one its field names, and buffers must hold it. Fixed: never grows. */
+typedef struct moevk_tensor {
+    moevk_tensor_kind kind;
+    void *host;           /* HOST (an input is only read) */
+    moevk_buffer *buffer; /* BUFFER */
+    VkBuffer vk_buffer;   /* VULKAN */
+    VkDeviceSize offset;  /* BUFFER, VULKAN: bytes from the start */
+    VkDeviceSize range;   /* VULKAN: bytes; 0: to the end */
+} moevk_tensor;
+
+/* Host memory (NULL: not given). */
+static inline moevk_tensor moevk_host_tensor(const void *data) {
+    moevk_tensor tensor = {
+        data ? MOEVK_TENSOR_HOST : MOEVK_TENSOR_NONE, (void *)data, NULL, VK_NULL_HANDLE, 0, 0};
+    return tensor;
+}
+/* A moevk_buffer from a byte offset (NULL: not given). */
+static inline moevk_tensor moevk_buffer_tensor(moevk_buffer *buffer, VkDeviceSize offset) {
+    moevk_tensor tensor = {
+        buffer ? MOEVK_TENSOR_BUFFER : MOEVK_TENSOR_NONE, NULL, buffer, VK_NULL_HANDLE, offset, 0};
+    return tensor;
+}
+/* A range of an application's VkBuffer (VK_NULL_HANDLE: not given). */
+static inline moevk_tensor moevk_vulkan_tensor(VkBuffer buffer, VkDeviceSize offset,
+                                               VkDeviceSize range) {
+    moevk_tensor tensor = {buffer != VK_NULL_HANDLE ? MOEVK_TENSOR_VULKAN : MOEVK_TENSOR_NONE,
+                           NULL,
+                           NULL,
+                           buffer,
+                           offset,
+                           range};
+    return tensor;
+}
+
+typedef enum moevk_dtype {
+    MOEVK_DTYPE_F32 = 0,
+    MOEVK_DTYPE_F16 = 1,  /* IEEE half, stored as 16-bit words */
+    MOEVK_DTYPE_BF16 = 2, /* bfloat16, stored as 16-bit words (the high half of an f32) */
+} moevk_dtype;
+
+typedef enum moevk_score_func {
+    MOEVK_SCORE_SOFTMAX = 0, /* p = softmax(logits / temperature) over the experts */
+    MOEVK_SCORE_SIGMOID = 1, /* p = sigmoid(logits / temperature), per expert */
+} moevk_score_func;
+
+/* Noise on the logits before selection (training). Random numbers come from Philox4x32-10 with
+ * key = (seed low 32 bits, seed high 32 bits) and counter = (token, expert, step, layer); word 0
+ * gives u = (x >> 8) * 2^-24 + 2^-25. */
+typedef enum moevk_noise_kind {
+    MOEVK_NOISE_NONE = 0,
+    MOEVK_NOISE_JITTER = 1,   /* logit * ((1 - eps) + (2 * eps) * u): bit-identical everywhere */
+    MOEVK_NOISE_GAUSSIAN = 2, /* logit + std * sqrt(-2 ln u0) * cos(2 pi u1) */
+    MOEVK_NOISE_GUMBEL = 3,   /* logit - scale * ln(-ln u): sampling top-k without replacement */
+} moevk_noise_kind;
+
+/* A value that follows the training step: from start to end over `steps` steps, then end.
+ * steps 0: no schedule (the plain option's value is used). */
+typedef enum moevk_schedule_kind {
+    MOEVK_SCHEDULE_CONSTANT = 0, /* start */
+    MOEVK_SCHEDULE_LINEAR = 1,   /* start + (end - start) * min(step, steps) / steps */
+    MOEVK_SCHEDULE_COSINE =
+        2, /* end + (start - end) * (1 + cos(pi * min(step, steps) / steps)) / 2 */
+} moevk_schedule_kind;
+
+typedef struct moevk_schedule {
+    moevk_schedule_kind kind;
+    float start, end;
+    uint32_t steps;
+} moevk_schedule;
+
+/* The schedule's value at a step (computed in double, returned as float). */
+MOEVK_API float moevk_schedule_value(const moevk_schedule *schedule, uint32_t step);
+
+/* How routing decides (moevk_router_info.mode). */
+typedef enum moevk_routing_mode {
+    MOEVK_MODE_TOKEN = 0, /* each token picks its top-k experts (default) */
+    /* One decision per sequence of sequence_length consecutive tokens (the last one may be
+     * shorter), shared by its tokens: top-k of the mean of its valid tokens' logits (the sum in
+     * token order, f32, times the correctly rounded f32 reciprocal of their count: bit-exact
+     * everywhere). A token whose own row is masked or non-finite is routed nowhere and left out
+     * of the mean; an expert any valid token masks (-inf) is masked for its sequence. Noise is
+     * drawn per sequence (the counter's token index is the sequence index). */
+    MOEVK_MODE_SEQUENCE = 1,
+    MOEVK_MODE_BATCH = 2, /* one decision for the whole batch: SEQUENCE with one sequence */
+    /* Sinkhorn balanced routing (training): with K_te = exp(l_te - shift) over the valid rows,
+     * d1 = 1, then repeat d0_t = 1 / (T' * sum_e d1_e K_te + 1e-8),
+     * d1_e = 1 / (E' * sum_t d0_t K_te + 1e-8) until mean_e |change of d1_e| < 1e-4 or
+     * sinkhorn_iterations; select the top-k of (d1_e * K_te) * d0_t; weights from the plain
+     * scores. T' counts the valid rows, E' the experts some valid row does not mask (both T and
+     * E when nothing is masked); shift = max(0, largest logit - 60) keeps exp finite. l is the
+     * noisy logit when noise is on. */
+    MOEVK_MODE_SINKHORN = 3,
+    /* Expert choice (Zhou et al. 2022): each expert takes its top-C tokens by routing score
+     * (softmax over the experts, or sigmoid, of the noisy logits with the temperature), ties to
+     * the lower token, C = max(min_capacity, ceil(capacity_factor * T / E)) (or FIXED
+     * capacity); a token may be taken by 0 .. E experts. The per-token arrays have E columns
+     * (moevk_router_choices): column e is expert e's choice of the token (id e, slot, weight =
+     * its score, clean or noisy as noisy_scores says, times scale) or -1, -1, 0. An expert's
+     * slots follow token order. counts = counts_before = tokens taken; the statistics' drops are
+     * 0, and unrouted_tokens counts the valid tokens no expert took. top_k is unused (any valid
+     * value); DROPLESS, the SCORE drop policy and renormalize are refused. */
+    MOEVK_MODE_EXPERT_CHOICE = 4,
+} moevk_routing_mode;
+
+typedef enum moevk_capacity_mode {
+    MOEVK_CAPACITY_FACTOR = 0,   /* C = max(min_capacity, ceil(capacity_factor * T * k / E)) */
+    MOEVK_CAPACITY_FIXED = 1,    /* C = capacity */
+    MOEVK_CAPACITY_DROPLESS = 2, /* no limit; experts' blocks packed, padded to pad_multiple */
+} moevk_capacity_mode;
+
+typedef enum moevk_drop_policy {
+    /* Slots go out k-major: every token's rank-0 choice in token order, then rank 1, ...;
+     * an assignment that finds its expert full is dropped. */
+    MOEVK_DROP_POSITION = 0,
+    /* Each expert keeps its C assignments of highest weight (ties: lower token, then lower
+     * rank); kept assignments take slots in (rank, token) order. */
+    MOEVK_DROP_SCORE = 1,
+} moevk_drop_policy;
+
+/* ---- Context ---------------------------------------------------------------------------- */
+/* Called for Vulkan validation messages when validation is on; may run on any thread. */
+typedef void (*moevk_message_fn)(void *user, int is_error, const char *message);
+
+typedef enum moevk_memory_mode {
+    /* Map device memory directly where the device shares memory with the host (lavapipe,
+     * integrated GPUs), else copy through host-visible staging buffers. */
+    MOEVK_MEMORY_AUTO = 0,
+    MOEVK_MEMORY_STAGING = 1, /* always copy through staging buffers */
+    MOEVK_MEMORY_MAPPED = 2,  /* map device-local, host-visible memory where the device has it
+                                 (resizable BAR), else as AUTO */
+} moevk_memory_mode;
+
+/* Fault injection for tests: moevk_testing.h defines it. */
+typedef struct moevk_test_hooks moevk_test_hooks;
+
+typedef struct moevk_context_info {
+    uint32_t struct_size; /* see "Structs that grow" */
+    /* Which device to create on, when moevk creates its own: a decimal index into the list
+     * moevk_devices_enumerate gives, or a substring of the device name. NULL: the
+     * MOEVK_DEVICE environment variable, else the first discrete GPU, then integrated, then
+     * virtual, then CPU (lavapipe). */
+    const char *device;
+    /* Non-zero: enable VK_LAYER_KHRONOS_validation with synchronization validation, and
+     * count its messages (moevk_context_validation_messages). Fails with
+     * MOEVK_ERROR_UNSUPPORTED when the layer is not installed. Own instance only. */
+    int validation;
+    moevk_message_fn message_fn; /* NULL: messages are only counted. */
+    void *message_user;
+    /* Passed to every Vulkan call that takes one, and used for moevk's own host memory.
+     * NULL: malloc/free. Must outlive the context. */
+    const VkAllocationCallbacks *allocator;
+    moevk_memory_mode memory_mode; /* default AUTO */
+    /* A pipeline cache from an earlier run (moevk_context_pipeline_cache), to skip shader
+     * compilation. Used only if its header names this device's vendor, device and pipeline
+     * cache UUID; otherwise ignored (moevk_context_pipeline_cache_state says which). */
+    const void *pipeline_cache_data;
+    size_t pipeline_cache_size;
+    /* A file for the same: read at creation if it exists (and checked the same way), written
+     * back at destroy. NULL: none. */
+    const char *pipeline_cache_path;
+    /* Testing only: injected faults (moevk_testing.h; NULL: none). After a device loss, real or
+     * injected, every call on the context and its routers and buffers returns
+     * MOEVK_ERROR_DEVICE_LOST; destroying still works. */
+    const moevk_test_hooks *test_hooks;
+
+    /* Adoption: set instance, physical_device, device to use the application's Vulkan objects.
+     * moevk never destroys them; the application keeps them alive until the context is
+     * destroyed, and does not use the given queue while a moevk call is submitting to it.
+     * The device needs no feature beyond Vulkan 1.0 core with one compute queue. */
+    VkInstance instance;
+    VkPhysicalDevice physical_device;
+    VkDevice device_handle;
+    uint32_t queue_family_index;
+    uint32_t queue_index;
+    /* The application's loader entry point; NULL: moevk opens the system loader itself. */
+    PFN_vkGetInstanceProcAddr get_instance_proc_addr;
+    /* Non-zero: the adopted device was created with the bufferDeviceAddress feature, which lets
+     * moevk reach buffers past maxStorageBufferRange. (A device moevk creates enables it where
+     * the device has it.) */
+    int buffer_device_address;
+} moevk_context_info;
+
+/* Zeroes info: every default (struct_size: see "Structs that grow"). */
+static inline void moevk_context_info_init(moevk_context_info *info) { MOEVK_INIT_STRUCT_(info); }
+
+typedef struct moevk_device_info {
+    uint32_t struct_size; /* the caller's (moevk_device_info_init): what moevk fills */
+    char name[256];
+    char driver_name[256];
+    char driver_info[256];
+    uint32_t vendor_id;
+    uint32_t device_id;
+    uint32_t api_version;
+    uint32_t driver_version;
+    VkPhysicalDeviceType type;
+    uint32_t subgroup_size; /* as reported; shaders do not depend on it */
+    uint32_t max_workgroup_count_x;
+    uint64_t max_storage_buffer_range;
+    uint64_t device_local_bytes;    /* size of the largest device-local heap */
+    int host_visible_device_memory; /* 1: moevk maps device memory directly (no staging) */
+    float timestamp_period_ns;      /* 0: no timestamps on the compute queue */
+    int buffer_device_address;      /* 1: buffers past maxStorageBufferRange are reachable */
+    /* 1: the device lets a shader ask for round-to-nearest-even f32 arithmetic (Vulkan 1.2
+     * float controls, shaderRoundingModeRTEFloat32), and moevk's scores and top-k stage asks
+     * for it; 0: that stage relies on the default rounding. */
+    int rounding_mode_rte;
+} moevk_device_info;
+
+static inline void moevk_device_info_init(moevk_device_info *info) { MOEVK_INIT_STRUCT_(info); }
+
+/* Lists the Vulkan devices (two-call idiom: infos NULL sets *count; else fills at most *count
+ * and sets *count to the number written). infos[0].struct_size is every entry's (the array's
+ * stride). Opens and closes the loader itself.
+ * Errors: MOEVK_ERROR_NO_VULKAN, MOEVK_ERROR_INVALID_ARGUMENT, MOEVK_ERROR_VULKAN. */
+MOEVK_API moevk_result moevk_devices_enumerate(uint32_t *count, moevk_device_info *infos);
+
+/* Creates a context: its own instance/device/queue, or the application's (see info).
+ * info may be NULL (all defaults). On failure *out is NULL and nothing is left allocated.
+ * Errors: NO_VULKAN, NO_DEVICE, UNSUPPORTED, OUT_OF_HOST_MEMORY, VULKAN, INVALID_ARGUMENT. */
+MOEVK_API moevk_result moevk_context_create(const moevk_context_info *info, moevk_context **out);
+/* Waits for the context's work, frees it. Routers must be destroyed first. NULL: no-op. */
+MOEVK_API void moevk_context_destroy(moevk_context *context);
+/* The device the context runs on. */
+MOEVK_API void moevk_context_device_info(const moevk_context *context, moevk_device_info *info);
+/* The message of the last error on this context (or its routers and buffers), "" if none. The
+ * text is shared by the context's threads: read it right after the failing call; another
+ * thread's error may replace it. */
+MOEVK_API const char *moevk_context_last_error(const moevk_context *context);
+/* The context's pipeline cache (two-call idiom: data NULL sets *size; else writes at most *size
+ * bytes and sets *size to what it wrote). Errors: INVALID_ARGUMENT, VULKAN. */
+MOEVK_API moevk_result moevk_context_pipeline_cache(moevk_context *context, size_t *size,
+                                                    void *data);
+/* 1: the given pipeline cache was used; 0: none was given; -1: one was given but its header
+ * did not match this device and driver (or it was unreadable), so it was ignored. */
+MOEVK_API int moevk_context_pipeline_cache_state(const moevk_context *context);
+
+/* How many host allocations moevk itself has made for this context and its routers and buffers
+ * (not counting the Vulkan driver's own): a steady route or combine adds none. */
+MOEVK_API uint64_t moevk_context_host_allocations(const moevk_context *context);
+/* How many device memory allocations moevk has made for this context: routers and buffers
+ * allocate at creation, routes never. */
+MOEVK_API uint64_t moevk_context_device_allocations(const moevk_context *context);
+
+/* How many validation messages (warnings and errors) the layer has sent this context. */
+MOEVK_API uint32_t moevk_context_validation_messages(const moevk_context *context);
+
+/* ---- Buffers ---------------------------------------------------------------------------- */
+/* Device memory that routes read from and write to without a trip through the host: keep
+ * logits, hidden states, dispatched rows and expert outputs on the device between calls.
+ * Creation allocates (device-local, mapped where the context maps device memory); moevk owns it.
+ * Buffers may be used from any thread, one call at a time per buffer.
+ * Errors: INVALID_ARGUMENT (size 0), OUT_OF_DEVICE_MEMORY, OUT_OF_HOST_MEMORY, VULKAN. */
+MOEVK_API moevk_result moevk_buffer_create(moevk_context *context, uint64_t size,
+                                           moevk_buffer **out);
+/* Frees the buffer; it must not be in use by a call in flight. NULL: no-op. */
+MOEVK_API void moevk_buffer_destroy(moevk_buffer *buffer);
+MOEVK_API uint64_t moevk_buffer_size(const moevk_buffer *buffer);
+/* Copies between host memory and the buffer, waiting until done. offset + size must fit.
+ * Errors: INVALID_ARGUMENT, DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_buffer_write(moevk_buffer *buffer, uint64_t offset, const void *data,
+                                          uint64_t size);
+MOEVK_API moevk_result moevk_buffer_read(moevk_buffer *buffer, uint64_t offset, void *data,
+                                         uint64_t size);
+
+/* ---- Router ----------------------------------------------------------------------------- */
+typedef struct moevk_router_info {
+    uint32_t struct_size;    /* see "Structs that grow" */
+    uint32_t num_experts;    /* E: 1 .. MOEVK_MAX_EXPERTS */
+    uint32_t top_k;          /* k: 1 .. min(E, MOEVK_MAX_TOP_K) */
+    uint32_t max_tokens;     /* largest T a route call may pass (buffers are sized for it) */
+    uint32_t hidden_size;    /* d: row length of hidden states; 0: no dispatch/combine */
+    moevk_dtype logits_type; /* F32 (default) or F16 */
+    moevk_dtype hidden_type; /* F32 (default), F16 or BF16: hidden, dispatched, expert
+                                outputs and combined outputs all use it */
+    moevk_score_func score;  /* default SOFTMAX */
+    float temperature;       /* default 1; must be finite and > 0 */
+    int renormalize;         /* default 0: divide the top-k weights by their sum */
+    float scale;             /* default 1; multiplies the final weights; finite */
+    moevk_capacity_mode capacity_mode; /* default FACTOR */
+    float capacity_factor;             /* default 1.25; finite and >= 0 */
+    int32_t min_capacity;              /* default 4; >= 0 */
+    int32_t capacity;                  /* FIXED mode: C >= 0 */
+    uint32_t pad_multiple;             /* DROPLESS mode: pad each expert's block to a multiple of
+                                          this many rows; 0 or 1: no padding */
+    moevk_drop_policy drop_policy;     /* default POSITION */
+    int profile;                       /* default 0: non-zero writes GPU timestamps between stages
+                                          (a small cost); read them with moevk_router_timings */
+    /* Default 0: the device's maxStorageBufferRange. Buffers larger than this (logits, hidden
+     * states, dispatched rows, expert outputs, combined rows) are reached through buffer device
+     * addresses instead of descriptors; smaller values exercise that path (tests, tuning). */
+    uint64_t max_binding_bytes;
+    moevk_noise_kind noise; /* default NONE */
+    float noise_amount;     /* jitter eps in [0, 1); Gaussian std, Gumbel scale >= 0 */
+    uint64_t noise_seed;
+    /* Learned Gaussian noise (noisy top-k gating, Shazeer et al. 2017), default 0: non-zero
+     * draws std_te = softplus(x_t . W_noise[:, e]) + noise_epsilon from the route's hidden
+     * states x [T, d] and its noise_weights W_noise [d, E] f32 (the dot product in f32, in
+     * index order), replacing noise_amount; needs GAUSSIAN noise, hidden_size > 0, and the
+     * TOKEN, SINKHORN or EXPERT_CHOICE mode. */
+    int learned_noise;
+    float noise_epsilon; /* default 1e-2 */
+    int noisy_scores;    /* default 0: weights and statistics use the clean logits
+                            (DeepSpeed's Gumbel path); 1: the noisy ones (Tutel) */
+    /* Schedules over the call's step (steps 0: off): they replace noise_amount, temperature and
+     * capacity_factor. Buffers are sized for the larger end of the capacity schedule. */
+    moevk_schedule noise_schedule;
+    moevk_schedule temperature_schedule;
+    moevk_schedule capacity_factor_schedule;
+    /* Default 0: non-zero makes the buffers moevk_router_losses needs (two [T, E] f32 arrays
+     * and a few small ones). */
+    int losses;
+    /* Group-limited routing (DeepSeek-V3), default 0 (off): the experts fall into num_groups
+     * equal groups (num_groups divides E, at most 32); each token keeps its topk_groups best
+     * groups, a group's score being the sum of its two largest selection keys (noisy logit +
+     * bias; its one key when groups hold one expert), ties to the lower group; the experts of
+     * the other groups are never selected. Weights and statistics are unchanged. */
+    uint32_t num_groups;
+    uint32_t topk_groups;
+    /* Default TOKEN. The other modes take no bias and no groups, and moevk_router_losses
+     * refuses them. */
+    moevk_routing_mode mode;
+    uint32_t sequence_length;     /* SEQUENCE mode: tokens per sequence, >= 1 */
+    uint32_t sinkhorn_iterations; /* SINKHORN mode: the iteration cap, at most 10000; 0: 100 */
+} moevk_router_info;
+
+#define MOEVK_MAX_EXPERTS 1024u
+#define MOEVK_MAX_TOP_K 16u
+
+/* Fills the first `size` bytes of info with the defaults above (E, k, T and d zero: the caller
+ * must set them); moevk_router_info_init is how a program calls it. */
+MOEVK_API void moevk_router_info_defaults(moevk_router_info *info, size_t size);
+static inline void moevk_router_info_init(moevk_router_info *info) {
+    moevk_router_info_defaults(info, sizeof *info);
+}
+
+/* The largest sizes a router configuration takes on this context's device: each bound with the
+ * info's other options as given (max_tokens with its E, k and d; E and k up to the library's
+ * limits and the groups'; d with its max_tokens). A router whose options pass every bound may
+ * still fail for want of memory. */
+typedef struct moevk_router_bounds {
+    uint32_t struct_size;     /* the caller's (moevk_router_bounds_init): what moevk fills */
+    uint32_t max_experts;     /* E */
+    uint32_t max_top_k;       /* k */
+    uint32_t max_tokens;      /* max_tokens: the buffers' range, lavapipe's loop limit */
+    uint32_t max_hidden_size; /* d: the hidden, dispatched and combined buffers' range */
+} moevk_router_bounds;
+
+static inline void moevk_router_bounds_init(moevk_router_bounds *bounds) {
+    MOEVK_INIT_STRUCT_(bounds);
+}
+
+/* Fills bounds for info on the context's device, as zstd's ZSTD_cParam_getBounds tells a
+ * parameter's range. Creates nothing. Errors: INVALID_ARGUMENT (info fails the option checks
+ * for a reason no size explains: the context's last error says which). */
+MOEVK_API moevk_result moevk_router_bounds_query(moevk_context *context,
+                                                 const moevk_router_info *info,
+                                                 moevk_router_bounds *bounds);
+
+/* Creates a router: pipelines and every buffer for max_tokens, so that a route call
+ * allocates nothing and cannot run out of memory midway. On failure *out is NULL.
+ * Errors: INVALID_ARGUMENT (bad option; the context's last error says which), TOO_LARGE
+ * (a buffer passes maxStorageBufferRange, or on lavapipe a stage would pass its loop limit:
+ * the message gives the largest max_tokens that fits), OUT_OF_DEVICE_MEMORY,
+ * OUT_OF_HOST_MEMORY, VULKAN, DEVICE_LOST. */
+MOEVK_API moevk_result moevk_router_create(moevk_context *context, const moevk_router_info *info,
+                                           moevk_router **out);
+/* Waits for the router's work and frees it. NULL: no-op. */
+MOEVK_API void moevk_router_destroy(moevk_router *router);
+
+/* The capacity C a route of num_tokens tokens gets at a step (0 in DROPLESS mode). */
+MOEVK_API uint32_t moevk_router_capacity(const moevk_router *router, uint32_t num_tokens,
+                                         uint32_t step);
+
+typedef struct moevk_route_input {
+    uint32_t struct_size; /* see "Structs that grow" */
+    uint32_t num_tokens;  /* T: 0 .. max_tokens */
+    /* moevk_route, moevk_route_submit: HOST or BUFFER; moevk_route_record: VULKAN. */
+    moevk_tensor logits; /* [T, E] in logits_type, row-major; required when T > 0 */
+    moevk_tensor bias;   /* [E] f32 added to the logits for selection only; NONE: none */
+    moevk_tensor hidden; /* [T, d] in hidden_type; NONE: no dispatch */
+    uint32_t step;       /* the noise counter's step and layer: any (seed, step, layer) replays */
+    uint32_t layer;
+    int inference; /* non-zero: no noise, whatever the router's options say */
+    /* GAUSSIAN noise only: [E] f32, the std of each expert's noise, replacing noise_amount and
+     * its schedule (NONE: noise_amount); every value finite and >= 0. HOST or BUFFER. */
+    moevk_tensor noise_std;
+    /* learned_noise routers: W_noise [d, E] f32, required (moevk_loss_info.grad_noise_weights
+     * gives the losses' gradient with respect to it). HOST or BUFFER. */
+    moevk_tensor noise_weights;
+} moevk_route_input;
+
+static inline void moevk_route_input_init(moevk_route_input *input) { MOEVK_INIT_STRUCT_(input); }
+
+typedef struct moevk_route_stats {
+    uint32_t struct_size;         /* the caller's (moevk_route_stats_init): what moevk fills */
+    uint32_t capacity;            /* C of this route (0 when dropless) */
+    uint32_t dispatched_rows;     /* rows of the dispatched buffer: E*C, or offsets[E] */
+    uint64_t assignments;         /* selected (token, expert) pairs before drops */
+    uint64_t dropped;             /* of those, how many were dropped */
+    double drop_fraction;         /* dropped / assignments (0 when none) */
+    uint32_t nonfinite_rows;      /* rows holding NaN or +inf: routed nowhere */
+    uint32_t masked_rows;         /* rows whose keys are all -inf: routed nowhere */
+    double aux_loss;              /* E * sum_i f_i * P_i (Switch balancing loss) */
+    double z_loss;                /* mean over rows of logsumexp(raw logits)^2 */
+    double mean_logsumexp;        /* mean over rows of logsumexp(raw logits) */
+    double entropy;               /* mean over rows of -sum_i p_i log p_i */
+    uint32_t unrouted_tokens;     /* valid rows with no kept choice: every choice dropped, or (in
+                                     EXPERT_CHOICE mode) taken by no expert */
+    uint32_t sinkhorn_iterations; /* SINKHORN mode: iterations run (0 otherwise) */
+    float sinkhorn_error;         /* SINKHORN mode: the last mean |change of d1| */
+} moevk_route_stats;
+
+static inline void moevk_route_stats_init(moevk_route_stats *stats) { MOEVK_INIT_STRUCT_(stats); }
+
+/* What a route writes, each where its tensor says (NONE: not written). moevk_route and
+ * moevk_route_submit: HOST or BUFFER; moevk_route_record: dispatched only, VULKAN (the others
+ * are read afterwards with moevk_route_read, HOST). */
+typedef struct moevk_route_output {
+    uint32_t struct_size;       /* see "Structs that grow" */
+    moevk_tensor expert_ids;    /* [T, k] int32: selected experts, -1 where none (masked,
+                                   non-finite) */
+    moevk_tensor weights;       /* [T, k] f32: combine weights, 0 where no expert */
+    moevk_tensor slots;         /* [T, k] int32: slot within the expert, -1 where dropped or
+                                   none */
+    moevk_tensor counts;        /* [E] uint32: assignments kept per expert */
+    moevk_tensor counts_before; /* [E] uint32: assignments per expert before drops */
+    moevk_tensor offsets;       /* [E + 1] uint32, DROPLESS only: first row of each expert's
+                                   block */
+    /* [E*C, d] or dropless [offsets[E], d] in hidden_type; needs hidden states. A buffer holds
+     * moevk_router_max_dispatched_rows * d elements; host memory the route's rows
+     * (moevk_router_max_dispatched_rows is always enough). Unfilled rows are zero. */
+    moevk_tensor dispatched;
+    moevk_route_stats *stats; /* host; NULL: not filled */
+} moevk_route_output;
+
+static inline void moevk_route_output_init(moevk_route_output *output) {
+    MOEVK_INIT_STRUCT_(output);
+}
+
+/* Auxiliary-loss-free balancing (DeepSeek-V3): after a step, nudges each expert's selection bias
+ * towards balance, bias[i] += rate * sign(mean load - load[i]), with the loads counted before
+ * drops (moevk_route_output.counts_before). rate 0: the default 1e-3. Pass the bias back as
+ * moevk_route_input.bias: it moves selection only, never the weights. */
+MOEVK_API void moevk_balancing_bias_update(float *bias, const uint32_t *counts_before,
+                                           uint32_t num_experts, float rate);
+
+/* Columns of the per-token arrays (expert_ids, weights, slots, dL/dweights): top_k, or E in
+ * EXPERT_CHOICE mode. Where this header says [T, k], read [T, choices]. */
+MOEVK_API uint32_t moevk_router_choices(const moevk_router *router);
+
+/* Largest dispatched_rows any route of this router can produce. */
+MOEVK_API uint64_t moevk_router_max_dispatched_rows(const moevk_router *router);
+
+/* Routes one batch: uploads the inputs, runs every stage on the device in one submission,
+ * waits, and writes what output asks for. Keeps the assignment for moevk_combine. Inputs and
+ * outputs are HOST or BUFFER tensors. Same input, same output, bit for bit.
+ * Errors: INVALID_ARGUMENT, UNSUPPORTED (a struct with fields this library does not know),
+ * DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_route(moevk_router *router, const moevk_route_input *input,
+                                   const moevk_route_output *output);
+
+/* The same as moevk_route without waiting: records and submits, then returns. The input may be
+ * freed at once; the output's host memory must stay valid until moevk_router_wait has
+ * returned MOEVK_SUCCESS, which copies the results into it. One submitted route or combine
+ * per router at a time; other calls on the router wait for it first. */
+MOEVK_API moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *input,
+                                          const moevk_route_output *output);
+/* Waits up to timeout_ns (0: just polls; UINT64_MAX: until done) for the submitted route or
+ * combine and fills its output. MOEVK_NOT_READY: still running (call again); MOEVK_SUCCESS with
+ * nothing submitted: nothing to do. Errors: DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns);
+/* The fence the router's submissions signal, for an application that waits with its own
+ * Vulkan calls (vkWaitForFences, never reset it); moevk_router_wait still collects results. */
+MOEVK_API VkFence moevk_router_fence(const moevk_router *router);
+
+/* Combines expert outputs back per token for the last route:
+ * combined[t] = sum over j ascending of weights[t,j] * expert_out[row of (t,j)], f32 sums.
+ * expert_out is [dispatched_rows, d] in hidden_type (the same layout as dispatched);
+ * combined is [T, d] in hidden_type; each HOST or BUFFER. Errors: INVALID_ARGUMENT (no route
+ * yet, d = 0, a tensor missing or of a kind this call does not take, a short buffer),
+ * DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_combine(moevk_router *router, moevk_tensor expert_out,
+                                     moevk_tensor combined);
+/* moevk_combine without waiting: submits and returns; host expert_out may be freed at once,
+ * combined is written by moevk_router_wait. */
+MOEVK_API moevk_result moevk_combine_submit(moevk_router *router, moevk_tensor expert_out,
+                                            moevk_tensor combined);
+
+/* ---- Balancing losses and the router's backward (training) --------------------------------- */
+/* Coefficients of the losses (0: left out) and the gradient arriving from the layer. Means run
+ * over the valid rows (neither masked nor non-finite) of the last route; p_t is the routing
+ * distribution (softmax, or the sigmoids normalised to sum 1), from the scores' logits (clean,
+ * or noisy with noisy_scores). */
+typedef struct moevk_loss_info {
+    uint32_t struct_size;  /* see "Structs that grow" */
+    float aux_coef;        /* Switch/GShard: E * sum_i f_i * P_i, f_i = assignments of expert i
+                              before drops / all assignments (a constant), P_i = mean_t p_ti */
+    float z_coef;          /* mean_t logsumexp(logits_t)^2, of the clean logits */
+    float importance_coef; /* cv2(importance), importance_e = sum_t of e's combine weight */
+    float load_coef;       /* cv2(load), load_e = sum_t Phi((clean key_te - thr_t) / std): needs
+                              Gaussian noise; thr_t is the (k+1)-th largest noisy key when e is
+                              in t's top k, the k-th otherwise (keys = logits + bias; with
+                              groups, the thresholds come from the kept groups' keys, while
+                              experts of the other groups still count their Phi) */
+    float entropy_coef;    /* mean_t -sum_e p_te log p_te (negative: rewards entropy) */
+    float sequence_coef;   /* mean_b sum_e (E / (k S)) * count_be * (1/S) * sum_t p_bte, over
+                              sequences b of sequence_length S tokens (T a multiple of S) */
+    uint32_t sequence_length;
+    /* Inputs, HOST or BUFFER (NONE: none). dL/dweights [T, k] f32 from the layer's backward. */
+    moevk_tensor grad_weights;
+    /* dL/dcombined [T, d] in hidden_type: adds <dL/dcombined_t, expert_out of choice j> to
+     * dL/dweights[t, j]; needs the last route's combine (moevk_combine, waited for) to have run.
+     * It overwrites the router's combined-rows buffer. */
+    moevk_tensor grad_combined;
+    /* Outputs for a learnable Gaussian std, HOST or BUFFER (NONE: not computed): dL/dnoise_std
+     * [E] f32 when the route was given noise_std, dL/dW_noise [d, E] f32 when the router has
+     * learned_noise (through softplus'(x . W_noise) = sigmoid). The std moves the load loss's
+     * z (dz/dstd = -z/std) and its thresholds (the noisy keys of their experts, by the noise
+     * sample n) and, with noisy_scores, every loss and dL/dweights through the noisy scores
+     * (by n); summed over the tokens in order on the device. */
+    moevk_tensor grad_noise_std;
+    moevk_tensor grad_noise_weights;
+} moevk_loss_info;
+
+static inline void moevk_loss_info_init(moevk_loss_info *info) { MOEVK_INIT_STRUCT_(info); }
+
+/* cv2(v) = var(v) / (mean(v)^2 + 1e-10), variance over the E experts (divide by E). */
+typedef struct moevk_losses {
+    uint32_t struct_size; /* the caller's (moevk_losses_init): what moevk fills */
+    double aux, z, importance, load, entropy, sequence;
+    double total; /* sum of coefficient * value */
+} moevk_losses;
+
+static inline void moevk_losses_init(moevk_losses *losses) { MOEVK_INIT_STRUCT_(losses); }
+
+/* The losses of the router's last route (moevk_route or moevk_route_submit, waited for; not a
+ * recorded route) and dL/dlogits [T, E] f32 of their weighted sum plus the given dL/dweights:
+ * through the renormalisation and scale of the weights, the softmax or sigmoid with its
+ * temperature, and the jitter factor where noisy_scores uses jittered logits. Selection is a
+ * constant (the top-k choice has no gradient); f_i and the sequence counts are constants; the
+ * load loss's gradient flows into the logits of its threshold experts too. Rows that are
+ * masked or non-finite, and -inf logits, get 0. Computed on the device: per-block partial sums
+ * in a fixed order, reduced on the host in double. losses may be NULL, grad_logits (HOST or
+ * BUFFER) NONE.
+ * Errors: INVALID_ARGUMENT (router without `losses`, no route, bad coefficient, a load loss
+ * without Gaussian noise, T not a multiple of sequence_length, grad_combined without a
+ * combine, a std gradient the route's noise has no std for), UNSUPPORTED (a router reaching its
+ * buffers by device address), DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *info,
+                                           moevk_losses *losses, moevk_tensor grad_logits);
+
+/* The per-expert loss of the router's last route (run, or recorded and executed): for each
+ * expert, the mean of a caller's per-token loss [T] f32 (HOST or BUFFER) over the tokens whose
+ * choice of that expert was kept; 0 for an expert that kept none. Summed on the device in a
+ * fixed order (the same bits every run), divided on the host in double. expert_loss [E], host.
+ * Errors: INVALID_ARGUMENT (no route, no token loss, a short buffer), DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_router_expert_loss(moevk_router *router, moevk_tensor token_loss,
+                                                double *expert_loss);
+
+/* ---- Routing health over steps (host only) --------------------------------------------------- */
+/* A ring buffer of per-step router reports, built from each route's statistics and counts (which
+ * the device accumulates), with warnings when routing collapses or oscillates. Needs no context;
+ * one thread at a time per history. */
+typedef struct moevk_history moevk_history;
+
+typedef struct moevk_history_info {
+    uint32_t struct_size;       /* see "Structs that grow" */
+    uint32_t num_experts;       /* E */
+    uint32_t max_steps;         /* steps kept (the oldest go first); 0: 1024 */
+    float collapse_share;       /* collapse: one expert holds more than this share of the
+                                   assignments (before drops) ... ; 0: 0.5 */
+    uint32_t collapse_steps;    /* ... for this many consecutive steps; 0: 20 */
+    uint32_t oscillation_steps; /* oscillation: over this many steps the most loaded expert
+                                   changed at least half as many times while the load
+                                   imbalance (max / mean) stayed above 1.5; 0: 20 */
+} moevk_history_info;
+
+static inline void moevk_history_info_init(moevk_history_info *info) { MOEVK_INIT_STRUCT_(info); }
+
+typedef struct moevk_step_report {
+    uint32_t struct_size; /* the caller's (moevk_step_report_init): what moevk fills */
+    uint32_t step;
+    double entropy; /* mean routing entropy */
+    double z_loss;  /* mean logsumexp^2 */
+    double mean_logsumexp;
+    double aux_loss;      /* Switch balancing loss */
+    double drop_fraction; /* assignments dropped by the capacity */
+    double imbalance;     /* max / mean of the assignments per expert, before drops */
+    double load_cv;       /* their coefficient of variation (std / mean) */
+    uint32_t top_expert;  /* the expert with the most assignments (lowest index on ties) */
+    double top_share;     /* its share of the assignments */
+    uint32_t nonfinite_rows, masked_rows;
+    uint32_t unrouted_tokens; /* valid rows with no kept choice */
+    int has_expert_loss;      /* moevk_history_set_expert_loss gave this step a per-expert loss */
+} moevk_step_report;
+
+static inline void moevk_step_report_init(moevk_step_report *report) { MOEVK_INIT_STRUCT_(report); }
+
+#define MOEVK_WARNING_COLLAPSE 1u
+#define MOEVK_WARNING_OSCILLATION 2u
+
+/* Errors: INVALID_ARGUMENT (E out of range, a share outside (0, 1]), OUT_OF_HOST_MEMORY. */
+MOEVK_API moevk_result moevk_history_create(const moevk_history_info *info, moevk_history **out);
+MOEVK_API void moevk_history_destroy(moevk_history *history);
+/* Adds a step from a route's statistics and its counts before and after drops [E]. */
+MOEVK_API moevk_result moevk_history_add(moevk_history *history, uint32_t step,
+                                         const moevk_route_stats *stats,
+                                         const uint32_t *counts_before, const uint32_t *counts);
+/* Attaches a per-expert loss [E] (moevk_router_expert_loss) to the latest step. Errors:
+ * INVALID_ARGUMENT (no step yet). */
+MOEVK_API moevk_result moevk_history_set_expert_loss(moevk_history *history,
+                                                     const double *expert_loss);
+/* Step i's per-expert loss [E] (zeros where none was set). */
+MOEVK_API moevk_result moevk_history_get_expert_loss(const moevk_history *history, uint32_t i,
+                                                     double *expert_loss);
+/* Steps held (at most max_steps). */
+MOEVK_API uint32_t moevk_history_count(const moevk_history *history);
+/* Step i of those held, 0 the oldest; counts_before and counts [E] may be NULL. */
+MOEVK_API moevk_result moevk_history_get(const moevk_history *history, uint32_t i,
+                                         moevk_step_report *report, uint32_t *counts_before,
+                                         uint32_t *counts);
+/* MOEVK_WARNING_* flags for the latest step (0: healthy). */
+MOEVK_API uint32_t moevk_history_warnings(const moevk_history *history);
+/* Writes the steps held as CSV (one row per step: the report, then each expert's assignments
+ * before and after drops, overflow (before - after), drop rate (overflow / before) and
+ * per-expert loss (empty where not set))
+ * or JSON (the same, and the latest warnings). Errors:
+ * INVALID_ARGUMENT (also when the file cannot be written). */
+MOEVK_API moevk_result moevk_history_write_csv(const moevk_history *history, const char *path);
+MOEVK_API moevk_result moevk_history_write_json(const moevk_history *history, const char *path);
+
+/* ---- Recording into the application's command buffers ------------------------------------ */
+/* Records a route into the application's command buffer (in the recording state, outside a
+ * render pass, of the router's context's device and a compute-capable queue family), reading
+ * and writing the application's buffers; submits nothing. The input's logits, bias and hidden
+ * are VULKAN tensors (noise_std and noise_weights are not taken: a learned std needs
+ * moevk_route); output may be NULL, or give only dispatched, a VULKAN tensor.
+ * Synchronisation: before this call, make your writes to logits, bias and hidden visible to
+ * VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT / VK_ACCESS_SHADER_READ_BIT; after it, dispatched (and the
+ * router's results) are written by VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT /
+ * VK_ACCESS_SHADER_WRITE_BIT. moevk records only its own internal barriers: buffer barriers on
+ * its own buffers at the start (ordering it after earlier work that used them), and global
+ * memory barriers between its stages. The recording rewrites descriptor sets the router owns:
+ * until the command buffer has executed, do not record this router again (a combine may be
+ * recorded after the route) nor call moevk_route or moevk_combine on it. Read the ids, weights,
+ * slots, counts and statistics afterwards with moevk_route_read. Errors: INVALID_ARGUMENT,
+ * UNSUPPORTED (a router whose buffers are reached through device addresses cannot bind the
+ * application's buffers; a struct with fields this library does not know). */
+MOEVK_API moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_buffer,
+                                          const moevk_route_input *input,
+                                          const moevk_route_output *output);
+/* Records a combine of the last recorded (or run) route: expert_out [rows, d] to combined
+ * [T, d], VULKAN tensors; the same synchronisation rules. */
+MOEVK_API moevk_result moevk_combine_record(moevk_router *router, VkCommandBuffer command_buffer,
+                                            moevk_tensor expert_out, moevk_tensor combined);
+/* After the command buffer holding moevk_route_record has completed (or after any route): the
+ * route's ids, weights, slots, counts and statistics, whichever output asks for, as HOST
+ * tensors (dispatched is not taken). Errors: INVALID_ARGUMENT, DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_route_read(moevk_router *router, const moevk_route_output *output);
+
+/* GPU time of each stage of the router's last route and last combine, from timestamp queries. */
+typedef struct moevk_timings {
+    uint32_t struct_size;  /* the caller's (moevk_timings_init): what moevk fills */
+    double scores_topk_ms; /* scores and top-k selection */
+    double bucketing_ms;   /* counts, prefix sums, slots (and the score policy's selection) */
+    double dispatch_ms;    /* gathering rows (0 without hidden states) */
+    double stats_ms;       /* statistics reductions */
+    double route_ms;       /* all of the route's stages, uploads and downloads excluded */
+    double combine_ms;     /* the last combine */
+} moevk_timings;
+
+static inline void moevk_timings_init(moevk_timings *timings) { MOEVK_INIT_STRUCT_(timings); }
+
+/* Reads the timings of the last route and combine. Errors: UNSUPPORTED when the router was
+ * created without profile or the queue has no timestamps; INVALID_ARGUMENT before any route. */
+MOEVK_API moevk_result moevk_router_timings(moevk_router *router, moevk_timings *timings);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* MOEVK_H */
