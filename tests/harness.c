@@ -111,7 +111,10 @@ int test_main(const test_case *tests, size_t count, int argc, char **argv) {
         current_failed = 0;
         seed_for(tests[i].name);
         uint32_t messages_before = moevk_context_validation_messages(shared_context);
-        tests[i].run();
+        if (tests[i].run_row)
+            tests[i].run_row(tests[i].row);
+        else
+            tests[i].run();
         uint32_t messages = moevk_context_validation_messages(shared_context) - messages_before;
         if (messages) test_fail(__FILE__, __LINE__, "%u validation messages", messages);
         printf("%s %s\n", current_failed ? "FAIL" : "ok  ", tests[i].name);

@@ -11,11 +11,14 @@
 typedef struct test_case {
     const char *name;
     void (*run)(void);
+    /* Or a row of a case table, run by run_row (tests/test_routing.c's are the model). */
+    void (*run_row)(const void *row);
+    const void *row;
 } test_case;
 
 /* The table entry of the test function test_NAME, registered as NAME: written once. */
 #define TEST(name)                                                                                 \
-    { #name, test_##name }
+    { #name, test_##name, NULL, NULL }
 
 /* The context all tests of a binary share, created with validation on. */
 moevk_context *test_context(void);
