@@ -105,6 +105,12 @@ moevk_result router_check_loop_budget(moevk_context *context, const moevk_router
     } stages[] = {{choice, "expert choice", expert_choice_loops},
                   {by_score, "the score drop policy", score_select_loops},
                   {!choice, "bucketing", bucket_loops}};
+    /* The router projection's invocation loops over d. */
+    if (info->router_projection && info->hidden_size > LOOP_BUDGET)
+        return context_fail(context, MOEVK_ERROR_TOO_LARGE,
+                            "hidden_size is %u; on lavapipe the router projection takes at most "
+                            "%u (Mesa ends a shader's loops after 65535 iterations)",
+                            info->hidden_size, LOOP_BUDGET);
     for (size_t i = 0; i < sizeof stages / sizeof stages[0]; ++i) {
         if (!stages[i].runs || stages[i].loops(&c, info->max_tokens) <= LAVAPIPE_LOOP_LIMIT)
             continue;

@@ -89,7 +89,13 @@ moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_bu
     if (info->num_tokens > options->max_tokens)
         REJECT("num_tokens is %u, past the router's max_tokens of %u", info->num_tokens,
                options->max_tokens);
-    if (!given(&info->logits) && info->num_tokens > 0) REJECT("logits is not given");
+    int projects = given(&info->router_weights);
+    if (projects && !options->router_projection)
+        REJECT("router_weights given, but the router was made without router_projection");
+    if (projects && given(&info->logits)) REJECT("give logits or router_weights, not both");
+    if (projects && !given(&info->hidden)) REJECT("router_weights need the hidden states");
+    if (!projects && !given(&info->logits) && info->num_tokens > 0)
+        REJECT("logits is not given");
     const moevk_tensor *host_only[] = {&out.expert_ids, &out.weights,       &out.slots,
                                        &out.counts,     &out.counts_before, &out.offsets};
     for (size_t i = 0; i < sizeof host_only / sizeof host_only[0]; ++i)
@@ -116,19 +122,21 @@ moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_bu
     if (given(&info->bias) && options->mode != MOEVK_MODE_TOKEN)
         REJECT("a selection bias needs the TOKEN mode");
     if (given(&info->bias)) params.flags |= FLAG_HAS_BIAS;
+    if (projects) params.flags |= FLAG_PROJECT_LOGITS;
     external_binding bindings[] = {
         {BINDING_LOGITS, &info->logits, T * E * dtype_bytes(options->logits_type), "logits"},
         {BINDING_BIAS, &info->bias, E * 4, "bias"},
         {BINDING_HIDDEN, &info->hidden, T * d * element, "hidden"},
         {BINDING_DISPATCHED, &out.dispatched, (uint64_t)params.dispatched_rows * d * element,
          "dispatched"},
+        {BINDING_ROUTER_WEIGHTS, &info->router_weights, d * E * 4, "router_weights"},
     };
-    r = bind_external(router, bindings, 4);
+    r = bind_external(router, bindings, 5);
     if (r != MOEVK_SUCCESS) return r;
     router->recording = command_buffer;
     router->recording_external = 1;
     router->bound_kernel = NO_KERNEL_BOUND;
-    entry_barrier(router, bindings, 4);
+    entry_barrier(router, bindings, 5);
     record_route(router, &params, with_hidden);
     router->last = params;
     router->route = ROUTE_RECORDED;

@@ -32,6 +32,7 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
         {"hidden", &input->hidden, T * d * element},
         {"noise_std", &input->noise_std, E * 4},
         {"noise_weights", &input->noise_weights, d * E * 4},
+        {"router_weights", &input->router_weights, d * E * 4},
         {"expert_ids", &output->expert_ids, T * k * 4},
         {"weights", &output->weights, T * k * 4},
         {"slots", &output->slots, T * k * 4},
@@ -48,7 +49,13 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
             tensor_check(context, tensors[i].name, tensors[i].tensor, RUN_KINDS, tensors[i].bytes);
         if (r != MOEVK_SUCCESS) return r;
     }
-    if (T > 0 && !given(&input->logits)) REJECT("logits is not given");
+    if (given(&input->router_weights)) {
+        if (!info->router_projection)
+            REJECT("router_weights given, but the router was made without router_projection");
+        if (given(&input->logits)) REJECT("give logits or router_weights, not both");
+        if (!given(&input->hidden)) REJECT("router_weights need the hidden states");
+    } else if (T > 0 && !given(&input->logits))
+        REJECT("logits is not given");
     if (given(&input->hidden) && d == 0)
         REJECT("hidden states given, but the router's hidden_size is 0");
     if (given(&output->dispatched) && !given(&input->hidden))
@@ -170,6 +177,8 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *c
     r = transfer_begin(plan, router);
     if (r != MOEVK_SUCCESS) return r;
     tensor_upload(plan, BINDING_LOGITS, &input->logits, T * E * dtype_bytes(info->logits_type));
+    tensor_upload(plan, BINDING_ROUTER_WEIGHTS, &input->router_weights, d * E * 4);
+    if (given(&input->router_weights)) params.flags |= FLAG_PROJECT_LOGITS;
     tensor_upload(plan, BINDING_BIAS, &input->bias, E * 4);
     /* For the load loss, which divides by the std: the std (or a learned std's epsilon), or
      * every expert's. */

@@ -117,7 +117,6 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
             REJECT("top_k = %u is more than the %u experts of %u kept groups", info->top_k,
                    info->topk_groups * (info->num_experts / G), info->topk_groups);
     }
-    if (info->reserved_0_3 != 0) REJECT("reserved_0_3 must be zero");
     if (!isfinite(info->eval_capacity_factor) || info->eval_capacity_factor < 0.0f)
         REJECT("eval_capacity_factor is %g; it must be finite and >= 0",
                (double)info->eval_capacity_factor);
@@ -148,6 +147,9 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
         if (!isfinite(info->noise_epsilon) || info->noise_epsilon < 0.0f)
             REJECT("noise_epsilon is %g; it must be finite and >= 0", (double)info->noise_epsilon);
     }
+    if (info->router_projection &&
+        (info->hidden_size == 0 || info->logits_type != MOEVK_DTYPE_F32))
+        REJECT("router_projection needs hidden_size > 0 and F32 logits");
     if (info->max_tokens > (1u << 30) && info->mode != MOEVK_MODE_TOKEN)
         REJECT("max_tokens is %u; the routing modes take at most 2^30 tokens", info->max_tokens);
     return MOEVK_SUCCESS;
@@ -318,6 +320,7 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
     sizes[BINDING_EXPERT_IDS] = sizes[BINDING_WEIGHTS] = T * k * 4;
     sizes[BINDING_SLOTS] = sizes[BINDING_ROWS] = T * k * 4;
     sizes[BINDING_COMPACT_ROWS] = info->mode == MOEVK_MODE_EXPERT_CHOICE ? T * k * 4 : 0;
+    sizes[BINDING_ROUTER_WEIGHTS] = info->router_projection ? d * E * 4 : 0;
     sizes[BINDING_ORDER] = info->drop_policy == MOEVK_DROP_SCORE ? T * k * 4 : 0;
     sizes[BINDING_ROW_STATS] = T * 16;
     sizes[BINDING_ROW_FLAGS] = T * 4;
@@ -386,7 +389,8 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
                                                          "noise weights",
                                                          "per-expert loss",
                                                          "dL/dstd",
-                                                         "compacted rows"};
+                                                         "compacted rows",
+                                                         "router weights"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {

@@ -7,6 +7,7 @@
 #define MOEVK_STAGE_TABLE_H
 
 #define MOEVK_STAGE_TABLE(X)                                                                       \
+    X(ROUTER_PROJECTION, router_projection)                                                        \
     X(NOISE_STD, noise_std)                                                                        \
     X(SEQUENCE_MEAN, sequence_mean)                                                                \
     X(SINKHORN, sinkhorn)                                                                          \

@@ -2,7 +2,13 @@
 // BUFFER_<NAME>. A stage declares only the buffers its header lists (<STAGE>_BUFFERS), through
 // DECLARE_BUFFER in common.glsl: a shader that touches any other buffer does not compile, and
 // the engine binds exactly the listed ones (engine/stage.c).
-#define BUFFER_LOGITS layout(std430, binding = BINDING_LOGITS) readonly buffer Logits { uint logits_words[]; };
+// The logits are read by every stage but the router projection, which writes them.
+#ifdef STAGE_WRITES_LOGITS
+#define LOGITS_ACCESS
+#else
+#define LOGITS_ACCESS readonly
+#endif
+#define BUFFER_LOGITS layout(std430, binding = BINDING_LOGITS) LOGITS_ACCESS buffer Logits { uint logits_words[]; };
 #define BUFFER_BIAS layout(std430, binding = BINDING_BIAS) readonly buffer Bias { float bias[]; };
 #define BUFFER_EXPERT_IDS layout(std430, binding = BINDING_EXPERT_IDS) buffer ExpertIds { int expert_ids[]; };
 #define BUFFER_WEIGHTS layout(std430, binding = BINDING_WEIGHTS) buffer Weights { float weights[]; };
@@ -43,6 +49,7 @@
 #define BUFFER_NOISE_STD layout(std430, binding = BINDING_NOISE_STD) buffer NoiseStd { float noise_std_values[]; };
 #define BUFFER_NOISE_WEIGHTS layout(std430, binding = BINDING_NOISE_WEIGHTS) readonly buffer NoiseWeights { float noise_weights[]; };
 #define BUFFER_EXPERT_LOSS layout(std430, binding = BINDING_EXPERT_LOSS) buffer ExpertLoss { float expert_loss_values[]; };
+#define BUFFER_ROUTER_WEIGHTS layout(std430, binding = BINDING_ROUTER_WEIGHTS) readonly buffer RouterWeights { float router_weights[]; };
 #define BUFFER_GRAD_NOISE layout(std430, binding = BINDING_GRAD_NOISE) buffer GradNoise { float grad_noise[]; };
 
 #define DECLARE_BUFFER(name) BUFFER_##name

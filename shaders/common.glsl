@@ -61,6 +61,7 @@ uvec2 address_at(uvec2 base, uint index, uint stride) {
 
 // Macros, not functions: a stage needs only the buffers of the accessors it uses.
 #define logits_word(i) WORD_AT(logits, i)
+#define store_logits_word(i, value) WORD_AT(logits, i) = (value)
 #define hidden_word(i) WORD_AT(hidden, i)
 #define hidden_unit(i) VEC4_AT(hidden, i)
 #define expert_out_word(i) WORD_AT(expert_out, i)

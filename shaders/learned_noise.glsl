@@ -1,11 +1,5 @@
 // The learned Gaussian std's pre-activation, from the hidden states and W_noise: noise_std.comp
-// and the losses' backward. Needs common.glsl.
-
-// Element i of the hidden states [T, d] (hidden_type).
-float hidden_element(uint i) {
-    if (HIDDEN_DTYPE == DTYPE_F32) return uintBitsToFloat(hidden_word(i));
-    return decode_element(hidden_word(i >> 1), i, HIDDEN_DTYPE);
-}
+// and the losses' backward. Needs common.glsl and hidden.glsl.
 
 // A learned std's pre-activation x_t . W_noise[:, e], in f32 in index order: noise_std.comp takes
 // its softplus, and the losses' backward its slope, from the same sum.

@@ -31,6 +31,7 @@
 #define STAGE_PARAMS LOSSES_PARAMS
 #include "common.glsl"
 #include "noise.glsl"
+#include "hidden.glsl"
 #include "learned_noise.glsl"
 #include "scores.glsl"
 #include "selection.glsl"

@@ -44,7 +44,8 @@
 /* EXPERT_CHOICE: [T, E] int, the rows of the experts that took each token, ascending expert,
  * then -1, so that combine reads a token's few rows instead of E columns. */
 #define BINDING_COMPACT_ROWS 29
-#define BINDING_COUNT 30
+#define BINDING_ROUTER_WEIGHTS 30 /* [d, E] f32: W_router of the router projection */
+#define BINDING_COUNT 31
 
 /* The decisions' header: Sinkhorn's shift of the logits, iterations run, last mean change,
  * whether the iteration has stopped (1.0) or goes on (0.0), the valid rows (T') and live
@@ -118,7 +119,8 @@
 #define FLAG_EXPERT_CHOICE 1024u /* experts choose tokens (expert_choice.comp) */
 #define FLAG_NOISE_STD_PER_EXPERT 2048u /* Gaussian std from noise_std [E] */
 #define FLAG_NOISE_STD_LEARNED 4096u    /* Gaussian std from noise_std [T, E] (noise_std.comp) */
-#define FLAG_GRAD_NOISE 8192u /* losses: the gradient with respect to the Gaussian noise's std */
+#define FLAG_GRAD_NOISE 8192u
+#define FLAG_PROJECT_LOGITS 16384u /* the route computes its logits (router_projection.comp) */ /* losses: the gradient with respect to the Gaussian noise's std */
 
 /* Phases of the losses stage (shaders/losses.comp), in the order they run. */
 #define LOSS_PHASE_THRESHOLDS 0u

@@ -8,6 +8,7 @@
 #define STAGE_PARAMS NOISE_STD_PARAMS
 #include "common.glsl"
 #include "noise.glsl"
+#include "hidden.glsl"
 #include "learned_noise.glsl"
 
 void main() {

@@ -190,10 +190,8 @@ static void test_lost_device_is_reported_from_then_on(void) {
 }
 
 static const test_case TESTS[] = {
-    {"every_host_allocation_failure_is_an_error_and_leaks_nothing",
-     test_every_host_allocation_failure_is_an_error_and_leaks_nothing},
-    {"every_device_allocation_failure_is_an_error",
-     test_every_device_allocation_failure_is_an_error},
+    TEST(every_host_allocation_failure_is_an_error_and_leaks_nothing),
+    TEST(every_device_allocation_failure_is_an_error),
     TEST(context_stays_usable_after_a_failed_router),
     TEST(lost_device_is_reported_from_then_on),
 };

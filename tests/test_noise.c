@@ -369,8 +369,7 @@ static void test_balancing_bias_evens_out_the_load(void) {
 
 static const test_case TESTS[] = {
     TEST(balancing_bias_evens_out_the_load),
-    {"per_expert_and_learned_std_match_the_reference",
-     test_per_expert_and_learned_std_match_the_reference},
+    TEST(per_expert_and_learned_std_match_the_reference),
     TEST(per_expert_std_draws_on_the_device),
     TEST(schedules_follow_the_step),
     TEST(scheduled_routes_match_the_reference),

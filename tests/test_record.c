@@ -3,7 +3,8 @@
  * combine into the application's command buffers, between two of the application's own
  * dispatches, on the application's buffers. Results must match moevk's own calls bit for bit,
  * the layer must stay silent, and the application's volk state must be untouched. Once per
- * routing mode whose stages differ: token, sequence, Sinkhorn, expert choice. */
+ * routing mode whose stages differ: token, sequence, Sinkhorn, expert choice; and with the
+ * router projection, W_router in the application's buffer. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,7 @@
 
 typedef struct fixture {
     moevk_routing_mode mode;
+    int projected; /* the router projection: logits_host's first D * E floats are W_router */
     app_vulkan app;
     moevk_context *context;
     moevk_router *router;
@@ -25,7 +27,7 @@ typedef struct fixture {
     uint64_t rows;
 } fixture;
 
-static moevk_router_info router_info(moevk_routing_mode mode) {
+static moevk_router_info router_info(moevk_routing_mode mode, int projected) {
     moevk_router_info info;
     moevk_router_info_init(&info);
     info.mode = mode;
@@ -35,12 +37,14 @@ static moevk_router_info router_info(moevk_routing_mode mode) {
     info.max_tokens = T;
     info.hidden_size = D;
     info.renormalize = mode != MOEVK_MODE_EXPERT_CHOICE;
+    info.router_projection = projected;
     return info;
 }
 
-static int setup(fixture *f, moevk_routing_mode mode) {
+static int setup(fixture *f, moevk_routing_mode mode, int projected) {
     memset(f, 0, sizeof *f);
     f->mode = mode;
+    f->projected = projected;
     moevk_device_info shared = {0};
     moevk_context_device_info(test_context(), &shared);
     if (!app_create(&f->app, shared.name, test_validation())) return 0;
@@ -49,7 +53,7 @@ static int setup(fixture *f, moevk_routing_mode mode) {
                                .device_handle = f->app.device,
                                .queue_family_index = f->app.family,
                                .get_instance_proc_addr = vkGetInstanceProcAddr};
-    moevk_router_info options = router_info(mode);
+    moevk_router_info options = router_info(mode, projected);
     if (moevk_context_create(&info, &f->context) != MOEVK_SUCCESS ||
         moevk_router_create(f->context, &options, &f->router) != MOEVK_SUCCESS)
         return 0;
@@ -84,12 +88,17 @@ typedef struct expected { /* [T, choices]: E columns at most */
 } expected;
 
 static moevk_result run_directly(const fixture *f, expected *want) {
-    moevk_router_info options = router_info(f->mode);
+    moevk_router_info options = router_info(f->mode, f->projected);
     moevk_router *router = NULL;
     moevk_result r = moevk_router_create(test_context(), &options, &router);
-    moevk_route_input input = {.num_tokens = T,
-                               .logits = moevk_host_tensor(f->logits_host),
-                               .hidden = moevk_host_tensor(f->hidden_host)};
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = T;
+    input.hidden = moevk_host_tensor(f->hidden_host);
+    if (f->projected)
+        input.router_weights = moevk_host_tensor(f->logits_host);
+    else
+        input.logits = moevk_host_tensor(f->logits_host);
     moevk_route_output output = {.expert_ids = moevk_host_tensor(want->ids),
                                  .weights = moevk_host_tensor(want->weights),
                                  .slots = moevk_host_tensor(want->slots),
@@ -103,9 +112,9 @@ static moevk_result run_directly(const fixture *f, expected *want) {
     return r;
 }
 
-static void check_recorded(moevk_routing_mode mode) {
+static void check_recorded(moevk_routing_mode mode, int projected) {
     fixture f;
-    int ready = setup(&f, mode);
+    int ready = setup(&f, mode, projected);
     expected want = {0};
     want.dispatched = calloc(f.rows ? f.rows * D : 1, 4);
     want.combined = calloc(T * D, 4);
@@ -128,9 +137,14 @@ static void check_recorded(moevk_routing_mode mode) {
         app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                     VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
                     VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
-        moevk_route_input info = {.num_tokens = T,
-                                  .logits = moevk_vulkan_tensor(f.logits.buffer, 0, 0),
-                                  .hidden = moevk_vulkan_tensor(f.hidden.buffer, 0, 0)};
+        moevk_route_input info;
+        moevk_route_input_init(&info);
+        info.num_tokens = T;
+        info.hidden = moevk_vulkan_tensor(f.hidden.buffer, 0, 0);
+        if (projected)
+            info.router_weights = moevk_vulkan_tensor(f.logits.buffer, 0, 0);
+        else
+            info.logits = moevk_vulkan_tensor(f.logits.buffer, 0, 0);
         moevk_route_output info_output = {.dispatched =
                                               moevk_vulkan_tensor(f.dispatched.buffer, 0, 0)};
         recorded = moevk_route_record(f.router, cmd, &info, &info_output);
@@ -188,17 +202,19 @@ static void check_recorded(moevk_routing_mode mode) {
 }
 
 static void test_route_and_combine_recorded_between_application_dispatches(void) {
-    check_recorded(MOEVK_MODE_TOKEN);
+    check_recorded(MOEVK_MODE_TOKEN, 0);
 }
-static void test_sequence_mode_recorded(void) { check_recorded(MOEVK_MODE_SEQUENCE); }
-static void test_sinkhorn_mode_recorded(void) { check_recorded(MOEVK_MODE_SINKHORN); }
-static void test_expert_choice_recorded(void) { check_recorded(MOEVK_MODE_EXPERT_CHOICE); }
+static void test_sequence_mode_recorded(void) { check_recorded(MOEVK_MODE_SEQUENCE, 0); }
+static void test_sinkhorn_mode_recorded(void) { check_recorded(MOEVK_MODE_SINKHORN, 0); }
+static void test_expert_choice_recorded(void) { check_recorded(MOEVK_MODE_EXPERT_CHOICE, 0); }
+/* W_router from the application's buffer: the logits are projected into the router's own. */
+static void test_router_projection_recorded(void) { check_recorded(MOEVK_MODE_TOKEN, 1); }
 
 /* A learned noise std needs W_noise uploaded, which a recording cannot do: refused. */
 static void test_learned_noise_is_refused(void) {
     fixture f;
-    int ready = setup(&f, MOEVK_MODE_TOKEN);
-    moevk_router_info info = router_info(MOEVK_MODE_TOKEN);
+    int ready = setup(&f, MOEVK_MODE_TOKEN, 0);
+    moevk_router_info info = router_info(MOEVK_MODE_TOKEN, 0);
     info.noise = MOEVK_NOISE_GAUSSIAN;
     info.learned_noise = 1;
     moevk_router *router = NULL;
@@ -222,12 +238,9 @@ static void test_learned_noise_is_refused(void) {
 }
 
 static const test_case TESTS[] = {
-    TEST(learned_noise_is_refused),
-    {"route_and_combine_recorded_between_application_dispatches",
-     test_route_and_combine_recorded_between_application_dispatches},
-    TEST(sequence_mode_recorded),
-    TEST(sinkhorn_mode_recorded),
-    TEST(expert_choice_recorded),
+    TEST(learned_noise_is_refused), TEST(route_and_combine_recorded_between_application_dispatches),
+    TEST(sequence_mode_recorded),   TEST(sinkhorn_mode_recorded),
+    TEST(expert_choice_recorded),   TEST(router_projection_recorded),
 };
 
 int main(int argc, char **argv) {
