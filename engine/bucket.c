@@ -47,11 +47,18 @@ static void record(moevk_router *router, const route_plan *plan) {
     record_compute_barrier(router);
 }
 
+/* Each block's counts per expert, then their offsets. */
+static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
+    raise_size(&sizes[BINDING_BLOCK_COUNTS],
+               (uint64_t)MAX_BUCKET_BLOCKS * router->info.num_experts * 4);
+}
+
 const stage_module bucket_stage = {.name = "bucketing",
                                    .kernels = {[BUCKET_COUNT] = &BUCKET_COUNT_KERNEL,
                                                [BUCKET_SCAN] = &BUCKET_SCAN_KERNEL,
                                                [BUCKET_ASSIGN] = &BUCKET_ASSIGN_KERNEL},
                                    .kernel_count = 3,
+                                   .size_buffers = size_buffers,
                                    .needed = needed,
                                    .runs = runs,
                                    .record = record,

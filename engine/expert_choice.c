@@ -38,9 +38,20 @@ static void record(moevk_router *router, const route_plan *plan) {
     record_compute_barrier(router);
 }
 
+/* Each expert's ranking key of each token after the decisions' header (scores_topk writes
+ * them), and each token's compacted rows. */
+static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
+    const moevk_router_info *info = &router->info;
+    if (info->mode != MOEVK_MODE_EXPERT_CHOICE) return;
+    uint64_t TE = (uint64_t)info->max_tokens * info->num_experts;
+    raise_size(&sizes[BINDING_DECISIONS], (DECISION_HEADER + TE) * 4);
+    raise_size(&sizes[BINDING_COMPACT_ROWS], TE * 4);
+}
+
 const stage_module expert_choice_stage = {.name = "expert choice",
                                           .kernels = {&EXPERT_CHOICE_KERNEL},
                                           .kernel_count = 1,
+                                          .size_buffers = size_buffers,
                                           .needed = needed,
                                           .constants = constants,
                                           .runs = runs,

@@ -13,9 +13,17 @@ static const stage_kernel EXPERT_LOSS_KERNEL = {
     KERNEL_INTERFACE(EXPERT_LOSS_BUFFERS, expert_loss_params)};
 
 /* Not part of the route: moevk_router_expert_loss records it. */
+/* The token loss [T], the sums [E], and the blocks' partial sums [stat_blocks, E]. */
+static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
+    uint64_t T = router->info.max_tokens, E = router->info.num_experts;
+    raise_size(&sizes[BINDING_EXPERT_LOSS],
+               (T + E + router_max_stat_blocks(&router->info) * E) * 4);
+}
+
 const stage_module expert_loss_stage = {.name = "per-expert loss",
                                         .kernels = {&EXPERT_LOSS_KERNEL},
                                         .kernel_count = 1,
+                                        .size_buffers = size_buffers,
                                         .after = TIMESTAMP_COUNT};
 
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)

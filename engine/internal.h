@@ -238,6 +238,7 @@ typedef struct transfer_plan {
     VkDeviceSize readback_used;
     int readback_count;
     int readbacks_overflowed; /* more downloads than readbacks: transfer_submit refuses */
+    int staging_overflowed;   /* more bytes than the staging buffers hold: the same */
     struct readback {
         int binding;
         VkDeviceSize bytes;
@@ -328,6 +329,12 @@ void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer
 void router_plan(const moevk_router *router, const moevk_route_input *input, route_plan *params);
 /* INVALID_ARGUMENT when a call's own options do not fit the router (its capacity factor). */
 moevk_result router_check_call(const moevk_router *router, const moevk_route_input *input);
+/* Bucketing partitions its work into at most this many blocks, so that its per-block table has
+ * a fixed size. */
+#define MAX_BUCKET_BLOCKS 1024u
+/* Statistics blocks for max_tokens (the stats, the losses and the per-expert loss share the
+ * blocks' partition). */
+uint64_t router_max_stat_blocks(const moevk_router_info *info);
 /* Checks options; writes the reason to the context on failure. */
 moevk_result router_check_info(moevk_context *context, const moevk_router_info *info);
 /* The caller's router info as this library's struct (defaults past its struct_size). */

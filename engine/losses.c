@@ -20,9 +20,28 @@ static int needed(const moevk_router *router) {
 }
 
 /* Not part of the route: moevk_router_losses records it. */
+/* The losses' scratch and gradients, for routers made with `losses`. */
+static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
+    const moevk_router_info *info = &router->info;
+    if (!info->losses) return;
+    uint64_t T = info->max_tokens, E = info->num_experts, k = router_choices(info);
+    uint64_t d = info->hidden_size;
+    raise_size(&sizes[BINDING_LOSS_ROWS], T * 16);
+    raise_size(&sizes[BINDING_LOSS_PARTIALS], router_max_stat_blocks(info) * 2 * E * 4);
+    raise_size(&sizes[BINDING_LOSS_TOTALS], (LOSS_TOTAL_SEQUENCES * E + 2 * T) * 4);
+    raise_size(&sizes[BINDING_SEQ_COUNTS], T * E * 4); /* sequences of length 1 at most */
+    raise_size(&sizes[BINDING_GRAD_WEIGHTS], T * k * 4);
+    raise_size(&sizes[BINDING_GRAD_LOGITS], T * E * 4);
+    raise_size(&sizes[BINDING_GRAD_COMBINED], T * d * dtype_bytes(info->hidden_type));
+    /* dL/dstd [T, E] after the results ([E], or [d, E] for a learned std). */
+    if (info->noise == MOEVK_NOISE_GAUSSIAN)
+        raise_size(&sizes[BINDING_GRAD_NOISE], ((info->learned_noise ? d * E : E) + T * E) * 4);
+}
+
 const stage_module losses_stage = {.name = "losses",
                                    .kernels = {&LOSSES_KERNEL},
                                    .kernel_count = 1,
+                                   .size_buffers = size_buffers,
                                    .needed = needed,
                                    .after = TIMESTAMP_COUNT};
 
@@ -165,7 +184,7 @@ moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *ca
     r = transfer_begin(plan, router);
     if (r != MOEVK_SUCCESS) return r;
     tensor_upload(plan, BINDING_GRAD_WEIGHTS, &info->grad_weights, T * k * 4);
-    tensor_upload(plan, BINDING_COMBINED, &info->grad_combined,
+    tensor_upload(plan, BINDING_GRAD_COMBINED, &info->grad_combined,
                   T * d * dtype_bytes(options->hidden_type));
     transfer_uploads_done(plan);
     record_losses(router, &params, &phases);
@@ -191,7 +210,6 @@ moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *ca
         tensor_download(plan, BINDING_GRAD_NOISE, 0, &info->grad_noise_std, E * 4);
     if (info->grad_noise_weights.kind == MOEVK_TENSOR_HOST)
         tensor_download(plan, BINDING_GRAD_NOISE, 0, &info->grad_noise_weights, d * E * 4);
-    /* The combined rows now hold dL/dcombined: a later combine recomputes them anyway. */
     r = transfer_submit(plan);
     if (r == MOEVK_SUCCESS) r = transfer_complete(plan, UINT64_MAX);
     if (r != MOEVK_SUCCESS) return r;

@@ -27,9 +27,19 @@ static void record(moevk_router *router, const route_plan *plan) {
     record_compute_barrier(router);
 }
 
+/* W_noise [d, E], and the std of each (token, expert). */
+static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
+    const moevk_router_info *info = &router->info;
+    if (!info->learned_noise) return;
+    uint64_t E = info->num_experts;
+    raise_size(&sizes[BINDING_NOISE_WEIGHTS], (uint64_t)info->hidden_size * E * 4);
+    raise_size(&sizes[BINDING_NOISE_STD], (uint64_t)info->max_tokens * E * 4);
+}
+
 const stage_module noise_std_stage = {.name = "noise std",
                                       .kernels = {&NOISE_STD_KERNEL},
                                       .kernel_count = 1,
+                                      .size_buffers = size_buffers,
                                       .needed = needed,
                                       .runs = runs,
                                       .record = record,

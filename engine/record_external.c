@@ -94,8 +94,7 @@ moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_bu
         REJECT("router_weights given, but the router was made without router_projection");
     if (projects && given(&info->logits)) REJECT("give logits or router_weights, not both");
     if (projects && !given(&info->hidden)) REJECT("router_weights need the hidden states");
-    if (!projects && !given(&info->logits) && info->num_tokens > 0)
-        REJECT("logits is not given");
+    if (!projects && !given(&info->logits) && info->num_tokens > 0) REJECT("logits is not given");
     const moevk_tensor *host_only[] = {&out.expert_ids, &out.weights,       &out.slots,
                                        &out.counts,     &out.counts_before, &out.offsets};
     for (size_t i = 0; i < sizeof host_only / sizeof host_only[0]; ++i)

@@ -9,7 +9,6 @@
 /* Bucketing partitions its work into at most this many blocks, so that its per-block table has
  * a fixed size; the statistics into about as many, unless a block's rows would pass the loop
  * budget (stat_block_rows_limit). */
-#define MAX_BUCKET_BLOCKS 1024u
 #define STAT_BLOCKS 1024u
 #define MIN_BUCKET_BLOCK 256u
 #define MIN_STAT_BLOCK 64u
@@ -24,8 +23,7 @@ static uint32_t stat_block_rows_limit(const moevk_router_info *info) {
     return limit > 1 ? limit : 1;
 }
 
-/* Statistics blocks for max_tokens: STAT_BLOCKS, or more where the rows are limited. */
-static uint64_t max_stat_blocks(const moevk_router_info *info) {
+uint64_t router_max_stat_blocks(const moevk_router_info *info) {
     uint64_t limited =
         (info->max_tokens + stat_block_rows_limit(info) - 1) / stat_block_rows_limit(info);
     return limited > STAT_BLOCKS ? limited : STAT_BLOCKS;
@@ -147,8 +145,7 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
         if (!isfinite(info->noise_epsilon) || info->noise_epsilon < 0.0f)
             REJECT("noise_epsilon is %g; it must be finite and >= 0", (double)info->noise_epsilon);
     }
-    if (info->router_projection &&
-        (info->hidden_size == 0 || info->logits_type != MOEVK_DTYPE_F32))
+    if (info->router_projection && (info->hidden_size == 0 || info->logits_type != MOEVK_DTYPE_F32))
         REJECT("router_projection needs hidden_size > 0 and F32 logits");
     if (info->max_tokens > (1u << 30) && info->mode != MOEVK_MODE_TOKEN)
         REJECT("max_tokens is %u; the routing modes take at most 2^30 tokens", info->max_tokens);
@@ -309,55 +306,29 @@ void router_plan(const moevk_router *router, const moevk_route_input *input, rou
 }
 
 /* Bytes of each binding for max_tokens; 0 where the router has no use for it (a minimal buffer
- * is bound there). */
+ * is bound there). Here the buffers a route's stages share; each stage module sizes the ones it
+ * owns (stage_module.size_buffers). */
 static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
     const moevk_router_info *info = &router->info;
     uint64_t T = info->max_tokens, E = info->num_experts, k = router_choices(info);
     uint64_t d = info->hidden_size, eb = dtype_bytes(info->hidden_type);
     uint64_t rows = router->max_dispatched_rows;
+    for (int i = 0; i < BINDING_COUNT; ++i) sizes[i] = 0;
     sizes[BINDING_LOGITS] = T * E * dtype_bytes(info->logits_type);
     sizes[BINDING_BIAS] = E * 4;
     sizes[BINDING_EXPERT_IDS] = sizes[BINDING_WEIGHTS] = T * k * 4;
     sizes[BINDING_SLOTS] = sizes[BINDING_ROWS] = T * k * 4;
-    sizes[BINDING_COMPACT_ROWS] = info->mode == MOEVK_MODE_EXPERT_CHOICE ? T * k * 4 : 0;
-    sizes[BINDING_ROUTER_WEIGHTS] = info->router_projection ? d * E * 4 : 0;
-    sizes[BINDING_ORDER] = info->drop_policy == MOEVK_DROP_SCORE ? T * k * 4 : 0;
     sizes[BINDING_ROW_STATS] = T * 16;
     sizes[BINDING_ROW_FLAGS] = T * 4;
-    sizes[BINDING_BLOCK_COUNTS] = (uint64_t)MAX_BUCKET_BLOCKS * E * 4;
     sizes[BINDING_EXPERT_INFO] = (3 * E + 1) * 4;
     sizes[BINDING_ROW_TOKEN] = rows * 4;
     sizes[BINDING_HIDDEN] = sizes[BINDING_COMBINED] = T * d * eb;
     sizes[BINDING_DISPATCHED] = sizes[BINDING_EXPERT_OUT] = rows * d * eb;
-    sizes[BINDING_STAT_PARTIALS] = max_stat_blocks(info) * (E + STAT_SCALARS) * 4;
-    sizes[BINDING_STAT_TOTALS] = (E + STAT_SCALARS) * 4;
-    int losses = info->losses != 0;
-    sizes[BINDING_LOSS_ROWS] = losses ? T * 16 : 0;
-    sizes[BINDING_LOSS_PARTIALS] = losses ? max_stat_blocks(info) * 2 * E * 4 : 0;
-    sizes[BINDING_LOSS_TOTALS] = losses ? (LOSS_TOTAL_SEQUENCES * E + 2 * T) * 4 : 0;
-    sizes[BINDING_SEQ_COUNTS] = losses ? T * E * 4 : 0; /* sequences of length 1 at most */
-    sizes[BINDING_GRAD_WEIGHTS] = losses ? T * k * 4 : 0;
-    sizes[BINDING_GRAD_LOGITS] = losses ? T * E * 4 : 0;
-    uint64_t decisions = 0;
-    if (info->mode == MOEVK_MODE_SEQUENCE || info->mode == MOEVK_MODE_BATCH) {
-        uint64_t S = info->mode == MOEVK_MODE_BATCH ? T : info->sequence_length;
-        uint64_t means = S ? (T + S - 1) / S * E : E;
-        /* Sequences longer than a chunk keep their running counts after the means. */
-        decisions = S > TOKEN_CHUNK ? 2 * means : means;
-    }
-    if (info->mode == MOEVK_MODE_EXPERT_CHOICE) decisions = T * E; /* the ranking keys */
-    if (info->mode == MOEVK_MODE_SINKHORN) {
-        uint64_t blocks = (T + SINKHORN_BLOCK_ROWS - 1) / SINKHORN_BLOCK_ROWS;
-        decisions = SINKHORN_SCRATCH_FLOATS(T, E, blocks);
-    }
-    sizes[BINDING_DECISIONS] = (DECISION_HEADER + decisions) * 4;
-    int gaussian = info->noise == MOEVK_NOISE_GAUSSIAN;
-    sizes[BINDING_NOISE_STD] = info->learned_noise ? T * E * 4 : gaussian ? E * 4 : 0;
-    sizes[BINDING_NOISE_WEIGHTS] = info->learned_noise ? d * E * 4 : 0;
-    sizes[BINDING_EXPERT_LOSS] = (T + E + max_stat_blocks(info) * E) * 4;
-    /* dL/dstd [T, E] after the results ([E], or [d, E] for a learned std). */
-    int std_gradient = losses && gaussian;
-    sizes[BINDING_GRAD_NOISE] = std_gradient ? ((info->learned_noise ? d * E : E) + T * E) * 4 : 0;
+    /* The modes' scratch starts with its header, which every Sinkhorn route downloads. */
+    sizes[BINDING_DECISIONS] = DECISION_HEADER * 4;
+    sizes[BINDING_NOISE_STD] = info->noise == MOEVK_NOISE_GAUSSIAN ? E * 4 : 0;
+    for (int s = 0; s < STAGE_COUNT; ++s)
+        if (STAGE_MODULES[s]->size_buffers) STAGE_MODULES[s]->size_buffers(router, sizes);
 }
 
 static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
@@ -390,7 +361,8 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
                                                          "per-expert loss",
                                                          "dL/dstd",
                                                          "compacted rows",
-                                                         "router weights"};
+                                                         "router weights",
+                                                         "dL/dcombined"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {
@@ -454,14 +426,14 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
 #define A16(bytes) (((bytes) + 15) & ~(uint64_t)15)
     uint64_t route_up = A16(sizes[BINDING_LOGITS]) + A16(sizes[BINDING_BIAS]) +
                         A16(sizes[BINDING_HIDDEN]) + A16(sizes[BINDING_NOISE_STD]) +
-                        A16(sizes[BINDING_NOISE_WEIGHTS]);
+                        A16(sizes[BINDING_NOISE_WEIGHTS]) + A16(sizes[BINDING_ROUTER_WEIGHTS]);
     uint64_t combine_up = A16(sizes[BINDING_EXPERT_OUT]);
     uint64_t route_down = A16(sizes[BINDING_EXPERT_IDS]) + A16(sizes[BINDING_WEIGHTS]) +
                           A16(sizes[BINDING_SLOTS]) + A16(sizes[BINDING_EXPERT_INFO]) +
                           A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_DISPATCHED]) +
                           A16(DECISION_HEADER * 4);
     uint64_t combine_down = A16(sizes[BINDING_COMBINED]);
-    uint64_t losses_up = A16(sizes[BINDING_GRAD_WEIGHTS]) + A16(sizes[BINDING_COMBINED]);
+    uint64_t losses_up = A16(sizes[BINDING_GRAD_WEIGHTS]) + A16(sizes[BINDING_GRAD_COMBINED]);
     uint64_t losses_down = A16(sizes[BINDING_GRAD_LOGITS]) + A16(sizes[BINDING_LOSS_TOTALS]) +
                            A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_EXPERT_INFO]) +
                            A16(sizes[BINDING_GRAD_NOISE]);

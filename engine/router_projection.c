@@ -39,9 +39,18 @@ static void record(moevk_router *router, const route_plan *plan) {
     record_compute_barrier(router);
 }
 
+/* W_router [d, E]. */
+static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
+    const moevk_router_info *info = &router->info;
+    if (info->router_projection)
+        raise_size(&sizes[BINDING_ROUTER_WEIGHTS],
+                   (uint64_t)info->hidden_size * info->num_experts * 4);
+}
+
 const stage_module router_projection_stage = {.name = "router projection",
                                               .kernels = {&ROUTER_PROJECTION_KERNEL},
                                               .kernel_count = 1,
+                                              .size_buffers = size_buffers,
                                               .needed = needed,
                                               .constants = constants,
                                               .runs = runs,

@@ -33,9 +33,17 @@ static void record(moevk_router *router, const route_plan *plan) {
     record_compute_barrier(router);
 }
 
+/* The choices grouped by expert (bucket_assign writes them for this stage). */
+static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
+    const moevk_router_info *info = &router->info;
+    if (info->drop_policy == MOEVK_DROP_SCORE)
+        raise_size(&sizes[BINDING_ORDER], (uint64_t)info->max_tokens * router_choices(info) * 4);
+}
+
 const stage_module score_select_stage = {.name = "score select",
                                          .kernels = {&SCORE_SELECT_KERNEL},
                                          .kernel_count = 1,
+                                         .size_buffers = size_buffers,
                                          .needed = needed,
                                          .constants = constants,
                                          .runs = runs,

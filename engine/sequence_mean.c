@@ -46,9 +46,22 @@ static void record(moevk_router *router, const route_plan *plan) {
     }
 }
 
+/* The sequences' mean logits after the decisions' header (and, for sequences longer than a
+ * chunk, their running counts). */
+static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
+    const moevk_router_info *info = &router->info;
+    if (info->mode != MOEVK_MODE_SEQUENCE && info->mode != MOEVK_MODE_BATCH) return;
+    uint64_t T = info->max_tokens, E = info->num_experts;
+    uint64_t S = info->mode == MOEVK_MODE_BATCH ? T : info->sequence_length;
+    uint64_t means = S ? (T + S - 1) / S * E : E;
+    raise_size(&sizes[BINDING_DECISIONS],
+               (DECISION_HEADER + (S > TOKEN_CHUNK ? 2 * means : means)) * 4);
+}
+
 const stage_module sequence_mean_stage = {.name = "sequence means",
                                           .kernels = {&SEQUENCE_MEAN_KERNEL},
                                           .kernel_count = 1,
+                                          .size_buffers = size_buffers,
                                           .needed = needed,
                                           .runs = runs,
                                           .record = record,

@@ -48,9 +48,20 @@ static void record(moevk_router *router, const route_plan *plan) {
     record_compute_barrier(router);
 }
 
+/* The factors and the blocks' sums after the decisions' header. */
+static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
+    const moevk_router_info *info = &router->info;
+    if (info->mode != MOEVK_MODE_SINKHORN) return;
+    uint64_t T = info->max_tokens, E = info->num_experts;
+    uint64_t blocks = (T + SINKHORN_BLOCK_ROWS - 1) / SINKHORN_BLOCK_ROWS;
+    raise_size(&sizes[BINDING_DECISIONS],
+               (DECISION_HEADER + SINKHORN_SCRATCH_FLOATS(T, E, blocks)) * 4);
+}
+
 const stage_module sinkhorn_stage = {.name = "sinkhorn",
                                      .kernels = {&SINKHORN_KERNEL},
                                      .kernel_count = 1,
+                                     .size_buffers = size_buffers,
                                      .needed = needed,
                                      .runs = runs,
                                      .record = record,

@@ -60,6 +60,9 @@ typedef struct stage_module {
     const char *name;
     const stage_kernel *kernels[MAX_STAGE_KERNELS];
     uint32_t kernel_count;
+    /* Sizes the buffers the stage owns (BINDING_*: its scratch and its own inputs) for the
+     * router's max_tokens, raising sizes[] (NULL: it owns none). Called for every router. */
+    void (*size_buffers)(const moevk_router *router, uint64_t sizes[BINDING_COUNT]);
     /* Whether a router needs the stage's pipelines (NULL: every router). */
     int (*needed)(const moevk_router *router);
     /* Adjusts the specialization constants engine/stage.c derives from the router's options
@@ -73,6 +76,11 @@ typedef struct stage_module {
      * none), whether or not it ran, so that every query of a profiling router is written. */
     enum timestamp_point after;
 } stage_module;
+
+/* For size_buffers: a buffer holds at least `bytes`. */
+static inline void raise_size(uint64_t *size, uint64_t bytes) {
+    if (bytes > *size) *size = bytes;
+}
 
 #define STAGE_EXTERN_(id, name) extern const stage_module name##_stage;
 MOEVK_STAGE_TABLE(STAGE_EXTERN_)

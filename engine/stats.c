@@ -22,9 +22,16 @@ static void record(moevk_router *router, const route_plan *plan) {
                               plan->num_experts + STAT_SCALARS);
 }
 
+static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
+    uint64_t row = router->info.num_experts + STAT_SCALARS;
+    raise_size(&sizes[BINDING_STAT_PARTIALS], router_max_stat_blocks(&router->info) * row * 4);
+    raise_size(&sizes[BINDING_STAT_TOTALS], row * 4);
+}
+
 const stage_module stats_stage = {.name = "stats",
                                   .kernels = {&STATS_KERNEL},
                                   .kernel_count = 1,
+                                  .size_buffers = size_buffers,
                                   .runs = runs,
                                   .record = record,
                                   .after = TIMESTAMP_ROUTE_END};

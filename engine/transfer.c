@@ -39,6 +39,10 @@ void transfer_upload(transfer_plan *plan, int binding, const void *source, VkDev
         memcpy(router->buffers[binding].mapped, source, bytes);
         return;
     }
+    if (plan->upload_used + bytes > router->upload.size) { /* a bug of moevk's: refused */
+        plan->staging_overflowed = 1;
+        return;
+    }
     memcpy((char *)router->upload.mapped + plan->upload_used, source, bytes);
     VkBufferCopy region = {plan->upload_used, 0, bytes};
     router->context->vk.vkCmdCopyBuffer(router->command_buffer, router->upload.buffer,
@@ -77,6 +81,10 @@ void transfer_download(transfer_plan *plan, int binding, void *destination, VkDe
     if (bytes == 0) return;
     if (plan->readback_count == (int)(sizeof plan->readbacks / sizeof plan->readbacks[0])) {
         plan->readbacks_overflowed = 1;
+        return;
+    }
+    if (!mapped(plan) && plan->readback_used + bytes > plan->router->readback.size) {
+        plan->staging_overflowed = 1;
         return;
     }
     struct readback *r = &plan->readbacks[plan->readback_count++];
@@ -118,6 +126,9 @@ moevk_result transfer_submit(transfer_plan *plan) {
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "internal: a call asked for more than %d downloads",
                             (int)(sizeof plan->readbacks / sizeof plan->readbacks[0]));
+    if (plan->staging_overflowed)
+        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
+                            "internal: a call's transfers passed the router's staging buffers");
     VkSubmitInfo submit = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
                            .commandBufferCount = 1,
                            .pCommandBuffers = &router->command_buffer};

@@ -647,8 +647,7 @@ typedef struct moevk_loss_info {
     /* Inputs, HOST or BUFFER (NONE: none). dL/dweights [T, k] f32 from the layer's backward. */
     moevk_tensor grad_weights;
     /* dL/dcombined [T, d] in hidden_type: adds <dL/dcombined_t, expert_out of choice j> to
-     * dL/dweights[t, j]; needs the last route's combine (moevk_combine, waited for) to have run.
-     * It overwrites the router's combined-rows buffer. */
+     * dL/dweights[t, j]; needs the last route's combine (moevk_combine, waited for) to have run. */
     moevk_tensor grad_combined;
     /* Outputs for a learnable Gaussian std, HOST or BUFFER (NONE: not computed): dL/dnoise_std
      * [E] f32 when the route was given noise_std, dL/dW_noise [d, E] f32 when the router has

@@ -50,6 +50,7 @@
 #define BUFFER_NOISE_WEIGHTS layout(std430, binding = BINDING_NOISE_WEIGHTS) readonly buffer NoiseWeights { float noise_weights[]; };
 #define BUFFER_EXPERT_LOSS layout(std430, binding = BINDING_EXPERT_LOSS) buffer ExpertLoss { float expert_loss_values[]; };
 #define BUFFER_ROUTER_WEIGHTS layout(std430, binding = BINDING_ROUTER_WEIGHTS) readonly buffer RouterWeights { float router_weights[]; };
+#define BUFFER_GRAD_COMBINED layout(std430, binding = BINDING_GRAD_COMBINED) readonly buffer GradCombined { uint grad_combined_words[]; };
 #define BUFFER_GRAD_NOISE layout(std430, binding = BINDING_GRAD_NOISE) buffer GradNoise { float grad_noise[]; };
 
 #define DECLARE_BUFFER(name) BUFFER_##name

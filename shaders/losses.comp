@@ -171,14 +171,14 @@ void sequence_total(uint sequence) {
     barrier(); // the next sequence reuses the reduction's lanes
 }
 
-// Element i of a [rows, d] buffer of hidden_type (expert outputs; dL/dcombined in `combined`).
+// Element i of dL/dcombined [T, d] (hidden_type).
 float expert_out_element(uint i) {
     if (HIDDEN_DTYPE == DTYPE_F32) return uintBitsToFloat(expert_out_word(i));
     return decode_element(expert_out_word(i >> 1), i, HIDDEN_DTYPE);
 }
 float grad_combined_element(uint i) {
-    if (HIDDEN_DTYPE == DTYPE_F32) return uintBitsToFloat(combined_words[i]);
-    return decode_element(combined_words[i >> 1], i, HIDDEN_DTYPE);
+    if (HIDDEN_DTYPE == DTYPE_F32) return uintBitsToFloat(grad_combined_words[i]);
+    return decode_element(grad_combined_words[i >> 1], i, HIDDEN_DTYPE);
 }
 
 void weights_backward(uint choice) {

@@ -45,7 +45,8 @@
  * then -1, so that combine reads a token's few rows instead of E columns. */
 #define BINDING_COMPACT_ROWS 29
 #define BINDING_ROUTER_WEIGHTS 30 /* [d, E] f32: W_router of the router projection */
-#define BINDING_COUNT 31
+#define BINDING_GRAD_COMBINED 31  /* [T, d] hidden_type words: the losses' dL/dcombined */
+#define BINDING_COUNT 32
 
 /* The decisions' header: Sinkhorn's shift of the logits, iterations run, last mean change,
  * whether the iteration has stopped (1.0) or goes on (0.0), the valid rows (T') and live

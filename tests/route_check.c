@@ -1,4 +1,5 @@
 #include "route_check.h"
+#include "choice_check.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -403,4 +404,47 @@ void check_route_case(const route_case *c) {
     compare_case(c, router, &b);
     free_buffers(&b);
     moevk_router_destroy(router);
+}
+
+moevk_router_info routing_case_info(const routing_case *c) {
+    moevk_router_info info = route_case_info(c->mode, c->E, c->k, c->max_tokens, c->d);
+    info.sequence_length = c->sequence_length ? c->sequence_length : 16;
+    info.sinkhorn_iterations = c->sinkhorn_iterations;
+    info.score = c->score;
+    info.renormalize = c->renormalize;
+    if (c->scale) info.scale = c->scale;
+    if (c->temperature) info.temperature = c->temperature;
+    info.logits_type = c->logits_type;
+    info.hidden_type = c->hidden_type;
+    info.capacity_mode = c->capacity_mode;
+    if (c->capacity_factor) info.capacity_factor = c->capacity_factor;
+    info.capacity = c->capacity;
+    if (c->min_capacity) info.min_capacity = c->min_capacity;
+    info.drop_policy = c->drop_policy;
+    info.pad_multiple = c->pad_multiple;
+    info.num_groups = c->groups;
+    info.topk_groups = c->topk_groups;
+    info.noise = c->noise;
+    info.noise_amount = c->noise_amount;
+    info.noise_seed = c->noise_seed;
+    info.noisy_scores = c->noisy_scores;
+    if (c->addressed) info.max_binding_bytes = 1024;
+    return info;
+}
+
+void run_routing_case(const void *row) {
+    const routing_case *c = row;
+    if (c->mode == MOEVK_MODE_EXPERT_CHOICE) {
+        run_choice(c->name, routing_case_info(c), c->T, c->pattern);
+        return;
+    }
+    route_case check = {.name = c->name,
+                        .info = routing_case_info(c),
+                        .num_tokens = c->T,
+                        .pattern = c->pattern,
+                        .with_bias = c->bias,
+                        .with_hidden = c->hidden,
+                        .step = c->step,
+                        .layer = c->layer};
+    check_route_case(&check);
 }

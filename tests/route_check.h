@@ -35,4 +35,40 @@ moevk_router_info route_case_info(moevk_routing_mode mode, uint32_t E, uint32_t 
 /* Runs the case; failures go through the harness. */
 void check_route_case(const route_case *c);
 
+/* One row of a stage's case table (tests/test_routing.c, tests/test_modes.c; ggml's
+ * test-backend-ops test_case structs are the model): a router and its route, in the options
+ * that differ from route_case_info's defaults. A zero option keeps the default. */
+typedef struct routing_case {
+    const char *name; /* the test's name */
+    moevk_routing_mode mode;
+    uint32_t E, k, max_tokens, d;
+    uint32_t T;
+    logits_pattern pattern;
+    int bias, hidden;
+    moevk_score_func score;
+    int renormalize;
+    float scale, temperature;
+    moevk_dtype logits_type, hidden_type;
+    moevk_capacity_mode capacity_mode;
+    float capacity_factor;
+    int32_t capacity; /* FIXED mode's C */
+    int32_t min_capacity;
+    moevk_drop_policy drop_policy;
+    uint32_t pad_multiple, groups, topk_groups;
+    uint32_t sequence_length; /* SEQUENCE mode; 0: 16 */
+    uint32_t sinkhorn_iterations;
+    moevk_noise_kind noise;
+    float noise_amount;
+    uint64_t noise_seed;
+    int noisy_scores;
+    uint32_t step, layer;
+    int addressed; /* reach the large buffers through device addresses (max_binding_bytes) */
+} routing_case;
+
+/* The router of a row. */
+moevk_router_info routing_case_info(const routing_case *c);
+/* Runs a row (a routing_case): route_check.c's checks, or in EXPERT_CHOICE mode
+ * choice_check.c's. The harness's test_case.run_row. */
+void run_routing_case(const void *row);
+
 #endif

@@ -17,69 +17,82 @@ static moevk_router_info base(moevk_routing_mode mode, uint32_t E, uint32_t k, u
     return info;
 }
 
-static void run(const char *name, moevk_router_info info, uint32_t T, logits_pattern pattern,
-                int hidden) {
-    route_case c = {.name = name,
-                    .info = info,
-                    .num_tokens = T,
-                    .pattern = pattern,
-                    .with_hidden = hidden,
-                    .step = 3,
-                    .layer = 1};
-    check_route_case(&c);
-}
-
 /* ---- SEQUENCE and BATCH ---- */
-static void test_sequence_random(void) {
-    run("sequence 16", base(MOEVK_MODE_SEQUENCE, 8, 2, 640, 12), 640, LOGITS_RANDOM, 1);
-}
-static void test_sequence_last_one_shorter(void) {
-    moevk_router_info info = base(MOEVK_MODE_SEQUENCE, 13, 3, 1000, 5);
-    info.sequence_length = 37; /* 1000 = 27 * 37 + 1 */
-    run("sequence 37, odd sizes", info, 1000, LOGITS_RANDOM, 1);
-}
-static void test_sequence_masked_and_nonfinite_tokens(void) {
-    run("sequence masked", base(MOEVK_MODE_SEQUENCE, 12, 4, 500, 4), 500, LOGITS_MASKED, 1);
-    run("sequence nonfinite", base(MOEVK_MODE_SEQUENCE, 8, 2, 600, 4), 600, LOGITS_NONFINITE, 1);
-}
-static void test_sequence_ties_and_huge(void) {
-    run("sequence ties", base(MOEVK_MODE_SEQUENCE, 6, 6, 300, 3), 300, LOGITS_TIES, 1);
-    run("sequence huge", base(MOEVK_MODE_SEQUENCE, 10, 3, 400, 0), 400, LOGITS_HUGE, 0);
-}
-static void test_sequence_edges(void) {
-    run("sequence T=0", base(MOEVK_MODE_SEQUENCE, 8, 2, 32, 4), 0, LOGITS_RANDOM, 1);
-    run("sequence T=1", base(MOEVK_MODE_SEQUENCE, 8, 2, 32, 4), 1, LOGITS_RANDOM, 1);
-    run("sequence E=1", base(MOEVK_MODE_SEQUENCE, 1, 1, 100, 4), 100, LOGITS_RANDOM, 1);
-    moevk_router_info one = base(MOEVK_MODE_SEQUENCE, 9, 2, 300, 0);
-    one.sequence_length = 1;
-    run("sequence of 1", one, 300, LOGITS_RANDOM, 0);
-}
-static void test_sequence_f16_sigmoid_dropless(void) {
-    moevk_router_info info = base(MOEVK_MODE_SEQUENCE, 16, 4, 777, 6);
-    info.logits_type = MOEVK_DTYPE_F16;
-    info.score = MOEVK_SCORE_SIGMOID;
-    info.renormalize = 1;
-    info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
-    info.sequence_length = 100;
-    run("sequence f16 sigmoid dropless", info, 777, LOGITS_RANDOM, 1);
-}
-static void test_sequence_jitter_is_exact(void) {
-    moevk_router_info info = base(MOEVK_MODE_SEQUENCE, 16, 2, 512, 0);
-    info.noise = MOEVK_NOISE_JITTER;
-    info.noise_amount = 0.3f;
-    info.noise_seed = 0x1234567890ull;
-    info.noisy_scores = 1;
-    info.sequence_length = 8;
-    run("sequence jitter", info, 512, LOGITS_TIES, 0);
-    info.noise = MOEVK_NOISE_GAUSSIAN;
-    info.noise_amount = 0.5f;
-    run("sequence gaussian", info, 512, LOGITS_RANDOM, 0);
-}
-static void test_batch(void) {
-    run("batch", base(MOEVK_MODE_BATCH, 8, 3, 999, 4), 999, LOGITS_RANDOM, 1);
-    run("batch masked", base(MOEVK_MODE_BATCH, 8, 3, 300, 4), 300, LOGITS_MASKED, 1);
-    run("batch T=1", base(MOEVK_MODE_BATCH, 8, 3, 16, 4), 1, LOGITS_RANDOM, 1);
-}
+/* The modes against the reference, one behaviour or edge a row (route_check.c, and
+ * choice_check.c for expert choice; the noise counter at step 3, layer 1). */
+#define SIZES(e, k_, t_max, d_, t) .E = e, .k = k_, .max_tokens = t_max, .d = d_, .T = t
+#define SEQ .mode = MOEVK_MODE_SEQUENCE, .step = 3, .layer = 1
+#define BATCH .mode = MOEVK_MODE_BATCH, .step = 3, .layer = 1
+#define SINK .mode = MOEVK_MODE_SINKHORN, .step = 3, .layer = 1
+#define CHOICE .mode = MOEVK_MODE_EXPERT_CHOICE
+
+static const routing_case CASES[] = {
+    /* SEQUENCE and BATCH: one decision per sequence, bit-exact. */
+    {"sequence_16", SEQ, SIZES(8, 2, 640, 12, 640), .hidden = 1},
+    {"sequence_37_the_last_one_shorter", SEQ, SIZES(13, 3, 1000, 5, 1000), .hidden = 1,
+     .sequence_length = 37}, /* 1000 = 27 * 37 + 1 */
+    {"sequence_masked_tokens", SEQ, SIZES(12, 4, 500, 4, 500), .pattern = LOGITS_MASKED,
+     .hidden = 1},
+    {"sequence_nonfinite_tokens", SEQ, SIZES(8, 2, 600, 4, 600), .pattern = LOGITS_NONFINITE,
+     .hidden = 1},
+    {"sequence_ties", SEQ, SIZES(6, 6, 300, 3, 300), .pattern = LOGITS_TIES, .hidden = 1},
+    {"sequence_huge", SEQ, SIZES(10, 3, 400, 0, 400), .pattern = LOGITS_HUGE},
+    {"sequence_zero_tokens", SEQ, SIZES(8, 2, 32, 4, 0), .hidden = 1},
+    {"sequence_one_token", SEQ, SIZES(8, 2, 32, 4, 1), .hidden = 1},
+    {"sequence_one_expert", SEQ, SIZES(1, 1, 100, 4, 100), .hidden = 1},
+    {"sequences_of_one_token", SEQ, SIZES(9, 2, 300, 0, 300), .sequence_length = 1},
+    {"sequence_f16_sigmoid_dropless", SEQ, SIZES(16, 4, 777, 6, 777), .hidden = 1,
+     .logits_type = MOEVK_DTYPE_F16, .score = MOEVK_SCORE_SIGMOID, .renormalize = 1,
+     .capacity_mode = MOEVK_CAPACITY_DROPLESS, .sequence_length = 100},
+    {"sequence_jitter_is_exact", SEQ, SIZES(16, 2, 512, 0, 512), .pattern = LOGITS_TIES,
+     .noise = MOEVK_NOISE_JITTER, .noise_amount = 0.3f, .noise_seed = 0x1234567890ull,
+     .noisy_scores = 1, .sequence_length = 8},
+    {"sequence_gaussian", SEQ, SIZES(16, 2, 512, 0, 512), .noise = MOEVK_NOISE_GAUSSIAN,
+     .noise_amount = 0.5f, .noise_seed = 0x1234567890ull, .noisy_scores = 1, .sequence_length = 8},
+    {"batch", BATCH, SIZES(8, 3, 999, 4, 999), .hidden = 1},
+    {"batch_masked", BATCH, SIZES(8, 3, 300, 4, 300), .pattern = LOGITS_MASKED, .hidden = 1},
+    {"batch_one_token", BATCH, SIZES(8, 3, 16, 4, 1), .hidden = 1},
+    {"sequence_through_addresses", SEQ, SIZES(8, 2, 700, 16, 700), .hidden = 1, .addressed = 1},
+    /* SINKHORN: balanced selection; decisions agree outside near ties. */
+    {"sinkhorn", SINK, SIZES(8, 2, 500, 8, 500), .hidden = 1},
+    {"sinkhorn_odd_sizes", SINK, SIZES(13, 3, 301, 5, 301), .hidden = 1},
+    {"sinkhorn_masked", SINK, SIZES(12, 3, 400, 4, 400), .pattern = LOGITS_MASKED, .hidden = 1},
+    {"sinkhorn_nonfinite", SINK, SIZES(8, 2, 300, 4, 300), .pattern = LOGITS_NONFINITE,
+     .hidden = 1},
+    {"sinkhorn_huge", SINK, SIZES(6, 2, 200, 0, 200), .pattern = LOGITS_HUGE},
+    {"sinkhorn_ties", SINK, SIZES(6, 6, 200, 3, 200), .pattern = LOGITS_TIES, .hidden = 1},
+    {"sinkhorn_zero_tokens", SINK, SIZES(8, 2, 16, 4, 0), .hidden = 1},
+    {"sinkhorn_one_token", SINK, SIZES(8, 2, 16, 4, 1), .hidden = 1},
+    {"sinkhorn_one_expert", SINK, SIZES(1, 1, 100, 4, 100), .hidden = 1},
+    {"sinkhorn_jitter", SINK, SIZES(8, 2, 300, 0, 300), .noise = MOEVK_NOISE_JITTER,
+     .noise_amount = 0.2f, .noise_seed = 99},
+    {"sinkhorn_through_addresses", SINK, SIZES(8, 2, 700, 16, 700), .hidden = 1, .addressed = 1},
+    /* EXPERT_CHOICE: each expert takes its top-C tokens. */
+    {"expert_choice", CHOICE, SIZES(8, 2, 500, 12, 500)},
+    {"expert_choice_odd_sizes_factor_2", CHOICE, SIZES(13, 1, 1001, 5, 1001),
+     .capacity_factor = 2.0f},
+    {"expert_choice_masked", CHOICE, SIZES(12, 1, 400, 4, 400), .pattern = LOGITS_MASKED},
+    {"expert_choice_nonfinite", CHOICE, SIZES(8, 1, 300, 4, 300), .pattern = LOGITS_NONFINITE},
+    {"expert_choice_huge", CHOICE, SIZES(6, 1, 200, 0, 200), .pattern = LOGITS_HUGE},
+    {"expert_choice_ties", CHOICE, SIZES(6, 1, 300, 3, 300), .pattern = LOGITS_TIES},
+    {"expert_choice_zero_tokens", CHOICE, SIZES(8, 1, 16, 4, 0)},
+    {"expert_choice_one_token", CHOICE, SIZES(8, 1, 16, 4, 1)},
+    {"expert_choice_one_expert", CHOICE, SIZES(1, 1, 100, 4, 100)},
+    {"expert_choice_c_equals_t", CHOICE, SIZES(16, 1, 700, 0, 700),
+     .capacity_mode = MOEVK_CAPACITY_FIXED, .capacity = 700}, /* every eligible token */
+    {"expert_choice_c_zero", CHOICE, SIZES(16, 1, 700, 0, 700),
+     .capacity_mode = MOEVK_CAPACITY_FIXED, .capacity = 0},
+    {"expert_choice_sigmoid", CHOICE, SIZES(10, 1, 600, 6, 600), .score = MOEVK_SCORE_SIGMOID,
+     .temperature = 0.7f, .scale = 2.5f},
+    {"expert_choice_gumbel", CHOICE, SIZES(10, 1, 600, 6, 600), .temperature = 0.7f, .scale = 2.5f,
+     .noise = MOEVK_NOISE_GUMBEL, .noise_amount = 0.5f, .noise_seed = 77},
+    {"expert_choice_gumbel_noisy_scores", CHOICE, SIZES(10, 1, 600, 6, 600), .temperature = 0.7f,
+     .scale = 2.5f, .noise = MOEVK_NOISE_GUMBEL, .noise_amount = 0.5f, .noise_seed = 77,
+     .noisy_scores = 1},
+    {"expert_choice_bf16_odd_d", CHOICE, SIZES(8, 1, 300, 7, 300), .hidden_type = MOEVK_DTYPE_BF16},
+    {"expert_choice_f16", CHOICE, SIZES(8, 1, 300, 16, 300), .hidden_type = MOEVK_DTYPE_F16},
+    {"expert_choice_through_addresses", CHOICE, SIZES(8, 1, 300, 16, 300), .addressed = 1},
+};
 
 /* A sequence's tokens share one decision, and it is the top-k of their mean logits. */
 static void test_sequence_tokens_share_the_decision(void) {
@@ -108,27 +121,6 @@ static void test_sequence_tokens_share_the_decision(void) {
 }
 
 /* ---- SINKHORN ---- */
-static void test_sinkhorn_random(void) {
-    run("sinkhorn", base(MOEVK_MODE_SINKHORN, 8, 2, 500, 8), 500, LOGITS_RANDOM, 1);
-    run("sinkhorn odd", base(MOEVK_MODE_SINKHORN, 13, 3, 301, 5), 301, LOGITS_RANDOM, 1);
-}
-static void test_sinkhorn_edges(void) {
-    run("sinkhorn masked", base(MOEVK_MODE_SINKHORN, 12, 3, 400, 4), 400, LOGITS_MASKED, 1);
-    run("sinkhorn nonfinite", base(MOEVK_MODE_SINKHORN, 8, 2, 300, 4), 300, LOGITS_NONFINITE, 1);
-    run("sinkhorn huge", base(MOEVK_MODE_SINKHORN, 6, 2, 200, 0), 200, LOGITS_HUGE, 0);
-    run("sinkhorn ties", base(MOEVK_MODE_SINKHORN, 6, 6, 200, 3), 200, LOGITS_TIES, 1);
-    run("sinkhorn T=0", base(MOEVK_MODE_SINKHORN, 8, 2, 16, 4), 0, LOGITS_RANDOM, 1);
-    run("sinkhorn T=1", base(MOEVK_MODE_SINKHORN, 8, 2, 16, 4), 1, LOGITS_RANDOM, 1);
-    run("sinkhorn E=1", base(MOEVK_MODE_SINKHORN, 1, 1, 100, 4), 100, LOGITS_RANDOM, 1);
-}
-static void test_sinkhorn_with_noise(void) {
-    moevk_router_info info = base(MOEVK_MODE_SINKHORN, 8, 2, 300, 0);
-    info.noise = MOEVK_NOISE_JITTER;
-    info.noise_amount = 0.2f;
-    info.noise_seed = 99;
-    run("sinkhorn jitter", info, 300, LOGITS_RANDOM, 0);
-}
-
 /* Skewed logits: plain top-k piles onto the favoured experts; Sinkhorn spreads the load. */
 static void test_sinkhorn_balances(void) {
     enum { E = 8, T = 512 };
@@ -202,67 +194,6 @@ static void test_sinkhorn_cap_and_inference(void) {
     CHECK(stats.sinkhorn_iterations == 0, "inference ran Sinkhorn");
     CHECK(!memcmp(ids, token_ids, sizeof ids) && !memcmp(weights, token_weights, sizeof weights),
           "inference differs from plain top-k");
-}
-
-/* Logits past max_binding_bytes: the modes' stages read them through device addresses. */
-static void test_modes_through_addresses(void) {
-    moevk_router_info info = base(MOEVK_MODE_SEQUENCE, 8, 2, 700, 16);
-    info.max_binding_bytes = 1024;
-    run("sequence, addresses", info, 700, LOGITS_RANDOM, 1);
-    info.mode = MOEVK_MODE_SINKHORN;
-    run("sinkhorn, addresses", info, 700, LOGITS_RANDOM, 1);
-}
-
-/* ---- EXPERT_CHOICE ---- */
-static void test_expert_choice_random(void) {
-    run_choice("choice", base(MOEVK_MODE_EXPERT_CHOICE, 8, 2, 500, 12), 500, LOGITS_RANDOM);
-    moevk_router_info odd = base(MOEVK_MODE_EXPERT_CHOICE, 13, 1, 1001, 5);
-    odd.capacity_factor = 2.0f;
-    run_choice("choice odd, factor 2", odd, 1001, LOGITS_RANDOM);
-}
-static void test_expert_choice_edges(void) {
-    run_choice("choice masked", base(MOEVK_MODE_EXPERT_CHOICE, 12, 1, 400, 4), 400, LOGITS_MASKED);
-    run_choice("choice nonfinite", base(MOEVK_MODE_EXPERT_CHOICE, 8, 1, 300, 4), 300,
-               LOGITS_NONFINITE);
-    run_choice("choice huge", base(MOEVK_MODE_EXPERT_CHOICE, 6, 1, 200, 0), 200, LOGITS_HUGE);
-    run_choice("choice ties", base(MOEVK_MODE_EXPERT_CHOICE, 6, 1, 300, 3), 300, LOGITS_TIES);
-    run_choice("choice T=0", base(MOEVK_MODE_EXPERT_CHOICE, 8, 1, 16, 4), 0, LOGITS_RANDOM);
-    run_choice("choice T=1", base(MOEVK_MODE_EXPERT_CHOICE, 8, 1, 16, 4), 1, LOGITS_RANDOM);
-    run_choice("choice E=1", base(MOEVK_MODE_EXPERT_CHOICE, 1, 1, 100, 4), 100, LOGITS_RANDOM);
-    moevk_router_info fixed = base(MOEVK_MODE_EXPERT_CHOICE, 16, 1, 700, 0);
-    fixed.capacity_mode = MOEVK_CAPACITY_FIXED;
-    fixed.capacity = 700; /* C = T: every eligible token */
-    run_choice("choice C=T", fixed, 700, LOGITS_RANDOM);
-    fixed.capacity = 0;
-    run_choice("choice C=0", fixed, 700, LOGITS_RANDOM);
-}
-static void test_expert_choice_sigmoid_and_noise(void) {
-    moevk_router_info info = base(MOEVK_MODE_EXPERT_CHOICE, 10, 1, 600, 6);
-    info.score = MOEVK_SCORE_SIGMOID;
-    info.temperature = 0.7f;
-    info.scale = 2.5f;
-    run_choice("choice sigmoid", info, 600, LOGITS_RANDOM);
-    info.score = MOEVK_SCORE_SOFTMAX;
-    info.noise = MOEVK_NOISE_GUMBEL;
-    info.noise_amount = 0.5f;
-    info.noise_seed = 77;
-    run_choice("choice gumbel", info, 600, LOGITS_RANDOM);
-    info.noisy_scores = 1;
-    run_choice("choice gumbel, noisy scores", info, 600, LOGITS_RANDOM);
-}
-static void test_expert_choice_16_bit_rows(void) {
-    moevk_router_info info = base(MOEVK_MODE_EXPERT_CHOICE, 8, 1, 300, 7); /* odd d */
-    info.hidden_type = MOEVK_DTYPE_BF16;
-    run_choice("choice bf16, odd d", info, 300, LOGITS_RANDOM);
-    info.hidden_type = MOEVK_DTYPE_F16;
-    info.hidden_size = 16;
-    run_choice("choice f16", info, 300, LOGITS_RANDOM);
-}
-
-static void test_expert_choice_addresses(void) {
-    moevk_router_info info = base(MOEVK_MODE_EXPERT_CHOICE, 8, 1, 300, 16);
-    info.max_binding_bytes = 1024;
-    run_choice("choice, addresses", info, 300, LOGITS_RANDOM);
 }
 
 /* Equal keys go to the lower token: identical rows, so each expert takes tokens 0 .. C-1. */
@@ -341,31 +272,23 @@ static void test_mode_errors(void) {
     CHECK(losses == MOEVK_ERROR_INVALID_ARGUMENT, "losses in BATCH mode accepted");
 }
 
-static const test_case TESTS[] = {
-    TEST(sequence_random),
-    TEST(sequence_last_one_shorter),
-    TEST(sequence_masked_and_nonfinite_tokens),
-    TEST(sequence_ties_and_huge),
-    TEST(sequence_edges),
-    TEST(sequence_f16_sigmoid_dropless),
-    TEST(sequence_jitter_is_exact),
-    TEST(batch),
+/* The tests written as functions: what a table row cannot say. */
+static const test_case FUNCTIONS[] = {
     TEST(sequence_tokens_share_the_decision),
-    TEST(sinkhorn_random),
-    TEST(sinkhorn_edges),
-    TEST(sinkhorn_with_noise),
     TEST(sinkhorn_balances),
     TEST(sinkhorn_cap_and_inference),
-    TEST(modes_through_addresses),
-    TEST(expert_choice_random),
-    TEST(expert_choice_edges),
-    TEST(expert_choice_sigmoid_and_noise),
-    TEST(expert_choice_16_bit_rows),
-    TEST(expert_choice_addresses),
     TEST(expert_choice_ties_to_the_lower_token),
     TEST(mode_errors),
 };
 
 int main(int argc, char **argv) {
-    return test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc, argv);
+    enum {
+        ROWS = sizeof CASES / sizeof CASES[0],
+        FUNCTION_COUNT = sizeof FUNCTIONS / sizeof FUNCTIONS[0]
+    };
+    test_case tests[ROWS + FUNCTION_COUNT];
+    for (size_t i = 0; i < ROWS; ++i)
+        tests[i] = (test_case){CASES[i].name, NULL, run_routing_case, &CASES[i]};
+    for (size_t i = 0; i < FUNCTION_COUNT; ++i) tests[ROWS + i] = FUNCTIONS[i];
+    return test_main(tests, ROWS + FUNCTION_COUNT, argc, argv);
 }

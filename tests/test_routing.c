@@ -4,62 +4,6 @@
 #include "harness.h"
 #include "route_check.h"
 
-static moevk_router_info base(uint32_t E, uint32_t k, uint32_t T, uint32_t d) {
-    return route_case_info(MOEVK_MODE_TOKEN, E, k, T, d);
-}
-
-/* One case of the table: a router past route_case_info's defaults, and its route. A zero
- * option keeps the default. */
-typedef struct routing_case {
-    const char *name; /* the test's name */
-    uint32_t E, k, max_tokens, d;
-    uint32_t T;
-    logits_pattern pattern;
-    int bias, hidden;
-    moevk_score_func score;
-    int renormalize;
-    float scale, temperature;
-    moevk_dtype logits_type, hidden_type;
-    moevk_capacity_mode capacity_mode;
-    float capacity_factor;
-    int32_t capacity; /* FIXED mode's C */
-    int32_t min_capacity;
-    moevk_drop_policy drop_policy;
-    uint32_t pad_multiple, groups, topk_groups;
-    int addressed; /* reach the large buffers through device addresses (max_binding_bytes) */
-} routing_case;
-
-static moevk_router_info case_info(const routing_case *c) {
-    moevk_router_info info = base(c->E, c->k, c->max_tokens, c->d);
-    info.score = c->score;
-    info.renormalize = c->renormalize;
-    if (c->scale) info.scale = c->scale;
-    if (c->temperature) info.temperature = c->temperature;
-    info.logits_type = c->logits_type;
-    info.hidden_type = c->hidden_type;
-    info.capacity_mode = c->capacity_mode;
-    if (c->capacity_factor) info.capacity_factor = c->capacity_factor;
-    info.capacity = c->capacity;
-    if (c->min_capacity) info.min_capacity = c->min_capacity;
-    info.drop_policy = c->drop_policy;
-    info.pad_multiple = c->pad_multiple;
-    info.num_groups = c->groups;
-    info.topk_groups = c->topk_groups;
-    if (c->addressed) info.max_binding_bytes = 1024;
-    return info;
-}
-
-static void run_case(const void *row) {
-    const routing_case *c = row;
-    route_case check = {.name = c->name,
-                        .info = case_info(c),
-                        .num_tokens = c->T,
-                        .pattern = c->pattern,
-                        .with_bias = c->bias,
-                        .with_hidden = c->hidden};
-    check_route_case(&check);
-}
-
 #define P_RANDOM .pattern = LOGITS_RANDOM
 #define SIZES(e, k_, t_max, d_, t) .E = e, .k = k_, .max_tokens = t_max, .d = d_, .T = t
 
@@ -135,7 +79,7 @@ static const routing_case CASES[] = {
 
 /* A group with the single best expert but a poor second loses to two good pairs. */
 static void test_group_score_is_the_top_two_sum(void) {
-    moevk_router_info info = base(6, 2, 1, 0);
+    moevk_router_info info = route_case_info(MOEVK_MODE_TOKEN, 6, 2, 1, 0);
     info.num_groups = 3;
     info.topk_groups = 2;
     moevk_router *router = NULL;
@@ -170,7 +114,7 @@ int main(int argc, char **argv) {
     };
     test_case tests[ROWS + FUNCTION_COUNT];
     for (size_t i = 0; i < ROWS; ++i)
-        tests[i] = (test_case){CASES[i].name, NULL, run_case, &CASES[i]};
+        tests[i] = (test_case){CASES[i].name, NULL, run_routing_case, &CASES[i]};
     for (size_t i = 0; i < FUNCTION_COUNT; ++i) tests[ROWS + i] = FUNCTIONS[i];
     return test_main(tests, ROWS + FUNCTION_COUNT, argc, argv);
 }
