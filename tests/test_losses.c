@@ -347,54 +347,121 @@ done:
     free(got_std);
 }
 
-static void test_softmax_losses_and_backward(void) {
-    loss_case c = {.name = "softmax",
-                   .info = router_info(16, 2, 200),
-                   .num_tokens = 200,
-                   .loss = all_losses(),
-                   .with_bias = 1,
-                   .with_grad_weights = 1,
-                   .finite_differences = 1};
-    check_loss_case(&c);
-    c.name = "softmax, temperature 0.6, renormalised, scale 2";
-    c.info.temperature = 0.6f;
-    c.info.renormalize = 1;
-    c.info.scale = 2.0f;
-    c.num_tokens = 37;
-    check_loss_case(&c);
-}
+/* One row of the losses' case table: the router and the losses past the defaults (a zero keeps
+ * the default); all_losses() unless `only` names the losses the row takes instead. */
+typedef struct loss_row {
+    const char *name;
+    uint32_t E, k, T;
+    enum { ALL_LOSSES, ONLY_THESE } only;
+    float load_coef, importance_coef, sequence_coef;
+    uint32_t sequence_length;
+    moevk_score_func score;
+    int renormalize;
+    float scale, temperature;
+    moevk_dtype logits_type;
+    moevk_noise_kind noise;
+    float noise_amount;
+    uint64_t noise_seed;
+    int noisy_scores;
+    uint32_t groups, topk_groups;
+    uint32_t learned_d; /* a learned std over hidden states of this size (STD_LEARNED) */
+    float noise_epsilon;
+    int bias, grad_weights;
+    special_rows rows;
+    uint32_t step, layer;
+    int finite_differences;
+    int noise_std; /* STD_ROUTER, STD_PER_EXPERT, STD_LEARNED */
+} loss_row;
 
-static void test_sigmoid_losses_and_backward(void) {
-    loss_case c = {.name = "sigmoid, odd sizes, sequences of 11",
-                   .info = router_info(7, 3, 33),
-                   .num_tokens = 33,
-                   .loss = all_losses(),
-                   .with_bias = 1,
-                   .with_grad_weights = 1,
-                   .finite_differences = 1};
-    c.info.score = MOEVK_SCORE_SIGMOID;
-    c.info.renormalize = 1;
-    c.info.scale = 2.5f;
-    c.info.temperature = 0.7f;
-    c.loss.sequence_coef = 0.2f;
-    c.loss.sequence_length = 11;
-    check_loss_case(&c);
-    c.name = "sigmoid without renormalisation";
-    c.info.renormalize = 0;
-    check_loss_case(&c);
-}
+#define SIZES(e, k_, t) .E = e, .k = k_, .T = t
+#define FD .finite_differences = 1
 
-static void test_sequence_wise_loss(void) {
-    loss_case c = {.name = "sequence-wise, softmax",
-                   .info = router_info(12, 2, 96),
-                   .num_tokens = 96,
-                   .with_grad_weights = 0,
-                   .finite_differences = 1};
-    c.loss.sequence_coef = 1.0f;
-    c.loss.sequence_length = 32;
-    check_loss_case(&c);
-    c.name = "sequence-wise, sequences of one token";
-    c.loss.sequence_length = 1;
+static const loss_row CASES[] = {
+    {"softmax", SIZES(16, 2, 200), .bias = 1, .grad_weights = 1, FD},
+    {"softmax_temperature_renormalised_scaled", SIZES(16, 2, 37), .bias = 1, .grad_weights = 1, FD,
+     .temperature = 0.6f, .renormalize = 1, .scale = 2.0f},
+    {"sigmoid_odd_sizes_sequences_of_11", SIZES(7, 3, 33), .bias = 1, .grad_weights = 1, FD,
+     .score = MOEVK_SCORE_SIGMOID, .renormalize = 1, .scale = 2.5f, .temperature = 0.7f,
+     .sequence_coef = 0.2f, .sequence_length = 11},
+    {"sigmoid_without_renormalisation", SIZES(7, 3, 33), .bias = 1, .grad_weights = 1, FD,
+     .score = MOEVK_SCORE_SIGMOID, .scale = 2.5f, .temperature = 0.7f, .sequence_coef = 0.2f,
+     .sequence_length = 11},
+    {"sequence_wise_softmax", SIZES(12, 2, 96), .only = ONLY_THESE, .sequence_coef = 1.0f,
+     .sequence_length = 32, FD},
+    {"sequence_wise_sequences_of_one_token", SIZES(12, 2, 96), .only = ONLY_THESE,
+     .sequence_coef = 1.0f, .sequence_length = 1, FD},
+    {"load_per_expert_std", SIZES(8, 2, 64), .only = ONLY_THESE, .load_coef = 0.5f,
+     .importance_coef = 0.2f, .noise = MOEVK_NOISE_GAUSSIAN, .noise_seed = 8, .step = 2, FD,
+     .noise_std = STD_PER_EXPERT},
+    {"load_per_expert_std_noisy_scores_sigmoid", SIZES(8, 2, 64), .only = ONLY_THESE,
+     .load_coef = 0.5f, .importance_coef = 0.2f, .noise = MOEVK_NOISE_GAUSSIAN, .noise_seed = 8,
+     .step = 2, FD, .noise_std = STD_PER_EXPERT, .noisy_scores = 1, .score = MOEVK_SCORE_SIGMOID,
+     .grad_weights = 1},
+    {"load_learned_std", SIZES(8, 2, 64), .only = ONLY_THESE, .load_coef = 0.5f,
+     .importance_coef = 0.2f, .noise = MOEVK_NOISE_GAUSSIAN, .noise_seed = 8, .step = 2, FD,
+     .noise_std = STD_LEARNED, .learned_d = 12, .noise_epsilon = 0.05f},
+    {"load_learned_std_noisy_scores", SIZES(8, 2, 64), .only = ONLY_THESE, .load_coef = 0.5f,
+     .importance_coef = 0.2f, .noise = MOEVK_NOISE_GAUSSIAN, .noise_seed = 8, .step = 2, FD,
+     .noise_std = STD_LEARNED, .learned_d = 12, .noise_epsilon = 0.05f, .noisy_scores = 1,
+     .bias = 1},
+    {"load_and_importance_gaussian_noise", SIZES(8, 2, 64), .only = ONLY_THESE, .load_coef = 0.5f,
+     .importance_coef = 0.5f, .bias = 1, .step = 5, .layer = 2, FD, .noise = MOEVK_NOISE_GAUSSIAN,
+     .noise_amount = 0.5f, .noise_seed = 42},
+    {"load_noisy_scores_k_equals_e", SIZES(4, 4, 50), .load_coef = 1.0f, .bias = 1, .step = 5,
+     .layer = 2, FD, .noise = MOEVK_NOISE_GAUSSIAN, .noise_amount = 1.0f, .noisy_scores = 1,
+     .grad_weights = 1},
+    {"group_limited_load_with_gaussian_noise", SIZES(16, 3, 80), .bias = 1, .grad_weights = 1, FD,
+     .groups = 4, .topk_groups = 2, .noise = MOEVK_NOISE_GAUSSIAN, .noise_amount = 0.4f,
+     .load_coef = 0.3f},
+    {"jitter_noisy_scores", SIZES(5, 2, 40), .grad_weights = 1, .step = 9, FD,
+     .noise = MOEVK_NOISE_JITTER, .noise_amount = 0.2f, .noisy_scores = 1},
+    {"one_expert", SIZES(1, 1, 9), .grad_weights = 1, FD, .noise = MOEVK_NOISE_GAUSSIAN,
+     .noise_amount = 0.3f, .load_coef = 1.0f},
+    {"one_token", SIZES(6, 2, 1), .grad_weights = 1, FD},
+    {"zero_tokens", SIZES(6, 2, 0), .grad_weights = 1},
+    {"zero_tokens_per_expert_std_and_its_gradient", SIZES(6, 2, 0), .grad_weights = 1,
+     .noise_std = STD_PER_EXPERT, .noise = MOEVK_NOISE_GAUSSIAN, .load_coef = 0.5f},
+    {"inf_experts_masked_and_nonfinite_rows_ties", SIZES(9, 2, 50), .bias = 1, .grad_weights = 1,
+     .rows = ROWS_AWKWARD, FD},
+    {"huge_logits", SIZES(9, 2, 50), .bias = 1, .grad_weights = 1, .rows = ROWS_HUGE},
+    {"f16_logits", SIZES(9, 2, 50), .bias = 1, .grad_weights = 1, FD,
+     .logits_type = MOEVK_DTYPE_F16},
+};
+
+static void run_loss_row(const void *row) {
+    const loss_row *r = row;
+    loss_case c = {.name = r->name,
+                   .info = router_info(r->E, r->k, r->T),
+                   .num_tokens = r->T,
+                   .with_bias = r->bias,
+                   .with_grad_weights = r->grad_weights,
+                   .rows = r->rows,
+                   .step = r->step,
+                   .layer = r->layer,
+                   .finite_differences = r->finite_differences,
+                   .noise_std = r->noise_std};
+    moevk_loss_info_init(&c.loss);
+    if (r->only == ALL_LOSSES) c.loss = all_losses();
+    if (r->load_coef) c.loss.load_coef = r->load_coef;
+    if (r->importance_coef) c.loss.importance_coef = r->importance_coef;
+    c.loss.sequence_coef = r->sequence_coef;
+    c.loss.sequence_length = r->sequence_length;
+    c.info.score = r->score;
+    c.info.renormalize = r->renormalize;
+    if (r->scale) c.info.scale = r->scale;
+    if (r->temperature) c.info.temperature = r->temperature;
+    c.info.logits_type = r->logits_type;
+    c.info.noise = r->noise;
+    c.info.noise_amount = r->noise_amount;
+    c.info.noise_seed = r->noise_seed;
+    c.info.noisy_scores = r->noisy_scores;
+    c.info.num_groups = r->groups;
+    c.info.topk_groups = r->topk_groups;
+    if (r->learned_d) {
+        c.info.learned_noise = 1;
+        c.info.hidden_size = r->learned_d;
+    }
+    if (r->noise_epsilon) c.info.noise_epsilon = r->noise_epsilon;
     check_loss_case(&c);
 }
 
@@ -436,148 +503,6 @@ static void test_large_sizes(void) {
         } while (near_tie && ++draws < 5 && !test_failed());
         CHECK(!near_tie, "%s: near ties in 5 draws running", c.name);
     }
-}
-
-/* The load loss divides by each (token, expert)'s std: per expert, or learned from the hidden
- * states (softplus(x . W_noise) + epsilon). */
-static void test_load_loss_with_per_expert_and_learned_std(void) {
-    loss_case c = {.name = "load, per-expert std",
-                   .info = router_info(8, 2, 64),
-                   .num_tokens = 64,
-                   .step = 2,
-                   .finite_differences = 1,
-                   .noise_std = STD_PER_EXPERT};
-    c.info.noise = MOEVK_NOISE_GAUSSIAN;
-    c.info.noise_seed = 8;
-    c.loss.load_coef = 0.5f;
-    c.loss.importance_coef = 0.2f;
-    check_loss_case(&c);
-    c.name = "load, per-expert std, noisy scores, sigmoid";
-    c.info.noisy_scores = 1;
-    c.info.score = MOEVK_SCORE_SIGMOID;
-    c.with_grad_weights = 1;
-    check_loss_case(&c);
-    c.name = "load, learned std";
-    c.info.noisy_scores = 0;
-    c.info.score = MOEVK_SCORE_SOFTMAX;
-    c.with_grad_weights = 0;
-    c.noise_std = STD_LEARNED;
-    c.info.learned_noise = 1;
-    c.info.hidden_size = 12;
-    c.info.noise_epsilon = 0.05f;
-    check_loss_case(&c);
-    c.name = "load, learned std, noisy scores";
-    c.info.noisy_scores = 1;
-    c.with_bias = 1;
-    check_loss_case(&c);
-}
-
-static void test_load_loss_with_gaussian_noise(void) {
-    loss_case c = {.name = "load and importance, Gaussian noise",
-                   .info = router_info(8, 2, 64),
-                   .num_tokens = 64,
-                   .with_bias = 1,
-                   .step = 5,
-                   .layer = 2,
-                   .finite_differences = 1};
-    c.info.noise = MOEVK_NOISE_GAUSSIAN;
-    c.info.noise_amount = 0.5f;
-    c.info.noise_seed = 42;
-    c.loss.load_coef = 0.5f;
-    c.loss.importance_coef = 0.5f;
-    check_loss_case(&c);
-    c.name = "load, noisy scores, k = E";
-    c.info = router_info(4, 4, 50);
-    c.info.noise = MOEVK_NOISE_GAUSSIAN;
-    c.info.noise_amount = 1.0f;
-    c.info.noisy_scores = 1;
-    c.num_tokens = 50;
-    c.loss = all_losses();
-    c.loss.load_coef = 1.0f;
-    c.with_grad_weights = 1;
-    check_loss_case(&c);
-}
-
-static void test_group_limited_losses(void) {
-    loss_case c = {.name = "group-limited, load with Gaussian noise",
-                   .info = router_info(16, 3, 80),
-                   .num_tokens = 80,
-                   .loss = all_losses(),
-                   .with_bias = 1,
-                   .with_grad_weights = 1,
-                   .finite_differences = 1};
-    c.info.num_groups = 4;
-    c.info.topk_groups = 2;
-    c.info.noise = MOEVK_NOISE_GAUSSIAN;
-    c.info.noise_amount = 0.4f;
-    c.loss.load_coef = 0.3f;
-    check_loss_case(&c);
-}
-
-static void test_jitter_noisy_scores_backward(void) {
-    loss_case c = {.name = "jitter, noisy scores",
-                   .info = router_info(5, 2, 40),
-                   .num_tokens = 40,
-                   .loss = all_losses(),
-                   .with_grad_weights = 1,
-                   .step = 9,
-                   .finite_differences = 1};
-    c.info.noise = MOEVK_NOISE_JITTER;
-    c.info.noise_amount = 0.2f;
-    c.info.noisy_scores = 1;
-    check_loss_case(&c);
-}
-
-static void test_edge_sizes(void) {
-    loss_case c = {.name = "E = 1",
-                   .info = router_info(1, 1, 9),
-                   .num_tokens = 9,
-                   .loss = all_losses(),
-                   .with_grad_weights = 1,
-                   .finite_differences = 1};
-    c.info.noise = MOEVK_NOISE_GAUSSIAN;
-    c.info.noise_amount = 0.3f;
-    c.loss.load_coef = 1.0f;
-    check_loss_case(&c);
-    loss_case one = {.name = "T = 1",
-                     .info = router_info(6, 2, 1),
-                     .num_tokens = 1,
-                     .loss = all_losses(),
-                     .with_grad_weights = 1,
-                     .finite_differences = 1};
-    check_loss_case(&one);
-    loss_case none = {.name = "T = 0",
-                      .info = router_info(6, 2, 4),
-                      .num_tokens = 0,
-                      .loss = all_losses(),
-                      .with_grad_weights = 1};
-    check_loss_case(&none);
-    none.name = "T = 0, per-expert std and its gradient";
-    none.noise_std = STD_PER_EXPERT;
-    none.info.noise = MOEVK_NOISE_GAUSSIAN;
-    none.loss.load_coef = 0.5f;
-    check_loss_case(&none);
-}
-
-static void test_awkward_rows(void) {
-    loss_case c = {.name = "-inf experts, masked and non-finite rows, ties",
-                   .info = router_info(9, 2, 50),
-                   .num_tokens = 50,
-                   .loss = all_losses(),
-                   .with_bias = 1,
-                   .with_grad_weights = 1,
-                   .rows = ROWS_AWKWARD,
-                   .finite_differences = 1};
-    check_loss_case(&c);
-    c.name = "huge logits";
-    c.rows = ROWS_HUGE;
-    c.finite_differences = 0;
-    check_loss_case(&c);
-    c.name = "f16 logits";
-    c.rows = ROWS_PLAIN;
-    c.info.logits_type = MOEVK_DTYPE_F16;
-    c.finite_differences = 1;
-    check_loss_case(&c);
 }
 
 /* dL/dcombined and expert outputs give dL/dweights_tj = <dL/dcombined_t, expert_out row_tj>. */
@@ -730,20 +655,20 @@ static void test_errors(void) {
 }
 
 int main(int argc, char **argv) {
-    static const test_case tests[] = {
-        TEST(softmax_losses_and_backward),
-        TEST(sigmoid_losses_and_backward),
-        TEST(sequence_wise_loss),
+    /* The table's rows, then the tests written as functions: what a row cannot say. */
+    static const test_case functions[] = {
         TEST(large_sizes),
-        TEST(load_loss_with_gaussian_noise),
-        TEST(load_loss_with_per_expert_and_learned_std),
-        TEST(jitter_noisy_scores_backward),
-        TEST(group_limited_losses),
-        TEST(edge_sizes),
-        TEST(awkward_rows),
         TEST(combine_backward),
         TEST(device_buffers),
         TEST(errors),
     };
-    return test_main(tests, sizeof tests / sizeof tests[0], argc, argv);
+    enum {
+        ROWS = sizeof CASES / sizeof CASES[0],
+        FUNCTIONS = sizeof functions / sizeof functions[0]
+    };
+    test_case tests[ROWS + FUNCTIONS];
+    for (size_t i = 0; i < ROWS; ++i)
+        tests[i] = (test_case){CASES[i].name, NULL, run_loss_row, &CASES[i]};
+    for (size_t i = 0; i < FUNCTIONS; ++i) tests[ROWS + i] = functions[i];
+    return test_main(tests, ROWS + FUNCTIONS, argc, argv);
 }
