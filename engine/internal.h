@@ -263,7 +263,12 @@ typedef enum route_state { ROUTE_NONE, ROUTE_RUN, ROUTE_RECORDED } route_state;
  *   COMBINE_RECORDED  moevk_record_combine (the expert outputs were the application's). */
 typedef enum combine_state { COMBINE_NONE, COMBINE_RUN, COMBINE_RECORDED } combine_state;
 /* The asynchronous call in flight, if any. */
-typedef enum pending_call { PENDING_NONE, PENDING_ROUTE, PENDING_COMBINE } pending_call;
+typedef enum pending_call {
+    PENDING_NONE,
+    PENDING_ROUTE,
+    PENDING_COMBINE,
+    PENDING_LOSSES
+} pending_call;
 
 struct moevk_router {
     moevk_context *context;
@@ -303,6 +308,11 @@ struct moevk_router {
     route_plan pending_params;
     moevk_route_output pending_output; /* as this library's struct */
     moevk_route_stats *pending_stats;  /* the caller's, filled to its struct_size */
+    moevk_losses *pending_losses;      /* the same, for moevk_router_losses_submit */
+    /* The last losses call's info (as this library's struct), for its wait or read, and whether
+     * losses were recorded since the last route (moevk_router_losses_read). */
+    moevk_loss_info losses_info;
+    int losses_recorded;
 };
 
 /* route.c: waits for the router's submitted work and checks the device is alive: what every
@@ -358,6 +368,7 @@ void record_route(moevk_router *router, const route_plan *params, int with_dispa
 void record_combine(moevk_router *router, const route_plan *params);
 /* The losses stage's phases (shaders/losses.comp) that the call needs. */
 typedef struct loss_phases {
+    int counts; /* a recorded route: its valid rows and assignments from the device */
     int thresholds, cv2_slopes, sequences, weights_backward, logits_backward;
     int noise_slope, noise_reduce; /* the gradient of the Gaussian noise's std */
 } loss_phases;
@@ -367,6 +378,22 @@ void record_expert_loss(moevk_router *router, const route_plan *params);
 /* A global memory barrier: everything written before is visible to what follows. */
 void record_barrier(moevk_router *router, VkPipelineStageFlags src_stage, VkAccessFlags src_access,
                     VkPipelineStageFlags dst_stage, VkAccessFlags dst_access);
+
+/* losses.c: the losses' values of a submitted losses call, once waited for. */
+void losses_complete(moevk_router *router);
+
+/* ---- record_external.c: the application's buffers in the kernels' external sets ---- */
+typedef struct external_binding {
+    int binding;
+    const moevk_tensor *tensor; /* NONE: the router's own buffer */
+    VkDeviceSize needed;        /* bytes the stage touches */
+    const char *name;
+} external_binding;
+/* Points the external sets of the kernels that bind each binding at its tensor (a VULKAN one;
+ * checked, NONE or VULKAN only), before writing any. */
+moevk_result external_bind(moevk_router *router, const external_binding *bindings, int count);
+/* Orders the recording after earlier work on the router's own buffers (not the application's). */
+void external_entry_barrier(moevk_router *router, const external_binding *bindings, int count);
 
 /* ---- transfer.c: one call's uploads, downloads and submission ---- */
 

@@ -28,7 +28,7 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
     uint64_t d = info->hidden_size;
     raise_size(&sizes[BINDING_LOSS_ROWS], T * 16);
     raise_size(&sizes[BINDING_LOSS_PARTIALS], router_max_stat_blocks(info) * 2 * E * 4);
-    raise_size(&sizes[BINDING_LOSS_TOTALS], (LOSS_TOTAL_SEQUENCES * E + 2 * T) * 4);
+    raise_size(&sizes[BINDING_LOSS_TOTALS], (LOSS_TOTAL_SEQUENCES * E + 2 * T + 2) * 4);
     raise_size(&sizes[BINDING_SEQ_COUNTS], T * E * 4); /* sequences of length 1 at most */
     raise_size(&sizes[BINDING_GRAD_WEIGHTS], T * k * 4);
     raise_size(&sizes[BINDING_GRAD_LOGITS], T * E * 4);
@@ -48,11 +48,12 @@ const stage_module losses_stage = {.name = "losses",
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
 #define LOSS_KINDS (TENSOR_NONE | TENSOR_HOST | TENSOR_BUFFER)
+#define RECORD_KINDS (TENSOR_NONE | TENSOR_VULKAN)
 
 static int given(const moevk_tensor *tensor) { return tensor->kind != MOEVK_TENSOR_NONE; }
 
 static moevk_result check_losses(const moevk_router *router, const moevk_loss_info *info,
-                                 const moevk_tensor *grad_logits) {
+                                 const moevk_tensor *grad_logits, int recording) {
     moevk_context *context = router->context;
     const route_plan *last = &router->last;
     if (!router->info.losses) REJECT("the router was created without `losses`");
@@ -61,7 +62,11 @@ static moevk_result check_losses(const moevk_router *router, const moevk_loss_in
     if (router->use_addresses)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "losses need the router's buffers within maxStorageBufferRange");
-    if (router->route != ROUTE_RUN) REJECT("losses need a route run by moevk_route first");
+    if (!recording && router->route != ROUTE_RUN)
+        REJECT("losses need a route run by moevk_route first (moevk_router_losses_record follows "
+               "a recorded one)");
+    if (recording && router->route != ROUTE_RECORDED)
+        REJECT("recorded losses need a route recorded by moevk_route_record first");
     const float coefs[6] = {info->aux_coef,  info->z_coef,       info->importance_coef,
                             info->load_coef, info->entropy_coef, info->sequence_coef};
     for (int i = 0; i < 6; ++i)
@@ -88,12 +93,14 @@ static moevk_result check_losses(const moevk_router *router, const moevk_loss_in
         {"grad_logits", grad_logits, T * E * 4},
     };
     for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; ++i) {
-        moevk_result r =
-            tensor_check(context, tensors[i].name, tensors[i].tensor, LOSS_KINDS, tensors[i].bytes);
+        moevk_result r = tensor_check(context, tensors[i].name, tensors[i].tensor,
+                                      recording ? RECORD_KINDS : LOSS_KINDS, tensors[i].bytes);
         if (r != MOEVK_SUCCESS) return r;
     }
-    if (given(&info->grad_combined) && router->combine != COMBINE_RUN)
-        REJECT("grad_combined needs moevk_combine after the route");
+    if (given(&info->grad_combined) &&
+        router->combine != (recording ? COMBINE_RECORDED : COMBINE_RUN))
+        REJECT("grad_combined needs the route's combine (moevk_combine, or "
+               "moevk_combine_record before recorded losses)");
     if (given(&info->grad_noise_std) && !(last->flags & FLAG_NOISE_STD_PER_EXPERT))
         REJECT("grad_noise_std needs a route given noise_std (Gaussian noise per expert)");
     if (given(&info->grad_noise_weights) && !(last->flags & FLAG_NOISE_STD_LEARNED))
@@ -122,7 +129,7 @@ static void fill_losses(const moevk_router *router, const moevk_loss_info *info,
     losses->aux = stats.aux_loss;
     losses->z = stats.z_loss;
     losses->entropy = stats.entropy;
-    if (router->last_valid_rows > 0) {
+    if (last->num_tokens > stats.nonfinite_rows + stats.masked_rows) { /* valid rows */
         losses->importance = cv2(loss_totals + LOSS_TOTAL_IMPORTANCE * E, E);
         if (info->load_coef != 0.0f) losses->load = cv2(loss_totals + LOSS_TOTAL_LOAD * E, E);
     }
@@ -137,49 +144,82 @@ static void fill_losses(const moevk_router *router, const moevk_loss_info *info,
                     info->entropy_coef * losses->entropy + info->sequence_coef * losses->sequence;
 }
 
-moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *caller_info,
-                                 moevk_losses *caller_losses, moevk_tensor grad_logits) {
-    if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
+/* One losses call, planned: the caller's info as this library's struct, the push constants'
+ * plan and the phases to record. */
+typedef struct losses_call {
+    moevk_loss_info info;
+    moevk_tensor grad_logits;
+    route_plan params;
+    loss_phases phases;
+} losses_call;
+
+static moevk_result plan_losses(moevk_router *router, const moevk_loss_info *caller_info,
+                                moevk_tensor grad_logits, int recording, losses_call *call) {
     moevk_context *context = router->context;
     moevk_result r = router_settle(router);
     if (r != MOEVK_SUCCESS) return r;
     if (!caller_info) REJECT("info must not be NULL");
-    moevk_loss_info full;
-    moevk_loss_info_init(&full);
-    r = SIZED_READ(context, moevk_loss_info, caller_info, &full);
-    if (r == MOEVK_SUCCESS) r = check_losses(router, &full, &grad_logits);
+    moevk_loss_info_init(&call->info);
+    r = SIZED_READ(context, moevk_loss_info, caller_info, &call->info);
+    if (r == MOEVK_SUCCESS) r = check_losses(router, &call->info, &grad_logits, recording);
     if (r != MOEVK_SUCCESS) return r;
-    const moevk_loss_info *info = &full;
+    const moevk_loss_info *info = &call->info;
+    call->grad_logits = grad_logits;
+    route_plan *params = &call->params;
+    *params = router->last;
+    params->aux_coef = info->aux_coef;
+    params->z_coef = info->z_coef;
+    params->importance_coef = info->importance_coef;
+    params->load_coef = info->load_coef;
+    params->entropy_coef = info->entropy_coef;
+    params->sequence_coef = info->sequence_coef;
+    params->sequence_length = info->sequence_coef != 0.0f ? info->sequence_length : 1;
+    params->valid_rows = router->last_valid_rows;
+    params->assignments = (uint32_t)router->last_assignments;
+    params->token_chunk = 0;
+    /* A recorded route's statistics are on the device alone: the losses read them there. */
+    if (recording) params->flags |= FLAG_COUNTS_ON_DEVICE;
+    int grad_combined = given(&info->grad_combined);
+    if (given(&info->grad_weights)) params->flags |= FLAG_GRAD_WEIGHTS;
+    if (grad_combined) params->flags |= FLAG_GRAD_COMBINED;
+    int grad_noise = given(&info->grad_noise_std) || given(&info->grad_noise_weights);
+    if (grad_noise) params->flags |= FLAG_GRAD_NOISE;
+    int logits_backward = given(&grad_logits) || grad_noise;
+    call->phases = (loss_phases){
+        .counts = recording,
+        .thresholds = info->load_coef != 0.0f,
+        .cv2_slopes = logits_backward && (info->importance_coef != 0.0f || info->load_coef != 0.0f),
+        .sequences = info->sequence_coef != 0.0f,
+        .weights_backward = grad_combined,
+        .logits_backward = logits_backward,
+        .noise_slope = given(&info->grad_noise_weights),
+        .noise_reduce = grad_noise};
+    return MOEVK_SUCCESS;
+}
+
+/* The phases, and the std's zero gradient when no phase runs. */
+static void record_call(moevk_router *router, const losses_call *call) {
+    record_losses(router, &call->params, &call->phases);
+    int grad_noise = given(&call->info.grad_noise_std) || given(&call->info.grad_noise_weights);
+    if (call->params.num_tokens == 0 && grad_noise) {
+        router->context->vk.vkCmdFillBuffer(
+            router->recording, router->buffers[BINDING_GRAD_NOISE].buffer, 0, VK_WHOLE_SIZE, 0);
+        record_barrier(router, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                       VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                       VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_SHADER_READ_BIT);
+    }
+}
+
+moevk_result moevk_router_losses_submit(moevk_router *router, const moevk_loss_info *caller_info,
+                                        moevk_losses *caller_losses, moevk_tensor grad_logits) {
+    if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
+    losses_call call;
+    moevk_result r = plan_losses(router, caller_info, grad_logits, 0, &call);
+    if (r != MOEVK_SUCCESS) return r;
+    const moevk_loss_info *info = &call.info;
     const moevk_router_info *options = &router->info;
     uint64_t E = options->num_experts, k = options->top_k, d = options->hidden_size;
-    route_plan params = router->last;
-    uint64_t T = params.num_tokens;
-    params.aux_coef = info->aux_coef;
-    params.z_coef = info->z_coef;
-    params.importance_coef = info->importance_coef;
-    params.load_coef = info->load_coef;
-    params.entropy_coef = info->entropy_coef;
-    params.sequence_coef = info->sequence_coef;
-    params.sequence_length = info->sequence_coef != 0.0f ? info->sequence_length : 1;
-    params.valid_rows = router->last_valid_rows;
-    params.assignments = (uint32_t)router->last_assignments;
-    params.token_chunk = 0;
-    int grad_weights = given(&info->grad_weights);
-    int grad_combined = given(&info->grad_combined);
-    if (grad_weights) params.flags |= FLAG_GRAD_WEIGHTS;
-    if (grad_combined) params.flags |= FLAG_GRAD_COMBINED;
-    int grad_noise = given(&info->grad_noise_std) || given(&info->grad_noise_weights);
-    if (grad_noise) params.flags |= FLAG_GRAD_NOISE;
-    int logits_backward = given(&grad_logits) || grad_noise;
-    loss_phases phases = {.thresholds = info->load_coef != 0.0f,
-                          .cv2_slopes = logits_backward &&
-                                        (info->importance_coef != 0.0f || info->load_coef != 0.0f),
-                          .sequences = info->sequence_coef != 0.0f,
-                          .weights_backward = grad_combined,
-                          .logits_backward = logits_backward,
-                          .noise_slope = given(&info->grad_noise_weights),
-                          .noise_reduce = grad_noise};
-
+    uint64_t T = call.params.num_tokens;
     transfer_plan *plan = &router->pending_plan;
     r = transfer_begin(plan, router);
     if (r != MOEVK_SUCCESS) return r;
@@ -187,40 +227,112 @@ moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *ca
     tensor_upload(plan, BINDING_GRAD_COMBINED, &info->grad_combined,
                   T * d * dtype_bytes(options->hidden_type));
     transfer_uploads_done(plan);
-    record_losses(router, &params, &phases);
-    if (T == 0 && grad_noise) { /* no phase ran: the std's gradient is zero */
-        context->vk.vkCmdFillBuffer(router->recording, router->buffers[BINDING_GRAD_NOISE].buffer,
-                                    0, VK_WHOLE_SIZE, 0);
-        record_barrier(router, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                       VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                       VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_SHADER_READ_BIT);
-    }
-    if (grad_logits.kind == MOEVK_TENSOR_BUFFER)
-        tensor_download(plan, BINDING_GRAD_LOGITS, 0, &grad_logits, T * E * 4);
-    if (info->grad_noise_std.kind == MOEVK_TENSOR_BUFFER)
-        tensor_download(plan, BINDING_GRAD_NOISE, 0, &info->grad_noise_std, E * 4);
-    if (info->grad_noise_weights.kind == MOEVK_TENSOR_BUFFER)
-        tensor_download(plan, BINDING_GRAD_NOISE, 0, &info->grad_noise_weights, d * E * 4);
-    if (grad_logits.kind == MOEVK_TENSOR_HOST)
-        tensor_download(plan, BINDING_GRAD_LOGITS, 0, &grad_logits, T * E * 4);
+    record_call(router, &call);
+    /* Device outputs first, copied on the device; then the host's, copied out at the wait. */
+    const struct {
+        int binding;
+        const moevk_tensor *tensor;
+        uint64_t bytes;
+    } outputs[] = {{BINDING_GRAD_LOGITS, &call.grad_logits, T * E * 4},
+                   {BINDING_GRAD_NOISE, &info->grad_noise_std, E * 4},
+                   {BINDING_GRAD_NOISE, &info->grad_noise_weights, d * E * 4}};
+    for (size_t i = 0; i < sizeof outputs / sizeof outputs[0]; ++i)
+        if (outputs[i].tensor->kind == MOEVK_TENSOR_BUFFER)
+            tensor_download(plan, outputs[i].binding, 0, outputs[i].tensor, outputs[i].bytes);
+    for (size_t i = 0; i < sizeof outputs / sizeof outputs[0]; ++i)
+        if (outputs[i].tensor->kind == MOEVK_TENSOR_HOST)
+            tensor_download(plan, outputs[i].binding, 0, outputs[i].tensor, outputs[i].bytes);
     transfer_download(plan, BINDING_LOSS_TOTALS, NULL, (LOSS_TOTAL_SEQUENCES * E + T) * 4);
     transfer_download(plan, BINDING_EXPERT_INFO, NULL, (3 * E + 1) * 4);
     transfer_download(plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
-    if (info->grad_noise_std.kind == MOEVK_TENSOR_HOST)
-        tensor_download(plan, BINDING_GRAD_NOISE, 0, &info->grad_noise_std, E * 4);
-    if (info->grad_noise_weights.kind == MOEVK_TENSOR_HOST)
-        tensor_download(plan, BINDING_GRAD_NOISE, 0, &info->grad_noise_weights, d * E * 4);
     r = transfer_submit(plan);
-    if (r == MOEVK_SUCCESS) r = transfer_complete(plan, UINT64_MAX);
     if (r != MOEVK_SUCCESS) return r;
-    if (caller_losses) {
+    router->pending = PENDING_LOSSES;
+    router->pending_losses = caller_losses;
+    router->losses_info = call.info;
+    return MOEVK_SUCCESS;
+}
+
+void losses_complete(moevk_router *router) {
+    const transfer_plan *plan = &router->pending_plan;
+    if (!router->pending_losses) return;
+    moevk_losses losses;
+    fill_losses(router, &router->losses_info, transfer_downloaded(plan, BINDING_LOSS_TOTALS),
+                transfer_downloaded(plan, BINDING_EXPERT_INFO),
+                transfer_downloaded(plan, BINDING_STAT_TOTALS), &losses);
+    SIZED_WRITE(moevk_losses, router->pending_losses, &losses);
+}
+
+moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *info,
+                                 moevk_losses *losses, moevk_tensor grad_logits) {
+    moevk_result r = moevk_router_losses_submit(router, info, losses, grad_logits);
+    return r == MOEVK_SUCCESS ? moevk_router_wait(router, UINT64_MAX) : r;
+}
+
+moevk_result moevk_router_losses_record(moevk_router *router, VkCommandBuffer command_buffer,
+                                        const moevk_loss_info *caller_info,
+                                        moevk_tensor grad_logits) {
+    if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_context *context = router->context;
+    if (!command_buffer) REJECT("command_buffer must not be NULL");
+    losses_call call;
+    moevk_result r = plan_losses(router, caller_info, grad_logits, 1, &call);
+    if (r != MOEVK_SUCCESS) return r;
+    const moevk_loss_info *info = &call.info;
+    if (given(&info->grad_noise_std) || given(&info->grad_noise_weights))
+        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
+                            "the std's gradient needs a std a recorded route cannot take (per "
+                            "expert, or learned): use moevk_router_losses");
+    const moevk_router_info *options = &router->info;
+    uint64_t T = call.params.num_tokens, E = options->num_experts, k = options->top_k;
+    uint64_t d = options->hidden_size;
+    external_binding bindings[] = {
+        {BINDING_GRAD_WEIGHTS, &info->grad_weights, T * k * 4, "grad_weights"},
+        {BINDING_GRAD_COMBINED, &info->grad_combined, T * d * dtype_bytes(options->hidden_type),
+         "grad_combined"},
+        {BINDING_GRAD_LOGITS, &call.grad_logits, T * E * 4, "grad_logits"},
+    };
+    r = external_bind(router, bindings, 3);
+    if (r != MOEVK_SUCCESS) return r;
+    router->recording = command_buffer;
+    router->recording_external = 1;
+    router->bound_kernel = NO_KERNEL_BOUND;
+    external_entry_barrier(router, bindings, 3);
+    record_call(router, &call);
+    router->losses_info = call.info;
+    router->losses_recorded = 1;
+    return MOEVK_SUCCESS;
+}
+
+moevk_result moevk_router_losses_read(moevk_router *router, moevk_losses *caller_losses) {
+    if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_context *context = router->context;
+    if (!caller_losses) REJECT("losses must not be NULL");
+    moevk_result r = router_settle(router);
+    if (r != MOEVK_SUCCESS) return r;
+    if (!router->losses_recorded) REJECT("no losses have been recorded since the last route");
+    uint32_t E = router->info.num_experts, T = router->last.num_tokens;
+    /* Sized for the largest router moevk takes: T up to max_tokens is read from the buffer. */
+    uint32_t expert_info[3 * MOEVK_MAX_EXPERTS + 1];
+    float stat_totals[MOEVK_MAX_EXPERTS + STAT_SCALARS];
+    uint64_t totals_bytes = ((uint64_t)LOSS_TOTAL_SEQUENCES * E + T) * 4;
+    float *loss_totals = context_alloc(context, totals_bytes);
+    if (!loss_totals) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "loss totals");
+    r = gpu_buffer_host_copy(context, &router->buffers[BINDING_LOSS_TOTALS], 0, loss_totals,
+                             totals_bytes, 0);
+    if (r == MOEVK_SUCCESS)
+        r = gpu_buffer_host_copy(context, &router->buffers[BINDING_EXPERT_INFO], 0, expert_info,
+                                 (3 * (uint64_t)E + 1) * 4, 0);
+    if (r == MOEVK_SUCCESS)
+        r = gpu_buffer_host_copy(context, &router->buffers[BINDING_STAT_TOTALS], 0, stat_totals,
+                                 ((uint64_t)E + STAT_SCALARS) * 4, 0);
+    if (r == MOEVK_SUCCESS) {
         moevk_losses losses;
-        fill_losses(router, info, transfer_downloaded(plan, BINDING_LOSS_TOTALS),
-                    transfer_downloaded(plan, BINDING_EXPERT_INFO),
-                    transfer_downloaded(plan, BINDING_STAT_TOTALS), &losses);
+        fill_losses(router, &router->losses_info, loss_totals, expert_info, stat_totals, &losses);
         SIZED_WRITE(moevk_losses, caller_losses, &losses);
     }
-    return MOEVK_SUCCESS;
+    host_free(context->allocator, loss_totals);
+    return r;
 }
 
 /* The call's phases of the losses stage, each with its grid; a barrier between any two. */
@@ -234,6 +346,7 @@ void record_losses(moevk_router *router, const route_plan *params, const loss_ph
         int runs;
         uint32_t phase, groups, dispatches;
     } plan[] = {
+        {phases->counts, LOSS_PHASE_COUNTS, 1, 1},
         {phases->thresholds, LOSS_PHASE_THRESHOLDS, grid_for(router, params->num_tokens), 1},
         {1, LOSS_PHASE_PARTIALS, params->stat_blocks, 1},
         {1, LOSS_PHASE_COLUMNS, 2 * params->num_experts, 1},

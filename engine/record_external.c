@@ -8,17 +8,9 @@
 
 #define RECORD_KINDS (TENSOR_NONE | TENSOR_VULKAN)
 
-typedef struct external_binding {
-    int binding;
-    const moevk_tensor *tensor;
-    VkDeviceSize needed; /* bytes the stage touches */
-    const char *name;
-} external_binding;
-
 /* Points the kernels' external sets at the application's buffers (a binding given no buffer
  * goes back to the router's own); checks every tensor before writing any. */
-static moevk_result bind_external(moevk_router *router, const external_binding *bindings,
-                                  int count) {
+moevk_result external_bind(moevk_router *router, const external_binding *bindings, int count) {
     moevk_context *context = router->context;
     VkDescriptorBufferInfo infos[8];
     for (int i = 0; i < count; ++i) {
@@ -40,7 +32,7 @@ static moevk_result bind_external(moevk_router *router, const external_binding *
 /* Orders this recording after earlier work on the queue that used the router's own buffers:
  * buffer barriers on those alone, so that the application's buffers stay the application's to
  * synchronise. */
-static void entry_barrier(moevk_router *router, const external_binding *bindings, int count) {
+void external_entry_barrier(moevk_router *router, const external_binding *bindings, int count) {
     VkBufferMemoryBarrier barriers[BINDING_COUNT];
     uint32_t n = 0;
     for (int b = 0; b < BINDING_COUNT; ++b) {
@@ -130,16 +122,19 @@ moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_bu
          "dispatched"},
         {BINDING_ROUTER_WEIGHTS, &info->router_weights, d * E * 4, "router_weights"},
     };
-    r = bind_external(router, bindings, 5);
+    r = external_bind(router, bindings, 5);
     if (r != MOEVK_SUCCESS) return r;
     router->recording = command_buffer;
     router->recording_external = 1;
     router->bound_kernel = NO_KERNEL_BOUND;
-    entry_barrier(router, bindings, 5);
+    external_entry_barrier(router, bindings, 5);
     record_route(router, &params, with_hidden);
     router->last = params;
     router->route = ROUTE_RECORDED;
     router->combine = COMBINE_NONE;
+    router->losses_recorded = 0;
+    /* For the load loss, which divides by the std: the router's (no per-expert std here). */
+    router->last_noise_std_positive = params.noise_amount > 0.0f;
     return MOEVK_SUCCESS;
 }
 
@@ -162,12 +157,12 @@ moevk_result moevk_combine_record(moevk_router *router, VkCommandBuffer command_
         {BINDING_EXPERT_OUT, &expert_out, params->dispatched_rows * row, "expert_out"},
         {BINDING_COMBINED, &combined, params->num_tokens * row, "combined"},
     };
-    moevk_result r = bind_external(router, bindings, 2);
+    moevk_result r = external_bind(router, bindings, 2);
     if (r != MOEVK_SUCCESS) return r;
     router->recording = command_buffer;
     router->recording_external = 1;
     router->bound_kernel = NO_KERNEL_BOUND;
-    entry_barrier(router, bindings, 2);
+    external_entry_barrier(router, bindings, 2);
     record_combine(router, params);
     router->combine = COMBINE_RECORDED;
     return MOEVK_SUCCESS;

@@ -254,6 +254,10 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
         router->combine = COMBINE_RUN;
         return MOEVK_SUCCESS;
     }
+    if (kind == PENDING_LOSSES) {
+        losses_complete(router);
+        return MOEVK_SUCCESS;
+    }
     const moevk_route_output *output = &router->pending_output;
     route_plan params = router->pending_params;
     uint64_t E = router->info.num_experts, d = router->info.hidden_size;
@@ -274,6 +278,7 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
     router->last = params;
     router->route = ROUTE_RUN;
     router->combine = COMBINE_NONE;
+    router->losses_recorded = 0;
     router->last_assignments = stats.assignments;
     router->last_valid_rows = params.num_tokens - stats.nonfinite_rows - stats.masked_rows;
     return MOEVK_SUCCESS;

@@ -685,6 +685,25 @@ static inline void moevk_losses_init(moevk_losses *losses) { MOEVK_INIT_STRUCT_(
  * buffers by device address), DEVICE_LOST, VULKAN. */
 MOEVK_API moevk_result moevk_router_losses(moevk_router *router, const moevk_loss_info *info,
                                            moevk_losses *losses, moevk_tensor grad_logits);
+/* moevk_router_losses without waiting: records and submits, then returns; losses and the host
+ * outputs are written by moevk_router_wait (keep them valid until it has returned SUCCESS). */
+MOEVK_API moevk_result moevk_router_losses_submit(moevk_router *router,
+                                                  const moevk_loss_info *info,
+                                                  moevk_losses *losses, moevk_tensor grad_logits);
+/* Records the losses of the last recorded route (moevk_route_record, and moevk_combine_record
+ * for grad_combined) into the application's command buffer: grad_weights, grad_combined and
+ * grad_logits are VULKAN tensors (the std's gradients are not taken: a recorded route has no
+ * std of its own to upload). The route's valid rows and assignment count are read on the device.
+ * The same synchronisation rules as moevk_route_record; read the values afterwards with
+ * moevk_router_losses_read. */
+MOEVK_API moevk_result moevk_router_losses_record(moevk_router *router,
+                                                  VkCommandBuffer command_buffer,
+                                                  const moevk_loss_info *info,
+                                                  moevk_tensor grad_logits);
+/* After the command buffer holding moevk_router_losses_record has completed: the loss values.
+ * Errors: INVALID_ARGUMENT (nothing recorded since the last route), OUT_OF_HOST_MEMORY,
+ * DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_router_losses_read(moevk_router *router, moevk_losses *losses);
 
 /* The per-expert loss of the router's last route (run, or recorded and executed): for each
  * expert, the mean of a caller's per-token loss [T] f32 (HOST or BUFFER) over the tokens whose

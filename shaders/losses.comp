@@ -222,14 +222,36 @@ void cv2_slopes_of(uint values, uint slopes) {
         loss_totals[slopes + e] = cv2_slope(loss_totals[values + e], mean, variance);
 }
 
+// The valid rows and the route's assignments before drops: the host's, or for a recorded route
+// (whose statistics only the device holds) what LOSS_PHASE_COUNTS left after the totals.
+uint counts_at() { return LOSS_TOTAL_SEQUENCES * P.num_experts + 2u * P.num_tokens; }
+float valid_row_count() {
+    return (P.flags & FLAG_COUNTS_ON_DEVICE) != 0u ? loss_totals[counts_at()]
+                                                   : float(P.valid_rows);
+}
+uint assignment_count() {
+    return (P.flags & FLAG_COUNTS_ON_DEVICE) != 0u ? floatBitsToUint(loss_totals[counts_at() + 1u])
+                                                   : P.assignments;
+}
+// LOSS_PHASE_COUNTS (one invocation): the counts a run route's host knows, from the device.
+void write_counts() {
+    if (gl_GlobalInvocationID.x != 0u) return;
+    uint E = P.num_experts, assignments = 0u;
+    for (uint e = 0u; e < E; ++e) assignments += expert_info[e];
+    uint invalid = uint(stat_totals[E + STAT_NONFINITE]) + uint(stat_totals[E + STAT_MASKED]);
+    loss_totals[counts_at()] = float(P.num_tokens - invalid);
+    loss_totals[counts_at() + 1u] = uintBitsToFloat(assignments);
+}
+
 // dL/dp_te of the losses that read the whole routing distribution (balancing, entropy,
 // sequence-wise), p normalised over the experts.
 float dense_slope(uint token, uint expert, float p) {
-    float valid = float(P.valid_rows);
+    float valid = valid_row_count();
     float E = float(P.num_experts);
     float slope = 0.0;
-    if (P.aux_coef != 0.0 && P.assignments > 0u)
-        slope += P.aux_coef * E * float(expert_info[expert]) / float(P.assignments) / valid;
+    uint assignments = assignment_count();
+    if (P.aux_coef != 0.0 && assignments > 0u)
+        slope += P.aux_coef * E * float(expert_info[expert]) / float(assignments) / valid;
     if (P.entropy_coef != 0.0 && p > 0.0) slope -= P.entropy_coef * (log(p) + 1.0) / valid;
     if (P.sequence_coef != 0.0) {
         float S = float(P.sequence_length);
@@ -325,7 +347,7 @@ void logits_backward(uint token) {
             // The std moves the noisy scores by the sample: d noisy / d std = n.
             if (grad_noise_wanted() && noisy_scores) grad_std = grad_s * gaussian_sample(token, e);
             if (P.z_coef != 0.0)
-                grad += P.z_coef * 2.0 / float(P.valid_rows) * stats.z * exp(logit - stats.z);
+                grad += P.z_coef * 2.0 / valid_row_count() * stats.z * exp(logit - stats.z);
             if (P.load_coef != 0.0) {
                 bool in_top_k = selected(token, e);
                 float z = load_z(token, e, thresholds, in_top_k);
@@ -399,6 +421,8 @@ void main() {
     } else if (P.phase == LOSS_PHASE_NOISE_SLOPE) {
         for (uint i = gl_GlobalInvocationID.x; i < P.num_tokens * P.num_experts; i += stride)
             noise_slope_of(i);
+    } else if (P.phase == LOSS_PHASE_COUNTS) {
+        write_counts();
     } else {
         uint results = learned_std() ? P.hidden_size * P.num_experts : P.num_experts;
         for (uint i = gl_GlobalInvocationID.x; i < results; i += stride) noise_reduce(i);

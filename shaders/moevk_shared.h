@@ -121,7 +121,8 @@
 #define FLAG_NOISE_STD_PER_EXPERT 2048u /* Gaussian std from noise_std [E] */
 #define FLAG_NOISE_STD_LEARNED 4096u    /* Gaussian std from noise_std [T, E] (noise_std.comp) */
 #define FLAG_GRAD_NOISE 8192u
-#define FLAG_PROJECT_LOGITS 16384u /* the route computes its logits (router_projection.comp) */ /* losses: the gradient with respect to the Gaussian noise's std */
+#define FLAG_PROJECT_LOGITS 16384u /* the route computes its logits (router_projection.comp) */
+#define FLAG_COUNTS_ON_DEVICE 32768u /* losses: the valid rows and assignments from the device */ /* losses: the gradient with respect to the Gaussian noise's std */
 
 /* Phases of the losses stage (shaders/losses.comp), in the order they run. */
 #define LOSS_PHASE_THRESHOLDS 0u
@@ -135,10 +136,12 @@
 #define LOSS_PHASE_LOGITS_BACKWARD 8u
 #define LOSS_PHASE_NOISE_SLOPE 9u   /* learned std: dL/dstd times softplus' (x . W_noise) */
 #define LOSS_PHASE_NOISE_REDUCE 10u /* dL/dnoise_std [E] or dL/dW_noise [d, E], by TOKEN_CHUNK */
+#define LOSS_PHASE_COUNTS 11u /* a recorded route: its valid rows and assignments (first) */
 
 /* Offsets in the losses' totals (BINDING_LOSS_TOTALS), in units of E floats; then the
- * sequences' totals [T / S] from LOSS_TOTAL_SEQUENCES * E, and each token's sequence-loss term
- * [T] from LOSS_TOTAL_SEQUENCES * E + T. */
+ * sequences' totals [T / S] from LOSS_TOTAL_SEQUENCES * E, each token's sequence-loss term
+ * [T] from LOSS_TOTAL_SEQUENCES * E + T, and from LOSS_TOTAL_SEQUENCES * E + 2T a recorded
+ * route's valid rows (float) and assignments (uint bits) (LOSS_PHASE_COUNTS). */
 #define LOSS_TOTAL_IMPORTANCE 0u
 #define LOSS_TOTAL_LOAD 1u
 #define LOSS_TOTAL_IMPORTANCE_SLOPE 2u

@@ -141,3 +141,21 @@ size_t read_text_file(const char *path, char *text, size_t size) {
     text[n] = 0;
     return n;
 }
+
+int test_main_with_table(const void *rows, size_t row_count, size_t row_size,
+                         void (*run_row)(const void *row), const test_case *functions,
+                         size_t function_count, int argc, char **argv) {
+    test_case *tests = calloc(row_count + function_count, sizeof *tests);
+    if (!tests) {
+        printf("out of memory\n0 passed, 1 failed\n");
+        return 1;
+    }
+    for (size_t i = 0; i < row_count; ++i) {
+        const void *row = (const char *)rows + i * row_size;
+        tests[i] = (test_case){*(const char *const *)row, NULL, run_row, row};
+    }
+    for (size_t i = 0; i < function_count; ++i) tests[row_count + i] = functions[i];
+    int result = test_main(tests, row_count + function_count, argc, argv);
+    free(tests);
+    return result;
+}

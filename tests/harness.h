@@ -29,6 +29,11 @@ void test_fail(const char *file, int line, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
 int test_failed(void);
 int test_main(const test_case *tests, size_t count, int argc, char **argv);
+/* test_main over a case table and the tests written as functions: each row (of row_size bytes,
+ * its first member the test's name, a const char *) runs as run_row(row), then the functions. */
+int test_main_with_table(const void *rows, size_t row_count, size_t row_size,
+                         void (*run_row)(const void *row), const test_case *functions,
+                         size_t function_count, int argc, char **argv);
 
 #define CHECK(condition, ...)                                                                      \
     do {                                                                                           \

@@ -589,6 +589,41 @@ static void test_device_buffers(void) {
     moevk_router_destroy(router);
 }
 
+/* The asynchronous call gives what the waiting one does, once waited for. */
+static void test_submitted_losses_match_the_call(void) {
+    const uint32_t T = 60, E = 8, K = 2;
+    moevk_router_info info = router_info(E, K, T);
+    info.noise = MOEVK_NOISE_GAUSSIAN;
+    info.noise_amount = 0.3f;
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    float logits[60 * 8], grad_weights[60 * 2], grad[60 * 8], grad_submitted[60 * 8];
+    for (uint32_t i = 0; i < T * E; ++i) logits[i] = 2.0f * rng_normal();
+    for (uint32_t i = 0; i < T * K; ++i) grad_weights[i] = rng_normal();
+    moevk_route_input input = {.num_tokens = T, .logits = moevk_host_tensor(logits)};
+    moevk_route_output output = {0};
+    CHECK_OK(moevk_route(router, &input, &output));
+    moevk_loss_info loss = all_losses();
+    loss.load_coef = 0.5f;
+    loss.grad_weights = moevk_host_tensor(grad_weights);
+    moevk_losses waited, submitted;
+    moevk_losses_init(&waited);
+    moevk_losses_init(&submitted);
+    memset(grad_submitted, 0, sizeof grad_submitted);
+    moevk_result r = moevk_router_losses(router, &loss, &waited, moevk_host_tensor(grad));
+    if (r == MOEVK_SUCCESS)
+        r = moevk_router_losses_submit(router, &loss, &submitted,
+                                       moevk_host_tensor(grad_submitted));
+    double before_wait = submitted.total;
+    if (r == MOEVK_SUCCESS) r = moevk_router_wait(router, UINT64_MAX);
+    moevk_router_destroy(router);
+    CHECK(r == MOEVK_SUCCESS, "-> %s (%s)", moevk_result_string(r),
+          moevk_context_last_error(test_context()));
+    CHECK(before_wait == 0.0, "the losses were written before the wait");
+    CHECK(!memcmp(&waited, &submitted, sizeof waited), "the losses differ");
+    CHECK(!memcmp(grad, grad_submitted, sizeof grad), "dL/dlogits differs");
+}
+
 static void test_errors(void) {
     moevk_context *context = test_context();
     moevk_router_info info = router_info(4, 2, 8);
@@ -657,18 +692,11 @@ static void test_errors(void) {
 int main(int argc, char **argv) {
     /* The table's rows, then the tests written as functions: what a row cannot say. */
     static const test_case functions[] = {
-        TEST(large_sizes),
-        TEST(combine_backward),
-        TEST(device_buffers),
+        TEST(large_sizes),    TEST(combine_backward),
+        TEST(device_buffers), TEST(submitted_losses_match_the_call),
         TEST(errors),
     };
-    enum {
-        ROWS = sizeof CASES / sizeof CASES[0],
-        FUNCTIONS = sizeof functions / sizeof functions[0]
-    };
-    test_case tests[ROWS + FUNCTIONS];
-    for (size_t i = 0; i < ROWS; ++i)
-        tests[i] = (test_case){CASES[i].name, NULL, run_loss_row, &CASES[i]};
-    for (size_t i = 0; i < FUNCTIONS; ++i) tests[ROWS + i] = functions[i];
-    return test_main(tests, ROWS + FUNCTIONS, argc, argv);
+    return test_main_with_table(CASES, sizeof CASES / sizeof CASES[0], sizeof CASES[0],
+                                run_loss_row, functions, sizeof functions / sizeof functions[0],
+                                argc, argv);
 }

@@ -204,13 +204,6 @@ static const test_case FUNCTIONS[] = {
 };
 
 int main(int argc, char **argv) {
-    enum {
-        ROWS = sizeof CASES / sizeof CASES[0],
-        FUNCTION_COUNT = sizeof FUNCTIONS / sizeof FUNCTIONS[0]
-    };
-    test_case tests[ROWS + FUNCTION_COUNT];
-    for (size_t i = 0; i < ROWS; ++i)
-        tests[i] = (test_case){CASES[i].name, NULL, run_case, &CASES[i]};
-    for (size_t i = 0; i < FUNCTION_COUNT; ++i) tests[ROWS + i] = FUNCTIONS[i];
-    return test_main(tests, ROWS + FUNCTION_COUNT, argc, argv);
+    return test_main_with_table(CASES, sizeof CASES / sizeof CASES[0], sizeof CASES[0], run_case,
+                                FUNCTIONS, sizeof FUNCTIONS / sizeof FUNCTIONS[0], argc, argv);
 }

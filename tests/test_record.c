@@ -210,6 +210,82 @@ static void test_expert_choice_recorded(void) { check_recorded(MOEVK_MODE_EXPERT
 /* W_router from the application's buffer: the logits are projected into the router's own. */
 static void test_router_projection_recorded(void) { check_recorded(MOEVK_MODE_TOKEN, 1); }
 
+/* The losses and dL/dlogits of a recorded route, recorded after it into the same command buffer
+ * with dL/dweights from the application's buffer and dL/dlogits into another: the same bits as
+ * moevk_route and moevk_router_losses give on the same inputs. */
+static void test_losses_recorded_after_a_recorded_route(void) {
+    fixture f;
+    int ready = setup(&f, MOEVK_MODE_TOKEN, 0);
+    moevk_router_info info = router_info(MOEVK_MODE_TOKEN, 0);
+    info.losses = 1;
+    moevk_router *router = NULL, *direct = NULL;
+    app_buffer grad_weights = {0}, grad_logits = {0};
+    moevk_result created =
+        ready ? moevk_router_create(f.context, &info, &router) : MOEVK_ERROR_VULKAN;
+    if (created == MOEVK_SUCCESS) created = moevk_router_create(test_context(), &info, &direct);
+    if (created == MOEVK_SUCCESS && (!app_buffer_create(&f.app, T * K * 4, &grad_weights) ||
+                                     !app_buffer_create(&f.app, T * E * 4, &grad_logits)))
+        created = MOEVK_ERROR_VULKAN;
+    static float dweights[T * K], want_grad[T * E];
+    for (int i = 0; i < T * K; ++i) dweights[i] = rng_normal();
+    moevk_loss_info loss;
+    moevk_loss_info_init(&loss);
+    loss.aux_coef = 0.01f;
+    loss.z_coef = 0.001f;
+    loss.importance_coef = 0.1f;
+    loss.entropy_coef = -0.05f;
+    moevk_losses want, got;
+    moevk_losses_init(&want);
+    moevk_losses_init(&got);
+    moevk_result direct_r = MOEVK_ERROR_VULKAN, recorded = MOEVK_ERROR_VULKAN,
+                 read = MOEVK_ERROR_VULKAN;
+    if (created == MOEVK_SUCCESS) {
+        moevk_route_input input = {.num_tokens = T, .logits = moevk_host_tensor(f.logits_host)};
+        moevk_route_output output = {0};
+        direct_r = moevk_route(direct, &input, &output);
+        loss.grad_weights = moevk_host_tensor(dweights);
+        if (direct_r == MOEVK_SUCCESS)
+            direct_r = moevk_router_losses(direct, &loss, &want, moevk_host_tensor(want_grad));
+
+        memcpy(f.staging.mapped, f.logits_host, sizeof f.logits_host);
+        memcpy(grad_weights.mapped, dweights, sizeof dweights);
+        VkCommandBuffer cmd = app_begin(&f.app);
+        app_record_copy(&f.app, cmd, f.staging.buffer, f.logits.buffer, sizeof f.logits_host);
+        app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                    VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+        moevk_route_input record = {.num_tokens = T,
+                                    .logits = moevk_vulkan_tensor(f.logits.buffer, 0, 0)};
+        recorded = moevk_route_record(router, cmd, &record, NULL);
+        loss.grad_weights = moevk_vulkan_tensor(grad_weights.buffer, 0, 0);
+        if (recorded == MOEVK_SUCCESS)
+            recorded = moevk_router_losses_record(router, cmd, &loss,
+                                                  moevk_vulkan_tensor(grad_logits.buffer, 0, 0));
+        app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                    VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+        int submitted = app_submit_and_wait(&f.app, cmd);
+        if (submitted && recorded == MOEVK_SUCCESS) read = moevk_router_losses_read(router, &got);
+    }
+    int same_grad =
+        read == MOEVK_SUCCESS && !memcmp(grad_logits.mapped, want_grad, sizeof want_grad);
+    unsigned messages = f.app.messages;
+    if (f.app.device) {
+        app_buffer_destroy(&f.app, &grad_weights);
+        app_buffer_destroy(&f.app, &grad_logits);
+    }
+    moevk_router_destroy(router);
+    moevk_router_destroy(direct);
+    teardown(&f);
+    messages = f.app.messages > messages ? f.app.messages : messages;
+    CHECK(created == MOEVK_SUCCESS, "set-up: %s", moevk_result_string(created));
+    CHECK(direct_r == MOEVK_SUCCESS, "moevk_router_losses: %s", moevk_result_string(direct_r));
+    CHECK(recorded == MOEVK_SUCCESS && read == MOEVK_SUCCESS, "record %s, read %s",
+          moevk_result_string(recorded), moevk_result_string(read));
+    CHECK(!memcmp(&want, &got, sizeof want), "recorded losses differ: total %.9g, want %.9g",
+          got.total, want.total);
+    CHECK(same_grad, "recorded dL/dlogits differs");
+    CHECK(messages == 0, "%u validation messages in the application's instance", messages);
+}
+
 /* A learned noise std needs W_noise uploaded, which a recording cannot do: refused. */
 static void test_learned_noise_is_refused(void) {
     fixture f;
@@ -238,9 +314,13 @@ static void test_learned_noise_is_refused(void) {
 }
 
 static const test_case TESTS[] = {
-    TEST(learned_noise_is_refused), TEST(route_and_combine_recorded_between_application_dispatches),
-    TEST(sequence_mode_recorded),   TEST(sinkhorn_mode_recorded),
-    TEST(expert_choice_recorded),   TEST(router_projection_recorded),
+    TEST(learned_noise_is_refused),
+    TEST(route_and_combine_recorded_between_application_dispatches),
+    TEST(sequence_mode_recorded),
+    TEST(sinkhorn_mode_recorded),
+    TEST(expert_choice_recorded),
+    TEST(router_projection_recorded),
+    TEST(losses_recorded_after_a_recorded_route),
 };
 
 int main(int argc, char **argv) {
