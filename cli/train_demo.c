@@ -59,7 +59,7 @@ static void make_batch(demo *d, demo_rng *rng) {
 static const char *const COLORS[EXPERTS] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728",
                                             "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
 
-/* Each expert's share of the selections (before drops) over the steps, as lines. */
+/* Each expert's share of the assignments (before drops) over the steps, as lines. */
 static int write_usage_svg(const moevk_history *history, const char *path) {
     FILE *file = fopen(path, "w");
     if (!file) return 0;
@@ -69,7 +69,7 @@ static int write_usage_svg(const moevk_history *history, const char *path) {
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
             "font-family=\"sans-serif\" font-size=\"12\">\n"
             "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-            "<text x=\"%.0f\" y=\"14\">share of selections per expert over training steps</text>\n",
+            "<text x=\"%.0f\" y=\"14\">share of assignments per expert over training steps</text>\n",
             width + left + 110, height + top + 40, left);
     fprintf(file,
             "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n"
