@@ -1,5 +1,5 @@
 /* The router projection (shaders/router_projection.comp): a route given W_router instead of
- * logits computes them on the device from its hidden states, logits = hidden . W_router, before
+ * logits computes them on the device from its hidden states, logits = hidden . W_router^T, before
  * every other stage, a dispatch per TOKEN_CHUNK tokens. */
 #include "stage.h"
 
@@ -39,7 +39,7 @@ static void record(moevk_router *router, const route_plan *plan) {
     record_compute_barrier(router);
 }
 
-/* W_router [d, E]. */
+/* W_router [E, d]. */
 static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
     const moevk_router_info *info = &router->info;
     if (info->router_projection)

@@ -441,8 +441,8 @@ typedef struct moevk_router_info {
      * in place of capacity_factor and its schedule; 0 (default): the same as training. Finite
      * and >= 0; buffers are sized for it too. */
     float eval_capacity_factor;
-    /* Default 0: non-zero lets routes give W_router (moevk_route_input.router_weights) instead
-     * of logits, which the router then computes on the device from the hidden states; needs
+    /* Default 0: non-zero lets routes give W_router [E, d] (moevk_route_input.router_weights)
+     * instead of logits, which the router then computes on the device from the hidden states; needs
      * hidden_size > 0 and F32 logits (on lavapipe, hidden_size at most 32768). */
     int router_projection;
 } moevk_router_info;
@@ -518,9 +518,10 @@ typedef struct moevk_route_input {
      * and its C at most the C the router's buffers were made for (INVALID_ARGUMENT past it). */
     float capacity_factor;
     uint32_t reserved_0_3; /* zero: the place of a later field */
-    /* The router projection (routers made with router_projection): W_router [d, E] f32; when
-     * given, logits[t, e] = sum over j ascending of hidden[t, j] * W_router[j, e] (f32, no fused
-     * multiply-add: the same bits everywhere) is computed on the device and used as the logits
+    /* The router projection (routers made with router_projection): W_router [E, d] f32, the
+     * layout of a model's gate weight (logits = x W_router^T); when given, logits[t, e] = sum
+     * over j ascending of hidden[t, j] * W_router[e, j] (f32, no fused multiply-add: the same
+     * bits everywhere) is computed on the device and used as the logits
      * everywhere after (noise, selection, statistics, losses); `logits` must then be NONE and
      * `hidden` given. HOST or BUFFER; moevk_route_record: VULKAN. NONE (default): the logits
      * are given. */

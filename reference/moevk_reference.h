@@ -37,8 +37,8 @@ float ref_gaussian_sample(const moevk_router_info *info, const ref_call *call, u
 /* The Gaussian noise's std for (token, expert). */
 float ref_noise_std(const moevk_router_info *info, const ref_call *call, uint32_t token,
                     uint32_t expert);
-/* The router projection: logits [T, E] f32 = hidden [T, d] (hidden_type) . W_router [d, E] f32,
- * each logit summed over j in ascending order. */
+/* The router projection: logits [T, E] f32 = hidden [T, d] (hidden_type) . W_router^T, W_router
+ * [E, d] f32, each logit summed over j in ascending order. */
 void ref_router_projection(const moevk_router_info *info, uint32_t T, const void *hidden,
                            const float *router_weights, float *logits);
 /* A learned std [T, E]: softplus(x_t . W_noise[:, e]) + noise_epsilon, x [T, d] in hidden_type,

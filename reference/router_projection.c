@@ -1,5 +1,5 @@
 /* The router projection's reference: logits[t, e] = sum over j ascending of hidden[t, j] *
- * W_router[j, e] in f32, each product and sum correctly rounded (compiled with
+ * W_router[e, j] in f32, each product and sum correctly rounded (compiled with
  * -ffp-contract=off, as the shader's are `precise`). */
 #include "moevk_reference.h"
 
@@ -11,7 +11,7 @@ void ref_router_projection(const moevk_router_info *info, uint32_t T, const void
             float sum = 0.0f;
             for (uint32_t j = 0; j < d; ++j) {
                 float term = ref_load(hidden, (uint64_t)t * d + j, info->hidden_type) *
-                             router_weights[(uint64_t)j * E + e];
+                             router_weights[(uint64_t)e * d + j];
                 sum = sum + term;
             }
             logits[(uint64_t)t * E + e] = sum;

@@ -44,7 +44,7 @@
 /* EXPERT_CHOICE: [T, E] int, the rows of the experts that took each token, ascending expert,
  * then -1, so that combine reads a token's few rows instead of E columns. */
 #define BINDING_COMPACT_ROWS 29
-#define BINDING_ROUTER_WEIGHTS 30 /* [d, E] f32: W_router of the router projection */
+#define BINDING_ROUTER_WEIGHTS 30 /* [E, d] f32: W_router of the router projection */
 #define BINDING_GRAD_COMBINED 31  /* [T, d] hidden_type words: the losses' dL/dcombined */
 #define BINDING_COUNT 32
 

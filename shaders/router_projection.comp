@@ -1,8 +1,9 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// The router projection: logits[t, e] = sum over j ascending of hidden[t, j] * W_router[j, e],
+// The router projection: logits[t, e] = sum over j ascending of hidden[t, j] * W_router[e, j],
 // in f32 (precise: no fused multiply-add, so that every device and the CPU reference give the
-// same bits), the hidden states in hidden_type, W_router [d, E] f32, the logits f32. One
+// same bits), the hidden states in hidden_type, W_router [E, d] f32 (the layout of a model's
+// gate weight, `logits = x W_router^T`), the logits f32. One
 // invocation per (token, expert): x over the experts, y over the TOKEN_CHUNK tokens of this
 // dispatch's chunk (token_chunk), so that no invocation loops past d (see LOOP_BUDGET).
 #include "router_projection.h"
@@ -19,7 +20,7 @@ void main() {
     uint d = P.hidden_size, E = P.num_experts;
     precise float sum = 0.0;
     for (uint j = 0u; j < d; ++j) {
-        precise float term = hidden_element(token * d + j) * router_weights[j * E + expert];
+        precise float term = hidden_element(token * d + j) * router_weights[expert * d + j];
         sum = sum + term;
     }
     store_logits_word(token * E + expert, floatBitsToUint(sum));

@@ -154,6 +154,34 @@ static void run_case(const void *row) {
           c->name);
 }
 
+/* W_router is [E, d], a model's gate weight: logits = x W_router^T. Worked by hand: W = [[0, 0, 5],
+ * [1, 0, 0]] and x = (2, 1, 0) give logits (0, 2), so expert 1; read as [d, E] they would be
+ * (5, 1), expert 0. */
+static void test_weights_are_experts_by_hidden(void) {
+    moevk_router_info info = route_case_info(MOEVK_MODE_TOKEN, 2, 1, 1, 3);
+    info.router_projection = 1;
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    const float w[6] = {0, 0, 5, 1, 0, 0}, hidden[3] = {2, 1, 0};
+    int32_t id = -1;
+    float weight = 0.0f;
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = 1;
+    input.hidden = moevk_host_tensor(hidden);
+    input.router_weights = moevk_host_tensor(w);
+    moevk_route_output output;
+    moevk_route_output_init(&output);
+    output.expert_ids = moevk_host_tensor(&id);
+    output.weights = moevk_host_tensor(&weight);
+    moevk_result r = moevk_route(router, &input, &output);
+    moevk_router_destroy(router);
+    CHECK(r == MOEVK_SUCCESS, "route -> %s", moevk_result_string(r));
+    double want = exp(2.0) / (1.0 + exp(2.0)); /* softmax of (0, 2) */
+    CHECK(id == 1 && fabs(weight - want) < 1e-6, "expert %d, weight %.7f; want 1, %.7f", id,
+          (double)weight, want);
+}
+
 static void test_projection_options_are_checked(void) {
     moevk_router_info info = route_case_info(MOEVK_MODE_TOKEN, 8, 2, 16, 4);
     moevk_router *router = NULL;
@@ -200,6 +228,7 @@ static void test_projection_options_are_checked(void) {
 }
 
 static const test_case FUNCTIONS[] = {
+    TEST(weights_are_experts_by_hidden),
     TEST(projection_options_are_checked),
 };
 
