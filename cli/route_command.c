@@ -14,7 +14,7 @@
 
 typedef struct route_args {
     const char *logits, *bias, *hidden, *expert_out, *out, *device, *grad_weights;
-    const char *noise_std, *noise_weights, *token_loss;
+    const char *noise_std, *noise_weights, *token_loss, *router_weights;
     moevk_router_info info;
     uint32_t choices; /* columns of the per-token outputs: k, or E with expert choice */
     uint32_t step, layer;
@@ -108,7 +108,11 @@ static const char *const MODES[] = {"token",    "sequence",      "batch",
                                     "sinkhorn", "expert-choice", NULL};
 
 static const option ROUTE_OPTIONS[] = {
-    OPT_TEXT("--logits", "L.npy", "router logits [T, E], float32 or float16 (required)", logits),
+    OPT_TEXT("--logits", "L.npy", "router logits [T, E], float32 or float16 (or --router-weights)",
+             logits),
+    OPT_TEXT("--router-weights", "W.npy",
+             "W_router [E, d] float32: the logits are hidden . W^T, on the device (needs --hidden)",
+             router_weights),
     OPT_TEXT("--out", "DIR", "folder for the outputs (required; made if missing)", out),
     OPT_TEXT("--bias", "B.npy", "selection bias [E] float32, added to the logits to select", bias),
     OPT_UINT("--k", "K", "experts per token (default 2)", info.top_k, 1, MOEVK_MAX_TOP_K, NULL),
@@ -187,7 +191,8 @@ static int parse_args(int argc, char **argv, route_args *a) {
     int parsed = options_parse("route", ROUTE_SYNOPSIS, ROUTE_OPTIONS, OPTION_COUNT(ROUTE_OPTIONS),
                                argc, argv, a);
     if (parsed != 1) return parsed;
-    if (!a->logits) BAD("--logits is required");
+    if (!a->logits == !a->router_weights) BAD("give --logits or --router-weights (one of them)");
+    if (a->router_weights && !a->hidden) BAD("--router-weights needs --hidden");
     if (!a->out) BAD("--out is required");
     if (a->expert_out && !a->hidden) BAD("--expert-out needs --hidden (the routing it combines)");
     if (a->grad_weights && !a->want_grad) BAD("--grad-weights needs --grad");
@@ -226,17 +231,46 @@ static int load_f32(const char *path, npy_array *array, uint32_t ndim, const uin
     return 1;
 }
 
+/* The router projection's inputs: W_router [E, d] and the hidden states [T, d] give T and E. */
+static int load_projection(route_args *a, npy_array *w, npy_array *hidden) {
+    char error[512];
+    if (!npy_read(a->router_weights, w, error, sizeof error)) BAD("%s", error);
+    if (w->type != NPY_F32 || w->ndim != 2 || w->shape[0] < 1 || w->shape[0] > MOEVK_MAX_EXPERTS)
+        BAD("%s: W_router must be float32 [E, d] with E from 1 to %u", a->router_weights,
+            MOEVK_MAX_EXPERTS);
+    if (!npy_read(a->hidden, hidden, error, sizeof error)) BAD("%s", error);
+    if (hidden->ndim != 2 || hidden->shape[0] > UINT32_MAX || hidden->shape[1] != w->shape[1])
+        BAD("%s: hidden states must have shape [T, %llu] (W_router's d)", a->hidden,
+            (unsigned long long)w->shape[1]);
+    a->info.num_experts = (uint32_t)w->shape[0];
+    a->info.max_tokens = (uint32_t)hidden->shape[0];
+    a->info.logits_type = MOEVK_DTYPE_F32;
+    a->info.router_projection = 1;
+    return 1;
+}
+
 static int load_inputs(route_args *a, npy_array *logits, npy_array *bias, npy_array *hidden,
                        npy_array *expert_out, npy_array *noise_std, npy_array *noise_weights,
-                       npy_array *token_loss) {
+                       npy_array *token_loss, npy_array *router_weights) {
     char error[512];
-    if (!npy_read(a->logits, logits, error, sizeof error)) BAD("%s", error);
-    if (logits->ndim != 2) BAD("%s: logits must be 2-D [T, E], not %u-D", a->logits, logits->ndim);
+    if (a->router_weights) {
+        if (!load_projection(a, router_weights, hidden)) return 0;
+        /* The logits' place: [T, E] as the projection will fill it. */
+        logits->ndim = 2;
+        logits->type = NPY_F32;
+        logits->shape[0] = a->info.max_tokens;
+        logits->shape[1] = a->info.num_experts;
+    } else if (!npy_read(a->logits, logits, error, sizeof error)) {
+        BAD("%s", error);
+    }
+    const char *logits_name = a->logits ? a->logits : a->router_weights;
+    if (logits->ndim != 2)
+        BAD("%s: logits must be 2-D [T, E], not %u-D", logits_name, logits->ndim);
     if (logits->type != NPY_F32 && logits->type != NPY_F16)
-        BAD("%s: logits must be float32 or float16, not '%s'", a->logits, logits->descr);
+        BAD("%s: logits must be float32 or float16, not '%s'", logits_name, logits->descr);
     if (logits->shape[0] > UINT32_MAX || logits->shape[1] < 1 ||
         logits->shape[1] > MOEVK_MAX_EXPERTS)
-        BAD("%s: E = %llu experts; moevk takes 1 to %u", a->logits,
+        BAD("%s: E = %llu experts; moevk takes 1 to %u", logits_name,
             (unsigned long long)logits->shape[1], MOEVK_MAX_EXPERTS);
     uint64_t T = logits->shape[0], E = logits->shape[1];
     a->info.logits_type = logits->type == NPY_F16 ? MOEVK_DTYPE_F16 : MOEVK_DTYPE_F32;
@@ -249,7 +283,8 @@ static int load_inputs(route_args *a, npy_array *logits, npy_array *bias, npy_ar
             BAD("%s: bias must have shape [%llu] (E)", a->bias, (unsigned long long)E);
     }
     if (a->hidden) {
-        if (!npy_read(a->hidden, hidden, error, sizeof error)) BAD("%s", error);
+        if (!a->router_weights && !npy_read(a->hidden, hidden, error, sizeof error))
+            BAD("%s", error);
         if (!hidden_type_of(hidden, &a->info.hidden_type))
             BAD("%s: hidden states must be float32, float16 or bfloat16 (uint16), not '%s'",
                 a->hidden, hidden->descr);
@@ -437,7 +472,8 @@ static int write_expert_loss(const route_args *a, moevk_router *router, moevk_co
 
 static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_array *hidden,
                      npy_array *expert_out, const npy_array *noise_std,
-                     const npy_array *noise_weights, const npy_array *token_loss, outputs *o) {
+                     const npy_array *noise_weights, const npy_array *token_loss,
+                     const npy_array *router_weights, outputs *o) {
     moevk_context_info context_info = {.device = a->device};
     moevk_context *context = NULL;
     moevk_router *router = NULL;
@@ -477,7 +513,9 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
                                .step = a->step,
                                .layer = a->layer,
                                .noise_std = moevk_host_tensor(noise_std->data),
-                               .noise_weights = moevk_host_tensor(noise_weights->data)};
+                               .noise_weights = moevk_host_tensor(noise_weights->data),
+                               .router_weights = moevk_host_tensor(router_weights->data)};
+    input.struct_size = sizeof input; /* router_weights is past the first layout */
     moevk_route_stats stats = {0};
     int dropless = a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS;
     moevk_route_output output = {.expert_ids = moevk_host_tensor(o->ids),
@@ -543,13 +581,14 @@ int command_route(int argc, char **argv) {
         return 2;
     }
     npy_array logits = {0}, bias = {0}, hidden = {0}, expert_out = {0};
-    npy_array noise_std = {0}, noise_weights = {0}, token_loss = {0};
+    npy_array noise_std = {0}, noise_weights = {0}, token_loss = {0}, router_weights = {0};
     outputs o = {0};
     int status = 2;
     if (load_inputs(&a, &logits, &bias, &hidden, &expert_out, &noise_std, &noise_weights,
-                    &token_loss))
+                    &token_loss, &router_weights))
         status = run_route(&a, &logits, &bias, &hidden, &expert_out, &noise_std, &noise_weights,
-                           &token_loss, &o);
+                           &token_loss, &router_weights, &o);
+    npy_free(&router_weights);
     npy_free(&noise_std);
     npy_free(&noise_weights);
     npy_free(&token_loss);

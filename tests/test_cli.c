@@ -486,6 +486,66 @@ static void test_sinkhorn_at_4099_by_256_converges(void) {
           "%u iterations, error %g: %s", iterations, error, text);
 }
 
+/* Two files hold the same bytes. */
+static int same_file_bytes(const char *a, const char *b) {
+    FILE *x = fopen(a, "rb"), *y = fopen(b, "rb");
+    int same = x && y;
+    while (same) {
+        int c = fgetc(x), d = fgetc(y);
+        same = c == d;
+        if (c == EOF) break;
+    }
+    if (x) fclose(x);
+    if (y) fclose(y);
+    return same;
+}
+
+/* --router-weights W [E, d] with --hidden routes as --logits of the reference's projection. */
+static void test_router_weights_route_as_their_logits(void) {
+    enum { T = 200, E = 8, D = 16 };
+    float *hidden = malloc(sizeof(float) * T * D), *w = malloc(sizeof(float) * E * D),
+          *logits = malloc(sizeof(float) * T * E);
+    CHECK(hidden && w && logits, "out of memory");
+    for (int i = 0; i < T * D; ++i) hidden[i] = rng_normal();
+    for (int i = 0; i < E * D; ++i) w[i] = rng_normal() * 0.25f;
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = E;
+    info.hidden_size = D;
+    ref_router_projection(&info, T, hidden, w, logits);
+    uint64_t hidden_shape[2] = {T, D}, w_shape[2] = {E, D}, logits_shape[2] = {T, E};
+    npy_write(path_in_work("proj_hidden.npy"), "<f4", 2, hidden_shape, hidden, 4);
+    npy_write(path_in_work("proj_w.npy"), "<f4", 2, w_shape, w, 4);
+    npy_write(path_in_work("proj_logits.npy"), "<f4", 2, logits_shape, logits, 4);
+    free(hidden), free(w), free(logits);
+    char args[2048], message[1024];
+    snprintf(args, sizeof args, "--router-weights %s --hidden %s --k 2 --out %s",
+             path_in_work("proj_w.npy"), path_in_work("proj_hidden.npy"),
+             path_in_work("proj_out_w"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "--router-weights: %s", message);
+    snprintf(args, sizeof args, "--logits %s --hidden %s --k 2 --out %s",
+             path_in_work("proj_logits.npy"), path_in_work("proj_hidden.npy"),
+             path_in_work("proj_out_l"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "--logits: %s", message);
+    const char *outputs[] = {"expert_ids.npy", "weights.npy", "slots.npy", "dispatched.npy"};
+    for (int i = 0; i < 4; ++i) {
+        char a[600], b[600];
+        snprintf(a, sizeof a, "%s/%s", path_in_work("proj_out_w"), outputs[i]);
+        snprintf(b, sizeof b, "%s/%s", path_in_work("proj_out_l"), outputs[i]);
+        CHECK(same_file_bytes(a, b), "%s differs between --router-weights and --logits",
+              outputs[i]);
+    }
+    snprintf(args, sizeof args, "--router-weights %s --out %s", path_in_work("proj_w.npy"),
+             path_in_work("proj_out_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "--hidden"),
+          "--router-weights without --hidden: %s", message);
+    snprintf(args, sizeof args, "--router-weights %s --hidden %s --out %s",
+             path_in_work("proj_w.npy"), path_in_work("proj_logits.npy"),
+             path_in_work("proj_out_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "W_router's d"),
+          "hidden states of the wrong d: %s", message);
+}
+
 static const test_case TESTS[] = {
     TEST(modes_and_diagnostics_options),
     TEST(sinkhorn_at_4099_by_256_converges),
@@ -499,6 +559,7 @@ static const test_case TESTS[] = {
     TEST(nonfinite_rows_warn_and_exit_3),
     TEST(bad_files_get_one_line_and_exit_2),
     TEST(npy_parser_survives_random_bytes),
+    TEST(router_weights_route_as_their_logits),
 };
 
 int main(int argc, char **argv) {
