@@ -389,11 +389,12 @@ typedef struct external_binding {
     VkDeviceSize needed;        /* bytes the stage touches */
     const char *name;
 } external_binding;
-/* Points the external sets of the kernels that bind each binding at its tensor (a VULKAN one;
- * checked, NONE or VULKAN only), before writing any. */
-moevk_result external_bind(moevk_router *router, const external_binding *bindings, int count);
-/* Orders the recording after earlier work on the router's own buffers (not the application's). */
-void external_entry_barrier(moevk_router *router, const external_binding *bindings, int count);
+/* Starts recording into the application's command buffer: points the external sets of the
+ * kernels that bind each binding at its tensor (checked first: NONE or VULKAN only; NONE goes
+ * back to the router's own buffer), then orders the recording after earlier work on the router's
+ * own buffers (not the application's). */
+moevk_result external_begin(moevk_router *router, VkCommandBuffer command_buffer,
+                            const external_binding *bindings, int count);
 
 /* ---- transfer.c: one call's uploads, downloads and submission ---- */
 
@@ -428,6 +429,10 @@ const void *transfer_downloaded(const transfer_plan *plan, int binding);
 #define TENSOR_HOST TENSOR_KIND_BIT(MOEVK_TENSOR_HOST)
 #define TENSOR_BUFFER TENSOR_KIND_BIT(MOEVK_TENSOR_BUFFER)
 #define TENSOR_VULKAN TENSOR_KIND_BIT(MOEVK_TENSOR_VULKAN)
+/* Whether a call was given the tensor (it is not NONE). */
+static inline int tensor_given(const moevk_tensor *tensor) {
+    return tensor->kind != MOEVK_TENSOR_NONE;
+}
 /* INVALID_ARGUMENT (naming the tensor) unless it is one of `kinds` and holds `bytes`. */
 moevk_result tensor_check(moevk_context *context, const char *name, const moevk_tensor *tensor,
                           unsigned kinds, uint64_t bytes);

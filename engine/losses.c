@@ -19,7 +19,6 @@ static int needed(const moevk_router *router) {
     return router->info.losses && !router->use_addresses && router->info.mode == MOEVK_MODE_TOKEN;
 }
 
-/* Not part of the route: moevk_router_losses records it. */
 /* The losses' scratch and gradients, for routers made with `losses`. */
 static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
     const moevk_router_info *info = &router->info;
@@ -38,6 +37,7 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
         raise_size(&sizes[BINDING_GRAD_NOISE], ((info->learned_noise ? d * E : E) + T * E) * 4);
 }
 
+/* Not part of the route: moevk_router_losses records it. */
 const stage_module losses_stage = {.name = "losses",
                                    .kernels = {&LOSSES_KERNEL},
                                    .kernel_count = 1,
@@ -49,8 +49,6 @@ const stage_module losses_stage = {.name = "losses",
 
 #define LOSS_KINDS (TENSOR_NONE | TENSOR_HOST | TENSOR_BUFFER)
 #define RECORD_KINDS (TENSOR_NONE | TENSOR_VULKAN)
-
-static int given(const moevk_tensor *tensor) { return tensor->kind != MOEVK_TENSOR_NONE; }
 
 static moevk_result check_losses(const moevk_router *router, const moevk_loss_info *info,
                                  const moevk_tensor *grad_logits, int recording) {
@@ -97,13 +95,13 @@ static moevk_result check_losses(const moevk_router *router, const moevk_loss_in
                                       recording ? RECORD_KINDS : LOSS_KINDS, tensors[i].bytes);
         if (r != MOEVK_SUCCESS) return r;
     }
-    if (given(&info->grad_combined) &&
+    if (tensor_given(&info->grad_combined) &&
         router->combine != (recording ? COMBINE_RECORDED : COMBINE_RUN))
         REJECT("grad_combined needs the route's combine (moevk_combine, or "
                "moevk_combine_record before recorded losses)");
-    if (given(&info->grad_noise_std) && !(last->flags & FLAG_NOISE_STD_PER_EXPERT))
+    if (tensor_given(&info->grad_noise_std) && !(last->flags & FLAG_NOISE_STD_PER_EXPERT))
         REJECT("grad_noise_std needs a route given noise_std (Gaussian noise per expert)");
-    if (given(&info->grad_noise_weights) && !(last->flags & FLAG_NOISE_STD_LEARNED))
+    if (tensor_given(&info->grad_noise_weights) && !(last->flags & FLAG_NOISE_STD_LEARNED))
         REJECT("grad_noise_weights needs a route with learned_noise");
     return MOEVK_SUCCESS;
 }
@@ -179,12 +177,12 @@ static moevk_result plan_losses(moevk_router *router, const moevk_loss_info *cal
     params->token_chunk = 0;
     /* A recorded route's statistics are on the device alone: the losses read them there. */
     if (recording) params->flags |= FLAG_COUNTS_ON_DEVICE;
-    int grad_combined = given(&info->grad_combined);
-    if (given(&info->grad_weights)) params->flags |= FLAG_GRAD_WEIGHTS;
+    int grad_combined = tensor_given(&info->grad_combined);
+    if (tensor_given(&info->grad_weights)) params->flags |= FLAG_GRAD_WEIGHTS;
     if (grad_combined) params->flags |= FLAG_GRAD_COMBINED;
-    int grad_noise = given(&info->grad_noise_std) || given(&info->grad_noise_weights);
+    int grad_noise = tensor_given(&info->grad_noise_std) || tensor_given(&info->grad_noise_weights);
     if (grad_noise) params->flags |= FLAG_GRAD_NOISE;
-    int logits_backward = given(&grad_logits) || grad_noise;
+    int logits_backward = tensor_given(&grad_logits) || grad_noise;
     call->phases = (loss_phases){
         .counts = recording,
         .thresholds = info->load_coef != 0.0f,
@@ -192,7 +190,7 @@ static moevk_result plan_losses(moevk_router *router, const moevk_loss_info *cal
         .sequences = info->sequence_coef != 0.0f,
         .weights_backward = grad_combined,
         .logits_backward = logits_backward,
-        .noise_slope = given(&info->grad_noise_weights),
+        .noise_slope = tensor_given(&info->grad_noise_weights),
         .noise_reduce = grad_noise};
     return MOEVK_SUCCESS;
 }
@@ -200,7 +198,8 @@ static moevk_result plan_losses(moevk_router *router, const moevk_loss_info *cal
 /* The phases, and the std's zero gradient when no phase runs. */
 static void record_call(moevk_router *router, const losses_call *call) {
     record_losses(router, &call->params, &call->phases);
-    int grad_noise = given(&call->info.grad_noise_std) || given(&call->info.grad_noise_weights);
+    int grad_noise =
+        tensor_given(&call->info.grad_noise_std) || tensor_given(&call->info.grad_noise_weights);
     if (call->params.num_tokens == 0 && grad_noise) {
         router->context->vk.vkCmdFillBuffer(
             router->recording, router->buffers[BINDING_GRAD_NOISE].buffer, 0, VK_WHOLE_SIZE, 0);
@@ -279,7 +278,7 @@ moevk_result moevk_router_losses_record(moevk_router *router, VkCommandBuffer co
     moevk_result r = plan_losses(router, caller_info, grad_logits, 1, &call);
     if (r != MOEVK_SUCCESS) return r;
     const moevk_loss_info *info = &call.info;
-    if (given(&info->grad_noise_std) || given(&info->grad_noise_weights))
+    if (tensor_given(&info->grad_noise_std) || tensor_given(&info->grad_noise_weights))
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "the std's gradient needs a std a recorded route cannot take (per "
                             "expert, or learned): use moevk_router_losses");
@@ -292,12 +291,8 @@ moevk_result moevk_router_losses_record(moevk_router *router, VkCommandBuffer co
          "grad_combined"},
         {BINDING_GRAD_LOGITS, &call.grad_logits, T * E * 4, "grad_logits"},
     };
-    r = external_bind(router, bindings, 3);
+    r = external_begin(router, command_buffer, bindings, 3);
     if (r != MOEVK_SUCCESS) return r;
-    router->recording = command_buffer;
-    router->recording_external = 1;
-    router->bound_kernel = NO_KERNEL_BOUND;
-    external_entry_barrier(router, bindings, 3);
     record_call(router, &call);
     router->losses_info = call.info;
     router->losses_recorded = 1;

@@ -10,7 +10,8 @@
 
 /* Points the kernels' external sets at the application's buffers (a binding given no buffer
  * goes back to the router's own); checks every tensor before writing any. */
-moevk_result external_bind(moevk_router *router, const external_binding *bindings, int count) {
+static moevk_result external_bind(moevk_router *router, const external_binding *bindings,
+                                  int count) {
     moevk_context *context = router->context;
     VkDescriptorBufferInfo infos[8];
     for (int i = 0; i < count; ++i) {
@@ -32,7 +33,7 @@ moevk_result external_bind(moevk_router *router, const external_binding *binding
 /* Orders this recording after earlier work on the queue that used the router's own buffers:
  * buffer barriers on those alone, so that the application's buffers stay the application's to
  * synchronise. */
-void external_entry_barrier(moevk_router *router, const external_binding *bindings, int count) {
+static void entry_barrier(moevk_router *router, const external_binding *bindings, int count) {
     VkBufferMemoryBarrier barriers[BINDING_COUNT];
     uint32_t n = 0;
     for (int b = 0; b < BINDING_COUNT; ++b) {
@@ -58,7 +59,16 @@ void external_entry_barrier(moevk_router *router, const external_binding *bindin
                                              barriers, 0, NULL);
 }
 
-static int given(const moevk_tensor *tensor) { return tensor->kind != MOEVK_TENSOR_NONE; }
+moevk_result external_begin(moevk_router *router, VkCommandBuffer command_buffer,
+                            const external_binding *bindings, int count) {
+    moevk_result r = external_bind(router, bindings, count);
+    if (r != MOEVK_SUCCESS) return r;
+    router->recording = command_buffer;
+    router->recording_external = 1;
+    router->bound_kernel = NO_KERNEL_BOUND;
+    entry_barrier(router, bindings, count);
+    return MOEVK_SUCCESS;
+}
 
 moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_buffer,
                                 const moevk_route_input *caller_input,
@@ -81,25 +91,28 @@ moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_bu
     if (info->num_tokens > options->max_tokens)
         REJECT("num_tokens is %u, past the router's max_tokens of %u", info->num_tokens,
                options->max_tokens);
-    int projects = given(&info->router_weights);
+    int projects = tensor_given(&info->router_weights);
     if (projects && !options->router_projection)
         REJECT("router_weights given, but the router was made without router_projection");
-    if (projects && given(&info->logits)) REJECT("give logits or router_weights, not both");
-    if (projects && !given(&info->hidden)) REJECT("router_weights need the hidden states");
-    if (!projects && !given(&info->logits) && info->num_tokens > 0) REJECT("logits is not given");
+    if (projects && tensor_given(&info->logits)) REJECT("give logits or router_weights, not both");
+    if (projects && !tensor_given(&info->hidden)) REJECT("router_weights need the hidden states");
+    if (!projects && !tensor_given(&info->logits) && info->num_tokens > 0)
+        REJECT("logits is not given");
     const moevk_tensor *host_only[] = {&out.expert_ids, &out.weights,       &out.slots,
                                        &out.counts,     &out.counts_before, &out.offsets};
     for (size_t i = 0; i < sizeof host_only / sizeof host_only[0]; ++i)
-        if (given(host_only[i]))
+        if (tensor_given(host_only[i]))
             REJECT("a recorded route writes only dispatched; read the rest with moevk_route_read");
     if (out.stats) REJECT("a recorded route's stats are read with moevk_route_read");
-    if (given(&info->noise_std) || given(&info->noise_weights))
+    if (tensor_given(&info->noise_std) || tensor_given(&info->noise_weights))
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "noise_std and noise_weights are uploaded: use moevk_route");
-    int with_hidden = given(&info->hidden);
+    int with_hidden = tensor_given(&info->hidden);
     if (with_hidden && options->hidden_size == 0) REJECT("hidden given, but hidden_size is 0");
-    if (with_hidden && !given(&out.dispatched)) REJECT("hidden given without a dispatched tensor");
-    if (!with_hidden && given(&out.dispatched)) REJECT("dispatched asked for without hidden");
+    if (with_hidden && !tensor_given(&out.dispatched))
+        REJECT("hidden given without a dispatched tensor");
+    if (!with_hidden && tensor_given(&out.dispatched))
+        REJECT("dispatched asked for without hidden");
     uint64_t T = info->num_tokens, E = options->num_experts, d = options->hidden_size;
     uint64_t element = dtype_bytes(options->hidden_type);
     route_plan params;
@@ -110,9 +123,9 @@ moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_bu
     if (options->learned_noise && !info->inference)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "learned_noise needs its noise_weights uploaded: use moevk_route");
-    if (given(&info->bias) && options->mode != MOEVK_MODE_TOKEN)
+    if (tensor_given(&info->bias) && options->mode != MOEVK_MODE_TOKEN)
         REJECT("a selection bias needs the TOKEN mode");
-    if (given(&info->bias)) params.flags |= FLAG_HAS_BIAS;
+    if (tensor_given(&info->bias)) params.flags |= FLAG_HAS_BIAS;
     if (projects) params.flags |= FLAG_PROJECT_LOGITS;
     external_binding bindings[] = {
         {BINDING_LOGITS, &info->logits, T * E * dtype_bytes(options->logits_type), "logits"},
@@ -122,12 +135,8 @@ moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_bu
          "dispatched"},
         {BINDING_ROUTER_WEIGHTS, &info->router_weights, d * E * 4, "router_weights"},
     };
-    r = external_bind(router, bindings, 5);
+    r = external_begin(router, command_buffer, bindings, 5);
     if (r != MOEVK_SUCCESS) return r;
-    router->recording = command_buffer;
-    router->recording_external = 1;
-    router->bound_kernel = NO_KERNEL_BOUND;
-    external_entry_barrier(router, bindings, 5);
     record_route(router, &params, with_hidden);
     router->last = params;
     router->route = ROUTE_RECORDED;
@@ -150,19 +159,16 @@ moevk_result moevk_combine_record(moevk_router *router, VkCommandBuffer command_
                             "this router's buffers pass maxStorageBufferRange");
     if (router->info.hidden_size == 0) REJECT("combine needs a router with hidden_size > 0");
     if (router->route == ROUTE_NONE) REJECT("combine needs a route first");
-    if (!given(&expert_out) || !given(&combined)) REJECT("expert_out and combined must be given");
+    if (!tensor_given(&expert_out) || !tensor_given(&combined))
+        REJECT("expert_out and combined must be given");
     const route_plan *params = &router->last;
     uint64_t row = (uint64_t)router->info.hidden_size * dtype_bytes(router->info.hidden_type);
     external_binding bindings[] = {
         {BINDING_EXPERT_OUT, &expert_out, params->dispatched_rows * row, "expert_out"},
         {BINDING_COMBINED, &combined, params->num_tokens * row, "combined"},
     };
-    moevk_result r = external_bind(router, bindings, 2);
+    moevk_result r = external_begin(router, command_buffer, bindings, 2);
     if (r != MOEVK_SUCCESS) return r;
-    router->recording = command_buffer;
-    router->recording_external = 1;
-    router->bound_kernel = NO_KERNEL_BOUND;
-    external_entry_barrier(router, bindings, 2);
     record_combine(router, params);
     router->combine = COMBINE_RECORDED;
     return MOEVK_SUCCESS;

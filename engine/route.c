@@ -10,8 +10,6 @@
 /* The kinds moevk_route and moevk_route_submit take. */
 #define RUN_KINDS (TENSOR_NONE | TENSOR_HOST | TENSOR_BUFFER)
 
-static int given(const moevk_tensor *tensor) { return tensor->kind != MOEVK_TENSOR_NONE; }
-
 /* Checks a run route's input and output and reads its per-expert noise std (into std [E]). */
 static moevk_result check_route(const moevk_router *router, const moevk_route_input *input,
                                 const moevk_route_output *output, float *std) {
@@ -49,22 +47,22 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
             tensor_check(context, tensors[i].name, tensors[i].tensor, RUN_KINDS, tensors[i].bytes);
         if (r != MOEVK_SUCCESS) return r;
     }
-    if (given(&input->router_weights)) {
+    if (tensor_given(&input->router_weights)) {
         if (!info->router_projection)
             REJECT("router_weights given, but the router was made without router_projection");
-        if (given(&input->logits)) REJECT("give logits or router_weights, not both");
-        if (!given(&input->hidden)) REJECT("router_weights need the hidden states");
-    } else if (T > 0 && !given(&input->logits))
+        if (tensor_given(&input->logits)) REJECT("give logits or router_weights, not both");
+        if (!tensor_given(&input->hidden)) REJECT("router_weights need the hidden states");
+    } else if (T > 0 && !tensor_given(&input->logits))
         REJECT("logits is not given");
-    if (given(&input->hidden) && d == 0)
+    if (tensor_given(&input->hidden) && d == 0)
         REJECT("hidden states given, but the router's hidden_size is 0");
-    if (given(&output->dispatched) && !given(&input->hidden))
+    if (tensor_given(&output->dispatched) && !tensor_given(&input->hidden))
         REJECT("dispatched rows asked for without hidden states");
-    if (given(&output->offsets) && info->capacity_mode != MOEVK_CAPACITY_DROPLESS)
+    if (tensor_given(&output->offsets) && info->capacity_mode != MOEVK_CAPACITY_DROPLESS)
         REJECT("offsets exist only in DROPLESS mode");
-    if (given(&input->bias) && info->mode != MOEVK_MODE_TOKEN)
+    if (tensor_given(&input->bias) && info->mode != MOEVK_MODE_TOKEN)
         REJECT("a selection bias needs the TOKEN mode");
-    if (given(&input->noise_std)) {
+    if (tensor_given(&input->noise_std)) {
         if (info->noise != MOEVK_NOISE_GAUSSIAN || info->learned_noise)
             REJECT("noise_std needs GAUSSIAN noise without learned_noise");
         /* Checked on the host: a buffer's few values are read first. */
@@ -80,8 +78,9 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
                 REJECT("noise_std[%u] is %g; it must be finite and >= 0", e, (double)std[e]);
     }
     if (info->learned_noise && !input->inference && input->num_tokens > 0) {
-        if (!given(&input->noise_weights)) REJECT("learned_noise needs noise_weights [d, E]");
-        if (!given(&input->hidden)) REJECT("learned_noise needs the hidden states");
+        if (!tensor_given(&input->noise_weights))
+            REJECT("learned_noise needs noise_weights [d, E]");
+        if (!tensor_given(&input->hidden)) REJECT("learned_noise needs the hidden states");
     }
     return MOEVK_SUCCESS;
 }
@@ -169,7 +168,7 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *c
     route_plan params;
     router_plan(router, input, &params);
     router_plan_noise(router, input->step, input->layer, input->inference, &params);
-    if (given(&input->bias)) params.flags |= FLAG_HAS_BIAS;
+    if (tensor_given(&input->bias)) params.flags |= FLAG_HAS_BIAS;
     router->route = ROUTE_NONE;
     router->combine = COMBINE_NONE;
 
@@ -178,11 +177,11 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *c
     if (r != MOEVK_SUCCESS) return r;
     tensor_upload(plan, BINDING_LOGITS, &input->logits, T * E * dtype_bytes(info->logits_type));
     tensor_upload(plan, BINDING_ROUTER_WEIGHTS, &input->router_weights, d * E * 4);
-    if (given(&input->router_weights)) params.flags |= FLAG_PROJECT_LOGITS;
+    if (tensor_given(&input->router_weights)) params.flags |= FLAG_PROJECT_LOGITS;
     tensor_upload(plan, BINDING_BIAS, &input->bias, E * 4);
     /* For the load loss, which divides by the std: the std (or a learned std's epsilon), or
      * every expert's. */
-    int per_expert_std = given(&input->noise_std);
+    int per_expert_std = tensor_given(&input->noise_std);
     int std_positive = per_expert_std ? 1 : params.noise_amount > 0.0f;
     for (uint32_t e = 0; per_expert_std && e < E; ++e) std_positive &= std[e] > 0;
     router->last_noise_std_positive = std_positive;
@@ -194,7 +193,7 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *c
         tensor_upload(plan, BINDING_NOISE_WEIGHTS, &input->noise_weights, d * E * 4);
     tensor_upload(plan, BINDING_HIDDEN, &input->hidden, T * d * hidden_bytes);
     transfer_uploads_done(plan);
-    record_route(router, &params, given(&input->hidden));
+    record_route(router, &params, tensor_given(&input->hidden));
     /* Device outputs: copied on the device. */
     uint64_t rows_bytes = (uint64_t)params.dispatched_rows * d * hidden_bytes;
     if (output->dispatched.kind == MOEVK_TENSOR_BUFFER)
@@ -265,7 +264,6 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
     const uint32_t *expert_info = transfer_downloaded(plan, BINDING_EXPERT_INFO);
     const float *totals = transfer_downloaded(plan, BINDING_STAT_TOTALS);
     moevk_route_stats stats;
-    moevk_route_stats_init(&stats);
     const float *header =
         (params.flags & FLAG_SINKHORN) ? transfer_downloaded(plan, BINDING_DECISIONS) : NULL;
     route_fill_stats(router, &params, expert_info, totals, header, &stats);
@@ -315,7 +313,8 @@ static moevk_result combine(moevk_router *router, moevk_tensor expert_out, moevk
     r = tensor_check(context, "expert_out", &expert_out, RUN_KINDS, in_bytes);
     if (r == MOEVK_SUCCESS) r = tensor_check(context, "combined", &combined, RUN_KINDS, out_bytes);
     if (r != MOEVK_SUCCESS) return r;
-    if (params->num_tokens > 0 && (!given(&combined) || (!given(&expert_out) && in_bytes > 0)))
+    if (params->num_tokens > 0 &&
+        (!tensor_given(&combined) || (!tensor_given(&expert_out) && in_bytes > 0)))
         REJECT("expert_out and combined must be given");
     transfer_plan *plan = &router->pending_plan;
     r = transfer_begin(plan, router);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "route_check.h"
 
 #define T 96u
 #define E 8u
@@ -15,13 +16,7 @@
 #define D 6u
 
 static moevk_router_info small_router(void) {
-    moevk_router_info info;
-    moevk_router_info_init(&info);
-    info.num_experts = E;
-    info.top_k = K;
-    info.max_tokens = T;
-    info.hidden_size = D;
-    return info;
+    return route_case_info(MOEVK_MODE_TOKEN, E, K, T, D);
 }
 
 static int last_error_names(const char *word) {
