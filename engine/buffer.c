@@ -62,11 +62,15 @@ void moevk_buffer_destroy(moevk_buffer *buffer) {
 
 uint64_t moevk_buffer_size(const moevk_buffer *buffer) { return buffer ? buffer->size : 0; }
 
-/* One copy between a buffer and a staging buffer on the context's command buffer, submitted and
- * waited for. */
-static moevk_result staged_copy(moevk_context *context, const gpu_buffer *device,
-                                gpu_buffer *staging, uint64_t offset, uint64_t size,
-                                int to_buffer) {
+/* What one command records on the context's command buffer (one_shot). */
+typedef struct transfer_command {
+    const gpu_buffer *source, *destination; /* source NULL: fill the destination with zeros */
+    uint64_t source_offset, destination_offset, size;
+} transfer_command;
+
+/* Runs copies and fills on the context's command buffer, submitted and waited for, between
+ * barriers that order them after earlier device work and before host reads and later work. */
+static moevk_result one_shot(moevk_context *context, const transfer_command *commands, int count) {
     const struct VolkDeviceTable *vk = &context->vk;
     VkCommandBuffer cmd = context->command_buffer;
     VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
@@ -77,18 +81,26 @@ static moevk_result staged_copy(moevk_context *context, const gpu_buffer *device
         .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
     VkMemoryBarrier after = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
                              .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
-                             .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
-    VkBufferCopy region = {to_buffer ? 0 : offset, to_buffer ? offset : 0, size};
+                             .dstAccessMask = VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT |
+                                              VK_ACCESS_SHADER_WRITE_BIT};
     pthread_mutex_lock(&context->lock);
     VkResult vr = vk->vkResetCommandBuffer(cmd, 0);
     if (vr == VK_SUCCESS) vr = vk->vkBeginCommandBuffer(cmd, &begin);
     if (vr == VK_SUCCESS) {
         vk->vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
                                  VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &before, 0, NULL, 0, NULL);
-        vk->vkCmdCopyBuffer(cmd, to_buffer ? staging->buffer : device->buffer,
-                            to_buffer ? device->buffer : staging->buffer, 1, &region);
-        vk->vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0,
-                                 1, &after, 0, NULL, 0, NULL);
+        for (int i = 0; i < count; ++i) {
+            const transfer_command *c = &commands[i];
+            if (c->source) {
+                VkBufferCopy region = {c->source_offset, c->destination_offset, c->size};
+                vk->vkCmdCopyBuffer(cmd, c->source->buffer, c->destination->buffer, 1, &region);
+            } else {
+                vk->vkCmdFillBuffer(cmd, c->destination->buffer, c->destination_offset, c->size, 0);
+            }
+        }
+        vk->vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                 VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                                 0, 1, &after, 0, NULL, 0, NULL);
         vr = vk->vkEndCommandBuffer(cmd);
     }
     VkSubmitInfo submit = {
@@ -101,6 +113,31 @@ static moevk_result staged_copy(moevk_context *context, const gpu_buffer *device
     }
     pthread_mutex_unlock(&context->lock);
     return vr == VK_SUCCESS ? MOEVK_SUCCESS : context_fail_vk(context, vr, "copying a buffer");
+}
+
+/* One copy between a buffer and a staging buffer. */
+static moevk_result staged_copy(moevk_context *context, const gpu_buffer *device,
+                                gpu_buffer *staging, uint64_t offset, uint64_t size,
+                                int to_buffer) {
+    transfer_command copy = {to_buffer ? staging : device, to_buffer ? device : staging,
+                             to_buffer ? 0 : offset, to_buffer ? offset : 0, size};
+    return one_shot(context, &copy, 1);
+}
+
+moevk_result gpu_buffer_device_copy(moevk_context *context, const gpu_buffer *source,
+                                    uint64_t source_offset, const gpu_buffer *destination,
+                                    uint64_t destination_offset, uint64_t size) {
+    if (size == 0) return MOEVK_SUCCESS;
+    transfer_command copy = {source, destination, source_offset, destination_offset, size};
+    return one_shot(context, &copy, 1);
+}
+
+moevk_result gpu_buffers_zero(moevk_context *context, const gpu_buffer *const *buffers, int count) {
+    transfer_command fills[BINDING_COUNT];
+    int used = 0;
+    for (int i = 0; i < count && used < BINDING_COUNT; ++i)
+        fills[used++] = (transfer_command){NULL, buffers[i], 0, 0, VK_WHOLE_SIZE};
+    return used ? one_shot(context, fills, used) : MOEVK_SUCCESS;
 }
 
 moevk_result gpu_buffer_host_copy(moevk_context *context, const gpu_buffer *device, uint64_t offset,

@@ -43,10 +43,13 @@ moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode
     context->info.host_visible_device_memory = maps_device_memory(context, memory_mode);
     context->info.buffer_device_address = adopted_addresses;
 
-    if (context->limits.maxPerStageDescriptorStorageBuffers < BINDING_COUNT)
+    /* A kernel binds only its own buffers (at most MAX_KERNEL_BUFFERS, engine/stage.c checks
+     * each), whatever their binding numbers. */
+    if (context->limits.maxPerStageDescriptorStorageBuffers < MAX_KERNEL_BUFFERS)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "the device allows %u storage buffers per stage; moevk needs %d",
-                            context->limits.maxPerStageDescriptorStorageBuffers, BINDING_COUNT);
+                            context->limits.maxPerStageDescriptorStorageBuffers,
+                            MAX_KERNEL_BUFFERS);
     if (context->limits.maxComputeWorkGroupSize[0] < WORKGROUP_SIZE ||
         context->limits.maxComputeSharedMemorySize < 16384)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,

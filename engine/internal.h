@@ -144,10 +144,19 @@ moevk_result context_commands_create(moevk_context *context);
 moevk_result gpu_buffer_host_copy(moevk_context *context, const gpu_buffer *device, uint64_t offset,
                                   void *host, uint64_t size, int to_buffer);
 void context_commands_destroy(moevk_context *context);
+/* A copy between two device buffers on the device, waiting. */
+moevk_result gpu_buffer_device_copy(moevk_context *context, const gpu_buffer *source,
+                                    uint64_t source_offset, const gpu_buffer *destination,
+                                    uint64_t destination_offset, uint64_t size);
+/* Fills buffers with zeros on the device, waiting (at most BINDING_COUNT). */
+moevk_result gpu_buffers_zero(moevk_context *context, const gpu_buffer *const *buffers, int count);
 
 /* ---- stage_table.h: the stages, in route order ---- */
 #include "stage_table.h"
 
+/* The most buffers one kernel binds (its descriptor set's storage buffers): what devices were
+ * asked for before the layer's bindings came, so that no device moevk ran on is refused now. */
+#define MAX_KERNEL_BUFFERS 32
 /* What the router holds for each kernel (one shader) of a stage (engine/stage.c). */
 #define NO_KERNEL_BOUND (-1)
 typedef struct kernel_state {
@@ -176,6 +185,7 @@ void pipelines_destroy_cache(moevk_context *context);
 typedef struct stage_constants {
     uint32_t workgroup_size; /* stage_workgroup_size */
     uint32_t choices, selection_k, num_experts, dtype, hidden_dtype, groups, topk_groups;
+    uint32_t activation; /* the layer's (ACTIVATION_*) */
 } stage_constants;
 /* The SPIR-V of a kernel in one variant (embedded by its stage's file; code NULL: not built). */
 typedef struct shader_code {
@@ -230,6 +240,9 @@ typedef struct route_plan {
     uint32_t noise_seed_high;
     uint32_t noise_step;
     uint32_t noise_layer;
+    /* A layer's FFN sizes (moevk_layer). */
+    uint32_t intermediate_size;
+    uint32_t shared_intermediate_size;
 } route_plan;
 
 typedef struct transfer_plan {
@@ -270,9 +283,20 @@ typedef enum pending_call {
     PENDING_LOSSES
 } pending_call;
 
+/* What a layer adds to its router (moevk_layer_info past the routing; active 0: a plain
+ * router). */
+typedef struct layer_shape {
+    int active;
+    uint32_t intermediate_size, shared_intermediate_size;
+    moevk_activation activation;
+    moevk_dtype weight_type;
+    int biases, shared_gate;
+} layer_shape;
+
 struct moevk_router {
     moevk_context *context;
     moevk_router_info info;
+    layer_shape layer;
     gpu_buffer buffers[BINDING_COUNT];
     gpu_buffer upload;   /* staging, only when device memory is not mapped */
     gpu_buffer readback; /* staging, only when device memory is not mapped */
@@ -315,6 +339,18 @@ struct moevk_router {
     int losses_recorded;
 };
 
+/* Creates a router, a layer's when layer is not NULL (moevk_router_create: NULL). */
+moevk_result router_create(moevk_context *context, const moevk_router_info *info,
+                           const layer_shape *layer, moevk_router **out);
+/* route.c: what a layer's forward adds to a route call (moevk_layer_forward). */
+typedef struct layer_call {
+    const moevk_tensor *output;        /* [T, d] hidden_type */
+    const moevk_tensor *router_logits; /* [T, E] f32, or NONE */
+} layer_call;
+/* route.c: a route call (moevk_route_submit), a layer's when layer is not NULL: then the
+ * logits are projected with the router weights in place and the layer's stages follow. */
+moevk_result route_submit(moevk_router *router, const moevk_route_input *input,
+                          const moevk_route_output *output, const layer_call *layer);
 /* route.c: waits for the router's submitted work and checks the device is alive: what every
  * call that touches the router's buffers does first. */
 moevk_result router_settle(moevk_router *router);
@@ -366,6 +402,13 @@ enum timestamp_point {
 /* ---- record.c (the route's stage table), combine.c, losses.c, expert_loss.c, recording.c ---- */
 void record_route(moevk_router *router, const route_plan *params, int with_dispatch);
 void record_combine(moevk_router *router, const route_plan *params);
+/* A layer's stages after its route: the routed experts (experts.c), the shared experts
+ * (shared_experts.c), the layer's combine into BINDING_COMBINED (layer_combine.c). */
+void record_experts(moevk_router *router, const route_plan *params);
+void record_shared_experts(moevk_router *router, const route_plan *params);
+void record_layer_combine(moevk_router *router, const route_plan *params);
+/* experts.c: the most tiles a route of the layer's router cuts its rows into. */
+uint64_t layer_max_tiles(const moevk_router *router);
 /* The losses stage's phases (shaders/losses.comp) that the call needs. */
 typedef struct loss_phases {
     int counts; /* a recorded route: its valid rows and assignments from the device */

@@ -147,15 +147,15 @@ moevk_result pipeline_create(moevk_context *context, const shader_code shaders[V
         vk->vkCreateShaderModule(context->device, &module_info, context->allocator, &module);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateShaderModule");
 
-    const uint32_t values[8] = {constants->workgroup_size, constants->choices,
-                                constants->num_experts,    constants->dtype,
-                                constants->hidden_dtype,   constants->groups,
-                                constants->topk_groups,    constants->selection_k};
-    const VkSpecializationMapEntry entries[8] = {
+    const uint32_t values[9] = {
+        constants->workgroup_size, constants->choices,      constants->num_experts,
+        constants->dtype,          constants->hidden_dtype, constants->groups,
+        constants->topk_groups,    constants->selection_k,  constants->activation};
+    const VkSpecializationMapEntry entries[9] = {
         {SPEC_WORKGROUP_SIZE, 0, 4}, {SPEC_CHOICES, 4, 4},       {SPEC_NUM_EXPERTS, 8, 4},
         {SPEC_DTYPE, 12, 4},         {SPEC_HIDDEN_DTYPE, 16, 4}, {SPEC_GROUPS, 20, 4},
-        {SPEC_TOPK_GROUPS, 24, 4},   {SPEC_SELECTION_K, 28, 4}};
-    VkSpecializationInfo specialization = {8, entries, sizeof values, values};
+        {SPEC_TOPK_GROUPS, 24, 4},   {SPEC_SELECTION_K, 28, 4},  {SPEC_ACTIVATION, 32, 4}};
+    VkSpecializationInfo specialization = {9, entries, sizeof values, values};
     VkComputePipelineCreateInfo pipeline_info = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,

@@ -12,7 +12,8 @@
 
 /* Checks a run route's input and output and reads its per-expert noise std (into std [E]). */
 static moevk_result check_route(const moevk_router *router, const moevk_route_input *input,
-                                const moevk_route_output *output, float *std) {
+                                const moevk_route_output *output, const layer_call *layer,
+                                float *std) {
     moevk_context *context = router->context;
     const moevk_router_info *info = &router->info;
     if (input->num_tokens > info->max_tokens)
@@ -47,7 +48,17 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
             tensor_check(context, tensors[i].name, tensors[i].tensor, RUN_KINDS, tensors[i].bytes);
         if (r != MOEVK_SUCCESS) return r;
     }
-    if (tensor_given(&input->router_weights)) {
+    if (layer) {
+        if (tensor_given(&input->logits) || tensor_given(&input->router_weights))
+            REJECT("a layer computes its logits with its own router weights: logits and "
+                   "router_weights must be NONE");
+        if (T > 0 && !tensor_given(&input->hidden)) REJECT("hidden is not given");
+        moevk_result r = tensor_check(context, "output", layer->output, RUN_KINDS, T * d * element);
+        if (r == MOEVK_SUCCESS)
+            r = tensor_check(context, "router_logits", layer->router_logits, RUN_KINDS, T * E * 4);
+        if (r != MOEVK_SUCCESS) return r;
+        if (T > 0 && !tensor_given(layer->output)) REJECT("output is not given");
+    } else if (tensor_given(&input->router_weights)) {
         if (!info->router_projection)
             REJECT("router_weights given, but the router was made without router_projection");
         if (tensor_given(&input->logits)) REJECT("give logits or router_weights, not both");
@@ -148,9 +159,16 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *c
                                 const moevk_route_output *caller_output) {
     if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = router->context;
+    if (!caller_output) REJECT("output must not be NULL");
+    if (router->layer.active) REJECT("this router is a layer's: run it with moevk_layer_forward");
+    return route_submit(router, caller_input, caller_output, NULL);
+}
+
+moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_input,
+                          const moevk_route_output *caller_output, const layer_call *layer) {
+    moevk_context *context = router->context;
     moevk_result r = router_settle(router); /* one route in flight */
     if (r != MOEVK_SUCCESS) return r;
-    if (!caller_output) REJECT("output must not be NULL");
     moevk_route_input in;
     moevk_route_output out;
     r = route_read_call(context, caller_input, caller_output, &in, &out);
@@ -158,7 +176,7 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *c
     const moevk_route_input *input = &in;
     const moevk_route_output *output = &out;
     float std[MOEVK_MAX_EXPERTS];
-    r = check_route(router, input, output, std);
+    r = check_route(router, input, output, layer, std);
     if (r == MOEVK_SUCCESS) r = router_check_call(router, input);
     if (r != MOEVK_SUCCESS) return r;
     const moevk_router_info *info = &router->info;
@@ -177,7 +195,8 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *c
     if (r != MOEVK_SUCCESS) return r;
     tensor_upload(plan, BINDING_LOGITS, &input->logits, T * E * dtype_bytes(info->logits_type));
     tensor_upload(plan, BINDING_ROUTER_WEIGHTS, &input->router_weights, d * E * 4);
-    if (tensor_given(&input->router_weights)) params.flags |= FLAG_PROJECT_LOGITS;
+    /* A layer's router weights are in place already. */
+    if (tensor_given(&input->router_weights) || layer) params.flags |= FLAG_PROJECT_LOGITS;
     tensor_upload(plan, BINDING_BIAS, &input->bias, E * 4);
     /* For the load loss, which divides by the std: the std (or a learned std's epsilon), or
      * every expert's. */
@@ -193,7 +212,17 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *c
         tensor_upload(plan, BINDING_NOISE_WEIGHTS, &input->noise_weights, d * E * 4);
     tensor_upload(plan, BINDING_HIDDEN, &input->hidden, T * d * hidden_bytes);
     transfer_uploads_done(plan);
-    record_route(router, &params, tensor_given(&input->hidden));
+    /* A layer's experts gather the hidden states themselves: it dispatches rows only when
+     * asked for them. */
+    record_route(router, &params,
+                 layer ? tensor_given(&output->dispatched) : tensor_given(&input->hidden));
+    if (layer) {
+        record_experts(router, &params);
+        record_shared_experts(router, &params);
+        record_layer_combine(router, &params);
+        tensor_download(plan, BINDING_COMBINED, 0, layer->output, T * d * hidden_bytes);
+        tensor_download(plan, BINDING_LOGITS, 0, layer->router_logits, T * E * 4);
+    }
     /* Device outputs: copied on the device. */
     uint64_t rows_bytes = (uint64_t)params.dispatched_rows * d * hidden_bytes;
     if (output->dispatched.kind == MOEVK_TENSOR_BUFFER)
@@ -231,7 +260,7 @@ moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *c
     router->pending = PENDING_ROUTE;
     router->pending_params = params;
     router->pending_output = out;
-    router->pending_stats = caller_output->stats;
+    router->pending_stats = caller_output ? caller_output->stats : NULL;
     return MOEVK_SUCCESS;
 }
 

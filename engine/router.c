@@ -296,6 +296,14 @@ void router_plan(const moevk_router *router, const moevk_route_input *input, rou
     if (rows > stat_block_rows_limit(info)) rows = stat_block_rows_limit(info);
     params->rows_per_stat_block = rows;
     params->stat_blocks = div_ceil_u32(num_tokens, params->rows_per_stat_block);
+    const layer_shape *layer = &router->layer;
+    if (layer->active) {
+        params->intermediate_size = layer->intermediate_size;
+        params->shared_intermediate_size = layer->shared_intermediate_size;
+        params->flags |= (layer->biases ? FLAG_FFN_BIASES : 0) |
+                         (layer->shared_intermediate_size ? FLAG_SHARED_EXPERT : 0) |
+                         (layer->shared_gate ? FLAG_SHARED_GATE : 0);
+    }
     if (router->use_addresses) {
         params->logits_address = router->buffers[BINDING_LOGITS].address;
         params->hidden_address = router->buffers[BINDING_HIDDEN].address;
@@ -362,7 +370,21 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
                                                          "dL/dstd",
                                                          "compacted rows",
                                                          "router weights",
-                                                         "dL/dcombined"};
+                                                         "dL/dcombined",
+                                                         "experts' gate weights",
+                                                         "experts' up weights",
+                                                         "experts' down weights",
+                                                         "experts' biases",
+                                                         "experts' activations",
+                                                         "expert tiles",
+                                                         "shared experts' gate weights",
+                                                         "shared experts' up weights",
+                                                         "shared experts' down weights",
+                                                         "shared experts' biases",
+                                                         "shared experts' activations",
+                                                         "shared experts' outputs",
+                                                         "shared expert gate",
+                                                         "shared expert scales"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {
@@ -433,6 +455,9 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
                           A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_DISPATCHED]) +
                           A16(DECISION_HEADER * 4);
     uint64_t combine_down = A16(sizes[BINDING_COMBINED]);
+    /* A layer's forward downloads its output and logits beside the route's. */
+    if (router->layer.active)
+        route_down += A16(sizes[BINDING_COMBINED]) + A16(sizes[BINDING_LOGITS]);
     uint64_t losses_up = A16(sizes[BINDING_GRAD_WEIGHTS]) + A16(sizes[BINDING_GRAD_COMBINED]);
     uint64_t losses_down = A16(sizes[BINDING_GRAD_LOGITS]) + A16(sizes[BINDING_LOSS_TOTALS]) +
                            A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_EXPERT_INFO]) +
@@ -483,6 +508,26 @@ static moevk_result create_commands(moevk_router *router) {
     return MOEVK_SUCCESS;
 }
 
+/* A layer's weights, activations and tiles: each within the device's range and the dispatch
+ * limits (messages that name them, before the generic check's). */
+static moevk_result layer_check_sizes(moevk_router *router, const uint64_t sizes[BINDING_COUNT]) {
+    moevk_context *context = router->context;
+    uint64_t range = context->limits.maxStorageBufferRange;
+    for (int i = BINDING_EXPERT_GATE; i <= BINDING_SHARED_SCALE; ++i)
+        if (sizes[i] > range)
+            return context_fail(context, MOEVK_ERROR_TOO_LARGE,
+                                "the layer's %s need %llu bytes, past this device's "
+                                "maxStorageBufferRange of %llu",
+                                BINDING_NAMES[i], (unsigned long long)sizes[i],
+                                (unsigned long long)range);
+    if (layer_max_tiles(router) > MAX_TILES ||
+        div_ceil_u32(router->info.max_tokens, TILE_ROWS) > MAX_TILES)
+        return context_fail(context, MOEVK_ERROR_TOO_LARGE,
+                            "max_tokens %u makes more than %u tiles of %u rows for one dispatch",
+                            router->info.max_tokens, MAX_TILES, TILE_ROWS);
+    return MOEVK_SUCCESS;
+}
+
 /* Whether the router's sizes fit the device and moevk's indices: everything creation checks
  * before it allocates. Fills sizes. */
 static moevk_result check_router_sizes(moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
@@ -492,7 +537,14 @@ static moevk_result check_router_sizes(moevk_router *router, uint64_t sizes[BIND
                             "%llu dispatched rows pass moevk's 32-bit row indices",
                             (unsigned long long)router->max_dispatched_rows);
     binding_sizes(router, sizes);
-    moevk_result r = check_sizes(router->context, router, sizes);
+    moevk_result r = router->layer.active ? layer_check_sizes(router, sizes) : MOEVK_SUCCESS;
+    if (r == MOEVK_SUCCESS) r = check_sizes(router->context, router, sizes);
+    if (r == MOEVK_SUCCESS && router->layer.active && router->use_addresses)
+        r = context_fail(router->context, MOEVK_ERROR_TOO_LARGE,
+                         "a layer's rows pass this device's maxStorageBufferRange of %llu bytes "
+                         "(moevk's layer does not reach buffers through device addresses yet): "
+                         "lower max_tokens",
+                         (unsigned long long)router->context->limits.maxStorageBufferRange);
     if (r == MOEVK_SUCCESS) r = router_check_loop_budget(router->context, &router->info);
     return r;
 }
@@ -521,8 +573,13 @@ moevk_result moevk_router_create(moevk_context *context, const moevk_router_info
     moevk_router_info full;
     moevk_result r = router_read_info(context, caller_info, &full);
     if (r != MOEVK_SUCCESS) return r;
-    const moevk_router_info *info = &full;
-    r = context_check_alive(context);
+    return router_create(context, &full, NULL, out);
+}
+
+moevk_result router_create(moevk_context *context, const moevk_router_info *info,
+                           const layer_shape *layer, moevk_router **out) {
+    *out = NULL;
+    moevk_result r = context_check_alive(context);
     if (r != MOEVK_SUCCESS) return r;
     r = router_check_info(context, info);
     if (r != MOEVK_SUCCESS) return r;
@@ -530,6 +587,7 @@ moevk_result moevk_router_create(moevk_context *context, const moevk_router_info
     if (!router) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "router");
     router->context = context;
     router->info = *info;
+    if (layer) router->layer = *layer;
     r = build_router(router);
     if (r != MOEVK_SUCCESS) {
         moevk_router_destroy(router);

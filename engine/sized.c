@@ -54,3 +54,7 @@ _Static_assert(offsetof(moevk_router_info, router_projection) + 4 == sizeof(moev
 _Static_assert(offsetof(moevk_route_input, router_weights) + sizeof(moevk_tensor) ==
                    sizeof(moevk_route_input),
                "moevk_route_input has tail padding");
+_Static_assert(offsetof(moevk_layer_info, reserved_0) + 4 == sizeof(moevk_layer_info),
+               "moevk_layer_info has tail padding");
+_Static_assert(offsetof(moevk_layer_output, route) + sizeof(void *) == sizeof(moevk_layer_output),
+               "moevk_layer_output has tail padding");

@@ -30,6 +30,10 @@ static moevk_result create_layouts(moevk_router *router, const stage_kernel *ker
     moevk_context *context = router->context;
     const struct VolkDeviceTable *vk = &context->vk;
     VkDescriptorSetLayoutBinding bindings[BINDING_COUNT];
+    if (kernel->buffer_count > MAX_KERNEL_BUFFERS)
+        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
+                            "kernel %s binds %u buffers, past moevk's %d", kernel->name,
+                            kernel->buffer_count, MAX_KERNEL_BUFFERS);
     for (uint32_t i = 0; i < kernel->buffer_count; ++i)
         bindings[i] =
             (VkDescriptorSetLayoutBinding){.binding = kernel->buffers[i],

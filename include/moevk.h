@@ -3,6 +3,9 @@
  *
  * The header is the manual. The flow is one way:
  *   context (a Vulkan device, own or adopted)
+ *     -> layer (moevk_layer_create: the router, the experts' and shared experts' weights)
+ *       -> moevk_layer_forward (hidden states in, the MoE block's output out, one submission)
+ * or, with experts of your own:
  *     -> router (created once for fixed sizes and options)
  *       -> moevk_route (scores -> top-k -> bucketing -> dispatch -> stats, one submission)
  *       -> your experts
@@ -87,8 +90,8 @@ typedef struct moevk_buffer moevk_buffer;
  * struct_size and the defaults; the _init functions are inline, so that the size is the
  * caller's. struct_size 0 means the first layout that had struct_size (moevk 0.2), so that
  * `= {0}` still works for the fields that layout has (those added since keep their defaults:
- * set struct_size to use them). Fields a version adds are marked "Since moevk X.Y". Every layout ends
- * without tail padding (a reserved field, which must be zero, fills it), so that struct_size
+ * set struct_size to use them). Fields a version adds are marked "Since moevk X.Y". Every layout
+ * ends without tail padding (a reserved field, which must be zero, fills it), so that struct_size
  * tells the layouts apart. A struct_size past what the library knows is accepted when every byte it
  * does not know is zero (fields left at their defaults), and refused with
  * MOEVK_ERROR_UNSUPPORTED otherwise, as Linux's clone3 and openat2 do. Structs held inside
@@ -435,7 +438,7 @@ typedef struct moevk_router_info {
     moevk_routing_mode mode;
     uint32_t sequence_length;     /* SEQUENCE mode: tokens per sequence, >= 1 */
     uint32_t sinkhorn_iterations; /* SINKHORN mode: the iteration cap, at most 10000; 0: 100 */
-    uint32_t padding_0_2; /* ignored: where moevk 0.2's layout had tail padding */
+    uint32_t padding_0_2;         /* ignored: where moevk 0.2's layout had tail padding */
     /* ---- Since moevk 0.3 (a 0.2 program's struct ends above; these take their defaults) ---- */
     /* The capacity factor of routes with `inference` set (DeepSpeed's eval_capacity_factor),
      * in place of capacity_factor and its schedule; 0 (default): the same as training. Finite
@@ -625,6 +628,105 @@ MOEVK_API moevk_result moevk_combine(moevk_router *router, moevk_tensor expert_o
 MOEVK_API moevk_result moevk_combine_submit(moevk_router *router, moevk_tensor expert_out,
                                             moevk_tensor combined);
 
+/* ---- The MoE layer: router projection, route, experts, shared experts, combine ------------ */
+/* A layer computes, from hidden states x [T, d], an MoE block's output on the device in one
+ * submission: logits = x W_g^T (the router projection), the route (every router option), each
+ * dispatched row through its expert's FFN (grouped matrix products over the route's rows,
+ * capacity or dropless), the kept rows combined per token with their weights, plus the shared
+ * experts' FFN of every token (optionally gated, Qwen2-MoE). Every product accumulates in f32
+ * in a fixed order: the same input gives the same bits every run. The layer owns its router
+ * (moevk_layer_router: its losses, timings and reads work as for any route). */
+typedef struct moevk_layer moevk_layer;
+
+typedef enum moevk_activation {
+    MOEVK_ACTIVATION_SWIGLU = 0, /* down(silu(gate x) * up x): Mixtral, Qwen-MoE, DeepSeek */
+    MOEVK_ACTIVATION_GELU = 1,   /* down(gelu(up x)), gelu(z) = z (1 + erf(z / sqrt 2)) / 2 */
+    /* The tanh form: z (1 + tanh(sqrt(2 / pi) (z + 0.044715 z^3))) / 2 */
+    MOEVK_ACTIVATION_GELU_TANH = 2,
+    MOEVK_ACTIVATION_RELU = 3, /* down(relu(up x)): Switch, GShard (NaN stays NaN) */
+} moevk_activation;
+
+typedef struct moevk_layer_info {
+    uint32_t struct_size;       /* see "Structs that grow" */
+    uint32_t intermediate_size; /* f of each routed expert, >= 1 */
+    /* The routing: E, k, max_tokens, hidden_size d (> 0), hidden_type and every option of a
+     * router; router_projection is implied. Required. */
+    const moevk_router_info *router;
+    moevk_activation activation; /* the routed and the shared experts' */
+    moevk_dtype weight_type;     /* F32 (default), F16 or BF16: the FFN weights as stored */
+    int biases;                  /* default 0: non-zero gives every FFN projection a bias (f32) */
+    /* Default 0: no shared experts; else the intermediate size of the one dense FFN every token
+     * goes through (DeepSeek's n_shared_experts * moe_intermediate_size, Qwen2-MoE's
+     * shared_expert_intermediate_size), added to the routed output. */
+    uint32_t shared_intermediate_size;
+    int shared_gate;     /* Qwen2-MoE: the shared output times sigmoid(x . w_shared_gate) */
+    uint32_t reserved_0; /* zero: the place of a later field */
+} moevk_layer_info;
+
+static inline void moevk_layer_info_init(moevk_layer_info *info) { MOEVK_INIT_STRUCT_(info); }
+
+/* The layer's weights, in the layouts of Hugging Face checkpoints (nn.Linear's [out, in]).
+ * f is intermediate_size, fs shared_intermediate_size; "wt" is the layer's weight_type. */
+typedef enum moevk_layer_weight {
+    MOEVK_WEIGHT_ROUTER = 0,              /* W_g [E, d] f32: logits = x W_g^T */
+    MOEVK_WEIGHT_GATE = 1,                /* [E, f, d] wt: gate_proj, Mixtral's w1 (SwiGLU only) */
+    MOEVK_WEIGHT_UP = 2,                  /* [E, f, d] wt: up_proj, w3; an MLP's first */
+    MOEVK_WEIGHT_DOWN = 3,                /* [E, d, f] wt: down_proj, w2 */
+    MOEVK_WEIGHT_GATE_BIAS = 4,           /* [E, f] f32 (biases only, as the next two) */
+    MOEVK_WEIGHT_UP_BIAS = 5,             /* [E, f] f32 */
+    MOEVK_WEIGHT_DOWN_BIAS = 6,           /* [E, d] f32 */
+    MOEVK_WEIGHT_SHARED_GATE = 7,         /* [fs, d] wt (SwiGLU only) */
+    MOEVK_WEIGHT_SHARED_UP = 8,           /* [fs, d] wt */
+    MOEVK_WEIGHT_SHARED_DOWN = 9,         /* [d, fs] wt */
+    MOEVK_WEIGHT_SHARED_GATE_BIAS = 10,   /* [fs] f32 */
+    MOEVK_WEIGHT_SHARED_UP_BIAS = 11,     /* [fs] f32 */
+    MOEVK_WEIGHT_SHARED_DOWN_BIAS = 12,   /* [d] f32 */
+    MOEVK_WEIGHT_SHARED_EXPERT_GATE = 13, /* [d] f32: Qwen2-MoE's shared_expert_gate */
+} moevk_layer_weight;
+
+/* Creates a layer: its router and every buffer for max_tokens, weights zero until set.
+ * Errors: those of moevk_router_create; TOO_LARGE also when a weight matrix passes
+ * maxStorageBufferRange or max_tokens' rows need more than 65535 tiles of 64 rows (the
+ * message says which). */
+MOEVK_API moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *info,
+                                          moevk_layer **out);
+/* Waits for the layer's work and frees it. NULL: no-op. */
+MOEVK_API void moevk_layer_destroy(moevk_layer *layer);
+/* The layer's router (owned by the layer: never destroy it). */
+MOEVK_API moevk_router *moevk_layer_router(moevk_layer *layer);
+/* Sets weights: for the per-expert ones (GATE .. DOWN_BIAS), `count` experts' worth from
+ * expert `first`, contiguous in source (count * one expert's matrix); for the others first 0
+ * and count 1. source is HOST or BUFFER, in the weight's type; copied now (waits).
+ * Errors: INVALID_ARGUMENT (a weight the layer does not have, experts out of range, a short
+ * buffer), DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_layer_set_weights(moevk_layer *layer, moevk_layer_weight which,
+                                               uint32_t first, uint32_t count, moevk_tensor source);
+
+typedef struct moevk_layer_output {
+    uint32_t struct_size;       /* see "Structs that grow" */
+    moevk_tensor output;        /* [T, d] in hidden_type: the layer's output. Required when T > 0 */
+    moevk_tensor router_logits; /* [T, E] f32: x W_g^T; NONE: not written */
+    /* The route's outputs, as moevk_route writes them (NULL: none). */
+    const moevk_route_output *route;
+} moevk_layer_output;
+
+static inline void moevk_layer_output_init(moevk_layer_output *output) {
+    MOEVK_INIT_STRUCT_(output);
+}
+
+/* Runs the layer on input->hidden [T, d] (required when T > 0; logits and router_weights
+ * NONE: the layer's W_g computes them), with the input's bias, step, layer, inference, noise
+ * and capacity factor as a route takes them. HOST or BUFFER tensors; waits. A dispatched row
+ * dropped for capacity adds nothing: a token whose every choice was dropped gets the shared
+ * experts' output alone, or zeros. Errors: as moevk_route. */
+MOEVK_API moevk_result moevk_layer_forward(moevk_layer *layer, const moevk_route_input *input,
+                                           const moevk_layer_output *output);
+/* moevk_layer_forward without waiting: moevk_router_wait(moevk_layer_router(layer), ...)
+ * completes it and fills the host outputs. */
+MOEVK_API moevk_result moevk_layer_forward_submit(moevk_layer *layer,
+                                                  const moevk_route_input *input,
+                                                  const moevk_layer_output *output);
+
 /* ---- Balancing losses and the router's backward (training) --------------------------------- */
 /* Coefficients of the losses (0: left out) and the gradient arriving from the layer. Means run
  * over the valid rows (neither masked nor non-finite) of the last route; p_t is the routing
@@ -688,8 +790,7 @@ MOEVK_API moevk_result moevk_router_losses(moevk_router *router, const moevk_los
                                            moevk_losses *losses, moevk_tensor grad_logits);
 /* moevk_router_losses without waiting: records and submits, then returns; losses and the host
  * outputs are written by moevk_router_wait (keep them valid until it has returned SUCCESS). */
-MOEVK_API moevk_result moevk_router_losses_submit(moevk_router *router,
-                                                  const moevk_loss_info *info,
+MOEVK_API moevk_result moevk_router_losses_submit(moevk_router *router, const moevk_loss_info *info,
                                                   moevk_losses *losses, moevk_tensor grad_logits);
 /* Records the losses of the last recorded route (moevk_route_record, and moevk_combine_record
  * for grad_combined) into the application's command buffer: grad_weights, grad_combined and

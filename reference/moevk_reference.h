@@ -159,4 +159,31 @@ int ref_loss_gradient(const moevk_router_info *info, const ref_call *call,
                       const float *bias, const double *grad_weights, double *grad,
                       double *grad_std);
 
+/* The layer (moevk_layer). One FFN shape and its weights: gate and up [E, f, d], down [E, d, f]
+ * in weight_type, biases [E, f], [E, f], [E, d] f32 (NULL: none); the shared experts are one
+ * such FFN with E = 1. */
+typedef struct ref_ffn {
+    uint32_t hidden_size, intermediate_size; /* d, f (0: no such FFN) */
+    moevk_activation activation;
+    moevk_dtype weight_type;
+    const void *gate, *up, *down;
+    const float *gate_bias, *up_bias, *down_bias;
+} ref_ffn;
+/* One row x [d] through expert `expert`'s FFN, in double: out [d], and the magnitude [d] of
+ * the terms behind each output (x_magnitude: the input's). */
+void ref_ffn_row(const ref_ffn *ffn, uint32_t expert, const double *x, const double *x_magnitude,
+                 double *out, double *magnitude);
+typedef struct ref_layer {
+    const moevk_router_info *router;
+    const float *router_weights; /* [E, d] */
+    ref_ffn experts, shared;
+    const float *shared_expert_gate; /* [d]; NULL: the shared output is not gated */
+} ref_layer;
+/* The layer's output [T, d] in double for a route's expert_ids, weights and slots [T, choices]
+ * (the kept choices: slot >= 0), and each output's magnitude; NaN rows where the token's
+ * logits are not finite. */
+void ref_layer_output(const ref_layer *layer, uint32_t T, const void *hidden,
+                      const int32_t *expert_ids, const float *weights, const int32_t *slots,
+                      double *out, double *magnitude);
+
 #endif

@@ -27,9 +27,15 @@
 #define BUFFER_DISPATCHED                                                                          \
     layout(std430, binding = BINDING_DISPATCHED) buffer Dispatched { uint dispatched_words[]; };   \
     layout(std430, binding = BINDING_DISPATCHED) buffer DispatchedVec4 { uvec4 dispatched_vec4[]; };
+// Written by the layer's down projection (expert_down.comp), f32 there; read by the combines.
+#ifdef STAGE_WRITES_EXPERT_OUT
+#define EXPERT_OUT_ACCESS
+#else
+#define EXPERT_OUT_ACCESS readonly
+#endif
 #define BUFFER_EXPERT_OUT                                                                          \
-    layout(std430, binding = BINDING_EXPERT_OUT) readonly buffer ExpertOut { uint expert_out_words[]; }; \
-    layout(std430, binding = BINDING_EXPERT_OUT) readonly buffer ExpertOutVec4 { uvec4 expert_out_vec4[]; };
+    layout(std430, binding = BINDING_EXPERT_OUT) EXPERT_OUT_ACCESS buffer ExpertOut { uint expert_out_words[]; }; \
+    layout(std430, binding = BINDING_EXPERT_OUT) EXPERT_OUT_ACCESS buffer ExpertOutVec4 { uvec4 expert_out_vec4[]; };
 #define BUFFER_COMBINED                                                                            \
     layout(std430, binding = BINDING_COMBINED) buffer Combined { uint combined_words[]; };         \
     layout(std430, binding = BINDING_COMBINED) buffer CombinedVec4 { uvec4 combined_vec4[]; };
@@ -52,5 +58,23 @@
 #define BUFFER_ROUTER_WEIGHTS layout(std430, binding = BINDING_ROUTER_WEIGHTS) readonly buffer RouterWeights { float router_weights[]; };
 #define BUFFER_GRAD_COMBINED layout(std430, binding = BINDING_GRAD_COMBINED) readonly buffer GradCombined { uint grad_combined_words[]; };
 #define BUFFER_GRAD_NOISE layout(std430, binding = BINDING_GRAD_NOISE) buffer GradNoise { float grad_noise[]; };
+
+// The layer's FFN weights (words of the layer's weight type), biases and scratch.
+#define BUFFER_EXPERT_GATE layout(std430, binding = BINDING_EXPERT_GATE) readonly buffer ExpertGate { uint expert_gate_words[]; };
+#define BUFFER_EXPERT_UP layout(std430, binding = BINDING_EXPERT_UP) readonly buffer ExpertUp { uint expert_up_words[]; };
+#define BUFFER_EXPERT_DOWN layout(std430, binding = BINDING_EXPERT_DOWN) readonly buffer ExpertDown { uint expert_down_words[]; };
+#define BUFFER_EXPERT_BIAS layout(std430, binding = BINDING_EXPERT_BIAS) readonly buffer ExpertBias { float expert_bias[]; };
+#define BUFFER_INTERMEDIATE layout(std430, binding = BINDING_INTERMEDIATE) buffer Intermediate { float intermediate[]; };
+#define BUFFER_TILES                                                                               \
+    layout(std430, binding = BINDING_TILES) buffer Tiles { uint tile_words[]; };                   \
+    layout(std430, binding = BINDING_TILES) buffer TileEntries { uvec4 tile_entries[]; };
+#define BUFFER_SHARED_GATE layout(std430, binding = BINDING_SHARED_GATE) readonly buffer SharedGate { uint shared_gate_words[]; };
+#define BUFFER_SHARED_UP layout(std430, binding = BINDING_SHARED_UP) readonly buffer SharedUp { uint shared_up_words[]; };
+#define BUFFER_SHARED_DOWN layout(std430, binding = BINDING_SHARED_DOWN) readonly buffer SharedDown { uint shared_down_words[]; };
+#define BUFFER_SHARED_BIAS layout(std430, binding = BINDING_SHARED_BIAS) readonly buffer SharedBias { float shared_bias[]; };
+#define BUFFER_SHARED_INTERMEDIATE layout(std430, binding = BINDING_SHARED_INTERMEDIATE) buffer SharedIntermediate { float shared_intermediate[]; };
+#define BUFFER_SHARED_OUT layout(std430, binding = BINDING_SHARED_OUT) buffer SharedOut { float shared_out[]; };
+#define BUFFER_SHARED_GATE_WEIGHTS layout(std430, binding = BINDING_SHARED_GATE_WEIGHTS) readonly buffer SharedGateWeights { float shared_gate_weights[]; };
+#define BUFFER_SHARED_SCALE layout(std430, binding = BINDING_SHARED_SCALE) buffer SharedScale { float shared_scale[]; };
 
 #define DECLARE_BUFFER(name) BUFFER_##name

@@ -23,6 +23,7 @@ layout(constant_id = SPEC_DTYPE) const uint DTYPE = 0;
 layout(constant_id = SPEC_HIDDEN_DTYPE) const uint HIDDEN_DTYPE = 0;
 layout(constant_id = SPEC_GROUPS) const uint GROUPS = 1;
 layout(constant_id = SPEC_TOPK_GROUPS) const uint TOPK_GROUPS = 1;
+layout(constant_id = SPEC_ACTIVATION) const uint ACTIVATION = 0;
 
 // The stage's own push constants, from its header's parameter list (STAGE_PARAMS; the C side
 // builds the same struct from the same list, engine/stage.h), and the buffers its header lists

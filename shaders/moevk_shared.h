@@ -46,7 +46,47 @@
 #define BINDING_COMPACT_ROWS 29
 #define BINDING_ROUTER_WEIGHTS 30 /* [E, d] f32: W_router of the router projection */
 #define BINDING_GRAD_COMBINED 31  /* [T, d] hidden_type words: the losses' dL/dcombined */
-#define BINDING_COUNT 32
+/* The layer's experts (moevk_layer): weights in the layer's weight_type (f32 words, or 16-bit
+ * pairs in 32-bit words), biases f32, and the f32 scratch between their stages. */
+#define BINDING_EXPERT_GATE 32    /* [E, f, d]: SwiGLU's gate projection */
+#define BINDING_EXPERT_UP 33      /* [E, f, d]: the up projection (an MLP's first) */
+#define BINDING_EXPERT_DOWN 34    /* [E, d, f]: the down projection */
+#define BINDING_EXPERT_BIAS 35    /* f32: gate [E, f], up [E, f], down [E, d] */
+#define BINDING_INTERMEDIATE 36   /* [rows, f] f32: each dispatched row's activation */
+#define BINDING_TILES 37          /* the tile map (see TILE_*) */
+#define BINDING_SHARED_GATE 38    /* [fs, d]: the shared experts' FFN, as the experts' */
+#define BINDING_SHARED_UP 39      /* [fs, d] */
+#define BINDING_SHARED_DOWN 40    /* [d, fs] */
+#define BINDING_SHARED_BIAS 41    /* f32: gate [fs], up [fs], down [d] */
+#define BINDING_SHARED_INTERMEDIATE 42 /* [T, fs] f32 */
+#define BINDING_SHARED_OUT 43     /* [T, d] f32: the shared experts' output, gated */
+#define BINDING_SHARED_GATE_WEIGHTS 44 /* [d] f32: Qwen2-MoE's shared_expert_gate */
+#define BINDING_SHARED_SCALE 45   /* [T] f32: sigmoid(x . shared_expert_gate) per token */
+#define BINDING_COUNT 46
+
+/* The expert FFN's tiles (shaders/ffn.glsl): TILE_ROWS dispatched rows of one expert by
+ * TILE_COLUMNS outputs each, TILE_DEPTH deep per step through shared memory, computed by
+ * FFN_WORKGROUP_SIZE invocations (FFN_THREAD_ROWS x FFN_THREAD_COLUMNS outputs each). The tile
+ * map (expert_tiles.comp) holds the up projection's indirect dispatch arguments (x, y, z) at
+ * word TILE_ARGS_UP, the down projection's at TILE_ARGS_DOWN, then from word TILE_ENTRIES one
+ * uvec4 per tile: expert, first row, end row, 0. */
+#define TILE_ROWS 64u
+#define TILE_COLUMNS 64u
+#define TILE_DEPTH 16u
+#define FFN_WORKGROUP_SIZE 256u
+#define FFN_THREAD_ROWS 4u
+#define FFN_THREAD_COLUMNS 4u
+#define TILE_ARGS_UP 0u
+#define TILE_ARGS_DOWN 4u
+#define TILE_ENTRIES 8u
+/* Dispatches are at most this many tiles high (Vulkan promises 65535 workgroups in y). */
+#define MAX_TILES 65535u
+
+/* Activations (moevk_activation in moevk.h). */
+#define ACTIVATION_SWIGLU 0u
+#define ACTIVATION_GELU 1u
+#define ACTIVATION_GELU_TANH 2u
+#define ACTIVATION_RELU 3u
 
 /* The decisions' header: Sinkhorn's shift of the logits, iterations run, last mean change,
  * whether the iteration has stopped (1.0) or goes on (0.0), the valid rows (T') and live
@@ -120,9 +160,12 @@
 #define FLAG_EXPERT_CHOICE 1024u /* experts choose tokens (expert_choice.comp) */
 #define FLAG_NOISE_STD_PER_EXPERT 2048u /* Gaussian std from noise_std [E] */
 #define FLAG_NOISE_STD_LEARNED 4096u    /* Gaussian std from noise_std [T, E] (noise_std.comp) */
-#define FLAG_GRAD_NOISE 8192u
+#define FLAG_GRAD_NOISE 8192u /* losses: the gradient with respect to the Gaussian noise's std */
 #define FLAG_PROJECT_LOGITS 16384u /* the route computes its logits (router_projection.comp) */
-#define FLAG_COUNTS_ON_DEVICE 32768u /* losses: the valid rows and assignments from the device */ /* losses: the gradient with respect to the Gaussian noise's std */
+#define FLAG_COUNTS_ON_DEVICE 32768u /* losses: the valid rows and assignments from the device */
+#define FLAG_FFN_BIASES 65536u /* the layer's FFNs have biases */
+#define FLAG_SHARED_EXPERT 131072u /* the layer's combine adds the shared experts' output */
+#define FLAG_SHARED_GATE 262144u /* the shared output is scaled by sigmoid(x . w) */
 
 /* Phases of the losses stage (shaders/losses.comp), in the order they run. */
 #define LOSS_PHASE_THRESHOLDS 0u
@@ -158,6 +201,7 @@
 #define SPEC_TOPK_GROUPS 6 /* groups kept per token */
 #define SPEC_SELECTION_K 7 /* experts scores_topk selects per token: k (1 in EXPERT_CHOICE,
                               where it selects none) */
+#define SPEC_ACTIVATION 8  /* the layer's FFN activation (ACTIVATION_*) */
 #define MAX_GROUPS 32      /* the kept groups of a token fit one 32-bit mask */
 
 /* Workgroup size of every stage: shared-memory reductions only, no subgroup assumptions. On

@@ -1,0 +1,182 @@
+/* moevk_layer: a router made with the layer's FFN shape (its experts', shared experts' and
+ * layer combine's stages and buffers), the weights written into those buffers, and the forward
+ * pass: the route and the layer's stages in one submission (route.c, route_submit). */
+#include <string.h>
+
+#include "internal.h"
+
+#define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
+
+struct moevk_layer {
+    moevk_router *router;
+};
+
+/* The layer's checks past the router's own. */
+static moevk_result check_layer_info(moevk_context *context, const moevk_layer_info *info,
+                                     const moevk_router_info *router) {
+    if (router->hidden_size == 0) REJECT("a layer needs the router's hidden_size > 0");
+    if (info->intermediate_size == 0) REJECT("intermediate_size must be >= 1");
+    if ((unsigned)info->activation > MOEVK_ACTIVATION_RELU)
+        REJECT("activation %d is not a moevk_activation", (int)info->activation);
+    if ((unsigned)info->weight_type > MOEVK_DTYPE_BF16)
+        REJECT("weight_type %d is not a moevk_dtype", (int)info->weight_type);
+    if (info->shared_gate && info->shared_intermediate_size == 0)
+        REJECT("shared_gate needs shared experts (shared_intermediate_size > 0)");
+    if (info->reserved_0) REJECT("reserved_0 must be zero");
+    return MOEVK_SUCCESS;
+}
+
+moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *caller_info,
+                                moevk_layer **out) {
+    if (!out) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "out is NULL");
+    *out = NULL;
+    if (!context) return MOEVK_ERROR_INVALID_ARGUMENT;
+    if (!caller_info) REJECT("info is NULL");
+    moevk_layer_info info;
+    moevk_layer_info_init(&info);
+    moevk_result r = SIZED_READ(context, moevk_layer_info, caller_info, &info);
+    if (r != MOEVK_SUCCESS) return r;
+    if (!info.router) REJECT("info.router is NULL: a layer needs its routing options");
+    moevk_router_info router_info;
+    r = router_read_info(context, info.router, &router_info);
+    if (r == MOEVK_SUCCESS) r = check_layer_info(context, &info, &router_info);
+    if (r != MOEVK_SUCCESS) return r;
+    router_info.router_projection = 1;
+    layer_shape shape = {.active = 1,
+                         .intermediate_size = info.intermediate_size,
+                         .shared_intermediate_size = info.shared_intermediate_size,
+                         .activation = info.activation,
+                         .weight_type = info.weight_type,
+                         .biases = info.biases != 0,
+                         .shared_gate = info.shared_gate != 0};
+    moevk_layer *layer = context_calloc(context, 1, sizeof *layer);
+    if (!layer) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "layer");
+    r = router_create(context, &router_info, &shape, &layer->router);
+    if (r == MOEVK_SUCCESS) {
+        /* Weights nobody sets are zeros, not whatever the memory held. */
+        const gpu_buffer *weights[BINDING_COUNT];
+        int count = 0;
+        for (int b = BINDING_EXPERT_GATE; b <= BINDING_SHARED_SCALE; ++b)
+            weights[count++] = &layer->router->buffers[b];
+        weights[count++] = &layer->router->buffers[BINDING_ROUTER_WEIGHTS];
+        r = gpu_buffers_zero(context, weights, count);
+    }
+    if (r != MOEVK_SUCCESS) {
+        moevk_layer_destroy(layer);
+        return r;
+    }
+    *out = layer;
+    return MOEVK_SUCCESS;
+}
+
+void moevk_layer_destroy(moevk_layer *layer) {
+    if (!layer) return;
+    moevk_context *context = layer->router ? layer->router->context : NULL;
+    moevk_router_destroy(layer->router);
+    if (context) host_free(context->allocator, layer);
+}
+
+moevk_router *moevk_layer_router(moevk_layer *layer) { return layer ? layer->router : NULL; }
+
+/* Where a weight lives: its binding and byte offset, the elements of one expert's part, how
+ * many experts have one, its element size, and whether the layer has it. */
+typedef struct weight_place {
+    int binding;
+    uint64_t offset, elements, experts, element_bytes;
+    int present;
+    const char *name;
+} weight_place;
+
+static weight_place place_of(const moevk_router *router, moevk_layer_weight which) {
+    const layer_shape *layer = &router->layer;
+    uint64_t E = router->info.num_experts, d = router->info.hidden_size;
+    uint64_t f = layer->intermediate_size, fs = layer->shared_intermediate_size;
+    uint64_t wt = dtype_bytes(layer->weight_type);
+    int swiglu = layer->activation == MOEVK_ACTIVATION_SWIGLU, shared = fs > 0;
+    switch (which) {
+    case MOEVK_WEIGHT_ROUTER:
+        return (weight_place){BINDING_ROUTER_WEIGHTS, 0, E * d, 1, 4, 1, "ROUTER"};
+    case MOEVK_WEIGHT_GATE:
+        return (weight_place){BINDING_EXPERT_GATE, 0, f * d, E, wt, swiglu, "GATE"};
+    case MOEVK_WEIGHT_UP: return (weight_place){BINDING_EXPERT_UP, 0, f * d, E, wt, 1, "UP"};
+    case MOEVK_WEIGHT_DOWN: return (weight_place){BINDING_EXPERT_DOWN, 0, d * f, E, wt, 1, "DOWN"};
+    case MOEVK_WEIGHT_GATE_BIAS:
+        return (weight_place){BINDING_EXPERT_BIAS,     0,          f, E, 4,
+                              layer->biases && swiglu, "GATE_BIAS"};
+    case MOEVK_WEIGHT_UP_BIAS:
+        return (weight_place){BINDING_EXPERT_BIAS, E * f * 4, f, E, 4, layer->biases, "UP_BIAS"};
+    case MOEVK_WEIGHT_DOWN_BIAS:
+        return (weight_place){BINDING_EXPERT_BIAS, 2 * E * f * 4, d, E, 4,
+                              layer->biases,       "DOWN_BIAS"};
+    case MOEVK_WEIGHT_SHARED_GATE:
+        return (weight_place){BINDING_SHARED_GATE, 0, fs * d, 1, wt, shared && swiglu,
+                              "SHARED_GATE"};
+    case MOEVK_WEIGHT_SHARED_UP:
+        return (weight_place){BINDING_SHARED_UP, 0, fs * d, 1, wt, shared, "SHARED_UP"};
+    case MOEVK_WEIGHT_SHARED_DOWN:
+        return (weight_place){BINDING_SHARED_DOWN, 0, d * fs, 1, wt, shared, "SHARED_DOWN"};
+    case MOEVK_WEIGHT_SHARED_GATE_BIAS:
+        return (weight_place){BINDING_SHARED_BIAS, 0, fs, 1, 4, shared && swiglu && layer->biases,
+                              "SHARED_GATE_BIAS"};
+    case MOEVK_WEIGHT_SHARED_UP_BIAS:
+        return (weight_place){BINDING_SHARED_BIAS,     fs * 4,          fs, 1, 4,
+                              shared && layer->biases, "SHARED_UP_BIAS"};
+    case MOEVK_WEIGHT_SHARED_DOWN_BIAS:
+        return (weight_place){BINDING_SHARED_BIAS,     2 * fs * 4,        d, 1, 4,
+                              shared && layer->biases, "SHARED_DOWN_BIAS"};
+    case MOEVK_WEIGHT_SHARED_EXPERT_GATE:
+        return (weight_place){BINDING_SHARED_GATE_WEIGHTS, 0, d, 1, 4, layer->shared_gate,
+                              "SHARED_EXPERT_GATE"};
+    }
+    return (weight_place){.present = -1};
+}
+
+moevk_result moevk_layer_set_weights(moevk_layer *layer, moevk_layer_weight which, uint32_t first,
+                                     uint32_t count, moevk_tensor source) {
+    if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_router *router = layer->router;
+    moevk_context *context = router->context;
+    moevk_result r = router_settle(router); /* nothing in flight reads the weights */
+    if (r != MOEVK_SUCCESS) return r;
+    weight_place place = place_of(router, which);
+    if (place.present < 0) REJECT("weight %d is not a moevk_layer_weight", (int)which);
+    if (!place.present) REJECT("this layer has no %s weight", place.name);
+    if (count == 0 || first >= place.experts || count > place.experts - first)
+        REJECT("%s: experts %u to %u of %llu", place.name, first, first + count,
+               (unsigned long long)place.experts);
+    uint64_t part = place.elements * place.element_bytes;
+    uint64_t bytes = part * count, offset = place.offset + part * first;
+    r = tensor_check(context, place.name, &source, TENSOR_HOST | TENSOR_BUFFER, bytes);
+    if (r != MOEVK_SUCCESS) return r;
+    if (!tensor_given(&source)) REJECT("%s: source is not given", place.name);
+    const gpu_buffer *destination = &router->buffers[place.binding];
+    if (source.kind == MOEVK_TENSOR_HOST)
+        return gpu_buffer_host_copy(context, destination, offset, source.host, bytes, 1);
+    return gpu_buffer_device_copy(context, &source.buffer->gpu, source.offset, destination, offset,
+                                  bytes);
+}
+
+static moevk_result forward(moevk_layer *layer, const moevk_route_input *input,
+                            const moevk_layer_output *caller_output, int wait) {
+    if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_router *router = layer->router;
+    moevk_context *context = router->context;
+    if (!caller_output) REJECT("output must not be NULL");
+    moevk_layer_output output;
+    moevk_layer_output_init(&output);
+    moevk_result r = SIZED_READ(context, moevk_layer_output, caller_output, &output);
+    if (r != MOEVK_SUCCESS) return r;
+    layer_call call = {&output.output, &output.router_logits};
+    r = route_submit(router, input, output.route, &call);
+    return r == MOEVK_SUCCESS && wait ? moevk_router_wait(router, UINT64_MAX) : r;
+}
+
+moevk_result moevk_layer_forward(moevk_layer *layer, const moevk_route_input *input,
+                                 const moevk_layer_output *output) {
+    return forward(layer, input, output, 1);
+}
+
+moevk_result moevk_layer_forward_submit(moevk_layer *layer, const moevk_route_input *input,
+                                        const moevk_layer_output *output) {
+    return forward(layer, input, output, 0);
+}
