@@ -5,6 +5,7 @@
 #include "moevk.h"
 
 int command_route(int argc, char **argv);
+int command_layer(int argc, char **argv);
 int command_demo(int argc, char **argv);
 int command_train_demo(int argc, char **argv);
 int command_devices(void);

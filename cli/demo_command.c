@@ -1,6 +1,6 @@
 /* `moevk demo`: routes a random batch on the default device (lavapipe where there is no GPU),
- * runs identity experts, combines, checks the result against the CPU reference, and prints
- * what happened. */
+ * runs identity experts, combines, checks the result against the CPU reference, then runs the
+ * same hidden states through a whole MoE layer on the device, and prints what happened. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "commands.h"
+#include "demo_layer.h"
 #include "moevk_reference.h"
 #include "option_table.h"
 #include "options.h"
@@ -40,7 +41,7 @@ static float demo_normal(void) {
 }
 
 typedef struct demo_args {
-    uint32_t tokens, experts, k, hidden;
+    uint32_t tokens, experts, k, hidden, intermediate;
     const char *device;
 } demo_args;
 
@@ -51,13 +52,16 @@ static const option DEMO_OPTIONS[] = {
     OPT_UINT("--experts", "E", "experts (default 16)", experts, 1, MOEVK_MAX_EXPERTS, NULL),
     OPT_UINT("--k", "K", "experts per token (default 2)", k, 1, MOEVK_MAX_TOP_K, NULL),
     OPT_UINT("--hidden", "D", "hidden size (default 256)", hidden, 1, 1 << 16, NULL),
+    OPT_UINT("--intermediate", "F", "the layer's expert width (default 256)", intermediate, 1,
+             1 << 16, NULL),
 };
 
 int command_demo(int argc, char **argv) {
-    demo_args args = {.tokens = 4096, .experts = 16, .k = 2, .hidden = 256};
+    demo_args args = {.tokens = 4096, .experts = 16, .k = 2, .hidden = 256, .intermediate = 256};
     int parsed = options_parse("demo",
-                               "[options]\n  Routes a random batch on the device, "
-                               "combines it and checks it against the CPU reference.",
+                               "[options]\n  Routes a random batch on the device, combines it, "
+                               "runs it through a SwiGLU MoE layer\n  and checks both against "
+                               "the CPU reference.",
                                DEMO_OPTIONS, OPTION_COUNT(DEMO_OPTIONS), argc, argv, &args);
     if (parsed != 1) return parsed < 0 ? 0 : 2;
     uint32_t T = args.tokens, E = args.experts, k = args.k, d = args.hidden;
@@ -140,19 +144,36 @@ int command_demo(int argc, char **argv) {
         if (diff > worst) worst = diff;
     }
 
+    demo_layer_result layer = {0};
+    r = demo_layer(context, &info, args.intermediate, hidden, &layer);
+    if (r != MOEVK_SUCCESS) {
+        fprintf(stderr, "moevk demo: the layer: %s\n", moevk_context_last_error(context));
+        free(layer.counts);
+        goto done;
+    }
     printf("routed T=%u tokens to E=%u experts, top-%u, d=%u, capacity %u per expert\n", T, E, k, d,
            stats.capacity);
     printf("  context + router %.1f ms, first route %.1f ms (wall clock, uploads included)\n",
            (created - start) * 1e3, (routed - routed_at) * 1e3);
-    printf("  expert   chose   kept\n");
-    for (uint32_t e = 0; e < E; ++e) printf("  %6u %7u %6u\n", e, counts_before[e], counts[e]);
+    printf("  expert   chose   kept   layer\n");
+    for (uint32_t e = 0; e < E; ++e)
+        printf("  %6u %7u %6u %7u\n", e, counts_before[e], counts[e], layer.counts[e]);
     printf("  dropped %llu of %llu assignments (%.2f%%)\n", (unsigned long long)stats.dropped,
            (unsigned long long)stats.assignments, 100.0 * stats.drop_fraction);
     printf("  aux_loss %.6f  z_loss %.6f  entropy %.6f\n", stats.aux_loss, stats.z_loss,
            stats.entropy);
     printf("  combine through identity experts vs CPU reference: worst relative difference %.2e\n",
            worst);
-    status = worst < 1e-5 ? 0 : 1;
+    printf("the same hidden states through an MoE layer on the device (random W_g, SwiGLU experts "
+           "of f=%u,\ncapacity factor 1.25; its own route: the column 'layer' above):\n",
+           args.intermediate);
+    printf("  forward %.1f ms (wall clock, uploads and downloads included), experts %.2f GFLOP/s\n",
+           layer.seconds * 1e3, layer.flops / layer.seconds * 1e-9);
+    printf("  output checksum %.6f; first %u tokens vs CPU reference: worst difference %.2e of "
+           "the magnitude\n",
+           layer.checksum, layer.checked_tokens, layer.worst);
+    free(layer.counts);
+    status = worst < 1e-5 && layer.worst < 1e-5 ? 0 : 1;
     printf(status == 0 ? "demo: ok\n" : "demo: MISMATCH\n");
 done:
     free(logits);

@@ -24,6 +24,9 @@ int command_devices(void) {
 int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "route")) return command_route(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[1], "demo")) return command_demo(argc - 2, argv + 2);
+#ifdef MOEVK_CLI_LAYER
+    if (argc >= 2 && !strcmp(argv[1], "layer")) return command_layer(argc - 2, argv + 2);
+#endif
     if (argc >= 2 && !strcmp(argv[1], "train-demo")) return command_train_demo(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[1], "devices")) {
         if (argc == 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
@@ -45,6 +48,9 @@ int main(int argc, char **argv) {
     fprintf(asked ? stdout : stderr,
             "usage: moevk COMMAND [options]   (moevk COMMAND --help lists a command's options)\n"
             "  route        route .npy logits and write every output as .npy and JSON\n"
+#ifdef MOEVK_CLI_LAYER
+            "  layer        run one MoE layer of a safetensors checkpoint on .npy hidden states\n"
+#endif
             "  demo         route a random batch on the default device and check it\n"
             "  train-demo   train a toy router out of collapse, with routing health\n"
             "  devices      list the Vulkan devices\n"

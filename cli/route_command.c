@@ -11,11 +11,13 @@
 #include "npy.h"
 #include "option_table.h"
 #include "options.h"
+#include "routing_options.h"
+#include "stats_json.h"
 
 typedef struct route_args {
+    moevk_router_info info; /* first: routing_options.h */
     const char *logits, *bias, *hidden, *expert_out, *out, *device, *grad_weights;
     const char *noise_std, *noise_weights, *token_loss, *router_weights;
-    moevk_router_info info;
     uint32_t choices; /* columns of the per-token outputs: k, or E with expert choice */
     uint32_t step, layer;
     moevk_loss_info loss;
@@ -54,45 +56,7 @@ static const char *take_losses(void *args, const char *text) {
     return NULL;
 }
 
-/* "kind:amount" for --noise. */
-static const char *take_noise(void *args, const char *text) {
-    static const struct {
-        const char *name;
-        moevk_noise_kind kind;
-    } KINDS[] = {{"jitter:", MOEVK_NOISE_JITTER},
-                 {"gaussian:", MOEVK_NOISE_GAUSSIAN},
-                 {"gumbel:", MOEVK_NOISE_GUMBEL}};
-    moevk_router_info *info = &((route_args *)args)->info;
-    for (size_t i = 0; i < sizeof KINDS / sizeof KINDS[0]; ++i) {
-        size_t n = strlen(KINDS[i].name);
-        if (strncmp(text, KINDS[i].name, n) == 0 && parse_float(text + n, &info->noise_amount)) {
-            info->noise = KINDS[i].kind;
-            return NULL;
-        }
-    }
-    return "--noise must be jitter:EPS, gaussian:STD or gumbel:SCALE";
-}
-
-static const char *take_seed(void *args, const char *text) {
-    char *end;
-    errno = 0;
-    unsigned long long seed = strtoull(text, &end, 0);
-    if (!*text || *end || errno || text[0] == '-')
-        return "--seed must be an unsigned 64-bit integer";
-    ((route_args *)args)->info.noise_seed = seed;
-    return NULL;
-}
-
 /* What some options imply besides their value. */
-static void dropless(void *args) {
-    ((route_args *)args)->info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
-}
-static void by_factor(void *args) {
-    ((route_args *)args)->info.capacity_mode = MOEVK_CAPACITY_FACTOR;
-}
-static void fixed_capacity(void *args) {
-    ((route_args *)args)->info.capacity_mode = MOEVK_CAPACITY_FIXED;
-}
 static void learned_noise(void *args) { ((route_args *)args)->info.learned_noise = 1; }
 static void gradient(void *args) { ((route_args *)args)->want_losses = 1; }
 static void same_sequence_length(void *args) {
@@ -101,12 +65,6 @@ static void same_sequence_length(void *args) {
 }
 
 #define OPTION_ARGS route_args
-static const char *const SCORES[] = {"softmax", "sigmoid", NULL};
-static const char *const POLICIES[] = {"position", "score", NULL};
-/* In moevk_routing_mode's order. */
-static const char *const MODES[] = {"token",    "sequence",      "batch",
-                                    "sinkhorn", "expert-choice", NULL};
-
 static const option ROUTE_OPTIONS[] = {
     OPT_TEXT("--logits", "L.npy", "router logits [T, E], float32 or float16 (or --router-weights)",
              logits),
@@ -114,51 +72,17 @@ static const option ROUTE_OPTIONS[] = {
              "W_router [E, d] float32: the logits are hidden . W^T, on the device (needs --hidden)",
              router_weights),
     OPT_TEXT("--out", "DIR", "folder for the outputs (required; made if missing)", out),
-    OPT_TEXT("--bias", "B.npy", "selection bias [E] float32, added to the logits to select", bias),
-    OPT_UINT("--k", "K", "experts per token (default 2)", info.top_k, 1, MOEVK_MAX_TOP_K, NULL),
-    OPT_CHOICE("--score", "softmax|sigmoid", "score function (default softmax)", info.score,
-               SCORES),
-    OPT_FLOAT("--temperature", "T", "divides the logits in the scores (default 1)",
-              info.temperature, 2, NULL),
-    OPT_FLAG("--renorm", "divide the top-k weights by their sum", info.renormalize, NULL),
-    OPT_FLOAT("--scale", "S", "multiplies the weights (default 1)", info.scale, 0, NULL),
-    OPT_FLOAT("--capacity-factor", "F", "C = max(min capacity, ceil(F T k / E)) (default 1.25)",
-              info.capacity_factor, 1, by_factor),
-    OPT_INT("--capacity", "N", "a fixed capacity C per expert", info.capacity, 0, INT32_MAX,
-            fixed_capacity),
-    OPT_FLAG("--dropless", "no capacity: every choice kept, the experts' rows packed",
-             dropless_given, dropless),
-    OPT_UINT("--pad-multiple", "N", "dropless: pad each expert's block to a multiple of N rows",
-             info.pad_multiple, 0, 1 << 20, NULL),
-    OPT_INT("--min-capacity", "N", "the least C of --capacity-factor (default 4)",
-            info.min_capacity, 0, INT32_MAX, NULL),
-    OPT_CHOICE("--drop-policy", "position|score", "what an overflowing expert drops first",
-               info.drop_policy, POLICIES),
     OPT_TEXT("--hidden", "X.npy", "hidden states [T, d] float32, float16 or bfloat16: dispatch",
              hidden),
     OPT_TEXT("--expert-out", "Y.npy", "expert outputs to combine ([E, C, d]; dropless [rows, d])",
              expert_out),
-    OPT_TEXT("--device", "N|NAME", "the Vulkan device (default: the best one)", device),
-    OPT_CALL("--noise", "KIND:AMOUNT", "jitter:EPS, gaussian:STD or gumbel:SCALE", take_noise),
-    OPT_CALL("--seed", "S", "the noise's seed", take_seed),
-    OPT_UINT("--step", "N", "the noise counter's step", step, 0, UINT32_MAX, NULL),
+    ROUTING_OPTIONS(same_sequence_length),
     OPT_UINT("--layer", "N", "the noise counter's layer", layer, 0, UINT32_MAX, NULL),
-    OPT_FLAG("--noisy-scores", "weights and statistics from the noisy logits", info.noisy_scores,
-             NULL),
     OPT_TEXT("--noise-std", "STD.npy", "Gaussian std per expert [E] float32", noise_std),
     {"--noise-weights", "W.npy", "W_noise [d, E]: std = softplus(x . W_noise) + EPS (--hidden)",
      OPTION_TEXT, OPTION_AT(noise_weights), 0, 0, NULL, NULL, learned_noise},
     OPT_FLOAT("--noise-epsilon", "EPS", "the learned std's floor (default 0.01)",
               info.noise_epsilon, 1, NULL),
-    OPT_UINT("--groups", "G", "group-limited routing: G equal groups of experts", info.num_groups,
-             1, 32, NULL),
-    OPT_UINT("--topk-groups", "K", "the groups each token keeps", info.topk_groups, 1, 32, NULL),
-    OPT_CHOICE("--mode", "MODE", "token, sequence, batch, sinkhorn or expert-choice", info.mode,
-               MODES),
-    OPT_UINT("--sequence-length", "S", "tokens per sequence (sequence mode, sequence loss)",
-             info.sequence_length, 1, 1 << 30, same_sequence_length),
-    OPT_UINT("--sinkhorn-iterations", "N", "Sinkhorn's iteration cap (default 100)",
-             info.sinkhorn_iterations, 1, 1 << 20, NULL),
     OPT_CALL("--loss", "NAME=C,...", "losses.json: aux, z, importance, load, entropy, sequence",
              take_losses),
     OPT_FLAG("--grad", "grad_logits.npy: dL/dlogits of the losses (and of --grad-weights)",
@@ -324,28 +248,6 @@ static int check_expert_out(const route_args *a, const npy_array *y,
         (unsigned long long)E, stats->capacity, (unsigned long long)d);
 }
 
-static int write_stats_json(const char *path, const moevk_route_stats *s, const char *device) {
-    FILE *file = fopen(path, "w");
-    if (!file) return 0;
-    fprintf(file,
-            "{\n  \"aux_loss\": %.9g,\n  \"z_loss\": %.9g,\n  \"entropy\": %.9g,\n"
-            "  \"drop_fraction\": %.9g,\n  \"nonfinite_rows\": %u,\n  \"masked_rows\": %u,\n"
-            "  \"assignments\": %llu,\n  \"dropped\": %llu,\n  \"capacity\": %u,\n"
-            "  \"dispatched_rows\": %u,\n  \"unrouted_tokens\": %u,\n"
-            "  \"mean_logsumexp\": %.9g,\n  \"sinkhorn_iterations\": %u,\n"
-            "  \"sinkhorn_error\": %.9g,\n  \"device\": \"",
-            s->aux_loss, s->z_loss, s->entropy, s->drop_fraction, s->nonfinite_rows, s->masked_rows,
-            (unsigned long long)s->assignments, (unsigned long long)s->dropped, s->capacity,
-            s->dispatched_rows, s->unrouted_tokens, s->mean_logsumexp, s->sinkhorn_iterations,
-            (double)s->sinkhorn_error);
-    for (const char *c = device; *c; ++c) {
-        if (*c == '"' || *c == '\\') fputc('\\', file);
-        if ((unsigned char)*c >= 0x20) fputc(*c, file);
-    }
-    fprintf(file, "\"\n}\n");
-    return fclose(file) == 0;
-}
-
 typedef struct outputs {
     int32_t *ids, *slots;
     float *weights;
@@ -388,7 +290,7 @@ static int write_outputs(const route_args *a, const outputs *o, const moevk_rout
         WRITE("combined.npy", hidden_descr, 2, shape, o->combined, item);
     }
     snprintf(path, sizeof path, "%s/stats.json", a->out);
-    if (!write_stats_json(path, stats, device)) {
+    if (!stats_json_write(path, stats, device)) {
         fprintf(stderr, "moevk route: %s: cannot write\n", path);
         return 0;
     }

@@ -5,7 +5,6 @@
 #include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,18 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fail.h"
+
 /* Headers past this are refused (Hugging Face's own reader takes 100 MB). */
 #define MAX_HEADER_BYTES (100u << 20)
-
-static int fail(char *error, size_t error_size, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *error, size_t error_size, const char *format, ...) {
-    va_list args;
-    va_start(args, format);
-    vsnprintf(error, error_size, format, args);
-    va_end(args);
-    return 0;
-}
 
 /* A JSON number that is a whole number in [0, 2^53]: exact in the double cJSON keeps. */
 static int whole_number(const cJSON *item, uint64_t *out) {

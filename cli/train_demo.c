@@ -65,12 +65,13 @@ static int write_usage_svg(const moevk_history *history, const char *path) {
     if (!file) return 0;
     const double width = 800, height = 320, left = 50, top = 20;
     uint32_t n = moevk_history_count(history);
-    fprintf(file,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-            "font-family=\"sans-serif\" font-size=\"12\">\n"
-            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-            "<text x=\"%.0f\" y=\"14\">share of assignments per expert over training steps</text>\n",
-            width + left + 110, height + top + 40, left);
+    fprintf(
+        file,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+        "font-family=\"sans-serif\" font-size=\"12\">\n"
+        "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+        "<text x=\"%.0f\" y=\"14\">share of assignments per expert over training steps</text>\n",
+        width + left + 110, height + top + 40, left);
     fprintf(file,
             "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n"
             "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n",

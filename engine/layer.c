@@ -8,6 +8,7 @@
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
 struct moevk_layer {
+    moevk_context *context; /* its own: the router may not exist when creation failed */
     moevk_router *router;
 };
 
@@ -51,6 +52,7 @@ moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *
                          .shared_gate = info.shared_gate != 0};
     moevk_layer *layer = context_calloc(context, 1, sizeof *layer);
     if (!layer) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "layer");
+    layer->context = context;
     r = router_create(context, &router_info, &shape, &layer->router);
     if (r == MOEVK_SUCCESS) {
         /* Weights nobody sets are zeros, not whatever the memory held. */
@@ -71,9 +73,8 @@ moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *
 
 void moevk_layer_destroy(moevk_layer *layer) {
     if (!layer) return;
-    moevk_context *context = layer->router ? layer->router->context : NULL;
     moevk_router_destroy(layer->router);
-    if (context) host_free(context->allocator, layer);
+    host_free(layer->context->allocator, layer);
 }
 
 moevk_router *moevk_layer_router(moevk_layer *layer) { return layer ? layer->router : NULL; }

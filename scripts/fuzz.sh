@@ -9,11 +9,11 @@ if [ ! -f build-fuzz/build.ninja ]; then
   CC=clang meson setup build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined -Db_lundef=false \
     >build-fuzz.setup.log 2>&1 || { cat build-fuzz.setup.log; exit 1; }
 fi
-ninja -C build-fuzz tests/fuzz/fuzz_npy tests/fuzz/fuzz_safetensors tests/fuzz/fuzz_router_info >build-fuzz.build.log 2>&1 ||
+ninja -C build-fuzz tests/fuzz/fuzz_npy tests/fuzz/fuzz_safetensors tests/fuzz/fuzz_router_info tests/fuzz/fuzz_model_files >build-fuzz.build.log 2>&1 ||
   { cat build-fuzz.build.log; exit 1; }
 passed=0
 failed=0
-for target in npy safetensors router_info; do
+for target in npy safetensors router_info model_files; do
   corpus=$(mktemp -d) # new inputs land here; the checked-in corpus stays as it is
   mkdir -p "tests/fuzz/corpus/$target"
   log=$(mktemp)

@@ -54,6 +54,7 @@ for subgroup in 8 4; do
     run "$t, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/$t
   done
   run "test_cli, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/test_cli build/cli/moevk
+  run "test_layer_cli, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/test_layer_cli build/cli/moevk
 done
 
 # The staging path that discrete GPUs take, on lavapipe too.
@@ -72,6 +73,7 @@ for t in test_api test_interface test_projection test_safetensors test_routing t
   run "$t under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/$t
 done
 run "test_cli under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/test_cli build-sanitize/cli/moevk
+run "test_layer_cli under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/test_layer_cli build-sanitize/cli/moevk
 # The size sweep's random cases too (its fixed largest ones would take minutes here).
 run "test_sizes, random sizes, under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/test_sizes random
 # Several threads on one context under ThreadSanitizer (the layer off: it is not instrumented).

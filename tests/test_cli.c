@@ -428,7 +428,7 @@ static void test_modes_and_diagnostics_options(void) {
  * would: `moevk route --help` once said "--help needs a value"); an unknown option is one line
  * on stderr and exit 2, and so is a value that does not fit. */
 static void test_every_command_answers_help(void) {
-    const char *commands[] = {"", "route ", "demo ", "train-demo ", "devices "};
+    const char *commands[] = {"", "route ", "layer ", "demo ", "train-demo ", "devices "};
     const char *asks[] = {"--help", "-h"};
     static char out[1 << 14], err[1 << 12];
     char command[1024];
@@ -444,8 +444,9 @@ static void test_every_command_answers_help(void) {
             CHECK(strncmp(out, "usage: moevk", 12) == 0 && !err[0], "'moevk %s%s' printed: %s%s",
                   commands[c], asks[a], out, err);
         }
-    const char *wrong[] = {"route --bogus", "demo --bogus",    "train-demo --steps 0",
-                           "demo --tokens", "devices --bogus", "bogus"};
+    const char *wrong[] = {
+        "route --bogus", "layer --bogus",   "demo --bogus", "train-demo --steps 0",
+        "demo --tokens", "devices --bogus", "bogus"};
     for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; ++i) {
         snprintf(command, sizeof command, "%s %s >%s 2>%s", cli_path, wrong[i],
                  path_in_work("help_out.txt"), path_in_work("help_err.txt"));

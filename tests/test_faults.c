@@ -63,13 +63,47 @@ static moevk_router_info info_for_faults(void) {
     return info;
 }
 
-/* Context, router, route, combine with the given hooks and allocator; everything destroyed. */
-static moevk_result lifecycle(const VkAllocationCallbacks *allocator,
-                              const moevk_test_hooks *hooks) {
+/* A layer on the same router: weights set, one forward. */
+static moevk_result layer_lifecycle(moevk_context *context) {
+    moevk_router_info router_info = info_for_faults();
+    moevk_layer_info info;
+    moevk_layer_info_init(&info);
+    info.router = &router_info;
+    info.intermediate_size = 5;
+    info.shared_intermediate_size = 3;
+    info.shared_gate = 1;
+    moevk_layer *layer = NULL;
+    moevk_result r = moevk_layer_create(context, &info, &layer);
+    static float up[8 * 5 * 4], hidden[32 * 4], out[32 * 4];
+    for (int i = 0; i < 8 * 5 * 4; ++i) up[i] = (float)(i % 5) - 2.0f;
+    for (int i = 0; i < 32 * 4; ++i) hidden[i] = (float)(i % 9);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_layer_set_weights(layer, MOEVK_WEIGHT_UP, 0, 8, moevk_host_tensor(up));
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = 32;
+    input.hidden = moevk_host_tensor(hidden);
+    moevk_layer_output output;
+    moevk_layer_output_init(&output);
+    output.output = moevk_host_tensor(out);
+    if (r == MOEVK_SUCCESS) r = moevk_layer_forward(layer, &input, &output);
+    moevk_layer_destroy(layer);
+    return r;
+}
+
+/* Context, router, route, combine (with_layer: context and a layer's lifecycle) with the given
+ * hooks and allocator; everything destroyed. */
+static moevk_result lifecycle(const VkAllocationCallbacks *allocator, const moevk_test_hooks *hooks,
+                              int with_layer) {
     moevk_context_info info = {.allocator = allocator, .test_hooks = hooks};
     moevk_context *context = NULL;
     moevk_router *router = NULL;
     moevk_result r = moevk_context_create(&info, &context);
+    if (with_layer) {
+        if (r == MOEVK_SUCCESS) r = layer_lifecycle(context);
+        moevk_context_destroy(context);
+        return r;
+    }
     moevk_router_info router_info = info_for_faults();
     if (r == MOEVK_SUCCESS) r = moevk_router_create(context, &router_info, &router);
     float logits[32 * 8], hidden[32 * 4], combined[32 * 4];
@@ -89,7 +123,7 @@ static moevk_result lifecycle(const VkAllocationCallbacks *allocator,
 }
 
 /* moevk's own host allocations (the fail_host_allocation hook), every one of a whole run. */
-static void test_every_host_allocation_failure_is_an_error_and_leaks_nothing(void) {
+static void host_allocation_faults(int with_layer) {
     failing_allocator a = {0};
     VkAllocationCallbacks callbacks = {.pUserData = &a,
                                        .pfnAllocation = fail_alloc,
@@ -100,7 +134,8 @@ static void test_every_host_allocation_failure_is_an_error_and_leaks_nothing(voi
     CHECK_OK(moevk_context_create(&probe, &context));
     moevk_router_info router_info = info_for_faults();
     moevk_router *router = NULL;
-    moevk_result r = moevk_router_create(context, &router_info, &router);
+    moevk_result r =
+        with_layer ? layer_lifecycle(context) : moevk_router_create(context, &router_info, &router);
     uint64_t total = moevk_context_host_allocations(context); /* the route adds none */
     moevk_router_destroy(router);
     moevk_context_destroy(context);
@@ -108,7 +143,7 @@ static void test_every_host_allocation_failure_is_an_error_and_leaks_nothing(voi
           moevk_result_string(r), (unsigned long long)total);
     for (uint32_t n = 1; n <= total; ++n) {
         moevk_test_hooks hooks = {.fail_host_allocation = n};
-        r = lifecycle(&callbacks, &hooks);
+        r = lifecycle(&callbacks, &hooks, with_layer);
         CHECK(r == MOEVK_ERROR_OUT_OF_HOST_MEMORY, "failing allocation %u of %llu gave %s", n,
               (unsigned long long)total, moevk_result_string(r));
         CHECK(a.live == 0, "failing allocation %u: %ld allocations left live", n, a.live);
@@ -118,17 +153,29 @@ static void test_every_host_allocation_failure_is_an_error_and_leaks_nothing(voi
            (unsigned long long)total);
 }
 
-static void test_every_device_allocation_failure_is_an_error(void) {
+static void device_allocation_faults(int with_layer) {
     moevk_result r = MOEVK_ERROR_OUT_OF_DEVICE_MEMORY;
     uint32_t n = 1;
     for (; n < 1000 && r != MOEVK_SUCCESS; ++n) {
         moevk_test_hooks hooks = {.fail_device_allocation = n};
-        r = lifecycle(NULL, &hooks);
+        r = lifecycle(NULL, &hooks, with_layer);
         CHECK(r == MOEVK_SUCCESS || r == MOEVK_ERROR_OUT_OF_DEVICE_MEMORY,
               "failing device allocation %u gave %s", n, moevk_result_string(r));
     }
     CHECK(r == MOEVK_SUCCESS && n > 2, "no device allocation was failed (%u)", n);
-    printf("  %u device allocation faults injected, all at creation\n", n - 2);
+    printf("  %u device allocation faults injected\n", n - 2);
+}
+
+static void test_every_host_allocation_failure_is_an_error_and_leaks_nothing(void) {
+    host_allocation_faults(0);
+}
+static void test_every_device_allocation_failure_is_an_error(void) { device_allocation_faults(0); }
+/* The layer's too: its weight buffers, the zero fill, the weights' upload, its forward. */
+static void test_every_layer_host_allocation_failure_is_an_error(void) {
+    host_allocation_faults(1);
+}
+static void test_every_layer_device_allocation_failure_is_an_error(void) {
+    device_allocation_faults(1);
 }
 
 /* A router that fails for want of device memory leaves its context as it was. */
@@ -192,6 +239,8 @@ static void test_lost_device_is_reported_from_then_on(void) {
 static const test_case TESTS[] = {
     TEST(every_host_allocation_failure_is_an_error_and_leaks_nothing),
     TEST(every_device_allocation_failure_is_an_error),
+    TEST(every_layer_host_allocation_failure_is_an_error),
+    TEST(every_layer_device_allocation_failure_is_an_error),
     TEST(context_stays_usable_after_a_failed_router),
     TEST(lost_device_is_reported_from_then_on),
 };

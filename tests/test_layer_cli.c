@@ -1,0 +1,545 @@
+/* `moevk layer` as a user runs it on a Hugging Face checkpoint: safetensors weights (one file,
+ * shards with their index, or the folder), config.json, .npy hidden states in; output.npy held
+ * to reference/layer.c, the routing held byte for byte to `moevk route` on the layer's own
+ * router logits, and one-line errors with exit status 2 for bad files. argv[1]: the binary. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "harness.h"
+#include "moevk_reference.h"
+#include "npy.h"
+
+static const char *cli_path;
+static char work_dir[256];
+
+static const char *in_work(const char *name) {
+    static char paths[64][600];
+    static int next;
+    char *p = paths[next++ % 64];
+    snprintf(p, 600, "%s/%s", work_dir, name);
+    return p;
+}
+
+/* Runs `moevk COMMAND ARGS`; its exit status, stderr in message. */
+static int run_cli(const char *command_and_args, char *message, size_t size) {
+    char command[8192];
+    snprintf(command, sizeof command, "%s %s 2>%s", cli_path, command_and_args,
+             in_work("stderr.txt"));
+    int status = system(command);
+    read_text_file(in_work("stderr.txt"), message, size);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+/* ---- A checkpoint: tensors written as safetensors files ---- */
+typedef struct tensor {
+    char name[160];
+    moevk_dtype dtype;
+    uint64_t rows, cols; /* rows 0: a vector */
+    const void *data;
+    int shard;
+} tensor;
+
+typedef struct checkpoint {
+    tensor tensors[256];
+    int count;
+} checkpoint;
+
+static uint64_t tensor_bytes(const tensor *t) {
+    return (t->rows ? t->rows : 1) * t->cols * (t->dtype == MOEVK_DTYPE_F32 ? 4 : 2);
+}
+
+static void add(checkpoint *c, const char *name, moevk_dtype dtype, uint64_t rows, uint64_t cols,
+                const void *data) {
+    tensor *t = &c->tensors[c->count++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->dtype = dtype, t->rows = rows, t->cols = cols, t->data = data, t->shard = 0;
+}
+
+/* The tensors of one shard as a safetensors file. */
+static void write_shard(const checkpoint *c, int shard, const char *path) {
+    static const char *const DTYPES[] = {"F32", "F16", "BF16"};
+    char *header = calloc(1, 65536);
+    size_t used = (size_t)snprintf(header, 65536, "{\"__metadata__\":{\"format\":\"pt\"}");
+    uint64_t at = 0;
+    for (int i = 0; i < c->count; ++i) {
+        const tensor *t = &c->tensors[i];
+        if (t->shard != shard) continue;
+        char shape[64];
+        if (t->rows)
+            snprintf(shape, sizeof shape, "[%llu,%llu]", (unsigned long long)t->rows,
+                     (unsigned long long)t->cols);
+        else
+            snprintf(shape, sizeof shape, "[%llu]", (unsigned long long)t->cols);
+        used +=
+            (size_t)snprintf(header + used, 65536 - used,
+                             ",\"%s\":{\"dtype\":\"%s\",\"shape\":%s,\"data_offsets\":[%llu,%llu]}",
+                             t->name, DTYPES[t->dtype], shape, (unsigned long long)at,
+                             (unsigned long long)(at + tensor_bytes(t)));
+        at += tensor_bytes(t);
+    }
+    used += (size_t)snprintf(header + used, 65536 - used, "}");
+    FILE *f = fopen(path, "wb");
+    uint64_t length = used;
+    unsigned char le[8];
+    for (int i = 0; i < 8; ++i) le[i] = (unsigned char)(length >> (8 * i));
+    fwrite(le, 1, 8, f);
+    fwrite(header, 1, used, f);
+    for (int i = 0; i < c->count; ++i)
+        if (c->tensors[i].shard == shard)
+            fwrite(c->tensors[i].data, 1, tensor_bytes(&c->tensors[i]), f);
+    fclose(f);
+    free(header);
+}
+
+/* The shards' index: which file holds each tensor. */
+static void write_index(const checkpoint *c, const char *path, const char *const *shard_names) {
+    char *text = calloc(1, 65536);
+    size_t used =
+        (size_t)snprintf(text, 65536, "{\"metadata\":{\"total_size\":1},\"weight_map\":{");
+    for (int i = 0; i < c->count; ++i)
+        used += (size_t)snprintf(text + used, 65536 - used, "%s\"%s\":\"%s\"", i ? "," : "",
+                                 c->tensors[i].name, shard_names[c->tensors[i].shard]);
+    snprintf(text + used, 65536 - used, "}}");
+    write_text(path, text);
+    free(text);
+}
+
+/* ---- One model's layer: its shape, its weights (contiguous, as the reference takes them) ---- */
+typedef struct model {
+    const char *family; /* the names: "mixtral" or "qwen" */
+    uint32_t E, k, d, f, fs;
+    moevk_dtype weight_type, router_type;
+    int shared_gate;
+    void *gate, *up, *down, *shared_gate_w, *shared_up, *shared_down;
+    void *router_stored;       /* W_g in router_type, as the file holds it */
+    float *router;             /* W_g widened to f32 */
+    float *shared_expert_gate; /* [d] */
+} model;
+
+static void *random_matrix(uint64_t count, moevk_dtype type, float scale) {
+    void *data = calloc(count + 1, type == MOEVK_DTYPE_F32 ? 4 : 2);
+    for (uint64_t i = 0; i < count; ++i) ref_store(data, i, type, rng_normal() * scale);
+    return data;
+}
+
+static void make_model(model *m) {
+    uint64_t E = m->E, d = m->d, f = m->f, fs = m->fs;
+    float s = 1.0f / sqrtf((float)d);
+    m->gate = random_matrix(E * f * d, m->weight_type, s);
+    m->up = random_matrix(E * f * d, m->weight_type, s);
+    m->down = random_matrix(E * d * f, m->weight_type, 1.0f / sqrtf((float)f));
+    m->router_stored = random_matrix(E * d, m->router_type, s);
+    m->router = malloc(E * d * 4);
+    for (uint64_t i = 0; i < E * d; ++i)
+        m->router[i] = ref_load(m->router_stored, i, m->router_type);
+    if (fs) {
+        m->shared_gate_w = random_matrix(fs * d, m->weight_type, s);
+        m->shared_up = random_matrix(fs * d, m->weight_type, s);
+        m->shared_down = random_matrix(d * fs, m->weight_type, 1.0f / sqrtf((float)fs));
+    }
+    if (m->shared_gate) m->shared_expert_gate = random_matrix(d, MOEVK_DTYPE_F32, s);
+}
+
+static void free_model(model *m) {
+    free(m->gate), free(m->up), free(m->down), free(m->router_stored), free(m->router);
+    free(m->shared_gate_w), free(m->shared_up), free(m->shared_down), free(m->shared_expert_gate);
+}
+
+/* The layer's tensors under prefix, by the family's names. */
+static void add_layer(checkpoint *c, const model *m, const char *prefix) {
+    int mixtral = !strcmp(m->family, "mixtral");
+    uint64_t fd = (uint64_t)m->f * m->d * (m->weight_type == MOEVK_DTYPE_F32 ? 4 : 2);
+    char name[160];
+    snprintf(name, sizeof name, "%sgate.weight", prefix);
+    add(c, name, m->router_type, m->E, m->d, m->router_stored);
+    const char *names[3] = {mixtral ? "w1" : "gate_proj", mixtral ? "w3" : "up_proj",
+                            mixtral ? "w2" : "down_proj"};
+    for (uint32_t e = 0; e < m->E; ++e) {
+        const void *matrices[3] = {(const char *)m->gate + e * fd, (const char *)m->up + e * fd,
+                                   (const char *)m->down + e * fd};
+        for (int j = 0; j < 3; ++j) {
+            snprintf(name, sizeof name, "%sexperts.%u.%s.weight", prefix, e, names[j]);
+            add(c, name, m->weight_type, j == 2 ? m->d : m->f, j == 2 ? m->f : m->d, matrices[j]);
+        }
+    }
+    if (!m->fs) return;
+    const char *shared[3] = {"gate_proj", "up_proj", "down_proj"};
+    const void *matrices[3] = {m->shared_gate_w, m->shared_up, m->shared_down};
+    for (int j = 0; j < 3; ++j) {
+        snprintf(name, sizeof name, "%sshared_expert.%s.weight", prefix, shared[j]);
+        add(c, name, m->weight_type, j == 2 ? m->d : m->fs, j == 2 ? m->fs : m->d, matrices[j]);
+    }
+    if (m->shared_gate) {
+        snprintf(name, sizeof name, "%sshared_expert_gate.weight", prefix);
+        add(c, name, MOEVK_DTYPE_F32, 1, m->d, m->shared_expert_gate);
+    }
+}
+
+/* Hidden states [T, d] in type, written as .npy (bf16 as uint16 words, as numpy has no bf16). */
+static void *write_hidden(const char *name, uint32_t T, uint32_t d, moevk_dtype type) {
+    void *x = random_matrix((uint64_t)T * d, type, 1.0f);
+    uint64_t shape[2] = {T, d};
+    const char *descr = type == MOEVK_DTYPE_F32 ? "<f4" : type == MOEVK_DTYPE_F16 ? "<f2" : "<u2";
+    npy_write(in_work(name), descr, 2, shape, x, type == MOEVK_DTYPE_F32 ? 4 : 2);
+    return x;
+}
+
+static int same_file_bytes(const char *a, const char *b) {
+    FILE *x = fopen(a, "rb"), *y = fopen(b, "rb");
+    int same = x && y;
+    while (same) {
+        int c = fgetc(x), d = fgetc(y);
+        same = c == d;
+        if (c == EOF) break;
+    }
+    if (x) fclose(x);
+    if (y) fclose(y);
+    return same;
+}
+
+/* The layer's outputs in out_dir against the reference for its own routing, and that routing
+ * against `moevk route --logits router_logits.npy route_options`, byte for byte. */
+static void check_layer_outputs(const model *m, const void *hidden, moevk_dtype hidden_type,
+                                uint32_t T, const char *out_dir, const char *route_options,
+                                int dropless) {
+    char path[700], error[512], message[2048], args[4096];
+    npy_array output, logits, ids, weights, slots;
+    snprintf(path, sizeof path, "%s/output.npy", out_dir);
+    CHECK(npy_read(path, &output, error, sizeof error), "%s", error);
+    CHECK(output.type == NPY_F32 && output.ndim == 2 && output.shape[0] == T &&
+              output.shape[1] == m->d,
+          "output.npy: float32 [%u, %u] expected", T, m->d);
+    snprintf(path, sizeof path, "%s/router_logits.npy", out_dir);
+    CHECK(npy_read(path, &logits, error, sizeof error), "%s", error);
+    CHECK(logits.shape[0] == T && logits.shape[1] == m->E, "router_logits.npy's shape");
+    snprintf(path, sizeof path, "%s/expert_ids.npy", out_dir);
+    CHECK(npy_read(path, &ids, error, sizeof error), "%s", error);
+    snprintf(path, sizeof path, "%s/weights.npy", out_dir);
+    CHECK(npy_read(path, &weights, error, sizeof error), "%s", error);
+    snprintf(path, sizeof path, "%s/slots.npy", out_dir);
+    CHECK(npy_read(path, &slots, error, sizeof error), "%s", error);
+    snprintf(path, sizeof path, "%s/offsets.npy", out_dir);
+    struct stat st;
+    CHECK((stat(path, &st) == 0) == dropless, "offsets.npy %s", dropless ? "missing" : "written");
+
+    /* The logits: x W_g^T with W_g widened to f32, as the reference projects. */
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = m->E, info.top_k = m->k, info.hidden_size = m->d;
+    info.hidden_type = hidden_type;
+    float *want_logits = malloc((size_t)T * m->E * 4 + 4);
+    ref_router_projection(&info, T, hidden, m->router, want_logits);
+    CHECK(!memcmp(want_logits, logits.data, (size_t)T * m->E * 4),
+          "router_logits.npy differs from the reference projection");
+    free(want_logits);
+
+    /* The output: the reference layer for the routing the command wrote. */
+    double *want = malloc(sizeof(double) * T * m->d + 8),
+           *magnitude = malloc(sizeof(double) * T * m->d + 8);
+    ref_layer layer = {.router = &info,
+                       .router_weights = m->router,
+                       .experts = {m->d, m->f, MOEVK_ACTIVATION_SWIGLU, m->weight_type, m->gate,
+                                   m->up, m->down, NULL, NULL, NULL},
+                       .shared = {m->d, m->fs, MOEVK_ACTIVATION_SWIGLU, m->weight_type,
+                                  m->shared_gate_w, m->shared_up, m->shared_down, NULL, NULL, NULL},
+                       .shared_expert_gate = m->shared_expert_gate};
+    ref_layer_output(&layer, T, hidden, ids.data, weights.data, slots.data, want, magnitude);
+    double rounding = hidden_type == MOEVK_DTYPE_BF16  ? 1.0 / 256
+                      : hidden_type == MOEVK_DTYPE_F16 ? 1.0 / 2048
+                                                       : 0.0;
+    int64_t bad = -1;
+    const float *got = output.data;
+    for (uint64_t i = 0; i < (uint64_t)T * m->d && bad < 0; ++i)
+        if (!(fabs(got[i] - want[i]) <= 1e-5 * magnitude[i] + rounding * fabs(want[i]) + 1e-30))
+            bad = (int64_t)i;
+    CHECK(bad < 0, "output.npy [%lld] is %.9g, the reference %.9g", (long long)bad,
+          bad >= 0 ? got[bad] : 0.0, bad >= 0 ? want[bad] : 0.0);
+    free(want), free(magnitude);
+
+    /* The routing: as moevk route routes the layer's logits. */
+    snprintf(args, sizeof args, "route --logits %s/router_logits.npy %s --out %s/route", out_dir,
+             route_options, out_dir);
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk route: %s", message);
+    const char *files[] = {"expert_ids.npy", "weights.npy", "slots.npy", "counts.npy",
+                           "offsets.npy"};
+    for (int i = 0; i < (dropless ? 5 : 4); ++i) {
+        char a[800], b[800];
+        snprintf(a, sizeof a, "%s/%s", out_dir, files[i]);
+        snprintf(b, sizeof b, "%s/route/%s", out_dir, files[i]);
+        CHECK(same_file_bytes(a, b), "%s differs from moevk route's on the same logits", files[i]);
+    }
+    npy_free(&output), npy_free(&logits), npy_free(&ids), npy_free(&weights), npy_free(&slots);
+}
+
+static void make_folder(const char *name) { mkdir(in_work(name), 0777); }
+
+static const char MIXTRAL_CONFIG[] =
+    "{\"architectures\":[\"MixtralForCausalLM\"],\"model_type\":\"mixtral\",\"hidden_size\":24,"
+    "\"intermediate_size\":20,\"num_hidden_layers\":2,\"num_local_experts\":4,"
+    "\"num_experts_per_tok\":2,\"hidden_act\":\"silu\",\"torch_dtype\":\"float32\"}";
+
+/* Mixtral over two shards and their index, read from the folder: config.json beside them;
+ * its top-2 softmax weights renormalised, dropless. */
+static void test_mixtral_shards_from_the_folder(void) {
+    model m = {.family = "mixtral",
+               .E = 4,
+               .k = 2,
+               .d = 24,
+               .f = 20,
+               .weight_type = MOEVK_DTYPE_F32,
+               .router_type = MOEVK_DTYPE_F32};
+    make_model(&m);
+    checkpoint c = {0};
+    add_layer(&c, &m, "model.layers.1.block_sparse_moe.");
+    for (int i = 0; i < c.count; ++i) c.tensors[i].shard = i % 2; /* each expert split over both */
+    make_folder("mixtral");
+    const char *shards[2] = {"model-00001-of-00002.safetensors",
+                             "model-00002-of-00002.safetensors"};
+    write_shard(&c, 0, in_work("mixtral/model-00001-of-00002.safetensors"));
+    write_shard(&c, 1, in_work("mixtral/model-00002-of-00002.safetensors"));
+    write_index(&c, in_work("mixtral/model.safetensors.index.json"), shards);
+    write_text(in_work("mixtral/config.json"), MIXTRAL_CONFIG);
+    uint32_t T = 37;
+    void *x = write_hidden("mixtral_x.npy", T, m.d, MOEVK_DTYPE_F32);
+    char args[2048], message[2048];
+    snprintf(args, sizeof args, "layer --weights %s --layer 1 --hidden %s --out %s",
+             in_work("mixtral"), in_work("mixtral_x.npy"), in_work("mixtral_out"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer: %s", message);
+    check_layer_outputs(&m, x, MOEVK_DTYPE_F32, T, in_work("mixtral_out"),
+                        "--k 2 --renorm --dropless", 1);
+    /* The index named directly reads the same; a layer past the model's is refused. */
+    snprintf(args, sizeof args, "layer --weights %s --layer 1 --hidden %s --out %s",
+             in_work("mixtral/model.safetensors.index.json"), in_work("mixtral_x.npy"),
+             in_work("mixtral_index_out"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer, the index: %s", message);
+    CHECK(
+        same_file_bytes(in_work("mixtral_out/output.npy"), in_work("mixtral_index_out/output.npy")),
+        "the index gave another output than the folder");
+    snprintf(args, sizeof args, "layer --weights %s --layer 2 --hidden %s --out %s",
+             in_work("mixtral"), in_work("mixtral_x.npy"), in_work("mixtral_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "the model has 2 layers"),
+          "layer 2 of 2: %s", message);
+    free(x);
+    free_model(&m);
+}
+
+/* Qwen2-MoE in one file with bf16 experts, a bf16 router (widened to f32), a gated shared
+ * expert, bf16 hidden states; norm_topk_prob false; --config named; the options override the
+ * config (a capacity factor: no longer dropless). */
+static void test_qwen2_moe_bf16_with_gated_shared_expert(void) {
+    model m = {.family = "qwen",
+               .E = 6,
+               .k = 3,
+               .d = 16,
+               .f = 12,
+               .fs = 20,
+               .shared_gate = 1,
+               .weight_type = MOEVK_DTYPE_BF16,
+               .router_type = MOEVK_DTYPE_BF16};
+    make_model(&m);
+    checkpoint c = {0};
+    add_layer(&c, &m, "model.layers.0.mlp.");
+    write_shard(&c, 0, in_work("qwen2.safetensors"));
+    write_text(in_work("qwen2_config.json"),
+               "{\"model_type\":\"qwen2_moe\",\"hidden_size\":16,\"num_hidden_layers\":4,"
+               "\"num_experts\":6,\"num_experts_per_tok\":3,\"moe_intermediate_size\":12,"
+               "\"shared_expert_intermediate_size\":20,\"norm_topk_prob\":false,"
+               "\"decoder_sparse_step\":1,\"mlp_only_layers\":[2],\"hidden_act\":\"silu\"}");
+    uint32_t T = 50;
+    void *x = write_hidden("qwen2_x.npy", T, m.d, MOEVK_DTYPE_BF16);
+    char args[2048], message[2048];
+    snprintf(args, sizeof args, "layer --weights %s --config %s --layer 0 --hidden %s --out %s",
+             in_work("qwen2.safetensors"), in_work("qwen2_config.json"), in_work("qwen2_x.npy"),
+             in_work("qwen2_out"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer: %s", message);
+    check_layer_outputs(&m, x, MOEVK_DTYPE_BF16, T, in_work("qwen2_out"), "--k 3 --dropless", 1);
+    snprintf(args, sizeof args,
+             "layer --weights %s --config %s --layer 0 --hidden %s --out %s --k 2 "
+             "--capacity-factor 0.5 --renorm",
+             in_work("qwen2.safetensors"), in_work("qwen2_config.json"), in_work("qwen2_x.npy"),
+             in_work("qwen2_capacity"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer with options: %s", message);
+    m.k = 2;
+    check_layer_outputs(&m, x, MOEVK_DTYPE_BF16, T, in_work("qwen2_capacity"),
+                        "--k 2 --capacity-factor 0.5 --renorm", 0);
+    snprintf(args, sizeof args, "layer --weights %s --config %s --layer 2 --hidden %s --out %s",
+             in_work("qwen2.safetensors"), in_work("qwen2_config.json"), in_work("qwen2_x.npy"),
+             in_work("qwen2_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "dense layer"),
+          "a dense layer: %s", message);
+    free(x);
+    free_model(&m);
+}
+
+/* Qwen3-MoE with f16 experts under names of its own (--prefix), f16 hidden states, one token
+ * holding a NaN: exit 3, that token's output row NaN and the others right. */
+static void test_qwen3_moe_prefix_and_a_nan_token(void) {
+    model m = {.family = "qwen",
+               .E = 5,
+               .k = 5,
+               .d = 70,
+               .f = 33,
+               .weight_type = MOEVK_DTYPE_F16,
+               .router_type = MOEVK_DTYPE_F32};
+    make_model(&m);
+    checkpoint c = {0};
+    add_layer(&c, &m, "blocks.7.moe.");
+    make_folder("qwen3");
+    write_shard(&c, 0, in_work("qwen3/weights.safetensors"));
+    write_text(in_work("qwen3/config.json"),
+               "{\"model_type\":\"qwen3_moe\",\"hidden_size\":70,\"num_hidden_layers\":8,"
+               "\"num_experts\":5,\"num_experts_per_tok\":5,\"moe_intermediate_size\":33,"
+               "\"norm_topk_prob\":true,\"hidden_act\":\"silu\"}");
+    uint32_t T = 1;
+    void *x = write_hidden("qwen3_x.npy", T, m.d, MOEVK_DTYPE_F16);
+    char args[2048], message[2048];
+    snprintf(args, sizeof args, "layer --weights %s --prefix blocks.7.moe. --hidden %s --out %s",
+             in_work("qwen3"), in_work("qwen3_x.npy"), in_work("qwen3_out"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer: %s", message);
+    check_layer_outputs(&m, x, MOEVK_DTYPE_F16, T, in_work("qwen3_out"),
+                        "--k 5 --renorm --dropless", 1);
+    free(x);
+    T = 9;
+    x = write_hidden("qwen3_nan.npy", T, m.d, MOEVK_DTYPE_F32);
+    ((float *)x)[4 * m.d + 3] = NAN;
+    uint64_t shape[2] = {T, m.d};
+    npy_write(in_work("qwen3_nan.npy"), "<f4", 2, shape, x, 4);
+    snprintf(args, sizeof args, "layer --weights %s --prefix blocks.7.moe. --hidden %s --out %s",
+             in_work("qwen3"), in_work("qwen3_nan.npy"), in_work("qwen3_nan_out"));
+    CHECK(run_cli(args, message, sizeof message) == 3 && strstr(message, "1 tokens"),
+          "a NaN token: %s", message);
+    npy_array output;
+    char error[512];
+    CHECK(npy_read(in_work("qwen3_nan_out/output.npy"), &output, error, sizeof error), "%s", error);
+    const float *y = output.data;
+    int rows_right = 1;
+    for (uint32_t t = 0; t < T; ++t)
+        for (uint32_t i = 0; i < m.d; ++i) rows_right &= (t == 4) == isnan(y[t * m.d + i]);
+    npy_free(&output);
+    CHECK(rows_right, "only token 4's output row is NaN");
+    free(x);
+    free_model(&m);
+}
+
+/* Every kind of bad input: one line naming the file, tensor or key, exit status 2. */
+static void test_bad_inputs_get_one_line_and_exit_2(void) {
+    model m = {.family = "mixtral",
+               .E = 4,
+               .k = 2,
+               .d = 24,
+               .f = 20,
+               .weight_type = MOEVK_DTYPE_F32,
+               .router_type = MOEVK_DTYPE_F32};
+    make_model(&m);
+    checkpoint c = {0};
+    add_layer(&c, &m, "model.layers.0.block_sparse_moe.");
+    make_folder("bad");
+    write_shard(&c, 0, in_work("bad/model.safetensors"));
+    tensor last = c.tensors[--c.count]; /* experts.3.w2 left out */
+    write_shard(&c, 0, in_work("bad_short.safetensors"));
+    c.tensors[c.count++] = last;
+    c.tensors[1].rows = 10, c.tensors[1].cols = 48; /* the same bytes, the wrong shape */
+    write_shard(&c, 0, in_work("bad_shape.safetensors"));
+    write_text(in_work("bad/config.json"), MIXTRAL_CONFIG);
+    write_text(in_work("bad_llama.json"), "{\"model_type\":\"llama\",\"hidden_size\":24}");
+    write_text(in_work("bad_deepseek.json"),
+               "{\"model_type\":\"deepseek_v3\",\"hidden_size\":24,\"num_hidden_layers\":2,"
+               "\"n_routed_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":20}");
+    write_text(in_work("bad_gelu.json"),
+               "{\"model_type\":\"mixtral\",\"hidden_size\":24,\"intermediate_size\":20,"
+               "\"num_hidden_layers\":2,\"num_local_experts\":4,\"num_experts_per_tok\":2,"
+               "\"hidden_act\":\"gelu\"}");
+    write_text(in_work("bad_k.json"),
+               "{\"model_type\":\"mixtral\",\"hidden_size\":24,\"intermediate_size\":20,"
+               "\"num_hidden_layers\":2,\"num_local_experts\":4,\"num_experts_per_tok\":2.5}");
+    write_text(in_work("bad_index.json"), "{\"weight_map\":{\"a\":\"../elsewhere.safetensors\"}}");
+    void *x = write_hidden("bad_x.npy", 5, m.d, MOEVK_DTYPE_F32);
+    void *x_wrong = write_hidden("bad_x23.npy", 5, 23, MOEVK_DTYPE_F32);
+    free(x), free(x_wrong);
+    char dir[600], hidden[600], config[600]; /* copies: in_work's buffers are reused */
+    snprintf(dir, sizeof dir, "%s", in_work("bad"));
+    snprintf(hidden, sizeof hidden, "%s", in_work("bad_x.npy"));
+    snprintf(config, sizeof config, "%s", in_work("bad/config.json"));
+    struct {
+        char args[2048];
+        const char *problem;
+    } cases[14];
+    int n = 0;
+#define CASE(problem_, ...)                                                                        \
+    do {                                                                                           \
+        snprintf(cases[n].args, sizeof cases[n].args, __VA_ARGS__);                                \
+        cases[n++].problem = problem_;                                                             \
+    } while (0)
+    CASE("no tensor 'model.layers.0.block_sparse_moe.experts.3.w2.weight'",
+         "--weights %s --config %s --layer 0 --hidden %s", in_work("bad_short.safetensors"), config,
+         hidden);
+    CASE("'model.layers.0.block_sparse_moe.experts.0.w1.weight' must have shape [20, 24]",
+         "--weights %s --config %s --layer 0 --hidden %s", in_work("bad_shape.safetensors"), config,
+         hidden);
+    CASE("model_type 'llama'", "--weights %s --config %s --layer 0 --hidden %s", dir,
+         in_work("bad_llama.json"), hidden);
+    CASE("deepseek_v3", "--weights %s --config %s --layer 0 --hidden %s", dir,
+         in_work("bad_deepseek.json"), hidden);
+    CASE("hidden_act 'gelu'", "--weights %s --config %s --layer 0 --hidden %s", dir,
+         in_work("bad_gelu.json"), hidden);
+    CASE("\"num_experts_per_tok\" must be a whole number",
+         "--weights %s --config %s --layer 0 --hidden %s", dir, in_work("bad_k.json"), hidden);
+    CASE("names no plain .safetensors file", "--weights %s --config %s --layer 0 --hidden %s",
+         in_work("bad_index.json"), config, hidden);
+    CASE("[T, 24] (hidden_size)", "--weights %s --layer 0 --hidden %s", dir,
+         in_work("bad_x23.npy"));
+    CASE("one of them", "--weights %s --layer 0 --prefix p. --hidden %s", dir, hidden);
+    CASE("no config.json beside", "--weights %s --layer 0 --hidden %s",
+         in_work("bad_short.safetensors"), hidden);
+    CASE("no such file or folder", "--weights %s --layer 0 --hidden %s", in_work("nowhere"),
+         hidden);
+    CASE("--hidden is required", "--weights %s --layer 0", dir);
+    CASE("--k must be an integer", "--weights %s --layer 0 --hidden %s --k 0", dir, hidden);
+    CASE("--activation must be", "--weights %s --layer 0 --hidden %s --activation tanh", dir,
+         hidden);
+#undef CASE
+    for (int i = 0; i < n; ++i) {
+        char args[4096], message[2048];
+        snprintf(args, sizeof args, "layer %.2040s --out %s", cases[i].args, in_work("bad_out"));
+        int status = run_cli(args, message, sizeof message);
+        char *newline = strchr(message, '\n');
+        int one_line = newline && newline[1] == '\0';
+        CHECK(status == 2 && one_line && strstr(message, cases[i].problem),
+              "case %d (%s): exit %d, '%s'", i, cases[i].problem, status, message);
+    }
+    free_model(&m);
+}
+
+static const test_case TESTS[] = {
+    TEST(mixtral_shards_from_the_folder),
+    TEST(qwen2_moe_bf16_with_gated_shared_expert),
+    TEST(qwen3_moe_prefix_and_a_nan_token),
+    TEST(bad_inputs_get_one_line_and_exit_2),
+};
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_layer_cli PATH_TO_MOEVK [filter]\n0 passed, 1 failed\n");
+        return 1;
+    }
+    cli_path = argv[1];
+    snprintf(work_dir, sizeof work_dir, "/tmp/moevk-test-layer-cli-XXXXXX");
+    if (!mkdtemp(work_dir)) return 1;
+    int status = test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc - 1, argv + 1);
+    char command[512];
+    snprintf(command, sizeof command, "rm -rf %s", work_dir);
+    if (system(command) != 0) return 1;
+    return status;
+}
