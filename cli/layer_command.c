@@ -50,10 +50,11 @@ static const option LAYER_OPTIONS[] = {
 static const char LAYER_SYNOPSIS[] =
     "--weights PATH [--config config.json] (--layer N | --prefix P) --hidden X.npy --out DIR\n"
     "  [routing options]\n"
-    "  Runs one MoE layer of a mixtral, qwen2_moe or qwen3_moe checkpoint on the device and\n"
-    "  writes output.npy [T, d] float32, router_logits.npy [T, E], expert_ids.npy, weights.npy,\n"
-    "  slots.npy, counts.npy (offsets.npy when dropless) and stats.json. The routing comes from\n"
-    "  config.json, dropless unless a capacity option is given; options given here override it.";
+    "  Runs one MoE layer of a mixtral, qwen2_moe, qwen3_moe or deepseek_v3 checkpoint on the\n"
+    "  device and "
+    "writes output.npy [T, d] float32, router_logits.npy [T, E], expert_ids.npy,\n  weights.npy, "
+    "slots.npy, counts.npy (offsets.npy when dropless) and stats.json. The routing\n  comes from "
+    "config.json, dropless unless a capacity option is given; options given here\n  override it.";
 
 #define BAD(...)                                                                                   \
     do {                                                                                           \
@@ -78,7 +79,9 @@ static void routing_from_config(const model_config *c, moevk_router_info *info) 
     info->top_k = c->top_k;
     info->hidden_size = c->hidden_size;
     info->score = c->sigmoid ? MOEVK_SCORE_SIGMOID : MOEVK_SCORE_SOFTMAX;
-    info->renormalize = c->renormalize;
+    /* DeepSeek-V3's own code renormalises only when k > 1; its bias is on the scores. */
+    info->renormalize = c->renormalize && (c->family != MODEL_DEEPSEEK_V3 || c->top_k > 1);
+    info->bias_on_scores = c->family == MODEL_DEEPSEEK_V3;
     info->scale = c->routed_scaling_factor;
     info->num_groups = c->num_groups;
     info->topk_groups = c->topk_groups;
@@ -91,6 +94,8 @@ typedef struct layer_inputs {
     model_config config;
     layer_weights weights;
     npy_array hidden, bias;
+    const float *score_bias; /* DeepSeek-V3's e_score_correction_bias as f32 */
+    void *score_bias_copy;
     char prefix[512];
 } layer_inputs;
 
@@ -113,10 +118,6 @@ static int load_config(const layer_args *a, layer_inputs *in) {
     if (!a->config && stat(path, &st) != 0)
         BAD("%s: no config.json beside the weights (give --config)", path);
     if (!model_config_read(path, &in->config, error, sizeof error)) BAD("%s", error);
-    if (in->config.family == MODEL_DEEPSEEK_V3)
-        BAD("%s: deepseek_v3 adds its selection bias to the sigmoid scores, a routing option "
-            "moevk does not have yet; its layers cannot be run faithfully",
-            path);
     if (a->layer_given && !model_config_moe_layer(&in->config, a->layer, error, sizeof error))
         BAD("%s: %s", path, error);
     return 1;
@@ -138,6 +139,13 @@ static int load_tensors(const layer_args *a, layer_inputs *in, moevk_activation 
         x->shape[0] > UINT32_MAX || x->shape[1] != in->config.hidden_size)
         BAD("%s: hidden states must be float32, float16 or bfloat16 [T, %u] (hidden_size)",
             a->hidden, in->config.hidden_size);
+    if (a->bias && in->weights.score_bias)
+        BAD("%s: the checkpoint has its own selection bias (%se_score_correction_bias): --bias is "
+            "refused",
+            a->bias, in->prefix);
+    if (in->weights.score_bias &&
+        !(in->score_bias = layer_tensor_f32(in->weights.score_bias, &in->score_bias_copy)))
+        BAD("out of host memory");
     if (a->bias) {
         if (!npy_read(a->bias, &in->bias, error, sizeof error)) BAD("%s", error);
         if (in->bias.type != NPY_F32 || in->bias.ndim != 1 ||
@@ -250,7 +258,7 @@ static int run_layer(layer_args *a, layer_inputs *in, moevk_activation activatio
     moevk_route_input_init(&input);
     input.num_tokens = (uint32_t)T;
     input.hidden = moevk_host_tensor(in->hidden.data);
-    input.bias = moevk_host_tensor(in->bias.data);
+    input.bias = moevk_host_tensor(in->score_bias ? (const void *)in->score_bias : in->bias.data);
     input.step = a->step;
     input.layer = a->layer;
     moevk_route_stats stats;
@@ -341,5 +349,6 @@ int command_layer(int argc, char **argv) {
     model_files_close(&in.files);
     npy_free(&in.hidden);
     npy_free(&in.bias);
+    free(in.score_bias_copy);
     return status;
 }

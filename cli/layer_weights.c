@@ -151,6 +151,10 @@ static const void *as_type(const safetensors_tensor *t, moevk_dtype to, void **c
     return wide;
 }
 
+const float *layer_tensor_f32(const safetensors_tensor *tensor, void **copy) {
+    return as_type(tensor, MOEVK_DTYPE_F32, copy);
+}
+
 static moevk_result upload(moevk_layer *layer, moevk_layer_weight which, uint32_t first,
                            const safetensors_tensor *t, moevk_dtype type) {
     void *copy;

@@ -28,6 +28,9 @@ int layer_weights_find(model_files *files, const model_config *config, const cha
  * f16 and bf16 widen to f32 exactly). */
 moevk_result layer_weights_upload(const layer_weights *weights, const model_config *config,
                                   moevk_layer *layer);
+/* A small f32 tensor's data, widened from f16 or bf16 into *copy (free() it) when needed; NULL
+ * when out of memory. */
+const float *layer_tensor_f32(const safetensors_tensor *tensor, void **copy);
 void layer_weights_free(layer_weights *weights);
 
 #endif

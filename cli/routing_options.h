@@ -25,6 +25,9 @@ extern const char *const ROUTING_SCORES[], *const ROUTING_POLICIES[], *const ROU
         OPT_FLOAT("--temperature", "T", "divides the logits in the scores (default 1)",            \
                   info.temperature, 2, NULL),                                                      \
         OPT_FLAG("--renorm", "divide the top-k weights by their sum", info.renormalize, NULL),     \
+        OPT_FLAG("--bias-on-scores",                                                               \
+                 "add the bias to the sigmoid scores, not the logits (DeepSeek-V3)",               \
+                 info.bias_on_scores, NULL),                                                       \
         OPT_FLOAT("--scale", "S", "multiplies the weights", info.scale, 0, NULL),                  \
         OPT_FLOAT("--capacity-factor", "F",                                                        \
                   "C = max(min capacity, ceil(F T k / E)) (default 1.25)", info.capacity_factor,   \

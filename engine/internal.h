@@ -319,6 +319,7 @@ struct moevk_router {
     /* The router's state: what its buffers hold of the last route and combine (router_state). */
     route_state route;
     combine_state combine;
+    int layer_timed; /* the last route was a layer's forward: TIMESTAMP_LAYER_END is written */
     /* The last route: its plan (for combine, the losses, the per-expert loss) and the counts
      * the losses need. */
     route_plan last;
@@ -396,6 +397,7 @@ enum timestamp_point {
     TIMESTAMP_ROUTE_END,
     TIMESTAMP_COMBINE_START,
     TIMESTAMP_COMBINE_END,
+    TIMESTAMP_LAYER_END, /* a layer's experts, shared experts and combine, after ROUTE_END */
     TIMESTAMP_COUNT
 };
 
@@ -404,9 +406,8 @@ void record_route(moevk_router *router, const route_plan *params, int with_dispa
 void record_combine(moevk_router *router, const route_plan *params);
 /* A layer's stages after its route: the routed experts (experts.c), the shared experts
  * (shared_experts.c), the layer's combine into BINDING_COMBINED (layer_combine.c). */
-void record_experts(moevk_router *router, const route_plan *params);
-void record_shared_experts(moevk_router *router, const route_plan *params);
-void record_layer_combine(moevk_router *router, const route_plan *params);
+/* The layer's stages after its route (engine/layer.c): experts, shared experts, combine. */
+void record_layer(moevk_router *router, const route_plan *params);
 /* experts.c: the most tiles a route of the layer's router cuts its rows into. */
 uint64_t layer_max_tiles(const moevk_router *router);
 /* The losses stage's phases (shaders/losses.comp) that the call needs. */

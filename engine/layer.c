@@ -3,7 +3,7 @@
  * pass: the route and the layer's stages in one submission (route.c, route_submit). */
 #include <string.h>
 
-#include "internal.h"
+#include "stage.h"
 
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
@@ -78,6 +78,14 @@ void moevk_layer_destroy(moevk_layer *layer) {
 }
 
 moevk_router *moevk_layer_router(moevk_layer *layer) { return layer ? layer->router : NULL; }
+
+void record_layer(moevk_router *router, const route_plan *params) {
+    record_reset_timestamps(router, TIMESTAMP_LAYER_END, 1);
+    record_experts(router, params);
+    record_shared_experts(router, params);
+    record_layer_combine(router, params);
+    record_timestamp(router, TIMESTAMP_LAYER_END);
+}
 
 /* Where a weight lives: its binding and byte offset, the elements of one expert's part, how
  * many experts have one, its element size, and whether the layer has it. */

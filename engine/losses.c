@@ -69,6 +69,9 @@ static moevk_result check_losses(const moevk_router *router, const moevk_loss_in
                             info->load_coef, info->entropy_coef, info->sequence_coef};
     for (int i = 0; i < 6; ++i)
         if (!isfinite(coefs[i])) REJECT("loss coefficients must be finite");
+    if (info->load_coef != 0.0f && router->info.bias_on_scores)
+        REJECT("the load loss compares noisy logits with logit-space keys: not with "
+               "bias_on_scores");
     if (info->load_coef != 0.0f &&
         (last->noise_kind != MOEVK_NOISE_GAUSSIAN || !router->last_noise_std_positive))
         REJECT("the load loss needs the route's Gaussian noise with a std > 0 (every expert's "

@@ -189,6 +189,7 @@ moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_
     if (tensor_given(&input->bias)) params.flags |= FLAG_HAS_BIAS;
     router->route = ROUTE_NONE;
     router->combine = COMBINE_NONE;
+    router->layer_timed = layer != NULL;
 
     transfer_plan *plan = &router->pending_plan;
     r = transfer_begin(plan, router);
@@ -217,9 +218,7 @@ moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_
     record_route(router, &params,
                  layer ? tensor_given(&output->dispatched) : tensor_given(&input->hidden));
     if (layer) {
-        record_experts(router, &params);
-        record_shared_experts(router, &params);
-        record_layer_combine(router, &params);
+        record_layer(router, &params);
         tensor_download(plan, BINDING_COMBINED, 0, layer->output, T * d * hidden_bytes);
         tensor_download(plan, BINDING_LOGITS, 0, layer->router_logits, T * E * 4);
     }

@@ -147,6 +147,10 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
     }
     if (info->router_projection && (info->hidden_size == 0 || info->logits_type != MOEVK_DTYPE_F32))
         REJECT("router_projection needs hidden_size > 0 and F32 logits");
+    if (info->bias_on_scores &&
+        (info->score != MOEVK_SCORE_SIGMOID || info->mode != MOEVK_MODE_TOKEN))
+        REJECT("bias_on_scores needs SIGMOID scores and the TOKEN mode (DeepSeek-V3's routing)");
+    if (info->reserved_0_4 != 0) REJECT("reserved_0_4 must be zero");
     if (info->max_tokens > (1u << 30) && info->mode != MOEVK_MODE_TOKEN)
         REJECT("max_tokens is %u; the routing modes take at most 2^30 tokens", info->max_tokens);
     return MOEVK_SUCCESS;
@@ -265,7 +269,8 @@ void router_plan(const moevk_router *router, const moevk_route_input *input, rou
     params->scale = info->scale;
     params->pad_multiple = info->pad_multiple > 1 ? info->pad_multiple : 1;
     params->flags = (info->renormalize ? FLAG_RENORMALIZE : 0) |
-                    (info->score == MOEVK_SCORE_SIGMOID ? FLAG_SIGMOID : 0);
+                    (info->score == MOEVK_SCORE_SIGMOID ? FLAG_SIGMOID : 0) |
+                    (info->bias_on_scores ? FLAG_BIAS_ON_SCORES : 0);
     if (info->mode == MOEVK_MODE_SEQUENCE || info->mode == MOEVK_MODE_BATCH) {
         params->flags |= FLAG_SEQUENCE_DECISIONS;
         params->mode_param = info->mode == MOEVK_MODE_BATCH ? (num_tokens > 0 ? num_tokens : 1)

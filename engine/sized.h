@@ -34,7 +34,8 @@ void sized_write(void *given, const void *full, const struct_layout *layouts, si
 #define LAYOUTS_moevk_context_info LAYOUT_NOW(moevk_context_info)
 #define LAYOUTS_moevk_device_info LAYOUT_NOW(moevk_device_info)
 #define LAYOUTS_moevk_router_info                                                                  \
-    LAYOUT_BEFORE(moevk_router_info, padding_0_2), LAYOUT_NOW(moevk_router_info)
+    LAYOUT_BEFORE(moevk_router_info, padding_0_2),                                                 \
+        LAYOUT_BEFORE(moevk_router_info, bias_on_scores), LAYOUT_NOW(moevk_router_info)
 #define LAYOUTS_moevk_router_bounds LAYOUT_NOW(moevk_router_bounds)
 #define LAYOUTS_moevk_route_input                                                                  \
     LAYOUT_BEFORE(moevk_route_input, capacity_factor), LAYOUT_NOW(moevk_route_input)
@@ -44,7 +45,7 @@ void sized_write(void *given, const void *full, const struct_layout *layouts, si
 #define LAYOUTS_moevk_losses LAYOUT_NOW(moevk_losses)
 #define LAYOUTS_moevk_history_info LAYOUT_NOW(moevk_history_info)
 #define LAYOUTS_moevk_step_report LAYOUT_NOW(moevk_step_report)
-#define LAYOUTS_moevk_timings LAYOUT_NOW(moevk_timings)
+#define LAYOUTS_moevk_timings LAYOUT_BEFORE(moevk_timings, layer_ms), LAYOUT_NOW(moevk_timings)
 #define LAYOUTS_moevk_layer_info LAYOUT_NOW(moevk_layer_info)
 #define LAYOUTS_moevk_layer_output LAYOUT_NOW(moevk_layer_output)
 

@@ -126,6 +126,10 @@ uint32_t groups_for(uint64_t count);
 void record_blocks_then_totals(moevk_router *router, stage_id stage, void *params, uint32_t *phase,
                                uint32_t stat_blocks, uint32_t totals);
 void record_timestamp(moevk_router *router, enum timestamp_point point);
+/* The layer's stage modules (experts.c, shared_experts.c, layer_combine.c). */
+void record_experts(moevk_router *router, const route_plan *params);
+void record_shared_experts(moevk_router *router, const route_plan *params);
+void record_layer_combine(moevk_router *router, const route_plan *params);
 void record_reset_timestamps(moevk_router *router, uint32_t first, uint32_t count);
 
 #endif

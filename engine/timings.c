@@ -12,7 +12,7 @@ static double span_ms(const moevk_router *router, const uint64_t *ticks, int fro
     return (double)delta * context->limits.timestampPeriod * 1e-6;
 }
 
-/* The timings of the last route and combine into this library's struct. */
+/* The timings of the last route (or layer forward) and combine into this library's struct. */
 static moevk_result read_timings(moevk_router *router, moevk_timings *timings) {
     moevk_context *context = router->context;
     moevk_result waited = router_settle(router);
@@ -34,6 +34,14 @@ static moevk_result read_timings(moevk_router *router, moevk_timings *timings) {
         span_ms(router, ticks, TIMESTAMP_AFTER_BUCKETING, TIMESTAMP_AFTER_DISPATCH);
     timings->stats_ms = span_ms(router, ticks, TIMESTAMP_AFTER_DISPATCH, TIMESTAMP_ROUTE_END);
     timings->route_ms = span_ms(router, ticks, TIMESTAMP_ROUTE_START, TIMESTAMP_ROUTE_END);
+    if (router->layer_timed) {
+        vr = context->vk.vkGetQueryPoolResults(context->device, router->timestamps,
+                                               TIMESTAMP_LAYER_END, 1, sizeof ticks[0],
+                                               ticks + TIMESTAMP_LAYER_END, sizeof ticks[0],
+                                               VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+        if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkGetQueryPoolResults");
+        timings->layer_ms = span_ms(router, ticks, TIMESTAMP_ROUTE_END, TIMESTAMP_LAYER_END);
+    }
     if (router->combine != COMBINE_NONE) {
         vr = context->vk.vkGetQueryPoolResults(context->device, router->timestamps,
                                                TIMESTAMP_COMBINE_START, 2, 2 * sizeof ticks[0],

@@ -43,7 +43,7 @@ extern "C" {
 
 /* ---- Version ---------------------------------------------------------------------------- */
 #define MOEVK_VERSION_MAJOR 0
-#define MOEVK_VERSION_MINOR 3
+#define MOEVK_VERSION_MINOR 4
 #define MOEVK_VERSION_PATCH 0
 #define MOEVK_VERSION_NUMBER                                                                       \
     (MOEVK_VERSION_MAJOR * 10000 + MOEVK_VERSION_MINOR * 100 + MOEVK_VERSION_PATCH)
@@ -448,6 +448,16 @@ typedef struct moevk_router_info {
      * instead of logits, which the router then computes on the device from the hidden states; needs
      * hidden_size > 0 and F32 logits (on lavapipe, hidden_size at most 32768). */
     int router_projection;
+    /* ---- Since moevk 0.4 (a 0.3 program's struct ends above; these take their defaults) ---- */
+    /* Default 0: the selection bias (moevk_route_input.bias) is added to the noisy logits to
+     * select (moevk's own auxiliary-loss-free balancing). Non-zero: to the scores instead,
+     * key = sigmoid(noisy logit / temperature) + bias, as DeepSeek-V3 adds its
+     * e_score_correction_bias (group scores are then the sum of each group's two largest such
+     * keys); a -inf logit stays -inf, never selected. The weights stay the unbiased scores,
+     * renormalised (when asked) by their sum + 1e-20, as DeepSeek-V3 divides. Needs SIGMOID
+     * scores and the TOKEN mode; the load loss refuses it. */
+    int bias_on_scores;
+    uint32_t reserved_0_4; /* zero: the place of a later field */
 } moevk_router_info;
 
 #define MOEVK_MAX_EXPERTS 1024u
@@ -925,6 +935,10 @@ typedef struct moevk_timings {
     double stats_ms;       /* statistics reductions */
     double route_ms;       /* all of the route's stages, uploads and downloads excluded */
     double combine_ms;     /* the last combine */
+    /* ---- Since moevk 0.4 ---- */
+    /* After a layer's forward (moevk_layer_forward): its experts, shared experts and combine,
+     * from the end of its route (route_ms) to its output; 0 after a plain route. */
+    double layer_ms;
 } moevk_timings;
 
 static inline void moevk_timings_init(moevk_timings *timings) { MOEVK_INIT_STRUCT_(timings); }

@@ -56,6 +56,14 @@ int ref_group_kept(const moevk_router_info *info, uint32_t mask, uint32_t expert
            (mask >> (expert / (info->num_experts / info->num_groups)) & 1u);
 }
 
+/* The key top-k ranks: the noisy logit plus the bias, or with bias_on_scores (DeepSeek-V3) its
+ * sigmoid score plus the bias, an infinite or NaN logit kept as it is. */
+static float selection_key(const moevk_router_info *info, float noisy, float bias) {
+    if (!info->bias_on_scores) return noisy + bias;
+    if (isinf(noisy) || isnan(noisy)) return noisy;
+    return 1.0f / (1.0f + expf(-(noisy / info->temperature))) + bias;
+}
+
 /* token: the noise counter's (the sequence's in SEQUENCE and BATCH modes); sinkhorn: the
  * factors that make the keys, or NULL. */
 static void route_row(const moevk_router_info *info, const ref_call *call, uint32_t token,
@@ -77,8 +85,7 @@ static void route_row(const moevk_router_info *info, const ref_call *call, uint3
     for (uint32_t e = 0; e < E; ++e) {
         noisy[e] = ref_noisy_logit(info, call, logit_row[e], token, e);
         keys[e] = sinkhorn ? ref_sinkhorn_key(sinkhorn, noisy[e], token, e)
-                  : bias   ? noisy[e] + bias[e]
-                           : noisy[e];
+                           : selection_key(info, noisy[e], bias ? bias[e] : 0.0f);
     }
     uint32_t groups = ref_kept_groups(info, keys);
     for (uint32_t e = 0; e < E; ++e) {
@@ -129,8 +136,9 @@ static void route_row(const moevk_router_info *info, const ref_call *call, uint3
         selected_sum += w[j];
     }
     int renormalize = info->renormalize && selected_sum > 0.0f;
+    float denominator = selected_sum + (info->bias_on_scores ? 1e-20f : 0.0f); /* DeepSeek's */
     for (uint32_t j = 0; j < K; ++j) {
-        float value = renormalize ? w[j] / selected_sum : w[j];
+        float value = renormalize ? w[j] / denominator : w[j];
         ids[j] = best[j];
         weights[j] = best[j] < 0 ? 0.0f : value * info->scale;
     }

@@ -166,6 +166,7 @@
 #define FLAG_FFN_BIASES 65536u /* the layer's FFNs have biases */
 #define FLAG_SHARED_EXPERT 131072u /* the layer's combine adds the shared experts' output */
 #define FLAG_SHARED_GATE 262144u /* the shared output is scaled by sigmoid(x . w) */
+#define FLAG_BIAS_ON_SCORES 524288u /* selection keys: sigmoid score + bias (DeepSeek-V3) */
 
 /* Phases of the losses stage (shaders/losses.comp), in the order they run. */
 #define LOSS_PHASE_THRESHOLDS 0u

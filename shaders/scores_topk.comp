@@ -2,7 +2,8 @@
 #extension GL_GOOGLE_include_directive : require
 // Router scores and top-k selection, one invocation per token.
 // Reads logits [T, E] (f32, or f16 when DTYPE is 1) and bias [E]. Selects the top-k experts by
-// key = noisy logit + bias, descending, ties to the lower expert index; -inf keys are never
+// key = noisy logit + bias (or sigmoid score + bias, DeepSeek-V3's: selection.glsl),
+// descending, ties to the lower expert index; -inf keys are never
 // selected. A row with a NaN or +inf key is non-finite: routed nowhere. Writes expert_ids and
 // weights [T, k] (score without bias, renormalised and scaled as asked), row_stats and row_flags
 // [T] for the stats stage (row max, 1/normaliser, raw logsumexp, entropy). The modes (see
@@ -128,8 +129,10 @@ void route_token(uint token) {
         selected_sum += w[j];
     }
     bool renormalize = (P.flags & FLAG_RENORMALIZE) != 0u && selected_sum > 0.0;
+    // DeepSeek-V3 divides by sum + 1e-20; moevk's own renormalisation by the sum alone.
+    float denominator = selected_sum + ((P.flags & FLAG_BIAS_ON_SCORES) != 0u ? 1e-20 : 0.0);
     for (uint j = 0; j < SELECTION_K; ++j) {
-        float value = renormalize ? w[j] / selected_sum : w[j];
+        float value = renormalize ? w[j] / denominator : w[j];
         expert_ids[base + j] = best_expert[j];
         weights[base + j] = best_expert[j] < 0 ? 0.0 : value * P.scale;
     }

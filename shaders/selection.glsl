@@ -1,8 +1,9 @@
 // What top-k selection ranks: each (token, expert)'s selection key, and group-limited routing's
 // kept groups. Needs scores.glsl; reads the bias and, in SINKHORN mode, the balanced factors in
 // the decisions.
-// The key selection ranks, from the noisy logit: plus the bias; or in SINKHORN mode the
-// balanced score (d1_e * exp(noisy - shift)) * d0_t (sinkhorn.comp); a non-finite logit stays.
+// The key selection ranks, from the noisy logit: plus the bias (or its sigmoid score plus the
+// bias, FLAG_BIAS_ON_SCORES); or in SINKHORN mode the balanced score
+// (d1_e * exp(noisy - shift)) * d0_t (sinkhorn.comp); a non-finite logit stays.
 float key_of(float noisy, uint token, uint expert) {
     if ((P.flags & FLAG_SINKHORN) != 0u) {
         if (isinf(noisy) || isnan(noisy)) return noisy; // the row's own flag decides these
@@ -11,7 +12,14 @@ float key_of(float noisy, uint token, uint expert) {
         precise float key = scaled * decisions[DECISION_HEADER + P.num_experts + token];
         return key;
     }
-    return (P.flags & FLAG_HAS_BIAS) != 0u ? noisy + bias[expert] : noisy;
+    float bias_term = (P.flags & FLAG_HAS_BIAS) != 0u ? bias[expert] : 0.0;
+    if ((P.flags & FLAG_BIAS_ON_SCORES) != 0u) {
+        // DeepSeek-V3's: the bias on the sigmoid score. An infinite or NaN logit stays as it is:
+        // -inf is never selected, NaN and +inf flag the row.
+        if (isinf(noisy) || isnan(noisy)) return noisy;
+        return 1.0 / (1.0 + exp(-(noisy / P.temperature))) + bias_term;
+    }
+    return noisy + bias_term;
 }
 
 float selection_key(uint token, uint expert) {

@@ -132,8 +132,8 @@ static void check_stats_consistency(const route_case *c, const moevk_route_stats
           "%s: %u Sinkhorn iterations, reference %u", c->name, n, reference_iterations);
 }
 
-/* The reference's selection key of (t, e): the noisy decision logit plus the bias, or the
- * Sinkhorn-balanced score. */
+/* The reference's selection key of (t, e): the noisy decision logit plus the bias (or its
+ * sigmoid score plus the bias), or the Sinkhorn-balanced score. */
 static double reference_key(const moevk_router_info *at_step, const ref_call *call,
                             const buffers *b, const float *bias, const float *means,
                             const ref_sinkhorn_factors *factors, uint32_t t, uint32_t e) {
@@ -142,6 +142,8 @@ static double reference_key(const moevk_router_info *at_step, const ref_call *ca
                         : ref_load(b->logits, (uint64_t)t * E + e, at_step->logits_type);
     float noisy = ref_noisy_logit(at_step, call, logit, means ? t / S : t, e);
     if (factors) return ref_sinkhorn_key(factors, noisy, t, e);
+    if (at_step->bias_on_scores && isfinite(noisy))
+        return 1.0 / (1.0 + exp(-(double)noisy / at_step->temperature)) + (bias ? bias[e] : 0.0);
     return bias ? (double)noisy + bias[e] : noisy;
 }
 
@@ -238,12 +240,13 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
     CHECK(ref_scores_topk(&at_step, &call, T, b->logits, (const float *)input.bias.host, b->ref_ids,
                           b->ref_weights, b->row_stats),
           "%s: the reference ran out of memory", c->name);
-    /* Gaussian and Gumbel noise use exp/log/cos, and Sinkhorn's factors exp and long sums:
+    /* Gaussian and Gumbel noise use exp/log/cos, Sinkhorn's factors exp and long sums, and keys
+     * on the scores (bias_on_scores) a sigmoid:
      * decisions must agree wherever the competing keys differ by more than a small relative
      * margin; rows decided closer are skipped below. */
     int sinkhorn = info->mode == MOEVK_MODE_SINKHORN && !c->inference;
-    int near_ties_allowed =
-        info->noise == MOEVK_NOISE_GAUSSIAN || info->noise == MOEVK_NOISE_GUMBEL || sinkhorn;
+    int near_ties_allowed = info->noise == MOEVK_NOISE_GAUSSIAN ||
+                            info->noise == MOEVK_NOISE_GUMBEL || sinkhorn || info->bias_on_scores;
     uint32_t reference_iterations = 0;
     if (near_ties_allowed) {
         compare_near_ties(c, &at_step, &call, b, (const float *)input.bias.host,
@@ -337,6 +340,7 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
         int32_t *ids2 = malloc(TK * 4 + 4), *slots2 = malloc(TK * 4 + 4);
         float *weights2 = malloc(TK * 4 + 4);
         moevk_route_stats stats2;
+        moevk_route_stats_init(&stats2);
         moevk_route_output again = {.expert_ids = moevk_host_tensor(ids2),
                                     .weights = moevk_host_tensor(weights2),
                                     .slots = moevk_host_tensor(slots2),
@@ -432,6 +436,7 @@ moevk_router_info routing_case_info(const routing_case *c) {
     info.noise_amount = c->noise_amount;
     info.noise_seed = c->noise_seed;
     info.noisy_scores = c->noisy_scores;
+    info.bias_on_scores = c->bias_on_scores;
     if (c->addressed) info.max_binding_bytes = 1024;
     return info;
 }

@@ -61,6 +61,7 @@ typedef struct routing_case {
     float noise_amount;
     uint64_t noise_seed;
     int noisy_scores;
+    int bias_on_scores; /* DeepSeek-V3's selection: sigmoid score + bias (needs SIGMOID) */
     uint32_t step, layer;
     int addressed; /* reach the large buffers through device addresses (max_binding_bytes) */
 } routing_case;

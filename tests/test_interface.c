@@ -393,7 +393,31 @@ static void test_inference_and_per_call_capacity_factors(void) {
           "a negative eval_capacity_factor was taken");
 }
 
+/* moevk 0.4's router fields: a 0.3 program's struct (ending before bias_on_scores) takes their
+ * defaults whatever follows it in memory, and the reserved field must be zero. */
+static void test_a_0_3_router_info_takes_the_0_4_defaults(void) {
+    moevk_router_info info = small_router();
+    info.score = MOEVK_SCORE_SOFTMAX; /* bias_on_scores would refuse softmax if it were read */
+    info.bias_on_scores = 1;
+    info.reserved_0_4 = 7;
+    info.struct_size = (uint32_t)offsetof(moevk_router_info, bias_on_scores);
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    moevk_router_destroy(router);
+    info.struct_size = sizeof info;
+    info.bias_on_scores = 0;
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT &&
+              last_error_names("reserved_0_4"),
+          "a non-zero reserved_0_4 was taken");
+    info.reserved_0_4 = 0;
+    info.bias_on_scores = 1;
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT &&
+              last_error_names("SIGMOID"),
+          "bias_on_scores with softmax scores was taken");
+}
+
 static const test_case TESTS[] = {
+    TEST(a_0_3_router_info_takes_the_0_4_defaults),
     TEST(inference_and_per_call_capacity_factors),
     TEST(unknown_fields_are_taken_when_zero_and_refused_otherwise),
     TEST(struct_size_zero_is_the_first_layout),

@@ -368,6 +368,37 @@ static void test_worked_example(void) {
           -4 * weight);
 }
 
+/* A profiling layer's timings: the route's stages and then the layer's own (layer_ms); a plain
+ * route afterwards reports no layer time. */
+static void test_profiling_times_the_layer(void) {
+    moevk_router_info router = route_case_info(MOEVK_MODE_TOKEN, 8, 2, 256, 64);
+    router.profile = 1;
+    moevk_layer_info info;
+    moevk_layer_info_init(&info);
+    info.router = &router;
+    info.intermediate_size = 96;
+    moevk_layer *layer = NULL;
+    CHECK_OK(moevk_layer_create(test_context(), &info, &layer));
+    static float hidden[256 * 64], out[256 * 64];
+    for (int i = 0; i < 256 * 64; ++i) hidden[i] = rng_normal();
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = 256;
+    input.hidden = moevk_host_tensor(hidden);
+    moevk_layer_output output;
+    moevk_layer_output_init(&output);
+    output.output = moevk_host_tensor(out);
+    moevk_timings timings;
+    moevk_timings_init(&timings);
+    moevk_result r = moevk_layer_forward(layer, &input, &output);
+    if (r == MOEVK_SUCCESS) r = moevk_router_timings(moevk_layer_router(layer), &timings);
+    moevk_layer_destroy(layer);
+    if (r == MOEVK_ERROR_UNSUPPORTED) return; /* a queue without timestamps */
+    CHECK(r == MOEVK_SUCCESS, "-> %s", moevk_result_string(r));
+    CHECK(timings.route_ms > 0 && timings.layer_ms > 0, "route %g ms, layer %g ms",
+          timings.route_ms, timings.layer_ms);
+}
+
 static void test_layer_options_are_checked(void) {
     moevk_context *context = test_context();
     moevk_router_info router = route_case_info(MOEVK_MODE_TOKEN, 4, 2, 16, 8);
@@ -443,6 +474,7 @@ static void test_layer_options_are_checked(void) {
 
 static const test_case FUNCTIONS[] = {
     TEST(worked_example),
+    TEST(profiling_times_the_layer),
     TEST(layer_options_are_checked),
 };
 

@@ -126,6 +126,7 @@ typedef struct model {
     void *router_stored;       /* W_g in router_type, as the file holds it */
     float *router;             /* W_g widened to f32 */
     float *shared_expert_gate; /* [d] */
+    float *score_bias;         /* DeepSeek-V3's e_score_correction_bias [E], or NULL */
 } model;
 
 static void *random_matrix(uint64_t count, moevk_dtype type, float scale) {
@@ -155,6 +156,7 @@ static void make_model(model *m) {
 static void free_model(model *m) {
     free(m->gate), free(m->up), free(m->down), free(m->router_stored), free(m->router);
     free(m->shared_gate_w), free(m->shared_up), free(m->shared_down), free(m->shared_expert_gate);
+    free(m->score_bias);
 }
 
 /* The layer's tensors under prefix, by the family's names. */
@@ -164,6 +166,10 @@ static void add_layer(checkpoint *c, const model *m, const char *prefix) {
     char name[160];
     snprintf(name, sizeof name, "%sgate.weight", prefix);
     add(c, name, m->router_type, m->E, m->d, m->router_stored);
+    if (m->score_bias) {
+        snprintf(name, sizeof name, "%sgate.e_score_correction_bias", prefix);
+        add(c, name, MOEVK_DTYPE_F32, 0, m->E, m->score_bias);
+    }
     const char *names[3] = {mixtral ? "w1" : "gate_proj", mixtral ? "w3" : "up_proj",
                             mixtral ? "w2" : "down_proj"};
     for (uint32_t e = 0; e < m->E; ++e) {
@@ -177,8 +183,10 @@ static void add_layer(checkpoint *c, const model *m, const char *prefix) {
     if (!m->fs) return;
     const char *shared[3] = {"gate_proj", "up_proj", "down_proj"};
     const void *matrices[3] = {m->shared_gate_w, m->shared_up, m->shared_down};
+    int deepseek = !strcmp(m->family, "deepseek");
     for (int j = 0; j < 3; ++j) {
-        snprintf(name, sizeof name, "%sshared_expert.%s.weight", prefix, shared[j]);
+        snprintf(name, sizeof name, "%s%s.%s.weight", prefix,
+                 deepseek ? "shared_experts" : "shared_expert", shared[j]);
         add(c, name, m->weight_type, j == 2 ? m->d : m->fs, j == 2 ? m->fs : m->d, matrices[j]);
     }
     if (m->shared_gate) {
@@ -433,6 +441,56 @@ static void test_qwen3_moe_prefix_and_a_nan_token(void) {
     free_model(&m);
 }
 
+/* DeepSeek-V3: its selection bias on the sigmoid scores, groups, two shared experts as one FFN
+ * of twice the width, routed_scaling_factor; the first layer dense (first_k_dense_replace). */
+static void test_deepseek_v3_bias_on_scores_and_shared_experts(void) {
+    model m = {.family = "deepseek",
+               .E = 16,
+               .k = 4,
+               .d = 20,
+               .f = 12,
+               .fs = 24,
+               .weight_type = MOEVK_DTYPE_BF16,
+               .router_type = MOEVK_DTYPE_BF16};
+    make_model(&m);
+    m.score_bias = random_matrix(m.E, MOEVK_DTYPE_F32, 0.2f);
+    checkpoint c = {0};
+    add_layer(&c, &m, "model.layers.1.mlp.");
+    make_folder("deepseek");
+    write_shard(&c, 0, in_work("deepseek/model.safetensors"));
+    write_text(in_work("deepseek/config.json"),
+               "{\"model_type\":\"deepseek_v3\",\"hidden_size\":20,\"num_hidden_layers\":3,"
+               "\"n_routed_experts\":16,\"num_experts_per_tok\":4,\"moe_intermediate_size\":12,"
+               "\"n_shared_experts\":2,\"n_group\":4,\"topk_group\":2,\"norm_topk_prob\":true,"
+               "\"routed_scaling_factor\":2.5,\"scoring_func\":\"sigmoid\","
+               "\"topk_method\":\"noaux_tc\",\"first_k_dense_replace\":1,"
+               "\"moe_layer_freq\":1,\"hidden_act\":\"silu\"}");
+    uint64_t bias_shape[1] = {m.E};
+    npy_write(in_work("deepseek_bias.npy"), "<f4", 1, bias_shape, m.score_bias, 4);
+    uint32_t T = 200;
+    void *x = write_hidden("deepseek_x.npy", T, m.d, MOEVK_DTYPE_F32);
+    char args[2048], message[2048], route[1024];
+    snprintf(args, sizeof args, "layer --weights %s --layer 1 --hidden %s --out %s",
+             in_work("deepseek"), in_work("deepseek_x.npy"), in_work("deepseek_out"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer: %s", message);
+    snprintf(route, sizeof route,
+             "--k 4 --score sigmoid --renorm --scale 2.5 --groups 4 --topk-groups 2 --bias %s "
+             "--bias-on-scores --dropless",
+             in_work("deepseek_bias.npy"));
+    check_layer_outputs(&m, x, MOEVK_DTYPE_F32, T, in_work("deepseek_out"), route, 1);
+    snprintf(args, sizeof args, "layer --weights %s --layer 0 --hidden %s --out %s",
+             in_work("deepseek"), in_work("deepseek_x.npy"), in_work("deepseek_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "first_k_dense_replace 1"),
+          "a dense layer: %s", message);
+    snprintf(args, sizeof args, "layer --weights %s --layer 1 --hidden %s --bias %s --out %s",
+             in_work("deepseek"), in_work("deepseek_x.npy"), in_work("deepseek_bias.npy"),
+             in_work("deepseek_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "its own selection bias"),
+          "--bias over the checkpoint's: %s", message);
+    free(x);
+    free_model(&m);
+}
+
 /* Every kind of bad input: one line naming the file, tensor or key, exit status 2. */
 static void test_bad_inputs_get_one_line_and_exit_2(void) {
     model m = {.family = "mixtral",
@@ -456,7 +514,8 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
     write_text(in_work("bad_llama.json"), "{\"model_type\":\"llama\",\"hidden_size\":24}");
     write_text(in_work("bad_deepseek.json"),
                "{\"model_type\":\"deepseek_v3\",\"hidden_size\":24,\"num_hidden_layers\":2,"
-               "\"n_routed_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":20}");
+               "\"n_routed_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":20,"
+               "\"first_k_dense_replace\":0,\"n_group\":1}");
     write_text(in_work("bad_gelu.json"),
                "{\"model_type\":\"mixtral\",\"hidden_size\":24,\"intermediate_size\":20,"
                "\"num_hidden_layers\":2,\"num_local_experts\":4,\"num_experts_per_tok\":2,"
@@ -490,8 +549,9 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
          hidden);
     CASE("model_type 'llama'", "--weights %s --config %s --layer 0 --hidden %s", dir,
          in_work("bad_llama.json"), hidden);
-    CASE("deepseek_v3", "--weights %s --config %s --layer 0 --hidden %s", dir,
-         in_work("bad_deepseek.json"), hidden);
+    CASE("no tensor 'model.layers.0.mlp.gate.weight'",
+         "--weights %s --config %s --layer 0 --hidden %s", dir, in_work("bad_deepseek.json"),
+         hidden);
     CASE("hidden_act 'gelu'", "--weights %s --config %s --layer 0 --hidden %s", dir,
          in_work("bad_gelu.json"), hidden);
     CASE("\"num_experts_per_tok\" must be a whole number",
@@ -523,9 +583,8 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
 }
 
 static const test_case TESTS[] = {
-    TEST(mixtral_shards_from_the_folder),
-    TEST(qwen2_moe_bf16_with_gated_shared_expert),
-    TEST(qwen3_moe_prefix_and_a_nan_token),
+    TEST(mixtral_shards_from_the_folder),     TEST(qwen2_moe_bf16_with_gated_shared_expert),
+    TEST(qwen3_moe_prefix_and_a_nan_token),   TEST(deepseek_v3_bias_on_scores_and_shared_experts),
     TEST(bad_inputs_get_one_line_and_exit_2),
 };
 

@@ -1,6 +1,8 @@
 /* Every routing stage on the device against the CPU reference, over a table of cases (ggml's
  * test-backend-ops test_case structs are the model): one behaviour or edge a row, fresh random
  * inputs each run (the seed is printed on failure). */
+#include <math.h>
+
 #include "harness.h"
 #include "route_check.h"
 
@@ -33,6 +35,25 @@ static const routing_case CASES[] = {
      .hidden = 1, .groups = 12, .topk_groups = 3},
     {"all_groups_kept_is_plain_top_k", SIZES(30, 4, 100, 0, 100), .pattern = LOGITS_NONFINITE,
      .groups = 5, .topk_groups = 5},
+    /* DeepSeek-V3's routing: the bias on the sigmoid scores, groups by their top-two sums. */
+    {"bias_on_scores_deepseek_v3_shape", SIZES(256, 8, 4099, 0, 4099), P_RANDOM, .bias = 1,
+     .score = MOEVK_SCORE_SIGMOID, .renormalize = 1, .scale = 2.5f, .groups = 8, .topk_groups = 4,
+     .bias_on_scores = 1},
+    {"bias_on_scores_masked_and_ties", SIZES(16, 4, 600, 4, 600), .pattern = LOGITS_TIES, .bias = 1,
+     .hidden = 1, .score = MOEVK_SCORE_SIGMOID, .renormalize = 1, .bias_on_scores = 1},
+    {"bias_on_scores_neg_inf_never_selected", SIZES(12, 5, 500, 0, 500), .pattern = LOGITS_MASKED,
+     .bias = 1, .score = MOEVK_SCORE_SIGMOID, .groups = 4, .topk_groups = 2, .bias_on_scores = 1},
+    {"bias_on_scores_nonfinite_rows", SIZES(8, 2, 300, 0, 300), .pattern = LOGITS_NONFINITE,
+     .bias = 1, .score = MOEVK_SCORE_SIGMOID, .bias_on_scores = 1},
+    {"bias_on_scores_saturated_huge", SIZES(10, 3, 400, 5, 400), .pattern = LOGITS_HUGE, .bias = 1,
+     .hidden = 1, .score = MOEVK_SCORE_SIGMOID, .renormalize = 1, .bias_on_scores = 1},
+    {"bias_on_scores_without_bias_k_equals_e", SIZES(6, 6, 301, 0, 301), P_RANDOM,
+     .score = MOEVK_SCORE_SIGMOID, .renormalize = 1, .temperature = 0.7f, .bias_on_scores = 1},
+    {"bias_on_scores_one_expert_one_token", SIZES(1, 1, 16, 3, 1), P_RANDOM, .bias = 1, .hidden = 1,
+     .score = MOEVK_SCORE_SIGMOID, .renormalize = 1, .bias_on_scores = 1},
+    {"bias_on_scores_dropless_odd", SIZES(13, 3, 1237, 13, 1237), .pattern = LOGITS_SKEWED,
+     .bias = 1, .hidden = 1, .score = MOEVK_SCORE_SIGMOID, .capacity_mode = MOEVK_CAPACITY_DROPLESS,
+     .bias_on_scores = 1},
     {"sigmoid_renormalized_scaled", SIZES(24, 6, 700, 10, 700), P_RANDOM, .bias = 1, .hidden = 1,
      .score = MOEVK_SCORE_SIGMOID, .renormalize = 1, .scale = 2.5f},
     {"softmax_temperature", SIZES(16, 2, 512, 8, 512), P_RANDOM, .hidden = 1, .temperature = 0.37f},
@@ -102,9 +123,112 @@ static void test_group_score_is_the_top_two_sum(void) {
           "k past the kept groups");
 }
 
+/* bias_on_scores against DeepSeek-V3's own algorithm, written out here as its MoEGate does it
+ * (noaux_tc): scores = sigmoid(logits); keys = scores + bias; each group's score the sum of its
+ * two largest keys; the top_k of the keys in the topk_group best groups; weights the unbiased
+ * scores of those, over their sum + 1e-20, times routed_scaling_factor. DeepSeek's top-k is
+ * unsorted: the sets and each expert's weight must agree. */
+static void test_bias_on_scores_routes_as_deepseek_v3(void) {
+    enum { T = 300, E = 32, K = 4, G = 8, KEPT_GROUPS = 3 };
+    moevk_router_info info = route_case_info(MOEVK_MODE_TOKEN, E, K, T, 0);
+    info.score = MOEVK_SCORE_SIGMOID;
+    info.renormalize = 1;
+    info.scale = 2.5f;
+    info.num_groups = G;
+    info.topk_groups = KEPT_GROUPS;
+    info.bias_on_scores = 1;
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    static float logits[T * E], weights[T * K], bias[E];
+    static int32_t ids[T * K];
+    for (int i = 0; i < T * E; ++i) logits[i] = 2.0f * rng_normal();
+    for (int e = 0; e < E; ++e) bias[e] = rng_uniform(-0.3f, 0.3f);
+    moevk_route_input input = {
+        .num_tokens = T, .logits = moevk_host_tensor(logits), .bias = moevk_host_tensor(bias)};
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids),
+                                 .weights = moevk_host_tensor(weights)};
+    moevk_result r = moevk_route(router, &input, &output);
+    moevk_router_destroy(router);
+    CHECK_OK(r);
+    int wrong_sets = 0, wrong_weights = 0;
+    for (int t = 0; t < T; ++t) {
+        float scores[E], keys[E], group_score[G];
+        for (int e = 0; e < E; ++e) {
+            scores[e] = 1.0f / (1.0f + expf(-logits[t * E + e]));
+            keys[e] = scores[e] + bias[e];
+        }
+        for (int g = 0; g < G; ++g) {
+            float first = -INFINITY, second = -INFINITY;
+            for (int e = g * (E / G); e < (g + 1) * (E / G); ++e) {
+                if (keys[e] > first)
+                    second = first, first = keys[e];
+                else if (keys[e] > second)
+                    second = keys[e];
+            }
+            group_score[g] = first + second;
+        }
+        int kept[G] = {0};
+        for (int n = 0; n < KEPT_GROUPS; ++n) {
+            int best = -1;
+            for (int g = 0; g < G; ++g)
+                if (!kept[g] && (best < 0 || group_score[g] > group_score[best])) best = g;
+            kept[best] = 1;
+        }
+        int chosen[E] = {0};
+        float sum = 0.0f;
+        for (int n = 0; n < K; ++n) {
+            int best = -1;
+            for (int e = 0; e < E; ++e)
+                if (kept[e / (E / G)] && !chosen[e] && (best < 0 || keys[e] > keys[best])) best = e;
+            chosen[best] = 1;
+            sum += scores[best];
+        }
+        for (int j = 0; j < K; ++j) {
+            int e = ids[t * K + j];
+            if (e < 0 || e >= E || !chosen[e]) {
+                ++wrong_sets;
+                continue;
+            }
+            double want = scores[e] / (sum + 1e-20f) * 2.5f;
+            if (fabs(weights[t * K + j] - want) > 1e-5 * want) ++wrong_weights;
+        }
+    }
+    CHECK(wrong_sets == 0, "%d of %d choices outside DeepSeek-V3's selected set", wrong_sets,
+          T * K);
+    CHECK(wrong_weights == 0, "%d weights differ from DeepSeek-V3's", wrong_weights);
+    /* The options it needs. */
+    info.score = MOEVK_SCORE_SOFTMAX;
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "bias_on_scores with softmax scores was accepted");
+    info.score = MOEVK_SCORE_SIGMOID;
+    info.num_groups = info.topk_groups = 0;
+    info.mode = MOEVK_MODE_SINKHORN;
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "bias_on_scores in the SINKHORN mode was accepted");
+    /* The load loss compares noisy logits with logit-space keys: refused. */
+    info.mode = MOEVK_MODE_TOKEN;
+    info.losses = 1;
+    info.noise = MOEVK_NOISE_GAUSSIAN;
+    info.noise_amount = 1.0f;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    r = moevk_route(router, &input, &output);
+    moevk_loss_info loss;
+    moevk_loss_info_init(&loss);
+    loss.load_coef = 0.01f;
+    moevk_losses losses;
+    moevk_losses_init(&losses);
+    moevk_result refused =
+        r == MOEVK_SUCCESS ? moevk_router_losses(router, &loss, &losses, moevk_host_tensor(NULL))
+                           : r;
+    moevk_router_destroy(router);
+    CHECK(refused == MOEVK_ERROR_INVALID_ARGUMENT, "the load loss with bias_on_scores -> %s",
+          moevk_result_string(refused));
+}
+
 /* The tests written as functions: what a table row cannot say. */
 static const test_case FUNCTIONS[] = {
     TEST(group_score_is_the_top_two_sum),
+    TEST(bias_on_scores_routes_as_deepseek_v3),
 };
 
 int main(int argc, char **argv) {
