@@ -31,9 +31,10 @@ typedef struct ceilings {
     double shader_copy_gbps;   /* a compute shader copying 16-byte units */
     double copy_bytes;         /* size of that copy */
     double launch_ms;          /* one empty dispatch, submitted alone */
-    double context_cold_ms;    /* first moevk context + router creation in the process */
-    double context_warm_ms;    /* the same again (driver caches warm) */
-    double first_route_ms;     /* first route of a new router, wall clock */
+    double fma_gflops;      /* independent FMA chains: the compute ceiling without tensor cores */
+    double context_cold_ms; /* first moevk context + router creation in the process */
+    double context_warm_ms; /* the same again (driver caches warm) */
+    double first_route_ms;  /* first route of a new router, wall clock */
 } ceilings;
 
 typedef struct stage_figures {
@@ -83,6 +84,25 @@ int report_json(const char *path, const bench_device *device, const ceilings *ce
                 const bench_case *cases, int count);
 int report_svg(const char *path, const bench_device *device, const bench_case *cases, int count);
 const char *policy_name(bench_policy policy);
+
+/* ---- The MoE layer (layer_bench.c) ---- */
+typedef struct layer_case {
+    const char *model; /* what the shape is like */
+    uint32_t T, E, k, d, f, fs;
+    moevk_dtype weight_type;
+    /* results */
+    int ran;
+    char skipped[160];
+    double route_ms, layer_ms; /* GPU medians: the route; experts + shared experts + combine */
+    double flop;               /* the experts' and shared experts' matrix products */
+    double weight_bytes;       /* the FFN weights of the experts the tokens chose, read once */
+} layer_case;
+
+/* The layer sweep (quick: shapes scaled down for a CPU device) into cases; returns the count. */
+int plan_layer_cases(layer_case *cases, int capacity, int quick);
+/* Warm-up, then repeats timed forwards over device-resident hidden states and output. */
+void run_layer_case(moevk_context *context, layer_case *c, int warmup, int repeats);
+void report_layer_table(FILE *out, const ceilings *ceil, const layer_case *cases, int count);
 const char *dtype_name(moevk_dtype dtype);
 
 #endif

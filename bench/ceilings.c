@@ -1,11 +1,13 @@
 /* The device's own ceilings, measured in the same run as the routing: a large device-local
- * buffer copy (bytes read + written per second) and one empty dispatch (the launch floor). */
+ * buffer copy (bytes read + written per second), independent FMA chains (FLOP/s) and one empty
+ * dispatch (the launch floor). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "bench.h"
 #include "copy.spv.h"
 #include "empty.spv.h"
+#include "fma.spv.h"
 
 #define REPEATS 15
 
@@ -112,80 +114,125 @@ static VkPipeline make_pipeline(const bench_device *device, const uint32_t *code
     return pipeline;
 }
 
-typedef struct shader_copy_job {
+/* A compute pipeline over a few storage buffers and push constants, ready to dispatch. */
+typedef struct compute_job {
     VkPipeline pipeline;
     VkPipelineLayout layout;
+    VkDescriptorSetLayout set_layout;
+    VkDescriptorPool pool;
     VkDescriptorSet set;
-    uint32_t units, groups;
-} shader_copy_job;
+    uint32_t push[4], push_bytes, groups;
+} compute_job;
 
-static void record_shader_copy(VkCommandBuffer cmd, void *user) {
-    shader_copy_job *job = user;
+static void job_create(const bench_device *device, const uint32_t *code, size_t code_size,
+                       uint32_t count, const VkDescriptorBufferInfo *buffers, uint32_t push_bytes,
+                       compute_job *job) {
+    memset(job, 0, sizeof *job);
+    VkDescriptorSetLayoutBinding bindings[2];
+    for (uint32_t i = 0; i < count; ++i)
+        bindings[i] = (VkDescriptorSetLayoutBinding){i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1,
+                                                     VK_SHADER_STAGE_COMPUTE_BIT, NULL};
+    VkDescriptorSetLayoutCreateInfo set_info = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+        .bindingCount = count,
+        .pBindings = bindings};
+    vkCreateDescriptorSetLayout(device->device, &set_info, NULL, &job->set_layout);
+    VkPushConstantRange push = {VK_SHADER_STAGE_COMPUTE_BIT, 0, push_bytes};
+    VkPipelineLayoutCreateInfo layout_info = {.sType =
+                                                  VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+                                              .setLayoutCount = 1,
+                                              .pSetLayouts = &job->set_layout,
+                                              .pushConstantRangeCount = 1,
+                                              .pPushConstantRanges = &push};
+    vkCreatePipelineLayout(device->device, &layout_info, NULL, &job->layout);
+    VkDescriptorPoolSize pool_size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, count};
+    VkDescriptorPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+                                            .maxSets = 1,
+                                            .poolSizeCount = 1,
+                                            .pPoolSizes = &pool_size};
+    vkCreateDescriptorPool(device->device, &pool_info, NULL, &job->pool);
+    VkDescriptorSetAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                         .descriptorPool = job->pool,
+                                         .descriptorSetCount = 1,
+                                         .pSetLayouts = &job->set_layout};
+    vkAllocateDescriptorSets(device->device, &alloc, &job->set);
+    VkWriteDescriptorSet writes[2];
+    for (uint32_t i = 0; i < count; ++i)
+        writes[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+                                           .dstSet = job->set,
+                                           .dstBinding = i,
+                                           .descriptorCount = 1,
+                                           .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                           .pBufferInfo = &buffers[i]};
+    vkUpdateDescriptorSets(device->device, count, writes, 0, NULL);
+    job->pipeline = make_pipeline(device, code, code_size, job->layout);
+    job->push_bytes = push_bytes;
+}
+
+static void job_destroy(const bench_device *device, compute_job *job) {
+    vkDestroyPipeline(device->device, job->pipeline, NULL);
+    vkDestroyDescriptorPool(device->device, job->pool, NULL);
+    vkDestroyPipelineLayout(device->device, job->layout, NULL);
+    vkDestroyDescriptorSetLayout(device->device, job->set_layout, NULL);
+}
+
+static void record_job(VkCommandBuffer cmd, void *user) {
+    compute_job *job = user;
     vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, job->pipeline);
     vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, job->layout, 0, 1, &job->set, 0,
                             NULL);
-    vkCmdPushConstants(cmd, job->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, 4, &job->units);
+    vkCmdPushConstants(cmd, job->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, job->push_bytes,
+                       job->push);
     vkCmdDispatch(cmd, job->groups, 1, 1);
+}
+
+/* The median milliseconds of a job after one warm-up run. */
+static double job_median_ms(const bench_device *device, scratch *s, compute_job *job) {
+    double times[REPEATS];
+    timed(device, s, record_job, job);
+    for (int i = 0; i < REPEATS; ++i) times[i] = timed(device, s, record_job, job);
+    return median(times, REPEATS);
 }
 
 /* The same copy by a compute shader: on some devices faster than vkCmdCopyBuffer. */
 static double measure_shader_copy(bench_device *device, scratch *s, VkBuffer from, VkBuffer to,
                                   VkDeviceSize size) {
-    VkDescriptorSetLayoutBinding bindings[2] = {
-        {0, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, NULL},
-        {1, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, NULL}};
-    VkDescriptorSetLayoutCreateInfo set_info = {
-        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-        .bindingCount = 2,
-        .pBindings = bindings};
-    VkDescriptorSetLayout set_layout;
-    vkCreateDescriptorSetLayout(device->device, &set_info, NULL, &set_layout);
-    VkPushConstantRange push = {VK_SHADER_STAGE_COMPUTE_BIT, 0, 4};
-    VkPipelineLayoutCreateInfo layout_info = {.sType =
-                                                  VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
-                                              .setLayoutCount = 1,
-                                              .pSetLayouts = &set_layout,
-                                              .pushConstantRangeCount = 1,
-                                              .pPushConstantRanges = &push};
-    shader_copy_job job = {0};
-    vkCreatePipelineLayout(device->device, &layout_info, NULL, &job.layout);
-    VkDescriptorPoolSize pool_size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 2};
-    VkDescriptorPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-                                            .maxSets = 1,
-                                            .poolSizeCount = 1,
-                                            .pPoolSizes = &pool_size};
-    VkDescriptorPool pool;
-    vkCreateDescriptorPool(device->device, &pool_info, NULL, &pool);
-    VkDescriptorSetAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                                         .descriptorPool = pool,
-                                         .descriptorSetCount = 1,
-                                         .pSetLayouts = &set_layout};
-    vkAllocateDescriptorSets(device->device, &alloc, &job.set);
     VkDeviceSize range = device->properties.limits.maxStorageBufferRange;
     if (size > range) size = range & ~(VkDeviceSize)15;
     VkDescriptorBufferInfo infos[2] = {{from, 0, size}, {to, 0, size}};
-    VkWriteDescriptorSet writes[2];
-    for (int i = 0; i < 2; ++i)
-        writes[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-                                           .dstSet = job.set,
-                                           .dstBinding = (uint32_t)i,
-                                           .descriptorCount = 1,
-                                           .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                           .pBufferInfo = &infos[i]};
-    vkUpdateDescriptorSets(device->device, 2, writes, 0, NULL);
-    job.pipeline = make_pipeline(device, copy_spv, sizeof copy_spv, job.layout);
-    job.units = (uint32_t)(size / 16);
-    job.groups = (job.units + 255) / 256;
+    compute_job job;
+    job_create(device, copy_spv, sizeof copy_spv, 2, infos, 4, &job);
+    job.push[0] = (uint32_t)(size / 16); /* 16-byte units */
+    job.groups = (job.push[0] + 255) / 256;
     if (job.groups > 65535) job.groups = 65535;
-    double times[REPEATS];
-    timed(device, s, record_shader_copy, &job);
-    for (int i = 0; i < REPEATS; ++i) times[i] = timed(device, s, record_shader_copy, &job);
-    double gbps = 2.0 * (double)size / (median(times, REPEATS) * 1e-3) * 1e-9;
-    vkDestroyPipeline(device->device, job.pipeline, NULL);
-    vkDestroyDescriptorPool(device->device, pool, NULL);
-    vkDestroyPipelineLayout(device->device, job.layout, NULL);
-    vkDestroyDescriptorSetLayout(device->device, set_layout, NULL);
+    double gbps = 2.0 * (double)size / (job_median_ms(device, s, &job) * 1e-3) * 1e-9;
+    job_destroy(device, &job);
     return gbps;
+}
+
+/* Independent FMA chains (fma.comp): the FLOP/s a matrix product can hope for without tensor
+ * cores. Enough workgroups to fill a GPU; fewer on a CPU device, for time. */
+static double measure_fma(bench_device *device, scratch *s) {
+    int cpu = device->properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    uint32_t groups = cpu ? 64 : 8192, iterations = cpu ? 2048 : 4096;
+    VkBuffer sink = VK_NULL_HANDLE;
+    VkDeviceMemory memory = VK_NULL_HANDLE;
+    double gflops = 0;
+    if (make_buffer(device, (VkDeviceSize)groups * 256 * 4, &sink, &memory)) {
+        VkDescriptorBufferInfo info = {sink, 0, VK_WHOLE_SIZE};
+        compute_job job;
+        job_create(device, fma_spv, sizeof fma_spv, 1, &info, 8, &job);
+        float seed = 0.5f;
+        job.push[0] = iterations;
+        memcpy(&job.push[1], &seed, 4);
+        job.groups = groups;
+        double flop = 2.0 * 8 * iterations * 256.0 * groups;
+        gflops = flop / (job_median_ms(device, s, &job) * 1e-3) * 1e-9;
+        job_destroy(device, &job);
+    }
+    vkDestroyBuffer(device->device, sink, NULL);
+    vkFreeMemory(device->device, memory, NULL);
+    return gflops;
 }
 
 typedef struct empty_job {
@@ -251,6 +298,8 @@ int measure_ceilings(bench_device *device, ceilings *out, char *error, size_t er
     vkDestroyBuffer(device->device, copy.to, NULL);
     vkFreeMemory(device->device, memory_a, NULL);
     vkFreeMemory(device->device, memory_b, NULL);
+
+    out->fma_gflops = measure_fma(device, &s);
 
     /* Launch floor: one empty dispatch. */
     VkPipelineLayoutCreateInfo layout_info = {.sType =

@@ -12,8 +12,14 @@
 
 #define MAX_CASES 1024
 
+#define MAX_LAYER_CASES 64
+
 typedef struct options {
     int list, all, quick, full, warmup, repeats;
+    int layers;  /* --layers: the layer sweep after the routing sweep; --layers-only: alone */
+    int routing; /* 0 with --layers-only */
+    layer_case layer_cases[MAX_LAYER_CASES];
+    int layer_count;
     int device; /* -1: the one moevk would pick */
     const char *json, *svg;
     bench_case cases[MAX_CASES];
@@ -96,12 +102,17 @@ static int parse_case(const char *text, options *o) {
 static int parse_options(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->device = -1;
+    o->routing = 1;
     o->warmup = 10; /* long enough for a GPU's clocks to settle */
     o->repeats = 15;
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--list"))
             o->list = 1;
+        else if (!strcmp(a, "--layers"))
+            o->layers = 1;
+        else if (!strcmp(a, "--layers-only"))
+            o->layers = 1, o->routing = 0;
         else if (!strcmp(a, "--quick"))
             o->quick = 1;
         else if (!strcmp(a, "--full"))
@@ -132,7 +143,8 @@ static int parse_options(int argc, char **argv, options *o) {
     }
     if (o->repeats < 1) o->repeats = 1;
     if (o->warmup < 0) o->warmup = 0;
-    if (o->case_count == 0) plan_sweep(o);
+    if (o->case_count == 0 && o->routing) plan_sweep(o);
+    if (o->layers) o->layer_count = plan_layer_cases(o->layer_cases, MAX_LAYER_CASES, o->quick);
     return 1;
 }
 
@@ -249,8 +261,19 @@ static int bench_one(const options *o, int index, int many) {
                 device.properties.deviceName, cases[i].T, cases[i].E, cases[i].k, cases[i].d);
         run_case(context, &cases[i], o->warmup, o->repeats);
     }
+    layer_case *layers = malloc(sizeof(layer_case) * (size_t)(o->layer_count + 1));
+    memcpy(layers, o->layer_cases, sizeof(layer_case) * (size_t)o->layer_count);
+    for (int i = 0; i < o->layer_count; ++i) {
+        fprintf(stderr, "\r[layer %d/%d] %s: %s T=%u        ", i + 1, o->layer_count,
+                device.properties.deviceName, layers[i].model, layers[i].T);
+        /* A CPU device takes seconds a forward: fewer runs. */
+        int cpu = device.properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+        run_layer_case(context, &layers[i], cpu ? 1 : o->warmup, cpu ? 3 : o->repeats);
+    }
     fprintf(stderr, "\n");
     report_table(stdout, &device, &ceil, cases, o->case_count);
+    if (o->layer_count) report_layer_table(stdout, &ceil, layers, o->layer_count);
+    free(layers);
     char path[1024];
     int status = 0;
     if (o->json && !report_json(with_suffix(o->json, index, many, path, sizeof path), &device,
@@ -274,8 +297,9 @@ int main(int argc, char **argv) {
     if (!parse_options(argc, argv, &o)) {
         fprintf(
             stderr,
-            "usage: moevk-bench [--list] [--device N|all] [--quick|--full] [--repeat N] "
-            "[--warmup N]\n"
+            "usage: moevk-bench [--list] [--device N|all] [--quick|--full] "
+            "[--layers|--layers-only] "
+            "[--repeat N] [--warmup N]\n"
             "                   [--case "
             "T,E,k,d[,f32|f16|bf16[,position|score|dropless|sequence|batch|sinkhorn|choice]]]... "
             "[--json FILE] [--svg FILE]\n");

@@ -34,9 +34,9 @@ void report_table(FILE *out, const bench_device *device, const ceilings *ceil,
             device->driver_name, device->driver_info, device->subgroup_size);
     fprintf(out,
             "copy ceiling %.1f GB/s (read + write of %.0f MiB; vkCmdCopyBuffer %.1f, shader %.1f), "
-            "launch floor %.4f ms\n",
+            "launch floor %.4f ms, FMA ceiling %.1f GFLOP/s\n",
             ceil->copy_gbps, ceil->copy_bytes / 2 / 1048576, ceil->transfer_copy_gbps,
-            ceil->shader_copy_gbps, ceil->launch_ms);
+            ceil->shader_copy_gbps, ceil->launch_ms, ceil->fma_gflops);
     fprintf(out,
             "context + router: cold %.1f ms, warm (pipeline cache) %.1f ms; first route %.1f ms "
             "(wall clock)\n",
@@ -93,13 +93,13 @@ int report_json(const char *path, const bench_device *device, const ceilings *ce
         f,
         ",\n  \"driver_version\": %u,\n  \"api_version\": \"%u.%u.%u\",\n  \"subgroup_size\": %u,\n"
         "  \"moevk_version\": \"%s\",\n  \"copy_gbps\": %.3f,\n  \"transfer_copy_gbps\": %.3f,\n"
-        "  \"shader_copy_gbps\": %.3f,\n  \"launch_floor_ms\": %.6f,\n"
+        "  \"shader_copy_gbps\": %.3f,\n  \"launch_floor_ms\": %.6f,\n  \"fma_gflops\": %.3f,\n"
         "  \"context_cold_ms\": %.3f,\n  \"context_warm_ms\": %.3f,\n  \"first_route_ms\": %.3f,\n"
         "  \"cases\": [",
         p->driverVersion, VK_API_VERSION_MAJOR(p->apiVersion), VK_API_VERSION_MINOR(p->apiVersion),
         VK_API_VERSION_PATCH(p->apiVersion), device->subgroup_size, moevk_version_string(),
         ceil->copy_gbps, ceil->transfer_copy_gbps, ceil->shader_copy_gbps, ceil->launch_ms,
-        ceil->context_cold_ms, ceil->context_warm_ms, ceil->first_route_ms);
+        ceil->fma_gflops, ceil->context_cold_ms, ceil->context_warm_ms, ceil->first_route_ms);
     for (int i = 0; i < count; ++i) {
         const bench_case *c = &cases[i];
         fprintf(f,

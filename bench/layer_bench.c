@@ -1,0 +1,218 @@
+/* moevk-bench --layers: the whole MoE layer (router projection, route, SwiGLU experts, shared
+ * experts, combine) in shapes like real models', prefill and decode, timed by the router's GPU
+ * timestamps over device-resident hidden states and output.
+ *
+ * Prefill is bound by arithmetic: its figure is GFLOP/s of the experts' products beside the FMA
+ * ceiling. Decode (T = 1 to 8) is bound by reading the chosen experts' weights once: its figure
+ * is those bytes per second beside the copy ceiling. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+
+#define MAX_REPEATS 64
+
+static int add(layer_case *cases, int count, int capacity, layer_case c) {
+    if (count < capacity) cases[count++] = c;
+    return count;
+}
+
+int plan_layer_cases(layer_case *cases, int capacity, int quick) {
+    /* Mixtral-8x7B, Qwen3-30B-A3B, DeepSeek-V2-Lite-like (2 shared experts); quick: d and f
+     * divided so that a CPU device finishes in seconds. */
+    static const layer_case MODELS[] = {
+        {.model = "mixtral", .E = 8, .k = 2, .d = 4096, .f = 14336},
+        {.model = "qwen3-30b-a3b", .E = 128, .k = 8, .d = 2048, .f = 768},
+        {.model = "deepseek", .E = 64, .k = 6, .d = 2048, .f = 1408, .fs = 2816},
+    };
+    static const uint32_t FULL_T[] = {512, 4096, 16384, 1, 4, 8}, QUICK_T[] = {512, 1, 8};
+    const uint32_t *Ts = quick ? QUICK_T : FULL_T;
+    int n_T = quick ? 3 : 6, count = 0;
+    for (int m = 0; m < 3; ++m)
+        for (int type = MOEVK_DTYPE_F16; type <= (quick ? MOEVK_DTYPE_F16 : MOEVK_DTYPE_BF16);
+             ++type)
+            for (int t = 0; t < n_T; ++t) {
+                layer_case c = MODELS[m];
+                if (quick) {
+                    c.d /= 8;
+                    c.f /= 8;
+                    c.fs /= 8;
+                }
+                c.T = Ts[t];
+                c.weight_type = (moevk_dtype)type;
+                count = add(cases, count, capacity, c);
+            }
+    /* The shape llama.cpp's MUL_MAT_ID was measured at on this project's lavapipe (f32, f16). */
+    layer_case llama = {
+        .model = "llama.cpp's case", .T = 512, .E = 8, .k = 2, .d = 1024, .f = 2816};
+    if (!quick) {
+        count = add(cases, count, capacity, llama);
+        llama.weight_type = MOEVK_DTYPE_F16;
+        count = add(cases, count, capacity, llama);
+    }
+    return count;
+}
+
+static int compare_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *values, int n) {
+    qsort(values, (size_t)n, sizeof *values, compare_double);
+    return values[n / 2];
+}
+
+static uint32_t next(uint32_t *state) {
+    *state = *state * 1664525u + 1013904223u;
+    return *state;
+}
+
+/* One expert's matrix worth of small values in type, reused for every expert (timing does not
+ * depend on the values). */
+static void *pattern(uint64_t count, moevk_dtype type, float scale) {
+    size_t item = type == MOEVK_DTYPE_F32 ? 4 : 2;
+    unsigned char *data = malloc(count * item + 4);
+    uint32_t state = 12345;
+    for (uint64_t i = 0; data && i < count; ++i) {
+        float v = ((float)(next(&state) >> 8) / 16777216.0f - 0.5f) * scale;
+        if (type == MOEVK_DTYPE_F32) {
+            memcpy(data + 4 * i, &v, 4);
+            continue;
+        }
+        uint32_t bits, r = next(&state);
+        memcpy(&bits, &v, 4);
+        /* bf16: the high half; f16: a sign, an exponent of 2^-5 to 2^-2, a mantissa. */
+        uint16_t half =
+            type == MOEVK_DTYPE_BF16
+                ? (uint16_t)(bits >> 16)
+                : (uint16_t)((r & 0x8000u) | ((10u + (r >> 20) % 4u) << 10) | (r & 0x3FFu));
+        memcpy(data + 2 * i, &half, 2);
+    }
+    return data;
+}
+
+static moevk_result set_weights(moevk_layer *layer, const layer_case *c) {
+    uint64_t d = c->d, f = c->f, fs = c->fs;
+    float *router = pattern(c->E * d, MOEVK_DTYPE_F32, 1.0f);
+    void *expert = pattern(f * d, c->weight_type, 0.05f);
+    void *shared = fs ? pattern(fs * d, c->weight_type, 0.05f) : NULL;
+    moevk_result r =
+        router && expert && (!fs || shared) ? MOEVK_SUCCESS : MOEVK_ERROR_OUT_OF_HOST_MEMORY;
+    if (r == MOEVK_SUCCESS)
+        r = moevk_layer_set_weights(layer, MOEVK_WEIGHT_ROUTER, 0, 1, moevk_host_tensor(router));
+    static const moevk_layer_weight EXPERT[3] = {MOEVK_WEIGHT_GATE, MOEVK_WEIGHT_UP,
+                                                 MOEVK_WEIGHT_DOWN};
+    static const moevk_layer_weight SHARED[3] = {MOEVK_WEIGHT_SHARED_GATE, MOEVK_WEIGHT_SHARED_UP,
+                                                 MOEVK_WEIGHT_SHARED_DOWN};
+    for (uint32_t e = 0; e < c->E; ++e)
+        for (int w = 0; w < 3 && r == MOEVK_SUCCESS; ++w)
+            r = moevk_layer_set_weights(layer, EXPERT[w], e, 1, moevk_host_tensor(expert));
+    for (int w = 0; fs && w < 3 && r == MOEVK_SUCCESS; ++w)
+        r = moevk_layer_set_weights(layer, SHARED[w], 0, 1, moevk_host_tensor(shared));
+    free(router), free(expert), free(shared);
+    return r;
+}
+
+void run_layer_case(moevk_context *context, layer_case *c, int warmup, int repeats) {
+    if (repeats > MAX_REPEATS) repeats = MAX_REPEATS;
+    moevk_router_info router;
+    moevk_router_info_init(&router);
+    router.num_experts = c->E;
+    router.top_k = c->k;
+    router.max_tokens = c->T;
+    router.hidden_size = c->d;
+    router.renormalize = 1;
+    router.capacity_mode = MOEVK_CAPACITY_DROPLESS; /* as the models run at inference */
+    router.profile = 1;
+    moevk_layer_info info;
+    moevk_layer_info_init(&info);
+    info.router = &router;
+    info.intermediate_size = c->f;
+    info.shared_intermediate_size = c->fs;
+    info.weight_type = c->weight_type;
+    moevk_layer *layer = NULL;
+    moevk_buffer *hidden = NULL, *output = NULL;
+    uint64_t bytes = (uint64_t)c->T * c->d * 4;
+    moevk_result r = moevk_layer_create(context, &info, &layer);
+    if (r == MOEVK_SUCCESS) r = set_weights(layer, c);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_create(context, bytes, &hidden);
+    if (r == MOEVK_SUCCESS) r = moevk_buffer_create(context, bytes, &output);
+    float *x = r == MOEVK_SUCCESS ? pattern((uint64_t)c->T * c->d, MOEVK_DTYPE_F32, 2.0f) : NULL;
+    if (r == MOEVK_SUCCESS)
+        r = x ? moevk_buffer_write(hidden, 0, x, bytes) : MOEVK_ERROR_OUT_OF_HOST_MEMORY;
+    free(x);
+    uint32_t *counts = calloc(c->E, 4);
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = c->T;
+    input.hidden = moevk_buffer_tensor(hidden, 0);
+    moevk_route_output route;
+    moevk_route_output_init(&route);
+    route.counts = moevk_host_tensor(counts);
+    moevk_layer_output out;
+    moevk_layer_output_init(&out);
+    out.output = moevk_buffer_tensor(output, 0);
+    out.route = &route;
+    double route_ms[MAX_REPEATS], layer_ms[MAX_REPEATS];
+    for (int i = 0; r == MOEVK_SUCCESS && i < warmup + repeats; ++i) {
+        r = moevk_layer_forward(layer, &input, &out);
+        moevk_timings timings;
+        moevk_timings_init(&timings);
+        if (r == MOEVK_SUCCESS) r = moevk_router_timings(moevk_layer_router(layer), &timings);
+        if (i >= warmup) {
+            route_ms[i - warmup] = timings.route_ms;
+            layer_ms[i - warmup] = timings.layer_ms;
+        }
+    }
+    if (r == MOEVK_SUCCESS) {
+        c->ran = 1;
+        c->route_ms = median(route_ms, repeats);
+        c->layer_ms = median(layer_ms, repeats);
+        double rows = (double)c->T * c->k, matrix = (double)c->f * c->d;
+        double shared = (double)c->fs * c->d, item = c->weight_type == MOEVK_DTYPE_F32 ? 4 : 2;
+        c->flop = 6.0 * (rows * matrix + (double)c->T * shared);
+        uint32_t chosen = 0;
+        for (uint32_t e = 0; e < c->E; ++e) chosen += counts[e] > 0;
+        c->weight_bytes = 3.0 * item * (chosen * matrix + shared);
+    } else {
+        snprintf(c->skipped, sizeof c->skipped, "%s: %s", moevk_result_string(r),
+                 moevk_context_last_error(context));
+    }
+    free(counts);
+    moevk_buffer_destroy(hidden);
+    moevk_buffer_destroy(output);
+    moevk_layer_destroy(layer);
+}
+
+void report_layer_table(FILE *out, const ceilings *ceil, const layer_case *cases, int count) {
+    fprintf(out,
+            "\nThe MoE layer (SwiGLU, dropless, renormalised top-k): GPU medians in ms; prefill "
+            "GFLOP/s of the experts' products and %% of the FMA ceiling (%.1f GFLOP/s); decode "
+            "(T <= 8) GB/s of the chosen experts' weights and %% of the copy ceiling (%.1f GB/s)\n",
+            ceil->fma_gflops, ceil->copy_gbps);
+    fprintf(out, "| model | T | E | k | d | f | shared f | weights | route | experts | "
+                 "GFLOP/s | %% FMA | GB/s | %% copy |\n");
+    fprintf(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | "
+                 "---: | ---: | ---: |\n");
+    for (int i = 0; i < count; ++i) {
+        const layer_case *c = &cases[i];
+        fprintf(out, "| %s | %u | %u | %u | %u | %u | %u | %s | ", c->model, c->T, c->E, c->k, c->d,
+                c->f, c->fs, dtype_name(c->weight_type));
+        if (!c->ran) {
+            fprintf(out, "skipped: %s | | | | | |\n", c->skipped);
+            continue;
+        }
+        double seconds = c->layer_ms * 1e-3;
+        double gflops = seconds > 0 ? c->flop / seconds * 1e-9 : 0;
+        double gbps = seconds > 0 ? c->weight_bytes / seconds * 1e-9 : 0;
+        int decode = c->T <= 8;
+        fprintf(out, "%.3f | %.3f | %.1f | %.0f | ", c->route_ms, c->layer_ms, gflops,
+                ceil->fma_gflops > 0 ? 100 * gflops / ceil->fma_gflops : 0);
+        if (decode)
+            fprintf(out, "%.1f | %.0f |\n", gbps,
+                    ceil->copy_gbps > 0 ? 100 * gbps / ceil->copy_gbps : 0);
+        else
+            fprintf(out, " | |\n");
+    }
+}
