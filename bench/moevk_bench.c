@@ -99,6 +99,20 @@ static int parse_case(const char *text, options *o) {
     return 1;
 }
 
+/* --layer-case T,E,k,d,f[,fs[,f32|f16|bf16]]: one layer case of the caller's shape. */
+static int parse_layer_case(const char *text, options *o) {
+    unsigned T, E, k, d, f, fs = 0;
+    char type[8] = "f16";
+    int n = sscanf(text, "%u,%u,%u,%u,%u,%u,%7[a-z0-9]", &T, &E, &k, &d, &f, &fs, type);
+    if (n < 5 || o->layer_count == MAX_LAYER_CASES) return 0;
+    moevk_dtype dtype = !strcmp(type, "f32")    ? MOEVK_DTYPE_F32
+                        : !strcmp(type, "bf16") ? MOEVK_DTYPE_BF16
+                                                : MOEVK_DTYPE_F16;
+    o->layer_cases[o->layer_count++] = (layer_case){
+        .model = "given", .T = T, .E = E, .k = k, .d = d, .f = f, .fs = fs, .weight_type = dtype};
+    return 1;
+}
+
 static int parse_options(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->device = -1;
@@ -135,6 +149,10 @@ static int parse_options(int argc, char **argv, options *o) {
         } else if (!strcmp(a, "--svg") && v) {
             o->svg = v;
             ++i;
+        } else if (!strcmp(a, "--layer-case") && v) {
+            if (!parse_layer_case(v, o)) return 0;
+            o->routing = 0;
+            ++i;
         } else if (!strcmp(a, "--case") && v) {
             if (!parse_case(v, o)) return 0;
             ++i;
@@ -144,7 +162,9 @@ static int parse_options(int argc, char **argv, options *o) {
     if (o->repeats < 1) o->repeats = 1;
     if (o->warmup < 0) o->warmup = 0;
     if (o->case_count == 0 && o->routing) plan_sweep(o);
-    if (o->layers) o->layer_count = plan_layer_cases(o->layer_cases, MAX_LAYER_CASES, o->quick);
+    if (o->layers)
+        o->layer_count += plan_layer_cases(o->layer_cases + o->layer_count,
+                                           MAX_LAYER_CASES - o->layer_count, o->quick);
     return 1;
 }
 
@@ -302,7 +322,8 @@ int main(int argc, char **argv) {
             "[--repeat N] [--warmup N]\n"
             "                   [--case "
             "T,E,k,d[,f32|f16|bf16[,position|score|dropless|sequence|batch|sinkhorn|choice]]]... "
-            "[--json FILE] [--svg FILE]\n");
+            "[--json FILE] [--svg FILE]\n"
+            "                   [--layer-case T,E,k,d,f[,shared f[,f32|f16|bf16]]]...\n");
         return 2;
     }
     uint32_t count = bench_device_count();

@@ -1,14 +1,17 @@
 /* The layer's routed experts (shaders/expert_tiles.comp, expert_up.comp, expert_down.comp): the
  * route's kept rows cut into tiles per expert on the device, then each tile's up projection
  * (with the activation) and down projection, dispatched indirectly from the tile map, so that
- * the grid follows the route without a trip to the host. Not part of the route: the layer's
- * forward records it (record_experts). */
+ * the grid follows the route without a trip to the host. Calls of at most MATVEC_ROWS tokens
+ * (decode) run the products' matrix-vector forms, which read each chosen weight once. Not part of
+ * the route: the layer's forward records it (record_experts). */
 #include "stage.h"
 
 #include "experts.h"
 #include "expert_down.spv.h"
+#include "expert_down_matvec.spv.h"
 #include "expert_tiles.spv.h"
 #include "expert_up.spv.h"
+#include "expert_up_matvec.spv.h"
 
 DEFINE_STAGE_PARAMS(expert_tiles_params, EXPERT_TILES_PARAMS)
 DEFINE_STAGE_PARAMS(expert_up_params, EXPERT_UP_PARAMS)
@@ -25,6 +28,15 @@ static const stage_kernel EXPERT_UP_KERNEL = {
 static const stage_kernel EXPERT_DOWN_KERNEL = {
     .name = "expert_down",
     .shaders = {[VARIANT_PLAIN] = SPIRV(expert_down)},
+    KERNEL_INTERFACE(EXPERT_DOWN_BUFFERS, expert_down_params)};
+/* The decode forms (shaders/ffn_matvec.glsl), for calls of at most MATVEC_ROWS tokens. */
+static const stage_kernel EXPERT_UP_MATVEC_KERNEL = {
+    .name = "expert_up_matvec",
+    .shaders = {[VARIANT_PLAIN] = SPIRV(expert_up_matvec)},
+    KERNEL_INTERFACE(EXPERT_UP_BUFFERS, expert_up_params)};
+static const stage_kernel EXPERT_DOWN_MATVEC_KERNEL = {
+    .name = "expert_down_matvec",
+    .shaders = {[VARIANT_PLAIN] = SPIRV(expert_down_matvec)},
     KERNEL_INTERFACE(EXPERT_DOWN_BUFFERS, expert_down_params)};
 
 static int needed(const moevk_router *router) { return router->layer.active; }
@@ -43,11 +55,12 @@ void record_experts(moevk_router *router, const route_plan *plan) {
     expert_tiles_params tile_params = expert_tiles_params_from(plan);
     record_kernel(router, STAGE_EXPERTS, 0, &tile_params, 1);
     record_indirect_barrier(router);
+    int matvec = (plan->flags & FLAG_FFN_MATVEC) != 0;
     expert_up_params up = expert_up_params_from(plan);
-    record_kernel_indirect(router, STAGE_EXPERTS, 1, &up, tiles, TILE_ARGS_UP * 4);
+    record_kernel_indirect(router, STAGE_EXPERTS, matvec ? 3 : 1, &up, tiles, TILE_ARGS_UP * 4);
     record_compute_barrier(router);
     expert_down_params down = expert_down_params_from(plan);
-    record_kernel_indirect(router, STAGE_EXPERTS, 2, &down, tiles, TILE_ARGS_DOWN * 4);
+    record_kernel_indirect(router, STAGE_EXPERTS, matvec ? 4 : 2, &down, tiles, TILE_ARGS_DOWN * 4);
     record_compute_barrier(router);
 }
 
@@ -73,11 +86,12 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
     raise_size(&sizes[BINDING_EXPERT_OUT], rows * d * 4);
 }
 
-const stage_module experts_stage = {
-    .name = "experts",
-    .kernels = {&EXPERT_TILES_KERNEL, &EXPERT_UP_KERNEL, &EXPERT_DOWN_KERNEL},
-    .kernel_count = 3,
-    .size_buffers = size_buffers,
-    .needed = needed,
-    .constants = constants,
-    .after = TIMESTAMP_COUNT};
+const stage_module experts_stage = {.name = "experts",
+                                    .kernels = {&EXPERT_TILES_KERNEL, &EXPERT_UP_KERNEL,
+                                                &EXPERT_DOWN_KERNEL, &EXPERT_UP_MATVEC_KERNEL,
+                                                &EXPERT_DOWN_MATVEC_KERNEL},
+                                    .kernel_count = 5,
+                                    .size_buffers = size_buffers,
+                                    .needed = needed,
+                                    .constants = constants,
+                                    .after = TIMESTAMP_COUNT};

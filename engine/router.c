@@ -307,7 +307,8 @@ void router_plan(const moevk_router *router, const moevk_route_input *input, rou
         params->shared_intermediate_size = layer->shared_intermediate_size;
         params->flags |= (layer->biases ? FLAG_FFN_BIASES : 0) |
                          (layer->shared_intermediate_size ? FLAG_SHARED_EXPERT : 0) |
-                         (layer->shared_gate ? FLAG_SHARED_GATE : 0);
+                         (layer->shared_gate ? FLAG_SHARED_GATE : 0) |
+                         (num_tokens <= MATVEC_ROWS ? FLAG_FFN_MATVEC : 0); /* decode */
     }
     if (router->use_addresses) {
         params->logits_address = router->buffers[BINDING_LOGITS].address;
@@ -525,6 +526,14 @@ static moevk_result layer_check_sizes(moevk_router *router, const uint64_t sizes
                                 "maxStorageBufferRange of %llu",
                                 BINDING_NAMES[i], (unsigned long long)sizes[i],
                                 (unsigned long long)range);
+    uint64_t widest = router->info.hidden_size;
+    if (router->layer.intermediate_size > widest) widest = router->layer.intermediate_size;
+    if (router->layer.shared_intermediate_size > widest)
+        widest = router->layer.shared_intermediate_size;
+    if (div_ceil_u32((uint32_t)widest, MATVEC_COLUMNS) > MAX_TILES)
+        return context_fail(context, MOEVK_ERROR_TOO_LARGE,
+                            "a layer width of %llu makes more than %u column tiles of %u",
+                            (unsigned long long)widest, MAX_TILES, MATVEC_COLUMNS);
     if (layer_max_tiles(router) > MAX_TILES ||
         div_ceil_u32(router->info.max_tokens, TILE_ROWS) > MAX_TILES)
         return context_fail(context, MOEVK_ERROR_TOO_LARGE,

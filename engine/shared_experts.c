@@ -4,8 +4,10 @@
 #include "stage.h"
 
 #include "shared_down.spv.h"
+#include "shared_down_matvec.spv.h"
 #include "shared_experts.h"
 #include "shared_up.spv.h"
+#include "shared_up_matvec.spv.h"
 
 DEFINE_STAGE_PARAMS(shared_up_params, SHARED_UP_PARAMS)
 DEFINE_STAGE_PARAMS(shared_down_params, SHARED_DOWN_PARAMS)
@@ -17,6 +19,15 @@ static const stage_kernel SHARED_UP_KERNEL = {
 static const stage_kernel SHARED_DOWN_KERNEL = {
     .name = "shared_down",
     .shaders = {[VARIANT_PLAIN] = SPIRV(shared_down)},
+    KERNEL_INTERFACE(SHARED_DOWN_BUFFERS, shared_down_params)};
+/* The decode forms, for calls of at most MATVEC_ROWS tokens. */
+static const stage_kernel SHARED_UP_MATVEC_KERNEL = {
+    .name = "shared_up_matvec",
+    .shaders = {[VARIANT_PLAIN] = SPIRV(shared_up_matvec)},
+    KERNEL_INTERFACE(SHARED_UP_BUFFERS, shared_up_params)};
+static const stage_kernel SHARED_DOWN_MATVEC_KERNEL = {
+    .name = "shared_down_matvec",
+    .shaders = {[VARIANT_PLAIN] = SPIRV(shared_down_matvec)},
     KERNEL_INTERFACE(SHARED_DOWN_BUFFERS, shared_down_params)};
 
 static int needed(const moevk_router *router) {
@@ -32,14 +43,17 @@ static void constants(const moevk_router *router, stage_constants *constants) {
 
 void record_shared_experts(moevk_router *router, const route_plan *plan) {
     if (plan->num_tokens == 0 || !(plan->flags & FLAG_SHARED_EXPERT)) return;
-    uint32_t row_tiles = div_ceil_u32(plan->num_tokens, TILE_ROWS);
+    int matvec = (plan->flags & FLAG_FFN_MATVEC) != 0;
+    uint32_t rows = matvec ? MATVEC_ROWS : TILE_ROWS,
+             columns = matvec ? MATVEC_COLUMNS : TILE_COLUMNS;
+    uint32_t row_tiles = div_ceil_u32(plan->num_tokens, rows);
     shared_up_params up = shared_up_params_from(plan);
-    record_kernel_2d(router, STAGE_SHARED_EXPERTS, 0, &up,
-                     div_ceil_u32(plan->shared_intermediate_size, TILE_COLUMNS), row_tiles);
+    record_kernel_2d(router, STAGE_SHARED_EXPERTS, matvec ? 2 : 0, &up,
+                     div_ceil_u32(plan->shared_intermediate_size, columns), row_tiles);
     record_compute_barrier(router);
     shared_down_params down = shared_down_params_from(plan);
-    record_kernel_2d(router, STAGE_SHARED_EXPERTS, 1, &down,
-                     div_ceil_u32(plan->hidden_size, TILE_COLUMNS), row_tiles);
+    record_kernel_2d(router, STAGE_SHARED_EXPERTS, matvec ? 3 : 1, &down,
+                     div_ceil_u32(plan->hidden_size, columns), row_tiles);
     record_compute_barrier(router);
 }
 
@@ -65,8 +79,10 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
 }
 
 const stage_module shared_experts_stage = {.name = "shared experts",
-                                           .kernels = {&SHARED_UP_KERNEL, &SHARED_DOWN_KERNEL},
-                                           .kernel_count = 2,
+                                           .kernels = {&SHARED_UP_KERNEL, &SHARED_DOWN_KERNEL,
+                                                       &SHARED_UP_MATVEC_KERNEL,
+                                                       &SHARED_DOWN_MATVEC_KERNEL},
+                                           .kernel_count = 4,
                                            .size_buffers = size_buffers,
                                            .needed = needed,
                                            .constants = constants,

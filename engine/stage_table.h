@@ -33,6 +33,6 @@ typedef enum stage_id {
 } stage_id;
 
 /* The most kernels (shaders) of one stage. */
-#define MAX_STAGE_KERNELS 3
+#define MAX_STAGE_KERNELS 5
 
 #endif

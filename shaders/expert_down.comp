@@ -3,7 +3,7 @@
 // The routed experts' down projection: for each tile of the map, its rows' intermediate
 // [rows, f] times the expert's down projection [d, f], plus its bias, into the expert outputs
 // [rows, d] f32, which the layer's combine sums per token. Grid (indirect): x over the
-// d / TILE_COLUMNS column tiles, y over the tiles.
+// d / FFN_COLUMNS column tiles, y over the tiles.
 #include "experts.h"
 #define STAGE_BUFFERS EXPERT_DOWN_BUFFERS
 #define STAGE_PARAMS EXPERT_DOWN_PARAMS
@@ -19,7 +19,7 @@ float ffn_weight(uint expert, uint n, uint k) {
 
 void main() {
     uvec4 tile = tile_entries[TILE_ENTRIES / 4u + gl_WorkGroupID.y];
-    uint col_begin = gl_WorkGroupID.x * TILE_COLUMNS, d = P.hidden_size, E = NUM_EXPERTS;
+    uint col_begin = gl_WorkGroupID.x * FFN_COLUMNS, d = P.hidden_size, E = NUM_EXPERTS;
     float acc[FFN_OUTPUTS], unused[FFN_OUTPUTS];
     ffn_tile(tile.x, tile.y, tile.z, col_begin, d, P.intermediate_size, acc, unused);
     bool biases = (P.flags & FLAG_FFN_BIASES) != 0u;

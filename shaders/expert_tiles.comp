@@ -2,7 +2,7 @@
 #extension GL_GOOGLE_include_directive : require
 // The tile map of the routed experts' products: each expert's kept rows (kept count from the
 // expert info; from row e * C in the capacity layout, from offsets[e] dropless) cut into tiles
-// of TILE_ROWS, listed expert by expert, and the indirect dispatch arguments of the up and
+// of TILE_ROWS (decode: MATVEC_ROWS), listed expert by expert, and the indirect dispatch arguments of the up and
 // down projections (columns of tiles x the tiles), so that the grid follows the route without
 // a trip to the host. One workgroup.
 #include "experts.h"
@@ -11,6 +11,11 @@
 #include "common.glsl"
 
 shared uint first_tile[NUM_EXPERTS + 1]; // the tiles before each expert's
+
+// Decode calls (FLAG_FFN_MATVEC) take tiles of MATVEC_ROWS rows, MATVEC_COLUMNS outputs wide.
+bool matvec() { return (P.flags & FLAG_FFN_MATVEC) != 0u; }
+uint tile_rows() { return matvec() ? MATVEC_ROWS : TILE_ROWS; }
+uint tile_columns() { return matvec() ? MATVEC_COLUMNS : TILE_COLUMNS; }
 
 uint expert_rows(uint e) { return expert_info[NUM_EXPERTS + e]; }
 uint expert_base(uint e) {
@@ -23,11 +28,11 @@ void main() {
         uint tiles = 0u;
         for (uint e = 0u; e < NUM_EXPERTS; ++e) {
             first_tile[e] = tiles;
-            tiles += (expert_rows(e) + TILE_ROWS - 1u) / TILE_ROWS;
+            tiles += (expert_rows(e) + tile_rows() - 1u) / tile_rows();
         }
         first_tile[NUM_EXPERTS] = tiles;
-        uvec3 up = uvec3((P.intermediate_size + TILE_COLUMNS - 1u) / TILE_COLUMNS, tiles, 1u);
-        uvec3 down = uvec3((P.hidden_size + TILE_COLUMNS - 1u) / TILE_COLUMNS, tiles, 1u);
+        uvec3 up = uvec3((P.intermediate_size + tile_columns() - 1u) / tile_columns(), tiles, 1u);
+        uvec3 down = uvec3((P.hidden_size + tile_columns() - 1u) / tile_columns(), tiles, 1u);
         // No tiles: no workgroups at all.
         if (tiles == 0u) up = down = uvec3(0u);
         tile_words[TILE_ARGS_UP] = up.x;
@@ -46,8 +51,8 @@ void main() {
             uint mid = (low + high) / 2u;
             if (first_tile[mid] <= t) low = mid; else high = mid;
         }
-        uint begin = expert_base(low) + (t - first_tile[low]) * TILE_ROWS;
-        uint end = min(expert_base(low) + expert_rows(low), begin + TILE_ROWS);
+        uint begin = expert_base(low) + (t - first_tile[low]) * tile_rows();
+        uint end = min(expert_base(low) + expert_rows(low), begin + tile_rows());
         tile_entries[TILE_ENTRIES / 4u + t] = uvec4(low, begin, end, 0u);
     }
 }

@@ -3,7 +3,7 @@
 // The routed experts' up projection: for each tile of the map (expert_tiles.comp), its rows'
 // hidden states (gathered through row_token: rows no token fills read as zeros) times the
 // expert's up (and, SwiGLU, gate) projection, plus biases, through the activation, into
-// intermediate [rows, f] f32. Grid (indirect): x over the f / TILE_COLUMNS column tiles, y over
+// intermediate [rows, f] f32. Grid (indirect): x over the f / FFN_COLUMNS column tiles, y over
 // the tiles.
 #include "experts.h"
 #define STAGE_BUFFERS EXPERT_UP_BUFFERS
@@ -27,7 +27,7 @@ float ffn_weight2(uint expert, uint n, uint k) {
 
 void main() {
     uvec4 tile = tile_entries[TILE_ENTRIES / 4u + gl_WorkGroupID.y];
-    uint col_begin = gl_WorkGroupID.x * TILE_COLUMNS, f = P.intermediate_size, E = NUM_EXPERTS;
+    uint col_begin = gl_WorkGroupID.x * FFN_COLUMNS, f = P.intermediate_size, E = NUM_EXPERTS;
     float up[FFN_OUTPUTS], gate[FFN_OUTPUTS];
     ffn_tile(tile.x, tile.y, tile.z, col_begin, f, P.hidden_size, up, gate);
     bool biases = (P.flags & FLAG_FFN_BIASES) != 0u;

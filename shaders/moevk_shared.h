@@ -79,7 +79,13 @@
 #define TILE_ARGS_UP 0u
 #define TILE_ARGS_DOWN 4u
 #define TILE_ENTRIES 8u
-/* Dispatches are at most this many tiles high (Vulkan promises 65535 workgroups in y). */
+/* Decode (a call of at most MATVEC_ROWS tokens, FLAG_FFN_MATVEC): tiles of MATVEC_ROWS rows,
+ * each workgroup MATVEC_COLUMNS outputs of every row, MATVEC_LANES invocations sharing each
+ * output's dot product (shaders/ffn_matvec.glsl), so that each weight is read once. */
+#define MATVEC_ROWS 8u
+#define MATVEC_COLUMNS 16u
+#define MATVEC_LANES 16u
+/* Dispatches are at most this many tiles high or wide (Vulkan promises 65535 workgroups). */
 #define MAX_TILES 65535u
 
 /* Activations (moevk_activation in moevk.h). */
@@ -167,6 +173,7 @@
 #define FLAG_SHARED_EXPERT 131072u /* the layer's combine adds the shared experts' output */
 #define FLAG_SHARED_GATE 262144u /* the shared output is scaled by sigmoid(x . w) */
 #define FLAG_BIAS_ON_SCORES 524288u /* selection keys: sigmoid score + bias (DeepSeek-V3) */
+#define FLAG_FFN_MATVEC 1048576u /* the layer's products in decode tiles (MATVEC_ROWS rows) */
 
 /* Phases of the losses stage (shaders/losses.comp), in the order they run. */
 #define LOSS_PHASE_THRESHOLDS 0u

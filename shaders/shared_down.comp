@@ -2,8 +2,8 @@
 #extension GL_GOOGLE_include_directive : require
 // The shared experts' down projection: shared_intermediate [T, fs] times the shared FFN's down
 // projection [d, fs], plus its bias, times the token's shared-gate scale when gated, into
-// shared_out [T, d] f32, which the layer's combine adds. Grid: x over the d / TILE_COLUMNS
-// column tiles, y over the T / TILE_ROWS row tiles.
+// shared_out [T, d] f32, which the layer's combine adds. Grid: x over the d / FFN_COLUMNS
+// column tiles, y over the T / FFN_ROWS row tiles.
 #include "shared_experts.h"
 #define STAGE_BUFFERS SHARED_DOWN_BUFFERS
 #define STAGE_PARAMS SHARED_DOWN_PARAMS
@@ -17,8 +17,8 @@ float ffn_weight(uint expert, uint n, uint k) {
 }
 
 void main() {
-    uint row_begin = gl_WorkGroupID.y * TILE_ROWS, row_end = min(row_begin + TILE_ROWS, P.num_tokens);
-    uint col_begin = gl_WorkGroupID.x * TILE_COLUMNS, d = P.hidden_size;
+    uint row_begin = gl_WorkGroupID.y * FFN_ROWS, row_end = min(row_begin + FFN_ROWS, P.num_tokens);
+    uint col_begin = gl_WorkGroupID.x * FFN_COLUMNS, d = P.hidden_size;
     float acc[FFN_OUTPUTS], unused[FFN_OUTPUTS];
     ffn_tile(0u, row_begin, row_end, col_begin, d, P.shared_intermediate_size, acc, unused);
     bool biases = (P.flags & FLAG_FFN_BIASES) != 0u;

@@ -4,7 +4,7 @@
 // SwiGLU, gate) projection [fs, d], plus biases, through the activation, into
 // shared_intermediate [T, fs] f32; with the shared gate (Qwen2-MoE), the first column of tiles
 // also writes each token's scale sigmoid(x . w) (the dot product in index order). Grid: x over
-// the fs / TILE_COLUMNS column tiles, y over the T / TILE_ROWS row tiles.
+// the fs / FFN_COLUMNS column tiles, y over the T / FFN_ROWS row tiles.
 #include "shared_experts.h"
 #define STAGE_BUFFERS SHARED_UP_BUFFERS
 #define STAGE_PARAMS SHARED_UP_PARAMS
@@ -23,8 +23,8 @@ float ffn_weight2(uint expert, uint n, uint k) {
 }
 
 void main() {
-    uint row_begin = gl_WorkGroupID.y * TILE_ROWS, row_end = min(row_begin + TILE_ROWS, P.num_tokens);
-    uint col_begin = gl_WorkGroupID.x * TILE_COLUMNS, f = P.shared_intermediate_size;
+    uint row_begin = gl_WorkGroupID.y * FFN_ROWS, row_end = min(row_begin + FFN_ROWS, P.num_tokens);
+    uint col_begin = gl_WorkGroupID.x * FFN_COLUMNS, f = P.shared_intermediate_size;
     float up[FFN_OUTPUTS], gate[FFN_OUTPUTS];
     ffn_tile(0u, row_begin, row_end, col_begin, f, P.hidden_size, up, gate);
     bool biases = (P.flags & FLAG_FFN_BIASES) != 0u;
@@ -40,7 +40,7 @@ void main() {
     }
     uint row = row_begin + gl_LocalInvocationID.x;
     if ((P.flags & FLAG_SHARED_GATE) != 0u && gl_WorkGroupID.x == 0u &&
-        gl_LocalInvocationID.x < TILE_ROWS && row < row_end) {
+        gl_LocalInvocationID.x < FFN_ROWS && row < row_end) {
         float sum = 0.0;
         for (uint k = 0u; k < P.hidden_size; ++k)
             sum += hidden_element(row * P.hidden_size + k) * shared_gate_weights[k];

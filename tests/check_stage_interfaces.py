@@ -14,7 +14,8 @@ import sys
 import tempfile
 
 SHADERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'shaders')
-VARIANT_DEFINES = {'addresses': ['-DMOEVK_ADDRESSES'], 'rte': ['-DMOEVK_RTE']}
+VARIANT_DEFINES = {'addresses': ['-DMOEVK_ADDRESSES'], 'rte': ['-DMOEVK_RTE'],
+                   'matvec': ['-DFFN_MATVEC']}
 
 
 def built_variants():

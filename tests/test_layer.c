@@ -81,6 +81,20 @@ static const layer_case CASES[] = {
     {"large_t_4099_e_64", .E = 64, .k = 4, .T = 4099, .d = 40, .f = 56, .capacity_mode = DROPLESS},
     {"deep_rows_d_2053_f_1031", .E = 4, .k = 2, .T = 70, .d = 2053, .f = 1031, .weight_type = BF16},
     {"fewer_tokens_than_max", .E = 8, .k = 2, .T = 37, .d = 24, .f = 40, .max_tokens = 300},
+    /* Decode: calls of at most 8 tokens run the matrix-vector forms (ffn_matvec.glsl). */
+    {"decode_8_tokens", .E = 8, .k = 2, .T = 8, .d = 64, .f = 96, .max_tokens = 512},
+    {"decode_odd_sizes_shared_gated_biases", .E = 13, .k = 3, .T = 5, .d = 67, .f = 131,
+     .shared_f = 37, .shared_gate = 1, .biases = 1, .max_tokens = 100},
+    {"decode_f16_gelu", .E = 6, .k = 2, .T = 3, .d = 33, .f = 17, .activation = GELU,
+     .weight_type = F16, .hidden_type = F16},
+    {"decode_bf16_relu_k_equals_e", .E = 4, .k = 4, .T = 7, .d = 16, .f = 1, .activation = RELU,
+     .weight_type = BF16, .hidden_type = BF16},
+    {"decode_expert_choice", .E = 8, .k = 1, .T = 8, .d = 24, .f = 40,
+     .mode = MOEVK_MODE_EXPERT_CHOICE},
+    {"decode_capacity_drops_nan_token", .E = 4, .k = 2, .T = 6, .d = 24, .f = 40,
+     .capacity_mode = FIXED, .capacity = 2, .shared_f = 16, .nan_token = 1},
+    {"decode_deep_rows", .E = 4, .k = 2, .T = 2, .d = 2053, .f = 1031, .weight_type = F16},
+    {"nine_tokens_take_the_tiles", .E = 8, .k = 2, .T = 9, .d = 40, .f = 56, .shared_f = 24},
 };
 
 /* A value stored in a type, rounded to nearest (what a model file holds). */
