@@ -73,6 +73,9 @@ typedef struct bench_case {
 int bench_device_open(uint32_t index, bench_device *out, char *error, size_t error_size);
 void bench_device_close(bench_device *device);
 uint32_t bench_device_count(void);
+/* Ascending doubles for qsort, and the median of n samples (sorting them). */
+int bench_compare_double(const void *a, const void *b);
+double bench_median(double *values, int n);
 /* Copy bandwidth and launch floor, measured with timestamps on the bench's own queue. */
 int measure_ceilings(bench_device *device, ceilings *out, char *error, size_t error_size);
 /* Runs one case: warm-up, then `repeats` timed routes and combines over rotating routers. */

@@ -18,13 +18,13 @@ typedef struct scratch {
     VkFence fence;
 } scratch;
 
-static int compare_double(const void *a, const void *b) {
+int bench_compare_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static double median(double *values, int n) {
-    qsort(values, n, sizeof *values, compare_double);
+double bench_median(double *values, int n) {
+    qsort(values, (size_t)n, sizeof *values, bench_compare_double);
     return values[n / 2];
 }
 
@@ -191,7 +191,7 @@ static double job_median_ms(const bench_device *device, scratch *s, compute_job 
     double times[REPEATS];
     timed(device, s, record_job, job);
     for (int i = 0; i < REPEATS; ++i) times[i] = timed(device, s, record_job, job);
-    return median(times, REPEATS);
+    return bench_median(times, REPEATS);
 }
 
 /* The same copy by a compute shader: on some devices faster than vkCmdCopyBuffer. */
@@ -289,7 +289,7 @@ int measure_ceilings(bench_device *device, ceilings *out, char *error, size_t er
         timed(device, &s, record_copy, &copy); /* warm-up */
         for (int i = 0; i < REPEATS; ++i) times[i] = timed(device, &s, record_copy, &copy);
         out->copy_bytes = 2.0 * (double)copy.size;
-        out->transfer_copy_gbps = out->copy_bytes / (median(times, REPEATS) * 1e-3) * 1e-9;
+        out->transfer_copy_gbps = out->copy_bytes / (bench_median(times, REPEATS) * 1e-3) * 1e-9;
         out->shader_copy_gbps = measure_shader_copy(device, &s, copy.from, copy.to, copy.size);
         out->copy_gbps = out->transfer_copy_gbps > out->shader_copy_gbps ? out->transfer_copy_gbps
                                                                          : out->shader_copy_gbps;
@@ -309,7 +309,7 @@ int measure_ceilings(bench_device *device, ceilings *out, char *error, size_t er
     empty_job empty = {.pipeline = make_pipeline(device, empty_spv, sizeof empty_spv, layout)};
     timed(device, &s, record_empty, &empty);
     for (int i = 0; i < REPEATS; ++i) times[i] = timed(device, &s, record_empty, &empty);
-    out->launch_ms = median(times, REPEATS);
+    out->launch_ms = bench_median(times, REPEATS);
     vkDestroyPipeline(device->device, empty.pipeline, NULL);
     vkDestroyPipelineLayout(device->device, layout, NULL);
 

@@ -53,16 +53,6 @@ int plan_layer_cases(layer_case *cases, int capacity, int quick) {
     return count;
 }
 
-static int compare_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *values, int n) {
-    qsort(values, (size_t)n, sizeof *values, compare_double);
-    return values[n / 2];
-}
-
 static uint32_t next(uint32_t *state) {
     *state = *state * 1664525u + 1013904223u;
     return *state;
@@ -167,8 +157,8 @@ void run_layer_case(moevk_context *context, layer_case *c, int warmup, int repea
     }
     if (r == MOEVK_SUCCESS) {
         c->ran = 1;
-        c->route_ms = median(route_ms, repeats);
-        c->layer_ms = median(layer_ms, repeats);
+        c->route_ms = bench_median(route_ms, repeats);
+        c->layer_ms = bench_median(layer_ms, repeats);
         double rows = (double)c->T * c->k, matrix = (double)c->f * c->d;
         double shared = (double)c->fs * c->d, item = c->weight_type == MOEVK_DTYPE_F32 ? 4 : 2;
         c->flop = 6.0 * (rows * matrix + (double)c->T * shared);

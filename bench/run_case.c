@@ -34,13 +34,8 @@ static void fill(void *data, uint64_t count, moevk_dtype type) {
     }
 }
 
-static int compare_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static void summarise(double *samples, int n, stage_figures *out) {
-    qsort(samples, n, sizeof *samples, compare_double);
+    qsort(samples, n, sizeof *samples, bench_compare_double);
     out->median_ms = samples[n / 2];
     out->best_ms = samples[0];
     out->low_ms = samples[n / 10];

@@ -5,19 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "commands.h"
 #include "demo_layer.h"
 #include "moevk_reference.h"
 #include "option_table.h"
 #include "options.h"
-
-static double seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static const char *type_name(VkPhysicalDeviceType type) {
     switch (type) {
@@ -68,7 +61,7 @@ int command_demo(int argc, char **argv) {
     const char *device_selector = args.device;
     moevk_context_info context_info = {.device = device_selector};
     moevk_context *context = NULL;
-    double start = seconds_now();
+    double start = demo_seconds_now();
     moevk_result r = moevk_context_create(&context_info, &context);
     if (r != MOEVK_SUCCESS) {
         fprintf(stderr, "moevk demo: no Vulkan device: %s\n", moevk_result_string(r));
@@ -88,7 +81,7 @@ int command_demo(int argc, char **argv) {
     info.renormalize = 1;
     moevk_router *router = NULL;
     r = moevk_router_create(context, &info, &router);
-    double created = seconds_now();
+    double created = demo_seconds_now();
     int status = 1;
     float *logits = malloc((size_t)T * E * 4), *hidden = malloc((size_t)T * d * 4);
     float *weights = malloc((size_t)T * k * 4), *combined = malloc((size_t)T * d * 4);
@@ -125,9 +118,9 @@ int command_demo(int argc, char **argv) {
                                  .offsets = moevk_host_tensor(NULL),
                                  .dispatched = moevk_host_tensor(dispatched),
                                  .stats = &stats};
-    double routed_at = seconds_now();
+    double routed_at = demo_seconds_now();
     r = moevk_route(router, &input, &output);
-    double routed = seconds_now();
+    double routed = demo_seconds_now();
     /* Identity experts: each expert hands its rows back unchanged. */
     if (r == MOEVK_SUCCESS)
         r = moevk_combine(router, moevk_host_tensor(dispatched), moevk_host_tensor(combined));

@@ -14,6 +14,8 @@ typedef struct demo_layer_result {
     uint32_t checked_tokens;
 } demo_layer_result;
 
+/* CLOCK_MONOTONIC in seconds: the demo's wall clock. */
+double demo_seconds_now(void);
 /* Runs the router's batch (hidden [T, d] f32, T = max_tokens) through a SwiGLU layer of width
  * intermediate with random weights. */
 moevk_result demo_layer(moevk_context *context, const moevk_router_info *router,

@@ -56,13 +56,7 @@ static const char LAYER_SYNOPSIS[] =
     "slots.npy, counts.npy (offsets.npy when dropless) and stats.json. The routing\n  comes from "
     "config.json, dropless unless a capacity option is given; options given here\n  override it.";
 
-#define BAD(...)                                                                                   \
-    do {                                                                                           \
-        fprintf(stderr, "moevk layer: ");                                                          \
-        fprintf(stderr, __VA_ARGS__);                                                              \
-        fprintf(stderr, "\n");                                                                     \
-        return 0;                                                                                  \
-    } while (0)
+#define BAD(...) COMMAND_FAIL("layer", __VA_ARGS__)
 
 static int parse(int argc, char **argv, const moevk_router_info *base, layer_args *a) {
     memset(a, 0, sizeof *a);

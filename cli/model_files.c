@@ -19,10 +19,9 @@ static int ends_with(const char *text, const char *end) {
 }
 
 void model_index_free(model_index *index) {
-    for (size_t i = 0; i < index->count; ++i) free(index->names[i]);
+    for (size_t i = 0; i < index->count; ++i) free(index->entries[i].name);
     for (size_t i = 0; i < index->shard_count; ++i) free(index->shards[i]);
-    free(index->names);
-    free(index->shard_of);
+    free(index->entries);
     free(index->shards);
     memset(index, 0, sizeof *index);
 }
@@ -39,27 +38,31 @@ static int shard_number(model_index *index, const char *file, uint32_t *out) {
     return 1;
 }
 
+static int by_entry_name(const void *a, const void *b) {
+    return strcmp(((const model_index_entry *)a)->name, ((const model_index_entry *)b)->name);
+}
+
 static int read_weight_map(const cJSON *map, model_index *out, char *error, size_t error_size) {
     size_t entries = (size_t)cJSON_GetArraySize(map);
-    out->names = calloc(entries + 1, sizeof *out->names);
-    out->shard_of = calloc(entries + 1, sizeof *out->shard_of);
+    out->entries = calloc(entries + 1, sizeof *out->entries);
     out->shards = calloc(entries + 1, sizeof *out->shards);
-    if (!out->names || !out->shard_of || !out->shards)
-        return fail(error, error_size, "out of memory");
+    if (!out->entries || !out->shards) return fail(error, error_size, "out of memory");
     for (const cJSON *e = map->child; e; e = e->next) {
         if (!cJSON_IsString(e) || !ends_with(e->valuestring, ".safetensors") ||
             strchr(e->valuestring, '/') || strchr(e->valuestring, '\\'))
             return fail(error, error_size,
                         "weight_map: tensor '%.200s' names no plain .safetensors file", e->string);
-        for (size_t i = 0; i < out->count; ++i)
-            if (!strcmp(out->names[i], e->string))
-                return fail(error, error_size, "weight_map: tensor '%.200s' is named twice",
-                            e->string);
-        if (!(out->names[out->count] = strdup(e->string)) ||
-            !shard_number(out, e->valuestring, &out->shard_of[out->count]))
+        model_index_entry *entry = &out->entries[out->count];
+        if (!(entry->name = strdup(e->string)) || !shard_number(out, e->valuestring, &entry->shard))
             return fail(error, error_size, "out of memory");
         ++out->count;
     }
+    /* Sorted, a name twice sits beside itself, and lookups bisect. */
+    qsort(out->entries, out->count, sizeof *out->entries, by_entry_name);
+    for (size_t i = 1; i < out->count; ++i)
+        if (!strcmp(out->entries[i - 1].name, out->entries[i].name))
+            return fail(error, error_size, "weight_map: tensor '%.200s' is named twice",
+                        out->entries[i].name);
     return 1;
 }
 
@@ -197,19 +200,21 @@ static const safetensors_file *shard(model_files *files, size_t i, char *error, 
 const safetensors_tensor *model_files_find(model_files *files, const char *name, char *error,
                                            size_t error_size) {
     const model_index *index = &files->index;
-    if (index->names) {
-        for (size_t i = 0; i < index->count; ++i) {
-            if (strcmp(index->names[i], name) != 0) continue;
-            const safetensors_file *file = shard(files, index->shard_of[i], error, error_size);
-            if (!file) return NULL;
-            const safetensors_tensor *t = safetensors_find(file, name);
-            if (!t)
-                fail(error, error_size, "%s: no tensor '%s', which the index places there",
-                     files->paths[index->shard_of[i]], name);
-            return t;
+    if (index->entries) {
+        model_index_entry key = {(char *)name, 0};
+        const model_index_entry *entry =
+            bsearch(&key, index->entries, index->count, sizeof key, by_entry_name);
+        if (!entry) {
+            fail(error, error_size, "the index names no tensor '%s'", name);
+            return NULL;
         }
-        fail(error, error_size, "the index names no tensor '%s'", name);
-        return NULL;
+        const safetensors_file *file = shard(files, entry->shard, error, error_size);
+        if (!file) return NULL;
+        const safetensors_tensor *t = safetensors_find(file, name);
+        if (!t)
+            fail(error, error_size, "%s: no tensor '%s', which the index places there",
+                 files->paths[entry->shard], name);
+        return t;
     }
     const safetensors_tensor *found = NULL;
     size_t found_in = 0;

@@ -10,10 +10,15 @@
 
 #include "safetensors.h"
 
-/* The index's weight_map: each tensor name and the number of its shard in `shards`. */
+/* One tensor of the index's weight_map: its name and the number of its shard in `shards`. */
+typedef struct model_index_entry {
+    char *name;
+    uint32_t shard;
+} model_index_entry;
+
+/* The index's weight_map, sorted by name (a checkpoint names up to some 100000 tensors). */
 typedef struct model_index {
-    char **names;
-    uint32_t *shard_of;
+    model_index_entry *entries;
     size_t count;
     char **shards; /* file names, each once, in the order first named */
     size_t shard_count;

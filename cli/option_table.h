@@ -46,6 +46,15 @@ typedef struct option {
     { name, value, help, OPTION_CALL, 0, 0, 0, NULL, call, NULL }
 #define OPTION_COUNT(table) (sizeof table / sizeof table[0])
 
+/* In a command's checks: "moevk COMMAND: what is wrong" as one line on stderr, then return 0. */
+#define COMMAND_FAIL(command, ...)                                                                 \
+    do {                                                                                           \
+        fprintf(stderr, "moevk " command ": ");                                                    \
+        fprintf(stderr, __VA_ARGS__);                                                              \
+        fputc('\n', stderr);                                                                       \
+        return 0;                                                                                  \
+    } while (0)
+
 /* Parses argv into args by the table. Returns 1 when parsed; 0 after printing
  * "moevk COMMAND: what is wrong" on stderr; -1 after printing the usage on stdout for --help
  * or -h (the command then exits 0). */

@@ -99,13 +99,7 @@ static const char ROUTE_SYNOPSIS[] =
     "  stats.json and, as asked, dispatched, combined, losses and gradients. With\n"
     "  expert-choice the per-token outputs have E columns.";
 
-#define BAD(...)                                                                                   \
-    do {                                                                                           \
-        fprintf(stderr, "moevk route: ");                                                          \
-        fprintf(stderr, __VA_ARGS__);                                                              \
-        fprintf(stderr, "\n");                                                                     \
-        return 0;                                                                                  \
-    } while (0)
+#define BAD(...) COMMAND_FAIL("route", __VA_ARGS__)
 
 /* 1: parsed; 0: wrong (said on stderr); -1: --help was printed. */
 static int parse_args(int argc, char **argv, route_args *a) {

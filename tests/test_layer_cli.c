@@ -524,6 +524,9 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
                "{\"model_type\":\"mixtral\",\"hidden_size\":24,\"intermediate_size\":20,"
                "\"num_hidden_layers\":2,\"num_local_experts\":4,\"num_experts_per_tok\":2.5}");
     write_text(in_work("bad_index.json"), "{\"weight_map\":{\"a\":\"../elsewhere.safetensors\"}}");
+    write_text(in_work("bad_twice.json"),
+               "{\"weight_map\":{\"b\":\"x.safetensors\",\"a\":\"x.safetensors\","
+               "\"b\":\"y.safetensors\"}}");
     void *x = write_hidden("bad_x.npy", 5, m.d, MOEVK_DTYPE_F32);
     void *x_wrong = write_hidden("bad_x23.npy", 5, 23, MOEVK_DTYPE_F32);
     free(x), free(x_wrong);
@@ -534,7 +537,7 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
     struct {
         char args[2048];
         const char *problem;
-    } cases[14];
+    } cases[16];
     int n = 0;
 #define CASE(problem_, ...)                                                                        \
     do {                                                                                           \
@@ -558,6 +561,8 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
          "--weights %s --config %s --layer 0 --hidden %s", dir, in_work("bad_k.json"), hidden);
     CASE("names no plain .safetensors file", "--weights %s --config %s --layer 0 --hidden %s",
          in_work("bad_index.json"), config, hidden);
+    CASE("tensor 'b' is named twice", "--weights %s --config %s --layer 0 --hidden %s",
+         in_work("bad_twice.json"), config, hidden);
     CASE("[T, 24] (hidden_size)", "--weights %s --layer 0 --hidden %s", dir,
          in_work("bad_x23.npy"));
     CASE("one of them", "--weights %s --layer 0 --prefix p. --hidden %s", dir, hidden);

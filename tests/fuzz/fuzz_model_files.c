@@ -3,6 +3,7 @@
  * range or fail saying why, never crash, read past the input or leak. */
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "model_config.h"
 #include "model_files.h"
@@ -24,14 +25,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     error[0] = 0;
     if (data[0] % 2 == 0) {
         model_config config;
-        if (model_config_parse(text, size - 1, &config, error, sizeof error)) check_config(&config);
-        else if (!error[0]) __builtin_trap();
+        if (model_config_parse(text, size - 1, &config, error, sizeof error))
+            check_config(&config);
+        else if (!error[0])
+            __builtin_trap();
         return 0;
     }
     model_index index;
     if (model_index_parse(text, size - 1, &index, error, sizeof error)) {
         for (size_t i = 0; i < index.count; ++i)
-            if (index.shard_of[i] >= index.shard_count || !index.names[i]) __builtin_trap();
+            if (index.entries[i].shard >= index.shard_count || !index.entries[i].name ||
+                (i > 0 && strcmp(index.entries[i - 1].name, index.entries[i].name) >= 0))
+                __builtin_trap(); /* sorted, each name once */
         model_index_free(&index);
     } else if (!error[0]) {
         __builtin_trap();
