@@ -142,6 +142,19 @@ size_t read_text_file(const char *path, char *text, size_t size) {
     return n;
 }
 
+int same_file_bytes(const char *a, const char *b) {
+    FILE *x = fopen(a, "rb"), *y = fopen(b, "rb");
+    int same = x && y;
+    while (same) {
+        int c = fgetc(x), d = fgetc(y);
+        same = c == d;
+        if (c == EOF) break;
+    }
+    if (x) fclose(x);
+    if (y) fclose(y);
+    return same;
+}
+
 int test_main_with_table(const void *rows, size_t row_count, size_t row_size,
                          void (*run_row)(const void *row), const test_case *functions,
                          size_t function_count, int argc, char **argv) {

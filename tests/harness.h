@@ -58,5 +58,7 @@ uint64_t test_seed(void);
 /* Reads a text file into text (at most size - 1 bytes, NUL-terminated; "" when it cannot be
  * read) and returns how many bytes it read. */
 size_t read_text_file(const char *path, char *text, size_t size);
+/* 1 when both files exist and hold the same bytes. */
+int same_file_bytes(const char *a, const char *b);
 
 #endif

@@ -487,20 +487,6 @@ static void test_sinkhorn_at_4099_by_256_converges(void) {
           "%u iterations, error %g: %s", iterations, error, text);
 }
 
-/* Two files hold the same bytes. */
-static int same_file_bytes(const char *a, const char *b) {
-    FILE *x = fopen(a, "rb"), *y = fopen(b, "rb");
-    int same = x && y;
-    while (same) {
-        int c = fgetc(x), d = fgetc(y);
-        same = c == d;
-        if (c == EOF) break;
-    }
-    if (x) fclose(x);
-    if (y) fclose(y);
-    return same;
-}
-
 /* --router-weights W [E, d] with --hidden routes as --logits of the reference's projection. */
 static void test_router_weights_route_as_their_logits(void) {
     enum { T = 200, E = 8, D = 16 };

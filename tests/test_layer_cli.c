@@ -204,19 +204,6 @@ static void *write_hidden(const char *name, uint32_t T, uint32_t d, moevk_dtype 
     return x;
 }
 
-static int same_file_bytes(const char *a, const char *b) {
-    FILE *x = fopen(a, "rb"), *y = fopen(b, "rb");
-    int same = x && y;
-    while (same) {
-        int c = fgetc(x), d = fgetc(y);
-        same = c == d;
-        if (c == EOF) break;
-    }
-    if (x) fclose(x);
-    if (y) fclose(y);
-    return same;
-}
-
 /* The layer's outputs in out_dir against the reference for its own routing, and that routing
  * against `moevk route --logits router_logits.npy route_options`, byte for byte. */
 static void check_layer_outputs(const model *m, const void *hidden, moevk_dtype hidden_type,
