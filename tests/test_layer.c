@@ -79,6 +79,8 @@ static const layer_case CASES[] = {
     {"nan_token_stays", .E = 8, .k = 2, .T = 100, .d = 24, .f = 40, .shared_f = 16, .nan_token = 1},
     {"huge_values", .E = 8, .k = 2, .T = 100, .d = 24, .f = 40, .hidden_scale = 1e6f},
     {"large_t_4099_e_64", .E = 64, .k = 4, .T = 4099, .d = 40, .f = 56, .capacity_mode = DROPLESS},
+    {"e_256_k_8_t_2049", .E = 256, .k = 8, .T = 2049, .d = 24, .f = 20, .shared_f = 16,
+     .capacity_mode = DROPLESS, .renormalize = 1},
     {"deep_rows_d_2053_f_1031", .E = 4, .k = 2, .T = 70, .d = 2053, .f = 1031, .weight_type = BF16},
     {"fewer_tokens_than_max", .E = 8, .k = 2, .T = 37, .d = 24, .f = 40, .max_tokens = 300},
     /* Decode: calls of at most 8 tokens run the matrix-vector forms (ffn_matvec.glsl). */
