@@ -352,6 +352,11 @@ typedef struct layer_call {
  * logits are projected with the router weights in place and the layer's stages follow. */
 moevk_result route_submit(moevk_router *router, const moevk_route_input *input,
                           const moevk_route_output *output, const layer_call *layer);
+/* record_external.c: a recorded route (moevk_route_record), a layer's when layer is not NULL
+ * (moevk_layer_record): its tensors are the application's VULKAN buffers. */
+moevk_result route_record_call(moevk_router *router, VkCommandBuffer command_buffer,
+                               const moevk_route_input *input, const moevk_route_output *output,
+                               const layer_call *layer);
 /* route.c: waits for the router's submitted work and checks the device is alive: what every
  * call that touches the router's buffers does first. */
 moevk_result router_settle(moevk_router *router);

@@ -165,8 +165,11 @@ moevk_result moevk_layer_set_weights(moevk_layer *layer, moevk_layer_weight whic
                                   bytes);
 }
 
-static moevk_result forward(moevk_layer *layer, const moevk_route_input *input,
-                            const moevk_layer_output *caller_output, int wait) {
+typedef enum layer_run { LAYER_WAIT, LAYER_SUBMIT, LAYER_RECORD } layer_run;
+
+static moevk_result forward(moevk_layer *layer, VkCommandBuffer command_buffer,
+                            const moevk_route_input *input, const moevk_layer_output *caller_output,
+                            layer_run run) {
     if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_router *router = layer->router;
     moevk_context *context = router->context;
@@ -176,16 +179,23 @@ static moevk_result forward(moevk_layer *layer, const moevk_route_input *input,
     moevk_result r = SIZED_READ(context, moevk_layer_output, caller_output, &output);
     if (r != MOEVK_SUCCESS) return r;
     layer_call call = {&output.output, &output.router_logits};
+    if (run == LAYER_RECORD)
+        return route_record_call(router, command_buffer, input, output.route, &call);
     r = route_submit(router, input, output.route, &call);
-    return r == MOEVK_SUCCESS && wait ? moevk_router_wait(router, UINT64_MAX) : r;
+    return r == MOEVK_SUCCESS && run == LAYER_WAIT ? moevk_router_wait(router, UINT64_MAX) : r;
 }
 
 moevk_result moevk_layer_forward(moevk_layer *layer, const moevk_route_input *input,
                                  const moevk_layer_output *output) {
-    return forward(layer, input, output, 1);
+    return forward(layer, VK_NULL_HANDLE, input, output, LAYER_WAIT);
 }
 
 moevk_result moevk_layer_forward_submit(moevk_layer *layer, const moevk_route_input *input,
                                         const moevk_layer_output *output) {
-    return forward(layer, input, output, 0);
+    return forward(layer, VK_NULL_HANDLE, input, output, LAYER_SUBMIT);
+}
+
+moevk_result moevk_layer_record(moevk_layer *layer, VkCommandBuffer command_buffer,
+                                const moevk_route_input *input, const moevk_layer_output *output) {
+    return forward(layer, command_buffer, input, output, LAYER_RECORD);
 }

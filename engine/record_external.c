@@ -70,10 +70,12 @@ moevk_result external_begin(moevk_router *router, VkCommandBuffer command_buffer
     return MOEVK_SUCCESS;
 }
 
-moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_buffer,
-                                const moevk_route_input *caller_input,
-                                const moevk_route_output *caller_output) {
-    if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
+/* A recorded route, a layer's when layer is not NULL: then the logits are projected with the
+ * layer's router weights (into router_logits when given) and the layer's stages follow,
+ * writing its output into the application's buffer. */
+moevk_result route_record_call(moevk_router *router, VkCommandBuffer command_buffer,
+                               const moevk_route_input *caller_input,
+                               const moevk_route_output *caller_output, const layer_call *layer) {
     moevk_context *context = router->context;
     if (!command_buffer) REJECT("command_buffer must not be NULL");
     moevk_result waited = router_settle(router);
@@ -91,13 +93,23 @@ moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_bu
     if (info->num_tokens > options->max_tokens)
         REJECT("num_tokens is %u, past the router's max_tokens of %u", info->num_tokens,
                options->max_tokens);
-    int projects = tensor_given(&info->router_weights);
-    if (projects && !options->router_projection)
-        REJECT("router_weights given, but the router was made without router_projection");
-    if (projects && tensor_given(&info->logits)) REJECT("give logits or router_weights, not both");
-    if (projects && !tensor_given(&info->hidden)) REJECT("router_weights need the hidden states");
-    if (!projects && !tensor_given(&info->logits) && info->num_tokens > 0)
-        REJECT("logits is not given");
+    int projects = layer != NULL || tensor_given(&info->router_weights);
+    if (layer) {
+        if (tensor_given(&info->logits) || tensor_given(&info->router_weights))
+            REJECT("a layer computes its logits with its own router weights: logits and "
+                   "router_weights must be NONE");
+        if (info->num_tokens > 0 && !tensor_given(&info->hidden)) REJECT("hidden is not given");
+        if (info->num_tokens > 0 && !tensor_given(layer->output)) REJECT("output is not given");
+    } else {
+        if (projects && !options->router_projection)
+            REJECT("router_weights given, but the router was made without router_projection");
+        if (projects && tensor_given(&info->logits))
+            REJECT("give logits or router_weights, not both");
+        if (projects && !tensor_given(&info->hidden))
+            REJECT("router_weights need the hidden states");
+        if (!projects && !tensor_given(&info->logits) && info->num_tokens > 0)
+            REJECT("logits is not given");
+    }
     const moevk_tensor *host_only[] = {&out.expert_ids, &out.weights,       &out.slots,
                                        &out.counts,     &out.counts_before, &out.offsets};
     for (size_t i = 0; i < sizeof host_only / sizeof host_only[0]; ++i)
@@ -109,7 +121,9 @@ moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_bu
                             "noise_std and noise_weights are uploaded: use moevk_route");
     int with_hidden = tensor_given(&info->hidden);
     if (with_hidden && options->hidden_size == 0) REJECT("hidden given, but hidden_size is 0");
-    if (with_hidden && !tensor_given(&out.dispatched))
+    /* A layer's experts gather the hidden states themselves: it dispatches rows only when
+     * asked for them. */
+    if (with_hidden && !layer && !tensor_given(&out.dispatched))
         REJECT("hidden given without a dispatched tensor");
     if (!with_hidden && tensor_given(&out.dispatched))
         REJECT("dispatched asked for without hidden");
@@ -127,24 +141,41 @@ moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_bu
         REJECT("a selection bias needs the TOKEN mode");
     if (tensor_given(&info->bias)) params.flags |= FLAG_HAS_BIAS;
     if (projects) params.flags |= FLAG_PROJECT_LOGITS;
+    /* The layer's output is stored a word at a time: a 16-bit output of odd T d also writes
+     * the zero half that fills its last word. */
+    uint64_t output_bytes = (T * d * element + 3) & ~(uint64_t)3;
     external_binding bindings[] = {
-        {BINDING_LOGITS, &info->logits, T * E * dtype_bytes(options->logits_type), "logits"},
         {BINDING_BIAS, &info->bias, E * 4, "bias"},
         {BINDING_HIDDEN, &info->hidden, T * d * element, "hidden"},
         {BINDING_DISPATCHED, &out.dispatched, (uint64_t)params.dispatched_rows * d * element,
          "dispatched"},
         {BINDING_ROUTER_WEIGHTS, &info->router_weights, d * E * 4, "router_weights"},
+        {BINDING_LOGITS, layer ? layer->router_logits : &info->logits,
+         T * E * (layer ? 4 : dtype_bytes(options->logits_type)),
+         layer ? "router_logits" : "logits"},
+        {BINDING_COMBINED, layer ? layer->output : NULL, output_bytes, "output"},
     };
-    r = external_begin(router, command_buffer, bindings, 5);
+    /* A plain route leaves the combine's output alone (the last binding). */
+    r = external_begin(router, command_buffer, bindings, layer ? 6 : 5);
     if (r != MOEVK_SUCCESS) return r;
-    record_route(router, &params, with_hidden);
+    record_route(router, &params, layer ? tensor_given(&out.dispatched) : with_hidden);
+    if (layer) record_layer(router, &params);
     router->last = params;
     router->route = ROUTE_RECORDED;
     router->combine = COMBINE_NONE;
+    router->layer_timed = layer != NULL;
     router->losses_recorded = 0;
     /* For the load loss, which divides by the std: the router's (no per-expert std here). */
     router->last_noise_std_positive = params.noise_amount > 0.0f;
     return MOEVK_SUCCESS;
+}
+
+moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer command_buffer,
+                                const moevk_route_input *input, const moevk_route_output *output) {
+    if (!router) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_context *context = router->context;
+    if (router->layer.active) REJECT("this router is a layer's: record it with moevk_layer_record");
+    return route_record_call(router, command_buffer, input, output, NULL);
 }
 
 moevk_result moevk_combine_record(moevk_router *router, VkCommandBuffer command_buffer,

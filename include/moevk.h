@@ -921,6 +921,18 @@ MOEVK_API moevk_result moevk_route_record(moevk_router *router, VkCommandBuffer 
  * [T, d], VULKAN tensors; the same synchronisation rules. */
 MOEVK_API moevk_result moevk_combine_record(moevk_router *router, VkCommandBuffer command_buffer,
                                             moevk_tensor expert_out, moevk_tensor combined);
+/* Records a layer's forward into the application's command buffer, as moevk_route_record
+ * records a route (the same command buffer, synchronisation and descriptor rules): the input's
+ * hidden [T, d] (required when T > 0) and bias are VULKAN tensors, logits and router_weights
+ * NONE; the output's output [T, d] (required when T > 0; its bytes rounded up to a multiple of
+ * 4, because a 16-bit output of odd T d also writes the zero half that ends its last word) and
+ * router_logits [T, E] f32 (or NONE) are VULKAN tensors, and its route may give only
+ * dispatched. Read the route's ids, weights, counts and statistics afterwards with
+ * moevk_route_read(moevk_layer_router(layer), ...); moevk_router_timings gives layer_ms. The
+ * errors of moevk_route_record. */
+MOEVK_API moevk_result moevk_layer_record(moevk_layer *layer, VkCommandBuffer command_buffer,
+                                          const moevk_route_input *input,
+                                          const moevk_layer_output *output);
 /* After the command buffer holding moevk_route_record has completed (or after any route): the
  * route's ids, weights, slots, counts and statistics, whichever output asks for, as HOST
  * tensors (dispatched is not taken). Errors: INVALID_ARGUMENT, DEVICE_LOST, VULKAN. */
