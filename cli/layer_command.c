@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "commands.h"
+#include "gguf_config.h"
 #include "layer_weights.h"
 #include "model_config.h"
 #include "model_files.h"
@@ -32,7 +33,8 @@ static void layer_given(void *args) { ((layer_args *)args)->layer_given = 1; }
 static const char *const ACTIVATIONS[] = {"swiglu", "gelu", "gelu-tanh", "relu", NULL};
 static const option LAYER_OPTIONS[] = {
     OPT_TEXT("--weights", "PATH",
-             "a .safetensors file, a model.safetensors.index.json, or their folder", weights),
+             "a .safetensors file, a model.safetensors.index.json, their folder, or a .gguf file",
+             weights),
     OPT_TEXT("--config", "config.json", "the model's config (default: config.json beside them)",
              config),
     OPT_UINT("--layer", "N", "the model's layer N (also the noise counter's layer)", layer, 0,
@@ -50,8 +52,8 @@ static const option LAYER_OPTIONS[] = {
 static const char LAYER_SYNOPSIS[] =
     "--weights PATH [--config config.json] (--layer N | --prefix P) --hidden X.npy --out DIR\n"
     "  [routing options]\n"
-    "  Runs one MoE layer of a mixtral, qwen2_moe, qwen3_moe or deepseek_v3 checkpoint on the\n"
-    "  device and "
+    "  Runs one MoE layer of a mixtral, qwen2_moe, qwen3_moe or deepseek_v3 checkpoint (or a\n"
+    "  llama, qwen2moe, qwen3moe or deepseek2 GGUF file) on the device and "
     "writes output.npy [T, d] float32, router_logits.npy [T, E], expert_ids.npy,\n  weights.npy, "
     "slots.npy, counts.npy (offsets.npy when dropless) and stats.json. The routing\n  comes from "
     "config.json, dropless unless a capacity option is given; options given here\n  override it.";
@@ -75,7 +77,7 @@ static void routing_from_config(const model_config *c, moevk_router_info *info) 
     info->score = c->sigmoid ? MOEVK_SCORE_SIGMOID : MOEVK_SCORE_SOFTMAX;
     /* DeepSeek-V3's own code renormalises only when k > 1; its bias is on the scores. */
     info->renormalize = c->renormalize && (c->family != MODEL_DEEPSEEK_V3 || c->top_k > 1);
-    info->bias_on_scores = c->family == MODEL_DEEPSEEK_V3;
+    info->bias_on_scores = c->family == MODEL_DEEPSEEK_V3 && c->sigmoid;
     info->scale = c->routed_scaling_factor;
     info->num_groups = c->num_groups;
     info->topk_groups = c->topk_groups;
@@ -104,6 +106,15 @@ static int check_args(const layer_args *a) {
 static int load_config(const layer_args *a, layer_inputs *in) {
     char error[1024], path[4200];
     if (!model_files_open(a->weights, &in->files, error, sizeof error)) BAD("%s", error);
+    if (in->files.is_gguf) {
+        if (a->config)
+            BAD("%s: a GGUF file's metadata are its config: --config is not read", a->config);
+        if (!gguf_model_config(&in->files.gguf, &in->config, error, sizeof error))
+            BAD("%s: %s", a->weights, error);
+        if (a->layer_given && !model_config_moe_layer(&in->config, a->layer, error, sizeof error))
+            BAD("%s: %s", a->weights, error);
+        return 1;
+    }
     if (a->config)
         snprintf(path, sizeof path, "%s", a->config);
     else
@@ -122,7 +133,7 @@ static int load_tensors(const layer_args *a, layer_inputs *in, moevk_activation 
     if (a->prefix)
         snprintf(in->prefix, sizeof in->prefix, "%s", a->prefix);
     else
-        layer_weights_prefix(&in->config, a->layer, in->prefix, sizeof in->prefix);
+        layer_weights_prefix(&in->files, &in->config, a->layer, in->prefix, sizeof in->prefix);
     if (!layer_weights_find(&in->files, &in->config, in->prefix,
                             activation == MOEVK_ACTIVATION_SWIGLU, &in->weights, error,
                             sizeof error))
@@ -213,7 +224,7 @@ static int run_layer(layer_args *a, layer_inputs *in, moevk_activation activatio
     info.intermediate_size = c->intermediate_size;
     info.activation = activation;
     info.weight_type = in->weights.weight_type;
-    info.shared_intermediate_size = in->weights.shared_up ? c->shared_intermediate_size : 0;
+    info.shared_intermediate_size = in->weights.shared_intermediate_size;
     info.shared_gate = in->weights.shared_expert_gate != NULL;
 
     moevk_context_info context_info = {.device = a->device};

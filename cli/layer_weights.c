@@ -28,15 +28,20 @@ static family_names names_of(model_family family) {
     return (family_names){0};
 }
 
-void layer_weights_prefix(const model_config *config, uint32_t layer, char *prefix, size_t size) {
+void layer_weights_prefix(const model_files *files, const model_config *config, uint32_t layer,
+                          char *prefix, size_t size) {
+    if (files->is_gguf) {
+        snprintf(prefix, size, "blk.%u.", layer);
+        return;
+    }
     snprintf(prefix, size, "model.layers.%u.%s", layer,
              config->family == MODEL_MIXTRAL ? "block_sparse_moe." : "mlp.");
 }
 
-static moevk_dtype dtype_of(const safetensors_tensor *t) {
-    return t->dtype == SAFETENSORS_F16    ? MOEVK_DTYPE_F16
-           : t->dtype == SAFETENSORS_BF16 ? MOEVK_DTYPE_BF16
-                                          : MOEVK_DTYPE_F32;
+static moevk_dtype dtype_of(const model_tensor *t) {
+    return t->dtype == MODEL_F16    ? MOEVK_DTYPE_F16
+           : t->dtype == MODEL_BF16 ? MOEVK_DTYPE_BF16
+                                    : MOEVK_DTYPE_F32;
 }
 
 typedef struct finder {
@@ -47,11 +52,10 @@ typedef struct finder {
 } finder;
 
 /* prefix + name, which must have the shape [rows, cols] (rows 0: a vector [cols]). */
-static const safetensors_tensor *find(const finder *f, const char *name, uint64_t rows,
-                                      uint64_t cols) {
+static const model_tensor *find(const finder *f, const char *name, uint64_t rows, uint64_t cols) {
     char full[1024];
     snprintf(full, sizeof full, "%s%s", f->prefix, name);
-    const safetensors_tensor *t = model_files_find(f->files, full, f->error, f->error_size);
+    const model_tensor *t = model_files_find(f->files, full, f->error, f->error_size);
     if (!t) return NULL;
     int ok = rows ? t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols
                   : t->ndim == 1 && t->shape[0] == cols;
@@ -114,7 +118,7 @@ static moevk_dtype common_type(const layer_weights *w, uint32_t E) {
         same &= dtype_of(w->up[e]) == type && dtype_of(w->down[e]) == type;
         if (w->gate) same &= dtype_of(w->gate[e]) == type;
     }
-    const safetensors_tensor *shared[3] = {w->shared_gate, w->shared_up, w->shared_down};
+    const model_tensor *shared[3] = {w->shared_gate, w->shared_up, w->shared_down};
     for (int i = 0; i < 3; ++i)
         if (shared[i]) same &= dtype_of(shared[i]) == type;
     return same ? type : MOEVK_DTYPE_F32;
@@ -123,22 +127,32 @@ static moevk_dtype common_type(const layer_weights *w, uint32_t E) {
 int layer_weights_find(model_files *files, const model_config *config, const char *prefix,
                        int gated, layer_weights *out, char *error, size_t error_size) {
     memset(out, 0, sizeof *out);
+    if (files->is_gguf) {
+        int ok = gguf_layer_weights_find(files, config, prefix, gated, out, error, error_size);
+        if (ok)
+            out->weight_type = common_type(out, config->num_experts);
+        else
+            layer_weights_free(out);
+        return ok;
+    }
     finder f = {files, prefix, error, error_size};
     int ok = (out->router = find(&f, "gate.weight", config->num_experts, config->hidden_size)) &&
              find_experts(&f, config, gated, out) && find_shared(&f, config, gated, out);
     if (ok && config->family == MODEL_DEEPSEEK_V3)
         ok = (out->score_bias = find(&f, "gate.e_score_correction_bias", 0, config->num_experts)) !=
              NULL;
-    if (ok)
+    if (ok) {
         out->weight_type = common_type(out, config->num_experts);
-    else
+        out->shared_intermediate_size = out->shared_up ? config->shared_intermediate_size : 0;
+    } else {
         layer_weights_free(out);
+    }
     return ok;
 }
 
 /* A tensor's elements in type `to` (its own, or widened to f32): data points into the mapping
  * or at *copy (free() it). NULL when out of memory. */
-static const void *as_type(const safetensors_tensor *t, moevk_dtype to, void **copy) {
+static const void *as_type(const model_tensor *t, moevk_dtype to, void **copy) {
     *copy = NULL;
     moevk_dtype from = dtype_of(t);
     if (from == to) return t->data;
@@ -151,12 +165,12 @@ static const void *as_type(const safetensors_tensor *t, moevk_dtype to, void **c
     return wide;
 }
 
-const float *layer_tensor_f32(const safetensors_tensor *tensor, void **copy) {
+const float *layer_tensor_f32(const model_tensor *tensor, void **copy) {
     return as_type(tensor, MOEVK_DTYPE_F32, copy);
 }
 
 static moevk_result upload(moevk_layer *layer, moevk_layer_weight which, uint32_t first,
-                           const safetensors_tensor *t, moevk_dtype type) {
+                           const model_tensor *t, moevk_dtype type) {
     void *copy;
     const void *data = as_type(t, type, &copy);
     if (!data) return MOEVK_ERROR_OUT_OF_HOST_MEMORY;
@@ -190,5 +204,6 @@ void layer_weights_free(layer_weights *weights) {
     free(weights->gate);
     free(weights->up);
     free(weights->down);
+    free(weights->views);
     memset(weights, 0, sizeof *weights);
 }

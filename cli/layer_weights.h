@@ -1,6 +1,7 @@
 /* One MoE block's tensors in a checkpoint, found by the names of its model family under a
- * prefix (model.layers.N.block_sparse_moe. for Mixtral, model.layers.N.mlp. for the others),
- * each shape checked against the config, then uploaded into a moevk_layer. */
+ * prefix (model.layers.N.block_sparse_moe. for Mixtral, model.layers.N.mlp. for the others;
+ * in a GGUF file llama.cpp's names under blk.N., the experts stacked in one tensor each), each
+ * shape checked against the config, then uploaded into a moevk_layer. */
 #ifndef MOEVK_CLI_LAYER_WEIGHTS_H
 #define MOEVK_CLI_LAYER_WEIGHTS_H
 
@@ -9,28 +10,37 @@
 #include "moevk.h"
 
 typedef struct layer_weights {
-    const safetensors_tensor *router;      /* [E, d] */
-    const safetensors_tensor *score_bias;  /* DeepSeek-V3's e_score_correction_bias [E] */
-    const safetensors_tensor **gate, **up; /* [f, d] per expert; gate NULL unless gated */
-    const safetensors_tensor **down;       /* [d, f] per expert */
-    const safetensors_tensor *shared_gate, *shared_up, *shared_down; /* NULL: none */
-    const safetensors_tensor *shared_expert_gate;                    /* [1, d]: Qwen2-MoE */
-    moevk_dtype weight_type; /* the FFN tensors' dtype when they share one, else F32 */
+    const model_tensor *router;      /* [E, d] */
+    const model_tensor *score_bias;  /* DeepSeek-V3's e_score_correction_bias [E] */
+    const model_tensor **gate, **up; /* [f, d] per expert; gate NULL unless gated */
+    const model_tensor **down;       /* [d, f] per expert */
+    const model_tensor *shared_gate, *shared_up, *shared_down; /* NULL: none */
+    const model_tensor *shared_expert_gate;                    /* [1, d] ([d] in GGUF): Qwen2-MoE */
+    uint32_t shared_intermediate_size; /* the shared FFN's width (0: none) */
+    moevk_dtype weight_type;           /* the FFN tensors' dtype when they share one, else F32 */
+    model_tensor *views;               /* each expert's slice of GGUF's stacked tensors (owned) */
 } layer_weights;
 
-/* The prefix of layer N's MoE block in the family's checkpoints (prefix: size bytes). */
-void layer_weights_prefix(const model_config *config, uint32_t layer, char *prefix, size_t size);
+/* The prefix of layer N's MoE block in the family's checkpoints, or blk.N. in a GGUF file
+ * (prefix: size bytes). */
+void layer_weights_prefix(const model_files *files, const model_config *config, uint32_t layer,
+                          char *prefix, size_t size);
 /* Finds and checks every tensor of the block (gated: SwiGLU's three matrices, else up and down:
- * Mixtral's w1 and w2, the others' up_proj and down_proj). 0 with one line in error. */
+ * Mixtral's w1 and w2, the others' up_proj and down_proj; in GGUF ffn_up_exps and
+ * ffn_down_exps). 0 with one line in error. */
 int layer_weights_find(model_files *files, const model_config *config, const char *prefix,
                        int gated, layer_weights *out, char *error, size_t error_size);
+/* gguf_layer_weights.c: layer_weights_find's GGUF half (out zeroed, freed by the caller on
+ * failure). */
+int gguf_layer_weights_find(model_files *files, const model_config *config, const char *prefix,
+                            int gated, layer_weights *out, char *error, size_t error_size);
 /* Sets the layer's weights from the tensors (converted to the layer's types where they differ:
  * f16 and bf16 widen to f32 exactly). */
 moevk_result layer_weights_upload(const layer_weights *weights, const model_config *config,
                                   moevk_layer *layer);
 /* A small f32 tensor's data, widened from f16 or bf16 into *copy (free() it) when needed; NULL
  * when out of memory. */
-const float *layer_tensor_f32(const safetensors_tensor *tensor, void **copy);
+const float *layer_tensor_f32(const model_tensor *tensor, void **copy);
 void layer_weights_free(layer_weights *weights);
 
 #endif

@@ -161,6 +161,15 @@ static void folder_of(const char *path, char *folder, size_t size) {
     if (!folder[0]) snprintf(folder, size, "/");
 }
 
+/* A file whose first bytes are GGUF's magic (whatever its name). */
+static int starts_as_gguf(const char *path) {
+    unsigned char magic[4] = {0};
+    FILE *f = fopen(path, "rb");
+    size_t got = f ? fread(magic, 1, sizeof magic, f) : 0;
+    if (f) fclose(f);
+    return gguf_is_gguf(magic, got);
+}
+
 int model_files_open(const char *weights, model_files *out, char *error, size_t error_size) {
     memset(out, 0, sizeof *out);
     struct stat st;
@@ -183,6 +192,10 @@ int model_files_open(const char *weights, model_files *out, char *error, size_t 
             out->count = 1;
         else
             fail(error, error_size, "out of memory");
+        if (ok && starts_as_gguf(weights)) {
+            ok = gguf_open(weights, &out->gguf, error, error_size);
+            out->is_gguf = ok;
+        }
     }
     if (!ok) model_files_close(out);
     return ok;
@@ -197,8 +210,13 @@ static const safetensors_file *shard(model_files *files, size_t i, char *error, 
     return &files->files[i];
 }
 
-const safetensors_tensor *model_files_find(model_files *files, const char *name, char *error,
-                                           size_t error_size) {
+const model_tensor *model_files_find(model_files *files, const char *name, char *error,
+                                     size_t error_size) {
+    if (files->is_gguf) {
+        const model_tensor *t = gguf_find_tensor(&files->gguf, name);
+        if (!t) fail(error, error_size, "%s: no tensor '%s'", files->paths[0], name);
+        return t;
+    }
     const model_index *index = &files->index;
     if (index->entries) {
         model_index_entry key = {(char *)name, 0};
@@ -210,18 +228,18 @@ const safetensors_tensor *model_files_find(model_files *files, const char *name,
         }
         const safetensors_file *file = shard(files, entry->shard, error, error_size);
         if (!file) return NULL;
-        const safetensors_tensor *t = safetensors_find(file, name);
+        const model_tensor *t = safetensors_find(file, name);
         if (!t)
             fail(error, error_size, "%s: no tensor '%s', which the index places there",
                  files->paths[entry->shard], name);
         return t;
     }
-    const safetensors_tensor *found = NULL;
+    const model_tensor *found = NULL;
     size_t found_in = 0;
     for (size_t i = 0; i < files->count; ++i) {
         const safetensors_file *file = shard(files, i, error, error_size);
         if (!file) return NULL;
-        const safetensors_tensor *t = safetensors_find(file, name);
+        const model_tensor *t = safetensors_find(file, name);
         if (t && found) {
             fail(error, error_size, "tensor '%s' is in both %s and %s", name,
                  files->paths[found_in], files->paths[i]);
@@ -244,5 +262,6 @@ void model_files_close(model_files *files) {
     free(files->files);
     free(files->opened);
     model_index_free(&files->index);
+    if (files->is_gguf) gguf_close(&files->gguf);
     memset(files, 0, sizeof *files);
 }

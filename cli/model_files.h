@@ -1,13 +1,15 @@
 /* A checkpoint's weights as `--weights` names them: one .safetensors file, a
- * model.safetensors.index.json (its weight_map says which shard holds each tensor), or the
- * folder that holds them. Shards are mapped when a tensor in them is first asked for, so that
- * reading one layer of a model split over many files maps only the shards that layer is in. */
+ * model.safetensors.index.json (its weight_map says which shard holds each tensor), the folder
+ * that holds them, or one GGUF file (its metadata then stand for config.json). Shards are mapped
+ * when a tensor in them is first asked for, so that reading one layer of a model split over many
+ * files maps only the shards that layer is in. */
 #ifndef MOEVK_MODEL_FILES_H
 #define MOEVK_MODEL_FILES_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gguf.h"
 #include "safetensors.h"
 
 /* One tensor of the index's weight_map: its name and the number of its shard in `shards`. */
@@ -37,15 +39,17 @@ typedef struct model_files {
     safetensors_file *files;
     int *opened;
     size_t count;
+    int is_gguf; /* paths[0] is a GGUF file, mapped as gguf */
+    gguf_file gguf;
 } model_files;
 
-/* Opens what weights names (a file, an index or a folder). 0 with one line in error on failure
- * (nothing left allocated). */
+/* Opens what weights names (a file, an index or a folder; a GGUF file by its magic). 0 with one
+ * line in error on failure (nothing left allocated). */
 int model_files_open(const char *weights, model_files *out, char *error, size_t error_size);
 /* The tensor of that name, mapping its shard if needed; NULL with the problem in error (not
  * there, in two shards, or its shard unreadable). */
-const safetensors_tensor *model_files_find(model_files *files, const char *name, char *error,
-                                           size_t error_size);
+const model_tensor *model_files_find(model_files *files, const char *name, char *error,
+                                     size_t error_size);
 void model_files_close(model_files *files);
 
 #endif

@@ -3,16 +3,13 @@
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "fail.h"
+#include "file_map.h"
 
 /* Headers past this are refused (Hugging Face's own reader takes 100 MB). */
 #define MAX_HEADER_BYTES (100u << 20)
@@ -26,16 +23,16 @@ static int whole_number(const cJSON *item, uint64_t *out) {
     return 1;
 }
 
-static int dtype_of(const char *text, safetensors_dtype *dtype, uint64_t *item) {
-    const struct {
+static int dtype_of(const char *text, model_tensor *t, uint64_t *item) {
+    static const struct {
         const char *name;
-        safetensors_dtype dtype;
+        model_dtype dtype;
         uint64_t item;
-    } known[] = {
-        {"F32", SAFETENSORS_F32, 4}, {"F16", SAFETENSORS_F16, 2}, {"BF16", SAFETENSORS_BF16, 2}};
+    } known[] = {{"F32", MODEL_F32, 4}, {"F16", MODEL_F16, 2}, {"BF16", MODEL_BF16, 2}};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; ++i)
         if (!strcmp(text, known[i].name)) {
-            *dtype = known[i].dtype;
+            t->dtype = known[i].dtype;
+            t->type_name = known[i].name;
             *item = known[i].item;
             return 1;
         }
@@ -44,7 +41,7 @@ static int dtype_of(const char *text, safetensors_dtype *dtype, uint64_t *item) 
 
 /* One tensor's entry: its dtype, shape and byte range, each checked. */
 static int read_entry(const cJSON *entry, const unsigned char *data, uint64_t data_size,
-                      safetensors_tensor *t, uint64_t *begin, char *error, size_t error_size) {
+                      model_tensor *t, uint64_t *begin, char *error, size_t error_size) {
     const char *name = entry->string;
     if (!cJSON_IsObject(entry)) return fail(error, error_size, "tensor '%s': not an object", name);
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(entry, "dtype");
@@ -52,14 +49,14 @@ static int read_entry(const cJSON *entry, const unsigned char *data, uint64_t da
     const cJSON *offsets = cJSON_GetObjectItemCaseSensitive(entry, "data_offsets");
     if (!cJSON_IsString(dtype)) return fail(error, error_size, "tensor '%s': no dtype", name);
     uint64_t item = 0;
-    if (!dtype_of(dtype->valuestring, &t->dtype, &item))
+    if (!dtype_of(dtype->valuestring, t, &item))
         return fail(error, error_size, "tensor '%s': dtype %s (F32, F16 or BF16 are read)", name,
                     dtype->valuestring);
     if (!cJSON_IsArray(shape)) return fail(error, error_size, "tensor '%s': no shape", name);
     int dims = cJSON_GetArraySize(shape);
-    if (dims > SAFETENSORS_MAX_DIMS)
+    if (dims > MODEL_MAX_DIMS)
         return fail(error, error_size, "tensor '%s': %d dimensions (at most %d)", name, dims,
-                    SAFETENSORS_MAX_DIMS);
+                    MODEL_MAX_DIMS);
     t->ndim = (uint32_t)dims;
     t->count = 1;
     for (int i = 0; i < dims; ++i) {
@@ -182,26 +179,20 @@ int safetensors_parse(const void *bytes, size_t size, safetensors_file *out, cha
 
 int safetensors_open(const char *path, safetensors_file *out, char *error, size_t error_size) {
     memset(out, 0, sizeof *out);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return fail(error, error_size, "%s: cannot open it", path);
-    struct stat st;
-    void *mapping = MAP_FAILED;
-    if (fstat(fd, &st) == 0 && st.st_size > 0)
-        mapping = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (mapping == MAP_FAILED)
-        return fail(error, error_size, "%s: cannot map it (empty or unreadable)", path);
+    void *mapping;
+    size_t size;
+    if (!file_map(path, &mapping, &size, error, error_size)) return 0;
     char why[400];
-    if (!safetensors_parse(mapping, (size_t)st.st_size, out, why, sizeof why)) {
-        munmap(mapping, (size_t)st.st_size);
+    if (!safetensors_parse(mapping, size, out, why, sizeof why)) {
+        file_unmap(mapping, size);
         return fail(error, error_size, "%s: %s", path, why);
     }
     out->mapping = mapping;
-    out->size = (size_t)st.st_size;
+    out->size = size;
     return 1;
 }
 
-const safetensors_tensor *safetensors_find(const safetensors_file *file, const char *name) {
+const model_tensor *safetensors_find(const safetensors_file *file, const char *name) {
     for (size_t i = 0; i < file->count; ++i)
         if (!strcmp(file->tensors[i].name, name)) return &file->tensors[i];
     return NULL;
@@ -210,6 +201,6 @@ const safetensors_tensor *safetensors_find(const safetensors_file *file, const c
 void safetensors_close(safetensors_file *file) {
     for (size_t i = 0; i < file->count; ++i) free(file->tensors[i].name);
     free(file->tensors);
-    if (file->mapping) munmap(file->mapping, file->size);
+    file_unmap(file->mapping, file->size);
     memset(file, 0, sizeof *file);
 }

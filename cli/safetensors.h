@@ -9,28 +9,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SAFETENSORS_MAX_DIMS 8
-
-typedef enum safetensors_dtype {
-    SAFETENSORS_F32,
-    SAFETENSORS_F16,
-    SAFETENSORS_BF16
-} safetensors_dtype;
-
-typedef struct safetensors_tensor {
-    char *name;
-    safetensors_dtype dtype;
-    uint32_t ndim;
-    uint64_t shape[SAFETENSORS_MAX_DIMS];
-    uint64_t count;   /* elements */
-    const void *data; /* inside the mapping */
-    uint64_t bytes;
-} safetensors_tensor;
+#include "model_tensor.h"
 
 typedef struct safetensors_file {
     void *mapping; /* the whole file, read-only */
     size_t size;
-    safetensors_tensor *tensors; /* in the header's order */
+    model_tensor *tensors; /* in the header's order */
     size_t count;
 } safetensors_file;
 
@@ -41,7 +25,7 @@ int safetensors_parse(const void *bytes, size_t size, safetensors_file *out, cha
 /* Maps path and parses it; on failure returns 0 and writes "path: problem" to error. */
 int safetensors_open(const char *path, safetensors_file *out, char *error, size_t error_size);
 /* The tensor of that name, or NULL. */
-const safetensors_tensor *safetensors_find(const safetensors_file *file, const char *name);
+const model_tensor *safetensors_find(const safetensors_file *file, const char *name);
 /* Frees what parse or open made (and unmaps what open mapped). */
 void safetensors_close(safetensors_file *file);
 

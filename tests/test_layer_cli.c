@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "gguf_write.h"
 #include "harness.h"
 #include "moevk_reference.h"
 #include "npy.h"
@@ -195,6 +196,87 @@ static void add_layer(checkpoint *c, const model *m, const char *prefix) {
     }
 }
 
+/* ---- The same layer as a GGUF file, by llama.cpp's names and ggml's dimension order ---- */
+static uint32_t ggml_type_of(moevk_dtype type) {
+    return type == MOEVK_DTYPE_F32 ? 0 : type == MOEVK_DTYPE_F16 ? 1 : 30;
+}
+
+/* Block `layer`'s MoE tensors into b: the experts stacked ([d, f, E] in ne), or one tensor per
+ * expert (`per_expert`, as files converted before stacking hold them). */
+static void add_gguf_layer(gguf_builder *b, const model *m, uint32_t layer, int per_expert) {
+    uint64_t E = m->E, d = m->d, f = m->f, fs = m->fs;
+    uint32_t wt = ggml_type_of(m->weight_type);
+    uint64_t item = m->weight_type == MOEVK_DTYPE_F32 ? 4 : 2;
+    char name[160];
+    snprintf(name, sizeof name, "blk.%u.ffn_gate_inp.weight", layer);
+    uint64_t router_ne[2] = {d, E};
+    gguf_build_tensor(b, name, ggml_type_of(m->router_type), 2, router_ne, m->router_stored,
+                      E * d * (m->router_type == MOEVK_DTYPE_F32 ? 4 : 2));
+    const char *kinds[3] = {"gate", "up", "down"};
+    const void *stacks[3] = {m->gate, m->up, m->down};
+    for (int j = 0; j < 3; ++j) {
+        uint64_t rows = j == 2 ? d : f, cols = j == 2 ? f : d;
+        if (per_expert) {
+            for (uint64_t e = 0; e < E; ++e) {
+                snprintf(name, sizeof name, "blk.%u.ffn_%s.%llu.weight", layer, kinds[j],
+                         (unsigned long long)e);
+                uint64_t ne[2] = {cols, rows};
+                gguf_build_tensor(b, name, wt, 2, ne,
+                                  (const char *)stacks[j] + e * rows * cols * item,
+                                  rows * cols * item);
+            }
+            continue;
+        }
+        snprintf(name, sizeof name, "blk.%u.ffn_%s_exps.weight", layer, kinds[j]);
+        uint64_t ne[3] = {cols, rows, E};
+        gguf_build_tensor(b, name, wt, 3, ne, stacks[j], E * rows * cols * item);
+    }
+    if (m->score_bias) {
+        snprintf(name, sizeof name, "blk.%u.exp_probs_b.bias", layer);
+        gguf_build_tensor(b, name, 0, 1, &E, m->score_bias, E * 4);
+    }
+    if (!fs) return;
+    const void *shared[3] = {m->shared_gate_w, m->shared_up, m->shared_down};
+    for (int j = 0; j < 3; ++j) {
+        snprintf(name, sizeof name, "blk.%u.ffn_%s_shexp.weight", layer, kinds[j]);
+        uint64_t ne[2] = {j == 2 ? fs : d, j == 2 ? d : fs};
+        gguf_build_tensor(b, name, wt, 2, ne, shared[j], fs * d * item);
+    }
+    if (m->shared_gate) {
+        snprintf(name, sizeof name, "blk.%u.ffn_gate_inp_shexp.weight", layer);
+        gguf_build_tensor(b, name, 0, 1, &d, m->shared_expert_gate, d * 4);
+    }
+}
+
+/* The metadata every family's file has: its architecture, sizes and expert counts. */
+static void add_gguf_shape(gguf_builder *b, const char *arch, const model *m, uint32_t layers) {
+    char key[128];
+    gguf_build_string(b, "general.architecture", arch);
+    gguf_build_string(b, "general.name", "moevk test model");
+#define KEY(name) (snprintf(key, sizeof key, "%s." name, arch), key)
+    gguf_build_u32(b, KEY("block_count"), layers);
+    gguf_build_u32(b, KEY("embedding_length"), m->d);
+    gguf_build_u32(b, KEY("expert_count"), m->E);
+    gguf_build_u32(b, KEY("expert_used_count"), m->k);
+    gguf_build_u32(
+        b, !strcmp(arch, "llama") ? KEY("feed_forward_length") : KEY("expert_feed_forward_length"),
+        m->f);
+#undef KEY
+}
+
+/* moevk layer on the GGUF file gives the safetensors run's outputs, byte for byte. */
+static void check_same_as(const char *gguf_out, const char *safetensors_out, int dropless) {
+    const char *files[] = {"output.npy", "router_logits.npy", "expert_ids.npy", "weights.npy",
+                           "slots.npy",  "counts.npy",        "offsets.npy"};
+    for (int i = 0; i < (dropless ? 7 : 6); ++i) {
+        char a[800], b[800];
+        snprintf(a, sizeof a, "%s/%s", gguf_out, files[i]);
+        snprintf(b, sizeof b, "%s/%s", safetensors_out, files[i]);
+        CHECK(same_file_bytes(a, b), "%s from the GGUF file differs from the safetensors run's",
+              files[i]);
+    }
+}
+
 /* Hidden states [T, d] in type, written as .npy (bf16 as uint16 words, as numpy has no bf16). */
 static void *write_hidden(const char *name, uint32_t T, uint32_t d, moevk_dtype type) {
     void *x = random_matrix((uint64_t)T * d, type, 1.0f);
@@ -326,6 +408,20 @@ static void test_mixtral_shards_from_the_folder(void) {
              in_work("mixtral"), in_work("mixtral_x.npy"), in_work("mixtral_bad"));
     CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "the model has 2 layers"),
           "layer 2 of 2: %s", message);
+    /* The same layer from GGUF files (llama, Mixtral's conversion): experts stacked, and one
+     * tensor per expert as older conversions hold them. */
+    for (int per_expert = 0; per_expert <= 1; ++per_expert) {
+        gguf_builder b;
+        gguf_build_begin(&b);
+        add_gguf_shape(&b, "llama", &m, 2);
+        add_gguf_layer(&b, &m, 1, per_expert);
+        const char *file = per_expert ? "mixtral_per_expert.gguf" : "mixtral.gguf";
+        CHECK(gguf_build_write(&b, in_work(file)), "could not write %s", file);
+        snprintf(args, sizeof args, "layer --weights %s --layer 1 --hidden %s --out %s",
+                 in_work(file), in_work("mixtral_x.npy"), in_work("mixtral_gguf_out"));
+        CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer, %s: %s", file, message);
+        check_same_as(in_work("mixtral_gguf_out"), in_work("mixtral_out"), 1);
+    }
     free(x);
     free_model(&m);
 }
@@ -360,6 +456,26 @@ static void test_qwen2_moe_bf16_with_gated_shared_expert(void) {
              in_work("qwen2_out"));
     CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer: %s", message);
     check_layer_outputs(&m, x, MOEVK_DTYPE_BF16, T, in_work("qwen2_out"), "--k 3 --dropless", 1);
+    /* As a qwen2moe GGUF file without expert_shared_feed_forward_length (the shared tensors'
+     * shape gives it) nor expert_weights_norm (qwen2moe: not renormalised). */
+    gguf_builder b;
+    gguf_build_begin(&b);
+    add_gguf_shape(&b, "qwen2moe", &m, 4);
+    add_gguf_layer(&b, &m, 0, 0);
+    CHECK(gguf_build_write(&b, in_work("qwen2.gguf")), "could not write qwen2.gguf");
+    snprintf(args, sizeof args, "layer --weights %s --layer 0 --hidden %s --out %s",
+             in_work("qwen2.gguf"), in_work("qwen2_x.npy"), in_work("qwen2_gguf_out"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer, GGUF: %s", message);
+    check_same_as(in_work("qwen2_gguf_out"), in_work("qwen2_out"), 1);
+    snprintf(args, sizeof args, "layer --weights %s --config %s --layer 0 --hidden %s --out %s",
+             in_work("qwen2.gguf"), in_work("qwen2_config.json"), in_work("qwen2_x.npy"),
+             in_work("qwen2_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "--config is not read"),
+          "--config with a GGUF file: %s", message);
+    snprintf(args, sizeof args, "layer --weights %s --layer 1 --hidden %s --out %s",
+             in_work("qwen2.gguf"), in_work("qwen2_x.npy"), in_work("qwen2_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "no MoE block there"),
+          "a layer the file has no MoE block for: %s", message);
     snprintf(args, sizeof args,
              "layer --weights %s --config %s --layer 0 --hidden %s --out %s --k 2 "
              "--capacity-factor 0.5 --renorm",
@@ -405,6 +521,16 @@ static void test_qwen3_moe_prefix_and_a_nan_token(void) {
     CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer: %s", message);
     check_layer_outputs(&m, x, MOEVK_DTYPE_F16, T, in_work("qwen3_out"),
                         "--k 5 --renorm --dropless", 1);
+    /* As a qwen3moe GGUF file (renormalised, as llama.cpp runs qwen3moe), block 7 of 8. */
+    gguf_builder b;
+    gguf_build_begin(&b);
+    add_gguf_shape(&b, "qwen3moe", &m, 8);
+    add_gguf_layer(&b, &m, 7, 0);
+    CHECK(gguf_build_write(&b, in_work("qwen3.gguf")), "could not write qwen3.gguf");
+    snprintf(args, sizeof args, "layer --weights %s --layer 7 --hidden %s --out %s",
+             in_work("qwen3.gguf"), in_work("qwen3_x.npy"), in_work("qwen3_gguf_out"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer, GGUF: %s", message);
+    check_same_as(in_work("qwen3_gguf_out"), in_work("qwen3_out"), 1);
     free(x);
     T = 9;
     x = write_hidden("qwen3_nan.npy", T, m.d, MOEVK_DTYPE_F32);
@@ -465,6 +591,27 @@ static void test_deepseek_v3_bias_on_scores_and_shared_experts(void) {
              "--bias-on-scores --dropless",
              in_work("deepseek_bias.npy"));
     check_layer_outputs(&m, x, MOEVK_DTYPE_F32, T, in_work("deepseek_out"), route, 1);
+    /* As a deepseek2 GGUF file: sigmoid gating, exp_probs_b.bias, groups, two shared experts. */
+    gguf_builder b;
+    gguf_build_begin(&b);
+    add_gguf_shape(&b, "deepseek2", &m, 3);
+    gguf_build_u32(&b, "deepseek2.expert_shared_count", 2);
+    gguf_build_u32(&b, "deepseek2.leading_dense_block_count", 1);
+    gguf_build_f32(&b, "deepseek2.expert_weights_scale", 2.5f);
+    gguf_build_bool(&b, "deepseek2.expert_weights_norm", 1);
+    gguf_build_u32(&b, "deepseek2.expert_gating_func", 2);
+    gguf_build_u32(&b, "deepseek2.expert_group_count", 4);
+    gguf_build_u32(&b, "deepseek2.expert_group_used_count", 2);
+    add_gguf_layer(&b, &m, 1, 0);
+    CHECK(gguf_build_write(&b, in_work("deepseek.gguf")), "could not write deepseek.gguf");
+    snprintf(args, sizeof args, "layer --weights %s --layer 1 --hidden %s --out %s",
+             in_work("deepseek.gguf"), in_work("deepseek_x.npy"), in_work("deepseek_gguf_out"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer, GGUF: %s", message);
+    check_same_as(in_work("deepseek_gguf_out"), in_work("deepseek_out"), 1);
+    snprintf(args, sizeof args, "layer --weights %s --layer 0 --hidden %s --out %s",
+             in_work("deepseek.gguf"), in_work("deepseek_x.npy"), in_work("deepseek_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "dense layer"),
+          "a leading dense block of the GGUF file: %s", message);
     snprintf(args, sizeof args, "layer --weights %s --layer 0 --hidden %s --out %s",
              in_work("deepseek"), in_work("deepseek_x.npy"), in_work("deepseek_bad"));
     CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "first_k_dense_replace 1"),
@@ -514,6 +661,43 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
     write_text(in_work("bad_twice.json"),
                "{\"weight_map\":{\"b\":\"x.safetensors\",\"a\":\"x.safetensors\","
                "\"b\":\"y.safetensors\"}}");
+    /* GGUF files gone wrong: the metadata's width not the tensors', a file cut short, and
+     * quantized experts (not computed with yet: d = 32 makes whole Q8_0 blocks). */
+    gguf_builder gb;
+    gguf_build_begin(&gb);
+    m.f = 21;
+    add_gguf_shape(&gb, "llama", &m, 1);
+    m.f = 20;
+    add_gguf_layer(&gb, &m, 0, 0);
+    gguf_build_write(&gb, in_work("bad_width.gguf"));
+    gguf_build_begin(&gb);
+    add_gguf_shape(&gb, "llama", &m, 1);
+    add_gguf_layer(&gb, &m, 0, 0);
+    size_t gguf_size, data_start;
+    unsigned char *gguf_bytes = gguf_build_finish(&gb, &gguf_size, &data_start);
+    FILE *cut = fopen(in_work("bad_cut.gguf"), "wb");
+    if (cut) {
+        fwrite(gguf_bytes, 1, gguf_size - 100, cut);
+        fclose(cut);
+    }
+    free(gguf_bytes);
+    model q = {.family = "mixtral",
+               .E = 2,
+               .k = 1,
+               .d = 32,
+               .f = 8,
+               .weight_type = MOEVK_DTYPE_F32,
+               .router_type = MOEVK_DTYPE_F32};
+    make_model(&q);
+    gguf_build_begin(&gb);
+    add_gguf_shape(&gb, "llama", &q, 1);
+    add_gguf_layer(&gb, &q, 0, 0);
+    static unsigned char q8_blocks[2 * 8 * 34]; /* ne [32, 8, 2]: 16 blocks of 34 bytes */
+    gb.tensors[1].type = 8;
+    gb.tensors[1].data = q8_blocks;
+    gb.tensors[1].bytes = sizeof q8_blocks;
+    gguf_build_write(&gb, in_work("bad_q8.gguf"));
+    free_model(&q);
     void *x = write_hidden("bad_x.npy", 5, m.d, MOEVK_DTYPE_F32);
     void *x_wrong = write_hidden("bad_x23.npy", 5, 23, MOEVK_DTYPE_F32);
     free(x), free(x_wrong);
@@ -524,7 +708,7 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
     struct {
         char args[2048];
         const char *problem;
-    } cases[16];
+    } cases[24];
     int n = 0;
 #define CASE(problem_, ...)                                                                        \
     do {                                                                                           \
@@ -561,6 +745,12 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
     CASE("--k must be an integer", "--weights %s --layer 0 --hidden %s --k 0", dir, hidden);
     CASE("--activation must be", "--weights %s --layer 0 --hidden %s --activation tanh", dir,
          hidden);
+    CASE("'blk.0.ffn_gate_exps.weight' must have shape [4, 21, 24] (ggml ne [24, 21, 4])",
+         "--weights %s --layer 0 --hidden %s", in_work("bad_width.gguf"), hidden);
+    CASE("pass the end of the", "--weights %s --layer 0 --hidden %s", in_work("bad_cut.gguf"),
+         hidden);
+    CASE("'blk.0.ffn_gate_exps.weight' is Q8_0: moevk computes with F32, F16 and BF16",
+         "--weights %s --layer 0 --hidden %s", in_work("bad_q8.gguf"), hidden);
 #undef CASE
     for (int i = 0; i < n; ++i) {
         char args[4096], message[2048];

@@ -39,12 +39,12 @@ static void test_a_valid_file_is_read_by_name(void) {
     safetensors_file file;
     char error[256] = "";
     int ok = safetensors_parse(bytes, size, &file, error, sizeof error);
-    const safetensors_tensor *a = ok ? safetensors_find(&file, "a.weight") : NULL;
-    const safetensors_tensor *b = ok ? safetensors_find(&file, "b.weight") : NULL;
-    const safetensors_tensor *c = ok ? safetensors_find(&file, "c") : NULL;
-    int shapes = a && b && c && a->dtype == SAFETENSORS_F32 && a->ndim == 2 && a->shape[0] == 2 &&
-                 a->shape[1] == 3 && a->count == 6 && b->dtype == SAFETENSORS_F16 && b->ndim == 1 &&
-                 b->count == 4 && c->dtype == SAFETENSORS_BF16 && c->shape[1] == 2;
+    const model_tensor *a = ok ? safetensors_find(&file, "a.weight") : NULL;
+    const model_tensor *b = ok ? safetensors_find(&file, "b.weight") : NULL;
+    const model_tensor *c = ok ? safetensors_find(&file, "c") : NULL;
+    int shapes = a && b && c && a->dtype == MODEL_F32 && a->ndim == 2 && a->shape[0] == 2 &&
+                 a->shape[1] == 3 && a->count == 6 && b->dtype == MODEL_F16 && b->ndim == 1 &&
+                 b->count == 4 && c->dtype == MODEL_BF16 && c->shape[1] == 2;
     const unsigned char *at = bytes + 8 + strlen(VALID);
     int data_ok = shapes && a->data == at && b->data == at + 24 && c->data == at + 32 &&
                   a->bytes == 24 && b->bytes == 8 && c->bytes == 4;
@@ -74,7 +74,7 @@ static void test_a_file_on_disk_is_mapped(void) {
     safetensors_file file;
     char error[256] = "";
     int ok = safetensors_open(path, &file, error, sizeof error);
-    const safetensors_tensor *a = ok ? safetensors_find(&file, "a.weight") : NULL;
+    const model_tensor *a = ok ? safetensors_find(&file, "a.weight") : NULL;
     int same = a && !memcmp(a->data, values, sizeof values);
     if (ok) safetensors_close(&file);
     int missing =

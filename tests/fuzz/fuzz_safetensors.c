@@ -11,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     error[0] = 0;
     if (safetensors_parse(data, size, &file, error, sizeof error)) {
         for (size_t i = 0; i < file.count; ++i) {
-            const safetensors_tensor *t = &file.tensors[i];
+            const model_tensor *t = &file.tensors[i];
             const uint8_t *begin = t->data;
             if (begin < data || begin + t->bytes > data + size) __builtin_trap();
             if (t->bytes) (void)((volatile const uint8_t *)begin)[t->bytes - 1];
