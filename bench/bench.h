@@ -106,6 +106,11 @@ int plan_layer_cases(layer_case *cases, int capacity, int quick);
 /* Warm-up, then repeats timed forwards over device-resident hidden states and output. */
 void run_layer_case(moevk_context *context, layer_case *c, int warmup, int repeats);
 void report_layer_table(FILE *out, const ceilings *ceil, const layer_case *cases, int count);
+/* The experts' memory of each model shape in each weight type (bytes per weight, GB). */
+void report_layer_memory(FILE *out);
+/* A weight type by its name in the tables ("q4_k"), or -1; its bytes per weight. */
+moevk_dtype dtype_named(const char *name);
+double dtype_bytes_per_weight(moevk_dtype type);
 const char *dtype_name(moevk_dtype dtype);
 
 #endif

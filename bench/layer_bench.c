@@ -17,20 +17,28 @@ static int add(layer_case *cases, int count, int capacity, layer_case c) {
     return count;
 }
 
+/* Mixtral-8x7B, Qwen3-30B-A3B, DeepSeek-V2-Lite-like (2 shared experts). */
+static const layer_case MODELS[] = {
+    {.model = "mixtral", .E = 8, .k = 2, .d = 4096, .f = 14336},
+    {.model = "qwen3-30b-a3b", .E = 128, .k = 8, .d = 2048, .f = 768},
+    {.model = "deepseek", .E = 64, .k = 6, .d = 2048, .f = 1408, .fs = 2816},
+};
+
+/* The weight types of the full plan: f16, bf16 and the block formats desktop GGUF files hold
+ * (Q4_K_M's Q4_K and Q6_K, Q8_0); quick: f16 and Q8_0. */
+static const moevk_dtype FULL_TYPES[] = {MOEVK_DTYPE_F16, MOEVK_DTYPE_BF16, MOEVK_DTYPE_Q8_0,
+                                         MOEVK_DTYPE_Q4_K, MOEVK_DTYPE_Q6_K},
+                         QUICK_TYPES[] = {MOEVK_DTYPE_F16, MOEVK_DTYPE_Q8_0};
+
 int plan_layer_cases(layer_case *cases, int capacity, int quick) {
-    /* Mixtral-8x7B, Qwen3-30B-A3B, DeepSeek-V2-Lite-like (2 shared experts); quick: d and f
-     * divided so that a CPU device finishes in seconds. */
-    static const layer_case MODELS[] = {
-        {.model = "mixtral", .E = 8, .k = 2, .d = 4096, .f = 14336},
-        {.model = "qwen3-30b-a3b", .E = 128, .k = 8, .d = 2048, .f = 768},
-        {.model = "deepseek", .E = 64, .k = 6, .d = 2048, .f = 1408, .fs = 2816},
-    };
+    /* quick: d and f divided so that a CPU device finishes in seconds. */
     static const uint32_t FULL_T[] = {512, 4096, 16384, 1, 4, 8}, QUICK_T[] = {512, 1, 8};
     const uint32_t *Ts = quick ? QUICK_T : FULL_T;
     int n_T = quick ? 3 : 6, count = 0;
+    const moevk_dtype *types = quick ? QUICK_TYPES : FULL_TYPES;
+    int n_types = quick ? 2 : 5;
     for (int m = 0; m < 3; ++m)
-        for (int type = MOEVK_DTYPE_F16; type <= (quick ? MOEVK_DTYPE_F16 : MOEVK_DTYPE_BF16);
-             ++type)
+        for (int type = 0; type < n_types; ++type)
             for (int t = 0; t < n_T; ++t) {
                 layer_case c = MODELS[m];
                 if (quick) {
@@ -39,7 +47,7 @@ int plan_layer_cases(layer_case *cases, int capacity, int quick) {
                     c.fs /= 8;
                 }
                 c.T = Ts[t];
-                c.weight_type = (moevk_dtype)type;
+                c.weight_type = types[type];
                 count = add(cases, count, capacity, c);
             }
     /* The shape llama.cpp's MUL_MAT_ID was measured at on this project's lavapipe (f32, f16). */
@@ -58,9 +66,28 @@ static uint32_t next(uint32_t *state) {
     return *state;
 }
 
+/* Block formats: random bytes with each block's f16 scales (at their places in ggml's blocks)
+ * small, so that the weights stay small. */
+static void *pattern_blocks(uint64_t count, moevk_dtype type) {
+    uint32_t block = type == MOEVK_DTYPE_Q8_0 || type == MOEVK_DTYPE_Q4_0 ? 32 : 256;
+    uint64_t block_bytes = (uint64_t)(dtype_bytes_per_weight(type) * block + 0.5);
+    uint64_t bytes = count / block * block_bytes;
+    unsigned char *data = malloc(bytes + 4);
+    uint32_t state = 54321;
+    for (uint64_t i = 0; data && i < bytes; ++i) data[i] = (unsigned char)(next(&state) >> 24);
+    uint64_t scale_at = type == MOEVK_DTYPE_Q6_K ? 208 : 0;
+    for (uint64_t b = 0; data && b < count / block; ++b) {
+        unsigned char *at = data + b * block_bytes + scale_at;
+        at[0] = 0x00, at[1] = 0x14; /* 2^-10 */
+        if (type == MOEVK_DTYPE_Q4_K) at[2] = 0x00, at[3] = 0x14;
+    }
+    return data;
+}
+
 /* One expert's matrix worth of small values in type, reused for every expert (timing does not
  * depend on the values). */
 static void *pattern(uint64_t count, moevk_dtype type, float scale) {
+    if (type >= MOEVK_DTYPE_Q8_0) return pattern_blocks(count, type);
     size_t item = type == MOEVK_DTYPE_F32 ? 4 : 2;
     unsigned char *data = malloc(count * item + 4);
     uint32_t state = 12345;
@@ -160,7 +187,7 @@ void run_layer_case(moevk_context *context, layer_case *c, int warmup, int repea
         c->route_ms = bench_median(route_ms, repeats);
         c->layer_ms = bench_median(layer_ms, repeats);
         double rows = (double)c->T * c->k, matrix = (double)c->f * c->d;
-        double shared = (double)c->fs * c->d, item = c->weight_type == MOEVK_DTYPE_F32 ? 4 : 2;
+        double shared = (double)c->fs * c->d, item = dtype_bytes_per_weight(c->weight_type);
         c->flop = 6.0 * (rows * matrix + (double)c->T * shared);
         uint32_t chosen = 0;
         for (uint32_t e = 0; e < c->E; ++e) chosen += counts[e] > 0;
@@ -204,5 +231,25 @@ void report_layer_table(FILE *out, const ceilings *ceil, const layer_case *cases
                     ceil->copy_gbps > 0 ? 100 * gbps / ceil->copy_gbps : 0);
         else
             fprintf(out, " | |\n");
+    }
+}
+
+void report_layer_memory(FILE *out) {
+    fprintf(out, "\nThe experts' weights of each shape (routed and shared, gate, up and down): "
+                 "bytes per weight, and GB for one layer\n");
+    fprintf(out, "| model | E | d | f | shared f |");
+    for (int t = 0; t < 5; ++t) fprintf(out, " %s |", dtype_name(FULL_TYPES[t]));
+    fprintf(out, "\n| --- | ---: | ---: | ---: | ---: |");
+    for (int t = 0; t < 5; ++t) fprintf(out, " ---: |");
+    fprintf(out, "\n| bytes per weight | | | | |");
+    for (int t = 0; t < 5; ++t) fprintf(out, " %.4f |", dtype_bytes_per_weight(FULL_TYPES[t]));
+    fprintf(out, "\n");
+    for (int m = 0; m < 3; ++m) {
+        const layer_case *c = &MODELS[m];
+        double weights = 3.0 * ((double)c->E * c->f * c->d + (double)c->fs * c->d);
+        fprintf(out, "| %s | %u | %u | %u | %u |", c->model, c->E, c->d, c->f, c->fs);
+        for (int t = 0; t < 5; ++t)
+            fprintf(out, " %.3f |", weights * dtype_bytes_per_weight(FULL_TYPES[t]) * 1e-9);
+        fprintf(out, "\n");
     }
 }

@@ -12,7 +12,7 @@
 
 #define MAX_CASES 1024
 
-#define MAX_LAYER_CASES 64
+#define MAX_LAYER_CASES 128
 
 typedef struct options {
     int list, all, quick, full, warmup, repeats;
@@ -99,15 +99,15 @@ static int parse_case(const char *text, options *o) {
     return 1;
 }
 
-/* --layer-case T,E,k,d,f[,fs[,f32|f16|bf16]]: one layer case of the caller's shape. */
+/* --layer-case T,E,k,d,f[,fs[,TYPE]]: one layer case of the caller's shape (TYPE: f32, f16,
+ * bf16, q8_0, q4_0, q4_k, q6_k). */
 static int parse_layer_case(const char *text, options *o) {
     unsigned T, E, k, d, f, fs = 0;
     char type[8] = "f16";
     int n = sscanf(text, "%u,%u,%u,%u,%u,%u,%7[a-z0-9]", &T, &E, &k, &d, &f, &fs, type);
     if (n < 5 || o->layer_count == MAX_LAYER_CASES) return 0;
-    moevk_dtype dtype = !strcmp(type, "f32")    ? MOEVK_DTYPE_F32
-                        : !strcmp(type, "bf16") ? MOEVK_DTYPE_BF16
-                                                : MOEVK_DTYPE_F16;
+    moevk_dtype dtype = dtype_named(type);
+    if ((int)dtype < 0) return 0;
     o->layer_cases[o->layer_count++] = (layer_case){
         .model = "given", .T = T, .E = E, .k = k, .d = d, .f = f, .fs = fs, .weight_type = dtype};
     return 1;
@@ -292,7 +292,10 @@ static int bench_one(const options *o, int index, int many) {
     }
     fprintf(stderr, "\n");
     report_table(stdout, &device, &ceil, cases, o->case_count);
-    if (o->layer_count) report_layer_table(stdout, &ceil, layers, o->layer_count);
+    if (o->layer_count) {
+        report_layer_table(stdout, &ceil, layers, o->layer_count);
+        report_layer_memory(stdout);
+    }
     free(layers);
     char path[1024];
     int status = 0;
@@ -323,7 +326,8 @@ int main(int argc, char **argv) {
             "                   [--case "
             "T,E,k,d[,f32|f16|bf16[,position|score|dropless|sequence|batch|sinkhorn|choice]]]... "
             "[--json FILE] [--svg FILE]\n"
-            "                   [--layer-case T,E,k,d,f[,shared f[,f32|f16|bf16]]]...\n");
+            "                   [--layer-case T,E,k,d,f[,shared "
+            "f[,f32|f16|bf16|q8_0|q4_0|q4_k|q6_k]]]...\n");
         return 2;
     }
     uint32_t count = bench_device_count();

@@ -13,7 +13,25 @@ const char *policy_name(bench_policy policy) {
 }
 
 const char *dtype_name(moevk_dtype dtype) {
-    return dtype == MOEVK_DTYPE_F16 ? "f16" : dtype == MOEVK_DTYPE_BF16 ? "bf16" : "f32";
+    static const char *const NAMES[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"};
+    return (unsigned)dtype < sizeof NAMES / sizeof NAMES[0] ? NAMES[dtype] : "f32";
+}
+
+moevk_dtype dtype_named(const char *name) {
+    for (int t = MOEVK_DTYPE_F32; t <= MOEVK_DTYPE_Q6_K; ++t)
+        if (!strcmp(name, dtype_name((moevk_dtype)t))) return (moevk_dtype)t;
+    return (moevk_dtype)-1;
+}
+
+double dtype_bytes_per_weight(moevk_dtype type) {
+    switch (type) {
+    case MOEVK_DTYPE_F32: return 4.0;
+    case MOEVK_DTYPE_Q8_0: return 34.0 / 32;
+    case MOEVK_DTYPE_Q4_0: return 18.0 / 32;
+    case MOEVK_DTYPE_Q4_K: return 144.0 / 256;
+    case MOEVK_DTYPE_Q6_K: return 210.0 / 256;
+    default: return 2.0;
+    }
 }
 
 /* What the whole route can not beat: its bytes at copy bandwidth, or its launches. */

@@ -18,9 +18,10 @@ typedef struct finder {
     size_t error_size;
 } finder;
 
-/* prefix + name with the shape given (row-major; ggml's ne is its reverse), in a float type. */
-static const model_tensor *find(const finder *f, const char *name, uint32_t ndim,
-                                const uint64_t *shape) {
+/* prefix + name with the shape given (row-major; ggml's ne is its reverse), in a float type
+ * or (blocks: an FFN matrix) one of the block formats moevk computes with. */
+static const model_tensor *find_typed(const finder *f, const char *name, uint32_t ndim,
+                                      const uint64_t *shape, int blocks) {
     char full[512];
     snprintf(full, sizeof full, "%s%s", f->prefix, name);
     const model_tensor *t = model_files_find(f->files, full, f->error, f->error_size);
@@ -41,19 +42,32 @@ static const model_tensor *find(const finder *f, const char *name, uint32_t ndim
              ne);
         return NULL;
     }
-    if (t->dtype == MODEL_OTHER) {
-        fail(f->error, f->error_size,
-             "tensor '%s' is %s: moevk computes with F32, F16 and BF16 weights so far", full,
-             t->type_name);
+    int is_float = t->dtype == MODEL_F32 || t->dtype == MODEL_F16 || t->dtype == MODEL_BF16;
+    if (t->dtype == MODEL_OTHER || (!blocks && !is_float)) {
+        fail(f->error, f->error_size, "tensor '%s' is %s: moevk reads %s", full, t->type_name,
+             blocks ? "F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K expert weights"
+                    : "F32, F16 and BF16 for it");
         return NULL;
     }
     return t;
 }
 
+static const model_tensor *find(const finder *f, const char *name, uint32_t ndim,
+                                const uint64_t *shape) {
+    return find_typed(f, name, ndim, shape, 1);
+}
+
+/* A matrix [rows, cols] (rows 0: a vector [cols], always a float type). */
 static const model_tensor *find_matrix(const finder *f, const char *name, uint64_t rows,
                                        uint64_t cols) {
     uint64_t shape[2] = {rows, cols};
-    return find(f, name, rows ? 2 : 1, rows ? shape : shape + 1);
+    return find_typed(f, name, rows ? 2 : 1, rows ? shape : shape + 1, rows != 0);
+}
+
+static const model_tensor *find_float_matrix(const finder *f, const char *name, uint64_t rows,
+                                             uint64_t cols) {
+    uint64_t shape[2] = {rows, cols};
+    return find_typed(f, name, 2, shape, 0);
 }
 
 /* One matrix [rows, cols] per expert: E views of the stacked ffn_KIND_exps, or the per-expert
@@ -129,7 +143,7 @@ int gguf_layer_weights_find(model_files *files, const model_config *c, const cha
     w->gate = gated ? calloc(E, sizeof *w->gate) : NULL;
     if (!w->views || !w->up || !w->down || (gated && !w->gate))
         return fail(error, error_size, "out of memory");
-    if (!(w->router = find_matrix(&f, "ffn_gate_inp.weight", E, d)) ||
+    if (!(w->router = find_float_matrix(&f, "ffn_gate_inp.weight", E, d)) ||
         (gated && !find_experts_of(&f, "gate", E, ff, d, w->views, w->gate)) ||
         !find_experts_of(&f, "up", E, ff, d, w->views + E, w->up) ||
         !find_experts_of(&f, "down", E, d, ff, w->views + 2 * (size_t)E, w->down) ||

@@ -39,9 +39,15 @@ void layer_weights_prefix(const model_files *files, const model_config *config, 
 }
 
 static moevk_dtype dtype_of(const model_tensor *t) {
-    return t->dtype == MODEL_F16    ? MOEVK_DTYPE_F16
-           : t->dtype == MODEL_BF16 ? MOEVK_DTYPE_BF16
-                                    : MOEVK_DTYPE_F32;
+    switch (t->dtype) {
+    case MODEL_F16: return MOEVK_DTYPE_F16;
+    case MODEL_BF16: return MOEVK_DTYPE_BF16;
+    case MODEL_Q8_0: return MOEVK_DTYPE_Q8_0;
+    case MODEL_Q4_0: return MOEVK_DTYPE_Q4_0;
+    case MODEL_Q4_K: return MOEVK_DTYPE_Q4_K;
+    case MODEL_Q6_K: return MOEVK_DTYPE_Q6_K;
+    default: return MOEVK_DTYPE_F32;
+    }
 }
 
 typedef struct finder {
@@ -110,7 +116,8 @@ static int find_shared(const finder *f, const model_config *c, int gated, layer_
     return 1;
 }
 
-/* The FFN tensors' common dtype, or F32 (every half type widens to it exactly). */
+/* The FFN tensors' common dtype, or F32: every other type widens to it exactly (a layer mixing
+ * block formats, as Q4_K_M files mix Q4_K and Q6_K, is dequantized on the host). */
 static moevk_dtype common_type(const layer_weights *w, uint32_t E) {
     moevk_dtype type = dtype_of(w->up[0]);
     int same = 1;
@@ -158,9 +165,7 @@ static const void *as_type(const model_tensor *t, moevk_dtype to, void **copy) {
     if (from == to) return t->data;
     float *wide = malloc((size_t)t->count * sizeof *wide + 1);
     if (!wide) return NULL;
-    const uint16_t *bits = t->data; /* to is F32: from is a half type */
-    for (uint64_t i = 0; i < t->count; ++i)
-        wide[i] = from == MOEVK_DTYPE_F16 ? ref_half_to_float(bits[i]) : ref_bf16_to_float(bits[i]);
+    for (uint64_t i = 0; i < t->count; ++i) wide[i] = ref_load(t->data, i, from); /* to is F32 */
     *copy = wide;
     return wide;
 }

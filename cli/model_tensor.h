@@ -12,6 +12,10 @@ typedef enum model_dtype {
     MODEL_F32,
     MODEL_F16,
     MODEL_BF16,
+    MODEL_Q8_0, /* ggml's block formats moevk computes with (GGUF) */
+    MODEL_Q4_0,
+    MODEL_Q4_K,
+    MODEL_Q6_K,
     MODEL_OTHER, /* a type moevk does not compute with (type_name says which) */
 } model_dtype;
 

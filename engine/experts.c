@@ -75,7 +75,7 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
     if (!layer->active) return;
     uint64_t E = router->info.num_experts, d = router->info.hidden_size;
     uint64_t f = layer->intermediate_size, rows = router->max_dispatched_rows;
-    uint64_t matrix = E * f * d * dtype_bytes(layer->weight_type);
+    uint64_t matrix = weight_buffer_bytes(layer->weight_type, E * f * d);
     if (layer->activation == MOEVK_ACTIVATION_SWIGLU)
         raise_size(&sizes[BINDING_EXPERT_GATE], matrix);
     raise_size(&sizes[BINDING_EXPERT_UP], matrix);

@@ -500,5 +500,28 @@ static inline uint32_t router_choices(const moevk_router_info *info) {
 
 static inline uint32_t div_ceil_u32(uint32_t a, uint32_t b) { return a / b + (a % b != 0); }
 static inline uint64_t dtype_bytes(moevk_dtype type) { return type == MOEVK_DTYPE_F32 ? 4 : 2; }
+/* A weight type's block: its weights and bytes (1 weight for F32, F16, BF16). */
+static inline uint32_t dtype_block_weights(moevk_dtype type) {
+    return type == MOEVK_DTYPE_Q8_0 || type == MOEVK_DTYPE_Q4_0   ? 32
+           : type == MOEVK_DTYPE_Q4_K || type == MOEVK_DTYPE_Q6_K ? 256
+                                                                  : 1;
+}
+static inline uint64_t dtype_block_bytes(moevk_dtype type) {
+    switch (type) {
+    case MOEVK_DTYPE_Q8_0: return 34;
+    case MOEVK_DTYPE_Q4_0: return 18;
+    case MOEVK_DTYPE_Q4_K: return 144;
+    case MOEVK_DTYPE_Q6_K: return 210;
+    default: return dtype_bytes(type);
+    }
+}
+/* The bytes of `count` weights of a type (whole blocks). */
+static inline uint64_t weight_bytes(moevk_dtype type, uint64_t count) {
+    return count / dtype_block_weights(type) * dtype_block_bytes(type);
+}
+/* A buffer of them: whole 32-bit words, which the shaders read. */
+static inline uint64_t weight_buffer_bytes(moevk_dtype type, uint64_t count) {
+    return (weight_bytes(type, count) + 3) & ~(uint64_t)3;
+}
 
 #endif

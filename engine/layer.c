@@ -19,8 +19,18 @@ static moevk_result check_layer_info(moevk_context *context, const moevk_layer_i
     if (info->intermediate_size == 0) REJECT("intermediate_size must be >= 1");
     if ((unsigned)info->activation > MOEVK_ACTIVATION_RELU)
         REJECT("activation %d is not a moevk_activation", (int)info->activation);
-    if ((unsigned)info->weight_type > MOEVK_DTYPE_BF16)
+    if ((unsigned)info->weight_type > MOEVK_DTYPE_Q6_K)
         REJECT("weight_type %d is not a moevk_dtype", (int)info->weight_type);
+    /* A block format quantizes along each row: up's and gate's rows are d long, down's f. */
+    uint32_t block = dtype_block_weights(info->weight_type);
+    uint32_t widths[3] = {router->hidden_size, info->intermediate_size,
+                          info->shared_intermediate_size};
+    const char *names[3] = {"hidden_size", "intermediate_size", "shared_intermediate_size"};
+    static const char *const TYPES[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"};
+    for (int i = 0; i < 3; ++i)
+        if (widths[i] % block)
+            REJECT("%s %u is not whole blocks of %u weights (%s: each matrix row is whole blocks)",
+                   names[i], widths[i], block, TYPES[info->weight_type]);
     if (info->shared_gate && info->shared_intermediate_size == 0)
         REJECT("shared_gate needs shared experts (shared_intermediate_size > 0)");
     if (info->reserved_0) REJECT("reserved_0 must be zero");
@@ -88,10 +98,11 @@ void record_layer(moevk_router *router, const route_plan *params) {
 }
 
 /* Where a weight lives: its binding and byte offset, the elements of one expert's part, how
- * many experts have one, its element size, and whether the layer has it. */
+ * many experts have one, its type, and whether the layer has it. */
 typedef struct weight_place {
     int binding;
-    uint64_t offset, elements, experts, element_bytes;
+    uint64_t offset, elements, experts;
+    moevk_dtype type;
     int present;
     const char *name;
 } weight_place;
@@ -100,22 +111,22 @@ static weight_place place_of(const moevk_router *router, moevk_layer_weight whic
     const layer_shape *layer = &router->layer;
     uint64_t E = router->info.num_experts, d = router->info.hidden_size;
     uint64_t f = layer->intermediate_size, fs = layer->shared_intermediate_size;
-    uint64_t wt = dtype_bytes(layer->weight_type);
+    moevk_dtype wt = layer->weight_type, f32 = MOEVK_DTYPE_F32;
     int swiglu = layer->activation == MOEVK_ACTIVATION_SWIGLU, shared = fs > 0;
     switch (which) {
     case MOEVK_WEIGHT_ROUTER:
-        return (weight_place){BINDING_ROUTER_WEIGHTS, 0, E * d, 1, 4, 1, "ROUTER"};
+        return (weight_place){BINDING_ROUTER_WEIGHTS, 0, E * d, 1, f32, 1, "ROUTER"};
     case MOEVK_WEIGHT_GATE:
         return (weight_place){BINDING_EXPERT_GATE, 0, f * d, E, wt, swiglu, "GATE"};
     case MOEVK_WEIGHT_UP: return (weight_place){BINDING_EXPERT_UP, 0, f * d, E, wt, 1, "UP"};
     case MOEVK_WEIGHT_DOWN: return (weight_place){BINDING_EXPERT_DOWN, 0, d * f, E, wt, 1, "DOWN"};
     case MOEVK_WEIGHT_GATE_BIAS:
-        return (weight_place){BINDING_EXPERT_BIAS,     0,          f, E, 4,
+        return (weight_place){BINDING_EXPERT_BIAS,     0,          f, E, f32,
                               layer->biases && swiglu, "GATE_BIAS"};
     case MOEVK_WEIGHT_UP_BIAS:
-        return (weight_place){BINDING_EXPERT_BIAS, E * f * 4, f, E, 4, layer->biases, "UP_BIAS"};
+        return (weight_place){BINDING_EXPERT_BIAS, E * f * 4, f, E, f32, layer->biases, "UP_BIAS"};
     case MOEVK_WEIGHT_DOWN_BIAS:
-        return (weight_place){BINDING_EXPERT_BIAS, 2 * E * f * 4, d, E, 4,
+        return (weight_place){BINDING_EXPERT_BIAS, 2 * E * f * 4, d, E, f32,
                               layer->biases,       "DOWN_BIAS"};
     case MOEVK_WEIGHT_SHARED_GATE:
         return (weight_place){BINDING_SHARED_GATE, 0, fs * d, 1, wt, shared && swiglu,
@@ -125,16 +136,16 @@ static weight_place place_of(const moevk_router *router, moevk_layer_weight whic
     case MOEVK_WEIGHT_SHARED_DOWN:
         return (weight_place){BINDING_SHARED_DOWN, 0, d * fs, 1, wt, shared, "SHARED_DOWN"};
     case MOEVK_WEIGHT_SHARED_GATE_BIAS:
-        return (weight_place){BINDING_SHARED_BIAS, 0, fs, 1, 4, shared && swiglu && layer->biases,
+        return (weight_place){BINDING_SHARED_BIAS, 0, fs, 1, f32, shared && swiglu && layer->biases,
                               "SHARED_GATE_BIAS"};
     case MOEVK_WEIGHT_SHARED_UP_BIAS:
-        return (weight_place){BINDING_SHARED_BIAS,     fs * 4,          fs, 1, 4,
+        return (weight_place){BINDING_SHARED_BIAS,     fs * 4,          fs, 1, f32,
                               shared && layer->biases, "SHARED_UP_BIAS"};
     case MOEVK_WEIGHT_SHARED_DOWN_BIAS:
-        return (weight_place){BINDING_SHARED_BIAS,     2 * fs * 4,        d, 1, 4,
+        return (weight_place){BINDING_SHARED_BIAS,     2 * fs * 4,        d, 1, f32,
                               shared && layer->biases, "SHARED_DOWN_BIAS"};
     case MOEVK_WEIGHT_SHARED_EXPERT_GATE:
-        return (weight_place){BINDING_SHARED_GATE_WEIGHTS, 0, d, 1, 4, layer->shared_gate,
+        return (weight_place){BINDING_SHARED_GATE_WEIGHTS, 0, d, 1, f32, layer->shared_gate,
                               "SHARED_EXPERT_GATE"};
     }
     return (weight_place){.present = -1};
@@ -153,7 +164,7 @@ moevk_result moevk_layer_set_weights(moevk_layer *layer, moevk_layer_weight whic
     if (count == 0 || first >= place.experts || count > place.experts - first)
         REJECT("%s: experts %u to %u of %llu", place.name, first, first + count,
                (unsigned long long)place.experts);
-    uint64_t part = place.elements * place.element_bytes;
+    uint64_t part = weight_bytes(place.type, place.elements);
     uint64_t bytes = part * count, offset = place.offset + part * first;
     r = tensor_check(context, place.name, &source, TENSOR_HOST | TENSOR_BUFFER, bytes);
     if (r != MOEVK_SUCCESS) return r;

@@ -10,7 +10,9 @@ _Static_assert(NOISE_NONE == MOEVK_NOISE_NONE && NOISE_JITTER == MOEVK_NOISE_JIT
                    NOISE_GAUSSIAN == MOEVK_NOISE_GAUSSIAN && NOISE_GUMBEL == MOEVK_NOISE_GUMBEL,
                "noise kinds");
 _Static_assert(DTYPE_F32 == MOEVK_DTYPE_F32 && DTYPE_F16 == MOEVK_DTYPE_F16 &&
-                   DTYPE_BF16 == MOEVK_DTYPE_BF16,
+                   DTYPE_BF16 == MOEVK_DTYPE_BF16 && DTYPE_Q8_0 == MOEVK_DTYPE_Q8_0 &&
+                   DTYPE_Q4_0 == MOEVK_DTYPE_Q4_0 && DTYPE_Q4_K == MOEVK_DTYPE_Q4_K &&
+                   DTYPE_Q6_K == MOEVK_DTYPE_Q6_K,
                "element types");
 
 /* A cache is trusted only when its header names this very device and driver. */

@@ -64,7 +64,7 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
     if (!layer->active || layer->shared_intermediate_size == 0) return;
     uint64_t T = router->info.max_tokens, d = router->info.hidden_size;
     uint64_t f = layer->shared_intermediate_size;
-    uint64_t matrix = f * d * dtype_bytes(layer->weight_type);
+    uint64_t matrix = weight_buffer_bytes(layer->weight_type, f * d);
     if (layer->activation == MOEVK_ACTIVATION_SWIGLU)
         raise_size(&sizes[BINDING_SHARED_GATE], matrix);
     raise_size(&sizes[BINDING_SHARED_UP], matrix);

@@ -43,7 +43,7 @@ extern "C" {
 
 /* ---- Version ---------------------------------------------------------------------------- */
 #define MOEVK_VERSION_MAJOR 0
-#define MOEVK_VERSION_MINOR 4
+#define MOEVK_VERSION_MINOR 5
 #define MOEVK_VERSION_PATCH 0
 #define MOEVK_VERSION_NUMBER                                                                       \
     (MOEVK_VERSION_MAJOR * 10000 + MOEVK_VERSION_MINOR * 100 + MOEVK_VERSION_PATCH)
@@ -153,6 +153,18 @@ typedef enum moevk_dtype {
     MOEVK_DTYPE_F32 = 0,
     MOEVK_DTYPE_F16 = 1,  /* IEEE half, stored as 16-bit words */
     MOEVK_DTYPE_BF16 = 2, /* bfloat16, stored as 16-bit words (the high half of an f32) */
+    /* ---- Since moevk 0.5: ggml's block formats (GGUF's bytes as they lie), for a layer's FFN
+     * weights (weight_type) only. Each row of a matrix is whole blocks: 32 weights (Q8_0,
+     * Q4_0) or 256 (Q4_K, Q6_K); d, f and fs must be multiples of the block. Scales are f16. */
+    MOEVK_DTYPE_Q8_0 = 3, /* 34 bytes: scale d, 32 int8 q; w = d q */
+    MOEVK_DTYPE_Q4_0 = 4, /* 18 bytes: d, 16 bytes (weight j < 16 in byte j's low nibble, weight
+                           * j + 16 in its high one); w = d (q - 8) */
+    /* 144 bytes: d, dmin, 12 bytes of 6-bit scales and mins of 8 sub-blocks of 32, 128 bytes of
+     * 4-bit q (each 64 weights: 32 bytes, low nibbles then high); w = d sc q - dmin m */
+    MOEVK_DTYPE_Q4_K = 5,
+    /* 210 bytes: 128 bytes of low 4 bits, 64 of high 2 bits, 16 int8 scales of sub-blocks of
+     * 16, d; w = d sc (q - 32) */
+    MOEVK_DTYPE_Q6_K = 6,
 } moevk_dtype;
 
 typedef enum moevk_score_func {
@@ -663,7 +675,9 @@ typedef struct moevk_layer_info {
      * router; router_projection is implied. Required. */
     const moevk_router_info *router;
     moevk_activation activation; /* the routed and the shared experts' */
-    moevk_dtype weight_type;     /* F32 (default), F16 or BF16: the FFN weights as stored */
+    /* F32 (default), F16, BF16, or (moevk 0.5) Q8_0, Q4_0, Q4_K, Q6_K: the FFN weights as
+     * stored, the routed and the shared experts' alike (the router's W_g is f32) */
+    moevk_dtype weight_type;
     int biases;                  /* default 0: non-zero gives every FFN projection a bias (f32) */
     /* Default 0: no shared experts; else the intermediate size of the one dense FFN every token
      * goes through (DeepSeek's n_shared_experts * moe_intermediate_size, Qwen2-MoE's
@@ -676,7 +690,9 @@ typedef struct moevk_layer_info {
 static inline void moevk_layer_info_init(moevk_layer_info *info) { MOEVK_INIT_STRUCT_(info); }
 
 /* The layer's weights, in the layouts of Hugging Face checkpoints (nn.Linear's [out, in]).
- * f is intermediate_size, fs shared_intermediate_size; "wt" is the layer's weight_type. */
+ * f is intermediate_size, fs shared_intermediate_size; "wt" is the layer's weight_type. In a
+ * block format a matrix [rows, cols] is rows of cols / B blocks (B its block's weights), ggml's
+ * layout: a GGUF tensor ne [cols, rows, E] is E such matrices one after another. */
 typedef enum moevk_layer_weight {
     MOEVK_WEIGHT_ROUTER = 0,              /* W_g [E, d] f32: logits = x W_g^T */
     MOEVK_WEIGHT_GATE = 1,                /* [E, f, d] wt: gate_proj, Mixtral's w1 (SwiGLU only) */

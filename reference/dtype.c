@@ -53,7 +53,8 @@ float ref_load(const void *data, uint64_t i, moevk_dtype dtype) {
     switch (dtype) {
     case MOEVK_DTYPE_F16: return ref_half_to_float(((const uint16_t *)data)[i]);
     case MOEVK_DTYPE_BF16: return ref_bf16_to_float(((const uint16_t *)data)[i]);
-    default: return ((const float *)data)[i];
+    case MOEVK_DTYPE_F32: return ((const float *)data)[i];
+    default: return ref_quant_weight(data, i, dtype);
     }
 }
 

@@ -14,7 +14,12 @@ float ref_half_to_float(uint16_t bits);
 uint16_t ref_float_to_half(float value);
 float ref_bf16_to_float(uint16_t bits);
 uint16_t ref_float_to_bf16(float value);
-/* Element i of a [n] array stored as dtype. */
+/* ggml's block formats (MOEVK_DTYPE_Q8_0 ... Q6_K, quant.c): weight i of an array of blocks,
+ * the weights of one block (1 for F32, F16, BF16) and a matrix's bytes (cols whole blocks). */
+float ref_quant_weight(const void *blocks, uint64_t i, moevk_dtype type);
+uint32_t ref_block_weights(moevk_dtype type);
+uint64_t ref_matrix_bytes(moevk_dtype type, uint64_t rows, uint64_t cols);
+/* Element i of a [n] array stored as dtype (a block format: its weight i). */
 float ref_load(const void *data, uint64_t i, moevk_dtype dtype);
 void ref_store(void *data, uint64_t i, moevk_dtype dtype, float value);
 

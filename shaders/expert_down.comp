@@ -11,10 +11,11 @@
 #include "common.glsl"
 
 #include "ffn.glsl"
+DEFINE_WEIGHT_READER(down_weight, expert_down_words)
 
 float ffn_input(uint row, uint k) { return intermediate[row * P.intermediate_size + k]; }
 float ffn_weight(uint expert, uint n, uint k) {
-    return FFN_WEIGHT_ELEMENT(expert_down_words, (expert * P.hidden_size + n) * P.intermediate_size + k);
+    return down_weight((expert * P.hidden_size + n) * P.intermediate_size + k);
 }
 
 void main() {

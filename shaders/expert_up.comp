@@ -13,16 +13,18 @@
 
 #define FFN_DUAL
 #include "ffn.glsl"
+DEFINE_WEIGHT_READER(up_weight, expert_up_words)
+DEFINE_WEIGHT_READER(gate_weight, expert_gate_words)
 
 float ffn_input(uint row, uint k) {
     int token = row_token[row];
     return token < 0 ? 0.0 : hidden_element(uint(token) * P.hidden_size + k);
 }
 float ffn_weight(uint expert, uint n, uint k) {
-    return FFN_WEIGHT_ELEMENT(expert_up_words, (expert * P.intermediate_size + n) * P.hidden_size + k);
+    return up_weight((expert * P.intermediate_size + n) * P.hidden_size + k);
 }
 float ffn_weight2(uint expert, uint n, uint k) {
-    return FFN_WEIGHT_ELEMENT(expert_gate_words, (expert * P.intermediate_size + n) * P.hidden_size + k);
+    return gate_weight((expert * P.intermediate_size + n) * P.hidden_size + k);
 }
 
 void main() {

@@ -26,9 +26,7 @@ float ffn_weight2(uint expert, uint n, uint k);
 #include "ffn_tile.glsl"
 #endif
 
-// Element i of a weight buffer of the layer's type (DTYPE), as 32-bit words.
-#define FFN_WEIGHT_ELEMENT(words, i)                                                               \
-    (DTYPE == DTYPE_F32 ? uintBitsToFloat(words[i]) : decode_element(words[(i) >> 1], (i), DTYPE))
+#include "weights.glsl"
 
 // The activation of the up projections' results (gate: SwiGLU's gate projection).
 float erf_approx(float z) {

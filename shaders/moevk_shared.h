@@ -137,6 +137,10 @@
 #define DTYPE_F32 0u
 #define DTYPE_F16 1u
 #define DTYPE_BF16 2u
+#define DTYPE_Q8_0 3u
+#define DTYPE_Q4_0 4u
+#define DTYPE_Q4_K 5u
+#define DTYPE_Q6_K 6u
 
 /* Row flags written by scores_topk. */
 #define ROW_VALID 0u

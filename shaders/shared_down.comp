@@ -10,10 +10,11 @@
 #include "common.glsl"
 
 #include "ffn.glsl"
+DEFINE_WEIGHT_READER(down_weight, shared_down_words)
 
 float ffn_input(uint row, uint k) { return shared_intermediate[row * P.shared_intermediate_size + k]; }
 float ffn_weight(uint expert, uint n, uint k) {
-    return FFN_WEIGHT_ELEMENT(shared_down_words, n * P.shared_intermediate_size + k);
+    return down_weight(n * P.shared_intermediate_size + k);
 }
 
 void main() {

@@ -13,13 +13,15 @@
 
 #define FFN_DUAL
 #include "ffn.glsl"
+DEFINE_WEIGHT_READER(up_weight, shared_up_words)
+DEFINE_WEIGHT_READER(gate_weight, shared_gate_words)
 
 float ffn_input(uint row, uint k) { return hidden_element(row * P.hidden_size + k); }
 float ffn_weight(uint expert, uint n, uint k) {
-    return FFN_WEIGHT_ELEMENT(shared_up_words, n * P.hidden_size + k);
+    return up_weight(n * P.hidden_size + k);
 }
 float ffn_weight2(uint expert, uint n, uint k) {
-    return FFN_WEIGHT_ELEMENT(shared_gate_words, n * P.hidden_size + k);
+    return gate_weight(n * P.hidden_size + k);
 }
 
 void main() {

@@ -10,6 +10,7 @@
 
 #include "harness.h"
 #include "moevk_reference.h"
+#include "random_weights.h"
 #include "route_check.h"
 
 typedef struct layer_case {
@@ -36,6 +37,10 @@ typedef struct layer_case {
 #define RELU MOEVK_ACTIVATION_RELU
 #define F16 MOEVK_DTYPE_F16
 #define BF16 MOEVK_DTYPE_BF16
+#define Q8_0 MOEVK_DTYPE_Q8_0
+#define Q4_0 MOEVK_DTYPE_Q4_0
+#define Q4_K MOEVK_DTYPE_Q4_K
+#define Q6_K MOEVK_DTYPE_Q6_K
 #define DROPLESS MOEVK_CAPACITY_DROPLESS
 #define FIXED MOEVK_CAPACITY_FIXED
 
@@ -97,6 +102,28 @@ static const layer_case CASES[] = {
      .capacity_mode = FIXED, .capacity = 2, .shared_f = 16, .nan_token = 1},
     {"decode_deep_rows", .E = 4, .k = 2, .T = 2, .d = 2053, .f = 1031, .weight_type = F16},
     {"nine_tokens_take_the_tiles", .E = 8, .k = 2, .T = 9, .d = 40, .f = 56, .shared_f = 24},
+    /* ggml's block formats, read in place: prefill (tiles) and decode (matrix-vector) forms,
+     * shared experts, E = 1, k = E, drops; rows of 32 (Q8_0, Q4_0) or 256 (Q4_K, Q6_K). */
+    {"q8_0", .E = 8, .k = 2, .T = 300, .d = 64, .f = 96, .weight_type = Q8_0, .shared_f = 32,
+     .shared_gate = 1},
+    {"q4_0_dropless", .E = 6, .k = 2, .T = 257, .d = 96, .f = 32, .weight_type = Q4_0,
+     .capacity_mode = DROPLESS},
+    {"q4_k", .E = 4, .k = 2, .T = 133, .d = 256, .f = 512, .weight_type = Q4_K, .shared_f = 256},
+    {"q6_k_f16_hidden", .E = 4, .k = 2, .T = 77, .d = 512, .f = 256, .weight_type = Q6_K,
+     .hidden_type = F16},
+    {"q4_k_one_expert", .E = 1, .k = 1, .T = 40, .d = 256, .f = 256, .weight_type = Q4_K},
+    {"q6_k_k_equals_e_capacity_drops", .E = 3, .k = 3, .T = 64, .d = 256, .f = 256,
+     .weight_type = Q6_K, .capacity_mode = FIXED, .capacity = 20},
+    {"decode_q8_0_gelu_biases", .E = 8, .k = 2, .T = 1, .d = 64, .f = 32, .weight_type = Q8_0,
+     .activation = GELU, .biases = 1, .max_tokens = 64},
+    {"decode_q4_0_bf16_hidden", .E = 8, .k = 2, .T = 4, .d = 32, .f = 64, .weight_type = Q4_0,
+     .hidden_type = BF16, .shared_f = 32, .max_tokens = 64},
+    {"decode_q4_k_one_token", .E = 8, .k = 2, .T = 1, .d = 256, .f = 256, .weight_type = Q4_K,
+     .shared_f = 256, .shared_gate = 1},
+    {"decode_q6_k", .E = 6, .k = 3, .T = 8, .d = 256, .f = 512, .weight_type = Q6_K,
+     .max_tokens = 100},
+    {"q4_k_from_buffers", .E = 3, .k = 2, .T = 50, .d = 256, .f = 256, .weight_type = Q4_K,
+     .weights_in_buffer = 1, .shared_f = 256},
 };
 
 /* A value stored in a type, rounded to nearest (what a model file holds). */
@@ -108,10 +135,7 @@ static uint64_t bytes_of(moevk_dtype type) { return type == MOEVK_DTYPE_F32 ? 4 
 
 /* Fresh normal values times scale, in a type. */
 static void *random_matrix(uint64_t count, moevk_dtype type, float scale) {
-    void *data = malloc(count * bytes_of(type) + 4);
-    if (data)
-        for (uint64_t i = 0; i < count; ++i) store(data, i, type, rng_normal() * scale);
-    return data;
+    return random_weights(count, type, scale);
 }
 
 /* The weights of one case, host copies the reference reads. */
@@ -173,7 +197,8 @@ static moevk_result set_weight(moevk_layer *layer, const layer_case *c, moevk_la
 }
 
 static moevk_result set_weights(moevk_layer *layer, const layer_case *c, const case_weights *w) {
-    uint64_t E = c->E, d = c->d, f = c->f, fs = c->shared_f, wt = bytes_of(c->weight_type);
+    uint64_t E = c->E, d = c->d, f = c->f, fs = c->shared_f;
+    moevk_dtype t = c->weight_type;
     const struct {
         moevk_layer_weight which;
         uint32_t experts;
@@ -181,15 +206,15 @@ static moevk_result set_weights(moevk_layer *layer, const layer_case *c, const c
         uint64_t bytes;
     } all[] = {
         {MOEVK_WEIGHT_ROUTER, 1, w->router, E * d * 4},
-        {MOEVK_WEIGHT_GATE, c->E, w->gate, E * f * d * wt},
-        {MOEVK_WEIGHT_UP, c->E, w->up, E * f * d * wt},
-        {MOEVK_WEIGHT_DOWN, c->E, w->down, E * d * f * wt},
+        {MOEVK_WEIGHT_GATE, c->E, w->gate, weights_bytes(t, E * f * d)},
+        {MOEVK_WEIGHT_UP, c->E, w->up, weights_bytes(t, E * f * d)},
+        {MOEVK_WEIGHT_DOWN, c->E, w->down, weights_bytes(t, E * d * f)},
         {MOEVK_WEIGHT_GATE_BIAS, c->E, w->bias[0], E * f * 4},
         {MOEVK_WEIGHT_UP_BIAS, c->E, w->bias[1], E * f * 4},
         {MOEVK_WEIGHT_DOWN_BIAS, c->E, w->bias[2], E * d * 4},
-        {MOEVK_WEIGHT_SHARED_GATE, 1, w->shared_gate, fs * d * wt},
-        {MOEVK_WEIGHT_SHARED_UP, 1, w->shared_up, fs * d * wt},
-        {MOEVK_WEIGHT_SHARED_DOWN, 1, w->shared_down, d * fs * wt},
+        {MOEVK_WEIGHT_SHARED_GATE, 1, w->shared_gate, weights_bytes(t, fs * d)},
+        {MOEVK_WEIGHT_SHARED_UP, 1, w->shared_up, weights_bytes(t, fs * d)},
+        {MOEVK_WEIGHT_SHARED_DOWN, 1, w->shared_down, weights_bytes(t, d * fs)},
         {MOEVK_WEIGHT_SHARED_GATE_BIAS, 1, w->shared_bias[0], fs * 4},
         {MOEVK_WEIGHT_SHARED_UP_BIAS, 1, w->shared_bias[1], fs * 4},
         {MOEVK_WEIGHT_SHARED_DOWN_BIAS, 1, w->shared_bias[2], d * 4},
@@ -435,6 +460,23 @@ static void test_layer_options_are_checked(void) {
     CHECK(moevk_layer_create(context, &info, &layer) == MOEVK_ERROR_INVALID_ARGUMENT,
           "a shared gate without shared experts was taken");
     info.shared_gate = 0;
+    /* Block formats: every row whole blocks (d = 8 is not 32 weights; f not 256 for Q4_K). */
+    info.weight_type = MOEVK_DTYPE_Q8_0;
+    CHECK(moevk_layer_create(context, &info, &layer) == MOEVK_ERROR_INVALID_ARGUMENT &&
+              strstr(moevk_context_last_error(context), "hidden_size 8 is not whole blocks of 32"),
+          "Q8_0 rows of 8 weights were taken: %s", moevk_context_last_error(context));
+    router.hidden_size = 256;
+    info.weight_type = MOEVK_DTYPE_Q4_K;
+    info.intermediate_size = 1408; /* DeepSeek-V2-Lite's: 5.5 blocks */
+    CHECK(moevk_layer_create(context, &info, &layer) == MOEVK_ERROR_INVALID_ARGUMENT &&
+              strstr(moevk_context_last_error(context),
+                     "intermediate_size 1408 is not whole blocks of 256"),
+          "Q4_K with f = 1408 was taken: %s", moevk_context_last_error(context));
+    info.weight_type = (moevk_dtype)7;
+    CHECK(moevk_layer_create(context, &info, &layer) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "weight_type 7 was taken");
+    info.weight_type = MOEVK_DTYPE_F32;
+    info.intermediate_size = 8;
     router.hidden_size = 0;
     CHECK(moevk_layer_create(context, &info, &layer) == MOEVK_ERROR_INVALID_ARGUMENT,
           "hidden_size 0 was taken");

@@ -13,6 +13,7 @@
 #include "harness.h"
 #include "moevk_reference.h"
 #include "npy.h"
+#include "random_weights.h"
 
 static const char *cli_path;
 static char work_dir[256];
@@ -131,9 +132,7 @@ typedef struct model {
 } model;
 
 static void *random_matrix(uint64_t count, moevk_dtype type, float scale) {
-    void *data = calloc(count + 1, type == MOEVK_DTYPE_F32 ? 4 : 2);
-    for (uint64_t i = 0; i < count; ++i) ref_store(data, i, type, rng_normal() * scale);
-    return data;
+    return random_weights(count, type, scale);
 }
 
 static void make_model(model *m) {
@@ -198,7 +197,8 @@ static void add_layer(checkpoint *c, const model *m, const char *prefix) {
 
 /* ---- The same layer as a GGUF file, by llama.cpp's names and ggml's dimension order ---- */
 static uint32_t ggml_type_of(moevk_dtype type) {
-    return type == MOEVK_DTYPE_F32 ? 0 : type == MOEVK_DTYPE_F16 ? 1 : 30;
+    static const uint32_t GGML[] = {0, 1, 30, 8, 2, 12, 14}; /* in moevk_dtype's order */
+    return GGML[type];
 }
 
 /* Block `layer`'s MoE tensors into b: the experts stacked ([d, f, E] in ne), or one tensor per
@@ -206,7 +206,7 @@ static uint32_t ggml_type_of(moevk_dtype type) {
 static void add_gguf_layer(gguf_builder *b, const model *m, uint32_t layer, int per_expert) {
     uint64_t E = m->E, d = m->d, f = m->f, fs = m->fs;
     uint32_t wt = ggml_type_of(m->weight_type);
-    uint64_t item = m->weight_type == MOEVK_DTYPE_F32 ? 4 : 2;
+    moevk_dtype t = m->weight_type;
     char name[160];
     snprintf(name, sizeof name, "blk.%u.ffn_gate_inp.weight", layer);
     uint64_t router_ne[2] = {d, E};
@@ -222,14 +222,14 @@ static void add_gguf_layer(gguf_builder *b, const model *m, uint32_t layer, int 
                          (unsigned long long)e);
                 uint64_t ne[2] = {cols, rows};
                 gguf_build_tensor(b, name, wt, 2, ne,
-                                  (const char *)stacks[j] + e * rows * cols * item,
-                                  rows * cols * item);
+                                  (const char *)stacks[j] + e * weights_bytes(t, rows * cols),
+                                  weights_bytes(t, rows * cols));
             }
             continue;
         }
         snprintf(name, sizeof name, "blk.%u.ffn_%s_exps.weight", layer, kinds[j]);
         uint64_t ne[3] = {cols, rows, E};
-        gguf_build_tensor(b, name, wt, 3, ne, stacks[j], E * rows * cols * item);
+        gguf_build_tensor(b, name, wt, 3, ne, stacks[j], weights_bytes(t, E * rows * cols));
     }
     if (m->score_bias) {
         snprintf(name, sizeof name, "blk.%u.exp_probs_b.bias", layer);
@@ -240,7 +240,7 @@ static void add_gguf_layer(gguf_builder *b, const model *m, uint32_t layer, int 
     for (int j = 0; j < 3; ++j) {
         snprintf(name, sizeof name, "blk.%u.ffn_%s_shexp.weight", layer, kinds[j]);
         uint64_t ne[2] = {j == 2 ? fs : d, j == 2 ? d : fs};
-        gguf_build_tensor(b, name, wt, 2, ne, shared[j], fs * d * item);
+        gguf_build_tensor(b, name, wt, 2, ne, shared[j], weights_bytes(t, fs * d));
     }
     if (m->shared_gate) {
         snprintf(name, sizeof name, "blk.%u.ffn_gate_inp_shexp.weight", layer);
@@ -625,6 +625,89 @@ static void test_deepseek_v3_bias_on_scores_and_shared_experts(void) {
     free_model(&m);
 }
 
+/* The model's FFN weights widened to f32 (what a layer mixing block formats runs). */
+static model widened(const model *m) {
+    model w = *m;
+    uint64_t E = m->E, fd = (uint64_t)m->f * m->d, fsd = (uint64_t)m->fs * m->d;
+    void **matrices[6] = {&w.gate, &w.up, &w.down, &w.shared_gate_w, &w.shared_up, &w.shared_down};
+    uint64_t counts[6] = {E * fd, E * fd, E * fd, fsd, fsd, fsd};
+    for (int i = 0; i < 6; ++i) {
+        if (!*matrices[i]) continue;
+        float *wide = malloc(counts[i] * 4 + 4);
+        for (uint64_t j = 0; j < counts[i]; ++j)
+            wide[j] = ref_load(*matrices[i], j, m->weight_type);
+        *matrices[i] = wide;
+    }
+    w.weight_type = MOEVK_DTYPE_F32;
+    return w;
+}
+
+static void free_widened(model *w) {
+    free(w->gate), free(w->up), free(w->down), free(w->shared_gate_w), free(w->shared_up),
+        free(w->shared_down);
+}
+
+/* GGUF files of the block formats: Q8_0 experts (qwen3moe) read as they lie and computed on the
+ * device, held to the reference; and a Q4_K_M-like block, gate and up Q4_K with down Q6_K
+ * (qwen2moe, a shared expert too), dequantized to f32 on the host. */
+static void test_gguf_block_formats(void) {
+    model q8 = {.family = "qwen",
+                .E = 4,
+                .k = 2,
+                .d = 64,
+                .f = 96,
+                .weight_type = MOEVK_DTYPE_Q8_0,
+                .router_type = MOEVK_DTYPE_F32};
+    make_model(&q8);
+    gguf_builder b;
+    gguf_build_begin(&b);
+    add_gguf_shape(&b, "qwen3moe", &q8, 1);
+    add_gguf_layer(&b, &q8, 0, 0);
+    CHECK(gguf_build_write(&b, in_work("q8.gguf")), "could not write q8.gguf");
+    uint32_t T = 45;
+    void *x = write_hidden("q8_x.npy", T, q8.d, MOEVK_DTYPE_F32);
+    char args[2048], message[2048];
+    snprintf(args, sizeof args, "layer --weights %s --layer 0 --hidden %s --out %s",
+             in_work("q8.gguf"), in_work("q8_x.npy"), in_work("q8_out"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer, Q8_0: %s", message);
+    check_layer_outputs(&q8, x, MOEVK_DTYPE_F32, T, in_work("q8_out"), "--k 2 --renorm --dropless",
+                        1);
+    free(x);
+    free_model(&q8);
+
+    model mixed = {.family = "qwen",
+                   .E = 3,
+                   .k = 2,
+                   .d = 256,
+                   .f = 256,
+                   .fs = 256,
+                   .shared_gate = 1,
+                   .weight_type = MOEVK_DTYPE_Q4_K,
+                   .router_type = MOEVK_DTYPE_F32};
+    make_model(&mixed);
+    free(mixed.down);
+    mixed.down = random_matrix((uint64_t)mixed.E * mixed.d * mixed.f, MOEVK_DTYPE_Q6_K, 0.06f);
+    gguf_build_begin(&b);
+    add_gguf_shape(&b, "qwen2moe", &mixed, 1);
+    add_gguf_layer(&b, &mixed, 0, 0);
+    b.tensors[3].type = 14; /* ffn_down_exps: Q6_K, as Q4_K_M's recipe gives some layers */
+    b.tensors[3].bytes = weights_bytes(MOEVK_DTYPE_Q6_K, (uint64_t)mixed.E * mixed.d * mixed.f);
+    CHECK(gguf_build_write(&b, in_work("mixed.gguf")), "could not write mixed.gguf");
+    T = 20;
+    x = write_hidden("mixed_x.npy", T, mixed.d, MOEVK_DTYPE_F32);
+    snprintf(args, sizeof args, "layer --weights %s --layer 0 --hidden %s --out %s",
+             in_work("mixed.gguf"), in_work("mixed_x.npy"), in_work("mixed_out"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer, Q4_K with Q6_K: %s", message);
+    model wide = widened(&mixed);
+    /* widened() read down as Q4_K: read it again as the Q6_K it is. */
+    for (uint64_t j = 0; j < (uint64_t)mixed.E * mixed.d * mixed.f; ++j)
+        ((float *)wide.down)[j] = ref_load(mixed.down, j, MOEVK_DTYPE_Q6_K);
+    check_layer_outputs(&wide, x, MOEVK_DTYPE_F32, T, in_work("mixed_out"), "--k 2 --dropless", 1);
+    free_widened(&wide);
+    free(x);
+    free_model(&mixed);
+}
+
 /* Every kind of bad input: one line naming the file, tensor or key, exit status 2. */
 static void test_bad_inputs_get_one_line_and_exit_2(void) {
     model m = {.family = "mixtral",
@@ -662,7 +745,7 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
                "{\"weight_map\":{\"b\":\"x.safetensors\",\"a\":\"x.safetensors\","
                "\"b\":\"y.safetensors\"}}");
     /* GGUF files gone wrong: the metadata's width not the tensors', a file cut short, and
-     * quantized experts (not computed with yet: d = 32 makes whole Q8_0 blocks). */
+     * experts in a block format moevk does not compute with (d = 32 makes whole Q5_0 blocks). */
     gguf_builder gb;
     gguf_build_begin(&gb);
     m.f = 21;
@@ -692,11 +775,11 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
     gguf_build_begin(&gb);
     add_gguf_shape(&gb, "llama", &q, 1);
     add_gguf_layer(&gb, &q, 0, 0);
-    static unsigned char q8_blocks[2 * 8 * 34]; /* ne [32, 8, 2]: 16 blocks of 34 bytes */
-    gb.tensors[1].type = 8;
-    gb.tensors[1].data = q8_blocks;
-    gb.tensors[1].bytes = sizeof q8_blocks;
-    gguf_build_write(&gb, in_work("bad_q8.gguf"));
+    static unsigned char q5_blocks[2 * 8 * 22]; /* ne [32, 8, 2]: 16 Q5_0 blocks of 22 bytes */
+    gb.tensors[1].type = 6;
+    gb.tensors[1].data = q5_blocks;
+    gb.tensors[1].bytes = sizeof q5_blocks;
+    gguf_build_write(&gb, in_work("bad_q5.gguf"));
     free_model(&q);
     void *x = write_hidden("bad_x.npy", 5, m.d, MOEVK_DTYPE_F32);
     void *x_wrong = write_hidden("bad_x23.npy", 5, 23, MOEVK_DTYPE_F32);
@@ -749,8 +832,8 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
          "--weights %s --layer 0 --hidden %s", in_work("bad_width.gguf"), hidden);
     CASE("pass the end of the", "--weights %s --layer 0 --hidden %s", in_work("bad_cut.gguf"),
          hidden);
-    CASE("'blk.0.ffn_gate_exps.weight' is Q8_0: moevk computes with F32, F16 and BF16",
-         "--weights %s --layer 0 --hidden %s", in_work("bad_q8.gguf"), hidden);
+    CASE("'blk.0.ffn_gate_exps.weight' is Q5_0: moevk reads F32, F16, BF16, Q8_0, Q4_0, Q4_K",
+         "--weights %s --layer 0 --hidden %s", in_work("bad_q5.gguf"), hidden);
 #undef CASE
     for (int i = 0; i < n; ++i) {
         char args[4096], message[2048];
@@ -765,8 +848,11 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
 }
 
 static const test_case TESTS[] = {
-    TEST(mixtral_shards_from_the_folder),     TEST(qwen2_moe_bf16_with_gated_shared_expert),
-    TEST(qwen3_moe_prefix_and_a_nan_token),   TEST(deepseek_v3_bias_on_scores_and_shared_experts),
+    TEST(mixtral_shards_from_the_folder),
+    TEST(qwen2_moe_bf16_with_gated_shared_expert),
+    TEST(qwen3_moe_prefix_and_a_nan_token),
+    TEST(deepseek_v3_bias_on_scores_and_shared_experts),
+    TEST(gguf_block_formats),
     TEST(bad_inputs_get_one_line_and_exit_2),
 };
 

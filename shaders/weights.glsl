@@ -1,0 +1,55 @@
+// The FFN's weights as f32, whatever the layer's weight type (DTYPE): f32, f16 and bf16 words,
+// or ggml's block formats read in place (moevk.h's moevk_dtype says each block's bytes). GLSL
+// passes no buffer to a function, so DEFINE_WEIGHT_READER(NAME, WORDS) defines float NAME(i),
+// weight i of the array WORDS (a matrix's rows are whole blocks, so weight i of the flattened
+// matrix sits in block i / B). The block formats' steps follow ggml's dequantize_row_* in
+// order, each rounded (precise): the same bits as reference/quant.c.
+
+// Byte j, and the f16 at bytes j and j + 1, of a word array (blocks need not be word-aligned).
+#define WORDS_BYTE(WORDS, j) ((WORDS[(j) >> 2u] >> (((j) & 3u) * 8u)) & 0xFFu)
+#define WORDS_HALF(WORDS, j) unpackHalf2x16(WORDS_BYTE(WORDS, j) | (WORDS_BYTE(WORDS, (j) + 1u) << 8u)).x
+
+// The signed value of a byte.
+int signed_byte(uint b) { return int(b << 24u) >> 24; }
+
+#define DEFINE_WEIGHT_READER(NAME, WORDS)                                                          \
+    float NAME(uint i) {                                                                           \
+        if (DTYPE == DTYPE_F32) return uintBitsToFloat(WORDS[i]);                                  \
+        if (DTYPE == DTYPE_F16 || DTYPE == DTYPE_BF16) return decode_element(WORDS[i >> 1u], i, DTYPE); \
+        if (DTYPE == DTYPE_Q8_0) {                                                                 \
+            uint b = (i / 32u) * 34u;                                                              \
+            precise float w = float(signed_byte(WORDS_BYTE(WORDS, b + 2u + i % 32u))) * WORDS_HALF(WORDS, b); \
+            return w;                                                                              \
+        }                                                                                          \
+        if (DTYPE == DTYPE_Q4_0) {                                                                 \
+            uint b = (i / 32u) * 18u, j = i % 32u, q = WORDS_BYTE(WORDS, b + 2u + j % 16u);        \
+            int value = int(j < 16u ? q & 0xFu : q >> 4u) - 8;                                     \
+            precise float w = float(value) * WORDS_HALF(WORDS, b);                                 \
+            return w;                                                                              \
+        }                                                                                          \
+        if (DTYPE == DTYPE_Q4_K) {                                                                 \
+            /* Each 64 weights: 32 bytes of q (low nibbles, then high), sub-blocks 2c, 2c + 1. */  \
+            uint b = (i / 256u) * 144u, j = i % 256u, chunk = j / 64u, high = (j % 64u) / 32u;     \
+            uint q = WORDS_BYTE(WORDS, b + 16u + chunk * 32u + j % 32u), s = 2u * chunk + high;   \
+            uint packed = WORDS_BYTE(WORDS, b + 8u + s); /* scales byte s + 4 */                  \
+            uint scale = s < 4u ? WORDS_BYTE(WORDS, b + 4u + s) & 63u                              \
+                                : (packed & 0xFu) | ((WORDS_BYTE(WORDS, b + s) >> 6u) << 4u);      \
+            uint least = s < 4u ? packed & 63u                                                     \
+                                : (packed >> 4u) | ((WORDS_BYTE(WORDS, b + 4u + s) >> 6u) << 4u);  \
+            precise float d = WORDS_HALF(WORDS, b) * float(scale);                                 \
+            precise float m = WORDS_HALF(WORDS, b + 2u) * float(least);                            \
+            precise float w = d * float(high != 0u ? q >> 4u : q & 0xFu) - m;                      \
+            return w;                                                                              \
+        }                                                                                          \
+        /* Q6_K: each 128 weights: 64 bytes of low bits, 32 of high, 8 scales; quarter r of 32   \
+         * takes the low (r < 2) or high nibbles of the first or second 32 bytes (r even, odd)    \
+         * and bits 2r, 2r + 1 of the high bytes. */                                               \
+        uint b = (i / 256u) * 210u, j = i % 256u, half_ = j / 128u, r = (j % 128u) / 32u, l = j % 32u; \
+        uint low = WORDS_BYTE(WORDS, b + half_ * 64u + l + (r & 1u) * 32u);                        \
+        uint high_bits = (WORDS_BYTE(WORDS, b + 128u + half_ * 32u + l) >> (2u * r)) & 3u;         \
+        int q = int((r >= 2u ? low >> 4u : low & 0xFu) | (high_bits << 4u)) - 32;                 \
+        int scale = signed_byte(WORDS_BYTE(WORDS, b + 192u + half_ * 8u + l / 16u + 2u * r));     \
+        precise float ds = WORDS_HALF(WORDS, b + 208u) * float(scale);                             \
+        precise float w = ds * float(q);                                                           \
+        return w;                                                                                  \
+    }
