@@ -224,6 +224,8 @@ static int run_layer(layer_args *a, layer_inputs *in, moevk_activation activatio
     info.intermediate_size = c->intermediate_size;
     info.activation = activation;
     info.weight_type = in->weights.weight_type;
+    info.separate_down_type = in->weights.down_type != in->weights.weight_type;
+    info.down_weight_type = in->weights.down_type;
     info.shared_intermediate_size = in->weights.shared_intermediate_size;
     info.shared_gate = in->weights.shared_expert_gate != NULL;
 

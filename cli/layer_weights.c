@@ -116,19 +116,19 @@ static int find_shared(const finder *f, const model_config *c, int gated, layer_
     return 1;
 }
 
-/* The FFN tensors' common dtype, or F32: every other type widens to it exactly (a layer mixing
- * block formats, as Q4_K_M files mix Q4_K and Q6_K, is dequantized on the host). */
-static moevk_dtype common_type(const layer_weights *w, uint32_t E) {
-    moevk_dtype type = dtype_of(w->up[0]);
+/* The FFN tensors' types: gate's and up's one type, down's another (Q4_K_M files keep down in
+ * Q6_K or Q8_0), or, where either is mixed, F32 for all: every type widens to it exactly. */
+static void common_types(layer_weights *w, uint32_t E) {
+    moevk_dtype type = dtype_of(w->up[0]), down = dtype_of(w->down[0]);
     int same = 1;
     for (uint32_t e = 0; e < E; ++e) {
-        same &= dtype_of(w->up[e]) == type && dtype_of(w->down[e]) == type;
+        same &= dtype_of(w->up[e]) == type && dtype_of(w->down[e]) == down;
         if (w->gate) same &= dtype_of(w->gate[e]) == type;
     }
-    const model_tensor *shared[3] = {w->shared_gate, w->shared_up, w->shared_down};
-    for (int i = 0; i < 3; ++i)
-        if (shared[i]) same &= dtype_of(shared[i]) == type;
-    return same ? type : MOEVK_DTYPE_F32;
+    if (w->shared_gate) same &= dtype_of(w->shared_gate) == type;
+    if (w->shared_up) same &= dtype_of(w->shared_up) == type && dtype_of(w->shared_down) == down;
+    w->weight_type = same ? type : MOEVK_DTYPE_F32;
+    w->down_type = same ? down : MOEVK_DTYPE_F32;
 }
 
 int layer_weights_find(model_files *files, const model_config *config, const char *prefix,
@@ -137,7 +137,7 @@ int layer_weights_find(model_files *files, const model_config *config, const cha
     if (files->is_gguf) {
         int ok = gguf_layer_weights_find(files, config, prefix, gated, out, error, error_size);
         if (ok)
-            out->weight_type = common_type(out, config->num_experts);
+            common_types(out, config->num_experts);
         else
             layer_weights_free(out);
         return ok;
@@ -149,7 +149,7 @@ int layer_weights_find(model_files *files, const model_config *config, const cha
         ok = (out->score_bias = find(&f, "gate.e_score_correction_bias", 0, config->num_experts)) !=
              NULL;
     if (ok) {
-        out->weight_type = common_type(out, config->num_experts);
+        common_types(out, config->num_experts);
         out->shared_intermediate_size = out->shared_up ? config->shared_intermediate_size : 0;
     } else {
         layer_weights_free(out);
@@ -191,14 +191,14 @@ moevk_result layer_weights_upload(const layer_weights *w, const model_config *co
     for (uint32_t e = 0; r == MOEVK_SUCCESS && e < config->num_experts; ++e) {
         if (w->gate) r = upload(layer, MOEVK_WEIGHT_GATE, e, w->gate[e], type);
         if (r == MOEVK_SUCCESS) r = upload(layer, MOEVK_WEIGHT_UP, e, w->up[e], type);
-        if (r == MOEVK_SUCCESS) r = upload(layer, MOEVK_WEIGHT_DOWN, e, w->down[e], type);
+        if (r == MOEVK_SUCCESS) r = upload(layer, MOEVK_WEIGHT_DOWN, e, w->down[e], w->down_type);
     }
     if (r == MOEVK_SUCCESS && w->shared_gate)
         r = upload(layer, MOEVK_WEIGHT_SHARED_GATE, 0, w->shared_gate, type);
     if (r == MOEVK_SUCCESS && w->shared_up)
         r = upload(layer, MOEVK_WEIGHT_SHARED_UP, 0, w->shared_up, type);
     if (r == MOEVK_SUCCESS && w->shared_down)
-        r = upload(layer, MOEVK_WEIGHT_SHARED_DOWN, 0, w->shared_down, type);
+        r = upload(layer, MOEVK_WEIGHT_SHARED_DOWN, 0, w->shared_down, w->down_type);
     if (r == MOEVK_SUCCESS && w->shared_expert_gate)
         r = upload(layer, MOEVK_WEIGHT_SHARED_EXPERT_GATE, 0, w->shared_expert_gate,
                    MOEVK_DTYPE_F32);

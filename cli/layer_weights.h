@@ -17,8 +17,9 @@ typedef struct layer_weights {
     const model_tensor *shared_gate, *shared_up, *shared_down; /* NULL: none */
     const model_tensor *shared_expert_gate;                    /* [1, d] ([d] in GGUF): Qwen2-MoE */
     uint32_t shared_intermediate_size; /* the shared FFN's width (0: none) */
-    moevk_dtype weight_type;           /* the FFN tensors' dtype when they share one, else F32 */
-    model_tensor *views;               /* each expert's slice of GGUF's stacked tensors (owned) */
+    /* Gate's and up's type and down's, when each is one type for the block, else both F32. */
+    moevk_dtype weight_type, down_type;
+    model_tensor *views; /* each expert's slice of GGUF's stacked tensors (owned) */
 } layer_weights;
 
 /* The prefix of layer N's MoE block in the family's checkpoints, or blk.N. in a GGUF file

@@ -28,7 +28,8 @@ static const stage_kernel EXPERT_UP_KERNEL = {
 static const stage_kernel EXPERT_DOWN_KERNEL = {
     .name = "expert_down",
     .shaders = {[VARIANT_PLAIN] = SPIRV(expert_down)},
-    KERNEL_INTERFACE(EXPERT_DOWN_BUFFERS, expert_down_params)};
+    KERNEL_INTERFACE(EXPERT_DOWN_BUFFERS, expert_down_params),
+    .reads_down_weights = 1};
 /* The decode forms (shaders/ffn_matvec.glsl), for calls of at most MATVEC_ROWS tokens. */
 static const stage_kernel EXPERT_UP_MATVEC_KERNEL = {
     .name = "expert_up_matvec",
@@ -37,7 +38,8 @@ static const stage_kernel EXPERT_UP_MATVEC_KERNEL = {
 static const stage_kernel EXPERT_DOWN_MATVEC_KERNEL = {
     .name = "expert_down_matvec",
     .shaders = {[VARIANT_PLAIN] = SPIRV(expert_down_matvec)},
-    KERNEL_INTERFACE(EXPERT_DOWN_BUFFERS, expert_down_params)};
+    KERNEL_INTERFACE(EXPERT_DOWN_BUFFERS, expert_down_params),
+    .reads_down_weights = 1};
 
 static int needed(const moevk_router *router) { return router->layer.active; }
 
@@ -79,7 +81,7 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
     if (layer->activation == MOEVK_ACTIVATION_SWIGLU)
         raise_size(&sizes[BINDING_EXPERT_GATE], matrix);
     raise_size(&sizes[BINDING_EXPERT_UP], matrix);
-    raise_size(&sizes[BINDING_EXPERT_DOWN], matrix);
+    raise_size(&sizes[BINDING_EXPERT_DOWN], weight_buffer_bytes(layer->down_type, E * d * f));
     if (layer->biases) raise_size(&sizes[BINDING_EXPERT_BIAS], (2 * E * f + E * d) * 4);
     raise_size(&sizes[BINDING_INTERMEDIATE], rows * f * 4);
     raise_size(&sizes[BINDING_TILES], (TILE_ENTRIES + 4 * layer_max_tiles(router)) * 4);

@@ -289,7 +289,8 @@ typedef struct layer_shape {
     int active;
     uint32_t intermediate_size, shared_intermediate_size;
     moevk_activation activation;
-    moevk_dtype weight_type;
+    moevk_dtype weight_type; /* gate's and up's */
+    moevk_dtype down_type;   /* down's (weight_type unless the layer gave its own) */
     int biases, shared_gate;
 } layer_shape;
 

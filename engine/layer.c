@@ -21,16 +21,23 @@ static moevk_result check_layer_info(moevk_context *context, const moevk_layer_i
         REJECT("activation %d is not a moevk_activation", (int)info->activation);
     if ((unsigned)info->weight_type > MOEVK_DTYPE_Q6_K)
         REJECT("weight_type %d is not a moevk_dtype", (int)info->weight_type);
-    /* A block format quantizes along each row: up's and gate's rows are d long, down's f. */
-    uint32_t block = dtype_block_weights(info->weight_type);
-    uint32_t widths[3] = {router->hidden_size, info->intermediate_size,
-                          info->shared_intermediate_size};
-    const char *names[3] = {"hidden_size", "intermediate_size", "shared_intermediate_size"};
+    if (info->separate_down_type && (unsigned)info->down_weight_type > MOEVK_DTYPE_Q6_K)
+        REJECT("down_weight_type %d is not a moevk_dtype", (int)info->down_weight_type);
+    /* A block format quantizes along each row: gate's and up's rows are d long, down's f (fs). */
+    moevk_dtype down = info->separate_down_type ? info->down_weight_type : info->weight_type;
+    struct {
+        const char *name;
+        uint32_t width;
+        moevk_dtype type;
+    } rows[3] = {{"hidden_size", router->hidden_size, info->weight_type},
+                 {"intermediate_size", info->intermediate_size, down},
+                 {"shared_intermediate_size", info->shared_intermediate_size, down}};
     static const char *const TYPES[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"};
     for (int i = 0; i < 3; ++i)
-        if (widths[i] % block)
+        if (rows[i].width % dtype_block_weights(rows[i].type))
             REJECT("%s %u is not whole blocks of %u weights (%s: each matrix row is whole blocks)",
-                   names[i], widths[i], block, TYPES[info->weight_type]);
+                   rows[i].name, rows[i].width, dtype_block_weights(rows[i].type),
+                   TYPES[rows[i].type]);
     if (info->shared_gate && info->shared_intermediate_size == 0)
         REJECT("shared_gate needs shared experts (shared_intermediate_size > 0)");
     if (info->reserved_0) REJECT("reserved_0 must be zero");
@@ -58,6 +65,8 @@ moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *
                          .shared_intermediate_size = info.shared_intermediate_size,
                          .activation = info.activation,
                          .weight_type = info.weight_type,
+                         .down_type =
+                             info.separate_down_type ? info.down_weight_type : info.weight_type,
                          .biases = info.biases != 0,
                          .shared_gate = info.shared_gate != 0};
     moevk_layer *layer = context_calloc(context, 1, sizeof *layer);
@@ -111,7 +120,7 @@ static weight_place place_of(const moevk_router *router, moevk_layer_weight whic
     const layer_shape *layer = &router->layer;
     uint64_t E = router->info.num_experts, d = router->info.hidden_size;
     uint64_t f = layer->intermediate_size, fs = layer->shared_intermediate_size;
-    moevk_dtype wt = layer->weight_type, f32 = MOEVK_DTYPE_F32;
+    moevk_dtype wt = layer->weight_type, dt = layer->down_type, f32 = MOEVK_DTYPE_F32;
     int swiglu = layer->activation == MOEVK_ACTIVATION_SWIGLU, shared = fs > 0;
     switch (which) {
     case MOEVK_WEIGHT_ROUTER:
@@ -119,7 +128,7 @@ static weight_place place_of(const moevk_router *router, moevk_layer_weight whic
     case MOEVK_WEIGHT_GATE:
         return (weight_place){BINDING_EXPERT_GATE, 0, f * d, E, wt, swiglu, "GATE"};
     case MOEVK_WEIGHT_UP: return (weight_place){BINDING_EXPERT_UP, 0, f * d, E, wt, 1, "UP"};
-    case MOEVK_WEIGHT_DOWN: return (weight_place){BINDING_EXPERT_DOWN, 0, d * f, E, wt, 1, "DOWN"};
+    case MOEVK_WEIGHT_DOWN: return (weight_place){BINDING_EXPERT_DOWN, 0, d * f, E, dt, 1, "DOWN"};
     case MOEVK_WEIGHT_GATE_BIAS:
         return (weight_place){BINDING_EXPERT_BIAS,     0,          f, E, f32,
                               layer->biases && swiglu, "GATE_BIAS"};
@@ -134,7 +143,7 @@ static weight_place place_of(const moevk_router *router, moevk_layer_weight whic
     case MOEVK_WEIGHT_SHARED_UP:
         return (weight_place){BINDING_SHARED_UP, 0, fs * d, 1, wt, shared, "SHARED_UP"};
     case MOEVK_WEIGHT_SHARED_DOWN:
-        return (weight_place){BINDING_SHARED_DOWN, 0, d * fs, 1, wt, shared, "SHARED_DOWN"};
+        return (weight_place){BINDING_SHARED_DOWN, 0, d * fs, 1, dt, shared, "SHARED_DOWN"};
     case MOEVK_WEIGHT_SHARED_GATE_BIAS:
         return (weight_place){BINDING_SHARED_BIAS, 0, fs, 1, f32, shared && swiglu && layer->biases,
                               "SHARED_GATE_BIAS"};

@@ -19,7 +19,8 @@ static const stage_kernel SHARED_UP_KERNEL = {
 static const stage_kernel SHARED_DOWN_KERNEL = {
     .name = "shared_down",
     .shaders = {[VARIANT_PLAIN] = SPIRV(shared_down)},
-    KERNEL_INTERFACE(SHARED_DOWN_BUFFERS, shared_down_params)};
+    KERNEL_INTERFACE(SHARED_DOWN_BUFFERS, shared_down_params),
+    .reads_down_weights = 1};
 /* The decode forms, for calls of at most MATVEC_ROWS tokens. */
 static const stage_kernel SHARED_UP_MATVEC_KERNEL = {
     .name = "shared_up_matvec",
@@ -28,7 +29,8 @@ static const stage_kernel SHARED_UP_MATVEC_KERNEL = {
 static const stage_kernel SHARED_DOWN_MATVEC_KERNEL = {
     .name = "shared_down_matvec",
     .shaders = {[VARIANT_PLAIN] = SPIRV(shared_down_matvec)},
-    KERNEL_INTERFACE(SHARED_DOWN_BUFFERS, shared_down_params)};
+    KERNEL_INTERFACE(SHARED_DOWN_BUFFERS, shared_down_params),
+    .reads_down_weights = 1};
 
 static int needed(const moevk_router *router) {
     return router->layer.active && router->layer.shared_intermediate_size > 0;
@@ -68,7 +70,7 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
     if (layer->activation == MOEVK_ACTIVATION_SWIGLU)
         raise_size(&sizes[BINDING_SHARED_GATE], matrix);
     raise_size(&sizes[BINDING_SHARED_UP], matrix);
-    raise_size(&sizes[BINDING_SHARED_DOWN], matrix);
+    raise_size(&sizes[BINDING_SHARED_DOWN], weight_buffer_bytes(layer->down_type, d * f));
     if (layer->biases) raise_size(&sizes[BINDING_SHARED_BIAS], (2 * f + d) * 4);
     if (layer->shared_gate) {
         raise_size(&sizes[BINDING_SHARED_GATE_WEIGHTS], d * 4);

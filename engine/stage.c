@@ -127,11 +127,14 @@ moevk_result stages_create(moevk_router *router) {
         if (module->constants) module->constants(router, &constants);
         for (uint32_t k = 0; k < module->kernel_count && r == MOEVK_SUCCESS; ++k) {
             kernel_state *state = &router->kernels[s][k];
+            stage_constants kernel_constants = constants;
+            if (module->kernels[k]->reads_down_weights)
+                kernel_constants.dtype = router->layer.down_type;
             r = create_layouts(router, module->kernels[k], state);
             if (r == MOEVK_SUCCESS) r = create_sets(router, module->kernels[k], state);
             if (r == MOEVK_SUCCESS)
                 r = pipeline_create(router->context, module->kernels[k]->shaders,
-                                    router->use_addresses, &constants, state->layout,
+                                    router->use_addresses, &kernel_constants, state->layout,
                                     &state->pipeline);
         }
     }

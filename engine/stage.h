@@ -37,6 +37,7 @@ typedef struct stage_kernel {
     uint8_t buffers[BINDING_COUNT];     /* the BINDING_* it declares, at those binding numbers */
     uint32_t buffer_count;
     uint32_t params_size;
+    int reads_down_weights; /* its DTYPE is the layer's down type, not weight_type */
 } stage_kernel;
 
 /* The SPIR-V array shaders/meson.build embeds for a kernel variant (<symbol>_spv). */

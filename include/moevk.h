@@ -685,25 +685,31 @@ typedef struct moevk_layer_info {
     uint32_t shared_intermediate_size;
     int shared_gate;     /* Qwen2-MoE: the shared output times sigmoid(x . w_shared_gate) */
     uint32_t reserved_0; /* zero: the place of a later field */
+    /* ---- Since moevk 0.5 (a 0.4 program's struct ends above: one type for every matrix) ---- */
+    /* Non-zero: the down projections (routed and shared) are stored as down_weight_type, and
+     * weight_type is the gate's and up's only (Q4_K_M files keep down in Q6_K or Q8_0). */
+    int separate_down_type;
+    moevk_dtype down_weight_type;
 } moevk_layer_info;
 
 static inline void moevk_layer_info_init(moevk_layer_info *info) { MOEVK_INIT_STRUCT_(info); }
 
 /* The layer's weights, in the layouts of Hugging Face checkpoints (nn.Linear's [out, in]).
- * f is intermediate_size, fs shared_intermediate_size; "wt" is the layer's weight_type. In a
+ * f is intermediate_size, fs shared_intermediate_size; "wt" is the layer's weight_type, "dt"
+ * its down_weight_type where separate_down_type is set (else weight_type). In a
  * block format a matrix [rows, cols] is rows of cols / B blocks (B its block's weights), ggml's
  * layout: a GGUF tensor ne [cols, rows, E] is E such matrices one after another. */
 typedef enum moevk_layer_weight {
     MOEVK_WEIGHT_ROUTER = 0,              /* W_g [E, d] f32: logits = x W_g^T */
     MOEVK_WEIGHT_GATE = 1,                /* [E, f, d] wt: gate_proj, Mixtral's w1 (SwiGLU only) */
     MOEVK_WEIGHT_UP = 2,                  /* [E, f, d] wt: up_proj, w3; an MLP's first */
-    MOEVK_WEIGHT_DOWN = 3,                /* [E, d, f] wt: down_proj, w2 */
+    MOEVK_WEIGHT_DOWN = 3,                /* [E, d, f] dt: down_proj, w2 */
     MOEVK_WEIGHT_GATE_BIAS = 4,           /* [E, f] f32 (biases only, as the next two) */
     MOEVK_WEIGHT_UP_BIAS = 5,             /* [E, f] f32 */
     MOEVK_WEIGHT_DOWN_BIAS = 6,           /* [E, d] f32 */
     MOEVK_WEIGHT_SHARED_GATE = 7,         /* [fs, d] wt (SwiGLU only) */
     MOEVK_WEIGHT_SHARED_UP = 8,           /* [fs, d] wt */
-    MOEVK_WEIGHT_SHARED_DOWN = 9,         /* [d, fs] wt */
+    MOEVK_WEIGHT_SHARED_DOWN = 9,         /* [d, fs] dt */
     MOEVK_WEIGHT_SHARED_GATE_BIAS = 10,   /* [fs] f32 */
     MOEVK_WEIGHT_SHARED_UP_BIAS = 11,     /* [fs] f32 */
     MOEVK_WEIGHT_SHARED_DOWN_BIAS = 12,   /* [d] f32 */

@@ -53,8 +53,10 @@ void ref_ffn_row(const ref_ffn *ffn, uint32_t expert, const double *x, const dou
     }
     uint64_t out_base = (uint64_t)expert * d;
     for (uint32_t i = 0; i < d; ++i)
-        out[i] = project(ffn->down, (out_base + i) * f, f, ffn->weight_type, h, h_magnitude,
-                         ffn->down_bias ? ffn->down_bias + out_base + i : NULL, &magnitude[i]);
+        out[i] =
+            project(ffn->down, (out_base + i) * f, f,
+                    ffn->separate_down_type ? ffn->down_type : ffn->weight_type, h, h_magnitude,
+                    ffn->down_bias ? ffn->down_bias + out_base + i : NULL, &magnitude[i]);
     free(h);
 }
 

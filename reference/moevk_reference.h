@@ -173,6 +173,8 @@ typedef struct ref_ffn {
     moevk_dtype weight_type;
     const void *gate, *up, *down;
     const float *gate_bias, *up_bias, *down_bias;
+    int separate_down_type;     /* non-zero: down is stored as down_type, not weight_type */
+    moevk_dtype down_type;
 } ref_ffn;
 /* One row x [d] through expert `expert`'s FFN, in double: out [d], and the magnitude [d] of
  * the terms behind each output (x_magnitude: the input's). */

@@ -21,9 +21,9 @@
 
 static float matrix[6 * 4];
 static uint16_t halves[10];
-static unsigned char q8[2 * 34], q4k[144];
+static unsigned char q8[2 * 34], q4k[144], iq4[18];
 
-/* A file with a pair of each type and four tensors of four types. */
+/* A file with a pair of each type and five tensors of five types. */
 static void build_valid(gguf_builder *b, uint32_t version) {
     gguf_build_begin(b);
     b->version = version;
@@ -42,6 +42,8 @@ static void build_valid(gguf_builder *b, uint32_t version) {
     gguf_build_tensor(b, "blk.0.w", GGML_F32, 2, ne_matrix, matrix, sizeof matrix);
     gguf_build_tensor(b, "v", GGML_BF16, 1, ne_halves, halves, sizeof halves);
     gguf_build_tensor(b, "q", GGML_Q8_0, 2, ne_q8, q8, sizeof q8);
+    uint64_t ne_iq4[1] = {32};
+    gguf_build_tensor(b, "n", 20, 1, ne_iq4, iq4, sizeof iq4); /* IQ4_NL: read, not computed with */
     gguf_build_tensor(b, "k", GGML_Q4_K, 1, ne_q4k, q4k, sizeof q4k);
 }
 
@@ -50,18 +52,21 @@ static void check_valid(const gguf_file *file, const unsigned char *bytes, size_
     const model_tensor *v = gguf_find_tensor(file, "v");
     const model_tensor *q = gguf_find_tensor(file, "q");
     const model_tensor *k = gguf_find_tensor(file, "k");
-    CHECK(w && v && q && k && !gguf_find_tensor(file, "blk.0") && file->tensor_count == 4,
+    const model_tensor *n = gguf_find_tensor(file, "n");
+    CHECK(w && v && q && k && n && !gguf_find_tensor(file, "blk.0") && file->tensor_count == 5,
           "tensors found by name");
+    CHECK(n->dtype == MODEL_OTHER && !strcmp(n->type_name, "IQ4_NL") && n->bytes == 18,
+          "IQ4_NL: a type moevk reads past but does not compute with");
     CHECK(w->dtype == MODEL_F32 && w->ndim == 2 && w->shape[0] == 6 && w->shape[1] == 4 &&
               w->count == 24 && w->bytes == 96 && w->data == bytes + data_start &&
               !memcmp(w->data, matrix, sizeof matrix),
           "the f32 matrix: shape [6, 4] from ne [4, 6], its bytes at the data's start");
     CHECK(v->dtype == MODEL_BF16 && v->bytes == 20 && v->data == bytes + data_start + 96,
           "the bf16 vector at the next aligned offset");
-    CHECK(q->dtype == MODEL_OTHER && !strcmp(q->type_name, "Q8_0") && q->bytes == 68 &&
+    CHECK(q->dtype == MODEL_Q8_0 && !strcmp(q->type_name, "Q8_0") && q->bytes == 68 &&
               q->shape[0] == 2 && q->shape[1] == 32,
           "Q8_0: two blocks of 34 bytes");
-    CHECK(k->dtype == MODEL_OTHER && !strcmp(k->type_name, "Q4_K") && k->bytes == 144,
+    CHECK(k->dtype == MODEL_Q4_K && !strcmp(k->type_name, "Q4_K") && k->bytes == 144,
           "Q4_K: one block of 144 bytes");
     char text[64];
     uint64_t u = 0;

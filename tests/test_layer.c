@@ -5,6 +5,7 @@
  * chose (the route itself is held to the reference by test_projection and test_routing), then
  * runs it again for the same bits. */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +29,9 @@ typedef struct layer_case {
     int weights_in_buffer; /* the weights from a moevk_buffer */
     int nan_token;         /* one token's hidden state holds a NaN */
     float hidden_scale;    /* 0: 1; huge values with a large one */
-    uint32_t max_tokens;   /* 0: T */
+    int separate_down;     /* down projections in down_type (Q4_K_M: Q6_K beside Q4_K) */
+    moevk_dtype down_type;
+    uint32_t max_tokens; /* 0: T */
 } layer_case;
 
 #define SWIGLU MOEVK_ACTIVATION_SWIGLU
@@ -124,6 +127,16 @@ static const layer_case CASES[] = {
      .max_tokens = 100},
     {"q4_k_from_buffers", .E = 3, .k = 2, .T = 50, .d = 256, .f = 256, .weight_type = Q4_K,
      .weights_in_buffer = 1, .shared_f = 256},
+    /* A down type of its own: Q4_K_M's Q4_K gate and up beside a Q6_K (or Q8_0) down; f need
+     * only be whole blocks of the down type (DeepSeek-V2-Lite's f = 1408 with a Q8_0 down). */
+    {"q4_k_with_q6_k_down", .E = 4, .k = 2, .T = 100, .d = 256, .f = 512, .weight_type = Q4_K,
+     .separate_down = 1, .down_type = Q6_K, .shared_f = 256, .shared_gate = 1},
+    {"decode_q4_k_with_q6_k_down", .E = 8, .k = 2, .T = 1, .d = 256, .f = 256, .weight_type = Q4_K,
+     .separate_down = 1, .down_type = Q6_K, .shared_f = 256},
+    {"q4_k_with_q8_0_down_f_1408", .E = 4, .k = 2, .T = 30, .d = 256, .f = 1408,
+     .weight_type = Q4_K, .separate_down = 1, .down_type = Q8_0, .capacity_mode = DROPLESS},
+    {"f16_with_f32_down", .E = 5, .k = 2, .T = 70, .d = 24, .f = 40, .weight_type = F16,
+     .separate_down = 1, .down_type = MOEVK_DTYPE_F32, .biases = 1},
 };
 
 /* A value stored in a type, rounded to nearest (what a model file holds). */
@@ -152,7 +165,8 @@ static void make_weights(const layer_case *c, case_weights *w) {
     int swiglu = c->activation == SWIGLU;
     if (swiglu) w->gate = random_matrix(E * f * d, c->weight_type, 1.0f / sqrtf((float)d));
     w->up = random_matrix(E * f * d, c->weight_type, 1.0f / sqrtf((float)d));
-    w->down = random_matrix(E * d * f, c->weight_type, 1.0f / sqrtf((float)f));
+    moevk_dtype down = c->separate_down ? c->down_type : c->weight_type;
+    w->down = random_matrix(E * d * f, down, 1.0f / sqrtf((float)f));
     if (c->biases) {
         if (swiglu) w->bias[0] = random_matrix(E * f, MOEVK_DTYPE_F32, 0.1f);
         w->bias[1] = random_matrix(E * f, MOEVK_DTYPE_F32, 0.1f);
@@ -161,7 +175,7 @@ static void make_weights(const layer_case *c, case_weights *w) {
     if (fs == 0) return;
     if (swiglu) w->shared_gate = random_matrix(fs * d, c->weight_type, 1.0f / sqrtf((float)d));
     w->shared_up = random_matrix(fs * d, c->weight_type, 1.0f / sqrtf((float)d));
-    w->shared_down = random_matrix(d * fs, c->weight_type, 1.0f / sqrtf((float)fs));
+    w->shared_down = random_matrix(d * fs, down, 1.0f / sqrtf((float)fs));
     if (c->biases) {
         if (swiglu) w->shared_bias[0] = random_matrix(fs, MOEVK_DTYPE_F32, 0.1f);
         w->shared_bias[1] = random_matrix(fs, MOEVK_DTYPE_F32, 0.1f);
@@ -198,7 +212,7 @@ static moevk_result set_weight(moevk_layer *layer, const layer_case *c, moevk_la
 
 static moevk_result set_weights(moevk_layer *layer, const layer_case *c, const case_weights *w) {
     uint64_t E = c->E, d = c->d, f = c->f, fs = c->shared_f;
-    moevk_dtype t = c->weight_type;
+    moevk_dtype t = c->weight_type, dt = c->separate_down ? c->down_type : t;
     const struct {
         moevk_layer_weight which;
         uint32_t experts;
@@ -208,13 +222,13 @@ static moevk_result set_weights(moevk_layer *layer, const layer_case *c, const c
         {MOEVK_WEIGHT_ROUTER, 1, w->router, E * d * 4},
         {MOEVK_WEIGHT_GATE, c->E, w->gate, weights_bytes(t, E * f * d)},
         {MOEVK_WEIGHT_UP, c->E, w->up, weights_bytes(t, E * f * d)},
-        {MOEVK_WEIGHT_DOWN, c->E, w->down, weights_bytes(t, E * d * f)},
+        {MOEVK_WEIGHT_DOWN, c->E, w->down, weights_bytes(dt, E * d * f)},
         {MOEVK_WEIGHT_GATE_BIAS, c->E, w->bias[0], E * f * 4},
         {MOEVK_WEIGHT_UP_BIAS, c->E, w->bias[1], E * f * 4},
         {MOEVK_WEIGHT_DOWN_BIAS, c->E, w->bias[2], E * d * 4},
         {MOEVK_WEIGHT_SHARED_GATE, 1, w->shared_gate, weights_bytes(t, fs * d)},
         {MOEVK_WEIGHT_SHARED_UP, 1, w->shared_up, weights_bytes(t, fs * d)},
-        {MOEVK_WEIGHT_SHARED_DOWN, 1, w->shared_down, weights_bytes(t, d * fs)},
+        {MOEVK_WEIGHT_SHARED_DOWN, 1, w->shared_down, weights_bytes(dt, d * fs)},
         {MOEVK_WEIGHT_SHARED_GATE_BIAS, 1, w->shared_bias[0], fs * 4},
         {MOEVK_WEIGHT_SHARED_UP_BIAS, 1, w->shared_bias[1], fs * 4},
         {MOEVK_WEIGHT_SHARED_DOWN_BIAS, 1, w->shared_bias[2], d * 4},
@@ -247,6 +261,8 @@ static moevk_layer_info case_layer_info(const layer_case *c, const moevk_router_
     info.biases = c->biases;
     info.shared_intermediate_size = c->shared_f;
     info.shared_gate = c->shared_gate;
+    info.separate_down_type = c->separate_down;
+    info.down_weight_type = c->down_type;
     return info;
 }
 
@@ -343,14 +359,15 @@ static void run_case(const void *row) {
             if (memcmp(&ref_logits[i], &first.logits[i], 4) &&
                 !(isnan(ref_logits[i]) && isnan(first.logits[i])))
                 bad_logit = (int64_t)i;
-        ref_layer layer_ref = {.router = &router_info,
-                               .router_weights = w.router,
-                               .experts = {c->d, c->f, c->activation, c->weight_type, w.gate, w.up,
-                                           w.down, w.bias[0], w.bias[1], w.bias[2]},
-                               .shared = {c->d, c->shared_f, c->activation, c->weight_type,
-                                          w.shared_gate, w.shared_up, w.shared_down,
-                                          w.shared_bias[0], w.shared_bias[1], w.shared_bias[2]},
-                               .shared_expert_gate = w.shared_expert_gate};
+        ref_layer layer_ref = {
+            .router = &router_info,
+            .router_weights = w.router,
+            .experts = {c->d, c->f, c->activation, c->weight_type, w.gate, w.up, w.down, w.bias[0],
+                        w.bias[1], w.bias[2], c->separate_down, c->down_type},
+            .shared = {c->d, c->shared_f, c->activation, c->weight_type, w.shared_gate, w.shared_up,
+                       w.shared_down, w.shared_bias[0], w.shared_bias[1], w.shared_bias[2],
+                       c->separate_down, c->down_type},
+            .shared_expert_gate = w.shared_expert_gate};
         ref_layer_output(&layer_ref, c->T, hidden, first.ids, first.weights, first.slots, want,
                          magnitude);
         bad = first_mismatch(c, first.output, want, magnitude, T * d, &got);
@@ -475,6 +492,27 @@ static void test_layer_options_are_checked(void) {
     info.weight_type = (moevk_dtype)7;
     CHECK(moevk_layer_create(context, &info, &layer) == MOEVK_ERROR_INVALID_ARGUMENT,
           "weight_type 7 was taken");
+    /* A down type of its own: f need only be whole blocks of it (Q8_0's 32 for f = 1408). */
+    info.weight_type = MOEVK_DTYPE_Q4_K;
+    info.separate_down_type = 1;
+    info.down_weight_type = MOEVK_DTYPE_Q8_0;
+    CHECK_OK(moevk_layer_create(context, &info, &layer));
+    moevk_layer_destroy(layer);
+    layer = NULL;
+    info.down_weight_type = (moevk_dtype)9;
+    CHECK(moevk_layer_create(context, &info, &layer) == MOEVK_ERROR_INVALID_ARGUMENT,
+          "down_weight_type 9 was taken");
+    /* A 0.4 program's struct ends before them: they are not read. */
+    info.struct_size = (uint32_t)offsetof(moevk_layer_info, separate_down_type);
+    info.weight_type = MOEVK_DTYPE_F32;
+    info.intermediate_size = 8;
+    router.hidden_size = 8;
+    CHECK_OK(moevk_layer_create(context, &info, &layer));
+    moevk_layer_destroy(layer);
+    layer = NULL;
+    moevk_layer_info_init(&info);
+    info.router = &router;
+    info.activation = MOEVK_ACTIVATION_GELU;
     info.weight_type = MOEVK_DTYPE_F32;
     info.intermediate_size = 8;
     router.hidden_size = 0;

@@ -647,9 +647,9 @@ static void free_widened(model *w) {
         free(w->shared_down);
 }
 
-/* GGUF files of the block formats: Q8_0 experts (qwen3moe) read as they lie and computed on the
- * device, held to the reference; and a Q4_K_M-like block, gate and up Q4_K with down Q6_K
- * (qwen2moe, a shared expert too), dequantized to f32 on the host. */
+/* GGUF files of the block formats, read as they lie and computed on the device, held to the
+ * reference: Q8_0 experts (qwen3moe); and a Q4_K_M-like block, gate and up Q4_K with down Q6_K
+ * (qwen2moe, a shared expert too), the down projections in a type of their own. */
 static void test_gguf_block_formats(void) {
     model q8 = {.family = "qwen",
                 .E = 4,
