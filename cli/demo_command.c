@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "demo_gguf.h"
 #include "demo_layer.h"
 #include "moevk_reference.h"
 #include "option_table.h"
@@ -167,6 +168,9 @@ int command_demo(int argc, char **argv) {
            layer.checksum, layer.checked_tokens, layer.worst);
     free(layer.counts);
     status = worst < 1e-5 && layer.worst < 1e-5 ? 0 : 1;
+#ifdef MOEVK_CLI_LAYER
+    if (demo_gguf(device_selector) != 0) status = 1;
+#endif
     printf(status == 0 ? "demo: ok\n" : "demo: MISMATCH\n");
 done:
     free(logits);

@@ -1,8 +1,8 @@
-/* GGUF files for the tests, built in memory: metadata pairs of every type, tensors of any ggml
- * type with their data, laid out as llama.cpp writes them (version 3 unless told, the data
- * section and each tensor at the alignment). */
-#ifndef MOEVK_TEST_GGUF_WRITE_H
-#define MOEVK_TEST_GGUF_WRITE_H
+/* GGUF files built in memory (the demo's toy model, the tests' files): metadata pairs of every
+ * type, tensors of any ggml type with their data, laid out as llama.cpp writes them (version 3
+ * unless told, the data section and each tensor at the alignment). */
+#ifndef MOEVK_GGUF_WRITE_H
+#define MOEVK_GGUF_WRITE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -12,6 +12,7 @@
 typedef struct gguf_builder {
     unsigned char *kvs; /* the pairs, serialised */
     size_t kv_bytes, kv_capacity;
+    int kv_failed; /* memory ran out */
     uint64_t kv_count;
     struct {
         char name[128];
@@ -40,8 +41,8 @@ void gguf_build_raw(gguf_builder *b, const char *key, uint32_t type, const void 
 /* A tensor of ggml type `type` with ne[0..ndim) (ne[0] contiguous); data of `bytes` bytes. */
 void gguf_build_tensor(gguf_builder *b, const char *name, uint32_t type, uint32_t ndim,
                        const uint64_t *ne, const void *data, uint64_t bytes);
-/* The file (malloc'd, *size bytes); *data_start: where its data section begins. Frees the
- * builder's pairs. */
+/* The file (malloc'd, *size bytes; NULL when memory ran out); *data_start: where its data
+ * section begins. Frees the builder's pairs. */
 unsigned char *gguf_build_finish(gguf_builder *b, size_t *size, size_t *data_start);
 int gguf_build_write(gguf_builder *b, const char *path); /* finish, write, free: 1 on success */
 

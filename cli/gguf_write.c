@@ -5,20 +5,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void append(unsigned char **buffer, size_t *used, size_t *capacity, const void *bytes,
-                   size_t count) {
-    if (*used + count > *capacity) {
-        size_t grown = *capacity ? *capacity : 256;
-        while (grown < *used + count) grown *= 2;
-        *buffer = realloc(*buffer, grown);
-        *capacity = grown;
+/* A buffer that grows; failed once memory ran out (then it holds nothing). */
+typedef struct growing {
+    unsigned char *bytes;
+    size_t used, capacity;
+    int failed;
+} growing;
+
+static int append(growing *g, const void *bytes, size_t count) {
+    if (g->failed) return 0;
+    if (g->used + count > g->capacity) {
+        size_t grown = g->capacity ? g->capacity : 256;
+        while (grown < g->used + count) grown *= 2;
+        unsigned char *larger = realloc(g->bytes, grown);
+        if (!larger) {
+            free(g->bytes);
+            *g = (growing){.failed = 1};
+            return 0;
+        }
+        g->bytes = larger;
+        g->capacity = grown;
     }
-    memcpy(*buffer + *used, bytes, count);
-    *used += count;
+    if (count) memcpy(g->bytes + g->used, bytes, count);
+    g->used += count;
+    return 1;
 }
 
 static void kv_bytes(gguf_builder *b, const void *bytes, size_t count) {
-    append(&b->kvs, &b->kv_bytes, &b->kv_capacity, bytes, count);
+    growing g = {b->kvs, b->kv_bytes, b->kv_capacity, b->kv_failed};
+    append(&g, bytes, count);
+    b->kvs = g.bytes, b->kv_bytes = g.used, b->kv_capacity = g.capacity, b->kv_failed = g.failed;
 }
 
 static void kv_u32(gguf_builder *b, uint32_t v) { kv_bytes(b, &v, 4); }
@@ -101,48 +117,51 @@ static size_t aligned(size_t at, size_t alignment) {
 }
 
 /* Zeros up to the next multiple of alignment. */
-static void pad(unsigned char **file, size_t *used, size_t *capacity, size_t alignment) {
+static void pad(growing *g, size_t alignment) {
     static const unsigned char zero = 0;
-    while (*used % alignment) append(file, used, capacity, &zero, 1);
+    while (g->used % alignment)
+        if (!append(g, &zero, 1)) return;
 }
 
 unsigned char *gguf_build_finish(gguf_builder *b, size_t *size, size_t *data_start) {
-    unsigned char *file = NULL;
-    size_t used = 0, capacity = 0;
+    *size = *data_start = 0;
+    growing file = {0};
     uint32_t version = b->version;
     uint64_t tensors = (uint64_t)b->tensor_count;
-    append(&file, &used, &capacity, "GGUF", 4);
-    append(&file, &used, &capacity, &version, 4);
-    append(&file, &used, &capacity, &tensors, 8);
-    append(&file, &used, &capacity, &b->kv_count, 8);
-    if (b->kv_bytes) append(&file, &used, &capacity, b->kvs, b->kv_bytes);
+    file.failed = b->kv_failed;
+    append(&file, "GGUF", 4);
+    append(&file, &version, 4);
+    append(&file, &tensors, 8);
+    append(&file, &b->kv_count, 8);
+    if (b->kv_bytes) append(&file, b->kvs, b->kv_bytes);
     uint64_t offset = 0;
     for (int i = 0; i < b->tensor_count; ++i) {
         uint64_t length = strlen(b->tensors[i].name);
-        append(&file, &used, &capacity, &length, 8);
-        append(&file, &used, &capacity, b->tensors[i].name, length);
-        append(&file, &used, &capacity, &b->tensors[i].ndim, 4);
-        append(&file, &used, &capacity, b->tensors[i].ne, 8 * b->tensors[i].ndim);
-        append(&file, &used, &capacity, &b->tensors[i].type, 4);
-        append(&file, &used, &capacity, &offset, 8);
+        append(&file, &length, 8);
+        append(&file, b->tensors[i].name, length);
+        append(&file, &b->tensors[i].ndim, 4);
+        append(&file, b->tensors[i].ne, 8 * b->tensors[i].ndim);
+        append(&file, &b->tensors[i].type, 4);
+        append(&file, &offset, 8);
         offset = aligned(offset + b->tensors[i].bytes, b->alignment);
     }
-    pad(&file, &used, &capacity, b->alignment);
-    *data_start = used;
+    pad(&file, b->alignment);
+    *data_start = file.used;
     for (int i = 0; i < b->tensor_count; ++i) {
-        if (b->tensors[i].bytes)
-            append(&file, &used, &capacity, b->tensors[i].data, b->tensors[i].bytes);
-        pad(&file, &used, &capacity, b->alignment);
+        if (b->tensors[i].bytes) append(&file, b->tensors[i].data, b->tensors[i].bytes);
+        pad(&file, b->alignment);
     }
     free(b->kvs);
     b->kvs = NULL;
-    *size = used;
-    return file;
+    b->kv_bytes = b->kv_capacity = 0;
+    *size = file.used;
+    return file.bytes;
 }
 
 int gguf_build_write(gguf_builder *b, const char *path) {
     size_t size, data_start;
     unsigned char *file = gguf_build_finish(b, &size, &data_start);
+    if (!file) return 0;
     FILE *f = fopen(path, "wb");
     int ok = f && fwrite(file, 1, size, f) == size;
     if (f) ok &= fclose(f) == 0;
