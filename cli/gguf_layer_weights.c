@@ -77,7 +77,7 @@ static int find_experts_of(const finder *f, const char *kind, uint32_t E, uint64
     char name[128], legacy[128];
     snprintf(name, sizeof name, "ffn_%s_exps.weight", kind);
     snprintf(legacy, sizeof legacy, "%sffn_%s.0.weight", f->prefix, kind);
-    if (!gguf_find_tensor(&f->files->gguf, legacy) || E == 1) {
+    if (!model_files_lookup(f->files, legacy) || E == 1) {
         uint64_t shape[3] = {E, rows, cols};
         const model_tensor *t = find(f, name, 3, shape);
         if (!t) return 0;
@@ -104,7 +104,7 @@ static int find_experts_of(const finder *f, const char *kind, uint32_t E, uint64
 static int find_shared(const finder *f, const model_config *c, int gated, layer_weights *w) {
     char full[512];
     snprintf(full, sizeof full, "%sffn_up_shexp.weight", f->prefix);
-    const model_tensor *up = gguf_find_tensor(&f->files->gguf, full);
+    const model_tensor *up = model_files_lookup(f->files, full);
     uint64_t d = c->hidden_size, fs = c->shared_intermediate_size;
     if (!up) {
         if (fs == 0) return 1;
@@ -134,7 +134,7 @@ int gguf_layer_weights_find(model_files *files, const model_config *c, const cha
     uint64_t d = c->hidden_size, ff = c->intermediate_size;
     char full[512];
     snprintf(full, sizeof full, "%sffn_gate_inp.weight", prefix);
-    if (!gguf_find_tensor(&files->gguf, full))
+    if (!model_files_lookup(files, full))
         return fail(error, error_size, "%s: no tensor '%s': no MoE block there (a dense layer?)",
                     files->paths[0], full);
     w->views = calloc((size_t)E * 3 + 1, sizeof *w->views);
@@ -150,7 +150,7 @@ int gguf_layer_weights_find(model_files *files, const model_config *c, const cha
         !find_shared(&f, c, gated, w))
         return 0;
     snprintf(full, sizeof full, "%sexp_probs_b.bias", prefix);
-    if (c->family == MODEL_DEEPSEEK_V3 && gguf_find_tensor(&files->gguf, full)) {
+    if (c->family == MODEL_DEEPSEEK_V3 && model_files_lookup(files, full)) {
         if (!c->sigmoid)
             return fail(error, error_size,
                         "tensor '%s': a selection bias with softmax routing is not read", full);

@@ -109,7 +109,7 @@ static int load_config(const layer_args *a, layer_inputs *in) {
     if (in->files.is_gguf) {
         if (a->config)
             BAD("%s: a GGUF file's metadata are its config: --config is not read", a->config);
-        if (!gguf_model_config(&in->files.gguf, &in->config, error, sizeof error))
+        if (!gguf_model_config(&in->files.gguf.files[0], &in->config, error, sizeof error))
             BAD("%s: %s", a->weights, error);
         if (a->layer_given && !model_config_moe_layer(&in->config, a->layer, error, sizeof error))
             BAD("%s: %s", a->weights, error);

@@ -193,7 +193,7 @@ int model_files_open(const char *weights, model_files *out, char *error, size_t 
         else
             fail(error, error_size, "out of memory");
         if (ok && starts_as_gguf(weights)) {
-            ok = gguf_open(weights, &out->gguf, error, error_size);
+            ok = gguf_splits_open(weights, &out->gguf, error, error_size);
             out->is_gguf = ok;
         }
     }
@@ -213,8 +213,10 @@ static const safetensors_file *shard(model_files *files, size_t i, char *error, 
 const model_tensor *model_files_find(model_files *files, const char *name, char *error,
                                      size_t error_size) {
     if (files->is_gguf) {
-        const model_tensor *t = gguf_find_tensor(&files->gguf, name);
-        if (!t) fail(error, error_size, "%s: no tensor '%s'", files->paths[0], name);
+        const model_tensor *t = gguf_splits_find(&files->gguf, name);
+        if (!t)
+            fail(error, error_size, "%s%s: no tensor '%s'", files->paths[0],
+                 files->gguf.count > 1 ? " and its splits" : "", name);
         return t;
     }
     const model_index *index = &files->index;
@@ -262,6 +264,10 @@ void model_files_close(model_files *files) {
     free(files->files);
     free(files->opened);
     model_index_free(&files->index);
-    if (files->is_gguf) gguf_close(&files->gguf);
+    if (files->is_gguf) gguf_splits_close(&files->gguf);
     memset(files, 0, sizeof *files);
+}
+
+const model_tensor *model_files_lookup(const model_files *files, const char *name) {
+    return files->is_gguf ? gguf_splits_find(&files->gguf, name) : NULL;
 }

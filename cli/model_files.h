@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gguf.h"
+#include "gguf_splits.h"
 #include "safetensors.h"
 
 /* One tensor of the index's weight_map: its name and the number of its shard in `shards`. */
@@ -39,8 +39,8 @@ typedef struct model_files {
     safetensors_file *files;
     int *opened;
     size_t count;
-    int is_gguf; /* paths[0] is a GGUF file, mapped as gguf */
-    gguf_file gguf;
+    int is_gguf;      /* paths[0] is a GGUF file (or one of its splits), mapped as gguf */
+    gguf_splits gguf; /* gguf.files[0]: the metadata */
 } model_files;
 
 /* Opens what weights names (a file, an index or a folder; a GGUF file by its magic). 0 with one
@@ -51,5 +51,7 @@ int model_files_open(const char *weights, model_files *out, char *error, size_t 
 const model_tensor *model_files_find(model_files *files, const char *name, char *error,
                                      size_t error_size);
 void model_files_close(model_files *files);
+/* The tensor of that name, or NULL, without an error (a GGUF model's optional tensors). */
+const model_tensor *model_files_lookup(const model_files *files, const char *name);
 
 #endif

@@ -422,6 +422,41 @@ static void test_mixtral_shards_from_the_folder(void) {
         CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer, %s: %s", file, message);
         check_same_as(in_work("mixtral_gguf_out"), in_work("mixtral_out"), 1);
     }
+    /* Split in two as llama.cpp's gguf-split splits (the metadata in the first), named by
+     * either split; a split missing is refused naming it. */
+    gguf_builder first, second;
+    gguf_build_begin(&first);
+    gguf_build_begin(&second);
+    add_gguf_shape(&first, "llama", &m, 2);
+    add_gguf_layer(&first, &m, 1, 0);
+    for (int i = 2; i < first.tensor_count; ++i)
+        second.tensors[second.tensor_count++] = first.tensors[i];
+    first.tensor_count = 2;
+    uint16_t split_count = 2;
+    for (uint16_t no = 0; no < 2; ++no) {
+        gguf_builder *b = no ? &second : &first;
+        gguf_build_raw(b, "split.no", 2, &no, 2);
+        gguf_build_raw(b, "split.count", 2, &split_count, 2);
+        gguf_build_i32(b, "split.tensors.count", 4);
+    }
+    CHECK(gguf_build_write(&first, in_work("mixtral-00001-of-00002.gguf")) &&
+              gguf_build_write(&second, in_work("mixtral-00002-of-00002.gguf")),
+          "could not write the splits");
+    for (int no = 1; no <= 2; ++no) {
+        char split[64];
+        snprintf(split, sizeof split, "mixtral-%05d-of-00002.gguf", no);
+        snprintf(args, sizeof args, "layer --weights %s --layer 1 --hidden %s --out %s",
+                 in_work(split), in_work("mixtral_x.npy"), in_work("mixtral_split_out"));
+        CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer, %s: %s", split, message);
+        check_same_as(in_work("mixtral_split_out"), in_work("mixtral_out"), 1);
+    }
+    rename(in_work("mixtral-00002-of-00002.gguf"), in_work("mixtral-00002-of-00002.moved"));
+    snprintf(args, sizeof args, "layer --weights %s --layer 1 --hidden %s --out %s",
+             in_work("mixtral-00001-of-00002.gguf"), in_work("mixtral_x.npy"),
+             in_work("mixtral_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 &&
+              strstr(message, "mixtral-00002-of-00002.gguf: cannot open it"),
+          "a split missing: %s", message);
     free(x);
     free_model(&m);
 }
