@@ -93,6 +93,7 @@ typedef struct layer_case {
     const char *model; /* what the shape is like */
     uint32_t T, E, k, d, f, fs;
     moevk_dtype weight_type;
+    int host_weights; /* the weights in host memory the device reads over the bus (offload) */
     /* results */
     int ran;
     char skipped[160];

@@ -148,6 +148,7 @@ void run_layer_case(moevk_context *context, layer_case *c, int warmup, int repea
     info.intermediate_size = c->f;
     info.shared_intermediate_size = c->fs;
     info.weight_type = c->weight_type;
+    info.host_weights = c->host_weights;
     moevk_layer *layer = NULL;
     moevk_buffer *hidden = NULL, *output = NULL;
     uint64_t bytes = (uint64_t)c->T * c->d * 4;
@@ -214,8 +215,9 @@ void report_layer_table(FILE *out, const ceilings *ceil, const layer_case *cases
                  "---: | ---: | ---: |\n");
     for (int i = 0; i < count; ++i) {
         const layer_case *c = &cases[i];
-        fprintf(out, "| %s | %u | %u | %u | %u | %u | %u | %s | ", c->model, c->T, c->E, c->k, c->d,
-                c->f, c->fs, dtype_name(c->weight_type));
+        fprintf(out, "| %s | %u | %u | %u | %u | %u | %u | %s%s | ", c->model, c->T, c->E, c->k,
+                c->d, c->f, c->fs, dtype_name(c->weight_type),
+                c->host_weights ? " in host memory" : "");
         if (!c->ran) {
             fprintf(out, "skipped: %s | | | | | |\n", c->skipped);
             continue;

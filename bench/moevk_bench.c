@@ -99,17 +99,24 @@ static int parse_case(const char *text, options *o) {
     return 1;
 }
 
-/* --layer-case T,E,k,d,f[,fs[,TYPE]]: one layer case of the caller's shape (TYPE: f32, f16,
- * bf16, q8_0, q4_0, q4_k, q6_k). */
+/* --layer-case T,E,k,d,f[,fs[,TYPE[,host]]]: one layer case of the caller's shape (TYPE: f32,
+ * f16, bf16, q8_0, q4_0, q4_k, q6_k; host: the weights in host memory, expert offload). */
 static int parse_layer_case(const char *text, options *o) {
     unsigned T, E, k, d, f, fs = 0;
-    char type[8] = "f16";
-    int n = sscanf(text, "%u,%u,%u,%u,%u,%u,%7[a-z0-9]", &T, &E, &k, &d, &f, &fs, type);
+    char type[8] = "f16", where[8] = "";
+    int n = sscanf(text, "%u,%u,%u,%u,%u,%u,%7[a-z0-9_],%7s", &T, &E, &k, &d, &f, &fs, type, where);
     if (n < 5 || o->layer_count == MAX_LAYER_CASES) return 0;
     moevk_dtype dtype = dtype_named(type);
-    if ((int)dtype < 0) return 0;
-    o->layer_cases[o->layer_count++] = (layer_case){
-        .model = "given", .T = T, .E = E, .k = k, .d = d, .f = f, .fs = fs, .weight_type = dtype};
+    if ((int)dtype < 0 || (where[0] && strcmp(where, "host") != 0)) return 0;
+    o->layer_cases[o->layer_count++] = (layer_case){.model = "given",
+                                                    .T = T,
+                                                    .E = E,
+                                                    .k = k,
+                                                    .d = d,
+                                                    .f = f,
+                                                    .fs = fs,
+                                                    .weight_type = dtype,
+                                                    .host_weights = where[0] != 0};
     return 1;
 }
 

@@ -23,6 +23,7 @@ typedef struct layer_args {
     const char *bias, *device, *weights, *config, *prefix, *hidden, *out;
     uint32_t step, layer;
     int layer_given, dropless_given;
+    int host_weights;
     int activation; /* a moevk_activation, or -1: from the config */
 } layer_args;
 
@@ -43,6 +44,9 @@ static const option LAYER_OPTIONS[] = {
              prefix),
     OPT_TEXT("--hidden", "X.npy", "hidden states [T, d] float32, float16 or bfloat16", hidden),
     OPT_TEXT("--out", "DIR", "folder for the outputs (required; made if missing)", out),
+    OPT_FLAG("--host-weights",
+             "keep the experts' weights in host memory the device reads over the bus (offload)",
+             host_weights, NULL),
     OPT_CHOICE("--activation", "swiglu|gelu|gelu-tanh|relu",
                "the experts' activation (default: the config's hidden_act)", activation,
                ACTIVATIONS),
@@ -226,6 +230,7 @@ static int run_layer(layer_args *a, layer_inputs *in, moevk_activation activatio
     info.weight_type = in->weights.weight_type;
     info.separate_down_type = in->weights.down_type != in->weights.weight_type;
     info.down_weight_type = in->weights.down_type;
+    info.host_weights = a->host_weights;
     info.shared_intermediate_size = in->weights.shared_intermediate_size;
     info.shared_gate = in->weights.shared_expert_gate != NULL;
 

@@ -26,6 +26,18 @@ static int choose_memory_type(const moevk_context *context, uint32_t allowed, bu
         return find_memory_type(context, allowed, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, index) ||
                find_memory_type(context, allowed, 0, index);
     case BUFFER_UPLOAD: return find_memory_type(context, allowed, host, index);
+    case BUFFER_HOST_RESIDENT:
+        /* System memory first: a host-visible type of a heap that is not device-local. */
+        for (uint32_t i = 0; i < context->memory.memoryTypeCount; ++i) {
+            const VkMemoryType *t = &context->memory.memoryTypes[i];
+            if ((allowed & (1u << i)) && (t->propertyFlags & host) == host &&
+                !(context->memory.memoryHeaps[t->heapIndex].flags &
+                  VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)) {
+                *index = i;
+                return 1;
+            }
+        }
+        return find_memory_type(context, allowed, host, index);
     case BUFFER_READBACK:
         return find_memory_type(context, allowed, host | VK_MEMORY_PROPERTY_HOST_CACHED_BIT,
                                 index) ||

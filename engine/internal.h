@@ -122,9 +122,10 @@ typedef struct gpu_buffer {
 } gpu_buffer;
 
 typedef enum buffer_kind {
-    BUFFER_DEVICE,   /* device-local; mapped too where the context maps device memory */
-    BUFFER_UPLOAD,   /* host-visible, coherent: staging for uploads */
-    BUFFER_READBACK, /* host-visible, coherent, cached where possible: staging for reads */
+    BUFFER_DEVICE,        /* device-local; mapped too where the context maps device memory */
+    BUFFER_UPLOAD,        /* host-visible, coherent: staging for uploads */
+    BUFFER_READBACK,      /* host-visible, coherent, cached where possible: staging for reads */
+    BUFFER_HOST_RESIDENT, /* host-visible system memory the device reads in place (offload) */
 } buffer_kind;
 
 /* addressable: usable through its device address (needs the context's buffer_device_address). */
@@ -292,6 +293,7 @@ typedef struct layer_shape {
     moevk_dtype weight_type; /* gate's and up's */
     moevk_dtype down_type;   /* down's (weight_type unless the layer gave its own) */
     int biases, shared_gate;
+    int host_weights; /* the FFN weights in host memory (BUFFER_HOST_RESIDENT) */
 } layer_shape;
 
 struct moevk_router {

@@ -40,7 +40,7 @@ static moevk_result check_layer_info(moevk_context *context, const moevk_layer_i
                    TYPES[rows[i].type]);
     if (info->shared_gate && info->shared_intermediate_size == 0)
         REJECT("shared_gate needs shared experts (shared_intermediate_size > 0)");
-    if (info->reserved_0) REJECT("reserved_0 must be zero");
+    if (info->reserved_0 || info->reserved_0_5) REJECT("reserved_0 and reserved_0_5 must be zero");
     return MOEVK_SUCCESS;
 }
 
@@ -68,7 +68,8 @@ moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *
                          .down_type =
                              info.separate_down_type ? info.down_weight_type : info.weight_type,
                          .biases = info.biases != 0,
-                         .shared_gate = info.shared_gate != 0};
+                         .shared_gate = info.shared_gate != 0,
+                         .host_weights = info.host_weights != 0};
     moevk_layer *layer = context_calloc(context, 1, sizeof *layer);
     if (!layer) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "layer");
     layer->context = context;

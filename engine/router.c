@@ -444,8 +444,13 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
     moevk_context *context = router->context;
     for (int i = 0; i < BINDING_COUNT; ++i) {
         int addressable = router->use_addresses && is_large_binding(i);
+        int weights = i == BINDING_EXPERT_GATE || i == BINDING_EXPERT_UP ||
+                      i == BINDING_EXPERT_DOWN || i == BINDING_SHARED_GATE ||
+                      i == BINDING_SHARED_UP || i == BINDING_SHARED_DOWN;
+        int offloaded = router->layer.host_weights && weights;
         moevk_result r =
-            gpu_buffer_create(context, sizes[i], BUFFER_DEVICE, addressable, &router->buffers[i]);
+            gpu_buffer_create(context, sizes[i], offloaded ? BUFFER_HOST_RESIDENT : BUFFER_DEVICE,
+                              addressable, &router->buffers[i]);
         if (r != MOEVK_SUCCESS) return r;
     }
     if (context->info.host_visible_device_memory) return MOEVK_SUCCESS;

@@ -690,6 +690,11 @@ typedef struct moevk_layer_info {
      * weight_type is the gate's and up's only (Q4_K_M files keep down in Q6_K or Q8_0). */
     int separate_down_type;
     moevk_dtype down_weight_type;
+    /* Non-zero: the FFN weights (routed and shared) live in host-visible system memory that the
+     * device reads over the bus, not in device memory (what users call expert offload: a model
+     * larger than the GPU's memory runs, each decode step reading its chosen experts across). */
+    int host_weights;
+    uint32_t reserved_0_5; /* zero: the place of a later field */
 } moevk_layer_info;
 
 static inline void moevk_layer_info_init(moevk_layer_info *info) { MOEVK_INIT_STRUCT_(info); }

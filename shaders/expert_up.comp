@@ -15,6 +15,8 @@
 #include "ffn.glsl"
 DEFINE_WEIGHT_READER(up_weight, expert_up_words)
 DEFINE_WEIGHT_READER(gate_weight, expert_gate_words)
+DEFINE_WEIGHT_CHUNK_READER(up_chunk, expert_up_words)
+DEFINE_WEIGHT_CHUNK_READER(gate_chunk, expert_gate_words)
 
 float ffn_input(uint row, uint k) {
     int token = row_token[row];
@@ -25,6 +27,12 @@ float ffn_weight(uint expert, uint n, uint k) {
 }
 float ffn_weight2(uint expert, uint n, uint k) {
     return gate_weight((expert * P.intermediate_size + n) * P.hidden_size + k);
+}
+void ffn_weight_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]) {
+    up_chunk((expert * P.intermediate_size + n) * P.hidden_size + k0, w);
+}
+void ffn_weight2_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]) {
+    gate_chunk((expert * P.intermediate_size + n) * P.hidden_size + k0, w);
 }
 
 void main() {

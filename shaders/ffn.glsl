@@ -20,13 +20,18 @@ float ffn_weight(uint expert, uint n, uint k);
 float ffn_weight2(uint expert, uint n, uint k);
 #endif
 
+#include "weights.glsl"
+// Block formats: WEIGHT_CHUNK consecutive weights (expert, n, k0 ..), k0 a multiple of it.
+void ffn_weight_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]);
+#ifdef FFN_DUAL
+void ffn_weight2_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]);
+#endif
+
 #ifdef FFN_MATVEC
 #include "ffn_matvec.glsl"
 #else
 #include "ffn_tile.glsl"
 #endif
-
-#include "weights.glsl"
 
 // The activation of the up projections' results (gate: SwiGLU's gate projection).
 float erf_approx(float z) {

@@ -1,7 +1,8 @@
 // The decode form of the FFN's product (ffn.glsl includes it for FFN_MATVEC): at most
 // MATVEC_ROWS rows of one expert, MATVEC_COLUMNS outputs n from col_begin per workgroup, each
 // output's dot product split among MATVEC_LANES invocations so that a weight row is read once,
-// in consecutive k across the lanes. Lane l sums k = l, l + LANES, ... ascending for every row;
+// in consecutive k across the lanes. Lane l sums k = l, l + LANES, ... ascending for every row
+// (block formats: chunks of WEIGHT_CHUNK consecutive k, chunk l, l + LANES, ...);
 // the lanes' partial sums then add in lane order through shared memory: a fixed order, the same
 // bits every run. Invocation c * LANES + l computes column c; invocation c * ROWS + r (the first
 // COLUMNS * ROWS) holds output (r, c).
@@ -35,7 +36,28 @@ void ffn_tile(uint expert, uint row_begin, uint row_end, uint col_begin, uint co
         partial[r] = 0.0;
         partial2[r] = 0.0;
     }
-    if (n < columns)
+    if (n < columns && DTYPE >= DTYPE_Q8_0) {
+        // Block formats: lane l takes the chunks l, l + LANES, ... of WEIGHT_CHUNK weights,
+        // each chunk's scales read once; within a chunk k ascends.
+        for (uint k0 = lane * WEIGHT_CHUNK; k0 < depth; k0 += MATVEC_LANES * WEIGHT_CHUNK) {
+            float w[WEIGHT_CHUNK];
+            ffn_weight_chunk(expert, n, k0, w);
+#ifdef FFN_DUAL
+            float w2[WEIGHT_CHUNK];
+            if (FFN_TWO_MATRICES) ffn_weight2_chunk(expert, n, k0, w2);
+#endif
+            for (uint r = 0u; r < MATVEC_ROWS; ++r) {
+                if (r >= rows) break;
+                for (uint j = 0u; j < WEIGHT_CHUNK; ++j) {
+                    float x = ffn_input(row_begin + r, k0 + j);
+                    partial[r] += x * w[j];
+#ifdef FFN_DUAL
+                    if (FFN_TWO_MATRICES) partial2[r] += x * w2[j];
+#endif
+                }
+            }
+        }
+    } else if (n < columns)
         for (uint k = lane; k < depth; k += MATVEC_LANES) {
             float w = ffn_weight(expert, n, k);
 #ifdef FFN_DUAL

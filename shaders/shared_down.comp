@@ -11,10 +11,14 @@
 
 #include "ffn.glsl"
 DEFINE_WEIGHT_READER(down_weight, shared_down_words)
+DEFINE_WEIGHT_CHUNK_READER(down_chunk, shared_down_words)
 
 float ffn_input(uint row, uint k) { return shared_intermediate[row * P.shared_intermediate_size + k]; }
 float ffn_weight(uint expert, uint n, uint k) {
     return down_weight(n * P.shared_intermediate_size + k);
+}
+void ffn_weight_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]) {
+    down_chunk(n * P.shared_intermediate_size + k0, w);
 }
 
 void main() {

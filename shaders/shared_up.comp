@@ -15,6 +15,8 @@
 #include "ffn.glsl"
 DEFINE_WEIGHT_READER(up_weight, shared_up_words)
 DEFINE_WEIGHT_READER(gate_weight, shared_gate_words)
+DEFINE_WEIGHT_CHUNK_READER(up_chunk, shared_up_words)
+DEFINE_WEIGHT_CHUNK_READER(gate_chunk, shared_gate_words)
 
 float ffn_input(uint row, uint k) { return hidden_element(row * P.hidden_size + k); }
 float ffn_weight(uint expert, uint n, uint k) {
@@ -22,6 +24,12 @@ float ffn_weight(uint expert, uint n, uint k) {
 }
 float ffn_weight2(uint expert, uint n, uint k) {
     return gate_weight(n * P.hidden_size + k);
+}
+void ffn_weight_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]) {
+    up_chunk(n * P.hidden_size + k0, w);
+}
+void ffn_weight2_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]) {
+    gate_chunk(n * P.hidden_size + k0, w);
 }
 
 void main() {

@@ -53,3 +53,77 @@ int signed_byte(uint b) { return int(b << 24u) >> 24; }
         precise float w = ds * float(q);                                                           \
         return w;                                                                                  \
     }
+
+// Decode reads a block format's weights a chunk of WEIGHT_CHUNK at a time: 32 consecutive
+// weights (i0 a multiple of 32) that share their block's scales, read once for the chunk, and
+// their quants as whole words. The same steps per weight as DEFINE_WEIGHT_READER's.
+#define WEIGHT_CHUNK 32u
+
+// The 32-bit word at byte o of a word array (o need not be aligned).
+#define WORDS_AT(WORDS, o)                                                                         \
+    (((o) & 3u) == 0u ? WORDS[(o) >> 2u]                                                           \
+                      : (WORDS[(o) >> 2u] >> (((o) & 3u) * 8u)) | (WORDS[((o) >> 2u) + 1u] << (32u - ((o) & 3u) * 8u)))
+
+#define DEFINE_WEIGHT_CHUNK_READER(NAME, WORDS)                                                    \
+    void NAME(uint i0, out float w[WEIGHT_CHUNK]) {                                                \
+        if (DTYPE == DTYPE_Q8_0) {                                                                 \
+            uint b = (i0 / 32u) * 34u;                                                             \
+            float d = WORDS_HALF(WORDS, b);                                                        \
+            for (uint g = 0u; g < 8u; ++g) {                                                       \
+                uint q4 = WORDS_AT(WORDS, b + 2u + 4u * g);                                        \
+                for (uint t = 0u; t < 4u; ++t) {                                                   \
+                    precise float v = float(int(q4 << (24u - 8u * t)) >> 24) * d;                  \
+                    w[4u * g + t] = v;                                                             \
+                }                                                                                  \
+            }                                                                                      \
+        } else if (DTYPE == DTYPE_Q4_0) {                                                          \
+            uint b = (i0 / 32u) * 18u;                                                             \
+            float d = WORDS_HALF(WORDS, b);                                                        \
+            for (uint g = 0u; g < 4u; ++g) {                                                       \
+                uint q4 = WORDS_AT(WORDS, b + 2u + 4u * g);                                        \
+                for (uint t = 0u; t < 4u; ++t) {                                                   \
+                    uint q = (q4 >> (8u * t)) & 0xFFu;                                             \
+                    precise float low = float(int(q & 0xFu) - 8) * d;                              \
+                    precise float high = float(int(q >> 4u) - 8) * d;                              \
+                    w[4u * g + t] = low;                                                           \
+                    w[16u + 4u * g + t] = high;                                                    \
+                }                                                                                  \
+            }                                                                                      \
+        } else if (DTYPE == DTYPE_Q4_K) {                                                          \
+            uint b = (i0 / 256u) * 144u, j = i0 % 256u, chunk = j / 64u, high = (j % 64u) / 32u;   \
+            uint s = 2u * chunk + high, packed = WORDS_BYTE(WORDS, b + 8u + s);                    \
+            uint scale = s < 4u ? WORDS_BYTE(WORDS, b + 4u + s) & 63u                              \
+                                : (packed & 0xFu) | ((WORDS_BYTE(WORDS, b + s) >> 6u) << 4u);      \
+            uint least = s < 4u ? packed & 63u                                                     \
+                                : (packed >> 4u) | ((WORDS_BYTE(WORDS, b + 4u + s) >> 6u) << 4u);  \
+            precise float d = WORDS_HALF(WORDS, b) * float(scale);                                 \
+            precise float m = WORDS_HALF(WORDS, b + 2u) * float(least);                            \
+            uint q_at = (b + 16u + chunk * 32u) >> 2u; /* 144-byte blocks: word-aligned */         \
+            for (uint g = 0u; g < 8u; ++g) {                                                       \
+                uint q4 = WORDS[q_at + g];                                                         \
+                for (uint t = 0u; t < 4u; ++t) {                                                   \
+                    uint q = (q4 >> (8u * t + 4u * high)) & 0xFu;                                  \
+                    precise float v = d * float(q) - m;                                            \
+                    w[4u * g + t] = v;                                                             \
+                }                                                                                  \
+            }                                                                                      \
+        } else {                                                                                   \
+            /* Q6_K: quarter r of a 128-weight half; scales of 16 weights each. */                \
+            uint b = (i0 / 256u) * 210u, j = i0 % 256u, half_ = j / 128u, r = (j % 128u) / 32u;   \
+            float d = WORDS_HALF(WORDS, b + 208u);                                                 \
+            uint sc_at = b + 192u + half_ * 8u + 2u * r;                                           \
+            precise float ds0 = d * float(signed_byte(WORDS_BYTE(WORDS, sc_at)));                  \
+            precise float ds1 = d * float(signed_byte(WORDS_BYTE(WORDS, sc_at + 1u)));             \
+            uint low_at = b + half_ * 64u + (r & 1u) * 32u, high_at = b + 128u + half_ * 32u;      \
+            for (uint g = 0u; g < 8u; ++g) {                                                       \
+                uint low4 = WORDS_AT(WORDS, low_at + 4u * g), high4 = WORDS_AT(WORDS, high_at + 4u * g); \
+                for (uint t = 0u; t < 4u; ++t) {                                                   \
+                    uint low = (low4 >> (8u * t + (r >= 2u ? 4u : 0u))) & 0xFu;                    \
+                    uint high_bits = (high4 >> (8u * t + 2u * r)) & 3u;                            \
+                    int q = int(low | (high_bits << 4u)) - 32;                                     \
+                    precise float v = (g < 4u ? ds0 : ds1) * float(q);                             \
+                    w[4u * g + t] = v;                                                             \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }

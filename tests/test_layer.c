@@ -30,6 +30,7 @@ typedef struct layer_case {
     int nan_token;         /* one token's hidden state holds a NaN */
     float hidden_scale;    /* 0: 1; huge values with a large one */
     int separate_down;     /* down projections in down_type (Q4_K_M: Q6_K beside Q4_K) */
+    int host_weights;      /* the FFN weights in host memory (expert offload) */
     moevk_dtype down_type;
     uint32_t max_tokens; /* 0: T */
 } layer_case;
@@ -137,6 +138,11 @@ static const layer_case CASES[] = {
      .weight_type = Q4_K, .separate_down = 1, .down_type = Q8_0, .capacity_mode = DROPLESS},
     {"f16_with_f32_down", .E = 5, .k = 2, .T = 70, .d = 24, .f = 40, .weight_type = F16,
      .separate_down = 1, .down_type = MOEVK_DTYPE_F32, .biases = 1},
+    /* Expert offload: the weights in host memory, read by the device in place. */
+    {"host_weights_q4_k_shared", .E = 4, .k = 2, .T = 90, .d = 256, .f = 256,
+     .weight_type = Q4_K, .shared_f = 256, .host_weights = 1, .weights_in_buffer = 1},
+    {"decode_host_weights_f16", .E = 8, .k = 2, .T = 1, .d = 64, .f = 96, .weight_type = F16,
+     .host_weights = 1, .max_tokens = 32},
 };
 
 /* A value stored in a type, rounded to nearest (what a model file holds). */
@@ -262,6 +268,7 @@ static moevk_layer_info case_layer_info(const layer_case *c, const moevk_router_
     info.shared_intermediate_size = c->shared_f;
     info.shared_gate = c->shared_gate;
     info.separate_down_type = c->separate_down;
+    info.host_weights = c->host_weights;
     info.down_weight_type = c->down_type;
     return info;
 }

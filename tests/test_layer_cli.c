@@ -422,6 +422,11 @@ static void test_mixtral_shards_from_the_folder(void) {
         CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer, %s: %s", file, message);
         check_same_as(in_work("mixtral_gguf_out"), in_work("mixtral_out"), 1);
     }
+    /* The experts in host memory (--host-weights, expert offload): the same bytes out. */
+    snprintf(args, sizeof args, "layer --weights %s --layer 1 --hidden %s --out %s --host-weights",
+             in_work("mixtral.gguf"), in_work("mixtral_x.npy"), in_work("mixtral_host_out"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer --host-weights: %s", message);
+    check_same_as(in_work("mixtral_host_out"), in_work("mixtral_out"), 1);
     /* Split in two as llama.cpp's gguf-split splits (the metadata in the first), named by
      * either split; a split missing is refused naming it. */
     gguf_builder first, second;
