@@ -9,6 +9,18 @@
 #define WORDS_BYTE(WORDS, j) ((WORDS[(j) >> 2u] >> (((j) & 3u) * 8u)) & 0xFFu)
 #define WORDS_HALF(WORDS, j) unpackHalf2x16(WORDS_BYTE(WORDS, j) | (WORDS_BYTE(WORDS, (j) + 1u) << 8u)).x
 
+// Q4_K's 6-bit scale and min of sub-block s (0..7) of the block at byte b: its 12 scale bytes
+// (at b + 4) hold sub-blocks 0..3 in their low 6 bits, 4..7 split over the high 2 bits of bytes
+// 0..7 and the nibbles of bytes 8..11.
+#define Q4_K_SCALE_MIN(WORDS, b, s, scale, least)                                                  \
+    {                                                                                              \
+        uint packed_ = WORDS_BYTE(WORDS, (b) + 8u + (s)); /* scales byte s + 4 */                  \
+        scale = (s) < 4u ? WORDS_BYTE(WORDS, (b) + 4u + (s)) & 63u                                 \
+                         : (packed_ & 0xFu) | ((WORDS_BYTE(WORDS, (b) + (s)) >> 6u) << 4u);        \
+        least = (s) < 4u ? packed_ & 63u                                                           \
+                         : (packed_ >> 4u) | ((WORDS_BYTE(WORDS, (b) + 4u + (s)) >> 6u) << 4u);    \
+    }
+
 // The signed value of a byte.
 int signed_byte(uint b) { return int(b << 24u) >> 24; }
 
@@ -31,11 +43,8 @@ int signed_byte(uint b) { return int(b << 24u) >> 24; }
             /* Each 64 weights: 32 bytes of q (low nibbles, then high), sub-blocks 2c, 2c + 1. */  \
             uint b = (i / 256u) * 144u, j = i % 256u, chunk = j / 64u, high = (j % 64u) / 32u;     \
             uint q = WORDS_BYTE(WORDS, b + 16u + chunk * 32u + j % 32u), s = 2u * chunk + high;   \
-            uint packed = WORDS_BYTE(WORDS, b + 8u + s); /* scales byte s + 4 */                  \
-            uint scale = s < 4u ? WORDS_BYTE(WORDS, b + 4u + s) & 63u                              \
-                                : (packed & 0xFu) | ((WORDS_BYTE(WORDS, b + s) >> 6u) << 4u);      \
-            uint least = s < 4u ? packed & 63u                                                     \
-                                : (packed >> 4u) | ((WORDS_BYTE(WORDS, b + 4u + s) >> 6u) << 4u);  \
+            uint scale, least;                                                                     \
+            Q4_K_SCALE_MIN(WORDS, b, s, scale, least);                                             \
             precise float d = WORDS_HALF(WORDS, b) * float(scale);                                 \
             precise float m = WORDS_HALF(WORDS, b + 2u) * float(least);                            \
             precise float w = d * float(high != 0u ? q >> 4u : q & 0xFu) - m;                      \
@@ -91,11 +100,8 @@ int signed_byte(uint b) { return int(b << 24u) >> 24; }
             }                                                                                      \
         } else if (DTYPE == DTYPE_Q4_K) {                                                          \
             uint b = (i0 / 256u) * 144u, j = i0 % 256u, chunk = j / 64u, high = (j % 64u) / 32u;   \
-            uint s = 2u * chunk + high, packed = WORDS_BYTE(WORDS, b + 8u + s);                    \
-            uint scale = s < 4u ? WORDS_BYTE(WORDS, b + 4u + s) & 63u                              \
-                                : (packed & 0xFu) | ((WORDS_BYTE(WORDS, b + s) >> 6u) << 4u);      \
-            uint least = s < 4u ? packed & 63u                                                     \
-                                : (packed >> 4u) | ((WORDS_BYTE(WORDS, b + 4u + s) >> 6u) << 4u);  \
+            uint s = 2u * chunk + high, scale, least;                                              \
+            Q4_K_SCALE_MIN(WORDS, b, s, scale, least);                                             \
             precise float d = WORDS_HALF(WORDS, b) * float(scale);                                 \
             precise float m = WORDS_HALF(WORDS, b + 2u) * float(least);                            \
             uint q_at = (b + 16u + chunk * 32u) >> 2u; /* 144-byte blocks: word-aligned */         \
