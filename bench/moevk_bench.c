@@ -168,7 +168,8 @@ static int parse_options(int argc, char **argv, options *o) {
     }
     if (o->repeats < 1) o->repeats = 1;
     if (o->warmup < 0) o->warmup = 0;
-    if (o->case_count == 0 && o->routing) plan_sweep(o);
+    /* Layer cases alone (--layer-case) time just those. */
+    if (o->case_count == 0 && o->routing && o->layer_count == 0) plan_sweep(o);
     if (o->layers)
         o->layer_count += plan_layer_cases(o->layer_cases + o->layer_count,
                                            MAX_LAYER_CASES - o->layer_count, o->quick);
