@@ -22,6 +22,7 @@ typedef struct route_args {
     uint32_t step, layer;
     moevk_loss_info loss;
     int want_losses, want_grad;
+    int want_token_scores;
     int dropless_given; /* --dropless (which sets info.capacity_mode) */
 } route_args;
 
@@ -85,6 +86,9 @@ static const option ROUTE_OPTIONS[] = {
               info.noise_epsilon, 1, NULL),
     OPT_CALL("--loss", "NAME=C,...", "losses.json: aux, z, importance, load, entropy, sequence",
              take_losses),
+    OPT_FLAG("--token-scores",
+             "token_scores.npy [T, 3]: each token's energy, entropy (nats), top-1 probability",
+             want_token_scores, NULL),
     OPT_FLAG("--grad", "grad_logits.npy: dL/dlogits of the losses (and of --grad-weights)",
              want_grad, gradient),
     OPT_TEXT("--grad-weights", "DW.npy", "dL/dweights [T, k] float32 added to the gradient",
@@ -244,7 +248,7 @@ static int check_expert_out(const route_args *a, const npy_array *y,
 
 typedef struct outputs {
     int32_t *ids, *slots;
-    float *weights;
+    float *weights, *token_scores;
     uint32_t *counts, *offsets;
     void *dispatched, *combined;
 } outputs;
@@ -282,6 +286,10 @@ static int write_outputs(const route_args *a, const outputs *o, const moevk_rout
     if (o->combined) {
         uint64_t shape[2] = {T, d};
         WRITE("combined.npy", hidden_descr, 2, shape, o->combined, item);
+    }
+    if (o->token_scores) {
+        uint64_t shape[2] = {T, 3};
+        WRITE("token_scores.npy", "<f4", 2, shape, o->token_scores, 4);
     }
     snprintf(path, sizeof path, "%s/stats.json", a->out);
     if (!stats_json_write(path, stats, device)) {
@@ -397,8 +405,10 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
     if (a->hidden)
         o->dispatched = calloc(moevk_router_max_dispatched_rows(router) * row_bytes + 1, 1);
     if (a->expert_out) o->combined = calloc(T * row_bytes + 1, 1);
+    if (a->want_token_scores) o->token_scores = calloc(T * 3 + 1, 4);
     if (!o->ids || !o->slots || !o->weights || !o->counts || !o->offsets ||
-        (a->hidden && !o->dispatched) || (a->expert_out && !o->combined)) {
+        (a->hidden && !o->dispatched) || (a->expert_out && !o->combined) ||
+        (a->want_token_scores && !o->token_scores)) {
         fprintf(stderr, "moevk route: out of host memory\n");
         goto done;
     }
@@ -421,10 +431,13 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
                                  .counts_before = moevk_host_tensor(NULL),
                                  .offsets = moevk_host_tensor(dropless ? o->offsets : NULL),
                                  .dispatched = moevk_host_tensor(o->dispatched),
-                                 .stats = &stats};
+                                 .stats = &stats,
+                                 .token_scores = moevk_host_tensor(o->token_scores)};
+    output.struct_size = sizeof output; /* token_scores is past the first layout */
     r = moevk_route(router, &input, &output);
     if (r != MOEVK_SUCCESS) {
         fprintf(stderr, "moevk route: %s\n", moevk_context_last_error(context));
+        status = r == MOEVK_ERROR_INVALID_ARGUMENT ? 2 : 1; /* bad arguments, or the device */
         goto done;
     }
     if (a->expert_out) {
@@ -499,5 +512,6 @@ int command_route(int argc, char **argv) {
     free(o.offsets);
     free(o.dispatched);
     free(o.combined);
+    free(o.token_scores);
     return status;
 }

@@ -110,8 +110,9 @@ moevk_result route_record_call(moevk_router *router, VkCommandBuffer command_buf
         if (!projects && !tensor_given(&info->logits) && info->num_tokens > 0)
             REJECT("logits is not given");
     }
-    const moevk_tensor *host_only[] = {&out.expert_ids, &out.weights,       &out.slots,
-                                       &out.counts,     &out.counts_before, &out.offsets};
+    const moevk_tensor *host_only[] = {&out.expert_ids,  &out.weights,       &out.slots,
+                                       &out.counts,      &out.counts_before, &out.offsets,
+                                       &out.token_scores};
     for (size_t i = 0; i < sizeof host_only / sizeof host_only[0]; ++i)
         if (tensor_given(host_only[i]))
             REJECT("a recorded route writes only dispatched; read the rest with moevk_route_read");
@@ -233,6 +234,8 @@ moevk_result moevk_route_read(moevk_router *router, const moevk_route_output *ca
         {"offsets", &output->offsets, (E + 1) * 4},
         {"dispatched", &output->dispatched, 0},
     };
+    if (tensor_given(&output->token_scores))
+        REJECT("token_scores are written by moevk_route and moevk_route_submit, not read back");
     for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; ++i) {
         unsigned kinds =
             i + 1 < sizeof tensors / sizeof tensors[0] ? TENSOR_NONE | TENSOR_HOST : TENSOR_NONE;

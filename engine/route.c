@@ -38,6 +38,7 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
         {"counts", &output->counts, E * 4},
         {"counts_before", &output->counts_before, E * 4},
         {"offsets", &output->offsets, (E + 1) * 4},
+        {"token_scores", &output->token_scores, T * 3 * 4},
         /* A buffer holds the most rows any route gives; host memory this route's. */
         {"dispatched", &output->dispatched,
          output->dispatched.kind == MOEVK_TENSOR_BUFFER ? router->max_dispatched_rows * d * element
@@ -73,6 +74,9 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
         REJECT("offsets exist only in DROPLESS mode");
     if (tensor_given(&input->bias) && info->mode != MOEVK_MODE_TOKEN)
         REJECT("a selection bias needs the TOKEN mode");
+    if (tensor_given(&output->token_scores) && info->mode != MOEVK_MODE_TOKEN &&
+        info->mode != MOEVK_MODE_EXPERT_CHOICE)
+        REJECT("token_scores need the TOKEN or EXPERT_CHOICE mode (per-token logits)");
     if (tensor_given(&input->noise_std)) {
         if (info->noise != MOEVK_NOISE_GAUSSIAN || info->learned_noise)
             REJECT("noise_std needs GAUSSIAN noise without learned_noise");
@@ -187,6 +191,7 @@ moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_
     router_plan(router, input, &params);
     router_plan_noise(router, input->step, input->layer, input->inference, &params);
     if (tensor_given(&input->bias)) params.flags |= FLAG_HAS_BIAS;
+    if (tensor_given(&output->token_scores)) params.flags |= FLAG_TOKEN_SCORES;
     router->route = ROUTE_NONE;
     router->combine = COMBINE_NONE;
     router->layer_timed = layer != NULL;
@@ -217,6 +222,8 @@ moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_
      * asked for them. */
     record_route(router, &params,
                  layer ? tensor_given(&output->dispatched) : tensor_given(&input->hidden));
+    if (params.flags & FLAG_TOKEN_SCORES)
+        tensor_download(plan, BINDING_TOKEN_SCORES, 0, &output->token_scores, T * 3 * 4);
     if (layer) {
         record_layer(router, &params);
         tensor_download(plan, BINDING_COMBINED, 0, layer->output, T * d * hidden_bytes);

@@ -390,7 +390,8 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
                                                          "shared experts' activations",
                                                          "shared experts' outputs",
                                                          "shared expert gate",
-                                                         "shared expert scales"};
+                                                         "shared expert scales",
+                                                         "token scores"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {

@@ -39,7 +39,8 @@ void sized_write(void *given, const void *full, const struct_layout *layouts, si
 #define LAYOUTS_moevk_router_bounds LAYOUT_NOW(moevk_router_bounds)
 #define LAYOUTS_moevk_route_input                                                                  \
     LAYOUT_BEFORE(moevk_route_input, capacity_factor), LAYOUT_NOW(moevk_route_input)
-#define LAYOUTS_moevk_route_output LAYOUT_NOW(moevk_route_output)
+#define LAYOUTS_moevk_route_output                                                                 \
+    LAYOUT_BEFORE(moevk_route_output, token_scores), LAYOUT_NOW(moevk_route_output)
 #define LAYOUTS_moevk_route_stats LAYOUT_NOW(moevk_route_stats)
 #define LAYOUTS_moevk_loss_info LAYOUT_NOW(moevk_loss_info)
 #define LAYOUTS_moevk_losses LAYOUT_NOW(moevk_losses)

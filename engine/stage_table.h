@@ -17,6 +17,7 @@
     X(BUCKET, bucket)                                                                              \
     X(SCORE_SELECT, score_select)                                                                  \
     X(DISPATCH, dispatch)                                                                          \
+    X(TOKEN_SCORES, token_scores)                                                                  \
     X(STATS, stats)                                                                                \
     X(COMBINE, combine)                                                                            \
     X(LOSSES, losses)                                                                              \

@@ -595,6 +595,14 @@ typedef struct moevk_route_output {
      * (moevk_router_max_dispatched_rows is always enough). Unfilled rows are zero. */
     moevk_tensor dispatched;
     moevk_route_stats *stats; /* host; NULL: not filled */
+    /* ---- Since moevk 0.5 ---- */
+    /* [T, 3] f32, each token's out-of-distribution scores (TOKEN and EXPERT_CHOICE modes): the
+     * energy -temperature * logsumexp(logits / temperature) of its own clean logits (higher:
+     * less familiar), the entropy in nats of its routing distribution (the one aux_loss's P and
+     * the statistics' entropy use, noisy with noisy_scores), and its top-1 probability in it.
+     * NaN, NaN, NaN for a token whose logits are not finite; +inf, 0, 0 for one whose logits
+     * are all -inf. HOST or BUFFER; after moevk_route_record, not taken. */
+    moevk_tensor token_scores;
 } moevk_route_output;
 
 static inline void moevk_route_output_init(moevk_route_output *output) {
@@ -678,7 +686,7 @@ typedef struct moevk_layer_info {
     /* F32 (default), F16, BF16, or (moevk 0.5) Q8_0, Q4_0, Q4_K, Q6_K: the FFN weights as
      * stored, the routed and the shared experts' alike (the router's W_g is f32) */
     moevk_dtype weight_type;
-    int biases;                  /* default 0: non-zero gives every FFN projection a bias (f32) */
+    int biases; /* default 0: non-zero gives every FFN projection a bias (f32) */
     /* Default 0: no shared experts; else the intermediate size of the one dense FFN every token
      * goes through (DeepSeek's n_shared_experts * moe_intermediate_size, Qwen2-MoE's
      * shared_expert_intermediate_size), added to the routed output. */

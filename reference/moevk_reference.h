@@ -142,6 +142,11 @@ void ref_dispatch(uint64_t num_rows, uint64_t row_bytes, const int32_t *row_toke
 void ref_combine(const moevk_router_info *info, uint32_t T, const int32_t *rows,
                  const float *weights, const void *expert_out, void *combined);
 
+/* Each token's scores [T, 3] (shaders/token_scores.comp): energy -tau logsumexp(logits / tau)
+ * of its own logits (double), its routing distribution's entropy and top-1 probability; NaN x3
+ * for non-finite rows, +inf, 0, 0 for masked ones. TOKEN and EXPERT_CHOICE modes. */
+void ref_token_scores(const moevk_router_info *info, const ref_call *call, uint32_t T,
+                      const void *logits, const ref_row_stats *row_stats, float *out);
 /* Statistics from the logits, row stats and counts (in double). Allocates in SEQUENCE and BATCH
  * modes: returns 0 if that fails, else 1. */
 int ref_stats(const moevk_router_info *info, const ref_call *call, uint32_t T, const void *logits,

@@ -77,4 +77,7 @@
 #define BUFFER_SHARED_GATE_WEIGHTS layout(std430, binding = BINDING_SHARED_GATE_WEIGHTS) readonly buffer SharedGateWeights { float shared_gate_weights[]; };
 #define BUFFER_SHARED_SCALE layout(std430, binding = BINDING_SHARED_SCALE) buffer SharedScale { float shared_scale[]; };
 
+// Each token's out-of-distribution scores (token_scores.comp).
+#define BUFFER_TOKEN_SCORES layout(std430, binding = BINDING_TOKEN_SCORES) buffer TokenScores { float token_scores[]; };
+
 #define DECLARE_BUFFER(name) BUFFER_##name

@@ -62,7 +62,8 @@
 #define BINDING_SHARED_OUT 43     /* [T, d] f32: the shared experts' output, gated */
 #define BINDING_SHARED_GATE_WEIGHTS 44 /* [d] f32: Qwen2-MoE's shared_expert_gate */
 #define BINDING_SHARED_SCALE 45   /* [T] f32: sigmoid(x . shared_expert_gate) per token */
-#define BINDING_COUNT 46
+#define BINDING_TOKEN_SCORES 46   /* [T, 3] f32: each token's energy, entropy, top-1 probability */
+#define BINDING_COUNT 47
 
 /* The expert FFN's tiles (shaders/ffn.glsl): TILE_ROWS dispatched rows of one expert by
  * TILE_COLUMNS outputs each, TILE_DEPTH deep per step through shared memory, computed by
@@ -178,6 +179,7 @@
 #define FLAG_SHARED_GATE 262144u /* the shared output is scaled by sigmoid(x . w) */
 #define FLAG_BIAS_ON_SCORES 524288u /* selection keys: sigmoid score + bias (DeepSeek-V3) */
 #define FLAG_FFN_MATVEC 1048576u /* the layer's products in decode tiles (MATVEC_ROWS rows) */
+#define FLAG_TOKEN_SCORES 2097152u /* the route writes each token's scores (token_scores.comp) */
 
 /* Phases of the losses stage (shaders/losses.comp), in the order they run. */
 #define LOSS_PHASE_THRESHOLDS 0u

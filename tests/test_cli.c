@@ -533,7 +533,48 @@ static void test_router_weights_route_as_their_logits(void) {
           "hidden states of the wrong d: %s", message);
 }
 
+/* --token-scores: token_scores.npy [T, 3] float32, each token's energy, entropy and top-1
+ * probability as the reference gives them for the route's logits. */
+static void test_token_scores_file(void) {
+    enum { T = 150, E = 8 };
+    float *logits = malloc(sizeof(float) * T * E);
+    CHECK(logits, "out of memory");
+    for (int i = 0; i < T * E; ++i) logits[i] = 2.0f * rng_normal();
+    uint64_t shape[2] = {T, E};
+    npy_write(path_in_work("scores_logits.npy"), "<f4", 2, shape, logits, 4);
+    char args[2048], message[1024], error[256], path[600];
+    snprintf(args, sizeof args, "--logits %s --k 2 --token-scores --out %s",
+             path_in_work("scores_logits.npy"), path_in_work("scores_out"));
+    int status = run_cli(args, message, sizeof message);
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = E, info.top_k = 2, info.max_tokens = T;
+    int32_t ids[T * 2];
+    float weights[T * 2], want[T * 3];
+    ref_row_stats rows[T];
+    ref_scores_topk(&info, NULL, T, logits, NULL, ids, weights, rows);
+    ref_token_scores(&info, NULL, T, logits, rows, want);
+    free(logits);
+    CHECK(status == 0, "--token-scores: %s", message);
+    npy_array scores;
+    snprintf(path, sizeof path, "%s/token_scores.npy", path_in_work("scores_out"));
+    CHECK(npy_read(path, &scores, error, sizeof error), "%s", error);
+    int shape_ok =
+        scores.type == NPY_F32 && scores.ndim == 2 && scores.shape[0] == T && scores.shape[1] == 3;
+    int close = shape_ok;
+    for (int i = 0; close && i < T * 3; ++i)
+        close = fabs(((const float *)scores.data)[i] - want[i]) <= 1e-5 * fmax(1.0, fabs(want[i]));
+    npy_free(&scores);
+    CHECK(shape_ok, "token_scores.npy: float32 [%d, 3] expected", T);
+    CHECK(close, "token_scores.npy differs from the reference");
+    snprintf(args, sizeof args, "--logits %s --k 2 --mode sinkhorn --token-scores --out %s",
+             path_in_work("scores_logits.npy"), path_in_work("scores_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "token_scores need"),
+          "--token-scores in sinkhorn mode: %s", message);
+}
+
 static const test_case TESTS[] = {
+    TEST(token_scores_file),
     TEST(modes_and_diagnostics_options),
     TEST(sinkhorn_at_4099_by_256_converges),
     TEST(every_command_answers_help),

@@ -1,0 +1,45 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Each token's out-of-distribution scores, token_scores [T, 3]: the energy
+// -tau logsumexp(logits / tau) of its own clean logits (higher: less familiar), the entropy of
+// its routing distribution (scores_topk.comp's, which the statistics average), and its top-1
+// probability in that distribution. A token whose logits are not finite gets NaN for all three;
+// one whose logits are all -inf (masked), +inf, 0, 0. Grid: any size, a token per invocation.
+#include "token_scores.h"
+#define STAGE_BUFFERS TOKEN_SCORES_BUFFERS
+#define STAGE_PARAMS TOKEN_SCORES_PARAMS
+#include "common.glsl"
+#include "noise.glsl"
+#include "scores.glsl"
+
+void scores_of(uint t) {
+    uint flag = row_flags[t];
+    float nan = uintBitsToFloat(0x7FC00000u), inf = uintBitsToFloat(0x7F800000u);
+    if (flag != ROW_VALID) {
+        bool masked = flag == ROW_MASKED;
+        token_scores[3u * t] = masked ? inf : nan;
+        token_scores[3u * t + 1u] = masked ? 0.0 : nan;
+        token_scores[3u * t + 2u] = masked ? 0.0 : nan;
+        return;
+    }
+    float largest = -inf;
+    for (uint e = 0u; e < P.num_experts; ++e) largest = max(largest, logit_at(t, e));
+    float sum = 0.0, top1 = 0.0;
+    vec4 stats = row_stats[t];
+    for (uint e = 0u; e < P.num_experts; ++e) {
+        float logit = logit_at(t, e);
+        if (isinf(logit)) continue; // -inf: a masked expert adds nothing
+        precise float shifted = (logit - largest) / P.temperature;
+        sum += exp(shifted);
+        top1 = max(top1, probability(t, e, stats));
+    }
+    precise float energy = -(largest + P.temperature * log(sum));
+    token_scores[3u * t] = energy;
+    token_scores[3u * t + 1u] = stats.w;
+    token_scores[3u * t + 2u] = top1;
+}
+
+void main() {
+    uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+    for (uint t = gl_GlobalInvocationID.x; t < P.num_tokens; t += stride) scores_of(t);
+}
