@@ -23,7 +23,7 @@ typedef struct layer_args {
     const char *bias, *device, *weights, *config, *prefix, *hidden, *out;
     uint32_t step, layer;
     int layer_given, dropless_given;
-    int host_weights;
+    int host_weights, token_scores;
     int activation; /* a moevk_activation, or -1: from the config */
 } layer_args;
 
@@ -44,6 +44,9 @@ static const option LAYER_OPTIONS[] = {
              prefix),
     OPT_TEXT("--hidden", "X.npy", "hidden states [T, d] float32, float16 or bfloat16", hidden),
     OPT_TEXT("--out", "DIR", "folder for the outputs (required; made if missing)", out),
+    OPT_FLAG("--token-scores",
+             "token_scores.npy [T, 3]: each token's energy, entropy (nats), top-1 probability",
+             token_scores, NULL),
     OPT_FLAG("--host-weights",
              "keep the experts' weights in host memory the device reads over the bus (offload)",
              host_weights, NULL),
@@ -166,7 +169,7 @@ static int load_tensors(const layer_args *a, layer_inputs *in, moevk_activation 
 
 typedef struct layer_outputs {
     void *output;
-    float *logits, *weights, *output_f32;
+    float *logits, *weights, *output_f32, *token_scores;
     int32_t *ids, *slots;
     uint32_t *counts, *offsets;
 } layer_outputs;
@@ -176,6 +179,7 @@ static void free_outputs(layer_outputs *o) {
     free(o->logits);
     free(o->weights);
     free(o->output_f32);
+    free(o->token_scores);
     free(o->ids);
     free(o->slots);
     free(o->counts);
@@ -200,6 +204,8 @@ static int write_files(const layer_args *a, const layer_outputs *o, uint64_t T, 
     WRITE("counts.npy", "<i4", 1, e1, o->counts, 4);
     if (a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS)
         WRITE("offsets.npy", "<i4", 1, e2, o->offsets, 4);
+    uint64_t t3[2] = {T, 3};
+    if (o->token_scores) WRITE("token_scores.npy", "<f4", 2, t3, o->token_scores, 4);
 #undef WRITE
     snprintf(path, sizeof path, "%s/stats.json", a->out);
     if (!stats_json_write(path, stats, device)) BAD("%s: cannot write", path);
@@ -261,8 +267,9 @@ static int run_layer(layer_args *a, layer_inputs *in, moevk_activation activatio
     o.slots = calloc(T * choices + 1, 4);
     o.counts = calloc(E + 1, 4);
     o.offsets = calloc(E + 2, 4);
+    if (a->token_scores) o.token_scores = calloc(T * 3 + 1, 4);
     if (!o.output || !o.output_f32 || !o.logits || !o.weights || !o.ids || !o.slots || !o.counts ||
-        !o.offsets) {
+        !o.offsets || (a->token_scores && !o.token_scores)) {
         fprintf(stderr, "moevk layer: out of host memory\n");
         goto done;
     }
@@ -284,6 +291,7 @@ static int run_layer(layer_args *a, layer_inputs *in, moevk_activation activatio
     if (a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS)
         route.offsets = moevk_host_tensor(o.offsets);
     route.stats = &stats;
+    if (o.token_scores) route.token_scores = moevk_host_tensor(o.token_scores);
     moevk_layer_output output;
     moevk_layer_output_init(&output);
     output.output = moevk_host_tensor(o.output);

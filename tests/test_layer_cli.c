@@ -427,6 +427,20 @@ static void test_mixtral_shards_from_the_folder(void) {
              in_work("mixtral.gguf"), in_work("mixtral_x.npy"), in_work("mixtral_host_out"));
     CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer --host-weights: %s", message);
     check_same_as(in_work("mixtral_host_out"), in_work("mixtral_out"), 1);
+    /* --token-scores: the scores of the layer's own router logits, as moevk route gives them. */
+    snprintf(args, sizeof args, "layer --weights %s --layer 1 --hidden %s --out %s --token-scores",
+             in_work("mixtral.gguf"), in_work("mixtral_x.npy"), in_work("mixtral_scores"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer --token-scores: %s", message);
+    snprintf(
+        args, sizeof args,
+        "route --logits %s/router_logits.npy --k 2 --renorm --dropless --token-scores --out %s",
+        in_work("mixtral_scores"), in_work("mixtral_scores_route"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk route --token-scores: %s", message);
+    char scores_a[800], scores_b[800];
+    snprintf(scores_a, sizeof scores_a, "%s/token_scores.npy", in_work("mixtral_scores"));
+    snprintf(scores_b, sizeof scores_b, "%s/token_scores.npy", in_work("mixtral_scores_route"));
+    CHECK(same_file_bytes(scores_a, scores_b),
+          "the layer's token_scores.npy differs from moevk route's on its logits");
     /* Split in two as llama.cpp's gguf-split splits (the metadata in the first), named by
      * either split; a split missing is refused naming it. */
     gguf_builder first, second;
