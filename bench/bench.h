@@ -98,6 +98,7 @@ typedef struct layer_case {
     int ran;
     char skipped[160];
     double route_ms, layer_ms; /* GPU medians: the route; experts + shared experts + combine */
+    double combine_ms;         /* the median of layer_ms's last part, the layer's combine */
     double flop;               /* the experts' and shared experts' matrix products */
     double weight_bytes;       /* the FFN weights of the experts the tokens chose, read once */
 } layer_case;

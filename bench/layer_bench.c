@@ -172,7 +172,7 @@ void run_layer_case(moevk_context *context, layer_case *c, int warmup, int repea
     moevk_layer_output_init(&out);
     out.output = moevk_buffer_tensor(output, 0);
     out.route = &route;
-    double route_ms[MAX_REPEATS], layer_ms[MAX_REPEATS];
+    double route_ms[MAX_REPEATS], layer_ms[MAX_REPEATS], combine_ms[MAX_REPEATS];
     for (int i = 0; r == MOEVK_SUCCESS && i < warmup + repeats; ++i) {
         r = moevk_layer_forward(layer, &input, &out);
         moevk_timings timings;
@@ -181,12 +181,14 @@ void run_layer_case(moevk_context *context, layer_case *c, int warmup, int repea
         if (i >= warmup) {
             route_ms[i - warmup] = timings.route_ms;
             layer_ms[i - warmup] = timings.layer_ms;
+            combine_ms[i - warmup] = timings.layer_combine_ms;
         }
     }
     if (r == MOEVK_SUCCESS) {
         c->ran = 1;
         c->route_ms = bench_median(route_ms, repeats);
         c->layer_ms = bench_median(layer_ms, repeats);
+        c->combine_ms = bench_median(combine_ms, repeats);
         double rows = (double)c->T * c->k, matrix = (double)c->f * c->d;
         double shared = (double)c->fs * c->d, item = dtype_bytes_per_weight(c->weight_type);
         c->flop = 6.0 * (rows * matrix + (double)c->T * shared);
@@ -207,26 +209,29 @@ void report_layer_table(FILE *out, const ceilings *ceil, const layer_case *cases
     fprintf(out,
             "\nThe MoE layer (SwiGLU, dropless, renormalised top-k): GPU medians in ms; prefill "
             "GFLOP/s of the experts' products and %% of the FMA ceiling (%.1f GFLOP/s); decode "
-            "(T <= 8) GB/s of the chosen experts' weights and %% of the copy ceiling (%.1f GB/s)\n",
+            "(T <= 8) GB/s of the chosen experts' weights and %% of the copy ceiling (%.1f GB/s); "
+            "combine: the layer's combine, its share of the layer (what fusing it into the down "
+            "projection could save at most)\n",
             ceil->fma_gflops, ceil->copy_gbps);
-    fprintf(out, "| model | T | E | k | d | f | shared f | weights | route | experts | "
+    fprintf(out, "| model | T | E | k | d | f | shared f | weights | route | experts | combine | "
                  "GFLOP/s | %% FMA | GB/s | %% copy |\n");
     fprintf(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | "
-                 "---: | ---: | ---: |\n");
+                 "---: | ---: | ---: | ---: |\n");
     for (int i = 0; i < count; ++i) {
         const layer_case *c = &cases[i];
         fprintf(out, "| %s | %u | %u | %u | %u | %u | %u | %s%s | ", c->model, c->T, c->E, c->k,
                 c->d, c->f, c->fs, dtype_name(c->weight_type),
                 c->host_weights ? " in host memory" : "");
         if (!c->ran) {
-            fprintf(out, "skipped: %s | | | | | |\n", c->skipped);
+            fprintf(out, "skipped: %s | | | | | | |\n", c->skipped);
             continue;
         }
         double seconds = c->layer_ms * 1e-3;
         double gflops = seconds > 0 ? c->flop / seconds * 1e-9 : 0;
         double gbps = seconds > 0 ? c->weight_bytes / seconds * 1e-9 : 0;
         int decode = c->T <= 8;
-        fprintf(out, "%.3f | %.3f | %.1f | %.0f | ", c->route_ms, c->layer_ms, gflops,
+        fprintf(out, "%.3f | %.3f | %.3f (%.1f%%) | %.1f | %.0f | ", c->route_ms, c->layer_ms,
+                c->combine_ms, c->layer_ms > 0 ? 100 * c->combine_ms / c->layer_ms : 0, gflops,
                 ceil->fma_gflops > 0 ? 100 * gflops / ceil->fma_gflops : 0);
         if (decode)
             fprintf(out, "%.1f | %.0f |\n", gbps,

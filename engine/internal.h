@@ -405,7 +405,9 @@ enum timestamp_point {
     TIMESTAMP_ROUTE_END,
     TIMESTAMP_COMBINE_START,
     TIMESTAMP_COMBINE_END,
-    TIMESTAMP_LAYER_END, /* a layer's experts, shared experts and combine, after ROUTE_END */
+    TIMESTAMP_LAYER_END,     /* a layer's experts, shared experts and combine, after ROUTE_END */
+    TIMESTAMP_AFTER_EXPERTS, /* a layer's routed experts (tile map, up, down) done */
+    TIMESTAMP_AFTER_SHARED_EXPERTS, /* its shared experts done: the combine follows */
     TIMESTAMP_COUNT
 };
 

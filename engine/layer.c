@@ -100,9 +100,11 @@ void moevk_layer_destroy(moevk_layer *layer) {
 moevk_router *moevk_layer_router(moevk_layer *layer) { return layer ? layer->router : NULL; }
 
 void record_layer(moevk_router *router, const route_plan *params) {
-    record_reset_timestamps(router, TIMESTAMP_LAYER_END, 1);
+    record_reset_timestamps(router, TIMESTAMP_LAYER_END, 3);
     record_experts(router, params);
+    record_timestamp(router, TIMESTAMP_AFTER_EXPERTS);
     record_shared_experts(router, params);
+    record_timestamp(router, TIMESTAMP_AFTER_SHARED_EXPERTS);
     record_layer_combine(router, params);
     record_timestamp(router, TIMESTAMP_LAYER_END);
 }

@@ -46,7 +46,9 @@ void sized_write(void *given, const void *full, const struct_layout *layouts, si
 #define LAYOUTS_moevk_losses LAYOUT_NOW(moevk_losses)
 #define LAYOUTS_moevk_history_info LAYOUT_NOW(moevk_history_info)
 #define LAYOUTS_moevk_step_report LAYOUT_NOW(moevk_step_report)
-#define LAYOUTS_moevk_timings LAYOUT_BEFORE(moevk_timings, layer_ms), LAYOUT_NOW(moevk_timings)
+#define LAYOUTS_moevk_timings                                                                      \
+    LAYOUT_BEFORE(moevk_timings, layer_ms), LAYOUT_BEFORE(moevk_timings, experts_ms),              \
+        LAYOUT_NOW(moevk_timings)
 #define LAYOUTS_moevk_layer_info                                                                   \
     LAYOUT_BEFORE(moevk_layer_info, separate_down_type), LAYOUT_NOW(moevk_layer_info)
 #define LAYOUTS_moevk_layer_output LAYOUT_NOW(moevk_layer_output)

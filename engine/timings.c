@@ -36,11 +36,16 @@ static moevk_result read_timings(moevk_router *router, moevk_timings *timings) {
     timings->route_ms = span_ms(router, ticks, TIMESTAMP_ROUTE_START, TIMESTAMP_ROUTE_END);
     if (router->layer_timed) {
         vr = context->vk.vkGetQueryPoolResults(context->device, router->timestamps,
-                                               TIMESTAMP_LAYER_END, 1, sizeof ticks[0],
+                                               TIMESTAMP_LAYER_END, 3, 3 * sizeof ticks[0],
                                                ticks + TIMESTAMP_LAYER_END, sizeof ticks[0],
                                                VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
         if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkGetQueryPoolResults");
         timings->layer_ms = span_ms(router, ticks, TIMESTAMP_ROUTE_END, TIMESTAMP_LAYER_END);
+        timings->experts_ms = span_ms(router, ticks, TIMESTAMP_ROUTE_END, TIMESTAMP_AFTER_EXPERTS);
+        timings->shared_experts_ms =
+            span_ms(router, ticks, TIMESTAMP_AFTER_EXPERTS, TIMESTAMP_AFTER_SHARED_EXPERTS);
+        timings->layer_combine_ms =
+            span_ms(router, ticks, TIMESTAMP_AFTER_SHARED_EXPERTS, TIMESTAMP_LAYER_END);
     }
     if (router->combine != COMBINE_NONE) {
         vr = context->vk.vkGetQueryPoolResults(context->device, router->timestamps,

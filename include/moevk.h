@@ -986,6 +986,10 @@ typedef struct moevk_timings {
     /* After a layer's forward (moevk_layer_forward): its experts, shared experts and combine,
      * from the end of its route (route_ms) to its output; 0 after a plain route. */
     double layer_ms;
+    /* ---- Since moevk 0.5: layer_ms in its three parts ---- */
+    double experts_ms;        /* the routed experts: tile map, up (with gate), down */
+    double shared_experts_ms; /* the shared experts (0 without) */
+    double layer_combine_ms;  /* the combine of the kept rows and the shared output */
 } moevk_timings;
 
 static inline void moevk_timings_init(moevk_timings *timings) { MOEVK_INIT_STRUCT_(timings); }

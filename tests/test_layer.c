@@ -139,8 +139,8 @@ static const layer_case CASES[] = {
     {"f16_with_f32_down", .E = 5, .k = 2, .T = 70, .d = 24, .f = 40, .weight_type = F16,
      .separate_down = 1, .down_type = MOEVK_DTYPE_F32, .biases = 1},
     /* Expert offload: the weights in host memory, read by the device in place. */
-    {"host_weights_q4_k_shared", .E = 4, .k = 2, .T = 90, .d = 256, .f = 256,
-     .weight_type = Q4_K, .shared_f = 256, .host_weights = 1, .weights_in_buffer = 1},
+    {"host_weights_q4_k_shared", .E = 4, .k = 2, .T = 90, .d = 256, .f = 256, .weight_type = Q4_K,
+     .shared_f = 256, .host_weights = 1, .weights_in_buffer = 1},
     {"decode_host_weights_f16", .E = 8, .k = 2, .T = 1, .d = 64, .f = 96, .weight_type = F16,
      .host_weights = 1, .max_tokens = 32},
 };
@@ -462,6 +462,13 @@ static void test_profiling_times_the_layer(void) {
     CHECK(r == MOEVK_SUCCESS, "-> %s", moevk_result_string(r));
     CHECK(timings.route_ms > 0 && timings.layer_ms > 0, "route %g ms, layer %g ms",
           timings.route_ms, timings.layer_ms);
+    /* Its three parts, back to back: they add up to layer_ms. */
+    double parts = timings.experts_ms + timings.shared_experts_ms + timings.layer_combine_ms;
+    CHECK(timings.experts_ms > 0 && timings.shared_experts_ms >= 0 &&
+              timings.layer_combine_ms > 0 &&
+              fabs(parts - timings.layer_ms) <= 1e-6 * timings.layer_ms + 1e-9,
+          "experts %g + shared %g + combine %g ms against layer %g ms", timings.experts_ms,
+          timings.shared_experts_ms, timings.layer_combine_ms, timings.layer_ms);
 }
 
 static void test_layer_options_are_checked(void) {
