@@ -41,10 +41,10 @@ int plan_layer_cases(layer_case *cases, int capacity, int quick) {
         for (int type = 0; type < n_types; ++type)
             for (int t = 0; t < n_T; ++t) {
                 layer_case c = MODELS[m];
-                if (quick) {
-                    c.d /= 8;
-                    c.f /= 8;
-                    c.fs /= 8;
+                if (quick) { /* whole Q8_0 blocks still: multiples of 32 */
+                    c.d = c.d / 8 / 32 * 32;
+                    c.f = c.f / 8 / 32 * 32;
+                    c.fs = c.fs / 8 / 32 * 32;
                 }
                 c.T = Ts[t];
                 c.weight_type = types[type];
