@@ -4,7 +4,8 @@
  * The header is the manual. The flow is one way:
  *   context (a Vulkan device, own or adopted)
  *     -> layer (moevk_layer_create: the router, the experts' and shared experts' weights)
- *       -> moevk_layer_forward (hidden states in, the MoE block's output out, one submission)
+ *       -> moevk_layer_forward (hidden states in, the MoE block's output out, one submission;
+ *          moevk_layer_record records it into your command buffer instead)
  * or, with experts of your own:
  *     -> router (created once for fixed sizes and options)
  *       -> moevk_route (scores -> top-k -> bucketing -> dispatch -> stats, one submission)
