@@ -69,7 +69,8 @@ static uint32_t next(uint32_t *state) {
 /* Block formats: random bytes with each block's f16 scales (at their places in ggml's blocks)
  * small, so that the weights stay small. */
 static void *pattern_blocks(uint64_t count, moevk_dtype type) {
-    uint32_t block = type == MOEVK_DTYPE_Q8_0 || type == MOEVK_DTYPE_Q4_0 ? 32 : 256;
+    uint32_t block =
+        type == MOEVK_DTYPE_Q8_0 || type == MOEVK_DTYPE_Q4_0 || type == MOEVK_DTYPE_Q5_0 ? 32 : 256;
     uint64_t block_bytes = (uint64_t)(dtype_bytes_per_weight(type) * block + 0.5);
     uint64_t bytes = count / block * block_bytes;
     unsigned char *data = malloc(bytes + 4);
@@ -79,7 +80,7 @@ static void *pattern_blocks(uint64_t count, moevk_dtype type) {
     for (uint64_t b = 0; data && b < count / block; ++b) {
         unsigned char *at = data + b * block_bytes + scale_at;
         at[0] = 0x00, at[1] = 0x14; /* 2^-10 */
-        if (type == MOEVK_DTYPE_Q4_K) at[2] = 0x00, at[3] = 0x14;
+        if (type == MOEVK_DTYPE_Q4_K || type == MOEVK_DTYPE_Q5_K) at[2] = 0x00, at[3] = 0x14;
     }
     return data;
 }

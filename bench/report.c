@@ -13,12 +13,13 @@ const char *policy_name(bench_policy policy) {
 }
 
 const char *dtype_name(moevk_dtype dtype) {
-    static const char *const NAMES[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"};
+    static const char *const NAMES[] = {"f32",  "f16",  "bf16", "q8_0", "q4_0",
+                                        "q4_k", "q6_k", "q5_0", "q5_k"};
     return (unsigned)dtype < sizeof NAMES / sizeof NAMES[0] ? NAMES[dtype] : "f32";
 }
 
 moevk_dtype dtype_named(const char *name) {
-    for (int t = MOEVK_DTYPE_F32; t <= MOEVK_DTYPE_Q6_K; ++t)
+    for (int t = MOEVK_DTYPE_F32; t <= MOEVK_DTYPE_Q5_K; ++t)
         if (!strcmp(name, dtype_name((moevk_dtype)t))) return (moevk_dtype)t;
     return (moevk_dtype)-1;
 }
@@ -30,6 +31,8 @@ double dtype_bytes_per_weight(moevk_dtype type) {
     case MOEVK_DTYPE_Q4_0: return 18.0 / 32;
     case MOEVK_DTYPE_Q4_K: return 144.0 / 256;
     case MOEVK_DTYPE_Q6_K: return 210.0 / 256;
+    case MOEVK_DTYPE_Q5_0: return 22.0 / 32;
+    case MOEVK_DTYPE_Q5_K: return 176.0 / 256;
     default: return 2.0;
     }
 }

@@ -25,10 +25,10 @@ static const struct ggml_type_info {
 } GGML_TYPES[] = {
     {0, "F32", 1, 4, MODEL_F32},           {1, "F16", 1, 2, MODEL_F16},
     {2, "Q4_0", 32, 18, MODEL_Q4_0},       {3, "Q4_1", 32, 20, MODEL_OTHER},
-    {6, "Q5_0", 32, 22, MODEL_OTHER},      {7, "Q5_1", 32, 24, MODEL_OTHER},
+    {6, "Q5_0", 32, 22, MODEL_Q5_0},       {7, "Q5_1", 32, 24, MODEL_OTHER},
     {8, "Q8_0", 32, 34, MODEL_Q8_0},       {9, "Q8_1", 32, 36, MODEL_OTHER},
     {10, "Q2_K", 256, 84, MODEL_OTHER},    {11, "Q3_K", 256, 110, MODEL_OTHER},
-    {12, "Q4_K", 256, 144, MODEL_Q4_K},    {13, "Q5_K", 256, 176, MODEL_OTHER},
+    {12, "Q4_K", 256, 144, MODEL_Q4_K},    {13, "Q5_K", 256, 176, MODEL_Q5_K},
     {14, "Q6_K", 256, 210, MODEL_Q6_K},    {15, "Q8_K", 256, 292, MODEL_OTHER},
     {16, "IQ2_XXS", 256, 66, MODEL_OTHER}, {17, "IQ2_XS", 256, 74, MODEL_OTHER},
     {18, "IQ3_XXS", 256, 98, MODEL_OTHER}, {19, "IQ1_S", 256, 50, MODEL_OTHER},

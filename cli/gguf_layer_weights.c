@@ -45,7 +45,7 @@ static const model_tensor *find_typed(const finder *f, const char *name, uint32_
     int is_float = t->dtype == MODEL_F32 || t->dtype == MODEL_F16 || t->dtype == MODEL_BF16;
     if (t->dtype == MODEL_OTHER || (!blocks && !is_float)) {
         fail(f->error, f->error_size, "tensor '%s' is %s: moevk reads %s", full, t->type_name,
-             blocks ? "F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K expert weights"
+             blocks ? "F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K expert weights"
                     : "F32, F16 and BF16 for it");
         return NULL;
     }

@@ -46,6 +46,8 @@ static moevk_dtype dtype_of(const model_tensor *t) {
     case MODEL_Q4_0: return MOEVK_DTYPE_Q4_0;
     case MODEL_Q4_K: return MOEVK_DTYPE_Q4_K;
     case MODEL_Q6_K: return MOEVK_DTYPE_Q6_K;
+    case MODEL_Q5_0: return MOEVK_DTYPE_Q5_0;
+    case MODEL_Q5_K: return MOEVK_DTYPE_Q5_K;
     default: return MOEVK_DTYPE_F32;
     }
 }

@@ -16,6 +16,8 @@ typedef enum model_dtype {
     MODEL_Q4_0,
     MODEL_Q4_K,
     MODEL_Q6_K,
+    MODEL_Q5_0,
+    MODEL_Q5_K,
     MODEL_OTHER, /* a type moevk does not compute with (type_name says which) */
 } model_dtype;
 

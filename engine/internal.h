@@ -507,9 +507,15 @@ static inline uint32_t div_ceil_u32(uint32_t a, uint32_t b) { return a / b + (a 
 static inline uint64_t dtype_bytes(moevk_dtype type) { return type == MOEVK_DTYPE_F32 ? 4 : 2; }
 /* A weight type's block: its weights and bytes (1 weight for F32, F16, BF16). */
 static inline uint32_t dtype_block_weights(moevk_dtype type) {
-    return type == MOEVK_DTYPE_Q8_0 || type == MOEVK_DTYPE_Q4_0   ? 32
-           : type == MOEVK_DTYPE_Q4_K || type == MOEVK_DTYPE_Q6_K ? 256
-                                                                  : 1;
+    switch (type) {
+    case MOEVK_DTYPE_Q8_0:
+    case MOEVK_DTYPE_Q4_0:
+    case MOEVK_DTYPE_Q5_0: return 32;
+    case MOEVK_DTYPE_Q4_K:
+    case MOEVK_DTYPE_Q5_K:
+    case MOEVK_DTYPE_Q6_K: return 256;
+    default: return 1;
+    }
 }
 static inline uint64_t dtype_block_bytes(moevk_dtype type) {
     switch (type) {
@@ -517,6 +523,8 @@ static inline uint64_t dtype_block_bytes(moevk_dtype type) {
     case MOEVK_DTYPE_Q4_0: return 18;
     case MOEVK_DTYPE_Q4_K: return 144;
     case MOEVK_DTYPE_Q6_K: return 210;
+    case MOEVK_DTYPE_Q5_0: return 22;
+    case MOEVK_DTYPE_Q5_K: return 176;
     default: return dtype_bytes(type);
     }
 }

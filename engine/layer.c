@@ -19,9 +19,9 @@ static moevk_result check_layer_info(moevk_context *context, const moevk_layer_i
     if (info->intermediate_size == 0) REJECT("intermediate_size must be >= 1");
     if ((unsigned)info->activation > MOEVK_ACTIVATION_RELU)
         REJECT("activation %d is not a moevk_activation", (int)info->activation);
-    if ((unsigned)info->weight_type > MOEVK_DTYPE_Q6_K)
+    if ((unsigned)info->weight_type > MOEVK_DTYPE_Q5_K)
         REJECT("weight_type %d is not a moevk_dtype", (int)info->weight_type);
-    if (info->separate_down_type && (unsigned)info->down_weight_type > MOEVK_DTYPE_Q6_K)
+    if (info->separate_down_type && (unsigned)info->down_weight_type > MOEVK_DTYPE_Q5_K)
         REJECT("down_weight_type %d is not a moevk_dtype", (int)info->down_weight_type);
     /* A block format quantizes along each row: gate's and up's rows are d long, down's f (fs). */
     moevk_dtype down = info->separate_down_type ? info->down_weight_type : info->weight_type;
@@ -32,7 +32,8 @@ static moevk_result check_layer_info(moevk_context *context, const moevk_layer_i
     } rows[3] = {{"hidden_size", router->hidden_size, info->weight_type},
                  {"intermediate_size", info->intermediate_size, down},
                  {"shared_intermediate_size", info->shared_intermediate_size, down}};
-    static const char *const TYPES[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"};
+    static const char *const TYPES[] = {"F32",  "F16",  "BF16", "Q8_0", "Q4_0",
+                                        "Q4_K", "Q6_K", "Q5_0", "Q5_K"};
     for (int i = 0; i < 3; ++i)
         if (rows[i].width % dtype_block_weights(rows[i].type))
             REJECT("%s %u is not whole blocks of %u weights (%s: each matrix row is whole blocks)",

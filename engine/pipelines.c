@@ -12,7 +12,8 @@ _Static_assert(NOISE_NONE == MOEVK_NOISE_NONE && NOISE_JITTER == MOEVK_NOISE_JIT
 _Static_assert(DTYPE_F32 == MOEVK_DTYPE_F32 && DTYPE_F16 == MOEVK_DTYPE_F16 &&
                    DTYPE_BF16 == MOEVK_DTYPE_BF16 && DTYPE_Q8_0 == MOEVK_DTYPE_Q8_0 &&
                    DTYPE_Q4_0 == MOEVK_DTYPE_Q4_0 && DTYPE_Q4_K == MOEVK_DTYPE_Q4_K &&
-                   DTYPE_Q6_K == MOEVK_DTYPE_Q6_K,
+                   DTYPE_Q6_K == MOEVK_DTYPE_Q6_K && DTYPE_Q5_0 == MOEVK_DTYPE_Q5_0 &&
+                   DTYPE_Q5_K == MOEVK_DTYPE_Q5_K,
                "element types");
 
 /* A cache is trusted only when its header names this very device and driver. */

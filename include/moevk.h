@@ -156,7 +156,8 @@ typedef enum moevk_dtype {
     MOEVK_DTYPE_BF16 = 2, /* bfloat16, stored as 16-bit words (the high half of an f32) */
     /* ---- Since moevk 0.5: ggml's block formats (GGUF's bytes as they lie), for a layer's FFN
      * weights (weight_type) only. Each row of a matrix is whole blocks: 32 weights (Q8_0,
-     * Q4_0) or 256 (Q4_K, Q6_K); d, f and fs must be multiples of the block. Scales are f16. */
+     * Q4_0, Q5_0) or 256 (Q4_K, Q5_K, Q6_K); d, f and fs must be multiples of the block.
+     * Scales are f16. */
     MOEVK_DTYPE_Q8_0 = 3, /* 34 bytes: scale d, 32 int8 q; w = d q */
     MOEVK_DTYPE_Q4_0 = 4, /* 18 bytes: d, 16 bytes (weight j < 16 in byte j's low nibble, weight
                            * j + 16 in its high one); w = d (q - 8) */
@@ -166,6 +167,13 @@ typedef enum moevk_dtype {
     /* 210 bytes: 128 bytes of low 4 bits, 64 of high 2 bits, 16 int8 scales of sub-blocks of
      * 16, d; w = d sc (q - 32) */
     MOEVK_DTYPE_Q6_K = 6,
+    /* 22 bytes: d, 32 fifth bits (bit j: weight j's), 16 bytes of 4-bit q as Q4_0's;
+     * w = d (q - 16) */
+    MOEVK_DTYPE_Q5_0 = 7,
+    /* 176 bytes: d, dmin, Q4_K's 12 bytes of scales and mins, 32 bytes of fifth bits (bit 2c
+     * and 2c + 1 of byte l: chunk c's low and high weights l), 128 bytes of 4-bit q as Q4_K's;
+     * w = d sc q - dmin m */
+    MOEVK_DTYPE_Q5_K = 8,
 } moevk_dtype;
 
 typedef enum moevk_score_func {

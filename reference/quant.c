@@ -13,6 +13,8 @@ static block_format format_of(moevk_dtype type) {
     case MOEVK_DTYPE_Q4_0: return (block_format){32, 18};
     case MOEVK_DTYPE_Q4_K: return (block_format){256, 144};
     case MOEVK_DTYPE_Q6_K: return (block_format){256, 210};
+    case MOEVK_DTYPE_Q5_0: return (block_format){32, 22};
+    case MOEVK_DTYPE_Q5_K: return (block_format){256, 176};
     case MOEVK_DTYPE_F32: return (block_format){1, 4};
     default: return (block_format){1, 2};
     }
@@ -50,6 +52,24 @@ float ref_quant_weight(const void *blocks, uint64_t i, moevk_dtype type) {
         uint8_t q = b[2 + j % 16];
         int value = (j < 16 ? q & 0xF : q >> 4) - 8;
         return (float)value * half_at(b);
+    }
+    case MOEVK_DTYPE_Q5_0: {
+        /* The fifth bit of weight j is bit j of the 32-bit word after d. */
+        uint8_t q = b[6 + j % 16];
+        uint32_t high =
+            (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24;
+        int value = ((j < 16 ? q & 0xF : q >> 4) | (int)((high >> j) & 1) << 4) - 16;
+        return (float)value * half_at(b);
+    }
+    case MOEVK_DTYPE_Q5_K: {
+        /* As Q4_K, the quants at byte 48, and each weight's fifth bit in qh (bytes 16..47): bit
+         * 2c of byte l for chunk c's low weights l, bit 2c + 1 for its high ones. */
+        uint32_t chunk = j / 64, high = (j % 64) / 32, l = j % 32;
+        uint8_t q = b[48 + chunk * 32 + l], scale, min;
+        int fifth = (b[16 + l] >> (2 * chunk + high)) & 1;
+        scale_min_k4(b + 4, (int)(2 * chunk + high), &scale, &min);
+        float d = half_at(b) * (float)scale, m = half_at(b + 2) * (float)min;
+        return d * (float)((high ? q >> 4 : q & 0xF) + 16 * fifth) - m;
     }
     case MOEVK_DTYPE_Q4_K: {
         /* Each 64 weights: 32 bytes of q, the low nibbles the first 32, sub-blocks 2c, 2c + 1. */

@@ -142,6 +142,8 @@
 #define DTYPE_Q4_0 4u
 #define DTYPE_Q4_K 5u
 #define DTYPE_Q6_K 6u
+#define DTYPE_Q5_0 7u
+#define DTYPE_Q5_K 8u
 
 /* Row flags written by scores_topk. */
 #define ROW_VALID 0u

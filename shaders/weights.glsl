@@ -50,6 +50,27 @@ int signed_byte(uint b) { return int(b << 24u) >> 24; }
             precise float w = d * float(high != 0u ? q >> 4u : q & 0xFu) - m;                      \
             return w;                                                                              \
         }                                                                                          \
+        if (DTYPE == DTYPE_Q5_0) {                                                                 \
+            /* The fifth bit of weight j: bit j of the 32-bit word after d. */                    \
+            uint b = (i / 32u) * 22u, j = i % 32u, q = WORDS_BYTE(WORDS, b + 6u + j % 16u);        \
+            uint fifth = (WORDS_AT(WORDS, b + 2u) >> j) & 1u;                                     \
+            int value = int((j < 16u ? q & 0xFu : q >> 4u) | (fifth << 4u)) - 16;                 \
+            precise float w = float(value) * WORDS_HALF(WORDS, b);                                 \
+            return w;                                                                              \
+        }                                                                                          \
+        if (DTYPE == DTYPE_Q5_K) {                                                                 \
+            /* Q4_K's layout with the quants at byte 48 and the fifth bits at 16: bit s of byte  \
+             * l for sub-block s's weight l. */                                                    \
+            uint b = (i / 256u) * 176u, j = i % 256u, chunk = j / 64u, high = (j % 64u) / 32u;     \
+            uint l = j % 32u, q = WORDS_BYTE(WORDS, b + 48u + chunk * 32u + l), s = 2u * chunk + high; \
+            uint fifth = (WORDS_BYTE(WORDS, b + 16u + l) >> s) & 1u;                              \
+            uint scale, least;                                                                     \
+            Q4_K_SCALE_MIN(WORDS, b, s, scale, least);                                             \
+            precise float d = WORDS_HALF(WORDS, b) * float(scale);                                 \
+            precise float m = WORDS_HALF(WORDS, b + 2u) * float(least);                            \
+            precise float w = d * float((high != 0u ? q >> 4u : q & 0xFu) + 16u * fifth) - m;     \
+            return w;                                                                              \
+        }                                                                                          \
         /* Q6_K: each 128 weights: 64 bytes of low bits, 32 of high, 8 scales; quarter r of 32   \
          * takes the low (r < 2) or high nibbles of the first or second 32 bytes (r even, odd)    \
          * and bits 2r, 2r + 1 of the high bytes. */                                               \
@@ -110,6 +131,34 @@ int signed_byte(uint b) { return int(b << 24u) >> 24; }
                 for (uint t = 0u; t < 4u; ++t) {                                                   \
                     uint q = (q4 >> (8u * t + 4u * high)) & 0xFu;                                  \
                     precise float v = d * float(q) - m;                                            \
+                    w[4u * g + t] = v;                                                             \
+                }                                                                                  \
+            }                                                                                      \
+        } else if (DTYPE == DTYPE_Q5_0) {                                                          \
+            uint b = (i0 / 32u) * 22u, fifths = WORDS_AT(WORDS, b + 2u);                            \
+            float d = WORDS_HALF(WORDS, b);                                                        \
+            for (uint g = 0u; g < 4u; ++g) {                                                       \
+                uint q4 = WORDS_AT(WORDS, b + 6u + 4u * g);                                        \
+                for (uint t = 0u; t < 4u; ++t) {                                                   \
+                    uint q = (q4 >> (8u * t)) & 0xFu, h = (q4 >> (8u * t + 4u)) & 0xFu, j = 4u * g + t; \
+                    precise float low = float(int(q | (((fifths >> j) & 1u) << 4u)) - 16) * d;   \
+                    precise float high = float(int(h | (((fifths >> (j + 16u)) & 1u) << 4u)) - 16) * d; \
+                    w[j] = low;                                                                    \
+                    w[16u + j] = high;                                                             \
+                }                                                                                  \
+            }                                                                                      \
+        } else if (DTYPE == DTYPE_Q5_K) {                                                          \
+            uint b = (i0 / 256u) * 176u, j = i0 % 256u, chunk = j / 64u, high = (j % 64u) / 32u;   \
+            uint s = 2u * chunk + high, scale, least;                                              \
+            Q4_K_SCALE_MIN(WORDS, b, s, scale, least);                                             \
+            precise float d = WORDS_HALF(WORDS, b) * float(scale);                                 \
+            precise float m = WORDS_HALF(WORDS, b + 2u) * float(least);                            \
+            uint q_at = (b + 48u + chunk * 32u) >> 2u, h_at = (b + 16u) >> 2u; /* word-aligned */ \
+            for (uint g = 0u; g < 8u; ++g) {                                                       \
+                uint q4 = WORDS[q_at + g], h4 = WORDS[h_at + g];                                   \
+                for (uint t = 0u; t < 4u; ++t) {                                                   \
+                    uint q = (q4 >> (8u * t + 4u * high)) & 0xFu, fifth = (h4 >> (8u * t + s)) & 1u; \
+                    precise float v = d * float(q + 16u * fifth) - m;                              \
                     w[4u * g + t] = v;                                                             \
                 }                                                                                  \
             }                                                                                      \

@@ -39,6 +39,11 @@ void *random_weights(uint64_t count, moevk_dtype type, float scale) {
             put_half(at + 2, scale * rng_uniform(0.0f, 1.0f) / 60.0f);
             break;
         case MOEVK_DTYPE_Q6_K: put_half(at + 208, scale * u / 1500.0f); break; /* sc q to 4096 */
+        case MOEVK_DTYPE_Q5_0: put_half(at, scale * u / 8.0f); break;          /* q - 16 up to 16 */
+        case MOEVK_DTYPE_Q5_K: /* d sc q - dmin m: q up to 31 */
+            put_half(at, scale * u / 600.0f);
+            put_half(at + 2, scale * rng_uniform(0.0f, 1.0f) / 60.0f);
+            break;
         default: break;
         }
     }

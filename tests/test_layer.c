@@ -45,6 +45,8 @@ typedef struct layer_case {
 #define Q4_0 MOEVK_DTYPE_Q4_0
 #define Q4_K MOEVK_DTYPE_Q4_K
 #define Q6_K MOEVK_DTYPE_Q6_K
+#define Q5_0 MOEVK_DTYPE_Q5_0
+#define Q5_K MOEVK_DTYPE_Q5_K
 #define DROPLESS MOEVK_CAPACITY_DROPLESS
 #define FIXED MOEVK_CAPACITY_FIXED
 
@@ -138,6 +140,15 @@ static const layer_case CASES[] = {
      .weight_type = Q4_K, .separate_down = 1, .down_type = Q8_0, .capacity_mode = DROPLESS},
     {"f16_with_f32_down", .E = 5, .k = 2, .T = 70, .d = 24, .f = 40, .weight_type = F16,
      .separate_down = 1, .down_type = MOEVK_DTYPE_F32, .biases = 1},
+    /* Q5_0 and Q5_K (Q5_K_M files; Q5_0 where rows are not whole 256-weight blocks). */
+    {"q5_0_shared", .E = 6, .k = 2, .T = 150, .d = 64, .f = 96, .weight_type = Q5_0,
+     .shared_f = 32},
+    {"q5_k_with_q6_k_down", .E = 4, .k = 2, .T = 120, .d = 256, .f = 256, .weight_type = Q5_K,
+     .separate_down = 1, .down_type = Q6_K, .shared_f = 256},
+    {"decode_q5_0", .E = 8, .k = 2, .T = 3, .d = 64, .f = 96, .weight_type = Q5_0,
+     .max_tokens = 64},
+    {"decode_q5_k_with_q5_0_down_f_1408", .E = 4, .k = 2, .T = 1, .d = 256, .f = 1408,
+     .weight_type = Q5_K, .separate_down = 1, .down_type = Q5_0},
     /* Expert offload: the weights in host memory, read by the device in place. */
     {"host_weights_q4_k_shared", .E = 4, .k = 2, .T = 90, .d = 256, .f = 256, .weight_type = Q4_K,
      .shared_f = 256, .host_weights = 1, .weights_in_buffer = 1},
@@ -503,9 +514,9 @@ static void test_layer_options_are_checked(void) {
               strstr(moevk_context_last_error(context),
                      "intermediate_size 1408 is not whole blocks of 256"),
           "Q4_K with f = 1408 was taken: %s", moevk_context_last_error(context));
-    info.weight_type = (moevk_dtype)7;
+    info.weight_type = (moevk_dtype)9;
     CHECK(moevk_layer_create(context, &info, &layer) == MOEVK_ERROR_INVALID_ARGUMENT,
-          "weight_type 7 was taken");
+          "weight_type 9 was taken");
     /* A down type of its own: f need only be whole blocks of it (Q8_0's 32 for f = 1408). */
     info.weight_type = MOEVK_DTYPE_Q4_K;
     info.separate_down_type = 1;

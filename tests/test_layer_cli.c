@@ -197,7 +197,7 @@ static void add_layer(checkpoint *c, const model *m, const char *prefix) {
 
 /* ---- The same layer as a GGUF file, by llama.cpp's names and ggml's dimension order ---- */
 static uint32_t ggml_type_of(moevk_dtype type) {
-    static const uint32_t GGML[] = {0, 1, 30, 8, 2, 12, 14}; /* in moevk_dtype's order */
+    static const uint32_t GGML[] = {0, 1, 30, 8, 2, 12, 14, 6, 13}; /* moevk_dtype's order */
     return GGML[type];
 }
 
@@ -799,7 +799,7 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
                "{\"weight_map\":{\"b\":\"x.safetensors\",\"a\":\"x.safetensors\","
                "\"b\":\"y.safetensors\"}}");
     /* GGUF files gone wrong: the metadata's width not the tensors', a file cut short, and
-     * experts in a block format moevk does not compute with (d = 32 makes whole Q5_0 blocks). */
+     * experts in a block format moevk does not compute with (d = 32 makes whole Q4_1 blocks). */
     gguf_builder gb;
     gguf_build_begin(&gb);
     m.f = 21;
@@ -829,11 +829,11 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
     gguf_build_begin(&gb);
     add_gguf_shape(&gb, "llama", &q, 1);
     add_gguf_layer(&gb, &q, 0, 0);
-    static unsigned char q5_blocks[2 * 8 * 22]; /* ne [32, 8, 2]: 16 Q5_0 blocks of 22 bytes */
-    gb.tensors[1].type = 6;
-    gb.tensors[1].data = q5_blocks;
-    gb.tensors[1].bytes = sizeof q5_blocks;
-    gguf_build_write(&gb, in_work("bad_q5.gguf"));
+    static unsigned char q4_1_blocks[2 * 8 * 20]; /* ne [32, 8, 2]: 16 Q4_1 blocks of 20 bytes */
+    gb.tensors[1].type = 3;
+    gb.tensors[1].data = q4_1_blocks;
+    gb.tensors[1].bytes = sizeof q4_1_blocks;
+    gguf_build_write(&gb, in_work("bad_q4_1.gguf"));
     free_model(&q);
     void *x = write_hidden("bad_x.npy", 5, m.d, MOEVK_DTYPE_F32);
     void *x_wrong = write_hidden("bad_x23.npy", 5, 23, MOEVK_DTYPE_F32);
@@ -886,8 +886,8 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
          "--weights %s --layer 0 --hidden %s", in_work("bad_width.gguf"), hidden);
     CASE("pass the end of the", "--weights %s --layer 0 --hidden %s", in_work("bad_cut.gguf"),
          hidden);
-    CASE("'blk.0.ffn_gate_exps.weight' is Q5_0: moevk reads F32, F16, BF16, Q8_0, Q4_0, Q4_K",
-         "--weights %s --layer 0 --hidden %s", in_work("bad_q5.gguf"), hidden);
+    CASE("'blk.0.ffn_gate_exps.weight' is Q4_1: moevk reads F32, F16, BF16, Q8_0, Q4_0, Q5_0",
+         "--weights %s --layer 0 --hidden %s", in_work("bad_q4_1.gguf"), hidden);
 #undef CASE
     for (int i = 0; i < n; ++i) {
         char args[4096], message[2048];

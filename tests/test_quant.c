@@ -2,8 +2,9 @@
  * block is packed here the way ggml's quantize_row_*_ref packs its integers (written out
  * below), from values chosen to reach every nibble and sign position and both halves of the K
  * formats' 6-bit scale and min packing, and every weight must come back as the value worked out
- * from the format's description: d q (Q8_0), d (q - 8) (Q4_0), d sc q - dmin m (Q4_K),
- * d sc (q - 32) (Q6_K). The shaders are held to this reference by test_layer. Host only. */
+ * from the format's description: d q (Q8_0), d (q - 8) (Q4_0), d (q - 16) (Q5_0),
+ * d sc q - dmin m (Q4_K, Q5_K), d sc (q - 32) (Q6_K). The shaders are held to this reference by
+ * test_layer. Host only. */
 #include <string.h>
 
 #include "harness.h"
@@ -132,6 +133,75 @@ static void test_q6_k_low_and_high_bits_and_signed_scales(void) {
           "the K formats' blocks: 256 weights in 210 and 144 bytes");
 }
 
+/* Q5_0: Q4_0's nibbles plus a fifth bit per weight, weight j's at bit j of the 32-bit word after
+ * d, packed as ggml's quantize_row_q5_0_ref packs it. */
+static void test_q5_0_fifth_bits(void) {
+    uint8_t block[22] = {0};
+    put_half(block, HALF_0_5);
+    uint8_t L[32]; /* the stored 5-bit values, q + 16 */
+    for (int j = 0; j < 32; ++j) L[j] = (uint8_t)((j * 13 + 7) % 32);
+    L[0] = 0, L[15] = 31, L[16] = 16, L[31] = 15;
+    uint32_t fifths = 0;
+    for (int j = 0; j < 16; ++j) {
+        block[6 + j] = (uint8_t)((L[j] & 0xF) | (L[j + 16] & 0xF) << 4);
+        fifths |= (uint32_t)(L[j] >> 4) << j;
+        fifths |= (uint32_t)(L[j + 16] >> 4) << (j + 16);
+    }
+    for (int i = 0; i < 4; ++i) block[2 + i] = (uint8_t)(fifths >> (8 * i));
+    int bad = -1;
+    for (int j = 0; j < 32 && bad < 0; ++j)
+        if (ref_quant_weight(block, (uint64_t)j, MOEVK_DTYPE_Q5_0) != 0.5f * (float)(L[j] - 16))
+            bad = j;
+    CHECK(bad < 0, "Q5_0 weight %d", bad);
+    CHECK(ref_quant_weight(block, 0, MOEVK_DTYPE_Q5_0) == -8.0f &&
+              ref_quant_weight(block, 15, MOEVK_DTYPE_Q5_0) == 7.5f &&
+              ref_quant_weight(block, 16, MOEVK_DTYPE_Q5_0) == 0.0f,
+          "Q5_0: 0 is -16 d, 31 is 15 d, 16 is 0");
+}
+
+/* Q5_K: Q4_K's scales and nibbles (at byte 48) with each weight's fifth bit in 32 bytes at 16:
+ * bit 2c of byte l for 64-weight chunk c's weight l, bit 2c + 1 for its weight l + 32, packed
+ * as ggml's quantize_row_q5_K_ref packs them. */
+static void test_q5_k_fifth_bits_over_the_chunks(void) {
+    static const uint8_t SCALE[8] = {3, 60, 1, 63, 20, 40, 63, 9};
+    static const uint8_t MIN[8] = {1, 0, 63, 7, 31, 2, 50, 17};
+    uint8_t block[176] = {0};
+    put_half(block, HALF_0_5);   /* d */
+    put_half(block + 2, HALF_1); /* dmin */
+    uint8_t *scales = block + 4, *qh = block + 16, *qs = block + 48;
+    for (int j = 0; j < 8; ++j) {
+        if (j < 4) {
+            scales[j] = SCALE[j];
+            scales[j + 4] = MIN[j];
+        } else {
+            scales[j + 4] = (uint8_t)((SCALE[j] & 0xF) | (MIN[j] & 0xF) << 4);
+            scales[j - 4] |= (uint8_t)((SCALE[j] >> 4) << 6);
+            scales[j] |= (uint8_t)((MIN[j] >> 4) << 6);
+        }
+    }
+    uint8_t L[256];
+    for (int j = 0; j < 256; ++j) L[j] = (uint8_t)((j * 29 + j / 64) % 32);
+    for (int chunk = 0; chunk < 4; ++chunk)
+        for (int l = 0; l < 32; ++l) {
+            uint8_t low = L[chunk * 64 + l], high = L[chunk * 64 + l + 32];
+            qs[chunk * 32 + l] = (uint8_t)((low & 0xF) | (high & 0xF) << 4);
+            qh[l] |= (uint8_t)((low >> 4) << (2 * chunk) | (high >> 4) << (2 * chunk + 1));
+        }
+    int bad = -1;
+    for (int j = 0; j < 256 && bad < 0; ++j) {
+        int sub = j / 32;
+        float want = 0.5f * (float)SCALE[sub] * (float)L[j] - 1.0f * (float)MIN[sub];
+        if (ref_quant_weight(block, (uint64_t)j, MOEVK_DTYPE_Q5_K) != want) bad = j;
+    }
+    CHECK(bad < 0, "Q5_K weight %d (sub-block %d)", bad, bad / 32);
+    /* Weight 230: sub-block 7 (scale 9, min 17), stored (230 * 29 + 3) % 32 = 17, past 15. */
+    CHECK(ref_quant_weight(block, 230, MOEVK_DTYPE_Q5_K) == 0.5f * 9.0f * 17.0f - 17.0f,
+          "Q5_K weight 230 by hand");
+    CHECK(ref_matrix_bytes(MOEVK_DTYPE_Q5_K, 1, 256) == 176 &&
+              ref_matrix_bytes(MOEVK_DTYPE_Q5_0, 1, 64) == 44,
+          "Q5_K 176 bytes a block, Q5_0 22");
+}
+
 /* ref_load reads block formats too: weight i of the flattened matrix is in block i / B. */
 static void test_ref_load_reads_the_next_block(void) {
     uint8_t blocks[2 * 18] = {0};
@@ -147,8 +217,12 @@ static void test_ref_load_reads_the_next_block(void) {
 }
 
 static const test_case TESTS[] = {
-    TEST(q8_0_is_d_times_each_signed_byte), TEST(q4_0_nibbles),
-    TEST(q4_k_scales_mins_and_nibbles),     TEST(q6_k_low_and_high_bits_and_signed_scales),
+    TEST(q8_0_is_d_times_each_signed_byte),
+    TEST(q4_0_nibbles),
+    TEST(q4_k_scales_mins_and_nibbles),
+    TEST(q6_k_low_and_high_bits_and_signed_scales),
+    TEST(q5_0_fifth_bits),
+    TEST(q5_k_fifth_bits_over_the_chunks),
     TEST(ref_load_reads_the_next_block),
 };
 
