@@ -13,6 +13,7 @@
 #include "ffn.glsl"
 DEFINE_WEIGHT_READER(down_weight, expert_down_words)
 DEFINE_WEIGHT_CHUNK_READER(down_chunk, expert_down_words)
+DEFINE_WEIGHT_QUAD_READER(down_quad, expert_down_words)
 
 float ffn_input(uint row, uint k) { return intermediate[row * P.intermediate_size + k]; }
 float ffn_weight(uint expert, uint n, uint k) {
@@ -20,6 +21,9 @@ float ffn_weight(uint expert, uint n, uint k) {
 }
 void ffn_weight_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]) {
     down_chunk((expert * P.hidden_size + n) * P.intermediate_size + k0, w);
+}
+void ffn_weight_quad(uint expert, uint n, uint k0, out float w[4]) {
+    down_quad((expert * P.hidden_size + n) * P.intermediate_size + k0, w);
 }
 
 void main() {

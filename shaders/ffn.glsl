@@ -26,6 +26,11 @@ void ffn_weight_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]);
 #ifdef FFN_DUAL
 void ffn_weight2_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]);
 #endif
+// Block formats: 4 consecutive weights (expert, n, k0 ..), k0 a multiple of 4 (prefill's tiles).
+void ffn_weight_quad(uint expert, uint n, uint k0, out float w[4]);
+#ifdef FFN_DUAL
+void ffn_weight2_quad(uint expert, uint n, uint k0, out float w[4]);
+#endif
 
 #ifdef FFN_MATVEC
 #include "ffn_matvec.glsl"

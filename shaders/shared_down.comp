@@ -12,6 +12,7 @@
 #include "ffn.glsl"
 DEFINE_WEIGHT_READER(down_weight, shared_down_words)
 DEFINE_WEIGHT_CHUNK_READER(down_chunk, shared_down_words)
+DEFINE_WEIGHT_QUAD_READER(down_quad, shared_down_words)
 
 float ffn_input(uint row, uint k) { return shared_intermediate[row * P.shared_intermediate_size + k]; }
 float ffn_weight(uint expert, uint n, uint k) {
@@ -19,6 +20,9 @@ float ffn_weight(uint expert, uint n, uint k) {
 }
 void ffn_weight_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]) {
     down_chunk(n * P.shared_intermediate_size + k0, w);
+}
+void ffn_weight_quad(uint expert, uint n, uint k0, out float w[4]) {
+    down_quad(n * P.shared_intermediate_size + k0, w);
 }
 
 void main() {

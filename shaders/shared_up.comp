@@ -17,6 +17,8 @@ DEFINE_WEIGHT_READER(up_weight, shared_up_words)
 DEFINE_WEIGHT_READER(gate_weight, shared_gate_words)
 DEFINE_WEIGHT_CHUNK_READER(up_chunk, shared_up_words)
 DEFINE_WEIGHT_CHUNK_READER(gate_chunk, shared_gate_words)
+DEFINE_WEIGHT_QUAD_READER(up_quad, shared_up_words)
+DEFINE_WEIGHT_QUAD_READER(gate_quad, shared_gate_words)
 
 float ffn_input(uint row, uint k) { return hidden_element(row * P.hidden_size + k); }
 float ffn_weight(uint expert, uint n, uint k) {
@@ -30,6 +32,12 @@ void ffn_weight_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]) {
 }
 void ffn_weight2_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]) {
     gate_chunk(n * P.hidden_size + k0, w);
+}
+void ffn_weight_quad(uint expert, uint n, uint k0, out float w[4]) {
+    up_quad(n * P.hidden_size + k0, w);
+}
+void ffn_weight2_quad(uint expert, uint n, uint k0, out float w[4]) {
+    gate_quad(n * P.hidden_size + k0, w);
 }
 
 void main() {

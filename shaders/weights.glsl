@@ -182,3 +182,56 @@ int signed_byte(uint b) { return int(b << 24u) >> 24; }
             }                                                                                      \
         }                                                                                          \
     }
+
+// Prefill's tiles read a block format's weights four at a time: i0 a multiple of 4, so that the
+// four share one block and one sub-block, whose scales are read once for them.
+#define DEFINE_WEIGHT_QUAD_READER(NAME, WORDS)                                                     \
+    void NAME(uint i0, out float w[4]) {                                                           \
+        if (DTYPE == DTYPE_Q8_0) {                                                                 \
+            uint b = (i0 / 32u) * 34u, q4 = WORDS_AT(WORDS, b + 2u + i0 % 32u);                   \
+            float d = WORDS_HALF(WORDS, b);                                                        \
+            for (uint t = 0u; t < 4u; ++t) {                                                       \
+                precise float v = float(int(q4 << (24u - 8u * t)) >> 24) * d;                      \
+                w[t] = v;                                                                          \
+            }                                                                                      \
+        } else if (DTYPE == DTYPE_Q4_0 || DTYPE == DTYPE_Q5_0) {                                   \
+            bool five = DTYPE == DTYPE_Q5_0;                                                       \
+            uint bytes = five ? 22u : 18u, b = (i0 / 32u) * bytes, j0 = i0 % 32u;                  \
+            uint q4 = WORDS_AT(WORDS, b + (five ? 6u : 2u) + j0 % 16u);                            \
+            uint fifths = five ? WORDS_AT(WORDS, b + 2u) : 0u, shift = j0 < 16u ? 0u : 4u;         \
+            float d = WORDS_HALF(WORDS, b);                                                        \
+            for (uint t = 0u; t < 4u; ++t) {                                                       \
+                uint q = (q4 >> (8u * t + shift)) & 0xFu;                                          \
+                int value = five ? int(q | (((fifths >> (j0 + t)) & 1u) << 4u)) - 16 : int(q) - 8; \
+                precise float v = float(value) * d;                                                \
+                w[t] = v;                                                                          \
+            }                                                                                      \
+        } else if (DTYPE == DTYPE_Q4_K || DTYPE == DTYPE_Q5_K) {                                   \
+            bool five = DTYPE == DTYPE_Q5_K;                                                       \
+            uint b = (i0 / 256u) * (five ? 176u : 144u), j = i0 % 256u, chunk = j / 64u;           \
+            uint high = (j % 64u) / 32u, l0 = j % 32u, s = 2u * chunk + high, scale, least;        \
+            Q4_K_SCALE_MIN(WORDS, b, s, scale, least);                                             \
+            precise float d = WORDS_HALF(WORDS, b) * float(scale);                                 \
+            precise float m = WORDS_HALF(WORDS, b + 2u) * float(least);                            \
+            uint q4 = WORDS[(b + (five ? 48u : 16u) + chunk * 32u + l0) >> 2u];                    \
+            uint h4 = five ? WORDS[(b + 16u + l0) >> 2u] : 0u;                                     \
+            for (uint t = 0u; t < 4u; ++t) {                                                       \
+                uint q = ((q4 >> (8u * t + 4u * high)) & 0xFu) + 16u * ((h4 >> (8u * t + s)) & 1u); \
+                precise float v = d * float(q) - m;                                                \
+                w[t] = v;                                                                          \
+            }                                                                                      \
+        } else {                                                                                   \
+            uint b = (i0 / 256u) * 210u, j = i0 % 256u, half_ = j / 128u, r = (j % 128u) / 32u;   \
+            uint l0 = j % 32u;                                                                     \
+            float d = WORDS_HALF(WORDS, b + 208u);                                                 \
+            precise float ds = d * float(signed_byte(WORDS_BYTE(WORDS, b + 192u + half_ * 8u + l0 / 16u + 2u * r))); \
+            uint low4 = WORDS_AT(WORDS, b + half_ * 64u + (r & 1u) * 32u + l0);                    \
+            uint high4 = WORDS_AT(WORDS, b + 128u + half_ * 32u + l0);                             \
+            for (uint t = 0u; t < 4u; ++t) {                                                       \
+                uint low = (low4 >> (8u * t + (r >= 2u ? 4u : 0u))) & 0xFu;                        \
+                int q = int(low | (((high4 >> (8u * t + 2u * r)) & 3u) << 4u)) - 32;               \
+                precise float v = ds * float(q);                                                   \
+                w[t] = v;                                                                          \
+            }                                                                                      \
+        }                                                                                          \
+    }
