@@ -32,32 +32,24 @@ void ffn_tile(uint expert, uint row_begin, uint row_end, uint col_begin, uint co
     bool row_in = row < row_end, col_in = col < columns;
     uint tx = ffn_thread_x(), ty = ffn_thread_y();
     for (uint k0 = 0u; k0 < depth; k0 += TILE_DEPTH) {
-        if (DTYPE >= DTYPE_Q8_0) {
-            // Block formats: the 4 weights share their block's scales, read once; depth is
-            // whole blocks, so the 4 are all inside the matrix or all past it.
-            bool in_k = k0 + load_k < depth;
-            float w[4], w2[4];
-            if (col_in && in_k) ffn_weight_quad(expert, col, k0 + load_k, w);
+        // Block formats read the 4 weights at once, their block's scales once; depth is whole
+        // blocks, so the 4 are all inside the matrix or all past it.
+        bool quads = DTYPE >= DTYPE_Q8_0, quad_in = col_in && k0 + load_k < depth;
+        float w4[4], w4_2[4];
+        if (quads && quad_in) ffn_weight_quad(expert, col, k0 + load_k, w4);
 #ifdef FFN_DUAL
-            if (FFN_TWO_MATRICES && col_in && in_k) ffn_weight2_quad(expert, col, k0 + load_k, w2);
+        if (quads && quad_in && FFN_TWO_MATRICES) ffn_weight2_quad(expert, col, k0 + load_k, w4_2);
 #endif
-            for (uint q = 0u; q < 4u; ++q) {
-                uint k = k0 + load_k + q;
-                tile_input[load_k + q][load_line] = row_in && k < depth ? ffn_input(row, k) : 0.0;
-                tile_weight[load_k + q][load_line] = col_in && in_k ? w[q] : 0.0;
-#ifdef FFN_DUAL
-                if (FFN_TWO_MATRICES) tile_weight2[load_k + q][load_line] = col_in && in_k ? w2[q] : 0.0;
-#endif
-            }
-        } else
         for (uint q = 0u; q < 4u; ++q) {
             uint k = k0 + load_k + q;
             bool k_in = k < depth;
             tile_input[load_k + q][load_line] = row_in && k_in ? ffn_input(row, k) : 0.0;
-            tile_weight[load_k + q][load_line] = col_in && k_in ? ffn_weight(expert, col, k) : 0.0;
+            tile_weight[load_k + q][load_line] =
+                col_in && k_in ? (quads ? w4[q] : ffn_weight(expert, col, k)) : 0.0;
 #ifdef FFN_DUAL
             if (FFN_TWO_MATRICES)
-                tile_weight2[load_k + q][load_line] = col_in && k_in ? ffn_weight2(expert, col, k) : 0.0;
+                tile_weight2[load_k + q][load_line] =
+                    col_in && k_in ? (quads ? w4_2[q] : ffn_weight2(expert, col, k)) : 0.0;
 #endif
         }
         barrier();
