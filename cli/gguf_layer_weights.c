@@ -77,7 +77,7 @@ static int find_experts_of(const finder *f, const char *kind, uint32_t E, uint64
     char name[128], legacy[128];
     snprintf(name, sizeof name, "ffn_%s_exps.weight", kind);
     snprintf(legacy, sizeof legacy, "%sffn_%s.0.weight", f->prefix, kind);
-    if (!model_files_lookup(f->files, legacy) || E == 1) {
+    if (!model_files_lookup(f->files, legacy)) {
         uint64_t shape[3] = {E, rows, cols};
         const model_tensor *t = find(f, name, 3, shape);
         if (!t) return 0;

@@ -679,8 +679,9 @@ static void test_deepseek_v3_bias_on_scores_and_shared_experts(void) {
     free_model(&m);
 }
 
-/* The model's FFN weights widened to f32 (what a layer mixing block formats runs). */
-static model widened(const model *m) {
+/* The model's FFN weights widened to f32, the routed and the shared down projections read as
+ * their own types. */
+static model widened(const model *m, moevk_dtype down_type, moevk_dtype shared_down_type) {
     model w = *m;
     uint64_t E = m->E, fd = (uint64_t)m->f * m->d, fsd = (uint64_t)m->fs * m->d;
     void **matrices[6] = {&w.gate, &w.up, &w.down, &w.shared_gate_w, &w.shared_up, &w.shared_down};
@@ -688,8 +689,8 @@ static model widened(const model *m) {
     for (int i = 0; i < 6; ++i) {
         if (!*matrices[i]) continue;
         float *wide = malloc(counts[i] * 4 + 4);
-        for (uint64_t j = 0; j < counts[i]; ++j)
-            wide[j] = ref_load(*matrices[i], j, m->weight_type);
+        moevk_dtype type = i == 2 ? down_type : i == 5 ? shared_down_type : m->weight_type;
+        for (uint64_t j = 0; j < counts[i]; ++j) wide[j] = ref_load(*matrices[i], j, type);
         *matrices[i] = wide;
     }
     w.weight_type = MOEVK_DTYPE_F32;
@@ -701,9 +702,8 @@ static void free_widened(model *w) {
         free(w->shared_down);
 }
 
-/* GGUF files of the block formats, read as they lie and computed on the device, held to the
- * reference: Q8_0 experts (qwen3moe); and a Q4_K_M-like block, gate and up Q4_K with down Q6_K
- * (qwen2moe, a shared expert too), the down projections in a type of their own. */
+/* GGUF files of the block formats, held to the reference: Q8_0 experts (qwen3moe) read as they
+ * lie and computed on the device; Q4_K_M-like blocks (qwen2moe, a gated shared expert). */
 static void test_gguf_block_formats(void) {
     model q8 = {.family = "qwen",
                 .E = 4,
@@ -729,37 +729,53 @@ static void test_gguf_block_formats(void) {
     free(x);
     free_model(&q8);
 
-    model mixed = {.family = "qwen",
-                   .E = 3,
-                   .k = 2,
-                   .d = 256,
-                   .f = 256,
-                   .fs = 256,
-                   .shared_gate = 1,
-                   .weight_type = MOEVK_DTYPE_Q4_K,
-                   .router_type = MOEVK_DTYPE_F32};
-    make_model(&mixed);
-    free(mixed.down);
-    mixed.down = random_matrix((uint64_t)mixed.E * mixed.d * mixed.f, MOEVK_DTYPE_Q6_K, 0.06f);
-    gguf_build_begin(&b);
-    add_gguf_shape(&b, "qwen2moe", &mixed, 1);
-    add_gguf_layer(&b, &mixed, 0, 0);
-    b.tensors[3].type = 14; /* ffn_down_exps: Q6_K, as Q4_K_M's recipe gives some layers */
-    b.tensors[3].bytes = weights_bytes(MOEVK_DTYPE_Q6_K, (uint64_t)mixed.E * mixed.d * mixed.f);
-    CHECK(gguf_build_write(&b, in_work("mixed.gguf")), "could not write mixed.gguf");
-    T = 20;
-    x = write_hidden("mixed_x.npy", T, mixed.d, MOEVK_DTYPE_F32);
-    snprintf(args, sizeof args, "layer --weights %s --layer 0 --hidden %s --out %s",
-             in_work("mixed.gguf"), in_work("mixed_x.npy"), in_work("mixed_out"));
-    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer, Q4_K with Q6_K: %s", message);
-    model wide = widened(&mixed);
-    /* widened() read down as Q4_K: read it again as the Q6_K it is. */
-    for (uint64_t j = 0; j < (uint64_t)mixed.E * mixed.d * mixed.f; ++j)
-        ((float *)wide.down)[j] = ref_load(mixed.down, j, MOEVK_DTYPE_Q6_K);
-    check_layer_outputs(&wide, x, MOEVK_DTYPE_F32, T, in_work("mixed_out"), "--k 2 --dropless", 1);
-    free_widened(&wide);
-    free(x);
-    free_model(&mixed);
+    /* Q4_K_M-like blocks: gate and up Q4_K, the routed down Q6_K; the shared down Q6_K too (the
+     * down projections in a type of their own, on the device), or Q4_K (more types than that:
+     * widened to f32 on the host). */
+    for (int mixed_shared = 0; mixed_shared <= 1; ++mixed_shared) {
+        model mixed = {.family = "qwen",
+                       .E = 3,
+                       .k = 2,
+                       .d = 256,
+                       .f = 256,
+                       .fs = 256,
+                       .shared_gate = 1,
+                       .weight_type = MOEVK_DTYPE_Q4_K,
+                       .router_type = MOEVK_DTYPE_F32};
+        make_model(&mixed);
+        uint64_t down_count = (uint64_t)mixed.E * mixed.d * mixed.f;
+        uint64_t shared_count = (uint64_t)mixed.d * mixed.fs;
+        moevk_dtype shared_down = mixed_shared ? MOEVK_DTYPE_Q4_K : MOEVK_DTYPE_Q6_K;
+        free(mixed.down);
+        mixed.down = random_matrix(down_count, MOEVK_DTYPE_Q6_K, 0.06f);
+        if (!mixed_shared) {
+            free(mixed.shared_down);
+            mixed.shared_down = random_matrix(shared_count, MOEVK_DTYPE_Q6_K, 0.06f);
+        }
+        gguf_builder mb;
+        gguf_build_begin(&mb);
+        add_gguf_shape(&mb, "qwen2moe", &mixed, 1);
+        add_gguf_layer(&mb, &mixed, 0, 0);
+        mb.tensors[3].type = 14; /* ffn_down_exps: Q6_K, as Q4_K_M's recipe gives some layers */
+        mb.tensors[3].bytes = weights_bytes(MOEVK_DTYPE_Q6_K, down_count);
+        if (!mixed_shared) { /* ffn_down_shexp */
+            mb.tensors[6].type = 14;
+            mb.tensors[6].bytes = weights_bytes(MOEVK_DTYPE_Q6_K, shared_count);
+        }
+        CHECK(gguf_build_write(&mb, in_work("mixed.gguf")), "could not write mixed.gguf");
+        T = 20;
+        x = write_hidden("mixed_x.npy", T, mixed.d, MOEVK_DTYPE_F32);
+        snprintf(args, sizeof args, "layer --weights %s --layer 0 --hidden %s --out %s",
+                 in_work("mixed.gguf"), in_work("mixed_x.npy"), in_work("mixed_out"));
+        CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer, Q4_K with Q6_K: %s",
+              message);
+        model wide = widened(&mixed, MOEVK_DTYPE_Q6_K, shared_down);
+        check_layer_outputs(&wide, x, MOEVK_DTYPE_F32, T, in_work("mixed_out"), "--k 2 --dropless",
+                            1);
+        free_widened(&wide);
+        free(x);
+        free_model(&mixed);
+    }
 }
 
 /* Every kind of bad input: one line naming the file, tensor or key, exit status 2. */

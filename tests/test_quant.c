@@ -61,6 +61,22 @@ static void test_q4_0_nibbles(void) {
           "Q4_0: nibble 0 is -8 d, nibble 15 is 7 d");
 }
 
+/* The K formats' 8 6-bit scales and mins in their 12 bytes, as ggml's quantize_row_q4_K_ref
+ * and q5_K_ref pack them: sub-blocks 0..3 in the low 6 bits of bytes 0..7, sub-blocks 4..7 in
+ * the nibbles of bytes 8..11 and the high 2 bits of bytes 0..7. */
+static void pack_k_scales(uint8_t *scales, const uint8_t *scale, const uint8_t *min) {
+    for (int j = 0; j < 8; ++j) {
+        if (j < 4) {
+            scales[j] = scale[j];
+            scales[j + 4] = min[j];
+        } else {
+            scales[j + 4] = (uint8_t)((scale[j] & 0xF) | (min[j] & 0xF) << 4);
+            scales[j - 4] |= (uint8_t)((scale[j] >> 4) << 6);
+            scales[j] |= (uint8_t)((min[j] >> 4) << 6);
+        }
+    }
+}
+
 /* Q4_K: 8 sub-blocks of 32, each with a 6-bit scale and min packed into 12 bytes the way
  * ggml's quantize_row_q4_K_ref packs them (sub-blocks 4..7 split over the high bits of bytes
  * 0..7 and the nibbles of bytes 8..11); each 64 weights take 32 bytes, low nibbles first. */
@@ -71,16 +87,7 @@ static void test_q4_k_scales_mins_and_nibbles(void) {
     put_half(block, HALF_1);       /* d */
     put_half(block + 2, HALF_0_5); /* dmin */
     uint8_t *scales = block + 4, *qs = block + 16;
-    for (int j = 0; j < 8; ++j) {
-        if (j < 4) {
-            scales[j] = SCALE[j];
-            scales[j + 4] = MIN[j];
-        } else {
-            scales[j + 4] = (uint8_t)((SCALE[j] & 0xF) | (MIN[j] & 0xF) << 4);
-            scales[j - 4] |= (uint8_t)((SCALE[j] >> 4) << 6);
-            scales[j] |= (uint8_t)((MIN[j] >> 4) << 6);
-        }
-    }
+    pack_k_scales(scales, SCALE, MIN);
     uint8_t L[256];
     for (int j = 0; j < 256; ++j) L[j] = (uint8_t)((j * 7 + j / 32) % 16);
     for (int chunk = 0; chunk < 4; ++chunk)
@@ -169,16 +176,7 @@ static void test_q5_k_fifth_bits_over_the_chunks(void) {
     put_half(block, HALF_0_5);   /* d */
     put_half(block + 2, HALF_1); /* dmin */
     uint8_t *scales = block + 4, *qh = block + 16, *qs = block + 48;
-    for (int j = 0; j < 8; ++j) {
-        if (j < 4) {
-            scales[j] = SCALE[j];
-            scales[j + 4] = MIN[j];
-        } else {
-            scales[j + 4] = (uint8_t)((SCALE[j] & 0xF) | (MIN[j] & 0xF) << 4);
-            scales[j - 4] |= (uint8_t)((SCALE[j] >> 4) << 6);
-            scales[j] |= (uint8_t)((MIN[j] >> 4) << 6);
-        }
-    }
+    pack_k_scales(scales, SCALE, MIN);
     uint8_t L[256];
     for (int j = 0; j < 256; ++j) L[j] = (uint8_t)((j * 29 + j / 64) % 32);
     for (int chunk = 0; chunk < 4; ++chunk)
