@@ -149,6 +149,9 @@ static const layer_case CASES[] = {
      .max_tokens = 64},
     {"decode_q5_k_with_q5_0_down_f_1408", .E = 4, .k = 2, .T = 1, .d = 256, .f = 1408,
      .weight_type = Q5_K, .separate_down = 1, .down_type = Q5_0},
+    /* The sizes users run: 2049 tokens over 64 Q4_K experts, top-4, a Q6_K down. */
+    {"q4_k_t_2049_e_64_k_4", .E = 64, .k = 4, .T = 2049, .d = 256, .f = 256, .weight_type = Q4_K,
+     .separate_down = 1, .down_type = Q6_K, .capacity_mode = DROPLESS},
     /* Expert offload: the weights in host memory, read by the device in place. */
     {"host_weights_q4_k_shared", .E = 4, .k = 2, .T = 90, .d = 256, .f = 256, .weight_type = Q4_K,
      .shared_f = 256, .host_weights = 1, .weights_in_buffer = 1},
