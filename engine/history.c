@@ -81,6 +81,15 @@ moevk_result moevk_history_add(moevk_history *history, uint32_t step,
     report->drop_fraction = stats->drop_fraction;
     report->nonfinite_rows = stats->nonfinite_rows;
     report->masked_rows = stats->masked_rows;
+    /* A caller's stats from before moevk 0.6 end before the drift. */
+    if (CALLER_SIZE(moevk_route_stats, stats) >= sizeof(moevk_route_stats)) {
+        report->drift = stats->drift;
+        report->drift_judged = stats->drift_judged;
+        report->usage_jsd = stats->usage_jsd;
+        for (int q = 0; q < MOEVK_MEASURES; ++q)
+            report->max_psi = fmax(report->max_psi, stats->psi[q]);
+        report->energy_tail = stats->energy_tail;
+    }
     double total = 0.0, squares = 0.0;
     for (uint32_t e = 0; e < E; ++e) {
         total += counts_before[e];
@@ -155,6 +164,7 @@ uint32_t moevk_history_warnings(const moevk_history *history) {
         unbalanced = unbalanced && recent(history, window - 1)->imbalance > 1.5;
         if (unbalanced && 2 * changes >= window) warnings |= MOEVK_WARNING_OSCILLATION;
     }
+    if (recent(history, 0)->drift) warnings |= MOEVK_WARNING_DRIFT;
     return warnings;
 }
 
@@ -169,7 +179,8 @@ moevk_result moevk_history_write_csv(const moevk_history *history, const char *p
     if (!file) return MOEVK_ERROR_INVALID_ARGUMENT;
     uint32_t E = history->info.num_experts;
     fprintf(file, "step,entropy,z_loss,mean_logsumexp,aux_loss,drop_fraction,imbalance,load_cv,"
-                  "top_expert,top_share,nonfinite_rows,masked_rows,unrouted_tokens");
+                  "top_expert,top_share,nonfinite_rows,masked_rows,unrouted_tokens,drift,"
+                  "usage_jsd,max_psi,energy_tail");
     static const char *const columns[] = {"before", "kept", "overflow", "drop_rate", "loss"};
     for (int c = 0; c < 5; ++c)
         for (uint32_t e = 0; e < E; ++e) fprintf(file, ",%s_%u", columns[c], e);
@@ -181,6 +192,11 @@ moevk_result moevk_history_write_csv(const moevk_history *history, const char *p
                 r->z_loss, r->mean_logsumexp, r->aux_loss, r->drop_fraction, r->imbalance,
                 r->load_cv, r->top_expert, r->top_share, r->nonfinite_rows, r->masked_rows,
                 r->unrouted_tokens);
+        /* Drift: its bits, or empty where the step was not judged. */
+        if (r->drift_judged)
+            fprintf(file, ",%u,%.9g,%.9g,%.9g", r->drift, r->usage_jsd, r->max_psi, r->energy_tail);
+        else
+            fprintf(file, ",,,,");
         const uint32_t *counts = history->counts + (size_t)slot * 2 * E;
         for (uint32_t e = 0; e < 2 * E; ++e) fprintf(file, ",%u", counts[e]);
         for (uint32_t e = 0; e < E; ++e) fprintf(file, ",%u", counts[e] - counts[E + e]);
@@ -219,10 +235,18 @@ moevk_result moevk_history_write_json(const moevk_history *history, const char *
                 "\"mean_logsumexp\": %.9g, \"aux_loss\": %.9g, \"drop_fraction\": %.9g, "
                 "\"imbalance\": %.9g, \"load_cv\": %.9g, \"top_expert\": %u, "
                 "\"top_share\": %.9g, \"nonfinite_rows\": %u, \"masked_rows\": %u, "
-                "\"unrouted_tokens\": %u, \"before\": ",
+                "\"unrouted_tokens\": %u, ",
                 i ? "," : "", r->step, r->entropy, r->z_loss, r->mean_logsumexp, r->aux_loss,
                 r->drop_fraction, r->imbalance, r->load_cv, r->top_expert, r->top_share,
                 r->nonfinite_rows, r->masked_rows, r->unrouted_tokens);
+        if (r->drift_judged)
+            fprintf(file,
+                    "\"drift\": %u, \"usage_jsd\": %.9g, \"max_psi\": %.9g, "
+                    "\"energy_tail\": %.9g, ",
+                    r->drift, r->usage_jsd, r->max_psi, r->energy_tail);
+        else
+            fprintf(file, "\"drift\": null, ");
+        fprintf(file, "\"before\": ");
         write_counts_json(file, counts, E);
         fprintf(file, ", \"kept\": ");
         write_counts_json(file, counts + E, E);

@@ -244,6 +244,7 @@ typedef struct route_plan {
     /* A layer's FFN sizes (moevk_layer). */
     uint32_t intermediate_size;
     uint32_t shared_intermediate_size;
+    uint32_t profile_bins; /* the routing profile's bins per measure (FLAG_PROFILE) */
 } route_plan;
 
 typedef struct transfer_plan {
@@ -371,6 +372,17 @@ void route_fill_stats(const moevk_router *router, const route_plan *params,
 
 /* route.c: the host outputs among counts, counts_before and offsets, from the expert info. */
 void route_copy_counts(const moevk_route_output *output, const uint32_t *expert_info, uint64_t E);
+/* engine/route_profile.c: a route's part in the routing profile (moevk_route_output.profile and
+ * drift_profile): the checks, the device's header and flags, its download, and afterwards the
+ * batch added to the profile or judged against it (into stats). */
+moevk_result route_profile_check(const moevk_router *router, const moevk_route_output *output);
+void route_profile_plan(moevk_router *router, const moevk_route_output *output, route_plan *plan,
+                        transfer_plan *transfer);
+void route_profile_download(moevk_router *router, const moevk_route_output *output,
+                            const route_plan *plan, transfer_plan *transfer);
+void route_profile_complete(moevk_router *router, const moevk_route_output *output,
+                            const route_plan *plan, const uint32_t *expert_info,
+                            moevk_route_stats *stats);
 /* route.c: a route call's input and output as this library's structs (defaults past the
  * caller's struct_size); output may be NULL (left empty). */
 moevk_result route_read_call(moevk_context *context, const moevk_route_input *input,

@@ -117,6 +117,8 @@ moevk_result route_record_call(moevk_router *router, VkCommandBuffer command_buf
         if (tensor_given(host_only[i]))
             REJECT("a recorded route writes only dispatched; read the rest with moevk_route_read");
     if (out.stats) REJECT("a recorded route's stats are read with moevk_route_read");
+    if (out.profile || out.drift_profile)
+        REJECT("a routing profile is filled or judged by moevk_route and moevk_route_submit");
     if (tensor_given(&info->noise_std) || tensor_given(&info->noise_weights))
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "noise_std and noise_weights are uploaded: use moevk_route");
@@ -236,6 +238,8 @@ moevk_result moevk_route_read(moevk_router *router, const moevk_route_output *ca
     };
     if (tensor_given(&output->token_scores))
         REJECT("token_scores are written by moevk_route and moevk_route_submit, not read back");
+    if (output->profile || output->drift_profile)
+        REJECT("a routing profile is filled or judged by moevk_route and moevk_route_submit");
     for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; ++i) {
         unsigned kinds =
             i + 1 < sizeof tensors / sizeof tensors[0] ? TENSOR_NONE | TENSOR_HOST : TENSOR_NONE;

@@ -77,6 +77,8 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
     if (tensor_given(&output->token_scores) && info->mode != MOEVK_MODE_TOKEN &&
         info->mode != MOEVK_MODE_EXPERT_CHOICE)
         REJECT("token_scores need the TOKEN or EXPERT_CHOICE mode (per-token logits)");
+    moevk_result profile_checked = route_profile_check(router, output);
+    if (profile_checked != MOEVK_SUCCESS) return profile_checked;
     if (tensor_given(&input->noise_std)) {
         if (info->noise != MOEVK_NOISE_GAUSSIAN || info->learned_noise)
             REJECT("noise_std needs GAUSSIAN noise without learned_noise");
@@ -217,6 +219,7 @@ moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_
     if ((params.flags & FLAG_NOISE_STD_LEARNED) && T > 0) /* T = 0 needs no weights */
         tensor_upload(plan, BINDING_NOISE_WEIGHTS, &input->noise_weights, d * E * 4);
     tensor_upload(plan, BINDING_HIDDEN, &input->hidden, T * d * hidden_bytes);
+    route_profile_plan(router, output, &params, plan);
     transfer_uploads_done(plan);
     /* A layer's experts gather the hidden states themselves: it dispatches rows only when
      * asked for them. */
@@ -255,6 +258,7 @@ moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_
     transfer_download(plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
     if (params.flags & FLAG_SINKHORN)
         transfer_download(plan, BINDING_DECISIONS, NULL, DECISION_HEADER * 4);
+    route_profile_download(router, output, &params, plan);
     for (int i = 0; i < 3; ++i)
         if (device_outputs[i].tensor->kind == MOEVK_TENSOR_HOST)
             tensor_download(plan, device_outputs[i].binding, 0, device_outputs[i].tensor,
@@ -302,6 +306,7 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
     const float *header =
         (params.flags & FLAG_SINKHORN) ? transfer_downloaded(plan, BINDING_DECISIONS) : NULL;
     route_fill_stats(router, &params, expert_info, totals, header, &stats);
+    route_profile_complete(router, output, &params, expert_info, &stats);
     route_copy_counts(output, expert_info, E);
     if (output->dispatched.kind == MOEVK_TENSOR_HOST)
         memcpy(output->dispatched.host, transfer_downloaded(plan, BINDING_DISPATCHED),

@@ -391,7 +391,9 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
                                                          "shared experts' outputs",
                                                          "shared expert gate",
                                                          "shared expert scales",
-                                                         "token scores"};
+                                                         "token scores",
+                                                         "profile measures",
+                                                         "profile counts"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {
@@ -460,12 +462,14 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
 #define A16(bytes) (((bytes) + 15) & ~(uint64_t)15)
     uint64_t route_up = A16(sizes[BINDING_LOGITS]) + A16(sizes[BINDING_BIAS]) +
                         A16(sizes[BINDING_HIDDEN]) + A16(sizes[BINDING_NOISE_STD]) +
-                        A16(sizes[BINDING_NOISE_WEIGHTS]) + A16(sizes[BINDING_ROUTER_WEIGHTS]);
+                        A16(sizes[BINDING_NOISE_WEIGHTS]) + A16(sizes[BINDING_ROUTER_WEIGHTS]) +
+                        A16(PROFILE_HEADER_WORDS * 4);
     uint64_t combine_up = A16(sizes[BINDING_EXPERT_OUT]);
     uint64_t route_down = A16(sizes[BINDING_EXPERT_IDS]) + A16(sizes[BINDING_WEIGHTS]) +
                           A16(sizes[BINDING_SLOTS]) + A16(sizes[BINDING_EXPERT_INFO]) +
                           A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_DISPATCHED]) +
-                          A16(DECISION_HEADER * 4);
+                          A16(DECISION_HEADER * 4) + A16(sizes[BINDING_TOKEN_SCORES]) +
+                          A16(sizes[BINDING_PROFILE]);
     uint64_t combine_down = A16(sizes[BINDING_COMBINED]);
     /* A layer's forward downloads its output and logits beside the route's. */
     if (router->layer.active)

@@ -40,12 +40,17 @@ void sized_write(void *given, const void *full, const struct_layout *layouts, si
 #define LAYOUTS_moevk_route_input                                                                  \
     LAYOUT_BEFORE(moevk_route_input, capacity_factor), LAYOUT_NOW(moevk_route_input)
 #define LAYOUTS_moevk_route_output                                                                 \
-    LAYOUT_BEFORE(moevk_route_output, token_scores), LAYOUT_NOW(moevk_route_output)
-#define LAYOUTS_moevk_route_stats LAYOUT_NOW(moevk_route_stats)
+    LAYOUT_BEFORE(moevk_route_output, token_scores), LAYOUT_BEFORE(moevk_route_output, profile),   \
+        LAYOUT_NOW(moevk_route_output)
+#define LAYOUTS_moevk_route_stats                                                                  \
+    LAYOUT_BEFORE(moevk_route_stats, drift), LAYOUT_NOW(moevk_route_stats)
+#define LAYOUTS_moevk_profile_info LAYOUT_NOW(moevk_profile_info)
+#define LAYOUTS_moevk_drift_thresholds LAYOUT_NOW(moevk_drift_thresholds)
 #define LAYOUTS_moevk_loss_info LAYOUT_NOW(moevk_loss_info)
 #define LAYOUTS_moevk_losses LAYOUT_NOW(moevk_losses)
 #define LAYOUTS_moevk_history_info LAYOUT_NOW(moevk_history_info)
-#define LAYOUTS_moevk_step_report LAYOUT_NOW(moevk_step_report)
+#define LAYOUTS_moevk_step_report                                                                  \
+    LAYOUT_BEFORE(moevk_step_report, drift), LAYOUT_NOW(moevk_step_report)
 #define LAYOUTS_moevk_timings                                                                      \
     LAYOUT_BEFORE(moevk_timings, layer_ms), LAYOUT_BEFORE(moevk_timings, experts_ms),              \
         LAYOUT_NOW(moevk_timings)

@@ -18,6 +18,7 @@
     X(SCORE_SELECT, score_select)                                                                  \
     X(DISPATCH, dispatch)                                                                          \
     X(TOKEN_SCORES, token_scores)                                                                  \
+    X(PROFILE, profile)                                                                            \
     X(STATS, stats)                                                                                \
     X(COMBINE, combine)                                                                            \
     X(LOSSES, losses)                                                                              \

@@ -44,7 +44,7 @@ extern "C" {
 
 /* ---- Version ---------------------------------------------------------------------------- */
 #define MOEVK_VERSION_MAJOR 0
-#define MOEVK_VERSION_MINOR 5
+#define MOEVK_VERSION_MINOR 6
 #define MOEVK_VERSION_PATCH 0
 #define MOEVK_VERSION_NUMBER                                                                       \
     (MOEVK_VERSION_MAJOR * 10000 + MOEVK_VERSION_MINOR * 100 + MOEVK_VERSION_PATCH)
@@ -81,6 +81,7 @@ MOEVK_API const char *moevk_result_string(moevk_result result);
 /* ---- Types ------------------------------------------------------------------------------ */
 typedef struct moevk_context moevk_context;
 typedef struct moevk_router moevk_router;
+typedef struct moevk_profile moevk_profile; /* a routing profile (see its section) */
 typedef struct moevk_buffer moevk_buffer;
 
 /* ---- Structs that grow ------------------------------------------------------------------- */
@@ -581,6 +582,24 @@ typedef struct moevk_route_stats {
                                      EXPERT_CHOICE mode) taken by no expert */
     uint32_t sinkhorn_iterations; /* SINKHORN mode: iterations run (0 otherwise) */
     float sinkhorn_error;         /* SINKHORN mode: the last mean |change of d1| */
+    /* ---- Since moevk 0.6: the batch against moevk_route_output.drift_profile (all zero
+     * without one; see "Routing under distribution shift") ---- */
+    uint32_t drift;   /* MOEVK_DRIFT_* bits of the statistics past their thresholds (0: none,
+                         or not judged) */
+    int drift_judged; /* a profile was given and the batch had its min_tokens valid rows */
+    double usage_jsd; /* Jensen-Shannon divergence (nats) of the experts' usage, before drops */
+    double usage_jsd_threshold; /* what it was judged by: the profile's, raised to this batch's
+                                   sampling noise 0.75 (E - 1) / assignments where larger */
+    double psi[5];              /* population stability index of each measure (MOEVK_MEASURE_*) */
+    double energy_tail;         /* share of valid rows whose energy passes the profile's 99th
+                                   percentile (about 0.01 where nothing changed) */
+    double energy_p99;          /* that percentile */
+    /* The experts whose share of the usage grew most and shrank most, largest change first
+     * (their share in the batch minus in the profile); UINT32_MAX and 0 past E. */
+    uint32_t gained_experts[3];
+    uint32_t lost_experts[3];
+    double gained_shares[3];
+    double lost_shares[3];
 } moevk_route_stats;
 
 static inline void moevk_route_stats_init(moevk_route_stats *stats) { MOEVK_INIT_STRUCT_(stats); }
@@ -612,6 +631,10 @@ typedef struct moevk_route_output {
      * NaN, NaN, NaN for a token whose logits are not finite; +inf, 0, 0 for one whose logits
      * are all -inf. HOST or BUFFER; after moevk_route_record, not taken. */
     moevk_tensor token_scores;
+    /* ---- Since moevk 0.6 (TOKEN and EXPERT_CHOICE modes; see "Routing under distribution
+     * shift") ---- */
+    moevk_profile *profile;             /* non-NULL: this batch is added to the profile */
+    const moevk_profile *drift_profile; /* non-NULL: this batch is judged against it (stats) */
 } moevk_route_output;
 
 static inline void moevk_route_output_init(moevk_route_output *output) {
@@ -904,12 +927,19 @@ typedef struct moevk_step_report {
     uint32_t nonfinite_rows, masked_rows;
     uint32_t unrouted_tokens; /* valid rows with no kept choice */
     int has_expert_loss;      /* moevk_history_set_expert_loss gave this step a per-expert loss */
+    /* ---- Since moevk 0.6: the step's drift (moevk_route_stats; zero where not judged) ---- */
+    uint32_t drift; /* MOEVK_DRIFT_* bits */
+    int drift_judged;
+    double usage_jsd;
+    double max_psi; /* the largest of the measures' PSI */
+    double energy_tail;
 } moevk_step_report;
 
 static inline void moevk_step_report_init(moevk_step_report *report) { MOEVK_INIT_STRUCT_(report); }
 
 #define MOEVK_WARNING_COLLAPSE 1u
 #define MOEVK_WARNING_OSCILLATION 2u
+#define MOEVK_WARNING_DRIFT 4u /* the latest step's routing drifted from its profile */
 
 /* Errors: INVALID_ARGUMENT (E out of range, a share outside (0, 1]), OUT_OF_HOST_MEMORY. */
 MOEVK_API moevk_result moevk_history_create(const moevk_history_info *info, moevk_history **out);
@@ -940,6 +970,109 @@ MOEVK_API uint32_t moevk_history_warnings(const moevk_history *history);
  * INVALID_ARGUMENT (also when the file cannot be written). */
 MOEVK_API moevk_result moevk_history_write_csv(const moevk_history *history, const char *path);
 MOEVK_API moevk_result moevk_history_write_json(const moevk_history *history, const char *path);
+
+/* ---- Routing under distribution shift (since moevk 0.6; host objects, no context) ---------- */
+/* A routing profile holds what calibration routes looked like: per-expert usage (before drops),
+ * fixed-bin histograms of five measures of each valid token, and for TOKEN routers with k >= 2
+ * the co-selection counts. A route adds its batch to a profile (moevk_route_output.profile: the
+ * device measures and bins the tokens, the host adds the counts), or judges its batch against
+ * one (moevk_route_output.drift_profile: the statistics below, in moevk_route_stats, and
+ * MOEVK_WARNING_DRIFT in a history). A profile matches routers of its E, k, mode, score
+ * function and temperature; others are refused. One thread at a time per profile. */
+typedef enum moevk_measure {
+    MOEVK_MEASURE_ENTROPY = 0,   /* entropy (nats) of the token's routing distribution */
+    MOEVK_MEASURE_TOP1 = 1,      /* its largest probability */
+    MOEVK_MEASURE_MARGIN = 2,    /* its largest minus its second largest */
+    MOEVK_MEASURE_LOGSUMEXP = 3, /* logsumexp of the token's raw clean logits */
+    MOEVK_MEASURE_ENERGY = 4,    /* -temperature logsumexp(logits / temperature) */
+} moevk_measure;
+#define MOEVK_MEASURES 5
+#define MOEVK_PROFILE_MAX_BINS 256u
+#define MOEVK_PROFILE_VERSION 1 /* the JSON file's "version" */
+
+/* Which statistics passed their thresholds (moevk_route_stats.drift): usage, then each measure's
+ * PSI (MOEVK_DRIFT_PSI(measure)), then the energy tail. */
+#define MOEVK_DRIFT_USAGE 1u
+#define MOEVK_DRIFT_PSI(measure) (2u << (measure))
+#define MOEVK_DRIFT_ENERGY_TAIL 64u
+
+typedef struct moevk_profile_info {
+    uint32_t struct_size;    /* see "Structs that grow" */
+    uint32_t num_experts;    /* E */
+    uint32_t top_k;          /* k (the router's, also in EXPERT_CHOICE mode) */
+    moevk_routing_mode mode; /* TOKEN or EXPERT_CHOICE */
+    moevk_score_func score;
+    float temperature;
+    uint32_t bins; /* per measure, 1 .. MOEVK_PROFILE_MAX_BINS; 0: 64 */
+    /* Non-zero: each measure's histogram spans [lower, upper) (finite, lower < upper);
+     * 0: the first batch with valid rows sets them, its least and greatest value widened by a
+     * quarter of their span on each side (by 0.5 where they are equal). A histogram also counts
+     * the values below its span and those at or above it, in a bin each. */
+    int given_bounds;
+    float lower[MOEVK_MEASURES];
+    float upper[MOEVK_MEASURES];
+} moevk_profile_info;
+
+static inline void moevk_profile_info_init(moevk_profile_info *info) { MOEVK_INIT_STRUCT_(info); }
+
+/* When a batch's statistics count as drift. Zero fields take the defaults
+ * (moevk_profile_get_thresholds tells the values in force): usage_jsd 0.05 nats, psi 0.25 (the
+ * usual "significant shift"), energy_tail 0.05 (five times the 1% a profile's own batches give),
+ * min_tokens 256 (smaller batches get the statistics but are not judged: their sampling noise
+ * alone would pass the thresholds). The usage threshold a batch is judged by is never below six
+ * times the JSD that sampling alone gives a batch of N assignments, (E - 1) / (8 N): with many
+ * experts and few tokens the usage cannot tell drift from chance. */
+typedef struct moevk_drift_thresholds {
+    uint32_t struct_size; /* see "Structs that grow" */
+    uint32_t min_tokens;  /* valid rows a batch needs to be judged */
+    double usage_jsd;
+    double psi;
+    double energy_tail;
+} moevk_drift_thresholds;
+
+static inline void moevk_drift_thresholds_init(moevk_drift_thresholds *thresholds) {
+    MOEVK_INIT_STRUCT_(thresholds);
+}
+
+/* The profile info matching a router's options (bins and bounds left to the caller). */
+MOEVK_API void moevk_profile_info_for_router(const moevk_router *router, moevk_profile_info *info);
+/* An empty profile. Errors: INVALID_ARGUMENT (E or k out of range, another mode, bins past the
+ * limit, bounds not finite or not increasing), OUT_OF_HOST_MEMORY. */
+MOEVK_API moevk_result moevk_profile_create(const moevk_profile_info *info, moevk_profile **out);
+MOEVK_API void moevk_profile_destroy(moevk_profile *profile);
+/* The profile's info, its bounds as set (given_bounds non-zero once a batch set them). */
+MOEVK_API void moevk_profile_get_info(const moevk_profile *profile, moevk_profile_info *info);
+/* Batches added and the valid rows they held. */
+MOEVK_API uint64_t moevk_profile_batches(const moevk_profile *profile);
+MOEVK_API uint64_t moevk_profile_tokens(const moevk_profile *profile);
+/* Copies of the counts: usage [E] (assignments per expert before drops), a measure's histogram
+ * [bins + 2] (below the span, the bins, at or above it), co-selection [E, E] (tokens that chose
+ * both experts; the diagonal each expert's; zeros where the router does not count pairs). */
+MOEVK_API void moevk_profile_get_usage(const moevk_profile *profile, uint64_t *usage);
+MOEVK_API moevk_result moevk_profile_get_histogram(const moevk_profile *profile,
+                                                   moevk_measure measure, uint64_t *counts);
+MOEVK_API void moevk_profile_get_co_selection(const moevk_profile *profile, uint64_t *counts);
+/* The energy below which 99% of the profile's valid rows lie, interpolated linearly within its
+ * histogram bin (the span's bounds where it falls outside; NaN for an empty profile). */
+MOEVK_API double moevk_profile_energy_p99(const moevk_profile *profile);
+/* The thresholds a batch is judged by (zero fields: the defaults); saved with the profile. */
+MOEVK_API moevk_result moevk_profile_set_thresholds(moevk_profile *profile,
+                                                    const moevk_drift_thresholds *thresholds);
+MOEVK_API void moevk_profile_get_thresholds(const moevk_profile *profile,
+                                            moevk_drift_thresholds *thresholds);
+/* A profile as a JSON file (README, "Routing profiles": format "moevk-routing-profile", version
+ * MOEVK_PROFILE_VERSION) and back; every count and bound survives exactly. Load refuses, with
+ * INVALID_ARGUMENT and a message, a file that is not such a profile or whose counts disagree
+ * (usage and histograms of other totals, a count that is not a whole number); parse does the same
+ * for text in memory. The reason goes to error (error_size bytes, NUL-terminated; NULL: none).
+ * A route refuses a profile of another E, k, mode, score function or temperature (the context's
+ * last error says which). Needs libmoevk built with cJSON (UNSUPPORTED otherwise). Errors also:
+ * OUT_OF_HOST_MEMORY; save: INVALID_ARGUMENT when the file cannot be written. */
+MOEVK_API moevk_result moevk_profile_save(const moevk_profile *profile, const char *path);
+MOEVK_API moevk_result moevk_profile_load(const char *path, moevk_profile **out, char *error,
+                                          size_t error_size);
+MOEVK_API moevk_result moevk_profile_parse(const char *text, size_t length, moevk_profile **out,
+                                           char *error, size_t error_size);
 
 /* ---- Recording into the application's command buffers ------------------------------------ */
 /* Records a route into the application's command buffer (in the recording state, outside a

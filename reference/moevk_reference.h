@@ -147,6 +147,26 @@ void ref_combine(const moevk_router_info *info, uint32_t T, const int32_t *rows,
  * for non-finite rows, +inf, 0, 0 for masked ones. TOKEN and EXPERT_CHOICE modes. */
 void ref_token_scores(const moevk_router_info *info, const ref_call *call, uint32_t T,
                       const void *logits, const ref_row_stats *row_stats, float *out);
+/* The routing profile (shaders/profile.comp, engine/drift.c). Each valid token's five measures
+ * [T, REF_MEASURES] in double (NaN rows for the others): entropy, top-1, top-1 - top-2, raw
+ * logsumexp, energy. */
+#define REF_MEASURES 5
+void ref_profile_measures(const moevk_router_info *info, const ref_call *call, uint32_t T,
+                          const void *logits, const ref_row_stats *row_stats, double *out);
+/* The histogram word of x: 0 below lower, 1 + bin, bins + 1 at or above upper. */
+uint32_t ref_profile_bin(double x, double lower, double upper, uint32_t bins);
+/* A first batch's bounds of one measure: its extremes widened by a quarter of their span. */
+void ref_profile_bounds(const double *measures, uint32_t T, uint32_t measure, double *lower,
+                        double *upper);
+/* Adds each token's co-selected pairs (a, b), a != b, and (a, a) to pairs [E, E]. */
+void ref_profile_pairs(uint32_t E, uint32_t k, uint32_t T, const int32_t *ids, uint64_t *pairs);
+/* The drift statistics from counts: JSD (nats) of usage, PSI over the profile's deciles (0.5
+ * pseudo-counts per group), a histogram's quantile (linear within its bin). */
+double ref_usage_jsd(const double *profile, const double *batch, uint32_t E);
+double ref_psi(const double *profile, const double *batch, uint32_t n);
+double ref_histogram_quantile(const double *counts, uint32_t bins, double lower, double upper,
+                              double q);
+
 /* Statistics from the logits, row stats and counts (in double). Allocates in SEQUENCE and BATCH
  * modes: returns 0 if that fails, else 1. */
 int ref_stats(const moevk_router_info *info, const ref_call *call, uint32_t T, const void *logits,

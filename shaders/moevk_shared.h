@@ -63,7 +63,37 @@
 #define BINDING_SHARED_GATE_WEIGHTS 44 /* [d] f32: Qwen2-MoE's shared_expert_gate */
 #define BINDING_SHARED_SCALE 45   /* [T] f32: sigmoid(x . shared_expert_gate) per token */
 #define BINDING_TOKEN_SCORES 46   /* [T, 3] f32: each token's energy, entropy, top-1 probability */
-#define BINDING_COUNT 47
+/* The routing profile (profile.comp): each valid token's five measures [T, PROFILE_MEASURES]
+ * f32, then the header, histograms and co-selection counts the host reads (PROFILE_*). */
+#define BINDING_PROFILE_MEASURES 47
+#define BINDING_PROFILE 48
+#define BINDING_COUNT 49
+
+/* The routing profile's measures of each token (moevk_profile_measure in moevk.h) and their
+ * histograms: PROFILE_HISTOGRAM_WORDS(bins) uint counts per measure (below the lower bound,
+ * bins equal bins, at or above the upper bound). BINDING_PROFILE's uint words: the header
+ * (bounds given by the host, the energy threshold and count of the drift's tail, the measures'
+ * extremes as order-preserving uints, the bounds the histograms used), from PROFILE_HISTOGRAMS
+ * the histograms of the five measures, each PROFILE_HISTOGRAM_WORDS(PROFILE_MAX_BINS) apart,
+ * then from PROFILE_PAIRS the co-selection counts [E, E] (TOKEN mode, k >= 2). */
+#define PROFILE_MEASURES 5
+#define PROFILE_MAX_BINS 256u
+#define PROFILE_HISTOGRAM_WORDS(bins) ((bins) + 2u)
+#define PROFILE_GIVEN_LOWER 0u   /* [5] float: FLAG_PROFILE_BOUNDS */
+#define PROFILE_GIVEN_UPPER 5u   /* [5] float */
+#define PROFILE_TAIL_THRESHOLD 10u /* float: FLAG_PROFILE_TAIL counts energies above it */
+#define PROFILE_TAIL_COUNT 11u   /* uint */
+#define PROFILE_LEAST 12u        /* [5] uint: each measure's least value, order-preserving */
+#define PROFILE_GREATEST 17u     /* [5] uint: its greatest */
+#define PROFILE_USED_LOWER 22u   /* [5] float: the bounds the histograms used */
+#define PROFILE_USED_UPPER 27u   /* [5] float */
+#define PROFILE_HEADER_WORDS 32u
+#define PROFILE_HISTOGRAMS PROFILE_HEADER_WORDS
+#define PROFILE_PAIRS (PROFILE_HISTOGRAMS + PROFILE_MEASURES * PROFILE_HISTOGRAM_WORDS(PROFILE_MAX_BINS))
+/* Phases of the profile stage: each valid token's measures (and their extremes, the tail count
+ * and the co-selection pairs), then their histograms. */
+#define PROFILE_PHASE_MEASURES 0u
+#define PROFILE_PHASE_HISTOGRAMS 1u
 
 /* The expert FFN's tiles (shaders/ffn.glsl): TILE_ROWS dispatched rows of one expert by
  * TILE_COLUMNS outputs each, TILE_DEPTH deep per step through shared memory, computed by
@@ -182,6 +212,10 @@
 #define FLAG_BIAS_ON_SCORES 524288u /* selection keys: sigmoid score + bias (DeepSeek-V3) */
 #define FLAG_FFN_MATVEC 1048576u /* the layer's products in decode tiles (MATVEC_ROWS rows) */
 #define FLAG_TOKEN_SCORES 2097152u /* the route writes each token's scores (token_scores.comp) */
+#define FLAG_PROFILE 4194304u        /* the route measures its batch's profile (profile.comp) */
+#define FLAG_PROFILE_BOUNDS 8388608u /* the histograms' bounds are given (else the batch's) */
+#define FLAG_PROFILE_TAIL 16777216u  /* count the energies above the header's threshold */
+#define FLAG_PROFILE_PAIRS 33554432u /* count the co-selected pairs of experts */
 
 /* Phases of the losses stage (shaders/losses.comp), in the order they run. */
 #define LOSS_PHASE_THRESHOLDS 0u

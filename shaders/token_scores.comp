@@ -11,6 +11,7 @@
 #include "common.glsl"
 #include "noise.glsl"
 #include "scores.glsl"
+#include "token_measures.glsl"
 
 void scores_of(uint t) {
     uint flag = row_flags[t];
@@ -22,21 +23,11 @@ void scores_of(uint t) {
         token_scores[3u * t + 2u] = masked ? 0.0 : nan;
         return;
     }
-    float largest = -inf;
-    for (uint e = 0u; e < P.num_experts; ++e) largest = max(largest, logit_at(t, e));
-    float sum = 0.0, top1 = 0.0;
     vec4 stats = row_stats[t];
-    for (uint e = 0u; e < P.num_experts; ++e) {
-        float logit = logit_at(t, e);
-        if (isinf(logit)) continue; // -inf: a masked expert adds nothing
-        precise float shifted = (logit - largest) / P.temperature;
-        sum += exp(shifted);
-        top1 = max(top1, probability(t, e, stats));
-    }
-    precise float energy = -(largest + P.temperature * log(sum));
-    token_scores[3u * t] = energy;
+    token_measure m = measure_token(t, stats);
+    token_scores[3u * t] = m.energy;
     token_scores[3u * t + 1u] = stats.w;
-    token_scores[3u * t + 2u] = top1;
+    token_scores[3u * t + 2u] = m.top1;
 }
 
 void main() {
