@@ -8,11 +8,14 @@
 #include <sys/stat.h>
 
 #include "commands.h"
+#include "drift_json.h"
 #include "npy.h"
 #include "option_table.h"
 #include "options.h"
 #include "routing_options.h"
 #include "stats_json.h"
+
+#define MAX_LOGITS_FILES 256
 
 typedef struct route_args {
     moevk_router_info info; /* first: routing_options.h */
@@ -24,6 +27,13 @@ typedef struct route_args {
     int want_losses, want_grad;
     int want_token_scores;
     int dropless_given; /* --dropless (which sets info.capacity_mode) */
+    /* --logits may be given several times (each file a batch) with --profile-out only. */
+    const char *logits_files[MAX_LOGITS_FILES];
+    uint32_t logits_count;
+    const char *profile_out, *profile; /* --profile-out, --profile */
+    uint32_t profile_bins;
+    moevk_drift_thresholds thresholds; /* --drift-thresholds (zeros: the defaults) */
+    int thresholds_given;
 } route_args;
 
 /* "aux=0.01,z=0.001,..." for --loss. */
@@ -57,6 +67,45 @@ static const char *take_losses(void *args, const char *text) {
     return NULL;
 }
 
+static const char *take_logits(void *args, const char *text) {
+    route_args *a = args;
+    if (a->logits_count == MAX_LOGITS_FILES) return "--logits is given too often (at most 256)";
+    a->logits_files[a->logits_count++] = text;
+    if (!a->logits) a->logits = text;
+    return NULL;
+}
+
+/* "psi=0.2,tail=0.03,..." for --drift-thresholds. */
+static const char *take_thresholds(void *args, const char *text) {
+    const char *wrong = "--drift-thresholds takes NAME=VALUE pairs separated by commas, NAME one "
+                        "of jsd, psi, tail (each >= 0) and min_tokens (a count)";
+    route_args *a = args;
+    moevk_drift_thresholds *t = &a->thresholds;
+    char buffer[512];
+    if (strlen(text) >= sizeof buffer) return wrong;
+    strcpy(buffer, text);
+    for (char *save = NULL, *term = strtok_r(buffer, ",", &save); term;
+         term = strtok_r(NULL, ",", &save)) {
+        char *equals = strchr(term, '=');
+        if (!equals) return wrong;
+        *equals = '\0';
+        float value;
+        if (!parse_float(equals + 1, &value) || !(value >= 0)) return wrong;
+        if (strcmp(term, "jsd") == 0)
+            t->usage_jsd = value;
+        else if (strcmp(term, "psi") == 0)
+            t->psi = value;
+        else if (strcmp(term, "tail") == 0)
+            t->energy_tail = value;
+        else if (strcmp(term, "min_tokens") == 0 && value == (uint32_t)value)
+            t->min_tokens = (uint32_t)value;
+        else
+            return wrong;
+    }
+    a->thresholds_given = 1;
+    return NULL;
+}
+
 /* What some options imply besides their value. */
 static void learned_noise(void *args) { ((route_args *)args)->info.learned_noise = 1; }
 static void gradient(void *args) { ((route_args *)args)->want_losses = 1; }
@@ -67,8 +116,10 @@ static void same_sequence_length(void *args) {
 
 #define OPTION_ARGS route_args
 static const option ROUTE_OPTIONS[] = {
-    OPT_TEXT("--logits", "L.npy", "router logits [T, E], float32 or float16 (or --router-weights)",
-             logits),
+    OPT_CALL("--logits", "L.npy",
+             "router logits [T, E], float32 or float16 (or --router-weights); several with "
+             "--profile-out: one batch each",
+             take_logits),
     OPT_TEXT("--router-weights", "W.npy",
              "W_router [E, d] float32: the logits are hidden . W^T, on the device (needs --hidden)",
              router_weights),
@@ -89,6 +140,14 @@ static const option ROUTE_OPTIONS[] = {
     OPT_FLAG("--token-scores",
              "token_scores.npy [T, 3]: each token's energy, entropy (nats), top-1 probability",
              want_token_scores, NULL),
+    OPT_TEXT("--profile-out", "P.json", "adds the routes to a routing profile and writes it",
+             profile_out),
+    OPT_TEXT("--profile", "P.json", "drift.json: this batch judged against the profile", profile),
+    OPT_UINT("--profile-bins", "N", "--profile-out: bins of each measure's histogram (default 64)",
+             profile_bins, 1, MOEVK_PROFILE_MAX_BINS, NULL),
+    OPT_CALL("--drift-thresholds", "NAME=V,...",
+             "jsd, psi, tail, min_tokens (defaults 0.05, 0.25, 0.05, 256); kept in --profile-out",
+             take_thresholds),
     OPT_FLAG("--grad", "grad_logits.npy: dL/dlogits of the losses (and of --grad-weights)",
              want_grad, gradient),
     OPT_TEXT("--grad-weights", "DW.npy", "dL/dweights [T, k] float32 added to the gradient",
@@ -123,6 +182,14 @@ static int parse_args(int argc, char **argv, route_args *a) {
         BAD("--mode sequence needs --sequence-length");
     if (a->noise_std && a->noise_weights) BAD("give --noise-std or --noise-weights, not both");
     if (a->noise_weights && !a->hidden) BAD("--noise-weights needs --hidden");
+    if (a->profile && a->profile_out) BAD("give --profile-out or --profile, not both");
+    if (a->profile_bins && !a->profile_out) BAD("--profile-bins needs --profile-out");
+    if (a->logits_count > 1) {
+        if (!a->profile_out) BAD("several --logits files need --profile-out (one batch each)");
+        if (a->router_weights || a->hidden || a->bias || a->expert_out || a->noise_std ||
+            a->noise_weights || a->want_losses || a->token_loss || a->want_token_scores)
+            BAD("several --logits files take routing options and --profile-out only");
+    }
     a->info.losses = a->want_losses;
     return 1;
 }
@@ -374,6 +441,49 @@ static int write_expert_loss(const route_args *a, moevk_router *router, moevk_co
     return 0;
 }
 
+/* --profile-out: a new profile for the router; --profile: the one the file holds. */
+static int open_profile(const route_args *a, const moevk_router *router, moevk_profile **out) {
+    *out = NULL;
+    moevk_profile *profile = NULL;
+    if (a->profile_out) {
+        moevk_profile_info info;
+        moevk_profile_info_for_router(router, &info);
+        info.bins = a->profile_bins;
+        if (moevk_profile_create(&info, &profile) != MOEVK_SUCCESS)
+            BAD("cannot make a profile for this router's options");
+    } else if (a->profile) {
+        char error[512];
+        moevk_result r = moevk_profile_load(a->profile, &profile, error, sizeof error);
+        if (r != MOEVK_SUCCESS) BAD("%s: %s", a->profile, error);
+    } else {
+        return 1;
+    }
+    if (a->thresholds_given && moevk_profile_set_thresholds(profile, &a->thresholds) != 0) {
+        moevk_profile_destroy(profile);
+        BAD("--drift-thresholds: a threshold is not finite");
+    }
+    *out = profile;
+    return 1;
+}
+
+/* Writes the profile (--profile-out) or drift.json (--profile). */
+static int close_profile(const route_args *a, const moevk_profile *profile,
+                         const moevk_route_stats *stats) {
+    if (a->profile_out && moevk_profile_save(profile, a->profile_out) != MOEVK_SUCCESS) {
+        fprintf(stderr, "moevk route: %s: cannot write\n", a->profile_out);
+        return 0;
+    }
+    if (!a->profile) return 1;
+    char path[4096];
+    moevk_drift_thresholds thresholds;
+    moevk_drift_thresholds_init(&thresholds);
+    moevk_profile_get_thresholds(profile, &thresholds);
+    snprintf(path, sizeof path, "%s/drift.json", a->out);
+    if (drift_json_write(path, stats, &thresholds)) return 1;
+    fprintf(stderr, "moevk route: %s: cannot write\n", path);
+    return 0;
+}
+
 static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_array *hidden,
                      npy_array *expert_out, const npy_array *noise_std,
                      const npy_array *noise_weights, const npy_array *token_loss,
@@ -381,6 +491,7 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
     moevk_context_info context_info = {.device = a->device};
     moevk_context *context = NULL;
     moevk_router *router = NULL;
+    moevk_profile *profile = NULL;
     int status = 1;
     moevk_result r = moevk_context_create(&context_info, &context);
     if (r != MOEVK_SUCCESS) {
@@ -422,7 +533,8 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
                                .noise_weights = moevk_host_tensor(noise_weights->data),
                                .router_weights = moevk_host_tensor(router_weights->data)};
     input.struct_size = sizeof input; /* router_weights is past the first layout */
-    moevk_route_stats stats = {0};
+    moevk_route_stats stats;
+    moevk_route_stats_init(&stats); /* its struct_size asks for the drift's fields too */
     int dropless = a->info.capacity_mode == MOEVK_CAPACITY_DROPLESS;
     moevk_route_output output = {.expert_ids = moevk_host_tensor(o->ids),
                                  .weights = moevk_host_tensor(o->weights),
@@ -434,6 +546,12 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
                                  .stats = &stats,
                                  .token_scores = moevk_host_tensor(o->token_scores)};
     output.struct_size = sizeof output; /* token_scores is past the first layout */
+    if (!open_profile(a, router, &profile)) {
+        status = 2;
+        goto done;
+    }
+    if (a->profile_out) output.profile = profile;
+    if (a->profile) output.drift_profile = profile;
     r = moevk_route(router, &input, &output);
     if (r != MOEVK_SUCCESS) {
         fprintf(stderr, "moevk route: %s\n", moevk_context_last_error(context));
@@ -456,6 +574,7 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
     moevk_context_device_info(context, &device);
     if (!write_outputs(a, o, &stats, hidden->data ? hidden->descr : "<f4", device.name)) goto done;
     if (a->token_loss && !write_expert_loss(a, router, context, token_loss)) goto done;
+    if (!close_profile(a, profile, &stats)) goto done;
     if (a->want_losses) {
         int losses_status = write_losses(a, router, context);
         if (losses_status != 0) {
@@ -470,6 +589,84 @@ static int run_route(route_args *a, npy_array *logits, npy_array *bias, npy_arra
         status = 3;
     }
 done:
+    moevk_profile_destroy(profile);
+    moevk_router_destroy(router);
+    moevk_context_destroy(context);
+    return status;
+}
+
+/* Reads --logits file i (2-D float32 or float16; the first sets E and the type). */
+static int read_batch(route_args *a, uint32_t i, npy_array *logits) {
+    char error[512];
+    const char *path = a->logits_files[i];
+    if (!npy_read(path, logits, error, sizeof error)) BAD("%s", error);
+    if (logits->ndim != 2 || (logits->type != NPY_F32 && logits->type != NPY_F16) ||
+        logits->shape[0] > UINT32_MAX || logits->shape[1] < 1 ||
+        logits->shape[1] > MOEVK_MAX_EXPERTS)
+        BAD("%s: logits must be float32 or float16 [T, E] with E from 1 to %u", path,
+            MOEVK_MAX_EXPERTS);
+    moevk_dtype type = logits->type == NPY_F16 ? MOEVK_DTYPE_F16 : MOEVK_DTYPE_F32;
+    if (i > 0 && (logits->shape[1] != a->info.num_experts || type != a->info.logits_type))
+        BAD("%s: every --logits file must have the first's E (%u) and dtype", path,
+            a->info.num_experts);
+    a->info.num_experts = (uint32_t)logits->shape[1];
+    a->info.logits_type = type;
+    return 1;
+}
+
+/* Several --logits files: each routed as a batch into the profile, which is then written. */
+static int run_profile_batches(route_args *a) {
+    uint32_t largest = 1;
+    for (uint32_t i = 0; i < a->logits_count; ++i) {
+        npy_array logits = {0};
+        int ok = read_batch(a, i, &logits);
+        if (ok && logits.shape[0] > largest) largest = (uint32_t)logits.shape[0];
+        npy_free(&logits);
+        if (!ok) return 2;
+    }
+    a->info.max_tokens = largest;
+    moevk_context_info context_info = {.device = a->device};
+    moevk_context *context = NULL;
+    moevk_router *router = NULL;
+    moevk_profile *profile = NULL;
+    moevk_result r = moevk_context_create(&context_info, &context);
+    if (r != MOEVK_SUCCESS) {
+        fprintf(stderr, "moevk route: no device: %s\n", moevk_result_string(r));
+        return 1;
+    }
+    int status = 2;
+    r = moevk_router_create(context, &a->info, &router);
+    if (r != MOEVK_SUCCESS) {
+        fprintf(stderr, "moevk route: %s\n", moevk_context_last_error(context));
+        status = r == MOEVK_ERROR_INVALID_ARGUMENT ? 2 : 1;
+    } else if (open_profile(a, router, &profile)) {
+        status = 0;
+        for (uint32_t i = 0; status == 0 && i < a->logits_count; ++i) {
+            npy_array logits = {0};
+            if (!read_batch(a, i, &logits)) {
+                status = 2;
+                break;
+            }
+            moevk_route_input input;
+            moevk_route_input_init(&input);
+            input.num_tokens = (uint32_t)logits.shape[0];
+            input.logits = moevk_host_tensor(logits.data);
+            input.step = a->step;
+            input.layer = a->layer;
+            moevk_route_output output;
+            moevk_route_output_init(&output);
+            output.profile = profile;
+            r = moevk_route(router, &input, &output);
+            npy_free(&logits);
+            if (r != MOEVK_SUCCESS) {
+                fprintf(stderr, "moevk route: %s: %s\n", a->logits_files[i],
+                        moevk_context_last_error(context));
+                status = r == MOEVK_ERROR_INVALID_ARGUMENT ? 2 : 1;
+            }
+        }
+        if (status == 0 && !close_profile(a, profile, NULL)) status = 1;
+    }
+    moevk_profile_destroy(profile);
     moevk_router_destroy(router);
     moevk_context_destroy(context);
     return status;
@@ -489,6 +686,7 @@ int command_route(int argc, char **argv) {
         fprintf(stderr, "moevk route: %s: cannot create the output folder\n", a.out);
         return 2;
     }
+    if (a.logits_count > 1) return run_profile_batches(&a);
     npy_array logits = {0}, bias = {0}, hidden = {0}, expert_out = {0};
     npy_array noise_std = {0}, noise_weights = {0}, token_loss = {0}, router_weights = {0};
     outputs o = {0};

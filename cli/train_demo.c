@@ -4,7 +4,10 @@
  * balancing loss and the z-loss applied through moevk_router_losses, and Gaussian noise
  * annealed from 1 to 0.05 (cosine). Prints a health line every N steps and writes the history
  * as CSV and JSON (with each expert's miss rate over the tokens it kept, from
- * moevk_router_expert_loss) and an SVG chart of expert usage over the steps. */
+ * moevk_router_expert_loss) and an SVG chart of expert usage over the steps. A last phase serves
+ * the trained router: a routing profile from calibration batches (profile.json), then batches
+ * judged against it, first from the training clusters and then from a cluster it never saw,
+ * whose drift the history warns of. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,10 +47,12 @@ typedef struct demo {
     uint32_t before[EXPERTS], kept[EXPERTS];
 } demo;
 
-static void make_batch(demo *d, demo_rng *rng) {
+/* Tokens from the clusters (or, with `unseen`, all from that center). */
+static void make_batch_from(demo *d, demo_rng *rng, const float *unseen) {
     for (int t = 0; t < TOKENS; ++t) {
         d->target[t] = t % EXPERTS;
-        for (int i = 0; i < DIM; ++i) d->x[t][i] = d->centers[t % EXPERTS][i] + rng_gauss(rng);
+        const float *center = unseen ? unseen : d->centers[t % EXPERTS];
+        for (int i = 0; i < DIM; ++i) d->x[t][i] = center[i] + rng_gauss(rng);
         for (int e = 0; e < EXPERTS; ++e) {
             float sum = 0.0f;
             for (int i = 0; i < DIM; ++i) sum += d->x[t][i] * d->W[i][e];
@@ -55,6 +60,8 @@ static void make_batch(demo *d, demo_rng *rng) {
         }
     }
 }
+
+static void make_batch(demo *d, demo_rng *rng) { make_batch_from(d, rng, NULL); }
 
 static const char *const COLORS[EXPERTS] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728",
                                             "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
@@ -138,6 +145,73 @@ static moevk_result train_step(demo *d, moevk_router *router, uint32_t step,
     return MOEVK_SUCCESS;
 }
 
+/* An inference route of the batch: added to the profile, or judged against drift_profile. */
+static moevk_result serve_step(demo *d, moevk_router *router, uint32_t step, moevk_profile *profile,
+                               const moevk_profile *drift_profile, moevk_route_stats *stats) {
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = TOKENS;
+    input.logits = moevk_host_tensor(d->logits);
+    input.step = step;
+    input.inference = 1;
+    moevk_route_output output;
+    moevk_route_output_init(&output);
+    output.expert_ids = moevk_host_tensor(&d->ids[0][0]);
+    output.counts_before = moevk_host_tensor(d->before);
+    output.counts = moevk_host_tensor(d->kept);
+    output.stats = stats;
+    output.profile = profile;
+    output.drift_profile = drift_profile;
+    return moevk_route(router, &input, &output);
+}
+
+enum { CALIBRATION_BATCHES = 10, SERVED_BATCHES = 4 };
+
+/* The serving phase after training: calibrate a profile, then judge batches from the training
+ * clusters and from an unseen one, each added to the history. 1 when it ran. */
+static int serve(demo *d, demo_rng *rng, moevk_router *router, moevk_history *history,
+                 uint32_t first_step, const char *out) {
+    moevk_profile_info info;
+    moevk_profile_info_for_router(router, &info);
+    moevk_profile *profile = NULL;
+    if (moevk_profile_create(&info, &profile) != MOEVK_SUCCESS) return 0;
+    int ok = 1;
+    for (int b = 0; ok && b < CALIBRATION_BATCHES; ++b) {
+        make_batch(d, rng);
+        ok = serve_step(d, router, first_step, profile, NULL, NULL) == MOEVK_SUCCESS;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/profile.json", out);
+    if (ok && moevk_profile_save(profile, path) != MOEVK_SUCCESS) {
+        fprintf(stderr, "moevk train-demo: %s: cannot write\n", path);
+        ok = 0;
+    }
+    if (ok)
+        printf("serving: a routing profile of %d calibration batches in %s; then batches from "
+               "the training clusters, then from a cluster never seen\n",
+               CALIBRATION_BATCHES, path);
+    float unseen[DIM];
+    for (int i = 0; i < DIM; ++i) unseen[i] = 2.0f * rng_gauss(rng);
+    for (int b = 0; ok && b < 2 * SERVED_BATCHES; ++b) {
+        int shifted = b >= SERVED_BATCHES;
+        make_batch_from(d, rng, shifted ? unseen : NULL);
+        moevk_route_stats stats;
+        moevk_route_stats_init(&stats);
+        uint32_t step = first_step + (uint32_t)b;
+        ok = serve_step(d, router, step, NULL, profile, &stats) == MOEVK_SUCCESS;
+        if (!ok) break;
+        moevk_history_add(history, step, &stats, d->before, d->kept);
+        double psi = 0;
+        for (int q = 0; q < MOEVK_MEASURES; ++q) psi = fmax(psi, stats.psi[q]);
+        uint32_t warnings = moevk_history_warnings(history);
+        printf("serve %4u  %-15s  usage JSD %.3f  largest PSI %.3f  energy tail %.3f%s\n", step,
+               shifted ? "unseen cluster" : "seen clusters", stats.usage_jsd, psi,
+               stats.energy_tail, warnings & MOEVK_WARNING_DRIFT ? "  WARNING: drift" : "");
+    }
+    moevk_profile_destroy(profile);
+    return ok;
+}
+
 static double accuracy(const demo *d) {
     int hits = 0;
     for (int t = 0; t < TOKENS; ++t) hits += d->ids[t][0] == d->target[t];
@@ -179,7 +253,8 @@ static int run(const char *device_selector, uint32_t steps, uint32_t every, cons
     info.noise_seed = 7;
     info.noise_schedule =
         (moevk_schedule){MOEVK_SCHEDULE_COSINE, 1.0f, 0.05f, steps > 1 ? steps - 1 : 1};
-    moevk_history_info history_info = {.num_experts = EXPERTS, .max_steps = steps};
+    moevk_history_info history_info = {.num_experts = EXPERTS,
+                                       .max_steps = steps + 2 * SERVED_BATCHES};
     if ((r = moevk_router_create(context, &info, &router)) != MOEVK_SUCCESS ||
         (r = moevk_history_create(&history_info, &history)) != MOEVK_SUCCESS) {
         fprintf(stderr, "moevk train-demo: %s\n", moevk_context_last_error(context));
@@ -192,7 +267,8 @@ static int run(const char *device_selector, uint32_t steps, uint32_t every, cons
     double hit = 0.0;
     for (uint32_t step = 0; step < steps; ++step) {
         make_batch(d, &rng);
-        moevk_route_stats stats = {0};
+        moevk_route_stats stats;
+        moevk_route_stats_init(&stats);
         moevk_losses losses = {0};
         r = train_step(d, router, step, &stats, &losses);
         if (r != MOEVK_SUCCESS) {
@@ -221,6 +297,10 @@ static int run(const char *device_selector, uint32_t steps, uint32_t every, cons
                    warnings & MOEVK_WARNING_COLLAPSE ? "  WARNING: collapse" : "",
                    warnings & MOEVK_WARNING_OSCILLATION ? "  WARNING: oscillation" : "");
         }
+    }
+    if (!serve(d, &rng, router, history, steps, out)) {
+        fprintf(stderr, "moevk train-demo: %s\n", moevk_context_last_error(context));
+        goto done;
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/history.csv", out);
@@ -254,8 +334,8 @@ typedef struct train_args {
 static const option TRAIN_OPTIONS[] = {
     OPT_UINT("--steps", "N", "training steps (default 300)", steps, 1, 1 << 20, NULL),
     OPT_UINT("--every", "N", "a health line every N steps (default 25)", every, 1, 1 << 20, NULL),
-    OPT_TEXT("--out", "DIR", "history.csv, history.json, usage.svg (default moevk-train-demo)",
-             out),
+    OPT_TEXT("--out", "DIR",
+             "history.csv, history.json, usage.svg, profile.json (default moevk-train-demo)", out),
     OPT_TEXT("--device", "N|NAME", "the Vulkan device (default: the best one)", device),
 };
 

@@ -20,8 +20,9 @@ static const char *const MEASURE_NAMES[MOEVK_MEASURES] = {"entropy", "top1", "ma
 #define LARGEST_EXACT 9007199254740992.0 /* 2^53: every whole number up to it reads exactly */
 
 /* Numbers as this file writes them (cJSON's own printing keeps 15 digits where they read back
- * within its tolerance, which can lose a double's last bit): counts in full, floats and doubles
- * to the 17 digits that read back as the same double. */
+ * within its tolerance, which can lose a double's last bit): counts in full, doubles in the
+ * fewest digits that read back as the same double, floats in the fewest that read back (through
+ * a double, as the loader reads them) as the same float. */
 static cJSON *raw_number(const char *format, ...) {
     char text[64];
     va_list args;
@@ -31,11 +32,29 @@ static cJSON *raw_number(const char *format, ...) {
     return cJSON_CreateRaw(text);
 }
 
-static int add_number(cJSON *object, const char *name, double value) {
-    cJSON *item = raw_number("%.17g", value);
+static cJSON *shortest_number(double value, int is_float) {
+    char text[64];
+    for (int digits = is_float ? 6 : 15; digits <= 17; ++digits) {
+        snprintf(text, sizeof text, "%.*g", digits, value);
+        double back = strtod(text, NULL);
+        if (is_float ? (float)back == (float)value : back == value) break;
+    }
+    return cJSON_CreateRaw(text);
+}
+
+static int add_shortest(cJSON *object, const char *name, double value, int is_float) {
+    cJSON *item = shortest_number(value, is_float);
     if (item && cJSON_AddItemToObject(object, name, item)) return 1;
     cJSON_Delete(item);
     return 0;
+}
+
+static int add_number(cJSON *object, const char *name, double value) {
+    return add_shortest(object, name, value, 0);
+}
+
+static int add_float(cJSON *object, const char *name, float value) {
+    return add_shortest(object, name, value, 1);
 }
 
 static int add_count(cJSON *object, const char *name, uint64_t value) {
@@ -73,7 +92,7 @@ static cJSON *profile_json(const moevk_profile *profile) {
                                      info->mode == MOEVK_MODE_TOKEN ? "token" : "expert_choice") &&
              cJSON_AddStringToObject(root, "score",
                                      info->score == MOEVK_SCORE_SOFTMAX ? "softmax" : "sigmoid") &&
-             add_number(root, "temperature", info->temperature) &&
+             add_float(root, "temperature", info->temperature) &&
              add_count(root, "bins", info->bins) &&
              cJSON_AddBoolToObject(root, "bounds_set", info->given_bounds) &&
              add_count(root, "batches", profile->batches) &&
@@ -95,8 +114,8 @@ static cJSON *profile_json(const moevk_profile *profile) {
         cJSON *counts = counts_array(profile_histogram(profile, q), info->bins + 2);
         ok = measure && counts && cJSON_AddItemToObject(measure, "counts", counts);
         if (ok) {
-            ok = add_number(measure, "lower", info->lower[q]) &&
-                 add_number(measure, "upper", info->upper[q]) &&
+            ok = add_float(measure, "lower", info->lower[q]) &&
+                 add_float(measure, "upper", info->upper[q]) &&
                  cJSON_AddItemToObject(measures, MEASURE_NAMES[q], measure);
         } else {
             cJSON_Delete(counts);
@@ -162,6 +181,7 @@ static const cJSON *member(reader *r, const cJSON *object, const char *name, int
 
 /* A whole number in [0, most]. */
 static int read_count(reader *r, const cJSON *item, const char *name, double most, uint64_t *out) {
+    if (!item) return 0; /* missing: member() said so */
     if (!cJSON_IsNumber(item)) return fail(r, "\"%s\" is not a number", name);
     double v = item->valuedouble;
     if (!(v >= 0 && v <= most) || v != floor(v))
@@ -171,6 +191,7 @@ static int read_count(reader *r, const cJSON *item, const char *name, double mos
 }
 
 static int read_counts(reader *r, const cJSON *array, const char *name, uint64_t n, uint64_t *out) {
+    if (!array) return 0; /* missing: member() said so */
     if (!cJSON_IsArray(array)) return fail(r, "\"%s\" is not an array", name);
     if ((uint64_t)cJSON_GetArraySize(array) != n)
         return fail(r, "\"%s\" holds %d counts; it must hold %llu", name, cJSON_GetArraySize(array),
@@ -183,6 +204,7 @@ static int read_counts(reader *r, const cJSON *array, const char *name, uint64_t
 }
 
 static int read_float(reader *r, const cJSON *item, const char *name, float *out) {
+    if (!item) return 0; /* missing: member() said so */
     if (!cJSON_IsNumber(item)) return fail(r, "\"%s\" is not a number", name);
     float f = (float)item->valuedouble; /* this file's own are floats exactly */
     if (!isfinite(item->valuedouble) || !isfinite(f))
@@ -192,6 +214,7 @@ static int read_float(reader *r, const cJSON *item, const char *name, float *out
 }
 
 static int read_double(reader *r, const cJSON *item, const char *name, double *out) {
+    if (!item) return 0; /* missing: member() said so */
     if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble) || item->valuedouble < 0)
         return fail(r, "\"%s\" is not a finite number >= 0", name);
     *out = item->valuedouble;
@@ -200,6 +223,7 @@ static int read_double(reader *r, const cJSON *item, const char *name, double *o
 
 static int read_enum(reader *r, const cJSON *item, const char *name, const char *first,
                      const char *second, int *out) {
+    if (!item) return 0; /* missing: member() said so */
     if (cJSON_IsString(item) && strcmp(item->valuestring, first) == 0)
         *out = 0;
     else if (cJSON_IsString(item) && strcmp(item->valuestring, second) == 0)

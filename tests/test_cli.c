@@ -332,16 +332,34 @@ static void test_train_demo_learns_and_writes_history(void) {
     int percent = final ? atoi(final + 7) : 0;
     CHECK(percent >= 80, "the router learned only %d%%: %s", percent, text);
     CHECK(strstr(text, "step  150") != NULL, "no health line for step 150: %s", text);
-    const char *files[3] = {"train/history.csv", "train/history.json", "train/usage.svg"};
-    for (int i = 0; i < 3; ++i) {
+    /* The serving phase: no drift on the training clusters, drift on the unseen one. */
+    int seen_lines = 0, seen_warned = 0, unseen_lines = 0, unseen_warned = 0;
+    for (const char *line = strstr(text, "serve "); line; line = strstr(line + 1, "serve ")) {
+        const char *end = strchr(line, '\n');
+        int warned = end && strstr(line, "WARNING: drift") && strstr(line, "WARNING: drift") < end;
+        if (strncmp(line + 12, "seen", 4) == 0) seen_lines++, seen_warned += warned;
+        if (strncmp(line + 12, "unseen", 6) == 0) unseen_lines++, unseen_warned += warned;
+    }
+    CHECK(seen_lines == 4 && seen_warned == 0 && unseen_lines == 4 && unseen_warned == 4,
+          "drift: %d of %d seen batches warned, %d of %d unseen: %s", seen_warned, seen_lines,
+          unseen_warned, unseen_lines, text);
+    const char *files[4] = {"train/history.csv", "train/history.json", "train/usage.svg",
+                            "train/profile.json"};
+    for (int i = 0; i < 4; ++i) {
         FILE *f = fopen(path_in_work(files[i]), "r");
         CHECK(f, "%s missing", files[i]);
         fclose(f);
     }
     static char json[1 << 20];
     read_text_file(path_in_work("train/history.json"), json, sizeof json);
-    CHECK(strstr(json, "\"expert_loss\": [") && !strstr(json, "\"expert_loss\": null"),
-          "the history lacks the experts' loss");
+    int with_loss = 0, drifted = 0; /* the training steps have a loss; the served, drift */
+    for (const char *at = strstr(json, "\"expert_loss\": ["); at;
+         at = strstr(at + 1, "\"expert_loss\": ["))
+        ++with_loss;
+    for (const char *at = strstr(json, "\"drift\": "); at; at = strstr(at + 1, "\"drift\": "))
+        drifted += at[9] >= '1' && at[9] <= '9';
+    CHECK(with_loss == 200, "%d of the 200 training steps have the experts' loss", with_loss);
+    CHECK(drifted == 4, "%d served steps drifted in history.json, not 4", drifted);
 }
 
 /* --mode: expert choice writes E columns per token; sequence mode shares decisions; Sinkhorn
@@ -573,7 +591,104 @@ static void test_token_scores_file(void) {
           "--token-scores in sinkhorn mode: %s", message);
 }
 
+static void write_scaled_logits(const char *name, uint32_t T, uint32_t E, float scale,
+                                float *keep) {
+    float *data = keep ? keep : malloc((size_t)T * E * 4);
+    for (size_t i = 0; i < (size_t)T * E; ++i) data[i] = scale * rng_normal();
+    uint64_t shape[2] = {T, E};
+    npy_write(path_in_work(name), "<f4", 2, shape, data, 4);
+    if (!keep) free(data);
+}
+
+/* --profile-out over several --logits files writes the profile the library makes of the same
+ * batches, byte for byte; --profile writes drift.json, false for a batch like them and true for
+ * a sharper one; --drift-thresholds moves the line; mismatched and broken profiles exit 2. */
+static void test_profile_and_drift_files(void) {
+    enum { T = 400, E = 16, BATCHES = 3 };
+    static float batches[BATCHES][T * E];
+    char names[BATCHES][32], args[4096], message[1024];
+    for (int b = 0; b < BATCHES; ++b) {
+        snprintf(names[b], sizeof names[b], "calibration%d.npy", b);
+        write_scaled_logits(names[b], T, E, 1.5f, batches[b]);
+    }
+    write_scaled_logits("like_them.npy", T, E, 1.5f, NULL);
+    write_scaled_logits("sharper.npy", T, E, 4.0f, NULL);
+    snprintf(args, sizeof args,
+             "--logits %s --logits %s --logits %s --k 2 --out %s --profile-out %s",
+             path_in_work(names[0]), path_in_work(names[1]), path_in_work(names[2]),
+             path_in_work("profile_out"), path_in_work("profile.json"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "--profile-out: %s", message);
+    /* The library's profile of the same batches. */
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = E, info.top_k = 2, info.max_tokens = T;
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    moevk_profile_info profile_info;
+    moevk_profile_info_for_router(router, &profile_info);
+    moevk_profile *profile = NULL;
+    CHECK_OK(moevk_profile_create(&profile_info, &profile));
+    for (int b = 0; b < BATCHES; ++b) {
+        moevk_route_input input = {.num_tokens = T, .logits = moevk_host_tensor(batches[b])};
+        moevk_route_output output;
+        moevk_route_output_init(&output);
+        output.profile = profile;
+        CHECK_OK(moevk_route(router, &input, &output));
+    }
+    CHECK_OK(moevk_profile_save(profile, path_in_work("library_profile.json")));
+    moevk_profile_destroy(profile);
+    moevk_router_destroy(router);
+    CHECK(same_file_bytes(path_in_work("profile.json"), path_in_work("library_profile.json")),
+          "the command's profile differs from the library's");
+    static char text[8192];
+    const struct {
+        const char *logits, *extra, *want;
+    } JUDGED[] = {
+        {"like_them.npy", "--token-scores", "\"drift\": false"},
+        {"sharper.npy", "", "\"drift\": true"},
+        {"sharper.npy", "--drift-thresholds jsd=10,psi=100,tail=1", "\"drift\": false"},
+    };
+    for (size_t i = 0; i < sizeof JUDGED / sizeof JUDGED[0]; ++i) {
+        snprintf(args, sizeof args, "--logits %s --k 2 --out %s --profile %s %s",
+                 path_in_work(JUDGED[i].logits), path_in_work("judged"),
+                 path_in_work("profile.json"), JUDGED[i].extra);
+        CHECK(run_cli(args, message, sizeof message) == 0, "--profile: %s", message);
+        char path[600];
+        snprintf(path, sizeof path, "%s/drift.json", path_in_work("judged"));
+        read_text_file(path, text, sizeof text);
+        CHECK(strstr(text, JUDGED[i].want) && strstr(text, "\"psi_energy\"") &&
+                  strstr(text, "\"usage_jsd\"") && strstr(text, "\"judged\": true"),
+              "%s %s: drift.json: %s", JUDGED[i].logits, JUDGED[i].extra, text);
+    }
+    char path[600];
+    snprintf(path, sizeof path, "%s/token_scores.npy", path_in_work("judged"));
+    CHECK(read_text_file(path, text, sizeof text) > 0, "--token-scores beside --profile");
+    const struct {
+        const char *args, *problem;
+    } REFUSED[] = {
+        {"--logits %s --k 3 --out %s --profile %s", "E = 16, k = 2"},
+        {"--logits %s --k 2 --out %s --profile %s --profile-out x.json", "not both"},
+        {"--logits %s --logits %s --out %s", "need --profile-out"},
+        {"--logits %s --k 2 --out %s --profile %s --drift-thresholds psi=-1", "drift-thresholds"},
+    };
+    for (size_t i = 0; i < sizeof REFUSED / sizeof REFUSED[0]; ++i) {
+        snprintf(args, sizeof args, REFUSED[i].args, path_in_work("sharper.npy"),
+                 path_in_work("judged"), path_in_work("profile.json"));
+        CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, REFUSED[i].problem),
+              "%s: %s", args, message);
+    }
+    const char *broken = "{\"format\": \"moevk-routing-profile\"}";
+    write_raw("broken_profile.json", broken, strlen(broken));
+    snprintf(args, sizeof args, "--logits %s --k 2 --out %s --profile %s",
+             path_in_work("sharper.npy"), path_in_work("judged"),
+             path_in_work("broken_profile.json"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "routing profile:") &&
+              strstr(message, "\"version\" is missing"),
+          "a broken profile: %s", message);
+}
+
 static const test_case TESTS[] = {
+    TEST(profile_and_drift_files),
     TEST(token_scores_file),
     TEST(modes_and_diagnostics_options),
     TEST(sinkhorn_at_4099_by_256_converges),

@@ -752,7 +752,56 @@ static void test_history_reports_drift(void) {
     moevk_router_destroy(router);
 }
 
+/* A layer's route fills a profile as a plain route of its router logits does, bit for bit. */
+static void test_layer_routes_fill_profiles(void) {
+    enum { E = 8, K = 2, D = 16, F = 8, T = 300 };
+    moevk_router_info router_info = route_case_info(MOEVK_MODE_TOKEN, E, K, T, D);
+    moevk_layer_info info;
+    moevk_layer_info_init(&info);
+    info.router = &router_info;
+    info.intermediate_size = F;
+    moevk_layer *layer = NULL;
+    CHECK_OK(moevk_layer_create(test_context(), &info, &layer));
+    static float w_g[E * D], up[E * F * D], gate[E * F * D], down[E * D * F], hidden[T * D];
+    static float output[T * D], logits[T * E];
+    for (int i = 0; i < E * D; ++i) w_g[i] = rng_normal();
+    for (int i = 0; i < E * F * D; ++i) up[i] = rng_normal(), gate[i] = rng_normal();
+    for (int i = 0; i < E * D * F; ++i) down[i] = rng_normal();
+    for (int i = 0; i < T * D; ++i) hidden[i] = rng_normal();
+    CHECK_OK(moevk_layer_set_weights(layer, MOEVK_WEIGHT_ROUTER, 0, 1, moevk_host_tensor(w_g)));
+    CHECK_OK(moevk_layer_set_weights(layer, MOEVK_WEIGHT_GATE, 0, E, moevk_host_tensor(gate)));
+    CHECK_OK(moevk_layer_set_weights(layer, MOEVK_WEIGHT_UP, 0, E, moevk_host_tensor(up)));
+    CHECK_OK(moevk_layer_set_weights(layer, MOEVK_WEIGHT_DOWN, 0, E, moevk_host_tensor(down)));
+    moevk_profile *from_layer = new_profile(moevk_layer_router(layer), 0, NULL, NULL);
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = T;
+    input.hidden = moevk_host_tensor(hidden);
+    moevk_route_output route;
+    moevk_route_output_init(&route);
+    route.profile = from_layer;
+    moevk_layer_output out;
+    moevk_layer_output_init(&out);
+    out.output = moevk_host_tensor(output);
+    out.router_logits = moevk_host_tensor(logits);
+    out.route = &route;
+    CHECK_OK(moevk_layer_forward(layer, &input, &out));
+    router_info.hidden_size = 0;
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &router_info, &router));
+    moevk_profile *from_logits = new_profile(router, 0, NULL, NULL);
+    CHECK_OK(route_batch(router, logits, T, 0, from_logits, NULL, NULL, NULL, NULL));
+    int same = same_profiles(from_layer, from_logits);
+    uint64_t tokens = moevk_profile_tokens(from_layer);
+    moevk_profile_destroy(from_layer), moevk_profile_destroy(from_logits);
+    moevk_router_destroy(router);
+    moevk_layer_destroy(layer);
+    CHECK(tokens == T, "the layer's profile holds %llu tokens", (unsigned long long)tokens);
+    CHECK(same, "the layer's profile differs from its logits' route's");
+}
+
 static const test_case FUNCTIONS[] = {
+    TEST(layer_routes_fill_profiles),
     TEST(worked_example),
     TEST(drift_statistics_against_the_reference),
     TEST(detection_rates),
