@@ -88,6 +88,11 @@ int report_json(const char *path, const bench_device *device, const ceilings *ce
 int report_svg(const char *path, const bench_device *device, const bench_case *cases, int count);
 const char *policy_name(bench_policy policy);
 
+/* ---- Drift watching (drift_bench.c) ---- */
+/* Times plain routes against routes that fill or judge a routing profile and prints a table
+ * (quick: without the largest shape). */
+void run_drift_cases(moevk_context *context, FILE *out, int quick, int warmup, int repeats);
+
 /* ---- The MoE layer (layer_bench.c) ---- */
 typedef struct layer_case {
     const char *model; /* what the shape is like */

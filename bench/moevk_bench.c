@@ -18,6 +18,7 @@ typedef struct options {
     int list, all, quick, full, warmup, repeats;
     int layers;  /* --layers: the layer sweep after the routing sweep; --layers-only: alone */
     int routing; /* 0 with --layers-only */
+    int drift;   /* --drift: what watching for drift costs, after the other tables */
     layer_case layer_cases[MAX_LAYER_CASES];
     int layer_count;
     int device; /* -1: the one moevk would pick */
@@ -134,6 +135,10 @@ static int parse_options(int argc, char **argv, options *o) {
             o->layers = 1;
         else if (!strcmp(a, "--layers-only"))
             o->layers = 1, o->routing = 0;
+        else if (!strcmp(a, "--drift"))
+            o->drift = 1;
+        else if (!strcmp(a, "--drift-only"))
+            o->drift = 1, o->routing = 0;
         else if (!strcmp(a, "--quick"))
             o->quick = 1;
         else if (!strcmp(a, "--full"))
@@ -305,6 +310,7 @@ static int bench_one(const options *o, int index, int many) {
         report_layer_memory(stdout);
     }
     free(layers);
+    if (o->drift) run_drift_cases(context, stdout, o->quick, o->warmup, o->repeats);
     char path[1024];
     int status = 0;
     if (o->json && !report_json(with_suffix(o->json, index, many, path, sizeof path), &device,
@@ -329,7 +335,7 @@ int main(int argc, char **argv) {
         fprintf(
             stderr,
             "usage: moevk-bench [--list] [--device N|all] [--quick|--full] "
-            "[--layers|--layers-only] "
+            "[--layers|--layers-only] [--drift|--drift-only] "
             "[--repeat N] [--warmup N]\n"
             "                   [--case "
             "T,E,k,d[,f32|f16|bf16[,position|score|dropless|sequence|batch|sinkhorn|choice]]]... "

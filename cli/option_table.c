@@ -108,3 +108,21 @@ int options_parse(const char *command, const char *synopsis, const option *table
     }
     return 1;
 }
+
+int options_parse_pairs(const char *text, const char *const *names, size_t count, float *values,
+                        int *given) {
+    char buffer[512];
+    if (strlen(text) >= sizeof buffer) return 0;
+    strcpy(buffer, text);
+    for (char *save = NULL, *term = strtok_r(buffer, ",", &save); term;
+         term = strtok_r(NULL, ",", &save)) {
+        char *equals = strchr(term, '=');
+        if (!equals) return 0;
+        *equals = '\0';
+        size_t i = 0;
+        while (i < count && strcmp(term, names[i]) != 0) ++i;
+        if (i == count || !parse_float(equals + 1, &values[i])) return 0;
+        given[i] = 1;
+    }
+    return 1;
+}

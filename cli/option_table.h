@@ -55,6 +55,11 @@ typedef struct option {
         return 0;                                                                                  \
     } while (0)
 
+/* "NAME=NUMBER,NAME=NUMBER" (an option's value): each NAME one of names[count], its number into
+ * values[i] and given[i] = 1 (others left). 1 when every pair parsed. */
+int options_parse_pairs(const char *text, const char *const *names, size_t count, float *values,
+                        int *given);
+
 /* Parses argv into args by the table. Returns 1 when parsed; 0 after printing
  * "moevk COMMAND: what is wrong" on stderr; -1 after printing the usage on stdout for --help
  * or -h (the command then exits 0). */

@@ -38,31 +38,17 @@ typedef struct route_args {
 
 /* "aux=0.01,z=0.001,..." for --loss. */
 static const char *take_losses(void *args, const char *text) {
-    static const struct {
-        const char *name;
-        size_t offset;
-    } TERMS[] = {{"aux", offsetof(moevk_loss_info, aux_coef)},
-                 {"z", offsetof(moevk_loss_info, z_coef)},
-                 {"importance", offsetof(moevk_loss_info, importance_coef)},
-                 {"load", offsetof(moevk_loss_info, load_coef)},
-                 {"entropy", offsetof(moevk_loss_info, entropy_coef)},
-                 {"sequence", offsetof(moevk_loss_info, sequence_coef)}};
-    const char *wrong = "--loss takes NAME=COEF pairs separated by commas, NAME one of aux, z, "
-                        "importance, load, entropy, sequence";
+    static const char *const NAMES[] = {"aux", "z", "importance", "load", "entropy", "sequence"};
     moevk_loss_info *loss = &((route_args *)args)->loss;
-    char buffer[512];
-    if (strlen(text) >= sizeof buffer) return wrong;
-    strcpy(buffer, text);
-    for (char *save = NULL, *term = strtok_r(buffer, ",", &save); term;
-         term = strtok_r(NULL, ",", &save)) {
-        char *equals = strchr(term, '=');
-        if (!equals) return wrong;
-        *equals = '\0';
-        size_t i = 0, n = sizeof TERMS / sizeof TERMS[0];
-        while (i < n && strcmp(term, TERMS[i].name) != 0) ++i;
-        if (i == n || !parse_float(equals + 1, (float *)((char *)loss + TERMS[i].offset)))
-            return wrong;
-    }
+    float *coefs[] = {&loss->aux_coef,  &loss->z_coef,       &loss->importance_coef,
+                      &loss->load_coef, &loss->entropy_coef, &loss->sequence_coef};
+    float values[6] = {0};
+    int given[6] = {0};
+    if (!options_parse_pairs(text, NAMES, 6, values, given))
+        return "--loss takes NAME=COEF pairs separated by commas, NAME one of aux, z, "
+               "importance, load, entropy, sequence";
+    for (int i = 0; i < 6; ++i)
+        if (given[i]) *coefs[i] = values[i];
     ((route_args *)args)->want_losses = 1;
     return NULL;
 }
@@ -77,31 +63,20 @@ static const char *take_logits(void *args, const char *text) {
 
 /* "psi=0.2,tail=0.03,..." for --drift-thresholds. */
 static const char *take_thresholds(void *args, const char *text) {
-    const char *wrong = "--drift-thresholds takes NAME=VALUE pairs separated by commas, NAME one "
-                        "of jsd, psi, tail (each >= 0) and min_tokens (a count)";
+    static const char *const NAMES[] = {"jsd", "psi", "tail", "min_tokens"};
     route_args *a = args;
     moevk_drift_thresholds *t = &a->thresholds;
-    char buffer[512];
-    if (strlen(text) >= sizeof buffer) return wrong;
-    strcpy(buffer, text);
-    for (char *save = NULL, *term = strtok_r(buffer, ",", &save); term;
-         term = strtok_r(NULL, ",", &save)) {
-        char *equals = strchr(term, '=');
-        if (!equals) return wrong;
-        *equals = '\0';
-        float value;
-        if (!parse_float(equals + 1, &value) || !(value >= 0)) return wrong;
-        if (strcmp(term, "jsd") == 0)
-            t->usage_jsd = value;
-        else if (strcmp(term, "psi") == 0)
-            t->psi = value;
-        else if (strcmp(term, "tail") == 0)
-            t->energy_tail = value;
-        else if (strcmp(term, "min_tokens") == 0 && value == (uint32_t)value)
-            t->min_tokens = (uint32_t)value;
-        else
-            return wrong;
-    }
+    float values[4] = {0};
+    int given[4] = {0}, ok = options_parse_pairs(text, NAMES, 4, values, given);
+    for (int i = 0; i < 4; ++i) ok = ok && values[i] >= 0;
+    ok = ok && values[3] == (float)(uint32_t)values[3];
+    if (!ok)
+        return "--drift-thresholds takes NAME=VALUE pairs separated by commas, NAME one of jsd, "
+               "psi, tail (each >= 0) and min_tokens (a count)";
+    if (given[0]) t->usage_jsd = values[0];
+    if (given[1]) t->psi = values[1];
+    if (given[2]) t->energy_tail = values[2];
+    if (given[3]) t->min_tokens = (uint32_t)values[3];
     a->thresholds_given = 1;
     return NULL;
 }

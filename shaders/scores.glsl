@@ -28,12 +28,16 @@ float score_logit(float logit, uint token, uint expert) {
                                                 : logit;
 }
 
-// Softmax: exp((s - max) / tau) / sum; sigmoid: sigmoid(s / tau) / (sum of the row's sigmoids).
-float probability(uint token, uint expert, vec4 stats) {
-    float logit = score_logit(decision_logit(token, expert), token, expert);
+// Softmax: exp((s - max) / tau) / sum; sigmoid: sigmoid(s / tau) / (sum of the row's sigmoids),
+// of a score logit s.
+float score_probability(float logit, vec4 stats) {
     bool sigmoid = (P.flags & FLAG_SIGMOID) != 0u;
     float score = sigmoid ? 1.0 / (1.0 + exp(-(logit / P.temperature)))
                           : exp((logit - stats.x) / P.temperature);
     return score * stats.y;
+}
+
+float probability(uint token, uint expert, vec4 stats) {
+    return score_probability(score_logit(decision_logit(token, expert), token, expert), stats);
 }
 

@@ -12,16 +12,15 @@
 #include <string.h>
 
 #include "harness.h"
+#include "logit_patterns.h"
 #include "moevk_reference.h"
 #include "route_check.h"
-
-typedef enum pattern { RANDOM, TIES, MASKED, NONFINITE, HUGE_VALUES } pattern;
 
 typedef struct profile_case {
     const char *name;
     moevk_routing_mode mode;
     uint32_t E, k, T;
-    pattern logits;
+    logit_pattern logits;
     moevk_score_func score;
     float temperature;
     int noise, inference;
@@ -52,25 +51,6 @@ static const profile_case CASES[] = {
      .given_bounds = 1},
     {"large_t_4099_e_256", .E = 256, .k = 8, .T = 4099},
 };
-
-static float logit_of(pattern p, uint32_t t, uint32_t e) {
-    switch (p) {
-    case TIES: return (float)(rng_u32() % 3) * 0.5f;
-    case MASKED:
-        if (t % 17 == 5) return -INFINITY;
-        return rng_u32() % 3 == 0 ? -INFINITY : 2.0f * rng_normal();
-    case NONFINITE:
-        if (t % 13 == 3 && e == t % 7) return NAN;
-        if (t % 19 == 7 && e == 0) return INFINITY;
-        return 2.0f * rng_normal();
-    case HUGE_VALUES: {
-        uint32_t r = rng_u32() % 4;
-        return r == 0 ? 1e30f : r == 1 ? -1e30f : rng_normal();
-    }
-    case RANDOM: break;
-    }
-    return 2.0f * rng_normal();
-}
 
 static moevk_router_info case_info(const profile_case *c) {
     moevk_router_info info = route_case_info(c->mode, c->E, c->k, c->T ? c->T : 8, 0);
@@ -166,14 +146,16 @@ static int same_profiles(const moevk_profile *a, const moevk_profile *b) {
 }
 
 /* Routes the logits once, adding them to profile (or judging them against drift). */
-static moevk_result route_batch(moevk_router *router, const void *logits, uint32_t T, int inference,
-                                moevk_profile *profile, const moevk_profile *drift, int32_t *ids,
-                                uint32_t *counts_before, moevk_route_stats *stats) {
+static moevk_result route_batch_at(moevk_router *router, const void *logits, uint32_t T,
+                                   int inference, moevk_profile *profile,
+                                   const moevk_profile *drift, int32_t *ids,
+                                   uint32_t *counts_before, moevk_route_stats *stats,
+                                   uint32_t step) {
     moevk_route_input input;
     moevk_route_input_init(&input);
     input.num_tokens = T;
     input.logits = moevk_host_tensor((void *)logits);
-    input.step = 3;
+    input.step = step;
     input.inference = inference;
     moevk_route_output output;
     moevk_route_output_init(&output);
@@ -183,6 +165,14 @@ static moevk_result route_batch(moevk_router *router, const void *logits, uint32
     output.profile = profile;
     output.drift_profile = drift;
     return moevk_route(router, &input, &output);
+}
+
+/* At step 3, as the cases' reference calls take it. */
+static moevk_result route_batch(moevk_router *router, const void *logits, uint32_t T, int inference,
+                                moevk_profile *profile, const moevk_profile *drift, int32_t *ids,
+                                uint32_t *counts_before, moevk_route_stats *stats) {
+    return route_batch_at(router, logits, T, inference, profile, drift, ids, counts_before, stats,
+                          3);
 }
 
 static void run_case(const void *row) {
@@ -195,7 +185,7 @@ static void run_case(const void *row) {
     void *logits = malloc(T * E * item + 4);
     for (uint64_t i = 0; i < T * E; ++i)
         ref_store(logits, i, c->logits_type,
-                  logit_of(c->logits, (uint32_t)(i / E), (uint32_t)(i % E)));
+                  pattern_logit(c->logits, (uint32_t)(i / E), (uint32_t)(i % E)));
     int32_t *ids = malloc(T * k * 4 + 4), *ref_ids = malloc(T * k * 4 + 4);
     uint32_t counts_before[MOEVK_MAX_EXPERTS];
     float *ref_weights = malloc(T * k * 4 + 4);
@@ -387,12 +377,22 @@ static void test_drift_statistics_against_the_reference(void) {
 /* ---- Detection on synthetic routers ---- */
 /* Hidden states from four clusters in d = 32 through a fixed router projection W [E, d] give the
  * logits; a profile of 40 calibration batches; then 100 held-out batches of each kind. */
-#define DETECT_E 16u
-#define DETECT_K 2u
-#define DETECT_T 512u
 #define DETECT_D 32u
 #define DETECT_CLUSTERS 5u /* the last is never seen in calibration */
 #define DETECT_BATCHES 100
+
+typedef struct detection_case {
+    const char *name;
+    moevk_routing_mode mode;
+    uint32_t E, k, T;
+    int noise; /* Gaussian noise on (training routes), else inference */
+} detection_case;
+
+static const detection_case DETECTIONS[] = {
+    {"E = 16, k = 2, T = 512", MOEVK_MODE_TOKEN, 16, 2, 512, 0},
+    {"E = 64, k = 4, T = 1024, Gaussian noise", MOEVK_MODE_TOKEN, 64, 4, 1024, 1},
+    {"expert choice, E = 16, T = 512", MOEVK_MODE_EXPERT_CHOICE, 16, 2, 512, 0},
+};
 
 typedef enum shift_kind {
     SHIFT_NONE,
@@ -407,94 +407,106 @@ static const char *const SHIFT_NAMES[SHIFT_KINDS] = {"none", "expert means", "te
                                                      "collapsed expert", "unseen cluster"};
 
 typedef struct synthetic {
-    float w[DETECT_E * DETECT_D];
+    uint32_t E, T;
+    float *w; /* [E, d] */
     float centers[DETECT_CLUSTERS * DETECT_D];
-    float mean_shift[DETECT_E];
-    uint32_t rarest; /* the expert calibration used least */
+    float *mean_shift; /* [E] */
+    uint32_t rarest;   /* the expert calibration used least */
 } synthetic;
 
 static void synthetic_batch(const synthetic *s, shift_kind kind, float *logits) {
-    for (uint32_t t = 0; t < DETECT_T; ++t) {
+    uint32_t E = s->E;
+    for (uint32_t t = 0; t < s->T; ++t) {
         uint32_t cluster = kind == SHIFT_UNSEEN ? DETECT_CLUSTERS - 1 : rng_u32() % 4;
         float x[DETECT_D];
         for (uint32_t j = 0; j < DETECT_D; ++j)
             x[j] = s->centers[cluster * DETECT_D + j] + 0.8f * rng_normal();
         int collapsed = kind == SHIFT_COLLAPSE && rng_u32() % 2;
         float largest = -INFINITY;
-        for (uint32_t e = 0; e < DETECT_E; ++e) {
+        for (uint32_t e = 0; e < E; ++e) {
             double sum = 0;
             for (uint32_t j = 0; j < DETECT_D; ++j) sum += (double)s->w[e * DETECT_D + j] * x[j];
             float logit = (float)sum;
             if (kind == SHIFT_MEAN) logit += s->mean_shift[e];
             if (kind == SHIFT_TEMPERATURE) logit *= 1.5f;
-            logits[t * DETECT_E + e] = logit;
+            logits[t * E + e] = logit;
             largest = fmaxf(largest, logit);
         }
-        if (collapsed) logits[t * DETECT_E + s->rarest] = largest + 0.5f;
+        if (collapsed) logits[t * E + s->rarest] = largest + 0.5f;
     }
 }
 
-static void test_detection_rates(void) {
-    moevk_router_info info = route_case_info(MOEVK_MODE_TOKEN, DETECT_E, DETECT_K, DETECT_T, 0);
-    moevk_router *router = NULL;
-    CHECK_OK(moevk_router_create(test_context(), &info, &router));
-    synthetic *s = malloc(sizeof *s);
-    for (uint32_t i = 0; i < DETECT_E * DETECT_D; ++i) s->w[i] = rng_normal() / sqrtf(DETECT_D);
-    for (uint32_t i = 0; i < DETECT_CLUSTERS * DETECT_D; ++i) s->centers[i] = 1.5f * rng_normal();
-    for (uint32_t e = 0; e < DETECT_E; ++e) s->mean_shift[e] = rng_u32() % 2 ? 1.0f : -1.0f;
-    float *logits = malloc(sizeof(float) * DETECT_T * DETECT_E);
-    moevk_profile *profile = new_profile(router, 0, NULL, NULL);
-    for (int b = 0; b < 40; ++b) {
-        synthetic_batch(s, SHIFT_NONE, logits);
-        CHECK_OK(route_batch(router, logits, DETECT_T, 0, profile, NULL, NULL, NULL, NULL));
+/* The flagged batches of each kind (and the null's largest statistics) for one router. */
+static int detect(const detection_case *c, int flagged[SHIFT_KINDS], double worst_null[3]) {
+    moevk_router_info info = route_case_info(c->mode, c->E, c->k, c->T, 0);
+    if (c->noise) {
+        info.noise = MOEVK_NOISE_GAUSSIAN;
+        info.noise_amount = 0.3f;
+        info.noise_seed = 5;
     }
-    uint64_t usage[DETECT_E];
-    moevk_profile_get_usage(profile, usage);
-    s->rarest = 0;
-    for (uint32_t e = 1; e < DETECT_E; ++e)
-        if (usage[e] < usage[s->rarest]) s->rarest = e;
-    int flagged[SHIFT_KINDS] = {0};
-    double means[SHIFT_KINDS][3] = {{0}}; /* mean JSD, largest PSI and tail of each kind */
-    double worst_null[3] = {0};           /* the largest JSD, PSI and tail held-out batches gave */
-    for (int kind = 0; kind < SHIFT_KINDS; ++kind)
-        for (int b = 0; b < DETECT_BATCHES; ++b) {
-            synthetic_batch(s, (shift_kind)kind, logits);
+    moevk_router *router = NULL;
+    if (moevk_router_create(test_context(), &info, &router) != MOEVK_SUCCESS) return 0;
+    synthetic s = {.E = c->E, .T = c->T};
+    s.w = malloc(sizeof(float) * c->E * DETECT_D);
+    s.mean_shift = malloc(sizeof(float) * c->E);
+    float *logits = malloc(sizeof(float) * c->T * c->E);
+    uint64_t *usage = malloc(8 * c->E);
+    moevk_profile *profile = new_profile(router, 0, NULL, NULL);
+    int ok = s.w && s.mean_shift && logits && usage && profile;
+    for (uint32_t i = 0; ok && i < c->E * DETECT_D; ++i) s.w[i] = rng_normal() / sqrtf(DETECT_D);
+    for (uint32_t i = 0; ok && i < DETECT_CLUSTERS * DETECT_D; ++i)
+        s.centers[i] = 1.5f * rng_normal();
+    for (uint32_t e = 0; ok && e < c->E; ++e) s.mean_shift[e] = rng_u32() % 2 ? 1.0f : -1.0f;
+    uint32_t step = 0;
+    for (int b = 0; ok && b < 40; ++b) {
+        synthetic_batch(&s, SHIFT_NONE, logits);
+        ok = route_batch_at(router, logits, c->T, !c->noise, profile, NULL, NULL, NULL, NULL,
+                            step++) == MOEVK_SUCCESS;
+    }
+    if (ok) moevk_profile_get_usage(profile, usage);
+    for (uint32_t e = 1; ok && e < c->E; ++e)
+        if (usage[e] < usage[s.rarest]) s.rarest = e;
+    for (int kind = 0; ok && kind < SHIFT_KINDS; ++kind)
+        for (int b = 0; ok && b < DETECT_BATCHES; ++b) {
+            synthetic_batch(&s, (shift_kind)kind, logits);
             moevk_route_stats stats;
             moevk_route_stats_init(&stats);
-            CHECK_OK(route_batch(router, logits, DETECT_T, 0, NULL, profile, NULL, NULL, &stats));
-            CHECK(stats.drift_judged, "a batch of %u tokens was not judged", DETECT_T);
+            ok = route_batch_at(router, logits, c->T, !c->noise, NULL, profile, NULL, NULL, &stats,
+                                step++) == MOEVK_SUCCESS &&
+                 stats.drift_judged;
             flagged[kind] += stats.drift != 0;
-            double max_psi = 0;
-            for (int q = 0; q < MOEVK_MEASURES; ++q) max_psi = fmax(max_psi, stats.psi[q]);
-            means[kind][0] += stats.usage_jsd / DETECT_BATCHES;
-            means[kind][1] += max_psi / DETECT_BATCHES;
-            means[kind][2] += stats.energy_tail / DETECT_BATCHES;
-            if (kind == SHIFT_NONE) {
-                worst_null[0] = fmax(worst_null[0], stats.usage_jsd);
-                for (int q = 0; q < MOEVK_MEASURES; ++q)
-                    worst_null[1] = fmax(worst_null[1], stats.psi[q]);
-                worst_null[2] = fmax(worst_null[2], stats.energy_tail);
-            }
+            if (kind != SHIFT_NONE) continue;
+            worst_null[0] = fmax(worst_null[0], stats.usage_jsd);
+            for (int q = 0; q < MOEVK_MEASURES; ++q)
+                worst_null[1] = fmax(worst_null[1], stats.psi[q]);
+            worst_null[2] = fmax(worst_null[2], stats.energy_tail);
         }
-    printf("     detection at T = %u, E = %u, k = %u, default thresholds, %d batches each:\n",
-           DETECT_T, DETECT_E, DETECT_K, DETECT_BATCHES);
-    printf("     false alarms %d%% (largest JSD %.4f, PSI %.4f, tail %.4f)", flagged[0],
-           worst_null[0], worst_null[1], worst_null[2]);
-    for (int kind = 1; kind < SHIFT_KINDS; ++kind)
-        printf("; %s %d%%", SHIFT_NAMES[kind], flagged[kind]);
-    printf("\n     mean JSD, largest PSI, tail:");
-    for (int kind = 0; kind < SHIFT_KINDS; ++kind)
-        printf(" %s %.3f %.3f %.3f;", SHIFT_NAMES[kind], means[kind][0], means[kind][1],
-               means[kind][2]);
-    printf("\n");
-    CHECK(flagged[SHIFT_NONE] <= DETECT_BATCHES * 5 / 100, "false alarms: %d of %d",
-          flagged[SHIFT_NONE], DETECT_BATCHES);
-    for (int kind = 1; kind < SHIFT_KINDS; ++kind)
-        CHECK(flagged[kind] >= DETECT_BATCHES * 95 / 100, "%s: %d of %d flagged", SHIFT_NAMES[kind],
-              flagged[kind], DETECT_BATCHES);
     moevk_profile_destroy(profile);
     moevk_router_destroy(router);
-    free(logits), free(s);
+    free(s.w), free(s.mean_shift), free(logits), free(usage);
+    return ok;
+}
+
+/* At the default thresholds: at most 5% false alarms, at least 95% of each shift flagged. */
+static void test_detection_rates(void) {
+    for (size_t i = 0; i < sizeof DETECTIONS / sizeof DETECTIONS[0]; ++i) {
+        const detection_case *c = &DETECTIONS[i];
+        int flagged[SHIFT_KINDS] = {0};
+        double worst_null[3] = {0};
+        CHECK(detect(c, flagged, worst_null), "%s: a route failed (%s)", c->name,
+              moevk_context_last_error(test_context()));
+        printf("     %s, %d batches each: false alarms %d%% (largest JSD %.4f, PSI %.4f, tail "
+               "%.4f)",
+               c->name, DETECT_BATCHES, flagged[0], worst_null[0], worst_null[1], worst_null[2]);
+        for (int kind = 1; kind < SHIFT_KINDS; ++kind)
+            printf("; %s %d%%", SHIFT_NAMES[kind], flagged[kind]);
+        printf("\n");
+        CHECK(flagged[SHIFT_NONE] <= DETECT_BATCHES * 5 / 100, "%s: false alarms: %d of %d",
+              c->name, flagged[SHIFT_NONE], DETECT_BATCHES);
+        for (int kind = 1; kind < SHIFT_KINDS; ++kind)
+            CHECK(flagged[kind] >= DETECT_BATCHES * 95 / 100, "%s: %s: %d of %d flagged", c->name,
+                  SHIFT_NAMES[kind], flagged[kind], DETECT_BATCHES);
+    }
 }
 
 /* ---- Files ---- */

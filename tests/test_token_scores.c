@@ -9,16 +9,15 @@
 #include <string.h>
 
 #include "harness.h"
+#include "logit_patterns.h"
 #include "moevk_reference.h"
 #include "route_check.h"
-
-typedef enum pattern { RANDOM, TIES, MASKED, NONFINITE, HUGE_VALUES } pattern;
 
 typedef struct scores_case {
     const char *name;
     moevk_routing_mode mode;
     uint32_t E, k, T;
-    pattern logits;
+    logit_pattern logits;
     moevk_score_func score;
     float temperature;
     int noise, inference; /* Gaussian noise on the scores (noisy_scores); inference: off */
@@ -44,25 +43,6 @@ static const scores_case CASES[] = {
     {"expert_choice", .mode = MOEVK_MODE_EXPERT_CHOICE, .E = 8, .k = 1, .T = 256},
     {"large_t_4099_e_256", .E = 256, .k = 8, .T = 4099},
 };
-
-static float logit_of(pattern p, uint32_t t, uint32_t e) {
-    switch (p) {
-    case TIES: return (float)(rng_u32() % 3) * 0.5f;
-    case MASKED:
-        if (t % 17 == 5) return -INFINITY;
-        return rng_u32() % 3 == 0 ? -INFINITY : 2.0f * rng_normal();
-    case NONFINITE:
-        if (t % 13 == 3 && e == t % 7) return NAN;
-        if (t % 19 == 7 && e == 0) return INFINITY;
-        return 2.0f * rng_normal();
-    case HUGE_VALUES: {
-        uint32_t r = rng_u32() % 4;
-        return r == 0 ? 1e30f : r == 1 ? -1e30f : rng_normal();
-    }
-    case RANDOM: break;
-    }
-    return 2.0f * rng_normal();
-}
 
 static moevk_router_info case_info(const scores_case *c) {
     moevk_router_info info = route_case_info(c->mode, c->E, c->k, c->T ? c->T : 8, 0);
@@ -95,7 +75,7 @@ static void run_case(const void *row) {
     void *logits = malloc(T * E * item + 4);
     for (uint64_t i = 0; i < T * E; ++i)
         ref_store(logits, i, c->logits_type,
-                  logit_of(c->logits, (uint32_t)(i / E), (uint32_t)(i % E)));
+                  pattern_logit(c->logits, (uint32_t)(i / E), (uint32_t)(i % E)));
     float *got = malloc(T * 3 * 4 + 4), *again = malloc(T * 3 * 4 + 4), *want = malloc(T * 12 + 4);
     int32_t *ids = malloc(T * k * 4 + 4);
     float *weights = malloc(T * k * 4 + 4);
