@@ -6,14 +6,12 @@
 
 #include "profile.h"
 #include "profile.spv.h"
-#include "profile_addresses.spv.h"
 
 DEFINE_STAGE_PARAMS(profile_params, PROFILE_PARAMS)
 
-static const stage_kernel PROFILE_KERNEL = {
-    .name = "profile",
-    .shaders = {[VARIANT_PLAIN] = SPIRV(profile), [VARIANT_ADDRESSES] = SPIRV(profile_addresses)},
-    KERNEL_INTERFACE(PROFILE_BUFFERS, profile_params)};
+static const stage_kernel PROFILE_KERNEL = {.name = "profile",
+                                            .shaders = {[VARIANT_PLAIN] = SPIRV(profile)},
+                                            KERNEL_INTERFACE(PROFILE_BUFFERS, profile_params)};
 
 /* The modes whose tokens have logits of their own. */
 int profile_mode(const moevk_router_info *info) {

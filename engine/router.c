@@ -332,7 +332,7 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
     sizes[BINDING_BIAS] = E * 4;
     sizes[BINDING_EXPERT_IDS] = sizes[BINDING_WEIGHTS] = T * k * 4;
     sizes[BINDING_SLOTS] = sizes[BINDING_ROWS] = T * k * 4;
-    sizes[BINDING_ROW_STATS] = T * 16;
+    sizes[BINDING_ROW_STATS] = sizes[BINDING_ROW_MEASURES] = T * 16;
     sizes[BINDING_ROW_FLAGS] = T * 4;
     sizes[BINDING_EXPERT_INFO] = (3 * E + 1) * 4;
     sizes[BINDING_ROW_TOKEN] = rows * 4;
@@ -393,7 +393,8 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
                                                          "shared expert scales",
                                                          "token scores",
                                                          "profile measures",
-                                                         "profile counts"};
+                                                         "profile counts",
+                                                         "row measures"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {

@@ -4,14 +4,12 @@
 
 #include "token_scores.h"
 #include "token_scores.spv.h"
-#include "token_scores_addresses.spv.h"
 
 DEFINE_STAGE_PARAMS(token_scores_params, TOKEN_SCORES_PARAMS)
 
 static const stage_kernel TOKEN_SCORES_KERNEL = {
     .name = "token_scores",
-    .shaders = {[VARIANT_PLAIN] = SPIRV(token_scores),
-                [VARIANT_ADDRESSES] = SPIRV(token_scores_addresses)},
+    .shaders = {[VARIANT_PLAIN] = SPIRV(token_scores)},
     KERNEL_INTERFACE(TOKEN_SCORES_BUFFERS, token_scores_params)};
 
 static int runs(const route_call *call) {

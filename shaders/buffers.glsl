@@ -80,6 +80,7 @@
 // Each token's out-of-distribution scores (token_scores.comp).
 #define BUFFER_TOKEN_SCORES layout(std430, binding = BINDING_TOKEN_SCORES) buffer TokenScores { float token_scores[]; };
 #define BUFFER_PROFILE_MEASURES layout(std430, binding = BINDING_PROFILE_MEASURES) buffer ProfileMeasures { float profile_measures[]; };
+#define BUFFER_ROW_MEASURES layout(std430, binding = BINDING_ROW_MEASURES) buffer RowMeasures { vec4 row_measures[]; };
 #define BUFFER_PROFILE layout(std430, binding = BINDING_PROFILE) buffer Profile { uint profile[]; };
 
 #define DECLARE_BUFFER(name) BUFFER_##name

@@ -67,7 +67,10 @@
  * f32, then the header, histograms and co-selection counts the host reads (PROFILE_*). */
 #define BINDING_PROFILE_MEASURES 47
 #define BINDING_PROFILE 48
-#define BINDING_COUNT 49
+/* [T] vec4, for the token scores and the profile (FLAG_TOKEN_SCORES, FLAG_PROFILE): each valid
+ * token's two largest routing probabilities and its energy, from scores_topk's pass over it. */
+#define BINDING_ROW_MEASURES 49
+#define BINDING_COUNT 50
 
 /* The routing profile's measures of each token (moevk_profile_measure in moevk.h) and their
  * histograms: PROFILE_HISTOGRAM_WORDS(bins) uint counts per measure (below the lower bound,

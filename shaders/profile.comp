@@ -1,7 +1,8 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 // The routing profile of a batch: each valid token's five measures (entropy, top-1 probability,
-// top-1 minus top-2, raw logsumexp, energy; token_measures.glsl) and their histograms, with the
+// top-1 minus top-2, raw logsumexp, energy: scores_topk.comp's row stats and row measures) and
+// their histograms, with the
 // co-selected pairs of experts and the count of energies past the drift's threshold. Every sum
 // is a count (integer atomics), so the order tokens arrive in changes no bit.
 //   PROFILE_PHASE_MEASURES    grid: tokens. The measures into profile_measures [T, 5]; their
@@ -15,9 +16,6 @@
 #define STAGE_BUFFERS PROFILE_BUFFERS
 #define STAGE_PARAMS PROFILE_PARAMS
 #include "common.glsl"
-#include "noise.glsl"
-#include "scores.glsl"
-#include "token_measures.glsl"
 
 // Floats as uints in the same order (negative values reversed), for atomicMin and atomicMax.
 uint ordered(float x) {
@@ -45,10 +43,9 @@ void count_pairs(uint t) {
 
 void measure(uint t) {
     if (row_flags[t] != ROW_VALID) return;
-    vec4 stats = row_stats[t];
-    token_measure m = measure_token(t, stats);
-    precise float margin = m.top1 - m.top2;
-    float values[PROFILE_MEASURES] = float[](stats.w, m.top1, margin, stats.z, m.energy);
+    vec4 stats = row_stats[t], m = row_measures[t]; // m: top-1, top-2, energy
+    precise float margin = m.x - m.y;
+    float values[PROFILE_MEASURES] = float[](stats.w, m.x, margin, stats.z, m.z);
     for (uint q = 0u; q < PROFILE_MEASURES; ++q) {
         profile_measures[t * PROFILE_MEASURES + q] = values[q];
         if ((P.flags & FLAG_PROFILE_BOUNDS) == 0u) {
@@ -57,7 +54,7 @@ void measure(uint t) {
         }
     }
     if ((P.flags & FLAG_PROFILE_TAIL) != 0u &&
-        m.energy > uintBitsToFloat(profile[PROFILE_TAIL_THRESHOLD]))
+        m.z > uintBitsToFloat(profile[PROFILE_TAIL_THRESHOLD]))
         atomicAdd(profile[PROFILE_TAIL_COUNT], 1u);
     if ((P.flags & FLAG_PROFILE_PAIRS) != 0u) count_pairs(t);
 }

@@ -4,10 +4,9 @@
 #include "stage_params.h"
 
 // clang-format off
-#define PROFILE_BUFFERS(X) X(LOGITS) X(DECISIONS) X(NOISE_STD) X(ROW_STATS) X(ROW_FLAGS)          \
-    X(EXPERT_IDS) X(PROFILE_MEASURES) X(PROFILE)
-#define PROFILE_PARAMS(U, F, A) A(logits_address) U(num_tokens) U(num_experts) U(flags)           \
-    U(phase) U(profile_bins) SCORE_PARAMS(U, F, A) NOISE_PARAMS(U, F, A)
+#define PROFILE_BUFFERS(X) X(ROW_STATS) X(ROW_FLAGS) X(ROW_MEASURES) X(EXPERT_IDS)              \
+    X(PROFILE_MEASURES) X(PROFILE)
+#define PROFILE_PARAMS(U, F, A) U(num_tokens) U(num_experts) U(flags) U(phase) U(profile_bins)
 // clang-format on
 
 #endif

@@ -6,7 +6,9 @@
 // descending, ties to the lower expert index; -inf keys are never
 // selected. A row with a NaN or +inf key is non-finite: routed nowhere. Writes expert_ids and
 // weights [T, k] (score without bias, renormalised and scaled as asked), row_stats and row_flags
-// [T] for the stats stage (row max, 1/normaliser, raw logsumexp, entropy). The modes (see
+// [T] for the stats stage (row max, 1/normaliser, raw logsumexp, entropy), and when the route
+// asks for token scores or a profile, row_measures [T] (top-1 and top-2 probability, energy
+// -tau logsumexp(clean logits / tau)) from the same pass. The modes (see
 // scores.glsl): SEQUENCE and BATCH decide from the sequence's mean row (sequence_mean.comp),
 // SINKHORN ranks the balanced keys (sinkhorn.comp), EXPERT_CHOICE writes each expert's ranking
 // key of the token into the decisions buffer instead of a top-k (expert_choice.comp ranks them).
@@ -89,21 +91,39 @@ void route_token(uint token) {
     float norm_sum = 0.0;     // softmax: sum exp(x - max); sigmoid: sum of sigmoids
     float weighted = 0.0;     // softmax: sum (x - max) exp(x - max); sigmoid: sum s log s
     float raw_sum = 0.0;
+    // The token measures: the two largest unnormalised scores, and at a temperature other than
+    // 1 the sum of exp((raw - max) / tau) of the energy (at 1 it is the raw logsumexp's).
+    bool measures = (P.flags & (FLAG_TOKEN_SCORES | FLAG_PROFILE)) != 0u;
+    bool tempered = measures && P.temperature != 1.0;
+    float first = 0.0, second = 0.0, tempered_sum = 0.0;
     for (uint e = 0; e < P.num_experts; ++e) {
         float raw = decision_logit(token, e);
         if (isinf(raw)) continue; // -inf: a masked expert contributes nothing
         raw_sum += exp(raw - max_raw);
+        if (tempered) {
+            precise float shifted_raw = (raw - max_raw) / P.temperature;
+            tempered_sum += exp(shifted_raw);
+        }
         float logit = score_logit(raw, token, e);
+        float score;
         if (sigmoid) {
             float s = 1.0 / (1.0 + exp(-(logit / P.temperature)));
             norm_sum += s;
             if (s > 0.0) weighted += s * log(s);
+            score = s;
         } else {
             // The exact difference first, then one division: more accurate than l/tau - max/tau.
             float shifted = (logit - max_score) / P.temperature;
             float p = exp(shifted);
             norm_sum += p;
             weighted += shifted * p;
+            score = p;
+        }
+        if (measures && score > first) {
+            second = first;
+            first = score;
+        } else if (measures && score > second) {
+            second = score;
         }
     }
     float inv_norm = norm_sum > 0.0 ? 1.0 / norm_sum : 0.0;
@@ -111,6 +131,10 @@ void route_token(uint token) {
     float lse_raw = max_raw + log(raw_sum);
     row_stats[token] = vec4(max_score, inv_norm, lse_raw, entropy);
     row_flags[token] = ROW_VALID;
+    if (measures) {
+        precise float energy = tempered ? -(max_raw + P.temperature * log(tempered_sum)) : -lse_raw;
+        row_measures[token] = vec4(first * inv_norm, second * inv_norm, energy, 0.0);
+    }
     if (expert_choice()) {
         write_choice_keys(token, max_noisy);
         return;

@@ -3,15 +3,13 @@
 // Each token's out-of-distribution scores, token_scores [T, 3]: the energy
 // -tau logsumexp(logits / tau) of its own clean logits (higher: less familiar), the entropy of
 // its routing distribution (scores_topk.comp's, which the statistics average), and its top-1
-// probability in that distribution. A token whose logits are not finite gets NaN for all three;
-// one whose logits are all -inf (masked), +inf, 0, 0. Grid: any size, a token per invocation.
+// probability in that distribution, as scores_topk.comp measured them. A token whose logits are
+// not finite gets NaN for all three; one whose logits are all -inf (masked), +inf, 0, 0. Grid:
+// any size, a token per invocation.
 #include "token_scores.h"
 #define STAGE_BUFFERS TOKEN_SCORES_BUFFERS
 #define STAGE_PARAMS TOKEN_SCORES_PARAMS
 #include "common.glsl"
-#include "noise.glsl"
-#include "scores.glsl"
-#include "token_measures.glsl"
 
 void scores_of(uint t) {
     uint flag = row_flags[t];
@@ -23,11 +21,10 @@ void scores_of(uint t) {
         token_scores[3u * t + 2u] = masked ? 0.0 : nan;
         return;
     }
-    vec4 stats = row_stats[t];
-    token_measure m = measure_token(t, stats);
-    token_scores[3u * t] = m.energy;
-    token_scores[3u * t + 1u] = stats.w;
-    token_scores[3u * t + 2u] = m.top1;
+    vec4 measures = row_measures[t];
+    token_scores[3u * t] = measures.z;
+    token_scores[3u * t + 1u] = row_stats[t].w;
+    token_scores[3u * t + 2u] = measures.x;
 }
 
 void main() {

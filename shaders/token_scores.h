@@ -5,10 +5,8 @@
 #include "stage_params.h"
 
 // clang-format off
-#define TOKEN_SCORES_BUFFERS(X) X(LOGITS) X(DECISIONS) X(NOISE_STD) X(ROW_STATS) X(ROW_FLAGS)     \
-    X(TOKEN_SCORES)
-#define TOKEN_SCORES_PARAMS(U, F, A) A(logits_address) U(num_tokens) U(num_experts) U(flags)       \
-    SCORE_PARAMS(U, F, A) NOISE_PARAMS(U, F, A)
+#define TOKEN_SCORES_BUFFERS(X) X(ROW_STATS) X(ROW_FLAGS) X(ROW_MEASURES) X(TOKEN_SCORES)
+#define TOKEN_SCORES_PARAMS(U, F, A) U(num_tokens)
 // clang-format on
 
 #endif
