@@ -122,8 +122,16 @@ moevk_result moevk_devices_enumerate(uint32_t *count, moevk_device_info *infos) 
     loader_load_global(&scratch.vki, gipa);
     VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
                              .apiVersion = VK_API_VERSION_1_2};
-    VkInstanceCreateInfo create = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
-                                   .pApplicationInfo = &app};
+    /* Portability devices (MoltenVK) are listed too, where the loader can. */
+    int portability = instance_has_extension(&scratch.vki, VK_NULL_HANDLE,
+                                             VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME);
+    const char *extensions[] = {VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME};
+    VkInstanceCreateInfo create = {
+        .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+        .flags = portability ? VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR : 0,
+        .pApplicationInfo = &app,
+        .enabledExtensionCount = portability ? 1 : 0,
+        .ppEnabledExtensionNames = extensions};
     VkResult vr = scratch.vki.vkCreateInstance(&create, NULL, &scratch.instance);
     if (vr != VK_SUCCESS) {
         loader_close(scratch.loader_library);
@@ -146,6 +154,7 @@ moevk_result moevk_devices_enumerate(uint32_t *count, moevk_device_info *infos) 
             moevk_device_info full;
             moevk_device_info_init(&full);
             instance_fill_device_info(&scratch.vki, devices[i], &full);
+            full.portability_enumeration = portability;
             moevk_device_info *entry = (moevk_device_info *)((char *)infos + i * stride);
             entry->struct_size = infos->struct_size;
             SIZED_WRITE(moevk_device_info, entry, &full);

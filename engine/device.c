@@ -42,6 +42,7 @@ moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode
     context->limits = properties.limits;
     context->info.host_visible_device_memory = maps_device_memory(context, memory_mode);
     context->info.buffer_device_address = adopted_addresses;
+    context->info.portability_enumeration = context->portability_enumeration;
 
     /* A kernel binds only its own buffers (at most MAX_KERNEL_BUFFERS, engine/stage.c checks
      * each), whatever their binding numbers. */
@@ -74,10 +75,14 @@ moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode
                                          .queueFamilyIndex = context->queue_family,
                                          .queueCount = 1,
                                          .pQueuePriorities = &priority};
+        /* A portability-subset device must have the extension enabled (Vulkan's rule). */
+        const char *portability[] = {PORTABILITY_SUBSET_EXTENSION};
         VkDeviceCreateInfo create = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                                      .pNext = &enabled12,
                                      .queueCreateInfoCount = 1,
-                                     .pQueueCreateInfos = &queue};
+                                     .pQueueCreateInfos = &queue,
+                                     .enabledExtensionCount = context->info.portability_subset,
+                                     .ppEnabledExtensionNames = portability};
         VkResult vr = vki->vkCreateDevice(context->physical_device, &create, context->allocator,
                                           &context->device);
         if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateDevice");

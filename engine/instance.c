@@ -22,6 +22,23 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation_message(
     return VK_FALSE;
 }
 
+int instance_has_extension(const instance_functions *vki, VkPhysicalDevice device,
+                           const char *name) {
+    uint32_t count = 0;
+    VkResult vr = device ? vki->vkEnumerateDeviceExtensionProperties(device, NULL, &count, NULL)
+                         : vki->vkEnumerateInstanceExtensionProperties(NULL, &count, NULL);
+    if (vr != VK_SUCCESS || count == 0) return 0;
+    VkExtensionProperties *list = calloc(count, sizeof *list);
+    if (!list) return 0;
+    vr = device ? vki->vkEnumerateDeviceExtensionProperties(device, NULL, &count, list)
+                : vki->vkEnumerateInstanceExtensionProperties(NULL, &count, list);
+    int found = 0;
+    for (uint32_t i = 0; (vr == VK_SUCCESS || vr == VK_INCOMPLETE) && i < count && !found; ++i)
+        found = strcmp(list[i].extensionName, name) == 0;
+    free(list);
+    return found;
+}
+
 static int has_validation_layer(moevk_context *context) {
     const instance_functions *vki = &context->vki;
     const VkAllocationCallbacks *alloc = context->allocator;
@@ -73,13 +90,23 @@ moevk_result instance_create(moevk_context *context, const moevk_context_info *i
         .pfnUserCallback = on_validation_message,
         .pUserData = context};
     const char *layers[] = {VALIDATION_LAYER};
-    const char *extensions[] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME};
+    const char *extensions[2];
+    uint32_t extension_count = 0;
+    if (validation) extensions[extension_count++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+    /* MoltenVK's devices are listed only to an instance that asks for portability ones. */
+    context->portability_enumeration =
+        instance_has_extension(vki, VK_NULL_HANDLE, VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME);
+    if (context->portability_enumeration)
+        extensions[extension_count++] = VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME;
     VkInstanceCreateInfo create = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
                                    .pNext = validation ? &messenger_info : NULL,
+                                   .flags = context->portability_enumeration
+                                                ? VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR
+                                                : 0,
                                    .pApplicationInfo = &app,
                                    .enabledLayerCount = validation ? 1 : 0,
                                    .ppEnabledLayerNames = layers,
-                                   .enabledExtensionCount = validation ? 1 : 0,
+                                   .enabledExtensionCount = extension_count,
                                    .ppEnabledExtensionNames = extensions};
     VkResult vr = vki->vkCreateInstance(&create, context->allocator, &context->instance);
     if (vr == VK_ERROR_INCOMPATIBLE_DRIVER)
@@ -121,6 +148,7 @@ void instance_fill_device_info(const instance_functions *vki, VkPhysicalDevice d
     info->max_workgroup_count_x = p->limits.maxComputeWorkGroupCount[0];
     info->max_storage_buffer_range = p->limits.maxStorageBufferRange;
     info->rounding_mode_rte = float_controls.shaderRoundingModeRTEFloat32 == VK_TRUE;
+    info->portability_subset = instance_has_extension(vki, device, PORTABILITY_SUBSET_EXTENSION);
 
     VkPhysicalDeviceMemoryProperties memory;
     vki->vkGetPhysicalDeviceMemoryProperties(device, &memory);

@@ -19,6 +19,8 @@ typedef struct instance_functions {
     PFN_vkCreateInstance vkCreateInstance;
     PFN_vkEnumerateInstanceLayerProperties vkEnumerateInstanceLayerProperties;
     PFN_vkEnumerateInstanceVersion vkEnumerateInstanceVersion;
+    PFN_vkEnumerateInstanceExtensionProperties vkEnumerateInstanceExtensionProperties;
+    PFN_vkEnumerateDeviceExtensionProperties vkEnumerateDeviceExtensionProperties;
     PFN_vkDestroyInstance vkDestroyInstance;
     PFN_vkEnumeratePhysicalDevices vkEnumeratePhysicalDevices;
     PFN_vkGetPhysicalDeviceProperties vkGetPhysicalDeviceProperties;
@@ -31,6 +33,12 @@ typedef struct instance_functions {
     PFN_vkCreateDebugUtilsMessengerEXT vkCreateDebugUtilsMessengerEXT;
     PFN_vkDestroyDebugUtilsMessengerEXT vkDestroyDebugUtilsMessengerEXT;
 } instance_functions;
+
+/* VK_KHR_portability_subset (its name is in vulkan_beta.h, which moevk does not include). */
+#define PORTABILITY_SUBSET_EXTENSION "VK_KHR_portability_subset"
+/* instance.c: whether the loader (device VK_NULL_HANDLE) or a device offers an extension. */
+int instance_has_extension(const instance_functions *vki, VkPhysicalDevice device,
+                           const char *name);
 
 /* ---- loader.c: the system Vulkan loader and function tables, no global state ---- */
 /* Opens libvulkan and returns its vkGetInstanceProcAddr; *library receives the handle. */
@@ -61,6 +69,7 @@ struct moevk_context {
     uint32_t queue_family;
     uint32_t queue_index;
     int owns_instance;
+    int portability_enumeration; /* moevk's instance asked for VK_KHR_portability_enumeration */
     int owns_device;
     VkDebugUtilsMessengerEXT messenger;
     moevk_message_fn message_fn;

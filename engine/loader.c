@@ -18,7 +18,11 @@
 #endif
 
 PFN_vkGetInstanceProcAddr loader_open(void **library) {
+#if defined(__APPLE__) /* the loader of the Vulkan SDK (MoltenVK behind it): untested */
+    static const char *const names[] = {"libvulkan.1.dylib", "libvulkan.dylib"};
+#else
     static const char *const names[] = {"libvulkan.so.1", "libvulkan.so"};
+#endif
     *library = NULL;
     for (size_t i = 0; i < sizeof names / sizeof names[0] && !*library; ++i)
         *library = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
@@ -45,11 +49,13 @@ void loader_load_global(instance_functions *fns, PFN_vkGetInstanceProcAddr gipa)
     LOAD_INSTANCE_FN(fns, VK_NULL_HANDLE, vkCreateInstance);
     LOAD_INSTANCE_FN(fns, VK_NULL_HANDLE, vkEnumerateInstanceLayerProperties);
     LOAD_INSTANCE_FN(fns, VK_NULL_HANDLE, vkEnumerateInstanceVersion);
+    LOAD_INSTANCE_FN(fns, VK_NULL_HANDLE, vkEnumerateInstanceExtensionProperties);
 }
 
 void loader_load_instance(instance_functions *fns, VkInstance instance) {
     LOAD_INSTANCE_FN(fns, instance, vkDestroyInstance);
     LOAD_INSTANCE_FN(fns, instance, vkEnumeratePhysicalDevices);
+    LOAD_INSTANCE_FN(fns, instance, vkEnumerateDeviceExtensionProperties);
     LOAD_INSTANCE_FN(fns, instance, vkGetPhysicalDeviceProperties);
     LOAD_INSTANCE_FN(fns, instance, vkGetPhysicalDeviceProperties2);
     LOAD_INSTANCE_FN(fns, instance, vkGetPhysicalDeviceFeatures2);

@@ -343,6 +343,15 @@ typedef struct moevk_device_info {
      * float controls, shaderRoundingModeRTEFloat32), and moevk's scores and top-k stage asks
      * for it; 0: that stage relies on the default rounding. */
     int rounding_mode_rte;
+    /* ---- Since moevk 0.6: Vulkan's portability rules (MoltenVK) ---- */
+    /* 1: the instance moevk made asked the loader for VK_KHR_portability_enumeration (offered:
+     * portability devices such as MoltenVK are listed too); 0 where the loader does not offer
+     * it, or the application's instance was adopted. */
+    int portability_enumeration;
+    /* 1: the device is a portability-subset one (VK_KHR_portability_subset): moevk enables the
+     * extension; none of the features the subset may lack (events, triangle fans, image views'
+     * reinterpretation, ...) is one moevk uses. */
+    int portability_subset;
 } moevk_device_info;
 
 static inline void moevk_device_info_init(moevk_device_info *info) { MOEVK_INIT_STRUCT_(info); }

@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(libvulkan-dev libvulkan-volk-dev glslang-tools spirv-tools mesa-vulkan-drivers
           vulkan-validationlayers meson ninja-build pkg-config gcc g++ binutils python3
-          clang libclang-rt-14-dev libcjson-dev)
+          clang libclang-rt-14-dev libcjson-dev cmake)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# How moevk is consumed: its examples, installed (shared and static, found through pkg-config), as a meson
-# subproject, and its header from C11 and C++ at -Wall -Wextra -Wpedantic -Werror. Each check
+# How moevk is consumed: its examples, installed (shared and static, found through pkg-config and
+# through its CMake package), as a meson subproject, and its header from C11 and C++ at -Wall -Wextra -Wpedantic -Werror. Each check
 # builds examples/minimal.c (or a header-only file) and runs it on the default device.
 # Usage: tests/check_consumers.sh BUILD_DIR. Ends with "N passed, N failed".
 set -uo pipefail
@@ -79,6 +79,28 @@ MESON
     "$tmp/consumer/build/minimal"
 }
 
+# A CMake project against the installed tree: find_package(moevk) and both imported targets.
+cmake_consumer() { # target
+  local dir="$tmp/cmake_$1"
+  mkdir -p "$dir" && cp "$root/examples/minimal.c" "$dir/" &&
+    cat >"$dir/CMakeLists.txt" <<CMAKE &&
+cmake_minimum_required(VERSION 3.16)
+project(consumer C)
+set(CMAKE_C_STANDARD 11)
+find_package(moevk 0.6 REQUIRED)
+add_executable(minimal minimal.c)
+target_link_libraries(minimal PRIVATE moevk::$1)
+CMAKE
+    cmake -S "$dir" -B "$dir/build" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/root$prefix" >/dev/null &&
+    ninja -C "$dir/build" >/dev/null &&
+    LD_LIBRARY_PATH="$libdir" "$dir/build/minimal"
+}
+cmake_too_new() { # asking for a later major version is refused
+  local dir="$tmp/cmake_new"
+  mkdir -p "$dir" && printf 'cmake_minimum_required(VERSION 3.16)\nproject(c C)\nfind_package(moevk 1.0 REQUIRED)\n' >"$dir/CMakeLists.txt" &&
+    ! cmake -S "$dir" -B "$dir/build" -G Ninja -DCMAKE_PREFIX_PATH="$tmp/root$prefix" >/dev/null 2>&1
+}
+
 check "example minimal routes a batch" "$build/examples/minimal"
 check "example moe_layer matches the dense layer" "$build/examples/moe_layer"
 check "example shared_device records into the application's command buffer" "$build/examples/shared_device"
@@ -89,5 +111,8 @@ check "header compiles as C11 with -Wpedantic" header_as_c11
 check "header compiles as C++ with -Wpedantic" header_as_cxx
 check "shared library has a versioned soname" versioned_soname
 check "works as a meson subproject" subproject
+check "a CMake project links moevk::moevk and routes a batch" cmake_consumer moevk
+check "a CMake project links moevk::moevk_static and routes a batch" cmake_consumer moevk_static
+check "the CMake package refuses a later major version" cmake_too_new
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -274,6 +274,38 @@ static void test_devices_are_listed_two_calls(void) {
     CHECK(mine.max_storage_buffer_range > 0 && mine.api_version >= VK_API_VERSION_1_2, "limits");
 }
 
+/* Where the loader offers VK_KHR_portability_enumeration (the Khronos loader does, on Linux too),
+ * moevk's own instances ask for it (so MoltenVK's devices are listed); lavapipe is no
+ * portability-subset device. */
+static void test_portability_enumeration_is_asked_for(void) {
+    CHECK(volkInitialize() == VK_SUCCESS, "no Vulkan loader");
+    uint32_t count = 0;
+    vkEnumerateInstanceExtensionProperties(NULL, &count, NULL);
+    VkExtensionProperties *list = calloc(count + 1, sizeof *list);
+    CHECK(list, "out of memory");
+    vkEnumerateInstanceExtensionProperties(NULL, &count, list);
+    int offered = 0;
+    for (uint32_t i = 0; i < count; ++i)
+        offered |=
+            strcmp(list[i].extensionName, VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME) == 0;
+    free(list);
+    moevk_device_info mine;
+    moevk_device_info_init(&mine);
+    moevk_context_device_info(test_context(), &mine);
+    CHECK(mine.portability_enumeration == offered,
+          "the loader %s portability enumeration; the "
+          "context says %d",
+          offered ? "offers" : "does not offer", mine.portability_enumeration);
+    if (strstr(mine.name, "llvmpipe"))
+        CHECK(!mine.portability_subset, "lavapipe marked a portability-subset device");
+    moevk_device_info listed[16];
+    uint32_t asked = 16;
+    moevk_device_info_init(&listed[0]);
+    CHECK_OK(moevk_devices_enumerate(&asked, listed));
+    for (uint32_t i = 0; i < asked; ++i)
+        CHECK(listed[i].portability_enumeration == offered, "device %u listed without it", i);
+}
+
 /* ---- allocation callbacks ---- */
 typedef struct counting_allocator {
     long allocations, frees, live;
@@ -713,6 +745,7 @@ static const test_case TESTS[] = {
     TEST(bad_route_calls_leave_the_router_usable),
     TEST(bad_device_selector_is_a_clear_error),
     TEST(devices_are_listed_two_calls),
+    TEST(portability_enumeration_is_asked_for),
     TEST(allocation_callbacks_are_used_and_balanced),
     TEST(adopted_device_routes_and_is_left_alive),
     TEST(adopting_needs_all_handles),
