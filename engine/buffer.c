@@ -83,7 +83,7 @@ static moevk_result one_shot(moevk_context *context, const transfer_command *com
                              .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
                              .dstAccessMask = VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT |
                                               VK_ACCESS_SHADER_WRITE_BIT};
-    pthread_mutex_lock(&context->lock);
+    platform_lock_acquire(&context->lock);
     VkResult vr = vk->vkResetCommandBuffer(cmd, 0);
     if (vr == VK_SUCCESS) vr = vk->vkBeginCommandBuffer(cmd, &begin);
     if (vr == VK_SUCCESS) {
@@ -111,7 +111,7 @@ static moevk_result one_shot(moevk_context *context, const transfer_command *com
         VkResult reset = vk->vkResetFences(context->device, 1, &context->fence);
         if (vr == VK_SUCCESS) vr = reset;
     }
-    pthread_mutex_unlock(&context->lock);
+    platform_lock_release(&context->lock);
     return vr == VK_SUCCESS ? MOEVK_SUCCESS : context_fail_vk(context, vr, "copying a buffer");
 }
 

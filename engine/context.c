@@ -70,7 +70,7 @@ moevk_result moevk_context_create(const moevk_context_info *caller_info, moevk_c
     context->allocator = allocator;
     atomic_init(&context->validation_messages, 0u);
     atomic_init(&context->host_allocations, 1u); /* the context itself */
-    if (pthread_mutex_init(&context->lock, NULL) != 0) {
+    if (platform_lock_init(&context->lock) != 0) {
         host_free(allocator, context);
         return MOEVK_ERROR_OUT_OF_HOST_MEMORY;
     }
@@ -104,7 +104,7 @@ void moevk_context_destroy(moevk_context *context) {
     if (context->owns_instance) context->vki.vkDestroyInstance(context->instance, allocator);
     host_free(allocator, context->pipeline_cache_path);
     loader_close(context->loader_library);
-    pthread_mutex_destroy(&context->lock);
+    platform_lock_destroy(&context->lock);
     host_free(allocator, context);
 }
 

@@ -28,9 +28,9 @@ moevk_result context_fail(moevk_context *context, moevk_result result, const cha
     if (!context) return result;
     va_list args;
     va_start(args, format);
-    pthread_mutex_lock(&context->lock);
+    platform_lock_acquire(&context->lock);
     vsnprintf(context->last_error, sizeof context->last_error, format, args);
-    pthread_mutex_unlock(&context->lock);
+    platform_lock_release(&context->lock);
     va_end(args);
     return result;
 }

@@ -3,7 +3,6 @@
 #ifndef MOEVK_INTERNAL_H
 #define MOEVK_INTERNAL_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -12,6 +11,7 @@
 #include "moevk.h"
 #include "moevk_testing.h"
 #include "moevk_shared.h"
+#include "platform.h"
 
 /* Instance-level Vulkan entry points, loaded per context (volk's tables cover devices only). */
 typedef struct instance_functions {
@@ -80,7 +80,7 @@ struct moevk_context {
     atomic_uint device_allocations; /* counted for hooks.fail_device_allocation */
     atomic_uint submissions;        /* counted for hooks.lose_device_at_submit */
     atomic_int lost;                /* the device was lost: every call says so */
-    pthread_mutex_t lock;           /* guards the queue and last_error */
+    platform_lock lock;             /* guards the queue and last_error */
     moevk_device_info info;
     VkPhysicalDeviceMemoryProperties memory;
     VkPhysicalDeviceLimits limits;
@@ -98,7 +98,7 @@ struct moevk_context {
 /* ---- errors.c ---- */
 /* Records a formatted message as the context's last error and returns `result`. */
 moevk_result context_fail(moevk_context *context, moevk_result result, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
+    PRINTF_LIKE(3, 4);
 /* MOEVK_ERROR_DEVICE_LOST (with a message) once the context's device was lost, else success. */
 moevk_result context_check_alive(moevk_context *context);
 /* A queue submission, counted for the lose_device_at_submit hook; call under the context lock. */

@@ -2,7 +2,7 @@
  * that its table generator can fill a VolkDeviceTable through a context's own
  * vkGetDeviceProcAddr; volk's global pointers are never initialised or written, so an
  * application that uses volk, or libvulkan directly, is never disturbed. */
-#include <dlfcn.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -18,28 +18,20 @@
 #endif
 
 PFN_vkGetInstanceProcAddr loader_open(void **library) {
-#if defined(__APPLE__) /* the loader of the Vulkan SDK (MoltenVK behind it): untested */
-    static const char *const names[] = {"libvulkan.1.dylib", "libvulkan.dylib"};
-#else
-    static const char *const names[] = {"libvulkan.so.1", "libvulkan.so"};
-#endif
-    *library = NULL;
-    for (size_t i = 0; i < sizeof names / sizeof names[0] && !*library; ++i)
-        *library = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    *library = platform_library_open();
     if (!*library) return NULL;
     PFN_vkGetInstanceProcAddr gipa;
-    /* dlsym returns an object pointer; POSIX guarantees it converts to a function pointer. */
-    *(void **)&gipa = dlsym(*library, "vkGetInstanceProcAddr");
+    /* An object pointer from dlsym or GetProcAddress; both systems let it convert back. */
+    void *symbol = platform_library_symbol(*library, "vkGetInstanceProcAddr");
+    memcpy(&gipa, &symbol, sizeof gipa);
     if (!gipa) {
-        dlclose(*library);
+        platform_library_close(*library);
         *library = NULL;
     }
     return gipa;
 }
 
-void loader_close(void *library) {
-    if (library) dlclose(library);
-}
+void loader_close(void *library) { platform_library_close(library); }
 
 #define LOAD_INSTANCE_FN(fns, instance, name)                                                      \
     (fns)->name = (PFN_##name)(fns)->vkGetInstanceProcAddr(instance, #name)

@@ -132,9 +132,9 @@ moevk_result transfer_submit(transfer_plan *plan) {
     VkSubmitInfo submit = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
                            .commandBufferCount = 1,
                            .pCommandBuffers = &router->command_buffer};
-    pthread_mutex_lock(&context->lock);
+    platform_lock_acquire(&context->lock);
     vr = context_submit(context, &submit, router->fence);
-    pthread_mutex_unlock(&context->lock);
+    platform_lock_release(&context->lock);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkQueueSubmit");
     return MOEVK_SUCCESS;
 }

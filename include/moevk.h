@@ -34,8 +34,14 @@
 extern "C" {
 #endif
 
+/* Windows: exported from moevk.dll while building it, imported by programs that use the DLL
+ * (define MOEVK_STATIC to link the static library instead). */
 #if defined(_WIN32) && defined(MOEVK_BUILDING_SHARED)
 #define MOEVK_API __declspec(dllexport)
+#elif defined(_WIN32) && !defined(MOEVK_STATIC) && !defined(MOEVK_BUILDING_STATIC)
+#define MOEVK_API __declspec(dllimport)
+#elif defined(_WIN32)
+#define MOEVK_API
 #elif defined(__GNUC__)
 #define MOEVK_API __attribute__((visibility("default")))
 #else

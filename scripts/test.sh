@@ -86,6 +86,8 @@ run "stage interfaces, each entry used" python3 tests/check_stage_interfaces.py
 run "installed, static, subproject and C++ consumers" tests/check_consumers.sh build
 # libFuzzer on the .npy reader and the configuration checks, briefly (scripts/fuzz.sh N for longer).
 run "fuzzers, 30 s each" scripts/fuzz.sh 30
+# The Windows build (MinGW-w64) and the device tests ported so far, under Wine on lavapipe.
+run "the Windows build under Wine" scripts/test-windows.sh
 rm -f "$log"
 
 echo "$passed passed, $failed failed"

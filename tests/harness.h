@@ -26,7 +26,11 @@ moevk_context *test_context(void);
 int test_validation(void);
 /* Marks the running test failed with a message (printed with the test's seed). */
 void test_fail(const char *file, int line, const char *format, ...)
+#ifdef __MINGW32__ /* MinGW's C99 printf (__USE_MINGW_ANSI_STDIO) */
+    __attribute__((format(gnu_printf, 3, 4)));
+#else
     __attribute__((format(printf, 3, 4)));
+#endif
 int test_failed(void);
 int test_main(const test_case *tests, size_t count, int argc, char **argv);
 /* test_main over a case table and the tests written as functions: each row (of row_size bytes,

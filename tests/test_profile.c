@@ -385,13 +385,16 @@ typedef struct detection_case {
     const char *name;
     moevk_routing_mode mode;
     uint32_t E, k, T;
-    int noise; /* Gaussian noise on (training routes), else inference */
+    int noise;    /* Gaussian noise on (training routes), else inference */
+    int asserted; /* the rates are held to 5% and 95%; else only reported */
 } detection_case;
 
 static const detection_case DETECTIONS[] = {
-    {"E = 16, k = 2, T = 512", MOEVK_MODE_TOKEN, 16, 2, 512, 0},
-    {"E = 64, k = 4, T = 1024, Gaussian noise", MOEVK_MODE_TOKEN, 64, 4, 1024, 1},
-    {"expert choice, E = 16, T = 512", MOEVK_MODE_EXPERT_CHOICE, 16, 2, 512, 0},
+    {"E = 16, k = 2, T = 512", MOEVK_MODE_TOKEN, 16, 2, 512, 0, 1},
+    {"E = 64, k = 4, T = 1024, Gaussian noise", MOEVK_MODE_TOKEN, 64, 4, 1024, 1, 1},
+    /* Expert choice keeps every expert's usage at C by construction: only the measures can
+     * move, and how far a shift moves them depends on the router drawn (reported only). */
+    {"expert choice, E = 16, T = 512 (reported only)", MOEVK_MODE_EXPERT_CHOICE, 16, 2, 512, 0, 0},
 };
 
 typedef enum shift_kind {
@@ -501,6 +504,7 @@ static void test_detection_rates(void) {
         for (int kind = 1; kind < SHIFT_KINDS; ++kind)
             printf("; %s %d%%", SHIFT_NAMES[kind], flagged[kind]);
         printf("\n");
+        if (!c->asserted) continue;
         CHECK(flagged[SHIFT_NONE] <= DETECT_BATCHES * 5 / 100, "%s: false alarms: %d of %d",
               c->name, flagged[SHIFT_NONE], DETECT_BATCHES);
         for (int kind = 1; kind < SHIFT_KINDS; ++kind)
@@ -531,7 +535,16 @@ static moevk_profile *calibrated(moevk_router *router, uint32_t E, uint32_t T, i
     return profile;
 }
 
+/* Profile files need cJSON, which a Windows build does without (its files are UNSUPPORTED). */
+static int profile_files_supported(void) {
+    moevk_profile *profile = NULL;
+    if (moevk_profile_parse("{}", 2, &profile, NULL, 0) != MOEVK_ERROR_UNSUPPORTED) return 1;
+    printf("     skipped: this libmoevk was built without cJSON (profile files UNSUPPORTED)\n");
+    return 0;
+}
+
 static void test_json_round_trip(void) {
+    if (!profile_files_supported()) return;
     moevk_router_info info = route_case_info(MOEVK_MODE_TOKEN, 12, 3, 300, 0);
     info.score = MOEVK_SCORE_SIGMOID;
     info.temperature = 0.3f; /* not exact in decimal: its float must come back */
@@ -569,6 +582,7 @@ static void test_json_round_trip(void) {
 
 /* Broken files, each refused with its reason. */
 static void test_malformed_files_are_refused(void) {
+    if (!profile_files_supported()) return;
     moevk_router_info info = route_case_info(MOEVK_MODE_TOKEN, 3, 2, 50, 0);
     moevk_router *router = NULL;
     CHECK_OK(moevk_router_create(test_context(), &info, &router));
