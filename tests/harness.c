@@ -172,3 +172,12 @@ int test_main_with_table(const void *rows, size_t row_count, size_t row_size,
     free(tests);
     return result;
 }
+
+const char *test_temp_path(const char *name) {
+    static char path[1024];
+    const char *dir = getenv("TMPDIR");
+    if (!dir) dir = getenv("TEMP"); /* Windows (and Wine) */
+    if (!dir) dir = "/tmp";
+    snprintf(path, sizeof path, "%s/moevk-%llx-%s", dir, (unsigned long long)test_seed(), name);
+    return path;
+}

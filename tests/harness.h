@@ -59,6 +59,9 @@ float rng_uniform(float low, float high);
 float rng_normal(void);
 uint64_t test_seed(void);
 
+/* A path for a temporary file of this test run (in TMPDIR, TEMP or /tmp; the name and the run's
+ * seed make it unique); static storage, overwritten by the next call. */
+const char *test_temp_path(const char *name);
 /* Reads a text file into text (at most size - 1 bytes, NUL-terminated; "" when it cannot be
  * read) and returns how many bytes it read. */
 size_t read_text_file(const char *path, char *text, size_t size);

@@ -3,7 +3,11 @@
  * inputs, bias, step, inference drawn per route; then combine, the losses with their gradients
  * in the token mode, and the per-expert loss); each route hashes every output it gives into one
  * 64-bit FNV-1a value, and tests/golden_routes.txt holds the 320 values recorded on lavapipe
- * before the engine was reshaped into stage modules. A change that alters any output
+ * (first before the engine was reshaped into stage modules; recorded again when the inputs
+ * stopped depending on the C library, with the engine's bits unchanged: see normal()). The
+ * inputs are made with integer and correctly rounded float steps only, so that the Windows
+ * build (another C library, under Wine) routes the same inputs and must give the same bits.
+ * A change that alters any output
  * bit of any case, or whether a case is refused, fails here. The file also names the device it
  * was recorded on: floats differ between drivers (exp, division), so on another device the
  * comparison is skipped and said so. MOEVK_GOLDEN_RECORD=FILE writes a new file instead. */
@@ -32,9 +36,12 @@ static uint64_t next(case_rng *r) {
 }
 static uint32_t below(case_rng *r, uint32_t n) { return (uint32_t)(next(r) % n); }
 static float uniform(case_rng *r) { return (float)((next(r) >> 40) * (1.0 / 16777216.0)); }
+/* Roughly normal (Irwin-Hall: twelve uniforms less 6) with no logf or cosf, whose last bits
+ * differ between C libraries. */
 static float normal(case_rng *r) {
-    float u = uniform(r) * 0.999f + 0.0005f, v = uniform(r);
-    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
+    float sum = 0.0f;
+    for (int i = 0; i < 12; ++i) sum += uniform(r);
+    return sum - 6.0f;
 }
 
 static uint16_t to_half(float f) { /* round to nearest even; inputs stay in the normal range */

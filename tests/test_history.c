@@ -107,9 +107,8 @@ static void test_csv_and_json_files(void) {
     CHECK(moevk_history_get(history, 3, &report, NULL, NULL) == MOEVK_SUCCESS &&
               !report.has_expert_loss,
           "an earlier step has none");
-    char path[] = "/tmp/moevk-history-XXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0, "temporary file");
+    char path[1024];
+    snprintf(path, sizeof path, "%s", test_temp_path("history.csv"));
     CHECK(moevk_history_write_csv(history, path) == MOEVK_SUCCESS, "csv");
     FILE *file = fopen(path, "r");
     char line[1024];
