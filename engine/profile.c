@@ -13,13 +13,17 @@ static const stage_kernel PROFILE_KERNEL = {.name = "profile",
                                             .shaders = {[VARIANT_PLAIN] = SPIRV(profile)},
                                             KERNEL_INTERFACE(PROFILE_BUFFERS, profile_params)};
 
-/* The modes whose tokens have logits of their own. */
+/* The modes that give each token a routing distribution of its own (Sinkhorn balances only the
+ * selection keys; SEQUENCE and BATCH decide from a sequence's mean). */
 int profile_mode(const moevk_router_info *info) {
-    return info->mode == MOEVK_MODE_TOKEN || info->mode == MOEVK_MODE_EXPERT_CHOICE;
+    return info->mode == MOEVK_MODE_TOKEN || info->mode == MOEVK_MODE_EXPERT_CHOICE ||
+           info->mode == MOEVK_MODE_SINKHORN;
 }
 
+/* Co-selection: the modes where each token picks its k experts. */
 int profile_counts_pairs(const moevk_router_info *info) {
-    return info->mode == MOEVK_MODE_TOKEN && info->top_k >= 2;
+    return (info->mode == MOEVK_MODE_TOKEN || info->mode == MOEVK_MODE_SINKHORN) &&
+           info->top_k >= 2;
 }
 
 static int needed(const moevk_router *router) { return profile_mode(&router->info); }

@@ -14,6 +14,14 @@
 #ifdef MOEVK_HAVE_CJSON
 #include <cjson/cJSON.h>
 
+/* By moevk_routing_mode and moevk_score_func (NULL: not a profile's mode). */
+#define MODE_NAME_COUNT 5
+static const char *const MODE_NAMES[MODE_NAME_COUNT] = {[MOEVK_MODE_TOKEN] = "token",
+                                                        [MOEVK_MODE_SINKHORN] = "sinkhorn",
+                                                        [MOEVK_MODE_EXPERT_CHOICE] =
+                                                            "expert_choice"};
+static const char *const SCORE_NAMES[2] = {
+    [MOEVK_SCORE_SOFTMAX] = "softmax", [MOEVK_SCORE_SIGMOID] = "sigmoid"};
 static const char *const MEASURE_NAMES[MOEVK_MEASURES] = {"entropy", "top1", "margin", "logsumexp",
                                                           "energy"};
 #define FORMAT_NAME "moevk-routing-profile"
@@ -88,10 +96,8 @@ static cJSON *profile_json(const moevk_profile *profile) {
         ok = cJSON_AddStringToObject(root, "format", FORMAT_NAME) &&
              add_count(root, "version", MOEVK_PROFILE_VERSION) &&
              add_count(root, "num_experts", E) && add_count(root, "top_k", info->top_k) &&
-             cJSON_AddStringToObject(root, "mode",
-                                     info->mode == MOEVK_MODE_TOKEN ? "token" : "expert_choice") &&
-             cJSON_AddStringToObject(root, "score",
-                                     info->score == MOEVK_SCORE_SOFTMAX ? "softmax" : "sigmoid") &&
+             cJSON_AddStringToObject(root, "mode", MODE_NAMES[info->mode]) &&
+             cJSON_AddStringToObject(root, "score", SCORE_NAMES[info->score]) &&
              add_float(root, "temperature", info->temperature) &&
              add_count(root, "bins", info->bins) &&
              cJSON_AddBoolToObject(root, "bounds_set", info->given_bounds) &&
@@ -221,16 +227,16 @@ static int read_double(reader *r, const cJSON *item, const char *name, double *o
     return 1;
 }
 
-static int read_enum(reader *r, const cJSON *item, const char *name, const char *first,
-                     const char *second, int *out) {
+/* One of names[count] (NULL where an index has none): its index. */
+static int read_enum(reader *r, const cJSON *item, const char *name, const char *const *names,
+                     int count, int *out) {
     if (!item) return 0; /* missing: member() said so */
-    if (cJSON_IsString(item) && strcmp(item->valuestring, first) == 0)
-        *out = 0;
-    else if (cJSON_IsString(item) && strcmp(item->valuestring, second) == 0)
-        *out = 1;
-    else
-        return fail(r, "\"%s\" must be \"%s\" or \"%s\"", name, first, second);
-    return 1;
+    for (int i = 0; i < count; ++i)
+        if (names[i] && cJSON_IsString(item) && strcmp(item->valuestring, names[i]) == 0) {
+            *out = i;
+            return 1;
+        }
+    return fail(r, "\"%s\" must be one of this library's names (\"%s\", ...)", name, names[0]);
 }
 
 /* The header: format, version, options. */
@@ -249,8 +255,9 @@ static int read_info(reader *r, const cJSON *root, moevk_profile_info *info) {
          read_count(r, member(r, root, "num_experts", &ok), "num_experts", MOEVK_MAX_EXPERTS, &E);
     ok = ok && read_count(r, member(r, root, "top_k", &ok), "top_k", MOEVK_MAX_TOP_K, &k);
     ok = ok && read_count(r, member(r, root, "bins", &ok), "bins", MOEVK_PROFILE_MAX_BINS, &bins);
-    ok = ok && read_enum(r, member(r, root, "mode", &ok), "mode", "token", "expert_choice", &mode);
-    ok = ok && read_enum(r, member(r, root, "score", &ok), "score", "softmax", "sigmoid", &score);
+    ok = ok &&
+         read_enum(r, member(r, root, "mode", &ok), "mode", MODE_NAMES, MODE_NAME_COUNT, &mode);
+    ok = ok && read_enum(r, member(r, root, "score", &ok), "score", SCORE_NAMES, 2, &score);
     ok =
         ok && read_float(r, member(r, root, "temperature", &ok), "temperature", &info->temperature);
     if (!ok) return 0;
@@ -258,8 +265,8 @@ static int read_info(reader *r, const cJSON *root, moevk_profile_info *info) {
     info->num_experts = (uint32_t)E;
     info->top_k = (uint32_t)k;
     info->bins = (uint32_t)bins;
-    info->mode = mode ? MOEVK_MODE_EXPERT_CHOICE : MOEVK_MODE_TOKEN;
-    info->score = score ? MOEVK_SCORE_SIGMOID : MOEVK_SCORE_SOFTMAX;
+    info->mode = (moevk_routing_mode)mode;
+    info->score = (moevk_score_func)score;
     const cJSON *set = member(r, root, "bounds_set", &ok);
     if (!ok) return 0;
     if (!cJSON_IsBool(set)) return fail(r, "\"bounds_set\" is not true or false");
@@ -327,7 +334,7 @@ static int read_counts_of(reader *r, const cJSON *root, moevk_profile *profile) 
     if (!ok) return 0;
     double usage = 0;
     for (uint64_t e = 0; e < E; ++e) usage += (double)profile->usage[e];
-    double most_choices = info->mode == MOEVK_MODE_TOKEN ? info->top_k : (double)E;
+    double most_choices = info->mode == MOEVK_MODE_EXPERT_CHOICE ? (double)E : info->top_k;
     if (usage > most_choices * (double)profile->tokens)
         return fail(r, "the usage counts %.17g choices, more than %g for each of %llu tokens",
                     usage, most_choices, (unsigned long long)profile->tokens);

@@ -26,8 +26,10 @@ int profile_info_invalid(const moevk_profile_info *info, char *error, size_t siz
     if (info->top_k < 1 || info->top_k > MOEVK_MAX_TOP_K || info->top_k > info->num_experts)
         return invalid(error, size, "top_k is %u; it must be 1 .. min(E, %u)", info->top_k,
                        MOEVK_MAX_TOP_K);
-    if (info->mode != MOEVK_MODE_TOKEN && info->mode != MOEVK_MODE_EXPERT_CHOICE)
-        return invalid(error, size, "a profile needs the TOKEN or EXPERT_CHOICE mode, not %d",
+    if (info->mode != MOEVK_MODE_TOKEN && info->mode != MOEVK_MODE_EXPERT_CHOICE &&
+        info->mode != MOEVK_MODE_SINKHORN)
+        return invalid(error, size,
+                       "a profile needs the TOKEN, EXPERT_CHOICE or SINKHORN mode, not %d",
                        (int)info->mode);
     if (info->score != MOEVK_SCORE_SOFTMAX && info->score != MOEVK_SCORE_SIGMOID)
         return invalid(error, size, "score is %d; it must be SOFTMAX or SIGMOID", (int)info->score);

@@ -75,8 +75,9 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
     if (tensor_given(&input->bias) && info->mode != MOEVK_MODE_TOKEN)
         REJECT("a selection bias needs the TOKEN mode");
     if (tensor_given(&output->token_scores) && info->mode != MOEVK_MODE_TOKEN &&
-        info->mode != MOEVK_MODE_EXPERT_CHOICE)
-        REJECT("token_scores need the TOKEN or EXPERT_CHOICE mode (per-token logits)");
+        info->mode != MOEVK_MODE_EXPERT_CHOICE && info->mode != MOEVK_MODE_SINKHORN)
+        REJECT("token_scores need the TOKEN, EXPERT_CHOICE or SINKHORN mode (a routing "
+               "distribution per token)");
     moevk_result profile_checked = route_profile_check(router, output);
     if (profile_checked != MOEVK_SUCCESS) return profile_checked;
     if (tensor_given(&input->noise_std)) {

@@ -30,7 +30,8 @@ moevk_result route_profile_check(const moevk_router *router, const moevk_route_o
     moevk_context *context = router->context;
     if (!output->profile && !output->drift_profile) return MOEVK_SUCCESS;
     if (!profile_mode(&router->info))
-        REJECT("a routing profile needs the TOKEN or EXPERT_CHOICE mode (per-token logits)");
+        REJECT("a routing profile needs the TOKEN, EXPERT_CHOICE or SINKHORN mode (a routing "
+               "distribution per token)");
     if (output->profile && output->drift_profile)
         REJECT("give profile (to add this batch) or drift_profile (to judge it), not both");
     if (output->profile) return check_match(context, &router->info, output->profile, "profile");

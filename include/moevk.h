@@ -639,15 +639,15 @@ typedef struct moevk_route_output {
     moevk_tensor dispatched;
     moevk_route_stats *stats; /* host; NULL: not filled */
     /* ---- Since moevk 0.5 ---- */
-    /* [T, 3] f32, each token's out-of-distribution scores (TOKEN and EXPERT_CHOICE modes): the
+    /* [T, 3] f32, each token's out-of-distribution scores (TOKEN, EXPERT_CHOICE, SINKHORN): the
      * energy -temperature * logsumexp(logits / temperature) of its own clean logits (higher:
      * less familiar), the entropy in nats of its routing distribution (the one aux_loss's P and
      * the statistics' entropy use, noisy with noisy_scores), and its top-1 probability in it.
      * NaN, NaN, NaN for a token whose logits are not finite; +inf, 0, 0 for one whose logits
      * are all -inf. HOST or BUFFER; after moevk_route_record, not taken. */
     moevk_tensor token_scores;
-    /* ---- Since moevk 0.6 (TOKEN and EXPERT_CHOICE modes; see "Routing under distribution
-     * shift") ---- */
+    /* ---- Since moevk 0.6 (TOKEN, EXPERT_CHOICE and SINKHORN modes; see "Routing under
+     * distribution shift") ---- */
     moevk_profile *profile;             /* non-NULL: this batch is added to the profile */
     const moevk_profile *drift_profile; /* non-NULL: this batch is judged against it (stats) */
 } moevk_route_output;
@@ -988,12 +988,12 @@ MOEVK_API moevk_result moevk_history_write_json(const moevk_history *history, co
 
 /* ---- Routing under distribution shift (since moevk 0.6; host objects, no context) ---------- */
 /* A routing profile holds what calibration routes looked like: per-expert usage (before drops),
- * fixed-bin histograms of five measures of each valid token, and for TOKEN routers with k >= 2
- * the co-selection counts. A route adds its batch to a profile (moevk_route_output.profile: the
- * device measures and bins the tokens, the host adds the counts), or judges its batch against
- * one (moevk_route_output.drift_profile: the statistics below, in moevk_route_stats, and
- * MOEVK_WARNING_DRIFT in a history). A profile matches routers of its E, k, mode, score
- * function and temperature; others are refused. One thread at a time per profile. */
+ * fixed-bin histograms of five measures of each valid token, and for TOKEN and SINKHORN routers
+ * with k >= 2 the co-selection counts. A route adds its batch to a profile
+ * (moevk_route_output.profile: the device measures and bins the tokens, the host adds the counts),
+ * or judges its batch against one (moevk_route_output.drift_profile: the statistics below, in
+ * moevk_route_stats, and MOEVK_WARNING_DRIFT in a history). A profile matches routers of its E, k,
+ * mode, score function and temperature; others are refused. One thread at a time per profile. */
 typedef enum moevk_measure {
     MOEVK_MEASURE_ENTROPY = 0,   /* entropy (nats) of the token's routing distribution */
     MOEVK_MEASURE_TOP1 = 1,      /* its largest probability */
@@ -1015,7 +1015,7 @@ typedef struct moevk_profile_info {
     uint32_t struct_size;    /* see "Structs that grow" */
     uint32_t num_experts;    /* E */
     uint32_t top_k;          /* k (the router's, also in EXPERT_CHOICE mode) */
-    moevk_routing_mode mode; /* TOKEN or EXPERT_CHOICE */
+    moevk_routing_mode mode; /* TOKEN, EXPERT_CHOICE or SINKHORN */
     moevk_score_func score;
     float temperature;
     uint32_t bins; /* per measure, 1 .. MOEVK_PROFILE_MAX_BINS; 0: 64 */

@@ -585,10 +585,10 @@ static void test_token_scores_file(void) {
     npy_free(&scores);
     CHECK(shape_ok, "token_scores.npy: float32 [%d, 3] expected", T);
     CHECK(close, "token_scores.npy differs from the reference");
-    snprintf(args, sizeof args, "--logits %s --k 2 --mode sinkhorn --token-scores --out %s",
+    snprintf(args, sizeof args, "--logits %s --k 2 --mode batch --token-scores --out %s",
              path_in_work("scores_logits.npy"), path_in_work("scores_bad"));
     CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "token_scores need"),
-          "--token-scores in sinkhorn mode: %s", message);
+          "--token-scores in batch mode: %s", message);
 }
 
 static void write_scaled_logits(const char *name, uint32_t T, uint32_t E, float scale,

@@ -46,6 +46,7 @@ static const profile_case CASES[] = {
     {"noise_off_in_inference", .E = 16, .k = 2, .T = 400, .noise = 1, .inference = 1},
     {"f16_logits", .E = 16, .k = 2, .T = 250, .logits_type = MOEVK_DTYPE_F16},
     {"expert_choice", .mode = MOEVK_MODE_EXPERT_CHOICE, .E = 8, .k = 2, .T = 256},
+    {"sinkhorn", .mode = MOEVK_MODE_SINKHORN, .E = 16, .k = 2, .T = 300},
     {"one_bin", .E = 16, .k = 2, .T = 300, .bins = 1},
     {"most_bins_given_bounds", .E = 16, .k = 2, .T = 700, .bins = MOEVK_PROFILE_MAX_BINS,
      .given_bounds = 1},
@@ -251,7 +252,7 @@ static void run_case(const void *row) {
         for (uint64_t e = 0; e < E; ++e)
             if (counts[e] != counts_before[e])
                 ok = 0, snprintf(why, sizeof why, "usage of expert %llu", (unsigned long long)e);
-        if (c->mode == MOEVK_MODE_TOKEN && c->k >= 2)
+        if (c->mode != MOEVK_MODE_EXPERT_CHOICE && c->k >= 2)
             ref_profile_pairs(c->E, c->k, c->T, ids, pairs);
         moevk_profile_get_co_selection(profile, counts);
         if (ok && memcmp(counts, pairs, E * E * 8))
@@ -702,8 +703,8 @@ static void test_mismatches_are_refused(void) {
     bad.given_bounds = 1; /* lower == upper == 0 */
     CHECK(moevk_profile_create(&bad, &refused) == MOEVK_ERROR_INVALID_ARGUMENT, "empty bounds");
     bad = base;
-    bad.mode = MOEVK_MODE_SINKHORN;
-    CHECK(moevk_profile_create(&bad, &refused) == MOEVK_ERROR_INVALID_ARGUMENT, "Sinkhorn");
+    bad.mode = MOEVK_MODE_SEQUENCE;
+    CHECK(moevk_profile_create(&bad, &refused) == MOEVK_ERROR_INVALID_ARGUMENT, "SEQUENCE");
     moevk_drift_thresholds thresholds;
     moevk_drift_thresholds_init(&thresholds);
     thresholds.psi = -1;
@@ -715,13 +716,13 @@ static void test_mismatches_are_refused(void) {
               thresholds.energy_tail == 0.05,
           "defaults");
     moevk_router_destroy(router);
-    /* Modes without per-token logits. */
-    info = route_case_info(MOEVK_MODE_SINKHORN, 8, 2, 64, 0);
+    /* Modes that decide per sequence (the profile's mode check comes first: TOKEN's profile). */
+    info = route_case_info(MOEVK_MODE_BATCH, 8, 2, 64, 0);
     CHECK_OK(moevk_router_create(test_context(), &info, &router));
     moevk_result r = route_batch(router, logits, 64, 0, profile, NULL, NULL, NULL, NULL);
     CHECK(r == MOEVK_ERROR_INVALID_ARGUMENT &&
-              strstr(moevk_context_last_error(test_context()), "TOKEN or EXPERT_CHOICE"),
-          "Sinkhorn: %s", moevk_result_string(r));
+              strstr(moevk_context_last_error(test_context()), "TOKEN, EXPERT_CHOICE or SINKHORN"),
+          "BATCH: %s", moevk_result_string(r));
     moevk_router_destroy(router);
     moevk_profile_destroy(profile), moevk_profile_destroy(empty);
 }
