@@ -17,7 +17,9 @@ if [ ! -f build-windows/build.ninja ]; then
     -Dc_args="-isystem$headers" >build-windows.setup.log 2>&1 || { cat build-windows.setup.log; exit 1; }
 fi
 ninja -C build-windows >build-windows.build.log 2>&1 || { cat build-windows.build.log; exit 1; }
-cp build-windows/engine/libmoevk-1.dll build-windows/tests/
+# Beside the tests: the library, and winpthreads for the threads test's own threads.
+cp build-windows/engine/libmoevk-1.dll /usr/x86_64-w64-mingw32/lib/libwinpthread-1.dll \
+  build-windows/tests/
 
 export WINEDEBUG=-all WINEPREFIX=${WINEPREFIX:-$PWD/build-windows-wine}
 wine=/usr/lib/wine/wine64
@@ -25,11 +27,12 @@ passed=0
 failed=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# Ported so far (tests/meson.build builds these for Windows); not yet: test_api, test_threads,
-# test_faults (POSIX calls of their own) and the command-line tests. test_golden holds the
-# Windows build to the bits the Linux build recorded (tests/golden_routes.txt).
-tests="test_interface test_projection test_quant test_routing test_noise test_losses test_history
-       test_modes test_sizes test_golden test_layer test_token_scores test_profile"
+# Ported so far (tests/meson.build builds these for Windows); not yet: test_faults and the
+# command-line tests. test_golden holds the Windows build to the bits the Linux build recorded
+# (tests/golden_routes.txt).
+tests="test_api test_interface test_projection test_quant test_routing test_noise test_losses
+       test_history test_modes test_sizes test_golden test_layer test_token_scores test_profile
+       test_threads"
 for subgroup in 8 4; do
   width=256
   [ "$subgroup" = 4 ] && width=128

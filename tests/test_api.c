@@ -2,12 +2,10 @@
  * message and nothing leaked, routers still usable after a bad call, adopted devices left alone,
  * allocation callbacks used and balanced. */
 #define _GNU_SOURCE
-#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "app_vulkan.h"
 #include "harness.h"
@@ -307,6 +305,22 @@ static void test_portability_enumeration_is_asked_for(void) {
 }
 
 /* ---- allocation callbacks ---- */
+/* Aligned host memory the allocation callbacks hand out, on any C library: the block's start
+ * and its size kept just before the aligned address. */
+static void *aligned_bytes(size_t size, size_t alignment) {
+    size_t header = 2 * sizeof(void *);
+    unsigned char *raw = malloc(size + alignment + header);
+    if (!raw) return NULL;
+    uintptr_t start = ((uintptr_t)raw + header + alignment - 1) & ~(uintptr_t)(alignment - 1);
+    ((void **)start)[-1] = raw;
+    ((size_t *)start)[-2] = size;
+    return (void *)start;
+}
+static void free_aligned(void *p) {
+    if (p) free(((void **)p)[-1]);
+}
+static size_t aligned_size(void *p) { return ((size_t *)p)[-2]; }
+
 typedef struct counting_allocator {
     long allocations, frees, live;
 } counting_allocator;
@@ -315,10 +329,8 @@ static void *VKAPI_CALL count_alloc(void *user, size_t size, size_t alignment,
                                     VkSystemAllocationScope scope) {
     (void)scope;
     counting_allocator *c = user;
-    void *p = NULL;
-    if (posix_memalign(&p, alignment < sizeof(void *) ? sizeof(void *) : alignment,
-                       size ? size : 1))
-        return NULL;
+    void *p = aligned_bytes(size ? size : 1, alignment < sizeof(void *) ? sizeof(void *) : alignment);
+    if (!p) return NULL;
     c->allocations++;
     c->live++;
     return p;
@@ -329,16 +341,16 @@ static void *VKAPI_CALL count_realloc(void *user, void *original, size_t size, s
     counting_allocator *c = user;
     if (!original) return count_alloc(user, size, alignment, scope);
     if (size == 0) {
-        free(original);
+        free_aligned(original);
         c->frees++;
         c->live--;
         return NULL;
     }
     void *p = count_alloc(user, size, alignment, scope);
     if (p) {
-        size_t old_size = malloc_usable_size(original);
+        size_t old_size = aligned_size(original);
         memcpy(p, original, old_size < size ? old_size : size);
-        free(original);
+        free_aligned(original);
         c->frees++;
         c->live--;
     }
@@ -348,7 +360,7 @@ static void *VKAPI_CALL count_realloc(void *user, void *original, size_t size, s
 static void VKAPI_CALL count_free(void *user, void *memory) {
     counting_allocator *c = user;
     if (!memory) return;
-    free(memory);
+    free_aligned(memory);
     c->frees++;
     c->live--;
 }
@@ -612,9 +624,8 @@ static void test_pipeline_cache_is_reused_and_stale_ones_ignored(void) {
         r = context_with_cache(blob, size, NULL, &stale, NULL, NULL);
     }
     if (r == MOEVK_SUCCESS) r = context_with_cache(blob, 10, NULL, &short_one, NULL, NULL);
-    char path[] = "/tmp/moevk-cache-XXXXXX";
-    int fd = mkstemp(path);
-    if (fd >= 0) close(fd);
+    char path[1024];
+    snprintf(path, sizeof path, "%s", test_temp_path("pipeline-cache"));
     remove(path); /* a path that does not exist yet: written at destroy */
     int first = 9;
     if (r == MOEVK_SUCCESS) r = context_with_cache(NULL, 0, path, &first, NULL, NULL);
