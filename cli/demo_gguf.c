@@ -8,10 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "commands.h"
 #include "gguf_write.h"
+#include "make_folder.h"
 #include "moevk_reference.h"
 #include "npy.h"
 
@@ -131,8 +131,7 @@ int demo_gguf(const char *device) {
     float *x = malloc(sizeof(float) * TOY_T * TOY_D);
     uint32_t state = 77u;
     for (uint32_t i = 0; x && i < TOY_T * TOY_D; ++i) x[i] = 2.0f * toy_uniform(&state);
-    struct stat st;
-    if (!x || (mkdir(dir, 0777) != 0 && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)))) {
+    if (!x || !make_folder(dir)) {
         fprintf(stderr, "moevk demo: cannot make a folder for the GGUF demo under %s\n", tmp);
         free(x);
         return 1;

@@ -7,8 +7,13 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#ifdef __MINGW32__ /* MinGW's C99 printf (__USE_MINGW_ANSI_STDIO) */
+static inline int fail(char *error, size_t error_size, const char *format, ...)
+    __attribute__((format(gnu_printf, 3, 4)));
+#else
 static inline int fail(char *error, size_t error_size, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
+#endif
 static inline int fail(char *error, size_t error_size, const char *format, ...) {
     va_list args;
     va_start(args, format);

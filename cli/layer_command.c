@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "commands.h"
+#include "make_folder.h"
 #include "gguf_config.h"
 #include "layer_weights.h"
 #include "model_config.h"
@@ -343,8 +343,7 @@ static int layer_from_files(int argc, char **argv, layer_args *a, layer_inputs *
         return 2;
     }
     if (!load_tensors(a, in, activation)) return 2;
-    struct stat st;
-    if (stat(a->out, &st) != 0 && mkdir(a->out, 0777) != 0) {
+    if (!make_folder(a->out)) {
         fprintf(stderr, "moevk layer: %s: cannot create the output folder\n", a->out);
         return 2;
     }

@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "commands.h"
+#include "make_folder.h"
 #include "drift_json.h"
 #include "npy.h"
 #include "option_table.h"
@@ -656,8 +656,7 @@ int command_route(int argc, char **argv) {
     int parsed = parse_args(argc, argv, &a);
     if (parsed < 0) return 0; /* --help */
     if (!parsed) return 2;    /* parse_args said what is wrong, in one line */
-    struct stat st;
-    if (stat(a.out, &st) != 0 && mkdir(a.out, 0777) != 0) {
+    if (!make_folder(a.out)) {
         fprintf(stderr, "moevk route: %s: cannot create the output folder\n", a.out);
         return 2;
     }

@@ -12,9 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "commands.h"
+#include "make_folder.h"
 #include "option_table.h"
 #include "options.h"
 
@@ -182,7 +182,11 @@ static int serve(demo *d, demo_rng *rng, moevk_router *router, moevk_history *hi
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/profile.json", out);
-    if (ok && moevk_profile_save(profile, path) != MOEVK_SUCCESS) {
+    /* A library without cJSON (the Windows build) keeps the profile in memory only. */
+    moevk_result saved = ok ? moevk_profile_save(profile, path) : MOEVK_SUCCESS;
+    if (saved == MOEVK_ERROR_UNSUPPORTED)
+        snprintf(path, sizeof path, "memory (no profile files)");
+    else if (saved != MOEVK_SUCCESS) {
         fprintf(stderr, "moevk train-demo: %s: cannot write\n", path);
         ok = 0;
     }
@@ -348,8 +352,7 @@ int command_train_demo(int argc, char **argv) {
     if (parsed != 1) return parsed < 0 ? 0 : 2;
     uint32_t steps = args.steps, every = args.every;
     const char *device_selector = args.device, *out = args.out;
-    struct stat st;
-    if (stat(out, &st) != 0 && mkdir(out, 0777) != 0) {
+    if (!make_folder(out)) {
         fprintf(stderr, "moevk train-demo: %s: cannot create the output folder\n", out);
         return 2;
     }

@@ -20,6 +20,7 @@ ninja -C build-windows >build-windows.build.log 2>&1 || { cat build-windows.buil
 # Beside the tests: the library, and winpthreads for the threads test's own threads.
 cp build-windows/engine/libmoevk-1.dll /usr/x86_64-w64-mingw32/lib/libwinpthread-1.dll \
   build-windows/tests/
+cp build-windows/engine/libmoevk-1.dll build-windows/cli/
 
 export WINEDEBUG=-all WINEPREFIX=${WINEPREFIX:-$PWD/build-windows-wine}
 wine=/usr/lib/wine/wine64
@@ -51,5 +52,16 @@ for subgroup in 8 4; do
     failed=$((failed + $(echo "$line" | cut -d' ' -f3)))
   done
 done
+# The command line's demo (the main job) on Windows.
+echo "== moevk.exe demo under Wine"
+if (cd build-windows/cli && MOEVK_DEVICE=${MOEVK_DEVICE:-llvmpipe} timeout 900 \
+      xvfb-run -a "$wine" moevk.exe demo) 2>&1 | grep -v '^X connection' | tee "$log" &&
+    grep -q '^demo: ok' "$log"; then
+  echo "ok   moevk.exe demo"
+  passed=$((passed + 1))
+else
+  echo "FAIL moevk.exe demo"
+  failed=$((failed + 1))
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
