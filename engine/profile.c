@@ -6,6 +6,7 @@
 
 #include "profile.h"
 #include "profile.spv.h"
+#include "profile_object.h"
 
 DEFINE_STAGE_PARAMS(profile_params, PROFILE_PARAMS)
 

@@ -28,4 +28,13 @@ static inline uint64_t *profile_histogram(const moevk_profile *profile, uint32_t
 /* The quantile q of a measure's histogram (linear within a bin; NaN when empty). */
 double profile_quantile(const moevk_profile *profile, uint32_t measure, double q);
 
+/* engine/profile.c: the modes a profile takes (a routing distribution per token), and those
+ * whose tokens each pick k experts (co-selection). */
+int profile_mode(const moevk_router_info *info);
+int profile_counts_pairs(const moevk_router_info *info);
+/* engine/drift.c: a batch judged against a profile from the device's counts (its usage before
+ * drops, and BINDING_PROFILE's words) into stats' drift fields. */
+void drift_judge(const moevk_profile *profile, const uint32_t *counts_before,
+                 const uint32_t *device_profile, uint32_t valid_rows, moevk_route_stats *stats);
+
 #endif

@@ -8,9 +8,6 @@
 
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
-int profile_mode(const moevk_router_info *info);
-int profile_counts_pairs(const moevk_router_info *info);
-
 static moevk_result check_match(moevk_context *context, const moevk_router_info *router,
                                 const moevk_profile *profile, const char *name) {
     const moevk_profile_info *info = &profile->info;
@@ -73,9 +70,6 @@ void route_profile_download(moevk_router *router, const moevk_route_output *outp
     if (plan->flags & FLAG_PROFILE)
         transfer_download(transfer, BINDING_PROFILE, NULL, profile_words(router, output) * 4);
 }
-
-void drift_judge(const moevk_profile *profile, const uint32_t *counts_before,
-                 const uint32_t *device_profile, uint32_t valid_rows, moevk_route_stats *stats);
 
 static void add_batch(moevk_profile *profile, const uint32_t *counts_before, const uint32_t *words,
                       uint32_t valid_rows, int pairs) {
