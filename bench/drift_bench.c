@@ -5,8 +5,8 @@
  * plain route measured side by side. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "monotonic_clock.h"
 #include "bench.h"
 
 typedef struct drift_shape {
@@ -18,11 +18,7 @@ static const drift_shape SHAPES[] = {{1, 64, 2}, {4096, 64, 2}, {4096, 256, 8}, 
 enum { PLAIN, ADDED, JUDGED, WAYS };
 static const char *const WAY_NAMES[WAYS] = {"plain", "add to profile", "judge drift"};
 
-static double wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
+static double wall_ms(void) { return monotonic_seconds() * 1e3; }
 
 static double median(double *values, int n) {
     qsort(values, (size_t)n, sizeof *values, bench_compare_double);

@@ -6,8 +6,8 @@
  * token and are bound by launches: eight dispatches make the whole route's launch floor. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "monotonic_clock.h"
 #include "bench.h"
 
 #define MAX_CASES 1024
@@ -27,11 +27,7 @@ typedef struct options {
     int case_count;
 } options;
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
+static double now_ms(void) { return monotonic_seconds() * 1e3; }
 
 static void add_case(options *o, uint32_t T, uint32_t E, uint32_t k, uint32_t d, moevk_dtype dtype,
                      bench_policy policy) {

@@ -124,7 +124,7 @@ static double toy_worst(const toy_model *m, const float *x, const char *out, cha
 }
 
 int demo_gguf(const char *device) {
-    const char *tmp = getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp";
+    const char *tmp = temporary_folder();
     char dir[512], model[600], hidden[600], out[600], device_text[256];
     snprintf(dir, sizeof dir, "%s/moevk-demo-gguf", tmp); /* the same folder every run */
     toy_model m = {0};

@@ -5,28 +5,13 @@
 
 #include <math.h>
 #include <stdlib.h>
-#include <time.h>
-#ifdef _WIN32
-#define WIN32_LEAN_AND_MEAN
-#include <windows.h>
-#endif
 
+#include "monotonic_clock.h"
 #include "moevk_reference.h"
 
 #define CHECKED_TOKENS 64u /* the reference runs in double on one core: a sample */
 
-double demo_seconds_now(void) {
-#ifdef _WIN32
-    LARGE_INTEGER now, frequency;
-    QueryPerformanceCounter(&now);
-    QueryPerformanceFrequency(&frequency);
-    return (double)now.QuadPart / (double)frequency.QuadPart;
-#else
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-#endif
-}
+double demo_seconds_now(void) { return monotonic_seconds(); }
 
 static float *random_weights(size_t count, float scale, uint32_t *state) {
     float *w = malloc(count * sizeof *w + 4);

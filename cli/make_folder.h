@@ -1,7 +1,8 @@
-/* The commands' output folders, on POSIX and Windows. */
+/* The commands' output folders and the system's temporary folder, on POSIX and Windows. */
 #ifndef MOEVK_CLI_MAKE_FOLDER_H
 #define MOEVK_CLI_MAKE_FOLDER_H
 
+#include <stdlib.h>
 #include <sys/stat.h>
 #ifdef _WIN32
 #include <direct.h>
@@ -16,6 +17,20 @@ static inline int make_folder(const char *path) {
 #else
     return mkdir(path, 0777) == 0;
 #endif
+}
+
+/* TMPDIR on POSIX (else /tmp); TEMP, then TMP, on Windows (else the current folder). */
+static inline const char *temporary_folder(void) {
+#ifdef _WIN32
+    const char *names[2] = {"TEMP", "TMP"}, *fallback = ".";
+#else
+    const char *names[1] = {"TMPDIR"}, *fallback = "/tmp";
+#endif
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; ++i) {
+        const char *value = getenv(names[i]);
+        if (value && value[0]) return value;
+    }
+    return fallback;
 }
 
 #endif

@@ -6,19 +6,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "$1" && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-check() { # name, command...
-  local name=$1; shift
-  if "$@" >"$tmp/log" 2>&1; then
-    echo "ok   $name"; passed=$((passed + 1))
-  else
-    echo "FAIL $name"; sed 's/^/  /' "$tmp/log" | tail -n 20; failed=$((failed + 1))
-  fi
-}
-strict=(-Wall -Wextra -Wpedantic -Werror)
+. "$root/tests/checks.sh"
 
 meson install -C "$build" --destdir "$tmp/root" --quiet >/dev/null 2>&1
 pc=$(find "$tmp/root" -name moevk.pc | head -n 1)

@@ -2,8 +2,7 @@
  * the allocation callbacks, which the driver uses too) or the Nth device memory allocation fails,
  * for every N until none is left to fail, and a device loss; each call returns an error, nothing
  * leaks, and what exists stays usable or destroyable. */
-#define _GNU_SOURCE
-#include <malloc.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,30 @@ typedef struct failing_allocator {
     long calls, fail_at, live, injected;
 } failing_allocator;
 
+/* Aligned blocks from plain malloc, the same on every C library: the block's start and size sit
+ * just before the aligned address (realloc must know how much to copy). */
+typedef struct block_header {
+    void *start;
+    size_t size;
+} block_header;
+
+static void *aligned_block(size_t size, size_t alignment) {
+    if (alignment < sizeof(void *)) alignment = sizeof(void *);
+    char *start = malloc(size + alignment + sizeof(block_header));
+    if (!start) return NULL;
+    uintptr_t first = (uintptr_t)(start + sizeof(block_header));
+    char *p = (char *)((first + alignment - 1) / alignment * alignment);
+    block_header header = {start, size};
+    memcpy(p - sizeof header, &header, sizeof header);
+    return p;
+}
+
+static block_header header_of(void *p) {
+    block_header header;
+    memcpy(&header, (char *)p - sizeof header, sizeof header);
+    return header;
+}
+
 static void *VKAPI_CALL fail_alloc(void *user, size_t size, size_t alignment,
                                    VkSystemAllocationScope scope) {
     (void)scope;
@@ -23,18 +46,15 @@ static void *VKAPI_CALL fail_alloc(void *user, size_t size, size_t alignment,
         a->injected++;
         return NULL;
     }
-    void *p = NULL;
-    if (posix_memalign(&p, alignment < sizeof(void *) ? sizeof(void *) : alignment,
-                       size ? size : 1))
-        return NULL;
-    a->live++;
+    void *p = aligned_block(size ? size : 1, alignment);
+    if (p) a->live++;
     return p;
 }
 
 static void VKAPI_CALL fail_free(void *user, void *memory) {
     failing_allocator *a = user;
     if (!memory) return;
-    free(memory);
+    free(header_of(memory).start);
     a->live--;
 }
 
@@ -47,7 +67,7 @@ static void *VKAPI_CALL fail_realloc(void *user, void *original, size_t size, si
     }
     void *p = fail_alloc(user, size, alignment, scope);
     if (!p) return NULL; /* the original stays valid, as realloc promises */
-    size_t old_size = malloc_usable_size(original);
+    size_t old_size = header_of(original).size;
     memcpy(p, original, old_size < size ? old_size : size);
     fail_free(user, original);
     return p;

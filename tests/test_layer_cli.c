@@ -6,10 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 
 #include "gguf_write.h"
+#include "cli_shell.h"
 #include "harness.h"
 #include "moevk_reference.h"
 #include "npy.h"
@@ -31,9 +30,9 @@ static int run_cli(const char *command_and_args, char *message, size_t size) {
     char command[8192];
     snprintf(command, sizeof command, "%s %s 2>%s", cli_path, command_and_args,
              in_work("stderr.txt"));
-    int status = system(command);
+    int status = shell_run(command);
     read_text_file(in_work("stderr.txt"), message, size);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return status;
 }
 
 static void write_text(const char *path, const char *text) {
@@ -308,8 +307,7 @@ static void check_layer_outputs(const model *m, const void *hidden, moevk_dtype 
     snprintf(path, sizeof path, "%s/slots.npy", out_dir);
     CHECK(npy_read(path, &slots, error, sizeof error), "%s", error);
     snprintf(path, sizeof path, "%s/offsets.npy", out_dir);
-    struct stat st;
-    CHECK((stat(path, &st) == 0) == dropless, "offsets.npy %s", dropless ? "missing" : "written");
+    CHECK(file_exists(path) == dropless, "offsets.npy %s", dropless ? "missing" : "written");
 
     /* The logits: x W_g^T with W_g widened to f32, as the reference projects. */
     moevk_router_info info;
@@ -360,7 +358,7 @@ static void check_layer_outputs(const model *m, const void *hidden, moevk_dtype 
     npy_free(&output), npy_free(&logits), npy_free(&ids), npy_free(&weights), npy_free(&slots);
 }
 
-static void make_folder(const char *name) { mkdir(in_work(name), 0777); }
+static void make_folder(const char *name) { make_one_folder(in_work(name)); }
 
 static const char MIXTRAL_CONFIG[] =
     "{\"architectures\":[\"MixtralForCausalLM\"],\"model_type\":\"mixtral\",\"hidden_size\":24,"
@@ -932,11 +930,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     cli_path = argv[1];
-    snprintf(work_dir, sizeof work_dir, "/tmp/moevk-test-layer-cli-XXXXXX");
-    if (!mkdtemp(work_dir)) return 1;
+    if (make_work_folder(work_dir, sizeof work_dir, "moevk-test-layer-cli")) return 1;
     int status = test_main(TESTS, sizeof TESTS / sizeof TESTS[0], argc - 1, argv + 1);
-    char command[512];
-    snprintf(command, sizeof command, "rm -rf %s", work_dir);
-    if (system(command) != 0) return 1;
+    if (remove_work_folder(work_dir)) return 1;
     return status;
 }
