@@ -254,6 +254,9 @@ typedef struct route_plan {
     uint32_t intermediate_size;
     uint32_t shared_intermediate_size;
     uint32_t profile_bins; /* the routing profile's bins per measure (FLAG_PROFILE) */
+    /* The layer's backward (moevk_layer_backward): where the gate's half of BINDING_GRAD_PRE
+     * starts (floats), and which weight gradient grad_expert_weights.comp makes. */
+    uint32_t grad_pre_stride, grad_matrix;
 } route_plan;
 
 typedef struct transfer_plan {
@@ -291,7 +294,8 @@ typedef enum pending_call {
     PENDING_NONE,
     PENDING_ROUTE,
     PENDING_COMBINE,
-    PENDING_LOSSES
+    PENDING_LOSSES,
+    PENDING_BACKWARD /* moevk_layer_backward */
 } pending_call;
 
 /* What a layer adds to its router (moevk_layer_info past the routing; active 0: a plain
@@ -304,6 +308,7 @@ typedef struct layer_shape {
     moevk_dtype down_type;   /* down's (weight_type unless the layer gave its own) */
     int biases, shared_gate;
     int host_weights; /* the FFN weights in host memory (BUFFER_HOST_RESIDENT) */
+    int trainable;    /* the backward's buffers and pipelines (moevk_layer_backward) */
 } layer_shape;
 
 struct moevk_router {

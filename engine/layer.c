@@ -3,14 +3,10 @@
  * pass: the route and the layer's stages in one submission (route.c, route_submit). */
 #include <string.h>
 
+#include "layer.h"
 #include "stage.h"
 
 #define REJECT(...) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
-
-struct moevk_layer {
-    moevk_context *context; /* its own: the router may not exist when creation failed */
-    moevk_router *router;
-};
 
 /* The layer's checks past the router's own. */
 static moevk_result check_layer_info(moevk_context *context, const moevk_layer_info *info,
@@ -41,7 +37,15 @@ static moevk_result check_layer_info(moevk_context *context, const moevk_layer_i
                    TYPES[rows[i].type]);
     if (info->shared_gate && info->shared_intermediate_size == 0)
         REJECT("shared_gate needs shared experts (shared_intermediate_size > 0)");
-    if (info->reserved_0 || info->reserved_0_5) REJECT("reserved_0 and reserved_0_5 must be zero");
+    if (info->reserved_0) REJECT("reserved_0 must be zero");
+    if (info->trainable) {
+        moevk_dtype down = info->separate_down_type ? info->down_weight_type : info->weight_type;
+        if (info->weight_type > MOEVK_DTYPE_BF16 || down > MOEVK_DTYPE_BF16)
+            REJECT("a trainable layer's weights are F32, F16 or BF16, not a block format");
+        if (router->mode != MOEVK_MODE_TOKEN)
+            REJECT("a trainable layer routes in the TOKEN mode: the router's backward covers "
+                   "that mode only");
+    }
     return MOEVK_SUCCESS;
 }
 
@@ -61,6 +65,7 @@ moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *
     if (r == MOEVK_SUCCESS) r = check_layer_info(context, &info, &router_info);
     if (r != MOEVK_SUCCESS) return r;
     router_info.router_projection = 1;
+    if (info.trainable) router_info.losses = 1; /* the router's backward, for dL/dlogits */
     layer_shape shape = {.active = 1,
                          .intermediate_size = info.intermediate_size,
                          .shared_intermediate_size = info.shared_intermediate_size,
@@ -70,7 +75,8 @@ moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *
                              info.separate_down_type ? info.down_weight_type : info.weight_type,
                          .biases = info.biases != 0,
                          .shared_gate = info.shared_gate != 0,
-                         .host_weights = info.host_weights != 0};
+                         .host_weights = info.host_weights != 0,
+                         .trainable = info.trainable != 0};
     moevk_layer *layer = context_calloc(context, 1, sizeof *layer);
     if (!layer) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "layer");
     layer->context = context;
@@ -82,6 +88,9 @@ moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *
         for (int b = BINDING_EXPERT_GATE; b <= BINDING_SHARED_SCALE; ++b)
             weights[count++] = &layer->router->buffers[b];
         weights[count++] = &layer->router->buffers[BINDING_ROUTER_WEIGHTS];
+        /* And gradients and the optimizer's moments start at zero. */
+        for (int b = BINDING_GRAD_EXPERT_GATE; shape.trainable && b <= BINDING_OPT_V; ++b)
+            weights[count++] = &layer->router->buffers[b];
         r = gpu_buffers_zero(context, weights, count);
     }
     if (r != MOEVK_SUCCESS) {
@@ -110,17 +119,7 @@ void record_layer(moevk_router *router, const route_plan *params) {
     record_timestamp(router, TIMESTAMP_LAYER_END);
 }
 
-/* Where a weight lives: its binding and byte offset, the elements of one expert's part, how
- * many experts have one, its type, and whether the layer has it. */
-typedef struct weight_place {
-    int binding;
-    uint64_t offset, elements, experts;
-    moevk_dtype type;
-    int present;
-    const char *name;
-} weight_place;
-
-static weight_place place_of(const moevk_router *router, moevk_layer_weight which) {
+weight_place layer_weight_place(const moevk_router *router, moevk_layer_weight which) {
     const layer_shape *layer = &router->layer;
     uint64_t E = router->info.num_experts, d = router->info.hidden_size;
     uint64_t f = layer->intermediate_size, fs = layer->shared_intermediate_size;
@@ -164,29 +163,73 @@ static weight_place place_of(const moevk_router *router, moevk_layer_weight whic
     return (weight_place){.present = -1};
 }
 
+moevk_result layer_weight_range(moevk_router *router, moevk_layer_weight which, uint32_t first,
+                                uint32_t count, uint32_t element_bytes, weight_place *place,
+                                uint64_t *offset, uint64_t *bytes) {
+    moevk_context *context = router->context;
+    *place = layer_weight_place(router, which);
+    if (place->present < 0) REJECT("weight %d is not a moevk_layer_weight", (int)which);
+    if (!place->present) REJECT("this layer has no %s weight", place->name);
+    if (count == 0 || first >= place->experts || count > place->experts - first)
+        REJECT("%s: experts %u to %u of %llu", place->name, first, first + count,
+               (unsigned long long)place->experts);
+    uint64_t part = element_bytes ? (uint64_t)element_bytes * place->elements
+                                  : weight_bytes(place->type, place->elements);
+    *bytes = part * count;
+    *offset = place->offset + part * first; /* the biases' offsets are f32 already */
+    return MOEVK_SUCCESS;
+}
+
+/* Copies between a tensor and a weight's bytes in the layer's buffer, waiting. */
+static moevk_result copy_weight(moevk_router *router, const gpu_buffer *buffer, uint64_t offset,
+                                uint64_t bytes, const moevk_tensor *tensor, const char *name,
+                                int to_buffer) {
+    moevk_context *context = router->context;
+    moevk_result r = tensor_check(context, name, tensor, TENSOR_HOST | TENSOR_BUFFER, bytes);
+    if (r != MOEVK_SUCCESS) return r;
+    if (!tensor_given(tensor)) REJECT("%s is not given", name);
+    const gpu_buffer *tensor_buffer =
+        tensor->kind == MOEVK_TENSOR_BUFFER ? &tensor->buffer->gpu : NULL;
+    if (tensor->kind == MOEVK_TENSOR_HOST)
+        return gpu_buffer_host_copy(context, buffer, offset, tensor->host, bytes, to_buffer);
+    return to_buffer ? gpu_buffer_device_copy(context, tensor_buffer, tensor->offset, buffer,
+                                              offset, bytes)
+                     : gpu_buffer_device_copy(context, buffer, offset, tensor_buffer,
+                                              tensor->offset, bytes);
+}
+
+moevk_result layer_copy_out(moevk_router *router, int binding, uint64_t offset, uint64_t bytes,
+                            const moevk_tensor *destination) {
+    return copy_weight(router, &router->buffers[binding], offset, bytes, destination, "destination",
+                       0);
+}
+
 moevk_result moevk_layer_set_weights(moevk_layer *layer, moevk_layer_weight which, uint32_t first,
                                      uint32_t count, moevk_tensor source) {
     if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_router *router = layer->router;
-    moevk_context *context = router->context;
     moevk_result r = router_settle(router); /* nothing in flight reads the weights */
+    weight_place place;
+    uint64_t offset = 0, bytes = 0;
+    if (r == MOEVK_SUCCESS)
+        r = layer_weight_range(router, which, first, count, 0, &place, &offset, &bytes);
     if (r != MOEVK_SUCCESS) return r;
-    weight_place place = place_of(router, which);
-    if (place.present < 0) REJECT("weight %d is not a moevk_layer_weight", (int)which);
-    if (!place.present) REJECT("this layer has no %s weight", place.name);
-    if (count == 0 || first >= place.experts || count > place.experts - first)
-        REJECT("%s: experts %u to %u of %llu", place.name, first, first + count,
-               (unsigned long long)place.experts);
-    uint64_t part = weight_bytes(place.type, place.elements);
-    uint64_t bytes = part * count, offset = place.offset + part * first;
-    r = tensor_check(context, place.name, &source, TENSOR_HOST | TENSOR_BUFFER, bytes);
-    if (r != MOEVK_SUCCESS) return r;
-    if (!tensor_given(&source)) REJECT("%s: source is not given", place.name);
-    const gpu_buffer *destination = &router->buffers[place.binding];
-    if (source.kind == MOEVK_TENSOR_HOST)
-        return gpu_buffer_host_copy(context, destination, offset, source.host, bytes, 1);
-    return gpu_buffer_device_copy(context, &source.buffer->gpu, source.offset, destination, offset,
-                                  bytes);
+    layer->master_valid = 0; /* the optimizer widens the stored weights again */
+    return copy_weight(router, &router->buffers[place.binding], offset, bytes, &source, place.name,
+                       1);
+}
+
+moevk_result moevk_layer_read_weights(moevk_layer *layer, moevk_layer_weight which, uint32_t first,
+                                      uint32_t count, moevk_tensor destination) {
+    if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_router *router = layer->router;
+    moevk_result r = router_settle(router);
+    weight_place place;
+    uint64_t offset = 0, bytes = 0;
+    if (r == MOEVK_SUCCESS)
+        r = layer_weight_range(router, which, first, count, 0, &place, &offset, &bytes);
+    return r == MOEVK_SUCCESS ? layer_copy_out(router, place.binding, offset, bytes, &destination)
+                              : r;
 }
 
 typedef enum layer_run { LAYER_WAIT, LAYER_SUBMIT, LAYER_RECORD } layer_run;

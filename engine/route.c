@@ -293,6 +293,7 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
         router->combine = COMBINE_RUN;
         return MOEVK_SUCCESS;
     }
+    if (kind == PENDING_BACKWARD) return MOEVK_SUCCESS; /* its host outputs are copied out */
     if (kind == PENDING_LOSSES) {
         losses_complete(router);
         return MOEVK_SUCCESS;

@@ -394,7 +394,21 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
                                                          "token scores",
                                                          "profile measures",
                                                          "profile counts",
-                                                         "row measures"};
+                                                         "row measures",
+                                                         "dL/doutput",
+                                                         "dL/d(expert outputs)",
+                                                         "pre-activations and their gradients",
+                                                         "dL/d(dispatched rows)",
+                                                         "dL/dhidden",
+                                                         "dL/d(experts' gate weights)",
+                                                         "dL/d(experts' up weights)",
+                                                         "dL/d(experts' down weights)",
+                                                         "dL/d(experts' biases)",
+                                                         "dL/drouter weights",
+                                                         "master weights",
+                                                         "first moments",
+                                                         "second moments",
+                                                         "gradient norm partials"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {
@@ -485,6 +499,13 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
     uint64_t expert_loss_down = A16((T + E) * 4) + A16(sizes[BINDING_EXPERT_INFO]);
     if (losses_up < expert_loss_up) losses_up = expert_loss_up;
     if (losses_down < expert_loss_down) losses_down = expert_loss_down;
+    /* moevk_layer_backward: dL/doutput up, dL/dx and dL/dweights down. */
+    uint64_t backward_up = A16(sizes[BINDING_GRAD_OUTPUT]);
+    uint64_t backward_down = A16(sizes[BINDING_GRAD_HIDDEN]) + A16(sizes[BINDING_GRAD_WEIGHTS]);
+    if (backward_down < A16(sizes[BINDING_OPT_PARTIALS])) /* the optimizer's norm */
+        backward_down = A16(sizes[BINDING_OPT_PARTIALS]);
+    if (losses_up < backward_up) losses_up = backward_up;
+    if (losses_down < backward_down) losses_down = backward_down;
 #undef A16
 #define MAX3(a, b, c) ((a) > (b) ? ((a) > (c) ? (a) : (c)) : ((b) > (c) ? (b) : (c)))
     moevk_result r = gpu_buffer_create(context, MAX3(route_up, combine_up, losses_up),

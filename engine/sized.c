@@ -54,7 +54,7 @@ _Static_assert(offsetof(moevk_router_info, reserved_0_4) + 4 == sizeof(moevk_rou
 _Static_assert(offsetof(moevk_route_input, router_weights) + sizeof(moevk_tensor) ==
                    sizeof(moevk_route_input),
                "moevk_route_input has tail padding");
-_Static_assert(offsetof(moevk_layer_info, reserved_0_5) + 4 == sizeof(moevk_layer_info),
+_Static_assert(offsetof(moevk_layer_info, trainable) + 4 == sizeof(moevk_layer_info),
                "moevk_layer_info has tail padding");
 _Static_assert(offsetof(moevk_layer_info, separate_down_type) % 8 == 0,
                "moevk_layer_info's 0.4 layout has tail padding");

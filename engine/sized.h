@@ -58,6 +58,8 @@ void sized_write(void *given, const void *full, const struct_layout *layouts, si
 #define LAYOUTS_moevk_layer_info                                                                   \
     LAYOUT_BEFORE(moevk_layer_info, separate_down_type), LAYOUT_NOW(moevk_layer_info)
 #define LAYOUTS_moevk_layer_output LAYOUT_NOW(moevk_layer_output)
+#define LAYOUTS_moevk_layer_backward_info LAYOUT_NOW(moevk_layer_backward_info)
+#define LAYOUTS_moevk_optimizer_info LAYOUT_NOW(moevk_optimizer_info)
 
 #define SIZED_LAYOUTS_(type) ((const struct_layout[]){LAYOUTS_##type})
 #define SIZED_COUNT_(type) (sizeof SIZED_LAYOUTS_(type) / sizeof(struct_layout))

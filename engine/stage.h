@@ -17,15 +17,20 @@
 /* 8-byte aligned everywhere, as std430 aligns a uvec2: the two sides pad alike. */
 #define PARAM_FIELD_ADDRESS_(name) _Alignas(8) VkDeviceAddress name;
 #define PARAM_FROM_PLAN_(name) .name = plan->name,
+/* Declares `type` with the list's fields, and checks that it fits the 128 bytes of push
+ * constants every device takes: for a kernel whose parameters are not the plan's (the
+ * optimizer's), which its stage fills itself. */
+#define DEFINE_KERNEL_PARAMS(type, LIST)                                                           \
+    typedef struct type {                                                                          \
+        LIST(PARAM_FIELD_U32_, PARAM_FIELD_F32_, PARAM_FIELD_ADDRESS_)                             \
+    } type;                                                                                        \
+    _Static_assert(sizeof(type) <= 128, #type ": past the 128 bytes of push constants");
 /* Declares `type` with the list's fields (laid out as GLSL lays out the block, but for C's
  * trailing padding, which is pushed and never read), checks that it fits the 128 bytes every
  * device takes, and defines type_from(plan), which fills every field from the same-named field
  * of the plan. */
 #define DEFINE_STAGE_PARAMS(type, LIST)                                                            \
-    typedef struct type {                                                                          \
-        LIST(PARAM_FIELD_U32_, PARAM_FIELD_F32_, PARAM_FIELD_ADDRESS_)                             \
-    } type;                                                                                        \
-    _Static_assert(sizeof(type) <= 128, #type ": past the 128 bytes of push constants");           \
+    DEFINE_KERNEL_PARAMS(type, LIST)                                                               \
     static inline type type##_from(const route_plan *plan) {                                       \
         return (type){LIST(PARAM_FROM_PLAN_, PARAM_FROM_PLAN_, PARAM_FROM_PLAN_)};                 \
     }
@@ -131,6 +136,25 @@ void record_timestamp(moevk_router *router, enum timestamp_point point);
 void record_experts(moevk_router *router, const route_plan *params);
 void record_shared_experts(moevk_router *router, const route_plan *params);
 void record_layer_combine(moevk_router *router, const route_plan *params);
+/* The layer's backward (combine_backward.c, experts_backward.c, router_backward.c). */
+void record_combine_backward(moevk_router *router, const route_plan *plan);
+void record_experts_backward(moevk_router *router, const route_plan *plan);
+void record_dispatch_backward(moevk_router *router, const route_plan *plan);
+void record_router_backward(moevk_router *router, const route_plan *plan);
+/* The optimizer (optimizer.c): each parameter's place in the master weights and moments, and
+ * one phase (OPT_PHASE_*) over every parameter; step is the update's (NULL for the others). */
+typedef struct optimizer_parameter {
+    uint64_t count, offset; /* elements, and where they start in BINDING_OPT_MASTER */
+    moevk_dtype type;       /* how the layer stores it */
+} optimizer_parameter;
+typedef struct optimizer_step {
+    uint32_t adamw;
+    float learning_rate, beta1, beta2, epsilon, weight_decay, grad_scale;
+    float step_size, correction2_sqrt, keep; /* AdamW's scalars, from the host in double */
+} optimizer_step;
+void optimizer_parameters(const moevk_router *router, optimizer_parameter out[OPT_PARAMS]);
+uint64_t optimizer_partial_count(const moevk_router *router);
+void record_optimizer(moevk_router *router, uint32_t phase, const optimizer_step *step);
 void record_reset_timestamps(moevk_router *router, uint32_t first, uint32_t count);
 
 #endif

@@ -2,8 +2,8 @@
  * its shader(s) and header under shaders/, its engine/<stage>.c (which defines <stage>_stage),
  * its reference and its tests; adding one means a line here and its entry in meson.build's
  * stage list. The route runs the stages that have a `runs` test (engine/record.c); the others
- * (combine, the losses, the per-expert loss, the layer's experts and combine) are recorded by their
- * own calls. */
+ * (combine, the losses, the per-expert loss, the layer's experts and combine, the layer's backward)
+ * are recorded by their own calls. */
 #ifndef MOEVK_STAGE_TABLE_H
 #define MOEVK_STAGE_TABLE_H
 
@@ -25,7 +25,11 @@
     X(EXPERT_LOSS, expert_loss)                                                                    \
     X(EXPERTS, experts)                                                                            \
     X(SHARED_EXPERTS, shared_experts)                                                              \
-    X(LAYER_COMBINE, layer_combine)
+    X(LAYER_COMBINE, layer_combine)                                                                \
+    X(COMBINE_BACKWARD, combine_backward)                                                          \
+    X(EXPERTS_BACKWARD, experts_backward)                                                          \
+    X(ROUTER_BACKWARD, router_backward)                                                            \
+    X(OPTIMIZER, optimizer)
 
 typedef enum stage_id {
 #define STAGE_ENUM_(id, name) STAGE_##id,

@@ -198,7 +198,7 @@ typedef struct ref_ffn {
     moevk_dtype weight_type;
     const void *gate, *up, *down;
     const float *gate_bias, *up_bias, *down_bias;
-    int separate_down_type;     /* non-zero: down is stored as down_type, not weight_type */
+    int separate_down_type; /* non-zero: down is stored as down_type, not weight_type */
     moevk_dtype down_type;
 } ref_ffn;
 /* One row x [d] through expert `expert`'s FFN, in double: out [d], and the magnitude [d] of
@@ -217,5 +217,39 @@ typedef struct ref_layer {
 void ref_layer_output(const ref_layer *layer, uint32_t T, const void *hidden,
                       const int32_t *expert_ids, const float *weights, const int32_t *slots,
                       double *out, double *magnitude);
+
+/* The layer's backward for a fixed route (reference/layer_backward.c), in double. Each output
+ * accumulates (+=) where not NULL; ref_ffn_grads mirrors ref_ffn's weights (gate and its bias
+ * only for SwiGLU). */
+typedef struct ref_ffn_grads {
+    double *gate, *up, *down;                /* [E, f, d], [E, f, d], [E, d, f] */
+    double *gate_bias, *up_bias, *down_bias; /* [E, f], [E, f], [E, d] */
+} ref_ffn_grads;
+typedef struct ref_layer_grads {
+    double *hidden;         /* [T, d] dL/dx through the experts and the shared experts */
+    double *choice_weights; /* [T, choices] dL/dw_tj = <dL/dout_t, y_e(x_t)>: written, 0
+                               for dropped choices and tokens routed nowhere */
+    ref_ffn_grads experts, shared;
+    double *shared_expert_gate; /* [d] */
+} ref_layer_grads;
+/* grad_output [T, d] = dL/doutput. Tokens whose logits are not finite get no gradient.
+ * Returns 0 if out of memory. */
+int ref_layer_backward(const ref_layer *layer, uint32_t T, const void *hidden,
+                       const int32_t *expert_ids, const float *weights, const int32_t *slots,
+                       const double *grad_output, const ref_layer_grads *grads);
+/* One optimizer step on n parameters (moevk_optimizer_info), in f32 as PyTorch's SGD and AdamW
+ * compute it: w and (AdamW) the moments m, v are updated in place from the gradient g times
+ * grad_scale (the clipping's coefficient, 1 for none). */
+void ref_optimizer_step(const moevk_optimizer_info *info, float grad_scale, uint64_t n, float *w,
+                        float *m, float *v, const float *g);
+/* The clipping's coefficient for a global norm: min(1, max_norm / (norm + 1e-6)), 1 when
+ * max_norm is 0. */
+float ref_clip_scale(float max_norm, double norm);
+
+/* The router projection's backward given dL/dlogits [T, E]: dL/dW_g [E, d] += dlogits^T x and
+ * dL/dx [T, d] += dlogits W_g (either NULL: not computed). */
+void ref_router_projection_backward(const moevk_router_info *info, uint32_t T, const void *hidden,
+                                    const float *router_weights, const double *grad_logits,
+                                    double *grad_router, double *grad_hidden);
 
 #endif

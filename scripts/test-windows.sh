@@ -63,7 +63,7 @@ one() { # name, then what under_wine takes: one check from a program's exit stat
 # Windows build to the bits the Linux build recorded (tests/golden_routes.txt).
 tests="test_api test_interface test_projection test_safetensors test_gguf test_quant test_routing
        test_noise test_losses test_history test_modes test_sizes test_golden test_layer
-       test_token_scores test_profile test_record test_layer_record test_threads test_faults"
+       test_layer_backward test_layer_train test_token_scores test_profile test_record test_layer_record test_threads test_faults"
 for subgroup in 8 4; do
   width=256
   [ "$subgroup" = 4 ] && width=128

@@ -50,7 +50,7 @@ for subgroup in 8 4; do
   [ "$subgroup" = 4 ] && vector_width=128
   common=(MOEVK_DEVICE="$device" LP_NATIVE_VECTOR_WIDTH=$vector_width)
   [ "$device" = llvmpipe ] && common+=(MOEVK_TEST_EXPECT_SUBGROUP=$subgroup)
-  for t in test_api test_interface test_projection test_safetensors test_gguf test_quant test_routing test_noise test_losses test_history test_modes test_sizes test_golden test_layer test_token_scores test_profile test_record test_layer_record test_threads test_faults; do
+  for t in test_api test_interface test_projection test_safetensors test_gguf test_quant test_routing test_noise test_losses test_history test_modes test_sizes test_golden test_layer test_layer_backward test_layer_train test_token_scores test_profile test_record test_layer_record test_threads test_faults; do
     run "$t, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/$t
   done
   run "test_cli, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/test_cli build/cli/moevk
@@ -58,7 +58,7 @@ for subgroup in 8 4; do
 done
 
 # The staging path that discrete GPUs take, on lavapipe too.
-for t in test_api test_interface test_projection test_routing test_noise test_losses test_history test_modes test_golden test_layer test_token_scores test_profile; do
+for t in test_api test_interface test_projection test_routing test_noise test_losses test_history test_modes test_golden test_layer test_layer_train test_token_scores test_profile; do
   run "$t, staging buffers" MOEVK_DEVICE="$device" MOEVK_TEST_STAGING=1 build/tests/$t
 done
 
@@ -69,7 +69,7 @@ sanitize=(MOEVK_DEVICE="$device" MOEVK_TEST_VALIDATION=0
 # Keep lavapipe loaded so that LeakSanitizer can name (and suppress) its allocations.
 lvp=$(ls /usr/lib/*/libvulkan_lvp.so 2>/dev/null | head -n 1)
 [ -n "$lvp" ] && sanitize+=(LD_PRELOAD="$lvp")
-for t in test_api test_interface test_projection test_safetensors test_gguf test_quant test_routing test_noise test_losses test_history test_modes test_golden test_layer test_token_scores test_profile test_record test_layer_record test_threads test_faults; do
+for t in test_api test_interface test_projection test_safetensors test_gguf test_quant test_routing test_noise test_losses test_history test_modes test_golden test_layer test_layer_backward test_layer_train test_token_scores test_profile test_record test_layer_record test_threads test_faults; do
   run "$t under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/$t
 done
 run "test_cli under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/test_cli build-sanitize/cli/moevk

@@ -55,15 +55,21 @@
 #define BUFFER_NOISE_STD layout(std430, binding = BINDING_NOISE_STD) buffer NoiseStd { float noise_std_values[]; };
 #define BUFFER_NOISE_WEIGHTS layout(std430, binding = BINDING_NOISE_WEIGHTS) readonly buffer NoiseWeights { float noise_weights[]; };
 #define BUFFER_EXPERT_LOSS layout(std430, binding = BINDING_EXPERT_LOSS) buffer ExpertLoss { float expert_loss_values[]; };
-#define BUFFER_ROUTER_WEIGHTS layout(std430, binding = BINDING_ROUTER_WEIGHTS) readonly buffer RouterWeights { float router_weights[]; };
+// The parameters are written by the optimizer's step alone (optimizer.comp).
+#ifdef STAGE_WRITES_WEIGHTS
+#define WEIGHTS_ACCESS
+#else
+#define WEIGHTS_ACCESS readonly
+#endif
+#define BUFFER_ROUTER_WEIGHTS layout(std430, binding = BINDING_ROUTER_WEIGHTS) WEIGHTS_ACCESS buffer RouterWeights { float router_weights[]; };
 #define BUFFER_GRAD_COMBINED layout(std430, binding = BINDING_GRAD_COMBINED) readonly buffer GradCombined { uint grad_combined_words[]; };
 #define BUFFER_GRAD_NOISE layout(std430, binding = BINDING_GRAD_NOISE) buffer GradNoise { float grad_noise[]; };
 
 // The layer's FFN weights (words of the layer's weight type), biases and scratch.
-#define BUFFER_EXPERT_GATE layout(std430, binding = BINDING_EXPERT_GATE) readonly buffer ExpertGate { uint expert_gate_words[]; };
-#define BUFFER_EXPERT_UP layout(std430, binding = BINDING_EXPERT_UP) readonly buffer ExpertUp { uint expert_up_words[]; };
-#define BUFFER_EXPERT_DOWN layout(std430, binding = BINDING_EXPERT_DOWN) readonly buffer ExpertDown { uint expert_down_words[]; };
-#define BUFFER_EXPERT_BIAS layout(std430, binding = BINDING_EXPERT_BIAS) readonly buffer ExpertBias { float expert_bias[]; };
+#define BUFFER_EXPERT_GATE layout(std430, binding = BINDING_EXPERT_GATE) WEIGHTS_ACCESS buffer ExpertGate { uint expert_gate_words[]; };
+#define BUFFER_EXPERT_UP layout(std430, binding = BINDING_EXPERT_UP) WEIGHTS_ACCESS buffer ExpertUp { uint expert_up_words[]; };
+#define BUFFER_EXPERT_DOWN layout(std430, binding = BINDING_EXPERT_DOWN) WEIGHTS_ACCESS buffer ExpertDown { uint expert_down_words[]; };
+#define BUFFER_EXPERT_BIAS layout(std430, binding = BINDING_EXPERT_BIAS) WEIGHTS_ACCESS buffer ExpertBias { float expert_bias[]; };
 #define BUFFER_INTERMEDIATE layout(std430, binding = BINDING_INTERMEDIATE) buffer Intermediate { float intermediate[]; };
 #define BUFFER_TILES                                                                               \
     layout(std430, binding = BINDING_TILES) buffer Tiles { uint tile_words[]; };                   \
@@ -82,5 +88,21 @@
 #define BUFFER_PROFILE_MEASURES layout(std430, binding = BINDING_PROFILE_MEASURES) buffer ProfileMeasures { float profile_measures[]; };
 #define BUFFER_ROW_MEASURES layout(std430, binding = BINDING_ROW_MEASURES) buffer RowMeasures { vec4 row_measures[]; };
 #define BUFFER_PROFILE layout(std430, binding = BINDING_PROFILE) buffer Profile { uint profile[]; };
+
+// The layer's backward: its gradients and scratch, f32.
+#define BUFFER_GRAD_OUTPUT layout(std430, binding = BINDING_GRAD_OUTPUT) readonly buffer GradOutput { float grad_output[]; };
+#define BUFFER_GRAD_EXPERT_OUT layout(std430, binding = BINDING_GRAD_EXPERT_OUT) buffer GradExpertOut { float grad_expert_out[]; };
+#define BUFFER_GRAD_PRE layout(std430, binding = BINDING_GRAD_PRE) buffer GradPre { float grad_pre[]; };
+#define BUFFER_GRAD_ROWS layout(std430, binding = BINDING_GRAD_ROWS) buffer GradRows { float grad_rows[]; };
+#define BUFFER_GRAD_HIDDEN layout(std430, binding = BINDING_GRAD_HIDDEN) buffer GradHidden { float grad_hidden[]; };
+#define BUFFER_GRAD_EXPERT_GATE layout(std430, binding = BINDING_GRAD_EXPERT_GATE) buffer GradExpertGate { float grad_expert_gate[]; };
+#define BUFFER_GRAD_EXPERT_UP layout(std430, binding = BINDING_GRAD_EXPERT_UP) buffer GradExpertUp { float grad_expert_up[]; };
+#define BUFFER_GRAD_EXPERT_DOWN layout(std430, binding = BINDING_GRAD_EXPERT_DOWN) buffer GradExpertDown { float grad_expert_down[]; };
+#define BUFFER_GRAD_ROUTER layout(std430, binding = BINDING_GRAD_ROUTER) buffer GradRouter { float grad_router[]; };
+#define BUFFER_OPT_MASTER layout(std430, binding = BINDING_OPT_MASTER) buffer OptMaster { float opt_master[]; };
+#define BUFFER_OPT_M layout(std430, binding = BINDING_OPT_M) buffer OptM { float opt_m[]; };
+#define BUFFER_OPT_V layout(std430, binding = BINDING_OPT_V) buffer OptV { float opt_v[]; };
+#define BUFFER_OPT_PARTIALS layout(std430, binding = BINDING_OPT_PARTIALS) buffer OptPartials { float opt_partials[]; };
+#define BUFFER_GRAD_EXPERT_BIAS layout(std430, binding = BINDING_GRAD_EXPERT_BIAS) buffer GradExpertBias { float grad_expert_bias[]; };
 
 #define DECLARE_BUFFER(name) BUFFER_##name

@@ -70,7 +70,45 @@
 /* [T] vec4, for the token scores and the profile (FLAG_TOKEN_SCORES, FLAG_PROFILE): each valid
  * token's two largest routing probabilities and its energy, from scores_topk's pass over it. */
 #define BINDING_ROW_MEASURES 49
-#define BINDING_COUNT 50
+/* The layer's backward (moevk_layer_backward), all f32: dL/doutput [T, d] as given; each
+ * dispatched row's share of it, w * dL/doutput [rows, d]; the up projection's pre-activations
+ * [rows, f], recomputed, then (the same place) their gradients, with SwiGLU's gate's after
+ * them, grad_pre_stride floats on; dL/d(dispatched rows) [rows, d]; dL/dx [T, d]; and the
+ * parameters' gradients in the layouts of the weights (and biases) they belong to. */
+#define BINDING_GRAD_OUTPUT 50
+#define BINDING_GRAD_EXPERT_OUT 51
+#define BINDING_GRAD_PRE 52
+#define BINDING_GRAD_ROWS 53
+#define BINDING_GRAD_HIDDEN 54
+#define BINDING_GRAD_EXPERT_GATE 55 /* [E, f, d] */
+#define BINDING_GRAD_EXPERT_UP 56   /* [E, f, d] */
+#define BINDING_GRAD_EXPERT_DOWN 57 /* [E, d, f] */
+#define BINDING_GRAD_EXPERT_BIAS 58 /* gate [E, f], up [E, f], down [E, d] */
+#define BINDING_GRAD_ROUTER 59      /* [E, d]: dL/dW_g */
+/* The optimizer (moevk_layer_optimizer_step): f32 master weights, AdamW's first and second
+ * moments, every parameter one after another (OPT_PARAM_* order), and the gradients' squares'
+ * partial sums, one per block of OPT_BLOCK entries. */
+#define BINDING_OPT_MASTER 60
+#define BINDING_OPT_M 61
+#define BINDING_OPT_V 62
+#define BINDING_OPT_PARTIALS 63
+#define BINDING_COUNT 64
+#define OPT_PARAM_ROUTER 0u
+#define OPT_PARAM_GATE 1u
+#define OPT_PARAM_UP 2u
+#define OPT_PARAM_DOWN 3u
+#define OPT_PARAM_BIAS 4u
+#define OPT_PARAMS 5u
+#define OPT_BLOCK 4096u
+#define OPT_PHASE_WIDEN 0u  /* master = the stored weights, widened */
+#define OPT_PHASE_NORM 1u   /* the gradient's squares, summed per block */
+#define OPT_PHASE_UPDATE 2u /* the step: master, moments, and the stored weights from master */
+/* grad_expert_weights.comp's two products: dW_down, and dW_up with dW_gate; grad_router.comp's:
+ * dW_g, and the projection's share of dL/dx. */
+#define GRAD_MATRIX_DOWN 0u
+#define GRAD_MATRIX_GATE_UP 1u
+#define GRAD_MATRIX_ROUTER 2u
+#define GRAD_MATRIX_ROUTER_HIDDEN 3u
 
 /* The routing profile's measures of each token (moevk_profile_measure in moevk.h) and their
  * histograms: PROFILE_HISTOGRAM_WORDS(bins) uint counts per measure (below the lower bound,

@@ -83,7 +83,8 @@ static moevk_router_info info_for_faults(void) {
     return info;
 }
 
-/* A layer on the same router: weights set, one forward. */
+/* A layer on the same router: weights set, one forward; then a trainable one through a backward
+ * and an optimizer step. */
 static moevk_result layer_lifecycle(moevk_context *context) {
     moevk_router_info router_info = info_for_faults();
     moevk_layer_info info;
@@ -107,6 +108,31 @@ static moevk_result layer_lifecycle(moevk_context *context) {
     moevk_layer_output_init(&output);
     output.output = moevk_host_tensor(out);
     if (r == MOEVK_SUCCESS) r = moevk_layer_forward(layer, &input, &output);
+    moevk_layer_destroy(layer);
+    /* A trainable one: its forward, backward and an optimizer step. */
+    info.shared_intermediate_size = 0;
+    info.shared_gate = 0;
+    info.trainable = 1;
+    layer = NULL;
+    if (r == MOEVK_SUCCESS) r = moevk_layer_create(context, &info, &layer);
+    if (r == MOEVK_SUCCESS)
+        r = moevk_layer_set_weights(layer, MOEVK_WEIGHT_UP, 0, 8, moevk_host_tensor(up));
+    if (r == MOEVK_SUCCESS) r = moevk_layer_forward(layer, &input, &output);
+    moevk_layer_backward_info backward;
+    moevk_layer_backward_info_init(&backward);
+    backward.grad_output = moevk_host_tensor(hidden);
+    backward.grad_hidden = moevk_host_tensor(out);
+    if (r == MOEVK_SUCCESS) r = moevk_layer_backward(layer, &backward);
+    moevk_optimizer_info step;
+    moevk_optimizer_info_init(&step);
+    step.kind = MOEVK_OPTIMIZER_ADAMW;
+    step.learning_rate = 0.01f;
+    step.beta1 = 0.9f;
+    step.beta2 = 0.999f;
+    step.epsilon = 1e-8f;
+    step.max_grad_norm = 1.0f;
+    step.step = 1;
+    if (r == MOEVK_SUCCESS) r = moevk_layer_optimizer_step(layer, &step, NULL);
     moevk_layer_destroy(layer);
     return r;
 }

@@ -1,0 +1,35 @@
+/* The layer object (moevk_layer), shared by its forward (layer.c) and its training (layer_train.c),
+ * and where each of its weights lives. */
+#ifndef MOEVK_LAYER_H
+#define MOEVK_LAYER_H
+
+#include "internal.h"
+
+struct moevk_layer {
+    moevk_context *context; /* its own: the router may not exist when creation failed */
+    moevk_router *router;
+    int master_valid; /* the optimizer's master weights hold the stored weights' values */
+};
+
+/* Where a weight lives: its binding and byte offset, the elements of one expert's part, how
+ * many experts have one, its type, and whether the layer has it (-1: not a weight). */
+typedef struct weight_place {
+    int binding;
+    uint64_t offset, elements, experts;
+    moevk_dtype type;
+    int present;
+    const char *name;
+} weight_place;
+
+weight_place layer_weight_place(const moevk_router *router, moevk_layer_weight which);
+/* Checks a weight's range of experts (INVALID_ARGUMENT naming what is wrong) and gives its
+ * place, byte offset and bytes in the layer's buffer: in the weight's type (element_bytes 0),
+ * or at element_bytes per element (a gradient's f32, laid out as the weights' buffer). */
+moevk_result layer_weight_range(moevk_router *router, moevk_layer_weight which, uint32_t first,
+                                uint32_t count, uint32_t element_bytes, weight_place *place,
+                                uint64_t *offset, uint64_t *bytes);
+/* Copies bytes at offset of a layer buffer into destination (HOST or BUFFER), waiting. */
+moevk_result layer_copy_out(moevk_router *router, int binding, uint64_t offset, uint64_t bytes,
+                            const moevk_tensor *destination);
+
+#endif

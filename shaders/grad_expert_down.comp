@@ -1,0 +1,46 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// The routed experts' backward through down and the activation: for each tile, dL/dh [rows, f] =
+// grad_expert_out [rows, d] times the expert's down projection [d, f] (read down its columns),
+// then at each (row, n) the activation's slopes at the pre-activations grad_pre holds turn it
+// into dL/d(up pre-activation) and (SwiGLU) dL/d(gate pre-activation), written over them.
+// Grid (indirect, the tile map's up arguments): x over the f / FFN_COLUMNS column tiles, y over
+// the tiles.
+#include "experts_backward.h"
+#define STAGE_BUFFERS GRAD_EXPERT_DOWN_BUFFERS
+#define STAGE_PARAMS GRAD_EXPERT_DOWN_PARAMS
+#include "common.glsl"
+
+#include "ffn.glsl"
+#include "activation_slopes.glsl"
+DEFINE_WEIGHT_READER(down_weight, expert_down_words)
+
+float ffn_input(uint row, uint k) { return grad_expert_out[row * P.hidden_size + k]; }
+// dh[row, n] = sum over i of dy[row, i] * W_down[e, i, n].
+float ffn_weight(uint expert, uint n, uint k) {
+    return down_weight((expert * P.hidden_size + k) * P.intermediate_size + n);
+}
+// Training takes f32, f16 and bf16 weights only: no block format reaches these.
+void ffn_weight_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]) {
+    for (uint i = 0u; i < WEIGHT_CHUNK; ++i) w[i] = ffn_weight(expert, n, k0 + i);
+}
+void ffn_weight_quad(uint expert, uint n, uint k0, out float w[4]) {
+    for (uint i = 0u; i < 4u; ++i) w[i] = ffn_weight(expert, n, k0 + i);
+}
+
+void main() {
+    uvec4 tile = tile_entries[TILE_ENTRIES / 4u + gl_WorkGroupID.y];
+    uint col_begin = gl_WorkGroupID.x * FFN_COLUMNS, f = P.intermediate_size;
+    float dh[FFN_OUTPUTS], unused[FFN_OUTPUTS];
+    ffn_tile(tile.x, tile.y, tile.z, col_begin, f, P.hidden_size, dh, unused);
+    bool swiglu = ACTIVATION == ACTIVATION_SWIGLU;
+    for (uint i = 0u; i < FFN_OUTPUTS; ++i) {
+        uint row = ffn_out_row(tile.y, i), n = ffn_out_col(col_begin, i);
+        if (row >= tile.z || n >= f) continue;
+        uint at = row * f + n;
+        float up = grad_pre[at], gate = swiglu ? grad_pre[P.grad_pre_stride + at] : 0.0;
+        vec2 slopes = activation_slopes(gate, up);
+        grad_pre[at] = dh[i] * slopes.y;
+        if (swiglu) grad_pre[P.grad_pre_stride + at] = dh[i] * slopes.x;
+    }
+}
