@@ -91,6 +91,9 @@ moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *
         /* And gradients and the optimizer's moments start at zero. */
         for (int b = BINDING_GRAD_EXPERT_GATE; shape.trainable && b <= BINDING_OPT_V; ++b)
             weights[count++] = &layer->router->buffers[b];
+        for (int b = BINDING_GRAD_SHARED_GATE;
+             shape.trainable && b <= BINDING_GRAD_SHARED_EXPERT_GATE; ++b)
+            weights[count++] = &layer->router->buffers[b];
         r = gpu_buffers_zero(context, weights, count);
     }
     if (r != MOEVK_SUCCESS) {

@@ -12,7 +12,9 @@
 /* The gradient buffers of the parameters, zeroed for a backward that does not accumulate. */
 static const int GRADIENT_BINDINGS[] = {BINDING_GRAD_EXPERT_GATE, BINDING_GRAD_EXPERT_UP,
                                         BINDING_GRAD_EXPERT_DOWN, BINDING_GRAD_EXPERT_BIAS,
-                                        BINDING_GRAD_ROUTER};
+                                        BINDING_GRAD_ROUTER,      BINDING_GRAD_SHARED_GATE,
+                                        BINDING_GRAD_SHARED_UP,   BINDING_GRAD_SHARED_DOWN,
+                                        BINDING_GRAD_SHARED_BIAS, BINDING_GRAD_SHARED_EXPERT_GATE};
 #define GRADIENT_BINDING_COUNT (int)(sizeof GRADIENT_BINDINGS / sizeof GRADIENT_BINDINGS[0])
 
 static moevk_result check_trainable(moevk_router *router) {
@@ -25,9 +27,6 @@ static moevk_result check_backward(moevk_router *router, const moevk_layer_backw
     moevk_context *context = router->context;
     moevk_result r = check_trainable(router);
     if (r != MOEVK_SUCCESS) return r;
-    if (router->layer.shared_intermediate_size)
-        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
-                            "the backward of a layer with shared experts is not there yet");
     if (router->use_addresses)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "the backward needs the router's buffers within "
@@ -108,6 +107,7 @@ moevk_result moevk_layer_backward(moevk_layer *layer, const moevk_layer_backward
     record_logits_backward(router, &plan);
     record_experts_backward(router, &plan);
     record_dispatch_backward(router, &plan);
+    record_shared_backward(router, &plan);
     record_router_backward(router, &plan);
     tensor_download(transfers, BINDING_GRAD_HIDDEN, 0, &info.grad_hidden, T * d * 4);
     tensor_download(transfers, BINDING_GRAD_WEIGHTS, 0, &info.grad_weights, T * k * 4);
@@ -134,7 +134,13 @@ moevk_result moevk_layer_read_gradient(moevk_layer *layer, moevk_layer_weight wh
                                                    [BINDING_EXPERT_UP] = BINDING_GRAD_EXPERT_UP,
                                                    [BINDING_EXPERT_DOWN] = BINDING_GRAD_EXPERT_DOWN,
                                                    [BINDING_EXPERT_BIAS] = BINDING_GRAD_EXPERT_BIAS,
-                                                   [BINDING_ROUTER_WEIGHTS] = BINDING_GRAD_ROUTER};
+                                                   [BINDING_ROUTER_WEIGHTS] = BINDING_GRAD_ROUTER,
+                                                   [BINDING_SHARED_GATE] = BINDING_GRAD_SHARED_GATE,
+                                                   [BINDING_SHARED_UP] = BINDING_GRAD_SHARED_UP,
+                                                   [BINDING_SHARED_DOWN] = BINDING_GRAD_SHARED_DOWN,
+                                                   [BINDING_SHARED_BIAS] = BINDING_GRAD_SHARED_BIAS,
+                                                   [BINDING_SHARED_GATE_WEIGHTS] =
+                                                       BINDING_GRAD_SHARED_EXPERT_GATE};
     int binding = GRADIENT_OF[place.binding];
     if (binding == 0)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED, "the gradient of %s is not there yet",

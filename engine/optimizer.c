@@ -25,12 +25,20 @@ static void constants(const moevk_router *router, stage_constants *constants) {
 void optimizer_parameters(const moevk_router *router, optimizer_parameter out[OPT_PARAMS]) {
     const layer_shape *layer = &router->layer;
     uint64_t E = router->info.num_experts, d = router->info.hidden_size;
-    uint64_t f = layer->intermediate_size;
-    int swiglu = layer->activation == MOEVK_ACTIVATION_SWIGLU;
-    const uint64_t counts[OPT_PARAMS] = {E * d, swiglu ? E * f * d : 0, E * f * d, E * d * f,
-                                         layer->biases ? 2 * E * f + E * d : 0};
-    const moevk_dtype types[OPT_PARAMS] = {MOEVK_DTYPE_F32, layer->weight_type, layer->weight_type,
-                                           layer->down_type, MOEVK_DTYPE_F32};
+    uint64_t f = layer->intermediate_size, fs = layer->shared_intermediate_size;
+    int swiglu = layer->activation == MOEVK_ACTIVATION_SWIGLU, biases = layer->biases;
+    const uint64_t counts[OPT_PARAMS] = {E * d,
+                                         swiglu ? E * f * d : 0,
+                                         E * f * d,
+                                         E * d * f,
+                                         biases ? 2 * E * f + E * d : 0,
+                                         swiglu ? fs * d : 0,
+                                         fs * d,
+                                         d * fs,
+                                         biases && fs ? 2 * fs + d : 0,
+                                         layer->shared_gate ? d : 0};
+    moevk_dtype wt = layer->weight_type, dt = layer->down_type, f32 = MOEVK_DTYPE_F32;
+    const moevk_dtype types[OPT_PARAMS] = {f32, wt, wt, dt, f32, wt, wt, dt, f32, f32};
     uint64_t offset = 0;
     for (uint32_t p = 0; p < OPT_PARAMS; ++p) {
         out[p] = (optimizer_parameter){.count = counts[p], .offset = offset, .type = types[p]};

@@ -408,7 +408,14 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {"logits",
                                                          "master weights",
                                                          "first moments",
                                                          "second moments",
-                                                         "gradient norm partials"};
+                                                         "gradient norm partials",
+                                                         "shared pre-activations and their gradients",
+                                                         "dL/d(shared experts' gate weights)",
+                                                         "dL/d(shared experts' up weights)",
+                                                         "dL/d(shared experts' down weights)",
+                                                         "dL/d(shared experts' biases)",
+                                                         "dL/d(shared expert gate)",
+                                                         "dL/dz of the shared expert gate"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {

@@ -136,10 +136,12 @@ void record_timestamp(moevk_router *router, enum timestamp_point point);
 void record_experts(moevk_router *router, const route_plan *params);
 void record_shared_experts(moevk_router *router, const route_plan *params);
 void record_layer_combine(moevk_router *router, const route_plan *params);
-/* The layer's backward (combine_backward.c, experts_backward.c, router_backward.c). */
+/* The layer's backward (combine_backward.c, experts_backward.c, shared_backward.c,
+ * router_backward.c). */
 void record_combine_backward(moevk_router *router, const route_plan *plan);
 void record_experts_backward(moevk_router *router, const route_plan *plan);
 void record_dispatch_backward(moevk_router *router, const route_plan *plan);
+void record_shared_backward(moevk_router *router, const route_plan *plan);
 void record_router_backward(moevk_router *router, const route_plan *plan);
 /* The optimizer (optimizer.c): each parameter's place in the master weights and moments, and
  * one phase (OPT_PHASE_*) over every parameter; step is the update's (NULL for the others). */

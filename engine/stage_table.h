@@ -28,6 +28,7 @@
     X(LAYER_COMBINE, layer_combine)                                                                \
     X(COMBINE_BACKWARD, combine_backward)                                                          \
     X(EXPERTS_BACKWARD, experts_backward)                                                          \
+    X(SHARED_BACKWARD, shared_backward)                                                            \
     X(ROUTER_BACKWARD, router_backward)                                                            \
     X(OPTIMIZER, optimizer)
 
@@ -39,6 +40,6 @@ typedef enum stage_id {
 } stage_id;
 
 /* The most kernels (shaders) of one stage. */
-#define MAX_STAGE_KERNELS 5
+#define MAX_STAGE_KERNELS 6
 
 #endif

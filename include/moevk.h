@@ -752,8 +752,7 @@ typedef struct moevk_layer_info {
     /* ---- Since moevk 0.7 (in the place of 0.5's reserved_0_5: zero there before) ---- */
     /* Non-zero: the layer keeps what its backward needs (moevk_layer_backward): f32 gradient
      * buffers of its parameters and its scratch, and the router's `losses` (its backward).
-     * F32, F16 or BF16 weights; the TOKEN mode, which the router's backward covers; no shared
-     * experts yet (issue 15 is under way). */
+     * F32, F16 or BF16 weights; the TOKEN mode, which the router's backward covers. */
     int trainable;
 } moevk_layer_info;
 
@@ -839,9 +838,10 @@ MOEVK_API moevk_result moevk_layer_forward_submit(moevk_layer *layer,
  * same input gives the same bits every run: through the combine (dL/dweights), the router's
  * backward (dL/dlogits from dL/dweights, as moevk_router_losses gives it), the routed experts
  * (down, the activation, gate and up, their biases), the dispatch (dL/dx summed over each
- * token's kept choices in order) and the router projection (dL/dW_g, and its share of dL/dx
- * added after the experts'). Under way (issue 15): the shared experts' backward, the balancing
- * losses joining the gradient, and the optimizer. */
+ * token's kept choices in order), the shared experts and their gate (every token's; their
+ * share of dL/dx added after the routed experts'), and the router projection (dL/dW_g, and
+ * its share of dL/dx added last). Under way (issue 15): the balancing losses joining the
+ * gradient. */
 typedef struct moevk_layer_backward_info {
     uint32_t struct_size; /* see "Structs that grow" */
     /* [T, d] f32 dL/doutput, HOST or BUFFER; required when T > 0. */
@@ -862,16 +862,14 @@ static inline void moevk_layer_backward_info_init(moevk_layer_backward_info *inf
 }
 
 /* Runs the backward of the layer's last forward (waits). Errors: INVALID_ARGUMENT (a layer made
- * without `trainable`, no forward to go back through, a short tensor), UNSUPPORTED (the layer
- * has shared experts: not yet; a router reaching its buffers by device address), DEVICE_LOST,
- * VULKAN. */
+ * without `trainable`, no forward to go back through, a short tensor), UNSUPPORTED (a router
+ * reaching its buffers by device address), DEVICE_LOST, VULKAN. */
 MOEVK_API moevk_result moevk_layer_backward(moevk_layer *layer,
                                             const moevk_layer_backward_info *info);
 /* Reads the gradient of a weight (moevk_layer_weight, first and count as moevk_layer_set_weights
  * takes them) as f32 into destination (HOST or BUFFER), whatever the weight's storage type.
  * Errors: INVALID_ARGUMENT (a layer made without `trainable`, a weight it does not have, experts
- * out of range, a short tensor), UNSUPPORTED (the shared experts' weights: not yet),
- * DEVICE_LOST, VULKAN. */
+ * out of range, a short tensor), DEVICE_LOST, VULKAN. */
 MOEVK_API moevk_result moevk_layer_read_gradient(moevk_layer *layer, moevk_layer_weight which,
                                                  uint32_t first, uint32_t count,
                                                  moevk_tensor destination);

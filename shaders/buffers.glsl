@@ -74,13 +74,13 @@
 #define BUFFER_TILES                                                                               \
     layout(std430, binding = BINDING_TILES) buffer Tiles { uint tile_words[]; };                   \
     layout(std430, binding = BINDING_TILES) buffer TileEntries { uvec4 tile_entries[]; };
-#define BUFFER_SHARED_GATE layout(std430, binding = BINDING_SHARED_GATE) readonly buffer SharedGate { uint shared_gate_words[]; };
-#define BUFFER_SHARED_UP layout(std430, binding = BINDING_SHARED_UP) readonly buffer SharedUp { uint shared_up_words[]; };
-#define BUFFER_SHARED_DOWN layout(std430, binding = BINDING_SHARED_DOWN) readonly buffer SharedDown { uint shared_down_words[]; };
-#define BUFFER_SHARED_BIAS layout(std430, binding = BINDING_SHARED_BIAS) readonly buffer SharedBias { float shared_bias[]; };
+#define BUFFER_SHARED_GATE layout(std430, binding = BINDING_SHARED_GATE) WEIGHTS_ACCESS buffer SharedGate { uint shared_gate_words[]; };
+#define BUFFER_SHARED_UP layout(std430, binding = BINDING_SHARED_UP) WEIGHTS_ACCESS buffer SharedUp { uint shared_up_words[]; };
+#define BUFFER_SHARED_DOWN layout(std430, binding = BINDING_SHARED_DOWN) WEIGHTS_ACCESS buffer SharedDown { uint shared_down_words[]; };
+#define BUFFER_SHARED_BIAS layout(std430, binding = BINDING_SHARED_BIAS) WEIGHTS_ACCESS buffer SharedBias { float shared_bias[]; };
 #define BUFFER_SHARED_INTERMEDIATE layout(std430, binding = BINDING_SHARED_INTERMEDIATE) buffer SharedIntermediate { float shared_intermediate[]; };
 #define BUFFER_SHARED_OUT layout(std430, binding = BINDING_SHARED_OUT) buffer SharedOut { float shared_out[]; };
-#define BUFFER_SHARED_GATE_WEIGHTS layout(std430, binding = BINDING_SHARED_GATE_WEIGHTS) readonly buffer SharedGateWeights { float shared_gate_weights[]; };
+#define BUFFER_SHARED_GATE_WEIGHTS layout(std430, binding = BINDING_SHARED_GATE_WEIGHTS) WEIGHTS_ACCESS buffer SharedGateWeights { float shared_gate_weights[]; };
 #define BUFFER_SHARED_SCALE layout(std430, binding = BINDING_SHARED_SCALE) buffer SharedScale { float shared_scale[]; };
 
 // Each token's out-of-distribution scores (token_scores.comp).
@@ -103,6 +103,13 @@
 #define BUFFER_OPT_M layout(std430, binding = BINDING_OPT_M) buffer OptM { float opt_m[]; };
 #define BUFFER_OPT_V layout(std430, binding = BINDING_OPT_V) buffer OptV { float opt_v[]; };
 #define BUFFER_OPT_PARTIALS layout(std430, binding = BINDING_OPT_PARTIALS) buffer OptPartials { float opt_partials[]; };
+#define BUFFER_GRAD_SHARED_PRE layout(std430, binding = BINDING_GRAD_SHARED_PRE) buffer GradSharedPre { float grad_shared_pre[]; };
+#define BUFFER_GRAD_SHARED_GATE layout(std430, binding = BINDING_GRAD_SHARED_GATE) buffer GradSharedGate { float grad_shared_gate[]; };
+#define BUFFER_GRAD_SHARED_UP layout(std430, binding = BINDING_GRAD_SHARED_UP) buffer GradSharedUp { float grad_shared_up[]; };
+#define BUFFER_GRAD_SHARED_DOWN layout(std430, binding = BINDING_GRAD_SHARED_DOWN) buffer GradSharedDown { float grad_shared_down[]; };
+#define BUFFER_GRAD_SHARED_BIAS layout(std430, binding = BINDING_GRAD_SHARED_BIAS) buffer GradSharedBias { float grad_shared_bias[]; };
+#define BUFFER_GRAD_SHARED_EXPERT_GATE layout(std430, binding = BINDING_GRAD_SHARED_EXPERT_GATE) buffer GradSharedExpertGate { float grad_shared_expert_gate[]; };
+#define BUFFER_GRAD_SHARED_DZ layout(std430, binding = BINDING_GRAD_SHARED_DZ) buffer GradSharedDz { float grad_shared_dz[]; };
 #define BUFFER_GRAD_EXPERT_BIAS layout(std430, binding = BINDING_GRAD_EXPERT_BIAS) buffer GradExpertBias { float grad_expert_bias[]; };
 
 #define DECLARE_BUFFER(name) BUFFER_##name

@@ -1,26 +1,34 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// The routed experts' backward into their inputs: for each tile, dL/d(dispatched rows)
-// [rows, d] = dL/d(up pre-activations) [rows, f] times W_up [f, d], plus (SwiGLU) dL/d(gate
-// pre-activations) times W_gate: one product f + f deep, up's terms first, into grad_rows.
-// Grid (indirect, the tile map's down arguments): x over the d / FFN_COLUMNS column tiles, y
-// over the tiles.
+// The experts' backward into their inputs: for each tile, dL/d(input rows) [rows, d] =
+// dL/d(up pre-activations) [rows, f] times W_up [f, d], plus (SwiGLU) dL/d(gate
+// pre-activations) times W_gate: one product f + f deep, up's terms first. The routed experts'
+// into grad_rows (dL/d(dispatched rows), which grad_hidden.comp sums per token); built with
+// SHARED_FFN, the shared experts' added to dL/dx after the routed experts' part (grad_ffn.glsl).
+// Grid: x over the d / FFN_COLUMNS column tiles, y over the tiles (routed: indirect, the tile
+// map's down arguments).
 #include "experts_backward.h"
+#ifndef SHARED_FFN
 #define STAGE_BUFFERS GRAD_EXPERT_INPUT_BUFFERS
 #define STAGE_PARAMS GRAD_EXPERT_INPUT_PARAMS
+#else
+#define STAGE_BUFFERS GRAD_SHARED_INPUT_BUFFERS
+#define STAGE_PARAMS GRAD_SHARED_INPUT_PARAMS
+#endif
 #include "common.glsl"
+#include "grad_ffn.glsl"
 
 #include "ffn.glsl"
-DEFINE_WEIGHT_READER(up_weight, expert_up_words)
-DEFINE_WEIGHT_READER(gate_weight, expert_gate_words)
+DEFINE_WEIGHT_READER(up_weight, UP_WORDS)
+DEFINE_WEIGHT_READER(gate_weight, GATE_WORDS)
 
 // Depth k over [0, f) is up's, over [f, 2f) gate's.
 float ffn_input(uint row, uint k) {
-    uint f = P.intermediate_size;
-    return k < f ? grad_pre[row * f + k] : grad_pre[P.grad_pre_stride + row * f + k - f];
+    uint f = FFN_F;
+    return k < f ? GRAD_PRE_VALUES[row * f + k] : GRAD_PRE_VALUES[P.grad_pre_stride + row * f + k - f];
 }
 float ffn_weight(uint expert, uint n, uint k) {
-    uint f = P.intermediate_size;
+    uint f = FFN_F;
     return k < f ? up_weight((expert * f + k) * P.hidden_size + n)
                  : gate_weight((expert * f + k - f) * P.hidden_size + n);
 }
@@ -33,14 +41,18 @@ void ffn_weight_quad(uint expert, uint n, uint k0, out float w[4]) {
 }
 
 void main() {
-    uvec4 tile = tile_entries[TILE_ENTRIES / 4u + gl_WorkGroupID.y];
+    uvec4 tile = backward_tile();
     uint col_begin = gl_WorkGroupID.x * FFN_COLUMNS, d = P.hidden_size;
-    uint depth = (ACTIVATION == ACTIVATION_SWIGLU ? 2u : 1u) * P.intermediate_size;
+    uint depth = (ACTIVATION == ACTIVATION_SWIGLU ? 2u : 1u) * FFN_F;
     float acc[FFN_OUTPUTS], unused[FFN_OUTPUTS];
     ffn_tile(tile.x, tile.y, tile.z, col_begin, d, depth, acc, unused);
     for (uint i = 0u; i < FFN_OUTPUTS; ++i) {
         uint row = ffn_out_row(tile.y, i), n = ffn_out_col(col_begin, i);
         if (row >= tile.z || n >= d) continue;
+#ifdef SHARED_FFN
+        grad_hidden[row * d + n] += acc[i];
+#else
         grad_rows[row * d + n] = acc[i];
+#endif
     }
 }

@@ -92,13 +92,28 @@
 #define BINDING_OPT_M 61
 #define BINDING_OPT_V 62
 #define BINDING_OPT_PARTIALS 63
-#define BINDING_COUNT 64
+/* The shared experts' backward: their pre-activations and gradients [2, T, fs] (as
+ * BINDING_GRAD_PRE for the routed rows), their parameters' gradients in the layouts of their
+ * weights, the gate's gradient [d] and each token's dL/dz of the gate [T]. */
+#define BINDING_GRAD_SHARED_PRE 64
+#define BINDING_GRAD_SHARED_GATE 65 /* [fs, d] */
+#define BINDING_GRAD_SHARED_UP 66   /* [fs, d] */
+#define BINDING_GRAD_SHARED_DOWN 67 /* [d, fs] */
+#define BINDING_GRAD_SHARED_BIAS 68 /* gate [fs], up [fs], down [d] */
+#define BINDING_GRAD_SHARED_EXPERT_GATE 69
+#define BINDING_GRAD_SHARED_DZ 70
+#define BINDING_COUNT 71
 #define OPT_PARAM_ROUTER 0u
 #define OPT_PARAM_GATE 1u
 #define OPT_PARAM_UP 2u
 #define OPT_PARAM_DOWN 3u
 #define OPT_PARAM_BIAS 4u
-#define OPT_PARAMS 5u
+#define OPT_PARAM_SHARED_GATE 5u
+#define OPT_PARAM_SHARED_UP 6u
+#define OPT_PARAM_SHARED_DOWN 7u
+#define OPT_PARAM_SHARED_BIAS 8u
+#define OPT_PARAM_SHARED_EXPERT_GATE 9u
+#define OPT_PARAMS 10u
 #define OPT_BLOCK 4096u
 #define OPT_PHASE_WIDEN 0u  /* master = the stored weights, widened */
 #define OPT_PHASE_NORM 1u   /* the gradient's squares, summed per block */

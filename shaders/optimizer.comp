@@ -1,7 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// The optimizer's step over one parameter (opt_param: the router's W_g, the experts' gate, up,
-// down, or their biases), in phases:
+// The optimizer's step over one parameter (opt_param: the router's W_g, the routed experts'
+// gate, up, down or biases, the shared experts' the same, or their gate's w), in phases:
 //   OPT_PHASE_WIDEN   master[opt_offset + i] = the stored weight i, as f32
 //   OPT_PHASE_NORM    opt_partials[opt_partial_offset + b] = the sum of the gradient's squares
 //                     over block b (OPT_BLOCK entries): each invocation its entries ascending,
@@ -26,7 +26,12 @@ float gradient(uint i) {
     case OPT_PARAM_GATE: return grad_expert_gate[i];
     case OPT_PARAM_UP: return grad_expert_up[i];
     case OPT_PARAM_DOWN: return grad_expert_down[i];
-    default: return grad_expert_bias[i];
+    case OPT_PARAM_BIAS: return grad_expert_bias[i];
+    case OPT_PARAM_SHARED_GATE: return grad_shared_gate[i];
+    case OPT_PARAM_SHARED_UP: return grad_shared_up[i];
+    case OPT_PARAM_SHARED_DOWN: return grad_shared_down[i];
+    case OPT_PARAM_SHARED_BIAS: return grad_shared_bias[i];
+    default: return grad_shared_expert_gate[i];
     }
 }
 
@@ -37,7 +42,12 @@ uint stored_word(uint w) {
     case OPT_PARAM_GATE: return expert_gate_words[w];
     case OPT_PARAM_UP: return expert_up_words[w];
     case OPT_PARAM_DOWN: return expert_down_words[w];
-    default: return floatBitsToUint(expert_bias[w]);
+    case OPT_PARAM_BIAS: return floatBitsToUint(expert_bias[w]);
+    case OPT_PARAM_SHARED_GATE: return shared_gate_words[w];
+    case OPT_PARAM_SHARED_UP: return shared_up_words[w];
+    case OPT_PARAM_SHARED_DOWN: return shared_down_words[w];
+    case OPT_PARAM_SHARED_BIAS: return floatBitsToUint(shared_bias[w]);
+    default: return floatBitsToUint(shared_gate_weights[w]);
     }
 }
 
@@ -47,7 +57,12 @@ void store_word(uint w, uint word) {
     case OPT_PARAM_GATE: expert_gate_words[w] = word; break;
     case OPT_PARAM_UP: expert_up_words[w] = word; break;
     case OPT_PARAM_DOWN: expert_down_words[w] = word; break;
-    default: expert_bias[w] = uintBitsToFloat(word); break;
+    case OPT_PARAM_BIAS: expert_bias[w] = uintBitsToFloat(word); break;
+    case OPT_PARAM_SHARED_GATE: shared_gate_words[w] = word; break;
+    case OPT_PARAM_SHARED_UP: shared_up_words[w] = word; break;
+    case OPT_PARAM_SHARED_DOWN: shared_down_words[w] = word; break;
+    case OPT_PARAM_SHARED_BIAS: shared_bias[w] = uintBitsToFloat(word); break;
+    default: shared_gate_weights[w] = uintBitsToFloat(word); break;
     }
 }
 

@@ -15,7 +15,7 @@ import tempfile
 
 SHADERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'shaders')
 VARIANT_DEFINES = {'addresses': ['-DMOEVK_ADDRESSES'], 'rte': ['-DMOEVK_RTE'],
-                   'matvec': ['-DFFN_MATVEC']}
+                   'matvec': ['-DFFN_MATVEC'], 'shared': ['-DSHARED_FFN']}
 
 
 def built_variants():

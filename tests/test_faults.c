@@ -110,8 +110,6 @@ static moevk_result layer_lifecycle(moevk_context *context) {
     if (r == MOEVK_SUCCESS) r = moevk_layer_forward(layer, &input, &output);
     moevk_layer_destroy(layer);
     /* A trainable one: its forward, backward and an optimizer step. */
-    info.shared_intermediate_size = 0;
-    info.shared_gate = 0;
     info.trainable = 1;
     layer = NULL;
     if (r == MOEVK_SUCCESS) r = moevk_layer_create(context, &info, &layer);
