@@ -461,6 +461,15 @@ void record_barrier(moevk_router *router, VkPipelineStageFlags src_stage, VkAcce
 
 /* losses.c: the losses' values of a submitted losses call, once waited for. */
 void losses_complete(moevk_router *router);
+/* losses.c, for a layer's backward: the plan and phases of the losses (coefficients from
+ * caller_info, NULL-free; its tensors NONE) whose dL/dweights the layer writes on the device,
+ * with dL/dlogits; their downloads, and their values once the submission has completed. */
+moevk_result losses_plan_for_layer(moevk_router *router, const moevk_loss_info *caller_info,
+                                   route_plan *params, loss_phases *phases,
+                                   moevk_loss_info *info);
+void losses_download(transfer_plan *plan, const moevk_router *router);
+void losses_values(const moevk_router *router, const moevk_loss_info *info,
+                   const transfer_plan *plan, moevk_losses *losses);
 
 /* ---- record_external.c: the application's buffers in the kernels' external sets ---- */
 typedef struct external_binding {

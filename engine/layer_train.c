@@ -65,20 +65,27 @@ static void record_zero_gradients(moevk_router *router) {
                    VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
 }
 
-/* dL/dlogits [T, E] from dL/dweights: the router's backward (losses.comp) with every loss's
- * coefficient 0, as moevk_router_losses runs it for grad_weights. */
-static void record_logits_backward(moevk_router *router, const route_plan *plan) {
-    if (plan->num_tokens == 0) return;
-    route_plan params = *plan;
-    params.aux_coef = params.z_coef = params.importance_coef = 0.0f;
-    params.load_coef = params.entropy_coef = params.sequence_coef = 0.0f;
-    params.sequence_length = 1;
-    params.valid_rows = router->last_valid_rows;
-    params.assignments = (uint32_t)router->last_assignments;
-    params.token_chunk = 0;
-    params.flags |= FLAG_GRAD_WEIGHTS;
-    loss_phases phases = {.logits_backward = 1};
-    record_losses(router, &params, &phases);
+/* The router's backward's plan with every loss's coefficient 0: dL/dlogits from dL/dweights
+ * alone, as moevk_router_losses runs it for grad_weights. */
+static void plan_weights_backward(const moevk_router *router, route_plan *params,
+                                  loss_phases *phases) {
+    *params = router->last;
+    params->aux_coef = params->z_coef = params->importance_coef = 0.0f;
+    params->load_coef = params->entropy_coef = params->sequence_coef = 0.0f;
+    params->sequence_length = 1;
+    params->valid_rows = router->last_valid_rows;
+    params->assignments = (uint32_t)router->last_assignments;
+    params->token_chunk = 0;
+    params->flags |= FLAG_GRAD_WEIGHTS;
+    *phases = (loss_phases){.logits_backward = 1};
+}
+
+/* dL/dlogits [T, E] from dL/dweights (and the losses' own gradient): the router's backward
+ * (losses.comp). */
+static void record_logits_backward(moevk_router *router, const route_plan *params,
+                                   const loss_phases *phases) {
+    if (params->num_tokens == 0) return;
+    record_losses(router, params, phases);
     record_compute_barrier(router);
 }
 
@@ -94,6 +101,15 @@ moevk_result moevk_layer_backward(moevk_layer *layer, const moevk_layer_backward
     r = SIZED_READ(context, moevk_layer_backward_info, caller, &info);
     if (r == MOEVK_SUCCESS) r = check_backward(router, &info);
     if (r != MOEVK_SUCCESS) return r;
+    /* The losses' plan (their coefficients, or none) for the router's backward. */
+    route_plan loss_plan;
+    loss_phases phases;
+    moevk_loss_info loss_info;
+    if (info.losses)
+        r = losses_plan_for_layer(router, info.losses, &loss_plan, &phases, &loss_info);
+    else
+        plan_weights_backward(router, &loss_plan, &phases);
+    if (r != MOEVK_SUCCESS) return r;
     route_plan plan = router->last;
     plan.grad_pre_stride = (uint32_t)(router->max_dispatched_rows * plan.intermediate_size);
     uint64_t T = plan.num_tokens, d = plan.hidden_size, k = plan.choices;
@@ -104,17 +120,22 @@ moevk_result moevk_layer_backward(moevk_layer *layer, const moevk_layer_backward
     transfer_uploads_done(transfers);
     if (!info.accumulate) record_zero_gradients(router);
     record_combine_backward(router, &plan);
-    record_logits_backward(router, &plan);
+    record_logits_backward(router, &loss_plan, &phases);
     record_experts_backward(router, &plan);
     record_dispatch_backward(router, &plan);
     record_shared_backward(router, &plan);
     record_router_backward(router, &plan);
     tensor_download(transfers, BINDING_GRAD_HIDDEN, 0, &info.grad_hidden, T * d * 4);
     tensor_download(transfers, BINDING_GRAD_WEIGHTS, 0, &info.grad_weights, T * k * 4);
+    int values = info.losses && info.loss_values;
+    if (values) losses_download(transfers, router);
     r = transfer_submit(transfers);
     if (r != MOEVK_SUCCESS) return r;
     router->pending = PENDING_BACKWARD;
-    return moevk_router_wait(router, UINT64_MAX);
+    r = moevk_router_wait(router, UINT64_MAX);
+    if (r == MOEVK_SUCCESS && values)
+        losses_values(router, &loss_info, transfers, info.loss_values);
+    return r;
 }
 
 moevk_result moevk_layer_read_gradient(moevk_layer *layer, moevk_layer_weight which, uint32_t first,

@@ -255,6 +255,41 @@ moevk_result moevk_router_losses_submit(moevk_router *router, const moevk_loss_i
     return MOEVK_SUCCESS;
 }
 
+moevk_result losses_plan_for_layer(moevk_router *router, const moevk_loss_info *caller_info,
+                                   route_plan *params, loss_phases *phases, moevk_loss_info *info) {
+    moevk_context *context = router->context;
+    losses_call call;
+    moevk_result r = plan_losses(router, caller_info, (moevk_tensor){0}, 0, &call);
+    if (r != MOEVK_SUCCESS) return r;
+    const moevk_loss_info *given = &call.info;
+    if (tensor_given(&given->grad_weights) || tensor_given(&given->grad_combined) ||
+        tensor_given(&given->grad_noise_std) || tensor_given(&given->grad_noise_weights))
+        REJECT("a layer's backward gives the losses their dL/dweights: their tensors must be NONE");
+    *params = call.params;
+    params->flags |= FLAG_GRAD_WEIGHTS; /* written on the device by the combine's backward */
+    *phases = call.phases;
+    phases->logits_backward = 1;
+    phases->cv2_slopes = given->importance_coef != 0.0f || given->load_coef != 0.0f;
+    *info = call.info;
+    return MOEVK_SUCCESS;
+}
+
+void losses_download(transfer_plan *plan, const moevk_router *router) {
+    uint64_t E = router->info.num_experts, T = router->last.num_tokens;
+    transfer_download(plan, BINDING_LOSS_TOTALS, NULL, (LOSS_TOTAL_SEQUENCES * E + T) * 4);
+    transfer_download(plan, BINDING_EXPERT_INFO, NULL, (3 * E + 1) * 4);
+    transfer_download(plan, BINDING_STAT_TOTALS, NULL, (E + STAT_SCALARS) * 4);
+}
+
+void losses_values(const moevk_router *router, const moevk_loss_info *info,
+                   const transfer_plan *plan, moevk_losses *caller_losses) {
+    moevk_losses losses;
+    fill_losses(router, info, transfer_downloaded(plan, BINDING_LOSS_TOTALS),
+                transfer_downloaded(plan, BINDING_EXPERT_INFO),
+                transfer_downloaded(plan, BINDING_STAT_TOTALS), &losses);
+    SIZED_WRITE(moevk_losses, caller_losses, &losses);
+}
+
 void losses_complete(moevk_router *router) {
     const transfer_plan *plan = &router->pending_plan;
     if (!router->pending_losses) return;

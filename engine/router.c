@@ -508,7 +508,9 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
     if (losses_down < expert_loss_down) losses_down = expert_loss_down;
     /* moevk_layer_backward: dL/doutput up, dL/dx and dL/dweights down. */
     uint64_t backward_up = A16(sizes[BINDING_GRAD_OUTPUT]);
-    uint64_t backward_down = A16(sizes[BINDING_GRAD_HIDDEN]) + A16(sizes[BINDING_GRAD_WEIGHTS]);
+    uint64_t backward_down = A16(sizes[BINDING_GRAD_HIDDEN]) + A16(sizes[BINDING_GRAD_WEIGHTS]) +
+                             A16(sizes[BINDING_LOSS_TOTALS]) + A16(sizes[BINDING_EXPERT_INFO]) +
+                             A16(sizes[BINDING_STAT_TOTALS]); /* with the losses' values */
     if (backward_down < A16(sizes[BINDING_OPT_PARTIALS])) /* the optimizer's norm */
         backward_down = A16(sizes[BINDING_OPT_PARTIALS]);
     if (losses_up < backward_up) losses_up = backward_up;

@@ -830,88 +830,6 @@ MOEVK_API moevk_result moevk_layer_forward_submit(moevk_layer *layer,
                                                   const moevk_route_input *input,
                                                   const moevk_layer_output *output);
 
-/* ---- Training the layer: its backward (moevk 0.7) ----------------------------------------- */
-/* The gradients of a loss L given dL/doutput of the layer's last forward (moevk_layer_forward,
- * or moevk_layer_forward_submit; not a recorded forward), for that forward's route (the top-k
- * choice and the drops are constants: a dropped choice gets no gradient through its expert).
- * Computed on the device in one submission, every sum in a fixed order with no atomics: the
- * same input gives the same bits every run: through the combine (dL/dweights), the router's
- * backward (dL/dlogits from dL/dweights, as moevk_router_losses gives it), the routed experts
- * (down, the activation, gate and up, their biases), the dispatch (dL/dx summed over each
- * token's kept choices in order), the shared experts and their gate (every token's; their
- * share of dL/dx added after the routed experts'), and the router projection (dL/dW_g, and
- * its share of dL/dx added last). Under way (issue 15): the balancing losses joining the
- * gradient. */
-typedef struct moevk_layer_backward_info {
-    uint32_t struct_size; /* see "Structs that grow" */
-    /* [T, d] f32 dL/doutput, HOST or BUFFER; required when T > 0. */
-    moevk_tensor grad_output;
-    /* Outputs, HOST or BUFFER (NONE: not taken): dL/dx [T, d] f32, and dL/dweights [T, k] f32
-     * (<dL/doutput_t, expert output of choice j>, 0 for a dropped choice), which
-     * moevk_router_losses takes as its grad_weights for the router's backward. */
-    moevk_tensor grad_hidden;
-    moevk_tensor grad_weights;
-    /* 0: the parameters' gradients are this call's; non-zero: this call's are added to what the
-     * layer holds (accumulation over micro-batches: each sum runs per call, and the calls'
-     * sums are added in call order). */
-    int accumulate;
-} moevk_layer_backward_info;
-
-static inline void moevk_layer_backward_info_init(moevk_layer_backward_info *info) {
-    MOEVK_INIT_STRUCT_(info);
-}
-
-/* Runs the backward of the layer's last forward (waits). Errors: INVALID_ARGUMENT (a layer made
- * without `trainable`, no forward to go back through, a short tensor), UNSUPPORTED (a router
- * reaching its buffers by device address), DEVICE_LOST, VULKAN. */
-MOEVK_API moevk_result moevk_layer_backward(moevk_layer *layer,
-                                            const moevk_layer_backward_info *info);
-/* Reads the gradient of a weight (moevk_layer_weight, first and count as moevk_layer_set_weights
- * takes them) as f32 into destination (HOST or BUFFER), whatever the weight's storage type.
- * Errors: INVALID_ARGUMENT (a layer made without `trainable`, a weight it does not have, experts
- * out of range, a short tensor), DEVICE_LOST, VULKAN. */
-MOEVK_API moevk_result moevk_layer_read_gradient(moevk_layer *layer, moevk_layer_weight which,
-                                                 uint32_t first, uint32_t count,
-                                                 moevk_tensor destination);
-/* Sets every parameter gradient the layer holds to zero (waits). */
-MOEVK_API moevk_result moevk_layer_zero_gradients(moevk_layer *layer);
-
-/* An optimizer step over the layer's parameters from the gradients it holds, on the device:
- * PyTorch's torch.optim.SGD (no momentum) and torch.optim.AdamW, step for step in f32. The
- * layer keeps f32 master weights (widened from the stored weights at the first step, and again
- * after moevk_layer_set_weights), AdamW's two moments per parameter, and writes each step's
- * weights back in the storage type (F16, BF16: rounded to nearest from the master). */
-typedef enum moevk_optimizer_kind {
-    MOEVK_OPTIMIZER_SGD = 0,   /* w -= lr (g + weight_decay w) */
-    MOEVK_OPTIMIZER_ADAMW = 1, /* w *= 1 - lr weight_decay; m, v; w -= lr/(1 - b1^t) m /
-                                  (sqrt(v) / sqrt(1 - b2^t) + epsilon) */
-} moevk_optimizer_kind;
-
-typedef struct moevk_optimizer_info {
-    uint32_t struct_size; /* see "Structs that grow" */
-    moevk_optimizer_kind kind;
-    float learning_rate;  /* finite, > 0 */
-    float beta1, beta2;   /* AdamW: in [0, 1) (PyTorch's 0.9 and 0.999) */
-    float epsilon;        /* AdamW: finite, > 0 (PyTorch's 1e-8) */
-    float weight_decay;   /* finite, >= 0 */
-    /* > 0: the gradients are first scaled by min(1, max_grad_norm / (norm + 1e-6)), norm the
-     * global L2 norm over every parameter's gradient (torch.nn.utils.clip_grad_norm_), its
-     * squares summed on the device in a fixed order and reduced on the host in double. */
-    float max_grad_norm;
-    uint32_t step; /* AdamW's step count t, from 1 (its bias correction) */
-} moevk_optimizer_info;
-
-static inline void moevk_optimizer_info_init(moevk_optimizer_info *info) {
-    MOEVK_INIT_STRUCT_(info);
-}
-
-/* One step (waits). grad_norm (may be NULL) gets the gradients' global norm before clipping
- * (computed whenever it is asked for or max_grad_norm > 0). Errors: INVALID_ARGUMENT (a layer
- * made without `trainable`, a bad option), DEVICE_LOST, VULKAN. */
-MOEVK_API moevk_result moevk_layer_optimizer_step(moevk_layer *layer,
-                                                  const moevk_optimizer_info *info,
-                                                  double *grad_norm);
-
 /* ---- Balancing losses and the router's backward (training) --------------------------------- */
 /* Coefficients of the losses (0: left out) and the gradient arriving from the layer. Means run
  * over the valid rows (neither masked nor non-finite) of the last route; p_t is the routing
@@ -999,6 +917,95 @@ MOEVK_API moevk_result moevk_router_losses_read(moevk_router *router, moevk_loss
  * Errors: INVALID_ARGUMENT (no route, no token loss, a short buffer), DEVICE_LOST, VULKAN. */
 MOEVK_API moevk_result moevk_router_expert_loss(moevk_router *router, moevk_tensor token_loss,
                                                 double *expert_loss);
+
+/* ---- Training the layer: its backward (moevk 0.7) ----------------------------------------- */
+/* The gradients of a loss L given dL/doutput of the layer's last forward (moevk_layer_forward,
+ * or moevk_layer_forward_submit; not a recorded forward), for that forward's route (the top-k
+ * choice and the drops are constants: a dropped choice gets no gradient through its expert).
+ * Computed on the device in one submission, every sum in a fixed order with no atomics: the
+ * same input gives the same bits every run: through the combine (dL/dweights), the router's
+ * backward (dL/dlogits from dL/dweights, as moevk_router_losses gives it), the routed experts
+ * (down, the activation, gate and up, their biases), the dispatch (dL/dx summed over each
+ * token's kept choices in order), the shared experts and their gate (every token's; their
+ * share of dL/dx added after the routed experts'), and the router projection (dL/dW_g, and
+ * its share of dL/dx added last); with `losses`, the balancing losses' gradient joins
+ * dL/dlogits. */
+typedef struct moevk_layer_backward_info {
+    uint32_t struct_size; /* see "Structs that grow" */
+    /* [T, d] f32 dL/doutput, HOST or BUFFER; required when T > 0. */
+    moevk_tensor grad_output;
+    /* Outputs, HOST or BUFFER (NONE: not taken): dL/dx [T, d] f32, and dL/dweights [T, k] f32
+     * (<dL/doutput_t, expert output of choice j>, 0 for a dropped choice), which
+     * moevk_router_losses takes as its grad_weights for the router's backward. */
+    moevk_tensor grad_hidden;
+    moevk_tensor grad_weights;
+    /* 0: the parameters' gradients are this call's; non-zero: this call's are added to what the
+     * layer holds (accumulation over micro-batches: each sum runs per call, and the calls'
+     * sums are added in call order). */
+    int accumulate;
+    /* The router's balancing losses added to L (NULL: none; a model config's
+     * router_aux_loss_coef is not applied unless given here): coefficients and
+     * sequence_length as moevk_router_losses takes them, over this forward's route; its
+     * tensors NONE (the layer gives dL/dweights). Their gradient joins dL/dlogits, and so
+     * dL/dW_g and dL/dx. */
+    const moevk_loss_info *losses;
+    moevk_losses *loss_values; /* the losses' values (NULL: not taken) */
+} moevk_layer_backward_info;
+
+static inline void moevk_layer_backward_info_init(moevk_layer_backward_info *info) {
+    MOEVK_INIT_STRUCT_(info);
+}
+
+/* Runs the backward of the layer's last forward (waits). Errors: INVALID_ARGUMENT (a layer made
+ * without `trainable`, no forward to go back through, a short tensor), UNSUPPORTED (a router
+ * reaching its buffers by device address), DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_layer_backward(moevk_layer *layer,
+                                            const moevk_layer_backward_info *info);
+/* Reads the gradient of a weight (moevk_layer_weight, first and count as moevk_layer_set_weights
+ * takes them) as f32 into destination (HOST or BUFFER), whatever the weight's storage type.
+ * Errors: INVALID_ARGUMENT (a layer made without `trainable`, a weight it does not have, experts
+ * out of range, a short tensor), DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_layer_read_gradient(moevk_layer *layer, moevk_layer_weight which,
+                                                 uint32_t first, uint32_t count,
+                                                 moevk_tensor destination);
+/* Sets every parameter gradient the layer holds to zero (waits). */
+MOEVK_API moevk_result moevk_layer_zero_gradients(moevk_layer *layer);
+
+/* An optimizer step over the layer's parameters from the gradients it holds, on the device:
+ * PyTorch's torch.optim.SGD (no momentum) and torch.optim.AdamW, step for step in f32. The
+ * layer keeps f32 master weights (widened from the stored weights at the first step, and again
+ * after moevk_layer_set_weights), AdamW's two moments per parameter, and writes each step's
+ * weights back in the storage type (F16, BF16: rounded to nearest from the master). */
+typedef enum moevk_optimizer_kind {
+    MOEVK_OPTIMIZER_SGD = 0,   /* w -= lr (g + weight_decay w) */
+    MOEVK_OPTIMIZER_ADAMW = 1, /* w *= 1 - lr weight_decay; m, v; w -= lr/(1 - b1^t) m /
+                                  (sqrt(v) / sqrt(1 - b2^t) + epsilon) */
+} moevk_optimizer_kind;
+
+typedef struct moevk_optimizer_info {
+    uint32_t struct_size; /* see "Structs that grow" */
+    moevk_optimizer_kind kind;
+    float learning_rate;  /* finite, > 0 */
+    float beta1, beta2;   /* AdamW: in [0, 1) (PyTorch's 0.9 and 0.999) */
+    float epsilon;        /* AdamW: finite, > 0 (PyTorch's 1e-8) */
+    float weight_decay;   /* finite, >= 0 */
+    /* > 0: the gradients are first scaled by min(1, max_grad_norm / (norm + 1e-6)), norm the
+     * global L2 norm over every parameter's gradient (torch.nn.utils.clip_grad_norm_), its
+     * squares summed on the device in a fixed order and reduced on the host in double. */
+    float max_grad_norm;
+    uint32_t step; /* AdamW's step count t, from 1 (its bias correction) */
+} moevk_optimizer_info;
+
+static inline void moevk_optimizer_info_init(moevk_optimizer_info *info) {
+    MOEVK_INIT_STRUCT_(info);
+}
+
+/* One step (waits). grad_norm (may be NULL) gets the gradients' global norm before clipping
+ * (computed whenever it is asked for or max_grad_norm > 0). Errors: INVALID_ARGUMENT (a layer
+ * made without `trainable`, a bad option), DEVICE_LOST, VULKAN. */
+MOEVK_API moevk_result moevk_layer_optimizer_step(moevk_layer *layer,
+                                                  const moevk_optimizer_info *info,
+                                                  double *grad_norm);
 
 /* ---- Routing health over steps (host only) --------------------------------------------------- */
 /* A ring buffer of per-step router reports, built from each route's statistics and counts (which

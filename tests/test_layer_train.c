@@ -260,19 +260,27 @@ static moevk_result forward(const train_case *c, trained *t, pass *p) {
     return moevk_layer_forward(t->layer, &input, &output);
 }
 
-static moevk_result backward(const train_case *c, trained *t, pass *p, int accumulate) {
+/* The backward, with the balancing losses of `losses` (NULL: none) and their values. */
+static moevk_result backward_with(const train_case *c, trained *t, pass *p, int accumulate,
+                                  const moevk_loss_info *losses, moevk_losses *values) {
     moevk_layer_backward_info info;
     moevk_layer_backward_info_init(&info);
     info.grad_output = moevk_host_tensor(p->dy);
     info.grad_hidden = moevk_host_tensor(p->grad_hidden);
     info.grad_weights = moevk_host_tensor(p->grad_weights);
     info.accumulate = accumulate;
+    info.losses = losses;
+    info.loss_values = values;
     moevk_result r = moevk_layer_backward(t->layer, &info);
     for (int i = 0; i < GRADIENTS && r == MOEVK_SUCCESS; ++i)
         if (p->grads[i])
             r = moevk_layer_read_gradient(t->layer, GRADIENT_WEIGHTS[i], 0, gradient_experts(c, i),
                                           moevk_host_tensor(p->grads[i]));
     return r;
+}
+
+static moevk_result backward(const train_case *c, trained *t, pass *p, int accumulate) {
+    return backward_with(c, t, p, accumulate, NULL, NULL);
 }
 
 /* The first entry off the reference by more than 1e-4 of the largest reference entry (f32
@@ -288,7 +296,8 @@ static int64_t first_off(const float *got, const double *want, uint64_t n, doubl
 /* The reference's gradients for the device's route: the experts' part, then dL/dlogits from
  * dL/dweights through the router's reference backward (on the device's own logits, so that its
  * selection is the device's), then the projection's part. */
-static void check_against_reference(const train_case *c, trained *t, const pass *p) {
+static void check_against_reference(const train_case *c, trained *t, const pass *p,
+                                    const moevk_loss_info *losses) {
     uint64_t T = c->T, d = c->d, k = c->k, E = c->E;
     enum { SLOTS = 2 + GRADIENTS };
     double *dy = malloc(T * d * sizeof(double) + 8);
@@ -309,8 +318,8 @@ static void check_against_reference(const train_case *c, trained *t, const pass 
     int ok = ref_layer_backward(&t->ref, c->T, p->hidden, p->ids, p->weights, p->slots, dy, &grads);
     moevk_loss_info none;
     moevk_loss_info_init(&none);
-    ok = ok &&
-         ref_loss_gradient(&t->router, NULL, &none, c->T, logits, NULL, want[1], grad_logits, NULL);
+    ok = ok && ref_loss_gradient(&t->router, NULL, losses ? losses : &none, c->T, logits, NULL,
+                                 want[1], grad_logits, NULL);
     if (ok)
         ref_router_projection_backward(&t->router, c->T, p->hidden, t->router_weights, grad_logits,
                                        want[2 + 6], want[0]);
@@ -358,7 +367,7 @@ static void run_case(const void *row) {
         test_fail(__FILE__, __LINE__, "%s (%s)", moevk_result_string(r),
                   moevk_context_last_error(test_context()));
     } else {
-        check_against_reference(c, &t, &p);
+        check_against_reference(c, &t, &p, NULL);
         /* The same input, the same bits. */
         memcpy(again.dy, p.dy, (uint64_t)c->T * c->d * 4);
         r = backward(c, &t, &again, 0);
@@ -410,6 +419,47 @@ static void test_accumulation_over_micro_batches(void) {
               both.grads[1][j]);
     free_trained(&t);
     free_pass(&a), free_pass(&b), free_pass(&both);
+}
+
+/* The balancing losses join dL/dlogits, so dL/dW_g and dL/dx: against the router's reference
+ * backward of the same losses, and their values against its forward. */
+static void test_balancing_losses_join_the_gradient(void) {
+    const train_case c = {"losses",    .E = 6,         .k = 2,
+                          .T = 80,     .d = 24,        .f = 32,
+                          .biases = 1, .shared_f = 16, .capacity_factor = 0.75f};
+    trained t;
+    pass p;
+    alloc_pass(&c, &p);
+    CHECK_OK(make_trained(&c, &t));
+    CHECK_OK(forward(&c, &t, &p));
+    moevk_loss_info losses;
+    moevk_loss_info_init(&losses);
+    losses.aux_coef = 0.02f;
+    losses.z_coef = 0.001f;
+    losses.importance_coef = 0.05f;
+    losses.entropy_coef = -0.01f;
+    moevk_losses values;
+    moevk_losses_init(&values);
+    CHECK_OK(backward_with(&c, &t, &p, 0, &losses, &values));
+    check_against_reference(&c, &t, &p, &losses);
+    double *logits = malloc((uint64_t)c.T * c.E * sizeof(double));
+    for (uint64_t i = 0; i < (uint64_t)c.T * c.E; ++i) logits[i] = p.logits[i];
+    moevk_losses want;
+    moevk_losses_init(&want);
+    ref_loss_forward(&t.router, NULL, &losses, c.T, logits, NULL, NULL, &want, NULL);
+    free(logits);
+    const double got_values[4] = {values.aux, values.z, values.importance, values.entropy};
+    const double want_values[4] = {want.aux, want.z, want.importance, want.entropy};
+    for (int i = 0; i < 4; ++i)
+        CHECK(fabs(got_values[i] - want_values[i]) <= 1e-4 * fabs(want_values[i]) + 1e-7,
+              "loss %d: %.9g, the reference's %.9g", i, got_values[i], want_values[i]);
+    /* Tensors of their own are refused: the layer gives dL/dweights. */
+    losses.grad_weights = moevk_host_tensor(p.grad_weights);
+    moevk_result r = backward_with(&c, &t, &p, 0, &losses, NULL);
+    CHECK(r == MOEVK_ERROR_INVALID_ARGUMENT, "losses with their own grad_weights: %s",
+          moevk_result_string(r));
+    free_trained(&t);
+    free_pass(&p);
 }
 
 /* A weight as f32 (the reference's master at the first step). */
@@ -626,6 +676,7 @@ static void test_backward_refusals(void) {
 
 int main(int argc, char **argv) {
     static const test_case functions[] = {TEST(accumulation_over_micro_batches),
+                                          TEST(balancing_losses_join_the_gradient),
                                           TEST(backward_refusals),
                                           TEST(sgd_step),
                                           TEST(adamw_steps_shared_experts),
