@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "make_folder.h"
 #include "gguf_config.h"
+#include "layer_gradients.h"
 #include "layer_weights.h"
 #include "model_config.h"
 #include "model_files.h"
@@ -24,10 +25,19 @@ typedef struct layer_args {
     uint32_t step, layer;
     int layer_given, dropless_given;
     int host_weights, token_scores;
-    int activation; /* a moevk_activation, or -1: from the config */
+    int activation;          /* a moevk_activation, or -1: from the config */
+    const char *grad_output; /* --grad-output: DY.npy */
+    moevk_loss_info loss;    /* --loss: the losses joining the gradient */
+    int want_losses;
 } layer_args;
 
 static void layer_given(void *args) { ((layer_args *)args)->layer_given = 1; }
+
+static const char *take_losses(void *args, const char *text) {
+    const char *wrong = routing_parse_losses(text, &((layer_args *)args)->loss);
+    if (!wrong) ((layer_args *)args)->want_losses = 1;
+    return wrong;
+}
 
 #define OPTION_ARGS layer_args
 /* In moevk_activation's order. */
@@ -53,6 +63,14 @@ static const option LAYER_OPTIONS[] = {
     OPT_CHOICE("--activation", "swiglu|gelu|gelu-tanh|relu",
                "the experts' activation (default: the config's hidden_act)", activation,
                ACTIVATIONS),
+    OPT_TEXT("--grad-output", "DY.npy",
+             "dL/doutput [T, d] float32: also writes grad_hidden.npy, grad_router.npy and "
+             "grad_weights.safetensors, the gradients of sum(output * DY)",
+             grad_output),
+    OPT_CALL("--loss", "NAME=C,...",
+             "with --grad-output: balancing losses join the gradient (aux, z, importance, "
+             "entropy, sequence; none unless given)",
+             take_losses),
     ROUTING_OPTIONS(NULL),
 };
 
@@ -63,7 +81,8 @@ static const char LAYER_SYNOPSIS[] =
     "  llama, qwen2moe, qwen3moe or deepseek2 GGUF file) on the device and "
     "writes output.npy [T, d] float32, router_logits.npy [T, E], expert_ids.npy,\n  weights.npy, "
     "slots.npy, counts.npy (offsets.npy when dropless) and stats.json. The routing\n  comes from "
-    "config.json, dropless unless a capacity option is given; options given here\n  override it.";
+    "config.json, dropless unless a capacity option is given; options given here\n  override it. "
+    "With --grad-output, the layer's backward too (F32, F16 or BF16 weights).";
 
 #define BAD(...) COMMAND_FAIL("layer", __VA_ARGS__)
 
@@ -96,7 +115,7 @@ typedef struct layer_inputs {
     model_files files;
     model_config config;
     layer_weights weights;
-    npy_array hidden, bias;
+    npy_array hidden, bias, grad_output;
     const float *score_bias; /* DeepSeek-V3's e_score_correction_bias as f32 */
     void *score_bias_copy;
     char prefix[512];
@@ -158,6 +177,13 @@ static int load_tensors(const layer_args *a, layer_inputs *in, moevk_activation 
     if (in->weights.score_bias &&
         !(in->score_bias = layer_tensor_f32(in->weights.score_bias, &in->score_bias_copy)))
         BAD("out of host memory");
+    if (a->grad_output) {
+        if (!npy_read(a->grad_output, &in->grad_output, error, sizeof error)) BAD("%s", error);
+        if (!layer_gradients_check(&in->grad_output, x->shape[0], in->config.hidden_size, error,
+                                   sizeof error))
+            BAD("%s: %s", a->grad_output, error);
+    }
+    if (a->want_losses && !a->grad_output) BAD("--loss needs --grad-output");
     if (a->bias) {
         if (!npy_read(a->bias, &in->bias, error, sizeof error)) BAD("%s", error);
         if (in->bias.type != NPY_F32 || in->bias.ndim != 1 ||
@@ -239,6 +265,7 @@ static int run_layer(layer_args *a, layer_inputs *in, moevk_activation activatio
     info.host_weights = a->host_weights;
     info.shared_intermediate_size = in->weights.shared_intermediate_size;
     info.shared_gate = in->weights.shared_expert_gate != NULL;
+    info.trainable = a->grad_output != NULL;
 
     moevk_context_info context_info = {.device = a->device};
     moevk_context *context = NULL;
@@ -307,6 +334,12 @@ static int run_layer(layer_args *a, layer_inputs *in, moevk_activation activatio
     moevk_device_info device = {0};
     moevk_context_device_info(context, &device);
     if (!write_files(a, &o, T, choices, &stats, device.name)) goto done;
+    if (a->grad_output) {
+        a->loss.sequence_length = a->info.sequence_length;
+        status = layer_gradients_write(context, layer, &in->weights, (uint32_t)E, (uint32_t)d,
+                                       &in->grad_output, a->want_losses ? &a->loss : NULL, a->out);
+        if (status != 0) goto done;
+    }
     status = 0;
     if (stats.nonfinite_rows > 0) {
         fprintf(stderr,
@@ -368,6 +401,7 @@ int command_layer(int argc, char **argv) {
     model_files_close(&in.files);
     npy_free(&in.hidden);
     npy_free(&in.bias);
+    npy_free(&in.grad_output);
     free(in.score_bias_copy);
     return status;
 }

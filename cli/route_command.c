@@ -38,19 +38,9 @@ typedef struct route_args {
 
 /* "aux=0.01,z=0.001,..." for --loss. */
 static const char *take_losses(void *args, const char *text) {
-    static const char *const NAMES[] = {"aux", "z", "importance", "load", "entropy", "sequence"};
-    moevk_loss_info *loss = &((route_args *)args)->loss;
-    float *coefs[] = {&loss->aux_coef,  &loss->z_coef,       &loss->importance_coef,
-                      &loss->load_coef, &loss->entropy_coef, &loss->sequence_coef};
-    float values[6] = {0};
-    int given[6] = {0};
-    if (!options_parse_pairs(text, NAMES, 6, values, given))
-        return "--loss takes NAME=COEF pairs separated by commas, NAME one of aux, z, "
-               "importance, load, entropy, sequence";
-    for (int i = 0; i < 6; ++i)
-        if (given[i]) *coefs[i] = values[i];
-    ((route_args *)args)->want_losses = 1;
-    return NULL;
+    const char *wrong = routing_parse_losses(text, &((route_args *)args)->loss);
+    if (!wrong) ((route_args *)args)->want_losses = 1;
+    return wrong;
 }
 
 static const char *take_logits(void *args, const char *text) {

@@ -49,3 +49,17 @@ void routing_by_factor(void *args) {
 void routing_fixed_capacity(void *args) {
     ((moevk_router_info *)args)->capacity_mode = MOEVK_CAPACITY_FIXED;
 }
+
+const char *routing_parse_losses(const char *text, moevk_loss_info *loss) {
+    static const char *const NAMES[] = {"aux", "z", "importance", "load", "entropy", "sequence"};
+    float *coefs[] = {&loss->aux_coef,  &loss->z_coef,       &loss->importance_coef,
+                      &loss->load_coef, &loss->entropy_coef, &loss->sequence_coef};
+    float values[6] = {0};
+    int given[6] = {0};
+    if (!options_parse_pairs(text, NAMES, 6, values, given))
+        return "--loss takes NAME=COEF pairs separated by commas, NAME one of aux, z, "
+               "importance, load, entropy, sequence";
+    for (int i = 0; i < 6; ++i)
+        if (given[i]) *coefs[i] = values[i];
+    return NULL;
+}

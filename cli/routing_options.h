@@ -10,6 +10,9 @@
 
 /* What the options' values do beyond storing them (args: the command's struct). */
 const char *routing_take_noise(void *args, const char *text);
+/* "aux=0.01,z=0.001,..." (--loss of route and layer) into loss's coefficients; NULL, or what is
+ * wrong. */
+const char *routing_parse_losses(const char *text, moevk_loss_info *loss);
 const char *routing_take_seed(void *args, const char *text);
 void routing_dropless(void *args);
 void routing_by_factor(void *args);

@@ -13,6 +13,8 @@
 #include "moevk_reference.h"
 #include "npy.h"
 #include "random_weights.h"
+#include "route_check.h"
+#include "safetensors.h"
 
 static const char *cli_path;
 static char work_dir[256];
@@ -546,6 +548,184 @@ static void test_qwen2_moe_bf16_with_gated_shared_expert(void) {
     free_model(&m);
 }
 
+/* --grad-output: the backward's files, every parameter's gradient under its tensor's name and
+ * shape, bit for bit what the library gives in-process for the same layer and route (itself
+ * held to the reference by test_layer_train); --loss joins them; a block format is refused. */
+static void test_grad_output_writes_every_gradient(void) {
+    model m = {.family = "qwen",
+               .E = 4,
+               .k = 2,
+               .d = 16,
+               .f = 12,
+               .fs = 20,
+               .shared_gate = 1,
+               .weight_type = MOEVK_DTYPE_F32,
+               .router_type = MOEVK_DTYPE_F32};
+    make_model(&m);
+    checkpoint c = {0};
+    add_layer(&c, &m, "model.layers.0.mlp.");
+    write_shard(&c, 0, in_work("train.safetensors"));
+    write_text(in_work("train_config.json"),
+               "{\"model_type\":\"qwen2_moe\",\"hidden_size\":16,\"num_hidden_layers\":1,"
+               "\"num_experts\":4,\"num_experts_per_tok\":2,\"moe_intermediate_size\":12,"
+               "\"shared_expert_intermediate_size\":20,\"norm_topk_prob\":false,"
+               "\"decoder_sparse_step\":1,\"hidden_act\":\"silu\"}");
+    uint32_t T = 30;
+    void *x = write_hidden("train_x.npy", T, m.d, MOEVK_DTYPE_F32);
+    void *dy = write_hidden("train_dy.npy", T, m.d, MOEVK_DTYPE_F32);
+    char args[2048], message[2048], error[512], path[700];
+    snprintf(args, sizeof args,
+             "layer --weights %s --config %s --layer 0 --hidden %s --out %s --grad-output %s "
+             "--loss aux=0.01,z=0.001",
+             in_work("train.safetensors"), in_work("train_config.json"), in_work("train_x.npy"),
+             in_work("train_out"), in_work("train_dy.npy"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer --grad-output: %s", message);
+    /* The same layer in-process: qwen2_moe's routing (softmax, top-2, no renormalisation,
+     * dropless), trainable, the same weights, input and losses. */
+    moevk_router_info router = route_case_info(MOEVK_MODE_TOKEN, m.E, m.k, T, m.d);
+    router.capacity_mode = MOEVK_CAPACITY_DROPLESS;
+    moevk_layer_info info;
+    moevk_layer_info_init(&info);
+    info.router = &router;
+    info.intermediate_size = m.f;
+    info.shared_intermediate_size = m.fs;
+    info.shared_gate = 1;
+    info.trainable = 1;
+    moevk_layer *layer = NULL;
+    CHECK_OK(moevk_layer_create(test_context(), &info, &layer));
+    const struct {
+        moevk_layer_weight which;
+        uint32_t experts;
+        const void *data;
+    } weights[] = {{MOEVK_WEIGHT_ROUTER, 1, m.router},
+                   {MOEVK_WEIGHT_GATE, m.E, m.gate},
+                   {MOEVK_WEIGHT_UP, m.E, m.up},
+                   {MOEVK_WEIGHT_DOWN, m.E, m.down},
+                   {MOEVK_WEIGHT_SHARED_GATE, 1, m.shared_gate_w},
+                   {MOEVK_WEIGHT_SHARED_UP, 1, m.shared_up},
+                   {MOEVK_WEIGHT_SHARED_DOWN, 1, m.shared_down},
+                   {MOEVK_WEIGHT_SHARED_EXPERT_GATE, 1, m.shared_expert_gate}};
+    for (size_t i = 0; i < sizeof weights / sizeof weights[0]; ++i)
+        CHECK_OK(moevk_layer_set_weights(layer, weights[i].which, 0, weights[i].experts,
+                                         moevk_host_tensor(weights[i].data)));
+    float *out = malloc((size_t)T * m.d * 4), *grad_hidden = malloc((size_t)T * m.d * 4);
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = T;
+    input.hidden = moevk_host_tensor(x);
+    moevk_layer_output output;
+    moevk_layer_output_init(&output);
+    output.output = moevk_host_tensor(out);
+    CHECK_OK(moevk_layer_forward(layer, &input, &output));
+    moevk_loss_info losses;
+    moevk_loss_info_init(&losses);
+    losses.aux_coef = 0.01f;
+    losses.z_coef = 0.001f;
+    moevk_layer_backward_info backward;
+    moevk_layer_backward_info_init(&backward);
+    backward.grad_output = moevk_host_tensor(dy);
+    backward.grad_hidden = moevk_host_tensor(grad_hidden);
+    backward.losses = &losses;
+    CHECK_OK(moevk_layer_backward(layer, &backward));
+    npy_array file;
+    snprintf(path, sizeof path, "%s/grad_hidden.npy", in_work("train_out"));
+    CHECK(npy_read(path, &file, error, sizeof error), "%s", error);
+    CHECK(file.ndim == 2 && file.shape[0] == T && file.shape[1] == m.d &&
+              !memcmp(file.data, grad_hidden, (size_t)T * m.d * 4),
+          "grad_hidden.npy differs from the library's dL/dx");
+    npy_free(&file);
+    /* Every parameter's gradient under its tensor's name; grad_router.npy is W_g's. */
+    safetensors_file grads;
+    snprintf(path, sizeof path, "%s/grad_weights.safetensors", in_work("train_out"));
+    CHECK(safetensors_open(path, &grads, error, sizeof error), "%s", error);
+    CHECK((int)grads.count == c.count, "%zu gradients for %d parameters", grads.count, c.count);
+    float *want = malloc((size_t)m.E * m.f * m.d * 4);
+    for (int i = 0; i < c.count; ++i) {
+        const tensor *param = &c.tensors[i];
+        const model_tensor *g = safetensors_find(&grads, param->name);
+        CHECK(g && g->dtype == MODEL_F32 &&
+                  g->count == (param->rows ? param->rows : 1) * param->cols,
+              "no f32 gradient of %s's shape", param->name);
+        /* Which weight and expert the tensor is. */
+        moevk_layer_weight which = MOEVK_WEIGHT_ROUTER;
+        uint32_t expert = 0;
+        const char *at = strstr(param->name, "experts.");
+        const char *kinds[3] = {"gate_proj", "up_proj", "down_proj"};
+        for (int j = 0; j < 3; ++j)
+            if (strstr(param->name, kinds[j]))
+                which = (moevk_layer_weight)((strstr(param->name, "shared_expert.")
+                                                  ? MOEVK_WEIGHT_SHARED_GATE
+                                                  : MOEVK_WEIGHT_GATE) +
+                                             j);
+        if (at && !strstr(param->name, "shared_expert.")) expert = (uint32_t)atoi(at + 8);
+        if (strstr(param->name, "shared_expert_gate")) which = MOEVK_WEIGHT_SHARED_EXPERT_GATE;
+        CHECK_OK(moevk_layer_read_gradient(layer, which, expert, 1, moevk_host_tensor(want)));
+        CHECK(!memcmp(g->data, want, g->count * 4), "%s's gradient differs from the library's",
+              param->name);
+    }
+    snprintf(path, sizeof path, "%s/grad_router.npy", in_work("train_out"));
+    CHECK(npy_read(path, &file, error, sizeof error), "%s", error);
+    CHECK_OK(moevk_layer_read_gradient(layer, MOEVK_WEIGHT_ROUTER, 0, 1, moevk_host_tensor(want)));
+    CHECK(file.shape[0] == m.E && file.shape[1] == m.d &&
+              !memcmp(file.data, want, (size_t)m.E * m.d * 4),
+          "grad_router.npy differs from the library's dL/dW_g");
+    npy_free(&file);
+    /* The same block as a GGUF file: its experts stacked, so their gradients are too, under
+     * llama.cpp's names [E, rows, cols], the same values as the checkpoint's per-expert ones. */
+    gguf_builder b;
+    gguf_build_begin(&b);
+    add_gguf_shape(&b, "qwen2moe", &m, 1);
+    add_gguf_layer(&b, &m, 0, 0);
+    CHECK(gguf_build_write(&b, in_work("train.gguf")), "could not write train.gguf");
+    snprintf(args, sizeof args,
+             "layer --weights %s --layer 0 --hidden %s --out %s --grad-output %s "
+             "--loss aux=0.01,z=0.001",
+             in_work("train.gguf"), in_work("train_x.npy"), in_work("train_gguf_out"),
+             in_work("train_dy.npy"));
+    CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer, GGUF: %s", message);
+    safetensors_file stacked;
+    snprintf(path, sizeof path, "%s/grad_weights.safetensors", in_work("train_gguf_out"));
+    CHECK(safetensors_open(path, &stacked, error, sizeof error), "%s", error);
+    const model_tensor *gate = safetensors_find(&stacked, "blk.0.ffn_gate_exps.weight");
+    CHECK(gate && gate->ndim == 3 && gate->shape[0] == m.E && gate->shape[1] == m.f &&
+              gate->shape[2] == m.d,
+          "no stacked gradient blk.0.ffn_gate_exps.weight [%u, %u, %u]", m.E, m.f, m.d);
+    for (uint32_t e = 0; e < m.E; ++e) {
+        char name[160];
+        snprintf(name, sizeof name, "model.layers.0.mlp.experts.%u.gate_proj.weight", e);
+        const model_tensor *one = safetensors_find(&grads, name);
+        CHECK(one && !memcmp((const float *)gate->data + (uint64_t)e * m.f * m.d, one->data,
+                             one->count * 4),
+              "expert %u's stacked gate gradient differs from the checkpoint run's", e);
+    }
+    safetensors_close(&stacked);
+    safetensors_close(&grads);
+    free(want), free(out), free(grad_hidden);
+    moevk_layer_destroy(layer);
+    /* --loss alone, and a DY of another shape, get one line and exit 2. */
+    snprintf(args, sizeof args,
+             "layer --weights %s --config %s --layer 0 --hidden %s --out %s --loss aux=0.01",
+             in_work("train.safetensors"), in_work("train_config.json"), in_work("train_x.npy"),
+             in_work("train_bad"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "--grad-output"),
+          "--loss without --grad-output: %s", message);
+    snprintf(args, sizeof args,
+             "layer --weights %s --config %s --layer 0 --hidden %s --out %s --grad-output %s",
+             in_work("train.safetensors"), in_work("train_config.json"), in_work("train_x.npy"),
+             in_work("train_bad"), in_work("train_x.npy") /* right */);
+    CHECK(run_cli(args, message, sizeof message) == 0, "--grad-output of the right shape: %s",
+          message);
+    void *short_dy = write_hidden("train_short_dy.npy", T - 1, m.d, MOEVK_DTYPE_F32);
+    snprintf(args, sizeof args,
+             "layer --weights %s --config %s --layer 0 --hidden %s --out %s --grad-output %s",
+             in_work("train.safetensors"), in_work("train_config.json"), in_work("train_x.npy"),
+             in_work("train_bad"), in_work("train_short_dy.npy"));
+    CHECK(run_cli(args, message, sizeof message) == 2 && strstr(message, "float32 [30, 16]"),
+          "a DY of another shape: %s", message);
+    free(short_dy), free(x), free(dy);
+    free_model(&m);
+}
+
 /* Qwen3-MoE with f16 experts under names of its own (--prefix), f16 hidden states, one token
  * holding a NaN: exit 3, that token's output row NaN and the others right. */
 static void test_qwen3_moe_prefix_and_a_nan_token(void) {
@@ -921,6 +1101,7 @@ static const test_case TESTS[] = {
     TEST(qwen3_moe_prefix_and_a_nan_token),
     TEST(deepseek_v3_bias_on_scores_and_shared_experts),
     TEST(gguf_block_formats),
+    TEST(grad_output_writes_every_gradient),
     TEST(bad_inputs_get_one_line_and_exit_2),
 };
 
