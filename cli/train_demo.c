@@ -17,6 +17,7 @@
 #include "make_folder.h"
 #include "option_table.h"
 #include "options.h"
+#include "train_layer_demo.h"
 
 enum { EXPERTS = 8, TOP_K = 2, DIM = 16, TOKENS = 512 };
 
@@ -332,6 +333,7 @@ done:
 typedef struct train_args {
     uint32_t steps, every;
     const char *device, *out;
+    int layer;
 } train_args;
 
 #define OPTION_ARGS train_args
@@ -341,6 +343,10 @@ static const option TRAIN_OPTIONS[] = {
     OPT_TEXT("--out", "DIR",
              "history.csv, history.json, usage.svg, profile.json (default moevk-train-demo)", out),
     OPT_TEXT("--device", "N|NAME", "the Vulkan device (default: the best one)", device),
+    OPT_FLAG("--layer",
+             "train a whole MoE layer instead (router and experts, the backward and AdamW on the "
+             "device; history and layer.svg)",
+             layer, NULL),
 };
 
 int command_train_demo(int argc, char **argv) {
@@ -356,5 +362,6 @@ int command_train_demo(int argc, char **argv) {
         fprintf(stderr, "moevk train-demo: %s: cannot create the output folder\n", out);
         return 2;
     }
-    return run(device_selector, steps, every, out);
+    return args.layer ? train_layer_demo(device_selector, steps, every, out)
+                      : run(device_selector, steps, every, out);
 }

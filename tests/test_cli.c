@@ -458,6 +458,30 @@ static void test_modes_and_diagnostics_options(void) {
           "a std of the wrong shape: %s", message);
 }
 
+/* moevk train-demo --layer: a whole MoE layer trained on the device; the loss falls and each
+ * cluster's tokens end up on experts of their own; the history and the chart are written. */
+static void test_train_demo_layer_trains_and_specialises(void) {
+    char command[2048];
+    snprintf(command, sizeof command,
+             "%s train-demo --layer --steps 150 --every 50 --out %s > %s 2>&1", cli_path,
+             path_in_work("train_layer"), path_in_work("train_layer.txt"));
+    int status = shell_run(command);
+    char text[8192];
+    read_text_file(path_in_work("train_layer.txt"), text, sizeof text);
+    CHECK(status == 0, "train-demo --layer exits %d: %s", status, text);
+    const char *final = strstr(text, "final: loss ");
+    float last = 0.0f, first = 0.0f;
+    int distinct = 0;
+    CHECK(final &&
+              sscanf(final, "final: loss %f from %f; %d distinct", &last, &first, &distinct) == 3,
+          "no final line: %s", text);
+    CHECK(last < 0.05f * first, "the loss fell only from %g to %g", first, last);
+    CHECK(distinct >= 6, "only %d distinct experts lead the 8 clusters: %s", distinct, text);
+    const char *files[] = {"train_layer/history.csv", "train_layer/history.json",
+                           "train_layer/layer.svg"};
+    for (int i = 0; i < 3; ++i) CHECK(file_exists(path_in_work(files[i])), "%s missing", files[i]);
+}
+
 /* Every command answers --help and -h with its usage on stdout and exit 0 (tried as a new user
  * would: `moevk route --help` once said "--help needs a value"); an unknown option is one line
  * on stderr and exit 2, and so is a value that does not fit. */
@@ -712,6 +736,7 @@ static const test_case TESTS[] = {
     TEST(noise_options_replay_by_seed),
     TEST(no_vulkan_device_is_a_clear_error),
     TEST(route_writes_every_output),
+    TEST(train_demo_layer_trains_and_specialises),
     TEST(dropless_writes_offsets_and_compact_rows),
     TEST(nonfinite_rows_warn_and_exit_3),
     TEST(bad_files_get_one_line_and_exit_2),
