@@ -106,6 +106,10 @@ typedef struct layer_case {
     double combine_ms;         /* the median of layer_ms's last part, the layer's combine */
     double flop;               /* the experts' and shared experts' matrix products */
     double weight_bytes;       /* the FFN weights of the experts the tokens chose, read once */
+    /* --backward: wall-clock medians of a trainable layer's forward and backward, side by side */
+    int backward_ran;
+    char backward_skipped[160];
+    double forward_wall_ms, backward_wall_ms;
 } layer_case;
 
 /* The layer sweep (quick: shapes scaled down for a CPU device) into cases; returns the count. */
@@ -113,6 +117,10 @@ int plan_layer_cases(layer_case *cases, int capacity, int quick);
 /* Warm-up, then repeats timed forwards over device-resident hidden states and output. */
 void run_layer_case(moevk_context *context, layer_case *c, int warmup, int repeats);
 void report_layer_table(FILE *out, const ceilings *ceil, const layer_case *cases, int count);
+/* The backward (layer_backward_bench.c): a trainable layer's forward and backward, each waited
+ * for, timed by the wall clock in turns (forward, backward, forward, ...), and their table. */
+void run_backward_case(moevk_context *context, layer_case *c, int warmup, int repeats);
+void report_backward_table(FILE *out, const layer_case *cases, int count);
 /* The experts' memory of each model shape in each weight type (bytes per weight, GB). */
 void report_layer_memory(FILE *out);
 /* A weight type by its name in the tables ("q4_k"), or -1; its bytes per weight. */

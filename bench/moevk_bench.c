@@ -16,9 +16,10 @@
 
 typedef struct options {
     int list, all, quick, full, warmup, repeats;
-    int layers;  /* --layers: the layer sweep after the routing sweep; --layers-only: alone */
-    int routing; /* 0 with --layers-only */
-    int drift;   /* --drift: what watching for drift costs, after the other tables */
+    int layers;   /* --layers: the layer sweep after the routing sweep; --layers-only: alone */
+    int routing;  /* 0 with --layers-only */
+    int drift;    /* --drift: what watching for drift costs, after the other tables */
+    int backward; /* --backward: the layer cases' backward beside their forward */
     layer_case layer_cases[MAX_LAYER_CASES];
     int layer_count;
     int device; /* -1: the one moevk would pick */
@@ -133,6 +134,8 @@ static int parse_options(int argc, char **argv, options *o) {
             o->layers = 1, o->routing = 0;
         else if (!strcmp(a, "--drift"))
             o->drift = 1;
+        else if (!strcmp(a, "--backward"))
+            o->backward = 1;
         else if (!strcmp(a, "--drift-only"))
             o->drift = 1, o->routing = 0;
         else if (!strcmp(a, "--quick"))
@@ -298,11 +301,14 @@ static int bench_one(const options *o, int index, int many) {
         /* A CPU device takes seconds a forward: fewer runs. */
         int cpu = device.properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
         run_layer_case(context, &layers[i], cpu ? 1 : o->warmup, cpu ? 3 : o->repeats);
+        if (o->backward)
+            run_backward_case(context, &layers[i], cpu ? 1 : o->warmup, cpu ? 5 : o->repeats);
     }
     fprintf(stderr, "\n");
     report_table(stdout, &device, &ceil, cases, o->case_count);
     if (o->layer_count) {
         report_layer_table(stdout, &ceil, layers, o->layer_count);
+        if (o->backward) report_backward_table(stdout, layers, o->layer_count);
         report_layer_memory(stdout);
     }
     free(layers);
@@ -331,7 +337,7 @@ int main(int argc, char **argv) {
         fprintf(
             stderr,
             "usage: moevk-bench [--list] [--device N|all] [--quick|--full] "
-            "[--layers|--layers-only] [--drift|--drift-only] "
+            "[--layers|--layers-only] [--backward] [--drift|--drift-only] "
             "[--repeat N] [--warmup N]\n"
             "                   [--case "
             "T,E,k,d[,f32|f16|bf16[,position|score|dropless|sequence|batch|sinkhorn|choice]]]... "
