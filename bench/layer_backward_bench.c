@@ -113,10 +113,12 @@ void run_backward_case(moevk_context *context, layer_case *c, int warmup, int re
 }
 
 void report_backward_table(FILE *out, const layer_case *cases, int count) {
-    fprintf(out, "\nThe layer's backward beside its forward (a trainable layer, SwiGLU, dropless): "
-                 "wall-clock medians in ms of each call waited for, timed in turns; the backward "
-                 "recomputes the pre-activations (one product more than the forward's three), then "
-                 "makes dL/dh, dL/d(rows) and the three weight gradients (five products)\n");
+    fprintf(
+        out,
+        "\nThe layer's backward beside its forward (a trainable layer, SwiGLU, dropless): "
+        "wall-clock medians in ms of each call waited for, timed in turns; the backward "
+        "makes dL/dh, dL/d(rows) and the three weight gradients (six products where the forward "
+        "has three), at the pre-activations the forward kept\n");
     fprintf(out, "| model | T | E | k | d | f | shared f | weights | forward | backward | "
                  "backward / forward |\n");
     fprintf(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |\n");

@@ -1,9 +1,9 @@
 /* The layer's routed experts, backward (shaders/grad_expert_*.comp), over the tile map of the
- * forward's rows (expert_tiles.comp, made again in 64-row tiles): the pre-activations
- * recomputed, dL/dh through down and the activation's slopes, dL/d(dispatched rows) through up
- * and gate, and the weights' and biases' gradients added into their buffers, each a product
- * over the expert's rows in a fixed order. Not part of the route: moevk_layer_backward records
- * it (record_experts_backward). */
+ * forward's rows (expert_tiles.comp, made again in 64-row tiles): dL/dh through down and the
+ * activation's slopes at the pre-activations the trainable layer's forward kept (expert_up.comp,
+ * FLAG_KEEP_PRE), dL/d(dispatched rows) through up and gate, and the weights' and biases'
+ * gradients added into their buffers, each a product over the expert's rows in a fixed order. Not
+ * part of the route: moevk_layer_backward records it (record_experts_backward). */
 #include "stage.h"
 
 #include "experts.h"
@@ -11,22 +11,16 @@
 #include "grad_expert_bias.spv.h"
 #include "grad_expert_down.spv.h"
 #include "grad_expert_input.spv.h"
-#include "grad_expert_pre.spv.h"
 #include "grad_expert_weights.spv.h"
 
-DEFINE_STAGE_PARAMS(grad_expert_pre_params, GRAD_EXPERT_PRE_PARAMS)
 DEFINE_STAGE_PARAMS(grad_expert_down_params, GRAD_EXPERT_DOWN_PARAMS)
 DEFINE_STAGE_PARAMS(grad_expert_input_params, GRAD_EXPERT_INPUT_PARAMS)
 DEFINE_STAGE_PARAMS(grad_expert_weights_params, GRAD_EXPERT_WEIGHTS_PARAMS)
 DEFINE_STAGE_PARAMS(grad_expert_bias_params, GRAD_EXPERT_BIAS_PARAMS)
 DEFINE_STAGE_PARAMS(expert_tiles_params, EXPERT_TILES_PARAMS)
 
-enum { PRE, DOWN, INPUT, WEIGHTS, BIAS };
+enum { DOWN, INPUT, WEIGHTS, BIAS };
 
-static const stage_kernel GRAD_EXPERT_PRE_KERNEL = {
-    .name = "grad_expert_pre",
-    .shaders = {[VARIANT_PLAIN] = SPIRV(grad_expert_pre)},
-    KERNEL_INTERFACE(GRAD_EXPERT_PRE_BUFFERS, grad_expert_pre_params)};
 static const stage_kernel GRAD_EXPERT_DOWN_KERNEL = {
     .name = "grad_expert_down",
     .shaders = {[VARIANT_PLAIN] = SPIRV(grad_expert_down)},
@@ -64,9 +58,6 @@ void record_experts_backward(moevk_router *router, const route_plan *plan) {
     expert_tiles_params tile_params = expert_tiles_params_from(&tiled);
     record_kernel(router, STAGE_EXPERTS, 0, &tile_params, 1);
     record_indirect_barrier(router);
-    grad_expert_pre_params pre = grad_expert_pre_params_from(&tiled);
-    record_kernel_indirect(router, STAGE_EXPERTS_BACKWARD, PRE, &pre, tiles, TILE_ARGS_UP * 4);
-    record_compute_barrier(router);
     grad_expert_down_params down = grad_expert_down_params_from(&tiled);
     record_kernel_indirect(router, STAGE_EXPERTS_BACKWARD, DOWN, &down, tiles, TILE_ARGS_UP * 4);
     record_compute_barrier(router);
@@ -98,7 +89,8 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
     uint64_t E = router->info.num_experts, d = router->info.hidden_size;
     uint64_t f = layer->intermediate_size, rows = router->max_dispatched_rows;
     int swiglu = layer->activation == MOEVK_ACTIVATION_SWIGLU;
-    raise_size(&sizes[BINDING_GRAD_PRE], (swiglu ? 2 : 1) * rows * f * 4);
+    /* The forward's pre-activations (up's, gate's), then their gradients (the same). */
+    raise_size(&sizes[BINDING_GRAD_PRE], 4 * rows * f * 4);
     if (swiglu) raise_size(&sizes[BINDING_GRAD_EXPERT_GATE], E * f * d * 4);
     raise_size(&sizes[BINDING_GRAD_EXPERT_UP], E * f * d * 4);
     raise_size(&sizes[BINDING_GRAD_EXPERT_DOWN], E * d * f * 4);
@@ -107,9 +99,9 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
 
 const stage_module experts_backward_stage = {
     .name = "experts backward",
-    .kernels = {&GRAD_EXPERT_PRE_KERNEL, &GRAD_EXPERT_DOWN_KERNEL, &GRAD_EXPERT_INPUT_KERNEL,
-                &GRAD_EXPERT_WEIGHTS_KERNEL, &GRAD_EXPERT_BIAS_KERNEL},
-    .kernel_count = 5,
+    .kernels = {&GRAD_EXPERT_DOWN_KERNEL, &GRAD_EXPERT_INPUT_KERNEL, &GRAD_EXPERT_WEIGHTS_KERNEL,
+                &GRAD_EXPERT_BIAS_KERNEL},
+    .kernel_count = 4,
     .size_buffers = size_buffers,
     .needed = needed,
     .constants = constants,

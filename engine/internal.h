@@ -257,6 +257,7 @@ typedef struct route_plan {
     /* The layer's backward (moevk_layer_backward): where the gate's half of BINDING_GRAD_PRE
      * starts (floats), and which weight gradient grad_expert_weights.comp makes. */
     uint32_t grad_pre_stride, grad_matrix;
+    uint32_t shared_pre_stride; /* the same for BINDING_GRAD_SHARED_PRE */
 } route_plan;
 
 typedef struct transfer_plan {

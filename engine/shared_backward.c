@@ -9,23 +9,17 @@
 #include "grad_expert_bias_shared.spv.h"
 #include "grad_expert_down_shared.spv.h"
 #include "grad_expert_input_shared.spv.h"
-#include "grad_expert_pre_shared.spv.h"
 #include "grad_expert_weights_shared.spv.h"
 #include "grad_shared_gate.spv.h"
 
-DEFINE_STAGE_PARAMS(grad_shared_pre_params, GRAD_SHARED_PRE_PARAMS)
 DEFINE_STAGE_PARAMS(grad_shared_down_params, GRAD_SHARED_DOWN_PARAMS)
 DEFINE_STAGE_PARAMS(grad_shared_input_params, GRAD_SHARED_INPUT_PARAMS)
 DEFINE_STAGE_PARAMS(grad_shared_weights_params, GRAD_SHARED_WEIGHTS_PARAMS)
 DEFINE_STAGE_PARAMS(grad_shared_bias_params, GRAD_SHARED_BIAS_PARAMS)
 DEFINE_STAGE_PARAMS(grad_shared_gate_params, GRAD_SHARED_GATE_PARAMS)
 
-enum { PRE, DOWN, INPUT, WEIGHTS, BIAS, GATE };
+enum { DOWN, INPUT, WEIGHTS, BIAS, GATE };
 
-static const stage_kernel GRAD_SHARED_PRE_KERNEL = {
-    .name = "grad_expert_pre_shared",
-    .shaders = {[VARIANT_PLAIN] = SPIRV(grad_expert_pre_shared)},
-    KERNEL_INTERFACE(GRAD_SHARED_PRE_BUFFERS, grad_shared_pre_params)};
 static const stage_kernel GRAD_SHARED_DOWN_KERNEL = {
     .name = "grad_expert_down_shared",
     .shaders = {[VARIANT_PLAIN] = SPIRV(grad_expert_down_shared)},
@@ -67,10 +61,6 @@ void record_shared_backward(moevk_router *router, const route_plan *plan) {
     shared.grad_pre_stride = router->info.max_tokens * plan->shared_intermediate_size;
     uint32_t T = plan->num_tokens, d = plan->hidden_size, fs = plan->shared_intermediate_size;
     uint32_t row_tiles = div_ceil_u32(T, TILE_ROWS);
-    grad_shared_pre_params pre = grad_shared_pre_params_from(&shared);
-    record_kernel_2d(router, STAGE_SHARED_BACKWARD, PRE, &pre, div_ceil_u32(fs, TILE_COLUMNS),
-                     row_tiles);
-    record_compute_barrier(router);
     grad_shared_down_params down = grad_shared_down_params_from(&shared);
     record_kernel_2d(router, STAGE_SHARED_BACKWARD, DOWN, &down, div_ceil_u32(fs, TILE_COLUMNS),
                      row_tiles);
@@ -109,7 +99,7 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
     uint64_t T = router->info.max_tokens, d = router->info.hidden_size;
     uint64_t fs = layer->shared_intermediate_size;
     int swiglu = layer->activation == MOEVK_ACTIVATION_SWIGLU;
-    raise_size(&sizes[BINDING_GRAD_SHARED_PRE], (swiglu ? 2 : 1) * T * fs * 4);
+    raise_size(&sizes[BINDING_GRAD_SHARED_PRE], 4 * T * fs * 4); /* as BINDING_GRAD_PRE */
     if (swiglu) raise_size(&sizes[BINDING_GRAD_SHARED_GATE], fs * d * 4);
     raise_size(&sizes[BINDING_GRAD_SHARED_UP], fs * d * 4);
     raise_size(&sizes[BINDING_GRAD_SHARED_DOWN], d * fs * 4);
@@ -122,9 +112,9 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
 
 const stage_module shared_backward_stage = {
     .name = "shared experts backward",
-    .kernels = {&GRAD_SHARED_PRE_KERNEL, &GRAD_SHARED_DOWN_KERNEL, &GRAD_SHARED_INPUT_KERNEL,
-                &GRAD_SHARED_WEIGHTS_KERNEL, &GRAD_SHARED_BIAS_KERNEL, &GRAD_SHARED_GATE_KERNEL},
-    .kernel_count = 6,
+    .kernels = {&GRAD_SHARED_DOWN_KERNEL, &GRAD_SHARED_INPUT_KERNEL, &GRAD_SHARED_WEIGHTS_KERNEL,
+                &GRAD_SHARED_BIAS_KERNEL, &GRAD_SHARED_GATE_KERNEL},
+    .kernel_count = 5,
     .size_buffers = size_buffers,
     .needed = needed,
     .constants = constants,

@@ -28,5 +28,10 @@ void main() {
             u += expert_bias[E * f + tile.x * f + n];
         }
         intermediate[row * f + n] = ffn_activate(g, u);
+        // A trainable layer keeps them for its backward's activation slopes.
+        if ((P.flags & FLAG_KEEP_PRE) != 0u) {
+            grad_pre[row * f + n] = u;
+            if (FFN_TWO_MATRICES) grad_pre[P.grad_pre_stride + row * f + n] = g;
+        }
     }
 }

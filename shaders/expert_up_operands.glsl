@@ -1,6 +1,6 @@
-// The routed experts' up projection's operands (expert_up.comp, and the backward's recomputation
-// in grad_expert_pre.comp): a row's hidden state, gathered through row_token (rows no token
-// fills read as zeros), and the experts' up and gate weights [E, f, d]. Includes ffn.glsl.
+// The routed experts' up projection's operands (expert_up.comp): a row's hidden state, gathered
+// through row_token (rows no token fills read as zeros), and the experts' up and gate weights
+// [E, f, d]. Includes ffn.glsl.
 #define FFN_DUAL
 #include "ffn.glsl"
 DEFINE_WEIGHT_READER(up_weight, expert_up_words)

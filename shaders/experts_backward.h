@@ -1,16 +1,12 @@
-/* The layer's experts' backward (grad_expert_pre.comp, grad_expert_down.comp,
- * grad_expert_input.comp, grad_expert_weights.comp, grad_expert_bias.comp, routed and, built
- * with SHARED_FFN, shared; grad_shared_gate.comp): the interfaces of the experts_backward and
- * shared_backward stages (stage_params.h). */
+/* The layer's experts' backward (grad_expert_down.comp, grad_expert_input.comp,
+ * grad_expert_weights.comp, grad_expert_bias.comp, routed and, built with SHARED_FFN, shared;
+ * grad_shared_gate.comp): the interfaces of the experts_backward and shared_backward stages
+ * (stage_params.h). */
 #ifndef MOEVK_EXPERTS_BACKWARD_H
 #define MOEVK_EXPERTS_BACKWARD_H
 #include "stage_params.h"
 
 // clang-format off
-#define GRAD_EXPERT_PRE_BUFFERS(X) X(HIDDEN) X(ROW_TOKEN) X(TILES) X(EXPERT_GATE) X(EXPERT_UP)     \
-    X(EXPERT_BIAS) X(GRAD_PRE)
-#define GRAD_EXPERT_PRE_PARAMS(U, F, A) U(hidden_size) U(intermediate_size) U(flags)               \
-    U(grad_pre_stride)
 #define GRAD_EXPERT_DOWN_BUFFERS(X) X(GRAD_EXPERT_OUT) X(TILES) X(EXPERT_DOWN) X(GRAD_PRE)
 #define GRAD_EXPERT_DOWN_PARAMS(U, F, A) U(hidden_size) U(intermediate_size)                       \
     U(grad_pre_stride)
@@ -27,10 +23,6 @@
 #define GRAD_EXPERT_BIAS_PARAMS(U, F, A) U(hidden_size) U(intermediate_size) U(flags)              \
     U(grad_pre_stride) U(capacity)
 /* The shared experts' (the "shared" variant, SHARED_FFN: grad_ffn.glsl). */
-#define GRAD_SHARED_PRE_BUFFERS(X) X(HIDDEN) X(SHARED_GATE) X(SHARED_UP) X(SHARED_BIAS)          \
-    X(GRAD_SHARED_PRE)
-#define GRAD_SHARED_PRE_PARAMS(U, F, A) U(num_tokens) U(hidden_size) U(shared_intermediate_size) \
-    U(flags) U(grad_pre_stride)
 #define GRAD_SHARED_DOWN_BUFFERS(X) X(GRAD_OUTPUT) X(SHARED_SCALE) X(SHARED_DOWN)                \
     X(GRAD_SHARED_PRE)
 #define GRAD_SHARED_DOWN_PARAMS(U, F, A) U(num_tokens) U(hidden_size)                            \

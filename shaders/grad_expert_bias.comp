@@ -31,8 +31,8 @@ void main() {
         float sum = 0.0;
         for (uint r = base; r < base + count; ++r) {
             if (part == 2u) sum += row_dy(r, col);
-            else if (part == 1u) sum += GRAD_PRE_VALUES[r * f + col];
-            else sum += GRAD_PRE_VALUES[P.grad_pre_stride + r * f + col];
+            else if (part == 1u) sum += PRE_GRADIENT(r * f + col);
+            else sum += PRE_GRADIENT(P.grad_pre_stride + r * f + col);
         }
         GRAD_BIAS_VALUES[i] += sum;
     }

@@ -3,9 +3,11 @@
 // The experts' backward through down and the activation: for each tile, dL/dh [rows, f] = the
 // rows' upstream gradient [rows, d] (the routed rows' w * dL/doutput; the shared experts' gated
 // dL/doutput) times the down projection [d, f] (read down its columns), then at each (row, n)
-// the activation's slopes at the pre-activations held there turn it into dL/d(up
-// pre-activation) and (SwiGLU) dL/d(gate pre-activation), written over them. Routed or, built
-// with SHARED_FFN, shared (grad_ffn.glsl); grid as grad_expert_pre.comp's.
+// the activation's slopes at the pre-activations turn it into dL/d(up pre-activation) and
+// (SwiGLU) dL/d(gate pre-activation), written after them (PRE_GRADIENT). Routed or, built
+// with SHARED_FFN, shared (grad_ffn.glsl). The pre-activations are the forward's, kept by a
+// trainable layer (expert_up.comp, shared_up.comp: FLAG_KEEP_PRE). Grid: x over the f /
+// FFN_COLUMNS column tiles, y over the tiles (routed: indirect, the tile map's up arguments).
 #include "experts_backward.h"
 #ifndef SHARED_FFN
 #define STAGE_BUFFERS GRAD_EXPERT_DOWN_BUFFERS
@@ -46,7 +48,7 @@ void main() {
         uint at = row * f + n;
         float up = GRAD_PRE_VALUES[at], gate = swiglu ? GRAD_PRE_VALUES[P.grad_pre_stride + at] : 0.0;
         vec2 slopes = activation_slopes(gate, up);
-        GRAD_PRE_VALUES[at] = dh[i] * slopes.y;
-        if (swiglu) GRAD_PRE_VALUES[P.grad_pre_stride + at] = dh[i] * slopes.x;
+        PRE_GRADIENT(at) = dh[i] * slopes.y;
+        if (swiglu) PRE_GRADIENT(P.grad_pre_stride + at) = dh[i] * slopes.x;
     }
 }

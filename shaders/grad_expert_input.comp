@@ -25,7 +25,7 @@ DEFINE_WEIGHT_READER(gate_weight, GATE_WORDS)
 // Depth k over [0, f) is up's, over [f, 2f) gate's.
 float ffn_input(uint row, uint k) {
     uint f = FFN_F;
-    return k < f ? GRAD_PRE_VALUES[row * f + k] : GRAD_PRE_VALUES[P.grad_pre_stride + row * f + k - f];
+    return k < f ? PRE_GRADIENT(row * f + k) : PRE_GRADIENT(P.grad_pre_stride + row * f + k - f);
 }
 float ffn_weight(uint expert, uint n, uint k) {
     uint f = FFN_F;

@@ -35,11 +35,11 @@ float ffn_input(uint a, uint r) {
 }
 float ffn_weight(uint expert, uint n, uint r) {
     uint row = expert_base + r;
-    return down_matrix() ? FFN_H[row * FFN_F + n] : GRAD_PRE_VALUES[row * FFN_F + n];
+    return down_matrix() ? FFN_H[row * FFN_F + n] : PRE_GRADIENT(row * FFN_F + n);
 }
 float ffn_weight2(uint expert, uint n, uint r) {
     // SwiGLU's gate, for GRAD_MATRIX_GATE_UP (down's product leaves acc2 unused).
-    return down_matrix() ? 0.0 : GRAD_PRE_VALUES[P.grad_pre_stride + (expert_base + r) * FFN_F + n];
+    return down_matrix() ? 0.0 : PRE_GRADIENT(P.grad_pre_stride + (expert_base + r) * FFN_F + n);
 }
 // f32 operands: ffn_tile reads them one by one (no block format reaches a trainable layer).
 void ffn_weight_chunk(uint expert, uint n, uint k0, out float w[WEIGHT_CHUNK]) {

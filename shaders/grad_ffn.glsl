@@ -57,3 +57,8 @@ uvec4 backward_tile() {
     ((P.flags & FLAG_DROPLESS) != 0u ? expert_info[2u * NUM_EXPERTS + (expert)]                    \
                                      : (expert) * P.capacity)
 #endif
+
+// The pre-activations' gradients: after the forward's pre-activations (up's, then gate's, each
+// grad_pre_stride floats), which stay as they are, so that a second backward of the same forward
+// finds them again.
+#define PRE_GRADIENT(i) GRAD_PRE_VALUES[2u * P.grad_pre_stride + (i)]

@@ -72,8 +72,8 @@
 #define BINDING_ROW_MEASURES 49
 /* The layer's backward (moevk_layer_backward), all f32: dL/doutput [T, d] as given; each
  * dispatched row's share of it, w * dL/doutput [rows, d]; the up projection's pre-activations
- * [rows, f], recomputed, then (the same place) their gradients, with SwiGLU's gate's after
- * them, grad_pre_stride floats on; dL/d(dispatched rows) [rows, d]; dL/dx [T, d]; and the
+ * [rows, f] and SwiGLU's gate's (grad_pre_stride floats on), kept by the forward, then their
+ * gradients (2 grad_pre_stride on); dL/d(dispatched rows) [rows, d]; dL/dx [T, d]; and the
  * parameters' gradients in the layouts of the weights (and biases) they belong to. */
 #define BINDING_GRAD_OUTPUT 50
 #define BINDING_GRAD_EXPERT_OUT 51
@@ -272,6 +272,7 @@
 #define FLAG_PROFILE_BOUNDS 8388608u /* the histograms' bounds are given (else the batch's) */
 #define FLAG_PROFILE_TAIL 16777216u  /* count the energies above the header's threshold */
 #define FLAG_PROFILE_PAIRS 33554432u /* count the co-selected pairs of experts */
+#define FLAG_KEEP_PRE 67108864u /* a trainable layer's forward keeps the pre-activations */
 
 /* Phases of the losses stage (shaders/losses.comp), in the order they run. */
 #define LOSS_PHASE_THRESHOLDS 0u

@@ -6,9 +6,9 @@
 
 // clang-format off
 #define SHARED_UP_BUFFERS(X) X(HIDDEN) X(SHARED_GATE) X(SHARED_UP) X(SHARED_BIAS)                \
-    X(SHARED_INTERMEDIATE) X(SHARED_GATE_WEIGHTS) X(SHARED_SCALE)
+    X(SHARED_INTERMEDIATE) X(SHARED_GATE_WEIGHTS) X(SHARED_SCALE) X(GRAD_SHARED_PRE)
 #define SHARED_UP_PARAMS(U, F, A) U(num_tokens) U(hidden_size) U(shared_intermediate_size)        \
-    U(flags)
+    U(flags) U(shared_pre_stride)
 #define SHARED_DOWN_BUFFERS(X) X(SHARED_INTERMEDIATE) X(SHARED_DOWN) X(SHARED_BIAS)              \
     X(SHARED_SCALE) X(SHARED_OUT)
 #define SHARED_DOWN_PARAMS(U, F, A) U(num_tokens) U(hidden_size) U(shared_intermediate_size)      \

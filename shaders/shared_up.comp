@@ -55,6 +55,11 @@ void main() {
             u += shared_bias[f + n];
         }
         shared_intermediate[row * f + n] = ffn_activate(g, u);
+        // A trainable layer keeps them for its backward's activation slopes.
+        if ((P.flags & FLAG_KEEP_PRE) != 0u) {
+            grad_shared_pre[row * f + n] = u;
+            if (FFN_TWO_MATRICES) grad_shared_pre[P.shared_pre_stride + row * f + n] = g;
+        }
     }
     uint row = row_begin + gl_LocalInvocationID.x;
     if ((P.flags & FLAG_SHARED_GATE) != 0u && gl_WorkGroupID.x == 0u &&
