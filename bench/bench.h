@@ -114,6 +114,8 @@ typedef struct layer_case {
 
 /* The layer sweep (quick: shapes scaled down for a CPU device) into cases; returns the count. */
 int plan_layer_cases(layer_case *cases, int capacity, int quick);
+/* A case's router and layer (dropless, renormalised top-k, SwiGLU; info->router = router). */
+void layer_case_infos(const layer_case *c, moevk_router_info *router, moevk_layer_info *info);
 /* Warm-up, then repeats timed forwards over device-resident hidden states and output. */
 void run_layer_case(moevk_context *context, layer_case *c, int warmup, int repeats);
 void report_layer_table(FILE *out, const ceilings *ceil, const layer_case *cases, int count);

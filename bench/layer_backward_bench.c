@@ -33,19 +33,8 @@ void run_backward_case(moevk_context *context, layer_case *c, int warmup, int re
         return;
     }
     moevk_router_info router;
-    moevk_router_info_init(&router);
-    router.num_experts = c->E;
-    router.top_k = c->k;
-    router.max_tokens = c->T;
-    router.hidden_size = c->d;
-    router.renormalize = 1;
-    router.capacity_mode = MOEVK_CAPACITY_DROPLESS;
     moevk_layer_info info;
-    moevk_layer_info_init(&info);
-    info.router = &router;
-    info.intermediate_size = c->f;
-    info.shared_intermediate_size = c->fs;
-    info.weight_type = c->weight_type;
+    layer_case_infos(c, &router, &info);
     info.trainable = 1;
     moevk_layer *layer = NULL;
     moevk_buffer *hidden = NULL, *output = NULL, *grad = NULL, *grad_hidden = NULL;

@@ -132,24 +132,28 @@ static moevk_result set_weights(moevk_layer *layer, const layer_case *c) {
     return r;
 }
 
+void layer_case_infos(const layer_case *c, moevk_router_info *router, moevk_layer_info *info) {
+    moevk_router_info_init(router);
+    router->num_experts = c->E;
+    router->top_k = c->k;
+    router->max_tokens = c->T;
+    router->hidden_size = c->d;
+    router->renormalize = 1;
+    router->capacity_mode = MOEVK_CAPACITY_DROPLESS; /* as the models run at inference */
+    moevk_layer_info_init(info);
+    info->router = router;
+    info->intermediate_size = c->f;
+    info->shared_intermediate_size = c->fs;
+    info->weight_type = c->weight_type;
+    info->host_weights = c->host_weights;
+}
+
 void run_layer_case(moevk_context *context, layer_case *c, int warmup, int repeats) {
     if (repeats > MAX_REPEATS) repeats = MAX_REPEATS;
     moevk_router_info router;
-    moevk_router_info_init(&router);
-    router.num_experts = c->E;
-    router.top_k = c->k;
-    router.max_tokens = c->T;
-    router.hidden_size = c->d;
-    router.renormalize = 1;
-    router.capacity_mode = MOEVK_CAPACITY_DROPLESS; /* as the models run at inference */
-    router.profile = 1;
     moevk_layer_info info;
-    moevk_layer_info_init(&info);
-    info.router = &router;
-    info.intermediate_size = c->f;
-    info.shared_intermediate_size = c->fs;
-    info.weight_type = c->weight_type;
-    info.host_weights = c->host_weights;
+    layer_case_infos(c, &router, &info);
+    router.profile = 1;
     moevk_layer *layer = NULL;
     moevk_buffer *hidden = NULL, *output = NULL;
     uint64_t bytes = (uint64_t)c->T * c->d * 4;

@@ -69,7 +69,8 @@ moevk_result moevk_layer_optimizer_step(moevk_layer *layer, const moevk_optimize
             const float *partials =
                 transfer_downloaded(&router->pending_plan, BINDING_OPT_PARTIALS);
             double sum = 0.0;
-            for (uint64_t b = 0; b < optimizer_partial_count(router); ++b) sum += partials[b];
+            uint64_t blocks = optimizer_partial_count(router);
+            for (uint64_t b = 0; b < blocks; ++b) sum += partials[b];
             norm = sqrt(sum);
         }
     }

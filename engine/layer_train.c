@@ -65,21 +65,6 @@ static void record_zero_gradients(moevk_router *router) {
                    VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
 }
 
-/* The router's backward's plan with every loss's coefficient 0: dL/dlogits from dL/dweights
- * alone, as moevk_router_losses runs it for grad_weights. */
-static void plan_weights_backward(const moevk_router *router, route_plan *params,
-                                  loss_phases *phases) {
-    *params = router->last;
-    params->aux_coef = params->z_coef = params->importance_coef = 0.0f;
-    params->load_coef = params->entropy_coef = params->sequence_coef = 0.0f;
-    params->sequence_length = 1;
-    params->valid_rows = router->last_valid_rows;
-    params->assignments = (uint32_t)router->last_assignments;
-    params->token_chunk = 0;
-    params->flags |= FLAG_GRAD_WEIGHTS;
-    *phases = (loss_phases){.logits_backward = 1};
-}
-
 /* dL/dlogits [T, E] from dL/dweights (and the losses' own gradient): the router's backward
  * (losses.comp). */
 static void record_logits_backward(moevk_router *router, const route_plan *params,
@@ -101,17 +86,17 @@ moevk_result moevk_layer_backward(moevk_layer *layer, const moevk_layer_backward
     r = SIZED_READ(context, moevk_layer_backward_info, caller, &info);
     if (r == MOEVK_SUCCESS) r = check_backward(router, &info);
     if (r != MOEVK_SUCCESS) return r;
-    /* The losses' plan (their coefficients, or none) for the router's backward. */
+    /* The router's backward's plan: the given losses' coefficients, or every one 0 (dL/dlogits
+     * from dL/dweights alone, as moevk_router_losses runs it for grad_weights). */
+    moevk_loss_info no_losses, loss_info;
+    moevk_loss_info_init(&no_losses);
     route_plan loss_plan;
     loss_phases phases;
-    moevk_loss_info loss_info;
-    if (info.losses)
-        r = losses_plan_for_layer(router, info.losses, &loss_plan, &phases, &loss_info);
-    else
-        plan_weights_backward(router, &loss_plan, &phases);
+    r = losses_plan_for_layer(router, info.losses ? info.losses : &no_losses, &loss_plan, &phases,
+                              &loss_info);
     if (r != MOEVK_SUCCESS) return r;
+    /* The forward's plan holds grad_pre_stride already (router_plan, a trainable layer's). */
     route_plan plan = router->last;
-    plan.grad_pre_stride = (uint32_t)(router->max_dispatched_rows * plan.intermediate_size);
     uint64_t T = plan.num_tokens, d = plan.hidden_size, k = plan.choices;
     transfer_plan *transfers = &router->pending_plan;
     r = transfer_begin(transfers, router);

@@ -58,7 +58,7 @@ static void constants(const moevk_router *router, stage_constants *constants) {
 void record_shared_backward(moevk_router *router, const route_plan *plan) {
     if (plan->num_tokens == 0 || !(plan->flags & FLAG_SHARED_EXPERT)) return;
     route_plan shared = *plan;
-    shared.grad_pre_stride = router->info.max_tokens * plan->shared_intermediate_size;
+    shared.grad_pre_stride = plan->shared_pre_stride; /* where shared_up.comp kept them */
     uint32_t T = plan->num_tokens, d = plan->hidden_size, fs = plan->shared_intermediate_size;
     uint32_t row_tiles = div_ceil_u32(T, TILE_ROWS);
     grad_shared_down_params down = grad_shared_down_params_from(&shared);

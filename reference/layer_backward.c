@@ -43,10 +43,6 @@ static void activate_with_slopes(moevk_activation activation, double gate, doubl
     *h = *dh_dup = NAN;
 }
 
-static double weight_at(const void *matrix, uint64_t i, moevk_dtype type) {
-    return ref_load(matrix, i, type);
-}
-
 /* One row x [d] of expert e: adds the parameters' gradients for the row's upstream gradient gy
  * [d] into g, and dx [d] (+=); y [d] gets the expert's output (for dL/dw). */
 static int ffn_row_backward(const ref_ffn *ffn, const ref_ffn_grads *g, uint32_t e, const double *x,
@@ -63,8 +59,8 @@ static int ffn_row_backward(const ref_ffn *ffn, const ref_ffn_grads *g, uint32_t
         double up = ffn->up_bias ? ffn->up_bias[fe + n] : 0.0;
         double gate = swiglu && ffn->gate_bias ? ffn->gate_bias[fe + n] : 0.0;
         for (uint32_t k = 0; k < d; ++k) {
-            up += x[k] * weight_at(ffn->up, (fe + n) * d + k, wt);
-            if (swiglu) gate += x[k] * weight_at(ffn->gate, (fe + n) * d + k, wt);
+            up += x[k] * ref_load(ffn->up, (fe + n) * d + k, wt);
+            if (swiglu) gate += x[k] * ref_load(ffn->gate, (fe + n) * d + k, wt);
         }
         activate_with_slopes(ffn->activation, gate, up, &h[n], &slope_gate[n], &slope_up[n]);
         dh[n] = 0.0;
@@ -72,7 +68,7 @@ static int ffn_row_backward(const ref_ffn *ffn, const ref_ffn_grads *g, uint32_t
     for (uint32_t i = 0; i < d; ++i) {
         double out = ffn->down_bias ? ffn->down_bias[de + i] : 0.0;
         for (uint32_t n = 0; n < f; ++n) {
-            double w = weight_at(ffn->down, (de + i) * f + n, dt);
+            double w = ref_load(ffn->down, (de + i) * f + n, dt);
             out += w * h[n];
             dh[n] += gy[i] * w;
             if (g->down) g->down[(de + i) * f + n] += gy[i] * h[n];
@@ -88,8 +84,8 @@ static int ffn_row_backward(const ref_ffn *ffn, const ref_ffn_grads *g, uint32_t
             uint64_t at = (fe + n) * d + k;
             if (g->up) g->up[at] += d_up * x[k];
             if (swiglu && g->gate) g->gate[at] += d_gate * x[k];
-            double to_x = d_up * weight_at(ffn->up, at, wt);
-            if (swiglu) to_x += d_gate * weight_at(ffn->gate, at, wt);
+            double to_x = d_up * ref_load(ffn->up, at, wt);
+            if (swiglu) to_x += d_gate * ref_load(ffn->gate, at, wt);
             if (dx) dx[k] += to_x;
         }
     }
