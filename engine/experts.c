@@ -41,7 +41,10 @@ static const stage_kernel EXPERT_DOWN_MATVEC_KERNEL = {
     KERNEL_INTERFACE(EXPERT_DOWN_BUFFERS, expert_down_params),
     .reads_down_weights = 1};
 
-static int needed(const moevk_router *router) { return router->layer.active; }
+/* An expert-parallel layer's home half has no routed experts of its own (layer_parts.c). */
+static int needed(const moevk_router *router) {
+    return router->layer.active && router->layer.parts != PARTS_HOME;
+}
 
 /* The products' tiles take FFN_WORKGROUP_SIZE invocations; weights are read in their type. */
 static void constants(const moevk_router *router, stage_constants *constants) {
@@ -77,6 +80,11 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
     if (!layer->active) return;
     uint64_t E = router->info.num_experts, d = router->info.hidden_size;
     uint64_t f = layer->intermediate_size, rows = router->max_dispatched_rows;
+    /* A home half keeps only the rows its experts' ranks send back, for its combine. */
+    if (layer->parts == PARTS_HOME) {
+        raise_size(&sizes[BINDING_EXPERT_OUT], rows * d * 4);
+        return;
+    }
     uint64_t matrix = weight_buffer_bytes(layer->weight_type, E * f * d);
     if (layer->activation == MOEVK_ACTIVATION_SWIGLU)
         raise_size(&sizes[BINDING_EXPERT_GATE], matrix);

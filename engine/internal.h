@@ -301,6 +301,10 @@ typedef enum pending_call {
 
 /* What a layer adds to its router (moevk_layer_info past the routing; active 0: a plain
  * router). */
+/* What part of an expert-parallel layer a layer is (layer_shape.parts; moevk_parts.h gives
+ * libmoevk_mpi the same values as moevk_parts_role). */
+enum { PARTS_NONE = 0, PARTS_HOME = 1, PARTS_EXPERTS = 2 };
+
 typedef struct layer_shape {
     int active;
     uint32_t intermediate_size, shared_intermediate_size;
@@ -310,6 +314,9 @@ typedef struct layer_shape {
     int biases, shared_gate;
     int host_weights; /* the FFN weights in host memory (BUFFER_HOST_RESIDENT) */
     int trainable;    /* the backward's buffers and pipelines (moevk_layer_backward) */
+    /* 0, or the part of an expert-parallel layer this one is (moevk_parts_role, layer_parts.h):
+     * HOME routes and combines with no routed experts of its own, EXPERTS runs rows given. */
+    int parts;
 } layer_shape;
 
 struct moevk_router {
@@ -366,6 +373,10 @@ moevk_result router_create(moevk_context *context, const moevk_router_info *info
 typedef struct layer_call {
     const moevk_tensor *output;        /* [T, d] hidden_type */
     const moevk_tensor *router_logits; /* [T, E] f32, or NONE */
+    /* An expert-parallel layer's home half (layer_parts.c): the route and shared experts only,
+     * the routed experts and the combine left for moevk_parts_combine. */
+    int route_only;
+    uint32_t ffn_tokens; /* the T whose size picks the FFN's decode form (0: this call's) */
 } layer_call;
 /* route.c: a route call (moevk_route_submit), a layer's when layer is not NULL: then the
  * logits are projected with the router weights in place and the layer's stages follow. */
@@ -410,6 +421,9 @@ void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer
 /* Sizes of one route call: capacity, block partition, rows. */
 void router_plan(const moevk_router *router, const moevk_route_input *input, route_plan *params);
 /* INVALID_ARGUMENT when a call's own options do not fit the router (its capacity factor). */
+/* The capacity C a route call of input->num_tokens tokens gets (its factor, the eval factor
+ * or the schedule's, as router_plan takes it); UINT32_MAX where dropless. */
+uint32_t router_call_capacity(const moevk_router_info *info, const moevk_route_input *input);
 moevk_result router_check_call(const moevk_router *router, const moevk_route_input *input);
 /* Bucketing partitions its work into at most this many blocks, so that its per-block table has
  * a fixed size. */
@@ -443,8 +457,9 @@ void record_route(moevk_router *router, const route_plan *params, int with_dispa
 void record_combine(moevk_router *router, const route_plan *params);
 /* A layer's stages after its route: the routed experts (experts.c), the shared experts
  * (shared_experts.c), the layer's combine into BINDING_COMBINED (layer_combine.c). */
-/* The layer's stages after its route (engine/layer.c): experts, shared experts, combine. */
-void record_layer(moevk_router *router, const route_plan *params);
+/* The layer's stages after its route (engine/layer.c): experts, shared experts, combine; only
+ * the shared experts where route_only (an expert-parallel layer's home half). */
+void record_layer(moevk_router *router, const route_plan *params, int route_only);
 /* experts.c: the most tiles a route of the layer's router cuts its rows into. */
 uint64_t layer_max_tiles(const moevk_router *router);
 /* The losses stage's phases (shaders/losses.comp) that the call needs. */
@@ -466,8 +481,7 @@ void losses_complete(moevk_router *router);
  * caller_info, NULL-free; its tensors NONE) whose dL/dweights the layer writes on the device,
  * with dL/dlogits; their downloads, and their values once the submission has completed. */
 moevk_result losses_plan_for_layer(moevk_router *router, const moevk_loss_info *caller_info,
-                                   route_plan *params, loss_phases *phases,
-                                   moevk_loss_info *info);
+                                   route_plan *params, loss_phases *phases, moevk_loss_info *info);
 void losses_download(transfer_plan *plan, const moevk_router *router);
 void losses_values(const moevk_router *router, const moevk_loss_info *info,
                    const transfer_plan *plan, moevk_losses *losses);

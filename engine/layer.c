@@ -49,8 +49,8 @@ static moevk_result check_layer_info(moevk_context *context, const moevk_layer_i
     return MOEVK_SUCCESS;
 }
 
-moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *caller_info,
-                                moevk_layer **out) {
+moevk_result layer_create(moevk_context *context, const moevk_layer_info *caller_info, int parts,
+                          moevk_layer **out) {
     if (!out) return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "out is NULL");
     *out = NULL;
     if (!context) return MOEVK_ERROR_INVALID_ARGUMENT;
@@ -76,7 +76,8 @@ moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *
                          .biases = info.biases != 0,
                          .shared_gate = info.shared_gate != 0,
                          .host_weights = info.host_weights != 0,
-                         .trainable = info.trainable != 0};
+                         .trainable = info.trainable != 0,
+                         .parts = parts};
     moevk_layer *layer = context_calloc(context, 1, sizeof *layer);
     if (!layer) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "layer");
     layer->context = context;
@@ -104,6 +105,11 @@ moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *
     return MOEVK_SUCCESS;
 }
 
+moevk_result moevk_layer_create(moevk_context *context, const moevk_layer_info *info,
+                                moevk_layer **out) {
+    return layer_create(context, info, PARTS_NONE, out);
+}
+
 void moevk_layer_destroy(moevk_layer *layer) {
     if (!layer) return;
     moevk_router_destroy(layer->router);
@@ -112,17 +118,17 @@ void moevk_layer_destroy(moevk_layer *layer) {
 
 moevk_router *moevk_layer_router(moevk_layer *layer) { return layer ? layer->router : NULL; }
 
-void record_layer(moevk_router *router, const route_plan *params) {
+void record_layer(moevk_router *router, const route_plan *params, int route_only) {
     record_reset_timestamps(router, TIMESTAMP_LAYER_END, 3);
-    record_experts(router, params);
+    if (!route_only) record_experts(router, params);
     record_timestamp(router, TIMESTAMP_AFTER_EXPERTS);
     record_shared_experts(router, params);
     record_timestamp(router, TIMESTAMP_AFTER_SHARED_EXPERTS);
-    record_layer_combine(router, params);
+    if (!route_only) record_layer_combine(router, params);
     record_timestamp(router, TIMESTAMP_LAYER_END);
 }
 
-weight_place layer_weight_place(const moevk_router *router, moevk_layer_weight which) {
+static weight_place place_of(const moevk_router *router, moevk_layer_weight which) {
     const layer_shape *layer = &router->layer;
     uint64_t E = router->info.num_experts, d = router->info.hidden_size;
     uint64_t f = layer->intermediate_size, fs = layer->shared_intermediate_size;
@@ -164,6 +170,15 @@ weight_place layer_weight_place(const moevk_router *router, moevk_layer_weight w
                               "SHARED_EXPERT_GATE"};
     }
     return (weight_place){.present = -1};
+}
+
+weight_place layer_weight_place(const moevk_router *router, moevk_layer_weight which) {
+    weight_place place = place_of(router, which);
+    /* An expert-parallel layer's home half: its routed experts live on their ranks. */
+    if (router->layer.parts == PARTS_HOME && place.binding >= BINDING_EXPERT_GATE &&
+        place.binding <= BINDING_EXPERT_BIAS && place.present > 0)
+        place.present = 0;
+    return place;
 }
 
 moevk_result layer_weight_range(moevk_router *router, moevk_layer_weight which, uint32_t first,
@@ -248,7 +263,7 @@ static moevk_result forward(moevk_layer *layer, VkCommandBuffer command_buffer,
     moevk_layer_output_init(&output);
     moevk_result r = SIZED_READ(context, moevk_layer_output, caller_output, &output);
     if (r != MOEVK_SUCCESS) return r;
-    layer_call call = {&output.output, &output.router_logits};
+    layer_call call = {.output = &output.output, .router_logits = &output.router_logits};
     if (run == LAYER_RECORD)
         return route_record_call(router, command_buffer, input, output.route, &call);
     r = route_submit(router, input, output.route, &call);

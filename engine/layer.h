@@ -21,6 +21,10 @@ typedef struct weight_place {
     const char *name;
 } weight_place;
 
+/* moevk_layer_create, for a layer of the given part (PARTS_*) of an expert-parallel layer. */
+moevk_result layer_create(moevk_context *context, const moevk_layer_info *info, int parts,
+                          moevk_layer **out);
+
 weight_place layer_weight_place(const moevk_router *router, moevk_layer_weight which);
 /* Checks a weight's range of experts (INVALID_ARGUMENT naming what is wrong) and gives its
  * place, byte offset and bytes in the layer's buffer: in the weight's type (element_bytes 0),

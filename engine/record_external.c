@@ -162,7 +162,7 @@ moevk_result route_record_call(moevk_router *router, VkCommandBuffer command_buf
     r = external_begin(router, command_buffer, bindings, layer ? 6 : 5);
     if (r != MOEVK_SUCCESS) return r;
     record_route(router, &params, layer ? tensor_given(&out.dispatched) : with_hidden);
-    if (layer) record_layer(router, &params);
+    if (layer) record_layer(router, &params, 0);
     router->last = params;
     router->route = ROUTE_RECORDED;
     router->combine = COMBINE_NONE;

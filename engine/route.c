@@ -58,7 +58,8 @@ static moevk_result check_route(const moevk_router *router, const moevk_route_in
         if (r == MOEVK_SUCCESS)
             r = tensor_check(context, "router_logits", layer->router_logits, RUN_KINDS, T * E * 4);
         if (r != MOEVK_SUCCESS) return r;
-        if (T > 0 && !tensor_given(layer->output)) REJECT("output is not given");
+        if (T > 0 && !layer->route_only && !tensor_given(layer->output))
+            REJECT("output is not given");
     } else if (tensor_given(&input->router_weights)) {
         if (!info->router_projection)
             REJECT("router_weights given, but the router was made without router_projection");
@@ -195,6 +196,10 @@ moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_
     router_plan_noise(router, input->step, input->layer, input->inference, &params);
     if (tensor_given(&input->bias)) params.flags |= FLAG_HAS_BIAS;
     if (tensor_given(&output->token_scores)) params.flags |= FLAG_TOKEN_SCORES;
+    if (layer && layer->ffn_tokens) { /* an expert-parallel layer's: its global T decides */
+        params.flags &= ~(uint32_t)FLAG_FFN_MATVEC;
+        if (layer->ffn_tokens <= MATVEC_ROWS) params.flags |= FLAG_FFN_MATVEC;
+    }
     router->route = ROUTE_NONE;
     router->combine = COMBINE_NONE;
     router->layer_timed = layer != NULL;
@@ -229,8 +234,9 @@ moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_
     if (params.flags & FLAG_TOKEN_SCORES)
         tensor_download(plan, BINDING_TOKEN_SCORES, 0, &output->token_scores, T * 3 * 4);
     if (layer) {
-        record_layer(router, &params);
-        tensor_download(plan, BINDING_COMBINED, 0, layer->output, T * d * hidden_bytes);
+        record_layer(router, &params, layer->route_only);
+        if (!layer->route_only)
+            tensor_download(plan, BINDING_COMBINED, 0, layer->output, T * d * hidden_bytes);
         tensor_download(plan, BINDING_LOGITS, 0, layer->router_logits, T * E * 4);
     }
     /* Device outputs: copied on the device. */

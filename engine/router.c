@@ -240,6 +240,12 @@ static float call_capacity_factor(const moevk_router_info *info, const moevk_rou
     return scheduled(&info->capacity_factor_schedule, info->capacity_factor, input->step);
 }
 
+uint32_t router_call_capacity(const moevk_router_info *info, const moevk_route_input *input) {
+    if (info->capacity_mode == MOEVK_CAPACITY_DROPLESS) return UINT32_MAX;
+    uint64_t capacity = capacity_for(info, input->num_tokens, call_capacity_factor(info, input));
+    return capacity > UINT32_MAX ? UINT32_MAX : (uint32_t)capacity;
+}
+
 moevk_result router_check_call(const moevk_router *router, const moevk_route_input *input) {
     moevk_context *context = router->context;
     const moevk_router_info *info = &router->info;
@@ -493,12 +499,25 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
                         A16(sizes[BINDING_NOISE_WEIGHTS]) + A16(sizes[BINDING_ROUTER_WEIGHTS]) +
                         A16(PROFILE_HEADER_WORDS * 4);
     uint64_t combine_up = A16(sizes[BINDING_EXPERT_OUT]);
+    /* An expert-parallel layer's halves (layer_parts.c): the rows coming back and their map up,
+     * or the rows given, their tokens and counts up and the experts' rows down. */
+    uint64_t parts_up = 0, parts_down = 0;
+    if (router->layer.parts == PARTS_HOME) {
+        parts_up = A16(sizes[BINDING_EXPERT_OUT]) + A16(sizes[BINDING_ROWS]);
+        parts_down = A16(sizes[BINDING_COMBINED]) + A16(sizes[BINDING_STAT_TOTALS]);
+    } else if (router->layer.parts == PARTS_EXPERTS) {
+        parts_up = A16(sizes[BINDING_HIDDEN]) + A16(sizes[BINDING_ROW_TOKEN]) +
+                   A16(sizes[BINDING_EXPERT_INFO]);
+        parts_down = A16(sizes[BINDING_EXPERT_OUT]);
+    }
+    if (combine_up < parts_up) combine_up = parts_up;
     uint64_t route_down = A16(sizes[BINDING_EXPERT_IDS]) + A16(sizes[BINDING_WEIGHTS]) +
                           A16(sizes[BINDING_SLOTS]) + A16(sizes[BINDING_EXPERT_INFO]) +
                           A16(sizes[BINDING_STAT_TOTALS]) + A16(sizes[BINDING_DISPATCHED]) +
                           A16(DECISION_HEADER * 4) + A16(sizes[BINDING_TOKEN_SCORES]) +
                           A16(sizes[BINDING_PROFILE]);
     uint64_t combine_down = A16(sizes[BINDING_COMBINED]);
+    if (combine_down < parts_down) combine_down = parts_down;
     /* A layer's forward downloads its output and logits beside the route's. */
     if (router->layer.active)
         route_down += A16(sizes[BINDING_COMBINED]) + A16(sizes[BINDING_LOGITS]);

@@ -73,7 +73,9 @@ MOEVK_API const char *moevk_version_string(void);
     X(MOEVK_ERROR_UNSUPPORTED, -6, "the device lacks a required feature or limit")                 \
     X(MOEVK_ERROR_TOO_LARGE, -7, "a size passes a device or library limit")                        \
     X(MOEVK_ERROR_VULKAN, -8, "a Vulkan call failed")                                              \
-    X(MOEVK_ERROR_DEVICE_LOST, -9, "the Vulkan device was lost")
+    X(MOEVK_ERROR_DEVICE_LOST, -9, "the Vulkan device was lost")                                   \
+    /* moevk 0.7, libmoevk_mpi (moevk_mpi.h): another rank failed, disagreed or did not answer */ \
+    X(MOEVK_ERROR_PEER, -10, "another process of an MPI job failed or did not answer in time")
 
 typedef enum moevk_result {
 #define MOEVK_RESULT_ENUM_(name, value, text) name = value,

@@ -5,7 +5,8 @@ set -euo pipefail
 packages=(libvulkan-dev libvulkan-volk-dev glslang-tools spirv-tools mesa-vulkan-drivers
           vulkan-validationlayers meson ninja-build pkg-config gcc g++ binutils python3
           clang libclang-rt-14-dev libcjson-dev cmake
-          gcc-mingw-w64-x86-64 g++-mingw-w64-x86-64 wine64 xvfb xauth dpkg-dev) # the Windows build under Wine
+          libopenmpi-dev openmpi-bin \
+          gcc-mingw-w64-x86-64 g++-mingw-w64-x86-64 wine64 xvfb xauth dpkg-dev) # MPI expert parallelism; the Windows build under Wine
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -40,7 +40,8 @@ static void test_every_result_has_a_name(void) {
                           MOEVK_ERROR_UNSUPPORTED,
                           MOEVK_ERROR_TOO_LARGE,
                           MOEVK_ERROR_VULKAN,
-                          MOEVK_ERROR_DEVICE_LOST};
+                          MOEVK_ERROR_DEVICE_LOST,
+                          MOEVK_ERROR_PEER};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) {
         CHECK(all[i] <= 0, "errors follow VkResult's sign");
         CHECK(strstr(moevk_result_string(all[i]), "MOEVK_") != NULL, "name of %d", all[i]);

@@ -1,0 +1,70 @@
+/* A layer's forward in two halves on separate objects, for expert parallelism (libmoevk_mpi,
+ * mpi/): a HOME layer routes a rank's tokens and combines, an EXPERTS layer runs a rank's
+ * experts over rows from every rank. Not installed and not part of moevk's API: libmoevk_mpi
+ * is built from the same tree as the libmoevk it calls, and nothing else may call these. */
+#ifndef MOEVK_PARTS_H
+#define MOEVK_PARTS_H
+
+#include "moevk.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum moevk_parts_role {
+    /* The layer's router (its options, but DROPLESS with no padding: the decisions on drops
+     * are the caller's), router projection, shared experts and combine; no routed experts. */
+    MOEVK_PARTS_HOME = 1,
+    /* info's FFN shape for info->router->num_experts experts (a rank's share), at most
+     * info->router->max_tokens rows at a time (its other routing options are not used); no
+     * shared experts. */
+    MOEVK_PARTS_EXPERTS = 2,
+} moevk_parts_role;
+
+/* The capacity C that one process's router made with info (the caller's whole moevk_router_info)
+ * gives a call like input over num_tokens tokens (all ranks' together); UINT32_MAX where
+ * dropless. */
+MOEVK_API uint32_t moevk_parts_capacity(const moevk_router_info *info,
+                                        const moevk_route_input *input, uint32_t num_tokens);
+
+/* A layer for one role; weights through moevk_layer_set_weights (a HOME layer has no routed
+ * experts' weights; an EXPERTS layer's experts are numbered from 0). */
+MOEVK_API moevk_result moevk_parts_layer_create(moevk_context *context,
+                                                const moevk_layer_info *info, moevk_parts_role role,
+                                                moevk_layer **out);
+
+/* HOME: the first half of moevk_layer_forward (router projection, route, shared experts), its
+ * route outputs and router_logits written as the forward writes them (output->output is not
+ * read). ffn_tokens (> 0) is the T whose size picks the FFN's decode form: the global T, so
+ * that the shared experts compute what one process's layer computes. probability_sums [E]
+ * and scalars [3] (may be NULL) get the route's statistics' sums over its valid rows: each
+ * expert's routing probability, and the logsumexp, its square and the entropy. Waits. */
+MOEVK_API moevk_result moevk_parts_route(moevk_layer *layer, const moevk_route_input *input,
+                                         const moevk_layer_output *output, uint32_t ffn_tokens,
+                                         float *probability_sums, float *scalars);
+
+/* HOME: the second half: output[t] (host, [T, d] hidden_type) = sum over j ascending of
+ * weights[t, j] * expert_out[rows[t, j]] + the shared experts' output, for the last
+ * moevk_parts_route's T tokens; rows [T, k] (-1: the choice adds nothing), expert_out
+ * [expert_rows, d] f32 (host). Waits. */
+MOEVK_API moevk_result moevk_parts_combine(moevk_layer *layer, const int32_t *rows,
+                                           const float *expert_out, uint32_t expert_rows,
+                                           void *output);
+
+/* EXPERTS: rows [N, d] (host, hidden_type) grouped by expert, counts[e] rows of expert e after
+ * expert e - 1's, N = the sum of counts (at most max_tokens), through each one's FFN into
+ * expert_out [N, d] f32 (host). ffn_tokens as moevk_parts_route takes it. Waits. */
+MOEVK_API moevk_result moevk_parts_experts(moevk_layer *layer, const void *rows,
+                                           const uint32_t *counts, uint32_t ffn_tokens,
+                                           float *expert_out);
+
+/* Records result and message (a line, no newline) as the context's last error, for
+ * moevk_context_last_error; returns result. */
+MOEVK_API moevk_result moevk_parts_fail(moevk_context *context, moevk_result result,
+                                        const char *message);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,81 @@
+/* libmoevk_mpi: an expert-parallel MoE layer over an MPI communicator (moevk 0.7).
+ *
+ * R ranks, each with its own moevk context (its own Vulkan device, or several ranks on one),
+ * hold E / R experts each: rank r owns experts [r * E / R, (r + 1) * E / R). Every rank routes
+ * its own tokens with the same router, the rows each expert keeps travel to the expert's rank
+ * and back (MPI_Ialltoallw through host memory: no MPI moves Vulkan memory), and every rank
+ * combines its own tokens. The result is what one process would compute for all ranks' tokens
+ * one after another (rank 0's first): every output bit for bit, the statistics' float sums
+ * within the rounding of a different order of summation (see the README, "Expert
+ * parallelism over MPI").
+ *
+ * Capacity is global: C comes from all ranks' tokens together (the factor times T_total * k /
+ * E), and an expert keeps the same choices one process would (k-major, then token order over
+ * the ranks in rank order). DROPLESS keeps everything.
+ *
+ * Collective calls (create, forward) must be made by every rank of the communicator in the
+ * same order. A rank's error is every rank's: each returns the first failing rank's result and
+ * its message (moevk_context_last_error: "rank q: ..."); a rank that does not answer within the
+ * timeout makes the others return MOEVK_ERROR_PEER, and the layer then only takes destroy. */
+#ifndef MOEVK_MPI_H
+#define MOEVK_MPI_H
+
+#include <mpi.h>
+
+#include "moevk.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct moevk_ep_layer moevk_ep_layer;
+
+typedef struct moevk_ep_layer_info {
+    uint32_t struct_size; /* see "Structs that grow" */
+    /* The whole layer: E (all ranks' experts, a multiple of R), k, d and every option as one
+     * process's moevk_layer takes them; router->max_tokens is this rank's largest T. The same on
+     * every rank (but max_tokens and host_weights), or create fails on every rank naming the
+     * first field that differs. Not kept. */
+    const moevk_layer_info *layer;
+    MPI_Comm comm;          /* duplicated: the layer's exchanges never meet the caller's */
+    double timeout_seconds; /* the longest a rank waits for the others; 0: 600 s */
+} moevk_ep_layer_info;
+
+static inline void moevk_ep_layer_info_init(moevk_ep_layer_info *info) { MOEVK_INIT_STRUCT_(info); }
+
+/* Collective. Errors: INVALID_ARGUMENT (a bad layer, E not a multiple of R, ranks that
+ * disagree), UNSUPPORTED (what the expert-parallel layer does not do yet: a routing mode other
+ * than TOKEN, the SCORE drop policy with a capacity, a trainable layer), PEER, and those of
+ * moevk_layer_create on any rank. */
+MOEVK_API moevk_result moevk_ep_layer_create(moevk_context *context,
+                                             const moevk_ep_layer_info *info, moevk_ep_layer **out);
+/* Not collective: frees this rank's part (waits for its device). NULL: no-op. */
+MOEVK_API void moevk_ep_layer_destroy(moevk_ep_layer *layer);
+
+/* This rank, the ranks, and the experts this rank owns: [*first, *first + *count). */
+MOEVK_API moevk_result moevk_ep_layer_experts(const moevk_ep_layer *layer, uint32_t *rank,
+                                              uint32_t *ranks, uint32_t *first, uint32_t *count);
+
+/* Not collective: moevk_layer_set_weights with global expert indices. A routed expert's weights
+ * (GATE .. DOWN_BIAS) are set on its own rank only: [first, first + count) must lie in this
+ * rank's experts. The router's and the shared experts' weights are set on every rank, the same
+ * everywhere (the layer does not compare them). */
+MOEVK_API moevk_result moevk_ep_layer_set_weights(moevk_ep_layer *layer, moevk_layer_weight which,
+                                                  uint32_t first, uint32_t count,
+                                                  moevk_tensor source);
+
+/* Collective: moevk_layer_forward of this rank's input->num_tokens tokens (0 is fine), host
+ * tensors. Written as one process's forward of all ranks' tokens writes them: output [T, d] and
+ * router_logits for this rank's tokens; the route's expert_ids, weights, slots (the global slot,
+ * -1 where dropped) and token_scores for this rank's tokens; counts, counts_before and offsets
+ * (DROPLESS) for the whole batch; stats of the whole batch, the same on every rank. Not taken:
+ * route->dispatched, a profile or a drift profile (INVALID_ARGUMENT), noise in training
+ * (UNSUPPORTED: pass inference). */
+MOEVK_API moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_input *input,
+                                              const moevk_layer_output *output);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

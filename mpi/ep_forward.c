@@ -1,0 +1,471 @@
+/* The expert-parallel layer's forward (moevk_mpi.h): route this rank's tokens (home half),
+ * agree on every rank's per-expert counts, give each kept choice its global slot (what one
+ * process's bucketing gives it: k-major, then token order across the ranks in rank order),
+ * send the kept rows to their experts' ranks, run this rank's experts on what arrives, send the
+ * results back and combine. */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ep_internal.h"
+
+#define REJECT(...) return ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
+
+/* One forward's host memory. */
+typedef struct forward_state {
+    uint32_t T, total_tokens, token_base, capacity;
+    int32_t *ids;                     /* [T, k] this rank's choices */
+    float *weights;                   /* [T, k] */
+    int32_t *slots;                   /* [T, k] global slots, -1 where dropped */
+    int32_t *rows;                    /* [T, k] the row of the returned results, -1 where dropped */
+    uint32_t *tables;                 /* [R][1 + TABLE words]: every rank's counts and sums */
+    uint32_t *kept;                   /* [R][E] rows rank q keeps for expert e */
+    uint32_t *counts_before, *counts; /* [E] the whole batch's */
+    uint32_t *send_first;             /* [E + 1] each expert's first row in what this rank sends */
+    void *send;             /* [sent, d] hidden_type: this rank's kept rows, expert by expert */
+    float *returned;        /* [sent, d] f32: their experts' outputs */
+    void *received;         /* [N, d] hidden_type: rows for this rank's experts, expert-major */
+    float *expert_out;      /* [N, d] f32 */
+    uint32_t *local_counts; /* [E / R] rows for each of this rank's experts */
+    uint32_t sent, received_rows;
+    moevk_route_stats stats; /* the home route's (this rank's tokens) */
+} forward_state;
+
+/* Words of a rank's route table: non-finite and masked rows, counts per choice [k][E], then the
+ * float sums (bits) of the statistics, [E] probabilities and 3 scalars. */
+static size_t table_words(const moevk_ep_layer *layer) {
+    return 2 + (size_t)layer->top_k * layer->num_experts + layer->num_experts + 3;
+}
+
+/* Frees a forward's memory, or gives it to the layer where a timed-out request may still
+ * write it. */
+static void release(moevk_ep_layer *layer, void *memory) {
+    if (!ep_abandon(layer, memory)) free(memory);
+}
+
+static void free_state(moevk_ep_layer *layer, forward_state *s) {
+    void *all[] = {s->ids,      s->weights,       s->slots,       s->rows, s->tables,
+                   s->kept,     s->counts_before, s->send_first,  s->send, s->returned,
+                   s->received, s->expert_out,    s->local_counts};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) release(layer, all[i]);
+}
+
+static int host_or_none(const moevk_tensor *tensor) {
+    return tensor->kind == MOEVK_TENSOR_NONE || tensor->kind == MOEVK_TENSOR_HOST;
+}
+
+/* This rank's checks before any exchange (its failure is then every rank's). */
+static moevk_result check_call(moevk_ep_layer *layer, const moevk_route_input *input,
+                               const moevk_layer_output *output, const moevk_route_output *route) {
+    if (!input || !output) REJECT("input and output must be given");
+    if (input->struct_size < sizeof *input || output->struct_size < sizeof *output ||
+        (route && route->struct_size < sizeof *route))
+        REJECT("input, output and output->route must be this moevk's whole structs "
+               "(their _init functions)");
+    if (input->num_tokens > layer->max_tokens)
+        REJECT("num_tokens %u is past this rank's max_tokens %u", input->num_tokens,
+               layer->max_tokens);
+    if (input->num_tokens > 0 && (input->hidden.kind != MOEVK_TENSOR_HOST || !input->hidden.host))
+        REJECT("an expert-parallel layer takes input->hidden in host memory");
+    if (input->num_tokens > 0 && (output->output.kind != MOEVK_TENSOR_HOST || !output->output.host))
+        REJECT("an expert-parallel layer writes output->output to host memory");
+    if (layer->router.noise != MOEVK_NOISE_NONE && !input->inference)
+        return ep_fail(layer, MOEVK_ERROR_UNSUPPORTED,
+                       "an expert-parallel layer does not add noise yet (its counter would "
+                       "need the global token index): pass input->inference");
+    if (!route) return MOEVK_SUCCESS;
+    if (route->dispatched.kind != MOEVK_TENSOR_NONE)
+        REJECT("an expert-parallel layer has no dispatched rows to give (they live on the "
+               "experts' ranks)");
+    if (route->profile || route->drift_profile)
+        REJECT("an expert-parallel layer takes no profile or drift profile yet");
+    if (!host_or_none(&route->expert_ids) || !host_or_none(&route->weights) ||
+        !host_or_none(&route->slots) || !host_or_none(&route->counts) ||
+        !host_or_none(&route->counts_before) || !host_or_none(&route->offsets))
+        REJECT("an expert-parallel layer writes the route's outputs to host memory");
+    return MOEVK_SUCCESS;
+}
+
+static moevk_result allocate(moevk_ep_layer *layer, forward_state *s) {
+    size_t choices = (size_t)layer->max_tokens * layer->top_k + 1, E = layer->num_experts;
+    size_t R = (size_t)layer->ranks;
+    s->ids = malloc(choices * 4);
+    s->weights = malloc(choices * 4);
+    s->slots = malloc(choices * 4);
+    s->rows = malloc(choices * 4);
+    s->tables = calloc(R * (1 + table_words(layer)), 4);
+    s->kept = calloc(R * E, 4);
+    s->counts_before = calloc(2 * E, 4);
+    s->send_first = calloc(E + 1, 4);
+    s->local_counts = calloc(layer->local_experts, 4);
+    if (!s->ids || !s->weights || !s->slots || !s->rows || !s->tables || !s->kept ||
+        !s->counts_before || !s->send_first || !s->local_counts)
+        return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d: the forward's tables",
+                       layer->rank);
+    s->counts = s->counts_before + E;
+    return MOEVK_SUCCESS;
+}
+
+/* Routes this rank's tokens on the home half and fills its table. */
+static moevk_result route_tokens(moevk_ep_layer *layer, forward_state *s,
+                                 const moevk_route_input *input, const moevk_layer_output *output,
+                                 uint32_t *table) {
+    uint32_t E = layer->num_experts, k = layer->top_k;
+    if (s->T == 0) return MOEVK_SUCCESS;
+    moevk_route_output route;
+    moevk_route_output_init(&route);
+    route.expert_ids = moevk_host_tensor(s->ids);
+    route.weights = moevk_host_tensor(s->weights);
+    moevk_route_stats_init(&s->stats);
+    route.stats = &s->stats;
+    if (output->route) route.token_scores = output->route->token_scores;
+    moevk_layer_output home = *output;
+    home.route = &route;
+    float sums[MOEVK_MAX_EXPERTS + 3];
+    moevk_result r = moevk_parts_route(layer->home, input, &home, s->total_tokens, sums, sums + E);
+    if (r != MOEVK_SUCCESS) return r;
+    table[0] = s->stats.nonfinite_rows;
+    table[1] = s->stats.masked_rows;
+    uint32_t *per_choice = table + 2;
+    for (uint32_t t = 0; t < s->T; ++t)
+        for (uint32_t j = 0; j < k; ++j) {
+            int32_t e = s->ids[(size_t)t * k + j];
+            if (e >= 0) per_choice[(size_t)j * E + (uint32_t)e]++;
+        }
+    memcpy(table + 2 + (size_t)k * E, sums, (E + 3) * 4);
+    return MOEVK_SUCCESS;
+}
+
+static const uint32_t *rank_table(const moevk_ep_layer *layer, const forward_state *s, int q) {
+    return s->tables + (size_t)q * (1 + table_words(layer)) + 1;
+}
+
+/* Every rank's kept rows per expert, the batch's counts, and this rank's choices' global slots,
+ * from every rank's table: what one process's bucketing of all ranks' tokens in rank order
+ * gives. */
+static void place_choices(moevk_ep_layer *layer, forward_state *s) {
+    uint32_t E = layer->num_experts, k = layer->top_k, R = (uint32_t)layer->ranks;
+    uint64_t C = s->capacity;
+    /* start: the slot the next choice of (j, e) takes, over the ranks in order. */
+    uint64_t start[MOEVK_MAX_EXPERTS] = {0};
+    uint64_t mine[MOEVK_MAX_TOP_K][MOEVK_MAX_EXPERTS];
+    for (uint32_t j = 0; j < k; ++j)
+        for (uint32_t q = 0; q < R; ++q) {
+            const uint32_t *per_choice = rank_table(layer, s, (int)q) + 2 + (size_t)j * E;
+            for (uint32_t e = 0; e < E; ++e) {
+                uint64_t n = per_choice[e], first = start[e];
+                if (q == (uint32_t)layer->rank) mine[j][e] = first;
+                uint64_t keep = first >= C ? 0 : (C - first < n ? C - first : n);
+                s->kept[(size_t)q * E + e] += (uint32_t)keep;
+                start[e] += n;
+            }
+        }
+    for (uint32_t e = 0; e < E; ++e) {
+        s->counts_before[e] = (uint32_t)start[e];
+        s->counts[e] = (uint32_t)(start[e] < C ? start[e] : C);
+    }
+    for (uint32_t j = 0; j < k; ++j)
+        for (uint32_t t = 0; t < s->T; ++t) {
+            size_t c = (size_t)t * k + j;
+            int32_t e = s->ids[c];
+            uint64_t slot = e >= 0 ? mine[j][e]++ : C;
+            s->slots[c] = slot < C ? (int32_t)slot : -1;
+        }
+}
+
+/* This rank's kept rows, expert by expert (each expert's in slot order), and each choice's row
+ * among them. */
+static moevk_result gather_sends(moevk_ep_layer *layer, forward_state *s, const void *hidden) {
+    uint32_t E = layer->num_experts, k = layer->top_k;
+    const uint32_t *kept = s->kept + (size_t)layer->rank * E;
+    for (uint32_t e = 0; e < E; ++e) s->send_first[e + 1] = s->send_first[e] + kept[e];
+    s->sent = s->send_first[E];
+    size_t row_bytes = (size_t)layer->hidden_size * layer->hidden_bytes;
+    s->send = malloc(s->sent * row_bytes + 1);
+    s->returned = malloc((size_t)s->sent * layer->hidden_size * 4 + 1);
+    if (!s->send || !s->returned)
+        return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d: %u rows to send",
+                       layer->rank, s->sent);
+    uint32_t filled[MOEVK_MAX_EXPERTS] = {0};
+    for (uint32_t j = 0; j < k; ++j)
+        for (uint32_t t = 0; t < s->T; ++t) {
+            size_t c = (size_t)t * k + j;
+            s->rows[c] = -1;
+            if (s->slots[c] < 0) continue;
+            uint32_t e = (uint32_t)s->ids[c], row = s->send_first[e] + filled[e]++;
+            s->rows[c] = (int32_t)row;
+            memcpy((char *)s->send + row * row_bytes, (const char *)hidden + t * row_bytes,
+                   row_bytes);
+        }
+    return MOEVK_SUCCESS;
+}
+
+/* The types and displacements of one exchange: this rank's rows, contiguous per destination,
+ * against the experts' rows, expert-major with each expert's rows in source rank order (an
+ * indexed type per source). `to_experts` 1: hidden rows out; 0: the results back. */
+typedef struct exchange_plan {
+    int *counts_out, *displs_out, *counts_in, *displs_in;
+    MPI_Datatype *types_out, *types_in;
+    MPI_Datatype row; /* the contiguous side's row */
+    int ranks;
+} exchange_plan;
+
+static void free_plan(exchange_plan *plan) {
+    for (int q = 0; plan->types_in && q < plan->ranks; ++q)
+        if (plan->types_in[q] != MPI_DATATYPE_NULL && plan->types_in[q] != plan->row)
+            MPI_Type_free(&plan->types_in[q]);
+    if (plan->row != MPI_DATATYPE_NULL) MPI_Type_free(&plan->row);
+    free(plan->counts_out);
+    free(plan->types_out);
+}
+
+/* The indexed side (this rank's experts' rows, from or to each source rank). */
+static moevk_result plan_exchange(moevk_ep_layer *layer, const forward_state *s, size_t row_bytes,
+                                  exchange_plan *plan) {
+    int R = layer->ranks;
+    uint32_t E = layer->num_experts, L = layer->local_experts, first = layer->first_expert;
+    memset(plan, 0, sizeof *plan);
+    plan->ranks = R;
+    plan->row = MPI_DATATYPE_NULL;
+    plan->counts_out = calloc((size_t)R * 4, sizeof(int));
+    plan->types_out = calloc((size_t)R * 2, sizeof(MPI_Datatype));
+    int *lengths = calloc((size_t)L * 2 + 1, sizeof(int));
+    if (!plan->counts_out || !plan->types_out || !lengths) {
+        free(lengths);
+        return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d: exchange", layer->rank);
+    }
+    plan->displs_out = plan->counts_out + R;
+    plan->counts_in = plan->counts_out + 2 * R;
+    plan->displs_in = plan->counts_out + 3 * R;
+    plan->types_in = plan->types_out + R;
+    for (int q = 0; q < R; ++q) plan->types_in[q] = MPI_DATATYPE_NULL;
+    int *offsets = lengths + L;
+    if (MPI_Type_contiguous((int)row_bytes, MPI_BYTE, &plan->row) != MPI_SUCCESS ||
+        MPI_Type_commit(&plan->row) != MPI_SUCCESS) {
+        free(lengths);
+        return ep_fail(layer, MOEVK_ERROR_PEER, "rank %d: MPI_Type_contiguous", layer->rank);
+    }
+    /* Each of this rank's experts' first row, then each source's rows in it. */
+    uint64_t expert_first[MOEVK_MAX_EXPERTS + 1] = {0};
+    for (uint32_t l = 0; l < L; ++l) {
+        uint64_t n = 0;
+        for (int q = 0; q < R; ++q) n += s->kept[(size_t)q * E + first + l];
+        expert_first[l + 1] = expert_first[l] + n;
+    }
+    uint64_t before[MOEVK_MAX_EXPERTS] = {0}; /* rows from the ranks before q */
+    moevk_result r = MOEVK_SUCCESS;
+    for (int q = 0; q < R && r == MOEVK_SUCCESS; ++q) {
+        uint64_t n = 0;
+        for (uint32_t l = 0; l < L; ++l) {
+            uint32_t rows = s->kept[(size_t)q * E + first + l];
+            lengths[l] = (int)rows;
+            offsets[l] = (int)(expert_first[l] + before[l]);
+            before[l] += rows;
+            n += rows;
+        }
+        plan->counts_in[q] = n ? 1 : 0;
+        plan->types_in[q] = plan->row;
+        if (n && (MPI_Type_indexed((int)L, lengths, offsets, plan->row, &plan->types_in[q]) !=
+                      MPI_SUCCESS ||
+                  MPI_Type_commit(&plan->types_in[q]) != MPI_SUCCESS))
+            r = ep_fail(layer, MOEVK_ERROR_PEER, "rank %d: MPI_Type_indexed", layer->rank);
+        /* This rank's rows for q's experts: one block from send_first. */
+        uint32_t q_first = (uint32_t)q * L;
+        plan->types_out[q] = plan->row;
+        plan->counts_out[q] = (int)(s->send_first[q_first + L] - s->send_first[q_first]);
+        plan->displs_out[q] = (int)(s->send_first[q_first] * row_bytes);
+    }
+    free(lengths);
+    return r;
+}
+
+/* The hidden rows to the experts' ranks, or (to_experts 0) the results back. */
+static moevk_result exchange(moevk_ep_layer *layer, forward_state *s, int to_experts) {
+    size_t row_bytes = to_experts ? (size_t)layer->hidden_size * layer->hidden_bytes
+                                  : (size_t)layer->hidden_size * 4;
+    uint64_t largest = (uint64_t)(s->sent > s->received_rows ? s->sent : s->received_rows);
+    if (largest * row_bytes > INT_MAX || largest > INT_MAX)
+        return ep_fail(layer, MOEVK_ERROR_TOO_LARGE,
+                       "rank %d: %llu rows of %zu bytes pass MPI's int displacements", layer->rank,
+                       (unsigned long long)largest, row_bytes);
+    exchange_plan plan;
+    moevk_result r = plan_exchange(layer, s, row_bytes, &plan);
+    MPI_Request request;
+    if (r == MOEVK_SUCCESS && to_experts) {
+        int started =
+            MPI_Ialltoallw(s->send, plan.counts_out, plan.displs_out, plan.types_out, s->received,
+                           plan.counts_in, plan.displs_in, plan.types_in, layer->comm, &request);
+        r = ep_wait(layer, started, &request, "sending rows to the experts' ranks");
+    } else if (r == MOEVK_SUCCESS) {
+        int started = MPI_Ialltoallw(s->expert_out, plan.counts_in, plan.displs_in, plan.types_in,
+                                     s->returned, plan.counts_out, plan.displs_out, plan.types_out,
+                                     layer->comm, &request);
+        r = ep_wait(layer, started, &request, "returning the experts' outputs");
+    }
+    free_plan(&plan);
+    return r;
+}
+
+/* Room for the rows every rank sends this rank's experts, and their outputs. */
+static moevk_result allocate_received(moevk_ep_layer *layer, forward_state *s) {
+    uint32_t E = layer->num_experts, L = layer->local_experts;
+    s->received_rows = 0;
+    for (uint32_t l = 0; l < L; ++l) {
+        s->local_counts[l] = 0;
+        for (int q = 0; q < layer->ranks; ++q)
+            s->local_counts[l] += s->kept[(size_t)q * E + layer->first_expert + l];
+        s->received_rows += s->local_counts[l];
+    }
+    size_t d = layer->hidden_size;
+    s->received = malloc(s->received_rows * d * layer->hidden_bytes + 1);
+    s->expert_out = malloc(s->received_rows * d * 4 + 1);
+    if (!s->received || !s->expert_out)
+        return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d: %u rows to receive",
+                       layer->rank, s->received_rows);
+    return MOEVK_SUCCESS;
+}
+
+/* The batch's statistics from every rank's sums, summed in rank order. */
+static void fill_stats(moevk_ep_layer *layer, const forward_state *s, uint32_t unrouted,
+                       moevk_route_stats *stats) {
+    uint32_t E = layer->num_experts, k = layer->top_k;
+    moevk_route_stats_init(stats);
+    int dropless = layer->router.capacity_mode == MOEVK_CAPACITY_DROPLESS;
+    uint64_t kept = 0;
+    for (uint32_t e = 0; e < E; ++e) {
+        stats->assignments += s->counts_before[e];
+        kept += s->counts[e];
+    }
+    stats->dropped = stats->assignments - kept;
+    stats->drop_fraction = stats->assignments ? (double)stats->dropped / stats->assignments : 0.0;
+    stats->capacity = dropless ? 0 : s->capacity;
+    double sums[MOEVK_MAX_EXPERTS + 3] = {0};
+    for (int q = 0; q < layer->ranks; ++q) {
+        const uint32_t *table = rank_table(layer, s, q);
+        stats->nonfinite_rows += table[0];
+        stats->masked_rows += table[1];
+        for (uint32_t i = 0; i < E + 3; ++i) {
+            float value;
+            memcpy(&value, table + 2 + (size_t)k * E + i, 4);
+            sums[i] += value;
+        }
+    }
+    stats->unrouted_tokens = unrouted;
+    uint32_t pad = layer->router.pad_multiple > 1 ? layer->router.pad_multiple : 1;
+    uint64_t rows = 0;
+    for (uint32_t e = 0; e < E; ++e) rows += (s->counts_before[e] + pad - 1) / pad * pad;
+    stats->dispatched_rows = dropless ? (uint32_t)rows : s->capacity * E;
+    uint32_t valid = s->total_tokens - stats->nonfinite_rows - stats->masked_rows;
+    if (valid == 0) return;
+    if (stats->assignments > 0) {
+        double sum = 0.0;
+        for (uint32_t e = 0; e < E; ++e)
+            sum += ((double)s->counts_before[e] / (double)stats->assignments) * (sums[e] / valid);
+        stats->aux_loss = E * sum;
+    }
+    stats->mean_logsumexp = sums[E] / valid;
+    stats->z_loss = sums[E + 1] / valid;
+    stats->entropy = sums[E + 2] / valid;
+}
+
+/* This rank's route outputs, as one process's forward of all tokens writes them. */
+static void write_route(moevk_ep_layer *layer, const forward_state *s, uint32_t unrouted,
+                        const moevk_route_output *route) {
+    uint32_t E = layer->num_experts;
+    size_t choices = (size_t)s->T * layer->top_k;
+    if (route->expert_ids.host) memcpy(route->expert_ids.host, s->ids, choices * 4);
+    if (route->weights.host) memcpy(route->weights.host, s->weights, choices * 4);
+    if (route->slots.host) memcpy(route->slots.host, s->slots, choices * 4);
+    if (route->counts.host) memcpy(route->counts.host, s->counts, E * 4);
+    if (route->counts_before.host) memcpy(route->counts_before.host, s->counts_before, E * 4);
+    if (route->offsets.host && layer->router.capacity_mode == MOEVK_CAPACITY_DROPLESS) {
+        uint32_t pad = layer->router.pad_multiple > 1 ? layer->router.pad_multiple : 1;
+        uint32_t *offsets = route->offsets.host;
+        offsets[0] = 0;
+        for (uint32_t e = 0; e < E; ++e)
+            offsets[e + 1] = offsets[e] + (s->counts_before[e] + pad - 1) / pad * pad;
+    }
+    if (route->stats) fill_stats(layer, s, unrouted, route->stats);
+}
+
+/* Valid tokens of this rank whose every choice was dropped. */
+static uint32_t unrouted_tokens(const moevk_ep_layer *layer, const forward_state *s) {
+    uint32_t unrouted = 0, k = layer->top_k;
+    for (uint32_t t = 0; t < s->T; ++t) {
+        int routed = 0, kept = 0;
+        for (uint32_t j = 0; j < k; ++j) {
+            routed |= s->ids[(size_t)t * k + j] >= 0;
+            kept |= s->slots[(size_t)t * k + j] >= 0;
+        }
+        unrouted += routed && !kept;
+    }
+    return unrouted;
+}
+
+moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_input *input,
+                                    const moevk_layer_output *output) {
+    if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
+    if (layer->broken)
+        return ep_fail(layer, MOEVK_ERROR_PEER,
+                       "rank %d: an earlier exchange failed: the layer only takes destroy",
+                       layer->rank);
+    forward_state s;
+    memset(&s, 0, sizeof s);
+    const moevk_route_output *route = output ? output->route : NULL;
+    moevk_result r = check_call(layer, input, output, route);
+    if (r == MOEVK_SUCCESS) r = allocate(layer, &s);
+    s.T = r == MOEVK_SUCCESS ? input->num_tokens : 0;
+    /* Every rank's T: the batch, and where this rank's tokens sit in it. Without even this
+     * much memory a rank cannot take part: the others time out (PEER). */
+    uint32_t *agreed = calloc((size_t)layer->ranks * 2, 4);
+    if (!agreed) {
+        free_state(layer, &s);
+        return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d", layer->rank);
+    }
+    r = ep_agree(layer, r, &s.T, 1, agreed, "gathering the ranks' token counts");
+    for (int q = 0; r == MOEVK_SUCCESS && q < layer->ranks; ++q) {
+        if (q < layer->rank) s.token_base += agreed[2 * q + 1];
+        s.total_tokens += agreed[2 * q + 1];
+    }
+    if (r == MOEVK_SUCCESS)
+        s.capacity = moevk_parts_capacity(&layer->router, input, s.total_tokens);
+    /* Each step's failures are agreed before the next exchange: every rank takes the same
+     * branches, so none waits for a rank that gave up. */
+    uint32_t unrouted = 0;
+    if (r == MOEVK_SUCCESS && s.total_tokens > 0) {
+        size_t words = table_words(layer);
+        uint32_t *table = s.tables + (size_t)layer->rank * (1 + words) + 1;
+        r = route_tokens(layer, &s, input, output, table);
+        r = ep_agree(layer, r, table, words, s.tables, "gathering the ranks' routes");
+        if (r == MOEVK_SUCCESS) {
+            place_choices(layer, &s);
+            moevk_result local = gather_sends(layer, &s, input->hidden.host);
+            if (local == MOEVK_SUCCESS) local = allocate_received(layer, &s);
+            r = ep_agree(layer, local, NULL, 0, agreed, "planning the exchange");
+        }
+        if (r == MOEVK_SUCCESS) r = exchange(layer, &s, 1);
+        if (r == MOEVK_SUCCESS) {
+            moevk_result local = MOEVK_SUCCESS;
+            if (s.received_rows > 0)
+                local = moevk_parts_experts(layer->experts, s.received, s.local_counts,
+                                            s.total_tokens, s.expert_out);
+            r = ep_agree(layer, local, NULL, 0, agreed, "running the experts");
+        }
+        if (r == MOEVK_SUCCESS) r = exchange(layer, &s, 0);
+        if (r == MOEVK_SUCCESS) {
+            moevk_result local = MOEVK_SUCCESS;
+            if (s.T > 0)
+                local = moevk_parts_combine(layer->home, s.rows, s.returned, s.sent,
+                                            output->output.host);
+            unrouted = unrouted_tokens(layer, &s);
+            r = ep_agree(layer, local, &unrouted, 1, agreed, "combining");
+            unrouted = 0;
+            for (int q = 0; r == MOEVK_SUCCESS && q < layer->ranks; ++q)
+                unrouted += agreed[2 * q + 1];
+        }
+    }
+    if (r == MOEVK_SUCCESS && route) write_route(layer, &s, unrouted, route);
+    release(layer, agreed);
+    free_state(layer, &s);
+    return r;
+}

@@ -1,0 +1,512 @@
+/* The expert-parallel layer (libmoevk_mpi) under mpirun: every rank makes the same random
+ * layer and tokens (the seed is rank 0's), runs one process's moevk_layer_forward over all
+ * ranks' tokens, and holds the expert-parallel forward of its own slice to it bit for bit:
+ * output, router logits, choices, weights, global slots, counts; the statistics within the
+ * rounding of summing in another order. A rank's failure is every rank's test failure; only
+ * rank 0 prints (MOEVK_TEST_ALL_RANKS=1: every rank). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
+
+#include "harness.h"
+#include "moevk_reference.h"
+#include "moevk_mpi.h"
+#include "random_weights.h"
+
+static int rank, ranks;
+
+typedef struct ep_case {
+    const char *name;
+    uint32_t experts_per_rank, k, d, f;
+    uint32_t tokens; /* per rank, before `spread` */
+    int spread;      /* 0 even; 1 rank 0 has most; 2 rank 1 none; 3 none anywhere */
+    moevk_activation activation;
+    moevk_dtype weight_type, hidden_type;
+    moevk_capacity_mode capacity_mode;
+    float capacity_factor; /* FACTOR (0: 1.25) */
+    int32_t capacity;      /* FIXED */
+    uint32_t pad_multiple;
+    uint32_t shared_f;
+    int shared_gate, biases, renormalize, sigmoid;
+    int skew;      /* a selection bias that sends most choices to the last rank's experts */
+    int ties;      /* two experts with the same router row */
+    int nan_token; /* one token (rank 0's first) holds a NaN */
+    int drops;     /* the case must drop choices (its capacity bites) */
+} ep_case;
+
+#define F16 MOEVK_DTYPE_F16
+#define BF16 MOEVK_DTYPE_BF16
+#define Q8_0 MOEVK_DTYPE_Q8_0
+#define DROPLESS MOEVK_CAPACITY_DROPLESS
+#define FIXED MOEVK_CAPACITY_FIXED
+
+static const ep_case CASES[] = {
+    {"dropless", .experts_per_rank = 4, .k = 2, .d = 48, .f = 80, .tokens = 57,
+     .capacity_mode = DROPLESS, .renormalize = 1},
+    {"dropless_padded_ties", .experts_per_rank = 3, .k = 2, .d = 24, .f = 40, .tokens = 41,
+     .capacity_mode = DROPLESS, .pad_multiple = 8, .ties = 1},
+    {"capacity_global", .drops = 1, .experts_per_rank = 4, .k = 2, .d = 32, .f = 48, .tokens = 90,
+     .capacity_factor = 1.0f},
+    {"capacity_uneven_load", .drops = 1, .experts_per_rank = 2, .k = 2, .d = 32, .f = 40,
+     .tokens = 120, .spread = 1, .skew = 1, .capacity_factor = 1.25f},
+    {"capacity_fixed_unrouted", .drops = 1, .experts_per_rank = 2, .k = 1, .d = 16, .f = 24,
+     .tokens = 60, .capacity_mode = FIXED, .capacity = 5, .shared_f = 32, .skew = 1},
+    {"a_rank_without_tokens", .drops = 1, .experts_per_rank = 4, .k = 2, .d = 32, .f = 48,
+     .tokens = 50, .spread = 2, .capacity_factor = 1.0f},
+    {"no_tokens_anywhere", .experts_per_rank = 2, .k = 2, .d = 16, .f = 24, .tokens = 0,
+     .spread = 3},
+    {"one_expert_per_rank", .experts_per_rank = 1, .k = 1, .d = 33, .f = 65, .tokens = 70,
+     .capacity_mode = DROPLESS, .activation = MOEVK_ACTIVATION_RELU, .biases = 1},
+    {"k_equals_e_sigmoid", .experts_per_rank = 2, .k = 16, .d = 20, .f = 28, .tokens = 33,
+     .sigmoid = 1, .renormalize = 1, .capacity_mode = DROPLESS},
+    {"f16_gelu_shared_gate", .experts_per_rank = 4, .k = 2, .d = 64, .f = 96, .tokens = 75,
+     .weight_type = F16, .hidden_type = F16, .activation = MOEVK_ACTIVATION_GELU, .shared_f = 64,
+     .shared_gate = 1, .capacity_factor = 1.5f},
+    {"bf16_swiglu_biases_nan_token", .experts_per_rank = 3, .k = 2, .d = 40, .f = 56, .tokens = 64,
+     .weight_type = BF16, .hidden_type = BF16, .biases = 1, .nan_token = 1,
+     .capacity_mode = DROPLESS},
+    {"q8_0_experts", .experts_per_rank = 2, .k = 2, .d = 64, .f = 96, .tokens = 48,
+     .weight_type = Q8_0, .capacity_mode = DROPLESS, .shared_f = 64},
+    {"decode_matvec", .experts_per_rank = 4, .k = 2, .d = 64, .f = 96, .tokens = 1,
+     .capacity_mode = DROPLESS, .shared_f = 32},
+    {"large_t_1000_e_32", .drops = 1, .experts_per_rank = 8, .k = 4, .d = 64, .f = 64,
+     .tokens = 1000, .capacity_factor = 1.0f, .skew = 1},
+};
+
+/* Each rank's tokens. The decode case keeps all ranks' together at most 8 (the decode path). */
+static uint32_t tokens_of(const ep_case *c, int q) {
+    switch (c->spread) {
+    case 1: return q == 0 ? c->tokens : c->tokens / 16 + 1;
+    case 2: return q == 1 ? 0 : c->tokens;
+    case 3: return 0;
+    default: return c->tokens + (uint32_t)q % 3; /* a little uneven, odd sizes */
+    }
+}
+
+static moevk_router_info router_info_of(const ep_case *c, uint32_t max_tokens) {
+    moevk_router_info info;
+    moevk_router_info_init(&info);
+    info.num_experts = c->experts_per_rank * (uint32_t)ranks;
+    info.top_k = c->k < info.num_experts ? c->k : info.num_experts;
+    info.max_tokens = max_tokens > 0 ? max_tokens : 1;
+    info.hidden_size = c->d;
+    info.hidden_type = c->hidden_type;
+    info.capacity_mode = c->capacity_mode;
+    if (c->capacity_factor > 0) info.capacity_factor = c->capacity_factor;
+    info.capacity = c->capacity;
+    info.pad_multiple = c->pad_multiple;
+    info.renormalize = c->renormalize;
+    if (c->sigmoid) info.score = MOEVK_SCORE_SIGMOID;
+    return info;
+}
+
+static moevk_layer_info layer_info_of(const ep_case *c, const moevk_router_info *router) {
+    moevk_layer_info info;
+    moevk_layer_info_init(&info);
+    info.router = router;
+    info.intermediate_size = c->f;
+    info.activation = c->activation;
+    info.weight_type = c->weight_type;
+    info.biases = c->biases;
+    info.shared_intermediate_size = c->shared_f;
+    info.shared_gate = c->shared_gate;
+    return info;
+}
+
+/* A weight of every expert (experts > 1) or of the layer, and its bytes per expert. */
+typedef struct weight {
+    moevk_layer_weight which;
+    uint32_t experts;
+    void *data;
+    uint64_t expert_bytes;
+} weight;
+
+enum { WEIGHTS = 14 };
+
+static void make_weights(const ep_case *c, uint32_t E, weight w[WEIGHTS]) {
+    uint64_t d = c->d, f = c->f, fs = c->shared_f;
+    moevk_dtype t = c->weight_type;
+    int swiglu = c->activation == MOEVK_ACTIVATION_SWIGLU;
+    float sd = 1.0f / sqrtf((float)d), sf = 1.0f / sqrtf((float)f);
+    float sfs = fs ? 1.0f / sqrtf((float)fs) : 0.0f;
+    weight all[WEIGHTS] = {
+        {MOEVK_WEIGHT_ROUTER, 1, random_weights(E * d, MOEVK_DTYPE_F32, sd), E * d * 4},
+        {MOEVK_WEIGHT_GATE, E, swiglu ? random_weights(E * f * d, t, sd) : NULL,
+         weights_bytes(t, f * d)},
+        {MOEVK_WEIGHT_UP, E, random_weights(E * f * d, t, sd), weights_bytes(t, f * d)},
+        {MOEVK_WEIGHT_DOWN, E, random_weights(E * d * f, t, sf), weights_bytes(t, d * f)},
+        {MOEVK_WEIGHT_GATE_BIAS, E,
+         c->biases && swiglu ? random_weights(E * f, MOEVK_DTYPE_F32, 0.1f) : NULL, f * 4},
+        {MOEVK_WEIGHT_UP_BIAS, E, c->biases ? random_weights(E * f, MOEVK_DTYPE_F32, 0.1f) : NULL,
+         f * 4},
+        {MOEVK_WEIGHT_DOWN_BIAS, E, c->biases ? random_weights(E * d, MOEVK_DTYPE_F32, 0.1f) : NULL,
+         d * 4},
+        {MOEVK_WEIGHT_SHARED_GATE, 1, fs && swiglu ? random_weights(fs * d, t, sd) : NULL,
+         weights_bytes(t, fs * d)},
+        {MOEVK_WEIGHT_SHARED_UP, 1, fs ? random_weights(fs * d, t, sd) : NULL,
+         weights_bytes(t, fs * d)},
+        {MOEVK_WEIGHT_SHARED_DOWN, 1, fs ? random_weights(d * fs, t, sfs) : NULL,
+         weights_bytes(t, d * fs)},
+        {MOEVK_WEIGHT_SHARED_GATE_BIAS, 1,
+         fs && c->biases && swiglu ? random_weights(fs, MOEVK_DTYPE_F32, 0.1f) : NULL, fs * 4},
+        {MOEVK_WEIGHT_SHARED_UP_BIAS, 1,
+         fs && c->biases ? random_weights(fs, MOEVK_DTYPE_F32, 0.1f) : NULL, fs * 4},
+        {MOEVK_WEIGHT_SHARED_DOWN_BIAS, 1,
+         fs && c->biases ? random_weights(d, MOEVK_DTYPE_F32, 0.1f) : NULL, d * 4},
+        {MOEVK_WEIGHT_SHARED_EXPERT_GATE, 1,
+         c->shared_gate ? random_weights(d, MOEVK_DTYPE_F32, 0.3f) : NULL, d * 4},
+    };
+    if (c->ties && E > 1) memcpy((float *)all[0].data + d, all[0].data, d * 4);
+    memcpy(w, all, sizeof all);
+}
+
+/* One forward's outputs. */
+typedef struct outputs {
+    void *output;
+    float *logits, *weights;
+    int32_t *ids, *slots;
+    uint32_t *counts, *counts_before, *offsets;
+    moevk_route_stats stats;
+    moevk_route_output route;
+    moevk_layer_output layer;
+} outputs;
+
+static int make_outputs(outputs *o, uint32_t T, const ep_case *c, uint32_t E, uint32_t k) {
+    size_t hb = c->hidden_type == MOEVK_DTYPE_F32 ? 4 : 2;
+    o->output = malloc((size_t)T * c->d * hb + 4);
+    o->logits = malloc((size_t)T * E * 4 + 4);
+    o->weights = malloc((size_t)T * k * 4 + 4);
+    o->ids = malloc((size_t)T * k * 4 + 4);
+    o->slots = malloc((size_t)T * k * 4 + 4);
+    o->counts = calloc(3 * (size_t)E + 1, 4);
+    o->counts_before = o->counts + E;
+    o->offsets = o->counts + 2 * E;
+    moevk_route_output_init(&o->route);
+    o->route.expert_ids = moevk_host_tensor(o->ids);
+    o->route.weights = moevk_host_tensor(o->weights);
+    o->route.slots = moevk_host_tensor(o->slots);
+    o->route.counts = moevk_host_tensor(o->counts);
+    o->route.counts_before = moevk_host_tensor(o->counts_before);
+    if (c->capacity_mode == DROPLESS) o->route.offsets = moevk_host_tensor(o->offsets);
+    moevk_route_stats_init(&o->stats);
+    o->route.stats = &o->stats;
+    moevk_layer_output_init(&o->layer);
+    o->layer.output = moevk_host_tensor(o->output);
+    o->layer.router_logits = moevk_host_tensor(o->logits);
+    o->layer.route = &o->route;
+    return o->output && o->logits && o->weights && o->ids && o->slots && o->counts;
+}
+
+static void free_outputs(outputs *o) {
+    free(o->output), free(o->logits), free(o->weights), free(o->ids), free(o->slots);
+    free(o->counts);
+}
+
+static int close_to(double a, double b) { return fabs(a - b) <= 1e-5 * (1.0 + fabs(b)); }
+
+/* An expert-parallel layer over every rank, waiting at most timeout_seconds for the others. */
+static moevk_result create_with(moevk_router_info router, moevk_layer_info info,
+                                double timeout_seconds, moevk_ep_layer **ep) {
+    info.router = &router;
+    moevk_ep_layer_info ep_info;
+    moevk_ep_layer_info_init(&ep_info);
+    ep_info.layer = &info;
+    ep_info.comm = MPI_COMM_WORLD;
+    ep_info.timeout_seconds = timeout_seconds;
+    *ep = NULL;
+    return moevk_ep_layer_create(test_context(), &ep_info, ep);
+}
+
+/* Every rank's part of the test: the reference forward, the expert-parallel one, compared. */
+static void check_case(const ep_case *c) {
+    uint32_t E = c->experts_per_rank * (uint32_t)ranks, total = 0, base = 0, max_T = 0;
+    for (int q = 0; q < ranks; ++q) {
+        uint32_t n = tokens_of(c, q);
+        if (q < rank) base += n;
+        total += n;
+        if (n > max_T) max_T = n;
+    }
+    uint32_t T = tokens_of(c, rank);
+    moevk_router_info router = router_info_of(c, total);
+    moevk_layer_info info = layer_info_of(c, &router);
+    uint32_t k = router.top_k;
+    weight w[WEIGHTS];
+    make_weights(c, E, w);
+    size_t hb = c->hidden_type == MOEVK_DTYPE_F32 ? 4 : 2, row = (size_t)c->d * hb;
+    float *values = random_weights((uint64_t)total * c->d + 1, MOEVK_DTYPE_F32, 1.0f);
+    void *hidden = malloc((size_t)total * row + 4);
+    float bias[1024];
+    for (uint32_t e = 0; e < E; ++e) bias[e] = c->skew && e >= E - c->experts_per_rank ? 1.5f : 0;
+    CHECK(values && hidden, "out of memory");
+    for (uint64_t i = 0; i < (uint64_t)total * c->d; ++i)
+        ref_store(hidden, i, c->hidden_type, values[i]);
+    if (c->nan_token && total > 0) {
+        float nan = NAN;
+        memcpy(hidden, &nan, 4); /* f32; the top bits of a NaN in 16-bit types too */
+        if (hb == 2) ((uint16_t *)hidden)[0] = c->hidden_type == F16 ? 0x7e00 : 0x7fc0;
+    }
+    free(values);
+
+    /* One process's layer over every rank's tokens. */
+    moevk_layer *single = NULL;
+    CHECK_OK(moevk_layer_create(test_context(), &info, &single));
+    for (int i = 0; i < WEIGHTS; ++i)
+        if (w[i].data)
+            CHECK_OK(moevk_layer_set_weights(single, w[i].which, 0, w[i].experts,
+                                             moevk_host_tensor(w[i].data)));
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = total;
+    input.hidden = moevk_host_tensor(hidden);
+    input.bias = moevk_host_tensor(bias);
+    outputs want, got;
+    CHECK(make_outputs(&want, total, c, E, k) && make_outputs(&got, T, c, E, k), "out of memory");
+    CHECK_OK(moevk_layer_forward(single, &input, &want.layer));
+    moevk_layer_destroy(single);
+    CHECK(!c->drops || want.stats.dropped > 0, "the capacity drops nothing: the case tests less");
+    CHECK(c->capacity_mode != FIXED || want.stats.unrouted_tokens > 0, "no unrouted tokens");
+
+    /* The expert-parallel layer, each rank its own tokens and experts. */
+    router.max_tokens = T > 0 ? T : 1;
+    moevk_ep_layer *ep = NULL;
+    CHECK_OK(create_with(router, info, 120, &ep));
+    uint32_t first = 0, count = 0;
+    CHECK_OK(moevk_ep_layer_experts(ep, NULL, NULL, &first, &count));
+    CHECK(first == (uint32_t)rank * c->experts_per_rank && count == c->experts_per_rank,
+          "rank %d owns [%u, +%u)", rank, first, count);
+    for (int i = 0; i < WEIGHTS; ++i) {
+        if (!w[i].data) continue;
+        int routed = w[i].experts > 1 ||
+                     (w[i].which >= MOEVK_WEIGHT_GATE && w[i].which <= MOEVK_WEIGHT_DOWN_BIAS);
+        const char *data = w[i].data;
+        if (routed)
+            CHECK_OK(moevk_ep_layer_set_weights(
+                ep, w[i].which, first, count,
+                moevk_host_tensor(data + (size_t)first * w[i].expert_bytes)));
+        else
+            CHECK_OK(moevk_ep_layer_set_weights(ep, w[i].which, 0, 1, moevk_host_tensor(data)));
+    }
+    input.num_tokens = T;
+    input.hidden = moevk_host_tensor((char *)hidden + (size_t)base * row);
+    /* Twice: the same bits every run. */
+    for (int run = 0; run < 2; ++run) {
+        CHECK_OK(moevk_ep_layer_forward(ep, &input, &got.layer));
+        CHECK(memcmp(got.output, (char *)want.output + (size_t)base * row, (size_t)T * row) == 0,
+              "run %d: the layer's output differs from one process's", run);
+        CHECK(memcmp(got.logits, want.logits + (size_t)base * E, (size_t)T * E * 4) == 0,
+              "router logits differ");
+        size_t at = (size_t)base * k, n = (size_t)T * k * 4;
+        CHECK(memcmp(got.ids, want.ids + at, n) == 0, "expert_ids differ");
+        CHECK(memcmp(got.weights, want.weights + at, n) == 0, "weights differ");
+        for (size_t i = 0; i < (size_t)T * k; ++i)
+            CHECK(got.slots[i] == want.slots[at + i], "slot of choice %zu: %d, one process %d", i,
+                  got.slots[i], want.slots[at + i]);
+        CHECK(memcmp(got.counts, want.counts, 2 * (size_t)E * 4) == 0, "counts differ");
+        if (c->capacity_mode == DROPLESS)
+            CHECK(memcmp(got.offsets, want.offsets, ((size_t)E + 1) * 4) == 0, "offsets differ");
+        const moevk_route_stats *g = &got.stats, *s = &want.stats;
+        CHECK(g->capacity == s->capacity && g->dispatched_rows == s->dispatched_rows &&
+                  g->assignments == s->assignments && g->dropped == s->dropped &&
+                  g->nonfinite_rows == s->nonfinite_rows && g->masked_rows == s->masked_rows &&
+                  g->unrouted_tokens == s->unrouted_tokens,
+              "stats: capacity %u/%u rows %u/%u assignments %llu/%llu dropped %llu/%llu "
+              "non-finite %u/%u unrouted %u/%u",
+              g->capacity, s->capacity, g->dispatched_rows, s->dispatched_rows,
+              (unsigned long long)g->assignments, (unsigned long long)s->assignments,
+              (unsigned long long)g->dropped, (unsigned long long)s->dropped, g->nonfinite_rows,
+              s->nonfinite_rows, g->unrouted_tokens, s->unrouted_tokens);
+        CHECK(close_to(g->aux_loss, s->aux_loss) && close_to(g->z_loss, s->z_loss) &&
+                  close_to(g->mean_logsumexp, s->mean_logsumexp) &&
+                  close_to(g->entropy, s->entropy) && g->drop_fraction == s->drop_fraction,
+              "stats: aux %.9g/%.9g z %.9g/%.9g lse %.9g/%.9g entropy %.9g/%.9g", g->aux_loss,
+              s->aux_loss, g->z_loss, s->z_loss, g->mean_logsumexp, s->mean_logsumexp, g->entropy,
+              s->entropy);
+    }
+    moevk_ep_layer_destroy(ep);
+    free_outputs(&want);
+    free_outputs(&got);
+    free(hidden);
+    for (int i = 0; i < WEIGHTS; ++i) free(w[i].data);
+}
+
+/* The same result and message on every rank (rank 0's message against each one's). */
+static void check_agreed(moevk_result r, moevk_result expected, const char *words) {
+    char message[512] = {0}, first[512] = {0};
+    snprintf(message, sizeof message, "%s", moevk_context_last_error(test_context()));
+    memcpy(first, message, sizeof first);
+    MPI_Bcast(first, sizeof first, MPI_CHAR, 0, MPI_COMM_WORLD);
+    CHECK(r == expected, "rank %d: got %s (%s)", rank, moevk_result_string(r), message);
+    CHECK(strstr(message, words) != NULL, "rank %d: '%s' does not say '%s'", rank, message, words);
+    CHECK(strcmp(message, first) == 0, "rank %d: '%s', rank 0: '%s'", rank, message, first);
+}
+
+static const ep_case SMALL = {"small", .experts_per_rank = 2, .k = 2, .d = 16, .f = 24};
+
+static void test_ranks_that_disagree_fail_alike(void) {
+    moevk_router_info router = router_info_of(&SMALL, 8);
+    moevk_layer_info info = layer_info_of(&SMALL, &router);
+    moevk_ep_layer *ep = NULL;
+    if (ranks < 2) return; /* one rank agrees with itself */
+    if (rank == ranks - 1) router.top_k = 1;
+    check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_INVALID_ARGUMENT, "top_k");
+    CHECK(ep == NULL, "no layer");
+    router = router_info_of(&SMALL, 8);
+    if (rank == 1) info.weight_type = F16;
+    check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_INVALID_ARGUMENT, "weight_type");
+    info = layer_info_of(&SMALL, &router);
+    if (rank == 0) router.capacity_factor = 2.0f;
+    check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_INVALID_ARGUMENT,
+                 "capacity_factor");
+}
+
+static void test_experts_must_split_evenly(void) {
+    moevk_router_info router = router_info_of(&SMALL, 8);
+    moevk_layer_info info = layer_info_of(&SMALL, &router);
+    moevk_ep_layer *ep = NULL;
+    if (ranks < 2) return;
+    router.num_experts = 2 * (uint32_t)ranks + 1;
+    check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_INVALID_ARGUMENT, "multiple of R");
+}
+
+static void test_what_is_not_offered_is_unsupported(void) {
+    moevk_router_info router = router_info_of(&SMALL, 8);
+    moevk_layer_info info = layer_info_of(&SMALL, &router);
+    moevk_ep_layer *ep = NULL;
+    router.mode = MOEVK_MODE_EXPERT_CHOICE;
+    check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_UNSUPPORTED, "TOKEN mode");
+    router = router_info_of(&SMALL, 8);
+    router.drop_policy = MOEVK_DROP_SCORE;
+    check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_UNSUPPORTED, "POSITION");
+    router = router_info_of(&SMALL, 8);
+    info.trainable = 1;
+    check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_UNSUPPORTED, "trainable");
+}
+
+/* One rank's bad call fails every rank's forward with its message; the layer still works. */
+static void test_a_rank_that_fails_fails_every_rank(void) {
+    moevk_router_info router = router_info_of(&SMALL, 8);
+    moevk_layer_info info = layer_info_of(&SMALL, &router);
+    moevk_ep_layer *ep = NULL;
+    CHECK_OK(create_with(router, info, 60, &ep));
+    float hidden[9 * 16];
+    for (int i = 0; i < 9 * 16; ++i) hidden[i] = rng_normal();
+    float output[9 * 16];
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = rank == ranks - 1 ? 9 : 4; /* past max_tokens 8 */
+    input.hidden = moevk_host_tensor(hidden);
+    moevk_layer_output out;
+    moevk_layer_output_init(&out);
+    out.output = moevk_host_tensor(output);
+    char words[32];
+    snprintf(words, sizeof words, "rank %d: num_tokens 9", ranks - 1);
+    check_agreed(moevk_ep_layer_forward(ep, &input, &out), MOEVK_ERROR_INVALID_ARGUMENT, words);
+    input.num_tokens = 4;
+    CHECK_OK(moevk_ep_layer_forward(ep, &input, &out));
+    /* Experts of another rank are not this rank's to set. */
+    uint32_t other = ((uint32_t)rank + 1) % (uint32_t)ranks * 2;
+    if (ranks > 1)
+        CHECK(moevk_ep_layer_set_weights(ep, MOEVK_WEIGHT_UP, other, 1,
+                                         moevk_host_tensor(hidden)) == MOEVK_ERROR_INVALID_ARGUMENT,
+              "another rank's expert");
+    moevk_ep_layer_destroy(ep);
+}
+
+/* A rank that does not come is waited for at most the timeout: the others get PEER, not a hang,
+ * and so does the late rank when it comes (the others have given up). */
+static void test_a_rank_that_does_not_answer_times_out(void) {
+    if (ranks < 2) return;
+    moevk_router_info router = router_info_of(&SMALL, 8);
+    moevk_layer_info info = layer_info_of(&SMALL, &router);
+    moevk_ep_layer *ep = NULL;
+    CHECK_OK(create_with(router, info, 1.0, &ep));
+    float hidden[4 * 16], output[4 * 16];
+    for (int i = 0; i < 4 * 16; ++i) hidden[i] = rng_normal();
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = 4;
+    input.hidden = moevk_host_tensor(hidden);
+    moevk_layer_output out;
+    moevk_layer_output_init(&out);
+    out.output = moevk_host_tensor(output);
+    if (rank == ranks - 1) {
+        struct timespec pause = {2, 500000000};
+        nanosleep(&pause, NULL);
+    }
+    moevk_result r = moevk_ep_layer_forward(ep, &input, &out);
+    const char *message = moevk_context_last_error(test_context());
+    CHECK(r == MOEVK_ERROR_PEER, "rank %d: %s (%s)", rank, moevk_result_string(r), message);
+    CHECK(strstr(message, "no answer") != NULL, "rank %d: %s", rank, message);
+    r = moevk_ep_layer_forward(ep, &input, &out);
+    CHECK(r == MOEVK_ERROR_PEER, "a broken layer takes only destroy");
+    /* By now the late rank has joined the first ranks' exchange (they free everything); its
+     * own next one is never answered, so its layer's memory stays with MPI, on purpose. */
+    MPI_Barrier(MPI_COMM_WORLD);
+#if defined(__SANITIZE_ADDRESS__)
+    if (rank == ranks - 1) __lsan_ignore_object(ep);
+#endif
+    moevk_ep_layer_destroy(ep);
+}
+
+/* A rank's failure is every rank's test failure (the counts agree across ranks). */
+static void agree_on_failure(void) {
+    int mine = test_failed(), any = 0;
+    MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (any && !mine) test_fail(__FILE__, __LINE__, "another rank failed (MOEVK_TEST_ALL_RANKS=1)");
+}
+
+static const ep_case *running;
+static void run_case(const void *row) {
+    running = row;
+    check_case(running);
+    agree_on_failure();
+}
+
+#define AGREED(name)                                                                               \
+    static void agreed_##name(void) {                                                              \
+        test_##name();                                                                             \
+        agree_on_failure();                                                                        \
+    }
+AGREED(ranks_that_disagree_fail_alike)
+AGREED(experts_must_split_evenly)
+AGREED(what_is_not_offered_is_unsupported)
+AGREED(a_rank_that_fails_fails_every_rank)
+AGREED(a_rank_that_does_not_answer_times_out)
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+    /* The same seed on every rank: rank 0's. */
+    const char *seed_text = getenv("MOEVK_TEST_SEED");
+    unsigned long long seed =
+        seed_text ? strtoull(seed_text, NULL, 10) : (unsigned long long)time(NULL);
+    MPI_Bcast(&seed, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
+    char text[32];
+    snprintf(text, sizeof text, "%llu", seed);
+    setenv("MOEVK_TEST_SEED", text, 1);
+    const char *all = getenv("MOEVK_TEST_ALL_RANKS");
+    if (rank != 0 && !(all && strcmp(all, "1") == 0)) (void)!freopen("/dev/null", "w", stdout);
+    if (rank == 0) printf("# %d ranks\n", ranks);
+    static const test_case functions[] = {
+        {"ranks_that_disagree_fail_alike", agreed_ranks_that_disagree_fail_alike, NULL, NULL},
+        {"experts_must_split_evenly", agreed_experts_must_split_evenly, NULL, NULL},
+        {"what_is_not_offered_is_unsupported", agreed_what_is_not_offered_is_unsupported, NULL,
+         NULL},
+        {"a_rank_that_fails_fails_every_rank", agreed_a_rank_that_fails_fails_every_rank, NULL,
+         NULL},
+        {"a_rank_that_does_not_answer_times_out", agreed_a_rank_that_does_not_answer_times_out,
+         NULL, NULL},
+    };
+    int status =
+        test_main_with_table(CASES, sizeof CASES / sizeof CASES[0], sizeof CASES[0], run_case,
+                             functions, sizeof functions / sizeof functions[0], argc, argv);
+    MPI_Finalize();
+    return status;
+}
