@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "make_folder.h"
 #include "gguf_config.h"
+#include "layer_expert_parallel.h"
 #include "layer_gradients.h"
 #include "layer_weights.h"
 #include "model_config.h"
@@ -29,6 +30,7 @@ typedef struct layer_args {
     const char *grad_output; /* --grad-output: DY.npy */
     moevk_loss_info loss;    /* --loss: the losses joining the gradient */
     int want_losses;
+    int expert_parallel; /* --expert-parallel: the experts over MPI ranks (under mpirun) */
 } layer_args;
 
 static void layer_given(void *args) { ((layer_args *)args)->layer_given = 1; }
@@ -71,6 +73,10 @@ static const option LAYER_OPTIONS[] = {
              "with --grad-output: balancing losses join the gradient (aux, z, importance, "
              "entropy, sequence; none unless given)",
              take_losses),
+    OPT_FLAG("--expert-parallel",
+             "under mpirun: the experts spread over the ranks, each rank a share of the tokens; "
+             "rank 0 writes what one process writes",
+             expert_parallel, NULL),
     ROUTING_OPTIONS(NULL),
 };
 
@@ -126,6 +132,11 @@ static int check_args(const layer_args *a) {
     if (!a->hidden) BAD("--hidden is required");
     if (!a->out) BAD("--out is required");
     if (a->layer_given == !!a->prefix) BAD("give --layer N or --prefix P (one of them)");
+#ifndef MOEVK_CLI_MPI
+    if (a->expert_parallel) BAD("--expert-parallel: this moevk was built without MPI");
+#endif
+    if (a->expert_parallel && a->grad_output)
+        BAD("--expert-parallel runs the forward only: the backward's exchange is not there yet");
     return 1;
 }
 
@@ -238,6 +249,35 @@ static int write_files(const layer_args *a, const layer_outputs *o, uint64_t T, 
     return 1;
 }
 
+/* Every output's host array for T tokens; 0 (with a message) when out of memory. */
+static int alloc_outputs(const layer_args *a, layer_outputs *o, uint64_t T, uint64_t choices) {
+    uint64_t E = a->info.num_experts, d = a->info.hidden_size;
+    o->output = calloc(T * d + 1, a->info.hidden_type == MOEVK_DTYPE_F32 ? 4 : 2);
+    o->output_f32 = calloc(T * d + 1, 4);
+    o->logits = calloc(T * E + 1, 4);
+    o->weights = calloc(T * choices + 1, 4);
+    o->ids = calloc(T * choices + 1, 4);
+    o->slots = calloc(T * choices + 1, 4);
+    o->counts = calloc(E + 1, 4);
+    o->offsets = calloc(E + 2, 4);
+    if (a->token_scores) o->token_scores = calloc(T * 3 + 1, 4);
+    if (o->output && o->output_f32 && o->logits && o->weights && o->ids && o->slots && o->counts &&
+        o->offsets && (!a->token_scores || o->token_scores))
+        return 1;
+    fprintf(stderr, "moevk layer: out of host memory\n");
+    return 0;
+}
+
+/* The exit status of a written layer: 3 (with a warning) when tokens held NaN or inf. */
+static int written_status(const moevk_route_stats *stats) {
+    if (stats->nonfinite_rows == 0) return 0;
+    fprintf(stderr,
+            "moevk layer: warning: %u tokens held NaN or an infinity: routed nowhere, their "
+            "output rows NaN\n",
+            stats->nonfinite_rows);
+    return 3;
+}
+
 /* The layer's output as float32 (output.npy's type, whatever the hidden states'). */
 static void widen_output(const layer_outputs *o, uint64_t count, moevk_dtype type) {
     const uint16_t *bits = o->output;
@@ -246,6 +286,48 @@ static void widen_output(const layer_outputs *o, uint64_t count, moevk_dtype typ
                            : type == MOEVK_DTYPE_F16 ? ref_half_to_float(bits[i])
                                                      : ref_bf16_to_float(bits[i]);
 }
+
+#ifdef MOEVK_CLI_MPI
+/* The layer over MPI ranks (layer_expert_parallel.c); rank 0 writes the files. */
+static int run_expert_parallel(layer_args *a, layer_inputs *in, const moevk_layer_info *info,
+                               moevk_context *context) {
+    uint64_t T = in->hidden.shape[0];
+    layer_outputs o = {0};
+    moevk_route_stats stats;
+    moevk_route_stats_init(&stats);
+    int status = 1, writer = 1;
+    if (alloc_outputs(a, &o, T, a->info.top_k)) {
+        moevk_route_input input;
+        moevk_route_input_init(&input);
+        input.num_tokens = (uint32_t)T;
+        input.hidden = moevk_host_tensor(in->hidden.data);
+        input.bias =
+            moevk_host_tensor(in->score_bias ? (const void *)in->score_bias : in->bias.data);
+        input.step = a->step;
+        input.layer = a->layer;
+        layer_forward_arrays arrays = {o.output, o.logits, o.weights, o.token_scores, o.ids,
+                                       o.slots,  o.counts, o.offsets, &stats};
+        char error[1024];
+        moevk_result r =
+            layer_forward_expert_parallel(context, info, &in->weights, &in->config, &input, &arrays,
+                                          &writer, error, sizeof error);
+        if (r != MOEVK_SUCCESS) {
+            if (writer) fprintf(stderr, "moevk layer: %s\n", error);
+            status = r == MOEVK_ERROR_INVALID_ARGUMENT || r == MOEVK_ERROR_UNSUPPORTED ? 2 : 1;
+        } else if (!writer) {
+            status = 0;
+        } else {
+            widen_output(&o, T * a->info.hidden_size, a->info.hidden_type);
+            moevk_device_info device = {0};
+            moevk_context_device_info(context, &device);
+            if (write_files(a, &o, T, a->info.top_k, &stats, device.name))
+                status = written_status(&stats);
+        }
+    }
+    free_outputs(&o);
+    return status;
+}
+#endif
 
 static int run_layer(layer_args *a, layer_inputs *in, moevk_activation activation) {
     const model_config *c = &in->config;
@@ -277,6 +359,12 @@ static int run_layer(layer_args *a, layer_inputs *in, moevk_activation activatio
         fprintf(stderr, "moevk layer: no device: %s\n", moevk_result_string(r));
         return 1;
     }
+#ifdef MOEVK_CLI_MPI
+    if (a->expert_parallel) {
+        status = run_expert_parallel(a, in, &info, context);
+        goto done;
+    }
+#endif
     r = moevk_layer_create(context, &info, &layer);
     if (r == MOEVK_SUCCESS) r = layer_weights_upload(&in->weights, c, layer);
     if (r != MOEVK_SUCCESS) {
@@ -285,21 +373,7 @@ static int run_layer(layer_args *a, layer_inputs *in, moevk_activation activatio
         goto done;
     }
     uint64_t choices = moevk_router_choices(moevk_layer_router(layer));
-    size_t item = a->info.hidden_type == MOEVK_DTYPE_F32 ? 4 : 2;
-    o.output = calloc(T * d + 1, item);
-    o.output_f32 = calloc(T * d + 1, 4);
-    o.logits = calloc(T * E + 1, 4);
-    o.weights = calloc(T * choices + 1, 4);
-    o.ids = calloc(T * choices + 1, 4);
-    o.slots = calloc(T * choices + 1, 4);
-    o.counts = calloc(E + 1, 4);
-    o.offsets = calloc(E + 2, 4);
-    if (a->token_scores) o.token_scores = calloc(T * 3 + 1, 4);
-    if (!o.output || !o.output_f32 || !o.logits || !o.weights || !o.ids || !o.slots || !o.counts ||
-        !o.offsets || (a->token_scores && !o.token_scores)) {
-        fprintf(stderr, "moevk layer: out of host memory\n");
-        goto done;
-    }
+    if (!alloc_outputs(a, &o, T, choices)) goto done;
     moevk_route_input input;
     moevk_route_input_init(&input);
     input.num_tokens = (uint32_t)T;
@@ -340,14 +414,7 @@ static int run_layer(layer_args *a, layer_inputs *in, moevk_activation activatio
                                        &in->grad_output, a->want_losses ? &a->loss : NULL, a->out);
         if (status != 0) goto done;
     }
-    status = 0;
-    if (stats.nonfinite_rows > 0) {
-        fprintf(stderr,
-                "moevk layer: warning: %u tokens held NaN or an infinity: routed nowhere, their "
-                "output rows NaN\n",
-                stats.nonfinite_rows);
-        status = 3;
-    }
+    status = written_status(&stats);
 done:
     free_outputs(&o);
     moevk_layer_destroy(layer);

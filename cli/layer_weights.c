@@ -176,35 +176,50 @@ const float *layer_tensor_f32(const model_tensor *tensor, void **copy) {
     return as_type(tensor, MOEVK_DTYPE_F32, copy);
 }
 
-static moevk_result upload(moevk_layer *layer, moevk_layer_weight which, uint32_t first,
-                           const model_tensor *t, moevk_dtype type) {
+static moevk_result upload(layer_weights_setter set, void *target, moevk_layer_weight which,
+                           uint32_t first, const model_tensor *t, moevk_dtype type) {
     void *copy;
     const void *data = as_type(t, type, &copy);
     if (!data) return MOEVK_ERROR_OUT_OF_HOST_MEMORY;
-    moevk_result r = moevk_layer_set_weights(layer, which, first, 1, moevk_host_tensor(data));
+    moevk_result r = set(target, which, first, 1, moevk_host_tensor(data));
     free(copy);
     return r;
 }
 
+moevk_result layer_weights_upload_to(const layer_weights *w, const model_config *config,
+                                     layer_weights_setter set, void *target, uint32_t first_expert,
+                                     uint32_t expert_count) {
+    moevk_dtype type = w->weight_type;
+    moevk_result r = upload(set, target, MOEVK_WEIGHT_ROUTER, 0, w->router, MOEVK_DTYPE_F32);
+    uint32_t end = first_expert + expert_count;
+    for (uint32_t e = first_expert; r == MOEVK_SUCCESS && e < end && e < config->num_experts; ++e) {
+        if (w->gate) r = upload(set, target, MOEVK_WEIGHT_GATE, e, w->gate[e], type);
+        if (r == MOEVK_SUCCESS) r = upload(set, target, MOEVK_WEIGHT_UP, e, w->up[e], type);
+        if (r == MOEVK_SUCCESS)
+            r = upload(set, target, MOEVK_WEIGHT_DOWN, e, w->down[e], w->down_type);
+    }
+    const struct {
+        moevk_layer_weight which;
+        const model_tensor *tensor;
+        moevk_dtype type;
+    } shared[] = {{MOEVK_WEIGHT_SHARED_GATE, w->shared_gate, type},
+                  {MOEVK_WEIGHT_SHARED_UP, w->shared_up, type},
+                  {MOEVK_WEIGHT_SHARED_DOWN, w->shared_down, w->down_type},
+                  {MOEVK_WEIGHT_SHARED_EXPERT_GATE, w->shared_expert_gate, MOEVK_DTYPE_F32}};
+    for (size_t i = 0; i < sizeof shared / sizeof shared[0] && r == MOEVK_SUCCESS; ++i)
+        if (shared[i].tensor)
+            r = upload(set, target, shared[i].which, 0, shared[i].tensor, shared[i].type);
+    return r;
+}
+
+static moevk_result set_layer_weights(void *layer, moevk_layer_weight which, uint32_t first,
+                                      uint32_t count, moevk_tensor source) {
+    return moevk_layer_set_weights(layer, which, first, count, source);
+}
+
 moevk_result layer_weights_upload(const layer_weights *w, const model_config *config,
                                   moevk_layer *layer) {
-    moevk_dtype type = w->weight_type;
-    moevk_result r = upload(layer, MOEVK_WEIGHT_ROUTER, 0, w->router, MOEVK_DTYPE_F32);
-    for (uint32_t e = 0; r == MOEVK_SUCCESS && e < config->num_experts; ++e) {
-        if (w->gate) r = upload(layer, MOEVK_WEIGHT_GATE, e, w->gate[e], type);
-        if (r == MOEVK_SUCCESS) r = upload(layer, MOEVK_WEIGHT_UP, e, w->up[e], type);
-        if (r == MOEVK_SUCCESS) r = upload(layer, MOEVK_WEIGHT_DOWN, e, w->down[e], w->down_type);
-    }
-    if (r == MOEVK_SUCCESS && w->shared_gate)
-        r = upload(layer, MOEVK_WEIGHT_SHARED_GATE, 0, w->shared_gate, type);
-    if (r == MOEVK_SUCCESS && w->shared_up)
-        r = upload(layer, MOEVK_WEIGHT_SHARED_UP, 0, w->shared_up, type);
-    if (r == MOEVK_SUCCESS && w->shared_down)
-        r = upload(layer, MOEVK_WEIGHT_SHARED_DOWN, 0, w->shared_down, w->down_type);
-    if (r == MOEVK_SUCCESS && w->shared_expert_gate)
-        r = upload(layer, MOEVK_WEIGHT_SHARED_EXPERT_GATE, 0, w->shared_expert_gate,
-                   MOEVK_DTYPE_F32);
-    return r;
+    return layer_weights_upload_to(w, config, set_layer_weights, layer, 0, config->num_experts);
 }
 
 void layer_weights_free(layer_weights *weights) {

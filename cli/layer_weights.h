@@ -39,6 +39,14 @@ int gguf_layer_weights_find(model_files *files, const model_config *config, cons
  * f16 and bf16 widen to f32 exactly). */
 moevk_result layer_weights_upload(const layer_weights *weights, const model_config *config,
                                   moevk_layer *layer);
+/* Where layer_weights_upload_to sets weights: moevk_layer_set_weights' arguments. */
+typedef moevk_result (*layer_weights_setter)(void *target, moevk_layer_weight which, uint32_t first,
+                                             uint32_t count, moevk_tensor source);
+/* layer_weights_upload through set, the routed experts' only for [first_expert, first_expert +
+ * expert_count) (an expert-parallel rank's). */
+moevk_result layer_weights_upload_to(const layer_weights *weights, const model_config *config,
+                                     layer_weights_setter set, void *target, uint32_t first_expert,
+                                     uint32_t expert_count);
 /* A small f32 tensor's data, widened from f16 or bf16 into *copy (free() it) when needed; NULL
  * when out of memory. */
 const float *layer_tensor_f32(const model_tensor *tensor, void **copy);

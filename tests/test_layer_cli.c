@@ -1095,6 +1095,90 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
     free_model(&m);
 }
 
+#ifdef MOEVK_TEST_MPI
+/* Two stats.json texts line by line: the same, or the same key with numbers within 1e-6 (the
+ * float sums, added in another order). */
+static int same_stats(const char *a, const char *b) {
+    while (*a && *b) {
+        const char *end_a = strchr(a, '\n'), *end_b = strchr(b, '\n');
+        size_t la = end_a ? (size_t)(end_a - a) : strlen(a),
+               lb = end_b ? (size_t)(end_b - b) : strlen(b);
+        if (la != lb || memcmp(a, b, la) != 0) {
+            const char *colon_a = memchr(a, ':', la), *colon_b = memchr(b, ':', lb);
+            if (!colon_a || !colon_b || colon_a - a != colon_b - b ||
+                memcmp(a, b, (size_t)(colon_a - a)))
+                return 0;
+            double x = strtod(colon_a + 1, NULL), y = strtod(colon_b + 1, NULL);
+            if (fabs(x - y) > 1e-6 * (1.0 + fabs(y))) return 0;
+        }
+        a += la + (end_a != NULL);
+        b += lb + (end_b != NULL);
+    }
+    return *a == *b;
+}
+
+/* `mpirun -np R moevk layer --expert-parallel`: rank 0 writes the files one process writes,
+ * byte for byte (stats.json's float sums within 1e-6: summed in rank order), over 2 and 4
+ * ranks, dropless and with a global capacity that drops. */
+static void test_expert_parallel_writes_what_one_process_writes(void) {
+    model m = {.family = "mixtral",
+               .E = 8,
+               .k = 2,
+               .d = 24,
+               .f = 20,
+               .weight_type = MOEVK_DTYPE_F32,
+               .router_type = MOEVK_DTYPE_F32};
+    make_model(&m);
+    checkpoint c = {0};
+    add_layer(&c, &m, "model.layers.0.block_sparse_moe.");
+    make_folder("ep");
+    write_shard(&c, 0, in_work("ep/model.safetensors"));
+    write_text(in_work("ep/config.json"),
+               "{\"architectures\":[\"MixtralForCausalLM\"],\"model_type\":\"mixtral\","
+               "\"hidden_size\":24,\"intermediate_size\":20,\"num_hidden_layers\":1,"
+               "\"num_local_experts\":8,\"num_experts_per_tok\":2,\"hidden_act\":\"silu\"}");
+    void *x = write_hidden("ep_x.npy", 45, m.d, MOEVK_DTYPE_F32);
+    const char *routings[] = {"--dropless", "--capacity-factor 1.0"};
+    const char *files[] = {"output.npy", "router_logits.npy", "expert_ids.npy", "weights.npy",
+                           "slots.npy",  "counts.npy",        "offsets.npy"};
+    char args[2048], message[2048], command[4096];
+    for (int i = 0; i < 2; ++i) {
+        snprintf(args, sizeof args, "layer --weights %s --layer 0 --hidden %s --out %s %s",
+                 in_work("ep"), in_work("ep_x.npy"), in_work("ep_one"), routings[i]);
+        CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer: %s", message);
+        for (int ranks = 2; ranks <= 4; ranks += 2) {
+            /* Open MPI as root (CI's containers); no leak report from its own allocations. */
+            snprintf(command, sizeof command,
+                     "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+                     "ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0 LP_NUM_THREADS=1 "
+                     "mpirun --oversubscribe -np %d %s layer --expert-parallel --weights %s "
+                     "--layer 0 --hidden %s --out %s %s 2>%s",
+                     ranks, cli_path, in_work("ep"), in_work("ep_x.npy"), in_work("ep_ranks"),
+                     routings[i], in_work("stderr.txt"));
+            int status = shell_run(command);
+            read_text_file(in_work("stderr.txt"), message, sizeof message);
+            CHECK(status == 0, "%d ranks, %s: %s", ranks, routings[i], message);
+            for (int f = 0; f < (i == 0 ? 7 : 6); ++f) {
+                char a[800], b[800];
+                snprintf(a, sizeof a, "%s/%s", in_work("ep_one"), files[f]);
+                snprintf(b, sizeof b, "%s/%s", in_work("ep_ranks"), files[f]);
+                CHECK(same_file_bytes(a, b), "%d ranks, %s: %s differs from one process's", ranks,
+                      routings[i], files[f]);
+            }
+            char one[8192], many[8192];
+            snprintf(args, sizeof args, "%s/stats.json", in_work("ep_one"));
+            read_text_file(args, one, sizeof one);
+            snprintf(args, sizeof args, "%s/stats.json", in_work("ep_ranks"));
+            read_text_file(args, many, sizeof many);
+            CHECK(same_stats(one, many), "%d ranks, %s: stats.json\n%s\none process's:\n%s", ranks,
+                  routings[i], many, one);
+        }
+    }
+    free(x);
+    free_model(&m);
+}
+#endif
+
 static const test_case TESTS[] = {
     TEST(mixtral_shards_from_the_folder),
     TEST(qwen2_moe_bf16_with_gated_shared_expert),
@@ -1103,6 +1187,9 @@ static const test_case TESTS[] = {
     TEST(gguf_block_formats),
     TEST(grad_output_writes_every_gradient),
     TEST(bad_inputs_get_one_line_and_exit_2),
+#ifdef MOEVK_TEST_MPI
+    TEST(expert_parallel_writes_what_one_process_writes),
+#endif
 };
 
 int main(int argc, char **argv) {
