@@ -299,12 +299,12 @@ typedef enum pending_call {
     PENDING_BACKWARD /* moevk_layer_backward */
 } pending_call;
 
-/* What a layer adds to its router (moevk_layer_info past the routing; active 0: a plain
- * router). */
 /* What part of an expert-parallel layer a layer is (layer_shape.parts; moevk_parts.h gives
  * libmoevk_mpi the same values as moevk_parts_role). */
 enum { PARTS_NONE = 0, PARTS_HOME = 1, PARTS_EXPERTS = 2 };
 
+/* What a layer adds to its router (moevk_layer_info past the routing; active 0: a plain
+ * router). */
 typedef struct layer_shape {
     int active;
     uint32_t intermediate_size, shared_intermediate_size;
@@ -395,6 +395,12 @@ moevk_result router_settle(moevk_router *router);
 void route_fill_stats(const moevk_router *router, const route_plan *params,
                       const uint32_t *expert_info, const float *totals,
                       const float *decision_header, moevk_route_stats *stats);
+/* The statistics a route's counts and sums give: from expert_info (EXPERT_INFO's layout: counts
+ * before drops [E], kept [E], offsets [E + 1]) the assignments, drops, capacity (UINT32_MAX:
+ * dropless) and rows; from sums over the valid rows ([E] of each expert's probability, then of
+ * the logsumexp, its square and the entropy) the means. */
+void route_stats_from_sums(moevk_route_stats *stats, uint32_t E, const uint32_t *expert_info,
+                           uint32_t capacity, uint32_t valid, const double *sums);
 
 /* route.c: the host outputs among counts, counts_before and offsets, from the expert info. */
 void route_copy_counts(const moevk_route_output *output, const uint32_t *expert_info, uint64_t E);
@@ -420,10 +426,13 @@ void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer
                        route_plan *params);
 /* Sizes of one route call: capacity, block partition, rows. */
 void router_plan(const moevk_router *router, const moevk_route_input *input, route_plan *params);
-/* INVALID_ARGUMENT when a call's own options do not fit the router (its capacity factor). */
+/* The FFN's form for a call of ffn_tokens tokens: the decode (matrix-vector) kernels up to
+ * MATVEC_ROWS, the tiled ones past them. */
+void router_plan_ffn_form(route_plan *params, uint32_t ffn_tokens);
 /* The capacity C a route call of input->num_tokens tokens gets (its factor, the eval factor
  * or the schedule's, as router_plan takes it); UINT32_MAX where dropless. */
 uint32_t router_call_capacity(const moevk_router_info *info, const moevk_route_input *input);
+/* INVALID_ARGUMENT when a call's own options do not fit the router (its capacity factor). */
 moevk_result router_check_call(const moevk_router *router, const moevk_route_input *input);
 /* Bucketing partitions its work into at most this many blocks, so that its per-block table has
  * a fixed size. */

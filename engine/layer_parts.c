@@ -46,6 +46,12 @@ uint32_t moevk_parts_capacity(const moevk_router_info *info, const moevk_route_i
     return router_call_capacity(info, &call);
 }
 
+void moevk_parts_stats_from_sums(moevk_route_stats *stats, uint32_t num_experts,
+                                 const uint32_t *expert_info, uint32_t capacity,
+                                 uint32_t valid_rows, const double *sums) {
+    route_stats_from_sums(stats, num_experts, expert_info, capacity, valid_rows, sums);
+}
+
 moevk_result moevk_parts_fail(moevk_context *context, moevk_result result, const char *message) {
     return context_fail(context, result, "%s", message ? message : "");
 }
@@ -161,8 +167,7 @@ moevk_result moevk_parts_experts(moevk_layer *layer, const void *rows, const uin
     input.num_tokens = (uint32_t)N;
     route_plan params;
     router_plan(router, &input, &params);
-    params.flags &= ~(uint32_t)FLAG_FFN_MATVEC;
-    if (ffn_tokens <= MATVEC_ROWS) params.flags |= FLAG_FFN_MATVEC;
+    router_plan_ffn_form(&params, ffn_tokens);
     uint64_t d = router->info.hidden_size;
     transfer_plan *plan = &router->pending_plan;
     r = transfer_begin(plan, router);

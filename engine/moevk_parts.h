@@ -58,6 +58,14 @@ MOEVK_API moevk_result moevk_parts_experts(moevk_layer *layer, const void *rows,
                                            const uint32_t *counts, uint32_t ffn_tokens,
                                            float *expert_out);
 
+/* The route's statistics as one process's route computes them from its counts and sums:
+ * expert_info counts before drops [E], kept [E] and offsets [E + 1]; capacity (UINT32_MAX:
+ * dropless); sums over the valid rows, [E] of each expert's probability, then of the logsumexp,
+ * its square and the entropy. The other fields are the caller's. */
+MOEVK_API void moevk_parts_stats_from_sums(moevk_route_stats *stats, uint32_t num_experts,
+                                           const uint32_t *expert_info, uint32_t capacity,
+                                           uint32_t valid_rows, const double *sums);
+
 /* Records result and message (a line, no newline) as the context's last error, for
  * moevk_context_last_error; returns result. */
 MOEVK_API moevk_result moevk_parts_fail(moevk_context *context, moevk_result result,

@@ -136,6 +136,22 @@ void route_fill_stats(const moevk_router *router, const route_plan *params,
         stats->sinkhorn_iterations = (uint32_t)decision_header[DECISION_ITERATIONS];
         stats->sinkhorn_error = decision_header[DECISION_ERROR];
     }
+    stats->nonfinite_rows = (uint32_t)totals[E + STAT_NONFINITE];
+    stats->masked_rows = (uint32_t)totals[E + STAT_MASKED];
+    stats->unrouted_tokens = (uint32_t)totals[E + STAT_UNROUTED];
+    uint32_t valid = params->num_tokens - stats->nonfinite_rows - stats->masked_rows;
+    double sums[MOEVK_MAX_EXPERTS + 3];
+    for (uint32_t e = 0; e < E; ++e) sums[e] = totals[e];
+    sums[E] = totals[E + STAT_LSE];
+    sums[E + 1] = totals[E + STAT_LSE_SQUARED];
+    sums[E + 2] = totals[E + STAT_ENTROPY];
+    uint32_t capacity = (params->flags & FLAG_DROPLESS) ? UINT32_MAX : params->capacity;
+    route_stats_from_sums(stats, E, expert_info, capacity, valid, sums);
+}
+
+void route_stats_from_sums(moevk_route_stats *stats, uint32_t E, const uint32_t *expert_info,
+                           uint32_t capacity, uint32_t valid, const double *sums) {
+    const uint32_t *counts_before = expert_info;
     uint64_t kept = 0;
     for (uint32_t e = 0; e < E; ++e) {
         stats->assignments += expert_info[e];
@@ -143,24 +159,19 @@ void route_fill_stats(const moevk_router *router, const route_plan *params,
     }
     stats->dropped = stats->assignments - kept;
     stats->drop_fraction = stats->assignments ? (double)stats->dropped / stats->assignments : 0.0;
-    stats->capacity = (params->flags & FLAG_DROPLESS) ? 0 : params->capacity;
-    stats->dispatched_rows =
-        (params->flags & FLAG_DROPLESS) ? expert_info[3 * E] : params->dispatched_rows;
-    stats->nonfinite_rows = (uint32_t)totals[E + STAT_NONFINITE];
-    stats->masked_rows = (uint32_t)totals[E + STAT_MASKED];
-    stats->unrouted_tokens = (uint32_t)totals[E + STAT_UNROUTED];
-    uint32_t valid = params->num_tokens - stats->nonfinite_rows - stats->masked_rows;
+    int dropless = capacity == UINT32_MAX;
+    stats->capacity = dropless ? 0 : capacity;
+    stats->dispatched_rows = dropless ? expert_info[3 * E] : capacity * E;
     if (valid == 0) return;
     if (stats->assignments > 0) {
         double sum = 0.0;
         for (uint32_t e = 0; e < E; ++e)
-            sum +=
-                ((double)expert_info[e] / (double)stats->assignments) * ((double)totals[e] / valid);
+            sum += ((double)counts_before[e] / (double)stats->assignments) * (sums[e] / valid);
         stats->aux_loss = E * sum;
     }
-    stats->z_loss = (double)totals[E + STAT_LSE_SQUARED] / valid;
-    stats->mean_logsumexp = (double)totals[E + STAT_LSE] / valid;
-    stats->entropy = (double)totals[E + STAT_ENTROPY] / valid;
+    stats->mean_logsumexp = sums[E] / valid;
+    stats->z_loss = sums[E + 1] / valid;
+    stats->entropy = sums[E + 2] / valid;
 }
 
 moevk_result moevk_route_submit(moevk_router *router, const moevk_route_input *caller_input,
@@ -196,10 +207,8 @@ moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_
     router_plan_noise(router, input->step, input->layer, input->inference, &params);
     if (tensor_given(&input->bias)) params.flags |= FLAG_HAS_BIAS;
     if (tensor_given(&output->token_scores)) params.flags |= FLAG_TOKEN_SCORES;
-    if (layer && layer->ffn_tokens) { /* an expert-parallel layer's: its global T decides */
-        params.flags &= ~(uint32_t)FLAG_FFN_MATVEC;
-        if (layer->ffn_tokens <= MATVEC_ROWS) params.flags |= FLAG_FFN_MATVEC;
-    }
+    /* An expert-parallel layer's home half: the global T decides. */
+    if (layer && layer->ffn_tokens) router_plan_ffn_form(&params, layer->ffn_tokens);
     router->route = ROUTE_NONE;
     router->combine = COMBINE_NONE;
     router->layer_timed = layer != NULL;

@@ -263,6 +263,11 @@ moevk_result router_check_call(const moevk_router *router, const moevk_route_inp
     return MOEVK_SUCCESS;
 }
 
+void router_plan_ffn_form(route_plan *params, uint32_t ffn_tokens) {
+    params->flags &= ~(uint32_t)FLAG_FFN_MATVEC;
+    if (ffn_tokens <= MATVEC_ROWS) params->flags |= FLAG_FFN_MATVEC; /* decode */
+}
+
 void router_plan(const moevk_router *router, const moevk_route_input *input, route_plan *params) {
     const moevk_router_info *info = &router->info;
     uint32_t num_tokens = input->num_tokens, step = input->step;
@@ -292,8 +297,7 @@ void router_plan(const moevk_router *router, const moevk_route_input *input, rou
         params->capacity = UINT32_MAX;
         params->dispatched_rows = (uint32_t)router->max_dispatched_rows;
     } else {
-        uint64_t capacity = capacity_for(info, num_tokens, call_capacity_factor(info, input));
-        params->capacity = capacity > UINT32_MAX ? UINT32_MAX : (uint32_t)capacity;
+        params->capacity = router_call_capacity(info, input);
         params->dispatched_rows = params->capacity * info->num_experts;
         if (info->drop_policy == MOEVK_DROP_SCORE) params->flags |= FLAG_DROP_BY_SCORE;
     }
@@ -314,8 +318,8 @@ void router_plan(const moevk_router *router, const moevk_route_input *input, rou
         params->flags |= (layer->biases ? FLAG_FFN_BIASES : 0) |
                          (layer->shared_intermediate_size ? FLAG_SHARED_EXPERT : 0) |
                          (layer->shared_gate ? FLAG_SHARED_GATE : 0) |
-                         (num_tokens <= MATVEC_ROWS ? FLAG_FFN_MATVEC : 0) | /* decode */
                          (layer->trainable ? FLAG_KEEP_PRE : 0);
+        router_plan_ffn_form(params, num_tokens);
         /* Where the gate's pre-activations start in the backward's buffers. */
         params->grad_pre_stride =
             (uint32_t)(router->max_dispatched_rows * layer->intermediate_size);

@@ -13,7 +13,7 @@
 
 /* One forward's host memory. */
 typedef struct forward_state {
-    uint32_t T, total_tokens, token_base, capacity;
+    uint32_t T, total_tokens, capacity;
     int32_t *ids;                     /* [T, k] this rank's choices */
     float *weights;                   /* [T, k] */
     int32_t *slots;                   /* [T, k] global slots, -1 where dropped */
@@ -21,7 +21,8 @@ typedef struct forward_state {
     uint32_t *tables;                 /* [R][1 + TABLE words]: every rank's counts and sums */
     uint32_t *kept;                   /* [R][E] rows rank q keeps for expert e */
     uint32_t *counts_before, *counts; /* [E] the whole batch's */
-    uint32_t *send_first;             /* [E + 1] each expert's first row in what this rank sends */
+    uint32_t *offsets;      /* [E + 1] each expert's first row, padded as one process pads */
+    uint32_t *send_first;   /* [E + 1] each expert's first row in what this rank sends */
     void *send;             /* [sent, d] hidden_type: this rank's kept rows, expert by expert */
     float *returned;        /* [sent, d] f32: their experts' outputs */
     void *received;         /* [N, d] hidden_type: rows for this rank's experts, expert-major */
@@ -95,7 +96,7 @@ static moevk_result allocate(moevk_ep_layer *layer, forward_state *s) {
     s->rows = malloc(choices * 4);
     s->tables = calloc(R * (1 + table_words(layer)), 4);
     s->kept = calloc(R * E, 4);
-    s->counts_before = calloc(2 * E, 4);
+    s->counts_before = calloc(3 * E + 1, 4);
     s->send_first = calloc(E + 1, 4);
     s->local_counts = calloc(layer->local_experts, 4);
     if (!s->ids || !s->weights || !s->slots || !s->rows || !s->tables || !s->kept ||
@@ -103,6 +104,7 @@ static moevk_result allocate(moevk_ep_layer *layer, forward_state *s) {
         return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d: the forward's tables",
                        layer->rank);
     s->counts = s->counts_before + E;
+    s->offsets = s->counts_before + 2 * E;
     return MOEVK_SUCCESS;
 }
 
@@ -160,9 +162,11 @@ static void place_choices(moevk_ep_layer *layer, forward_state *s) {
                 start[e] += n;
             }
         }
+    uint32_t pad = layer->router.pad_multiple > 1 ? layer->router.pad_multiple : 1;
     for (uint32_t e = 0; e < E; ++e) {
         s->counts_before[e] = (uint32_t)start[e];
         s->counts[e] = (uint32_t)(start[e] < C ? start[e] : C);
+        s->offsets[e + 1] = s->offsets[e] + (s->counts_before[e] + pad - 1) / pad * pad;
     }
     for (uint32_t j = 0; j < k; ++j)
         for (uint32_t t = 0; t < s->T; ++t) {
@@ -330,15 +334,6 @@ static void fill_stats(moevk_ep_layer *layer, const forward_state *s, uint32_t u
                        moevk_route_stats *stats) {
     uint32_t E = layer->num_experts, k = layer->top_k;
     moevk_route_stats_init(stats);
-    int dropless = layer->router.capacity_mode == MOEVK_CAPACITY_DROPLESS;
-    uint64_t kept = 0;
-    for (uint32_t e = 0; e < E; ++e) {
-        stats->assignments += s->counts_before[e];
-        kept += s->counts[e];
-    }
-    stats->dropped = stats->assignments - kept;
-    stats->drop_fraction = stats->assignments ? (double)stats->dropped / stats->assignments : 0.0;
-    stats->capacity = dropless ? 0 : s->capacity;
     double sums[MOEVK_MAX_EXPERTS + 3] = {0};
     for (int q = 0; q < layer->ranks; ++q) {
         const uint32_t *table = rank_table(layer, s, q);
@@ -351,21 +346,9 @@ static void fill_stats(moevk_ep_layer *layer, const forward_state *s, uint32_t u
         }
     }
     stats->unrouted_tokens = unrouted;
-    uint32_t pad = layer->router.pad_multiple > 1 ? layer->router.pad_multiple : 1;
-    uint64_t rows = 0;
-    for (uint32_t e = 0; e < E; ++e) rows += (s->counts_before[e] + pad - 1) / pad * pad;
-    stats->dispatched_rows = dropless ? (uint32_t)rows : s->capacity * E;
     uint32_t valid = s->total_tokens - stats->nonfinite_rows - stats->masked_rows;
-    if (valid == 0) return;
-    if (stats->assignments > 0) {
-        double sum = 0.0;
-        for (uint32_t e = 0; e < E; ++e)
-            sum += ((double)s->counts_before[e] / (double)stats->assignments) * (sums[e] / valid);
-        stats->aux_loss = E * sum;
-    }
-    stats->mean_logsumexp = sums[E] / valid;
-    stats->z_loss = sums[E + 1] / valid;
-    stats->entropy = sums[E + 2] / valid;
+    /* counts_before, counts and offsets lie one after another, as EXPERT_INFO holds them. */
+    moevk_parts_stats_from_sums(stats, E, s->counts_before, s->capacity, valid, sums);
 }
 
 /* This rank's route outputs, as one process's forward of all tokens writes them. */
@@ -378,13 +361,8 @@ static void write_route(moevk_ep_layer *layer, const forward_state *s, uint32_t 
     if (route->slots.host) memcpy(route->slots.host, s->slots, choices * 4);
     if (route->counts.host) memcpy(route->counts.host, s->counts, E * 4);
     if (route->counts_before.host) memcpy(route->counts_before.host, s->counts_before, E * 4);
-    if (route->offsets.host && layer->router.capacity_mode == MOEVK_CAPACITY_DROPLESS) {
-        uint32_t pad = layer->router.pad_multiple > 1 ? layer->router.pad_multiple : 1;
-        uint32_t *offsets = route->offsets.host;
-        offsets[0] = 0;
-        for (uint32_t e = 0; e < E; ++e)
-            offsets[e + 1] = offsets[e] + (s->counts_before[e] + pad - 1) / pad * pad;
-    }
+    if (route->offsets.host && layer->router.capacity_mode == MOEVK_CAPACITY_DROPLESS)
+        memcpy(route->offsets.host, s->offsets, ((size_t)E + 1) * 4);
     if (route->stats) fill_stats(layer, s, unrouted, route->stats);
 }
 
@@ -423,10 +401,8 @@ moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_inp
         return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d", layer->rank);
     }
     r = ep_agree(layer, r, &s.T, 1, agreed, "gathering the ranks' token counts");
-    for (int q = 0; r == MOEVK_SUCCESS && q < layer->ranks; ++q) {
-        if (q < layer->rank) s.token_base += agreed[2 * q + 1];
+    for (int q = 0; r == MOEVK_SUCCESS && q < layer->ranks; ++q)
         s.total_tokens += agreed[2 * q + 1];
-    }
     if (r == MOEVK_SUCCESS)
         s.capacity = moevk_parts_capacity(&layer->router, input, s.total_tokens);
     /* Each step's failures are agreed before the next exchange: every rank takes the same
