@@ -24,8 +24,9 @@ static int rank, ranks;
 typedef struct ep_case {
     const char *name;
     uint32_t experts_per_rank, k, d, f;
-    uint32_t tokens; /* per rank, before `spread` */
-    int spread;      /* 0 even; 1 rank 0 has most; 2 rank 1 none; 3 none anywhere */
+    uint32_t experts; /* else: E in all, split over the ranks (a power of two) */
+    uint32_t tokens;  /* per rank, before `spread` */
+    int spread;       /* 0 even; 1 rank 0 has most; 2 rank 1 none; 3 none anywhere */
     moevk_activation activation;
     moevk_dtype weight_type, hidden_type;
     moevk_capacity_mode capacity_mode;
@@ -75,9 +76,16 @@ static const ep_case CASES[] = {
      .weight_type = Q8_0, .capacity_mode = DROPLESS, .shared_f = 64},
     {"decode_matvec", .experts_per_rank = 4, .k = 2, .d = 64, .f = 96, .tokens = 1,
      .capacity_mode = DROPLESS, .shared_f = 32},
+    /* The sizes users run: E = 256, top-8, over 4120 tokens at 4 ranks (past T = 4099). */
+    {"large_e_256_k_8", .drops = 1, .experts = 256, .k = 8, .d = 32, .f = 32, .tokens = 1030,
+     .capacity_factor = 1.0f, .skew = 1},
     {"large_t_1000_e_32", .drops = 1, .experts_per_rank = 8, .k = 4, .d = 64, .f = 64,
      .tokens = 1000, .capacity_factor = 1.0f, .skew = 1},
 };
+
+static uint32_t experts_per_rank(const ep_case *c) {
+    return c->experts ? c->experts / (uint32_t)ranks : c->experts_per_rank;
+}
 
 /* Each rank's tokens. The decode case keeps all ranks' together at most 8 (the decode path). */
 static uint32_t tokens_of(const ep_case *c, int q) {
@@ -92,7 +100,7 @@ static uint32_t tokens_of(const ep_case *c, int q) {
 static moevk_router_info router_info_of(const ep_case *c, uint32_t max_tokens) {
     moevk_router_info info;
     moevk_router_info_init(&info);
-    info.num_experts = c->experts_per_rank * (uint32_t)ranks;
+    info.num_experts = experts_per_rank(c) * (uint32_t)ranks;
     info.top_k = c->k < info.num_experts ? c->k : info.num_experts;
     info.max_tokens = max_tokens > 0 ? max_tokens : 1;
     info.hidden_size = c->d;
@@ -225,7 +233,8 @@ static moevk_result create_with(moevk_router_info router, moevk_layer_info info,
 
 /* Every rank's part of the test: the reference forward, the expert-parallel one, compared. */
 static void check_case(const ep_case *c) {
-    uint32_t E = c->experts_per_rank * (uint32_t)ranks, total = 0, base = 0, max_T = 0;
+    uint32_t per_rank = experts_per_rank(c), E = per_rank * (uint32_t)ranks, total = 0, base = 0,
+             max_T = 0;
     for (int q = 0; q < ranks; ++q) {
         uint32_t n = tokens_of(c, q);
         if (q < rank) base += n;
@@ -242,7 +251,7 @@ static void check_case(const ep_case *c) {
     float *values = random_weights((uint64_t)total * c->d + 1, MOEVK_DTYPE_F32, 1.0f);
     void *hidden = malloc((size_t)total * row + 4);
     float bias[1024];
-    for (uint32_t e = 0; e < E; ++e) bias[e] = c->skew && e >= E - c->experts_per_rank ? 1.5f : 0;
+    for (uint32_t e = 0; e < E; ++e) bias[e] = c->skew && e >= E - per_rank ? 1.5f : 0;
     CHECK(values && hidden, "out of memory");
     for (uint64_t i = 0; i < (uint64_t)total * c->d; ++i)
         ref_store(hidden, i, c->hidden_type, values[i]);
@@ -278,8 +287,8 @@ static void check_case(const ep_case *c) {
     CHECK_OK(create_with(router, info, 120, &ep));
     uint32_t first = 0, count = 0;
     CHECK_OK(moevk_ep_layer_experts(ep, NULL, NULL, &first, &count));
-    CHECK(first == (uint32_t)rank * c->experts_per_rank && count == c->experts_per_rank,
-          "rank %d owns [%u, +%u)", rank, first, count);
+    CHECK(first == (uint32_t)rank * per_rank && count == per_rank, "rank %d owns [%u, +%u)", rank,
+          first, count);
     for (int i = 0; i < WEIGHTS; ++i) {
         if (!w[i].data) continue;
         int routed = w[i].experts > 1 ||
