@@ -1,14 +1,18 @@
 /* moevk-ep-bench: the expert-parallel layer's exchange, run as `mpirun -np R moevk-ep-bench`.
  *
- * For each overlap degree (--chunks, default 1,2,4), the median over --repeats forwards (after
- * one) of each part of the forward, the slowest rank's, and the bytes the exchanges moved: the
- * exchange's GB/s without overlap beside host memcpy's, measured in the same run; the share of
- * the forward the host spent waiting on MPI with no experts running; and the share of that
- * wait that chunks hid (against one chunk's, side by side in the run).
+ * For each overlap degree (--chunks, default 1,2,4,0; 0 the layer's automatic choice), the
+ * median over --repeats forwards (after one) of each part of the forward, the slowest rank's,
+ * and the bytes the exchanges moved; the share of the forward the host spent waiting on MPI
+ * with no experts running (the bytes' time and the other ranks' lateness together); and the
+ * share of that wait that chunks hid (against one chunk's, side by side in the run). Beside
+ * them, measured in the same run: host memcpy's GB/s, and a bare MPI_Alltoall of the same
+ * bytes, from which "bytes alone" is what moving the forward's bytes costs with nothing else
+ * in the way.
  *
  * Shapes (--shape): mixtral (E 8, k 2, d 4096, f 14336) and qwen3 (E 128, k 8, d 2048, f 768),
  * d and f divided by --divide (default 8, so that a CPU device finishes); f16 weights, f32
  * hidden states, T tokens per rank (--tokens, default 256), DROPLESS. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +37,7 @@ typedef struct options {
 static int parse(int argc, char **argv, options *o) {
     o->shape = SHAPES[0];
     o->tokens = 256, o->repeats = 5, o->divide = 8;
-    o->chunks[0] = 1, o->chunks[1] = 2, o->chunks[2] = 4, o->chunk_count = 3;
+    o->chunks[0] = 1, o->chunks[1] = 2, o->chunks[2] = 4, o->chunks[3] = 0, o->chunk_count = 4;
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return 0;
@@ -118,6 +122,31 @@ static double memcpy_gbps(size_t bytes) {
     return 2.0 * (double)bytes / median(times, 5) / 1e9;
 }
 
+/* A bare MPI_Alltoall of `pair` bytes between every two ranks (both ways, as the rows out and
+ * their results back): the bytes that cross between ranks per second, median of 5. */
+static double alltoall_gbps(size_t pair, int ranks) {
+    char *a = malloc(pair * (size_t)ranks + 1), *b = malloc(pair * (size_t)ranks + 1);
+    double times[5] = {0};
+    int ok = a && b && pair <= (size_t)INT_MAX, all = 0;
+    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!all) {
+        free(a), free(b);
+        return 0.0;
+    }
+    memset(a, 3, pair * (size_t)ranks);
+    for (int i = 0; i < 6; ++i) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        double start = MPI_Wtime();
+        MPI_Alltoall(a, (int)pair, MPI_BYTE, b, (int)pair, MPI_BYTE, MPI_COMM_WORLD);
+        double mine = MPI_Wtime() - start, slowest = 0;
+        MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        if (i > 0) times[i - 1] = slowest;
+    }
+    free(a), free(b);
+    double crossing = ranks > 1 ? (double)pair * ranks * (ranks - 1) : (double)pair;
+    return crossing / median(times, 5) / 1e9;
+}
+
 enum { PARTS = 6 }; /* forward, route, exchange, experts, exposed, combine */
 
 static void parts_of(const moevk_ep_timings *t, double *parts) {
@@ -128,7 +157,7 @@ static void parts_of(const moevk_ep_timings *t, double *parts) {
 /* One overlap degree: medians of the slowest rank's parts, and the bytes sent to other ranks
  * (all ranks') and to themselves. */
 static moevk_result run_chunks(moevk_context *context, const options *o, uint32_t chunks, int rank,
-                               double *medians, double *bytes) {
+                               double *medians, double *bytes, uint32_t *chosen) {
     const shape *s = &o->shape;
     uint32_t E = s->E;
     moevk_router_info router;
@@ -191,6 +220,7 @@ static moevk_result run_chunks(moevk_context *context, const options *o, uint32_
             medians[p] = median(samples + (size_t)p * o->repeats, o->repeats);
         double mine[2] = {(double)t.bytes_to_others, (double)t.bytes_to_self};
         MPI_Allreduce(mine, bytes, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        *chosen = t.chunks;
     }
     free(router_w), free(up), free(gate), free(down), free(hidden), free(output), free(samples);
     moevk_ep_layer_destroy(ep);
@@ -207,7 +237,7 @@ int main(int argc, char **argv) {
     if (!parse(argc, argv, &o)) {
         if (rank == 0)
             fprintf(stderr, "usage: mpirun -np R moevk-ep-bench [--shape mixtral|qwen3] "
-                            "[--tokens T] [--repeats N] [--divide D] [--chunks 1,2,4]\n");
+                            "[--tokens T] [--repeats N] [--divide D] [--chunks 1,2,4,0]\n");
         MPI_Finalize();
         return 2;
     }
@@ -222,33 +252,39 @@ int main(int argc, char **argv) {
     const shape *s = &o.shape;
     size_t exchanged = (size_t)o.tokens * s->k * s->d * 8; /* a rank's rows out and back */
     double copy = memcpy_gbps(exchanged > (64u << 20) ? exchanged : (64u << 20));
+    double bare = alltoall_gbps(exchanged / (size_t)ranks, ranks);
     if (rank == 0) {
         printf("# moevk-ep-bench: %s-like, E %u, k %u, d %u, f %u, f16 weights, f32 hidden, %u "
                "tokens a rank, %d ranks, DROPLESS; medians of %u forwards, the slowest rank's\n",
                s->name, s->E, s->k, s->d, s->f, o.tokens, ranks, o.repeats);
-        printf("# host memcpy (read + write): %.1f GB/s\n", copy);
+        printf("# host memcpy (read + write): %.1f GB/s; a bare MPI_Alltoall of a forward's bytes "
+               "(%zu to each rank): %.2f GB/s between ranks\n",
+               copy, exchanged / (size_t)ranks, bare);
         printf("| ranks | chunks | forward ms | route ms | exchange ms | experts ms | exposed ms | "
-               "combine ms | MB to others | exchange GB/s | exposed share | hidden |\n");
+               "combine ms | MB to others | bytes alone ms | exposed share | hidden |\n");
         printf("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
                "---: |\n");
     }
     double unchunked_exposed = 0.0;
     for (int c = 0; c < o.chunk_count && r == MOEVK_SUCCESS; ++c) {
         double m[PARTS] = {0}, bytes[2] = {0};
-        r = run_chunks(context, &o, o.chunks[c], rank, m, bytes);
+        uint32_t chosen = 0;
+        r = run_chunks(context, &o, o.chunks[c], rank, m, bytes, &chosen);
         if (r != MOEVK_SUCCESS) break;
         if (o.chunks[c] == 1) unchunked_exposed = m[4];
-        /* Bytes that crossed between ranks (sent, each counted once), per second of exposed
-         * wait without overlap; R = 1 moves only its own (MPI's self copy). */
+        char degree[32];
+        snprintf(degree, sizeof degree, o.chunks[c] ? "%u" : "auto (%u)", chosen);
+        /* Bytes that crossed between ranks (sent, each counted once), at the bare
+         * MPI_Alltoall's rate; R = 1 moves only its own (MPI's self copy). */
         double moved = ranks > 1 ? bytes[0] : bytes[1];
         char hidden[32] = "";
-        if (unchunked_exposed > 0 && o.chunks[c] > 1)
+        if (unchunked_exposed > 0 && chosen > 1)
             snprintf(hidden, sizeof hidden, "%.0f%%", 100.0 * (1.0 - m[4] / unchunked_exposed));
         if (rank == 0)
-            printf("| %d | %u | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.2f | %.0f%% | "
+            printf("| %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.1f | %.2f | %.0f%% | "
                    "%s |\n",
-                   ranks, o.chunks[c], m[0] * 1e3, m[1] * 1e3, m[2] * 1e3, m[3] * 1e3, m[4] * 1e3,
-                   m[5] * 1e3, moved / 1e6, o.chunks[c] == 1 && m[4] > 0 ? moved / m[4] / 1e9 : 0.0,
+                   ranks, degree, m[0] * 1e3, m[1] * 1e3, m[2] * 1e3, m[3] * 1e3, m[4] * 1e3,
+                   m[5] * 1e3, moved / 1e6, bare > 0 ? moved / bare / 1e6 : 0.0,
                    100.0 * m[4] / m[0], hidden);
     }
     if (r != MOEVK_SUCCESS)

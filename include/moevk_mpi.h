@@ -41,13 +41,16 @@ typedef struct moevk_ep_layer_info {
     double timeout_seconds; /* the longest a rank waits for the others; 0: 600 s */
     /* The overlap degree (Tutel's): each expert's rows travel and run in this many chunks, the
      * device computing one while MPI moves the next rows in and the last results out. 1: no
-     * overlap; 0: MOEVK_EP_DEFAULT_CHUNKS; at most MOEVK_EP_MAX_CHUNKS. The same on every rank.
-     * The outputs do not depend on it. Since moevk 0.7. */
+     * overlap; at most MOEVK_EP_MAX_CHUNKS. 0: chosen at every forward from the whole batch's
+     * kept rows: one chunk for each MOEVK_EP_AUTO_CHUNK_ROWS rows an expert runs on average, 1
+     * to MOEVK_EP_AUTO_MAX_CHUNKS (a chunk pays for whole row tiles, so small chunks cost the
+     * device more than their overlap saves). The same on every rank. The outputs do not depend
+     * on it. Since moevk 0.7. */
     uint32_t exchange_chunks;
     uint32_t reserved; /* must be zero */
 } moevk_ep_layer_info;
 
-enum { MOEVK_EP_DEFAULT_CHUNKS = 2, MOEVK_EP_MAX_CHUNKS = 16 };
+enum { MOEVK_EP_MAX_CHUNKS = 16, MOEVK_EP_AUTO_CHUNK_ROWS = 512, MOEVK_EP_AUTO_MAX_CHUNKS = 4 };
 
 static inline void moevk_ep_layer_info_init(moevk_ep_layer_info *info) { MOEVK_INIT_STRUCT_(info); }
 
@@ -85,7 +88,7 @@ MOEVK_API moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk
 /* Where the last forward's time went on this rank, and the bytes it exchanged. */
 typedef struct moevk_ep_timings {
     uint32_t struct_size;   /* see "Structs that grow" */
-    uint32_t chunks;        /* its overlap degree */
+    uint32_t chunks;        /* its overlap degree (the one chosen, where automatic) */
     double forward_seconds; /* the whole call */
     /* Routing this rank's tokens (router projection, route, shared experts) and agreeing on
      * every rank's counts. */

@@ -260,7 +260,7 @@ moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_inp
     memset(&s, 0, sizeof s);
     moevk_ep_timings *t = &layer->timings;
     moevk_ep_timings_init(t);
-    t->chunks = layer->chunks;
+    t->chunks = layer->chunks ? layer->chunks : 1; /* the exchange says which, if there is one */
     double start = MPI_Wtime();
     const moevk_route_output *route = output ? output->route : NULL;
     moevk_result r = check_call(layer, input, output, route);

@@ -20,7 +20,7 @@ struct moevk_ep_layer {
     uint32_t num_experts, top_k, hidden_size, hidden_bytes;
     uint32_t first_expert, local_experts; /* this rank's experts */
     uint32_t max_tokens;                  /* this rank's largest T */
-    uint32_t chunks;                      /* the exchange's overlap degree */
+    uint32_t chunks;                      /* the exchange's overlap degree; 0: automatic */
     /* The forward's exchanges in flight, each chunk's rows out and its results back ([2][chunk]),
      * MPI_REQUEST_NULL once done. */
     MPI_Request pending[2 * MOEVK_EP_MAX_CHUNKS];

@@ -168,7 +168,7 @@ moevk_result moevk_ep_layer_create(moevk_context *context, const moevk_ep_layer_
     layer->timeout_seconds = info.timeout_seconds > 0 ? info.timeout_seconds : 600.0;
     const moevk_layer_info *given = info.layer;
     uint32_t table[CONFIG_WORDS] = {0};
-    uint32_t chunks = info.exchange_chunks ? info.exchange_chunks : MOEVK_EP_DEFAULT_CHUNKS;
+    uint32_t chunks = info.exchange_chunks; /* 0: automatic */
     for (int i = 0; i < (int)(sizeof layer->pending / sizeof layer->pending[0]); ++i)
         layer->pending[i] = MPI_REQUEST_NULL;
     if (chunks > MOEVK_EP_MAX_CHUNKS || info.reserved)

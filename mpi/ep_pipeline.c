@@ -51,8 +51,18 @@ static void free_chunk_plan(chunk_plan *plan) {
     free(plan->counts);
 }
 
+/* The forward's overlap degree: the layer's, or (0) one chunk per MOEVK_EP_AUTO_CHUNK_ROWS
+ * rows an expert runs on average over the whole batch, which every rank has agreed on. */
+static uint32_t chunks_for(const moevk_ep_layer *layer, const forward_state *s) {
+    if (layer->chunks) return layer->chunks;
+    uint64_t kept = 0;
+    for (size_t i = 0; i < (size_t)layer->ranks * layer->num_experts; ++i) kept += s->kept[i];
+    uint64_t D = kept / layer->num_experts / MOEVK_EP_AUTO_CHUNK_ROWS;
+    return D < 1 ? 1 : D > MOEVK_EP_AUTO_MAX_CHUNKS ? MOEVK_EP_AUTO_MAX_CHUNKS : (uint32_t)D;
+}
+
 static moevk_result plan_chunks(moevk_ep_layer *layer, const forward_state *s, chunk_plan *plan) {
-    uint32_t D = layer->chunks, R = (uint32_t)layer->ranks, L = layer->local_experts;
+    uint32_t D = chunks_for(layer, s), R = (uint32_t)layer->ranks, L = layer->local_experts;
     uint32_t E = layer->num_experts, me = (uint32_t)layer->rank;
     memset(plan, 0, sizeof *plan);
     plan->chunks = D, plan->ranks = R, plan->local = L;
@@ -280,6 +290,7 @@ static moevk_result run_chunk(moevk_ep_layer *layer, forward_state *s, const chu
 moevk_result ep_exchange_and_run(moevk_ep_layer *layer, forward_state *s) {
     const chunk_plan *plan = &s->exchange->plan;
     moevk_ep_timings *t = &layer->timings;
+    t->chunks = plan->chunks;
     count_bytes(layer, s, t);
     double start = MPI_Wtime();
     /* A failure of MPI breaks the layer at once (every rank will time out or fail); this rank's

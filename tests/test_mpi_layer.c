@@ -35,11 +35,12 @@ typedef struct ep_case {
     uint32_t pad_multiple;
     uint32_t shared_f;
     int shared_gate, biases, renormalize, sigmoid;
-    int skew;        /* a selection bias that sends most choices to the last rank's experts */
-    int ties;        /* two experts with the same router row */
-    int nan_token;   /* one token (rank 0's first) holds a NaN */
-    int drops;       /* the case must drop choices (its capacity bites) */
-    uint32_t chunks; /* the exchange's chunks on the second run (the first runs one); 0: default */
+    int skew;      /* a selection bias that sends most choices to the last rank's experts */
+    int ties;      /* two experts with the same router row */
+    int nan_token; /* one token (rank 0's first) holds a NaN */
+    int drops;     /* the case must drop choices (its capacity bites) */
+    uint32_t
+        chunks; /* the exchange's chunks on the second run (the first runs one); 0: automatic */
 } ep_case;
 
 #define F16 MOEVK_DTYPE_F16
@@ -82,6 +83,9 @@ static const ep_case CASES[] = {
      .capacity_factor = 1.0f, .skew = 1, .chunks = 3},
     {"large_t_1000_e_32", .drops = 1, .experts_per_rank = 8, .k = 4, .d = 64, .f = 64,
      .tokens = 1000, .capacity_factor = 1.0f, .skew = 1, .chunks = 4},
+    /* Enough rows an expert (1100) that the automatic overlap degree splits them in two. */
+    {"automatic_chunks", .experts_per_rank = 1, .k = 1, .d = 16, .f = 16, .tokens = 1100,
+     .capacity_mode = DROPLESS},
 };
 
 static uint32_t experts_per_rank(const ep_case *c) {
@@ -249,7 +253,15 @@ static void check_timings(const moevk_ep_layer *ep, const ep_case *c, uint32_t c
     uint64_t mine[3] = {t.bytes_to_others, t.bytes_from_others, t.bytes_to_self}, all[3];
     MPI_Allreduce(mine, all, 3, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
     CHECK_OK(r);
-    CHECK(t.chunks == (chunks ? chunks : MOEVK_EP_DEFAULT_CHUNKS), "chunks %u", t.chunks);
+    uint64_t rows = 0;
+    for (uint32_t e = 0; e < E; ++e) rows += counts[e];
+    uint64_t automatic = rows / E / MOEVK_EP_AUTO_CHUNK_ROWS;
+    automatic = automatic < 1                          ? 1
+                : automatic > MOEVK_EP_AUTO_MAX_CHUNKS ? MOEVK_EP_AUTO_MAX_CHUNKS
+                                                       : automatic;
+    CHECK(t.chunks == (chunks ? chunks : automatic), "chunks %u", t.chunks);
+    CHECK(chunks || strcmp(c->name, "automatic_chunks") != 0 || t.chunks == 2,
+          "automatic chunks %u", t.chunks);
     CHECK(t.forward_seconds > 0 && t.route_seconds >= 0 && t.combine_seconds >= 0 &&
               t.exchange_seconds >= 0 && t.experts_seconds >= 0 && t.exposed_seconds >= 0,
           "negative times");
@@ -262,9 +274,7 @@ static void check_timings(const moevk_ep_layer *ep, const ep_case *c, uint32_t c
     CHECK(all[0] == all[1], "%llu bytes sent, %llu received", (unsigned long long)all[0],
           (unsigned long long)all[1]);
     /* Each kept row goes out in hidden_type and comes back in f32, once. */
-    uint64_t rows = 0,
-             row = (uint64_t)c->d * ((c->hidden_type == F16 || c->hidden_type == BF16 ? 2 : 4) + 4);
-    for (uint32_t e = 0; e < E; ++e) rows += counts[e];
+    uint64_t row = (uint64_t)c->d * ((c->hidden_type == F16 || c->hidden_type == BF16 ? 2 : 4) + 4);
     CHECK(all[0] + all[2] == rows * row, "%llu bytes exchanged for %llu kept rows of %llu bytes",
           (unsigned long long)(all[0] + all[2]), (unsigned long long)rows, (unsigned long long)row);
     CHECK(T > 0 || t.bytes_to_others + t.bytes_to_self == 0, "a rank without tokens sent");
