@@ -30,7 +30,8 @@ typedef struct layer_args {
     const char *grad_output; /* --grad-output: DY.npy */
     moevk_loss_info loss;    /* --loss: the losses joining the gradient */
     int want_losses;
-    int expert_parallel; /* --expert-parallel: the experts over MPI ranks (under mpirun) */
+    int expert_parallel;      /* --expert-parallel: the experts over MPI ranks (under mpirun) */
+    uint32_t exchange_chunks; /* --exchange-chunks: its overlap degree, 0 automatic */
 } layer_args;
 
 static void layer_given(void *args) { ((layer_args *)args)->layer_given = 1; }
@@ -77,6 +78,10 @@ static const option LAYER_OPTIONS[] = {
              "under mpirun: the experts spread over the ranks, each rank a share of the tokens; "
              "rank 0 writes what one process writes",
              expert_parallel, NULL),
+    OPT_UINT("--exchange-chunks", "N",
+             "with --expert-parallel: each expert's rows exchanged and run in N chunks that "
+             "overlap (1 none; default 0: chosen from the batch)",
+             exchange_chunks, 0, 16, NULL),
     ROUTING_OPTIONS(NULL),
 };
 
@@ -135,6 +140,8 @@ static int check_args(const layer_args *a) {
 #ifndef MOEVK_CLI_MPI
     if (a->expert_parallel) BAD("--expert-parallel: this moevk was built without MPI");
 #endif
+    if (a->exchange_chunks && !a->expert_parallel)
+        BAD("--exchange-chunks is an option of --expert-parallel");
     if (a->expert_parallel && a->grad_output)
         BAD("--expert-parallel runs the forward only: the backward's exchange is not there yet");
     return 1;
@@ -308,9 +315,9 @@ static int run_expert_parallel(layer_args *a, layer_inputs *in, const moevk_laye
         layer_forward_arrays arrays = {o.output, o.logits, o.weights, o.token_scores, o.ids,
                                        o.slots,  o.counts, o.offsets, &stats};
         char error[1024];
-        moevk_result r =
-            layer_forward_expert_parallel(context, info, &in->weights, &in->config, &input, &arrays,
-                                          &writer, error, sizeof error);
+        moevk_result r = layer_forward_expert_parallel(context, info, a->exchange_chunks,
+                                                       &in->weights, &in->config, &input, &arrays,
+                                                       &writer, error, sizeof error);
         if (r != MOEVK_SUCCESS) {
             if (writer) fprintf(stderr, "moevk layer: %s\n", error);
             status = r == MOEVK_ERROR_INVALID_ARGUMENT || r == MOEVK_ERROR_UNSUPPORTED ? 2 : 1;

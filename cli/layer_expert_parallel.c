@@ -35,7 +35,8 @@ static int gather_rows(void *data, size_t row_bytes, uint64_t T, int rank, int r
 }
 
 moevk_result layer_forward_expert_parallel(moevk_context *context, const moevk_layer_info *info,
-                                           const layer_weights *weights, const model_config *config,
+                                           uint32_t exchange_chunks, const layer_weights *weights,
+                                           const model_config *config,
                                            const moevk_route_input *input,
                                            const layer_forward_arrays *out, int *writer,
                                            char *error, size_t error_size) {
@@ -60,6 +61,7 @@ moevk_result layer_forward_expert_parallel(moevk_context *context, const moevk_l
     moevk_ep_layer_info_init(&ep_info);
     ep_info.layer = &layer_info;
     ep_info.comm = MPI_COMM_WORLD;
+    ep_info.exchange_chunks = exchange_chunks;
     moevk_ep_layer *layer = NULL;
     moevk_result r = moevk_ep_layer_create(context, &ep_info, &layer);
     uint32_t own = 0, count = 0;

@@ -18,11 +18,12 @@ typedef struct layer_forward_arrays {
 } layer_forward_arrays;
 
 /* Rank r runs tokens [r T / R, (r + 1) T / R) of input (input->num_tokens = T), its experts' and
- * the shared weights uploaded from weights. Sets *writer on rank 0 (which prints errors and
- * writes the files); on failure, error gets a line (the same on every rank where the layer
- * agreed it). MPI is started and finished here. */
+ * the shared weights uploaded from weights, its exchange in exchange_chunks (0: automatic). Sets
+ * *writer on rank 0 (which prints errors and writes the files); on failure, error gets a line (the
+ * same on every rank where the layer agreed it). MPI is started and finished here. */
 moevk_result layer_forward_expert_parallel(moevk_context *context, const moevk_layer_info *info,
-                                           const layer_weights *weights, const model_config *config,
+                                           uint32_t exchange_chunks, const layer_weights *weights,
+                                           const model_config *config,
                                            const moevk_route_input *input,
                                            const layer_forward_arrays *out, int *writer,
                                            char *error, size_t error_size);

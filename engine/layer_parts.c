@@ -136,8 +136,9 @@ moevk_result moevk_parts_combine(moevk_layer *layer, const int32_t *rows, const 
     return run_plan(router, plan);
 }
 
-moevk_result moevk_parts_experts(moevk_layer *layer, const void *rows, const uint32_t *counts,
-                                 uint32_t ffn_tokens, float *expert_out) {
+moevk_result moevk_parts_experts_submit(moevk_layer *layer, const void *rows,
+                                        const uint32_t *counts, uint32_t ffn_tokens,
+                                        float *expert_out) {
     moevk_result r = check_role(layer, PARTS_EXPERTS);
     if (r != MOEVK_SUCCESS) return r;
     moevk_router *router = layer->router;
@@ -180,5 +181,12 @@ moevk_result moevk_parts_experts(moevk_layer *layer, const void *rows, const uin
         transfer_download(plan, BINDING_EXPERT_OUT, expert_out, N * d * 4);
     }
     host_free(context->allocator, info);
-    return r == MOEVK_SUCCESS ? run_plan(router, plan) : r;
+    if (r == MOEVK_SUCCESS) r = transfer_submit(plan);
+    if (r == MOEVK_SUCCESS) router->pending = PENDING_BACKWARD; /* completed by moevk_parts_wait */
+    return r;
+}
+
+moevk_result moevk_parts_wait(moevk_layer *layer, uint64_t timeout_ns) {
+    if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
+    return moevk_router_wait(layer->router, timeout_ns);
 }

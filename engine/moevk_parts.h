@@ -53,10 +53,17 @@ MOEVK_API moevk_result moevk_parts_combine(moevk_layer *layer, const int32_t *ro
 
 /* EXPERTS: rows [N, d] (host, hidden_type) grouped by expert, counts[e] rows of expert e after
  * expert e - 1's, N = the sum of counts (at most max_tokens), through each one's FFN into
- * expert_out [N, d] f32 (host). ffn_tokens as moevk_parts_route takes it. Waits. */
-MOEVK_API moevk_result moevk_parts_experts(moevk_layer *layer, const void *rows,
-                                           const uint32_t *counts, uint32_t ffn_tokens,
-                                           float *expert_out);
+ * expert_out [N, d] f32 (host), written by moevk_parts_wait. Each row's output depends on that
+ * row alone (and ffn_tokens), never on the others in the call: a batch split into calls gives
+ * the same bits. ffn_tokens as moevk_parts_route takes it. Submits and returns (N = 0: nothing
+ * to wait for); rows may be reused at once. */
+MOEVK_API moevk_result moevk_parts_experts_submit(moevk_layer *layer, const void *rows,
+                                                  const uint32_t *counts, uint32_t ffn_tokens,
+                                                  float *expert_out);
+
+/* Waits up to timeout_ns for the last moevk_parts_experts_submit (MOEVK_NOT_READY: still
+ * running; SUCCESS: its expert_out written, or nothing was pending). */
+MOEVK_API moevk_result moevk_parts_wait(moevk_layer *layer, uint64_t timeout_ns);
 
 /* The route's statistics as one process's route computes them from its counts and sums:
  * expert_info counts before drops [E], kept [E] and offsets [E + 1]; capacity (UINT32_MAX:

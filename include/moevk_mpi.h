@@ -39,7 +39,18 @@ typedef struct moevk_ep_layer_info {
     const moevk_layer_info *layer;
     MPI_Comm comm;          /* duplicated: the layer's exchanges never meet the caller's */
     double timeout_seconds; /* the longest a rank waits for the others; 0: 600 s */
+    /* The overlap degree (Tutel's): each expert's rows travel and run in this many chunks, the
+     * device computing one while MPI moves the next rows in and the last results out. 1: no
+     * overlap; at most MOEVK_EP_MAX_CHUNKS. 0: chosen at every forward from the whole batch's
+     * kept rows: one chunk for each MOEVK_EP_AUTO_CHUNK_ROWS rows an expert runs on average, 1
+     * to MOEVK_EP_AUTO_MAX_CHUNKS (a chunk pays for whole row tiles, so small chunks cost the
+     * device more than their overlap saves). The same on every rank. The outputs do not depend
+     * on it. Since moevk 0.7. */
+    uint32_t exchange_chunks;
+    uint32_t reserved; /* must be zero */
 } moevk_ep_layer_info;
+
+enum { MOEVK_EP_MAX_CHUNKS = 16, MOEVK_EP_AUTO_CHUNK_ROWS = 512, MOEVK_EP_AUTO_MAX_CHUNKS = 4 };
 
 static inline void moevk_ep_layer_info_init(moevk_ep_layer_info *info) { MOEVK_INIT_STRUCT_(info); }
 
@@ -73,6 +84,32 @@ MOEVK_API moevk_result moevk_ep_layer_set_weights(moevk_ep_layer *layer, moevk_l
  * (UNSUPPORTED: pass inference). */
 MOEVK_API moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_input *input,
                                               const moevk_layer_output *output);
+
+/* Where the last forward's time went on this rank, and the bytes it exchanged. */
+typedef struct moevk_ep_timings {
+    uint32_t struct_size;   /* see "Structs that grow" */
+    uint32_t chunks;        /* its overlap degree (the one chosen, where automatic) */
+    double forward_seconds; /* the whole call */
+    /* Routing this rank's tokens (router projection, route, shared experts) and agreeing on
+     * every rank's counts. */
+    double route_seconds;
+    /* From posting the rows' exchange until the last result came back: what an exchange
+     * without overlap adds to the experts' time. */
+    double exchange_seconds;
+    /* Of exchange_seconds: the time this rank's experts ran on the device (submit to seen
+     * done), and the time the host waited on MPI with none of them running. */
+    double experts_seconds, exposed_seconds;
+    double combine_seconds;
+    /* Bytes this rank's two exchanges (rows out, results back) sent to and received from the
+     * other ranks, and those it sent itself (copied by MPI, not over a link). */
+    uint64_t bytes_to_others, bytes_from_others, bytes_to_self;
+} moevk_ep_timings;
+
+static inline void moevk_ep_timings_init(moevk_ep_timings *timings) { MOEVK_INIT_STRUCT_(timings); }
+
+/* Not collective: the last successful forward's timings on this rank (zeros before one). */
+MOEVK_API moevk_result moevk_ep_layer_timings(const moevk_ep_layer *layer,
+                                              moevk_ep_timings *timings);
 
 #ifdef __cplusplus
 }

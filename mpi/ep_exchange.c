@@ -20,10 +20,24 @@ moevk_result ep_fail(moevk_ep_layer *layer, moevk_result result, const char *for
 
 /* Lets the other ranks (and this rank's MPI progress) run while a call is pending: ranks often
  * outnumber the cores they share. */
-static void pause_briefly(void) {
+void ep_pause(void) {
     struct timespec pause = {0, 50000};
     nanosleep(&pause, NULL);
 }
+
+/* SUCCESS for MPI_SUCCESS; else the layer is broken and the result PEER, with MPI's words. */
+static moevk_result mpi_failed(moevk_ep_layer *layer, int mpi_result, const char *what) {
+    if (mpi_result == MPI_SUCCESS) return MOEVK_SUCCESS;
+    layer->broken = 1;
+    char text[MPI_MAX_ERROR_STRING];
+    int length = 0;
+    if (MPI_Error_string(mpi_result, text, &length) != MPI_SUCCESS) length = 0;
+    text[length] = '\0';
+    return ep_fail(layer, MOEVK_ERROR_PEER, "rank %d: MPI failed (%s): %s", layer->rank, what,
+                   text);
+}
+
+enum { PENDING = sizeof((moevk_ep_layer *)0)->pending / sizeof(MPI_Request) };
 
 moevk_result ep_wait(moevk_ep_layer *layer, int mpi_result, MPI_Request *request,
                      const char *what) {
@@ -35,27 +49,34 @@ moevk_result ep_wait(moevk_ep_layer *layer, int mpi_result, MPI_Request *request
         mpi_result = MPI_Test(request, &done, MPI_STATUS_IGNORE);
         if (mpi_result != MPI_SUCCESS || done) break;
         if (MPI_Wtime() > deadline) {
-            /* The request stays pending: its buffers go to the layer (ep_abandon). */
+            /* The request stays pending: its buffers go to the layer (ep_abandon). One of
+             * `pending` stays there. */
             layer->broken = 1;
-            layer->abandoned = *request;
+            if (request < layer->pending || request >= layer->pending + PENDING)
+                layer->abandoned = *request;
             return ep_fail(layer, MOEVK_ERROR_PEER,
                            "rank %d: no answer from the other ranks within %g s (%s)", layer->rank,
                            layer->timeout_seconds, what);
         }
-        pause_briefly();
+        ep_pause();
     }
-    if (mpi_result == MPI_SUCCESS) return MOEVK_SUCCESS;
-    layer->broken = 1;
-    char text[MPI_MAX_ERROR_STRING];
-    int length = 0;
-    if (MPI_Error_string(mpi_result, text, &length) != MPI_SUCCESS) length = 0;
-    text[length] = '\0';
-    return ep_fail(layer, MOEVK_ERROR_PEER, "rank %d: MPI failed (%s): %s", layer->rank, what,
-                   text);
+    return mpi_failed(layer, mpi_result, what);
+}
+
+moevk_result ep_progress(moevk_ep_layer *layer) {
+    int done = 0, indices[PENDING];
+    int result = MPI_Testsome(PENDING, layer->pending, &done, indices, MPI_STATUSES_IGNORE);
+    return mpi_failed(layer, result, "moving the exchanges on");
+}
+
+int ep_requests_outstanding(moevk_ep_layer *layer) {
+    int outstanding = 0;
+    for (int i = 0; i < PENDING; ++i) outstanding |= layer->pending[i] != MPI_REQUEST_NULL;
+    return outstanding || layer->abandoned != MPI_REQUEST_NULL;
 }
 
 int ep_abandon(moevk_ep_layer *layer, void *memory) {
-    if (!memory || layer->abandoned == MPI_REQUEST_NULL) return 0;
+    if (!memory || !ep_requests_outstanding(layer)) return 0;
     if (layer->abandoned_count == (int)(sizeof layer->abandoned_memory / sizeof(void *)))
         return 1; /* never reached: a forward abandons fewer */
     layer->abandoned_memory[layer->abandoned_count++] = memory;

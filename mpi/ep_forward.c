@@ -3,34 +3,12 @@
  * process's bucketing gives it: k-major, then token order across the ranks in rank order),
  * send the kept rows to their experts' ranks, run this rank's experts on what arrives, send the
  * results back and combine. */
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ep_internal.h"
 
 #define REJECT(...) return ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
-
-/* One forward's host memory. */
-typedef struct forward_state {
-    uint32_t T, total_tokens, capacity;
-    int32_t *ids;                     /* [T, k] this rank's choices */
-    float *weights;                   /* [T, k] */
-    int32_t *slots;                   /* [T, k] global slots, -1 where dropped */
-    int32_t *rows;                    /* [T, k] the row of the returned results, -1 where dropped */
-    uint32_t *tables;                 /* [R][1 + TABLE words]: every rank's counts and sums */
-    uint32_t *kept;                   /* [R][E] rows rank q keeps for expert e */
-    uint32_t *counts_before, *counts; /* [E] the whole batch's */
-    uint32_t *offsets;      /* [E + 1] each expert's first row, padded as one process pads */
-    uint32_t *send_first;   /* [E + 1] each expert's first row in what this rank sends */
-    void *send;             /* [sent, d] hidden_type: this rank's kept rows, expert by expert */
-    float *returned;        /* [sent, d] f32: their experts' outputs */
-    void *received;         /* [N, d] hidden_type: rows for this rank's experts, expert-major */
-    float *expert_out;      /* [N, d] f32 */
-    uint32_t *local_counts; /* [E / R] rows for each of this rank's experts */
-    uint32_t sent, received_rows;
-    moevk_route_stats stats; /* the home route's (this rank's tokens) */
-} forward_state;
 
 /* Words of a rank's route table: non-finite and masked rows, counts per choice [k][E], then the
  * float sums (bits) of the statistics, [E] probabilities and 3 scalars. */
@@ -45,10 +23,11 @@ static void release(moevk_ep_layer *layer, void *memory) {
 }
 
 static void free_state(moevk_ep_layer *layer, forward_state *s) {
-    void *all[] = {s->ids,      s->weights,       s->slots,       s->rows, s->tables,
-                   s->kept,     s->counts_before, s->send_first,  s->send, s->returned,
-                   s->received, s->expert_out,    s->local_counts};
+    void *all[] = {s->ids,    s->weights,  s->slots,         s->rows,
+                   s->tables, s->kept,     s->counts_before, s->send_first,
+                   s->send,   s->returned, s->received,      s->expert_out};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) release(layer, all[i]);
+    ep_free_exchange(s->exchange);
 }
 
 static int host_or_none(const moevk_tensor *tensor) {
@@ -98,9 +77,8 @@ static moevk_result allocate(moevk_ep_layer *layer, forward_state *s) {
     s->kept = calloc(R * E, 4);
     s->counts_before = calloc(3 * E + 1, 4);
     s->send_first = calloc(E + 1, 4);
-    s->local_counts = calloc(layer->local_experts, 4);
     if (!s->ids || !s->weights || !s->slots || !s->rows || !s->tables || !s->kept ||
-        !s->counts_before || !s->send_first || !s->local_counts)
+        !s->counts_before || !s->send_first)
         return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d: the forward's tables",
                        layer->rank);
     s->counts = s->counts_before + E;
@@ -204,122 +182,13 @@ static moevk_result gather_sends(moevk_ep_layer *layer, forward_state *s, const 
     return MOEVK_SUCCESS;
 }
 
-/* The types and displacements of one exchange: this rank's rows, contiguous per destination,
- * against the experts' rows, expert-major with each expert's rows in source rank order (an
- * indexed type per source). `to_experts` 1: hidden rows out; 0: the results back. */
-typedef struct exchange_plan {
-    int *counts_out, *displs_out, *counts_in, *displs_in;
-    MPI_Datatype *types_out, *types_in;
-    MPI_Datatype row; /* the contiguous side's row */
-    int ranks;
-} exchange_plan;
-
-static void free_plan(exchange_plan *plan) {
-    for (int q = 0; plan->types_in && q < plan->ranks; ++q)
-        if (plan->types_in[q] != MPI_DATATYPE_NULL && plan->types_in[q] != plan->row)
-            MPI_Type_free(&plan->types_in[q]);
-    if (plan->row != MPI_DATATYPE_NULL) MPI_Type_free(&plan->row);
-    free(plan->counts_out);
-    free(plan->types_out);
-}
-
-/* The indexed side (this rank's experts' rows, from or to each source rank). */
-static moevk_result plan_exchange(moevk_ep_layer *layer, const forward_state *s, size_t row_bytes,
-                                  exchange_plan *plan) {
-    int R = layer->ranks;
-    uint32_t E = layer->num_experts, L = layer->local_experts, first = layer->first_expert;
-    memset(plan, 0, sizeof *plan);
-    plan->ranks = R;
-    plan->row = MPI_DATATYPE_NULL;
-    plan->counts_out = calloc((size_t)R * 4, sizeof(int));
-    plan->types_out = calloc((size_t)R * 2, sizeof(MPI_Datatype));
-    int *lengths = calloc((size_t)L * 2 + 1, sizeof(int));
-    if (!plan->counts_out || !plan->types_out || !lengths) {
-        free(lengths);
-        return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d: exchange", layer->rank);
-    }
-    plan->displs_out = plan->counts_out + R;
-    plan->counts_in = plan->counts_out + 2 * R;
-    plan->displs_in = plan->counts_out + 3 * R;
-    plan->types_in = plan->types_out + R;
-    for (int q = 0; q < R; ++q) plan->types_in[q] = MPI_DATATYPE_NULL;
-    int *offsets = lengths + L;
-    if (MPI_Type_contiguous((int)row_bytes, MPI_BYTE, &plan->row) != MPI_SUCCESS ||
-        MPI_Type_commit(&plan->row) != MPI_SUCCESS) {
-        free(lengths);
-        return ep_fail(layer, MOEVK_ERROR_PEER, "rank %d: MPI_Type_contiguous", layer->rank);
-    }
-    /* Each of this rank's experts' first row, then each source's rows in it. */
-    uint64_t expert_first[MOEVK_MAX_EXPERTS + 1] = {0};
-    for (uint32_t l = 0; l < L; ++l) {
-        uint64_t n = 0;
-        for (int q = 0; q < R; ++q) n += s->kept[(size_t)q * E + first + l];
-        expert_first[l + 1] = expert_first[l] + n;
-    }
-    uint64_t before[MOEVK_MAX_EXPERTS] = {0}; /* rows from the ranks before q */
-    moevk_result r = MOEVK_SUCCESS;
-    for (int q = 0; q < R && r == MOEVK_SUCCESS; ++q) {
-        uint64_t n = 0;
-        for (uint32_t l = 0; l < L; ++l) {
-            uint32_t rows = s->kept[(size_t)q * E + first + l];
-            lengths[l] = (int)rows;
-            offsets[l] = (int)(expert_first[l] + before[l]);
-            before[l] += rows;
-            n += rows;
-        }
-        plan->counts_in[q] = n ? 1 : 0;
-        plan->types_in[q] = plan->row;
-        if (n && (MPI_Type_indexed((int)L, lengths, offsets, plan->row, &plan->types_in[q]) !=
-                      MPI_SUCCESS ||
-                  MPI_Type_commit(&plan->types_in[q]) != MPI_SUCCESS))
-            r = ep_fail(layer, MOEVK_ERROR_PEER, "rank %d: MPI_Type_indexed", layer->rank);
-        /* This rank's rows for q's experts: one block from send_first. */
-        uint32_t q_first = (uint32_t)q * L;
-        plan->types_out[q] = plan->row;
-        plan->counts_out[q] = (int)(s->send_first[q_first + L] - s->send_first[q_first]);
-        plan->displs_out[q] = (int)(s->send_first[q_first] * row_bytes);
-    }
-    free(lengths);
-    return r;
-}
-
-/* The hidden rows to the experts' ranks, or (to_experts 0) the results back. */
-static moevk_result exchange(moevk_ep_layer *layer, forward_state *s, int to_experts) {
-    size_t row_bytes = to_experts ? (size_t)layer->hidden_size * layer->hidden_bytes
-                                  : (size_t)layer->hidden_size * 4;
-    uint64_t largest = (uint64_t)(s->sent > s->received_rows ? s->sent : s->received_rows);
-    if (largest * row_bytes > INT_MAX || largest > INT_MAX)
-        return ep_fail(layer, MOEVK_ERROR_TOO_LARGE,
-                       "rank %d: %llu rows of %zu bytes pass MPI's int displacements", layer->rank,
-                       (unsigned long long)largest, row_bytes);
-    exchange_plan plan;
-    moevk_result r = plan_exchange(layer, s, row_bytes, &plan);
-    MPI_Request request;
-    if (r == MOEVK_SUCCESS && to_experts) {
-        int started =
-            MPI_Ialltoallw(s->send, plan.counts_out, plan.displs_out, plan.types_out, s->received,
-                           plan.counts_in, plan.displs_in, plan.types_in, layer->comm, &request);
-        r = ep_wait(layer, started, &request, "sending rows to the experts' ranks");
-    } else if (r == MOEVK_SUCCESS) {
-        int started = MPI_Ialltoallw(s->expert_out, plan.counts_in, plan.displs_in, plan.types_in,
-                                     s->returned, plan.counts_out, plan.displs_out, plan.types_out,
-                                     layer->comm, &request);
-        r = ep_wait(layer, started, &request, "returning the experts' outputs");
-    }
-    free_plan(&plan);
-    return r;
-}
-
 /* Room for the rows every rank sends this rank's experts, and their outputs. */
 static moevk_result allocate_received(moevk_ep_layer *layer, forward_state *s) {
     uint32_t E = layer->num_experts, L = layer->local_experts;
     s->received_rows = 0;
-    for (uint32_t l = 0; l < L; ++l) {
-        s->local_counts[l] = 0;
+    for (uint32_t l = 0; l < L; ++l)
         for (int q = 0; q < layer->ranks; ++q)
-            s->local_counts[l] += s->kept[(size_t)q * E + layer->first_expert + l];
-        s->received_rows += s->local_counts[l];
-    }
+            s->received_rows += s->kept[(size_t)q * E + layer->first_expert + l];
     size_t d = layer->hidden_size;
     s->received = malloc(s->received_rows * d * layer->hidden_bytes + 1);
     s->expert_out = malloc(s->received_rows * d * 4 + 1);
@@ -389,6 +258,10 @@ moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_inp
                        layer->rank);
     forward_state s;
     memset(&s, 0, sizeof s);
+    moevk_ep_timings *t = &layer->timings;
+    moevk_ep_timings_init(t);
+    t->chunks = layer->chunks ? layer->chunks : 1; /* the exchange says which, if there is one */
+    double start = MPI_Wtime();
     const moevk_route_output *route = output ? output->route : NULL;
     moevk_result r = check_call(layer, input, output, route);
     if (r == MOEVK_SUCCESS) r = allocate(layer, &s);
@@ -417,17 +290,14 @@ moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_inp
             place_choices(layer, &s);
             moevk_result local = gather_sends(layer, &s, input->hidden.host);
             if (local == MOEVK_SUCCESS) local = allocate_received(layer, &s);
+            if (local == MOEVK_SUCCESS) local = ep_plan_exchange(layer, &s, &s.exchange);
             r = ep_agree(layer, local, NULL, 0, agreed, "planning the exchange");
         }
-        if (r == MOEVK_SUCCESS) r = exchange(layer, &s, 1);
-        if (r == MOEVK_SUCCESS) {
-            moevk_result local = MOEVK_SUCCESS;
-            if (s.received_rows > 0)
-                local = moevk_parts_experts(layer->experts, s.received, s.local_counts,
-                                            s.total_tokens, s.expert_out);
-            r = ep_agree(layer, local, NULL, 0, agreed, "running the experts");
-        }
-        if (r == MOEVK_SUCCESS) r = exchange(layer, &s, 0);
+        t->route_seconds = MPI_Wtime() - start;
+        if (r == MOEVK_SUCCESS)
+            r = ep_agree(layer, ep_exchange_and_run(layer, &s), NULL, 0, agreed,
+                         "running the experts");
+        double combine_start = MPI_Wtime();
         if (r == MOEVK_SUCCESS) {
             moevk_result local = MOEVK_SUCCESS;
             if (s.T > 0)
@@ -439,8 +309,10 @@ moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_inp
             for (int q = 0; r == MOEVK_SUCCESS && q < layer->ranks; ++q)
                 unrouted += agreed[2 * q + 1];
         }
+        t->combine_seconds = MPI_Wtime() - combine_start;
     }
     if (r == MOEVK_SUCCESS && route) write_route(layer, &s, unrouted, route);
+    t->forward_seconds = MPI_Wtime() - start;
     release(layer, agreed);
     free_state(layer, &s);
     return r;

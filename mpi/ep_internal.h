@@ -20,17 +20,63 @@ struct moevk_ep_layer {
     uint32_t num_experts, top_k, hidden_size, hidden_bytes;
     uint32_t first_expert, local_experts; /* this rank's experts */
     uint32_t max_tokens;                  /* this rank's largest T */
-    /* After a timeout: the request MPI still holds, and the memory it may still write (freed
-     * at destroy if the request has ended by then, else left to MPI, which may complete it). */
+    uint32_t chunks;                      /* the exchange's overlap degree; 0: automatic */
+    /* The forward's exchanges in flight, each chunk's rows out and its results back ([2][chunk]),
+     * MPI_REQUEST_NULL once done. */
+    MPI_Request pending[2 * MOEVK_EP_MAX_CHUNKS];
+    moevk_ep_timings timings; /* the last forward's */
+    /* After a timeout: the request MPI still holds (beside those in `pending`), and the memory
+     * they may still write (freed at destroy if they have ended by then, else left to MPI,
+     * which may complete them). */
     MPI_Request abandoned;
     void *abandoned_memory[16];
     int abandoned_count;
     char message[512]; /* a failing rank's message, broadcast (the layer outlives a timeout) */
 };
 
+/* A forward's exchange: its chunks and MPI types (ep_pipeline.c). */
+typedef struct ep_exchange ep_exchange;
+
+/* One forward's host memory. */
+typedef struct forward_state {
+    uint32_t T, total_tokens, capacity;
+    int32_t *ids;                     /* [T, k] this rank's choices */
+    float *weights;                   /* [T, k] */
+    int32_t *slots;                   /* [T, k] global slots, -1 where dropped */
+    int32_t *rows;                    /* [T, k] the row of the returned results, -1 where dropped */
+    uint32_t *tables;                 /* [R][1 + TABLE words]: every rank's counts and sums */
+    uint32_t *kept;                   /* [R][E] rows rank q keeps for expert e */
+    uint32_t *counts_before, *counts; /* [E] the whole batch's */
+    uint32_t *offsets;    /* [E + 1] each expert's first row, padded as one process pads */
+    uint32_t *send_first; /* [E + 1] each expert's first row in what this rank sends */
+    void *send;           /* [sent, d] hidden_type: this rank's kept rows, expert by expert */
+    float *returned;      /* [sent, d] f32: their experts' outputs */
+    /* [N, d] hidden_type: rows for this rank's experts, chunk-major, then expert-major, each
+     * expert's rows in source rank order (ep_pipeline.c) */
+    void *received;
+    float *expert_out; /* [N, d] f32, as received */
+    uint32_t sent, received_rows;
+    moevk_route_stats stats; /* the home route's (this rank's tokens) */
+    ep_exchange *exchange;
+} forward_state;
+
+/* The chunks and types of s's exchange, from every rank's kept rows (this rank's part of the
+ * plan: its failure is agreed before any exchange). */
+moevk_result ep_plan_exchange(moevk_ep_layer *layer, const forward_state *s, ep_exchange **out);
+void ep_free_exchange(ep_exchange *exchange); /* NULL: no-op */
+
+/* The rows' exchange to this rank's experts, the experts over what arrives, and their results'
+ * exchange back into s->returned, in layer->chunks chunks that overlap (the device runs one
+ * while MPI moves others). A rank whose experts fail still takes part in every exchange: the
+ * result is its own, for the caller to agree on. Fills the timings' exchange fields. */
+moevk_result ep_exchange_and_run(moevk_ep_layer *layer, forward_state *s);
+
 /* Hands memory a timed-out request may still write to the layer (a no-op for NULL, or when
  * nothing timed out: then the caller frees it). Returns 1 when taken. */
 int ep_abandon(moevk_ep_layer *layer, void *memory);
+
+/* Whether a timed-out request may still be in MPI's hands. */
+int ep_requests_outstanding(moevk_ep_layer *layer);
 
 /* Records a formatted message as the context's last error; returns result. */
 moevk_result ep_fail(moevk_ep_layer *layer, moevk_result result, const char *format, ...)
@@ -47,7 +93,13 @@ moevk_result ep_agree(moevk_ep_layer *layer, moevk_result local, const uint32_t 
                       size_t words, uint32_t *gathered, const char *what);
 
 /* Waits for a nonblocking MPI call up to the layer's timeout (PEER after it, or when MPI
- * fails: the layer is then broken). */
+ * fails: the layer is then broken), driving the layer's pending requests meanwhile. */
 moevk_result ep_wait(moevk_ep_layer *layer, int mpi_result, MPI_Request *request, const char *what);
+
+/* Lets MPI move the layer's pending requests on (PEER when one fails: the layer is broken). */
+moevk_result ep_progress(moevk_ep_layer *layer);
+
+/* Gives the other ranks and this rank's MPI progress the core a moment. */
+void ep_pause(void);
 
 #endif

@@ -18,19 +18,18 @@ static uint64_t float_bits(float value) {
 #define CONFIG_FIELDS(X)                                                                           \
     X("num_experts", r->num_experts)                                                               \
     X("top_k", r->top_k)                                                                           \
-    X("hidden_size", r->hidden_size) X("logits_type", r->logits_type)                              \
-        X("hidden_type", r->hidden_type) X("score", r->score) X(                                   \
-            "temperature", float_bits(r->temperature)) X("renormalize", r->renormalize != 0)       \
-            X("scale", float_bits(r->scale)) X("capacity_mode", r->capacity_mode) X(               \
-                "capacity_factor", float_bits(r->capacity_factor))                                 \
-                X("min_capacity", r->min_capacity) X("capacity", r->capacity) X(                   \
-                    "pad_multiple", r->pad_multiple > 1 ? r->pad_multiple : 1) X("drop_policy",    \
-                                                                                 r->drop_policy)   \
-                    X("noise", r->noise) X("noise_amount", float_bits(r->noise_amount)) X(         \
-                        "noise_seed", r->noise_seed) X("learned_noise", r->learned_noise != 0)     \
+    X("hidden_size", r->hidden_size)                                                               \
+    X("logits_type", r->logits_type) X("hidden_type", r->hidden_type) X("score", r->score) X(      \
+        "temperature", float_bits(r->temperature)) X("renormalize", r->renormalize != 0)           \
+        X("scale", float_bits(r->scale)) X("capacity_mode", r->capacity_mode) X(                   \
+            "capacity_factor", float_bits(r->capacity_factor)) X("min_capacity", r->min_capacity)  \
+            X("capacity", r->capacity) X("pad_multiple", r->pad_multiple > 1                       \
+                                                             ? r->pad_multiple                     \
+                                                             : 1) X("drop_policy", r->drop_policy) \
+                X("noise", r->noise) X("noise_amount", float_bits(r->noise_amount))                \
+                    X("noise_seed", r->noise_seed) X("learned_noise", r->learned_noise != 0)       \
                         X("noise_epsilon", float_bits(r->noise_epsilon)) X(                        \
-                            "noisy_scores",                                                        \
-                            r->noisy_scores != 0) SCHEDULE(X, noise_schedule)                      \
+                            "noisy_scores", r->noisy_scores != 0) SCHEDULE(X, noise_schedule)      \
                             SCHEDULE(X, temperature_schedule) SCHEDULE(                            \
                                 X, capacity_factor_schedule) X("losses", r->losses != 0)           \
                                 X("num_groups", r->num_groups) X("topk_groups", r->topk_groups)    \
@@ -49,7 +48,8 @@ static uint64_t float_bits(float value) {
                                                             "shared_intermediate_size",            \
                                                             l->shared_intermediate_size)           \
                                                             X("shared_gate", l->shared_gate != 0)  \
-                                                                X("trainable", l->trainable != 0)
+                                                                X("trainable", l->trainable != 0)  \
+                                                                    X("exchange_chunks", chunks)
 #define SCHEDULE(X, s)                                                                             \
     X(#s ".kind", r->s.kind)                                                                       \
     X(#s ".start", float_bits(r->s.start))                                                         \
@@ -62,7 +62,7 @@ enum { FIELDS = sizeof FIELD_NAMES / sizeof FIELD_NAMES[0] };
 /* The table each rank sends: the fields (two words each), then its max_tokens. */
 enum { CONFIG_WORDS = 2 * FIELDS + 1 };
 
-static void config_table(const moevk_layer_info *l, uint32_t table[CONFIG_WORDS]) {
+static void config_table(const moevk_layer_info *l, uint32_t chunks, uint32_t table[CONFIG_WORDS]) {
     const moevk_router_info *r = l->router;
     uint64_t values[] = {
 #define VALUE(name, value) (uint64_t)(value),
@@ -168,7 +168,14 @@ moevk_result moevk_ep_layer_create(moevk_context *context, const moevk_ep_layer_
     layer->timeout_seconds = info.timeout_seconds > 0 ? info.timeout_seconds : 600.0;
     const moevk_layer_info *given = info.layer;
     uint32_t table[CONFIG_WORDS] = {0};
-    if (!given || !given->router)
+    uint32_t chunks = info.exchange_chunks; /* 0: automatic */
+    for (int i = 0; i < (int)(sizeof layer->pending / sizeof layer->pending[0]); ++i)
+        layer->pending[i] = MPI_REQUEST_NULL;
+    if (chunks > MOEVK_EP_MAX_CHUNKS || info.reserved)
+        r = ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT,
+                    "exchange_chunks %u is past MOEVK_EP_MAX_CHUNKS (%d), or reserved is not zero",
+                    info.exchange_chunks, MOEVK_EP_MAX_CHUNKS);
+    else if (!given || !given->router)
         r = ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT, "info->layer and its router are required");
     else if (given->struct_size < sizeof *given ||
              given->router->struct_size < sizeof layer->router)
@@ -176,7 +183,7 @@ moevk_result moevk_ep_layer_create(moevk_context *context, const moevk_ep_layer_
                     "the layer's and router's infos must be this moevk's whole structs "
                     "(moevk_layer_info_init, moevk_router_info_init)");
     else
-        config_table(given, table);
+        config_table(given, chunks, table);
     uint32_t *gathered = calloc((size_t)layer->ranks * (1 + CONFIG_WORDS), 4);
     if (!gathered) {
         MPI_Comm_free(&layer->comm);
@@ -192,6 +199,7 @@ moevk_result moevk_ep_layer_create(moevk_context *context, const moevk_ep_layer_
         layer->hidden_size = given->router->hidden_size;
         layer->hidden_bytes = given->router->hidden_type == MOEVK_DTYPE_F32 ? 4 : 2;
         layer->max_tokens = given->router->max_tokens;
+        layer->chunks = chunks;
         r = check_supported(layer, given);
     }
     if (r == MOEVK_SUCCESS) {
@@ -217,13 +225,13 @@ void moevk_ep_layer_destroy(moevk_ep_layer *layer) {
     layer->experts = layer->home = NULL;
     /* MPI frees the communicator when its pending requests end. */
     if (layer->comm != MPI_COMM_NULL) MPI_Comm_free(&layer->comm);
-    int done = 1;
-    if (layer->abandoned != MPI_REQUEST_NULL &&
-        MPI_Test(&layer->abandoned, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-        done = 0;
+    int done = 0, indices[sizeof layer->pending / sizeof layer->pending[0]];
+    if (layer->abandoned != MPI_REQUEST_NULL) MPI_Test(&layer->abandoned, &done, MPI_STATUS_IGNORE);
+    MPI_Testsome((int)(sizeof layer->pending / sizeof layer->pending[0]), layer->pending, &done,
+                 indices, MPI_STATUSES_IGNORE);
     /* A request a peer never answered may still write its memory (and the layer's message):
      * that much stays with MPI. */
-    if (!done) return;
+    if (ep_requests_outstanding(layer)) return;
     for (int i = 0; i < layer->abandoned_count; ++i) free(layer->abandoned_memory[i]);
     free(layer);
 }
@@ -248,4 +256,13 @@ moevk_result moevk_ep_layer_set_weights(moevk_ep_layer *layer, moevk_layer_weigh
         REJECT("experts [%u, %u) are not all rank %d's: it owns [%u, %u)", first, first + count,
                layer->rank, own, end);
     return moevk_layer_set_weights(layer->experts, which, first - own, count, source);
+}
+
+moevk_result moevk_ep_layer_timings(const moevk_ep_layer *layer, moevk_ep_timings *timings) {
+    if (!layer || !timings || timings->struct_size < sizeof(uint32_t))
+        return MOEVK_ERROR_INVALID_ARGUMENT;
+    uint32_t size = timings->struct_size;
+    memcpy(timings, &layer->timings, size < sizeof *timings ? size : sizeof *timings);
+    timings->struct_size = size;
+    return MOEVK_SUCCESS;
 }

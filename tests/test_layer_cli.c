@@ -1082,6 +1082,12 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
          hidden);
     CASE("'blk.0.ffn_gate_exps.weight' is Q4_1: moevk reads F32, F16, BF16, Q8_0, Q4_0, Q5_0",
          "--weights %s --layer 0 --hidden %s", in_work("bad_q4_1.gguf"), hidden);
+    CASE("--exchange-chunks is an option of --expert-parallel",
+         "--weights %s --layer 0 --hidden %s --exchange-chunks 2", dir, hidden);
+    CASE("--exchange-chunks must be an integer",
+         "--weights %s --layer 0 --hidden %s "
+         "--expert-parallel --exchange-chunks 17",
+         dir, hidden);
 #undef CASE
     for (int i = 0; i < n; ++i) {
         char args[4096], message[2048];
@@ -1118,8 +1124,8 @@ static int same_stats(const char *a, const char *b) {
 }
 
 /* `mpirun -np R moevk layer --expert-parallel`: rank 0 writes the files one process writes,
- * byte for byte (stats.json's float sums within 1e-6: summed in rank order), over 2 and 4
- * ranks, dropless and with a global capacity that drops. */
+ * byte for byte (stats.json's float sums within 1e-6: summed in rank order), over 2 ranks
+ * (the automatic overlap) and 4 (3 chunks), dropless and with a global capacity that drops. */
 static void test_expert_parallel_writes_what_one_process_writes(void) {
     model m = {.family = "mixtral",
                .E = 8,
@@ -1152,9 +1158,9 @@ static void test_expert_parallel_writes_what_one_process_writes(void) {
                      "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
                      "ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0 LP_NUM_THREADS=1 "
                      "mpirun --oversubscribe -np %d %s layer --expert-parallel --weights %s "
-                     "--layer 0 --hidden %s --out %s %s 2>%s",
+                     "--layer 0 --hidden %s --out %s %s %s 2>%s",
                      ranks, cli_path, in_work("ep"), in_work("ep_x.npy"), in_work("ep_ranks"),
-                     routings[i], in_work("stderr.txt"));
+                     routings[i], ranks == 4 ? "--exchange-chunks 3" : "", in_work("stderr.txt"));
             int status = shell_run(command);
             read_text_file(in_work("stderr.txt"), message, sizeof message);
             CHECK(status == 0, "%d ranks, %s: %s", ranks, routings[i], message);

@@ -39,6 +39,8 @@ typedef struct ep_case {
     int ties;      /* two experts with the same router row */
     int nan_token; /* one token (rank 0's first) holds a NaN */
     int drops;     /* the case must drop choices (its capacity bites) */
+    uint32_t
+        chunks; /* the exchange's chunks on the second run (the first runs one); 0: automatic */
 } ep_case;
 
 #define F16 MOEVK_DTYPE_F16
@@ -49,13 +51,13 @@ typedef struct ep_case {
 
 static const ep_case CASES[] = {
     {"dropless", .experts_per_rank = 4, .k = 2, .d = 48, .f = 80, .tokens = 57,
-     .capacity_mode = DROPLESS, .renormalize = 1},
+     .capacity_mode = DROPLESS, .renormalize = 1, .chunks = 3},
     {"dropless_padded_ties", .experts_per_rank = 3, .k = 2, .d = 24, .f = 40, .tokens = 41,
      .capacity_mode = DROPLESS, .pad_multiple = 8, .ties = 1},
     {"capacity_global", .drops = 1, .experts_per_rank = 4, .k = 2, .d = 32, .f = 48, .tokens = 90,
      .capacity_factor = 1.0f},
     {"capacity_uneven_load", .drops = 1, .experts_per_rank = 2, .k = 2, .d = 32, .f = 40,
-     .tokens = 120, .spread = 1, .skew = 1, .capacity_factor = 1.25f},
+     .tokens = 120, .spread = 1, .skew = 1, .capacity_factor = 1.25f, .chunks = 16},
     {"capacity_fixed_unrouted", .drops = 1, .experts_per_rank = 2, .k = 1, .d = 16, .f = 24,
      .tokens = 60, .capacity_mode = FIXED, .capacity = 5, .shared_f = 32, .skew = 1},
     {"a_rank_without_tokens", .drops = 1, .experts_per_rank = 4, .k = 2, .d = 32, .f = 48,
@@ -63,7 +65,7 @@ static const ep_case CASES[] = {
     {"no_tokens_anywhere", .experts_per_rank = 2, .k = 2, .d = 16, .f = 24, .tokens = 0,
      .spread = 3},
     {"one_expert_per_rank", .experts_per_rank = 1, .k = 1, .d = 33, .f = 65, .tokens = 70,
-     .capacity_mode = DROPLESS, .activation = MOEVK_ACTIVATION_RELU, .biases = 1},
+     .capacity_mode = DROPLESS, .activation = MOEVK_ACTIVATION_RELU, .biases = 1, .chunks = 5},
     {"k_equals_e_sigmoid", .experts_per_rank = 2, .k = 16, .d = 20, .f = 28, .tokens = 33,
      .sigmoid = 1, .renormalize = 1, .capacity_mode = DROPLESS},
     {"f16_gelu_shared_gate", .experts_per_rank = 4, .k = 2, .d = 64, .f = 96, .tokens = 75,
@@ -71,16 +73,19 @@ static const ep_case CASES[] = {
      .shared_gate = 1, .capacity_factor = 1.5f},
     {"bf16_swiglu_biases_nan_token", .experts_per_rank = 3, .k = 2, .d = 40, .f = 56, .tokens = 64,
      .weight_type = BF16, .hidden_type = BF16, .biases = 1, .nan_token = 1,
-     .capacity_mode = DROPLESS},
+     .capacity_mode = DROPLESS, .chunks = 7},
     {"q8_0_experts", .experts_per_rank = 2, .k = 2, .d = 64, .f = 96, .tokens = 48,
      .weight_type = Q8_0, .capacity_mode = DROPLESS, .shared_f = 64},
     {"decode_matvec", .experts_per_rank = 4, .k = 2, .d = 64, .f = 96, .tokens = 1,
-     .capacity_mode = DROPLESS, .shared_f = 32},
+     .capacity_mode = DROPLESS, .shared_f = 32, .chunks = 16},
     /* The sizes users run: E = 256, top-8, over 4120 tokens at 4 ranks (past T = 4099). */
     {"large_e_256_k_8", .drops = 1, .experts = 256, .k = 8, .d = 32, .f = 32, .tokens = 1030,
-     .capacity_factor = 1.0f, .skew = 1},
+     .capacity_factor = 1.0f, .skew = 1, .chunks = 3},
     {"large_t_1000_e_32", .drops = 1, .experts_per_rank = 8, .k = 4, .d = 64, .f = 64,
-     .tokens = 1000, .capacity_factor = 1.0f, .skew = 1},
+     .tokens = 1000, .capacity_factor = 1.0f, .skew = 1, .chunks = 4},
+    /* Enough rows an expert (1100) that the automatic overlap degree splits them in two. */
+    {"automatic_chunks", .experts_per_rank = 1, .k = 1, .d = 16, .f = 16, .tokens = 1100,
+     .capacity_mode = DROPLESS},
 };
 
 static uint32_t experts_per_rank(const ep_case *c) {
@@ -219,16 +224,60 @@ static void free_outputs(outputs *o) {
 static int close_to(double a, double b) { return fabs(a - b) <= 1e-5 * (1.0 + fabs(b)); }
 
 /* An expert-parallel layer over every rank, waiting at most timeout_seconds for the others. */
-static moevk_result create_with(moevk_router_info router, moevk_layer_info info,
-                                double timeout_seconds, moevk_ep_layer **ep) {
+static moevk_result create_chunked(moevk_router_info router, moevk_layer_info info,
+                                   double timeout_seconds, uint32_t chunks, moevk_ep_layer **ep) {
     info.router = &router;
     moevk_ep_layer_info ep_info;
     moevk_ep_layer_info_init(&ep_info);
     ep_info.layer = &info;
     ep_info.comm = MPI_COMM_WORLD;
     ep_info.timeout_seconds = timeout_seconds;
+    ep_info.exchange_chunks = chunks;
     *ep = NULL;
     return moevk_ep_layer_create(test_context(), &ep_info, ep);
+}
+
+static moevk_result create_with(moevk_router_info router, moevk_layer_info info,
+                                double timeout_seconds, moevk_ep_layer **ep) {
+    return create_chunked(router, info, timeout_seconds, 0, ep);
+}
+
+/* The forward's timings add up, and its bytes are what the rows' sizes say. */
+static void check_timings(const moevk_ep_layer *ep, const ep_case *c, uint32_t chunks, uint32_t T,
+                          const uint32_t *counts, uint32_t E) {
+    moevk_ep_timings t;
+    moevk_ep_timings_init(&t);
+    moevk_result r = moevk_ep_layer_timings(ep, &t);
+    /* (Before any check returns: every rank reduces.) Every byte a rank sends some rank receives:
+     * the sums over the ranks agree. */
+    uint64_t mine[3] = {t.bytes_to_others, t.bytes_from_others, t.bytes_to_self}, all[3];
+    MPI_Allreduce(mine, all, 3, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+    CHECK_OK(r);
+    uint64_t rows = 0;
+    for (uint32_t e = 0; e < E; ++e) rows += counts[e];
+    uint64_t automatic = rows / E / MOEVK_EP_AUTO_CHUNK_ROWS;
+    automatic = automatic < 1                          ? 1
+                : automatic > MOEVK_EP_AUTO_MAX_CHUNKS ? MOEVK_EP_AUTO_MAX_CHUNKS
+                                                       : automatic;
+    CHECK(t.chunks == (chunks ? chunks : automatic), "chunks %u", t.chunks);
+    CHECK(chunks || strcmp(c->name, "automatic_chunks") != 0 || t.chunks == 2,
+          "automatic chunks %u", t.chunks);
+    CHECK(t.forward_seconds > 0 && t.route_seconds >= 0 && t.combine_seconds >= 0 &&
+              t.exchange_seconds >= 0 && t.experts_seconds >= 0 && t.exposed_seconds >= 0,
+          "negative times");
+    CHECK(t.route_seconds + t.exchange_seconds + t.combine_seconds <= t.forward_seconds * 1.0001,
+          "the parts (%g, %g, %g s) pass the whole (%g s)", t.route_seconds, t.exchange_seconds,
+          t.combine_seconds, t.forward_seconds);
+    CHECK(t.experts_seconds + t.exposed_seconds <= t.exchange_seconds * 1.0001,
+          "experts %g s and exposed %g s pass the exchange's %g s", t.experts_seconds,
+          t.exposed_seconds, t.exchange_seconds);
+    CHECK(all[0] == all[1], "%llu bytes sent, %llu received", (unsigned long long)all[0],
+          (unsigned long long)all[1]);
+    /* Each kept row goes out in hidden_type and comes back in f32, once. */
+    uint64_t row = (uint64_t)c->d * ((c->hidden_type == F16 || c->hidden_type == BF16 ? 2 : 4) + 4);
+    CHECK(all[0] + all[2] == rows * row, "%llu bytes exchanged for %llu kept rows of %llu bytes",
+          (unsigned long long)(all[0] + all[2]), (unsigned long long)rows, (unsigned long long)row);
+    CHECK(T > 0 || t.bytes_to_others + t.bytes_to_self == 0, "a rank without tokens sent");
 }
 
 /* Every rank's part of the test: the reference forward, the expert-parallel one, compared. */
@@ -283,28 +332,29 @@ static void check_case(const ep_case *c) {
 
     /* The expert-parallel layer, each rank its own tokens and experts. */
     router.max_tokens = T > 0 ? T : 1;
-    moevk_ep_layer *ep = NULL;
-    CHECK_OK(create_with(router, info, 120, &ep));
-    uint32_t first = 0, count = 0;
-    CHECK_OK(moevk_ep_layer_experts(ep, NULL, NULL, &first, &count));
-    CHECK(first == (uint32_t)rank * per_rank && count == per_rank, "rank %d owns [%u, +%u)", rank,
-          first, count);
-    for (int i = 0; i < WEIGHTS; ++i) {
-        if (!w[i].data) continue;
-        int routed = w[i].experts > 1 ||
-                     (w[i].which >= MOEVK_WEIGHT_GATE && w[i].which <= MOEVK_WEIGHT_DOWN_BIAS);
-        const char *data = w[i].data;
-        if (routed)
-            CHECK_OK(moevk_ep_layer_set_weights(
-                ep, w[i].which, first, count,
-                moevk_host_tensor(data + (size_t)first * w[i].expert_bytes)));
-        else
-            CHECK_OK(moevk_ep_layer_set_weights(ep, w[i].which, 0, 1, moevk_host_tensor(data)));
-    }
     input.num_tokens = T;
     input.hidden = moevk_host_tensor((char *)hidden + (size_t)base * row);
-    /* Twice: the same bits every run. */
+    /* Twice, on one chunk and on the case's: the same bits every run, whatever the overlap. */
     for (int run = 0; run < 2; ++run) {
+        uint32_t chunks = run == 0 ? 1 : c->chunks;
+        moevk_ep_layer *ep = NULL;
+        CHECK_OK(create_chunked(router, info, 120, chunks, &ep));
+        uint32_t first = 0, count = 0;
+        CHECK_OK(moevk_ep_layer_experts(ep, NULL, NULL, &first, &count));
+        CHECK(first == (uint32_t)rank * per_rank && count == per_rank, "rank %d owns [%u, +%u)",
+              rank, first, count);
+        for (int i = 0; i < WEIGHTS; ++i) {
+            if (!w[i].data) continue;
+            int routed = w[i].experts > 1 ||
+                         (w[i].which >= MOEVK_WEIGHT_GATE && w[i].which <= MOEVK_WEIGHT_DOWN_BIAS);
+            const char *data = w[i].data;
+            if (routed)
+                CHECK_OK(moevk_ep_layer_set_weights(
+                    ep, w[i].which, first, count,
+                    moevk_host_tensor(data + (size_t)first * w[i].expert_bytes)));
+            else
+                CHECK_OK(moevk_ep_layer_set_weights(ep, w[i].which, 0, 1, moevk_host_tensor(data)));
+        }
         CHECK_OK(moevk_ep_layer_forward(ep, &input, &got.layer));
         CHECK(memcmp(got.output, (char *)want.output + (size_t)base * row, (size_t)T * row) == 0,
               "run %d: the layer's output differs from one process's", run);
@@ -336,8 +386,9 @@ static void check_case(const ep_case *c) {
               "stats: aux %.9g/%.9g z %.9g/%.9g lse %.9g/%.9g entropy %.9g/%.9g", g->aux_loss,
               s->aux_loss, g->z_loss, s->z_loss, g->mean_logsumexp, s->mean_logsumexp, g->entropy,
               s->entropy);
+        check_timings(ep, c, chunks, T, want.counts, E);
+        moevk_ep_layer_destroy(ep);
     }
-    moevk_ep_layer_destroy(ep);
     free_outputs(&want);
     free_outputs(&got);
     free(hidden);
