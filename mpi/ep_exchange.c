@@ -37,8 +37,6 @@ static moevk_result mpi_failed(moevk_ep_layer *layer, int mpi_result, const char
                    text);
 }
 
-enum { PENDING = sizeof((moevk_ep_layer *)0)->pending / sizeof(MPI_Request) };
-
 moevk_result ep_wait(moevk_ep_layer *layer, int mpi_result, MPI_Request *request,
                      const char *what) {
     if (layer->broken)
@@ -52,7 +50,7 @@ moevk_result ep_wait(moevk_ep_layer *layer, int mpi_result, MPI_Request *request
             /* The request stays pending: its buffers go to the layer (ep_abandon). One of
              * `pending` stays there. */
             layer->broken = 1;
-            if (request < layer->pending || request >= layer->pending + PENDING)
+            if (request < layer->pending || request >= layer->pending + EP_PENDING)
                 layer->abandoned = *request;
             return ep_fail(layer, MOEVK_ERROR_PEER,
                            "rank %d: no answer from the other ranks within %g s (%s)", layer->rank,
@@ -64,14 +62,14 @@ moevk_result ep_wait(moevk_ep_layer *layer, int mpi_result, MPI_Request *request
 }
 
 moevk_result ep_progress(moevk_ep_layer *layer) {
-    int done = 0, indices[PENDING];
-    int result = MPI_Testsome(PENDING, layer->pending, &done, indices, MPI_STATUSES_IGNORE);
+    int done = 0, indices[EP_PENDING];
+    int result = MPI_Testsome(EP_PENDING, layer->pending, &done, indices, MPI_STATUSES_IGNORE);
     return mpi_failed(layer, result, "moving the exchanges on");
 }
 
 int ep_requests_outstanding(moevk_ep_layer *layer) {
     int outstanding = 0;
-    for (int i = 0; i < PENDING; ++i) outstanding |= layer->pending[i] != MPI_REQUEST_NULL;
+    for (int i = 0; i < EP_PENDING; ++i) outstanding |= layer->pending[i] != MPI_REQUEST_NULL;
     return outstanding || layer->abandoned != MPI_REQUEST_NULL;
 }
 

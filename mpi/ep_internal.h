@@ -8,6 +8,9 @@
 #include "moevk_mpi.h"
 #include "moevk_parts.h"
 
+/* The exchanges a forward may have in flight: each chunk's rows out and its results back. */
+enum { EP_PENDING = 2 * MOEVK_EP_MAX_CHUNKS };
+
 struct moevk_ep_layer {
     moevk_context *context;
     MPI_Comm comm; /* the caller's, duplicated, with MPI_ERRORS_RETURN */
@@ -23,7 +26,7 @@ struct moevk_ep_layer {
     uint32_t chunks;                      /* the exchange's overlap degree; 0: automatic */
     /* The forward's exchanges in flight, each chunk's rows out and its results back ([2][chunk]),
      * MPI_REQUEST_NULL once done. */
-    MPI_Request pending[2 * MOEVK_EP_MAX_CHUNKS];
+    MPI_Request pending[EP_PENDING];
     moevk_ep_timings timings; /* the last forward's */
     /* After a timeout: the request MPI still holds (beside those in `pending`), and the memory
      * they may still write (freed at destroy if they have ended by then, else left to MPI,

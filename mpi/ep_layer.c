@@ -169,8 +169,7 @@ moevk_result moevk_ep_layer_create(moevk_context *context, const moevk_ep_layer_
     const moevk_layer_info *given = info.layer;
     uint32_t table[CONFIG_WORDS] = {0};
     uint32_t chunks = info.exchange_chunks; /* 0: automatic */
-    for (int i = 0; i < (int)(sizeof layer->pending / sizeof layer->pending[0]); ++i)
-        layer->pending[i] = MPI_REQUEST_NULL;
+    for (int i = 0; i < EP_PENDING; ++i) layer->pending[i] = MPI_REQUEST_NULL;
     if (chunks > MOEVK_EP_MAX_CHUNKS || info.reserved)
         r = ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT,
                     "exchange_chunks %u is past MOEVK_EP_MAX_CHUNKS (%d), or reserved is not zero",
@@ -225,10 +224,9 @@ void moevk_ep_layer_destroy(moevk_ep_layer *layer) {
     layer->experts = layer->home = NULL;
     /* MPI frees the communicator when its pending requests end. */
     if (layer->comm != MPI_COMM_NULL) MPI_Comm_free(&layer->comm);
-    int done = 0, indices[sizeof layer->pending / sizeof layer->pending[0]];
+    int done = 0, indices[EP_PENDING];
     if (layer->abandoned != MPI_REQUEST_NULL) MPI_Test(&layer->abandoned, &done, MPI_STATUS_IGNORE);
-    MPI_Testsome((int)(sizeof layer->pending / sizeof layer->pending[0]), layer->pending, &done,
-                 indices, MPI_STATUSES_IGNORE);
+    MPI_Testsome(EP_PENDING, layer->pending, &done, indices, MPI_STATUSES_IGNORE);
     /* A request a peer never answered may still write its memory (and the layer's message):
      * that much stays with MPI. */
     if (ep_requests_outstanding(layer)) return;

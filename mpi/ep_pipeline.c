@@ -115,65 +115,60 @@ static moevk_result plan_chunks(moevk_ep_layer *layer, const forward_state *s, c
     return MOEVK_SUCCESS;
 }
 
-/* One chunk's exchange in one direction: per rank, an indexed type over this rank's side and
- * one over the experts' side (the same blocks, the types of a row of row_bytes). */
+/* One side of one chunk's exchange in one direction: per rank, an indexed type over this
+ * side's rows of that rank's blocks (rows of row_bytes), sent or received once. */
 typedef struct chunk_types {
     int *counts, *displs; /* [R]: 1 or 0 blocks of the indexed type; displacements 0 */
-    MPI_Datatype *sources, *experts;
+    MPI_Datatype *types;  /* [R] */
     MPI_Datatype row;
     uint32_t ranks;
 } chunk_types;
 
 static void free_types(chunk_types *t) {
-    for (uint32_t q = 0; t->sources && q < t->ranks; ++q) {
-        if (t->sources[q] != MPI_DATATYPE_NULL && t->sources[q] != t->row)
-            MPI_Type_free(&t->sources[q]);
-        if (t->experts[q] != MPI_DATATYPE_NULL && t->experts[q] != t->row)
-            MPI_Type_free(&t->experts[q]);
-    }
+    for (uint32_t q = 0; t->types && q < t->ranks; ++q)
+        if (t->types[q] != MPI_DATATYPE_NULL && t->types[q] != t->row) MPI_Type_free(&t->types[q]);
     if (t->row != MPI_DATATYPE_NULL) MPI_Type_free(&t->row);
     free(t->counts);
-    free(t->sources);
+    free(t->types);
 }
 
-/* The types of chunk c over blocks [c][q][l] (to_experts: this rank's side is the source). */
+/* This rank's side of chunk c over blocks [c][q][l]: its send rows (to_experts, at_source) or
+ * its experts' received rows (from_sources, at_expert). */
 static moevk_result make_types(moevk_ep_layer *layer, const chunk_plan *plan, const block *blocks,
-                               uint32_t c, size_t row_bytes, int *lengths, chunk_types *t) {
+                               int experts_side, uint32_t c, size_t row_bytes, int *lengths,
+                               chunk_types *t) {
     uint32_t R = plan->ranks, L = plan->local;
     memset(t, 0, sizeof *t);
     t->ranks = R;
     t->row = MPI_DATATYPE_NULL;
     t->counts = calloc((size_t)R * 2, sizeof(int));
-    t->sources = calloc((size_t)R * 2, sizeof(MPI_Datatype));
-    if (!t->counts || !t->sources)
+    t->types = calloc(R, sizeof(MPI_Datatype));
+    if (!t->counts || !t->types)
         return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d: exchange", layer->rank);
     t->displs = t->counts + R;
-    t->experts = t->sources + R;
-    for (uint32_t q = 0; q < R; ++q) t->sources[q] = t->experts[q] = MPI_DATATYPE_NULL;
+    for (uint32_t q = 0; q < R; ++q) t->types[q] = MPI_DATATYPE_NULL;
     if (MPI_Type_contiguous((int)row_bytes, MPI_BYTE, &t->row) != MPI_SUCCESS ||
         MPI_Type_commit(&t->row) != MPI_SUCCESS)
         return ep_fail(layer, MOEVK_ERROR_PEER, "rank %d: MPI_Type_contiguous", layer->rank);
-    int *at_source = lengths + L, *at_expert = lengths + 2 * L;
+    int *at = lengths + L;
     for (uint32_t q = 0; q < R; ++q) {
         int rows = 0;
         for (uint32_t l = 0; l < L; ++l) {
             const block *b = &blocks[((size_t)c * R + q) * L + l];
-            lengths[l] = b->length, at_source[l] = b->at_source, at_expert[l] = b->at_expert;
+            lengths[l] = b->length, at[l] = experts_side ? b->at_expert : b->at_source;
             rows += b->length;
         }
-        t->sources[q] = t->experts[q] = t->row;
+        t->types[q] = t->row;
         t->counts[q] = rows > 0;
-        if (rows > 0 && (MPI_Type_indexed((int)L, lengths, at_source, t->row, &t->sources[q]) ||
-                         MPI_Type_commit(&t->sources[q]) ||
-                         MPI_Type_indexed((int)L, lengths, at_expert, t->row, &t->experts[q]) ||
-                         MPI_Type_commit(&t->experts[q])))
+        if (rows > 0 && (MPI_Type_indexed((int)L, lengths, at, t->row, &t->types[q]) ||
+                         MPI_Type_commit(&t->types[q])))
             return ep_fail(layer, MOEVK_ERROR_PEER, "rank %d: MPI_Type_indexed", layer->rank);
     }
     return MOEVK_SUCCESS;
 }
 
 /* Every chunk's types, both directions: [direction (0: rows out, 1: results back)][chunk],
- * this rank's side and the experts' side. */
+ * this rank's send side (mine) and its experts' side (theirs: the rows from every rank). */
 struct ep_exchange {
     chunk_plan plan;
     chunk_types mine[2][MOEVK_EP_MAX_CHUNKS], theirs[2][MOEVK_EP_MAX_CHUNKS];
@@ -199,7 +194,7 @@ moevk_result ep_plan_exchange(moevk_ep_layer *layer, const forward_state *s, ep_
                        "rank %d: %llu rows of %zu bytes pass MPI's int displacements", layer->rank,
                        (unsigned long long)largest, row_bytes);
     ep_exchange *x = calloc(1, sizeof *x);
-    int *lengths = calloc((size_t)layer->local_experts * 3, sizeof(int));
+    int *lengths = calloc((size_t)layer->local_experts * 2, sizeof(int));
     if (!x || !lengths) {
         free(x);
         free(lengths);
@@ -212,10 +207,10 @@ moevk_result ep_plan_exchange(moevk_ep_layer *layer, const forward_state *s, ep_
     for (int way = 0; way < 2 && r == MOEVK_SUCCESS; ++way) {
         size_t bytes = (size_t)layer->hidden_size * (way == 0 ? layer->hidden_bytes : 4);
         for (uint32_t c = 0; c < x->plan.chunks && r == MOEVK_SUCCESS; ++c) {
-            r = make_types(layer, &x->plan, x->plan.to_experts, c, bytes, lengths,
+            r = make_types(layer, &x->plan, x->plan.to_experts, 0, c, bytes, lengths,
                            &x->mine[way][c]);
             if (r == MOEVK_SUCCESS)
-                r = make_types(layer, &x->plan, x->plan.from_sources, c, bytes, lengths,
+                r = make_types(layer, &x->plan, x->plan.from_sources, 1, c, bytes, lengths,
                                &x->theirs[way][c]);
         }
     }
@@ -232,14 +227,14 @@ moevk_result ep_plan_exchange(moevk_ep_layer *layer, const forward_state *s, ep_
  * back (way 1). */
 static moevk_result post_chunk(moevk_ep_layer *layer, forward_state *s, uint32_t c, int way) {
     const chunk_types *mine = &s->exchange->mine[way][c], *theirs = &s->exchange->theirs[way][c];
-    /* mine: sources[q] are this rank's rows for q; theirs: experts[q] are q's rows here. */
+    /* mine: types[q] are this rank's rows for q; theirs: types[q] are q's rows here. */
     MPI_Request *request = &layer->pending[(way ? MOEVK_EP_MAX_CHUNKS : 0) + c];
-    int started = way == 0 ? MPI_Ialltoallw(s->send, mine->counts, mine->displs, mine->sources,
+    int started = way == 0 ? MPI_Ialltoallw(s->send, mine->counts, mine->displs, mine->types,
                                             s->received, theirs->counts, theirs->displs,
-                                            theirs->experts, layer->comm, request)
+                                            theirs->types, layer->comm, request)
                            : MPI_Ialltoallw(s->expert_out, theirs->counts, theirs->displs,
-                                            theirs->experts, s->returned, mine->counts,
-                                            mine->displs, mine->sources, layer->comm, request);
+                                            theirs->types, s->returned, mine->counts, mine->displs,
+                                            mine->types, layer->comm, request);
     if (started == MPI_SUCCESS) return MOEVK_SUCCESS;
     layer->broken = 1;
     return ep_fail(layer, MOEVK_ERROR_PEER, "rank %d: MPI_Ialltoallw failed", layer->rank);
