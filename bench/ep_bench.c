@@ -234,12 +234,14 @@ int main(int argc, char **argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &ranks);
     options o;
     memset(&o, 0, sizeof o);
-    if (!parse(argc, argv, &o)) {
+    int help = argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
+    if (help || !parse(argc, argv, &o)) {
         if (rank == 0)
-            fprintf(stderr, "usage: mpirun -np R moevk-ep-bench [--shape mixtral|qwen3] "
-                            "[--tokens T] [--repeats N] [--divide D] [--chunks 1,2,4,0]\n");
+            fprintf(help ? stdout : stderr,
+                    "usage: mpirun -np R moevk-ep-bench [--shape mixtral|qwen3] [--tokens T] "
+                    "[--repeats N] [--divide D] [--chunks 1,2,4,0]\n");
         MPI_Finalize();
-        return 2;
+        return help ? 0 : 2;
     }
     moevk_context_info context_info;
     moevk_context_info_init(&context_info);
