@@ -8,15 +8,18 @@
 #include <direct.h>
 #endif
 
-/* 1 when path is a folder now (made here if it was missing); 0 when it cannot be. */
+/* 1 when path is a folder now (made here if it was missing); 0 when it cannot be. Another
+ * process may make it between the look and the mkdir (the ranks of `mpirun moevk layer` all
+ * make the same folder), so a failed mkdir looks again. */
 static inline int make_folder(const char *path) {
     struct stat st;
     if (stat(path, &st) == 0) return S_ISDIR(st.st_mode);
 #ifdef _WIN32
-    return _mkdir(path) == 0;
+    if (_mkdir(path) == 0) return 1;
 #else
-    return mkdir(path, 0777) == 0;
+    if (mkdir(path, 0777) == 0) return 1;
 #endif
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* TMPDIR on POSIX (else /tmp); TEMP, then TMP, on Windows (else the current folder). */
