@@ -142,8 +142,9 @@ static int check_args(const layer_args *a) {
 #endif
     if (a->exchange_chunks && !a->expert_parallel)
         BAD("--exchange-chunks is an option of --expert-parallel");
-    if (a->expert_parallel && a->grad_output)
-        BAD("--expert-parallel runs the forward only: the backward's exchange is not there yet");
+    if (a->expert_parallel && a->want_losses)
+        BAD("--expert-parallel: the backward takes no --loss yet (the balancing losses' "
+            "statistics are the whole batch's)");
     return 1;
 }
 
@@ -315,12 +316,15 @@ static int run_expert_parallel(layer_args *a, layer_inputs *in, const moevk_laye
         layer_forward_arrays arrays = {o.output, o.logits, o.weights, o.token_scores, o.ids,
                                        o.slots,  o.counts, o.offsets, &stats};
         char error[1024];
-        moevk_result r = layer_forward_expert_parallel(context, info, a->exchange_chunks,
-                                                       &in->weights, &in->config, &input, &arrays,
-                                                       &writer, error, sizeof error);
+        layer_backward_request backward = {&in->grad_output, a->out, 0};
+        moevk_result r = layer_forward_expert_parallel(
+            context, info, a->exchange_chunks, &in->weights, &in->config, &input, &arrays,
+            a->grad_output ? &backward : NULL, &writer, error, sizeof error);
         if (r != MOEVK_SUCCESS) {
             if (writer) fprintf(stderr, "moevk layer: %s\n", error);
             status = r == MOEVK_ERROR_INVALID_ARGUMENT || r == MOEVK_ERROR_UNSUPPORTED ? 2 : 1;
+        } else if (backward.status != 0) {
+            status = backward.status; /* the writer said why */
         } else if (!writer) {
             status = 0;
         } else {
@@ -417,7 +421,8 @@ static int run_layer(layer_args *a, layer_inputs *in, moevk_activation activatio
     if (!write_files(a, &o, T, choices, &stats, device.name)) goto done;
     if (a->grad_output) {
         a->loss.sequence_length = a->info.sequence_length;
-        status = layer_gradients_write(context, layer, &in->weights, (uint32_t)E, (uint32_t)d,
+        gradient_source source = layer_gradient_source(context, layer);
+        status = layer_gradients_write(&source, &in->weights, (uint32_t)E, (uint32_t)d,
                                        &in->grad_output, a->want_losses ? &a->loss : NULL, a->out);
         if (status != 0) goto done;
     }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "layer_gradients.h"
 #include "moevk_mpi.h"
 
 static moevk_result set_ep_weights(void *layer, moevk_layer_weight which, uint32_t first,
@@ -34,11 +35,61 @@ static int gather_rows(void *data, size_t row_bytes, uint64_t T, int rank, int r
     return ok;
 }
 
+/* The backward's gradient_source (layer_gradients.h) over the ranks. */
+typedef struct ep_gradients {
+    moevk_ep_layer *layer;
+    uint64_t T, d;
+    int rank, ranks;
+    uint32_t own, count; /* this rank's experts */
+} ep_gradients;
+
+static moevk_result ep_backward(void *self, const moevk_layer_backward_info *info) {
+    const ep_gradients *g = self;
+    uint32_t first = first_token(g->T, g->rank, g->ranks);
+    moevk_layer_backward_info mine = *info;
+    mine.grad_output =
+        moevk_host_tensor((const float *)info->grad_output.host + (size_t)first * g->d);
+    mine.grad_hidden = moevk_host_tensor((float *)info->grad_hidden.host + (size_t)first * g->d);
+    moevk_result r = moevk_ep_layer_backward(g->layer, &mine);
+    if (r != MOEVK_SUCCESS) return r; /* every rank's (the layer agrees them) */
+    int *counts = malloc(2 * (size_t)g->ranks * sizeof *counts), ok = counts != NULL;
+    if (ok)
+        ok = gather_rows(info->grad_hidden.host, g->d * 4, g->T, g->rank, g->ranks, counts,
+                         counts + g->ranks);
+    free(counts);
+    return ok ? MOEVK_SUCCESS : MOEVK_ERROR_PEER;
+}
+
+/* A routed weight's gradient lives on each expert's rank: each reads its own, rank 0 gathers
+ * them (E / R experts a rank, in rank order). The others are summed over the ranks. */
+static moevk_result ep_read(void *self, moevk_layer_weight which, uint32_t experts,
+                            uint64_t part_elements, float *gradient) {
+    const ep_gradients *g = self;
+    if (which < MOEVK_WEIGHT_GATE || which > MOEVK_WEIGHT_DOWN_BIAS)
+        return moevk_ep_layer_read_gradient(g->layer, which, 0, experts,
+                                            moevk_host_tensor(gradient));
+    float *mine = gradient + (size_t)g->own * part_elements;
+    moevk_result r =
+        moevk_ep_layer_read_gradient(g->layer, which, g->own, g->count, moevk_host_tensor(mine));
+    int failed = r != MOEVK_SUCCESS, any = failed;
+    MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (any) return failed ? r : MOEVK_ERROR_PEER;
+    MPI_Datatype part;
+    if (MPI_Type_contiguous((int)part_elements, MPI_FLOAT, &part) != MPI_SUCCESS)
+        return MOEVK_ERROR_PEER;
+    MPI_Type_commit(&part);
+    int ok = MPI_Gather(g->rank == 0 ? MPI_IN_PLACE : mine, (int)g->count, part, gradient,
+                        (int)g->count, part, 0, MPI_COMM_WORLD) == MPI_SUCCESS;
+    MPI_Type_free(&part);
+    return ok ? MOEVK_SUCCESS : MOEVK_ERROR_PEER;
+}
+
 moevk_result layer_forward_expert_parallel(moevk_context *context, const moevk_layer_info *info,
                                            uint32_t exchange_chunks, const layer_weights *weights,
                                            const model_config *config,
                                            const moevk_route_input *input,
-                                           const layer_forward_arrays *out, int *writer,
+                                           const layer_forward_arrays *out,
+                                           layer_backward_request *backward, int *writer,
                                            char *error, size_t error_size) {
     int started = 0, rank = 0, ranks = 1;
     MPI_Initialized(&started);
@@ -102,6 +153,12 @@ moevk_result layer_forward_expert_parallel(moevk_context *context, const moevk_l
         r = moevk_ep_layer_forward(layer, &local, &output);
         if (r != MOEVK_SUCCESS)
             snprintf(error, error_size, "%s", moevk_context_last_error(context));
+    }
+    if (r == MOEVK_SUCCESS && backward) {
+        ep_gradients g = {layer, T, d, rank, ranks, own, count};
+        gradient_source source = {&g, context, rank == 0, ep_backward, ep_read};
+        backward->status = layer_gradients_write(&source, weights, (uint32_t)E, (uint32_t)d,
+                                                 backward->grad_output, NULL, backward->out_dir);
     }
     moevk_ep_layer_destroy(layer);
     int *counts = malloc(2 * (size_t)ranks * sizeof *counts);

@@ -43,7 +43,21 @@ static size_t add_entries(safetensors_entry *entries, size_t count,
     return count;
 }
 
-int layer_gradients_write(moevk_context *context, moevk_layer *layer, const layer_weights *weights,
+static moevk_result one_backward(void *self, const moevk_layer_backward_info *info) {
+    return moevk_layer_backward(self, info);
+}
+
+static moevk_result one_read(void *self, moevk_layer_weight which, uint32_t experts,
+                             uint64_t part_elements, float *gradient) {
+    (void)part_elements;
+    return moevk_layer_read_gradient(self, which, 0, experts, moevk_host_tensor(gradient));
+}
+
+gradient_source layer_gradient_source(moevk_context *context, moevk_layer *layer) {
+    return (gradient_source){layer, context, 1, one_backward, one_read};
+}
+
+int layer_gradients_write(const gradient_source *source, const layer_weights *weights,
                           uint32_t num_experts, uint32_t hidden_size, const npy_array *grad_output,
                           const moevk_loss_info *losses, const char *out_dir) {
     uint64_t T = grad_output->shape[0], d = hidden_size, E = num_experts;
@@ -73,7 +87,7 @@ int layer_gradients_write(moevk_context *context, moevk_layer *layer, const laye
     backward.grad_output = moevk_host_tensor(grad_output->data);
     backward.grad_hidden = moevk_host_tensor(grad_hidden);
     backward.losses = losses;
-    if (r == MOEVK_SUCCESS) r = moevk_layer_backward(layer, &backward);
+    if (r == MOEVK_SUCCESS) r = source->backward(source->self, &backward);
     size_t count = 0;
     for (int i = 0; i < PARTS && r == MOEVK_SUCCESS; ++i) {
         const model_tensor *first = parts[i].tensors ? parts[i].tensors[0] : NULL;
@@ -83,16 +97,22 @@ int layer_gradients_write(moevk_context *context, moevk_layer *layer, const laye
             r = MOEVK_ERROR_OUT_OF_HOST_MEMORY;
             break;
         }
-        r = moevk_layer_read_gradient(layer, parts[i].which, 0, parts[i].experts,
-                                      moevk_host_tensor(gradients[i]));
+        r = source->read(source->self, parts[i].which, parts[i].experts, first->count,
+                         gradients[i]);
         count = add_entries(entries, count, parts[i].tensors, parts[i].experts, gradients[i]);
     }
     char path[4200], error[512];
     if (r != MOEVK_SUCCESS) {
-        fprintf(stderr, "moevk layer: the backward: %s\n",
-                r == MOEVK_ERROR_OUT_OF_HOST_MEMORY ? "out of host memory"
-                                                    : moevk_context_last_error(context));
-        status = r == MOEVK_ERROR_INVALID_ARGUMENT ? 2 : 1;
+        if (source->writer)
+            fprintf(stderr, "moevk layer: the backward: %s\n",
+                    r == MOEVK_ERROR_OUT_OF_HOST_MEMORY
+                        ? "out of host memory"
+                        : moevk_context_last_error(source->context));
+        status = r == MOEVK_ERROR_INVALID_ARGUMENT || r == MOEVK_ERROR_UNSUPPORTED ? 2 : 1;
+        goto done;
+    }
+    if (!source->writer) {
+        status = 0;
         goto done;
     }
     uint64_t td[2] = {T, d}, ed[2] = {E, d};

@@ -39,7 +39,10 @@ static const stage_kernel GRAD_EXPERT_BIAS_KERNEL = {
     .shaders = {[VARIANT_PLAIN] = SPIRV(grad_expert_bias)},
     KERNEL_INTERFACE(GRAD_EXPERT_BIAS_BUFFERS, grad_expert_bias_params)};
 
-static int needed(const moevk_router *router) { return router->layer.trainable; }
+/* An expert-parallel layer's home half has no routed experts to train (layer_parts.c). */
+static int needed(const moevk_router *router) {
+    return router->layer.trainable && router->layer.parts != PARTS_HOME;
+}
 
 /* The products' tiles take FFN_WORKGROUP_SIZE invocations; weights are read in their type. */
 static void constants(const moevk_router *router, stage_constants *constants) {
@@ -85,7 +88,7 @@ void record_experts_backward(moevk_router *router, const route_plan *plan) {
  * their weights' layouts). */
 static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
     const layer_shape *layer = &router->layer;
-    if (!layer->trainable) return;
+    if (!needed(router)) return;
     uint64_t E = router->info.num_experts, d = router->info.hidden_size;
     uint64_t f = layer->intermediate_size, rows = router->max_dispatched_rows;
     int swiglu = layer->activation == MOEVK_ACTIVATION_SWIGLU;

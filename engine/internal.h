@@ -352,6 +352,9 @@ struct moevk_router {
     uint64_t last_assignments;
     uint32_t last_valid_rows;
     int last_noise_std_positive; /* every std of the last route's Gaussian noise is > 0 */
+    /* An expert-parallel home half's rows in its last moevk_parts_combine (UINT32_MAX: none
+     * since its route), what its backward gives gradients of (layer_parts_backward.c). */
+    uint32_t parts_rows;
     /* Work submitted by moevk_route_submit or moevk_combine_submit, completed by
      * moevk_router_wait. */
     pending_call pending;

@@ -36,4 +36,11 @@ moevk_result layer_weight_range(moevk_router *router, moevk_layer_weight which, 
 moevk_result layer_copy_out(moevk_router *router, int binding, uint64_t offset, uint64_t bytes,
                             const moevk_tensor *destination);
 
+/* INVALID_ARGUMENT unless layer is an expert-parallel layer's half of the given role
+ * (PARTS_HOME, PARTS_EXPERTS); then waits for what it has in flight (router_settle). */
+moevk_result layer_parts_check(moevk_layer *layer, int role);
+/* Submits a plan of transfers and kernels and waits: its host outputs are copied out
+ * (layer_parts.c, for the halves of an expert-parallel layer). */
+moevk_result layer_parts_run(moevk_router *router, transfer_plan *plan);
+
 #endif

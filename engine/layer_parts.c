@@ -17,7 +17,6 @@ moevk_result moevk_parts_layer_create(moevk_context *context, const moevk_layer_
     if (!info || !info->router) REJECT("info and info->router must be given");
     if (role != MOEVK_PARTS_HOME && role != MOEVK_PARTS_EXPERTS)
         REJECT("role %d is not a moevk_parts_role", (int)role);
-    if (info->trainable) REJECT("an expert-parallel layer is not trainable yet");
     moevk_layer_info layer = *info;
     moevk_router_info router = *info->router;
     if (role == MOEVK_PARTS_EXPERTS) {
@@ -56,7 +55,7 @@ moevk_result moevk_parts_fail(moevk_context *context, moevk_result result, const
     return context_fail(context, result, "%s", message ? message : "");
 }
 
-static moevk_result check_role(moevk_layer *layer, int role) {
+moevk_result layer_parts_check(moevk_layer *layer, int role) {
     if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
     moevk_context *context = layer->router->context;
     if (layer->router->layer.parts != role)
@@ -68,7 +67,7 @@ static moevk_result check_role(moevk_layer *layer, int role) {
 moevk_result moevk_parts_route(moevk_layer *layer, const moevk_route_input *input,
                                const moevk_layer_output *caller_output, uint32_t ffn_tokens,
                                float *probability_sums, float *scalars) {
-    moevk_result r = check_role(layer, PARTS_HOME);
+    moevk_result r = layer_parts_check(layer, PARTS_HOME);
     if (r != MOEVK_SUCCESS) return r;
     moevk_router *router = layer->router;
     moevk_context *context = router->context;
@@ -80,6 +79,7 @@ moevk_result moevk_parts_route(moevk_layer *layer, const moevk_route_input *inpu
     if (r != MOEVK_SUCCESS) return r;
     moevk_tensor none = moevk_host_tensor(NULL);
     layer_call call = {&none, &output.router_logits, .route_only = 1, .ffn_tokens = ffn_tokens};
+    router->parts_rows = UINT32_MAX;
     r = route_submit(router, input, output.route, &call);
     if (r == MOEVK_SUCCESS) r = moevk_router_wait(router, UINT64_MAX);
     if (r != MOEVK_SUCCESS || (!probability_sums && !scalars)) return r;
@@ -97,8 +97,7 @@ moevk_result moevk_parts_route(moevk_layer *layer, const moevk_route_input *inpu
     return MOEVK_SUCCESS;
 }
 
-/* Submits a plan of transfers and kernels and waits: its host outputs are copied out. */
-static moevk_result run_plan(moevk_router *router, transfer_plan *plan) {
+moevk_result layer_parts_run(moevk_router *router, transfer_plan *plan) {
     moevk_result r = transfer_submit(plan);
     if (r != MOEVK_SUCCESS) return r;
     router->pending = PENDING_BACKWARD; /* what moevk_router_wait only completes */
@@ -107,14 +106,17 @@ static moevk_result run_plan(moevk_router *router, transfer_plan *plan) {
 
 moevk_result moevk_parts_combine(moevk_layer *layer, const int32_t *rows, const float *expert_out,
                                  uint32_t expert_rows, void *output) {
-    moevk_result r = check_role(layer, PARTS_HOME);
+    moevk_result r = layer_parts_check(layer, PARTS_HOME);
     if (r != MOEVK_SUCCESS) return r;
     moevk_router *router = layer->router;
     moevk_context *context = router->context;
     if (router->route != ROUTE_RUN) REJECT("combine needs moevk_parts_route first");
     const route_plan *last = &router->last;
     uint64_t T = last->num_tokens, k = last->choices, d = last->hidden_size;
-    if (T == 0) return MOEVK_SUCCESS;
+    if (T == 0) {
+        router->parts_rows = 0;
+        return MOEVK_SUCCESS;
+    }
     if (!rows || !output || (expert_rows > 0 && !expert_out))
         REJECT("rows, output and expert_out must be given");
     if (expert_rows > router->max_dispatched_rows)
@@ -133,13 +135,15 @@ moevk_result moevk_parts_combine(moevk_layer *layer, const int32_t *rows, const 
     record_layer_combine(router, last);
     transfer_download(plan, BINDING_COMBINED, output,
                       T * d * dtype_bytes(router->info.hidden_type));
-    return run_plan(router, plan);
+    r = layer_parts_run(router, plan);
+    if (r == MOEVK_SUCCESS) router->parts_rows = expert_rows;
+    return r;
 }
 
 moevk_result moevk_parts_experts_submit(moevk_layer *layer, const void *rows,
                                         const uint32_t *counts, uint32_t ffn_tokens,
                                         float *expert_out) {
-    moevk_result r = check_role(layer, PARTS_EXPERTS);
+    moevk_result r = layer_parts_check(layer, PARTS_EXPERTS);
     if (r != MOEVK_SUCCESS) return r;
     moevk_router *router = layer->router;
     moevk_context *context = router->context;
@@ -151,7 +155,11 @@ moevk_result moevk_parts_experts_submit(moevk_layer *layer, const void *rows,
     if (N > router->info.max_tokens)
         REJECT("%llu rows: the layer takes at most %u", (unsigned long long)N,
                router->info.max_tokens);
-    if (N == 0) return MOEVK_SUCCESS;
+    if (N == 0) {
+        router->last.num_tokens = 0; /* a backward of no rows: nothing to run */
+        router->route = ROUTE_RUN;
+        return MOEVK_SUCCESS;
+    }
     if (!rows || !expert_out) REJECT("rows and expert_out must be given");
     /* What the route would have left: counts before and after drops, each expert's first row,
      * and every row its own token. */
@@ -170,6 +178,9 @@ moevk_result moevk_parts_experts_submit(moevk_layer *layer, const void *rows,
     router_plan(router, &input, &params);
     router_plan_ffn_form(&params, ffn_tokens);
     uint64_t d = router->info.hidden_size;
+    /* What moevk_parts_experts_backward runs the backward of (its pre-activations kept). */
+    router->last = params;
+    router->route = ROUTE_RUN;
     transfer_plan *plan = &router->pending_plan;
     r = transfer_begin(plan, router);
     if (r == MOEVK_SUCCESS) {

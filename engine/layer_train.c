@@ -55,8 +55,7 @@ static moevk_result check_backward(moevk_router *router, const moevk_layer_backw
     return MOEVK_SUCCESS;
 }
 
-/* Zeros the parameters' gradients in the recording, before the kernels add to them. */
-static void record_zero_gradients(moevk_router *router) {
+void record_zero_gradients(moevk_router *router) {
     for (int i = 0; i < GRADIENT_BINDING_COUNT; ++i)
         router->context->vk.vkCmdFillBuffer(
             router->recording, router->buffers[GRADIENT_BINDINGS[i]].buffer, 0, VK_WHOLE_SIZE, 0);

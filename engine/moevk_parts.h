@@ -65,6 +65,36 @@ MOEVK_API moevk_result moevk_parts_experts_submit(moevk_layer *layer, const void
  * running; SUCCESS: its expert_out written, or nothing was pending). */
 MOEVK_API moevk_result moevk_parts_wait(moevk_layer *layer, uint64_t timeout_ns);
 
+/* The backward of a trainable layer's halves: moevk_layer_backward's steps, in its order, over
+ * the last forward (no losses' coefficients: dL/dlogits from dL/dweights alone). Each waits.
+ *
+ * HOME, first: from dL/doutput grad_output [T, d] f32, dL/dweights grad_weights [T, k] (may be
+ * NULL) and each row the last moevk_parts_combine took its share of dL/doutput,
+ * grad_expert_rows [expert_rows, d] f32 (all host). */
+MOEVK_API moevk_result moevk_parts_home_backward_combine(moevk_layer *layer,
+                                                         const float *grad_output,
+                                                         float *grad_weights,
+                                                         float *grad_expert_rows);
+
+/* EXPERTS: the routed experts' backward over the rows of the last moevk_parts_experts_submit
+ * (the whole forward in one call: its kept pre-activations): grad_expert_out [N, d] f32 in,
+ * dL/d(rows) grad_rows [N, d] f32 out; the experts' weights' gradients added to the layer's
+ * (zeroed first unless accumulate), each summed over the expert's rows in their order. */
+MOEVK_API moevk_result moevk_parts_experts_backward(moevk_layer *layer,
+                                                    const float *grad_expert_out, int accumulate,
+                                                    float *grad_rows);
+
+/* HOME, last: from the rows' gradients grad_rows [expert_rows, d] f32 (in moevk_parts_combine's
+ * rows), dL/dx grad_hidden [T, d] f32 (may be NULL), and the router's and shared experts' gradients
+ * added to the layer's (zeroed first unless accumulate). */
+MOEVK_API moevk_result moevk_parts_home_backward_finish(moevk_layer *layer, const float *grad_rows,
+                                                        int accumulate, float *grad_hidden);
+
+/* The bytes moevk_layer_read_gradient writes for these arguments (f32 elements), or its
+ * INVALID_ARGUMENT for a weight or range the layer does not have. */
+MOEVK_API moevk_result moevk_parts_gradient_bytes(moevk_layer *layer, moevk_layer_weight which,
+                                                  uint32_t first, uint32_t count, uint64_t *bytes);
+
 /* The route's statistics as one process's route computes them from its counts and sums:
  * expert_info counts before drops [E], kept [E] and offsets [E + 1]; capacity (UINT32_MAX:
  * dropless); sums over the valid rows, [E] of each expert's probability, then of the logsumexp,

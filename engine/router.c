@@ -514,6 +514,20 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
                    A16(sizes[BINDING_EXPERT_INFO]);
         parts_down = A16(sizes[BINDING_EXPERT_OUT]);
     }
+    /* Their backwards (layer_parts_backward.c): the home's dL/doutput up, the rows' shares and
+     * dL/dweights down, then the rows' gradients up and dL/dx down; the experts' rows' shares
+     * up and their gradients down. */
+#define RAISE(to, bytes) ((to) = (to) < (bytes) ? (bytes) : (to))
+    if (router->layer.trainable && router->layer.parts == PARTS_HOME) {
+        RAISE(parts_up, A16(sizes[BINDING_GRAD_OUTPUT]));
+        RAISE(parts_up, A16(sizes[BINDING_GRAD_ROWS]));
+        RAISE(parts_down, A16(sizes[BINDING_GRAD_EXPERT_OUT]) + A16(sizes[BINDING_GRAD_WEIGHTS]));
+        RAISE(parts_down, A16(sizes[BINDING_GRAD_HIDDEN]));
+    } else if (router->layer.trainable && router->layer.parts == PARTS_EXPERTS) {
+        RAISE(parts_up, A16(sizes[BINDING_GRAD_EXPERT_OUT]));
+        RAISE(parts_down, A16(sizes[BINDING_GRAD_ROWS]));
+    }
+#undef RAISE
     if (combine_up < parts_up) combine_up = parts_up;
     uint64_t route_down = A16(sizes[BINDING_EXPERT_IDS]) + A16(sizes[BINDING_WEIGHTS]) +
                           A16(sizes[BINDING_SLOTS]) + A16(sizes[BINDING_EXPERT_INFO]) +

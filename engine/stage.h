@@ -143,6 +143,9 @@ void record_experts_backward(moevk_router *router, const route_plan *plan);
 void record_dispatch_backward(moevk_router *router, const route_plan *plan);
 void record_shared_backward(moevk_router *router, const route_plan *plan);
 void record_router_backward(moevk_router *router, const route_plan *plan);
+/* Zeros the parameters' gradients in the recording, before the kernels add to them
+ * (layer_train.c). */
+void record_zero_gradients(moevk_router *router);
 /* The optimizer (optimizer.c): each parameter's place in the master weights and moments, and
  * one phase (OPT_PHASE_*) over every parameter; step is the update's (NULL for the others). */
 typedef struct optimizer_parameter {

@@ -13,10 +13,11 @@
  * E), and an expert keeps the same choices one process would (k-major, then token order over
  * the ranks in rank order). DROPLESS keeps everything.
  *
- * Collective calls (create, forward) must be made by every rank of the communicator in the
- * same order. A rank's error is every rank's: each returns the first failing rank's result and
- * its message (moevk_context_last_error: "rank q: ..."); a rank that does not answer within the
- * timeout makes the others return MOEVK_ERROR_PEER, and the layer then only takes destroy. */
+ * Collective calls (create, forward, backward, some gradient reads) must be made by every rank of
+ * the communicator in the same order. A rank's error is every rank's: each returns the first
+ * failing rank's result and its message (moevk_context_last_error: "rank q: ..."); a rank that does
+ * not answer within the timeout makes the others return MOEVK_ERROR_PEER, and the layer then only
+ * takes destroy. */
 #ifndef MOEVK_MPI_H
 #define MOEVK_MPI_H
 
@@ -56,7 +57,7 @@ static inline void moevk_ep_layer_info_init(moevk_ep_layer_info *info) { MOEVK_I
 
 /* Collective. Errors: INVALID_ARGUMENT (a bad layer, E not a multiple of R, ranks that
  * disagree), UNSUPPORTED (what the expert-parallel layer does not do yet: a routing mode other
- * than TOKEN, the SCORE drop policy with a capacity, a trainable layer), PEER, and those of
+ * than TOKEN, the SCORE drop policy with a capacity), PEER, and those of
  * moevk_layer_create on any rank. */
 MOEVK_API moevk_result moevk_ep_layer_create(moevk_context *context,
                                              const moevk_ep_layer_info *info, moevk_ep_layer **out);
@@ -84,6 +85,30 @@ MOEVK_API moevk_result moevk_ep_layer_set_weights(moevk_ep_layer *layer, moevk_l
  * (UNSUPPORTED: pass inference). */
 MOEVK_API moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_input *input,
                                               const moevk_layer_output *output);
+
+/* Collective: moevk_layer_backward of the last forward (a trainable layer's; waits), host
+ * tensors: grad_output [T, d] for this rank's tokens in, grad_hidden and grad_weights for them
+ * out (NONE: not taken), bit for bit what one process's backward of all ranks' tokens writes
+ * for them. The routed experts' weights' gradients are made on each expert's own rank, bit for
+ * bit one process's (each expert's rows in one process's order); the router's and shared
+ * experts' are this rank's tokens' part, summed over the ranks when read. A trainable layer
+ * exchanges in one chunk (its backward runs each expert over all its rows at once, as one
+ * process does): exchange_chunks is not used. Not taken yet: losses and loss_values
+ * (UNSUPPORTED: the balancing losses' statistics are the whole batch's). */
+MOEVK_API moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer,
+                                               const moevk_layer_backward_info *info);
+
+/* moevk_layer_read_gradient with global expert indices. A routed expert's (GATE .. DOWN_BIAS):
+ * not collective, on its own rank only ([first, first + count) in this rank's experts), into
+ * HOST or BUFFER. The router's and the shared experts': collective, into host memory, every
+ * rank's part summed in rank order (((rank 0 + rank 1) + rank 2) ...), the same on every rank:
+ * one process's sum over all tokens within the rounding of that other order. */
+MOEVK_API moevk_result moevk_ep_layer_read_gradient(moevk_ep_layer *layer, moevk_layer_weight which,
+                                                    uint32_t first, uint32_t count,
+                                                    moevk_tensor destination);
+
+/* Not collective: moevk_layer_zero_gradients of this rank's part (waits). */
+MOEVK_API moevk_result moevk_ep_layer_zero_gradients(moevk_ep_layer *layer);
 
 /* Where the last forward's time went on this rank, and the bytes it exchanged. */
 typedef struct moevk_ep_timings {

@@ -1,6 +1,7 @@
 /* The expert-parallel layer's collective steps: nonblocking MPI calls polled up to a deadline
  * (a rank that died or hangs must not hang the others), and errors agreed by every rank. */
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -111,4 +112,13 @@ moevk_result ep_agree(moevk_ep_layer *layer, moevk_result local, const uint32_t 
     /* Messages this library wrote already name their rank. */
     if (strncmp(message, "rank ", 5) == 0) return ep_fail(layer, result, "%s", message);
     return ep_fail(layer, result, "rank %d: %s", failed, message);
+}
+
+moevk_result ep_agree_result(moevk_ep_layer *layer, moevk_result local, const char *what) {
+    uint32_t *gathered = calloc((size_t)layer->ranks, sizeof *gathered);
+    if (!gathered) /* this rank cannot take part: the others time out (PEER) */
+        return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d", layer->rank);
+    moevk_result r = ep_agree(layer, local, NULL, 0, gathered, what);
+    if (!ep_abandon(layer, gathered)) free(gathered);
+    return r;
 }

@@ -22,12 +22,13 @@ static void release(moevk_ep_layer *layer, void *memory) {
     if (!ep_abandon(layer, memory)) free(memory);
 }
 
-static void free_state(moevk_ep_layer *layer, forward_state *s) {
-    void *all[] = {s->ids,    s->weights,  s->slots,         s->rows,
-                   s->tables, s->kept,     s->counts_before, s->send_first,
-                   s->send,   s->returned, s->received,      s->expert_out};
+void ep_free_forward(moevk_ep_layer *layer, forward_state *s) {
+    void *all[] = {s->ids,      s->weights,  s->slots,         s->rows,       s->tables,
+                   s->kept,     s->runs,     s->counts_before, s->send_first, s->send,
+                   s->returned, s->received, s->expert_out,    s->grad_rows};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) release(layer, all[i]);
     ep_free_exchange(s->exchange);
+    memset(s, 0, sizeof *s);
 }
 
 static int host_or_none(const moevk_tensor *tensor) {
@@ -77,12 +78,14 @@ static moevk_result allocate(moevk_ep_layer *layer, forward_state *s) {
     s->kept = calloc(R * E, 4);
     s->counts_before = calloc(3 * E + 1, 4);
     s->send_first = calloc(E + 1, 4);
+    s->runs = calloc(2 * layer->top_k * R * E, 4);
     if (!s->ids || !s->weights || !s->slots || !s->rows || !s->tables || !s->kept ||
-        !s->counts_before || !s->send_first)
+        !s->counts_before || !s->send_first || !s->runs)
         return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d: the forward's tables",
                        layer->rank);
     s->counts = s->counts_before + E;
     s->offsets = s->counts_before + 2 * E;
+    s->run_first = s->runs + layer->top_k * R * E;
     return MOEVK_SUCCESS;
 }
 
@@ -137,6 +140,9 @@ static void place_choices(moevk_ep_layer *layer, forward_state *s) {
                 if (q == (uint32_t)layer->rank) mine[j][e] = first;
                 uint64_t keep = first >= C ? 0 : (C - first < n ? C - first : n);
                 s->kept[(size_t)q * E + e] += (uint32_t)keep;
+                size_t run = ((size_t)j * R + q) * E + e;
+                s->runs[run] = (uint32_t)keep;
+                s->run_first[run] = keep ? (uint32_t)first : 0;
                 start[e] += n;
             }
         }
@@ -256,6 +262,9 @@ moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_inp
         return ep_fail(layer, MOEVK_ERROR_PEER,
                        "rank %d: an earlier exchange failed: the layer only takes destroy",
                        layer->rank);
+    /* A new forward: the last one's state (kept for a backward) goes. */
+    if (layer->has_last) ep_free_forward(layer, &layer->last);
+    layer->has_last = 0;
     forward_state s;
     memset(&s, 0, sizeof s);
     moevk_ep_timings *t = &layer->timings;
@@ -270,7 +279,7 @@ moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_inp
      * much memory a rank cannot take part: the others time out (PEER). */
     uint32_t *agreed = calloc((size_t)layer->ranks * 2, 4);
     if (!agreed) {
-        free_state(layer, &s);
+        ep_free_forward(layer, &s);
         return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d", layer->rank);
     }
     r = ep_agree(layer, r, &s.T, 1, agreed, "gathering the ranks' token counts");
@@ -314,6 +323,11 @@ moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_inp
     if (r == MOEVK_SUCCESS && route) write_route(layer, &s, unrouted, route);
     t->forward_seconds = MPI_Wtime() - start;
     release(layer, agreed);
-    free_state(layer, &s);
+    if (r == MOEVK_SUCCESS && layer->trainable) {
+        layer->last = s; /* what moevk_ep_layer_backward goes back through */
+        layer->has_last = 1;
+    } else {
+        ep_free_forward(layer, &s);
+    }
     return r;
 }

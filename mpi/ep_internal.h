@@ -11,6 +11,36 @@
 /* The exchanges a forward may have in flight: each chunk's rows out and its results back. */
 enum { EP_PENDING = 2 * MOEVK_EP_MAX_CHUNKS };
 
+/* A forward's exchange: its chunks and MPI types (ep_pipeline.c). */
+typedef struct ep_exchange ep_exchange;
+
+/* One forward's host memory. */
+typedef struct forward_state {
+    uint32_t T, total_tokens, capacity;
+    int32_t *ids;     /* [T, k] this rank's choices */
+    float *weights;   /* [T, k] */
+    int32_t *slots;   /* [T, k] global slots, -1 where dropped */
+    int32_t *rows;    /* [T, k] the row of the returned results, -1 where dropped */
+    uint32_t *tables; /* [R][1 + TABLE words]: every rank's counts and sums */
+    uint32_t *kept;   /* [R][E] rows rank q keeps for expert e */
+    /* [k][R][E]: rank q's kept choices j of expert e, and the global slot of the first: a run
+     * of consecutive slots (one process's order is choice-major, then token order). */
+    uint32_t *runs, *run_first;
+    uint32_t *counts_before, *counts; /* [E] the whole batch's */
+    uint32_t *offsets;    /* [E + 1] each expert's first row, padded as one process pads */
+    uint32_t *send_first; /* [E + 1] each expert's first row in what this rank sends */
+    void *send;           /* [sent, d] hidden_type: this rank's kept rows, expert by expert */
+    float *returned;      /* [sent, d] f32: their experts' outputs */
+    /* [N, d] hidden_type: rows for this rank's experts, chunk-major, then expert-major, each
+     * expert's rows in global slot order, as one process's layer holds them (ep_pipeline.c) */
+    void *received;
+    float *expert_out; /* [N, d] f32, as received */
+    float *grad_rows;  /* [N, d] f32: a backward's dL/d(received rows) (ep_backward.c) */
+    uint32_t sent, received_rows;
+    moevk_route_stats stats; /* the home route's (this rank's tokens) */
+    ep_exchange *exchange;
+} forward_state;
+
 struct moevk_ep_layer {
     moevk_context *context;
     MPI_Comm comm; /* the caller's, duplicated, with MPI_ERRORS_RETURN */
@@ -24,6 +54,9 @@ struct moevk_ep_layer {
     uint32_t first_expert, local_experts; /* this rank's experts */
     uint32_t max_tokens;                  /* this rank's largest T */
     uint32_t chunks;                      /* the exchange's overlap degree; 0: automatic */
+    int trainable;      /* the forward keeps its state for a backward, and exchanges in one chunk */
+    forward_state last; /* a trainable layer's last successful forward (has_last) */
+    int has_last;
     /* The forward's exchanges in flight, each chunk's rows out and its results back ([2][chunk]),
      * MPI_REQUEST_NULL once done. */
     MPI_Request pending[EP_PENDING];
@@ -32,41 +65,23 @@ struct moevk_ep_layer {
      * they may still write (freed at destroy if they have ended by then, else left to MPI,
      * which may complete them). */
     MPI_Request abandoned;
-    void *abandoned_memory[16];
+    void *abandoned_memory[32];
     int abandoned_count;
     char message[512]; /* a failing rank's message, broadcast (the layer outlives a timeout) */
 };
-
-/* A forward's exchange: its chunks and MPI types (ep_pipeline.c). */
-typedef struct ep_exchange ep_exchange;
-
-/* One forward's host memory. */
-typedef struct forward_state {
-    uint32_t T, total_tokens, capacity;
-    int32_t *ids;                     /* [T, k] this rank's choices */
-    float *weights;                   /* [T, k] */
-    int32_t *slots;                   /* [T, k] global slots, -1 where dropped */
-    int32_t *rows;                    /* [T, k] the row of the returned results, -1 where dropped */
-    uint32_t *tables;                 /* [R][1 + TABLE words]: every rank's counts and sums */
-    uint32_t *kept;                   /* [R][E] rows rank q keeps for expert e */
-    uint32_t *counts_before, *counts; /* [E] the whole batch's */
-    uint32_t *offsets;    /* [E + 1] each expert's first row, padded as one process pads */
-    uint32_t *send_first; /* [E + 1] each expert's first row in what this rank sends */
-    void *send;           /* [sent, d] hidden_type: this rank's kept rows, expert by expert */
-    float *returned;      /* [sent, d] f32: their experts' outputs */
-    /* [N, d] hidden_type: rows for this rank's experts, chunk-major, then expert-major, each
-     * expert's rows in source rank order (ep_pipeline.c) */
-    void *received;
-    float *expert_out; /* [N, d] f32, as received */
-    uint32_t sent, received_rows;
-    moevk_route_stats stats; /* the home route's (this rank's tokens) */
-    ep_exchange *exchange;
-} forward_state;
 
 /* The chunks and types of s's exchange, from every rank's kept rows (this rank's part of the
  * plan: its failure is agreed before any exchange). */
 moevk_result ep_plan_exchange(moevk_ep_layer *layer, const forward_state *s, ep_exchange **out);
 void ep_free_exchange(ep_exchange *exchange); /* NULL: no-op */
+
+/* Frees a forward's memory (that a timed-out request may still write goes to the layer). */
+void ep_free_forward(moevk_ep_layer *layer, forward_state *s);
+
+/* A backward's exchange of one chunk-less forward's rows' gradients: to_experts, s->returned
+ * (dL/d(expert output) of the rows this rank sent) into s->expert_out on the experts' ranks;
+ * else s->grad_rows back into s->returned. Waits (the layer's timeout). */
+moevk_result ep_exchange_gradients(moevk_ep_layer *layer, forward_state *s, int to_experts);
 
 /* The rows' exchange to this rank's experts, the experts over what arrives, and their results'
  * exchange back into s->returned, in layer->chunks chunks that overlap (the device runs one
@@ -94,6 +109,9 @@ moevk_result ep_fail(moevk_ep_layer *layer, moevk_result result, const char *for
  * layer's timeout (MOEVK_ERROR_PEER after it). `what` names the step in messages. */
 moevk_result ep_agree(moevk_ep_layer *layer, moevk_result local, const uint32_t *table,
                       size_t words, uint32_t *gathered, const char *what);
+
+/* ep_agree of the result alone (no table), its memory its own. */
+moevk_result ep_agree_result(moevk_ep_layer *layer, moevk_result local, const char *what);
 
 /* Waits for a nonblocking MPI call up to the layer's timeout (PEER after it, or when MPI
  * fails: the layer is then broken), driving the layer's pending requests meanwhile. */

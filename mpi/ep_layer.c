@@ -109,9 +109,6 @@ static moevk_result check_supported(moevk_ep_layer *layer, const moevk_layer_inf
         return ep_fail(layer, MOEVK_ERROR_UNSUPPORTED,
                        "an expert-parallel layer drops by POSITION only (the SCORE policy's "
                        "global threshold is not exchanged yet)");
-    if (info->trainable)
-        return ep_fail(layer, MOEVK_ERROR_UNSUPPORTED,
-                       "an expert-parallel layer is not trainable yet (no backward exchange)");
     return MOEVK_SUCCESS;
 }
 
@@ -199,6 +196,7 @@ moevk_result moevk_ep_layer_create(moevk_context *context, const moevk_ep_layer_
         layer->hidden_bytes = given->router->hidden_type == MOEVK_DTYPE_F32 ? 4 : 2;
         layer->max_tokens = given->router->max_tokens;
         layer->chunks = chunks;
+        layer->trainable = given->trainable != 0;
         r = check_supported(layer, given);
     }
     if (r == MOEVK_SUCCESS) {
@@ -222,6 +220,7 @@ void moevk_ep_layer_destroy(moevk_ep_layer *layer) {
     moevk_layer_destroy(layer->experts);
     moevk_layer_destroy(layer->home);
     layer->experts = layer->home = NULL;
+    if (layer->has_last) ep_free_forward(layer, &layer->last);
     /* MPI frees the communicator when its pending requests end. */
     if (layer->comm != MPI_COMM_NULL) MPI_Comm_free(&layer->comm);
     int done = 0, indices[EP_PENDING];

@@ -1,30 +1,33 @@
 /* The expert-parallel forward's middle (ep_internal.h): the kept rows to their experts' ranks,
  * this rank's experts over what arrives, the results back, in chunks that overlap.
  *
- * Expert l's n rows (every source rank's, in rank order) split into D chunks: chunk c holds
- * rows [n c / D, n (c + 1) / D), as Tutel splits its capacity. The D exchanges of rows are
+ * Expert l's n rows (every source rank's, in global slot order) split into D chunks: chunk c
+ * holds slots [n c / D, n (c + 1) / D), as Tutel splits its capacity. The D exchanges of rows are
  * posted at once; the device runs chunk c while MPI moves the rows of the chunks after it in
  * and the results of those before it out. Each row's output depends on that row alone, so the
  * chunks change no bit. Both sides of each exchange are indexed MPI types: no reordering copy.
  *
  * Layouts: this rank's send (and returned) rows are expert by expert, each expert's in slot
  * order (gather_sends); the received (and expert_out) rows are chunk-major, then expert-major,
- * then source rank order. */
+ * then in global slot order: each expert's rows in the order one process's layer holds them,
+ * so that a backward's sums over them (the weights' gradients) add in the same order. A source
+ * rank's rows of one expert are k runs of consecutive slots (one per choice j), so each
+ * (chunk, rank, expert) pair has k blocks. */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ep_internal.h"
 
-/* Where one chunk of one (source, expert) pair lies: `length` rows from row `at_source` of the
- * source's rows and from row `at_expert` of the experts' received rows. */
+/* Where one chunk of one (source, expert, choice) run lies: `length` rows from row `at_source`
+ * of the source's rows and from row `at_expert` of the experts' received rows. */
 typedef struct block {
     int length, at_source, at_expert;
 } block;
 
-/* The whole exchange's blocks, [chunk][source or destination rank][local expert]. */
+/* The whole exchange's blocks, [chunk][source or destination rank][local expert][choice]. */
 typedef struct chunk_plan {
-    uint32_t chunks, ranks, local;
+    uint32_t chunks, ranks, local, choices;
     block *to_experts;   /* this rank's rows to rank q's experts (q: destination) */
     block *from_sources; /* rank q's rows to this rank's experts (q: source) */
     uint32_t *counts;    /* [chunk][local expert] rows this rank's experts run in each chunk */
@@ -33,7 +36,7 @@ typedef struct chunk_plan {
 
 static uint64_t split(uint64_t n, uint32_t c, uint32_t chunks) { return n * c / chunks; }
 
-/* Chunk c of a source's rows [before, before + mine) among an expert's n. */
+/* Chunk c of a run of slots [before, before + mine) among an expert's n. */
 static block chunk_block(uint64_t n, uint64_t before, uint64_t mine, uint32_t c, uint32_t D,
                          uint64_t expert_first) {
     uint64_t lo = split(n, c, D), hi = split(n, c + 1, D);
@@ -54,6 +57,7 @@ static void free_chunk_plan(chunk_plan *plan) {
 /* The forward's overlap degree: the layer's, or (0) one chunk per MOEVK_EP_AUTO_CHUNK_ROWS
  * rows an expert runs on average over the whole batch, which every rank has agreed on. */
 static uint32_t chunks_for(const moevk_ep_layer *layer, const forward_state *s) {
+    if (layer->trainable) return 1; /* the backward runs each expert over all its rows at once */
     if (layer->chunks) return layer->chunks;
     uint64_t kept = 0;
     for (size_t i = 0; i < (size_t)layer->ranks * layer->num_experts; ++i) kept += s->kept[i];
@@ -63,10 +67,10 @@ static uint32_t chunks_for(const moevk_ep_layer *layer, const forward_state *s) 
 
 static moevk_result plan_chunks(moevk_ep_layer *layer, const forward_state *s, chunk_plan *plan) {
     uint32_t D = chunks_for(layer, s), R = (uint32_t)layer->ranks, L = layer->local_experts;
-    uint32_t E = layer->num_experts, me = (uint32_t)layer->rank;
+    uint32_t E = layer->num_experts, k = layer->top_k, me = (uint32_t)layer->rank;
     memset(plan, 0, sizeof *plan);
-    plan->chunks = D, plan->ranks = R, plan->local = L;
-    size_t blocks = (size_t)D * R * L;
+    plan->chunks = D, plan->ranks = R, plan->local = L, plan->choices = k;
+    size_t blocks = (size_t)D * R * L * k;
     plan->to_experts = calloc(2 * blocks, sizeof(block));
     plan->counts = calloc((size_t)D * L + D + 1, sizeof(uint32_t));
     if (!plan->to_experts || !plan->counts) {
@@ -76,42 +80,41 @@ static moevk_result plan_chunks(moevk_ep_layer *layer, const forward_state *s, c
     }
     plan->from_sources = plan->to_experts + blocks;
     plan->first = plan->counts + (size_t)D * L;
+#define RUN(j, q, e) (((size_t)(j)*R + (q)) * E + (e))
+#define BLOCK(c, q, l, j) ((((size_t)(c)*R + (q)) * L + (l)) * k + (j))
     /* Chunk-major received rows: where (chunk c, local expert l) starts. */
     for (uint32_t c = 0; c < D; ++c) {
         uint32_t row = plan->first[c];
         for (uint32_t l = 0; l < L; ++l) {
-            uint64_t n = 0;
-            for (uint32_t q = 0; q < R; ++q) n += s->kept[(size_t)q * E + layer->first_expert + l];
+            uint32_t e = layer->first_expert + l;
+            uint64_t n = s->counts[e]; /* every rank's kept rows */
             uint32_t rows = (uint32_t)(split(n, c + 1, D) - split(n, c, D));
             plan->counts[(size_t)c * L + l] = rows;
-            /* Rank q's rows for this expert, in source order. */
-            uint64_t before = 0;
-            for (uint32_t q = 0; q < R; ++q) {
-                uint64_t mine = s->kept[(size_t)q * E + layer->first_expert + l];
-                plan->from_sources[((size_t)c * R + q) * L + l] =
-                    chunk_block(n, before, mine, c, D, row);
-                before += mine;
-            }
+            for (uint32_t q = 0; q < R; ++q)
+                for (uint32_t j = 0; j < k; ++j)
+                    plan->from_sources[BLOCK(c, q, l, j)] = chunk_block(
+                        n, s->run_first[RUN(j, q, e)], s->runs[RUN(j, q, e)], c, D, row);
             row += rows;
         }
         plan->first[c + 1] = row;
     }
-    /* This rank's rows for every rank's experts (their chunks as those ranks split them). */
+    /* This rank's rows for every rank's experts (their chunks as those ranks split them); its
+     * rows of expert e are its runs one after another. */
     for (uint32_t q = 0; q < R; ++q)
         for (uint32_t l = 0; l < L; ++l) {
-            uint32_t e = q * L + l;
-            uint64_t n = 0, before = 0;
-            for (uint32_t p = 0; p < R; ++p) {
-                n += s->kept[(size_t)p * E + e];
-                if (p < me) before += s->kept[(size_t)p * E + e];
-            }
-            uint64_t mine = s->kept[(size_t)me * E + e];
-            for (uint32_t c = 0; c < D; ++c) {
-                block b = chunk_block(n, before, mine, c, D, 0);
-                b.at_source += (int)s->send_first[e]; /* into the send rows */
-                plan->to_experts[((size_t)c * R + q) * L + l] = b;
+            uint32_t e = q * L + l, at = s->send_first[e];
+            for (uint32_t j = 0; j < k; ++j) {
+                uint32_t mine = s->runs[RUN(j, me, e)];
+                for (uint32_t c = 0; c < D; ++c) {
+                    block b = chunk_block(s->counts[e], s->run_first[RUN(j, me, e)], mine, c, D, 0);
+                    b.at_source += (int)at; /* into the send rows */
+                    plan->to_experts[BLOCK(c, q, l, j)] = b;
+                }
+                at += mine;
             }
         }
+#undef RUN
+#undef BLOCK
     return MOEVK_SUCCESS;
 }
 
@@ -137,7 +140,7 @@ static void free_types(chunk_types *t) {
 static moevk_result make_types(moevk_ep_layer *layer, const chunk_plan *plan, const block *blocks,
                                int experts_side, uint32_t c, size_t row_bytes, int *lengths,
                                chunk_types *t) {
-    uint32_t R = plan->ranks, L = plan->local;
+    uint32_t R = plan->ranks, L = plan->local * plan->choices; /* blocks per rank */
     memset(t, 0, sizeof *t);
     t->ranks = R;
     t->row = MPI_DATATYPE_NULL;
@@ -194,7 +197,7 @@ moevk_result ep_plan_exchange(moevk_ep_layer *layer, const forward_state *s, ep_
                        "rank %d: %llu rows of %zu bytes pass MPI's int displacements", layer->rank,
                        (unsigned long long)largest, row_bytes);
     ep_exchange *x = calloc(1, sizeof *x);
-    int *lengths = calloc((size_t)layer->local_experts * 2, sizeof(int));
+    int *lengths = calloc((size_t)layer->local_experts * layer->top_k * 2, sizeof(int));
     if (!x || !lengths) {
         free(x);
         free(lengths);
@@ -238,6 +241,21 @@ static moevk_result post_chunk(moevk_ep_layer *layer, forward_state *s, uint32_t
     if (started == MPI_SUCCESS) return MOEVK_SUCCESS;
     layer->broken = 1;
     return ep_fail(layer, MOEVK_ERROR_PEER, "rank %d: MPI_Ialltoallw failed", layer->rank);
+}
+
+moevk_result ep_exchange_gradients(moevk_ep_layer *layer, forward_state *s, int to_experts) {
+    /* One chunk (chunks_for), and f32 rows both ways: the results' types. */
+    const chunk_types *mine = &s->exchange->mine[1][0], *theirs = &s->exchange->theirs[1][0];
+    MPI_Request *request = &layer->pending[0];
+    int started = to_experts ? MPI_Ialltoallw(s->returned, mine->counts, mine->displs, mine->types,
+                                              s->expert_out, theirs->counts, theirs->displs,
+                                              theirs->types, layer->comm, request)
+                             : MPI_Ialltoallw(s->grad_rows, theirs->counts, theirs->displs,
+                                              theirs->types, s->returned, mine->counts,
+                                              mine->displs, mine->types, layer->comm, request);
+    return ep_wait(layer, started, request,
+                   to_experts ? "sending the rows' gradients to the experts' ranks"
+                              : "returning the gradients of the experts' rows");
 }
 
 /* Bytes of the forward's exchanges: to other ranks, from them, and to itself. */

@@ -1039,7 +1039,7 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
     struct {
         char args[2048];
         const char *problem;
-    } cases[24];
+    } cases[32];
     int n = 0;
 #define CASE(problem_, ...)                                                                        \
     do {                                                                                           \
@@ -1088,6 +1088,11 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
          "--weights %s --layer 0 --hidden %s "
          "--expert-parallel --exchange-chunks 17",
          dir, hidden);
+#ifdef MOEVK_TEST_MPI
+    CASE("--expert-parallel: the backward takes no --loss yet",
+         "--weights %s --layer 0 --hidden %s --expert-parallel --grad-output %s --loss aux=0.01",
+         dir, hidden, hidden);
+#endif
 #undef CASE
     for (int i = 0; i < n; ++i) {
         char args[4096], message[2048];
@@ -1123,9 +1128,56 @@ static int same_stats(const char *a, const char *b) {
     return *a == *b;
 }
 
+/* Within the rounding of another order of summation: each value against the largest. */
+static int floats_close(const float *a, const float *b, size_t n) {
+    float largest = 0;
+    for (size_t i = 0; i < n; ++i) largest = fmaxf(largest, fabsf(b[i]));
+    for (size_t i = 0; i < n; ++i)
+        if (!(fabsf(a[i] - b[i]) <= 1e-5f * (fabsf(b[i]) + largest) + 1e-30f)) return 0;
+    return 1;
+}
+
+/* The backward's files of `mpirun moevk layer --expert-parallel --grad-output` against one
+ * process's: dL/dx and the routed experts' gradients bit for bit, the router's (each rank's
+ * tokens' part, summed in rank order) within its rounding. */
+static void check_expert_parallel_gradients(const char *one_dir, const char *many_dir) {
+    char a[800], b[800], error[512];
+    snprintf(a, sizeof a, "%s/grad_hidden.npy", one_dir);
+    snprintf(b, sizeof b, "%s/grad_hidden.npy", many_dir);
+    CHECK(same_file_bytes(a, b), "grad_hidden.npy differs from one process's");
+    npy_array one, many;
+    snprintf(a, sizeof a, "%s/grad_router.npy", one_dir);
+    snprintf(b, sizeof b, "%s/grad_router.npy", many_dir);
+    CHECK(npy_read(a, &one, error, sizeof error) && npy_read(b, &many, error, sizeof error), "%s",
+          error);
+    CHECK(one.count == many.count && floats_close(many.data, one.data, one.count),
+          "grad_router.npy is not one process's within rounding");
+    npy_free(&one);
+    npy_free(&many);
+    safetensors_file g1, g2;
+    snprintf(a, sizeof a, "%s/grad_weights.safetensors", one_dir);
+    snprintf(b, sizeof b, "%s/grad_weights.safetensors", many_dir);
+    CHECK(safetensors_open(a, &g1, error, sizeof error), "%s", error);
+    CHECK(safetensors_open(b, &g2, error, sizeof error), "%s", error);
+    CHECK(g1.count == g2.count, "%zu gradients, one process %zu", g2.count, g1.count);
+    for (size_t i = 0; i < g1.count; ++i) {
+        const model_tensor *want = &g1.tensors[i], *got = safetensors_find(&g2, want->name);
+        CHECK(got && got->count == want->count, "no gradient of %s", want->name);
+        if (strstr(want->name, "experts."))
+            CHECK(!memcmp(got->data, want->data, want->count * 4),
+                  "%s's gradient differs from one process's", want->name);
+        else
+            CHECK(floats_close(got->data, want->data, want->count),
+                  "%s's gradient is not one process's within rounding", want->name);
+    }
+    safetensors_close(&g1);
+    safetensors_close(&g2);
+}
+
 /* `mpirun -np R moevk layer --expert-parallel`: rank 0 writes the files one process writes,
  * byte for byte (stats.json's float sums within 1e-6: summed in rank order), over 2 ranks
- * (the automatic overlap) and 4 (3 chunks), dropless and with a global capacity that drops. */
+ * (the automatic overlap) and 4 (3 chunks), dropless and with a global capacity that drops; at
+ * 2 ranks with --grad-output too, the backward's files as one process's. */
 static void test_expert_parallel_writes_what_one_process_writes(void) {
     model m = {.family = "mixtral",
                .E = 8,
@@ -1144,13 +1196,16 @@ static void test_expert_parallel_writes_what_one_process_writes(void) {
                "\"hidden_size\":24,\"intermediate_size\":20,\"num_hidden_layers\":1,"
                "\"num_local_experts\":8,\"num_experts_per_tok\":2,\"hidden_act\":\"silu\"}");
     void *x = write_hidden("ep_x.npy", 45, m.d, MOEVK_DTYPE_F32);
+    void *dy = write_hidden("ep_dy.npy", 45, m.d, MOEVK_DTYPE_F32);
+    char grad[800];
+    snprintf(grad, sizeof grad, "--grad-output %s", in_work("ep_dy.npy"));
     const char *routings[] = {"--dropless", "--capacity-factor 1.0"};
     const char *files[] = {"output.npy", "router_logits.npy", "expert_ids.npy", "weights.npy",
                            "slots.npy",  "counts.npy",        "offsets.npy"};
     char args[2048], message[2048], command[4096];
     for (int i = 0; i < 2; ++i) {
-        snprintf(args, sizeof args, "layer --weights %s --layer 0 --hidden %s --out %s %s",
-                 in_work("ep"), in_work("ep_x.npy"), in_work("ep_one"), routings[i]);
+        snprintf(args, sizeof args, "layer --weights %s --layer 0 --hidden %s --out %s %s %s",
+                 in_work("ep"), in_work("ep_x.npy"), in_work("ep_one"), routings[i], grad);
         CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer: %s", message);
         for (int ranks = 2; ranks <= 4; ranks += 2) {
             /* Open MPI as root (CI's containers); no leak report from its own allocations. */
@@ -1160,7 +1215,7 @@ static void test_expert_parallel_writes_what_one_process_writes(void) {
                      "mpirun --oversubscribe -np %d %s layer --expert-parallel --weights %s "
                      "--layer 0 --hidden %s --out %s %s %s 2>%s",
                      ranks, cli_path, in_work("ep"), in_work("ep_x.npy"), in_work("ep_ranks"),
-                     routings[i], ranks == 4 ? "--exchange-chunks 3" : "", in_work("stderr.txt"));
+                     routings[i], ranks == 4 ? "--exchange-chunks 3" : grad, in_work("stderr.txt"));
             int status = shell_run(command);
             read_text_file(in_work("stderr.txt"), message, sizeof message);
             CHECK(status == 0, "%d ranks, %s: %s", ranks, routings[i], message);
@@ -1178,9 +1233,11 @@ static void test_expert_parallel_writes_what_one_process_writes(void) {
             read_text_file(args, many, sizeof many);
             CHECK(same_stats(one, many), "%d ranks, %s: stats.json\n%s\none process's:\n%s", ranks,
                   routings[i], many, one);
+            if (ranks == 2) check_expert_parallel_gradients(in_work("ep_one"), in_work("ep_ranks"));
         }
     }
     free(x);
+    free(dy);
     free_model(&m);
 }
 #endif

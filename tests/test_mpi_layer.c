@@ -41,6 +41,7 @@ typedef struct ep_case {
     int drops;     /* the case must drop choices (its capacity bites) */
     uint32_t
         chunks; /* the exchange's chunks on the second run (the first runs one); 0: automatic */
+    int train;  /* trainable: one run (one chunk), then the backward, twice (accumulating) */
 } ep_case;
 
 #define F16 MOEVK_DTYPE_F16
@@ -86,6 +87,21 @@ static const ep_case CASES[] = {
     /* Enough rows an expert (1100) that the automatic overlap degree splits them in two. */
     {"automatic_chunks", .experts_per_rank = 1, .k = 1, .d = 16, .f = 16, .tokens = 1100,
      .capacity_mode = DROPLESS},
+    /* Training: the backward's outputs and gradients against one process's. */
+    {"train_dropless_swiglu_biases_shared", .train = 1, .experts_per_rank = 2, .k = 2, .d = 32,
+     .f = 40, .tokens = 37, .capacity_mode = DROPLESS, .biases = 1, .shared_f = 24,
+     .renormalize = 1},
+    {"train_capacity_bf16_a_rank_without_tokens", .train = 1, .drops = 1, .experts_per_rank = 2,
+     .k = 2, .d = 24, .f = 32, .tokens = 60, .spread = 2, .weight_type = BF16, .hidden_type = BF16,
+     .capacity_factor = 1.0f, .skew = 1},
+    {"train_decode_gelu_shared_gate", .train = 1, .experts_per_rank = 2, .k = 2, .d = 32, .f = 48,
+     .tokens = 1, .capacity_mode = DROPLESS, .activation = MOEVK_ACTIVATION_GELU, .shared_f = 32,
+     .shared_gate = 1},
+    {"train_fixed_capacity_unrouted", .train = 1, .drops = 1, .experts_per_rank = 2, .k = 1,
+     .d = 16, .f = 24, .tokens = 60, .capacity_mode = FIXED, .capacity = 5, .skew = 1,
+     .activation = MOEVK_ACTIVATION_RELU, .biases = 1},
+    {"train_e_64_k_4_drops", .train = 1, .drops = 1, .experts = 64, .k = 4, .d = 32, .f = 32,
+     .tokens = 400, .capacity_factor = 1.0f, .skew = 1},
 };
 
 static uint32_t experts_per_rank(const ep_case *c) {
@@ -177,6 +193,25 @@ static void make_weights(const ep_case *c, uint32_t E, weight w[WEIGHTS]) {
     };
     if (c->ties && E > 1) memcpy((float *)all[0].data + d, all[0].data, d * 4);
     memcpy(w, all, sizeof all);
+}
+
+/* f32 elements of one expert's part of a weight's gradient. */
+static uint64_t gradient_elements(const weight *w, moevk_dtype type) {
+    int typed = w->which == MOEVK_WEIGHT_GATE || w->which == MOEVK_WEIGHT_UP ||
+                w->which == MOEVK_WEIGHT_DOWN || w->which == MOEVK_WEIGHT_SHARED_GATE ||
+                w->which == MOEVK_WEIGHT_SHARED_UP || w->which == MOEVK_WEIGHT_SHARED_DOWN;
+    return w->expert_bytes / (typed && type != MOEVK_DTYPE_F32 ? 2 : 4);
+}
+
+/* One process's backward: what each rank's part is held to. */
+typedef struct backward_want {
+    float *grad_output, *grad_hidden, *grad_weights; /* [total, d], [total, d], [total, k] */
+    float *gradients[WEIGHTS];                       /* every expert's, or the layer's */
+} backward_want;
+
+static void free_backward(backward_want *b) {
+    free(b->grad_output), free(b->grad_hidden), free(b->grad_weights);
+    for (int i = 0; i < WEIGHTS; ++i) free(b->gradients[i]);
 }
 
 /* One forward's outputs. */
@@ -280,6 +315,102 @@ static void check_timings(const moevk_ep_layer *ep, const ep_case *c, uint32_t c
     CHECK(T > 0 || t.bytes_to_others + t.bytes_to_self == 0, "a rank without tokens sent");
 }
 
+/* Within the rounding of summing the ranks' parts in another order than one process's. */
+static int close_in(const float *got, const float *want, size_t n, float scale, size_t *at) {
+    float largest = 0;
+    for (size_t i = 0; i < n; ++i) largest = fmaxf(largest, fabsf(want[i]));
+    for (size_t i = 0; i < n; ++i) {
+        double tolerance = 1e-5 * (fabs(want[i]) + largest) * scale + 1e-30;
+        if (!(fabs((double)got[i] - scale * want[i]) <= tolerance)) {
+            *at = i;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The expert-parallel backward of this rank's tokens against one process's, twice: the second
+ * accumulating (every gradient then exactly twice the first's). dL/dx, dL/dweights and the
+ * gradients of this rank's experts bit for bit; the router's and shared experts' (summed over
+ * the ranks) within their rounding. */
+static void check_backward(moevk_ep_layer *ep, const ep_case *c, const weight w[WEIGHTS],
+                           const backward_want *want, uint32_t T, uint32_t base, uint32_t k,
+                           uint32_t first, uint32_t count) {
+    size_t d = c->d;
+    float *gx = malloc((size_t)T * d * 4 + 4), *gw = malloc((size_t)T * k * 4 + 4);
+    float *got[WEIGHTS] = {0};
+    CHECK(gx && gw, "out of memory");
+    for (int pass = 0; pass < 2; ++pass) {
+        moevk_layer_backward_info info;
+        moevk_layer_backward_info_init(&info);
+        info.grad_output = moevk_host_tensor(want->grad_output + (size_t)base * d);
+        info.grad_hidden = moevk_host_tensor(gx);
+        info.grad_weights = moevk_host_tensor(gw);
+        info.accumulate = pass;
+        CHECK_OK(moevk_ep_layer_backward(ep, &info));
+        CHECK(memcmp(gx, want->grad_hidden + (size_t)base * d, (size_t)T * d * 4) == 0,
+              "pass %d: dL/dx differs from one process's", pass);
+        CHECK(memcmp(gw, want->grad_weights + (size_t)base * k, (size_t)T * k * 4) == 0,
+              "pass %d: dL/dweights differs from one process's", pass);
+        /* Every rank reads the summed gradients (collective) before any check can return. */
+        for (int i = 0; i < WEIGHTS; ++i) {
+            if (!want->gradients[i]) continue;
+            uint64_t n = gradient_elements(&w[i], c->weight_type);
+            int routed = w[i].which >= MOEVK_WEIGHT_GATE && w[i].which <= MOEVK_WEIGHT_DOWN_BIAS;
+            free(got[i]);
+            got[i] = malloc((routed ? count : 1) * n * 4 + 4);
+            CHECK(got[i], "out of memory");
+            moevk_result r = routed ? moevk_ep_layer_read_gradient(ep, w[i].which, first, count,
+                                                                   moevk_host_tensor(got[i]))
+                                    : moevk_ep_layer_read_gradient(ep, w[i].which, 0, 1,
+                                                                   moevk_host_tensor(got[i]));
+            CHECK_OK(r);
+        }
+        for (int i = 0; i < WEIGHTS; ++i) {
+            if (!want->gradients[i]) continue;
+            uint64_t n = gradient_elements(&w[i], c->weight_type);
+            int routed = w[i].which >= MOEVK_WEIGHT_GATE && w[i].which <= MOEVK_WEIGHT_DOWN_BIAS;
+            const float *expected = want->gradients[i] + (routed ? (size_t)first * n : 0);
+            size_t elements = (size_t)(routed ? count : 1) * n, at = 0;
+            if (routed) {
+                for (size_t e = 0; e < elements; ++e)
+                    CHECK(got[i][e] == (pass + 1) * expected[e],
+                          "pass %d: weight %d's gradient [%zu] %.9g, one process %.9g", pass,
+                          (int)w[i].which, e, got[i][e], (pass + 1) * expected[e]);
+            } else {
+                CHECK(close_in(got[i], expected, elements, (float)(pass + 1), &at),
+                      "pass %d: weight %d's summed gradient [%zu] %.9g, one process %.9g", pass,
+                      (int)w[i].which, at, got[i][at], (pass + 1) * expected[at]);
+            }
+        }
+    }
+    free(gx), free(gw);
+    for (int i = 0; i < WEIGHTS; ++i) free(got[i]);
+}
+
+/* One process's backward of its last forward, and its gradients. */
+static void reference_backward(moevk_layer *single, const ep_case *c, const weight w[WEIGHTS],
+                               uint32_t total, uint32_t k, backward_want *want) {
+    size_t d = c->d;
+    want->grad_output = random_weights((uint64_t)total * d + 1, MOEVK_DTYPE_F32, 1.0f);
+    want->grad_hidden = malloc((size_t)total * d * 4 + 4);
+    want->grad_weights = malloc((size_t)total * k * 4 + 4);
+    CHECK(want->grad_output && want->grad_hidden && want->grad_weights, "out of memory");
+    moevk_layer_backward_info info;
+    moevk_layer_backward_info_init(&info);
+    info.grad_output = moevk_host_tensor(want->grad_output);
+    info.grad_hidden = moevk_host_tensor(want->grad_hidden);
+    info.grad_weights = moevk_host_tensor(want->grad_weights);
+    CHECK_OK(moevk_layer_backward(single, &info));
+    for (int i = 0; i < WEIGHTS; ++i) {
+        if (!w[i].data) continue;
+        want->gradients[i] = malloc(w[i].experts * gradient_elements(&w[i], c->weight_type) * 4);
+        CHECK(want->gradients[i], "out of memory");
+        CHECK_OK(moevk_layer_read_gradient(single, w[i].which, 0, w[i].experts,
+                                           moevk_host_tensor(want->gradients[i])));
+    }
+}
+
 /* Every rank's part of the test: the reference forward, the expert-parallel one, compared. */
 static void check_case(const ep_case *c) {
     uint32_t per_rank = experts_per_rank(c), E = per_rank * (uint32_t)ranks, total = 0, base = 0,
@@ -293,6 +424,7 @@ static void check_case(const ep_case *c) {
     uint32_t T = tokens_of(c, rank);
     moevk_router_info router = router_info_of(c, total);
     moevk_layer_info info = layer_info_of(c, &router);
+    info.trainable = c->train;
     uint32_t k = router.top_k;
     weight w[WEIGHTS];
     make_weights(c, E, w);
@@ -326,6 +458,8 @@ static void check_case(const ep_case *c) {
     outputs want, got;
     CHECK(make_outputs(&want, total, c, E, k) && make_outputs(&got, T, c, E, k), "out of memory");
     CHECK_OK(moevk_layer_forward(single, &input, &want.layer));
+    backward_want backward = {0};
+    if (c->train) reference_backward(single, c, w, total, k, &backward);
     moevk_layer_destroy(single);
     CHECK(!c->drops || want.stats.dropped > 0, "the capacity drops nothing: the case tests less");
     CHECK(c->capacity_mode != FIXED || want.stats.unrouted_tokens > 0, "no unrouted tokens");
@@ -335,7 +469,7 @@ static void check_case(const ep_case *c) {
     input.num_tokens = T;
     input.hidden = moevk_host_tensor((char *)hidden + (size_t)base * row);
     /* Twice, on one chunk and on the case's: the same bits every run, whatever the overlap. */
-    for (int run = 0; run < 2; ++run) {
+    for (int run = 0; run < (c->train ? 1 : 2); ++run) {
         uint32_t chunks = run == 0 ? 1 : c->chunks;
         moevk_ep_layer *ep = NULL;
         CHECK_OK(create_chunked(router, info, 120, chunks, &ep));
@@ -387,8 +521,10 @@ static void check_case(const ep_case *c) {
               s->aux_loss, g->z_loss, s->z_loss, g->mean_logsumexp, s->mean_logsumexp, g->entropy,
               s->entropy);
         check_timings(ep, c, chunks, T, want.counts, E);
+        if (c->train) check_backward(ep, c, w, &backward, T, base, k, first, count);
         moevk_ep_layer_destroy(ep);
     }
+    free_backward(&backward);
     free_outputs(&want);
     free_outputs(&got);
     free(hidden);
@@ -443,9 +579,26 @@ static void test_what_is_not_offered_is_unsupported(void) {
     router = router_info_of(&SMALL, 8);
     router.drop_policy = MOEVK_DROP_SCORE;
     check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_UNSUPPORTED, "POSITION");
+    /* A trainable layer's backward takes no losses yet, and needs a forward first. */
     router = router_info_of(&SMALL, 8);
     info.trainable = 1;
-    check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_UNSUPPORTED, "trainable");
+    CHECK_OK(create_with(router, info, 60, &ep));
+    moevk_layer_backward_info backward;
+    moevk_layer_backward_info_init(&backward);
+    check_agreed(moevk_ep_layer_backward(ep, &backward), MOEVK_ERROR_INVALID_ARGUMENT,
+                 "forward first");
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    moevk_layer_output output;
+    moevk_layer_output_init(&output);
+    CHECK_OK(moevk_ep_layer_forward(ep, &input, &output)); /* no tokens anywhere */
+    moevk_loss_info losses;
+    moevk_loss_info_init(&losses);
+    backward.losses = &losses;
+    check_agreed(moevk_ep_layer_backward(ep, &backward), MOEVK_ERROR_UNSUPPORTED, "losses");
+    backward.losses = NULL;
+    CHECK_OK(moevk_ep_layer_backward(ep, &backward));
+    moevk_ep_layer_destroy(ep);
 }
 
 /* One rank's bad call fails every rank's forward with its message; the layer still works. */

@@ -1,0 +1,154 @@
+/* The expert-parallel layer's training (moevk_mpi.h): the backward of its last forward — the
+ * home half's combine backward on every rank, the rows' gradients to their experts' ranks (the
+ * forward's exchange, f32 rows), the experts' backward there, the rows' gradients back, and the
+ * home half's dispatch, shared experts and router backward — and its gradients, read where
+ * they live: a routed expert's on its rank, the router's and shared experts' summed over the
+ * ranks in rank order. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ep_internal.h"
+
+#define REJECT(...) return ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
+
+static int host_or_none(const moevk_tensor *tensor) {
+    return tensor->kind == MOEVK_TENSOR_NONE || (tensor->kind == MOEVK_TENSOR_HOST && tensor->host);
+}
+
+/* This rank's checks before any exchange (its failure is then every rank's). */
+static moevk_result check_backward(moevk_ep_layer *layer, const moevk_layer_backward_info *info) {
+    if (!info) REJECT("info must not be NULL");
+    if (info->struct_size < sizeof *info)
+        REJECT("info must be this moevk's whole struct (moevk_layer_backward_info_init)");
+    if (!layer->trainable) REJECT("the layer was created without `trainable`");
+    if (!layer->has_last) REJECT("a backward needs the layer's forward first");
+    if (info->losses || info->loss_values)
+        return ep_fail(layer, MOEVK_ERROR_UNSUPPORTED,
+                       "an expert-parallel layer's backward takes no losses yet (their "
+                       "statistics are the whole batch's): dL/dlogits from dL/dweights only");
+    uint32_t T = layer->last.T;
+    if (T > 0 && (info->grad_output.kind != MOEVK_TENSOR_HOST || !info->grad_output.host))
+        REJECT("an expert-parallel layer takes grad_output in host memory");
+    if (!host_or_none(&info->grad_hidden) || !host_or_none(&info->grad_weights))
+        REJECT("an expert-parallel layer writes grad_hidden and grad_weights to host memory");
+    return MOEVK_SUCCESS;
+}
+
+/* The home half's first step: each sent row's share of dL/doutput into s->returned. */
+static moevk_result combine_backward(moevk_ep_layer *layer, forward_state *s,
+                                     const moevk_layer_backward_info *info) {
+    if (s->T == 0) return MOEVK_SUCCESS;
+    return moevk_parts_home_backward_combine(layer->home, info->grad_output.host,
+                                             info->grad_weights.host, s->returned);
+}
+
+/* This rank's experts over the rows' gradients that came: dL/d(their rows) into s->grad_rows.
+ * Experts that ran nothing still have their gradients zeroed, as one process's layer has. */
+static moevk_result experts_backward(moevk_ep_layer *layer, forward_state *s, int accumulate) {
+    if (s->received_rows == 0)
+        return accumulate ? MOEVK_SUCCESS : moevk_layer_zero_gradients(layer->experts);
+    if (!s->grad_rows) s->grad_rows = malloc((size_t)s->received_rows * layer->hidden_size * 4);
+    if (!s->grad_rows)
+        return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d: %u rows' gradients",
+                       layer->rank, s->received_rows);
+    return moevk_parts_experts_backward(layer->experts, s->expert_out, accumulate, s->grad_rows);
+}
+
+/* The home half's last step, from the returned rows' gradients in s->returned. */
+static moevk_result finish_backward(moevk_ep_layer *layer, forward_state *s,
+                                    const moevk_layer_backward_info *info) {
+    if (s->T == 0)
+        return info->accumulate ? MOEVK_SUCCESS : moevk_layer_zero_gradients(layer->home);
+    return moevk_parts_home_backward_finish(layer->home, s->returned, info->accumulate,
+                                            info->grad_hidden.host);
+}
+
+moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer, const moevk_layer_backward_info *info) {
+    if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
+    if (layer->broken)
+        return ep_fail(layer, MOEVK_ERROR_PEER,
+                       "rank %d: an earlier exchange failed: the layer only takes destroy",
+                       layer->rank);
+    forward_state *s = &layer->last;
+    moevk_result r = check_backward(layer, info);
+    r = ep_agree_result(layer, r, "checking the backward");
+    /* Each step's failure is agreed before the next exchange, as in the forward. */
+    int exchange = r == MOEVK_SUCCESS && s->total_tokens > 0;
+    if (r == MOEVK_SUCCESS)
+        r = ep_agree_result(layer, combine_backward(layer, s, info), "the combine's backward");
+    if (r == MOEVK_SUCCESS && exchange) r = ep_exchange_gradients(layer, s, 1);
+    if (r == MOEVK_SUCCESS)
+        r = ep_agree_result(layer, experts_backward(layer, s, info->accumulate),
+                            "the experts' backward");
+    if (r == MOEVK_SUCCESS && exchange) r = ep_exchange_gradients(layer, s, 0);
+    if (r == MOEVK_SUCCESS)
+        r = ep_agree_result(layer, finish_backward(layer, s, info), "the router's backward");
+    return r;
+}
+
+static int routed_weight(moevk_layer_weight which) {
+    return which >= MOEVK_WEIGHT_GATE && which <= MOEVK_WEIGHT_DOWN_BIAS;
+}
+
+/* The router's or shared experts' gradient: every rank's part gathered, summed in rank order. */
+static moevk_result summed_gradient(moevk_ep_layer *layer, moevk_layer_weight which, uint32_t first,
+                                    uint32_t count, float *destination) {
+    uint64_t bytes = 0;
+    moevk_result r = moevk_parts_gradient_bytes(layer->home, which, first, count, &bytes);
+    if (r == MOEVK_SUCCESS && bytes * (uint64_t)layer->ranks > 0x7fffffff)
+        r = ep_fail(layer, MOEVK_ERROR_TOO_LARGE, "rank %d: %llu bytes a rank pass MPI's int",
+                    layer->rank, (unsigned long long)bytes);
+    float *all = r == MOEVK_SUCCESS ? malloc(bytes * (uint64_t)layer->ranks + 4) : NULL;
+    if (r == MOEVK_SUCCESS && !all)
+        r = ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d: gradients", layer->rank);
+    size_t n = (size_t)bytes / 4;
+    if (r == MOEVK_SUCCESS)
+        r = moevk_layer_read_gradient(layer->home, which, first, count,
+                                      moevk_host_tensor(all + (size_t)layer->rank * n));
+    r = ep_agree_result(layer, r, "reading the gradients");
+    if (r == MOEVK_SUCCESS) {
+        MPI_Request request;
+        int started = MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, all, (int)bytes, MPI_BYTE,
+                                     layer->comm, &request);
+        r = ep_wait(layer, started, &request, "gathering the gradients");
+    }
+    if (r == MOEVK_SUCCESS) {
+        for (size_t i = 0; i < n; ++i) {
+            float sum = all[i];
+            for (int q = 1; q < layer->ranks; ++q) sum += all[(size_t)q * n + i];
+            destination[i] = sum;
+        }
+    }
+    if (!ep_abandon(layer, all)) free(all);
+    return r;
+}
+
+moevk_result moevk_ep_layer_read_gradient(moevk_ep_layer *layer, moevk_layer_weight which,
+                                          uint32_t first, uint32_t count,
+                                          moevk_tensor destination) {
+    if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
+    if (routed_weight(which)) {
+        uint32_t own = layer->first_expert, end = own + layer->local_experts;
+        if (first < own || first > end || count > end - first)
+            REJECT("experts [%u, %u) are not all rank %d's: it owns [%u, %u)", first, first + count,
+                   layer->rank, own, end);
+        return moevk_layer_read_gradient(layer->experts, which, first - own, count, destination);
+    }
+    if (layer->broken)
+        return ep_fail(layer, MOEVK_ERROR_PEER,
+                       "rank %d: an earlier exchange failed: the layer only takes destroy",
+                       layer->rank);
+    moevk_result r = MOEVK_SUCCESS;
+    if (destination.kind != MOEVK_TENSOR_HOST || !destination.host)
+        r = ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT,
+                    "the router's and shared experts' gradients are read into host memory");
+    /* Still collective: the others wait for this rank's answer. */
+    if (r != MOEVK_SUCCESS) return ep_agree_result(layer, r, "reading the gradients");
+    return summed_gradient(layer, which, first, count, destination.host);
+}
+
+moevk_result moevk_ep_layer_zero_gradients(moevk_ep_layer *layer) {
+    if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_result r = moevk_layer_zero_gradients(layer->home);
+    return r != MOEVK_SUCCESS ? r : moevk_layer_zero_gradients(layer->experts);
+}
