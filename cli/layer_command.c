@@ -101,6 +101,7 @@ static int parse(int argc, char **argv, const moevk_router_info *base, layer_arg
     memset(a, 0, sizeof *a);
     a->info = *base;
     a->activation = -1;
+    moevk_loss_info_init(&a->loss);
     return options_parse("layer", LAYER_SYNOPSIS, LAYER_OPTIONS, OPTION_COUNT(LAYER_OPTIONS), argc,
                          argv, a);
 }
@@ -142,9 +143,11 @@ static int check_args(const layer_args *a) {
 #endif
     if (a->exchange_chunks && !a->expert_parallel)
         BAD("--exchange-chunks is an option of --expert-parallel");
-    if (a->expert_parallel && a->want_losses)
-        BAD("--expert-parallel: the backward takes no --loss yet (the balancing losses' "
-            "statistics are the whole batch's)");
+    if (a->expert_parallel && a->want_losses &&
+        (a->loss.importance_coef != 0.0f || a->loss.load_coef != 0.0f ||
+         a->loss.sequence_coef != 0.0f))
+        BAD("--expert-parallel: the backward takes the aux, z and entropy losses; not yet "
+            "importance, load or sequence (their sums are the whole batch's)");
     return 1;
 }
 
@@ -316,7 +319,9 @@ static int run_expert_parallel(layer_args *a, layer_inputs *in, const moevk_laye
         layer_forward_arrays arrays = {o.output, o.logits, o.weights, o.token_scores, o.ids,
                                        o.slots,  o.counts, o.offsets, &stats};
         char error[1024];
-        layer_backward_request backward = {&in->grad_output, a->out, 0};
+        a->loss.sequence_length = a->info.sequence_length;
+        layer_backward_request backward = {&in->grad_output, a->want_losses ? &a->loss : NULL,
+                                           a->out, 0};
         moevk_result r = layer_forward_expert_parallel(
             context, info, a->exchange_chunks, &in->weights, &in->config, &input, &arrays,
             a->grad_output ? &backward : NULL, &writer, error, sizeof error);

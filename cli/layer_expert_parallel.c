@@ -157,8 +157,9 @@ moevk_result layer_forward_expert_parallel(moevk_context *context, const moevk_l
     if (r == MOEVK_SUCCESS && backward) {
         ep_gradients g = {layer, T, d, rank, ranks, own, count};
         gradient_source source = {&g, context, rank == 0, ep_backward, ep_read};
-        backward->status = layer_gradients_write(&source, weights, (uint32_t)E, (uint32_t)d,
-                                                 backward->grad_output, NULL, backward->out_dir);
+        backward->status =
+            layer_gradients_write(&source, weights, (uint32_t)E, (uint32_t)d, backward->grad_output,
+                                  backward->losses, backward->out_dir);
     }
     moevk_ep_layer_destroy(layer);
     int *counts = malloc(2 * (size_t)ranks * sizeof *counts);

@@ -21,7 +21,8 @@ typedef struct layer_forward_arrays {
 /* With --grad-output: the backward after the forward, every rank its tokens' part, and its
  * files (layer_gradients.h) written by rank 0; status gets layer_gradients_write's. */
 typedef struct layer_backward_request {
-    const npy_array *grad_output; /* [T, d] f32, all tokens */
+    const npy_array *grad_output;  /* [T, d] f32, all tokens */
+    const moevk_loss_info *losses; /* --loss (NULL: none) */
     const char *out_dir;
     int status;
 } layer_backward_request;

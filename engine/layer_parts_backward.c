@@ -24,8 +24,22 @@ static moevk_result check_trainable_half(moevk_layer *layer, int role) {
     return MOEVK_SUCCESS;
 }
 
+/* The losses the home half can take: those whose gradient is each token's own, given the
+ * whole batch's counts and valid rows (aux, z, entropy). */
+static moevk_result check_batch_losses(moevk_context *context, const moevk_loss_info *losses) {
+    if (!losses) return MOEVK_SUCCESS;
+    if (losses->importance_coef != 0.0f || losses->load_coef != 0.0f ||
+        losses->sequence_coef != 0.0f)
+        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
+                            "an expert-parallel layer's backward takes the aux, z and entropy "
+                            "losses; not yet importance, load or sequence (their sums are the "
+                            "whole batch's)");
+    return MOEVK_SUCCESS;
+}
+
 moevk_result moevk_parts_home_backward_combine(moevk_layer *layer, const float *grad_output,
-                                               float *grad_weights, float *grad_expert_rows) {
+                                               const moevk_parts_batch *batch, float *grad_weights,
+                                               float *grad_expert_rows) {
     moevk_result r = check_trainable_half(layer, PARTS_HOME);
     if (r != MOEVK_SUCCESS) return r;
     moevk_router *router = layer->router;
@@ -37,17 +51,30 @@ moevk_result moevk_parts_home_backward_combine(moevk_layer *layer, const float *
     if (T == 0) return MOEVK_SUCCESS;
     if (!grad_output || (rows > 0 && !grad_expert_rows))
         REJECT("grad_output and grad_expert_rows must be given");
-    /* dL/dlogits from dL/dweights alone (no losses' coefficients), as moevk_layer_backward
-     * runs it without losses. */
+    const moevk_loss_info *losses = batch ? batch->losses : NULL;
+    if (losses && !batch->counts_before) REJECT("the losses need the batch's counts_before");
+    r = check_batch_losses(context, losses);
+    if (r != MOEVK_SUCCESS) return r;
+    /* dL/dlogits from dL/dweights and the losses, as moevk_layer_backward runs it, over the
+     * whole batch's counts (EXPERT_INFO's first E words) and valid rows. */
     moevk_loss_info no_losses, loss_info;
     moevk_loss_info_init(&no_losses);
     route_plan loss_plan;
     loss_phases phases;
-    r = losses_plan_for_layer(router, &no_losses, &loss_plan, &phases, &loss_info);
+    r = losses_plan_for_layer(router, losses ? losses : &no_losses, &loss_plan, &phases,
+                              &loss_info);
+    uint32_t E = router->info.num_experts;
+    uint64_t assignments = 0;
+    for (uint32_t e = 0; losses && e < E; ++e) assignments += batch->counts_before[e];
+    if (losses) {
+        loss_plan.valid_rows = batch->valid_rows;
+        loss_plan.assignments = (uint32_t)assignments;
+    }
     transfer_plan *transfers = &router->pending_plan;
     if (r == MOEVK_SUCCESS) r = transfer_begin(transfers, router);
     if (r != MOEVK_SUCCESS) return r;
     transfer_upload(transfers, BINDING_GRAD_OUTPUT, grad_output, T * d * 4);
+    if (losses) transfer_upload(transfers, BINDING_EXPERT_INFO, batch->counts_before, E * 4);
     transfer_uploads_done(transfers);
     record_combine_backward(router, &plan);
     record_losses(router, &loss_plan, &phases);

@@ -66,13 +66,22 @@ MOEVK_API moevk_result moevk_parts_experts_submit(moevk_layer *layer, const void
 MOEVK_API moevk_result moevk_parts_wait(moevk_layer *layer, uint64_t timeout_ns);
 
 /* The backward of a trainable layer's halves: moevk_layer_backward's steps, in its order, over
- * the last forward (no losses' coefficients: dL/dlogits from dL/dweights alone). Each waits.
+ * the last forward. Each waits.
  *
  * HOME, first: from dL/doutput grad_output [T, d] f32, dL/dweights grad_weights [T, k] (may be
  * NULL) and each row the last moevk_parts_combine took its share of dL/doutput,
- * grad_expert_rows [expert_rows, d] f32 (all host). */
+ * grad_expert_rows [expert_rows, d] f32 (all host); batch (may be NULL: no losses) gives the
+ * losses and what their gradient needs of the whole batch. */
+typedef struct moevk_parts_batch {
+    /* aux, z and entropy only (the others: UNSUPPORTED); NULL: none */
+    const moevk_loss_info *losses;
+    const uint32_t *counts_before; /* [E] the whole batch's, before drops */
+    uint32_t valid_rows;           /* the whole batch's rows neither non-finite nor masked */
+} moevk_parts_batch;
+
 MOEVK_API moevk_result moevk_parts_home_backward_combine(moevk_layer *layer,
                                                          const float *grad_output,
+                                                         const moevk_parts_batch *batch,
                                                          float *grad_weights,
                                                          float *grad_expert_rows);
 

@@ -11,6 +11,8 @@
 
 #define REJECT(...) return ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT, __VA_ARGS__)
 
+static int tensor_given(const moevk_tensor *tensor) { return tensor->kind != MOEVK_TENSOR_NONE; }
+
 static int host_or_none(const moevk_tensor *tensor) {
     return tensor->kind == MOEVK_TENSOR_NONE || (tensor->kind == MOEVK_TENSOR_HOST && tensor->host);
 }
@@ -22,10 +24,20 @@ static moevk_result check_backward(moevk_ep_layer *layer, const moevk_layer_back
         REJECT("info must be this moevk's whole struct (moevk_layer_backward_info_init)");
     if (!layer->trainable) REJECT("the layer was created without `trainable`");
     if (!layer->has_last) REJECT("a backward needs the layer's forward first");
-    if (info->losses || info->loss_values)
+    const moevk_loss_info *losses = info->losses;
+    if (losses && losses->struct_size < sizeof *losses)
+        REJECT("losses must be this moevk's whole struct (moevk_loss_info_init)");
+    if (losses && (losses->importance_coef != 0.0f || losses->load_coef != 0.0f ||
+                   losses->sequence_coef != 0.0f))
         return ep_fail(layer, MOEVK_ERROR_UNSUPPORTED,
-                       "an expert-parallel layer's backward takes no losses yet (their "
-                       "statistics are the whole batch's): dL/dlogits from dL/dweights only");
+                       "an expert-parallel layer's backward takes the aux, z and entropy losses; "
+                       "not yet importance, load or sequence (their sums are the whole batch's)");
+    if (losses &&
+        (tensor_given(&losses->grad_weights) || tensor_given(&losses->grad_combined) ||
+         tensor_given(&losses->grad_noise_std) || tensor_given(&losses->grad_noise_weights)))
+        REJECT("a layer's backward gives the losses their dL/dweights: their tensors must be NONE");
+    if (info->loss_values && info->loss_values->struct_size < sizeof *info->loss_values)
+        REJECT("loss_values must be this moevk's whole struct (moevk_losses_init)");
     uint32_t T = layer->last.T;
     if (T > 0 && (info->grad_output.kind != MOEVK_TENSOR_HOST || !info->grad_output.host))
         REJECT("an expert-parallel layer takes grad_output in host memory");
@@ -36,10 +48,29 @@ static moevk_result check_backward(moevk_ep_layer *layer, const moevk_layer_back
 
 /* The home half's first step: each sent row's share of dL/doutput into s->returned. */
 static moevk_result combine_backward(moevk_ep_layer *layer, forward_state *s,
-                                     const moevk_layer_backward_info *info) {
+                                     const moevk_layer_backward_info *info,
+                                     const moevk_route_stats *stats) {
     if (s->T == 0) return MOEVK_SUCCESS;
-    return moevk_parts_home_backward_combine(layer->home, info->grad_output.host,
+    /* The losses' gradient over the whole batch's counts and valid rows: each token's the one
+     * process's. */
+    moevk_parts_batch batch = {info->losses, s->counts_before,
+                               s->total_tokens - stats->nonfinite_rows - stats->masked_rows};
+    return moevk_parts_home_backward_combine(layer->home, info->grad_output.host, &batch,
                                              info->grad_weights.host, s->returned);
+}
+
+/* The losses' values, from the whole batch's statistics (one process's within the rounding
+ * of the ranks' sums in rank order). */
+static void loss_values(const moevk_loss_info *info, const moevk_route_stats *stats,
+                        moevk_losses *values) {
+    uint32_t size = values->struct_size;
+    moevk_losses_init(values);
+    values->struct_size = size;
+    values->aux = stats->aux_loss;
+    values->z = stats->z_loss;
+    values->entropy = stats->entropy;
+    values->total = info->aux_coef * values->aux + info->z_coef * values->z +
+                    info->entropy_coef * values->entropy;
 }
 
 /* This rank's experts over the rows' gradients that came: dL/d(their rows) into s->grad_rows.
@@ -74,8 +105,12 @@ moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer, const moevk_layer_ba
     r = ep_agree_result(layer, r, "checking the backward");
     /* Each step's failure is agreed before the next exchange, as in the forward. */
     int exchange = r == MOEVK_SUCCESS && s->total_tokens > 0;
+    moevk_route_stats stats;
+    moevk_route_stats_init(&stats);
+    if (r == MOEVK_SUCCESS) ep_batch_stats(layer, s, &stats);
     if (r == MOEVK_SUCCESS)
-        r = ep_agree_result(layer, combine_backward(layer, s, info), "the combine's backward");
+        r = ep_agree_result(layer, combine_backward(layer, s, info, &stats),
+                            "the combine's backward");
     if (r == MOEVK_SUCCESS && exchange) r = ep_exchange_gradients(layer, s, 1);
     if (r == MOEVK_SUCCESS)
         r = ep_agree_result(layer, experts_backward(layer, s, info->accumulate),
@@ -83,6 +118,8 @@ moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer, const moevk_layer_ba
     if (r == MOEVK_SUCCESS && exchange) r = ep_exchange_gradients(layer, s, 0);
     if (r == MOEVK_SUCCESS)
         r = ep_agree_result(layer, finish_backward(layer, s, info), "the router's backward");
+    if (r == MOEVK_SUCCESS && info->losses && info->loss_values)
+        loss_values(info->losses, &stats, info->loss_values);
     return r;
 }
 

@@ -226,6 +226,10 @@ static void fill_stats(moevk_ep_layer *layer, const forward_state *s, uint32_t u
     moevk_parts_stats_from_sums(stats, E, s->counts_before, s->capacity, valid, sums);
 }
 
+void ep_batch_stats(moevk_ep_layer *layer, const forward_state *s, moevk_route_stats *stats) {
+    fill_stats(layer, s, 0, stats);
+}
+
 /* This rank's route outputs, as one process's forward of all tokens writes them. */
 static void write_route(moevk_ep_layer *layer, const forward_state *s, uint32_t unrouted,
                         const moevk_route_output *route) {

@@ -78,6 +78,9 @@ void ep_free_exchange(ep_exchange *exchange); /* NULL: no-op */
 /* Frees a forward's memory (that a timed-out request may still write goes to the layer). */
 void ep_free_forward(moevk_ep_layer *layer, forward_state *s);
 
+/* The whole batch's statistics of forward s, the same on every rank (unrouted_tokens 0). */
+void ep_batch_stats(moevk_ep_layer *layer, const forward_state *s, moevk_route_stats *stats);
+
 /* A backward's exchange of one chunk-less forward's rows' gradients: to_experts, s->returned
  * (dL/d(expert output) of the rows this rank sent) into s->expert_out on the experts' ranks;
  * else s->grad_rows back into s->returned. Waits (the layer's timeout). */

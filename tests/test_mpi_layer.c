@@ -42,6 +42,7 @@ typedef struct ep_case {
     uint32_t
         chunks; /* the exchange's chunks on the second run (the first runs one); 0: automatic */
     int train;  /* trainable: one run (one chunk), then the backward, twice (accumulating) */
+    int losses; /* the backward with the aux, z and entropy losses */
 } ep_case;
 
 #define F16 MOEVK_DTYPE_F16
@@ -88,8 +89,8 @@ static const ep_case CASES[] = {
     {"automatic_chunks", .experts_per_rank = 1, .k = 1, .d = 16, .f = 16, .tokens = 1100,
      .capacity_mode = DROPLESS},
     /* Training: the backward's outputs and gradients against one process's. */
-    {"train_dropless_swiglu_biases_shared", .train = 1, .experts_per_rank = 2, .k = 2, .d = 32,
-     .f = 40, .tokens = 37, .capacity_mode = DROPLESS, .biases = 1, .shared_f = 24,
+    {"train_dropless_swiglu_biases_shared_losses", .train = 1, .losses = 1, .experts_per_rank = 2,
+     .k = 2, .d = 32, .f = 40, .tokens = 37, .capacity_mode = DROPLESS, .biases = 1, .shared_f = 24,
      .renormalize = 1},
     {"train_capacity_bf16_a_rank_without_tokens", .train = 1, .drops = 1, .experts_per_rank = 2,
      .k = 2, .d = 24, .f = 32, .tokens = 60, .spread = 2, .weight_type = BF16, .hidden_type = BF16,
@@ -100,8 +101,8 @@ static const ep_case CASES[] = {
     {"train_fixed_capacity_unrouted", .train = 1, .drops = 1, .experts_per_rank = 2, .k = 1,
      .d = 16, .f = 24, .tokens = 60, .capacity_mode = FIXED, .capacity = 5, .skew = 1,
      .activation = MOEVK_ACTIVATION_RELU, .biases = 1},
-    {"train_e_64_k_4_drops", .train = 1, .drops = 1, .experts = 64, .k = 4, .d = 32, .f = 32,
-     .tokens = 400, .capacity_factor = 1.0f, .skew = 1},
+    {"train_e_64_k_4_drops_losses", .train = 1, .losses = 1, .drops = 1, .experts = 64, .k = 4,
+     .d = 32, .f = 32, .tokens = 400, .capacity_factor = 1.0f, .skew = 1},
 };
 
 static uint32_t experts_per_rank(const ep_case *c) {
@@ -207,7 +208,19 @@ static uint64_t gradient_elements(const weight *w, moevk_dtype type) {
 typedef struct backward_want {
     float *grad_output, *grad_hidden, *grad_weights; /* [total, d], [total, d], [total, k] */
     float *gradients[WEIGHTS];                       /* every expert's, or the layer's */
+    moevk_loss_info losses;
+    moevk_losses values;
 } backward_want;
+
+/* The losses a case's backward takes (NULL: none): those whose gradient is each token's. */
+static const moevk_loss_info *case_losses(const ep_case *c, backward_want *want) {
+    if (!c->losses) return NULL;
+    moevk_loss_info_init(&want->losses);
+    want->losses.aux_coef = 0.01f;
+    want->losses.z_coef = 0.001f;
+    want->losses.entropy_coef = 0.002f;
+    return &want->losses;
+}
 
 static void free_backward(backward_want *b) {
     free(b->grad_output), free(b->grad_hidden), free(b->grad_weights);
@@ -347,7 +360,19 @@ static void check_backward(moevk_ep_layer *ep, const ep_case *c, const weight w[
         info.grad_hidden = moevk_host_tensor(gx);
         info.grad_weights = moevk_host_tensor(gw);
         info.accumulate = pass;
+        backward_want copy = *want;
+        info.losses = case_losses(c, &copy);
+        moevk_losses values;
+        moevk_losses_init(&values);
+        info.loss_values = info.losses ? &values : NULL;
         CHECK_OK(moevk_ep_layer_backward(ep, &info));
+        CHECK(!info.losses ||
+                  (close_to(values.aux, want->values.aux) && close_to(values.z, want->values.z) &&
+                   close_to(values.entropy, want->values.entropy) &&
+                   close_to(values.total, want->values.total)),
+              "losses aux %.9g/%.9g z %.9g/%.9g entropy %.9g/%.9g total %.9g/%.9g", values.aux,
+              want->values.aux, values.z, want->values.z, values.entropy, want->values.entropy,
+              values.total, want->values.total);
         CHECK(memcmp(gx, want->grad_hidden + (size_t)base * d, (size_t)T * d * 4) == 0,
               "pass %d: dL/dx differs from one process's", pass);
         CHECK(memcmp(gw, want->grad_weights + (size_t)base * k, (size_t)T * k * 4) == 0,
@@ -401,6 +426,9 @@ static void reference_backward(moevk_layer *single, const ep_case *c, const weig
     info.grad_output = moevk_host_tensor(want->grad_output);
     info.grad_hidden = moevk_host_tensor(want->grad_hidden);
     info.grad_weights = moevk_host_tensor(want->grad_weights);
+    info.losses = case_losses(c, want);
+    moevk_losses_init(&want->values);
+    info.loss_values = &want->values;
     CHECK_OK(moevk_layer_backward(single, &info));
     for (int i = 0; i < WEIGHTS; ++i) {
         if (!w[i].data) continue;
@@ -596,8 +624,9 @@ static void test_what_is_not_offered_is_unsupported(void) {
     CHECK_OK(moevk_ep_layer_forward(ep, &input, &output)); /* no tokens anywhere */
     moevk_loss_info losses;
     moevk_loss_info_init(&losses);
+    losses.importance_coef = 0.01f;
     backward.losses = &losses;
-    check_agreed(moevk_ep_layer_backward(ep, &backward), MOEVK_ERROR_UNSUPPORTED, "losses");
+    check_agreed(moevk_ep_layer_backward(ep, &backward), MOEVK_ERROR_UNSUPPORTED, "importance");
     backward.losses = NULL;
     CHECK_OK(moevk_ep_layer_backward(ep, &backward));
     moevk_ep_layer_destroy(ep);
