@@ -93,6 +93,13 @@ const char *policy_name(bench_policy policy);
  * (quick: without the largest shape). */
 void run_drift_cases(moevk_context *context, FILE *out, int quick, int warmup, int repeats);
 
+/* ---- The host's cost of a call (host_cost_bench.c) ---- */
+/* Times steady route and layer calls, resubmitted, beside calls that record, on a context like
+ * base with allocation callbacks that count the driver's allocations (quick: the smaller
+ * shapes). */
+void run_host_cost_cases(const moevk_context_info *base, FILE *out, int quick, int warmup,
+                         int repeats);
+
 /* ---- The MoE layer (layer_bench.c) ---- */
 typedef struct layer_case {
     const char *model; /* what the shape is like */
@@ -116,6 +123,9 @@ typedef struct layer_case {
 int plan_layer_cases(layer_case *cases, int capacity, int quick);
 /* A case's router and layer (dropless, renormalised top-k, SwiGLU; info->router = router). */
 void layer_case_infos(const layer_case *c, moevk_router_info *router, moevk_layer_info *info);
+/* A case's weights: the same smooth pattern for every expert (the figures depend on the sizes
+ * alone). */
+moevk_result layer_case_set_weights(moevk_layer *layer, const layer_case *c);
 /* Warm-up, then repeats timed forwards over device-resident hidden states and output. */
 void run_layer_case(moevk_context *context, layer_case *c, int warmup, int repeats);
 void report_layer_table(FILE *out, const ceilings *ceil, const layer_case *cases, int count);

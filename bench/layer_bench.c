@@ -110,7 +110,7 @@ static void *pattern(uint64_t count, moevk_dtype type, float scale) {
     return data;
 }
 
-static moevk_result set_weights(moevk_layer *layer, const layer_case *c) {
+moevk_result layer_case_set_weights(moevk_layer *layer, const layer_case *c) {
     uint64_t d = c->d, f = c->f, fs = c->fs;
     float *router = pattern(c->E * d, MOEVK_DTYPE_F32, 1.0f);
     void *expert = pattern(f * d, c->weight_type, 0.05f);
@@ -158,7 +158,7 @@ void run_layer_case(moevk_context *context, layer_case *c, int warmup, int repea
     moevk_buffer *hidden = NULL, *output = NULL;
     uint64_t bytes = (uint64_t)c->T * c->d * 4;
     moevk_result r = moevk_layer_create(context, &info, &layer);
-    if (r == MOEVK_SUCCESS) r = set_weights(layer, c);
+    if (r == MOEVK_SUCCESS) r = layer_case_set_weights(layer, c);
     if (r == MOEVK_SUCCESS) r = moevk_buffer_create(context, bytes, &hidden);
     if (r == MOEVK_SUCCESS) r = moevk_buffer_create(context, bytes, &output);
     float *x = r == MOEVK_SUCCESS ? pattern((uint64_t)c->T * c->d, MOEVK_DTYPE_F32, 2.0f) : NULL;

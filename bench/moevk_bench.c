@@ -16,10 +16,11 @@
 
 typedef struct options {
     int list, all, quick, full, warmup, repeats;
-    int layers;   /* --layers: the layer sweep after the routing sweep; --layers-only: alone */
-    int routing;  /* 0 with --layers-only */
-    int drift;    /* --drift: what watching for drift costs, after the other tables */
-    int backward; /* --backward: the layer cases' backward beside their forward */
+    int layers;    /* --layers: the layer sweep after the routing sweep; --layers-only: alone */
+    int routing;   /* 0 with --layers-only */
+    int drift;     /* --drift: what watching for drift costs, after the other tables */
+    int host_cost; /* --host-cost: the host's time and allocations per call, resubmitted or not */
+    int backward;  /* --backward: the layer cases' backward beside their forward */
     layer_case layer_cases[MAX_LAYER_CASES];
     int layer_count;
     int device; /* -1: the one moevk would pick */
@@ -138,6 +139,10 @@ static int parse_options(int argc, char **argv, options *o) {
             o->backward = 1;
         else if (!strcmp(a, "--drift-only"))
             o->drift = 1, o->routing = 0;
+        else if (!strcmp(a, "--host-cost"))
+            o->host_cost = 1;
+        else if (!strcmp(a, "--host-cost-only"))
+            o->host_cost = 1, o->routing = 0;
         else if (!strcmp(a, "--quick"))
             o->quick = 1;
         else if (!strcmp(a, "--full"))
@@ -313,6 +318,7 @@ static int bench_one(const options *o, int index, int many) {
     }
     free(layers);
     if (o->drift) run_drift_cases(context, stdout, o->quick, o->warmup, o->repeats);
+    if (o->host_cost) run_host_cost_cases(&info, stdout, o->quick, o->warmup, o->repeats);
     char path[1024];
     int status = 0;
     if (o->json && !report_json(with_suffix(o->json, index, many, path, sizeof path), &device,
@@ -338,6 +344,7 @@ int main(int argc, char **argv) {
             stderr,
             "usage: moevk-bench [--list] [--device N|all] [--quick|--full] "
             "[--layers|--layers-only] [--backward] [--drift|--drift-only] "
+            "[--host-cost|--host-cost-only] "
             "[--repeat N] [--warmup N]\n"
             "                   [--case "
             "T,E,k,d[,f32|f16|bf16[,position|score|dropless|sequence|batch|sinkhorn|choice]]]... "

@@ -44,6 +44,7 @@ moevk_result moevk_buffer_create(moevk_context *context, uint64_t size, moevk_bu
     if (!buffer) return context_fail(context, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "buffer");
     buffer->context = context;
     buffer->size = size;
+    buffer->serial = atomic_fetch_add(&context->buffers_made, 1) + 1;
     moevk_result r = gpu_buffer_create(context, size, BUFFER_DEVICE, 0, &buffer->gpu);
     if (r != MOEVK_SUCCESS) {
         host_free(context->allocator, buffer);

@@ -76,6 +76,7 @@ struct moevk_context {
     void *message_user;
     atomic_uint validation_messages;
     atomic_ullong host_allocations; /* moevk's own, for moevk_context_host_allocations */
+    atomic_ullong buffers_made;     /* numbers each moevk_buffer (moevk_buffer.serial) */
     moevk_test_hooks hooks;
     atomic_uint device_allocations; /* counted for hooks.fail_device_allocation */
     atomic_uint submissions;        /* counted for hooks.lose_device_at_submit */
@@ -146,6 +147,9 @@ struct moevk_buffer {
     moevk_context *context;
     gpu_buffer gpu;
     uint64_t size;
+    /* Never reused within the context (unlike an address or a handle after a destroy): what a
+     * route's recording key names the buffer by (route_key.c). */
+    uint64_t serial;
 };
 
 /* ---- buffer.c: the context's command buffer for buffer copies ---- */
@@ -262,6 +266,10 @@ typedef struct route_plan {
 
 typedef struct transfer_plan {
     moevk_router *router;
+    VkCommandBuffer commands;
+    /* The commands were recorded by an earlier call of the same key (route_key.c): the plan
+     * only moves the data, records nothing, and submits them again. */
+    int replay;
     VkDeviceSize upload_used;
     VkDeviceSize readback_used;
     int readback_count;
@@ -319,6 +327,16 @@ typedef struct layer_shape {
     int parts;
 } layer_shape;
 
+/* engine/route_key.c: what a route call records, as a value (routes recorded once). */
+enum { ROUTE_KEY_TENSORS = 16 };
+typedef struct route_key {
+    route_plan plan;
+    uint32_t with_dispatch, layer, route_only, tensor_count;
+    struct route_key_tensor {
+        uint64_t kind, serial, offset;
+    } tensors[ROUTE_KEY_TENSORS];
+} route_key;
+
 struct moevk_router {
     moevk_context *context;
     moevk_router_info info;
@@ -330,6 +348,12 @@ struct moevk_router {
     kernel_state kernels[STAGE_COUNT][MAX_STAGE_KERNELS];
     VkCommandPool command_pool;
     VkCommandBuffer command_buffer;
+    /* The routes' own command buffer, kept while calls of one key follow each other
+     * (route_key.c); route_key_valid: it holds route_key's recording, ready to submit again. */
+    VkCommandBuffer route_commands;
+    route_key route_key;
+    int route_key_valid;
+    int last_route_replayed; /* the route pending or last run resubmitted route_commands */
     VkFence fence;
     /* What the stages record into: the router's own command buffer with its own buffers, or an
      * application's command buffer with the kernels' external sets (record_external.c). */
@@ -385,6 +409,13 @@ typedef struct layer_call {
  * logits are projected with the router weights in place and the layer's stages follow. */
 moevk_result route_submit(moevk_router *router, const moevk_route_input *input,
                           const moevk_route_output *output, const layer_call *layer);
+/* route_key.c: the key of a route call (with_dispatch: whether its route dispatches rows), and
+ * whether the router's route command buffer holds its recording. */
+void route_key_of(route_key *key, const route_plan *plan, int with_dispatch,
+                  const moevk_route_input *input, const moevk_route_output *output,
+                  const layer_call *layer);
+int route_key_recorded(const moevk_router *router, const route_key *key);
+
 /* record_external.c: a recorded route (moevk_route_record), a layer's when layer is not NULL
  * (moevk_layer_record): its tensors are the application's VULKAN buffers. */
 moevk_result route_record_call(moevk_router *router, VkCommandBuffer command_buffer,
@@ -514,8 +545,14 @@ moevk_result external_begin(moevk_router *router, VkCommandBuffer command_buffer
 
 /* ---- transfer.c: one call's uploads, downloads and submission ---- */
 
-/* Starts recording the router's command buffer. */
+/* Starts recording the router's command buffer, for one submission. */
 moevk_result transfer_begin(transfer_plan *plan, moevk_router *router);
+/* How a plan treats its command buffer: records it for one submission, records it to be
+ * submitted again (a route's, route_key.c), or submits it again as recorded, moving only the
+ * data (the uploads' copies into staging, the downloads' list). */
+typedef enum transfer_mode { TRANSFER_ONCE, TRANSFER_KEPT, TRANSFER_REPLAY } transfer_mode;
+moevk_result transfer_begin_on(transfer_plan *plan, moevk_router *router, VkCommandBuffer commands,
+                               transfer_mode mode);
 /* Writes host data to a binding: directly where mapped, else through staging (recorded). */
 void transfer_upload(transfer_plan *plan, int binding, const void *source, VkDeviceSize bytes);
 /* Records a device copy between a moevk_buffer and a binding (to_binding: buffer -> binding). */

@@ -213,37 +213,45 @@ moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_
     router->combine = COMBINE_NONE;
     router->layer_timed = layer != NULL;
 
-    transfer_plan *plan = &router->pending_plan;
-    r = transfer_begin(plan, router);
-    if (r != MOEVK_SUCCESS) return r;
-    tensor_upload(plan, BINDING_LOGITS, &input->logits, T * E * dtype_bytes(info->logits_type));
-    tensor_upload(plan, BINDING_ROUTER_WEIGHTS, &input->router_weights, d * E * 4);
     /* A layer's router weights are in place already. */
     if (tensor_given(&input->router_weights) || layer) params.flags |= FLAG_PROJECT_LOGITS;
-    tensor_upload(plan, BINDING_BIAS, &input->bias, E * 4);
     /* For the load loss, which divides by the std: the std (or a learned std's epsilon), or
      * every expert's. */
     int per_expert_std = tensor_given(&input->noise_std);
     int std_positive = per_expert_std ? 1 : params.noise_amount > 0.0f;
     for (uint32_t e = 0; per_expert_std && e < E; ++e) std_positive &= std[e] > 0;
     router->last_noise_std_positive = std_positive;
-    if (per_expert_std && (params.noise_kind == MOEVK_NOISE_GAUSSIAN)) {
-        transfer_upload(plan, BINDING_NOISE_STD, std, E * 4);
+    if (per_expert_std && (params.noise_kind == MOEVK_NOISE_GAUSSIAN))
         params.flags |= FLAG_NOISE_STD_PER_EXPERT;
-    }
+    /* A layer's experts gather the hidden states themselves: it dispatches rows only when
+     * asked for them. */
+    int with_dispatch = layer ? tensor_given(&output->dispatched) : tensor_given(&input->hidden);
+    /* A profiled route uploads the profile's header each call: recorded each call. */
+    int keyed = !output->profile && !output->drift_profile;
+    route_key key;
+    route_key_of(&key, &params, with_dispatch, input, output, layer);
+    int replay = keyed && route_key_recorded(router, &key);
+    router->route_key_valid = replay;
+
+    transfer_plan *plan = &router->pending_plan;
+    r = transfer_begin_on(plan, router, router->route_commands,
+                          replay ? TRANSFER_REPLAY : TRANSFER_KEPT);
+    if (r != MOEVK_SUCCESS) return r;
+    tensor_upload(plan, BINDING_LOGITS, &input->logits, T * E * dtype_bytes(info->logits_type));
+    tensor_upload(plan, BINDING_ROUTER_WEIGHTS, &input->router_weights, d * E * 4);
+    tensor_upload(plan, BINDING_BIAS, &input->bias, E * 4);
+    if (params.flags & FLAG_NOISE_STD_PER_EXPERT)
+        transfer_upload(plan, BINDING_NOISE_STD, std, E * 4);
     if ((params.flags & FLAG_NOISE_STD_LEARNED) && T > 0) /* T = 0 needs no weights */
         tensor_upload(plan, BINDING_NOISE_WEIGHTS, &input->noise_weights, d * E * 4);
     tensor_upload(plan, BINDING_HIDDEN, &input->hidden, T * d * hidden_bytes);
     route_profile_plan(router, output, &params, plan);
     transfer_uploads_done(plan);
-    /* A layer's experts gather the hidden states themselves: it dispatches rows only when
-     * asked for them. */
-    record_route(router, &params,
-                 layer ? tensor_given(&output->dispatched) : tensor_given(&input->hidden));
+    if (!replay) record_route(router, &params, with_dispatch);
     if (params.flags & FLAG_TOKEN_SCORES)
         tensor_download(plan, BINDING_TOKEN_SCORES, 0, &output->token_scores, T * 3 * 4);
     if (layer) {
-        record_layer(router, &params, layer->route_only);
+        if (!replay) record_layer(router, &params, layer->route_only);
         if (!layer->route_only)
             tensor_download(plan, BINDING_COMBINED, 0, layer->output, T * d * hidden_bytes);
         tensor_download(plan, BINDING_LOGITS, 0, layer->router_logits, T * E * 4);
@@ -283,6 +291,10 @@ moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_
         transfer_download(plan, BINDING_DISPATCHED, NULL, rows_bytes);
     r = transfer_submit(plan);
     if (r != MOEVK_SUCCESS) return r;
+    /* Kept for the next call of this key: every later call reads it before recording. */
+    router->route_key = key;
+    router->route_key_valid = keyed;
+    router->last_route_replayed = replay;
     router->pending = PENDING_ROUTE;
     router->pending_params = params;
     router->pending_output = out;
@@ -324,6 +336,7 @@ moevk_result moevk_router_wait(moevk_router *router, uint64_t timeout_ns) {
         (params.flags & FLAG_SINKHORN) ? transfer_downloaded(plan, BINDING_DECISIONS) : NULL;
     route_fill_stats(router, &params, expert_info, totals, header, &stats);
     route_profile_complete(router, output, &params, expert_info, &stats);
+    stats.resubmitted = router->last_route_replayed;
     route_copy_counts(output, expert_info, E);
     if (output->dispatched.kind == MOEVK_TENSOR_HOST)
         memcpy(output->dispatched.host, transfer_downloaded(plan, BINDING_DISPATCHED),

@@ -581,9 +581,12 @@ static moevk_result create_commands(moevk_router *router) {
                                                    VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
                                                .commandPool = router->command_pool,
                                                .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                               .commandBufferCount = 1};
-    vr = vk->vkAllocateCommandBuffers(context->device, &buffer_info, &router->command_buffer);
+                                               .commandBufferCount = 2};
+    VkCommandBuffer buffers[2];
+    vr = vk->vkAllocateCommandBuffers(context->device, &buffer_info, buffers);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkAllocateCommandBuffers");
+    router->command_buffer = buffers[0];
+    router->route_commands = buffers[1];
     if (router->info.profile && context->timestamp_valid_bits > 0) {
         VkQueryPoolCreateInfo query_info = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
                                             .queryType = VK_QUERY_TYPE_TIMESTAMP,

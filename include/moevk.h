@@ -617,6 +617,11 @@ typedef struct moevk_route_stats {
     uint32_t lost_experts[3];
     double gained_shares[3];
     double lost_shares[3];
+    /* ---- Since moevk 0.7 ---- */
+    /* 1: the call recorded nothing: it submitted again the commands the router's last route
+     * recorded, a call of the same shape (T, options, the same tensors' kinds and buffers; see
+     * "Routes recorded once"); 0: it recorded them. */
+    int resubmitted;
 } moevk_route_stats;
 
 static inline void moevk_route_stats_init(moevk_route_stats *stats) { MOEVK_INIT_STRUCT_(stats); }

@@ -53,7 +53,7 @@ for subgroup in 8 4; do
   [ "$subgroup" = 4 ] && vector_width=128
   common=(MOEVK_DEVICE="$device" LP_NATIVE_VECTOR_WIDTH=$vector_width)
   [ "$device" = llvmpipe ] && common+=(MOEVK_TEST_EXPECT_SUBGROUP=$subgroup)
-  for t in test_api test_interface test_projection test_safetensors test_gguf test_quant test_routing test_noise test_losses test_history test_modes test_sizes test_golden test_layer test_layer_backward test_layer_train test_token_scores test_profile test_record test_layer_record test_threads test_faults; do
+  for t in test_api test_interface test_projection test_safetensors test_gguf test_quant test_routing test_noise test_losses test_history test_modes test_sizes test_golden test_layer test_layer_backward test_layer_train test_resubmit test_token_scores test_profile test_record test_layer_record test_threads test_faults; do
     run "$t, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/$t
   done
   run "test_cli, lavapipe subgroup size $subgroup" "${common[@]}" build/tests/test_cli build/cli/moevk
@@ -67,7 +67,7 @@ for subgroup in 8 4; do
 done
 
 # The staging path that discrete GPUs take, on lavapipe too.
-for t in test_api test_interface test_projection test_routing test_noise test_losses test_history test_modes test_golden test_layer test_layer_train test_token_scores test_profile; do
+for t in test_api test_interface test_projection test_routing test_noise test_losses test_history test_modes test_golden test_layer test_layer_train test_resubmit test_token_scores test_profile; do
   run "$t, staging buffers" MOEVK_DEVICE="$device" MOEVK_TEST_STAGING=1 build/tests/$t
 done
 run "test_mpi_layer, 2 ranks, staging buffers" MOEVK_DEVICE="$device" MOEVK_TEST_STAGING=1 "${mpi[@]}" \
@@ -80,7 +80,7 @@ sanitize=(MOEVK_DEVICE="$device" MOEVK_TEST_VALIDATION=0
 # Keep lavapipe loaded so that LeakSanitizer can name (and suppress) its allocations.
 lvp=$(ls /usr/lib/*/libvulkan_lvp.so 2>/dev/null | head -n 1)
 [ -n "$lvp" ] && sanitize+=(LD_PRELOAD="$lvp")
-for t in test_api test_interface test_projection test_safetensors test_gguf test_quant test_routing test_noise test_losses test_history test_modes test_golden test_layer test_layer_backward test_layer_train test_token_scores test_profile test_record test_layer_record test_threads test_faults; do
+for t in test_api test_interface test_projection test_safetensors test_gguf test_quant test_routing test_noise test_losses test_history test_modes test_golden test_layer test_layer_backward test_layer_train test_resubmit test_token_scores test_profile test_record test_layer_record test_threads test_faults; do
   run "$t under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/$t
 done
 run "test_cli under ASan+UBSan+LSan" "${sanitize[@]}" build-sanitize/tests/test_cli build-sanitize/cli/moevk
@@ -99,6 +99,8 @@ run "test_threads under ThreadSanitizer" MOEVK_DEVICE="$device" MOEVK_TEST_VALID
 run "a 0.2 program against this library" env MOEVK_DEVICE="$device" tests/check_abi.sh build
 # Each kernel binds only the buffers, and pushes only the parameters, that its shader uses.
 run "stage interfaces, each entry used" python3 tests/check_stage_interfaces.py
+# The cross-vendor chart: bench/merge.py's log time axis and its share-of-ceiling view.
+run "bench/merge.py on the recorded H100 and lavapipe results" python3 tests/check_merge.py
 run "installed, static, subproject and C++ consumers" tests/check_consumers.sh build
 # libFuzzer on the .npy reader and the configuration checks, briefly (scripts/fuzz.sh N for longer).
 run "fuzzers, 30 s each" scripts/fuzz.sh 30

@@ -7,36 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aligned_blocks.h"
 #include "harness.h"
 #include "moevk_testing.h"
 
 typedef struct failing_allocator {
     long calls, fail_at, live, injected;
 } failing_allocator;
-
-/* Aligned blocks from plain malloc, the same on every C library: the block's start and size sit
- * just before the aligned address (realloc must know how much to copy). */
-typedef struct block_header {
-    void *start;
-    size_t size;
-} block_header;
-
-static void *aligned_block(size_t size, size_t alignment) {
-    if (alignment < sizeof(void *)) alignment = sizeof(void *);
-    char *start = malloc(size + alignment + sizeof(block_header));
-    if (!start) return NULL;
-    uintptr_t first = (uintptr_t)(start + sizeof(block_header));
-    char *p = (char *)((first + alignment - 1) / alignment * alignment);
-    block_header header = {start, size};
-    memcpy(p - sizeof header, &header, sizeof header);
-    return p;
-}
-
-static block_header header_of(void *p) {
-    block_header header;
-    memcpy(&header, (char *)p - sizeof header, sizeof header);
-    return header;
-}
 
 static void *VKAPI_CALL fail_alloc(void *user, size_t size, size_t alignment,
                                    VkSystemAllocationScope scope) {
@@ -46,7 +23,7 @@ static void *VKAPI_CALL fail_alloc(void *user, size_t size, size_t alignment,
         a->injected++;
         return NULL;
     }
-    void *p = aligned_block(size ? size : 1, alignment);
+    void *p = aligned_block(size, alignment);
     if (p) a->live++;
     return p;
 }
@@ -54,7 +31,7 @@ static void *VKAPI_CALL fail_alloc(void *user, size_t size, size_t alignment,
 static void VKAPI_CALL fail_free(void *user, void *memory) {
     failing_allocator *a = user;
     if (!memory) return;
-    free(header_of(memory).start);
+    aligned_block_free(memory);
     a->live--;
 }
 
@@ -67,7 +44,7 @@ static void *VKAPI_CALL fail_realloc(void *user, void *original, size_t size, si
     }
     void *p = fail_alloc(user, size, alignment, scope);
     if (!p) return NULL; /* the original stays valid, as realloc promises */
-    size_t old_size = header_of(original).size;
+    size_t old_size = aligned_block_size(original);
     memcpy(p, original, old_size < size ? old_size : size);
     fail_free(user, original);
     return p;

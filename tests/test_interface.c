@@ -111,6 +111,10 @@ static void test_outputs_are_filled_only_to_the_callers_size(void) {
     CHECK(r == MOEVK_SUCCESS, "route -> %s", moevk_result_string(r));
     CHECK(newer.known.struct_size == sizeof newer, "struct_size was overwritten");
     full.struct_size = newer.known.struct_size;
+    /* The second route of the same shape submitted the first's commands again. */
+    CHECK(!full.resubmitted && newer.known.resubmitted == 1, "resubmitted %d, then %d",
+          full.resubmitted, newer.known.resubmitted);
+    full.resubmitted = 1;
     CHECK(!memcmp(&full, &newer.known, sizeof full), "the fields this library knows differ");
     for (size_t i = 0; i < sizeof newer.later_fields; ++i)
         CHECK(newer.later_fields[i] == 0xAB, "byte %zu past the known fields was written", i);
