@@ -68,6 +68,7 @@ typedef struct bench_case {
     char skipped[160];
     uint32_t capacity;
     stage_figures stages[STAGE_N];
+    moevk_recording_counts counts; /* the route's recording: its front end's dispatches, ... */
 } bench_case;
 
 int bench_device_open(uint32_t index, bench_device *out, char *error, size_t error_size);

@@ -41,7 +41,7 @@ double dtype_bytes_per_weight(moevk_dtype type) {
 static double floor_ms(const ceilings *ceil, const bench_case *c) {
     double bytes_ms =
         ceil->copy_gbps > 0 ? c->stages[STAGE_ROUTE].bytes / (ceil->copy_gbps * 1e9) * 1e3 : 0;
-    double launches_ms = 8 * ceil->launch_ms; /* scores, 3 bucketing, dispatch, 2 stats, combine */
+    double launches_ms = (c->counts.route_dispatches + 1) * ceil->launch_ms; /* + combine */
     return bytes_ms > launches_ms ? bytes_ms : launches_ms;
 }
 
@@ -63,10 +63,13 @@ void report_table(FILE *out, const bench_device *device, const ceilings *ceil,
             "(wall clock)\n",
             ceil->context_cold_ms, ceil->context_warm_ms, ceil->first_route_ms);
     fprintf(out, "GPU medians in ms (10th-90th percentile spread in %% of the median); dispatch "
-                 "and combine GB/s and %% of the copy ceiling\n");
-    fprintf(out, "%7s %4s %2s %5s %-4s %-8s | %7s %7s %7s %7s %7s | %9s %9s | %8s %8s %6s %6s\n",
+                 "and combine GB/s and %% of the copy ceiling; the front end (top-k + bucketing): "
+                 "dispatches/barriers recorded, and its time in launch floors\n");
+    fprintf(out,
+            "%7s %4s %2s %5s %-4s %-8s | %7s %7s %7s %7s %7s | %9s %9s | %8s %8s %6s %6s | %5s "
+            "%6s\n",
             "T", "E", "k", "d", "type", "policy", "topk", "bucket", "dispat", "stats", "combine",
-            "disp GB/s", "comb GB/s", "route", "best", "spread", "xfloor");
+            "disp GB/s", "comb GB/s", "route", "best", "spread", "xfloor", "fe d/b", "fe xfl");
     for (int i = 0; i < count; ++i) {
         const bench_case *c = &cases[i];
         fprintf(out, "%7u %4u %2u %5u %-4s %-8s | ", c->T, c->E, c->k, c->d, dtype_name(c->dtype),
@@ -78,15 +81,18 @@ void report_table(FILE *out, const bench_device *device, const ceilings *ceil,
         const stage_figures *s = c->stages;
         const stage_figures *r = &s[STAGE_ROUTE];
         double spread = r->median_ms > 0 ? 100.0 * (r->high_ms - r->low_ms) / r->median_ms : 0;
+        double front_ms = s[STAGE_TOPK].median_ms + s[STAGE_BUCKET].median_ms;
         fprintf(out,
                 "%7.3f %7.3f %7.3f %7.3f %7.3f | %5.0f %2.0f%% %5.0f %2.0f%% | %8.3f %8.3f %5.1f%% "
-                "%6.1f\n",
+                "%6.1f | %2u/%-2u %6.1f\n",
                 s[STAGE_TOPK].median_ms, s[STAGE_BUCKET].median_ms, s[STAGE_DISPATCH].median_ms,
                 s[STAGE_STATS].median_ms, s[STAGE_COMBINE].median_ms, gbps(&s[STAGE_DISPATCH]),
                 ceil->copy_gbps > 0 ? 100 * gbps(&s[STAGE_DISPATCH]) / ceil->copy_gbps : 0,
                 gbps(&s[STAGE_COMBINE]),
                 ceil->copy_gbps > 0 ? 100 * gbps(&s[STAGE_COMBINE]) / ceil->copy_gbps : 0,
-                r->median_ms, r->best_ms, spread, r->median_ms / floor_ms(ceil, c));
+                r->median_ms, r->best_ms, spread, r->median_ms / floor_ms(ceil, c),
+                c->counts.front_end_dispatches, c->counts.front_end_barriers,
+                ceil->launch_ms > 0 ? front_ms / ceil->launch_ms : 0);
     }
 }
 
@@ -134,6 +140,11 @@ int report_json(const char *path, const bench_device *device, const ceilings *ce
             continue;
         }
         fprintf(f, ", \"capacity\": %u, \"floor_ms\": %.6f", c->capacity, floor_ms(ceil, c));
+        fprintf(f,
+                ",\n     \"recording\": {\"front_end_dispatches\": %u, \"front_end_barriers\": %u, "
+                "\"route_dispatches\": %u, \"route_barriers\": %u}",
+                c->counts.front_end_dispatches, c->counts.front_end_barriers,
+                c->counts.route_dispatches, c->counts.route_barriers);
         for (int s = 0; s < STAGE_N; ++s)
             fprintf(f,
                     ",\n     \"%s\": {\"median_ms\": %.6f, \"best_ms\": %.6f, \"p10_ms\": %.6f, "

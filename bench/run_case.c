@@ -126,6 +126,11 @@ void run_case(moevk_context *context, bench_case *c, int warmup, int repeats) {
     }
     for (int s = 0; s < STAGE_N; ++s) summarise(times[s], samples, &c->stages[s]);
     c->capacity = stats.capacity;
+    moevk_recording_counts_init(&c->counts);
+    if (moevk_router_recording_counts(routers[0], &c->counts) != MOEVK_SUCCESS) {
+        snprintf(c->skipped, sizeof c->skipped, "%s", moevk_context_last_error(context));
+        goto done;
+    }
     /* Napkin bytes: what each stage must read and write at least. */
     double T = c->T, E = c->E, k = c->k, d = c->d,
            kept = (double)(stats.assignments - stats.dropped);

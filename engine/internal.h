@@ -354,6 +354,11 @@ struct moevk_router {
     route_key route_key;
     int route_key_valid;
     int last_route_replayed; /* the route pending or last run resubmitted route_commands */
+    /* Counted as commands are recorded (recording.c), and what the last route's recording held
+     * (record.c; route_counted 0 before any). */
+    uint32_t recorded_dispatches, recorded_barriers;
+    moevk_recording_counts route_counts;
+    int route_counted;
     VkFence fence;
     /* What the stages record into: the router's own command buffer with its own buffers, or an
      * application's command buffer with the kernels' external sets (record_external.c). */

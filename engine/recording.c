@@ -7,6 +7,7 @@
 
 void record_barrier(moevk_router *router, VkPipelineStageFlags src_stage, VkAccessFlags src_access,
                     VkPipelineStageFlags dst_stage, VkAccessFlags dst_access) {
+    ++router->recorded_barriers;
     VkMemoryBarrier barrier = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
                                .srcAccessMask = src_access,
                                .dstAccessMask = dst_access};
@@ -44,12 +45,14 @@ static void bind_kernel(moevk_router *router, stage_id stage, uint32_t kernel, c
 void record_kernel_2d(moevk_router *router, stage_id stage, uint32_t kernel, const void *params,
                       uint32_t groups_x, uint32_t groups_y) {
     bind_kernel(router, stage, kernel, params);
+    ++router->recorded_dispatches;
     router->context->vk.vkCmdDispatch(router->recording, groups_x, groups_y, 1);
 }
 
 void record_kernel_indirect(moevk_router *router, stage_id stage, uint32_t kernel,
                             const void *params, VkBuffer arguments, VkDeviceSize offset) {
     bind_kernel(router, stage, kernel, params);
+    ++router->recorded_dispatches;
     router->context->vk.vkCmdDispatchIndirect(router->recording, arguments, offset);
 }
 

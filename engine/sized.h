@@ -44,7 +44,8 @@ void sized_write(void *given, const void *full, const struct_layout *layouts, si
     LAYOUT_BEFORE(moevk_route_output, token_scores), LAYOUT_BEFORE(moevk_route_output, profile),   \
         LAYOUT_NOW(moevk_route_output)
 #define LAYOUTS_moevk_route_stats                                                                  \
-    LAYOUT_BEFORE(moevk_route_stats, drift), LAYOUT_NOW(moevk_route_stats)
+    LAYOUT_BEFORE(moevk_route_stats, drift), LAYOUT_BEFORE(moevk_route_stats, resubmitted),        \
+        LAYOUT_NOW(moevk_route_stats)
 #define LAYOUTS_moevk_profile_info LAYOUT_NOW(moevk_profile_info)
 #define LAYOUTS_moevk_drift_thresholds LAYOUT_NOW(moevk_drift_thresholds)
 #define LAYOUTS_moevk_loss_info LAYOUT_NOW(moevk_loss_info)
@@ -60,6 +61,7 @@ void sized_write(void *given, const void *full, const struct_layout *layouts, si
 #define LAYOUTS_moevk_layer_output LAYOUT_NOW(moevk_layer_output)
 #define LAYOUTS_moevk_layer_backward_info LAYOUT_NOW(moevk_layer_backward_info)
 #define LAYOUTS_moevk_optimizer_info LAYOUT_NOW(moevk_optimizer_info)
+#define LAYOUTS_moevk_recording_counts LAYOUT_NOW(moevk_recording_counts)
 
 #define SIZED_LAYOUTS_(type) ((const struct_layout[]){LAYOUTS_##type})
 #define SIZED_COUNT_(type) (sizeof SIZED_LAYOUTS_(type) / sizeof(struct_layout))

@@ -1262,6 +1262,29 @@ static inline void moevk_timings_init(moevk_timings *timings) { MOEVK_INIT_STRUC
  * created without profile or the queue has no timestamps; INVALID_ARGUMENT before any route. */
 MOEVK_API moevk_result moevk_router_timings(moevk_router *router, moevk_timings *timings);
 
+/* ---- What a route's recording holds (since moevk 0.7) ---- */
+/* The dispatches and pipeline barriers of the last route's recording (a resubmitted route's:
+ * the recording it submitted again; a layer's forward: its route), in all and in the front end:
+ * scores, top-k and bucketing (the stages that decide the slots, before rows are dispatched,
+ * with the barrier after the fills they start from). A property of the call's recording, not of
+ * the device: the same on every device for the same call. */
+typedef struct moevk_recording_counts {
+    uint32_t struct_size;          /* the caller's (moevk_recording_counts_init) */
+    uint32_t front_end_dispatches; /* scores + top-k (or the mode's selection) + bucketing */
+    uint32_t front_end_barriers;
+    uint32_t route_dispatches; /* every stage of the route, the front end's included */
+    uint32_t route_barriers;   /* between its stages (the uploads' and downloads' excluded) */
+} moevk_recording_counts;
+
+static inline void moevk_recording_counts_init(moevk_recording_counts *counts) {
+    MOEVK_INIT_STRUCT_(counts);
+}
+
+/* Reads the counts of the router's last recorded or resubmitted route (moevk_route,
+ * moevk_route_record, a layer's forward). Errors: INVALID_ARGUMENT before any route. */
+MOEVK_API moevk_result moevk_router_recording_counts(const moevk_router *router,
+                                                     moevk_recording_counts *counts);
+
 #ifdef __cplusplus
 }
 #endif

@@ -316,10 +316,74 @@ static void test_layer_decode_resubmits(void) {
     for (int i = 0; i < 8; ++i) free(weights[i]);
 }
 
+/* The front end's dispatches and barriers are a property of the recording: the same at every
+ * T and E for the TOKEN mode (the fused front end's target is 2 dispatches), and a resubmitted
+ * route reports the recording it submitted. Today's front end: scores + top-k, then bucketing's
+ * count, scan and assignment. */
+static void test_front_end_counts_are_the_recordings(void) {
+    const uint32_t EXPECTED_DISPATCHES = 4, EXPECTED_BARRIERS = 5;
+    const struct {
+        uint32_t tokens, experts, k;
+        moevk_capacity_mode capacity;
+    } shapes[] = {{1, 64, 2, MOEVK_CAPACITY_FIXED},
+                  {4099, 256, 8, MOEVK_CAPACITY_FIXED},
+                  {4099, 64, 2, MOEVK_CAPACITY_DROPLESS},
+                  {16384, 64, 2, MOEVK_CAPACITY_FIXED}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
+        moevk_router_info info;
+        moevk_router_info_init(&info);
+        info.num_experts = shapes[i].experts;
+        info.top_k = shapes[i].k;
+        info.max_tokens = shapes[i].tokens;
+        info.capacity_mode = shapes[i].capacity;
+        moevk_router *router = NULL;
+        CHECK_OK(moevk_router_create(test_context(), &info, &router));
+        moevk_recording_counts counts[2];
+        float *logits = malloc((size_t)shapes[i].tokens * shapes[i].experts * 4);
+        moevk_result r = logits ? MOEVK_SUCCESS : MOEVK_ERROR_OUT_OF_HOST_MEMORY;
+        if (r == MOEVK_SUCCESS) {
+            moevk_recording_counts_init(&counts[0]);
+            r = moevk_router_recording_counts(router, &counts[0]);
+            CHECK(r == MOEVK_ERROR_INVALID_ARGUMENT, "counts before any route: %s",
+                  moevk_result_string(r));
+            r = MOEVK_SUCCESS;
+        }
+        for (int call = 0; r == MOEVK_SUCCESS && call < 2; ++call) {
+            fill_normal(logits, (size_t)shapes[i].tokens * shapes[i].experts);
+            moevk_route_input input;
+            moevk_route_input_init(&input);
+            input.num_tokens = shapes[i].tokens;
+            input.logits = moevk_host_tensor(logits);
+            moevk_route_output output;
+            moevk_route_output_init(&output);
+            r = moevk_route(router, &input, &output);
+            moevk_recording_counts_init(&counts[call]);
+            if (r == MOEVK_SUCCESS) r = moevk_router_recording_counts(router, &counts[call]);
+        }
+        free(logits);
+        moevk_router_destroy(router);
+        CHECK_OK(r);
+        if (i == 0)
+            printf("  (front end: %u dispatches, %u barriers; the route: %u dispatches, %u "
+                   "barriers)\n",
+                   counts[0].front_end_dispatches, counts[0].front_end_barriers,
+                   counts[0].route_dispatches, counts[0].route_barriers);
+        CHECK(!memcmp(&counts[0], &counts[1], sizeof counts[0]),
+              "shape %zu: the resubmitted route's counts differ", i);
+        CHECK(counts[0].front_end_dispatches == EXPECTED_DISPATCHES &&
+                  counts[0].front_end_barriers == EXPECTED_BARRIERS,
+              "shape %zu: the front end recorded %u dispatches and %u barriers", i,
+              counts[0].front_end_dispatches, counts[0].front_end_barriers);
+        CHECK(counts[0].route_dispatches > counts[0].front_end_dispatches,
+              "shape %zu: the route's dispatches", i);
+    }
+}
+
 int main(int argc, char **argv) {
     static const test_case tests[] = {
-        TEST(steady_route_resubmits), TEST(buffers_change_the_key), TEST(combine_between_routes),
-        TEST(noise_step_records),     TEST(layer_decode_resubmits),
+        TEST(steady_route_resubmits), TEST(buffers_change_the_key),
+        TEST(combine_between_routes), TEST(noise_step_records),
+        TEST(layer_decode_resubmits), TEST(front_end_counts_are_the_recordings),
     };
     return test_main(tests, sizeof tests / sizeof tests[0], argc, argv);
 }
