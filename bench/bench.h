@@ -77,6 +77,22 @@ uint32_t bench_device_count(void);
 /* Ascending doubles for qsort, and the median of n samples (sorting them). */
 int bench_compare_double(const void *a, const void *b);
 double bench_median(double *values, int n);
+/* The bench's own submissions, timed with its own timestamps: a command buffer, two queries and
+ * a fence. */
+typedef struct bench_timer {
+    VkCommandPool pool;
+    VkCommandBuffer cmd;
+    VkQueryPool queries;
+    VkFence fence;
+} bench_timer;
+int bench_timer_open(const bench_device *device, bench_timer *timer);
+void bench_timer_close(const bench_device *device, bench_timer *timer);
+/* Records body between two timestamps, submits, waits: the GPU milliseconds between them. */
+double bench_timed_ms(const bench_device *device, bench_timer *timer,
+                      void (*body)(VkCommandBuffer, void *), void *user);
+/* A storage buffer of the bench's own: device-local, or host-visible and coherent. */
+int bench_buffer_make(const bench_device *device, VkDeviceSize size, int host_visible,
+                      VkBuffer *buffer, VkDeviceMemory *memory);
 /* Copy bandwidth and launch floor, measured with timestamps on the bench's own queue. */
 int measure_ceilings(bench_device *device, ceilings *out, char *error, size_t error_size);
 /* Runs one case: warm-up, then `repeats` timed routes and combines over rotating routers. */
@@ -93,6 +109,12 @@ const char *policy_name(bench_policy policy);
 /* Times plain routes against routes that fill or judge a routing profile and prints a table
  * (quick: without the largest shape). */
 void run_drift_cases(moevk_context *context, FILE *out, int quick, int warmup, int repeats);
+
+/* ---- Routes back to back (back_to_back.c) ---- */
+/* Times route + combine of several MoE layers recorded into one submission beside each layer's
+ * alone and waited for (quick: smaller shapes), and prints the table. */
+void run_back_to_back(const bench_device *device, moevk_context *context, FILE *out, int quick,
+                      int warmup, int repeats);
 
 /* ---- The host's cost of a call (host_cost_bench.c) ---- */
 /* Times steady route and layer calls, resubmitted, beside calls that record, on a context like

@@ -11,13 +11,6 @@
 
 #define REPEATS 15
 
-typedef struct scratch {
-    VkCommandPool pool;
-    VkCommandBuffer cmd;
-    VkQueryPool queries;
-    VkFence fence;
-} scratch;
-
 int bench_compare_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -37,8 +30,8 @@ static int find_memory(const bench_device *device, uint32_t allowed, VkMemoryPro
     return -1;
 }
 
-static int make_buffer(const bench_device *device, VkDeviceSize size, VkBuffer *buffer,
-                       VkDeviceMemory *memory) {
+int bench_buffer_make(const bench_device *device, VkDeviceSize size, int host_visible,
+                      VkBuffer *buffer, VkDeviceMemory *memory) {
     VkBufferCreateInfo info = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
                                .size = size,
                                .usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
@@ -47,7 +40,10 @@ static int make_buffer(const bench_device *device, VkDeviceSize size, VkBuffer *
     if (vkCreateBuffer(device->device, &info, NULL, buffer) != VK_SUCCESS) return 0;
     VkMemoryRequirements needs;
     vkGetBufferMemoryRequirements(device->device, *buffer, &needs);
-    int type = find_memory(device, needs.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+    VkMemoryPropertyFlags want =
+        host_visible ? VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT
+                     : VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
+    int type = find_memory(device, needs.memoryTypeBits, want);
     VkMemoryAllocateInfo allocate = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
                                      .allocationSize = needs.size,
                                      .memoryTypeIndex = (uint32_t)type};
@@ -56,9 +52,35 @@ static int make_buffer(const bench_device *device, VkDeviceSize size, VkBuffer *
     return vkBindBufferMemory(device->device, *buffer, *memory, 0) == VK_SUCCESS;
 }
 
+int bench_timer_open(const bench_device *device, bench_timer *timer) {
+    memset(timer, 0, sizeof *timer);
+    VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+                                         .queueFamilyIndex = device->family};
+    VkCommandBufferAllocateInfo cmd_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                            .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                            .commandBufferCount = 1};
+    VkQueryPoolCreateInfo query_info = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                        .queryType = VK_QUERY_TYPE_TIMESTAMP,
+                                        .queryCount = 2};
+    VkFenceCreateInfo fence_info = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    if (vkCreateCommandPool(device->device, &pool_info, NULL, &timer->pool) != VK_SUCCESS) return 0;
+    cmd_info.commandPool = timer->pool;
+    return vkAllocateCommandBuffers(device->device, &cmd_info, &timer->cmd) == VK_SUCCESS &&
+           vkCreateQueryPool(device->device, &query_info, NULL, &timer->queries) == VK_SUCCESS &&
+           vkCreateFence(device->device, &fence_info, NULL, &timer->fence) == VK_SUCCESS;
+}
+
+void bench_timer_close(const bench_device *device, bench_timer *timer) {
+    if (timer->fence) vkDestroyFence(device->device, timer->fence, NULL);
+    if (timer->queries) vkDestroyQueryPool(device->device, timer->queries, NULL);
+    if (timer->pool) vkDestroyCommandPool(device->device, timer->pool, NULL);
+    memset(timer, 0, sizeof *timer);
+}
+
 /* Records `body` between two timestamps, submits, waits, returns milliseconds. */
-static double timed(const bench_device *device, scratch *s, void (*body)(VkCommandBuffer, void *),
-                    void *user) {
+double bench_timed_ms(const bench_device *device, bench_timer *s,
+                      void (*body)(VkCommandBuffer, void *), void *user) {
     vkResetCommandBuffer(s->cmd, 0);
     VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                       .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
@@ -187,15 +209,15 @@ static void record_job(VkCommandBuffer cmd, void *user) {
 }
 
 /* The median milliseconds of a job after one warm-up run. */
-static double job_median_ms(const bench_device *device, scratch *s, compute_job *job) {
+static double job_median_ms(const bench_device *device, bench_timer *s, compute_job *job) {
     double times[REPEATS];
-    timed(device, s, record_job, job);
-    for (int i = 0; i < REPEATS; ++i) times[i] = timed(device, s, record_job, job);
+    bench_timed_ms(device, s, record_job, job);
+    for (int i = 0; i < REPEATS; ++i) times[i] = bench_timed_ms(device, s, record_job, job);
     return bench_median(times, REPEATS);
 }
 
 /* The same copy by a compute shader: on some devices faster than vkCmdCopyBuffer. */
-static double measure_shader_copy(bench_device *device, scratch *s, VkBuffer from, VkBuffer to,
+static double measure_shader_copy(bench_device *device, bench_timer *s, VkBuffer from, VkBuffer to,
                                   VkDeviceSize size) {
     VkDeviceSize range = device->properties.limits.maxStorageBufferRange;
     if (size > range) size = range & ~(VkDeviceSize)15;
@@ -212,13 +234,13 @@ static double measure_shader_copy(bench_device *device, scratch *s, VkBuffer fro
 
 /* Independent FMA chains (fma.comp): the FLOP/s a matrix product can hope for without tensor
  * cores. Enough workgroups to fill a GPU; fewer on a CPU device, for time. */
-static double measure_fma(bench_device *device, scratch *s) {
+static double measure_fma(bench_device *device, bench_timer *s) {
     int cpu = device->properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     uint32_t groups = cpu ? 64 : 8192, iterations = cpu ? 2048 : 4096;
     VkBuffer sink = VK_NULL_HANDLE;
     VkDeviceMemory memory = VK_NULL_HANDLE;
     double gflops = 0;
-    if (make_buffer(device, (VkDeviceSize)groups * 256 * 4, &sink, &memory)) {
+    if (bench_buffer_make(device, (VkDeviceSize)groups * 256 * 4, 0, &sink, &memory)) {
         VkDescriptorBufferInfo info = {sink, 0, VK_WHOLE_SIZE};
         compute_job job;
         job_create(device, fma_spv, sizeof fma_spv, 1, &info, 8, &job);
@@ -252,30 +274,17 @@ int measure_ceilings(bench_device *device, ceilings *out, char *error, size_t er
                  "the compute queue has no timestamps: no GPU times on this device");
         return 0;
     }
-    scratch s = {0};
-    VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-                                         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
-                                         .queueFamilyIndex = device->family};
-    vkCreateCommandPool(device->device, &pool_info, NULL, &s.pool);
-    VkCommandBufferAllocateInfo cmd_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                            .commandPool = s.pool,
-                                            .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                            .commandBufferCount = 1};
-    vkAllocateCommandBuffers(device->device, &cmd_info, &s.cmd);
-    VkQueryPoolCreateInfo query_info = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
-                                        .queryType = VK_QUERY_TYPE_TIMESTAMP,
-                                        .queryCount = 2};
-    vkCreateQueryPool(device->device, &query_info, NULL, &s.queries);
-    VkFenceCreateInfo fence_info = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    vkCreateFence(device->device, &fence_info, NULL, &s.fence);
+    bench_timer s = {0};
+    bench_timer_open(device, &s);
 
     /* Copy: 256 MiB on a GPU, 64 MiB on a CPU device, halved until it allocates. */
     copy_job copy = {0};
     copy.size =
         device->properties.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU ? 64u << 20 : 256u << 20;
     VkDeviceMemory memory_a = VK_NULL_HANDLE, memory_b = VK_NULL_HANDLE;
-    while (copy.size >= (1u << 20) && (!make_buffer(device, copy.size, &copy.from, &memory_a) ||
-                                       !make_buffer(device, copy.size, &copy.to, &memory_b))) {
+    while (copy.size >= (1u << 20) &&
+           (!bench_buffer_make(device, copy.size, 0, &copy.from, &memory_a) ||
+            !bench_buffer_make(device, copy.size, 0, &copy.to, &memory_b))) {
         vkDestroyBuffer(device->device, copy.from, NULL);
         vkDestroyBuffer(device->device, copy.to, NULL);
         vkFreeMemory(device->device, memory_a, NULL);
@@ -286,8 +295,8 @@ int measure_ceilings(bench_device *device, ceilings *out, char *error, size_t er
     }
     double times[REPEATS];
     if (copy.from) {
-        timed(device, &s, record_copy, &copy); /* warm-up */
-        for (int i = 0; i < REPEATS; ++i) times[i] = timed(device, &s, record_copy, &copy);
+        bench_timed_ms(device, &s, record_copy, &copy); /* warm-up */
+        for (int i = 0; i < REPEATS; ++i) times[i] = bench_timed_ms(device, &s, record_copy, &copy);
         out->copy_bytes = 2.0 * (double)copy.size;
         out->transfer_copy_gbps = out->copy_bytes / (bench_median(times, REPEATS) * 1e-3) * 1e-9;
         out->shader_copy_gbps = measure_shader_copy(device, &s, copy.from, copy.to, copy.size);
@@ -307,14 +316,12 @@ int measure_ceilings(bench_device *device, ceilings *out, char *error, size_t er
     VkPipelineLayout layout;
     vkCreatePipelineLayout(device->device, &layout_info, NULL, &layout);
     empty_job empty = {.pipeline = make_pipeline(device, empty_spv, sizeof empty_spv, layout)};
-    timed(device, &s, record_empty, &empty);
-    for (int i = 0; i < REPEATS; ++i) times[i] = timed(device, &s, record_empty, &empty);
+    bench_timed_ms(device, &s, record_empty, &empty);
+    for (int i = 0; i < REPEATS; ++i) times[i] = bench_timed_ms(device, &s, record_empty, &empty);
     out->launch_ms = bench_median(times, REPEATS);
     vkDestroyPipeline(device->device, empty.pipeline, NULL);
     vkDestroyPipelineLayout(device->device, layout, NULL);
 
-    vkDestroyFence(device->device, s.fence, NULL);
-    vkDestroyQueryPool(device->device, s.queries, NULL);
-    vkDestroyCommandPool(device->device, s.pool, NULL);
+    bench_timer_close(device, &s);
     return 1;
 }

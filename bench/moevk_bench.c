@@ -20,7 +20,8 @@ typedef struct options {
     int routing;   /* 0 with --layers-only */
     int drift;     /* --drift: what watching for drift costs, after the other tables */
     int host_cost; /* --host-cost: the host's time and allocations per call, resubmitted or not */
-    int backward;  /* --backward: the layer cases' backward beside their forward */
+    int back_to_back; /* --back-to-back: several layers' routes in one submission, and alone */
+    int backward;     /* --backward: the layer cases' backward beside their forward */
     layer_case layer_cases[MAX_LAYER_CASES];
     int layer_count;
     int device; /* -1: the one moevk would pick */
@@ -139,6 +140,10 @@ static int parse_options(int argc, char **argv, options *o) {
             o->backward = 1;
         else if (!strcmp(a, "--drift-only"))
             o->drift = 1, o->routing = 0;
+        else if (!strcmp(a, "--back-to-back"))
+            o->back_to_back = 1;
+        else if (!strcmp(a, "--back-to-back-only"))
+            o->back_to_back = 1, o->routing = 0;
         else if (!strcmp(a, "--host-cost"))
             o->host_cost = 1;
         else if (!strcmp(a, "--host-cost-only"))
@@ -318,6 +323,8 @@ static int bench_one(const options *o, int index, int many) {
     }
     free(layers);
     if (o->drift) run_drift_cases(context, stdout, o->quick, o->warmup, o->repeats);
+    if (o->back_to_back)
+        run_back_to_back(&device, context, stdout, o->quick, o->warmup, o->repeats);
     if (o->host_cost) run_host_cost_cases(&info, stdout, o->quick, o->warmup, o->repeats);
     char path[1024];
     int status = 0;
@@ -344,7 +351,7 @@ int main(int argc, char **argv) {
             stderr,
             "usage: moevk-bench [--list] [--device N|all] [--quick|--full] "
             "[--layers|--layers-only] [--backward] [--drift|--drift-only] "
-            "[--host-cost|--host-cost-only] "
+            "[--host-cost|--host-cost-only] [--back-to-back|--back-to-back-only] "
             "[--repeat N] [--warmup N]\n"
             "                   [--case "
             "T,E,k,d[,f32|f16|bf16[,position|score|dropless|sequence|batch|sinkhorn|choice]]]... "
