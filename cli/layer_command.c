@@ -144,10 +144,10 @@ static int check_args(const layer_args *a) {
     if (a->exchange_chunks && !a->expert_parallel)
         BAD("--exchange-chunks is an option of --expert-parallel");
     if (a->expert_parallel && a->want_losses &&
-        (a->loss.importance_coef != 0.0f || a->loss.load_coef != 0.0f ||
-         a->loss.sequence_coef != 0.0f))
-        BAD("--expert-parallel: the backward takes the aux, z and entropy losses; not yet "
-            "importance, load or sequence (their sums are the whole batch's)");
+        (a->loss.importance_coef != 0.0f || a->loss.load_coef != 0.0f))
+        BAD("--expert-parallel: the backward takes the aux, z, entropy and sequence losses; not "
+            "yet importance or load (their sums over the batch are floats one process adds in "
+            "another order)");
     return 1;
 }
 

@@ -12,21 +12,30 @@ static moevk_result set_ep_weights(void *layer, moevk_layer_weight which, uint32
     return moevk_ep_layer_set_weights(layer, which, first, count, source);
 }
 
+/* How the T tokens split over the ranks: in units of `unit` tokens (whole sequences for the
+ * sequence loss, which needs each sequence on one rank; else 1), the last rank the rest. */
+typedef struct token_split {
+    uint64_t T, unit;
+    int ranks;
+} token_split;
+
 /* Rank q's tokens: [first(q), first(q + 1)). */
-static uint32_t first_token(uint64_t T, int q, int ranks) {
-    return (uint32_t)(T * (uint64_t)q / (uint64_t)ranks);
+static uint32_t first_token(const token_split *split, int q) {
+    if (q >= split->ranks) return (uint32_t)split->T;
+    uint64_t units = split->T / split->unit;
+    return (uint32_t)(split->unit * (units * (uint64_t)q / (uint64_t)split->ranks));
 }
 
 /* Every rank's rows of one per-token array (row_bytes each) into rank 0's. */
-static int gather_rows(void *data, size_t row_bytes, uint64_t T, int rank, int ranks, int *counts,
-                       int *displs) {
+static int gather_rows(void *data, size_t row_bytes, const token_split *split, int rank,
+                       int *counts, int *displs) {
     if (!data || row_bytes == 0) return 1;
     MPI_Datatype row;
     if (MPI_Type_contiguous((int)row_bytes, MPI_BYTE, &row) != MPI_SUCCESS) return 0;
     MPI_Type_commit(&row);
-    for (int q = 0; q < ranks; ++q) {
-        displs[q] = (int)first_token(T, q, ranks);
-        counts[q] = (int)first_token(T, q + 1, ranks) - displs[q];
+    for (int q = 0; q < split->ranks; ++q) {
+        displs[q] = (int)first_token(split, q);
+        counts[q] = (int)first_token(split, q + 1) - displs[q];
     }
     char *mine = (char *)data + (size_t)displs[rank] * row_bytes;
     int ok = MPI_Gatherv(rank == 0 ? MPI_IN_PLACE : mine, counts[rank], row, data, counts, displs,
@@ -38,24 +47,26 @@ static int gather_rows(void *data, size_t row_bytes, uint64_t T, int rank, int r
 /* The backward's gradient_source (layer_gradients.h) over the ranks. */
 typedef struct ep_gradients {
     moevk_ep_layer *layer;
-    uint64_t T, d;
-    int rank, ranks;
+    const token_split *split;
+    uint64_t d;
+    int rank;
     uint32_t own, count; /* this rank's experts */
 } ep_gradients;
 
 static moevk_result ep_backward(void *self, const moevk_layer_backward_info *info) {
     const ep_gradients *g = self;
-    uint32_t first = first_token(g->T, g->rank, g->ranks);
+    uint32_t first = first_token(g->split, g->rank);
     moevk_layer_backward_info mine = *info;
     mine.grad_output =
         moevk_host_tensor((const float *)info->grad_output.host + (size_t)first * g->d);
     mine.grad_hidden = moevk_host_tensor((float *)info->grad_hidden.host + (size_t)first * g->d);
     moevk_result r = moevk_ep_layer_backward(g->layer, &mine);
     if (r != MOEVK_SUCCESS) return r; /* every rank's (the layer agrees them) */
-    int *counts = malloc(2 * (size_t)g->ranks * sizeof *counts), ok = counts != NULL;
+    int ranks = g->split->ranks;
+    int *counts = malloc(2 * (size_t)ranks * sizeof *counts), ok = counts != NULL;
     if (ok)
-        ok = gather_rows(info->grad_hidden.host, g->d * 4, g->T, g->rank, g->ranks, counts,
-                         counts + g->ranks);
+        ok = gather_rows(info->grad_hidden.host, g->d * 4, g->split, g->rank, counts,
+                         counts + ranks);
     free(counts);
     return ok ? MOEVK_SUCCESS : MOEVK_ERROR_PEER;
 }
@@ -103,7 +114,11 @@ moevk_result layer_forward_expert_parallel(moevk_context *context, const moevk_l
     *writer = rank == 0;
     error[0] = '\0';
     uint64_t T = input->num_tokens, E = config->num_experts, d = info->router->hidden_size;
-    uint32_t first = first_token(T, rank, ranks), mine = first_token(T, rank + 1, ranks) - first;
+    const moevk_loss_info *losses = backward ? backward->losses : NULL;
+    token_split split = {T, 1, ranks};
+    if (losses && losses->sequence_coef != 0.0f && losses->sequence_length > 0)
+        split.unit = losses->sequence_length;
+    uint32_t first = first_token(&split, rank), mine = first_token(&split, rank + 1) - first;
     moevk_router_info router = *info->router;
     router.max_tokens = mine > 0 ? mine : 1;
     moevk_layer_info layer_info = *info;
@@ -155,7 +170,7 @@ moevk_result layer_forward_expert_parallel(moevk_context *context, const moevk_l
             snprintf(error, error_size, "%s", moevk_context_last_error(context));
     }
     if (r == MOEVK_SUCCESS && backward) {
-        ep_gradients g = {layer, T, d, rank, ranks, own, count};
+        ep_gradients g = {layer, &split, d, rank, own, count};
         gradient_source source = {&g, context, rank == 0, ep_backward, ep_read};
         backward->status =
             layer_gradients_write(&source, weights, (uint32_t)E, (uint32_t)d, backward->grad_output,
@@ -170,12 +185,12 @@ moevk_result layer_forward_expert_parallel(moevk_context *context, const moevk_l
     /* Every rank's result is the same here (the layer agrees them): all gather, or none. */
     if (r == MOEVK_SUCCESS) {
         int *displs = counts + ranks;
-        int ok = gather_rows(out->output, d * hidden_bytes, T, rank, ranks, counts, displs) &&
-                 gather_rows(out->logits, E * 4, T, rank, ranks, counts, displs) &&
-                 gather_rows(out->ids, k * 4, T, rank, ranks, counts, displs) &&
-                 gather_rows(out->weights, k * 4, T, rank, ranks, counts, displs) &&
-                 gather_rows(out->slots, k * 4, T, rank, ranks, counts, displs) &&
-                 gather_rows(out->token_scores, 3 * 4, T, rank, ranks, counts, displs);
+        int ok = gather_rows(out->output, d * hidden_bytes, &split, rank, counts, displs) &&
+                 gather_rows(out->logits, E * 4, &split, rank, counts, displs) &&
+                 gather_rows(out->ids, k * 4, &split, rank, counts, displs) &&
+                 gather_rows(out->weights, k * 4, &split, rank, counts, displs) &&
+                 gather_rows(out->slots, k * 4, &split, rank, counts, displs) &&
+                 gather_rows(out->token_scores, 3 * 4, &split, rank, counts, displs);
         if (!ok) {
             snprintf(error, error_size, "MPI_Gatherv failed");
             r = MOEVK_ERROR_PEER;

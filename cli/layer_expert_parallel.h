@@ -27,7 +27,8 @@ typedef struct layer_backward_request {
     int status;
 } layer_backward_request;
 
-/* Rank r runs tokens [r T / R, (r + 1) T / R) of input (input->num_tokens = T), its experts' and
+/* Rank r runs tokens [r T / R, (r + 1) T / R) of input (input->num_tokens = T; with the sequence
+ * loss, rounded down to whole sequences, the last rank the rest), its experts' and
  * the shared weights uploaded from weights, its exchange in exchange_chunks (0: automatic). Sets
  * *writer on rank 0 (which prints errors and writes the files); on failure, error gets a line (the
  * same on every rank where the layer agreed it). backward: NULL, or the backward to run too. MPI

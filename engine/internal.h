@@ -248,6 +248,7 @@ typedef struct route_plan {
     /* The losses' coefficients and counts (moevk_router_losses). */
     float aux_coef, z_coef, importance_coef, load_coef, entropy_coef, sequence_coef;
     uint32_t sequence_length, valid_rows, assignments, token_chunk;
+    uint32_t batch_sequences; /* the sequence loss's mean is over these: T / S, or a batch's */
     uint32_t noise_kind;
     float noise_amount;
     uint32_t noise_seed_low;

@@ -3,6 +3,8 @@
  * rows its forward ran, then the home half's dispatch, shared experts and router projection
  * backward — moevk_layer_backward's steps (layer_train.c) in the same order, each half over its
  * own buffers, with the rows' gradients passed between them through the host. */
+#include <string.h>
+
 #include "moevk_parts.h"
 
 #include "layer.h"
@@ -25,15 +27,18 @@ static moevk_result check_trainable_half(moevk_layer *layer, int role) {
 }
 
 /* The losses the home half can take: those whose gradient is each token's own, given the
- * whole batch's counts and valid rows (aux, z, entropy). */
-static moevk_result check_batch_losses(moevk_context *context, const moevk_loss_info *losses) {
+ * whole batch's counts, valid rows and sequences (aux, z, entropy, and sequence over whole
+ * sequences). */
+static moevk_result check_batch_losses(moevk_context *context, const moevk_parts_batch *batch) {
+    const moevk_loss_info *losses = batch ? batch->losses : NULL;
     if (!losses) return MOEVK_SUCCESS;
-    if (losses->importance_coef != 0.0f || losses->load_coef != 0.0f ||
-        losses->sequence_coef != 0.0f)
+    if (losses->importance_coef != 0.0f || losses->load_coef != 0.0f)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
-                            "an expert-parallel layer's backward takes the aux, z and entropy "
-                            "losses; not yet importance, load or sequence (their sums are the "
-                            "whole batch's)");
+                            "an expert-parallel layer's backward takes the aux, z, entropy and "
+                            "sequence losses; not yet importance or load (their sums over the "
+                            "batch are floats that one process adds in another order)");
+    if (losses->sequence_coef != 0.0f && batch->sequences == 0)
+        REJECT("the sequence loss needs the batch's sequences");
     return MOEVK_SUCCESS;
 }
 
@@ -53,7 +58,7 @@ moevk_result moevk_parts_home_backward_combine(moevk_layer *layer, const float *
         REJECT("grad_output and grad_expert_rows must be given");
     const moevk_loss_info *losses = batch ? batch->losses : NULL;
     if (losses && !batch->counts_before) REJECT("the losses need the batch's counts_before");
-    r = check_batch_losses(context, losses);
+    r = check_batch_losses(context, batch);
     if (r != MOEVK_SUCCESS) return r;
     /* dL/dlogits from dL/dweights and the losses, as moevk_layer_backward runs it, over the
      * whole batch's counts (EXPERT_INFO's first E words) and valid rows. */
@@ -69,7 +74,12 @@ moevk_result moevk_parts_home_backward_combine(moevk_layer *layer, const float *
     if (losses) {
         loss_plan.valid_rows = batch->valid_rows;
         loss_plan.assignments = (uint32_t)assignments;
+        if (losses->sequence_coef != 0.0f) loss_plan.batch_sequences = batch->sequences;
     }
+    /* This half's sequences' totals, after the totals of the other losses' columns. */
+    uint64_t sequences = losses && losses->sequence_coef != 0.0f && batch->sequence_totals
+                             ? T / loss_plan.sequence_length
+                             : 0;
     transfer_plan *transfers = &router->pending_plan;
     if (r == MOEVK_SUCCESS) r = transfer_begin(transfers, router);
     if (r != MOEVK_SUCCESS) return r;
@@ -82,7 +92,16 @@ moevk_result moevk_parts_home_backward_combine(moevk_layer *layer, const float *
     if (rows > 0)
         transfer_download(transfers, BINDING_GRAD_EXPERT_OUT, grad_expert_rows, rows * d * 4);
     if (grad_weights) transfer_download(transfers, BINDING_GRAD_WEIGHTS, grad_weights, T * k * 4);
-    return layer_parts_run(router, transfers);
+    if (sequences)
+        transfer_download(transfers, BINDING_LOSS_TOTALS, NULL,
+                          (LOSS_TOTAL_SEQUENCES * E + sequences) * 4);
+    r = layer_parts_run(router, transfers);
+    if (r == MOEVK_SUCCESS && sequences)
+        memcpy(batch->sequence_totals,
+               (const float *)transfer_downloaded(transfers, BINDING_LOSS_TOTALS) +
+                   LOSS_TOTAL_SEQUENCES * E,
+               sequences * 4);
+    return r;
 }
 
 moevk_result moevk_parts_experts_backward(moevk_layer *layer, const float *grad_expert_out,

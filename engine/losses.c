@@ -175,6 +175,7 @@ static moevk_result plan_losses(moevk_router *router, const moevk_loss_info *cal
     params->entropy_coef = info->entropy_coef;
     params->sequence_coef = info->sequence_coef;
     params->sequence_length = info->sequence_coef != 0.0f ? info->sequence_length : 1;
+    params->batch_sequences = params->num_tokens / params->sequence_length;
     params->valid_rows = router->last_valid_rows;
     params->assignments = (uint32_t)router->last_assignments;
     params->token_chunk = 0;

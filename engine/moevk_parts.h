@@ -73,10 +73,15 @@ MOEVK_API moevk_result moevk_parts_wait(moevk_layer *layer, uint64_t timeout_ns)
  * grad_expert_rows [expert_rows, d] f32 (all host); batch (may be NULL: no losses) gives the
  * losses and what their gradient needs of the whole batch. */
 typedef struct moevk_parts_batch {
-    /* aux, z and entropy only (the others: UNSUPPORTED); NULL: none */
+    /* aux, z, entropy and sequence only (importance, load: UNSUPPORTED); NULL: none */
     const moevk_loss_info *losses;
     const uint32_t *counts_before; /* [E] the whole batch's, before drops */
     uint32_t valid_rows;           /* the whole batch's rows neither non-finite nor masked */
+    /* The sequence loss: the whole batch's sequences (this half's T a multiple of the
+     * sequence length: its sequences are whole), and where this half's sequences' totals go
+     * ([T / S] f32, the terms the loss's value sums over the batch; NULL: not asked). */
+    uint32_t sequences;
+    float *sequence_totals;
 } moevk_parts_batch;
 
 MOEVK_API moevk_result moevk_parts_home_backward_combine(moevk_layer *layer,

@@ -93,10 +93,12 @@ MOEVK_API moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk
  * bit one process's (each expert's rows in one process's order); the router's and shared
  * experts' are this rank's tokens' part, summed over the ranks when read. A trainable layer
  * exchanges in one chunk (its backward runs each expert over all its rows at once, as one
- * process does): exchange_chunks is not used. losses: the aux, z and entropy losses (their
- * gradient each token's, over the whole batch's counts and valid rows: dL/dx stays bit for
- * bit); loss_values from the batch's statistics, the same on every rank. Not taken yet:
- * importance, load and sequence (UNSUPPORTED). */
+ * process does): exchange_chunks is not used. losses: the aux, z, entropy and sequence losses
+ * (their gradient each token's, over the whole batch's counts, valid rows and sequences: dL/dx
+ * stays bit for bit; the sequence loss needs each rank's T a multiple of sequence_length, and
+ * the same settings on every rank); loss_values from the batch's statistics, the same on every
+ * rank (the sequence loss's one process's bit for bit). Not taken yet: importance and load
+ * (UNSUPPORTED). */
 MOEVK_API moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer,
                                                const moevk_layer_backward_info *info);
 

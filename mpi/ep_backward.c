@@ -27,11 +27,16 @@ static moevk_result check_backward(moevk_ep_layer *layer, const moevk_layer_back
     const moevk_loss_info *losses = info->losses;
     if (losses && losses->struct_size < sizeof *losses)
         REJECT("losses must be this moevk's whole struct (moevk_loss_info_init)");
-    if (losses && (losses->importance_coef != 0.0f || losses->load_coef != 0.0f ||
-                   losses->sequence_coef != 0.0f))
+    if (losses && (losses->importance_coef != 0.0f || losses->load_coef != 0.0f))
         return ep_fail(layer, MOEVK_ERROR_UNSUPPORTED,
-                       "an expert-parallel layer's backward takes the aux, z and entropy losses; "
-                       "not yet importance, load or sequence (their sums are the whole batch's)");
+                       "an expert-parallel layer's backward takes the aux, z, entropy and "
+                       "sequence losses; not yet importance or load (their sums over the batch "
+                       "are floats one process adds in another order)");
+    if (losses && losses->sequence_coef != 0.0f &&
+        (losses->sequence_length == 0 || layer->last.T % losses->sequence_length != 0))
+        REJECT("rank %d: T = %u: the sequence loss needs each rank's T a multiple of "
+               "sequence_length %u (each sequence on one rank)",
+               layer->rank, layer->last.T, losses->sequence_length);
     if (losses &&
         (tensor_given(&losses->grad_weights) || tensor_given(&losses->grad_combined) ||
          tensor_given(&losses->grad_noise_std) || tensor_given(&losses->grad_noise_weights)))
@@ -46,31 +51,97 @@ static moevk_result check_backward(moevk_ep_layer *layer, const moevk_layer_back
     return MOEVK_SUCCESS;
 }
 
-/* The home half's first step: each sent row's share of dL/doutput into s->returned. */
+/* What the sequence loss needs of every rank: whether it is asked for, its sequence length
+ * and the rank's sequences ([ranks][1 + SEQUENCE_WORDS] after the agreed result). */
+enum { SEQUENCE_WORDS = 3 };
+
+/* The check's result agreed, with the ranks' sequence loss settings: the same on every rank, or
+ * every rank's error. */
+static moevk_result agree_check(moevk_ep_layer *layer, moevk_result local,
+                                const moevk_layer_backward_info *info, uint32_t *gathered) {
+    const moevk_loss_info *losses = info ? info->losses : NULL;
+    int asked = local == MOEVK_SUCCESS && losses && losses->sequence_coef != 0.0f;
+    uint32_t S = asked ? losses->sequence_length : 0;
+    uint32_t table[SEQUENCE_WORDS] = {(uint32_t)asked, S, asked ? layer->last.T / S : 0};
+    moevk_result r =
+        ep_agree(layer, local, table, SEQUENCE_WORDS, gathered, "checking the backward");
+    for (int q = 1; r == MOEVK_SUCCESS && q < layer->ranks; ++q) {
+        const uint32_t *theirs = gathered + (size_t)q * (1 + SEQUENCE_WORDS) + 1;
+        if (theirs[0] != gathered[1] || theirs[1] != gathered[2])
+            r = ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT,
+                        "the ranks disagree on the sequence loss: rank %d %s it (sequence_length "
+                        "%u), rank 0 %s (%u)",
+                        q, theirs[0] ? "asks for" : "does not ask for", theirs[1],
+                        gathered[1] ? "does" : "does not", gathered[2]);
+    }
+    return r;
+}
+
+/* The home half's first step: each sent row's share of dL/doutput into s->returned, and this
+ * rank's sequences' totals (for the sequence loss's value) into sequence_totals. */
 static moevk_result combine_backward(moevk_ep_layer *layer, forward_state *s,
                                      const moevk_layer_backward_info *info,
-                                     const moevk_route_stats *stats) {
+                                     const moevk_route_stats *stats, float *sequence_totals) {
     if (s->T == 0) return MOEVK_SUCCESS;
-    /* The losses' gradient over the whole batch's counts and valid rows: each token's the one
-     * process's. */
-    moevk_parts_batch batch = {info->losses, s->counts_before,
-                               s->total_tokens - stats->nonfinite_rows - stats->masked_rows};
+    /* The losses' gradient over the whole batch's counts, valid rows and sequences: each
+     * token's the one process's. */
+    const moevk_loss_info *losses = info->losses;
+    uint32_t S = losses && losses->sequence_coef != 0.0f ? losses->sequence_length : 0;
+    moevk_parts_batch batch = {losses, s->counts_before,
+                               s->total_tokens - stats->nonfinite_rows - stats->masked_rows,
+                               S ? s->total_tokens / S : 0, sequence_totals};
     return moevk_parts_home_backward_combine(layer->home, info->grad_output.host, &batch,
                                              info->grad_weights.host, s->returned);
+}
+
+/* The sequence loss's value: every rank's sequences' totals gathered in rank order (the
+ * batch's sequence order) and summed as one process sums them, in double, in order. */
+static moevk_result sequence_value(moevk_ep_layer *layer, const moevk_loss_info *losses,
+                                   const uint32_t *settings, const float *totals, double *value) {
+    int *counts = calloc((size_t)layer->ranks, sizeof *counts);
+    int *displacements = calloc((size_t)layer->ranks, sizeof *displacements);
+    uint64_t sequences = 0;
+    for (int q = 0; counts && displacements && q < layer->ranks; ++q) {
+        counts[q] = (int)settings[(size_t)q * (1 + SEQUENCE_WORDS) + 3];
+        displacements[q] = (int)sequences;
+        sequences += (uint64_t)counts[q];
+    }
+    float *all = counts && displacements ? malloc(sequences * 4 + 4) : NULL;
+    moevk_result r = all ? MOEVK_SUCCESS
+                         : ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY,
+                                   "rank %d: the sequences' totals", layer->rank);
+    r = ep_agree_result(layer, r, "the sequence loss");
+    if (r == MOEVK_SUCCESS) {
+        MPI_Request request;
+        int started = MPI_Iallgatherv(totals, counts[layer->rank], MPI_FLOAT, all, counts,
+                                      displacements, MPI_FLOAT, layer->comm, &request);
+        r = ep_wait(layer, started, &request, "gathering the sequences' totals");
+    }
+    if (r == MOEVK_SUCCESS && sequences > 0) {
+        double sum = 0.0;
+        for (uint64_t b = 0; b < sequences; ++b) sum += all[b];
+        double S = losses->sequence_length, k = layer->top_k;
+        *value = sum * layer->num_experts / (k * S * S * (double)sequences);
+    }
+    if (!ep_abandon(layer, all)) free(all);
+    free(counts);
+    free(displacements);
+    return r;
 }
 
 /* The losses' values, from the whole batch's statistics (one process's within the rounding
  * of the ranks' sums in rank order). */
 static void loss_values(const moevk_loss_info *info, const moevk_route_stats *stats,
-                        moevk_losses *values) {
+                        double sequence, moevk_losses *values) {
     uint32_t size = values->struct_size;
     moevk_losses_init(values);
     values->struct_size = size;
     values->aux = stats->aux_loss;
     values->z = stats->z_loss;
     values->entropy = stats->entropy;
+    values->sequence = sequence;
     values->total = info->aux_coef * values->aux + info->z_coef * values->z +
-                    info->entropy_coef * values->entropy;
+                    info->entropy_coef * values->entropy + info->sequence_coef * values->sequence;
 }
 
 /* This rank's experts over the rows' gradients that came: dL/d(their rows) into s->grad_rows.
@@ -101,15 +172,27 @@ moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer, const moevk_layer_ba
                        "rank %d: an earlier exchange failed: the layer only takes destroy",
                        layer->rank);
     forward_state *s = &layer->last;
+    uint32_t *settings = calloc((size_t)layer->ranks * (1 + SEQUENCE_WORDS), sizeof *settings);
+    if (!settings) /* this rank cannot take part: the others time out (PEER) */
+        return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d", layer->rank);
     moevk_result r = check_backward(layer, info);
-    r = ep_agree_result(layer, r, "checking the backward");
+    /* The sequence loss: this rank's sequences' totals, for its value. */
+    const moevk_loss_info *losses = info ? info->losses : NULL;
+    uint32_t S =
+        r == MOEVK_SUCCESS && losses && losses->sequence_coef != 0.0f ? losses->sequence_length : 0;
+    float *sequence_totals = S ? malloc((size_t)(s->T / S) * 4 + 4) : NULL;
+    if (S && !sequence_totals)
+        r = ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d: the sequences' totals",
+                    layer->rank);
+    r = agree_check(layer, r, info, settings);
+    int sequence_loss = r == MOEVK_SUCCESS && settings[1]; /* agreed: every rank's or none */
     /* Each step's failure is agreed before the next exchange, as in the forward. */
     int exchange = r == MOEVK_SUCCESS && s->total_tokens > 0;
     moevk_route_stats stats;
     moevk_route_stats_init(&stats);
     if (r == MOEVK_SUCCESS) ep_batch_stats(layer, s, &stats);
     if (r == MOEVK_SUCCESS)
-        r = ep_agree_result(layer, combine_backward(layer, s, info, &stats),
+        r = ep_agree_result(layer, combine_backward(layer, s, info, &stats, sequence_totals),
                             "the combine's backward");
     if (r == MOEVK_SUCCESS && exchange) r = ep_exchange_gradients(layer, s, 1);
     if (r == MOEVK_SUCCESS)
@@ -118,8 +201,13 @@ moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer, const moevk_layer_ba
     if (r == MOEVK_SUCCESS && exchange) r = ep_exchange_gradients(layer, s, 0);
     if (r == MOEVK_SUCCESS)
         r = ep_agree_result(layer, finish_backward(layer, s, info), "the router's backward");
+    double sequence = 0.0;
+    if (r == MOEVK_SUCCESS && sequence_loss)
+        r = sequence_value(layer, info->losses, settings, sequence_totals, &sequence);
     if (r == MOEVK_SUCCESS && info->losses && info->loss_values)
-        loss_values(info->losses, &stats, info->loss_values);
+        loss_values(info->losses, &stats, sequence, info->loss_values);
+    if (!ep_abandon(layer, settings)) free(settings);
+    if (!ep_abandon(layer, sequence_totals)) free(sequence_totals);
     return r;
 }
 

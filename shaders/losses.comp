@@ -255,7 +255,7 @@ float dense_slope(uint token, uint expert, float p) {
     if (P.entropy_coef != 0.0 && p > 0.0) slope -= P.entropy_coef * (log(p) + 1.0) / valid;
     if (P.sequence_coef != 0.0) {
         float S = float(P.sequence_length);
-        float sequences = float(P.num_tokens / P.sequence_length);
+        float sequences = float(P.batch_sequences); // T / S, or an expert-parallel batch's
         uint count = seq_counts[(token / P.sequence_length) * P.num_experts + expert];
         slope += P.sequence_coef * E / (float(P.choices) * S * S * sequences) * float(count);
     }

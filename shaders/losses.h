@@ -12,7 +12,7 @@
 #define LOSSES_PARAMS(U, F, A) U(num_tokens) U(num_experts) U(choices) U(hidden_size) U(flags)      \
     U(phase) U(stat_blocks) U(rows_per_stat_block) F(scale) F(aux_coef) F(z_coef)                 \
     F(importance_coef) F(load_coef) F(entropy_coef) F(sequence_coef) U(sequence_length)           \
-    U(valid_rows) U(assignments) U(token_chunk) SCORE_PARAMS(U, F, A) NOISE_PARAMS(U, F, A)
+    U(batch_sequences) U(valid_rows) U(assignments) U(token_chunk) SCORE_PARAMS(U, F, A) NOISE_PARAMS(U, F, A)
 // clang-format on
 
 #endif

@@ -26,7 +26,7 @@ typedef struct ep_case {
     uint32_t experts_per_rank, k, d, f;
     uint32_t experts; /* else: E in all, split over the ranks (a power of two) */
     uint32_t tokens;  /* per rank, before `spread` */
-    int spread;       /* 0 even; 1 rank 0 has most; 2 rank 1 none; 3 none anywhere */
+    int spread; /* 0 a little uneven; 1 rank 0 has most; 2 rank 1 none; 3 none anywhere; 4 equal */
     moevk_activation activation;
     moevk_dtype weight_type, hidden_type;
     moevk_capacity_mode capacity_mode;
@@ -43,6 +43,7 @@ typedef struct ep_case {
         chunks; /* the exchange's chunks on the second run (the first runs one); 0: automatic */
     int train;  /* trainable: one run (one chunk), then the backward, twice (accumulating) */
     int losses; /* the backward with the aux, z and entropy losses */
+    uint32_t sequence; /* and the sequence loss over sequences of this length (0: without) */
 } ep_case;
 
 #define F16 MOEVK_DTYPE_F16
@@ -103,6 +104,13 @@ static const ep_case CASES[] = {
      .activation = MOEVK_ACTIVATION_RELU, .biases = 1},
     {"train_e_64_k_4_drops_losses", .train = 1, .losses = 1, .drops = 1, .experts = 64, .k = 4,
      .d = 32, .f = 32, .tokens = 400, .capacity_factor = 1.0f, .skew = 1},
+    /* DeepSeek-V3's sequence-wise loss: each rank's T whole sequences of 8 (one rank none). */
+    {"train_sequence_loss_a_rank_without_tokens", .train = 1, .losses = 1, .sequence = 8,
+     .experts_per_rank = 2, .k = 2, .d = 24, .f = 32, .tokens = 48, .spread = 2,
+     .capacity_mode = DROPLESS, .sigmoid = 1, .renormalize = 1},
+    {"train_sequence_loss_capacity", .train = 1, .losses = 1, .sequence = 16, .drops = 1,
+     .experts_per_rank = 4, .k = 2, .d = 16, .f = 24, .tokens = 64, .spread = 4,
+     .capacity_factor = 1.0f, .skew = 1},
 };
 
 static uint32_t experts_per_rank(const ep_case *c) {
@@ -115,6 +123,7 @@ static uint32_t tokens_of(const ep_case *c, int q) {
     case 1: return q == 0 ? c->tokens : c->tokens / 16 + 1;
     case 2: return q == 1 ? 0 : c->tokens;
     case 3: return 0;
+    case 4: return c->tokens;                    /* every rank the same */
     default: return c->tokens + (uint32_t)q % 3; /* a little uneven, odd sizes */
     }
 }
@@ -219,6 +228,10 @@ static const moevk_loss_info *case_losses(const ep_case *c, backward_want *want)
     want->losses.aux_coef = 0.01f;
     want->losses.z_coef = 0.001f;
     want->losses.entropy_coef = 0.002f;
+    if (c->sequence) {
+        want->losses.sequence_coef = 0.003f;
+        want->losses.sequence_length = c->sequence;
+    }
     return &want->losses;
 }
 
@@ -373,6 +386,10 @@ static void check_backward(moevk_ep_layer *ep, const ep_case *c, const weight w[
               "losses aux %.9g/%.9g z %.9g/%.9g entropy %.9g/%.9g total %.9g/%.9g", values.aux,
               want->values.aux, values.z, want->values.z, values.entropy, want->values.entropy,
               values.total, want->values.total);
+        /* The sequences' totals summed as one process sums them: the same bits. */
+        CHECK(!info.losses || values.sequence == want->values.sequence,
+              "sequence loss %.17g, one process %.17g", values.sequence, want->values.sequence);
+        CHECK(!c->sequence || values.sequence > 0.0, "no sequence loss");
         CHECK(memcmp(gx, want->grad_hidden + (size_t)base * d, (size_t)T * d * 4) == 0,
               "pass %d: dL/dx differs from one process's", pass);
         CHECK(memcmp(gw, want->grad_weights + (size_t)base * k, (size_t)T * k * 4) == 0,
