@@ -1,4 +1,4 @@
-/* Reference of the bucketing shaders (bucket_count, bucket_scan, bucket_assign, score_select):
+/* Reference of bucketing (the counts scores_topk adds, bucket_scan, bucket_assign, score_select):
  * slots handed out k-major (every token's rank-0 choice in token order, then rank 1, ...),
  * with the capacity limit applied by position or by score, or no limit (dropless). */
 #include <stdlib.h>

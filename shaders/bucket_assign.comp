@@ -1,9 +1,13 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Bucketing, step 3 of 3: a slot for every assignment, in k-major order within each expert.
-// Workgroup b walks its block in chunks; an assignment's slot is its block's offset for the
-// expert (from bucket_scan) plus how many earlier assignments of the chunk and block chose the
-// same expert. No atomics decide an order, so slots are the same on every run and device.
+// Bucketing's assignment, after the counts (scores_topk.comp) and, past FUSED_SCAN_BLOCKS
+// blocks, their scan: a slot for every assignment, in k-major order within each expert.
+// Workgroup b walks its block in chunks; an assignment's slot is its block's offset for
+// the expert plus how many earlier assignments of the chunk and block chose the same expert.
+// The offsets come from bucket_scan, or with at most FUSED_SCAN_BLOCKS blocks from this
+// workgroup's own sums of the block counts (bucket_scan's step folded in: each expert's counts
+// of the earlier blocks, and of all blocks, whose totals workgroup 0 writes to expert_info).
+// No atomics decide an order, so slots are the same on every run and device.
 // Position policy: slot < C is kept (slots, rows = e * C + slot, row_token), else dropped (-1).
 // Dropless: every slot is kept, rows = offsets[e] + slot, offsets padded to pad_multiple.
 // Score policy: only lists assignments per expert in `order`; score_select decides.
@@ -17,6 +21,7 @@
 #include "scan.glsl"
 
 shared uint running_slot[NUM_EXPERTS];
+shared uint expert_total[NUM_EXPERTS]; /* assignments of each expert, before drops */
 shared uint first_row[NUM_EXPERTS];
 shared int chunk_expert[gl_WorkGroupSize.x];
 
@@ -30,7 +35,7 @@ void compute_first_rows(bool dropless) {
     uint pad = max(P.pad_multiple, 1u);
     uint sum = 0u;
     for (uint e = first; e < last; ++e) {
-        uint rows_of_expert = expert_info[e];
+        uint rows_of_expert = expert_total[e];
         if (dropless) rows_of_expert = (rows_of_expert + pad - 1u) / pad * pad;
         sum += rows_of_expert;
     }
@@ -38,7 +43,7 @@ void compute_first_rows(bool dropless) {
     uint running = workgroup_inclusive_scan(sum, all_rows) - sum;
     for (uint e = first; e < last; ++e) {
         first_row[e] = running;
-        uint rows_of_expert = expert_info[e];
+        uint rows_of_expert = expert_total[e];
         if (dropless) rows_of_expert = (rows_of_expert + pad - 1u) / pad * pad;
         running += rows_of_expert;
     }
@@ -54,8 +59,30 @@ void main() {
     bool dropless = (P.flags & FLAG_DROPLESS) != 0u;
     bool by_score = !dropless && (P.flags & FLAG_DROP_BY_SCORE) != 0u;
 
-    for (uint e = lane; e < NUM_EXPERTS; e += gl_WorkGroupSize.x)
-        running_slot[e] = block_counts[block * NUM_EXPERTS + e];
+    if (P.num_blocks <= FUSED_SCAN_BLOCKS) {
+        // The scan here: the block counts are still the counts.
+        for (uint e = lane; e < NUM_EXPERTS; e += gl_WorkGroupSize.x) {
+            uint before = 0u, total = 0u;
+            for (uint b = 0u; b < P.num_blocks; ++b) {
+                uint count = block_counts[b * NUM_EXPERTS + e];
+                before += b < block ? count : 0u;
+                total += count;
+            }
+            running_slot[e] = before;
+            expert_total[e] = total;
+            if (block == 0u) {
+                expert_info[e] = total;
+                expert_info[NUM_EXPERTS + e] = dropless ? total : min(total, P.capacity);
+            }
+        }
+    } else {
+        // bucket_scan made them each block's offsets, and wrote the totals.
+        for (uint e = lane; e < NUM_EXPERTS; e += gl_WorkGroupSize.x) {
+            running_slot[e] = block_counts[block * NUM_EXPERTS + e];
+            expert_total[e] = expert_info[e];
+        }
+    }
+    barrier();
     compute_first_rows(dropless);
     barrier();
 

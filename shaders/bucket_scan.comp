@@ -1,6 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Bucketing, step 2 of 3: per expert, an exclusive prefix sum of the block counts over blocks.
+// Bucketing past FUSED_SCAN_BLOCKS blocks, between the counts (scores_topk.comp) and the
+// assignment: per expert, an exclusive prefix sum of the block counts over blocks.
 // Replaces block_counts[b * E + e] with the number of expert e's assignments in blocks before b,
 // and writes expert_info: totals[e] (before drops) and kept[e] (after the capacity limit).
 // Grid: E workgroups, one per expert.

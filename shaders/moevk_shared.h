@@ -317,6 +317,12 @@
 #define WORKGROUP_SIZE 64
 #define WIDE_WORKGROUP_SIZE 256
 
+/* Bucketing of at most this many blocks scans the block counts inside its assignment (every
+ * workgroup sums the columns it needs of the small [blocks, E] table itself): one dispatch and
+ * barrier fewer. Past it, a scan of its own (bucket_scan.comp), which each block's sums would
+ * otherwise repeat too often. */
+#define FUSED_SCAN_BLOCKS 256u
+
 /* The most loop iterations one invocation may run in one dispatch, all its loops together.
  * lavapipe (Mesa's gallivm) ends every loop of an invocation once its loops have run 65535
  * iterations in all (LP_MAX_TGSI_LOOP_ITERATIONS, shared by every loop of a shader), and the

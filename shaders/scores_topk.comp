@@ -12,6 +12,9 @@
 // scores.glsl): SEQUENCE and BATCH decide from the sequence's mean row (sequence_mean.comp),
 // SINKHORN ranks the balanced keys (sinkhorn.comp), EXPERT_CHOICE writes each expert's ranking
 // key of the token into the decisions buffer instead of a top-k (expert_choice.comp ranks them).
+// Also bucketing's first step: each selected choice counted in the block_counts [blocks, E] of
+// its k-major assignment's block (bucket_assign.comp takes them from there), with integer
+// atomics, whose sums never depend on their order; the route zeroes the counts first.
 // Grid: any 1D size; a grid-stride loop covers the tokens.
 #include "scores_topk.h"
 #define STAGE_BUFFERS SCORES_TOPK_BUFFERS
@@ -39,6 +42,13 @@ void write_choice_keys(uint token, float max_noisy) {
                             : exp((noisy - max_noisy) / P.temperature) / sum;
         decisions[choice_key_at(token, e)] = isinf(noisy) ? -1.0 : key;
     }
+}
+
+// Counts choice j of a token, of an expert (>= 0), in its assignment's block (bucketing's
+// blocks: assignments.glsl's k-major order, block_size assignments each).
+void count_choice(uint token, uint j, int expert) {
+    uint block = (j * P.num_tokens + token) / P.block_size;
+    atomicAdd(block_counts[block * NUM_EXPERTS + uint(expert)], 1u);
 }
 
 void route_token(uint token) {
@@ -159,6 +169,7 @@ void route_token(uint token) {
         float value = renormalize ? w[j] / denominator : w[j];
         expert_ids[base + j] = best_expert[j];
         weights[base + j] = best_expert[j] < 0 ? 0.0 : value * P.scale;
+        if (best_expert[j] >= 0) count_choice(token, j, best_expert[j]);
     }
 }
 

@@ -316,19 +316,21 @@ static void test_layer_decode_resubmits(void) {
     for (int i = 0; i < 8; ++i) free(weights[i]);
 }
 
-/* The front end's dispatches and barriers are a property of the recording: the same at every
- * T and E for the TOKEN mode (the fused front end's target is 2 dispatches), and a resubmitted
- * route reports the recording it submitted. Today's front end: scores + top-k, then bucketing's
- * count, scan and assignment. */
+/* The front end's dispatches and barriers are a property of the recording: set by the shape's
+ * bucketing blocks alone, and a resubmitted route reports the recording it submitted. The front
+ * end: scores + top-k with bucketing's per-block counts, then its assignment, which scans the
+ * counts itself up to FUSED_SCAN_BLOCKS blocks (T k <= 65536), past them after a scan of its
+ * own; a barrier after the fills and after each. */
 static void test_front_end_counts_are_the_recordings(void) {
-    const uint32_t EXPECTED_DISPATCHES = 4, EXPECTED_BARRIERS = 5;
     const struct {
         uint32_t tokens, experts, k;
         moevk_capacity_mode capacity;
-    } shapes[] = {{1, 64, 2, MOEVK_CAPACITY_FIXED},
-                  {4099, 256, 8, MOEVK_CAPACITY_FIXED},
-                  {4099, 64, 2, MOEVK_CAPACITY_DROPLESS},
-                  {16384, 64, 2, MOEVK_CAPACITY_FIXED}};
+        uint32_t dispatches, barriers;
+    } shapes[] = {{1, 64, 2, MOEVK_CAPACITY_FIXED, 2, 3},
+                  {4099, 256, 8, MOEVK_CAPACITY_FIXED, 2, 3}, /* 129 blocks */
+                  {4099, 64, 2, MOEVK_CAPACITY_DROPLESS, 2, 3},
+                  {16384, 64, 2, MOEVK_CAPACITY_FIXED, 2, 3},  /* 128 blocks */
+                  {16384, 64, 8, MOEVK_CAPACITY_FIXED, 3, 4}}; /* 512 blocks */
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
         moevk_router_info info;
         moevk_router_info_init(&info);
@@ -370,8 +372,8 @@ static void test_front_end_counts_are_the_recordings(void) {
                    counts[0].route_dispatches, counts[0].route_barriers);
         CHECK(!memcmp(&counts[0], &counts[1], sizeof counts[0]),
               "shape %zu: the resubmitted route's counts differ", i);
-        CHECK(counts[0].front_end_dispatches == EXPECTED_DISPATCHES &&
-                  counts[0].front_end_barriers == EXPECTED_BARRIERS,
+        CHECK(counts[0].front_end_dispatches == shapes[i].dispatches &&
+                  counts[0].front_end_barriers == shapes[i].barriers,
               "shape %zu: the front end recorded %u dispatches and %u barriers", i,
               counts[0].front_end_dispatches, counts[0].front_end_barriers);
         CHECK(counts[0].route_dispatches > counts[0].front_end_dispatches,
