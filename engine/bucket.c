@@ -1,18 +1,24 @@
-/* Bucketing (shaders/bucket_scan.comp, bucket_assign.comp): from the per-block expert counts
- * that scores and top-k leave (scores_topk.comp), their prefix sums per expert, then every
- * choice's slot and row (the prefix sums inside the assignment when the blocks are few:
- * FUSED_SCAN_BLOCKS). */
+/* Bucketing (shaders/bucket_count.comp, bucket_scan.comp, bucket_assign.comp): per-block expert
+ * counts, their prefix sums per expert, then every choice's slot and row. In the fused front end
+ * (FLAG_FUSED_FRONT_END: few blocks) scores and top-k leave the counts and the assignment sums
+ * them itself, so bucketing is the assignment's dispatch alone. */
 #include "stage.h"
 
 #include "bucket.h"
 #include "bucket_assign.spv.h"
+#include "bucket_count.spv.h"
 #include "bucket_scan.spv.h"
 
+DEFINE_STAGE_PARAMS(bucket_count_params, BUCKET_COUNT_PARAMS)
 DEFINE_STAGE_PARAMS(bucket_scan_params, BUCKET_SCAN_PARAMS)
 DEFINE_STAGE_PARAMS(bucket_assign_params, BUCKET_ASSIGN_PARAMS)
 
-enum { BUCKET_SCAN, BUCKET_ASSIGN };
+enum { BUCKET_COUNT, BUCKET_SCAN, BUCKET_ASSIGN };
 
+static const stage_kernel BUCKET_COUNT_KERNEL = {
+    .name = "bucket_count",
+    .shaders = {[VARIANT_PLAIN] = SPIRV(bucket_count)},
+    KERNEL_INTERFACE(BUCKET_COUNT_BUFFERS, bucket_count_params)};
 static const stage_kernel BUCKET_SCAN_KERNEL = {
     .name = "bucket_scan",
     .shaders = {[VARIANT_PLAIN] = SPIRV(bucket_scan)},
@@ -32,8 +38,10 @@ static int runs(const route_call *call) {
 }
 
 static void record(moevk_router *router, const route_plan *plan) {
-    /* Few blocks: the assignment scans the counts itself (bucket_assign.comp). */
-    if (plan->num_blocks > FUSED_SCAN_BLOCKS) {
+    if (!(plan->flags & FLAG_FUSED_FRONT_END)) {
+        bucket_count_params count = bucket_count_params_from(plan);
+        record_kernel(router, STAGE_BUCKET, BUCKET_COUNT, &count, plan->num_blocks);
+        record_compute_barrier(router);
         bucket_scan_params scan = bucket_scan_params_from(plan);
         record_kernel(router, STAGE_BUCKET, BUCKET_SCAN, &scan, plan->num_experts);
         record_compute_barrier(router);
@@ -49,12 +57,13 @@ static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUN
                (uint64_t)MAX_BUCKET_BLOCKS * router->info.num_experts * 4);
 }
 
-const stage_module bucket_stage = {
-    .name = "bucketing",
-    .kernels = {[BUCKET_SCAN] = &BUCKET_SCAN_KERNEL, [BUCKET_ASSIGN] = &BUCKET_ASSIGN_KERNEL},
-    .kernel_count = 2,
-    .size_buffers = size_buffers,
-    .needed = needed,
-    .runs = runs,
-    .record = record,
-    .after = TIMESTAMP_COUNT};
+const stage_module bucket_stage = {.name = "bucketing",
+                                   .kernels = {[BUCKET_COUNT] = &BUCKET_COUNT_KERNEL,
+                                               [BUCKET_SCAN] = &BUCKET_SCAN_KERNEL,
+                                               [BUCKET_ASSIGN] = &BUCKET_ASSIGN_KERNEL},
+                                   .kernel_count = 3,
+                                   .size_buffers = size_buffers,
+                                   .needed = needed,
+                                   .runs = runs,
+                                   .record = record,
+                                   .after = TIMESTAMP_COUNT};

@@ -30,8 +30,8 @@ void record_route(moevk_router *router, const route_plan *plan, int with_dispatc
     vk->vkCmdFillBuffer(cmd, router->buffers[BINDING_ROW_TOKEN].buffer, 0, VK_WHOLE_SIZE,
                         0xFFFFFFFFu);
     vk->vkCmdFillBuffer(cmd, router->buffers[BINDING_EXPERT_INFO].buffer, 0, VK_WHOLE_SIZE, 0);
-    /* Bucketing's per-block counts, which scores and top-k add to. */
-    if (plan->num_tokens > 0 && !(plan->flags & FLAG_EXPERT_CHOICE))
+    /* The fused front end's per-block counts, which scores and top-k add to. */
+    if (plan->flags & FLAG_FUSED_FRONT_END)
         vk->vkCmdFillBuffer(cmd, router->buffers[BINDING_BLOCK_COUNTS].buffer, 0,
                             (VkDeviceSize)plan->num_blocks * plan->num_experts * 4, 0);
     record_barrier(router, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, COMPUTE,

@@ -306,6 +306,11 @@ void router_plan(const moevk_router *router, const moevk_route_input *input, rou
     block = div_ceil_u32(block, WORKGROUP_SIZE) * WORKGROUP_SIZE;
     params->block_size = block > MIN_BUCKET_BLOCK ? block : MIN_BUCKET_BLOCK;
     params->num_blocks = div_ceil_u32(assignments, params->block_size);
+    /* Few blocks: top-k counts them, the assignment scans them (FUSED_FRONT_END_WORK). */
+    uint64_t scan_work = (uint64_t)params->num_blocks * params->num_blocks * info->num_experts;
+    if (num_tokens > 0 && !(params->flags & FLAG_EXPERT_CHOICE) &&
+        scan_work <= FUSED_FRONT_END_WORK)
+        params->flags |= FLAG_FUSED_FRONT_END;
     uint32_t rows = div_ceil_u32(num_tokens, STAT_BLOCKS);
     if (rows < MIN_STAT_BLOCK) rows = MIN_STAT_BLOCK;
     if (rows > stat_block_rows_limit(info)) rows = stat_block_rows_limit(info);

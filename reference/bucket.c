@@ -1,6 +1,6 @@
-/* Reference of bucketing (the counts scores_topk adds, bucket_scan, bucket_assign, score_select):
- * slots handed out k-major (every token's rank-0 choice in token order, then rank 1, ...),
- * with the capacity limit applied by position or by score, or no limit (dropless). */
+/* Reference of bucketing (bucket_count or scores_topk's counts, bucket_scan, bucket_assign,
+ * score_select): slots handed out k-major (every token's rank-0 choice in token order, then
+ * rank 1, ...), with the capacity limit applied by position or by score, or no limit (dropless). */
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,11 +1,11 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Bucketing's assignment, after the counts (scores_topk.comp) and, past FUSED_SCAN_BLOCKS
-// blocks, their scan: a slot for every assignment, in k-major order within each expert.
+// Bucketing's assignment, after the counts (bucket_count.comp, or in the fused front end
+// scores_topk.comp) and their scan: a slot for every assignment, in k-major order within each
+// expert.
 // Workgroup b walks its block in chunks; an assignment's slot is its block's offset for
 // the expert plus how many earlier assignments of the chunk and block chose the same expert.
-// The offsets come from bucket_scan, or with at most FUSED_SCAN_BLOCKS blocks from this
-// workgroup's own sums of the block counts (bucket_scan's step folded in: each expert's counts
+// The offsets come from bucket_scan, or in the fused front end from this workgroup's own sums of the block counts (bucket_scan's step folded in: each expert's counts
 // of the earlier blocks, and of all blocks, whose totals workgroup 0 writes to expert_info).
 // No atomics decide an order, so slots are the same on every run and device.
 // Position policy: slot < C is kept (slots, rows = e * C + slot, row_token), else dropped (-1).
@@ -59,7 +59,7 @@ void main() {
     bool dropless = (P.flags & FLAG_DROPLESS) != 0u;
     bool by_score = !dropless && (P.flags & FLAG_DROP_BY_SCORE) != 0u;
 
-    if (P.num_blocks <= FUSED_SCAN_BLOCKS) {
+    if ((P.flags & FLAG_FUSED_FRONT_END) != 0u) {
         // The scan here: the block counts are still the counts.
         for (uint e = lane; e < NUM_EXPERTS; e += gl_WorkGroupSize.x) {
             uint before = 0u, total = 0u;

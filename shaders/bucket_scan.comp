@@ -1,7 +1,8 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Bucketing past FUSED_SCAN_BLOCKS blocks, between the counts (scores_topk.comp) and the
-// assignment: per expert, an exclusive prefix sum of the block counts over blocks.
+// Bucketing outside the fused front end (FLAG_FUSED_FRONT_END), between the counts
+// (bucket_count.comp) and the assignment: per expert, an exclusive prefix sum of the block
+// counts over blocks.
 // Replaces block_counts[b * E + e] with the number of expert e's assignments in blocks before b,
 // and writes expert_info: totals[e] (before drops) and kept[e] (after the capacity limit).
 // Grid: E workgroups, one per expert.

@@ -273,6 +273,7 @@
 #define FLAG_PROFILE_TAIL 16777216u  /* count the energies above the header's threshold */
 #define FLAG_PROFILE_PAIRS 33554432u /* count the co-selected pairs of experts */
 #define FLAG_KEEP_PRE 67108864u /* a trainable layer's forward keeps the pre-activations */
+#define FLAG_FUSED_FRONT_END 134217728u /* top-k counts the blocks; the assignment scans them */
 
 /* Phases of the losses stage (shaders/losses.comp), in the order they run. */
 #define LOSS_PHASE_THRESHOLDS 0u
@@ -317,11 +318,13 @@
 #define WORKGROUP_SIZE 64
 #define WIDE_WORKGROUP_SIZE 256
 
-/* Bucketing of at most this many blocks scans the block counts inside its assignment (every
- * workgroup sums the columns it needs of the small [blocks, E] table itself): one dispatch and
- * barrier fewer. Past it, a scan of its own (bucket_scan.comp), which each block's sums would
- * otherwise repeat too often. */
-#define FUSED_SCAN_BLOCKS 256u
+/* The fused front end (FLAG_FUSED_FRONT_END: scores + top-k count each choice into the block
+ * counts, and every workgroup of the assignment sums the [blocks, E] table itself) saves two
+ * dispatches and barriers, but repeats the scan in each of the blocks' workgroups: blocks^2 * E
+ * additions in all. Routes whose scan is at most this much work take it; larger ones count and
+ * scan in dispatches of their own (bucket_count.comp, bucket_scan.comp). Measured on lavapipe,
+ * where the fused bucketing was faster up to 32 blocks of E = 256 and slower from 64. */
+#define FUSED_FRONT_END_WORK 262144u
 
 /* The most loop iterations one invocation may run in one dispatch, all its loops together.
  * lavapipe (Mesa's gallivm) ends every loop of an invocation once its loops have run 65535

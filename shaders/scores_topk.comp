@@ -12,9 +12,10 @@
 // scores.glsl): SEQUENCE and BATCH decide from the sequence's mean row (sequence_mean.comp),
 // SINKHORN ranks the balanced keys (sinkhorn.comp), EXPERT_CHOICE writes each expert's ranking
 // key of the token into the decisions buffer instead of a top-k (expert_choice.comp ranks them).
-// Also bucketing's first step: each selected choice counted in the block_counts [blocks, E] of
-// its k-major assignment's block (bucket_assign.comp takes them from there), with integer
-// atomics, whose sums never depend on their order; the route zeroes the counts first.
+// In the fused front end (FLAG_FUSED_FRONT_END) also bucketing's counts: each selected choice
+// counted in the block_counts [blocks, E] of its k-major assignment's block (bucket_assign.comp
+// takes them from there), with integer atomics, whose sums never depend on their order; the
+// route zeroes the counts first.
 // Grid: any 1D size; a grid-stride loop covers the tokens.
 #include "scores_topk.h"
 #define STAGE_BUFFERS SCORES_TOPK_BUFFERS
@@ -163,13 +164,14 @@ void route_token(uint token) {
         selected_sum += w[j];
     }
     bool renormalize = (P.flags & FLAG_RENORMALIZE) != 0u && selected_sum > 0.0;
+    bool counts = (P.flags & FLAG_FUSED_FRONT_END) != 0u;
     // DeepSeek-V3 divides by sum + 1e-20; moevk's own renormalisation by the sum alone.
     float denominator = selected_sum + ((P.flags & FLAG_BIAS_ON_SCORES) != 0u ? 1e-20 : 0.0);
     for (uint j = 0; j < SELECTION_K; ++j) {
         float value = renormalize ? w[j] / denominator : w[j];
         expert_ids[base + j] = best_expert[j];
         weights[base + j] = best_expert[j] < 0 ? 0.0 : value * P.scale;
-        if (best_expert[j] >= 0) count_choice(token, j, best_expert[j]);
+        if (counts && best_expert[j] >= 0) count_choice(token, j, best_expert[j]);
     }
 }
 

@@ -317,20 +317,23 @@ static void test_layer_decode_resubmits(void) {
 }
 
 /* The front end's dispatches and barriers are a property of the recording: set by the shape's
- * bucketing blocks alone, and a resubmitted route reports the recording it submitted. The front
- * end: scores + top-k with bucketing's per-block counts, then its assignment, which scans the
- * counts itself up to FUSED_SCAN_BLOCKS blocks (T k <= 65536), past them after a scan of its
- * own; a barrier after the fills and after each. */
+ * bucketing blocks and E alone, and a resubmitted route reports the recording it submitted.
+ * The fused front end (blocks^2 E <= FUSED_FRONT_END_WORK): scores + top-k with bucketing's
+ * per-block counts, then the assignment, which scans the counts itself; past it scores + top-k,
+ * then bucketing's count, scan and assignment. A barrier after the fills and after each. */
 static void test_front_end_counts_are_the_recordings(void) {
     const struct {
         uint32_t tokens, experts, k;
         moevk_capacity_mode capacity;
         uint32_t dispatches, barriers;
     } shapes[] = {{1, 64, 2, MOEVK_CAPACITY_FIXED, 2, 3},
-                  {4099, 256, 8, MOEVK_CAPACITY_FIXED, 2, 3}, /* 129 blocks */
-                  {4099, 64, 2, MOEVK_CAPACITY_DROPLESS, 2, 3},
-                  {16384, 64, 2, MOEVK_CAPACITY_FIXED, 2, 3},  /* 128 blocks */
-                  {16384, 64, 8, MOEVK_CAPACITY_FIXED, 3, 4}}; /* 512 blocks */
+                  {1024, 256, 8, MOEVK_CAPACITY_FIXED, 2, 3},    /* 32 blocks */
+                  {2048, 256, 8, MOEVK_CAPACITY_FIXED, 4, 5},    /* 64 blocks */
+                  {4099, 256, 8, MOEVK_CAPACITY_FIXED, 4, 5},    /* 129 blocks */
+                  {4099, 64, 2, MOEVK_CAPACITY_DROPLESS, 2, 3},  /* 33 blocks */
+                  {8192, 64, 2, MOEVK_CAPACITY_FIXED, 2, 3},     /* 64 blocks */
+                  {16384, 64, 2, MOEVK_CAPACITY_FIXED, 4, 5},    /* 128 blocks */
+                  {16384, 1, 1, MOEVK_CAPACITY_FIXED, 2, 3}};    /* 64 blocks of E = 1 */
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
         moevk_router_info info;
         moevk_router_info_init(&info);
