@@ -327,13 +327,13 @@ static void test_front_end_counts_are_the_recordings(void) {
         moevk_capacity_mode capacity;
         uint32_t dispatches, barriers;
     } shapes[] = {{1, 64, 2, MOEVK_CAPACITY_FIXED, 2, 3},
-                  {1024, 256, 8, MOEVK_CAPACITY_FIXED, 2, 3},    /* 32 blocks */
-                  {2048, 256, 8, MOEVK_CAPACITY_FIXED, 4, 5},    /* 64 blocks */
-                  {4099, 256, 8, MOEVK_CAPACITY_FIXED, 4, 5},    /* 129 blocks */
-                  {4099, 64, 2, MOEVK_CAPACITY_DROPLESS, 2, 3},  /* 33 blocks */
-                  {8192, 64, 2, MOEVK_CAPACITY_FIXED, 2, 3},     /* 64 blocks */
-                  {16384, 64, 2, MOEVK_CAPACITY_FIXED, 4, 5},    /* 128 blocks */
-                  {16384, 1, 1, MOEVK_CAPACITY_FIXED, 2, 3}};    /* 64 blocks of E = 1 */
+                  {1024, 256, 8, MOEVK_CAPACITY_FIXED, 2, 3},   /* 32 blocks */
+                  {2048, 256, 8, MOEVK_CAPACITY_FIXED, 4, 5},   /* 64 blocks */
+                  {4099, 256, 8, MOEVK_CAPACITY_FIXED, 4, 5},   /* 129 blocks */
+                  {4099, 64, 2, MOEVK_CAPACITY_DROPLESS, 2, 3}, /* 33 blocks */
+                  {8192, 64, 2, MOEVK_CAPACITY_FIXED, 2, 3},    /* 64 blocks */
+                  {16384, 64, 2, MOEVK_CAPACITY_FIXED, 4, 5},   /* 128 blocks */
+                  {16384, 1, 1, MOEVK_CAPACITY_FIXED, 2, 3}};   /* 64 blocks of E = 1 */
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
         moevk_router_info info;
         moevk_router_info_init(&info);
