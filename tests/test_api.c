@@ -351,18 +351,29 @@ static void VKAPI_CALL count_free(void *user, void *memory) {
     c->live--;
 }
 
+static VkAllocationCallbacks counting_callbacks(counting_allocator *counter) {
+    return (VkAllocationCallbacks){.pUserData = counter,
+                                   .pfnAllocation = count_alloc,
+                                   .pfnReallocation = count_realloc,
+                                   .pfnFree = count_free};
+}
+
+/* A context whose driver allocates through the callbacks, and a small router on it. */
+static moevk_result counted_router(const VkAllocationCallbacks *callbacks, moevk_context **context,
+                                   moevk_router **router) {
+    moevk_context_info info = {.allocator = callbacks, .validation = test_validation()};
+    moevk_result r = moevk_context_create(&info, context);
+    if (r != MOEVK_SUCCESS) return r;
+    moevk_router_info router_info = small_info();
+    return moevk_router_create(*context, &router_info, router);
+}
+
 static void test_allocation_callbacks_are_used_and_balanced(void) {
     counting_allocator counter = {0};
-    VkAllocationCallbacks callbacks = {.pUserData = &counter,
-                                       .pfnAllocation = count_alloc,
-                                       .pfnReallocation = count_realloc,
-                                       .pfnFree = count_free};
-    moevk_context_info info = {.allocator = &callbacks, .validation = test_validation()};
+    VkAllocationCallbacks callbacks = counting_callbacks(&counter);
     moevk_context *context = NULL;
-    CHECK_OK(moevk_context_create(&info, &context));
-    moevk_router_info router_info = small_info();
     moevk_router *router = NULL;
-    moevk_result r = moevk_router_create(context, &router_info, &router);
+    moevk_result r = counted_router(&callbacks, &context, &router);
     float logits[64 * 8];
     for (int i = 0; i < 64 * 8; ++i) logits[i] = rng_normal();
     moevk_route_input input = {.num_tokens = 64,
@@ -728,16 +739,10 @@ static void test_steady_routes_allocate_nothing(void) {
  * the results follow the fresh logits. */
 static void test_resubmitted_routes_skip_recording(void) {
     counting_allocator counter = {0};
-    VkAllocationCallbacks callbacks = {.pUserData = &counter,
-                                       .pfnAllocation = count_alloc,
-                                       .pfnReallocation = count_realloc,
-                                       .pfnFree = count_free};
-    moevk_context_info info = {.allocator = &callbacks, .validation = test_validation()};
+    VkAllocationCallbacks callbacks = counting_callbacks(&counter);
     moevk_context *context = NULL;
-    CHECK_OK(moevk_context_create(&info, &context));
-    moevk_router_info router_info = small_info();
     moevk_router *router = NULL;
-    moevk_result r = moevk_router_create(context, &router_info, &router);
+    moevk_result r = counted_router(&callbacks, &context, &router);
     float logits[64 * 8];
     int32_t ids[128];
     moevk_route_stats stats = {0};
