@@ -46,24 +46,27 @@ void combine_rows(uint unit) {
     uint per_row = row_bytes() / unit;
     uint column_stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint token = gl_WorkGroupID.y; token < P.num_tokens; token += gl_NumWorkGroups.y) {
-        // The kept choices only, in ascending j (expert choice: ascending expert).
+        // Every column's row (-1: not kept; expert choice: -1 from the first -1 on, as its
+        // rows are compacted), indexed by j alone so that the driver can keep them in
+        // registers when it unrolls the loops over CHOICES (k); the kept ones are added in
+        // ascending j (expert choice: ascending expert).
         int row[CHOICES];
         float w[CHOICES];
-        uint kept = 0u;
+        bool ended = false;
         for (uint j = 0u; j < CHOICES; ++j) {
-            int r = row_of(token, j);
-            if (r < 0) {
-                if (experts_chose()) break; // compacted: nothing follows
-                continue;
-            }
-            row[kept] = r;
-            w[kept] = weight_of(token, j, r);
-            ++kept;
+            int r = ended ? -1 : row_of(token, j);
+            ended = ended || (experts_chose() && r < 0);
+            row[j] = r;
+            w[j] = r < 0 ? 0.0 : weight_of(token, j, r);
         }
         for (uint col = gl_GlobalInvocationID.x; col < per_row; col += column_stride) {
             if (unit == 16u) {
                 vec4 acc_low = vec4(0.0), acc_high = vec4(0.0);
-                for (uint j = 0u; j < kept; ++j) {
+                for (uint j = 0u; j < CHOICES; ++j) {
+                    if (row[j] < 0) {
+                        if (experts_chose()) break; // compacted: nothing follows
+                        continue;
+                    }
                     uvec4 v = expert_out_unit(uint(row[j]) * per_row + col);
                     if (DTYPE == DTYPE_F32) {
                         acc_low += w[j] * uintBitsToFloat(v);
@@ -84,7 +87,11 @@ void combine_rows(uint unit) {
                 store_combined_unit(token * per_row + col, result);
             } else {
                 float acc_low = 0.0, acc_high = 0.0;
-                for (uint j = 0u; j < kept; ++j) {
+                for (uint j = 0u; j < CHOICES; ++j) {
+                    if (row[j] < 0) {
+                        if (experts_chose()) break; // compacted: nothing follows
+                        continue;
+                    }
                     uint v = expert_out_word(uint(row[j]) * per_row + col);
                     acc_low += w[j] * decode_element(v, 0u, DTYPE);
                     if (DTYPE != DTYPE_F32) acc_high += w[j] * decode_element(v, 1u, DTYPE);
