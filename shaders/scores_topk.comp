@@ -76,14 +76,23 @@ void route_token(uint token) {
         max_score = max(max_score, (P.flags & FLAG_NOISY_SCORES) != 0u ? noisy : logit);
         max_noisy = max(max_noisy, noisy);
         if (key > best_key[SELECTION_K - 1] && group_kept(groups, e)) {
-            uint j = SELECTION_K - 1;
-            while (j > 0 && key > best_key[j - 1]) {
-                best_key[j] = best_key[j - 1];
-                best_expert[j] = best_expert[j - 1];
-                --j;
+            // An insertion whose indices are the loop's alone, so that a driver unrolling it
+            // keeps the lists in registers: the new key takes the first place whose key it
+            // beats (after any equal one: ties keep the lower expert), and from there on every
+            // place takes the one before it.
+            int expert = int(e);
+            bool shifting = false;
+            for (uint j = 0; j < SELECTION_K; ++j) {
+                if (shifting || key > best_key[j]) {
+                    shifting = true;
+                    float k_swap = best_key[j];
+                    int e_swap = best_expert[j];
+                    best_key[j] = key;
+                    best_expert[j] = expert;
+                    key = k_swap;
+                    expert = e_swap;
+                }
             }
-            best_key[j] = key;
-            best_expert[j] = int(e);
         }
     }
 

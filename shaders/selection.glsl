@@ -48,14 +48,22 @@ uint kept_groups(uint token) {
         }
         float score = size > 1u ? first + second : first;
         if (best_group[TOPK_GROUPS - 1u] >= 0 && !(score > best[TOPK_GROUPS - 1u])) continue;
-        uint j = TOPK_GROUPS - 1u;
-        while (j > 0u && (best_group[j - 1u] < 0 || score > best[j - 1u])) {
-            best[j] = best[j - 1u];
-            best_group[j] = best_group[j - 1u];
-            --j;
+        // Insertion with the loop's indices alone, so that an unrolled loop keeps the lists in
+        // registers: the first place it beats (or an empty one) takes the group, each place
+        // after it the one before it.
+        int group = int(g);
+        bool shifting = false;
+        for (uint j = 0; j < TOPK_GROUPS; ++j) {
+            if (shifting || best_group[j] < 0 || score > best[j]) {
+                shifting = true;
+                float s_swap = best[j];
+                int g_swap = best_group[j];
+                best[j] = score;
+                best_group[j] = group;
+                score = s_swap;
+                group = g_swap;
+            }
         }
-        best[j] = score;
-        best_group[j] = int(g);
     }
     uint mask = 0u;
     for (uint j = 0; j < TOPK_GROUPS; ++j)
