@@ -87,22 +87,7 @@ void thresholds(uint token) {
     uint groups = kept_groups(token);
     for (uint e = 0; e < P.num_experts; ++e) {
         float key = group_kept(groups, e) ? selection_key(token, e) : NEG_INF;
-        if (key > keys[CHOICES]) {
-            // Insertion with the loop's indices alone (as scores_topk.comp's).
-            int expert = int(e);
-            bool shifting = false;
-            for (uint j = 0; j <= CHOICES; ++j) {
-                if (shifting || key > keys[j]) {
-                    shifting = true;
-                    float k_swap = keys[j];
-                    int e_swap = experts[j];
-                    keys[j] = key;
-                    experts[j] = expert;
-                    key = k_swap;
-                    expert = e_swap;
-                }
-            }
-        }
+        if (key > keys[CHOICES]) INSERT_DESCENDING(keys, experts, CHOICES + 1u, key, int(e));
     }
     loss_rows[token] = vec4(keys[CHOICES], keys[CHOICES - 1], intBitsToFloat(experts[CHOICES]),
                             intBitsToFloat(experts[CHOICES - 1]));

@@ -75,25 +75,9 @@ void route_token(uint token) {
         max_raw = max(max_raw, logit);
         max_score = max(max_score, (P.flags & FLAG_NOISY_SCORES) != 0u ? noisy : logit);
         max_noisy = max(max_noisy, noisy);
-        if (key > best_key[SELECTION_K - 1] && group_kept(groups, e)) {
-            // An insertion whose indices are the loop's alone, so that a driver unrolling it
-            // keeps the lists in registers: the new key takes the first place whose key it
-            // beats (after any equal one: ties keep the lower expert), and from there on every
-            // place takes the one before it.
-            int expert = int(e);
-            bool shifting = false;
-            for (uint j = 0; j < SELECTION_K; ++j) {
-                if (shifting || key > best_key[j]) {
-                    shifting = true;
-                    float k_swap = best_key[j];
-                    int e_swap = best_expert[j];
-                    best_key[j] = key;
-                    best_expert[j] = expert;
-                    key = k_swap;
-                    expert = e_swap;
-                }
-            }
-        }
+        // Experts in ascending order: an equal key goes after the earlier, lower expert.
+        if (key > best_key[SELECTION_K - 1] && group_kept(groups, e))
+            INSERT_DESCENDING(best_key, best_expert, SELECTION_K, key, int(e));
     }
 
     uint base = token * P.choices;

@@ -1,6 +1,31 @@
 // What top-k selection ranks: each (token, expert)'s selection key, and group-limited routing's
 // kept groups. Needs scores.glsl; reads the bias and, in SINKHORN mode, the balanced factors in
 // the decisions.
+
+// Inserts (key, id) into lists of `length` entries in descending key order whose empty places
+// (id -1) are at the end: the first place that is empty or whose key it beats takes it (after
+// any equal key, so ties keep the earlier entry), every later place the one before it, and the
+// last entry falls off. The indices are the loop's alone, so that a driver unrolling the loop
+// keeps the lists in registers (shifting at a running index puts them in memory on lavapipe).
+// A macro: the lists' lengths are different specialisation constants.
+#define INSERT_DESCENDING(keys, ids, length, key, id)                                              \
+    {                                                                                              \
+        float carried_key = (key);                                                                 \
+        int carried_id = (id);                                                                     \
+        bool shifting = false;                                                                     \
+        for (uint place = 0u; place < (length); ++place) {                                         \
+            if (shifting || ids[place] < 0 || carried_key > keys[place]) {                         \
+                shifting = true;                                                                   \
+                float next_key = keys[place];                                                      \
+                int next_id = ids[place];                                                          \
+                keys[place] = carried_key;                                                         \
+                ids[place] = carried_id;                                                           \
+                carried_key = next_key;                                                            \
+                carried_id = next_id;                                                              \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
 // The key selection ranks, from the noisy logit: plus the bias (or its sigmoid score plus the
 // bias, FLAG_BIAS_ON_SCORES); or in SINKHORN mode the balanced score
 // (d1_e * exp(noisy - shift)) * d0_t (sinkhorn.comp); a non-finite logit stays.
@@ -48,22 +73,7 @@ uint kept_groups(uint token) {
         }
         float score = size > 1u ? first + second : first;
         if (best_group[TOPK_GROUPS - 1u] >= 0 && !(score > best[TOPK_GROUPS - 1u])) continue;
-        // Insertion with the loop's indices alone, so that an unrolled loop keeps the lists in
-        // registers: the first place it beats (or an empty one) takes the group, each place
-        // after it the one before it.
-        int group = int(g);
-        bool shifting = false;
-        for (uint j = 0; j < TOPK_GROUPS; ++j) {
-            if (shifting || best_group[j] < 0 || score > best[j]) {
-                shifting = true;
-                float s_swap = best[j];
-                int g_swap = best_group[j];
-                best[j] = score;
-                best_group[j] = group;
-                score = s_swap;
-                group = g_swap;
-            }
-        }
+        INSERT_DESCENDING(best, best_group, TOPK_GROUPS, score, int(g));
     }
     uint mask = 0u;
     for (uint j = 0; j < TOPK_GROUPS; ++j)
