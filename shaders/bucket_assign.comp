@@ -5,8 +5,9 @@
 // expert.
 // Workgroup b walks its block in chunks; an assignment's slot is its block's offset for
 // the expert plus how many earlier assignments of the chunk and block chose the same expert.
-// The offsets come from bucket_scan, or in the fused front end from this workgroup's own sums of the block counts (bucket_scan's step folded in: each expert's counts
-// of the earlier blocks, and of all blocks, whose totals workgroup 0 writes to expert_info).
+// The offsets come from bucket_scan, or in the fused front end from this workgroup's own sums
+// of the block counts (bucket_scan's step folded in: each expert's counts of the earlier blocks,
+// and of all blocks, whose totals workgroup 0 writes to expert_info).
 // No atomics decide an order, so slots are the same on every run and device.
 // Position policy: slot < C is kept (slots, rows = e * C + slot, row_token), else dropped (-1).
 // Dropless: every slot is kept, rows = offsets[e] + slot, offsets padded to pad_multiple.

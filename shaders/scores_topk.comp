@@ -24,6 +24,7 @@
 #include "noise.glsl"
 #include "scores.glsl"
 #include "selection.glsl"
+#include "assignments.glsl"
 
 bool expert_choice() { return (P.flags & FLAG_EXPERT_CHOICE) != 0u; }
 
@@ -46,9 +47,9 @@ void write_choice_keys(uint token, float max_noisy) {
 }
 
 // Counts choice j of a token, of an expert (>= 0), in its assignment's block (bucketing's
-// blocks: assignments.glsl's k-major order, block_size assignments each).
+// blocks of block_size assignments in k-major order).
 void count_choice(uint token, uint j, int expert) {
-    uint block = (j * P.num_tokens + token) / P.block_size;
+    uint block = choice_assignment(token, j) / P.block_size;
     atomicAdd(block_counts[block * NUM_EXPERTS + uint(expert)], 1u);
 }
 
