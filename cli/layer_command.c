@@ -143,11 +143,10 @@ static int check_args(const layer_args *a) {
 #endif
     if (a->exchange_chunks && !a->expert_parallel)
         BAD("--exchange-chunks is an option of --expert-parallel");
-    if (a->expert_parallel && a->want_losses &&
-        (a->loss.importance_coef != 0.0f || a->loss.load_coef != 0.0f))
-        BAD("--expert-parallel: the backward takes the aux, z, entropy and sequence losses; not "
-            "yet importance or load (their sums over the batch are floats one process adds in "
-            "another order)");
+    if (a->expert_parallel && a->want_losses && a->loss.load_coef != 0.0f)
+        BAD("--expert-parallel: the backward takes the aux, z, importance, entropy and sequence "
+            "losses; not yet load (it needs the route's noise, which an expert-parallel layer "
+            "does not add in training)");
     return 1;
 }
 

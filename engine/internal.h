@@ -477,8 +477,10 @@ moevk_result router_check_call(const moevk_router *router, const moevk_route_inp
 /* Bucketing partitions its work into at most this many blocks, so that its per-block table has
  * a fixed size. */
 #define MAX_BUCKET_BLOCKS 1024u
-/* Statistics blocks for max_tokens (the stats, the losses and the per-expert loss share the
- * blocks' partition). */
+/* The rows of each statistics block of a call over num_tokens tokens (the last may have fewer);
+ * the stats, the losses and the per-expert loss share the blocks' partition. */
+uint32_t router_stat_block_rows(const moevk_router_info *info, uint32_t num_tokens);
+/* Statistics blocks for max_tokens. */
 uint64_t router_max_stat_blocks(const moevk_router_info *info);
 /* Checks options; writes the reason to the context on failure. */
 moevk_result router_check_info(moevk_context *context, const moevk_router_info *info);
@@ -516,6 +518,9 @@ typedef struct loss_phases {
     int counts; /* a recorded route: its valid rows and assignments from the device */
     int thresholds, cv2_slopes, sequences, weights_backward, logits_backward;
     int noise_slope, noise_reduce; /* the gradient of the Gaussian noise's std */
+    /* The importance totals uploaded (a batch several halves routed): no partial or column
+     * sums. */
+    int totals_given;
 } loss_phases;
 void record_losses(moevk_router *router, const route_plan *params, const loss_phases *phases);
 /* Per-expert sums of the per-token loss in BINDING_EXPERT_LOSS over the route's kept choices. */
@@ -531,6 +536,9 @@ void losses_complete(moevk_router *router);
  * with dL/dlogits; their downloads, and their values once the submission has completed. */
 moevk_result losses_plan_for_layer(moevk_router *router, const moevk_loss_info *caller_info,
                                    route_plan *params, loss_phases *phases, moevk_loss_info *info);
+/* cv2(v) = var(v) / (mean(v)^2 + 1e-10), population variance, in double: the importance and
+ * load losses' value. */
+double losses_cv2(const float *values, uint32_t n);
 void losses_download(transfer_plan *plan, const moevk_router *router);
 void losses_values(const moevk_router *router, const moevk_loss_info *info,
                    const transfer_plan *plan, moevk_losses *losses);

@@ -109,8 +109,7 @@ static moevk_result check_losses(const moevk_router *router, const moevk_loss_in
     return MOEVK_SUCCESS;
 }
 
-/* cv2(v) = var(v) / (mean(v)^2 + 1e-10), population variance, in double. */
-static double cv2(const float *values, uint32_t n) {
+double losses_cv2(const float *values, uint32_t n) {
     double mean = 0.0, variance = 0.0;
     for (uint32_t i = 0; i < n; ++i) mean += values[i];
     mean /= n;
@@ -131,8 +130,9 @@ static void fill_losses(const moevk_router *router, const moevk_loss_info *info,
     losses->z = stats.z_loss;
     losses->entropy = stats.entropy;
     if (last->num_tokens > stats.nonfinite_rows + stats.masked_rows) { /* valid rows */
-        losses->importance = cv2(loss_totals + LOSS_TOTAL_IMPORTANCE * E, E);
-        if (info->load_coef != 0.0f) losses->load = cv2(loss_totals + LOSS_TOTAL_LOAD * E, E);
+        losses->importance = losses_cv2(loss_totals + LOSS_TOTAL_IMPORTANCE * E, E);
+        if (info->load_coef != 0.0f)
+            losses->load = losses_cv2(loss_totals + LOSS_TOTAL_LOAD * E, E);
     }
     if (info->sequence_coef != 0.0f && last->num_tokens > 0) {
         uint32_t S = info->sequence_length, sequences = last->num_tokens / S;
@@ -382,8 +382,8 @@ void record_losses(moevk_router *router, const route_plan *params, const loss_ph
     } plan[] = {
         {phases->counts, LOSS_PHASE_COUNTS, 1, 1},
         {phases->thresholds, LOSS_PHASE_THRESHOLDS, grid_for(router, params->num_tokens), 1},
-        {1, LOSS_PHASE_PARTIALS, params->stat_blocks, 1},
-        {1, LOSS_PHASE_COLUMNS, 2 * params->num_experts, 1},
+        {!phases->totals_given, LOSS_PHASE_PARTIALS, params->stat_blocks, 1},
+        {!phases->totals_given, LOSS_PHASE_COLUMNS, 2 * params->num_experts, 1},
         {phases->cv2_slopes, LOSS_PHASE_CV2_SLOPES, 1, 1},
         {phases->sequences, LOSS_PHASE_SEQUENCES, sequence_groups, 1},
         {phases->sequences, LOSS_PHASE_SEQUENCE_TOKENS, grid_for(router, params->num_tokens), 1},

@@ -23,6 +23,12 @@ static uint32_t stat_block_rows_limit(const moevk_router_info *info) {
     return limit > 1 ? limit : 1;
 }
 
+uint32_t router_stat_block_rows(const moevk_router_info *info, uint32_t num_tokens) {
+    uint32_t rows = div_ceil_u32(num_tokens, STAT_BLOCKS);
+    if (rows < MIN_STAT_BLOCK) rows = MIN_STAT_BLOCK;
+    return rows < stat_block_rows_limit(info) ? rows : stat_block_rows_limit(info);
+}
+
 uint64_t router_max_stat_blocks(const moevk_router_info *info) {
     uint64_t limited =
         (info->max_tokens + stat_block_rows_limit(info) - 1) / stat_block_rows_limit(info);
@@ -311,10 +317,7 @@ void router_plan(const moevk_router *router, const moevk_route_input *input, rou
     if (num_tokens > 0 && !(params->flags & FLAG_EXPERT_CHOICE) &&
         scan_work <= FUSED_FRONT_END_WORK)
         params->flags |= FLAG_FUSED_FRONT_END;
-    uint32_t rows = div_ceil_u32(num_tokens, STAT_BLOCKS);
-    if (rows < MIN_STAT_BLOCK) rows = MIN_STAT_BLOCK;
-    if (rows > stat_block_rows_limit(info)) rows = stat_block_rows_limit(info);
-    params->rows_per_stat_block = rows;
+    params->rows_per_stat_block = router_stat_block_rows(info, num_tokens);
     params->stat_blocks = div_ceil_u32(num_tokens, params->rows_per_stat_block);
     const layer_shape *layer = &router->layer;
     if (layer->active) {

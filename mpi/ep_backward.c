@@ -27,11 +27,11 @@ static moevk_result check_backward(moevk_ep_layer *layer, const moevk_layer_back
     const moevk_loss_info *losses = info->losses;
     if (losses && losses->struct_size < sizeof *losses)
         REJECT("losses must be this moevk's whole struct (moevk_loss_info_init)");
-    if (losses && (losses->importance_coef != 0.0f || losses->load_coef != 0.0f))
+    if (losses && losses->load_coef != 0.0f)
         return ep_fail(layer, MOEVK_ERROR_UNSUPPORTED,
-                       "an expert-parallel layer's backward takes the aux, z, entropy and "
-                       "sequence losses; not yet importance or load (their sums over the batch "
-                       "are floats one process adds in another order)");
+                       "an expert-parallel layer's backward takes the aux, z, importance, "
+                       "entropy and sequence losses; not yet load (it needs the route's noise, "
+                       "which an expert-parallel layer does not add in training)");
     if (losses && losses->sequence_coef != 0.0f &&
         (losses->sequence_length == 0 || layer->last.T % losses->sequence_length != 0))
         REJECT("rank %d: T = %u: the sequence loss needs each rank's T a multiple of "
@@ -51,28 +51,56 @@ static moevk_result check_backward(moevk_ep_layer *layer, const moevk_layer_back
     return MOEVK_SUCCESS;
 }
 
-/* What the sequence loss needs of every rank: whether it is asked for, its sequence length
- * and the rank's sequences ([ranks][1 + SEQUENCE_WORDS] after the agreed result). */
-enum { SEQUENCE_WORDS = 3 };
+/* What the batch's losses need of every rank ([ranks][1 + SETTING_WORDS] after the agreed
+ * result): whether the sequence loss is asked for, its sequence length and the rank's
+ * sequences; whether the importance loss is, whether the rank wants the losses' values (the
+ * importance's among them, as one process gives it), and the rank's tokens. */
+enum {
+    SEQUENCE_ASKED,
+    SEQUENCE_LENGTH,
+    SEQUENCES,
+    IMPORTANCE_ASKED,
+    VALUES_WANTED,
+    TOKENS,
+    SETTING_WORDS
+};
 
-/* The check's result agreed, with the ranks' sequence loss settings: the same on every rank, or
- * every rank's error. */
+/* Rank q's setting `word` in the agreed table. */
+static uint32_t setting(const uint32_t *gathered, int q, int word) {
+    return gathered[(size_t)q * (1 + SETTING_WORDS) + 1 + (size_t)word];
+}
+
+/* The check's result agreed, with the ranks' losses settings: the same on every rank, or every
+ * rank's error. */
 static moevk_result agree_check(moevk_ep_layer *layer, moevk_result local,
                                 const moevk_layer_backward_info *info, uint32_t *gathered) {
     const moevk_loss_info *losses = info ? info->losses : NULL;
-    int asked = local == MOEVK_SUCCESS && losses && losses->sequence_coef != 0.0f;
+    int ok = local == MOEVK_SUCCESS && losses;
+    int asked = ok && losses->sequence_coef != 0.0f;
     uint32_t S = asked ? losses->sequence_length : 0;
-    uint32_t table[SEQUENCE_WORDS] = {(uint32_t)asked, S, asked ? layer->last.T / S : 0};
+    uint32_t table[SETTING_WORDS] = {(uint32_t)asked,
+                                     S,
+                                     asked ? layer->last.T / S : 0,
+                                     ok && losses->importance_coef != 0.0f,
+                                     ok && info->loss_values,
+                                     layer->last.T};
     moevk_result r =
-        ep_agree(layer, local, table, SEQUENCE_WORDS, gathered, "checking the backward");
+        ep_agree(layer, local, table, SETTING_WORDS, gathered, "checking the backward");
     for (int q = 1; r == MOEVK_SUCCESS && q < layer->ranks; ++q) {
-        const uint32_t *theirs = gathered + (size_t)q * (1 + SEQUENCE_WORDS) + 1;
-        if (theirs[0] != gathered[1] || theirs[1] != gathered[2])
+        uint32_t theirs = setting(gathered, q, SEQUENCE_ASKED),
+                 first = setting(gathered, 0, SEQUENCE_ASKED);
+        uint32_t length = setting(gathered, q, SEQUENCE_LENGTH);
+        if (theirs != first || length != setting(gathered, 0, SEQUENCE_LENGTH))
             r = ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT,
                         "the ranks disagree on the sequence loss: rank %d %s it (sequence_length "
                         "%u), rank 0 %s (%u)",
-                        q, theirs[0] ? "asks for" : "does not ask for", theirs[1],
-                        gathered[1] ? "does" : "does not", gathered[2]);
+                        q, theirs ? "asks for" : "does not ask for", length,
+                        first ? "does" : "does not", setting(gathered, 0, SEQUENCE_LENGTH));
+        else if (setting(gathered, q, IMPORTANCE_ASKED) != setting(gathered, 0, IMPORTANCE_ASKED))
+            r = ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT,
+                        "the ranks disagree on the importance loss: rank %d %s it, rank 0 %s", q,
+                        setting(gathered, q, IMPORTANCE_ASKED) ? "asks for" : "does not ask for",
+                        setting(gathered, 0, IMPORTANCE_ASKED) ? "does" : "does not");
     }
     return r;
 }
@@ -81,15 +109,19 @@ static moevk_result agree_check(moevk_ep_layer *layer, moevk_result local,
  * rank's sequences' totals (for the sequence loss's value) into sequence_totals. */
 static moevk_result combine_backward(moevk_ep_layer *layer, forward_state *s,
                                      const moevk_layer_backward_info *info,
-                                     const moevk_route_stats *stats, float *sequence_totals) {
+                                     const moevk_route_stats *stats, float *sequence_totals,
+                                     const float *importance_totals) {
     if (s->T == 0) return MOEVK_SUCCESS;
-    /* The losses' gradient over the whole batch's counts, valid rows and sequences: each
-     * token's the one process's. */
+    /* The losses' gradient over the whole batch's counts, valid rows, sequences and importance
+     * sums: each token's the one process's. */
     const moevk_loss_info *losses = info->losses;
     uint32_t S = losses && losses->sequence_coef != 0.0f ? losses->sequence_length : 0;
-    moevk_parts_batch batch = {losses, s->counts_before,
+    moevk_parts_batch batch = {losses,
+                               s->counts_before,
                                s->total_tokens - stats->nonfinite_rows - stats->masked_rows,
-                               S ? s->total_tokens / S : 0, sequence_totals};
+                               S ? s->total_tokens / S : 0,
+                               sequence_totals,
+                               importance_totals};
     return moevk_parts_home_backward_combine(layer->home, info->grad_output.host, &batch,
                                              info->grad_weights.host, s->returned);
 }
@@ -102,7 +134,7 @@ static moevk_result sequence_value(moevk_ep_layer *layer, const moevk_loss_info 
     int *displacements = calloc((size_t)layer->ranks, sizeof *displacements);
     uint64_t sequences = 0;
     for (int q = 0; counts && displacements && q < layer->ranks; ++q) {
-        counts[q] = (int)settings[(size_t)q * (1 + SEQUENCE_WORDS) + 3];
+        counts[q] = (int)setting(settings, q, SEQUENCES);
         displacements[q] = (int)sequences;
         sequences += (uint64_t)counts[q];
     }
@@ -132,15 +164,18 @@ static moevk_result sequence_value(moevk_ep_layer *layer, const moevk_loss_info 
 /* The losses' values, from the whole batch's statistics (one process's within the rounding
  * of the ranks' sums in rank order). */
 static void loss_values(const moevk_loss_info *info, const moevk_route_stats *stats,
-                        double sequence, moevk_losses *values) {
+                        double importance, double sequence, moevk_losses *values) {
     uint32_t size = values->struct_size;
     moevk_losses_init(values);
     values->struct_size = size;
     values->aux = stats->aux_loss;
     values->z = stats->z_loss;
+    values->importance = importance;
     values->entropy = stats->entropy;
     values->sequence = sequence;
+    /* One process's sum, term by term (the load's 0). */
     values->total = info->aux_coef * values->aux + info->z_coef * values->z +
+                    info->importance_coef * values->importance + info->load_coef * values->load +
                     info->entropy_coef * values->entropy + info->sequence_coef * values->sequence;
 }
 
@@ -172,7 +207,7 @@ moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer, const moevk_layer_ba
                        "rank %d: an earlier exchange failed: the layer only takes destroy",
                        layer->rank);
     forward_state *s = &layer->last;
-    uint32_t *settings = calloc((size_t)layer->ranks * (1 + SEQUENCE_WORDS), sizeof *settings);
+    uint32_t *settings = calloc((size_t)layer->ranks * (1 + SETTING_WORDS), sizeof *settings);
     if (!settings) /* this rank cannot take part: the others time out (PEER) */
         return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d", layer->rank);
     moevk_result r = check_backward(layer, info);
@@ -185,15 +220,36 @@ moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer, const moevk_layer_ba
         r = ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d: the sequences' totals",
                     layer->rank);
     r = agree_check(layer, r, info, settings);
-    int sequence_loss = r == MOEVK_SUCCESS && settings[1]; /* agreed: every rank's or none */
+    /* Agreed: every rank's or none. */
+    int sequence_loss = r == MOEVK_SUCCESS && setting(settings, 0, SEQUENCE_ASKED);
+    /* The importance sums: for its gradient, or for its value on any rank that wants it. */
+    int importance_sums = r == MOEVK_SUCCESS && setting(settings, 0, IMPORTANCE_ASKED);
+    for (int q = 0; r == MOEVK_SUCCESS && q < layer->ranks; ++q)
+        importance_sums |= (int)setting(settings, q, VALUES_WANTED);
+    float *importance_totals = NULL;
+    double importance = 0.0;
+    if (importance_sums) {
+        importance_totals = malloc((size_t)layer->num_experts * sizeof *importance_totals);
+        uint32_t *tokens = malloc((size_t)layer->ranks * sizeof *tokens);
+        r = importance_totals && tokens ? MOEVK_SUCCESS
+                                        : ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY,
+                                                  "rank %d: the importance sums", layer->rank);
+        r = ep_agree_result(layer, r, "the importance loss");
+        for (int q = 0; r == MOEVK_SUCCESS && q < layer->ranks; ++q)
+            tokens[q] = setting(settings, q, TOKENS);
+        if (r == MOEVK_SUCCESS)
+            r = ep_importance_totals(layer, s, tokens, importance_totals, &importance);
+        free(tokens);
+    }
     /* Each step's failure is agreed before the next exchange, as in the forward. */
     int exchange = r == MOEVK_SUCCESS && s->total_tokens > 0;
     moevk_route_stats stats;
     moevk_route_stats_init(&stats);
     if (r == MOEVK_SUCCESS) ep_batch_stats(layer, s, &stats);
     if (r == MOEVK_SUCCESS)
-        r = ep_agree_result(layer, combine_backward(layer, s, info, &stats, sequence_totals),
-                            "the combine's backward");
+        r = ep_agree_result(
+            layer, combine_backward(layer, s, info, &stats, sequence_totals, importance_totals),
+            "the combine's backward");
     if (r == MOEVK_SUCCESS && exchange) r = ep_exchange_gradients(layer, s, 1);
     if (r == MOEVK_SUCCESS)
         r = ep_agree_result(layer, experts_backward(layer, s, info->accumulate),
@@ -205,9 +261,10 @@ moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer, const moevk_layer_ba
     if (r == MOEVK_SUCCESS && sequence_loss)
         r = sequence_value(layer, info->losses, settings, sequence_totals, &sequence);
     if (r == MOEVK_SUCCESS && info->losses && info->loss_values)
-        loss_values(info->losses, &stats, sequence, info->loss_values);
+        loss_values(info->losses, &stats, importance, sequence, info->loss_values);
     if (!ep_abandon(layer, settings)) free(settings);
     if (!ep_abandon(layer, sequence_totals)) free(sequence_totals);
+    free(importance_totals);
     return r;
 }
 

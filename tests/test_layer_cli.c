@@ -1089,10 +1089,10 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
          "--expert-parallel --exchange-chunks 17",
          dir, hidden);
 #ifdef MOEVK_TEST_MPI
-    CASE("--expert-parallel: the backward takes the aux, z, entropy and sequence losses; not "
-         "yet importance",
+    CASE("--expert-parallel: the backward takes the aux, z, importance, entropy and sequence "
+         "losses; not yet load",
          "--weights %s --layer 0 --hidden %s --expert-parallel --grad-output %s --loss "
-         "aux=0.01,importance=0.01",
+         "aux=0.01,load=0.01",
          dir, hidden, hidden);
 #endif
 #undef CASE
@@ -1200,9 +1200,11 @@ static void test_expert_parallel_writes_what_one_process_writes(void) {
     void *x = write_hidden("ep_x.npy", 45, m.d, MOEVK_DTYPE_F32);
     void *dy = write_hidden("ep_dy.npy", 45, m.d, MOEVK_DTYPE_F32);
     char grad[800];
-    /* The sequence loss too: the ranks split the tokens at whole sequences of 5. */
+    /* The importance and sequence losses too: the ranks split the tokens at whole sequences of
+     * 5. */
     snprintf(grad, sizeof grad,
-             "--grad-output %s --loss aux=0.01,z=0.001,sequence=0.01 --sequence-length 5",
+             "--grad-output %s --loss aux=0.01,z=0.001,importance=0.02,sequence=0.01 "
+             "--sequence-length 5",
              in_work("ep_dy.npy"));
     const char *routings[] = {"--dropless", "--capacity-factor 1.0"};
     const char *files[] = {"output.npy", "router_logits.npy", "expert_ids.npy", "weights.npy",

@@ -26,7 +26,9 @@ typedef struct ep_case {
     uint32_t experts_per_rank, k, d, f;
     uint32_t experts; /* else: E in all, split over the ranks (a power of two) */
     uint32_t tokens;  /* per rank, before `spread` */
-    int spread; /* 0 a little uneven; 1 rank 0 has most; 2 rank 1 none; 3 none anywhere; 4 equal */
+    /* 0 a little uneven; 1 rank 0 has most; 2 rank 1 none; 3 none anywhere; 4 equal; 5 as 0,
+     * `tokens` split over the ranks */
+    int spread;
     moevk_activation activation;
     moevk_dtype weight_type, hidden_type;
     moevk_capacity_mode capacity_mode;
@@ -44,6 +46,7 @@ typedef struct ep_case {
     int train;  /* trainable: one run (one chunk), then the backward, twice (accumulating) */
     int losses; /* the backward with the aux, z and entropy losses */
     uint32_t sequence; /* and the sequence loss over sequences of this length (0: without) */
+    int importance;    /* and the importance loss */
 } ep_case;
 
 #define F16 MOEVK_DTYPE_F16
@@ -90,9 +93,9 @@ static const ep_case CASES[] = {
     {"automatic_chunks", .experts_per_rank = 1, .k = 1, .d = 16, .f = 16, .tokens = 1100,
      .capacity_mode = DROPLESS},
     /* Training: the backward's outputs and gradients against one process's. */
-    {"train_dropless_swiglu_biases_shared_losses", .train = 1, .losses = 1, .experts_per_rank = 2,
-     .k = 2, .d = 32, .f = 40, .tokens = 37, .capacity_mode = DROPLESS, .biases = 1, .shared_f = 24,
-     .renormalize = 1},
+    {"train_dropless_swiglu_biases_shared_losses", .train = 1, .losses = 1, .importance = 1,
+     .experts_per_rank = 2, .k = 2, .d = 32, .f = 40, .tokens = 37, .capacity_mode = DROPLESS,
+     .biases = 1, .shared_f = 24, .renormalize = 1},
     {"train_capacity_bf16_a_rank_without_tokens", .train = 1, .drops = 1, .experts_per_rank = 2,
      .k = 2, .d = 24, .f = 32, .tokens = 60, .spread = 2, .weight_type = BF16, .hidden_type = BF16,
      .capacity_factor = 1.0f, .skew = 1},
@@ -102,15 +105,20 @@ static const ep_case CASES[] = {
     {"train_fixed_capacity_unrouted", .train = 1, .drops = 1, .experts_per_rank = 2, .k = 1,
      .d = 16, .f = 24, .tokens = 60, .capacity_mode = FIXED, .capacity = 5, .skew = 1,
      .activation = MOEVK_ACTIVATION_RELU, .biases = 1},
-    {"train_e_64_k_4_drops_losses", .train = 1, .losses = 1, .drops = 1, .experts = 64, .k = 4,
-     .d = 32, .f = 32, .tokens = 400, .capacity_factor = 1.0f, .skew = 1},
+    {"train_e_64_k_4_drops_losses", .train = 1, .losses = 1, .importance = 1, .drops = 1,
+     .experts = 64, .k = 4, .d = 32, .f = 32, .tokens = 400, .capacity_factor = 1.0f, .skew = 1},
     /* DeepSeek-V3's sequence-wise loss: each rank's T whole sequences of 8 (one rank none). */
     {"train_sequence_loss_a_rank_without_tokens", .train = 1, .losses = 1, .sequence = 8,
      .experts_per_rank = 2, .k = 2, .d = 24, .f = 32, .tokens = 48, .spread = 2,
      .capacity_mode = DROPLESS, .sigmoid = 1, .renormalize = 1},
-    {"train_sequence_loss_capacity", .train = 1, .losses = 1, .sequence = 16, .drops = 1,
-     .experts_per_rank = 4, .k = 2, .d = 16, .f = 24, .tokens = 64, .spread = 4,
+    {"train_sequence_loss_capacity", .train = 1, .losses = 1, .importance = 1, .sequence = 16,
+     .drops = 1, .experts_per_rank = 4, .k = 2, .d = 16, .f = 24, .tokens = 64, .spread = 4,
      .capacity_factor = 1.0f, .skew = 1},
+    /* Past 65536 tokens in all, one process's statistics blocks grow past 64 rows (65 here),
+     * and cross the ranks' boundaries: the importance sums are still one process's bits. */
+    {"train_importance_loss_blocks_across_ranks", .train = 1, .losses = 1, .importance = 1,
+     .experts_per_rank = 2, .k = 1, .d = 4, .f = 4, .tokens = 66000, .spread = 5,
+     .capacity_mode = DROPLESS, .activation = MOEVK_ACTIVATION_RELU},
 };
 
 static uint32_t experts_per_rank(const ep_case *c) {
@@ -123,7 +131,8 @@ static uint32_t tokens_of(const ep_case *c, int q) {
     case 1: return q == 0 ? c->tokens : c->tokens / 16 + 1;
     case 2: return q == 1 ? 0 : c->tokens;
     case 3: return 0;
-    case 4: return c->tokens;                    /* every rank the same */
+    case 4: return c->tokens; /* every rank the same */
+    case 5: return c->tokens / (uint32_t)ranks + (uint32_t)q % 3;
     default: return c->tokens + (uint32_t)q % 3; /* a little uneven, odd sizes */
     }
 }
@@ -232,6 +241,7 @@ static const moevk_loss_info *case_losses(const ep_case *c, backward_want *want)
         want->losses.sequence_coef = 0.003f;
         want->losses.sequence_length = c->sequence;
     }
+    if (c->importance) want->losses.importance_coef = 0.004f;
     return &want->losses;
 }
 
@@ -390,6 +400,11 @@ static void check_backward(moevk_ep_layer *ep, const ep_case *c, const weight w[
         CHECK(!info.losses || values.sequence == want->values.sequence,
               "sequence loss %.17g, one process %.17g", values.sequence, want->values.sequence);
         CHECK(!c->sequence || values.sequence > 0.0, "no sequence loss");
+        /* The importance sums added as one process adds them: the same bits. */
+        CHECK(!info.losses || values.importance == want->values.importance,
+              "importance loss %.17g, one process %.17g", values.importance,
+              want->values.importance);
+        CHECK(!c->importance || values.importance > 0.0, "no importance loss");
         CHECK(memcmp(gx, want->grad_hidden + (size_t)base * d, (size_t)T * d * 4) == 0,
               "pass %d: dL/dx differs from one process's", pass);
         CHECK(memcmp(gw, want->grad_weights + (size_t)base * k, (size_t)T * k * 4) == 0,
@@ -626,7 +641,7 @@ static void test_what_is_not_offered_is_unsupported(void) {
     router = router_info_of(&SMALL, 8);
     router.drop_policy = MOEVK_DROP_SCORE;
     check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_UNSUPPORTED, "POSITION");
-    /* A trainable layer's backward takes no losses yet, and needs a forward first. */
+    /* A trainable layer's backward takes no load loss yet, and needs a forward first. */
     router = router_info_of(&SMALL, 8);
     info.trainable = 1;
     CHECK_OK(create_with(router, info, 60, &ep));
@@ -641,9 +656,19 @@ static void test_what_is_not_offered_is_unsupported(void) {
     CHECK_OK(moevk_ep_layer_forward(ep, &input, &output)); /* no tokens anywhere */
     moevk_loss_info losses;
     moevk_loss_info_init(&losses);
-    losses.importance_coef = 0.01f;
+    losses.load_coef = 0.01f;
     backward.losses = &losses;
-    check_agreed(moevk_ep_layer_backward(ep, &backward), MOEVK_ERROR_UNSUPPORTED, "importance");
+    check_agreed(moevk_ep_layer_backward(ep, &backward), MOEVK_ERROR_UNSUPPORTED, "not yet load");
+    /* Losses whose gradient gathers over the ranks: asked for on some ranks only. */
+    moevk_loss_info_init(&losses);
+    losses.importance_coef = rank == 1 ? 0.01f : 0.0f;
+    check_agreed(moevk_ep_layer_backward(ep, &backward), MOEVK_ERROR_INVALID_ARGUMENT,
+                 "the ranks disagree on the importance loss: rank 1 asks for it, rank 0 does not");
+    moevk_loss_info_init(&losses);
+    losses.sequence_coef = rank == 1 ? 0.01f : 0.0f;
+    losses.sequence_length = 4;
+    check_agreed(moevk_ep_layer_backward(ep, &backward), MOEVK_ERROR_INVALID_ARGUMENT,
+                 "the ranks disagree on the sequence loss: rank 1 asks for it");
     backward.losses = NULL;
     CHECK_OK(moevk_ep_layer_backward(ep, &backward));
     moevk_ep_layer_destroy(ep);
