@@ -3,7 +3,8 @@
 // The router projection (logits = x W_g^T), backward, from dL/dlogits [T, E] (the router's
 // backward, losses.comp), as products in a fixed order:
 //   GRAD_MATRIX_ROUTER         dL/dW_g[e, k] += sum over tokens t ascending of
-//                              dL/dlogits[t, e] * x[t, k]
+//                              dL/dlogits[t, e] * x[t, k] (a non-finite x as 0: its row's
+//                              dL/dlogits is 0, and adds nothing)
 //   GRAD_MATRIX_ROUTER_HIDDEN  dL/dx[t, k] += sum over experts e ascending of
 //                              dL/dlogits[t, e] * W_g[e, k], after the experts' part
 // Grid: x over the d / FFN_COLUMNS column tiles, y over the E (or T) / FFN_ROWS row tiles.
@@ -23,7 +24,7 @@ float ffn_input(uint row, uint depth) {
                             : grad_logits[row * NUM_EXPERTS + depth];
 }
 float ffn_weight(uint unused, uint n, uint depth) {
-    return weights_matrix() ? hidden_element(depth * P.hidden_size + n)
+    return weights_matrix() ? gradient_hidden_element(depth * P.hidden_size + n)
                             : router_weights[depth * P.hidden_size + n];
 }
 // f32 operands: ffn_tile reads them one by one (DTYPE is F32 for this kernel).

@@ -379,7 +379,7 @@ void noise_reduce(uint i) {
     float sum = P.token_chunk > 0u ? grad_noise[i] : 0.0;
     for (uint t = begin; t < end; ++t) {
         float g = grad_noise[grad_std_offset() + t * E + expert];
-        sum += learned_std() ? hidden_element(t * d + j) * g : g;
+        sum += learned_std() ? gradient_hidden_element(t * d + j) * g : g;
     }
     grad_noise[i] = sum;
 }

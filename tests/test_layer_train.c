@@ -26,6 +26,7 @@ typedef struct train_case {
     moevk_capacity_mode capacity_mode;
     float capacity_factor; /* FACTOR mode; 0: the default */
     uint32_t max_tokens;   /* 0: T */
+    int nonfinite;         /* f32 hidden: a NaN in token 0 and +inf in token 2 (routed nowhere) */
 } train_case;
 
 #define SWIGLU MOEVK_ACTIVATION_SWIGLU
@@ -64,6 +65,10 @@ static const train_case CASES[] = {
      .capacity_mode = DROPLESS},
     {"t_300_shared_gated_relu", .E = 8, .k = 2, .T = 300, .d = 80, .f = 72, .activation = RELU,
      .biases = 1, .shared_f = 136, .shared_gate = 1},
+    /* Rows the route leaves out add nothing to dW_g (0 * NaN must not reach it) and get dL/dx 0
+     * (no shared experts: theirs would be NaN, as every framework's). */
+    {"nan_and_inf_tokens", .E = 4, .k = 2, .T = 40, .d = 24, .f = 40, .biases = 1,
+     .nonfinite = 1},
 };
 
 /* A layer's host-side weights (what the reference reads) and its device object. */
@@ -224,6 +229,10 @@ static void alloc_pass(const train_case *c, pass *p) {
     uint64_t element = c->hidden_type == MOEVK_DTYPE_F32 ? 4 : 2;
     memset(p, 0, sizeof *p);
     p->hidden = random_weights(T * d + 2, c->hidden_type, 1.0f);
+    if (c->nonfinite && T > 2) {
+        ((float *)p->hidden)[3] = NAN;
+        ((float *)p->hidden)[2 * d + 1] = INFINITY;
+    }
     p->output = malloc(T * d * element + 4);
     p->ids = malloc(T * k * 4 + 4);
     p->slots = malloc(T * k * 4 + 4);
