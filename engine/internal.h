@@ -255,6 +255,7 @@ typedef struct route_plan {
     uint32_t noise_seed_high;
     uint32_t noise_step;
     uint32_t noise_layer;
+    uint32_t noise_row_offset; /* added to the counter's row (moevk_route_input's) */
     /* A layer's FFN sizes (moevk_layer). */
     uint32_t intermediate_size;
     uint32_t shared_intermediate_size;
@@ -462,7 +463,7 @@ moevk_result route_read_call(moevk_context *context, const moevk_route_input *in
                              moevk_route_output *full_output);
 
 /* Adds the router's noise for one call (nothing in inference mode or without noise). */
-void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer, int inference,
+void router_plan_noise(const moevk_router *router, const moevk_route_input *input,
                        route_plan *params);
 /* Sizes of one route call: capacity, block partition, rows. */
 void router_plan(const moevk_router *router, const moevk_route_input *input, route_plan *params);

@@ -136,7 +136,7 @@ moevk_result route_record_call(moevk_router *router, VkCommandBuffer command_buf
     r = router_check_call(router, info);
     if (r != MOEVK_SUCCESS) return r;
     router_plan(router, info, &params);
-    router_plan_noise(router, info->step, info->layer, info->inference, &params);
+    router_plan_noise(router, info, &params);
     if (options->learned_noise && !info->inference)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "learned_noise needs its noise_weights uploaded: use moevk_route");

@@ -204,7 +204,7 @@ moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_
     uint64_t hidden_bytes = dtype_bytes(info->hidden_type);
     route_plan params;
     router_plan(router, input, &params);
-    router_plan_noise(router, input->step, input->layer, input->inference, &params);
+    router_plan_noise(router, input, &params);
     if (tensor_given(&input->bias)) params.flags |= FLAG_HAS_BIAS;
     if (tensor_given(&output->token_scores)) params.flags |= FLAG_TOKEN_SCORES;
     /* An expert-parallel layer's home half: the global T decides. */

@@ -219,8 +219,10 @@ uint64_t moevk_router_max_dispatched_rows(const moevk_router *router) {
     return router ? router->max_dispatched_rows : 0;
 }
 
-void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer, int inference,
+void router_plan_noise(const moevk_router *router, const moevk_route_input *input,
                        route_plan *params) {
+    uint32_t step = input->step, layer = input->layer;
+    int inference = input->inference;
     const moevk_router_info *info = &router->info;
     /* Sinkhorn balances a training batch; inference routes each token by its own top-k, as
      * Megatron-LM does. */
@@ -236,6 +238,7 @@ void router_plan_noise(const moevk_router *router, uint32_t step, uint32_t layer
     params->noise_seed_high = (uint32_t)(info->noise_seed >> 32);
     params->noise_step = step;
     params->noise_layer = layer;
+    params->noise_row_offset = input->noise_row_offset;
     if (info->noisy_scores) params->flags |= FLAG_NOISY_SCORES;
 }
 
@@ -255,7 +258,12 @@ uint32_t router_call_capacity(const moevk_router_info *info, const moevk_route_i
 moevk_result router_check_call(const moevk_router *router, const moevk_route_input *input) {
     moevk_context *context = router->context;
     const moevk_router_info *info = &router->info;
-    if (input->reserved_0_3 != 0) REJECT("moevk_route_input.reserved_0_3 must be zero");
+    uint64_t rows = input->num_tokens;
+    if (info->mode == MOEVK_MODE_SEQUENCE && info->sequence_length > 0)
+        rows = (rows + info->sequence_length - 1) / info->sequence_length;
+    if (input->noise_row_offset + rows > (uint64_t)UINT32_MAX + 1)
+        REJECT("noise_row_offset %u: the call's last noise row passes 32 bits",
+               input->noise_row_offset);
     if (!isfinite(input->capacity_factor) || input->capacity_factor < 0.0f)
         REJECT("capacity_factor is %g; it must be finite and >= 0", (double)input->capacity_factor);
     if (info->capacity_mode != MOEVK_CAPACITY_FACTOR || input->capacity_factor == 0.0f)

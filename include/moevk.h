@@ -191,7 +191,8 @@ typedef enum moevk_score_func {
 } moevk_score_func;
 
 /* Noise on the logits before selection (training). Random numbers come from Philox4x32-10 with
- * key = (seed low 32 bits, seed high 32 bits) and counter = (token, expert, step, layer); word 0
+ * key = (seed low 32 bits, seed high 32 bits) and counter = (token + the input's
+ * noise_row_offset, expert, step, layer); word 0
  * gives u = (x >> 8) * 2^-24 + 2^-25. */
 typedef enum moevk_noise_kind {
     MOEVK_NOISE_NONE = 0,
@@ -569,7 +570,12 @@ typedef struct moevk_route_input {
      * (or its schedule's, or eval_capacity_factor); 0 (default): the router's. Finite and >= 0,
      * and its C at most the C the router's buffers were made for (INVALID_ARGUMENT past it). */
     float capacity_factor;
-    uint32_t reserved_0_3; /* zero: the place of a later field */
+    /* Added to the noise counter's first word, the row's index (the token's; in SEQUENCE mode
+     * the sequence's): a batch split over calls (micro-batches, expert-parallel ranks) gives
+     * each call the index of its first row in the whole batch, and the calls draw the noise
+     * one call over the whole batch draws. 0 (default): the call's rows from 0. The rows' last
+     * counter must fit 32 bits. (In the place of moevk 0.3's reserved_0_3, zero there.) */
+    uint32_t noise_row_offset;
     /* The router projection (routers made with router_projection): W_router [E, d] f32, the
      * layout of a model's gate weight (logits = x W_router^T); when given, logits[t, e] = sum
      * over j ascending of hidden[t, j] * W_router[e, j] (f32, no fused multiply-add: the same

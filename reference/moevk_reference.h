@@ -29,6 +29,7 @@ enum { REF_ROW_VALID = 0, REF_ROW_NONFINITE = 1, REF_ROW_MASKED = 2 };
  * inference mode (no noise). NULL where a function takes one: step 0, layer 0, training. */
 typedef struct ref_call {
     uint32_t step, layer;
+    uint32_t noise_row_offset; /* added to the noise counter's row */
     int inference;
     /* Gaussian noise's std: NULL for the router's noise_amount; else [E] per expert, or with
      * std_per_token [T, E] (a learned std, ref_learned_noise_std). */

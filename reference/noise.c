@@ -56,7 +56,8 @@ static float standard_normal(const uint32_t bits[4]) {
 /* The Philox words of (token, expert) at the call's step and layer. */
 static void noise_bits(const moevk_router_info *info, const ref_call *call, uint32_t token,
                        uint32_t expert, uint32_t bits[4]) {
-    uint32_t counter[4] = {token, expert, call ? call->step : 0, call ? call->layer : 0};
+    uint32_t counter[4] = {token + (call ? call->noise_row_offset : 0), expert,
+                           call ? call->step : 0, call ? call->layer : 0};
     uint32_t key[2] = {(uint32_t)info->noise_seed, (uint32_t)(info->noise_seed >> 32)};
     ref_philox4x32_10(counter, key, bits);
 }

@@ -1,5 +1,5 @@
 // Router noise from Philox4x32-10 (Salmon et al. 2011, Random123): key = the seed's two 32-bit
-// halves, counter = (token, expert, step, layer). Word 0 gives u = (x >> 8) * 2^-24 + 2^-25 in
+// halves, counter = (token + noise_row_offset, expert, step, layer). Word 0 gives u = (x >> 8) * 2^-24 + 2^-25 in
 // (0, 1); Gaussian noise uses words 0 and 1 by Box-Muller. engine's CPU reference
 // (reference/noise.c) computes the same numbers.
 uvec4 philox4x32_10(uvec4 counter, uvec2 key) {
@@ -28,7 +28,7 @@ float noise_std(uint token, uint expert) {
 
 // The Philox words of (token, expert) at the route's step and layer.
 uvec4 noise_bits(uint token, uint expert) {
-    return philox4x32_10(uvec4(token, expert, P.noise_step, P.noise_layer),
+    return philox4x32_10(uvec4(token + P.noise_row_offset, expert, P.noise_step, P.noise_layer),
                          uvec2(P.noise_seed_low, P.noise_seed_high));
 }
 

@@ -12,7 +12,7 @@
 /* noise.glsl (which also reads flags and num_experts). */
 // clang-format off
 #define NOISE_PARAMS(U, F, A) U(noise_kind) F(noise_amount) U(noise_seed_low)                     \
-    U(noise_seed_high) U(noise_step) U(noise_layer)
+    U(noise_seed_high) U(noise_step) U(noise_layer) U(noise_row_offset)
 
 /* scores.glsl: the decision rows and the probabilities (with num_experts, flags and noise). */
 #define SCORE_PARAMS(U, F, A) U(mode_param) F(temperature)

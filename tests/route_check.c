@@ -213,9 +213,11 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
                                .hidden = moevk_host_tensor(c->with_hidden ? b->hidden : NULL),
                                .step = c->step,
                                .layer = c->layer,
+                               .noise_row_offset = c->noise_row_offset,
                                .inference = c->inference,
                                .noise_std = moevk_host_tensor(c->noise_std),
                                .noise_weights = moevk_host_tensor(c->noise_weights)};
+    input.struct_size = sizeof input; /* the fields since moevk 0.3 are read */
     moevk_route_stats stats = {0};
     moevk_route_output output = {.expert_ids = moevk_host_tensor(b->ids),
                                  .weights = moevk_host_tensor(b->weights),
@@ -231,8 +233,11 @@ static void compare_case(const route_case *c, moevk_router *router, buffers *b) 
           moevk_context_last_error(test_context()));
 
     /* Stage 1: scores and top-k, from the same logits. */
-    ref_call call = {
-        .step = c->step, .layer = c->layer, .inference = c->inference, .noise_std = c->noise_std};
+    ref_call call = {.step = c->step,
+                     .layer = c->layer,
+                     .noise_row_offset = c->noise_row_offset,
+                     .inference = c->inference,
+                     .noise_std = c->noise_std};
     if (c->noise_weights) {
         ref_learned_noise_std(info, T, b->hidden, c->noise_weights, b->learned_std);
         call.noise_std = b->learned_std;

@@ -22,6 +22,7 @@ typedef struct route_case {
     int with_bias;
     int with_hidden;      /* dispatch and combine too (needs info.hidden_size) */
     uint32_t step, layer; /* the noise counter, when info.noise is set */
+    uint32_t noise_row_offset;
     int inference;
     const float *noise_std;     /* [E] Gaussian std per expert, or NULL */
     const float *noise_weights; /* [d, E] W_noise of a learned std (needs with_hidden), or NULL */

@@ -368,9 +368,10 @@ static void test_inference_and_per_call_capacity_factors(void) {
         router ? route_with_factor(router, logits, 0, 3.0f, &refused_stats, ids2, slots2, weights2)
                : MOEVK_SUCCESS;
     int named = last_error_names("capacity_factor");
+    /* The noise counter's rows past 32 bits (the place reserved_0_3 had). */
     moevk_route_input reserved = {.num_tokens = T, .logits = moevk_host_tensor(logits)};
     reserved.struct_size = sizeof reserved;
-    reserved.reserved_0_3 = 1;
+    reserved.noise_row_offset = UINT32_MAX;
     moevk_route_output no_output = {0};
     moevk_result reserved_taken =
         router ? moevk_route(router, &reserved, &no_output) : MOEVK_ERROR_INVALID_ARGUMENT;
@@ -389,7 +390,8 @@ static void test_inference_and_per_call_capacity_factors(void) {
           "a per-call factor routes differently from a router made with it");
     CHECK(too_large == MOEVK_ERROR_INVALID_ARGUMENT && named,
           "a per-call factor past the router's buffers -> %s", moevk_result_string(too_large));
-    CHECK(reserved_taken == MOEVK_ERROR_INVALID_ARGUMENT, "a non-zero reserved field was taken");
+    CHECK(reserved_taken == MOEVK_ERROR_INVALID_ARGUMENT,
+          "a noise_row_offset whose rows pass 32 bits was taken");
     moevk_router_info bad = small_router();
     bad.eval_capacity_factor = -1.0f;
     moevk_router *refused = NULL;

@@ -54,6 +54,69 @@ static void run(const char *name, moevk_router_info info, uint32_t step, uint32_
     check_route_case(&c);
 }
 
+/* The rows [offset, offset + T) of a whole batch's noise: a split batch's calls draw it. */
+static moevk_result noisy_rows(moevk_router *router, const float *logits, uint32_t T,
+                               uint32_t offset, int32_t *ids, float *weights) {
+    moevk_route_input input = {.num_tokens = T,
+                               .logits = moevk_host_tensor(logits),
+                               .step = 9,
+                               .layer = 3,
+                               .noise_row_offset = offset};
+    input.struct_size = sizeof input; /* the fields since moevk 0.3 are read */
+    moevk_route_output output = {.expert_ids = moevk_host_tensor(ids),
+                                 .weights = moevk_host_tensor(weights)};
+    return moevk_route(router, &input, &output);
+}
+
+/* A batch split over calls at noise_row_offset = each call's first row draws the whole batch's
+ * noise: the same choices and weights, bit for bit (jitter, Gaussian, Gumbel; by token and by
+ * sequence, whose rows are the sequences); the reference with the offset too. */
+static void test_a_split_batch_draws_the_whole_batch_noise(void) {
+    enum { T = 777, SPLIT = 352, S = 16 };
+    static float logits[T * 16], weights[T * 2], split_weights[T * 2];
+    static int32_t ids[T * 2], split_ids[T * 2];
+    for (int i = 0; i < T * 16; ++i) logits[i] = rng_normal();
+    const moevk_noise_kind kinds[] = {MOEVK_NOISE_JITTER, MOEVK_NOISE_GAUSSIAN, MOEVK_NOISE_GUMBEL};
+    for (int mode = 0; mode < 2; ++mode)
+        for (int n = 0; n < 3; ++n) {
+            moevk_router_info info = noisy(kinds[n], 0.5f, 77 + (uint64_t)n);
+            info.hidden_size = 0;
+            info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
+            if (mode) {
+                info.mode = MOEVK_MODE_SEQUENCE;
+                info.sequence_length = S;
+            }
+            moevk_router *router = NULL;
+            CHECK_OK(moevk_router_create(test_context(), &info, &router));
+            uint32_t offset = mode ? SPLIT / S : SPLIT; /* SPLIT is whole sequences */
+            moevk_result r = noisy_rows(router, logits, T, 0, ids, weights);
+            if (r == MOEVK_SUCCESS)
+                r = noisy_rows(router, logits, SPLIT, 0, split_ids, split_weights);
+            if (r == MOEVK_SUCCESS)
+                r = noisy_rows(router, logits + SPLIT * 16, T - SPLIT, offset,
+                               split_ids + SPLIT * 2, split_weights + SPLIT * 2);
+            moevk_router_destroy(router);
+            CHECK_OK(r);
+            CHECK(!memcmp(ids, split_ids, sizeof ids) &&
+                      !memcmp(weights, split_weights, sizeof weights),
+                  "noise %d, mode %d: the split batch's choices differ from the whole's", n, mode);
+        }
+    /* The reference draws the offset rows too. */
+    route_case c = {.name = "gaussian, rows from 500",
+                    .info = noisy(MOEVK_NOISE_GAUSSIAN, 1.0f, 5),
+                    .num_tokens = 300,
+                    .pattern = LOGITS_RANDOM,
+                    .step = 2,
+                    .noise_row_offset = 500};
+    c.info.hidden_size = 0;
+    check_route_case(&c);
+    c.name = "jitter, rows from 2^32 - 300";
+    c.info = noisy(MOEVK_NOISE_JITTER, 0.2f, 8);
+    c.info.hidden_size = 0;
+    c.noise_row_offset = UINT32_MAX - 299;
+    check_route_case(&c);
+}
+
 static void test_jitter_decisions_are_bit_identical(void) {
     run("jitter", noisy(MOEVK_NOISE_JITTER, 0.1f, 0x1234567890abcdefull), 3, 2, 0);
     moevk_router_info info = noisy(MOEVK_NOISE_JITTER, 0.3f, 99);
@@ -375,6 +438,7 @@ static const test_case TESTS[] = {
     TEST(scheduled_routes_match_the_reference),
     TEST(philox_matches_random123_known_answers),
     TEST(jitter_decisions_are_bit_identical),
+    TEST(a_split_batch_draws_the_whole_batch_noise),
     TEST(gaussian_decisions_agree_past_the_margin),
     TEST(gumbel_decisions_agree_past_the_margin),
     TEST(lavapipe_requests_rte_rounding),
