@@ -28,16 +28,15 @@ static moevk_result check_trainable_half(moevk_layer *layer, int role) {
 
 /* The losses the home half can take: those whose gradient is each token's own, given the
  * whole batch's counts, valid rows, sequences and importance sums (aux, z, entropy, importance,
- * and sequence over whole sequences). The load loss needs the route's noise, which a split
- * layer's training does not take. */
+ * and sequence over whole sequences). */
 static moevk_result check_batch_losses(moevk_context *context, const moevk_parts_batch *batch) {
     const moevk_loss_info *losses = batch ? batch->losses : NULL;
     if (!losses) return MOEVK_SUCCESS;
     if (losses->load_coef != 0.0f)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
                             "an expert-parallel layer's backward takes the aux, z, importance, "
-                            "entropy and sequence losses; not yet load (it needs the route's "
-                            "noise, which an expert-parallel layer does not add in training)");
+                            "entropy and sequence losses; not yet load (its sums over the batch "
+                            "take each token's every expert, which no rank gathers yet)");
     if (losses->importance_coef != 0.0f && !batch->importance_totals)
         REJECT("the importance loss needs the batch's importance_totals");
     if (losses->sequence_coef != 0.0f && batch->sequences == 0)

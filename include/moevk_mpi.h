@@ -81,8 +81,9 @@ MOEVK_API moevk_result moevk_ep_layer_set_weights(moevk_ep_layer *layer, moevk_l
  * router_logits for this rank's tokens; the route's expert_ids, weights, slots (the global slot,
  * -1 where dropped) and token_scores for this rank's tokens; counts, counts_before and offsets
  * (DROPLESS) for the whole batch; stats of the whole batch, the same on every rank. Not taken:
- * route->dispatched, a profile or a drift profile (INVALID_ARGUMENT), noise in training
- * (UNSUPPORTED: pass inference). */
+ * route->dispatched, a profile or a drift profile (INVALID_ARGUMENT). Noise in training is
+ * drawn for the batch's rows: this rank's first row is input->noise_row_offset plus the tokens
+ * of the ranks before it, so the choices are one process's bit for bit. */
 MOEVK_API moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_input *input,
                                               const moevk_layer_output *output);
 
@@ -100,7 +101,8 @@ MOEVK_API moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk
  * asked for, and the sequence length); loss_values from the batch's statistics, the same on
  * every rank (the importance and sequence losses one process's bit for bit: every rank's
  * choices and weights, or sequences' totals, gathered and added in one process's order). Not
- * taken yet: load (UNSUPPORTED: it needs the route's noise, not added in training yet). */
+ * taken yet: load (UNSUPPORTED: its sums over the batch take each token's every expert, which
+ * no rank gathers yet). */
 MOEVK_API moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer,
                                                const moevk_layer_backward_info *info);
 

@@ -30,8 +30,8 @@ static moevk_result check_backward(moevk_ep_layer *layer, const moevk_layer_back
     if (losses && losses->load_coef != 0.0f)
         return ep_fail(layer, MOEVK_ERROR_UNSUPPORTED,
                        "an expert-parallel layer's backward takes the aux, z, importance, "
-                       "entropy and sequence losses; not yet load (it needs the route's noise, "
-                       "which an expert-parallel layer does not add in training)");
+                       "entropy and sequence losses; not yet load (its sums over the batch "
+                       "take each token's every expert, which no rank gathers yet)");
     if (losses && losses->sequence_coef != 0.0f &&
         (losses->sequence_length == 0 || layer->last.T % losses->sequence_length != 0))
         REJECT("rank %d: T = %u: the sequence loss needs each rank's T a multiple of "

@@ -50,10 +50,6 @@ static moevk_result check_call(moevk_ep_layer *layer, const moevk_route_input *i
         REJECT("an expert-parallel layer takes input->hidden in host memory");
     if (input->num_tokens > 0 && (output->output.kind != MOEVK_TENSOR_HOST || !output->output.host))
         REJECT("an expert-parallel layer writes output->output to host memory");
-    if (layer->router.noise != MOEVK_NOISE_NONE && !input->inference)
-        return ep_fail(layer, MOEVK_ERROR_UNSUPPORTED,
-                       "an expert-parallel layer does not add noise yet (its counter would "
-                       "need the global token index): pass input->inference");
     if (!route) return MOEVK_SUCCESS;
     if (route->dispatched.kind != MOEVK_TENSOR_NONE)
         REJECT("an expert-parallel layer has no dispatched rows to give (they live on the "
@@ -89,10 +85,11 @@ static moevk_result allocate(moevk_ep_layer *layer, forward_state *s) {
     return MOEVK_SUCCESS;
 }
 
-/* Routes this rank's tokens on the home half and fills its table. */
+/* Routes this rank's tokens on the home half and fills its table; first_token: where they sit
+ * in the batch (the noise counter's rows are the batch's, as one process draws them). */
 static moevk_result route_tokens(moevk_ep_layer *layer, forward_state *s,
                                  const moevk_route_input *input, const moevk_layer_output *output,
-                                 uint32_t *table) {
+                                 uint32_t first_token, uint32_t *table) {
     uint32_t E = layer->num_experts, k = layer->top_k;
     if (s->T == 0) return MOEVK_SUCCESS;
     moevk_route_output route;
@@ -105,7 +102,13 @@ static moevk_result route_tokens(moevk_ep_layer *layer, forward_state *s,
     moevk_layer_output home = *output;
     home.route = &route;
     float sums[MOEVK_MAX_EXPERTS + 3];
-    moevk_result r = moevk_parts_route(layer->home, input, &home, s->total_tokens, sums, sums + E);
+    if ((uint64_t)input->noise_row_offset + first_token + s->T > (uint64_t)UINT32_MAX + 1)
+        return ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT,
+                       "rank %d: noise_row_offset %u: the batch's last noise row passes 32 bits",
+                       layer->rank, input->noise_row_offset);
+    moevk_route_input rows = *input; /* check_call: the whole struct */
+    rows.noise_row_offset = input->noise_row_offset + first_token;
+    moevk_result r = moevk_parts_route(layer->home, &rows, &home, s->total_tokens, sums, sums + E);
     if (r != MOEVK_SUCCESS) return r;
     table[0] = s->stats.nonfinite_rows;
     table[1] = s->stats.masked_rows;
@@ -287,8 +290,11 @@ moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_inp
         return ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY, "rank %d", layer->rank);
     }
     r = ep_agree(layer, r, &s.T, 1, agreed, "gathering the ranks' token counts");
-    for (int q = 0; r == MOEVK_SUCCESS && q < layer->ranks; ++q)
+    uint32_t first_token = 0; /* this rank's, in the batch */
+    for (int q = 0; r == MOEVK_SUCCESS && q < layer->ranks; ++q) {
+        if (q == layer->rank) first_token = s.total_tokens;
         s.total_tokens += agreed[2 * q + 1];
+    }
     if (r == MOEVK_SUCCESS)
         s.capacity = moevk_parts_capacity(&layer->router, input, s.total_tokens);
     /* Each step's failures are agreed before the next exchange: every rank takes the same
@@ -297,7 +303,7 @@ moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_inp
     if (r == MOEVK_SUCCESS && s.total_tokens > 0) {
         size_t words = table_words(layer);
         uint32_t *table = s.tables + (size_t)layer->rank * (1 + words) + 1;
-        r = route_tokens(layer, &s, input, output, table);
+        r = route_tokens(layer, &s, input, output, first_token, table);
         r = ep_agree(layer, r, table, words, s.tables, "gathering the ranks' routes");
         if (r == MOEVK_SUCCESS) {
             place_choices(layer, &s);

@@ -45,8 +45,10 @@ typedef struct ep_case {
         chunks; /* the exchange's chunks on the second run (the first runs one); 0: automatic */
     int train;  /* trainable: one run (one chunk), then the backward, twice (accumulating) */
     int losses; /* the backward with the aux, z and entropy losses */
-    uint32_t sequence; /* and the sequence loss over sequences of this length (0: without) */
-    int importance;    /* and the importance loss */
+    uint32_t sequence;      /* and the sequence loss over sequences of this length (0: without) */
+    int importance;         /* and the importance loss */
+    moevk_noise_kind noise; /* in training (step 4, layer 1), with noisy_scores */
+    float noise_amount;
 } ep_case;
 
 #define F16 MOEVK_DTYPE_F16
@@ -114,6 +116,13 @@ static const ep_case CASES[] = {
     {"train_sequence_loss_capacity", .train = 1, .losses = 1, .importance = 1, .sequence = 16,
      .drops = 1, .experts_per_rank = 4, .k = 2, .d = 16, .f = 24, .tokens = 64, .spread = 4,
      .capacity_factor = 1.0f, .skew = 1},
+    /* Noise in training: each rank draws its rows' noise as one process draws the batch's. */
+    {"gaussian_noise_capacity", .drops = 1, .experts_per_rank = 4, .k = 2, .d = 24, .f = 32,
+     .tokens = 80, .capacity_factor = 1.0f, .noise = MOEVK_NOISE_GAUSSIAN, .noise_amount = 1.0f,
+     .chunks = 3},
+    {"train_jitter_noisy_scores_losses", .train = 1, .losses = 1, .importance = 1,
+     .experts_per_rank = 2, .k = 2, .d = 24, .f = 32, .tokens = 50, .capacity_mode = DROPLESS,
+     .noise = MOEVK_NOISE_JITTER, .noise_amount = 0.3f, .renormalize = 1},
     /* Past 65536 tokens in all, one process's statistics blocks grow past 64 rows (65 here),
      * and cross the ranks' boundaries: the importance sums are still one process's bits. */
     {"train_importance_loss_blocks_across_ranks", .train = 1, .losses = 1, .importance = 1,
@@ -151,6 +160,10 @@ static moevk_router_info router_info_of(const ep_case *c, uint32_t max_tokens) {
     info.pad_multiple = c->pad_multiple;
     info.renormalize = c->renormalize;
     if (c->sigmoid) info.score = MOEVK_SCORE_SIGMOID;
+    info.noise = c->noise;
+    info.noise_amount = c->noise_amount;
+    info.noise_seed = 0x5eed;
+    info.noisy_scores = c->noise != MOEVK_NOISE_NONE;
     return info;
 }
 
@@ -515,6 +528,7 @@ static void check_case(const ep_case *c) {
     input.num_tokens = total;
     input.hidden = moevk_host_tensor(hidden);
     input.bias = moevk_host_tensor(bias);
+    if (c->noise) input.step = 4, input.layer = 1;
     outputs want, got;
     CHECK(make_outputs(&want, total, c, E, k) && make_outputs(&got, T, c, E, k), "out of memory");
     CHECK_OK(moevk_layer_forward(single, &input, &want.layer));
