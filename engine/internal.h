@@ -519,9 +519,10 @@ typedef struct loss_phases {
     int counts; /* a recorded route: its valid rows and assignments from the device */
     int thresholds, cv2_slopes, sequences, weights_backward, logits_backward;
     int noise_slope, noise_reduce; /* the gradient of the Gaussian noise's std */
-    /* The importance totals uploaded (a batch several halves routed): no partial or column
-     * sums. */
+    /* The importance and load totals uploaded (a batch several halves routed): no partial or
+     * column sums. */
     int totals_given;
+    int load_terms; /* each (token, expert)'s load term into BINDING_GRAD_LOGITS */
 } loss_phases;
 void record_losses(moevk_router *router, const route_plan *params, const loss_phases *phases);
 /* Per-expert sums of the per-token loss in BINDING_EXPERT_LOSS over the route's kept choices. */

@@ -26,19 +26,14 @@ static moevk_result check_trainable_half(moevk_layer *layer, int role) {
     return MOEVK_SUCCESS;
 }
 
-/* The losses the home half can take: those whose gradient is each token's own, given the
- * whole batch's counts, valid rows, sequences and importance sums (aux, z, entropy, importance,
- * and sequence over whole sequences). */
+/* The losses the home half takes: their gradient is each token's own, given the whole batch's
+ * counts, valid rows, sequences and importance and load sums (the sequence loss over whole
+ * sequences). */
 static moevk_result check_batch_losses(moevk_context *context, const moevk_parts_batch *batch) {
     const moevk_loss_info *losses = batch ? batch->losses : NULL;
     if (!losses) return MOEVK_SUCCESS;
-    if (losses->load_coef != 0.0f)
-        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
-                            "an expert-parallel layer's backward takes the aux, z, importance, "
-                            "entropy and sequence losses; not yet load (its sums over the batch "
-                            "take each token's every expert, which no rank gathers yet)");
-    if (losses->importance_coef != 0.0f && !batch->importance_totals)
-        REJECT("the importance loss needs the batch's importance_totals");
+    if ((losses->importance_coef != 0.0f || losses->load_coef != 0.0f) && !batch->balance_totals)
+        REJECT("the importance and load losses need the batch's balance_totals");
     if (losses->sequence_coef != 0.0f && batch->sequences == 0)
         REJECT("the sequence loss needs the batch's sequences");
     return MOEVK_SUCCESS;
@@ -77,7 +72,7 @@ moevk_result moevk_parts_home_backward_combine(moevk_layer *layer, const float *
         loss_plan.valid_rows = batch->valid_rows;
         loss_plan.assignments = (uint32_t)assignments;
         if (losses->sequence_coef != 0.0f) loss_plan.batch_sequences = batch->sequences;
-        /* The whole batch's importance sums stand for the half's own. */
+        /* The whole batch's importance and load sums stand for the half's own. */
         phases.totals_given = 1;
     }
     /* This half's sequences' totals, after the totals of the other losses' columns. */
@@ -89,8 +84,10 @@ moevk_result moevk_parts_home_backward_combine(moevk_layer *layer, const float *
     if (r != MOEVK_SUCCESS) return r;
     transfer_upload(transfers, BINDING_GRAD_OUTPUT, grad_output, T * d * 4);
     if (losses) transfer_upload(transfers, BINDING_EXPERT_INFO, batch->counts_before, E * 4);
-    if (losses && losses->importance_coef != 0.0f)
-        transfer_upload(transfers, BINDING_LOSS_TOTALS, batch->importance_totals, E * 4);
+    _Static_assert(LOSS_TOTAL_IMPORTANCE == 0 && LOSS_TOTAL_LOAD == 1,
+                   "the balance totals are the loss totals' first 2E");
+    if (losses && (losses->importance_coef != 0.0f || losses->load_coef != 0.0f))
+        transfer_upload(transfers, BINDING_LOSS_TOTALS, batch->balance_totals, 2 * E * 4);
     transfer_uploads_done(transfers);
     record_combine_backward(router, &plan);
     record_losses(router, &loss_plan, &phases);

@@ -382,6 +382,8 @@ void record_losses(moevk_router *router, const route_plan *params, const loss_ph
     } plan[] = {
         {phases->counts, LOSS_PHASE_COUNTS, 1, 1},
         {phases->thresholds, LOSS_PHASE_THRESHOLDS, grid_for(router, params->num_tokens), 1},
+        {phases->load_terms, LOSS_PHASE_LOAD_TERMS,
+         grid_for(router, (uint64_t)params->num_tokens * params->num_experts), 1},
         {!phases->totals_given, LOSS_PHASE_PARTIALS, params->stat_blocks, 1},
         {!phases->totals_given, LOSS_PHASE_COLUMNS, 2 * params->num_experts, 1},
         {phases->cv2_slopes, LOSS_PHASE_CV2_SLOPES, 1, 1},

@@ -73,7 +73,7 @@ MOEVK_API moevk_result moevk_parts_wait(moevk_layer *layer, uint64_t timeout_ns)
  * grad_expert_rows [expert_rows, d] f32 (all host); batch (may be NULL: no losses) gives the
  * losses and what their gradient needs of the whole batch. */
 typedef struct moevk_parts_batch {
-    /* aux, z, entropy, importance and sequence only (load: UNSUPPORTED); NULL: none */
+    /* the losses; NULL: none */
     const moevk_loss_info *losses;
     const uint32_t *counts_before; /* [E] the whole batch's, before drops */
     uint32_t valid_rows;           /* the whole batch's rows neither non-finite nor masked */
@@ -82,19 +82,29 @@ typedef struct moevk_parts_batch {
      * ([T / S] f32, the terms the loss's value sums over the batch; NULL: not asked). */
     uint32_t sequences;
     float *sequence_totals;
-    /* The importance loss: the whole batch's sums [E] (moevk_parts_importance). */
-    const float *importance_totals;
+    /* The importance and load losses: the whole batch's sums [2E]
+     * (moevk_parts_balance_totals). */
+    const float *balance_totals;
 } moevk_parts_batch;
 
-/* HOME: the importance loss's sums over a whole batch of num_tokens tokens (every half's, in
- * the batch's order): totals[e] [E] the combine weights of expert e's choices, added in the
- * order and grouping one process's losses stage adds them over the same batch, so that the
- * same bits (on a device that keeps subnormal sums; one that flushes them may differ where a
- * sum is below 2^-126); *value (may be NULL) the loss, cv2(totals), as one process's. expert_ids
- * and weights [num_tokens, k] as the halves' routes wrote them (-1: no choice). */
-MOEVK_API moevk_result moevk_parts_importance(moevk_layer *layer, uint32_t num_tokens,
-                                              const int32_t *expert_ids, const float *weights,
-                                              float *totals, double *value);
+/* HOME, after its route, for the load loss (losses->load_coef != 0, the route's Gaussian
+ * noise): terms [T, E] f32, each of its tokens' experts' term Phi((clean key - threshold) /
+ * std) as one process's losses stage adds it (0 for a row the route left out). Waits. */
+MOEVK_API moevk_result moevk_parts_load_terms(moevk_layer *layer, const moevk_loss_info *losses,
+                                              float *terms);
+
+/* HOME: the importance and load losses' sums over a whole batch of num_tokens tokens (every
+ * half's, in the batch's order) into totals [2E]: the combine weights of each expert's choices,
+ * then each expert's load terms (load_terms [num_tokens, E], moevk_parts_load_terms; NULL: the
+ * load's totals 0), added in the order and grouping one process's losses stage adds them over
+ * the same batch, so that the same bits (on a device that keeps subnormal sums; one that
+ * flushes them may differ where a sum is below 2^-126); values [2] (may be NULL): the losses,
+ * cv2 of each, as one process's (the load's 0 without terms). expert_ids and weights
+ * [num_tokens, k] as the halves' routes wrote them (-1: no choice). */
+MOEVK_API moevk_result moevk_parts_balance_totals(moevk_layer *layer, uint32_t num_tokens,
+                                                  const int32_t *expert_ids, const float *weights,
+                                                  const float *load_terms, float *totals,
+                                                  double *values);
 
 MOEVK_API moevk_result moevk_parts_home_backward_combine(moevk_layer *layer,
                                                          const float *grad_output,

@@ -94,15 +94,14 @@ MOEVK_API moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk
  * bit one process's (each expert's rows in one process's order); the router's and shared
  * experts' are this rank's tokens' part, summed over the ranks when read. A trainable layer
  * exchanges in one chunk (its backward runs each expert over all its rows at once, as one
- * process does): exchange_chunks is not used. losses: the aux, z, importance, entropy and
- * sequence losses (their gradient each token's, over the whole batch's counts, valid rows,
- * sequences and importance sums: dL/dx stays bit for bit; the sequence loss needs each rank's T
- * a multiple of sequence_length; both need the same settings on every rank: whether each is
- * asked for, and the sequence length); loss_values from the batch's statistics, the same on
- * every rank (the importance and sequence losses one process's bit for bit: every rank's
- * choices and weights, or sequences' totals, gathered and added in one process's order). Not
- * taken yet: load (UNSUPPORTED: its sums over the batch take each token's every expert, which
- * no rank gathers yet). */
+ * process does): exchange_chunks is not used. losses: every balancing loss (its gradient each
+ * token's, over the whole batch's counts, valid rows, sequences and importance and load sums:
+ * dL/dx stays bit for bit; the sequence loss needs each rank's T a multiple of
+ * sequence_length, the load loss the router's Gaussian noise; the importance, load and sequence
+ * losses need the same settings on every rank: whether each is asked for, and the sequence
+ * length); loss_values from the batch's statistics, the same on every rank (the importance,
+ * load and sequence losses one process's bit for bit: every rank's choices, weights and load
+ * terms, or sequences' totals, gathered and added in one process's order). */
 MOEVK_API moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer,
                                                const moevk_layer_backward_info *info);
 

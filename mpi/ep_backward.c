@@ -27,11 +27,8 @@ static moevk_result check_backward(moevk_ep_layer *layer, const moevk_layer_back
     const moevk_loss_info *losses = info->losses;
     if (losses && losses->struct_size < sizeof *losses)
         REJECT("losses must be this moevk's whole struct (moevk_loss_info_init)");
-    if (losses && losses->load_coef != 0.0f)
-        return ep_fail(layer, MOEVK_ERROR_UNSUPPORTED,
-                       "an expert-parallel layer's backward takes the aux, z, importance, "
-                       "entropy and sequence losses; not yet load (its sums over the batch "
-                       "take each token's every expert, which no rank gathers yet)");
+    if (losses && losses->load_coef != 0.0f && layer->router.noise != MOEVK_NOISE_GAUSSIAN)
+        REJECT("the load loss needs the router's Gaussian noise (a route in training)");
     if (losses && losses->sequence_coef != 0.0f &&
         (losses->sequence_length == 0 || layer->last.T % losses->sequence_length != 0))
         REJECT("rank %d: T = %u: the sequence loss needs each rank's T a multiple of "
@@ -53,13 +50,14 @@ static moevk_result check_backward(moevk_ep_layer *layer, const moevk_layer_back
 
 /* What the batch's losses need of every rank ([ranks][1 + SETTING_WORDS] after the agreed
  * result): whether the sequence loss is asked for, its sequence length and the rank's
- * sequences; whether the importance loss is, whether the rank wants the losses' values (the
- * importance's among them, as one process gives it), and the rank's tokens. */
+ * sequences; whether the importance and load losses are, whether the rank wants the losses'
+ * values (the importance's among them, as one process gives it), and the rank's tokens. */
 enum {
     SEQUENCE_ASKED,
     SEQUENCE_LENGTH,
     SEQUENCES,
     IMPORTANCE_ASKED,
+    LOAD_ASKED,
     VALUES_WANTED,
     TOKENS,
     SETTING_WORDS
@@ -82,6 +80,7 @@ static moevk_result agree_check(moevk_ep_layer *layer, moevk_result local,
                                      S,
                                      asked ? layer->last.T / S : 0,
                                      ok && losses->importance_coef != 0.0f,
+                                     ok && losses->load_coef != 0.0f,
                                      ok && info->loss_values,
                                      layer->last.T};
     moevk_result r =
@@ -96,11 +95,13 @@ static moevk_result agree_check(moevk_ep_layer *layer, moevk_result local,
                         "%u), rank 0 %s (%u)",
                         q, theirs ? "asks for" : "does not ask for", length,
                         first ? "does" : "does not", setting(gathered, 0, SEQUENCE_LENGTH));
-        else if (setting(gathered, q, IMPORTANCE_ASKED) != setting(gathered, 0, IMPORTANCE_ASKED))
-            r = ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT,
-                        "the ranks disagree on the importance loss: rank %d %s it, rank 0 %s", q,
-                        setting(gathered, q, IMPORTANCE_ASKED) ? "asks for" : "does not ask for",
-                        setting(gathered, 0, IMPORTANCE_ASKED) ? "does" : "does not");
+        for (int word = IMPORTANCE_ASKED; r == MOEVK_SUCCESS && word <= LOAD_ASKED; ++word)
+            if (setting(gathered, q, word) != setting(gathered, 0, word))
+                r = ep_fail(layer, MOEVK_ERROR_INVALID_ARGUMENT,
+                            "the ranks disagree on the %s loss: rank %d %s it, rank 0 %s",
+                            word == LOAD_ASKED ? "load" : "importance", q,
+                            setting(gathered, q, word) ? "asks for" : "does not ask for",
+                            setting(gathered, 0, word) ? "does" : "does not");
     }
     return r;
 }
@@ -110,10 +111,10 @@ static moevk_result agree_check(moevk_ep_layer *layer, moevk_result local,
 static moevk_result combine_backward(moevk_ep_layer *layer, forward_state *s,
                                      const moevk_layer_backward_info *info,
                                      const moevk_route_stats *stats, float *sequence_totals,
-                                     const float *importance_totals) {
+                                     const float *balance_totals) {
     if (s->T == 0) return MOEVK_SUCCESS;
     /* The losses' gradient over the whole batch's counts, valid rows, sequences and importance
-     * sums: each token's the one process's. */
+     * and load sums: each token's the one process's. */
     const moevk_loss_info *losses = info->losses;
     uint32_t S = losses && losses->sequence_coef != 0.0f ? losses->sequence_length : 0;
     moevk_parts_batch batch = {losses,
@@ -121,7 +122,7 @@ static moevk_result combine_backward(moevk_ep_layer *layer, forward_state *s,
                                s->total_tokens - stats->nonfinite_rows - stats->masked_rows,
                                S ? s->total_tokens / S : 0,
                                sequence_totals,
-                               importance_totals};
+                               balance_totals};
     return moevk_parts_home_backward_combine(layer->home, info->grad_output.host, &batch,
                                              info->grad_weights.host, s->returned);
 }
@@ -164,16 +165,17 @@ static moevk_result sequence_value(moevk_ep_layer *layer, const moevk_loss_info 
 /* The losses' values, from the whole batch's statistics (one process's within the rounding
  * of the ranks' sums in rank order). */
 static void loss_values(const moevk_loss_info *info, const moevk_route_stats *stats,
-                        double importance, double sequence, moevk_losses *values) {
+                        const double balance[2], double sequence, moevk_losses *values) {
     uint32_t size = values->struct_size;
     moevk_losses_init(values);
     values->struct_size = size;
     values->aux = stats->aux_loss;
     values->z = stats->z_loss;
-    values->importance = importance;
+    values->importance = balance[0];
+    values->load = info->load_coef != 0.0f ? balance[1] : 0.0;
     values->entropy = stats->entropy;
     values->sequence = sequence;
-    /* One process's sum, term by term (the load's 0). */
+    /* One process's sum, term by term. */
     values->total = info->aux_coef * values->aux + info->z_coef * values->z +
                     info->importance_coef * values->importance + info->load_coef * values->load +
                     info->entropy_coef * values->entropy + info->sequence_coef * values->sequence;
@@ -222,23 +224,26 @@ moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer, const moevk_layer_ba
     r = agree_check(layer, r, info, settings);
     /* Agreed: every rank's or none. */
     int sequence_loss = r == MOEVK_SUCCESS && setting(settings, 0, SEQUENCE_ASKED);
-    /* The importance sums: for its gradient, or for its value on any rank that wants it. */
-    int importance_sums = r == MOEVK_SUCCESS && setting(settings, 0, IMPORTANCE_ASKED);
+    /* The importance and load sums: for their gradients, or for the importance's value on any
+     * rank that wants the values. */
+    int load_loss = r == MOEVK_SUCCESS && setting(settings, 0, LOAD_ASKED);
+    int balance_sums = r == MOEVK_SUCCESS && (setting(settings, 0, IMPORTANCE_ASKED) || load_loss);
     for (int q = 0; r == MOEVK_SUCCESS && q < layer->ranks; ++q)
-        importance_sums |= (int)setting(settings, q, VALUES_WANTED);
-    float *importance_totals = NULL;
-    double importance = 0.0;
-    if (importance_sums) {
-        importance_totals = malloc((size_t)layer->num_experts * sizeof *importance_totals);
+        balance_sums |= (int)setting(settings, q, VALUES_WANTED);
+    float *balance_totals = NULL;
+    double balance[2] = {0.0, 0.0};
+    if (balance_sums) {
+        balance_totals = malloc((size_t)layer->num_experts * 2 * sizeof *balance_totals);
         uint32_t *tokens = malloc((size_t)layer->ranks * sizeof *tokens);
-        r = importance_totals && tokens ? MOEVK_SUCCESS
-                                        : ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY,
-                                                  "rank %d: the importance sums", layer->rank);
-        r = ep_agree_result(layer, r, "the importance loss");
+        r = balance_totals && tokens ? MOEVK_SUCCESS
+                                     : ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY,
+                                               "rank %d: the balancing losses' sums", layer->rank);
+        r = ep_agree_result(layer, r, "the balancing losses");
         for (int q = 0; r == MOEVK_SUCCESS && q < layer->ranks; ++q)
             tokens[q] = setting(settings, q, TOKENS);
         if (r == MOEVK_SUCCESS)
-            r = ep_importance_totals(layer, s, tokens, importance_totals, &importance);
+            r = ep_balance_totals(layer, s, tokens, load_loss ? info->losses : NULL, balance_totals,
+                                  balance);
         free(tokens);
     }
     /* Each step's failure is agreed before the next exchange, as in the forward. */
@@ -248,7 +253,7 @@ moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer, const moevk_layer_ba
     if (r == MOEVK_SUCCESS) ep_batch_stats(layer, s, &stats);
     if (r == MOEVK_SUCCESS)
         r = ep_agree_result(
-            layer, combine_backward(layer, s, info, &stats, sequence_totals, importance_totals),
+            layer, combine_backward(layer, s, info, &stats, sequence_totals, balance_totals),
             "the combine's backward");
     if (r == MOEVK_SUCCESS && exchange) r = ep_exchange_gradients(layer, s, 1);
     if (r == MOEVK_SUCCESS)
@@ -261,10 +266,10 @@ moevk_result moevk_ep_layer_backward(moevk_ep_layer *layer, const moevk_layer_ba
     if (r == MOEVK_SUCCESS && sequence_loss)
         r = sequence_value(layer, info->losses, settings, sequence_totals, &sequence);
     if (r == MOEVK_SUCCESS && info->losses && info->loss_values)
-        loss_values(info->losses, &stats, importance, sequence, info->loss_values);
+        loss_values(info->losses, &stats, balance, sequence, info->loss_values);
     if (!ep_abandon(layer, settings)) free(settings);
     if (!ep_abandon(layer, sequence_totals)) free(sequence_totals);
-    free(importance_totals);
+    free(balance_totals);
     return r;
 }
 

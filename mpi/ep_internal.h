@@ -92,11 +92,13 @@ moevk_result ep_exchange_gradients(moevk_ep_layer *layer, forward_state *s, int 
  * result is its own, for the caller to agree on. Fills the timings' exchange fields. */
 moevk_result ep_exchange_and_run(moevk_ep_layer *layer, forward_state *s);
 
-/* The importance loss's sums totals [E] over the whole batch of forward s, and its value:
- * every rank's choices gathered (tokens [R]: each rank's T) and added as one process adds
- * them, the same bits on every rank. Collective; its failure is every rank's. */
-moevk_result ep_importance_totals(moevk_ep_layer *layer, const forward_state *s,
-                                  const uint32_t *tokens, float *totals, double *value);
+/* The importance and load losses' sums totals [2E] over the whole batch of forward s, and their
+ * values [2]: every rank's choices (and with `load`, the caller's losses asking for it, its
+ * tokens' load terms) gathered (tokens [R]: each rank's T) and added as one process adds them,
+ * the same bits on every rank. Collective; its failure is every rank's. */
+moevk_result ep_balance_totals(moevk_ep_layer *layer, const forward_state *s,
+                               const uint32_t *tokens, const moevk_loss_info *load, float *totals,
+                               double *values);
 /* Hands memory a timed-out request may still write to the layer (a no-op for NULL, or when
  * nothing timed out: then the caller frees it). Returns 1 when taken. */
 int ep_abandon(moevk_ep_layer *layer, void *memory);

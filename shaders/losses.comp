@@ -7,6 +7,8 @@
 //   largest selection keys and their experts, into loss_rows.
 // PARTIALS (stat_blocks workgroups): per block and expert, importance (sum of the combine
 //   weights) and load (sum of Phi((clean key - threshold) / sigma)), into loss_partials.
+// LOAD_TERMS (grid over [T, E], after THRESHOLDS; a batch split over several routers): each
+//   (token, expert)'s load term, as PARTIALS adds it, into grad_logits, for the host to add.
 // COLUMNS (2E workgroups): sums each column of the partials over the blocks into loss_totals.
 // CV2_SLOPES (one workgroup): d cv2 / d importance_e and d cv2 / d load_e, once per call
 //   rather than once per row.
@@ -93,6 +95,16 @@ void thresholds(uint token) {
                             intBitsToFloat(experts[CHOICES - 1]));
 }
 
+// The load term of (token, expert), Phi((clean key - threshold) / sigma); 0 for a row the route
+// left out. Precise: the same value where PARTIALS adds it and where LOAD_TERMS stores it (no
+// product of it fused into the sum).
+float load_term(uint token, uint expert) {
+    if (row_flags[token] != ROW_VALID) return 0.0;
+    precise float term =
+        normal_cdf(load_z(token, expert, loss_rows[token], selected(token, expert)));
+    return term;
+}
+
 void partial_sums() {
     uint block = gl_WorkGroupID.x;
     uint width = 2u * P.num_experts;
@@ -100,12 +112,13 @@ void partial_sums() {
     uint end = min(begin + P.rows_per_stat_block, P.num_tokens);
     bool with_load = P.load_coef != 0.0;
     for (uint e = gl_LocalInvocationID.x; e < P.num_experts; e += gl_WorkGroupSize.x) {
-        float importance = 0.0, load = 0.0;
+        float importance = 0.0;
+        precise float load = 0.0;
         for (uint t = begin; t < end; ++t) {
             if (row_flags[t] != ROW_VALID) continue;
             for (uint j = 0; j < P.choices; ++j)
                 if (expert_ids[t * P.choices + j] == int(e)) importance += weights[t * P.choices + j];
-            if (with_load) load += normal_cdf(load_z(t, e, loss_rows[t], selected(t, e)));
+            if (with_load) load += load_term(t, e);
         }
         loss_partials[block * width + e] = importance;
         loss_partials[block * width + P.num_experts + e] = load;
@@ -414,6 +427,9 @@ void main() {
             noise_slope_of(i);
     } else if (P.phase == LOSS_PHASE_COUNTS) {
         write_counts();
+    } else if (P.phase == LOSS_PHASE_LOAD_TERMS) {
+        for (uint i = gl_GlobalInvocationID.x; i < P.num_tokens * P.num_experts; i += stride)
+            grad_logits[i] = load_term(i / P.num_experts, i % P.num_experts);
     } else {
         uint results = learned_std() ? P.hidden_size * P.num_experts : P.num_experts;
         for (uint i = gl_GlobalInvocationID.x; i < results; i += stride) noise_reduce(i);

@@ -288,6 +288,7 @@
 #define LOSS_PHASE_NOISE_SLOPE 9u   /* learned std: dL/dstd times softplus' (x . W_noise) */
 #define LOSS_PHASE_NOISE_REDUCE 10u /* dL/dnoise_std [E] or dL/dW_noise [d, E], by TOKEN_CHUNK */
 #define LOSS_PHASE_COUNTS 11u /* a recorded route: its valid rows and assignments (first) */
+#define LOSS_PHASE_LOAD_TERMS 12u /* each (token, expert)'s load term into grad_logits [T, E] */
 
 /* Offsets in the losses' totals (BINDING_LOSS_TOTALS), in units of E floats; then the
  * sequences' totals [T / S] from LOSS_TOTAL_SEQUENCES * E, each token's sequence-loss term

@@ -1088,13 +1088,6 @@ static void test_bad_inputs_get_one_line_and_exit_2(void) {
          "--weights %s --layer 0 --hidden %s "
          "--expert-parallel --exchange-chunks 17",
          dir, hidden);
-#ifdef MOEVK_TEST_MPI
-    CASE("--expert-parallel: the backward takes the aux, z, importance, entropy and sequence "
-         "losses; not yet load",
-         "--weights %s --layer 0 --hidden %s --expert-parallel --grad-output %s --loss "
-         "aux=0.01,load=0.01",
-         dir, hidden, hidden);
-#endif
 #undef CASE
     for (int i = 0; i < n; ++i) {
         char args[4096], message[2048];

@@ -47,6 +47,7 @@ typedef struct ep_case {
     int losses; /* the backward with the aux, z and entropy losses */
     uint32_t sequence;      /* and the sequence loss over sequences of this length (0: without) */
     int importance;         /* and the importance loss */
+    int load;               /* and the load loss (with Gaussian noise) */
     moevk_noise_kind noise; /* in training (step 4, layer 1), with noisy_scores */
     float noise_amount;
 } ep_case;
@@ -125,9 +126,14 @@ static const ep_case CASES[] = {
      .noise = MOEVK_NOISE_JITTER, .noise_amount = 0.3f, .renormalize = 1},
     /* Past 65536 tokens in all, one process's statistics blocks grow past 64 rows (65 here),
      * and cross the ranks' boundaries: the importance sums are still one process's bits. */
-    {"train_importance_loss_blocks_across_ranks", .train = 1, .losses = 1, .importance = 1,
-     .experts_per_rank = 2, .k = 1, .d = 4, .f = 4, .tokens = 66000, .spread = 5,
-     .capacity_mode = DROPLESS, .activation = MOEVK_ACTIVATION_RELU},
+    {"train_importance_load_blocks_across_ranks", .train = 1, .losses = 1, .importance = 1,
+     .load = 1, .experts_per_rank = 2, .k = 1, .d = 4, .f = 4, .tokens = 66000, .spread = 5,
+     .capacity_mode = DROPLESS, .activation = MOEVK_ACTIVATION_RELU, .noise = MOEVK_NOISE_GAUSSIAN,
+     .noise_amount = 0.5f},
+    /* Shazeer et al.'s noisy top-k with both balancing losses, drops and the sequence loss. */
+    {"train_load_importance_sequence_drops", .train = 1, .losses = 1, .importance = 1, .load = 1,
+     .sequence = 10, .drops = 1, .experts_per_rank = 4, .k = 2, .d = 16, .f = 24, .tokens = 70,
+     .spread = 4, .capacity_factor = 1.0f, .noise = MOEVK_NOISE_GAUSSIAN, .noise_amount = 1.0f},
 };
 
 static uint32_t experts_per_rank(const ep_case *c) {
@@ -255,6 +261,7 @@ static const moevk_loss_info *case_losses(const ep_case *c, backward_want *want)
         want->losses.sequence_length = c->sequence;
     }
     if (c->importance) want->losses.importance_coef = 0.004f;
+    if (c->load) want->losses.load_coef = 0.005f;
     return &want->losses;
 }
 
@@ -418,6 +425,9 @@ static void check_backward(moevk_ep_layer *ep, const ep_case *c, const weight w[
               "importance loss %.17g, one process %.17g", values.importance,
               want->values.importance);
         CHECK(!c->importance || values.importance > 0.0, "no importance loss");
+        CHECK(!info.losses || values.load == want->values.load,
+              "load loss %.17g, one process %.17g", values.load, want->values.load);
+        CHECK(!c->load || values.load > 0.0, "no load loss");
         CHECK(memcmp(gx, want->grad_hidden + (size_t)base * d, (size_t)T * d * 4) == 0,
               "pass %d: dL/dx differs from one process's", pass);
         CHECK(memcmp(gw, want->grad_weights + (size_t)base * k, (size_t)T * k * 4) == 0,
@@ -672,12 +682,17 @@ static void test_what_is_not_offered_is_unsupported(void) {
     moevk_loss_info_init(&losses);
     losses.load_coef = 0.01f;
     backward.losses = &losses;
-    check_agreed(moevk_ep_layer_backward(ep, &backward), MOEVK_ERROR_UNSUPPORTED, "not yet load");
+    check_agreed(moevk_ep_layer_backward(ep, &backward), MOEVK_ERROR_INVALID_ARGUMENT,
+                 "the load loss needs the router's Gaussian noise");
     /* Losses whose gradient gathers over the ranks: asked for on some ranks only. */
     moevk_loss_info_init(&losses);
     losses.importance_coef = rank == 1 ? 0.01f : 0.0f;
     check_agreed(moevk_ep_layer_backward(ep, &backward), MOEVK_ERROR_INVALID_ARGUMENT,
                  "the ranks disagree on the importance loss: rank 1 asks for it, rank 0 does not");
+    moevk_loss_info_init(&losses);
+    losses.load_coef = rank == 1 ? 0.0f : 0.01f;
+    check_agreed(moevk_ep_layer_backward(ep, &backward), MOEVK_ERROR_INVALID_ARGUMENT,
+                 "the load loss needs the router's Gaussian noise");
     moevk_loss_info_init(&losses);
     losses.sequence_coef = rank == 1 ? 0.01f : 0.0f;
     losses.sequence_length = 4;
