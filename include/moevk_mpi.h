@@ -57,7 +57,7 @@ static inline void moevk_ep_layer_info_init(moevk_ep_layer_info *info) { MOEVK_I
 
 /* Collective. Errors: INVALID_ARGUMENT (a bad layer, E not a multiple of R, ranks that
  * disagree), UNSUPPORTED (what the expert-parallel layer does not do yet: a routing mode other
- * than TOKEN, the SCORE drop policy with a capacity), PEER, and those of
+ * than TOKEN), PEER, and those of
  * moevk_layer_create on any rank. */
 MOEVK_API moevk_result moevk_ep_layer_create(moevk_context *context,
                                              const moevk_ep_layer_info *info, moevk_ep_layer **out);

@@ -8,23 +8,6 @@
 
 #include "ep_internal.h"
 
-/* Every rank's `per_token` values of each of its tokens, gathered into all [batch, per_token] in
- * rank order. Counts and displacements [R] are the caller's scratch. */
-static moevk_result gather_rows(moevk_ep_layer *layer, const uint32_t *tokens, uint32_t per_token,
-                                const void *mine, MPI_Datatype type, void *all, int *counts,
-                                int *displacements, const char *what) {
-    uint64_t total = 0;
-    for (int q = 0; q < layer->ranks; ++q) {
-        counts[q] = (int)((uint64_t)tokens[q] * per_token);
-        displacements[q] = (int)total;
-        total += (uint64_t)tokens[q] * per_token;
-    }
-    MPI_Request request;
-    int started = MPI_Iallgatherv(mine, counts[layer->rank], type, all, counts, displacements, type,
-                                  layer->comm, &request);
-    return ep_wait(layer, started, &request, what);
-}
-
 moevk_result ep_balance_totals(moevk_ep_layer *layer, const forward_state *s,
                                const uint32_t *tokens, const moevk_loss_info *load, float *totals,
                                double *values) {
@@ -62,14 +45,14 @@ moevk_result ep_balance_totals(moevk_ep_layer *layer, const forward_state *s,
         r = moevk_parts_load_terms(layer->home, load, terms);
     r = ep_agree_result(layer, r, "the balancing losses");
     if (r == MOEVK_SUCCESS)
-        r = gather_rows(layer, tokens, k, s->ids, MPI_INT32_T, ids, counts, displacements,
-                        "gathering the batch's choices");
+        r = ep_gather_rows(layer, tokens, k, s->ids, MPI_INT32_T, ids, counts, displacements,
+                           "gathering the batch's choices");
     if (r == MOEVK_SUCCESS)
-        r = gather_rows(layer, tokens, k, s->weights, MPI_FLOAT, weights, counts, displacements,
-                        "gathering the batch's weights");
+        r = ep_gather_rows(layer, tokens, k, s->weights, MPI_FLOAT, weights, counts, displacements,
+                           "gathering the batch's weights");
     if (r == MOEVK_SUCCESS && load)
-        r = gather_rows(layer, tokens, E, terms, MPI_FLOAT, all_terms, counts, displacements,
-                        "gathering the batch's load terms");
+        r = ep_gather_rows(layer, tokens, E, terms, MPI_FLOAT, all_terms, counts, displacements,
+                           "gathering the batch's load terms");
     if (r == MOEVK_SUCCESS)
         r = ep_agree_result(layer,
                             moevk_parts_balance_totals(layer->home, s->total_tokens, ids, weights,

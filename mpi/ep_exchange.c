@@ -122,3 +122,20 @@ moevk_result ep_agree_result(moevk_ep_layer *layer, moevk_result local, const ch
     if (!ep_abandon(layer, gathered)) free(gathered);
     return r;
 }
+
+/* Every rank's `per_token` values of each of its tokens, gathered into all [batch, per_token] in
+ * rank order. Counts and displacements [R] are the caller's scratch. */
+moevk_result ep_gather_rows(moevk_ep_layer *layer, const uint32_t *tokens, uint32_t per_token,
+                            const void *mine, MPI_Datatype type, void *all, int *counts,
+                            int *displacements, const char *what) {
+    uint64_t total = 0;
+    for (int q = 0; q < layer->ranks; ++q) {
+        counts[q] = (int)((uint64_t)tokens[q] * per_token);
+        displacements[q] = (int)total;
+        total += (uint64_t)tokens[q] * per_token;
+    }
+    MPI_Request request;
+    int started = MPI_Iallgatherv(mine, counts[layer->rank], type, all, counts, displacements, type,
+                                  layer->comm, &request);
+    return ep_wait(layer, started, &request, what);
+}

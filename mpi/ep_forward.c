@@ -305,8 +305,18 @@ moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_inp
         uint32_t *table = s.tables + (size_t)layer->rank * (1 + words) + 1;
         r = route_tokens(layer, &s, input, output, first_token, table);
         r = ep_agree(layer, r, table, words, s.tables, "gathering the ranks' routes");
-        if (r == MOEVK_SUCCESS) {
+        int by_score = layer->router.drop_policy == MOEVK_DROP_SCORE &&
+                       layer->router.capacity_mode != MOEVK_CAPACITY_DROPLESS;
+        if (r == MOEVK_SUCCESS && by_score) {
+            /* (NULL: this rank's failure, agreed there.) */
+            uint32_t *tokens = malloc((size_t)layer->ranks * sizeof *tokens);
+            for (int q = 0; tokens && q < layer->ranks; ++q) tokens[q] = agreed[2 * q + 1];
+            r = ep_place_by_score(layer, &s, tokens);
+            free(tokens);
+        } else if (r == MOEVK_SUCCESS) {
             place_choices(layer, &s);
+        }
+        if (r == MOEVK_SUCCESS) {
             moevk_result local = gather_sends(layer, &s, input->hidden.host);
             if (local == MOEVK_SUCCESS) local = allocate_received(layer, &s);
             if (local == MOEVK_SUCCESS) local = ep_plan_exchange(layer, &s, &s.exchange);

@@ -130,6 +130,17 @@ moevk_result ep_wait(moevk_ep_layer *layer, int mpi_result, MPI_Request *request
 /* Lets MPI move the layer's pending requests on (PEER when one fails: the layer is broken). */
 moevk_result ep_progress(moevk_ep_layer *layer);
 
+/* Every rank's `per_token` values of each of its tokens (tokens [R]: each rank's T; mine this
+ * rank's) gathered into all [batch, per_token] in rank order, the batch's count within MPI's int
+ * (the caller's check). counts and displacements [R] are scratch. Waits (the layer's timeout). */
+moevk_result ep_gather_rows(moevk_ep_layer *layer, const uint32_t *tokens, uint32_t per_token,
+                            const void *mine, MPI_Datatype type, void *all, int *counts,
+                            int *displacements, const char *what);
+/* The SCORE drop policy's placement of forward s (place_choices' outputs: every rank's kept
+ * rows, runs and counts, this rank's slots): every rank's choices and weights gathered, each
+ * expert keeping its C of highest weight as one process does. Collective (tokens [R]: each
+ * rank's T); its failure is every rank's. */
+moevk_result ep_place_by_score(moevk_ep_layer *layer, forward_state *s, const uint32_t *tokens);
 /* Gives the other ranks and this rank's MPI progress the core a moment. */
 void ep_pause(void);
 

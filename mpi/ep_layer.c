@@ -105,10 +105,6 @@ static moevk_result check_supported(moevk_ep_layer *layer, const moevk_layer_inf
         return ep_fail(layer, MOEVK_ERROR_UNSUPPORTED,
                        "an expert-parallel layer routes in the TOKEN mode only (mode %d)",
                        (int)router->mode);
-    if (router->capacity_mode != MOEVK_CAPACITY_DROPLESS && router->drop_policy == MOEVK_DROP_SCORE)
-        return ep_fail(layer, MOEVK_ERROR_UNSUPPORTED,
-                       "an expert-parallel layer drops by POSITION only (the SCORE policy's "
-                       "global threshold is not exchanged yet)");
     return MOEVK_SUCCESS;
 }
 

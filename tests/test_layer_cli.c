@@ -1171,7 +1171,8 @@ static void check_expert_parallel_gradients(const char *one_dir, const char *man
 
 /* `mpirun -np R moevk layer --expert-parallel`: rank 0 writes the files one process writes,
  * byte for byte (stats.json's float sums within 1e-6: summed in rank order), over 2 ranks
- * (the automatic overlap) and 4 (3 chunks), dropless and with a global capacity that drops; at
+ * (the automatic overlap) and 4 (3 chunks), dropless, with a global capacity that drops and with
+ * the SCORE policy; at
  * 2 ranks with --grad-output too, the backward's files as one process's. */
 static void test_expert_parallel_writes_what_one_process_writes(void) {
     model m = {.family = "mixtral",
@@ -1199,11 +1200,12 @@ static void test_expert_parallel_writes_what_one_process_writes(void) {
              "--grad-output %s --loss aux=0.01,z=0.001,importance=0.02,sequence=0.01 "
              "--sequence-length 5",
              in_work("ep_dy.npy"));
-    const char *routings[] = {"--dropless", "--capacity-factor 1.0"};
+    const char *routings[] = {"--dropless", "--capacity-factor 1.0",
+                              "--capacity-factor 0.8 --drop-policy score"};
     const char *files[] = {"output.npy", "router_logits.npy", "expert_ids.npy", "weights.npy",
                            "slots.npy",  "counts.npy",        "offsets.npy"};
     char args[2048], message[2048], command[4096];
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < 3; ++i) {
         snprintf(args, sizeof args, "layer --weights %s --layer 0 --hidden %s --out %s %s %s",
                  in_work("ep"), in_work("ep_x.npy"), in_work("ep_one"), routings[i], grad);
         CHECK(run_cli(args, message, sizeof message) == 0, "moevk layer: %s", message);

@@ -48,6 +48,8 @@ typedef struct ep_case {
     uint32_t sequence;      /* and the sequence loss over sequences of this length (0: without) */
     int importance;         /* and the importance loss */
     int load;               /* and the load loss (with Gaussian noise) */
+    int score;              /* the SCORE drop policy (each expert keeps its C of highest weight) */
+    uint32_t repeat_rows;   /* the batch's hidden rows cycle through this many (equal weights) */
     moevk_noise_kind noise; /* in training (step 4, layer 1), with noisy_scores */
     float noise_amount;
 } ep_case;
@@ -117,6 +119,17 @@ static const ep_case CASES[] = {
     {"train_sequence_loss_capacity", .train = 1, .losses = 1, .importance = 1, .sequence = 16,
      .drops = 1, .experts_per_rank = 4, .k = 2, .d = 16, .f = 24, .tokens = 64, .spread = 4,
      .capacity_factor = 1.0f, .skew = 1},
+    /* The SCORE drop policy: each expert's C best over the whole batch (ties: 7 distinct rows
+     * give many tokens equal weights, the lower token kept). */
+    {"capacity_score_ties", .drops = 1, .score = 1, .experts_per_rank = 4, .k = 2, .d = 32, .f = 48,
+     .tokens = 90, .capacity_factor = 1.0f, .repeat_rows = 7, .skew = 1, .chunks = 3},
+    {"capacity_fixed_score_unrouted", .drops = 1, .score = 1, .experts_per_rank = 2, .k = 1,
+     .d = 16, .f = 24, .tokens = 60, .capacity_mode = FIXED, .capacity = 5, .skew = 1},
+    {"score_e_64_k_4_uneven", .drops = 1, .score = 1, .experts = 64, .k = 4, .d = 32, .f = 32,
+     .tokens = 300, .spread = 1, .capacity_factor = 1.0f, .skew = 1, .chunks = 4},
+    {"train_score_drops_losses", .train = 1, .losses = 1, .importance = 1, .drops = 1, .score = 1,
+     .experts_per_rank = 2, .k = 2, .d = 24, .f = 32, .tokens = 60, .capacity_factor = 1.0f,
+     .skew = 1, .renormalize = 1},
     /* Noise in training: each rank draws its rows' noise as one process draws the batch's. */
     {"gaussian_noise_capacity", .drops = 1, .experts_per_rank = 4, .k = 2, .d = 24, .f = 32,
      .tokens = 80, .capacity_factor = 1.0f, .noise = MOEVK_NOISE_GAUSSIAN, .noise_amount = 1.0f,
@@ -166,6 +179,7 @@ static moevk_router_info router_info_of(const ep_case *c, uint32_t max_tokens) {
     info.pad_multiple = c->pad_multiple;
     info.renormalize = c->renormalize;
     if (c->sigmoid) info.score = MOEVK_SCORE_SIGMOID;
+    if (c->score) info.drop_policy = MOEVK_DROP_SCORE;
     info.noise = c->noise;
     info.noise_amount = c->noise_amount;
     info.noise_seed = 0x5eed;
@@ -518,7 +532,8 @@ static void check_case(const ep_case *c) {
     for (uint32_t e = 0; e < E; ++e) bias[e] = c->skew && e >= E - per_rank ? 1.5f : 0;
     CHECK(values && hidden, "out of memory");
     for (uint64_t i = 0; i < (uint64_t)total * c->d; ++i)
-        ref_store(hidden, i, c->hidden_type, values[i]);
+        ref_store(hidden, i, c->hidden_type,
+                  values[c->repeat_rows ? i % ((uint64_t)c->repeat_rows * c->d) : i]);
     if (c->nan_token && total > 0) {
         float nan = NAN;
         memcpy(hidden, &nan, 4); /* f32; the top bits of a NaN in 16-bit types too */
@@ -662,9 +677,6 @@ static void test_what_is_not_offered_is_unsupported(void) {
     moevk_ep_layer *ep = NULL;
     router.mode = MOEVK_MODE_EXPERT_CHOICE;
     check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_UNSUPPORTED, "TOKEN mode");
-    router = router_info_of(&SMALL, 8);
-    router.drop_policy = MOEVK_DROP_SCORE;
-    check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_UNSUPPORTED, "POSITION");
     /* A trainable layer's backward takes no load loss yet, and needs a forward first. */
     router = router_info_of(&SMALL, 8);
     info.trainable = 1;
