@@ -45,11 +45,7 @@ moevk_result ep_balance_totals(moevk_ep_layer *layer, const forward_state *s,
         r = moevk_parts_load_terms(layer->home, load, terms);
     r = ep_agree_result(layer, r, "the balancing losses");
     if (r == MOEVK_SUCCESS)
-        r = ep_gather_rows(layer, tokens, k, s->ids, MPI_INT32_T, ids, counts, displacements,
-                           "gathering the batch's choices");
-    if (r == MOEVK_SUCCESS)
-        r = ep_gather_rows(layer, tokens, k, s->weights, MPI_FLOAT, weights, counts, displacements,
-                           "gathering the batch's weights");
+        r = ep_gather_choices(layer, s, tokens, ids, weights, counts, displacements);
     if (r == MOEVK_SUCCESS && load)
         r = ep_gather_rows(layer, tokens, E, terms, MPI_FLOAT, all_terms, counts, displacements,
                            "gathering the batch's load terms");

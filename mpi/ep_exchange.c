@@ -139,3 +139,14 @@ moevk_result ep_gather_rows(moevk_ep_layer *layer, const uint32_t *tokens, uint3
                                   layer->comm, &request);
     return ep_wait(layer, started, &request, what);
 }
+
+moevk_result ep_gather_choices(moevk_ep_layer *layer, const forward_state *s,
+                               const uint32_t *tokens, int32_t *ids, float *weights, int *counts,
+                               int *displacements) {
+    uint32_t k = layer->top_k;
+    moevk_result r = ep_gather_rows(layer, tokens, k, s->ids, MPI_INT32_T, ids, counts,
+                                    displacements, "gathering the batch's choices");
+    if (r != MOEVK_SUCCESS) return r;
+    return ep_gather_rows(layer, tokens, k, s->weights, MPI_FLOAT, weights, counts, displacements,
+                          "gathering the batch's weights");
+}

@@ -136,6 +136,10 @@ moevk_result ep_progress(moevk_ep_layer *layer);
 moevk_result ep_gather_rows(moevk_ep_layer *layer, const uint32_t *tokens, uint32_t per_token,
                             const void *mine, MPI_Datatype type, void *all, int *counts,
                             int *displacements, const char *what);
+/* Every rank's choices and weights [batch, k] of forward s, gathered as ep_gather_rows. */
+moevk_result ep_gather_choices(moevk_ep_layer *layer, const forward_state *s,
+                               const uint32_t *tokens, int32_t *ids, float *weights, int *counts,
+                               int *displacements);
 /* The SCORE drop policy's placement of forward s (place_choices' outputs: every rank's kept
  * rows, runs and counts, this rank's slots): every rank's choices and weights gathered, each
  * expert keeping its C of highest weight as one process does. Collective (tokens [R]: each

@@ -117,11 +117,7 @@ moevk_result ep_place_by_score(moevk_ep_layer *layer, forward_state *s, const ui
     }
     r = ep_agree_result(layer, r, "the SCORE policy");
     if (r == MOEVK_SUCCESS)
-        r = ep_gather_rows(layer, tokens, k, s->ids, MPI_INT32_T, ids, counts, displacements,
-                           "gathering the batch's choices");
-    if (r == MOEVK_SUCCESS)
-        r = ep_gather_rows(layer, tokens, k, s->weights, MPI_FLOAT, weights, counts, displacements,
-                           "gathering the batch's weights");
+        r = ep_gather_choices(layer, s, tokens, ids, weights, counts, displacements);
     if (r == MOEVK_SUCCESS) {
         r = decide(E, s->capacity, ids, weights, n, kept)
                 ? MOEVK_SUCCESS
