@@ -56,8 +56,8 @@ enum { MOEVK_EP_MAX_CHUNKS = 16, MOEVK_EP_AUTO_CHUNK_ROWS = 512, MOEVK_EP_AUTO_M
 static inline void moevk_ep_layer_info_init(moevk_ep_layer_info *info) { MOEVK_INIT_STRUCT_(info); }
 
 /* Collective. Errors: INVALID_ARGUMENT (a bad layer, E not a multiple of R, ranks that
- * disagree), UNSUPPORTED (what the expert-parallel layer does not do yet: a routing mode other
- * than TOKEN), PEER, and those of
+ * disagree), UNSUPPORTED (what the expert-parallel layer does not do yet: the BATCH,
+ * EXPERT_CHOICE and SINKHORN modes, whose decisions need the whole batch), PEER, and those of
  * moevk_layer_create on any rank. */
 MOEVK_API moevk_result moevk_ep_layer_create(moevk_context *context,
                                              const moevk_ep_layer_info *info, moevk_ep_layer **out);
@@ -81,7 +81,9 @@ MOEVK_API moevk_result moevk_ep_layer_set_weights(moevk_ep_layer *layer, moevk_l
  * router_logits for this rank's tokens; the route's expert_ids, weights, slots (the global slot,
  * -1 where dropped) and token_scores for this rank's tokens; counts, counts_before and offsets
  * (DROPLESS) for the whole batch; stats of the whole batch, the same on every rank. Not taken:
- * route->dispatched, a profile or a drift profile (INVALID_ARGUMENT). Noise in training is
+ * route->dispatched, a profile or a drift profile (INVALID_ARGUMENT). The SEQUENCE mode needs
+ * each rank's T a multiple of sequence_length (each sequence on one rank; the last rank's may
+ * end short, as one process's last sequence may). Noise in training is
  * drawn for the batch's rows: this rank's first row is input->noise_row_offset plus the tokens
  * of the ranks before it, so the choices are one process's bit for bit. */
 MOEVK_API moevk_result moevk_ep_layer_forward(moevk_ep_layer *layer, const moevk_route_input *input,

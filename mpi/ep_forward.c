@@ -46,6 +46,11 @@ static moevk_result check_call(moevk_ep_layer *layer, const moevk_route_input *i
     if (input->num_tokens > layer->max_tokens)
         REJECT("num_tokens %u is past this rank's max_tokens %u", input->num_tokens,
                layer->max_tokens);
+    uint32_t S = layer->router.mode == MOEVK_MODE_SEQUENCE ? layer->router.sequence_length : 1;
+    if (input->num_tokens % S != 0 && layer->rank != layer->ranks - 1)
+        REJECT("rank %d: T = %u: the SEQUENCE mode needs each rank's T a multiple of "
+               "sequence_length %u (each sequence on one rank; the last rank's may end short)",
+               layer->rank, input->num_tokens, S);
     if (input->num_tokens > 0 && (input->hidden.kind != MOEVK_TENSOR_HOST || !input->hidden.host))
         REJECT("an expert-parallel layer takes input->hidden in host memory");
     if (input->num_tokens > 0 && (output->output.kind != MOEVK_TENSOR_HOST || !output->output.host))
@@ -107,7 +112,9 @@ static moevk_result route_tokens(moevk_ep_layer *layer, forward_state *s,
                        "rank %d: noise_row_offset %u: the batch's last noise row passes 32 bits",
                        layer->rank, input->noise_row_offset);
     moevk_route_input rows = *input; /* check_call: the whole struct */
-    rows.noise_row_offset = input->noise_row_offset + first_token;
+    /* The noise's rows: tokens, or in the SEQUENCE mode sequences (each rank's whole). */
+    uint32_t S = layer->router.mode == MOEVK_MODE_SEQUENCE ? layer->router.sequence_length : 1;
+    rows.noise_row_offset = input->noise_row_offset + first_token / S;
     moevk_result r = moevk_parts_route(layer->home, &rows, &home, s->total_tokens, sums, sums + E);
     if (r != MOEVK_SUCCESS) return r;
     table[0] = s->stats.nonfinite_rows;

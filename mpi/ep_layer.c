@@ -101,9 +101,10 @@ static moevk_result check_supported(moevk_ep_layer *layer, const moevk_layer_inf
     if (router->num_experts % (uint32_t)layer->ranks)
         REJECT("%u experts do not split evenly over %d ranks: E must be a multiple of R",
                router->num_experts, layer->ranks);
-    if (router->mode != MOEVK_MODE_TOKEN)
+    if (router->mode != MOEVK_MODE_TOKEN && router->mode != MOEVK_MODE_SEQUENCE)
         return ep_fail(layer, MOEVK_ERROR_UNSUPPORTED,
-                       "an expert-parallel layer routes in the TOKEN mode only (mode %d)",
+                       "an expert-parallel layer routes in the TOKEN and SEQUENCE modes only "
+                       "(mode %d: its decisions need the whole batch)",
                        (int)router->mode);
     return MOEVK_SUCCESS;
 }

@@ -50,6 +50,7 @@ typedef struct ep_case {
     int load;               /* and the load loss (with Gaussian noise) */
     int score;              /* the SCORE drop policy (each expert keeps its C of highest weight) */
     uint32_t repeat_rows;   /* the batch's hidden rows cycle through this many (equal weights) */
+    uint32_t sequence_mode; /* the SEQUENCE mode over sequences of this length (0: TOKEN) */
     moevk_noise_kind noise; /* in training (step 4, layer 1), with noisy_scores */
     float noise_amount;
 } ep_case;
@@ -130,6 +131,13 @@ static const ep_case CASES[] = {
     {"train_score_drops_losses", .train = 1, .losses = 1, .importance = 1, .drops = 1, .score = 1,
      .experts_per_rank = 2, .k = 2, .d = 24, .f = 32, .tokens = 60, .capacity_factor = 1.0f,
      .skew = 1, .renormalize = 1},
+    /* The SEQUENCE mode: each rank's T whole sequences (the last rank's ends 3 short), with
+     * Gaussian noise, whose rows are the sequences, and drops. */
+    {"sequence_mode_noise_capacity", .drops = 1, .experts_per_rank = 4, .k = 2, .d = 24, .f = 32,
+     .tokens = 48, .spread = 6, .sequence_mode = 8, .capacity_factor = 1.0f,
+     .noise = MOEVK_NOISE_GAUSSIAN, .noise_amount = 0.5f, .chunks = 2},
+    {"sequence_mode_dropless_one_rank_none", .experts_per_rank = 2, .k = 2, .d = 16, .f = 24,
+     .tokens = 40, .spread = 2, .sequence_mode = 5, .capacity_mode = DROPLESS},
     /* Noise in training: each rank draws its rows' noise as one process draws the batch's. */
     {"gaussian_noise_capacity", .drops = 1, .experts_per_rank = 4, .k = 2, .d = 24, .f = 32,
      .tokens = 80, .capacity_factor = 1.0f, .noise = MOEVK_NOISE_GAUSSIAN, .noise_amount = 1.0f,
@@ -161,7 +169,8 @@ static uint32_t tokens_of(const ep_case *c, int q) {
     case 3: return 0;
     case 4: return c->tokens; /* every rank the same */
     case 5: return c->tokens / (uint32_t)ranks + (uint32_t)q % 3;
-    default: return c->tokens + (uint32_t)q % 3; /* a little uneven, odd sizes */
+    case 6: return c->tokens - (q == ranks - 1 ? 3 : 0); /* the last sequence short */
+    default: return c->tokens + (uint32_t)q % 3;         /* a little uneven, odd sizes */
     }
 }
 
@@ -180,6 +189,10 @@ static moevk_router_info router_info_of(const ep_case *c, uint32_t max_tokens) {
     info.renormalize = c->renormalize;
     if (c->sigmoid) info.score = MOEVK_SCORE_SIGMOID;
     if (c->score) info.drop_policy = MOEVK_DROP_SCORE;
+    if (c->sequence_mode) {
+        info.mode = MOEVK_MODE_SEQUENCE;
+        info.sequence_length = c->sequence_mode;
+    }
     info.noise = c->noise;
     info.noise_amount = c->noise_amount;
     info.noise_seed = 0x5eed;
@@ -552,7 +565,7 @@ static void check_case(const ep_case *c) {
     moevk_route_input_init(&input);
     input.num_tokens = total;
     input.hidden = moevk_host_tensor(hidden);
-    input.bias = moevk_host_tensor(bias);
+    input.bias = moevk_host_tensor(c->sequence_mode ? NULL : bias); /* TOKEN mode only */
     if (c->noise) input.step = 4, input.layer = 1;
     outputs want, got;
     CHECK(make_outputs(&want, total, c, E, k) && make_outputs(&got, T, c, E, k), "out of memory");
@@ -676,8 +689,26 @@ static void test_what_is_not_offered_is_unsupported(void) {
     moevk_layer_info info = layer_info_of(&SMALL, &router);
     moevk_ep_layer *ep = NULL;
     router.mode = MOEVK_MODE_EXPERT_CHOICE;
-    check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_UNSUPPORTED, "TOKEN mode");
-    /* A trainable layer's backward takes no load loss yet, and needs a forward first. */
+    check_agreed(create_with(router, info, 60, &ep), MOEVK_ERROR_UNSUPPORTED,
+                 "TOKEN and SEQUENCE modes only");
+    /* The SEQUENCE mode: a sequence split over two ranks is refused on every rank. */
+    router.mode = MOEVK_MODE_SEQUENCE;
+    router.sequence_length = 4;
+    CHECK_OK(create_with(router, info, 60, &ep));
+    float hidden[8 * 16], out[8 * 16];
+    for (int i = 0; i < 8 * 16; ++i) hidden[i] = rng_normal();
+    moevk_route_input split;
+    moevk_route_input_init(&split);
+    split.num_tokens = rank == 0 && ranks > 1 ? 6 : 8;
+    split.hidden = moevk_host_tensor(hidden);
+    moevk_layer_output split_out;
+    moevk_layer_output_init(&split_out);
+    split_out.output = moevk_host_tensor(out);
+    check_agreed(moevk_ep_layer_forward(ep, &split, &split_out),
+                 ranks > 1 ? MOEVK_ERROR_INVALID_ARGUMENT : MOEVK_SUCCESS,
+                 ranks > 1 ? "a multiple of sequence_length 4" : "");
+    moevk_ep_layer_destroy(ep);
+    /* A trainable layer's backward needs a forward first, and the load loss noise. */
     router = router_info_of(&SMALL, 8);
     info.trainable = 1;
     CHECK_OK(create_with(router, info, 60, &ep));
