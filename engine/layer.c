@@ -222,6 +222,11 @@ moevk_result layer_copy_out(moevk_router *router, int binding, uint64_t offset, 
                        0);
 }
 
+moevk_result layer_copy_in(moevk_router *router, int binding, uint64_t offset, uint64_t bytes,
+                           const moevk_tensor *source) {
+    return copy_weight(router, &router->buffers[binding], offset, bytes, source, "source", 1);
+}
+
 moevk_result moevk_layer_set_weights(moevk_layer *layer, moevk_layer_weight which, uint32_t first,
                                      uint32_t count, moevk_tensor source) {
     if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;

@@ -122,17 +122,13 @@ moevk_result moevk_layer_backward(moevk_layer *layer, const moevk_layer_backward
     return r;
 }
 
-moevk_result moevk_layer_read_gradient(moevk_layer *layer, moevk_layer_weight which, uint32_t first,
-                                       uint32_t count, moevk_tensor destination) {
-    if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
-    moevk_router *router = layer->router;
+moevk_result layer_gradient_range(moevk_router *router, moevk_layer_weight which, uint32_t first,
+                                  uint32_t count, int *binding, uint64_t *offset, uint64_t *bytes) {
     moevk_context *context = router->context;
-    moevk_result r = router_settle(router);
-    if (r == MOEVK_SUCCESS) r = check_trainable(router);
+    moevk_result r = check_trainable(router);
     weight_place place;
-    uint64_t offset = 0, bytes = 0;
     if (r == MOEVK_SUCCESS)
-        r = layer_weight_range(router, which, first, count, 4, &place, &offset, &bytes);
+        r = layer_weight_range(router, which, first, count, 4, &place, offset, bytes);
     if (r != MOEVK_SUCCESS) return r;
     /* Each weight buffer's gradient buffer, in the same layout in f32. */
     static const int GRADIENT_OF[BINDING_COUNT] = {[BINDING_EXPERT_GATE] = BINDING_GRAD_EXPERT_GATE,
@@ -146,11 +142,30 @@ moevk_result moevk_layer_read_gradient(moevk_layer *layer, moevk_layer_weight wh
                                                    [BINDING_SHARED_BIAS] = BINDING_GRAD_SHARED_BIAS,
                                                    [BINDING_SHARED_GATE_WEIGHTS] =
                                                        BINDING_GRAD_SHARED_EXPERT_GATE};
-    int binding = GRADIENT_OF[place.binding];
-    if (binding == 0)
+    *binding = GRADIENT_OF[place.binding];
+    if (*binding == 0)
         return context_fail(context, MOEVK_ERROR_UNSUPPORTED, "the gradient of %s is not there yet",
                             place.name);
-    return layer_copy_out(router, binding, offset, bytes, &destination);
+    return MOEVK_SUCCESS;
+}
+
+moevk_result layer_gradient_copy(moevk_layer *layer, moevk_layer_weight which, uint32_t first,
+                                 uint32_t count, const moevk_tensor *tensor, int into_layer) {
+    if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
+    moevk_router *router = layer->router;
+    moevk_result r = router_settle(router);
+    int binding = 0;
+    uint64_t offset = 0, bytes = 0;
+    if (r == MOEVK_SUCCESS)
+        r = layer_gradient_range(router, which, first, count, &binding, &offset, &bytes);
+    if (r != MOEVK_SUCCESS) return r;
+    return into_layer ? layer_copy_in(router, binding, offset, bytes, tensor)
+                      : layer_copy_out(router, binding, offset, bytes, tensor);
+}
+
+moevk_result moevk_layer_read_gradient(moevk_layer *layer, moevk_layer_weight which, uint32_t first,
+                                       uint32_t count, moevk_tensor destination) {
+    return layer_gradient_copy(layer, which, first, count, &destination, 0);
 }
 
 moevk_result moevk_layer_zero_gradients(moevk_layer *layer) {

@@ -126,6 +126,22 @@ MOEVK_API moevk_result moevk_parts_experts_backward(moevk_layer *layer,
 MOEVK_API moevk_result moevk_parts_home_backward_finish(moevk_layer *layer, const float *grad_rows,
                                                         int accumulate, float *grad_hidden);
 
+/* The optimizer step over ranks: whether the half has a weight; a weight's gradient written
+ * (f32 host, as moevk_layer_read_gradient reads it); the half's gradients' sum of squares
+ * (moevk_layer_optimizer_step's, before its square root; the master weights widened first
+ * where the stored ones changed); the SGD or AdamW update with the gradients scaled by
+ * grad_scale; and the clipping scale of a norm (torch.nn.utils.clip_grad_norm_'s). Each waits. */
+MOEVK_API int moevk_parts_has_weight(moevk_layer *layer, moevk_layer_weight which);
+MOEVK_API moevk_result moevk_parts_write_gradient(moevk_layer *layer, moevk_layer_weight which,
+                                                  uint32_t first, uint32_t count,
+                                                  const float *values);
+MOEVK_API moevk_result moevk_parts_gradient_squares(moevk_layer *layer,
+                                                    const moevk_optimizer_info *info, double *sum);
+MOEVK_API moevk_result moevk_parts_optimizer_update(moevk_layer *layer,
+                                                    const moevk_optimizer_info *info,
+                                                    float grad_scale);
+MOEVK_API float moevk_parts_clip_scale(float max_grad_norm, double norm);
+
 /* The bytes moevk_layer_read_gradient writes for these arguments (f32 elements), or its
  * INVALID_ARGUMENT for a weight or range the layer does not have. */
 MOEVK_API moevk_result moevk_parts_gradient_bytes(moevk_layer *layer, moevk_layer_weight which,

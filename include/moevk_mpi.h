@@ -119,6 +119,25 @@ MOEVK_API moevk_result moevk_ep_layer_read_gradient(moevk_ep_layer *layer, moevk
 /* Not collective: moevk_layer_zero_gradients of this rank's part (waits). */
 MOEVK_API moevk_result moevk_ep_layer_zero_gradients(moevk_ep_layer *layer);
 
+/* Collective: moevk_layer_optimizer_step over the whole layer. Each rank updates its routed
+ * experts from their gradients (one process's bit for bit: so are the updated weights, unless
+ * clipping scales them), and every rank the router and shared experts from their gradient
+ * summed over the ranks in rank order (moevk_ep_layer_read_gradient's: the same weights on
+ * every rank, one process's within that sum's rounding). The gradients the ranks hold are left
+ * as they were. grad_norm (may be NULL) and max_grad_norm's clipping use the global norm: the
+ * summed router and shared gradients' squares plus each rank's experts', added in rank order
+ * (one process's within rounding). info: the whole struct (moevk_optimizer_info_init), the
+ * same on every rank. Errors: as moevk_layer_optimizer_step's, on every rank; PEER. */
+MOEVK_API moevk_result moevk_ep_layer_optimizer_step(moevk_ep_layer *layer,
+                                                     const moevk_optimizer_info *info,
+                                                     double *grad_norm);
+
+/* Not collective: moevk_layer_read_weights with global expert indices: a routed expert's on its
+ * own rank only, the router's and shared experts' on every rank. */
+MOEVK_API moevk_result moevk_ep_layer_read_weights(moevk_ep_layer *layer, moevk_layer_weight which,
+                                                   uint32_t first, uint32_t count,
+                                                   moevk_tensor destination);
+
 /* Where the last forward's time went on this rank, and the bytes it exchanged. */
 typedef struct moevk_ep_timings {
     uint32_t struct_size;   /* see "Structs that grow" */

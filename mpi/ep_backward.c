@@ -278,8 +278,8 @@ static int routed_weight(moevk_layer_weight which) {
 }
 
 /* The router's or shared experts' gradient: every rank's part gathered, summed in rank order. */
-static moevk_result summed_gradient(moevk_ep_layer *layer, moevk_layer_weight which, uint32_t first,
-                                    uint32_t count, float *destination) {
+moevk_result ep_summed_gradient(moevk_ep_layer *layer, moevk_layer_weight which, uint32_t first,
+                                uint32_t count, float *destination) {
     uint64_t bytes = 0;
     moevk_result r = moevk_parts_gradient_bytes(layer->home, which, first, count, &bytes);
     if (r == MOEVK_SUCCESS && bytes * (uint64_t)layer->ranks > 0x7fffffff)
@@ -331,7 +331,7 @@ moevk_result moevk_ep_layer_read_gradient(moevk_ep_layer *layer, moevk_layer_wei
                     "the router's and shared experts' gradients are read into host memory");
     /* Still collective: the others wait for this rank's answer. */
     if (r != MOEVK_SUCCESS) return ep_agree_result(layer, r, "reading the gradients");
-    return summed_gradient(layer, which, first, count, destination.host);
+    return ep_summed_gradient(layer, which, first, count, destination.host);
 }
 
 moevk_result moevk_ep_layer_zero_gradients(moevk_ep_layer *layer) {

@@ -145,6 +145,14 @@ moevk_result ep_gather_choices(moevk_ep_layer *layer, const forward_state *s,
  * expert keeping its C of highest weight as one process does. Collective (tokens [R]: each
  * rank's T); its failure is every rank's. */
 moevk_result ep_place_by_score(moevk_ep_layer *layer, forward_state *s, const uint32_t *tokens);
+/* The half that holds a weight's experts [*first, *first + count) (global indices: a routed
+ * expert must be this rank's), and *first there. */
+moevk_result ep_weight_half(moevk_ep_layer *layer, moevk_layer_weight which, uint32_t *first,
+                            uint32_t count, moevk_layer **half);
+/* The router's or shared experts' gradient (first, count as moevk_layer_read_gradient takes
+ * them): every rank's part gathered, summed in rank order into destination. Collective. */
+moevk_result ep_summed_gradient(moevk_ep_layer *layer, moevk_layer_weight which, uint32_t first,
+                                uint32_t count, float *destination);
 /* Gives the other ranks and this rank's MPI progress the core a moment. */
 void ep_pause(void);
 

@@ -240,16 +240,25 @@ moevk_result moevk_ep_layer_experts(const moevk_ep_layer *layer, uint32_t *rank,
     return MOEVK_SUCCESS;
 }
 
+moevk_result ep_weight_half(moevk_ep_layer *layer, moevk_layer_weight which, uint32_t *first,
+                            uint32_t count, moevk_layer **half) {
+    int routed = which >= MOEVK_WEIGHT_GATE && which <= MOEVK_WEIGHT_DOWN_BIAS;
+    *half = routed ? layer->experts : layer->home;
+    if (!routed) return MOEVK_SUCCESS;
+    uint32_t own = layer->first_expert, end = own + layer->local_experts;
+    if (*first < own || *first > end || count > end - *first)
+        REJECT("experts [%u, %u) are not all rank %d's: it owns [%u, %u)", *first, *first + count,
+               layer->rank, own, end);
+    *first -= own;
+    return MOEVK_SUCCESS;
+}
+
 moevk_result moevk_ep_layer_set_weights(moevk_ep_layer *layer, moevk_layer_weight which,
                                         uint32_t first, uint32_t count, moevk_tensor source) {
     if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
-    int routed = which >= MOEVK_WEIGHT_GATE && which <= MOEVK_WEIGHT_DOWN_BIAS;
-    if (!routed) return moevk_layer_set_weights(layer->home, which, first, count, source);
-    uint32_t own = layer->first_expert, end = own + layer->local_experts;
-    if (first < own || first > end || count > end - first)
-        REJECT("experts [%u, %u) are not all rank %d's: it owns [%u, %u)", first, first + count,
-               layer->rank, own, end);
-    return moevk_layer_set_weights(layer->experts, which, first - own, count, source);
+    moevk_layer *half = NULL;
+    moevk_result r = ep_weight_half(layer, which, &first, count, &half);
+    return r == MOEVK_SUCCESS ? moevk_layer_set_weights(half, which, first, count, source) : r;
 }
 
 moevk_result moevk_ep_layer_timings(const moevk_ep_layer *layer, moevk_ep_timings *timings) {

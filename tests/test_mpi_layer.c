@@ -274,7 +274,51 @@ typedef struct backward_want {
     float *gradients[WEIGHTS];                       /* every expert's, or the layer's */
     moevk_loss_info losses;
     moevk_losses values;
+    /* After a second, accumulating backward: the optimizer step's weights and norm. */
+    void *stepped[WEIGHTS];
+    double grad_norm;
 } backward_want;
+
+/* A case's optimizer step: SGD with weight decay where it has losses (whose update follows
+ * the gradient's rounding closely), else AdamW's first step (lr times about the sign). */
+static moevk_optimizer_info case_step(const ep_case *c) {
+    moevk_optimizer_info info;
+    moevk_optimizer_info_init(&info);
+    info.kind = c->losses ? MOEVK_OPTIMIZER_SGD : MOEVK_OPTIMIZER_ADAMW;
+    info.learning_rate = c->losses ? 0.05f : 1e-3f;
+    info.beta1 = 0.9f;
+    info.beta2 = 0.999f;
+    info.epsilon = 1e-8f;
+    info.weight_decay = 0.01f;
+    info.step = 1;
+    return info;
+}
+
+/* How far a summed weight's step may go from one process's: SGD moves it by lr times its
+ * (twice accumulated) gradient, summed in another order (1e-5 of the largest entry); AdamW's
+ * first step by lr times about the gradient's sign, which that rounding may flip near 0. */
+static double step_tolerance(const ep_case *c, const moevk_optimizer_info *step,
+                             const float *gradient, uint64_t n) {
+    if (!c->losses) return 2.5 * step->learning_rate;
+    double largest = 0.0;
+    for (uint64_t i = 0; i < n; ++i) largest = fmax(largest, fabs(gradient[i]));
+    return step->learning_rate * 2.0 * 1e-5 * largest + 1e-7;
+}
+
+/* A stepped weight against one process's: within `absolute` plus 1e-5 of its size (f32), or
+ * one rounding of a 16-bit type more. */
+static int stepped_close(const void *got, const void *want, uint64_t n, moevk_dtype type,
+                         double absolute, uint64_t *at) {
+    double relative = type == MOEVK_DTYPE_F32 ? 1e-5 : type == F16 ? 2e-3 : 1.6e-2;
+    for (uint64_t i = 0; i < n; ++i) {
+        double a = ref_load(got, i, type), b = ref_load(want, i, type);
+        if (!(fabs(a - b) <= absolute + relative * fabs(b))) {
+            *at = i;
+            return 0;
+        }
+    }
+    return 1;
+}
 
 /* The losses a case's backward takes (NULL: none): those whose gradient is each token's. */
 static const moevk_loss_info *case_losses(const ep_case *c, backward_want *want) {
@@ -294,7 +338,7 @@ static const moevk_loss_info *case_losses(const ep_case *c, backward_want *want)
 
 static void free_backward(backward_want *b) {
     free(b->grad_output), free(b->grad_hidden), free(b->grad_weights);
-    for (int i = 0; i < WEIGHTS; ++i) free(b->gradients[i]);
+    for (int i = 0; i < WEIGHTS; ++i) free(b->gradients[i]), free(b->stepped[i]);
 }
 
 /* One forward's outputs. */
@@ -493,6 +537,47 @@ static void check_backward(moevk_ep_layer *ep, const ep_case *c, const weight w[
     }
     free(gx), free(gw);
     for (int i = 0; i < WEIGHTS; ++i) free(got[i]);
+    /* One step (collective): this rank's routed experts' weights one process's bit for bit; the
+     * router's and shared experts' within their summed gradients' rounding (AdamW's first step
+     * moves a weight by lr times about its gradient's sign, which rounding may flip near 0). */
+    moevk_optimizer_info step = case_step(c);
+    double norm = 0.0;
+    CHECK_OK(moevk_ep_layer_optimizer_step(ep, &step, &norm));
+    CHECK(close_to(norm, want->grad_norm), "grad_norm %.9g, one process %.9g", norm,
+          want->grad_norm);
+    for (int i = 0; i < WEIGHTS; ++i) {
+        if (!want->stepped[i]) continue;
+        int routed = w[i].which >= MOEVK_WEIGHT_GATE && w[i].which <= MOEVK_WEIGHT_DOWN_BIAS;
+        uint64_t experts = routed ? count : 1, bytes = experts * w[i].expert_bytes;
+        void *mine = malloc(bytes + 4);
+        CHECK(mine, "out of memory");
+        moevk_result r = moevk_ep_layer_read_weights(ep, w[i].which, routed ? first : 0,
+                                                     (uint32_t)experts, moevk_host_tensor(mine));
+        const char *expected =
+            (const char *)want->stepped[i] + (routed ? first * w[i].expert_bytes : 0);
+        int typed = w[i].which == MOEVK_WEIGHT_SHARED_GATE ||
+                    w[i].which == MOEVK_WEIGHT_SHARED_UP || w[i].which == MOEVK_WEIGHT_SHARED_DOWN;
+        uint64_t n = bytes / (typed && c->weight_type != MOEVK_DTYPE_F32 ? 2 : 4), at = 0;
+        int same =
+            r == MOEVK_SUCCESS &&
+            (routed ? memcmp(mine, expected, bytes) == 0
+                    : stepped_close(mine, expected, n, typed ? c->weight_type : MOEVK_DTYPE_F32,
+                                    step_tolerance(c, &step, want->gradients[i], n), &at));
+        free(mine);
+        CHECK(same, "weight %d after the step differs from one process's (%s, at %llu)",
+              (int)w[i].which, routed ? "routed" : "summed", (unsigned long long)at);
+    }
+    /* The step leaves the gradients the ranks hold as they were: the router's still sums to
+     * twice one process's. */
+    uint64_t n = gradient_elements(&w[0], c->weight_type), at = 0;
+    float *router_grad = malloc(n * 4 + 4);
+    CHECK(router_grad, "out of memory");
+    moevk_result r =
+        moevk_ep_layer_read_gradient(ep, MOEVK_WEIGHT_ROUTER, 0, 1, moevk_host_tensor(router_grad));
+    int kept = r == MOEVK_SUCCESS && close_in(router_grad, want->gradients[0], n, 2.0f, &at);
+    free(router_grad);
+    CHECK(kept, "the router's gradient after the step [%llu] is not what the backward left",
+          (unsigned long long)at);
 }
 
 /* One process's backward of its last forward, and its gradients. */
@@ -518,6 +603,18 @@ static void reference_backward(moevk_layer *single, const ep_case *c, const weig
         CHECK(want->gradients[i], "out of memory");
         CHECK_OK(moevk_layer_read_gradient(single, w[i].which, 0, w[i].experts,
                                            moevk_host_tensor(want->gradients[i])));
+    }
+    /* The expert-parallel check backs up twice, the second accumulating; then one step. */
+    info.accumulate = 1;
+    CHECK_OK(moevk_layer_backward(single, &info));
+    moevk_optimizer_info step = case_step(c);
+    CHECK_OK(moevk_layer_optimizer_step(single, &step, &want->grad_norm));
+    for (int i = 0; i < WEIGHTS; ++i) {
+        if (!w[i].data) continue;
+        want->stepped[i] = malloc(w[i].experts * w[i].expert_bytes + 4);
+        CHECK(want->stepped[i], "out of memory");
+        CHECK_OK(moevk_layer_read_weights(single, w[i].which, 0, w[i].experts,
+                                          moevk_host_tensor(want->stepped[i])));
     }
 }
 
