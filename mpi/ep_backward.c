@@ -133,23 +133,20 @@ static moevk_result sequence_value(moevk_ep_layer *layer, const moevk_loss_info 
                                    const uint32_t *settings, const float *totals, double *value) {
     int *counts = calloc((size_t)layer->ranks, sizeof *counts);
     int *displacements = calloc((size_t)layer->ranks, sizeof *displacements);
+    uint32_t *per_rank = calloc((size_t)layer->ranks, sizeof *per_rank);
     uint64_t sequences = 0;
-    for (int q = 0; counts && displacements && q < layer->ranks; ++q) {
-        counts[q] = (int)setting(settings, q, SEQUENCES);
-        displacements[q] = (int)sequences;
-        sequences += (uint64_t)counts[q];
+    for (int q = 0; per_rank && q < layer->ranks; ++q) {
+        per_rank[q] = setting(settings, q, SEQUENCES);
+        sequences += per_rank[q];
     }
-    float *all = counts && displacements ? malloc(sequences * 4 + 4) : NULL;
+    float *all = counts && displacements && per_rank ? malloc(sequences * 4 + 4) : NULL;
     moevk_result r = all ? MOEVK_SUCCESS
                          : ep_fail(layer, MOEVK_ERROR_OUT_OF_HOST_MEMORY,
                                    "rank %d: the sequences' totals", layer->rank);
     r = ep_agree_result(layer, r, "the sequence loss");
-    if (r == MOEVK_SUCCESS) {
-        MPI_Request request;
-        int started = MPI_Iallgatherv(totals, counts[layer->rank], MPI_FLOAT, all, counts,
-                                      displacements, MPI_FLOAT, layer->comm, &request);
-        r = ep_wait(layer, started, &request, "gathering the sequences' totals");
-    }
+    if (r == MOEVK_SUCCESS)
+        r = ep_gather_rows(layer, per_rank, 1, totals, MPI_FLOAT, all, counts, displacements,
+                           "gathering the sequences' totals");
     if (r == MOEVK_SUCCESS && sequences > 0) {
         double sum = 0.0;
         for (uint64_t b = 0; b < sequences; ++b) sum += all[b];
@@ -159,6 +156,7 @@ static moevk_result sequence_value(moevk_ep_layer *layer, const moevk_loss_info 
     if (!ep_abandon(layer, all)) free(all);
     free(counts);
     free(displacements);
+    free(per_rank);
     return r;
 }
 
@@ -315,11 +313,11 @@ moevk_result moevk_ep_layer_read_gradient(moevk_ep_layer *layer, moevk_layer_wei
                                           moevk_tensor destination) {
     if (!layer) return MOEVK_ERROR_INVALID_ARGUMENT;
     if (routed_weight(which)) {
-        uint32_t own = layer->first_expert, end = own + layer->local_experts;
-        if (first < own || first > end || count > end - first)
-            REJECT("experts [%u, %u) are not all rank %d's: it owns [%u, %u)", first, first + count,
-                   layer->rank, own, end);
-        return moevk_layer_read_gradient(layer->experts, which, first - own, count, destination);
+        moevk_layer *half = NULL;
+        moevk_result r = ep_weight_half(layer, which, &first, count, &half);
+        return r == MOEVK_SUCCESS
+                   ? moevk_layer_read_gradient(half, which, first, count, destination)
+                   : r;
     }
     if (layer->broken)
         return ep_fail(layer, MOEVK_ERROR_PEER,
