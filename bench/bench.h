@@ -23,6 +23,7 @@ typedef struct bench_device {
     char driver_name[256], driver_info[256];
     uint32_t subgroup_size;
     int buffer_device_address;
+    int subgroup_size_control; /* enabled: moevk may run its subgroup kernels */
 } bench_device;
 
 typedef struct ceilings {
@@ -63,6 +64,7 @@ typedef struct bench_case {
     uint32_t T, E, k, d;
     moevk_dtype dtype;
     bench_policy policy;
+    moevk_selection_kernel selection; /* --selection: which scores and top-k kernel */
     /* results */
     int ran;
     char skipped[160];

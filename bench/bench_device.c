@@ -33,6 +33,15 @@ uint32_t bench_device_count(void) {
     return count;
 }
 
+static int has_device_extension(VkPhysicalDevice physical, const char *name) {
+    VkExtensionProperties extensions[512];
+    uint32_t count = 512;
+    VkResult vr = vkEnumerateDeviceExtensionProperties(physical, NULL, &count, extensions);
+    for (uint32_t i = 0; (vr == VK_SUCCESS || vr == VK_INCOMPLETE) && i < count; ++i)
+        if (!strcmp(extensions[i].extensionName, name)) return 1;
+    return 0;
+}
+
 int bench_device_open(uint32_t index, bench_device *out, char *error, size_t error_size) {
     memset(out, 0, sizeof *out);
     if (!volk_ready()) {
@@ -76,16 +85,27 @@ int bench_device_open(uint32_t index, bench_device *out, char *error, size_t err
         return 0;
     }
     out->timestamp_bits = families[out->family].timestampValidBits;
+    int has_size_control = has_device_extension(out->physical, "VK_EXT_subgroup_size_control");
+    VkPhysicalDeviceSubgroupSizeControlFeaturesEXT size_control = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES_EXT};
     VkPhysicalDeviceVulkan12Features supported12 = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+        .pNext = has_size_control ? &size_control : NULL};
     VkPhysicalDeviceFeatures2 supported = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                            .pNext = &supported12};
     vkGetPhysicalDeviceFeatures2(out->physical, &supported);
-    /* moevk reaches buffers past maxStorageBufferRange through device addresses. */
+    /* moevk reaches buffers past maxStorageBufferRange through device addresses, and runs
+     * scores and top-k a subgroup per token with subgroup size control, as a device of its own
+     * would. */
+    out->subgroup_size_control =
+        has_size_control && size_control.subgroupSizeControl && size_control.computeFullSubgroups;
+    size_control.pNext = NULL;
     VkPhysicalDeviceVulkan12Features enabled12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+        .pNext = out->subgroup_size_control ? &size_control : NULL,
         .bufferDeviceAddress = supported12.bufferDeviceAddress};
     out->buffer_device_address = supported12.bufferDeviceAddress == VK_TRUE;
+    const char *size_control_name = "VK_EXT_subgroup_size_control";
     float priority = 1.0f;
     VkDeviceQueueCreateInfo queue = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
                                      .queueFamilyIndex = out->family,
@@ -94,7 +114,9 @@ int bench_device_open(uint32_t index, bench_device *out, char *error, size_t err
     VkDeviceCreateInfo device_info = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                                       .pNext = &enabled12,
                                       .queueCreateInfoCount = 1,
-                                      .pQueueCreateInfos = &queue};
+                                      .pQueueCreateInfos = &queue,
+                                      .enabledExtensionCount = out->subgroup_size_control ? 1 : 0,
+                                      .ppEnabledExtensionNames = &size_control_name};
     if (vkCreateDevice(out->physical, &device_info, NULL, &out->device) != VK_SUCCESS) {
         snprintf(error, error_size, "vkCreateDevice failed");
         return 0;

@@ -24,7 +24,8 @@ typedef struct options {
     int backward;     /* --backward: the layer cases' backward beside their forward */
     layer_case layer_cases[MAX_LAYER_CASES];
     int layer_count;
-    int device; /* -1: the one moevk would pick */
+    int device;                       /* -1: the one moevk would pick */
+    moevk_selection_kernel selection; /* --selection auto|per-token|subgroup: every case's */
     const char *json, *svg;
     bench_case cases[MAX_CASES];
     int case_count;
@@ -177,6 +178,13 @@ static int parse_options(int argc, char **argv, options *o) {
         } else if (!strcmp(a, "--case") && v) {
             if (!parse_case(v, o)) return 0;
             ++i;
+        } else if (!strcmp(a, "--selection") && v) {
+            static const char *const kinds[] = {"auto", "per-token", "subgroup"};
+            int kind = 0;
+            while (kind < 3 && strcmp(v, kinds[kind]) != 0) ++kind;
+            if (kind == 3) return 0;
+            o->selection = (moevk_selection_kernel)kind;
+            ++i;
         } else
             return 0;
     }
@@ -184,6 +192,7 @@ static int parse_options(int argc, char **argv, options *o) {
     if (o->warmup < 0) o->warmup = 0;
     /* Layer cases alone (--layer-case) time just those. */
     if (o->case_count == 0 && o->routing && o->layer_count == 0) plan_sweep(o);
+    for (int i = 0; i < o->case_count; ++i) o->cases[i].selection = o->selection;
     if (o->layers)
         o->layer_count += plan_layer_cases(o->layer_cases + o->layer_count,
                                            MAX_LAYER_CASES - o->layer_count, o->quick);
@@ -212,12 +221,14 @@ static void measure_startup(const bench_device *device, ceilings *ceil) {
     size_t cache_size = 0;
     for (int round = 0; round < 2; ++round) {
         double start = now_ms();
-        moevk_context_info info = {.instance = device->instance,
+        moevk_context_info info = {.struct_size = sizeof(moevk_context_info),
+                                   .instance = device->instance,
                                    .physical_device = device->physical,
                                    .device_handle = device->device,
                                    .queue_family_index = device->family,
                                    .get_instance_proc_addr = vkGetInstanceProcAddr,
                                    .buffer_device_address = device->buffer_device_address,
+                                   .subgroup_size_control = device->subgroup_size_control,
                                    .pipeline_cache_data = cache,
                                    .pipeline_cache_size = cache_size};
         moevk_context *context = NULL;
@@ -283,12 +294,14 @@ static int bench_one(const options *o, int index, int many) {
         return 1;
     }
     measure_startup(&device, &ceil);
-    moevk_context_info info = {.instance = device.instance,
+    moevk_context_info info = {.struct_size = sizeof(moevk_context_info),
+                               .instance = device.instance,
                                .physical_device = device.physical,
                                .device_handle = device.device,
                                .queue_family_index = device.family,
                                .get_instance_proc_addr = vkGetInstanceProcAddr,
-                               .buffer_device_address = device.buffer_device_address};
+                               .buffer_device_address = device.buffer_device_address,
+                               .subgroup_size_control = device.subgroup_size_control};
     moevk_context *context = NULL;
     moevk_result r = moevk_context_create(&info, &context);
     if (r != MOEVK_SUCCESS) {
@@ -355,7 +368,7 @@ int main(int argc, char **argv) {
             "[--repeat N] [--warmup N]\n"
             "                   [--case "
             "T,E,k,d[,f32|f16|bf16[,position|score|dropless|sequence|batch|sinkhorn|choice]]]... "
-            "[--json FILE] [--svg FILE]\n"
+            "[--selection auto|per-token|subgroup] [--json FILE] [--svg FILE]\n"
             "                   [--layer-case T,E,k,d,f[,shared "
             "f[,f32|f16|bf16|q8_0|q4_0|q4_k|q6_k]]]...\n");
         return 2;

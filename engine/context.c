@@ -42,8 +42,11 @@ static moevk_result build_context(moevk_context *context, const moevk_context_in
     if (info && (unsigned)info->memory_mode > MOEVK_MEMORY_MAPPED)
         return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT,
                             "memory_mode is not a moevk_memory_mode");
+    if (info && info->reserved_0_7 != 0)
+        return context_fail(context, MOEVK_ERROR_INVALID_ARGUMENT, "reserved_0_7 must be zero");
     r = device_create(context, info ? info->memory_mode : MOEVK_MEMORY_AUTO,
-                      adopts_device(info) && info->buffer_device_address);
+                      adopts_device(info) && info->buffer_device_address,
+                      adopts_device(info) && info->subgroup_size_control);
     if (r != MOEVK_SUCCESS) return r;
     r = context_commands_create(context);
     if (r != MOEVK_SUCCESS) return r;

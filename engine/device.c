@@ -33,7 +33,7 @@ static int maps_device_memory(const moevk_context *context, moevk_memory_mode mo
 }
 
 moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode,
-                           int adopted_addresses) {
+                           int adopted_addresses, int adopted_size_control) {
     const instance_functions *vki = &context->vki;
     instance_fill_device_info(vki, context->physical_device, &context->info);
     vki->vkGetPhysicalDeviceMemoryProperties(context->physical_device, &context->memory);
@@ -43,6 +43,10 @@ moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode
     context->info.host_visible_device_memory = maps_device_memory(context, memory_mode);
     context->info.buffer_device_address = adopted_addresses;
     context->info.portability_enumeration = context->portability_enumeration;
+    /* An adopted device's enabled features are the application's, which says whether subgroup
+     * size control is among them; without it moevk runs the per-token kernels there. */
+    if (context->device != VK_NULL_HANDLE && !adopted_size_control)
+        context->info.selection_lanes = 0;
 
     /* A kernel binds only its own buffers (at most MAX_KERNEL_BUFFERS, engine/stage.c checks
      * each), whatever their binding numbers. */
@@ -66,8 +70,15 @@ moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode
         VkPhysicalDeviceFeatures2 supported = {
             .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &supported12};
         vki->vkGetPhysicalDeviceFeatures2(context->physical_device, &supported);
+        /* The subgroup kernels' required size and full subgroups, where offered. */
+        VkPhysicalDeviceSubgroupSizeControlFeaturesEXT size_control = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES_EXT,
+            .subgroupSizeControl = VK_TRUE,
+            .computeFullSubgroups = VK_TRUE};
+        int subgroups = context->info.selection_lanes > 0;
         VkPhysicalDeviceVulkan12Features enabled12 = {
             .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+            .pNext = subgroups ? &size_control : NULL,
             .bufferDeviceAddress = supported12.bufferDeviceAddress};
         context->info.buffer_device_address = supported12.bufferDeviceAddress == VK_TRUE;
         float priority = 1.0f;
@@ -76,13 +87,17 @@ moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode
                                          .queueCount = 1,
                                          .pQueuePriorities = &priority};
         /* A portability-subset device must have the extension enabled (Vulkan's rule). */
-        const char *portability[] = {PORTABILITY_SUBSET_EXTENSION};
+        const char *extensions[2];
+        uint32_t extension_count = 0;
+        if (context->info.portability_subset)
+            extensions[extension_count++] = PORTABILITY_SUBSET_EXTENSION;
+        if (subgroups) extensions[extension_count++] = SUBGROUP_SIZE_CONTROL_EXTENSION;
         VkDeviceCreateInfo create = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
                                      .pNext = &enabled12,
                                      .queueCreateInfoCount = 1,
                                      .pQueueCreateInfos = &queue,
-                                     .enabledExtensionCount = context->info.portability_subset,
-                                     .ppEnabledExtensionNames = portability};
+                                     .enabledExtensionCount = extension_count,
+                                     .ppEnabledExtensionNames = extensions};
         VkResult vr = vki->vkCreateDevice(context->physical_device, &create, context->allocator,
                                           &context->device);
         if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateDevice");

@@ -149,6 +149,7 @@ void instance_fill_device_info(const instance_functions *vki, VkPhysicalDevice d
     info->max_storage_buffer_range = p->limits.maxStorageBufferRange;
     info->rounding_mode_rte = float_controls.shaderRoundingModeRTEFloat32 == VK_TRUE;
     info->portability_subset = instance_has_extension(vki, device, PORTABILITY_SUBSET_EXTENSION);
+    info->selection_lanes = subgroup_lanes_offered(vki, device);
 
     VkPhysicalDeviceMemoryProperties memory;
     vki->vkGetPhysicalDeviceMemoryProperties(device, &memory);

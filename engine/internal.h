@@ -36,6 +36,7 @@ typedef struct instance_functions {
 
 /* VK_KHR_portability_subset (its name is in vulkan_beta.h, which moevk does not include). */
 #define PORTABILITY_SUBSET_EXTENSION "VK_KHR_portability_subset"
+#define SUBGROUP_SIZE_CONTROL_EXTENSION "VK_EXT_subgroup_size_control"
 /* instance.c: whether the loader (device VK_NULL_HANDLE) or a device offers an extension. */
 int instance_has_extension(const instance_functions *vki, VkPhysicalDevice device,
                            const char *name);
@@ -113,9 +114,14 @@ moevk_result instance_choose_device(moevk_context *context, const char *selector
 void instance_fill_device_info(const instance_functions *vki, VkPhysicalDevice device,
                                moevk_device_info *info);
 
+/* ---- subgroup_lanes.c ---- */
+/* The subgroup size at which the device can run the subgroup kernels (shaders/lanes.glsl) once
+ * VK_EXT_subgroup_size_control and its features are enabled; 0 where it cannot. */
+uint32_t subgroup_lanes_offered(const instance_functions *vki, VkPhysicalDevice device);
+
 /* ---- device.c: creating or adopting the logical device ---- */
 moevk_result device_create(moevk_context *context, moevk_memory_mode memory_mode,
-                           int adopted_addresses);
+                           int adopted_addresses, int adopted_size_control);
 
 /* ---- loop_budget.c: lavapipe's loop limit (see LOOP_BUDGET) ---- */
 int device_has_loop_limit(const moevk_device_info *info);
@@ -200,6 +206,8 @@ typedef struct stage_constants {
     uint32_t workgroup_size; /* stage_workgroup_size */
     uint32_t choices, selection_k, num_experts, dtype, hidden_dtype, groups, topk_groups;
     uint32_t activation; /* the layer's (ACTIVATION_*) */
+    /* Non-zero: the kernel's subgroup variant, required to run at this subgroup size. */
+    uint32_t subgroup_lanes;
 } stage_constants;
 /* The SPIR-V of a kernel in one variant (embedded by its stage's file; code NULL: not built). */
 typedef struct shader_code {
@@ -212,6 +220,11 @@ typedef enum shader_variant {
     VARIANT_ADDRESSES,     /* reaches the large buffers through device addresses */
     VARIANT_RTE,           /* asks for round-to-nearest-even f32 arithmetic */
     VARIANT_RTE_ADDRESSES, /* both */
+    /* The same four with a subgroup's lanes sharing each item (shaders/lanes.glsl). */
+    VARIANT_SUBGROUPS,
+    VARIANT_SUBGROUPS_ADDRESSES,
+    VARIANT_SUBGROUPS_RTE,
+    VARIANT_SUBGROUPS_RTE_ADDRESSES,
     VARIANT_COUNT
 } shader_variant;
 /* Creates a kernel's compute pipeline from the variant the device and router call for. */
@@ -373,6 +386,8 @@ struct moevk_router {
     VkQueryPool timestamps; /* when profiling: TIMESTAMP_COUNT queries */
     uint64_t max_dispatched_rows;
     int use_addresses; /* the large buffers are reached through device addresses */
+    /* Scores and top-k's subgroup size (a subgroup per token), 0: an invocation per token. */
+    uint32_t selection_lanes;
     /* The router's state: what its buffers hold of the last route and combine (router_state). */
     route_state route;
     combine_state combine;

@@ -125,23 +125,28 @@ void pipelines_destroy_cache(moevk_context *context) {
 
 /* The variant to build: asking for round-to-nearest-even where the device can and the kernel
  * has one, through addresses where the router needs them and the kernel touches a large
- * buffer, else the plain one. */
+ * buffer, with a subgroup's lanes sharing each item where the router asks (subgroups; the
+ * stage checked that the kernel has them), else the plain one. */
 static const shader_code *choose_variant(const moevk_context *context,
-                                         const shader_code shaders[VARIANT_COUNT], int addresses) {
-    const shader_variant order[2][2] = {{VARIANT_RTE, VARIANT_PLAIN},
-                                        {VARIANT_RTE_ADDRESSES, VARIANT_ADDRESSES}};
+                                         const shader_code shaders[VARIANT_COUNT], int addresses,
+                                         int subgroups) {
+    const shader_variant order[2][2][2] = {
+        {{VARIANT_RTE, VARIANT_PLAIN}, {VARIANT_RTE_ADDRESSES, VARIANT_ADDRESSES}},
+        {{VARIANT_SUBGROUPS_RTE, VARIANT_SUBGROUPS},
+         {VARIANT_SUBGROUPS_RTE_ADDRESSES, VARIANT_SUBGROUPS_ADDRESSES}}};
     int first = context->info.rounding_mode_rte ? 0 : 1;
     for (int a = addresses ? 1 : 0; a >= 0; --a)
         for (int i = first; i < 2; ++i)
-            if (shaders[order[a][i]].code) return &shaders[order[a][i]];
-    return &shaders[VARIANT_PLAIN];
+            if (shaders[order[subgroups][a][i]].code) return &shaders[order[subgroups][a][i]];
+    return &shaders[subgroups ? VARIANT_SUBGROUPS : VARIANT_PLAIN];
 }
 
 moevk_result pipeline_create(moevk_context *context, const shader_code shaders[VARIANT_COUNT],
                              int addresses, const stage_constants *constants,
                              VkPipelineLayout layout, VkPipeline *out) {
     const struct VolkDeviceTable *vk = &context->vk;
-    const shader_code *shader = choose_variant(context, shaders, addresses);
+    int subgroups = constants->subgroup_lanes > 0;
+    const shader_code *shader = choose_variant(context, shaders, addresses, subgroups);
     VkShaderModuleCreateInfo module_info = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
                                             .codeSize = shader->size,
                                             .pCode = shader->code};
@@ -150,18 +155,30 @@ moevk_result pipeline_create(moevk_context *context, const shader_code shaders[V
         vk->vkCreateShaderModule(context->device, &module_info, context->allocator, &module);
     if (vr != VK_SUCCESS) return context_fail_vk(context, vr, "vkCreateShaderModule");
 
-    const uint32_t values[9] = {
-        constants->workgroup_size, constants->choices,      constants->num_experts,
-        constants->dtype,          constants->hidden_dtype, constants->groups,
-        constants->topk_groups,    constants->selection_k,  constants->activation};
-    const VkSpecializationMapEntry entries[9] = {
+    const uint32_t values[10] = {constants->workgroup_size, constants->choices,
+                                 constants->num_experts,    constants->dtype,
+                                 constants->hidden_dtype,   constants->groups,
+                                 constants->topk_groups,    constants->selection_k,
+                                 constants->activation,     constants->subgroup_lanes};
+    const VkSpecializationMapEntry entries[10] = {
         {SPEC_WORKGROUP_SIZE, 0, 4}, {SPEC_CHOICES, 4, 4},       {SPEC_NUM_EXPERTS, 8, 4},
         {SPEC_DTYPE, 12, 4},         {SPEC_HIDDEN_DTYPE, 16, 4}, {SPEC_GROUPS, 20, 4},
-        {SPEC_TOPK_GROUPS, 24, 4},   {SPEC_SELECTION_K, 28, 4},  {SPEC_ACTIVATION, 32, 4}};
-    VkSpecializationInfo specialization = {9, entries, sizeof values, values};
+        {SPEC_TOPK_GROUPS, 24, 4},   {SPEC_SELECTION_K, 28, 4},  {SPEC_ACTIVATION, 32, 4},
+        {SPEC_SUBGROUP_LANES, 36, 4}};
+    /* The plain variants have no SPEC_SUBGROUP_LANES (an entry a shader lacks is ignored). */
+    VkSpecializationInfo specialization = {10, entries, sizeof values, values};
+    /* A subgroup variant runs at the size its lanes were set for, in full subgroups (the
+     * device and size were checked when the router chose it: subgroup_selection_lanes). */
+    VkPipelineShaderStageRequiredSubgroupSizeCreateInfoEXT required_size = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO_EXT,
+        .requiredSubgroupSize = constants->subgroup_lanes};
     VkComputePipelineCreateInfo pipeline_info = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                  .pNext = subgroups ? &required_size : NULL,
+                  .flags = subgroups
+                               ? VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT_EXT
+                               : 0,
                   .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                   .module = module,
                   .pName = "main",

@@ -156,7 +156,13 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
     if (info->bias_on_scores &&
         (info->score != MOEVK_SCORE_SIGMOID || info->mode != MOEVK_MODE_TOKEN))
         REJECT("bias_on_scores needs SIGMOID scores and the TOKEN mode (DeepSeek-V3's routing)");
-    if (info->reserved_0_4 != 0) REJECT("reserved_0_4 must be zero");
+    if ((unsigned)info->selection_kernel > MOEVK_SELECTION_SUBGROUP)
+        REJECT("selection_kernel is not a moevk_selection_kernel");
+    if (info->selection_kernel == MOEVK_SELECTION_SUBGROUP && context->info.selection_lanes == 0)
+        return context_fail(context, MOEVK_ERROR_UNSUPPORTED,
+                            "selection_kernel SUBGROUP: this device does not offer subgroup "
+                            "shuffles with subgroup size control (moevk_device_info."
+                            "selection_lanes is 0)");
     if (info->max_tokens > (1u << 30) && info->mode != MOEVK_MODE_TOKEN)
         REJECT("max_tokens is %u; the routing modes take at most 2^30 tokens", info->max_tokens);
     return MOEVK_SUCCESS;
@@ -217,6 +223,10 @@ uint32_t moevk_router_choices(const moevk_router *router) {
 
 uint64_t moevk_router_max_dispatched_rows(const moevk_router *router) {
     return router ? router->max_dispatched_rows : 0;
+}
+
+uint32_t moevk_router_selection_lanes(const moevk_router *router) {
+    return router ? router->selection_lanes : 0;
 }
 
 void router_plan_noise(const moevk_router *router, const moevk_route_input *input,
@@ -666,7 +676,23 @@ static moevk_result check_router_sizes(moevk_router *router, uint64_t sizes[BIND
     return r;
 }
 
+/* The subgroup size scores and top-k run at, 0 for an invocation per token: a subgroup's lanes
+ * share a token's experts on a GPU that offers it, where there are enough experts to share.
+ * A CPU device runs its SIMD lanes as the subgroup: the per-token kernel measured faster there
+ * (bench/RESULTS.md). */
+static uint32_t selection_lanes(const moevk_router *router) {
+    const moevk_device_info *device = &router->context->info;
+    switch (router->info.selection_kernel) {
+    case MOEVK_SELECTION_PER_TOKEN: return 0;
+    case MOEVK_SELECTION_SUBGROUP: return device->selection_lanes;
+    case MOEVK_SELECTION_AUTO: break;
+    }
+    if (device->type == VK_PHYSICAL_DEVICE_TYPE_CPU || router->info.num_experts < 32) return 0;
+    return device->selection_lanes;
+}
+
 static moevk_result build_router(moevk_router *router) {
+    router->selection_lanes = selection_lanes(router);
     uint64_t sizes[BINDING_COUNT];
     moevk_result r = check_router_sizes(router, sizes);
     if (r == MOEVK_SUCCESS) r = create_buffers(router, sizes);

@@ -31,9 +31,11 @@ void sized_write(void *given, const void *full, const struct_layout *layouts, si
     { SIZED_ROUND_UP_(offsetof(type, field), _Alignof(type)), offsetof(type, field) }
 
 /* Each struct's layouts, oldest first: the first is moevk 0.2's, what struct_size 0 means. */
-#define LAYOUTS_moevk_context_info LAYOUT_NOW(moevk_context_info)
+#define LAYOUTS_moevk_context_info                                                                 \
+    LAYOUT_BEFORE(moevk_context_info, subgroup_size_control), LAYOUT_NOW(moevk_context_info)
 #define LAYOUTS_moevk_device_info                                                                  \
-    LAYOUT_BEFORE(moevk_device_info, portability_enumeration), LAYOUT_NOW(moevk_device_info)
+    LAYOUT_BEFORE(moevk_device_info, portability_enumeration),                                     \
+        LAYOUT_BEFORE(moevk_device_info, selection_lanes), LAYOUT_NOW(moevk_device_info)
 #define LAYOUTS_moevk_router_info                                                                  \
     LAYOUT_BEFORE(moevk_router_info, padding_0_2),                                                 \
         LAYOUT_BEFORE(moevk_router_info, bias_on_scores), LAYOUT_NOW(moevk_router_info)

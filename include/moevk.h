@@ -256,6 +256,20 @@ typedef enum moevk_capacity_mode {
     MOEVK_CAPACITY_DROPLESS = 2, /* no limit; experts' blocks packed, padded to pad_multiple */
 } moevk_capacity_mode;
 
+/* Which kernel scores a router's experts and selects each token's top k
+ * (moevk_router_info.selection_kernel). Both give the same bits: every sum over the experts goes
+ * in one fixed order, and the selections are exact. */
+typedef enum moevk_selection_kernel {
+    /* A subgroup per token on a GPU that offers it (moevk_device_info.selection_lanes) when
+     * E >= 32, else one invocation per token (on a CPU device too: lavapipe runs the per-token
+     * kernel faster). */
+    MOEVK_SELECTION_AUTO = 0,
+    MOEVK_SELECTION_PER_TOKEN = 1, /* one invocation per token, on every device */
+    /* A subgroup per token, its lanes taking the experts in turn; MOEVK_ERROR_UNSUPPORTED
+     * where the device does not offer it. */
+    MOEVK_SELECTION_SUBGROUP = 2,
+} moevk_selection_kernel;
+
 typedef enum moevk_drop_policy {
     /* Slots go out k-major: every token's rank-0 choice in token order, then rank 1, ...;
      * an assignment that finds its expert full is dropped. */
@@ -326,6 +340,13 @@ typedef struct moevk_context_info {
      * moevk reach buffers past maxStorageBufferRange. (A device moevk creates enables it where
      * the device has it.) */
     int buffer_device_address;
+    /* ---- Since moevk 0.7 (a 0.2 program's struct ends above; these take their defaults) ---- */
+    /* Non-zero: the adopted device was created with VK_EXT_subgroup_size_control and its
+     * subgroupSizeControl and computeFullSubgroups features enabled, which lets scores and
+     * top-k run a subgroup per token (moevk_device_info.selection_lanes). (A device moevk
+     * creates enables them where the device has them.) */
+    int subgroup_size_control;
+    uint64_t reserved_0_7; /* zero */
 } moevk_context_info;
 
 /* Zeroes info: every default (struct_size: see "Structs that grow"). */
@@ -361,6 +382,14 @@ typedef struct moevk_device_info {
      * extension; none of the features the subset may lack (events, triangle fans, image views'
      * reinterpretation, ...) is one moevk uses. */
     int portability_subset;
+    /* ---- Since moevk 0.7 ---- */
+    /* The lanes a subgroup gives each token where scores and top-k run a subgroup per token
+     * (MOEVK_SELECTION_AUTO, _SUBGROUP): the subgroup size moevk requires, where the device
+     * has subgroup shuffles in compute shaders and VK_EXT_subgroup_size_control with full
+     * subgroups (on an adopted device, one whose application says it enabled them:
+     * moevk_context_info.subgroup_size_control). 0: one invocation per token only. */
+    uint32_t selection_lanes;
+    uint32_t reserved_0_7; /* zero */
 } moevk_device_info;
 
 static inline void moevk_device_info_init(moevk_device_info *info) { MOEVK_INIT_STRUCT_(info); }
@@ -497,7 +526,8 @@ typedef struct moevk_router_info {
      * renormalised (when asked) by their sum + 1e-20, as DeepSeek-V3 divides. Needs SIGMOID
      * scores and the TOKEN mode; the load loss refuses it. */
     int bias_on_scores;
-    uint32_t reserved_0_4; /* zero: the place of a later field */
+    /* ---- Since moevk 0.7 (in the place of 0.4's reserved_0_4: zero there before) ---- */
+    moevk_selection_kernel selection_kernel; /* default AUTO */
 } moevk_router_info;
 
 #define MOEVK_MAX_EXPERTS 1024u
@@ -682,6 +712,10 @@ MOEVK_API uint32_t moevk_router_choices(const moevk_router *router);
 
 /* Largest dispatched_rows any route of this router can produce. */
 MOEVK_API uint64_t moevk_router_max_dispatched_rows(const moevk_router *router);
+
+/* The kernel that scores and selects (moevk_router_info.selection_kernel, as AUTO chose it):
+ * the lanes a subgroup gives each token, or 0 for an invocation per token. Since moevk 0.7. */
+MOEVK_API uint32_t moevk_router_selection_lanes(const moevk_router *router);
 
 /* Routes one batch: uploads the inputs, runs every stage on the device in one submission,
  * waits, and writes what output asks for. Keeps the assignment for moevk_combine. Inputs and

@@ -16,14 +16,16 @@ void ref_choice_keys(const moevk_router_info *info, const ref_call *call, uint32
             for (uint32_t e = 0; e < E; ++e) row[e] = -1.0f;
             continue;
         }
-        float noisy[MOEVK_MAX_EXPERTS], top = -INFINITY, sum = 0.0f;
+        float noisy[MOEVK_MAX_EXPERTS], top = -INFINITY;
+        double total = 0.0; /* in double, rounded once: the device adds in its own order */
         for (uint32_t e = 0; e < E; ++e) {
             float logit = ref_load(logits, (uint64_t)t * E + e, info->logits_type);
             noisy[e] = ref_noisy_logit(info, call, logit, t, e);
             top = fmaxf(top, noisy[e]);
         }
         for (uint32_t e = 0; e < E && !sigmoid; ++e)
-            if (!isinf(noisy[e])) sum += expf((noisy[e] - top) / tau);
+            if (!isinf(noisy[e])) total += expf((noisy[e] - top) / tau);
+        float sum = (float)total;
         for (uint32_t e = 0; e < E; ++e) {
             float key = sigmoid ? 1.0f / (1.0f + expf(-(noisy[e] / tau)))
                                 : expf((noisy[e] - top) / tau) / sum;

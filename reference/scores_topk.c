@@ -103,23 +103,27 @@ static void route_row(const moevk_router_info *info, const ref_call *call, uint3
         *stats = (ref_row_stats){0, 0, 0, 0, nonfinite ? REF_ROW_NONFINITE : REF_ROW_MASKED};
         return;
     }
-    float norm_sum = 0.0f, weighted = 0.0f, raw_sum = 0.0f;
+    /* The sums over the experts in double, rounded once: the device adds in an order of its own
+     * (a tree of partial sums), which this is the exact value for. */
+    double norm_total = 0.0, weighted_total = 0.0, raw_total = 0.0;
     for (uint32_t e = 0; e < E; ++e) {
         float raw = logit_row[e];
         if (isinf(raw)) continue;
-        raw_sum += expf(raw - max_raw);
+        raw_total += expf(raw - max_raw);
         float logit = ref_score_logit(info, call, raw, token, e);
         if (sigmoid) {
             float s = 1.0f / (1.0f + expf(-(logit / tau)));
-            norm_sum += s;
-            if (s > 0.0f) weighted += s * logf(s);
+            norm_total += s;
+            if (s > 0.0f) weighted_total += (double)(s * logf(s));
         } else {
             float shifted = (logit - max_score) / tau;
             float p = expf(shifted);
-            norm_sum += p;
-            weighted += shifted * p;
+            norm_total += p;
+            weighted_total += (double)(shifted * p);
         }
     }
+    float norm_sum = (float)norm_total, weighted = (float)weighted_total;
+    float raw_sum = (float)raw_total;
     stats->max_logit = max_score;
     stats->inv_norm = norm_sum > 0.0f ? 1.0f / norm_sum : 0.0f;
     stats->lse_raw = max_raw + logf(raw_sum);

@@ -311,9 +311,11 @@
 #define SPEC_SELECTION_K 7 /* experts scores_topk selects per token: k (1 in EXPERT_CHOICE,
                               where it selects none) */
 #define SPEC_ACTIVATION 8  /* the layer's FFN activation (ACTIVATION_*) */
+#define SPEC_SUBGROUP_LANES 9 /* a kernel's subgroup variant: the subgroup size it runs at */
 #define MAX_GROUPS 32      /* the kept groups of a token fit one 32-bit mask */
 
-/* Workgroup size of every stage: shared-memory reductions only, no subgroup assumptions. On
+/* Workgroup size of every stage: shared-memory reductions, no subgroup assumptions (but in the
+ * subgroup variants, whose subgroup size the engine sets: shaders/lanes.glsl). On
  * lavapipe the score policy's select and expert choice's selection widen to at most
  * WIDE_WORKGROUP_SIZE when max_tokens needs it (engine/loop_budget.c: stage_workgroup_size). */
 #define WORKGROUP_SIZE 64

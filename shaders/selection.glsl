@@ -1,6 +1,7 @@
 // What top-k selection ranks: each (token, expert)'s selection key, and group-limited routing's
 // kept groups. Needs scores.glsl; reads the bias and, in SINKHORN mode, the balanced factors in
-// the decisions.
+// the decisions. A token's lanes (lanes.glsl) share the work where a subgroup routes it.
+#include "lanes.glsl"
 
 // Inserts (key, id) into lists of `length` entries in descending key order whose empty places
 // (id -1) are at the end: the first place that is empty or whose key it beats takes it (after
@@ -54,7 +55,8 @@ float selection_key(uint token, uint expert) {
 
 // Group-limited routing: the experts fall into GROUPS equal groups; a group's score is the sum
 // of its two largest keys (its one key when groups hold one expert). Returns the mask of the
-// TOPK_GROUPS best groups (ties to the lower group); all groups when GROUPS is 1.
+// TOPK_GROUPS best groups (ties to the lower group); all groups when GROUPS is 1. Every lane of
+// the token calls it and gets the mask.
 uint kept_groups(uint token) {
     if (GROUPS <= 1u) return 0xFFFFFFFFu;
     uint size = P.num_experts / GROUPS;
@@ -66,11 +68,12 @@ uint kept_groups(uint token) {
     }
     for (uint g = 0; g < GROUPS; ++g) {
         float first = uintBitsToFloat(0xFF800000u), second = first;
-        for (uint e = g * size; e < (g + 1u) * size; ++e) {
+        for (uint e = g * size + LANE; e < (g + 1u) * size; e += LANES) {
             float key = selection_key(token, e);
             if (key > first) { second = first; first = key; }
             else if (key > second) second = key;
         }
+        lanes_top_two(first, second, LANES);
         float score = size > 1u ? first + second : first;
         if (best_group[TOPK_GROUPS - 1u] >= 0 && !(score > best[TOPK_GROUPS - 1u])) continue;
         INSERT_DESCENDING(best, best_group, TOPK_GROUPS, score, int(g));

@@ -93,8 +93,23 @@ static int create_copy_pipeline(app_vulkan *app) {
                                                       &app->descriptor_pool) == VK_SUCCESS;
 }
 
+static int has_device_extension(VkPhysicalDevice physical, const char *name) {
+    VkExtensionProperties extensions[512];
+    uint32_t count = 512;
+    VkResult vr = vkEnumerateDeviceExtensionProperties(physical, NULL, &count, extensions);
+    for (uint32_t i = 0; (vr == VK_SUCCESS || vr == VK_INCOMPLETE) && i < count; ++i)
+        if (!strcmp(extensions[i].extensionName, name)) return 1;
+    return 0;
+}
+
 int app_create(app_vulkan *app, const char *device_name, int validation) {
+    return app_create_with_size_control(app, device_name, validation, NULL);
+}
+
+int app_create_with_size_control(app_vulkan *app, const char *device_name, int validation,
+                                 int *enabled) {
     memset(app, 0, sizeof *app);
+    if (enabled) *enabled = 0;
     if (volkInitialize() != VK_SUCCESS || !create_instance(app, validation)) return 0;
     VkPhysicalDevice devices[16];
     uint32_t count = 16;
@@ -115,9 +130,21 @@ int app_create(app_vulkan *app, const char *device_name, int validation) {
                                    .queueFamilyIndex = app->family,
                                    .queueCount = 1,
                                    .pQueuePriorities = &priority};
+    const char *size_control_name = "VK_EXT_subgroup_size_control";
+    VkPhysicalDeviceSubgroupSizeControlFeaturesEXT size_control = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES_EXT};
+    if (enabled && has_device_extension(app->physical, size_control_name)) {
+        VkPhysicalDeviceFeatures2 features = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                              .pNext = &size_control};
+        vkGetPhysicalDeviceFeatures2(app->physical, &features);
+        *enabled = size_control.subgroupSizeControl && size_control.computeFullSubgroups;
+    }
     VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                              .pNext = enabled && *enabled ? &size_control : NULL,
                               .queueCreateInfoCount = 1,
-                              .pQueueCreateInfos = &qci};
+                              .pQueueCreateInfos = &qci,
+                              .enabledExtensionCount = enabled && *enabled ? 1 : 0,
+                              .ppEnabledExtensionNames = &size_control_name};
     if (vkCreateDevice(app->physical, &dci, NULL, &app->device) != VK_SUCCESS) return 0;
     volkLoadDevice(app->device);
     vkGetDeviceQueue(app->device, app->family, 0, &app->queue);

@@ -33,6 +33,10 @@ typedef struct app_buffer {
 /* device_name: the physical device whose name matches (the harness's device); validation: the
  * layer with synchronization validation. 0 on failure. */
 int app_create(app_vulkan *app, const char *device_name, int validation);
+/* The same with VK_EXT_subgroup_size_control and its subgroupSizeControl and
+ * computeFullSubgroups features enabled where the device has them (*enabled says whether). */
+int app_create_with_size_control(app_vulkan *app, const char *device_name, int validation,
+                                 int *enabled);
 void app_destroy(app_vulkan *app);
 int app_buffer_create(app_vulkan *app, VkDeviceSize size, app_buffer *out); /* host-visible */
 void app_buffer_destroy(app_vulkan *app, app_buffer *buffer);

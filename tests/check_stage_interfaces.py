@@ -15,7 +15,8 @@ import tempfile
 
 SHADERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'shaders')
 VARIANT_DEFINES = {'addresses': ['-DMOEVK_ADDRESSES'], 'rte': ['-DMOEVK_RTE'],
-                   'matvec': ['-DFFN_MATVEC'], 'shared': ['-DSHARED_FFN']}
+                   'matvec': ['-DFFN_MATVEC'], 'shared': ['-DSHARED_FFN'],
+                   'subgroups': ['-DMOEVK_SUBGROUPS']}
 
 
 def built_variants():

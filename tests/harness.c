@@ -23,6 +23,13 @@ static void on_message(void *user, int is_error, const char *message) {
 
 moevk_context *test_context(void) { return shared_context; }
 
+uint32_t test_selection_lanes(void) {
+    moevk_device_info device;
+    moevk_device_info_init(&device);
+    moevk_context_device_info(test_context(), &device);
+    return device.selection_lanes;
+}
+
 int test_validation(void) {
     /* Off only for the LeakSanitizer pass: the layer's own one-off allocations are unloaded with it
      * and cannot be told apart from moevk's. */

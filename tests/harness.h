@@ -24,6 +24,9 @@ typedef struct test_case {
 moevk_context *test_context(void);
 /* Whether tests run with the validation layer (always, except MOEVK_TEST_VALIDATION=0). */
 int test_validation(void);
+/* The lanes of the test context's device's subgroup kernel of scores and top-k
+ * (moevk_device_info.selection_lanes; 0: it runs none). */
+uint32_t test_selection_lanes(void);
 /* Marks the running test failed with a message (printed with the test's seed). */
 void test_fail(const char *file, int line, const char *format, ...)
 #ifdef __MINGW32__ /* MinGW's C99 printf (__USE_MINGW_ANSI_STDIO) */

@@ -2,6 +2,7 @@
 #include "choice_check.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -445,11 +446,30 @@ moevk_router_info routing_case_info(const routing_case *c) {
     info.noisy_scores = c->noisy_scores;
     info.bias_on_scores = c->bias_on_scores;
     if (c->addressed) info.max_binding_bytes = 1024;
+    info.selection_kernel = c->selection;
     return info;
+}
+
+routing_case *routing_cases_with_subgroup_kernel(const routing_case *rows, size_t count) {
+    routing_case *table = malloc(2 * count * sizeof *table);
+    char *names = malloc(count * 128);
+    if (!table || !names) return NULL;
+    for (size_t i = 0; i < count; ++i) {
+        table[i] = rows[i];
+        table[count + i] = rows[i];
+        snprintf(names + 128 * i, 128, "%s_subgroup_kernel", rows[i].name);
+        table[count + i].name = names + 128 * i;
+        table[count + i].selection = MOEVK_SELECTION_SUBGROUP;
+    }
+    return table;
 }
 
 void run_routing_case(const void *row) {
     const routing_case *c = row;
+    if (c->selection == MOEVK_SELECTION_SUBGROUP && test_selection_lanes() == 0) {
+        printf("  skipped: this device runs no subgroup kernel\n");
+        return;
+    }
     if (c->mode == MOEVK_MODE_EXPERT_CHOICE) {
         run_choice(c->name, routing_case_info(c), c->T, c->pattern);
         return;

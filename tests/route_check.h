@@ -65,12 +65,17 @@ typedef struct routing_case {
     int bias_on_scores; /* DeepSeek-V3's selection: sigmoid score + bias (needs SIGMOID) */
     uint32_t step, layer;
     int addressed; /* reach the large buffers through device addresses (max_binding_bytes) */
+    moevk_selection_kernel selection; /* scores and top-k's kernel (AUTO: the default) */
 } routing_case;
 
 /* The router of a row. */
 moevk_router_info routing_case_info(const routing_case *c);
 /* Runs a row (a routing_case): route_check.c's checks, or in EXPERT_CHOICE mode
- * choice_check.c's. The harness's test_case.run_row. */
+ * choice_check.c's. The harness's test_case.run_row. A row of the subgroup kernel is skipped,
+ * and says so, on a device that offers none. */
 void run_routing_case(const void *row);
+/* The table's rows, then each again with scores and top-k's subgroup kernel (named
+ * <name>_subgroup_kernel), in a table of 2 * count rows that lives until the process ends. */
+routing_case *routing_cases_with_subgroup_kernel(const routing_case *rows, size_t count);
 
 #endif

@@ -450,6 +450,82 @@ static void test_adopted_device_routes_and_is_left_alive(void) {
     CHECK(messages == 0, "%u validation messages in the application's instance", messages);
 }
 
+/* Scores and top-k's kernels (moevk_selection_kernel): a router of 64 experts with each, on
+ * moevk's own device and on an adopted one with and without subgroup size control. */
+static uint32_t lanes_of(moevk_context *context, moevk_selection_kernel kernel,
+                         moevk_result *result) {
+    moevk_router_info info = small_info();
+    info.num_experts = 64;
+    info.selection_kernel = kernel;
+    moevk_router *router = NULL;
+    *result = moevk_router_create(context, &info, &router);
+    uint32_t lanes = moevk_router_selection_lanes(router);
+    moevk_router_destroy(router);
+    return lanes;
+}
+
+static void test_selection_kernels_follow_the_device(void) {
+    moevk_device_info own;
+    moevk_device_info_init(&own);
+    moevk_context_device_info(test_context(), &own);
+    if (!strcmp(own.driver_name, "llvmpipe"))
+        CHECK(own.selection_lanes == own.subgroup_size,
+              "lavapipe offers the subgroup kernel at %u lanes, its subgroup size is %u",
+              own.selection_lanes, own.subgroup_size);
+    moevk_result r;
+    uint32_t lanes = lanes_of(test_context(), MOEVK_SELECTION_SUBGROUP, &r);
+    if (own.selection_lanes)
+        CHECK(r == MOEVK_SUCCESS && lanes == own.selection_lanes, "SUBGROUP: %s, %u lanes",
+              moevk_result_string(r), lanes);
+    else
+        CHECK(r == MOEVK_ERROR_UNSUPPORTED &&
+                  strstr(moevk_context_last_error(test_context()), "selection_lanes"),
+              "SUBGROUP without the device's offer: %s", moevk_result_string(r));
+    CHECK(lanes_of(test_context(), MOEVK_SELECTION_PER_TOKEN, &r) == 0 && r == MOEVK_SUCCESS,
+          "PER_TOKEN ran a subgroup per token");
+    lanes = lanes_of(test_context(), MOEVK_SELECTION_AUTO, &r);
+    CHECK(r == MOEVK_SUCCESS &&
+              lanes == (own.type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 0 : own.selection_lanes),
+          "AUTO took %u lanes on a device offering %u", lanes, own.selection_lanes);
+
+    for (int size_control = 0; size_control < 2; ++size_control) {
+        app_vulkan app;
+        int enabled = 0;
+        if (!app_create_with_size_control(&app, own.name, test_validation(), &enabled)) {
+            app_destroy(&app);
+            CHECK(0, "the test could not create its own Vulkan device");
+        }
+        moevk_context_info info;
+        moevk_context_info_init(&info);
+        info.instance = app.instance;
+        info.physical_device = app.physical;
+        info.device_handle = app.device;
+        info.queue_family_index = app.family;
+        info.get_instance_proc_addr = vkGetInstanceProcAddr;
+        info.subgroup_size_control = size_control && enabled;
+        moevk_context *context = NULL;
+        moevk_result created = moevk_context_create(&info, &context);
+        moevk_device_info adopted;
+        moevk_device_info_init(&adopted);
+        moevk_context_device_info(context, &adopted);
+        lanes = created == MOEVK_SUCCESS ? lanes_of(context, MOEVK_SELECTION_SUBGROUP, &r) : 0;
+        moevk_context_destroy(context);
+        unsigned messages = app.messages;
+        app_destroy(&app);
+        CHECK(created == MOEVK_SUCCESS, "adoption: %s", moevk_result_string(created));
+        if (info.subgroup_size_control)
+            CHECK(adopted.selection_lanes == own.selection_lanes && r == MOEVK_SUCCESS &&
+                      lanes == own.selection_lanes,
+                  "an adopted device with size control: %u lanes offered, SUBGROUP %s",
+                  adopted.selection_lanes, moevk_result_string(r));
+        else
+            CHECK(adopted.selection_lanes == 0 && r == MOEVK_ERROR_UNSUPPORTED,
+                  "an adopted device without size control offered %u lanes (SUBGROUP: %s)",
+                  adopted.selection_lanes, moevk_result_string(r));
+        CHECK(messages == 0, "%u validation messages in the application's instance", messages);
+    }
+}
+
 static void test_adopting_needs_all_handles(void) {
     moevk_context_info info = {.instance = (VkInstance)(uintptr_t)1};
     moevk_context *context = NULL;
@@ -806,6 +882,7 @@ static const test_case TESTS[] = {
     TEST(allocation_callbacks_are_used_and_balanced),
     TEST(adopted_device_routes_and_is_left_alive),
     TEST(adopting_needs_all_handles),
+    TEST(selection_kernels_follow_the_device),
 };
 
 int main(int argc, char **argv) {

@@ -10,7 +10,8 @@
  * A change that alters any output
  * bit of any case, or whether a case is refused, fails here. The file also names the device it
  * was recorded on: floats differ between drivers (exp, division), so on another device the
- * comparison is skipped and said so. MOEVK_GOLDEN_RECORD=FILE writes a new file instead. */
+ * comparison is skipped and said so. MOEVK_GOLDEN_RECORD=FILE writes a new file instead. The
+ * routers run again with the other selection kernel, which must give the same bits. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,23 +284,31 @@ static uint64_t run_route(moevk_router *router, const golden_router *g, uint32_t
     return f.h;
 }
 
-/* Router i's routes into hashes[i * ROUTES_PER_ROUTER ..]; a refused router hashes its error
- * into each of its routes. */
-static void run_router(uint32_t i, uint64_t *hashes) {
+/* Router i's first `routes` routes into hashes[0 ..], with the given selection kernel; a refused
+ * router hashes its error into each of its routes. *lanes: what the router's kernel took
+ * (moevk_router_selection_lanes). */
+static void run_router_with(uint32_t i, moevk_selection_kernel kernel, uint32_t routes,
+                            uint64_t *hashes, uint32_t *lanes) {
     case_rng r = {0xC0FFEE00ull + i};
     golden_router g = draw_router(&r);
+    g.info.selection_kernel = kernel;
     moevk_router *router = NULL;
     moevk_result created = moevk_router_create(test_context(), &g.info, &router);
-    if (created != MOEVK_SUCCESS)
+    if (created != MOEVK_SUCCESS && kernel == MOEVK_SELECTION_AUTO)
         printf("  router %u refused (as it should stay): %s\n", i,
                moevk_context_last_error(test_context()));
-    for (uint32_t j = 0; j < ROUTES_PER_ROUTER; ++j) {
+    for (uint32_t j = 0; j < routes; ++j) {
         uint32_t index = i * ROUTES_PER_ROUTER + j;
         fnv refused = {0xCBF29CE484222325ull};
         mix_u64(&refused, (uint64_t)(int64_t)created);
         hashes[j] = created == MOEVK_SUCCESS ? run_route(router, &g, index) : refused.h;
     }
+    if (lanes) *lanes = moevk_router_selection_lanes(router);
     moevk_router_destroy(router);
+}
+
+static void run_router(uint32_t i, uint64_t *hashes) {
+    run_router_with(i, MOEVK_SELECTION_AUTO, ROUTES_PER_ROUTER, hashes, NULL);
 }
 
 /* The device the hashes belong to: its driver's name and version text. */
@@ -309,9 +318,21 @@ static void device_line(char *line, size_t size) {
     snprintf(line, size, "device %s | %s", device.driver_name, device.driver_info);
 }
 
+/* The hashes with the default kernels (and the lanes each router's took), once per run. */
+static uint64_t hashes[CASES];
+static uint32_t auto_lanes[ROUTERS];
+static int hashes_ready;
+
+static void compute_hashes(void) {
+    if (hashes_ready) return;
+    for (uint32_t i = 0; i < ROUTERS; ++i)
+        run_router_with(i, MOEVK_SELECTION_AUTO, ROUTES_PER_ROUTER, hashes + i * ROUTES_PER_ROUTER,
+                        &auto_lanes[i]);
+    hashes_ready = 1;
+}
+
 static void test_routes_keep_their_bits(void) {
-    static uint64_t hashes[CASES];
-    for (uint32_t i = 0; i < ROUTERS; ++i) run_router(i, hashes + i * ROUTES_PER_ROUTER);
+    compute_hashes();
     char device[600];
     device_line(device, sizeof device);
     const char *record = getenv("MOEVK_GOLDEN_RECORD");
@@ -359,8 +380,32 @@ static void test_a_router_gives_the_same_bits_again(void) {
     }
 }
 
+/* Both selection kernels give the same bits (moevk_selection_kernel): every router's first
+ * routes again with the kernel its default did not take, every output compared through the
+ * hashes. On the device the file was recorded on this holds the subgroup kernel to the recorded
+ * bits too. */
+#define OTHER_KERNEL_ROUTES 4
+static void test_both_selection_kernels_give_the_same_bits(void) {
+    if (test_selection_lanes() == 0) {
+        printf("  skipped: this device runs no subgroup kernel\n");
+        return;
+    }
+    compute_hashes();
+    for (uint32_t i = 0; i < ROUTERS; ++i) {
+        uint64_t other[OTHER_KERNEL_ROUTES];
+        moevk_selection_kernel kernel =
+            auto_lanes[i] ? MOEVK_SELECTION_PER_TOKEN : MOEVK_SELECTION_SUBGROUP;
+        run_router_with(i, kernel, OTHER_KERNEL_ROUTES, other, NULL);
+        for (uint32_t j = 0; j < OTHER_KERNEL_ROUTES; ++j)
+            CHECK(other[j] == hashes[i * ROUTES_PER_ROUTER + j],
+                  "router %u route %u: the %s kernel gives other bits", i, j,
+                  auto_lanes[i] ? "per-token" : "subgroup");
+    }
+}
+
 static const test_case TESTS[] = {
     TEST(routes_keep_their_bits),
+    TEST(both_selection_kernels_give_the_same_bits),
     TEST(a_router_gives_the_same_bits_again),
 };
 

@@ -400,12 +400,13 @@ static void test_inference_and_per_call_capacity_factors(void) {
 }
 
 /* moevk 0.4's router fields: a 0.3 program's struct (ending before bias_on_scores) takes their
- * defaults whatever follows it in memory, and the reserved field must be zero. */
+ * defaults whatever follows it in memory, and 0.7's selection_kernel (in the place of 0.4's
+ * reserved field, which was zero) must be a moevk_selection_kernel. */
 static void test_a_0_3_router_info_takes_the_0_4_defaults(void) {
     moevk_router_info info = small_router();
     info.score = MOEVK_SCORE_SOFTMAX; /* bias_on_scores would refuse softmax if it were read */
     info.bias_on_scores = 1;
-    info.reserved_0_4 = 7;
+    info.selection_kernel = (moevk_selection_kernel)7;
     info.struct_size = (uint32_t)offsetof(moevk_router_info, bias_on_scores);
     moevk_router *router = NULL;
     CHECK_OK(moevk_router_create(test_context(), &info, &router));
@@ -413,9 +414,9 @@ static void test_a_0_3_router_info_takes_the_0_4_defaults(void) {
     info.struct_size = sizeof info;
     info.bias_on_scores = 0;
     CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT &&
-              last_error_names("reserved_0_4"),
-          "a non-zero reserved_0_4 was taken");
-    info.reserved_0_4 = 0;
+              last_error_names("selection_kernel"),
+          "an unknown selection_kernel was taken");
+    info.selection_kernel = MOEVK_SELECTION_AUTO;
     info.bias_on_scores = 1;
     CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT &&
               last_error_names("SIGMOID"),

@@ -26,6 +26,15 @@ static const routing_case CASES[] = {
     {"k_equals_e", SIZES(6, 6, 301, 9, 301), .pattern = LOGITS_TIES, .bias = 1, .hidden = 1},
     {"k16_of_512_experts", SIZES(512, 16, 257, 0, 257), P_RANDOM, .bias = 1},
     {"1024_experts", SIZES(1024, 8, 130, 4, 130), .pattern = LOGITS_MASKED, .hidden = 1},
+    /* Sizes around a subgroup's lanes (the subgroup kernel's rows below run them too): E not a
+     * multiple of the lanes, k = E past 32 with ties, k = 16 of many tied experts. */
+    {"odd_e_33_k_5", SIZES(33, 5, 1001, 8, 1001), P_RANDOM, .bias = 1, .hidden = 1,
+     .temperature = 0.7f},
+    {"k16_of_40_ties", SIZES(40, 16, 257, 0, 257), .pattern = LOGITS_TIES},
+    {"k16_of_256_ties_4099_tokens", SIZES(256, 16, 4099, 0, 4099), .pattern = LOGITS_TIES,
+     .bias = 1},
+    {"huge_and_masked_64", SIZES(64, 4, 700, 0, 700), .pattern = LOGITS_HUGE,
+     .score = MOEVK_SCORE_SIGMOID, .renormalize = 1},
     {"odd_sizes", SIZES(13, 3, 1237, 13, 1237), P_RANDOM, .bias = 1, .hidden = 1},
     {"groups_8_keep_3", SIZES(64, 6, 900, 8, 900), P_RANDOM, .bias = 1, .hidden = 1, .groups = 8,
      .topk_groups = 3},
@@ -232,7 +241,10 @@ static const test_case FUNCTIONS[] = {
 };
 
 int main(int argc, char **argv) {
-    return test_main_with_table(CASES, sizeof CASES / sizeof CASES[0], sizeof CASES[0],
-                                run_routing_case, FUNCTIONS, sizeof FUNCTIONS / sizeof FUNCTIONS[0],
-                                argc, argv);
+    /* Every row with the default kernels, then with the subgroup kernel of scores and top-k. */
+    size_t count = sizeof CASES / sizeof CASES[0];
+    routing_case *rows = routing_cases_with_subgroup_kernel(CASES, count);
+    if (!rows) return 1;
+    return test_main_with_table(rows, 2 * count, sizeof CASES[0], run_routing_case, FUNCTIONS,
+                                sizeof FUNCTIONS / sizeof FUNCTIONS[0], argc, argv);
 }

@@ -43,6 +43,11 @@ static const scores_case CASES[] = {
     {"expert_choice", .mode = MOEVK_MODE_EXPERT_CHOICE, .E = 8, .k = 1, .T = 256},
     {"sinkhorn", .mode = MOEVK_MODE_SINKHORN, .E = 16, .k = 2, .T = 300},
     {"large_t_4099_e_256", .E = 256, .k = 8, .T = 4099},
+    /* Where the default kernel shares a token's experts over a subgroup's lanes (E >= 32 on a
+     * GPU): experts that do not fill the lanes evenly, a temperature, masks. */
+    {"odd_e_33_tempered", .E = 33, .k = 5, .T = 301, .temperature = 0.7f},
+    {"e_64_masked_sigmoid", .E = 64, .k = 2, .T = 300, .logits = MASKED,
+     .score = MOEVK_SCORE_SIGMOID},
 };
 
 static moevk_router_info case_info(const scores_case *c) {
@@ -64,6 +69,28 @@ static int close_to(float got, float want, double tol) {
     if (isnan(want)) return isnan(got);
     if (isinf(want)) return got == want;
     return fabs((double)got - want) <= tol * fmax(1.0, fabs((double)want));
+}
+
+/* The same route's token scores from the selection kernel the router did not take (where the
+ * device has both: moevk_selection_kernel), bit for bit. */
+static int other_kernel_agrees(const moevk_router_info *info, const moevk_router *router,
+                               const moevk_route_input *input, const float *scores) {
+    if (test_selection_lanes() == 0) return 1;
+    moevk_router_info other_info = *info;
+    other_info.selection_kernel =
+        moevk_router_selection_lanes(router) ? MOEVK_SELECTION_PER_TOKEN : MOEVK_SELECTION_SUBGROUP;
+    moevk_router *other = NULL;
+    float *other_scores = malloc((uint64_t)input->num_tokens * 12 + 4);
+    moevk_route_output output;
+    moevk_route_output_init(&output);
+    output.token_scores = moevk_host_tensor(other_scores);
+    int agree = other_scores &&
+                moevk_router_create(test_context(), &other_info, &other) == MOEVK_SUCCESS &&
+                moevk_route(other, input, &output) == MOEVK_SUCCESS &&
+                !memcmp(other_scores, scores, (uint64_t)input->num_tokens * 12);
+    moevk_router_destroy(other);
+    free(other_scores);
+    return agree;
 }
 
 static void run_case(const void *row) {
@@ -93,6 +120,7 @@ static void run_case(const void *row) {
     moevk_result r = moevk_route(router, &input, &output);
     output.token_scores = moevk_host_tensor(again);
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
+    int kernels_agree = other_kernel_agrees(&info, router, &input, got);
     /* The reference's row stats come from its TOKEN-mode scores (expert choice's too). */
     moevk_router_info token_info = info;
     token_info.mode = MOEVK_MODE_TOKEN;
@@ -118,6 +146,7 @@ static void run_case(const void *row) {
           c->name, (long long)bad, seen[0], seen[1], seen[2], expected[0], expected[1],
           expected[2]);
     CHECK(same, "%s: a second run gave other bits", c->name);
+    CHECK(kernels_agree, "%s: the other selection kernel gave other token scores", c->name);
 }
 
 /* A worked example: logits (0, ln 3) at temperature 1 give p = (1/4, 3/4): energy
