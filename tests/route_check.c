@@ -451,9 +451,10 @@ moevk_router_info routing_case_info(const routing_case *c) {
 }
 
 routing_case *routing_cases_with_subgroup_kernel(const routing_case *rows, size_t count) {
-    routing_case *table = malloc(2 * count * sizeof *table);
-    char *names = malloc(count * 128);
-    if (!table || !names) return NULL;
+    /* The names after the rows, in one block: the caller frees it with free(). */
+    routing_case *table = malloc(2 * count * sizeof *table + count * 128);
+    if (!table) return NULL;
+    char *names = (char *)(table + 2 * count);
     for (size_t i = 0; i < count; ++i) {
         table[i] = rows[i];
         table[count + i] = rows[i];

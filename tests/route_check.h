@@ -75,7 +75,7 @@ moevk_router_info routing_case_info(const routing_case *c);
  * and says so, on a device that offers none. */
 void run_routing_case(const void *row);
 /* The table's rows, then each again with scores and top-k's subgroup kernel (named
- * <name>_subgroup_kernel), in a table of 2 * count rows that lives until the process ends. */
+ * <name>_subgroup_kernel), in a table of 2 * count rows the caller frees (NULL: no memory). */
 routing_case *routing_cases_with_subgroup_kernel(const routing_case *rows, size_t count);
 
 #endif

@@ -3,6 +3,8 @@
  * inputs each run (the seed is printed on failure). */
 #include <math.h>
 
+#include <stdlib.h>
+
 #include "harness.h"
 #include "route_check.h"
 
@@ -245,6 +247,8 @@ int main(int argc, char **argv) {
     size_t count = sizeof CASES / sizeof CASES[0];
     routing_case *rows = routing_cases_with_subgroup_kernel(CASES, count);
     if (!rows) return 1;
-    return test_main_with_table(rows, 2 * count, sizeof CASES[0], run_routing_case, FUNCTIONS,
-                                sizeof FUNCTIONS / sizeof FUNCTIONS[0], argc, argv);
+    int status = test_main_with_table(rows, 2 * count, sizeof CASES[0], run_routing_case, FUNCTIONS,
+                                      sizeof FUNCTIONS / sizeof FUNCTIONS[0], argc, argv);
+    free(rows);
+    return status;
 }
