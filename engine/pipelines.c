@@ -125,8 +125,8 @@ void pipelines_destroy_cache(moevk_context *context) {
 
 /* The variant to build: asking for round-to-nearest-even where the device can and the kernel
  * has one, through addresses where the router needs them and the kernel touches a large
- * buffer, with a subgroup's lanes sharing each item where the router asks (subgroups; the
- * stage checked that the kernel has them), else the plain one. */
+ * buffer, with a subgroup's lanes sharing each item where the router asks (subgroups: only a
+ * stage whose kernel has those variants sets subgroup_lanes), else the plain one. */
 static const shader_code *choose_variant(const moevk_context *context,
                                          const shader_code shaders[VARIANT_COUNT], int addresses,
                                          int subgroups) {
@@ -168,7 +168,7 @@ moevk_result pipeline_create(moevk_context *context, const shader_code shaders[V
     /* The plain variants have no SPEC_SUBGROUP_LANES (an entry a shader lacks is ignored). */
     VkSpecializationInfo specialization = {10, entries, sizeof values, values};
     /* A subgroup variant runs at the size its lanes were set for, in full subgroups (the
-     * device and size were checked when the router chose it: subgroup_selection_lanes). */
+     * device offers that size: subgroup_lanes_offered). */
     VkPipelineShaderStageRequiredSubgroupSizeCreateInfoEXT required_size = {
         .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO_EXT,
         .requiredSubgroupSize = constants->subgroup_lanes};

@@ -1,7 +1,8 @@
 // The lanes that work on one token: a subgroup of LANES invocations (compiled with
 // MOEVK_SUBGROUPS, LANES a specialization constant the engine sets to the subgroup size it
-// requires), or one invocation (LANES 1, where these reductions do nothing). Lane LANE takes
-// experts LANE, LANE + LANES, ...; the reductions below then give every lane the token's result.
+// requires), or one invocation (LANES 1, where these reductions do nothing). For the maxima and
+// the top-k, lane LANE takes experts LANE, LANE + LANES, ...; for the sums, the blocks below. The
+// reductions then give every lane the token's result.
 // Maxima, top-two and top-k lists are exact whatever the order; sums go through a fixed order
 // that no subgroup size changes (below), so both kernels give the same bits.
 #ifdef MOEVK_SUBGROUPS
@@ -38,8 +39,9 @@ uint slot_block(uint slot) { return (LANE % SUM_LANES) + slot * SUM_LANES; }
 
 // The pairwise tree of the slots' sums, kept as a binary counter: levels[l] holds the finished
 // node of 2^l slots waiting for its right neighbour. Push the slots in order, then TREE_RESULT
-// after `count` of them (the rest taken as zeros, which change no sum). Constant indices: the levels stay in registers. `type` is float, or a
-// vector of sums added component by component (one counter for several sums).
+// after `count` of them (the rest taken as zeros, which change no sum). Constant indices: the
+// levels stay in registers. `type` is float, or a vector of sums added component by component
+// (one counter for several sums).
 #define TREE_LEVELS 6u
 #define TREE_PUSH(type, levels, slot, value)                                                       \
     {                                                                                              \

@@ -450,10 +450,11 @@ moevk_router_info routing_case_info(const routing_case *c) {
     return info;
 }
 
-routing_case *routing_cases_with_subgroup_kernel(const routing_case *rows, size_t count) {
-    /* The names after the rows, in one block: the caller frees it with free(). */
+int run_routing_table(const routing_case *rows, size_t count, const test_case *functions,
+                      size_t function_count, int argc, char **argv) {
+    /* The rows twice, then the second copy's names, in one block. */
     routing_case *table = malloc(2 * count * sizeof *table + count * 128);
-    if (!table) return NULL;
+    if (!table) return 1;
     char *names = (char *)(table + 2 * count);
     for (size_t i = 0; i < count; ++i) {
         table[i] = rows[i];
@@ -462,7 +463,10 @@ routing_case *routing_cases_with_subgroup_kernel(const routing_case *rows, size_
         table[count + i].name = names + 128 * i;
         table[count + i].selection = MOEVK_SELECTION_SUBGROUP;
     }
-    return table;
+    int status = test_main_with_table(table, 2 * count, sizeof *table, run_routing_case, functions,
+                                      function_count, argc, argv);
+    free(table);
+    return status;
 }
 
 void run_routing_case(const void *row) {

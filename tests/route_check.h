@@ -74,8 +74,11 @@ moevk_router_info routing_case_info(const routing_case *c);
  * choice_check.c's. The harness's test_case.run_row. A row of the subgroup kernel is skipped,
  * and says so, on a device that offers none. */
 void run_routing_case(const void *row);
-/* The table's rows, then each again with scores and top-k's subgroup kernel (named
- * <name>_subgroup_kernel), in a table of 2 * count rows the caller frees (NULL: no memory). */
-routing_case *routing_cases_with_subgroup_kernel(const routing_case *rows, size_t count);
+/* The test binary's main for a routing_case table: runs every row with the default kernels,
+ * then each again with scores and top-k's subgroup kernel (named <name>_subgroup_kernel), and
+ * the functions (test_main_with_table). */
+struct test_case;
+int run_routing_table(const routing_case *rows, size_t count, const struct test_case *functions,
+                      size_t function_count, int argc, char **argv);
 
 #endif

@@ -3,8 +3,6 @@
  * inputs each run (the seed is printed on failure). */
 #include <math.h>
 
-#include <stdlib.h>
-
 #include "harness.h"
 #include "route_check.h"
 
@@ -243,12 +241,6 @@ static const test_case FUNCTIONS[] = {
 };
 
 int main(int argc, char **argv) {
-    /* Every row with the default kernels, then with the subgroup kernel of scores and top-k. */
-    size_t count = sizeof CASES / sizeof CASES[0];
-    routing_case *rows = routing_cases_with_subgroup_kernel(CASES, count);
-    if (!rows) return 1;
-    int status = test_main_with_table(rows, 2 * count, sizeof CASES[0], run_routing_case, FUNCTIONS,
-                                      sizeof FUNCTIONS / sizeof FUNCTIONS[0], argc, argv);
-    free(rows);
-    return status;
+    return run_routing_table(CASES, sizeof CASES / sizeof CASES[0], FUNCTIONS,
+                             sizeof FUNCTIONS / sizeof FUNCTIONS[0], argc, argv);
 }
