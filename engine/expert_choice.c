@@ -1,5 +1,7 @@
-/* Expert choice (shaders/expert_choice.comp): each expert takes its top-C tokens (phase 0, a
- * workgroup per expert), then each token's rows are compacted (phase 1, over the tokens). */
+/* Expert choice (shaders/expert_choice.comp): each expert takes its top-C tokens. The phases
+ * (CHOICE_PHASE_*) run over (block, expert) pairs or over the experts, each a dispatch behind
+ * a barrier: the scratch cleared, four radix rounds of a histogram and a select, the blocks'
+ * counts, their scan, the taken tokens, and each token's rows (over the tokens). */
 #include "stage.h"
 
 #include "expert_choice.h"
@@ -18,34 +20,44 @@ static int needed(const moevk_router *router) {
     return router->info.mode == MOEVK_MODE_EXPERT_CHOICE;
 }
 
-/* On lavapipe an expert's workgroup widens where max_tokens needs it (loop_budget.c). */
-static void constants(const moevk_router *router, stage_constants *constants) {
-    constants->workgroup_size =
-        stage_workgroup_size(router->context, &router->info, STAGE_EXPERT_CHOICE);
-}
-
 static int runs(const route_call *call) {
     return call->plan->num_tokens > 0 && (call->plan->flags & FLAG_EXPERT_CHOICE);
 }
 
-static void record(moevk_router *router, const route_plan *plan) {
-    expert_choice_params params = expert_choice_params_from(plan);
-    params.phase = 0;
-    record_kernel(router, STAGE_EXPERT_CHOICE, 0, &params, plan->num_experts);
-    record_compute_barrier(router);
-    params.phase = 1;
-    record_kernel(router, STAGE_EXPERT_CHOICE, 0, &params, grid_for(router, plan->num_tokens));
+static void record_phase(moevk_router *router, expert_choice_params *params, uint32_t phase,
+                         uint32_t groups) {
+    params->phase = phase;
+    record_kernel(router, STAGE_EXPERT_CHOICE, 0, params, groups);
     record_compute_barrier(router);
 }
 
+static void record(moevk_router *router, const route_plan *plan) {
+    expert_choice_params params = expert_choice_params_from(plan);
+    uint64_t E = plan->num_experts;
+    uint64_t pairs = div_ceil_u32(plan->num_tokens, CHOICE_BLOCK_TOKENS) * E;
+    uint32_t over_pairs = groups_for(pairs), over_experts = grid_for(router, E);
+    record_phase(router, &params, CHOICE_PHASE_CLEAR,
+                 grid_for(router, (CHOICE_ROUNDS * CHOICE_DIGITS + 4) * E));
+    for (uint32_t round = 0; round < CHOICE_ROUNDS; ++round) {
+        record_phase(router, &params, CHOICE_PHASE_HISTOGRAM + round, over_pairs);
+        record_phase(router, &params, CHOICE_PHASE_SELECT + round, over_experts);
+    }
+    record_phase(router, &params, CHOICE_PHASE_COUNT, over_pairs);
+    record_phase(router, &params, CHOICE_PHASE_SCAN, groups_for(E));
+    record_phase(router, &params, CHOICE_PHASE_TAKE, over_pairs);
+    record_phase(router, &params, CHOICE_PHASE_ROWS, grid_for(router, plan->num_tokens));
+}
+
 /* Each expert's ranking key of each token after the decisions' header (scores_topk writes
- * them), and each token's compacted rows. */
+ * them), then the selection's scratch; each token's compacted rows. */
 static void size_buffers(const moevk_router *router, uint64_t sizes[BINDING_COUNT]) {
     const moevk_router_info *info = &router->info;
     if (info->mode != MOEVK_MODE_EXPERT_CHOICE) return;
-    uint64_t TE = (uint64_t)info->max_tokens * info->num_experts;
-    raise_size(&sizes[BINDING_DECISIONS], (DECISION_HEADER + TE) * 4);
-    raise_size(&sizes[BINDING_COMPACT_ROWS], TE * 4);
+    uint64_t T = info->max_tokens, E = info->num_experts;
+    uint64_t blocks = (T + CHOICE_BLOCK_TOKENS - 1) / CHOICE_BLOCK_TOKENS;
+    raise_size(&sizes[BINDING_DECISIONS],
+               (DECISION_HEADER + T * E + CHOICE_SCRATCH_WORDS(E, blocks)) * 4);
+    raise_size(&sizes[BINDING_COMPACT_ROWS], T * E * 4);
 }
 
 const stage_module expert_choice_stage = {.name = "expert choice",
@@ -53,7 +65,6 @@ const stage_module expert_choice_stage = {.name = "expert choice",
                                           .kernel_count = 1,
                                           .size_buffers = size_buffers,
                                           .needed = needed,
-                                          .constants = constants,
                                           .runs = runs,
                                           .record = record,
                                           .after = TIMESTAMP_COUNT};

@@ -189,9 +189,9 @@ typedef struct kernel_state {
 
 /* ---- loop_budget.c ---- */
 /* Invocations per workgroup of a router's stage: WORKGROUP_SIZE, except that on lavapipe the
- * stages whose one workgroup walks all of an expert's tokens (the score policy's select,
- * expert choice's selection) get the widest power of two up to WIDE_WORKGROUP_SIZE that the
- * device allows when max_tokens would take 64 invocations past the loop limit. */
+ * stage whose one workgroup walks all of an expert's tokens (the score policy's select) gets
+ * the widest power of two up to WIDE_WORKGROUP_SIZE that the device allows when max_tokens
+ * would take 64 invocations past the loop limit. */
 uint32_t stage_workgroup_size(const moevk_context *context, const moevk_router_info *info,
                               stage_id which);
 

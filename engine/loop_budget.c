@@ -1,11 +1,13 @@
 /* lavapipe's loop limit: Mesa's gallivm ends every loop of an invocation once its loops have run
  * 65535 iterations in all, and the shader goes on with wrong values. Every stage keeps its
- * loops within LOOP_BUDGET up to the sizes moevk is tested at; three still grow with T per
+ * loops within LOOP_BUDGET up to the sizes moevk is tested at; two still grow with T per
  * invocation, so on lavapipe a router whose max_tokens would take one past the limit is
  * refused at creation with the bound, rather than routing wrong. GPUs have no such limit. The
- * counts below agree with what lavapipe does: with 64-wide workgroups, expert choice over 2
- * experts went wrong between 480000 and 540000 tokens (counted: 515000), the score policy with
- * every token on one expert between 250000 and 290000 (counted: 270000). */
+ * counts below agree with what lavapipe does: with 64-wide workgroups, the score policy with
+ * every token on one expert went wrong between 250000 and 290000 tokens (counted: 270000).
+ * Expert choice no longer grows with T per invocation (its workgroups take blocks of
+ * CHOICE_BLOCK_TOKENS tokens; its scan over an expert's blocks stays far within the limit up
+ * to the modes' 2^30 tokens). */
 #include <string.h>
 
 #include "internal.h"
@@ -23,7 +25,7 @@ static uint64_t per_lane(uint64_t items, uint64_t width) { return (items + width
 
 typedef struct loop_context {
     const moevk_router_info *info;
-    uint32_t wide; /* the select's and the selection's workgroup size */
+    uint32_t wide; /* the score select's workgroup size */
 } loop_context;
 typedef uint64_t (*loop_count)(const loop_context *c, uint64_t T);
 
@@ -32,13 +34,6 @@ static uint64_t scan_steps(uint64_t width) {
     uint64_t steps = 0;
     while ((1ull << steps) < width) ++steps;
     return steps;
-}
-
-/* expert_choice.comp: an expert's workgroup walks its T keys eight times (eligibility, four
- * histogram digits, three passes in token order), plus the digit searches and scans. */
-static uint64_t expert_choice_loops(const loop_context *c, uint64_t T) {
-    return 8 * per_lane(T, c->wide) + 4 * (256 + per_lane(256, c->wide)) + 3 * scan_steps(c->wide) +
-           16;
 }
 
 /* score_select.comp: an overflowing expert's workgroup walks up to T choices in eight radix
@@ -84,12 +79,12 @@ static uint32_t widest_workgroup(const moevk_context *context) {
 
 uint32_t stage_workgroup_size(const moevk_context *context, const moevk_router_info *info,
                               stage_id which) {
-    if (which != STAGE_SCORE_SELECT && which != STAGE_EXPERT_CHOICE) return WORKGROUP_SIZE;
+    if (which != STAGE_SCORE_SELECT) return WORKGROUP_SIZE;
     if (!device_has_loop_limit(&context->info)) return WORKGROUP_SIZE;
     loop_context narrow = {info, WORKGROUP_SIZE};
-    loop_count loops = which == STAGE_SCORE_SELECT ? score_select_loops : expert_choice_loops;
-    return loops(&narrow, info->max_tokens) <= LAVAPIPE_LOOP_LIMIT ? WORKGROUP_SIZE
-                                                                   : widest_workgroup(context);
+    return score_select_loops(&narrow, info->max_tokens) <= LAVAPIPE_LOOP_LIMIT
+               ? WORKGROUP_SIZE
+               : widest_workgroup(context);
 }
 
 moevk_result router_check_loop_budget(moevk_context *context, const moevk_router_info *info) {
@@ -102,8 +97,7 @@ moevk_result router_check_loop_budget(moevk_context *context, const moevk_router
         int runs;
         const char *stage;
         loop_count loops;
-    } stages[] = {{choice, "expert choice", expert_choice_loops},
-                  {by_score, "the score drop policy", score_select_loops},
+    } stages[] = {{by_score, "the score drop policy", score_select_loops},
                   {!choice, "bucketing", bucket_loops}};
     /* The router projection's invocation loops over d. */
     if (info->router_projection && info->hidden_size > LOOP_BUDGET)

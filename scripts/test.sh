@@ -72,6 +72,9 @@ for t in test_api test_interface test_projection test_routing test_noise test_lo
 done
 run "test_mpi_layer, 2 ranks, staging buffers" MOEVK_DEVICE="$device" MOEVK_TEST_STAGING=1 "${mpi[@]}" \
   mpirun --oversubscribe -np 2 build/tests/test_mpi_layer
+# The expert-parallel example, as a user runs it: its output checked against one process's.
+run "example expert_parallel, 2 ranks" "${mpi[@]}" bash -c 'mpirun --oversubscribe -np 2 \
+  build/examples/expert_parallel && echo "1 passed, 0 failed" || echo "0 passed, 1 failed"'
 
 sanitize=(MOEVK_DEVICE="$device" MOEVK_TEST_VALIDATION=0
           ASAN_OPTIONS=detect_leaks=1:verify_asan_link_order=0:abort_on_error=0

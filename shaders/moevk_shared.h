@@ -33,7 +33,7 @@
 #define BINDING_GRAD_LOGITS 23   /* [T, E] float: dL/dlogits */
 /* The routing modes' scratch: DECISION_HEADER scalars, then SEQUENCE and BATCH: mean logits
  * [sequences, E] (and running counts); SINKHORN: see SINKHORN_SCRATCH_FLOATS; EXPERT_CHOICE:
- * each expert's ranking key of each token [T, E]. */
+ * each expert's ranking key of each token [T, E], then CHOICE_SCRATCH_WORDS. */
 #define BINDING_DECISIONS 24
 #define BINDING_NOISE_STD 25     /* [E] or (learned) [T, E] float: the Gaussian noise's std */
 #define BINDING_NOISE_WEIGHTS 26 /* [d, E] float: W_noise of the learned std */
@@ -211,6 +211,35 @@
 #define SINKHORN_PHASE_CHECK 5u         /* one workgroup: mean change, iterations, stop */
 #define SINKHORN_ITERATION_PHASES 3u    /* ROWS, COLUMNS, CHECK: their arguments in this order */
 
+/* EXPERT_CHOICE's scratch after the keys [T, E], in 32-bit words (B = ceil(T /
+ * CHOICE_BLOCK_TOKENS) blocks of tokens): the four radix rounds' histograms [4, E, 256], each
+ * expert's selection state [E, 4] (CHOICE_STATE_*), and each (expert, block)'s two counts
+ * [E, B, 2] (the equal and the taken keys; after the scan, those before the block). */
+#define CHOICE_BLOCK_TOKENS 1024u
+#define CHOICE_DIGITS 256u
+#define CHOICE_ROUNDS 4u
+#define CHOICE_SCRATCH_WORDS(E, B) ((CHOICE_ROUNDS * CHOICE_DIGITS + 4u) * (E) + 2u * (E) * (B))
+#define CHOICE_STATE_PREFIX 0u /* the threshold's bits found so far */
+#define CHOICE_STATE_MASK 1u   /* which bits those are */
+#define CHOICE_STATE_NEEDED 2u /* keys equal to the threshold still to take, in token order */
+#define CHOICE_STATE_RULE 3u   /* CHOICE_SELECT, CHOICE_TAKE_ALL or CHOICE_TAKE_NONE */
+#define CHOICE_SELECT 0u
+#define CHOICE_TAKE_ALL 1u  /* no more eligible keys than the capacity */
+#define CHOICE_TAKE_NONE 2u /* capacity 0, or no eligible key */
+
+/* Phases of the expert choice stage (shaders/expert_choice.comp), each a dispatch of its own so
+ * that the tokens spread over the device: the scratch zeroed; then for each of the four 8-bit
+ * digits of the threshold from the top, a histogram over (block, expert) workgroups and a
+ * select over the experts; each (block, expert)'s equal and taken keys; a scan of those over
+ * each expert's blocks; the taken tokens written; each token's rows. */
+#define CHOICE_PHASE_CLEAR 0u
+#define CHOICE_PHASE_HISTOGRAM 1u /* + round (0 to 3): grid over (block, expert) */
+#define CHOICE_PHASE_SELECT 5u    /* + round: grid over the experts */
+#define CHOICE_PHASE_COUNT 9u     /* grid over (block, expert) */
+#define CHOICE_PHASE_SCAN 10u     /* grid: experts */
+#define CHOICE_PHASE_TAKE 11u     /* grid over (block, expert) */
+#define CHOICE_PHASE_ROWS 12u     /* grid over the tokens */
+
 /* The most workgroups moevk puts in a dispatch's x (Vulkan promises 65535); loops over more
  * blocks or experts stride by the grid. */
 #define MAX_GROUPS_X 65535u
@@ -316,7 +345,7 @@
 
 /* Workgroup size of every stage: shared-memory reductions, no subgroup assumptions (but in the
  * subgroup variants, whose subgroup size the engine sets: shaders/lanes.glsl). On
- * lavapipe the score policy's select and expert choice's selection widen to at most
+ * lavapipe the score policy's select widens to at most
  * WIDE_WORKGROUP_SIZE when max_tokens needs it (engine/loop_budget.c: stage_workgroup_size). */
 #define WORKGROUP_SIZE 64
 #define WIDE_WORKGROUP_SIZE 256

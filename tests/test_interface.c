@@ -290,24 +290,16 @@ static void test_bounds_are_the_edge_of_what_creation_takes(void) {
     past = info;
     past.top_k = bounds.max_top_k + 1;
     CHECK(!creates(past), "top_k one past the bound was taken");
-    /* On lavapipe expert choice's selection bounds T by the loop limit, at a size small enough
-     * to create: the bound itself must then create. */
-    moevk_device_info device = {0};
-    moevk_context_device_info(test_context(), &device);
-    if (strcmp(device.driver_name, "llvmpipe") == 0) {
-        moevk_router_info choice = small_router();
-        choice.num_experts = 2;
-        choice.top_k = 1;
-        choice.hidden_size = 0;
-        choice.mode = MOEVK_MODE_EXPERT_CHOICE;
-        CHECK_OK(moevk_router_bounds_query(test_context(), &choice, &bounds));
-        choice.max_tokens = bounds.max_tokens;
-        CHECK(creates(choice), "expert choice at its bound of %u tokens was refused: %s",
-              bounds.max_tokens, moevk_context_last_error(test_context()));
-        choice.max_tokens = bounds.max_tokens + 1;
-        CHECK(create_result(choice) == MOEVK_ERROR_TOO_LARGE,
-              "expert choice one past its bound of %u tokens was taken", bounds.max_tokens);
-    }
+    /* Expert choice's selection splits the tokens into blocks, so lavapipe's loop limit no
+     * longer bounds its T (it did at about 1.9 million tokens over two experts). */
+    moevk_router_info choice = small_router();
+    choice.num_experts = 2;
+    choice.top_k = 1;
+    choice.hidden_size = 0;
+    choice.mode = MOEVK_MODE_EXPERT_CHOICE;
+    CHECK_OK(moevk_router_bounds_query(test_context(), &choice, &bounds));
+    CHECK(bounds.max_tokens > 4000000, "expert choice over 2 experts bounded at %u tokens",
+          bounds.max_tokens);
     /* Groups: E in multiples of the groups. */
     moevk_router_info grouped = small_router();
     grouped.num_groups = 4;

@@ -320,20 +320,27 @@ static void test_layer_decode_resubmits(void) {
  * bucketing blocks and E alone, and a resubmitted route reports the recording it submitted.
  * The fused front end (blocks^2 E <= FUSED_FRONT_END_WORK): scores + top-k with bucketing's
  * per-block counts, then the assignment, which scans the counts itself; past it scores + top-k,
- * then bucketing's count, scan and assignment. A barrier after the fills and after each. */
+ * then bucketing's count, scan and assignment. A barrier after the fills and after each.
+ * Expert choice: scores + top-k, then its selection's 13 phases (the scratch cleared, four
+ * rounds of a histogram and a select, the blocks' counts, their scan, the taking, the rows),
+ * at any T. */
 static void test_front_end_counts_are_the_recordings(void) {
     const struct {
         uint32_t tokens, experts, k;
         moevk_capacity_mode capacity;
         uint32_t dispatches, barriers;
-    } shapes[] = {{1, 64, 2, MOEVK_CAPACITY_FIXED, 2, 3},
-                  {1024, 256, 8, MOEVK_CAPACITY_FIXED, 2, 3},   /* 32 blocks */
-                  {2048, 256, 8, MOEVK_CAPACITY_FIXED, 4, 5},   /* 64 blocks */
-                  {4099, 256, 8, MOEVK_CAPACITY_FIXED, 4, 5},   /* 129 blocks */
-                  {4099, 64, 2, MOEVK_CAPACITY_DROPLESS, 2, 3}, /* 33 blocks */
-                  {8192, 64, 2, MOEVK_CAPACITY_FIXED, 2, 3},    /* 64 blocks */
-                  {16384, 64, 2, MOEVK_CAPACITY_FIXED, 4, 5},   /* 128 blocks */
-                  {16384, 1, 1, MOEVK_CAPACITY_FIXED, 2, 3}};   /* 64 blocks of E = 1 */
+        moevk_routing_mode mode;
+    } shapes[] = {
+        {1, 64, 2, MOEVK_CAPACITY_FIXED, 2, 3, MOEVK_MODE_TOKEN},
+        {1024, 256, 8, MOEVK_CAPACITY_FIXED, 2, 3, MOEVK_MODE_TOKEN},   /* 32 blocks */
+        {2048, 256, 8, MOEVK_CAPACITY_FIXED, 4, 5, MOEVK_MODE_TOKEN},   /* 64 blocks */
+        {4099, 256, 8, MOEVK_CAPACITY_FIXED, 4, 5, MOEVK_MODE_TOKEN},   /* 129 blocks */
+        {4099, 64, 2, MOEVK_CAPACITY_DROPLESS, 2, 3, MOEVK_MODE_TOKEN}, /* 33 blocks */
+        {8192, 64, 2, MOEVK_CAPACITY_FIXED, 2, 3, MOEVK_MODE_TOKEN},    /* 64 blocks */
+        {16384, 64, 2, MOEVK_CAPACITY_FIXED, 4, 5, MOEVK_MODE_TOKEN},   /* 128 blocks */
+        {16384, 1, 1, MOEVK_CAPACITY_FIXED, 2, 3, MOEVK_MODE_TOKEN},    /* 64 blocks of E = 1 */
+        {1, 8, 1, MOEVK_CAPACITY_FIXED, 14, 15, MOEVK_MODE_EXPERT_CHOICE},
+        {70000, 2, 1, MOEVK_CAPACITY_FIXED, 14, 15, MOEVK_MODE_EXPERT_CHOICE}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
         moevk_router_info info;
         moevk_router_info_init(&info);
@@ -341,6 +348,7 @@ static void test_front_end_counts_are_the_recordings(void) {
         info.top_k = shapes[i].k;
         info.max_tokens = shapes[i].tokens;
         info.capacity_mode = shapes[i].capacity;
+        info.mode = shapes[i].mode;
         moevk_router *router = NULL;
         CHECK_OK(moevk_router_create(test_context(), &info, &router));
         moevk_recording_counts counts[2];
