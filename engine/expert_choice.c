@@ -36,8 +36,7 @@ static void record(moevk_router *router, const route_plan *plan) {
     uint64_t E = plan->num_experts;
     uint64_t pairs = div_ceil_u32(plan->num_tokens, CHOICE_BLOCK_TOKENS) * E;
     uint32_t over_pairs = groups_for(pairs), over_experts = grid_for(router, E);
-    record_phase(router, &params, CHOICE_PHASE_CLEAR,
-                 grid_for(router, (CHOICE_ROUNDS * CHOICE_DIGITS + 4) * E));
+    record_phase(router, &params, CHOICE_PHASE_CLEAR, grid_for(router, CHOICE_EXPERT_WORDS * E));
     for (uint32_t round = 0; round < CHOICE_ROUNDS; ++round) {
         record_phase(router, &params, CHOICE_PHASE_HISTOGRAM + round, over_pairs);
         record_phase(router, &params, CHOICE_PHASE_SELECT + round, over_experts);

@@ -41,13 +41,15 @@ uint histogram_at(uint round, uint expert) {
     return scratch() + (round * P.num_experts + expert) * CHOICE_DIGITS;
 }
 uint state_at(uint expert, uint field) {
-    return scratch() + CHOICE_ROUNDS * CHOICE_DIGITS * P.num_experts + 4u * expert + field;
+    return scratch() + CHOICE_ROUNDS * CHOICE_DIGITS * P.num_experts + CHOICE_STATE_WORDS * expert +
+           field;
 }
 uint block_count_at(uint expert, uint block) {
-    return scratch() + (CHOICE_ROUNDS * CHOICE_DIGITS + 4u) * P.num_experts +
-           2u * (expert * blocks() + block);
+    return scratch() + CHOICE_EXPERT_WORDS * P.num_experts + 2u * (expert * blocks() + block);
 }
 uint state(uint expert, uint field) { return decision_words[state_at(expert, field)]; }
+// Round r finds the threshold's digit r from the top.
+uint digit_shift(uint round) { return 24u - 8u * round; }
 
 // The weight of a taken token: its routing score (softmax probability, or sigmoid, of the
 // logits the scores use) times scale.
@@ -80,7 +82,7 @@ bool is_taken(uint bits, threshold h, inout uint equal_rank) {
 }
 
 void clear_scratch() {
-    uint words = (CHOICE_ROUNDS * CHOICE_DIGITS + 4u) * P.num_experts;
+    uint words = CHOICE_EXPERT_WORDS * P.num_experts;
     uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
     for (uint i = gl_GlobalInvocationID.x; i < words; i += stride)
         decision_words[scratch() + i] = 0u;
@@ -91,7 +93,7 @@ void clear_scratch() {
 void count_digits(uint block, uint expert, uint round) {
     uint lane = gl_LocalInvocationID.x, width = gl_WorkGroupSize.x;
     uint prefix = state(expert, CHOICE_STATE_PREFIX), mask = state(expert, CHOICE_STATE_MASK);
-    uint shift = 24u - 8u * round;
+    uint shift = digit_shift(round);
     for (uint i = lane; i < CHOICE_DIGITS; i += width) digits[i] = 0u;
     barrier();
     uint first = block * CHOICE_BLOCK_TOKENS, last = min(first + CHOICE_BLOCK_TOKENS, P.num_tokens);
@@ -125,7 +127,7 @@ void select_digit(uint expert, uint round) {
         uint above = 0u, digit = 255u;
         while (above + decision_words[histogram + digit] < needed)
             above += decision_words[histogram + digit--];
-        uint shift = 24u - 8u * round;
+        uint shift = digit_shift(round);
         decision_words[state_at(expert, CHOICE_STATE_PREFIX)] |= digit << shift;
         decision_words[state_at(expert, CHOICE_STATE_MASK)] |= 255u << shift;
         needed -= above;
@@ -161,6 +163,12 @@ void count_block(uint block, uint expert) {
     }
 }
 
+// The tokens a block takes: its keys above the threshold, and of its equal ones those still
+// needed after the `equal_seen` equal keys of the blocks before it.
+uint taken_in_block(uint equal, uint above, uint equal_seen, threshold h) {
+    return above + min(equal, h.needed - min(h.needed, equal_seen));
+}
+
 // Over an expert's blocks in order, each lane a contiguous run: the equal keys and the taken
 // tokens before each block, in place of its counts; the expert's totals.
 void scan_blocks(uint expert) {
@@ -175,7 +183,7 @@ void scan_blocks(uint expert) {
     for (uint b = first; b < last; ++b) {
         uint equal = decision_words[block_count_at(expert, b)];
         uint above = decision_words[block_count_at(expert, b) + 1u];
-        taken_here += above + min(equal, h.needed - min(h.needed, equal_seen));
+        taken_here += taken_in_block(equal, above, equal_seen, h);
         equal_seen += equal;
     }
     uint taken_before = workgroup_inclusive_scan(taken_here, taken_total) - taken_here;
@@ -185,7 +193,7 @@ void scan_blocks(uint expert) {
         uint equal = decision_words[at], above = decision_words[at + 1u];
         decision_words[at] = equal_seen;
         decision_words[at + 1u] = taken_before;
-        taken_before += above + min(equal, h.needed - min(h.needed, equal_seen));
+        taken_before += taken_in_block(equal, above, equal_seen, h);
         equal_seen += equal;
     }
     if (gl_LocalInvocationID.x == 0u) {

@@ -218,7 +218,10 @@
 #define CHOICE_BLOCK_TOKENS 1024u
 #define CHOICE_DIGITS 256u
 #define CHOICE_ROUNDS 4u
-#define CHOICE_SCRATCH_WORDS(E, B) ((CHOICE_ROUNDS * CHOICE_DIGITS + 4u) * (E) + 2u * (E) * (B))
+#define CHOICE_STATE_WORDS 4u
+/* Each expert's histograms and state, which the first phase clears. */
+#define CHOICE_EXPERT_WORDS (CHOICE_ROUNDS * CHOICE_DIGITS + CHOICE_STATE_WORDS)
+#define CHOICE_SCRATCH_WORDS(E, B) (CHOICE_EXPERT_WORDS * (E) + 2u * (E) * (B))
 #define CHOICE_STATE_PREFIX 0u /* the threshold's bits found so far */
 #define CHOICE_STATE_MASK 1u   /* which bits those are */
 #define CHOICE_STATE_NEEDED 2u /* keys equal to the threshold still to take, in token order */
