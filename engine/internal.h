@@ -480,6 +480,9 @@ moevk_result route_read_call(moevk_context *context, const moevk_route_input *in
 /* Adds the router's noise for one call (nothing in inference mode or without noise). */
 void router_plan_noise(const moevk_router *router, const moevk_route_input *input,
                        route_plan *params);
+/* The noise state buffer's words for a plan (BINDING_NOISE_STATE: read by the shaders instead
+ * of push constants, so that a recorded route serves every step). */
+void noise_state_words(const route_plan *params, uint32_t words[NOISE_STATE_WORDS]);
 /* Sizes of one route call: capacity, block partition, rows. */
 void router_plan(const moevk_router *router, const moevk_route_input *input, route_plan *params);
 /* The FFN's form for a call of ffn_tokens tokens: the decode (matrix-vector) kernels up to

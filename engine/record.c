@@ -25,6 +25,14 @@ void record_route(moevk_router *router, const route_plan *plan, int with_dispatc
     moevk_recording_counts counts;
     moevk_recording_counts_init(&counts);
     record_reset_timestamps(router, TIMESTAMP_ROUTE_START, TIMESTAMP_ROUTE_END + 1);
+    /* moevk uploads its own recordings' noise state before each submission; an application's
+     * command buffer carries its route's. */
+    if (router->recording_external) {
+        uint32_t noise_state[NOISE_STATE_WORDS];
+        noise_state_words(plan, noise_state);
+        vk->vkCmdUpdateBuffer(cmd, router->buffers[BINDING_NOISE_STATE].buffer, 0,
+                              sizeof noise_state, noise_state);
+    }
     record_timestamp(router, TIMESTAMP_ROUTE_START);
     /* Rows nobody fills gather from token -1 (zeros); counts start at zero. */
     vk->vkCmdFillBuffer(cmd, router->buffers[BINDING_ROW_TOKEN].buffer, 0, VK_WHOLE_SIZE,

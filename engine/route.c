@@ -245,6 +245,9 @@ moevk_result route_submit(moevk_router *router, const moevk_route_input *caller_
     if ((params.flags & FLAG_NOISE_STD_LEARNED) && T > 0) /* T = 0 needs no weights */
         tensor_upload(plan, BINDING_NOISE_WEIGHTS, &input->noise_weights, d * E * 4);
     tensor_upload(plan, BINDING_HIDDEN, &input->hidden, T * d * hidden_bytes);
+    uint32_t noise_state[NOISE_STATE_WORDS];
+    noise_state_words(&params, noise_state);
+    transfer_upload(plan, BINDING_NOISE_STATE, noise_state, sizeof noise_state);
     route_profile_plan(router, output, &params, plan);
     transfer_uploads_done(plan);
     if (!replay) record_route(router, &params, with_dispatch);

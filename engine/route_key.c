@@ -21,6 +21,10 @@ void route_key_of(route_key *key, const route_plan *plan, int with_dispatch,
                   const layer_call *layer) {
     memset(key, 0, sizeof *key); /* padding too: keys are compared with memcmp */
     key->plan = *plan;
+    /* The noise's counter, key and amount live in the noise state buffer, uploaded each call. */
+    key->plan.noise_row_offset = key->plan.noise_step = key->plan.noise_layer = 0;
+    key->plan.noise_seed_low = key->plan.noise_seed_high = 0;
+    key->plan.noise_amount = 0.0f;
     key->with_dispatch = (uint32_t)with_dispatch;
     const moevk_tensor *tensors[] = {
         &input->logits,        &input->bias,           &input->hidden,         &input->noise_std,

@@ -252,6 +252,16 @@ void router_plan_noise(const moevk_router *router, const moevk_route_input *inpu
     if (info->noisy_scores) params->flags |= FLAG_NOISY_SCORES;
 }
 
+void noise_state_words(const route_plan *params, uint32_t words[NOISE_STATE_WORDS]) {
+    memset(words, 0, NOISE_STATE_WORDS * sizeof words[0]);
+    words[NOISE_STATE_ROW_OFFSET] = params->noise_row_offset;
+    words[NOISE_STATE_STEP] = params->noise_step;
+    words[NOISE_STATE_LAYER] = params->noise_layer;
+    words[NOISE_STATE_SEED_LOW] = params->noise_seed_low;
+    words[NOISE_STATE_SEED_HIGH] = params->noise_seed_high;
+    memcpy(&words[NOISE_STATE_AMOUNT], &params->noise_amount, sizeof(float));
+}
+
 /* The capacity factor of one call: its own, else the router's for inference or training. */
 static float call_capacity_factor(const moevk_router_info *info, const moevk_route_input *input) {
     if (input->capacity_factor > 0.0f) return input->capacity_factor;
@@ -382,6 +392,7 @@ static void binding_sizes(const moevk_router *router, uint64_t sizes[BINDING_COU
     /* The modes' scratch starts with its header, which every Sinkhorn route downloads. */
     sizes[BINDING_DECISIONS] = DECISION_HEADER * 4;
     sizes[BINDING_NOISE_STD] = info->noise == MOEVK_NOISE_GAUSSIAN ? E * 4 : 0;
+    sizes[BINDING_NOISE_STATE] = NOISE_STATE_WORDS * 4;
     for (int s = 0; s < STAGE_COUNT; ++s)
         if (STAGE_MODULES[s]->size_buffers) STAGE_MODULES[s]->size_buffers(router, sizes);
 }
@@ -457,7 +468,8 @@ static const char *const BINDING_NAMES[BINDING_COUNT] = {
     "dL/d(shared experts' down weights)",
     "dL/d(shared experts' biases)",
     "dL/d(shared expert gate)",
-    "dL/dz of the shared expert gate"};
+    "dL/dz of the shared expert gate",
+    "noise state"};
 
 /* The buffers that grow with d or E: reachable through device addresses past the range limit. */
 static int is_large_binding(int binding) {
@@ -527,7 +539,7 @@ static moevk_result create_buffers(moevk_router *router, const uint64_t sizes[BI
     uint64_t route_up = A16(sizes[BINDING_LOGITS]) + A16(sizes[BINDING_BIAS]) +
                         A16(sizes[BINDING_HIDDEN]) + A16(sizes[BINDING_NOISE_STD]) +
                         A16(sizes[BINDING_NOISE_WEIGHTS]) + A16(sizes[BINDING_ROUTER_WEIGHTS]) +
-                        A16(PROFILE_HEADER_WORDS * 4);
+                        A16(PROFILE_HEADER_WORDS * 4) + A16(NOISE_STATE_WORDS * 4);
     uint64_t combine_up = A16(sizes[BINDING_EXPERT_OUT]);
     /* An expert-parallel layer's halves (layer_parts.c): the rows coming back and their map up,
      * or the rows given, their tokens and counts up and the experts' rows down. */

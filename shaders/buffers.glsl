@@ -53,6 +53,7 @@
     layout(std430, binding = BINDING_DECISIONS) coherent buffer Decisions { float decisions[]; };  \
     layout(std430, binding = BINDING_DECISIONS) coherent buffer DecisionWords { uint decision_words[]; };
 #define BUFFER_NOISE_STD layout(std430, binding = BINDING_NOISE_STD) buffer NoiseStd { float noise_std_values[]; };
+#define BUFFER_NOISE_STATE layout(std430, binding = BINDING_NOISE_STATE) readonly buffer NoiseState { uint noise_state[]; };
 #define BUFFER_NOISE_WEIGHTS layout(std430, binding = BINDING_NOISE_WEIGHTS) readonly buffer NoiseWeights { float noise_weights[]; };
 #define BUFFER_EXPERT_LOSS layout(std430, binding = BINDING_EXPERT_LOSS) buffer ExpertLoss { float expert_loss_values[]; };
 // The parameters are written by the optimizer's step alone (optimizer.comp).

@@ -4,7 +4,7 @@
 #include "stage_params.h"
 
 // clang-format off
-#define EXPERT_CHOICE_BUFFERS(X) X(LOGITS) X(DECISIONS) X(NOISE_STD) X(ROW_STATS)                 \
+#define EXPERT_CHOICE_BUFFERS(X) X(LOGITS) X(DECISIONS) X(NOISE_STD) X(NOISE_STATE) X(ROW_STATS)   \
     X(EXPERT_IDS) X(WEIGHTS) X(SLOTS) X(ROWS) X(COMPACT_ROWS) X(ROW_TOKEN) X(EXPERT_INFO)
 #define EXPERT_CHOICE_PARAMS(U, F, A) A(logits_address) U(num_tokens) U(num_experts) U(flags)     \
     U(phase) U(capacity) F(scale) SCORE_PARAMS(U, F, A) NOISE_PARAMS(U, F, A)

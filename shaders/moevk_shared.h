@@ -102,7 +102,18 @@
 #define BINDING_GRAD_SHARED_BIAS 68 /* gate [fs], up [fs], down [d] */
 #define BINDING_GRAD_SHARED_EXPERT_GATE 69
 #define BINDING_GRAD_SHARED_DZ 70
-#define BINDING_COUNT 71
+/* The route's noise: Philox's counter words and key, and the amount (NOISE_STATE_*), written
+ * by the host before each route (or recorded with it into an application's command buffer),
+ * so that a recorded route serves every training step. */
+#define BINDING_NOISE_STATE 71
+#define BINDING_COUNT 72
+#define NOISE_STATE_ROW_OFFSET 0u
+#define NOISE_STATE_STEP 1u
+#define NOISE_STATE_LAYER 2u
+#define NOISE_STATE_SEED_LOW 3u
+#define NOISE_STATE_SEED_HIGH 4u
+#define NOISE_STATE_AMOUNT 5u /* float bits: the std, jitter's epsilon, Gumbel's scale */
+#define NOISE_STATE_WORDS 8u
 #define OPT_PARAM_ROUTER 0u
 #define OPT_PARAM_GATE 1u
 #define OPT_PARAM_UP 2u

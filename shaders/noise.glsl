@@ -1,7 +1,8 @@
 // Router noise from Philox4x32-10 (Salmon et al. 2011, Random123): key = the seed's two 32-bit
-// halves, counter = (token + noise_row_offset, expert, step, layer). Word 0 gives u = (x >> 8) * 2^-24 + 2^-25 in
-// (0, 1); Gaussian noise uses words 0 and 1 by Box-Muller. engine's CPU reference
-// (reference/noise.c) computes the same numbers.
+// halves, counter = (token + noise_row_offset, expert, step, layer), all read from the noise
+// state buffer, as the amount is (so that a recorded route serves every step). Word 0 gives
+// u = (x >> 8) * 2^-24 + 2^-25 in (0, 1); Gaussian noise uses words 0 and 1 by Box-Muller.
+// engine's CPU reference (reference/noise.c) computes the same numbers.
 uvec4 philox4x32_10(uvec4 counter, uvec2 key) {
     for (uint round = 0u; round < 10u; ++round) {
         if (round > 0u) key += uvec2(0x9E3779B9u, 0xBB67AE85u);
@@ -13,6 +14,10 @@ uvec4 philox4x32_10(uvec4 counter, uvec2 key) {
     return counter;
 }
 
+// The call's noise amount: Gaussian std, jitter's epsilon, Gumbel's scale (learned std: its
+// epsilon).
+float noise_amount() { return uintBitsToFloat(noise_state[NOISE_STATE_AMOUNT]); }
+
 precise float noise_uniform(uint word) {
     return float(word >> 8) * (1.0 / 16777216.0) + (1.0 / 33554432.0);
 }
@@ -23,13 +28,15 @@ float noise_std(uint token, uint expert) {
     if ((P.flags & FLAG_NOISE_STD_PER_EXPERT) != 0u) return noise_std_values[expert];
     if ((P.flags & FLAG_NOISE_STD_LEARNED) != 0u)
         return noise_std_values[token * P.num_experts + expert];
-    return P.noise_amount;
+    return noise_amount();
 }
 
 // The Philox words of (token, expert) at the route's step and layer.
 uvec4 noise_bits(uint token, uint expert) {
-    return philox4x32_10(uvec4(token + P.noise_row_offset, expert, P.noise_step, P.noise_layer),
-                         uvec2(P.noise_seed_low, P.noise_seed_high));
+    uvec4 counter = uvec4(token + noise_state[NOISE_STATE_ROW_OFFSET], expert,
+                          noise_state[NOISE_STATE_STEP], noise_state[NOISE_STATE_LAYER]);
+    return philox4x32_10(counter, uvec2(noise_state[NOISE_STATE_SEED_LOW],
+                                        noise_state[NOISE_STATE_SEED_HIGH]));
 }
 
 // A standard normal number by Box-Muller from Philox words 0 and 1.
@@ -49,11 +56,12 @@ precise float noisy_logit(float logit, uint token, uint expert) {
     float u0 = noise_uniform(bits.x);
     if (P.noise_kind == NOISE_JITTER) {
         // Correctly rounded f32 operations, no contraction: bit-identical to the CPU.
-        precise float factor = (1.0 - P.noise_amount) + (2.0 * P.noise_amount) * u0;
+        float amount = noise_amount();
+        precise float factor = (1.0 - amount) + (2.0 * amount) * u0;
         precise float noisy = logit * factor;
         return noisy;
     }
     if (P.noise_kind == NOISE_GAUSSIAN)
         return logit + noise_std(token, expert) * standard_normal(bits);
-    return logit - P.noise_amount * log(-log(u0)); // Gumbel
+    return logit - noise_amount() * log(-log(u0)); // Gumbel
 }

@@ -18,6 +18,6 @@ void main() {
         float dot_product = learned_noise_preactivation(i / E, i % E);
         // softplus without overflow: max(z, 0) + log(1 + exp(-|z|))
         float softplus = max(dot_product, 0.0) + log(1.0 + exp(-abs(dot_product)));
-        noise_std_values[i] = softplus + P.noise_amount;
+        noise_std_values[i] = softplus + noise_amount();
     }
 }

@@ -4,7 +4,7 @@
 #include "stage_params.h"
 
 // clang-format off
-#define NOISE_STD_BUFFERS(X) X(HIDDEN) X(NOISE_WEIGHTS) X(NOISE_STD)
+#define NOISE_STD_BUFFERS(X) X(HIDDEN) X(NOISE_WEIGHTS) X(NOISE_STD) X(NOISE_STATE)
 #define NOISE_STD_PARAMS(U, F, A) A(hidden_address) U(num_tokens) U(num_experts)                  \
     U(hidden_size) U(flags) NOISE_PARAMS(U, F, A)
 // clang-format on

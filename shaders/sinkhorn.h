@@ -4,7 +4,7 @@
 #include "stage_params.h"
 
 // clang-format off
-#define SINKHORN_BUFFERS(X) X(LOGITS) X(DECISIONS) X(NOISE_STD) X(ROW_FLAGS)
+#define SINKHORN_BUFFERS(X) X(LOGITS) X(DECISIONS) X(NOISE_STD) X(NOISE_STATE) X(ROW_FLAGS)
 #define SINKHORN_PARAMS(U, F, A) A(logits_address) U(num_tokens) U(num_experts) U(flags)          \
     U(phase) SCORE_PARAMS(U, F, A) NOISE_PARAMS(U, F, A)
 // clang-format on

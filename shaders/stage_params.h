@@ -9,10 +9,10 @@
 #ifndef MOEVK_STAGE_PARAMS_H
 #define MOEVK_STAGE_PARAMS_H
 
-/* noise.glsl (which also reads flags and num_experts). */
+/* noise.glsl (which also reads flags and num_experts, and the noise's step, seed and amount
+ * from BINDING_NOISE_STATE: they change from call to call without a new recording). */
 // clang-format off
-#define NOISE_PARAMS(U, F, A) U(noise_kind) F(noise_amount) U(noise_seed_low)                     \
-    U(noise_seed_high) U(noise_step) U(noise_layer) U(noise_row_offset)
+#define NOISE_PARAMS(U, F, A) U(noise_kind)
 
 /* scores.glsl: the decision rows and the probabilities (with num_experts, flags and noise). */
 #define SCORE_PARAMS(U, F, A) U(mode_param) F(temperature)

@@ -286,6 +286,80 @@ static void test_losses_recorded_after_a_recorded_route(void) {
     CHECK(messages == 0, "%u validation messages in the application's instance", messages);
 }
 
+/* Noise in a recorded route: the step's counter goes into the application's command buffer
+ * with the route, so routes recorded at step 5, then at step 7 into a second command buffer,
+ * draw what moevk_route draws at those steps. */
+static moevk_result noisy_direct(const float *logits, uint32_t step, int32_t *ids, float *weights) {
+    moevk_router_info info = router_info(MOEVK_MODE_TOKEN, 0);
+    info.noise = MOEVK_NOISE_GAUSSIAN;
+    info.noise_amount = 0.8f;
+    moevk_router *router = NULL;
+    moevk_result r = moevk_router_create(test_context(), &info, &router);
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = T;
+    input.step = step;
+    input.logits = moevk_host_tensor((void *)logits);
+    moevk_route_output output;
+    moevk_route_output_init(&output);
+    output.expert_ids = moevk_host_tensor(ids);
+    output.weights = moevk_host_tensor(weights);
+    if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
+    moevk_router_destroy(router);
+    return r;
+}
+
+static moevk_result noisy_recorded(fixture *f, moevk_router *router, uint32_t step, int32_t *ids,
+                                   float *weights) {
+    memcpy(f->staging.mapped, f->logits_host, sizeof f->logits_host);
+    VkCommandBuffer cmd = app_begin(&f->app);
+    app_record_copy(&f->app, cmd, f->staging.buffer, f->logits.buffer, sizeof f->logits_host);
+    app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+    moevk_route_input record;
+    moevk_route_input_init(&record);
+    record.num_tokens = T;
+    record.step = step;
+    record.logits = moevk_vulkan_tensor(f->logits.buffer, 0, 0);
+    moevk_result r = moevk_route_record(router, cmd, &record, NULL);
+    app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+    if (!app_submit_and_wait(&f->app, cmd) && r == MOEVK_SUCCESS) r = MOEVK_ERROR_VULKAN;
+    moevk_route_output output;
+    moevk_route_output_init(&output);
+    output.expert_ids = moevk_host_tensor(ids);
+    output.weights = moevk_host_tensor(weights);
+    return r == MOEVK_SUCCESS ? moevk_route_read(router, &output) : r;
+}
+
+static void test_noise_steps_recorded(void) {
+    fixture f;
+    int ready = setup(&f, MOEVK_MODE_TOKEN, 0);
+    moevk_router_info info = router_info(MOEVK_MODE_TOKEN, 0);
+    info.noise = MOEVK_NOISE_GAUSSIAN;
+    info.noise_amount = 0.8f;
+    moevk_router *router = NULL;
+    moevk_result r = ready ? moevk_router_create(f.context, &info, &router) : MOEVK_ERROR_VULKAN;
+    static int32_t want_ids[2][T * K], got_ids[2][T * K];
+    static float want_weights[2][T * K], got_weights[2][T * K];
+    if (r == MOEVK_SUCCESS) r = noisy_direct(f.logits_host, 5, want_ids[0], want_weights[0]);
+    if (r == MOEVK_SUCCESS) r = noisy_direct(f.logits_host, 7, want_ids[1], want_weights[1]);
+    if (r == MOEVK_SUCCESS) r = noisy_recorded(&f, router, 5, got_ids[0], got_weights[0]);
+    if (r == MOEVK_SUCCESS) r = noisy_recorded(&f, router, 7, got_ids[1], got_weights[1]);
+    unsigned messages = f.app.messages;
+    moevk_router_destroy(router);
+    teardown(&f);
+    messages = f.app.messages > messages ? f.app.messages : messages;
+    CHECK(r == MOEVK_SUCCESS, "noisy routes: %s", moevk_result_string(r));
+    for (int i = 0; i < 2; ++i)
+        CHECK(!memcmp(got_ids[i], want_ids[i], sizeof got_ids[i]) &&
+                  !memcmp(got_weights[i], want_weights[i], sizeof got_weights[i]),
+              "the route recorded at step %d differs from moevk_route's", i ? 7 : 5);
+    CHECK(memcmp(want_ids[0], want_ids[1], sizeof want_ids[0]) != 0,
+          "steps 5 and 7 drew the same noise");
+    CHECK(messages == 0, "%u validation messages in the application's instance", messages);
+}
+
 /* A learned noise std needs W_noise uploaded, which a recording cannot do: refused. */
 static void test_learned_noise_is_refused(void) {
     fixture f;
@@ -315,6 +389,7 @@ static void test_learned_noise_is_refused(void) {
 
 static const test_case TESTS[] = {
     TEST(learned_noise_is_refused),
+    TEST(noise_steps_recorded),
     TEST(route_and_combine_recorded_between_application_dispatches),
     TEST(sequence_mode_recorded),
     TEST(sinkhorn_mode_recorded),

@@ -216,9 +216,21 @@ static void test_combine_between_routes(void) {
     moevk_router_destroy(router);
 }
 
-/* The noise's step is part of the plan: each new step records; the same step again is
- * resubmitted and draws the same noise. */
-static void test_noise_step_records(void) {
+/* The noise's counter lives in a buffer uploaded each call, not in the recording: every call
+ * after the first is resubmitted, and each step draws the noise a fresh router (which records)
+ * draws at that step. */
+static moevk_result route_step(moevk_router *router, const float *logits, uint32_t T, uint32_t step,
+                               routed *into) {
+    moevk_route_input input;
+    moevk_route_input_init(&input);
+    input.num_tokens = T;
+    input.logits = moevk_host_tensor((void *)logits);
+    input.step = step;
+    moevk_route_output output = output_into(into, &input);
+    return moevk_route(router, &input, &output);
+}
+
+static void test_noise_steps_resubmit(void) {
     moevk_router_info info = small_router(MOEVK_CAPACITY_DROPLESS);
     info.noise = MOEVK_NOISE_GAUSSIAN;
     info.noise_amount = 0.7f;
@@ -228,22 +240,24 @@ static void test_noise_step_records(void) {
     const uint32_t T = 29;
     static float logits[MAX_T * E];
     fill_normal(logits, (size_t)T * E);
-    static routed first, got;
+    static routed got, fresh, step_one;
     const uint32_t steps[] = {0, 1, 1, 2, 1};
-    const int resubmitted[] = {0, 0, 1, 0, 0};
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; ++i) {
-        moevk_route_input input;
-        moevk_route_input_init(&input);
-        input.num_tokens = T;
-        input.logits = moevk_host_tensor(logits);
-        input.step = steps[i];
-        moevk_route_output output = output_into(i == 1 ? &first : &got, &input);
-        CHECK_OK(moevk_route(router, &input, &output));
-        const routed *r = i == 1 ? &first : &got;
-        CHECK(r->stats.resubmitted == resubmitted[i], "step call %zu: resubmitted %d", i,
-              r->stats.resubmitted);
-        if (steps[i] == 1 && i > 1)
-            CHECK(same_route(&got, &first, T), "call %zu: step 1's noise differs", i);
+        CHECK_OK(route_step(router, logits, T, steps[i], &got));
+        CHECK(got.stats.resubmitted == (i > 0), "step call %zu: resubmitted %d", i,
+              got.stats.resubmitted);
+        moevk_router *once = NULL;
+        CHECK_OK(moevk_router_create(test_context(), &info, &once));
+        CHECK_OK(route_step(once, logits, T, steps[i], &fresh));
+        CHECK(fresh.stats.resubmitted == 0, "a fresh router resubmitted");
+        moevk_router_destroy(once);
+        CHECK(same_route(&got, &fresh, T),
+              "call %zu (step %u): the noise differs from a fresh "
+              "router's",
+              i, steps[i]);
+        if (i == 1) step_one = got;
+        if (steps[i] == 2)
+            CHECK(!same_route(&got, &step_one, T), "steps 1 and 2 drew the same noise");
     }
     moevk_router_destroy(router);
 }
@@ -395,7 +409,7 @@ static void test_front_end_counts_are_the_recordings(void) {
 int main(int argc, char **argv) {
     static const test_case tests[] = {
         TEST(steady_route_resubmits), TEST(buffers_change_the_key),
-        TEST(combine_between_routes), TEST(noise_step_records),
+        TEST(combine_between_routes), TEST(noise_steps_resubmit),
         TEST(layer_decode_resubmits), TEST(front_end_counts_are_the_recordings),
     };
     return test_main(tests, sizeof tests / sizeof tests[0], argc, argv);
