@@ -16,9 +16,19 @@
 #include <unistd.h>
 #endif
 
+/* cmd.exe's "not recognized as an internal or external command". */
+#define CMD_NOT_FOUND 9009
+
 int shell_run(const char *command) {
     int status = system(command);
 #ifdef _WIN32
+    /* Under Wine, cmd.exe now and then fails to start a program it ran a moment before (CI,
+     * seed 1796688414: moevk.exe "not recognized" between two runs of it): tried twice more,
+     * so that only a program that is really missing reports 9009. */
+    for (int retry = 0; retry < 2 && status == CMD_NOT_FOUND; ++retry) {
+        Sleep(500);
+        status = system(command);
+    }
     return status; /* cmd.exe's exit status is the command's own */
 #else
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
