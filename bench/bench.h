@@ -65,6 +65,7 @@ typedef struct bench_case {
     moevk_dtype dtype;
     bench_policy policy;
     moevk_selection_kernel selection; /* --selection: which scores and top-k kernel */
+    uint32_t choice_block;            /* --choice-block: expert choice's block (0: moevk's) */
     /* results */
     int ran;
     char skipped[160];

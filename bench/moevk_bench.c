@@ -26,6 +26,7 @@ typedef struct options {
     int layer_count;
     int device;                       /* -1: the one moevk would pick */
     moevk_selection_kernel selection; /* --selection auto|per-token|subgroup: every case's */
+    uint32_t choice_block;            /* --choice-block N: expert choice's block, 0: moevk's */
     const char *json, *svg;
     bench_case cases[MAX_CASES];
     int case_count;
@@ -185,6 +186,12 @@ static int parse_options(int argc, char **argv, options *o) {
             if (kind == 3) return 0;
             o->selection = (moevk_selection_kernel)kind;
             ++i;
+        } else if (!strcmp(a, "--choice-block") && v) {
+            char *end = NULL;
+            unsigned long tokens = strtoul(v, &end, 10);
+            if (*end != '\0' || tokens > 262144) return 0;
+            o->choice_block = (uint32_t)tokens;
+            ++i;
         } else
             return 0;
     }
@@ -192,7 +199,10 @@ static int parse_options(int argc, char **argv, options *o) {
     if (o->warmup < 0) o->warmup = 0;
     /* Layer cases alone (--layer-case) time just those. */
     if (o->case_count == 0 && o->routing && o->layer_count == 0) plan_sweep(o);
-    for (int i = 0; i < o->case_count; ++i) o->cases[i].selection = o->selection;
+    for (int i = 0; i < o->case_count; ++i) {
+        o->cases[i].selection = o->selection;
+        o->cases[i].choice_block = o->choice_block;
+    }
     if (o->layers)
         o->layer_count += plan_layer_cases(o->layer_cases + o->layer_count,
                                            MAX_LAYER_CASES - o->layer_count, o->quick);
@@ -368,7 +378,7 @@ int main(int argc, char **argv) {
             "[--repeat N] [--warmup N]\n"
             "                   [--case "
             "T,E,k,d[,f32|f16|bf16[,position|score|dropless|sequence|batch|sinkhorn|choice]]]... "
-            "[--selection auto|per-token|subgroup] [--json FILE] [--svg FILE]\n"
+            "[--selection auto|per-token|subgroup] [--choice-block N] [--json FILE] [--svg FILE]\n"
             "                   [--layer-case T,E,k,d,f[,shared "
             "f[,f32|f16|bf16|q8_0|q4_0|q4_k|q6_k]]]...\n");
         return 2;

@@ -52,6 +52,7 @@ void run_case(moevk_context *context, bench_case *c, int warmup, int repeats) {
     info.hidden_type = c->dtype;
     info.profile = 1;
     info.selection_kernel = c->selection;
+    info.choice_block_tokens = c->choice_block;
     if (c->policy == POLICY_SCORE) info.drop_policy = MOEVK_DROP_SCORE;
     if (c->policy == POLICY_DROPLESS) info.capacity_mode = MOEVK_CAPACITY_DROPLESS;
     static const moevk_routing_mode MODES[] = {MOEVK_MODE_SEQUENCE, MOEVK_MODE_BATCH,

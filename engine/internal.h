@@ -244,6 +244,7 @@ typedef struct route_plan {
     uint32_t flags;
     uint32_t num_blocks;
     uint32_t block_size;
+    uint32_t choice_block_tokens; /* EXPERT_CHOICE: the tokens of a (block, expert) workgroup */
     uint32_t pad_multiple;
     uint32_t stat_blocks;
     uint32_t rows_per_stat_block;
@@ -483,6 +484,9 @@ void router_plan_noise(const moevk_router *router, const moevk_route_input *inpu
 /* The noise state buffer's words for a plan (BINDING_NOISE_STATE: read by the shaders instead
  * of push constants, so that a recorded route serves every step). */
 void noise_state_words(const route_plan *params, uint32_t words[NOISE_STATE_WORDS]);
+/* EXPERT_CHOICE's tokens per (block, expert) workgroup (moevk_router_info.choice_block_tokens,
+ * 0: the device kind's). */
+uint32_t router_choice_block_tokens(const moevk_router *router);
 /* Sizes of one route call: capacity, block partition, rows. */
 void router_plan(const moevk_router *router, const moevk_route_input *input, route_plan *params);
 /* The FFN's form for a call of ffn_tokens tokens: the decode (matrix-vector) kernels up to

@@ -5,9 +5,9 @@
  * refused at creation with the bound, rather than routing wrong. GPUs have no such limit. The
  * counts below agree with what lavapipe does: with 64-wide workgroups, the score policy with
  * every token on one expert went wrong between 250000 and 290000 tokens (counted: 270000).
- * Expert choice no longer grows with T per invocation (its workgroups take blocks of
- * CHOICE_BLOCK_TOKENS tokens; its scan over an expert's blocks stays far within the limit up
- * to the modes' 2^30 tokens). */
+ * Expert choice no longer grows with T per invocation (its workgroups take blocks of at most
+ * CHOICE_MAX_BLOCK_TOKENS tokens, a few thousand iterations per lane; its scan over an expert's
+ * blocks stays far within the limit up to the modes' 2^30 tokens). */
 #include <string.h>
 
 #include "internal.h"

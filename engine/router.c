@@ -163,6 +163,10 @@ moevk_result router_check_info(moevk_context *context, const moevk_router_info *
                             "selection_kernel SUBGROUP: this device does not offer subgroup "
                             "shuffles with subgroup size control (moevk_device_info."
                             "selection_lanes is 0)");
+    if (info->choice_block_tokens > CHOICE_MAX_BLOCK_TOKENS)
+        REJECT("choice_block_tokens is %u; it must be 0 (moevk's choice) to %u",
+               info->choice_block_tokens, CHOICE_MAX_BLOCK_TOKENS);
+    if (info->reserved_0_7 != 0) REJECT("reserved_0_7 must be zero");
     if (info->max_tokens > (1u << 30) && info->mode != MOEVK_MODE_TOKEN)
         REJECT("max_tokens is %u; the routing modes take at most 2^30 tokens", info->max_tokens);
     return MOEVK_SUCCESS;
@@ -302,6 +306,14 @@ void router_plan_ffn_form(route_plan *params, uint32_t ffn_tokens) {
     if (ffn_tokens <= MATVEC_ROWS) params->flags |= FLAG_FFN_MATVEC; /* decode */
 }
 
+/* A CPU runs each workgroup on one thread, with a cost per workgroup a GPU does not have: its
+ * blocks are larger (bench/RESULTS.md). */
+uint32_t router_choice_block_tokens(const moevk_router *router) {
+    if (router->info.choice_block_tokens > 0) return router->info.choice_block_tokens;
+    return router->context->info.type == VK_PHYSICAL_DEVICE_TYPE_CPU ? CHOICE_CPU_BLOCK_TOKENS
+                                                                     : CHOICE_GPU_BLOCK_TOKENS;
+}
+
 void router_plan(const moevk_router *router, const moevk_route_input *input, route_plan *params) {
     const moevk_router_info *info = &router->info;
     uint32_t num_tokens = input->num_tokens, step = input->step;
@@ -321,7 +333,10 @@ void router_plan(const moevk_router *router, const moevk_route_input *input, rou
         params->mode_param = info->mode == MOEVK_MODE_BATCH ? (num_tokens > 0 ? num_tokens : 1)
                                                             : info->sequence_length;
     }
-    if (info->mode == MOEVK_MODE_EXPERT_CHOICE) params->flags |= FLAG_EXPERT_CHOICE;
+    if (info->mode == MOEVK_MODE_EXPERT_CHOICE) {
+        params->flags |= FLAG_EXPERT_CHOICE;
+        params->choice_block_tokens = router_choice_block_tokens(router);
+    }
     if (info->mode == MOEVK_MODE_SINKHORN) {
         params->flags |= FLAG_SINKHORN;
         params->mode_param = info->sinkhorn_iterations ? info->sinkhorn_iterations : 100;

@@ -49,7 +49,7 @@ void sized_write(void *given, const void *full, const struct_layout *layouts, si
 
 /* Each layout of this header ends without tail padding, so that struct_size tells them apart
  * (moevk 0.2's router info had some: its next layout names it padding_0_2). */
-_Static_assert(offsetof(moevk_router_info, selection_kernel) + 4 == sizeof(moevk_router_info),
+_Static_assert(offsetof(moevk_router_info, reserved_0_7) + 4 == sizeof(moevk_router_info),
                "moevk_router_info has tail padding");
 _Static_assert(offsetof(moevk_context_info, reserved_0_7) + 8 == sizeof(moevk_context_info),
                "moevk_context_info has tail padding");

@@ -38,7 +38,8 @@ void sized_write(void *given, const void *full, const struct_layout *layouts, si
         LAYOUT_BEFORE(moevk_device_info, selection_lanes), LAYOUT_NOW(moevk_device_info)
 #define LAYOUTS_moevk_router_info                                                                  \
     LAYOUT_BEFORE(moevk_router_info, padding_0_2),                                                 \
-        LAYOUT_BEFORE(moevk_router_info, bias_on_scores), LAYOUT_NOW(moevk_router_info)
+        LAYOUT_BEFORE(moevk_router_info, bias_on_scores),                                          \
+        LAYOUT_BEFORE(moevk_router_info, choice_block_tokens), LAYOUT_NOW(moevk_router_info)
 #define LAYOUTS_moevk_router_bounds LAYOUT_NOW(moevk_router_bounds)
 #define LAYOUTS_moevk_route_input                                                                  \
     LAYOUT_BEFORE(moevk_route_input, capacity_factor), LAYOUT_NOW(moevk_route_input)

@@ -528,6 +528,12 @@ typedef struct moevk_router_info {
     int bias_on_scores;
     /* ---- Since moevk 0.7 (in the place of 0.4's reserved_0_4: zero there before) ---- */
     moevk_selection_kernel selection_kernel; /* default AUTO */
+    /* ---- Later in moevk 0.7 (a struct ending above takes these defaults) ---- */
+    /* Default 0: moevk's choice. Otherwise the tokens each of EXPERT_CHOICE's workgroups takes
+     * per expert (1 to 262144), where a CPU device and a GPU want different work per workgroup
+     * (0 takes 16384 on a CPU, 1024 on a GPU): the decisions are the same at every size. */
+    uint32_t choice_block_tokens;
+    uint32_t reserved_0_7; /* zero */
 } moevk_router_info;
 
 #define MOEVK_MAX_EXPERTS 1024u

@@ -2,7 +2,7 @@
 #extension GL_GOOGLE_include_directive : require
 // EXPERT_CHOICE mode: each expert takes its top-C tokens by the keys scores_topk left in the
 // decisions buffer (choice_key_at; -1: not eligible), ties to the lower token. The tokens are
-// split into blocks of CHOICE_BLOCK_TOKENS, and most phases run a workgroup per (block, expert)
+// split into blocks of P.choice_block_tokens, and most phases run a workgroup per (block, expert)
 // pair, so that the whole device works even for few experts (CHOICE_PHASE_*, one dispatch
 // each). The C-th largest key is found by a radix select over its bits (non-negative floats
 // order as their bits), four 8-bit digits from the top: each round, every pair's workgroup
@@ -35,7 +35,9 @@ uint key_bits(uint token, uint expert) {
 }
 bool eligible(uint bits) { return (bits & 0x80000000u) == 0u; } // keys >= 0; -1 is not
 
-uint blocks() { return (P.num_tokens + CHOICE_BLOCK_TOKENS - 1u) / CHOICE_BLOCK_TOKENS; }
+uint blocks() { return (P.num_tokens + P.choice_block_tokens - 1u) / P.choice_block_tokens; }
+uint block_first(uint block) { return block * P.choice_block_tokens; }
+uint block_end(uint block) { return min(block_first(block) + P.choice_block_tokens, P.num_tokens); }
 uint scratch() { return DECISION_HEADER + P.num_tokens * P.num_experts; }
 uint histogram_at(uint round, uint expert) {
     return scratch() + (round * P.num_experts + expert) * CHOICE_DIGITS;
@@ -96,7 +98,7 @@ void count_digits(uint block, uint expert, uint round) {
     uint shift = digit_shift(round);
     for (uint i = lane; i < CHOICE_DIGITS; i += width) digits[i] = 0u;
     barrier();
-    uint first = block * CHOICE_BLOCK_TOKENS, last = min(first + CHOICE_BLOCK_TOKENS, P.num_tokens);
+    uint first = block_first(block), last = block_end(block);
     // Past round 0, only an expert still selecting has keys to count.
     if (round > 0u && state(expert, CHOICE_STATE_RULE) != CHOICE_SELECT) last = first;
     for (uint t = first + lane; t < last; t += width) {
@@ -136,12 +138,13 @@ void select_digit(uint expert, uint round) {
     decision_words[state_at(expert, CHOICE_STATE_NEEDED)] = needed;
 }
 
-// The lane's contiguous run of a block's tokens (token order is lane order).
+// The lane's contiguous run of a block's tokens (token order is lane order), the block's
+// tokens spread over all lanes, a last short block's too.
 void lane_run(uint block, out uint first, out uint last) {
-    uint per_lane = CHOICE_BLOCK_TOKENS / gl_WorkGroupSize.x;
-    uint start = block * CHOICE_BLOCK_TOKENS + gl_LocalInvocationID.x * per_lane;
-    first = min(start, P.num_tokens);
-    last = min(start + per_lane, P.num_tokens);
+    uint begin = block_first(block), end = block_end(block), width = gl_WorkGroupSize.x;
+    uint per_lane = (end - begin + width - 1u) / width;
+    first = min(begin + gl_LocalInvocationID.x * per_lane, end);
+    last = min(first + per_lane, end);
 }
 
 // A pair's keys equal to the threshold and above it.

@@ -223,10 +223,12 @@
 #define SINKHORN_ITERATION_PHASES 3u    /* ROWS, COLUMNS, CHECK: their arguments in this order */
 
 /* EXPERT_CHOICE's scratch after the keys [T, E], in 32-bit words (B = ceil(T /
- * CHOICE_BLOCK_TOKENS) blocks of tokens): the four radix rounds' histograms [4, E, 256], each
+ * choice_block_tokens) blocks of tokens): the four radix rounds' histograms [4, E, 256], each
  * expert's selection state [E, 4] (CHOICE_STATE_*), and each (expert, block)'s two counts
  * [E, B, 2] (the equal and the taken keys; after the scan, those before the block). */
-#define CHOICE_BLOCK_TOKENS 1024u
+#define CHOICE_GPU_BLOCK_TOKENS 1024u  /* moevk_router_info.choice_block_tokens 0 on a GPU */
+#define CHOICE_CPU_BLOCK_TOKENS 16384u /* and on a CPU */
+#define CHOICE_MAX_BLOCK_TOKENS 262144u
 #define CHOICE_DIGITS 256u
 #define CHOICE_ROUNDS 4u
 #define CHOICE_STATE_WORDS 4u

@@ -454,6 +454,7 @@ moevk_router_info routing_case_info(const routing_case *c) {
     info.bias_on_scores = c->bias_on_scores;
     if (c->addressed) info.max_binding_bytes = 1024;
     info.selection_kernel = c->selection;
+    info.choice_block_tokens = c->choice_block_tokens;
     return info;
 }
 

@@ -66,6 +66,7 @@ typedef struct routing_case {
     uint32_t step, layer;
     int addressed; /* reach the large buffers through device addresses (max_binding_bytes) */
     moevk_selection_kernel selection; /* scores and top-k's kernel (AUTO: the default) */
+    uint32_t choice_block_tokens;     /* EXPERT_CHOICE's block (0: the device's) */
 } routing_case;
 
 /* The router of a row. */

@@ -415,8 +415,42 @@ static void test_a_0_3_router_info_takes_the_0_4_defaults(void) {
           "bias_on_scores with softmax scores was taken");
 }
 
+/* The later 0.7 fields: a struct ending at selection_kernel takes choice_block_tokens' default
+ * whatever follows; a full one's must be 0 to 262144, and reserved_0_7 zero. */
+static void test_choice_block_tokens_is_checked(void) {
+    moevk_router_info info = small_router();
+    info.mode = MOEVK_MODE_EXPERT_CHOICE;
+    moevk_device_info device;
+    moevk_device_info_init(&device);
+    moevk_context_device_info(test_context(), &device);
+    /* Where the device offers it, the kernel AUTO would not pick on a CPU or for few experts. */
+    info.selection_kernel =
+        device.selection_lanes ? MOEVK_SELECTION_SUBGROUP : MOEVK_SELECTION_PER_TOKEN;
+    info.choice_block_tokens = 262145;
+    info.reserved_0_7 = 5;
+    info.struct_size = (uint32_t)offsetof(moevk_router_info, choice_block_tokens);
+    moevk_router *router = NULL;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    CHECK(router && moevk_router_selection_lanes(router) == device.selection_lanes,
+          "a struct ending at selection_kernel lost it");
+    moevk_router_destroy(router);
+    router = NULL;
+    info.struct_size = sizeof info;
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT &&
+              last_error_names("choice_block_tokens"),
+          "choice_block_tokens 262145 was taken");
+    info.choice_block_tokens = 262144;
+    CHECK(moevk_router_create(test_context(), &info, &router) == MOEVK_ERROR_INVALID_ARGUMENT &&
+              last_error_names("reserved_0_7"),
+          "a non-zero reserved_0_7 was taken");
+    info.reserved_0_7 = 0;
+    CHECK_OK(moevk_router_create(test_context(), &info, &router));
+    moevk_router_destroy(router);
+}
+
 static const test_case TESTS[] = {
     TEST(a_0_3_router_info_takes_the_0_4_defaults),
+    TEST(choice_block_tokens_is_checked),
     TEST(inference_and_per_call_capacity_factors),
     TEST(unknown_fields_are_taken_when_zero_and_refused_otherwise),
     TEST(struct_size_zero_is_the_first_layout),

@@ -75,15 +75,28 @@ static const routing_case CASES[] = {
     {"expert_choice_nonfinite", CHOICE, SIZES(8, 1, 300, 4, 300), .pattern = LOGITS_NONFINITE},
     {"expert_choice_huge", CHOICE, SIZES(6, 1, 200, 0, 200), .pattern = LOGITS_HUGE},
     {"expert_choice_ties", CHOICE, SIZES(6, 1, 300, 3, 300), .pattern = LOGITS_TIES},
-    /* Over several blocks of CHOICE_BLOCK_TOKENS (1024) tokens: ties that span blocks, masked
-     * keys, a last block of one token, and fewer tokens than the router was made for. */
-    {"expert_choice_ties_over_blocks", CHOICE, SIZES(5, 1, 6000, 0, 5000), .pattern = LOGITS_TIES},
+    /* Over several blocks of a GPU's 1024 tokens (choice_block_tokens): ties that span blocks,
+     * masked keys, a last block of one token, and fewer tokens than the router was made for. */
+    {"expert_choice_ties_over_blocks", CHOICE, SIZES(5, 1, 6000, 0, 5000), .pattern = LOGITS_TIES,
+     .choice_block_tokens = 1024},
     {"expert_choice_ties_over_many_blocks", CHOICE, SIZES(2, 1, 140000, 0, 140000),
-     .pattern = LOGITS_TIES}, /* 137 blocks: the scan's lanes take several each */
+     .pattern = LOGITS_TIES, .choice_block_tokens = 1024}, /* 137 blocks: lanes scan several */
     {"expert_choice_masked_over_blocks", CHOICE, SIZES(7, 1, 4099, 3, 4099),
-     .pattern = LOGITS_MASKED},
+     .pattern = LOGITS_MASKED, .choice_block_tokens = 1024},
     {"expert_choice_c_equals_t_over_blocks", CHOICE, SIZES(3, 1, 2049, 0, 2049),
-     .capacity_mode = MOEVK_CAPACITY_FIXED, .capacity = 2049},
+     .capacity_mode = MOEVK_CAPACITY_FIXED, .capacity = 2049, .choice_block_tokens = 1024},
+    /* A CPU's blocks of 16384 (the default on lavapipe) and odd sizes: blocks of fewer tokens
+     * than a workgroup's lanes, of a prime count, and the largest. */
+    {"expert_choice_ties_over_cpu_blocks", CHOICE, SIZES(3, 1, 140000, 0, 140000),
+     .pattern = LOGITS_TIES}, /* 9 blocks, the last of 8928 tokens */
+    {"expert_choice_blocks_of_7", CHOICE, SIZES(6, 1, 500, 2, 500), .pattern = LOGITS_TIES,
+     .choice_block_tokens = 7},
+    {"expert_choice_blocks_of_1", CHOICE, SIZES(3, 1, 70, 0, 70), .pattern = LOGITS_TIES,
+     .choice_block_tokens = 1},
+    {"expert_choice_blocks_of_997", CHOICE, SIZES(9, 1, 5000, 4, 5000), .pattern = LOGITS_MASKED,
+     .choice_block_tokens = 997},
+    {"expert_choice_blocks_of_the_largest", CHOICE, SIZES(2, 1, 300000, 0, 300000),
+     .pattern = LOGITS_TIES, .choice_block_tokens = 262144},
     {"expert_choice_zero_tokens", CHOICE, SIZES(8, 1, 16, 4, 0)},
     {"expert_choice_one_token", CHOICE, SIZES(8, 1, 16, 4, 1)},
     {"expert_choice_one_expert", CHOICE, SIZES(1, 1, 100, 4, 100)},
