@@ -269,10 +269,7 @@ float dense_slope(uint token, uint expert, float p) {
 // ds/dlogit: the jitter factor where the scores use jittered logits, else 1.
 float noise_slope(float logit, uint token, uint expert) {
     if ((P.flags & FLAG_NOISY_SCORES) == 0u || P.noise_kind != NOISE_JITTER) return 1.0;
-    float amount = noise_amount();
-    precise float factor =
-        (1.0 - amount) + (2.0 * amount) * noise_uniform(noise_bits(token, expert).x);
-    return factor;
+    return jitter_factor(noise_uniform(noise_bits(token, expert).x));
 }
 
 bool grad_noise_wanted() { return (P.flags & FLAG_GRAD_NOISE) != 0u; }

@@ -22,6 +22,13 @@ precise float noise_uniform(uint word) {
     return float(word >> 8) * (1.0 / 16777216.0) + (1.0 / 33554432.0);
 }
 
+// Jitter's factor from word 0's uniform: 1 - amount + 2 amount u, correctly rounded f32
+// operations, no contraction (bit-identical to the CPU); the scores' slope where they use it.
+precise float jitter_factor(float u0) {
+    float amount = noise_amount();
+    return (1.0 - amount) + (2.0 * amount) * u0;
+}
+
 // The Gaussian noise's std for a token and an expert: the router's, each expert's, or learned
 // per token and expert (noise_std.comp).
 float noise_std(uint token, uint expert) {
@@ -56,9 +63,7 @@ precise float noisy_logit(float logit, uint token, uint expert) {
     float u0 = noise_uniform(bits.x);
     if (P.noise_kind == NOISE_JITTER) {
         // Correctly rounded f32 operations, no contraction: bit-identical to the CPU.
-        float amount = noise_amount();
-        precise float factor = (1.0 - amount) + (2.0 * amount) * u0;
-        precise float noisy = logit * factor;
+        precise float noisy = logit * jitter_factor(u0);
         return noisy;
     }
     if (P.noise_kind == NOISE_GAUSSIAN)

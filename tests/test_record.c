@@ -289,10 +289,24 @@ static void test_losses_recorded_after_a_recorded_route(void) {
 /* Noise in a recorded route: the step's counter goes into the application's command buffer
  * with the route, so routes recorded at step 5, then at step 7 into a second command buffer,
  * draw what moevk_route draws at those steps. */
-static moevk_result noisy_direct(const float *logits, uint32_t step, int32_t *ids, float *weights) {
+static moevk_router_info noisy_info(void) {
     moevk_router_info info = router_info(MOEVK_MODE_TOKEN, 0);
     info.noise = MOEVK_NOISE_GAUSSIAN;
     info.noise_amount = 0.8f;
+    return info;
+}
+
+/* The ids and weights of a route, into the host. */
+static moevk_route_output ids_and_weights(int32_t *ids, float *weights) {
+    moevk_route_output output;
+    moevk_route_output_init(&output);
+    output.expert_ids = moevk_host_tensor(ids);
+    output.weights = moevk_host_tensor(weights);
+    return output;
+}
+
+static moevk_result noisy_direct(const float *logits, uint32_t step, int32_t *ids, float *weights) {
+    moevk_router_info info = noisy_info();
     moevk_router *router = NULL;
     moevk_result r = moevk_router_create(test_context(), &info, &router);
     moevk_route_input input;
@@ -300,10 +314,7 @@ static moevk_result noisy_direct(const float *logits, uint32_t step, int32_t *id
     input.num_tokens = T;
     input.step = step;
     input.logits = moevk_host_tensor((void *)logits);
-    moevk_route_output output;
-    moevk_route_output_init(&output);
-    output.expert_ids = moevk_host_tensor(ids);
-    output.weights = moevk_host_tensor(weights);
+    moevk_route_output output = ids_and_weights(ids, weights);
     if (r == MOEVK_SUCCESS) r = moevk_route(router, &input, &output);
     moevk_router_destroy(router);
     return r;
@@ -325,19 +336,14 @@ static moevk_result noisy_recorded(fixture *f, moevk_router *router, uint32_t st
     app_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                 VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
     if (!app_submit_and_wait(&f->app, cmd) && r == MOEVK_SUCCESS) r = MOEVK_ERROR_VULKAN;
-    moevk_route_output output;
-    moevk_route_output_init(&output);
-    output.expert_ids = moevk_host_tensor(ids);
-    output.weights = moevk_host_tensor(weights);
+    moevk_route_output output = ids_and_weights(ids, weights);
     return r == MOEVK_SUCCESS ? moevk_route_read(router, &output) : r;
 }
 
 static void test_noise_steps_recorded(void) {
     fixture f;
     int ready = setup(&f, MOEVK_MODE_TOKEN, 0);
-    moevk_router_info info = router_info(MOEVK_MODE_TOKEN, 0);
-    info.noise = MOEVK_NOISE_GAUSSIAN;
-    info.noise_amount = 0.8f;
+    moevk_router_info info = noisy_info();
     moevk_router *router = NULL;
     moevk_result r = ready ? moevk_router_create(f.context, &info, &router) : MOEVK_ERROR_VULKAN;
     static int32_t want_ids[2][T * K], got_ids[2][T * K];
